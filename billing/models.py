@@ -1,0 +1,115 @@
+"""Price schedules and the savings ledger.
+
+A patient examined at a township pays the township (一级) price instead of the county
+(二级) price; the ledger keeps one entry per exam with the prices of the edition in force
+on the exam date, so every total can be traced to the exams behind it. Money is Decimal."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from consults.models import Consult
+from facilities.models import ExamKind, Facility
+
+
+class PriceSchedule(models.Model):
+    """An edition of the provincial price list, e.g. 陕西省医疗服务项目价格 2021 版."""
+
+    code = models.SlugField(_("代码"), max_length=32, unique=True)
+    name = models.CharField(_("版本名称"), max_length=128)
+    effective_from = models.DateField(_("生效日期"))
+    effective_to = models.DateField(_("失效日期"), null=True, blank=True, help_text=_("留空表示仍有效（含当日）"))
+
+    class Meta:
+        verbose_name = _("价格标准")
+        verbose_name_plural = _("价格标准")
+        ordering = ["-effective_from"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(effective_to__isnull=True) | Q(effective_to__gte=F("effective_from")),
+                name="schedule_ends_after_it_starts",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PriceItem(models.Model):
+    """The price of one body part of one exam kind at one hospital level."""
+
+    schedule = models.ForeignKey(PriceSchedule, on_delete=models.CASCADE, related_name="items")
+    exam_kind = models.CharField(_("检查类型"), max_length=4, choices=ExamKind.choices)
+    level = models.PositiveSmallIntegerField(_("医院等级"), choices=Facility.Level.choices)
+    item_code = models.CharField(_("项目编码"), max_length=32, blank=True)
+    item_name = models.CharField(_("项目名称"), max_length=128, blank=True)
+    price_per_part = models.DecimalField(_("每部位价格（元）"), max_digits=10, decimal_places=2)
+
+    class Meta:
+        verbose_name = _("价格项目")
+        verbose_name_plural = _("价格项目")
+        constraints = [
+            models.UniqueConstraint(fields=["schedule", "exam_kind", "level"], name="one_price_per_kind_and_level"),
+            models.CheckConstraint(condition=Q(price_per_part__gt=0), name="price_is_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule.code} {self.exam_kind} L{self.level} {self.price_per_part}"
+
+
+class LedgerEntryQuerySet(models.QuerySet["LedgerEntry"]):
+    def update(self, **kwargs: object) -> int:
+        raise ValidationError("the ledger is append-only")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise ValidationError("the ledger is append-only")
+
+
+class LedgerEntry(models.Model):
+    """One exam's saving. Append-only: a correction is a reversing entry with a reason."""
+
+    consult = models.ForeignKey(Consult, on_delete=models.PROTECT, related_name="ledger_entries")
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="ledger_entries")
+    exam_kind = models.CharField(max_length=4, choices=ExamKind.choices)
+    exam_date = models.DateField()
+    body_parts = models.SmallIntegerField(help_text=_("冲正记录为负数"))
+    schedule = models.ForeignKey(PriceSchedule, on_delete=models.PROTECT, related_name="ledger_entries")
+    county_price = models.DecimalField(max_digits=10, decimal_places=2)
+    township_price = models.DecimalField(max_digits=10, decimal_places=2)
+    saving = models.DecimalField(max_digits=12, decimal_places=2)
+    reverses = models.OneToOneField("self", on_delete=models.PROTECT, null=True, blank=True, related_name="reversed_by")
+    reason = models.CharField(max_length=255, blank=True)
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    objects = LedgerEntryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("节省台账")
+        verbose_name_plural = _("节省台账")
+        indexes = [
+            models.Index(fields=["facility", "exam_date"], name="ledger_facility_date"),
+            models.Index(fields=["exam_date"], name="ledger_exam_date"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["consult"], condition=Q(reverses__isnull=True), name="one_original_entry_per_exam"
+            ),
+            models.CheckConstraint(
+                condition=Q(reverses__isnull=True) | ~Q(reason=""), name="a_reversal_has_a_reason"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.exam_date} {self.facility_id} {self.exam_kind} {self.saving}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None:
+            raise ValidationError("the ledger is append-only")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise ValidationError("the ledger is append-only")

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CloudpacsConfig(AppConfig):
+    name = "cloudpacs"
+    verbose_name = "影像归档"

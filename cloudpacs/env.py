@@ -1,0 +1,142 @@
+"""Typed readers for the environment.
+
+Every setting the platform takes from the environment goes through one of these, so a bad
+value stops the process at start with a message that names the variable, instead of
+surfacing later as a confusing failure deep inside a request or an association.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+
+class ConfigError(Exception):
+    """A variable in the environment holds a value the platform cannot use."""
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def env_str(name: str, default: str) -> str:
+    return _raw(name) or default
+
+
+def env_optional(name: str) -> str | None:
+    return _raw(name)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = _raw(name)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name}={value!r} is not a boolean; use true or false")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    value = _raw(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not an integer") from None
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{name}={number} is below the minimum {minimum}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{name}={number} is above the maximum {maximum}")
+    return number
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    value = _raw(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a number") from None
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{name}={number} is below the minimum {minimum}")
+    return number
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = _raw(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_path(name: str, default: Path) -> Path:
+    value = _raw(name)
+    return Path(value).expanduser() if value else default
+
+
+def env_choice(name: str, default: str, choices: set[str]) -> str:
+    value = _raw(name) or default
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} must be one of {', '.join(sorted(choices))}")
+    return value
+
+
+def env_ae_title(name: str, default: str) -> str:
+    """A DICOM AE title: 1 to 16 characters of the default repertoire, no backslash."""
+    value = _raw(name) or default
+    if len(value) > 16 or "\\" in value or not value.isascii() or not value.isprintable():
+        raise ConfigError(f"{name}={value!r} is not a valid AE title (1-16 ASCII characters, no backslash)")
+    return value
+
+
+def database_from_url(name: str, url: str, *, sqlite_timeout: float) -> dict[str, Any]:
+    """A Django DATABASES entry from a postgres:// or sqlite:/// URL."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        # sqlite:///relative/path is relative to the working directory; sqlite:////abs is absolute.
+        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+        if not path:
+            raise ConfigError(f"{name}={url!r} names no database file")
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": path,
+            "OPTIONS": {
+                # WAL lets the DICOM receiver write while the web server reads; IMMEDIATE
+                # transactions take the write lock up front, so two writers queue on the
+                # busy timeout instead of failing with "database is locked" on upgrade.
+                "timeout": sqlite_timeout,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+            },
+        }
+    if scheme in {"postgres", "postgresql", "pgsql"}:
+        if not parts.path.strip("/"):
+            raise ConfigError(f"{name}={url!r} names no database")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError(f"{name}={url!r} has an invalid port") from None
+        options: dict[str, Any] = dict(parse_qsl(parts.query))
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parts.path.lstrip("/")),
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname or "",
+            "PORT": str(port or ""),
+            "CONN_MAX_AGE": 60,
+            "CONN_HEALTH_CHECKS": True,
+            "OPTIONS": options,
+        }
+    raise ConfigError(f"{name}={url!r}: the scheme must be postgres:// or sqlite:///")

@@ -1,0 +1,211 @@
+"""Who takes part: the county hospital and the township health centres, their imaging
+machines (each known to the receiver by its AE title), the people and their roles, the
+reading roster, and the audit trail that records what each of them did."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+# AE titles: 1-16 characters of the DICOM default repertoire without backslash or
+# control characters (PS3.5 6.2). Leading and trailing spaces are not significant, so
+# the stored title never carries them.
+ae_title_validator = RegexValidator(
+    r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$",
+    _("An AE title has 1 to 16 printable ASCII characters and no backslash."),
+)
+
+
+class Facility(models.Model):
+    class Kind(models.TextChoices):
+        COUNTY_HOSPITAL = "county", _("县医院")
+        TOWNSHIP_CENTRE = "township", _("乡镇卫生院")
+
+    class Level(models.IntegerChoices):
+        # Hospital grade under the national scheme; prices depend on it.
+        FIRST = 1, _("一级")
+        SECOND = 2, _("二级")
+        THIRD = 3, _("三级")
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    code = models.SlugField(_("代码"), max_length=32, unique=True, help_text=_("短代码，如 XUANWO"))
+    name = models.CharField(_("名称"), max_length=100)
+    short_name = models.CharField(_("简称"), max_length=32, help_text=_("如 漩涡"))
+    pinyin = models.CharField(_("拼音"), max_length=64, help_text=_("如 Xuanwo"))
+    kind = models.CharField(_("类型"), max_length=16, choices=Kind.choices)
+    level = models.PositiveSmallIntegerField(_("医院等级"), choices=Level.choices)
+    is_active = models.BooleanField(_("启用"), default=True)
+    # Delivery preferences for reports and critical-finding alerts.
+    alert_email = models.EmailField(_("危急值通知邮箱"), blank=True)
+    requires_second_signature = models.BooleanField(
+        _("报告需审核"), default=False, help_text=_("初诊后须由上级医师审核方可签发")
+    )
+
+    class Meta:
+        verbose_name = _("医疗机构")
+        verbose_name_plural = _("医疗机构")
+        ordering = ["kind", "pinyin"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_township(self) -> bool:
+        return self.kind == self.Kind.TOWNSHIP_CENTRE
+
+
+class ExamKind(models.TextChoices):
+    """What the ledger and the dashboards count. A modality produces one kind."""
+
+    CT = "CT", _("CT")
+    DR = "DR", _("DR")
+
+
+class Modality(models.Model):
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="modalities", verbose_name=_("机构"))
+    kind = models.CharField(_("检查类型"), max_length=4, choices=ExamKind.choices)
+    manufacturer = models.CharField(_("厂商"), max_length=64, blank=True)
+    model_name = models.CharField(_("型号"), max_length=64, blank=True)
+    ae_title = models.CharField(_("AE 标题"), max_length=16, unique=True, validators=[ae_title_validator])
+    # Where the platform sends things back (reports as Encapsulated PDF), and the address
+    # the receiver may require associations to come from.
+    host = models.CharField(_("主机地址"), max_length=255, blank=True)
+    port = models.PositiveIntegerField(
+        _("端口"), null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    is_active = models.BooleanField(_("启用"), default=True)
+
+    class Meta:
+        verbose_name = _("检查设备")
+        verbose_name_plural = _("检查设备")
+        ordering = ["facility__pinyin", "kind"]
+
+    def __str__(self) -> str:
+        return f"{self.ae_title} ({self.facility.short_name} {self.kind})"
+
+    def clean(self) -> None:
+        self.ae_title = self.ae_title.strip().upper()
+
+
+class User(AbstractUser):
+    class Role(models.TextChoices):
+        TECHNOLOGIST = "technologist", _("技师")
+        RADIOLOGIST = "radiologist", _("诊断医师")
+        ADMINISTRATOR = "administrator", _("管理员")
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    role = models.CharField(_("角色"), max_length=16, choices=Role.choices)
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, null=True, blank=True, related_name="users", verbose_name=_("所属机构")
+    )
+    display_name = models.CharField(_("姓名"), max_length=64, blank=True)
+    # Radiologists: what they may read, and whether they may give the final signature (审核).
+    reads_ct = models.BooleanField(_("可阅 CT"), default=False)
+    reads_dr = models.BooleanField(_("可阅 DR"), default=False)
+    is_senior = models.BooleanField(_("上级医师"), default=False, help_text=_("可审核签发报告"))
+
+    class Meta:
+        verbose_name = _("用户")
+        verbose_name_plural = _("用户")
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(role="technologist") | Q(facility__isnull=False),
+                name="technologist_has_facility",
+                violation_error_message=_("技师必须属于一个机构。"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name or self.username
+
+    def clean(self) -> None:
+        super().clean()
+        if self.role == self.Role.TECHNOLOGIST and self.facility_id is None:
+            raise ValidationError({"facility": _("技师必须属于一个机构。")})
+
+    @property
+    def is_technologist(self) -> bool:
+        return self.role == self.Role.TECHNOLOGIST
+
+    @property
+    def is_radiologist(self) -> bool:
+        return self.role == self.Role.RADIOLOGIST
+
+    @property
+    def is_administrator(self) -> bool:
+        return self.role == self.Role.ADMINISTRATOR
+
+    def can_read(self, kind: str) -> bool:
+        return self.is_radiologist and ((kind == ExamKind.CT and self.reads_ct) or (kind == ExamKind.DR and self.reads_dr))
+
+
+class RosterShift(models.Model):
+    """A radiologist on duty from one time to another. The duty lead takes escalations."""
+
+    radiologist = models.ForeignKey(
+        User,
+        on_delete=models.CASCADE,
+        related_name="shifts",
+        limit_choices_to={"role": User.Role.RADIOLOGIST},
+        verbose_name=_("诊断医师"),
+    )
+    starts_at = models.DateTimeField(_("开始"))
+    ends_at = models.DateTimeField(_("结束"))
+    is_lead = models.BooleanField(_("值班组长"), default=False)
+
+    class Meta:
+        verbose_name = _("排班")
+        verbose_name_plural = _("排班")
+        ordering = ["starts_at"]
+        indexes = [models.Index(fields=["starts_at", "ends_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_at__gt=models.F("starts_at")),
+                name="shift_ends_after_it_starts",
+                violation_error_message=_("排班结束时间必须晚于开始时间。"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.radiologist} {self.starts_at:%Y-%m-%d %H:%M}–{self.ends_at:%H:%M}"
+
+    def covers(self, moment: datetime) -> bool:
+        return self.starts_at <= moment < self.ends_at
+
+
+class AuditEvent(models.Model):
+    """One thing someone did: who, when, from where, to what. Written, never changed."""
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    actor_name = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=64, db_index=True)
+    address = models.GenericIPAddressField(null=True, blank=True)
+    object_type = models.CharField(max_length=64, blank=True)
+    object_id = models.CharField(max_length=128, blank=True, db_index=True)
+    facility = models.ForeignKey(Facility, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("审计记录")
+        verbose_name_plural = _("审计记录")
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.object_id}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None:
+            raise ValidationError("audit events are append-only")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise ValidationError("audit events are append-only")

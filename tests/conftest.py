@@ -1,0 +1,89 @@
+"""Fixtures shared by the suite: three personas (a township technologist, a county
+radiologist, and an outsider from another township) and an isolated image store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.test import Client
+
+from facilities.models import ExamKind, Facility, Modality, User
+from tests.factories import PASSWORD, make_facility, make_modality, make_user
+
+
+@pytest.fixture(autouse=True)
+def _isolated_storage(settings, tmp_path: Path) -> None:
+    settings.STORAGE_ROOT = tmp_path / "storage"
+    settings.LANGUAGE_CODE = "zh-hans"
+
+
+@pytest.fixture
+def county(db) -> Facility:
+    return make_facility("COUNTY", township=False, name="汉阴县人民医院", short_name="县医院", pinyin="Hanyin")
+
+
+@pytest.fixture
+def township(db) -> Facility:
+    return make_facility("XUANWO", name="漩涡镇中心卫生院", short_name="漩涡", pinyin="Xuanwo")
+
+
+@pytest.fixture
+def other_township(db) -> Facility:
+    return make_facility("PINGLIANG", name="平梁镇卫生院", short_name="平梁", pinyin="Pingliang")
+
+
+@pytest.fixture
+def ct_modality(township: Facility) -> Modality:
+    return make_modality(township, ExamKind.CT, "XUANWO_CT", manufacturer="UIH", model_name="uCT 528")
+
+
+@pytest.fixture
+def dr_modality(township: Facility) -> Modality:
+    return make_modality(township, ExamKind.DR, "XUANWO_DR")
+
+
+@pytest.fixture
+def technologist(township: Facility) -> User:
+    return make_user(User.Role.TECHNOLOGIST, township, username="tech_xuanwo", display_name="漩涡技师")
+
+
+@pytest.fixture
+def outsider(other_township: Facility) -> User:
+    return make_user(User.Role.TECHNOLOGIST, other_township, username="tech_pingliang", display_name="平梁技师")
+
+
+@pytest.fixture
+def radiologist(county: Facility) -> User:
+    return make_user(User.Role.RADIOLOGIST, county, username="dr_li", display_name="李医生", is_senior=True)
+
+
+@pytest.fixture
+def administrator(county: Facility) -> User:
+    return make_user(User.Role.ADMINISTRATOR, county, username="admin_wang", display_name="王管理员")
+
+
+def login(user: User) -> Client:
+    client = Client()
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+@pytest.fixture
+def technologist_client(technologist: User) -> Client:
+    return login(technologist)
+
+
+@pytest.fixture
+def outsider_client(outsider: User) -> Client:
+    return login(outsider)
+
+
+@pytest.fixture
+def radiologist_client(radiologist: User) -> Client:
+    return login(radiologist)
+
+
+@pytest.fixture
+def administrator_client(administrator: User) -> Client:
+    return login(administrator)
