@@ -98,9 +98,7 @@ class LedgerEntry(models.Model):
             models.UniqueConstraint(
                 fields=["consult"], condition=Q(reverses__isnull=True), name="one_original_entry_per_exam"
             ),
-            models.CheckConstraint(
-                condition=Q(reverses__isnull=True) | ~Q(reason=""), name="a_reversal_has_a_reason"
-            ),
+            models.CheckConstraint(condition=Q(reverses__isnull=True) | ~Q(reason=""), name="a_reversal_has_a_reason"),
         ]
 
     def __str__(self) -> str:

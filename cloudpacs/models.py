@@ -32,7 +32,9 @@ class Patient(models.Model):
     class Meta:
         verbose_name = _("患者")
         verbose_name_plural = _("患者")
-        constraints = [models.UniqueConstraint(fields=["facility", "patient_id"], name="patient_id_unique_per_facility")]
+        constraints = [
+            models.UniqueConstraint(fields=["facility", "patient_id"], name="patient_id_unique_per_facility")
+        ]
 
     def __str__(self) -> str:
         return f"{self.name_ideographic or self.name_alphabetic or self.name} ({self.patient_id})"

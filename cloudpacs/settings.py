@@ -25,7 +25,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = env_path("YUNYING_VAR_DIR", BASE_DIR / "var")
 
 DEBUG = env_bool("DEBUG", False)
-_DEV_SECRET = "dev-only-insecure-secret-key-change-me-in-production-0123456789"
+_DEV_SECRET = "dev-only-insecure-secret-key-change-me-in-production-0123456789"  # noqa: S105
 SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET)
 if SECRET_KEY == _DEV_SECRET and not DEBUG and env_bool("YUNYING_PRODUCTION", False):
     raise ConfigError("SECRET_KEY must be set when YUNYING_PRODUCTION=true")

@@ -34,7 +34,9 @@ class Consult(models.Model):
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     # Null for the historical consults of the demo, whose images were never in this archive.
     study = models.OneToOneField(Study, on_delete=models.PROTECT, null=True, blank=True, related_name="consult")
-    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="consults", verbose_name=_("申请机构"))
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="consults", verbose_name=_("申请机构")
+    )
     modality = models.ForeignKey(
         Modality, on_delete=models.PROTECT, null=True, blank=True, related_name="consults", verbose_name=_("设备")
     )
@@ -85,7 +87,8 @@ class Consult(models.Model):
                 name="consult_signed_after_arrival",
             ),
             models.CheckConstraint(
-                condition=Q(delivered_at__isnull=True) | (Q(signed_at__isnull=False) & Q(delivered_at__gte=F("signed_at"))),
+                condition=Q(delivered_at__isnull=True)
+                | (Q(signed_at__isnull=False) & Q(delivered_at__gte=F("signed_at"))),
                 name="consult_delivered_after_signing",
             ),
         ]
@@ -107,12 +110,24 @@ class Report(models.Model):
     consult = models.OneToOneField(Consult, on_delete=models.PROTECT, related_name="report")
     findings = models.TextField(_("影像所见"), blank=True)
     impression = models.TextField(_("诊断意见"), blank=True)
-    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", verbose_name=_("报告医师"))
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", verbose_name=_("报告医师")
+    )
     preliminary_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+", verbose_name=_("初诊医师")
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("初诊医师"),
     )
     signed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+", verbose_name=_("审核医师")
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("审核医师"),
     )
     signed_at = models.DateTimeField(_("签发时间"), null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -131,8 +146,10 @@ class Report(models.Model):
     def save(self, *args: object, **kwargs: object) -> None:
         if self.pk is not None:
             previous = Report.objects.filter(pk=self.pk).values("signed_at", "findings", "impression").first()
-            if previous and previous["signed_at"] is not None and (
-                previous["findings"] != self.findings or previous["impression"] != self.impression
+            if (
+                previous
+                and previous["signed_at"] is not None
+                and (previous["findings"] != self.findings or previous["impression"] != self.impression)
             ):
                 raise ValidationError(_("报告已签发，不能修改；请添加补充报告。"))
         super().save(*args, **kwargs)  # type: ignore[arg-type]

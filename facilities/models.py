@@ -144,7 +144,9 @@ class User(AbstractUser):
         return self.role == self.Role.ADMINISTRATOR
 
     def can_read(self, kind: str) -> bool:
-        return self.is_radiologist and ((kind == ExamKind.CT and self.reads_ct) or (kind == ExamKind.DR and self.reads_dr))
+        return self.is_radiologist and (
+            (kind == ExamKind.CT and self.reads_ct) or (kind == ExamKind.DR and self.reads_dr)
+        )
 
 
 class RosterShift(models.Model):

@@ -49,7 +49,10 @@ def audit(
     if obj is not None:
         object_type = object_type or obj._meta.label_lower
         object_id = object_id or str(
-            getattr(obj, "uuid", None) or getattr(obj, "study_uid", None) or getattr(obj, "sop_instance_uid", None) or obj.pk
+            getattr(obj, "uuid", None)
+            or getattr(obj, "study_uid", None)
+            or getattr(obj, "sop_instance_uid", None)
+            or obj.pk
         )
         if facility is None:
             facility = getattr(obj, "facility", None) if not isinstance(obj, Facility) else obj

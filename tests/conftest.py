@@ -18,6 +18,19 @@ def _isolated_storage(settings, tmp_path: Path) -> None:
     settings.LANGUAGE_CODE = "zh-hans"
 
 
+@pytest.fixture(autouse=True)
+def _eager_tasks(request, settings, monkeypatch) -> None:
+    """Tasks run in-process unless a test asks for a real worker (celery_worker marker):
+    the broker configured by CI is there for those tests, not for every test."""
+    if request.node.get_closest_marker("celery_worker"):
+        return
+    from cloudpacs.celery import app
+
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    monkeypatch.setitem(app.conf, "task_eager_propagates", True)
+
+
 @pytest.fixture
 def county(db) -> Facility:
     return make_facility("COUNTY", township=False, name="汉阴县人民医院", short_name="县医院", pinyin="Hanyin")

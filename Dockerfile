@@ -1,0 +1,17 @@
+FROM python:3.11-slim-bookworm
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-noto-cjk \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY cloudpacs cloudpacs
+COPY facilities facilities
+COPY consults consults
+COPY billing billing
+COPY dicomnode dicomnode
+RUN pip install --no-cache-dir .
+COPY . .
+RUN STATIC_ROOT=/app/staticfiles python manage.py collectstatic --noinput --verbosity 0
+RUN useradd --system --uid 1000 yunying && mkdir -p /data && chown yunying /data
+USER yunying
+ENV STATIC_ROOT=/app/staticfiles YUNYING_VAR_DIR=/data STORAGE_ROOT=/data/storage

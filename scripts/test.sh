@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The second README command: set up and run the whole test suite. With DATABASE_URL and
+# CELERY_BROKER_URL set (as .ci/run sets them) it runs on PostgreSQL and a real Celery
+# worker over Redis; without them on SQLite, with the worker test reported as skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+YUNYING_EXTRAS=test bash scripts/setup.sh \
+  storescu:dcmtk \
+  chromium:chromium \
+  /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc:fonts-noto-cjk
+.venv/bin/ruff check .
+.venv/bin/python manage.py makemigrations --check --dry-run >/dev/null
+exec .venv/bin/python -m pytest "$@"
