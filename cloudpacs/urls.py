@@ -1,8 +1,20 @@
+"""The project's URLs. Each app keeps its own pages in its urls module."""
+
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),
-    path("accounts/", include("django.contrib.auth.urls")),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("facilities.urls")),
+    path("", include("cloudpacs.archive_urls")),
+    path("", include("consults.urls")),
+    path("", include("billing.urls")),
 ]

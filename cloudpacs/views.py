@@ -1,0 +1,22 @@
+"""Archive pages: one study with its patient, series and the state of its consult."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from facilities.access import CLINICAL_ROLES, role_required, studies_for
+from facilities.services import audit
+
+
+@role_required(*CLINICAL_ROLES)
+def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
+    study = get_object_or_404(studies_for(request.user), study_uid=study_uid)
+    # The consult lives in a higher app; its reverse accessor is read without importing it.
+    consult = getattr(study, "consult", None)
+    audit("cloudpacs.study.viewed", request=request, obj=study)
+    return render(
+        request,
+        "cloudpacs/study_detail.html",
+        {"study": study, "patient": study.patient, "series_list": study.series.all(), "consult": consult},
+    )

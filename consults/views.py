@@ -1,0 +1,116 @@
+"""Pages of the consults app: a township's consults, the radiologists' worklist, and one
+consult with its report. Every page is authorized and scoped in facilities.access."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from django.core.paginator import Paginator
+from django.db.models import Case, IntegerField, QuerySet, Value, When
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+
+from cloudpacs.models import Study
+from consults.models import Consult, Priority, Report
+from facilities.access import CLINICAL_ROLES, RADIOLOGIST, consults_for, facilities_for, role_required, studies_for
+from facilities.models import ExamKind, Facility
+from facilities.services import audit
+
+# What a radiologist still has to act on; signed and delivered consults leave the worklist.
+OPEN_STATUSES = (
+    Consult.Status.ARRIVED,
+    Consult.Status.ASSIGNED,
+    Consult.Status.OPENED,
+    Consult.Status.PRELIMINARY,
+)
+PRIORITY_RANK = Case(
+    When(priority=Priority.EMERGENCY, then=Value(0)),
+    When(priority=Priority.URGENT, then=Value(1)),
+    default=Value(2),
+    output_field=IntegerField(),
+)
+PAGE_SIZE = 50
+
+
+@role_required(*CLINICAL_ROLES)
+def facility_page(request: HttpRequest, facility_uuid: UUID) -> HttpResponse:
+    facility = get_object_or_404(facilities_for(request.user), uuid=facility_uuid)
+    consults = consults_for(request.user).filter(facility=facility).order_by("-arrived_at", "-id")
+    page = Paginator(consults, PAGE_SIZE).get_page(request.GET.get("page"))
+    # Studies still arriving, or arrived but not yet turned into a consult.
+    pending_studies = (
+        studies_for(request.user)
+        .filter(facility=facility, consult__isnull=True)
+        .order_by("-last_received_at", "-id")[:20]
+    )
+    return render(
+        request,
+        "consults/facility.html",
+        {"facility": facility, "page": page, "pending_studies": pending_studies},
+    )
+
+
+def _worklist_filters(request: HttpRequest, consults: QuerySet[Consult]) -> tuple[QuerySet[Consult], dict[str, Any]]:
+    chosen = {
+        "facility": request.GET.get("facility", ""),
+        "modality": request.GET.get("modality", ""),
+        "status": request.GET.get("status", ""),
+        "mine": request.GET.get("mine", "") == "1",
+    }
+    if chosen["facility"]:
+        consults = consults.filter(facility__code=chosen["facility"])
+    if chosen["modality"] in ExamKind.values:
+        consults = consults.filter(kind=chosen["modality"])
+    if chosen["status"] in OPEN_STATUSES:
+        consults = consults.filter(status=chosen["status"])
+    if chosen["mine"]:
+        consults = consults.filter(radiologist=request.user)
+    return consults, chosen
+
+
+@role_required(RADIOLOGIST)
+def worklist(request: HttpRequest) -> HttpResponse:
+    consults = consults_for(request.user).filter(status__in=OPEN_STATUSES)
+    consults, chosen = _worklist_filters(request, consults)
+    consults = consults.annotate(priority_rank=PRIORITY_RANK).order_by("priority_rank", "arrived_at", "id")
+    page = Paginator(consults, PAGE_SIZE * 2).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "consults/worklist.html",
+        {
+            "page": page,
+            "chosen": chosen,
+            "facilities": facilities_for(request.user).filter(kind=Facility.Kind.TOWNSHIP_CENTRE, is_active=True),
+            "kinds": ExamKind.choices,
+            "statuses": [(value, label) for value, label in Consult.Status.choices if value in OPEN_STATUSES],
+            "now": timezone.now(),
+            "query": query.urlencode(),
+        },
+    )
+
+
+@role_required(*CLINICAL_ROLES)
+def consult_detail(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
+    consult = get_object_or_404(consults_for(request.user), uuid=consult_uuid)
+    report = (
+        Report.objects.select_related("author", "preliminary_by", "signed_by")
+        .prefetch_related("addenda__author")
+        .filter(consult=consult)
+        .first()
+    )
+    study: Study | None = consult.study
+    audit("consults.report.viewed", request=request, obj=consult, signed=bool(report and report.is_signed))
+    return render(
+        request,
+        "consults/consult_detail.html",
+        {
+            "consult": consult,
+            "study": study,
+            "patient": study.patient if study is not None else None,
+            "report": report if report is not None and report.is_signed else None,
+        },
+    )

@@ -1,0 +1,96 @@
+"""Who may see what: the one place where pages are authorized and scoped by facility.
+
+Views name the roles a page is for with `role_required`, then fetch through the scoped
+querysets below, so a technologist can only ever reach rows of their own facility. A row
+outside the user's scope is a 404, not a 403: whether another township's study exists is
+itself something a stranger must not learn.
+
+The clinical models belong to higher apps (cloudpacs, consults); they are looked up by
+label when a helper runs, so this lowest app keeps importing none of them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from django.apps import apps
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+
+from facilities.models import Facility, User
+
+View = TypeVar("View", bound=Callable[..., HttpResponse])
+
+TECHNOLOGIST = User.Role.TECHNOLOGIST
+RADIOLOGIST = User.Role.RADIOLOGIST
+ADMINISTRATOR = User.Role.ADMINISTRATOR
+# The roles that take part in reading and may open patients' images and reports.
+CLINICAL_ROLES = (TECHNOLOGIST, RADIOLOGIST)
+
+
+def has_role(user: Any, *roles: str) -> bool:
+    return bool(user.is_authenticated and user.is_active and getattr(user, "role", None) in roles)
+
+
+def role_required(*roles: str) -> Callable[[View], View]:
+    """Let a view run only for a signed-in user holding one of `roles`.
+
+    Anonymous users go to the login page; a signed-in user with another role gets 403,
+    since the page itself (a worklist, a dashboard) is no secret, only its rows are."""
+    if not roles:
+        raise ValueError("role_required needs at least one role")
+
+    def decorator(view: View) -> View:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            if not has_role(request.user, *roles):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def scoped(queryset: QuerySet[Any], user: Any, facility_field: str = "facility") -> QuerySet[Any]:
+    """The rows of `queryset` this user may see, given the path to their facility.
+
+    Technologists see their own facility only; radiologists read for every township and
+    see all; anyone else sees nothing clinical."""
+    if has_role(user, TECHNOLOGIST):
+        if user.facility_id is None:
+            return queryset.none()
+        return queryset.filter(**{f"{facility_field}_id": user.facility_id})
+    if has_role(user, RADIOLOGIST):
+        return queryset
+    return queryset.none()
+
+
+def facilities_for(user: Any) -> QuerySet[Facility]:
+    """Facilities whose pages the user may open."""
+    if has_role(user, TECHNOLOGIST):
+        return Facility.objects.filter(pk=user.facility_id)
+    if has_role(user, RADIOLOGIST):
+        return Facility.objects.all()
+    return Facility.objects.none()
+
+
+def studies_for(user: Any) -> QuerySet[Any]:
+    """Archive studies the user may open. Radiologists see the studies sent for reading
+    (those with a consult), not whatever else a township keeps in the archive."""
+    study_model = apps.get_model("cloudpacs", "Study")
+    queryset = study_model.objects.select_related("patient", "facility", "modality")
+    if has_role(user, RADIOLOGIST):
+        queryset = queryset.filter(consult__isnull=False)
+    return scoped(queryset, user)
+
+
+def consults_for(user: Any) -> QuerySet[Any]:
+    consult_model = apps.get_model("consults", "Consult")
+    queryset = consult_model.objects.select_related("facility", "modality", "radiologist", "study__patient")
+    return scoped(queryset, user)

@@ -1,0 +1,264 @@
+"""Each role's home page: where "/" sends them and what the page shows."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date, timedelta
+from decimal import Decimal
+
+from django.urls import reverse
+from django.utils import timezone
+from pydicom.uid import generate_uid
+
+from billing.models import LedgerEntry, PriceSchedule
+from cloudpacs.models import Patient, Series, Study
+from consults.models import Addendum, Consult, Priority, Report
+from facilities.models import ExamKind
+
+_ids = itertools.count(1)
+
+
+def make_study(facility, modality=None, *, name="张三", description="胸部平扫"):
+    patient = Patient.objects.create(
+        facility=facility, patient_id=f"P{next(_ids):05d}", name=name, name_ideographic=name, sex="M"
+    )
+    study = Study.objects.create(
+        study_uid=generate_uid(),
+        patient=patient,
+        facility=facility,
+        modality=modality,
+        study_date=date(2025, 9, 1),
+        description=description,
+        status=Study.Status.ARRIVED,
+        number_of_series=1,
+        number_of_instances=120,
+    )
+    Series.objects.create(
+        series_uid=generate_uid(),
+        study=study,
+        modality="CT",
+        series_number=2,
+        description="肺窗",
+        number_of_instances=120,
+    )
+    return study
+
+
+def make_consult(facility, study=None, **fields):
+    fields.setdefault("kind", ExamKind.CT)
+    fields.setdefault("exam_date", date(2025, 9, 1))
+    fields.setdefault("arrived_at", timezone.now() - timedelta(minutes=20))
+    return Consult.objects.create(facility=facility, study=study, **fields)
+
+
+def test_an_anonymous_visitor_is_sent_to_the_login_page(client):
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_the_login_page_is_in_chinese_with_a_language_switch(client):
+    response = client.get(reverse("login"))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "登录" in page
+    assert 'name="language" value="en"' in page
+    assert reverse("set_language") in page
+
+
+def test_a_technologist_is_sent_to_their_facility_page(technologist_client, technologist, township):
+    response = technologist_client.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == reverse("consults:facility", args=[township.uuid])
+
+
+def test_the_facility_page_lists_the_facilitys_consults_with_a_report_link_when_signed(
+    technologist_client, township, other_township, ct_modality
+):
+    signed = make_consult(
+        township,
+        make_study(township, ct_modality, name="王五"),
+        status=Consult.Status.SIGNED,
+        signed_at=timezone.now(),
+        body_part_names="胸部",
+    )
+    waiting = make_consult(township, make_study(township, ct_modality, name="赵六"))
+    make_consult(other_township, make_study(other_township, name="外乡人"))
+
+    response = technologist_client.get(reverse("consults:facility", args=[township.uuid]))
+
+    assert response.status_code == 200
+    assert "consults/facility.html" in [t.name for t in response.templates]
+    page = response.content.decode()
+    assert township.name in page
+    assert "王五" in page and "赵六" in page
+    assert "外乡人" not in page
+    assert reverse("consults:detail", args=[signed.uuid]) in page
+    assert "查看报告" in page
+    assert waiting.get_status_display() in page
+    assert reverse("cloudpacs:study", args=[signed.study.study_uid]) in page
+
+
+def test_the_facility_page_shows_studies_still_arriving(technologist_client, township, ct_modality):
+    study = make_study(township, ct_modality, name="孙七")
+    study.status = Study.Status.RECEIVING
+    study.save()
+    page = technologist_client.get(reverse("consults:facility", args=[township.uuid])).content.decode()
+    assert "接收中的检查" in page
+    assert "孙七" in page
+
+
+def test_a_radiologist_is_sent_to_the_worklist(radiologist_client):
+    response = radiologist_client.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == reverse("consults:worklist")
+
+
+def test_the_worklist_shows_an_arriving_consult_and_not_a_signed_one(radiologist_client, township, ct_modality):
+    arriving = make_consult(township, make_study(township, ct_modality, name="刚到达"))
+    make_consult(
+        township,
+        make_study(township, ct_modality, name="已签发者"),
+        status=Consult.Status.SIGNED,
+        signed_at=timezone.now(),
+    )
+
+    response = radiologist_client.get(reverse("consults:worklist"))
+
+    assert response.status_code == 200
+    assert "consults/worklist.html" in [t.name for t in response.templates]
+    page = response.content.decode()
+    assert "刚到达" in page
+    assert "已签发者" not in page
+    assert reverse("consults:detail", args=[arriving.uuid]) in page
+    assert township.short_name in page
+
+
+def test_the_worklist_puts_emergencies_first_then_the_longest_waiting(radiologist_client, township):
+    now = timezone.now()
+    routine_old = make_consult(township, priority=Priority.ROUTINE, arrived_at=now - timedelta(hours=3))
+    urgent = make_consult(township, priority=Priority.URGENT, arrived_at=now - timedelta(minutes=5))
+    emergency = make_consult(township, priority=Priority.EMERGENCY, arrived_at=now - timedelta(minutes=1))
+    routine_new = make_consult(township, priority=Priority.ROUTINE, arrived_at=now - timedelta(minutes=30))
+
+    response = radiologist_client.get(reverse("consults:worklist"))
+
+    order = [consult.uuid for consult in response.context["page"].object_list]
+    assert order == [emergency.uuid, urgent.uuid, routine_old.uuid, routine_new.uuid]
+
+
+def test_the_worklist_filters_by_facility_modality_status_and_mine(
+    radiologist_client, radiologist, township, other_township
+):
+    here_ct = make_consult(township, kind=ExamKind.CT)
+    there_dr = make_consult(other_township, kind=ExamKind.DR)
+    mine = make_consult(
+        township,
+        kind=ExamKind.DR,
+        status=Consult.Status.ASSIGNED,
+        radiologist=radiologist,
+        assigned_at=timezone.now(),
+    )
+
+    def listed(**query):
+        response = radiologist_client.get(reverse("consults:worklist"), query)
+        return {consult.uuid for consult in response.context["page"].object_list}
+
+    assert listed() == {here_ct.uuid, there_dr.uuid, mine.uuid}
+    assert listed(facility=other_township.code) == {there_dr.uuid}
+    assert listed(modality="CT") == {here_ct.uuid}
+    assert listed(status="assigned") == {mine.uuid}
+    assert listed(mine="1") == {mine.uuid}
+
+
+def test_an_administrator_is_sent_to_the_dashboard(administrator_client):
+    response = administrator_client.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == reverse("billing:dashboard")
+
+
+def test_the_dashboard_shows_empty_frames_and_real_headline_numbers(administrator_client, township):
+    schedule = PriceSchedule.objects.create(code="shaanxi-2021", name="陕西 2021", effective_from=date(2021, 1, 1))
+    for n in range(3):
+        consult = make_consult(township, status=Consult.Status.SIGNED, signed_at=timezone.now())
+        LedgerEntry.objects.create(
+            consult=consult,
+            facility=township,
+            exam_kind=ExamKind.CT,
+            exam_date=date(2025, 9, 1),
+            body_parts=1 + n,
+            schedule=schedule,
+            county_price=Decimal("180.00"),
+            township_price=Decimal("150.00"),
+            saving=Decimal("30.00") * (1 + n) * 1000,
+        )
+    make_consult(township)
+
+    response = administrator_client.get(reverse("billing:dashboard"))
+
+    assert response.status_code == 200
+    assert "billing/dashboard.html" in [t.name for t in response.templates]
+    assert response.context["consult_count"] == 4
+    assert response.context["open_count"] == 1
+    page = response.content.decode()
+    assert "180,000.00" in page  # yuan: 30 000 + 60 000 + 90 000
+    assert "18.00" in page  # 万元
+    for frame in ("frame-savings", "frame-turnaround", "frame-volume"):
+        assert f'id="{frame}"' in page
+    assert "仪表盘将在后续版本中提供" in page
+
+
+def test_the_dashboard_is_not_for_technologists_or_radiologists(technologist_client, radiologist_client):
+    assert technologist_client.get(reverse("billing:dashboard")).status_code == 403
+    assert radiologist_client.get(reverse("billing:dashboard")).status_code == 403
+
+
+def test_the_study_page_shows_patient_series_and_consult_status(radiologist_client, township, ct_modality):
+    study = make_study(township, ct_modality, name="周八", description="头颅平扫")
+    make_consult(township, study)
+
+    response = radiologist_client.get(reverse("cloudpacs:study", args=[study.study_uid]))
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "周八" in page
+    assert "头颅平扫" in page
+    assert "肺窗" in page
+    assert "待分配" in page
+
+
+def test_the_consult_page_shows_the_signed_report_and_its_addenda(technologist_client, township, radiologist):
+    consult = make_consult(township, make_study(township), status=Consult.Status.SIGNED, signed_at=timezone.now())
+    report = Report.objects.create(
+        consult=consult,
+        findings="双肺纹理清晰。",
+        impression="胸部 CT 未见明显异常。",
+        author=radiologist,
+        signed_by=radiologist,
+        signed_at=timezone.now(),
+    )
+    Addendum.objects.create(report=report, author=radiologist, text="补充：建议随访。")
+
+    page = technologist_client.get(reverse("consults:detail", args=[consult.uuid])).content.decode()
+
+    assert "双肺纹理清晰。" in page
+    assert "胸部 CT 未见明显异常。" in page
+    assert "补充：建议随访。" in page
+    assert str(radiologist) in page
+
+
+def test_the_consult_page_withholds_a_report_that_is_not_signed(technologist_client, township, radiologist):
+    consult = make_consult(
+        township, status=Consult.Status.PRELIMINARY, radiologist=radiologist, preliminary_at=timezone.now()
+    )
+    Report.objects.create(consult=consult, findings="草稿所见", impression="草稿意见", author=radiologist)
+
+    page = technologist_client.get(reverse("consults:detail", args=[consult.uuid])).content.decode()
+
+    assert "草稿意见" not in page
+    assert "报告尚未签发" in page
+
+
+def test_the_worklist_is_forbidden_to_technologists_and_administrators(technologist_client, administrator_client):
+    assert technologist_client.get(reverse("consults:worklist")).status_code == 403
+    assert administrator_client.get(reverse("consults:worklist")).status_code == 403
