@@ -21,6 +21,12 @@ class Priority(models.TextChoices):
     EMERGENCY = "emergency", _("急诊")
 
 
+class Assignment(models.TextChoices):
+    ROSTER = "roster", _("排班分配")
+    CLAIMED = "claimed", _("主动领取")
+    REASSIGNED = "reassigned", _("重新分配")
+
+
 class Consult(models.Model):
     class Status(models.TextChoices):
         ARRIVED = "arrived", _("待分配")
@@ -62,6 +68,16 @@ class Consult(models.Model):
     preliminary_at = models.DateTimeField(_("初诊时间"), null=True, blank=True)
     signed_at = models.DateTimeField(_("签发时间"), null=True, blank=True)
     delivered_at = models.DateTimeField(_("送达时间"), null=True, blank=True)
+    # The reading workflow. A held consult (radiologist set) is locked to that reader until
+    # released or reassigned; claimed_at is set when the reader took it from the shared list.
+    assignment = models.CharField(_("分配方式"), max_length=16, choices=Assignment.choices, blank=True)
+    claimed_at = models.DateTimeField(_("领取时间"), null=True, blank=True)
+    # Arrival plus the time limit for the priority and modality (settings.CONSULT_TIME_LIMITS).
+    due_at = models.DateTimeField(_("诊断时限"), null=True, blank=True, db_index=True)
+    flagged_at = models.DateTimeField(_("临近时限提醒时间"), null=True, blank=True)
+    escalated_at = models.DateTimeField(_("超时上报时间"), null=True, blank=True)
+    # The township's acknowledgement of the consult's first critical finding (危急值).
+    acknowledged_at = models.DateTimeField(_("危急值确认时间"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("会诊")
@@ -168,3 +184,110 @@ class Addendum(models.Model):
 
     def __str__(self) -> str:
         return f"{self.report_id} {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class ReportTemplate(models.Model):
+    """A normal-findings text per modality and body part that a report starts from."""
+
+    name = models.CharField(_("名称"), max_length=64)
+    kind = models.CharField(_("检查类型"), max_length=4, choices=ExamKind.choices)
+    body_part = models.CharField(_("检查部位"), max_length=32)
+    findings = models.TextField(_("影像所见"))
+    impression = models.TextField(_("诊断意见"))
+    # Null for the templates the platform ships with.
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("创建人"),
+    )
+    is_active = models.BooleanField(_("启用"), default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("报告模板")
+        verbose_name_plural = _("报告模板")
+        ordering = ["kind", "body_part", "name", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.body_part} {self.name}"
+
+
+class Escalation(models.Model):
+    """A consult or a critical finding raised past its reader: what, why, to whom, when."""
+
+    class Reason(models.TextChoices):
+        TIME_LIMIT = "time_limit", _("超过诊断时限")
+        OFF_DUTY = "off_duty", _("诊断医师下班")
+        CRITICAL_UNACKNOWLEDGED = "critical", _("危急值未确认")
+
+    consult = models.ForeignKey(Consult, on_delete=models.PROTECT, related_name="escalations")
+    critical_finding = models.ForeignKey(
+        "CriticalFinding", on_delete=models.PROTECT, null=True, blank=True, related_name="escalations"
+    )
+    reason = models.CharField(_("原因"), max_length=16, choices=Reason.choices)
+    at = models.DateTimeField(_("时间"))
+    from_radiologist = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    to_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="escalations_received",
+        verbose_name=_("上报给"),
+    )
+    reassigned = models.BooleanField(_("已重新分配"), default=False)
+
+    class Meta:
+        verbose_name = _("上报记录")
+        verbose_name_plural = _("上报记录")
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.consult_id} {self.reason} {self.at:%Y-%m-%d %H:%M}"
+
+
+class CriticalFinding(models.Model):
+    """危急值: flagged by the reader, acknowledged by the township, escalated if it is not."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    consult = models.ForeignKey(Consult, on_delete=models.PROTECT, related_name="critical_findings")
+    description = models.TextField(_("危急值内容"))
+    flagged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", verbose_name=_("报告医师")
+    )
+    flagged_at = models.DateTimeField(_("报告时间"))
+    emailed_at = models.DateTimeField(_("邮件通知时间"), null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("确认人"),
+    )
+    acknowledged_at = models.DateTimeField(_("确认时间"), null=True, blank=True)
+    escalated_at = models.DateTimeField(_("上报时间"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("危急值")
+        verbose_name_plural = _("危急值")
+        ordering = ["flagged_at", "id"]
+        indexes = [models.Index(fields=["acknowledged_at", "flagged_at"], name="critical_open")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(acknowledged_at__isnull=True) | Q(acknowledged_at__gte=F("flagged_at")),
+                name="critical_acknowledged_after_flagging",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consult_id} {self.description[:30]}"
+
+    @property
+    def is_acknowledged(self) -> bool:
+        return self.acknowledged_at is not None
