@@ -184,3 +184,25 @@ LOGGING = {
 
 # The Hanyin demo: where the published figures live, and whether demo logins are shown.
 DEMO_MODE = env_bool("DEMO_MODE", True)
+
+# Reading time limits in minutes, by priority and exam kind; "CT_HEAD" is head CT (stroke,
+# trauma), which Chinese practice reads faster than other CT. Urgent (加急) sits between
+# emergency and routine: DR 1 h, CT 2 h, head CT 1 h.
+CONSULT_TIME_LIMITS = {
+    "emergency": {"DR": 30, "CT": 60, "CT_HEAD": 30},
+    "urgent": {"DR": 60, "CT": 120, "CT_HEAD": 60},
+    "routine": {"DR": 120, "CT": 240, "CT_HEAD": 240},
+}
+# A consult is flagged once this share of its limit has passed, and escalated past it.
+CONSULT_NEAR_LIMIT_FRACTION = env_float("CONSULT_NEAR_LIMIT_FRACTION", 0.8, minimum=0.0)
+# Arrived consults go to the least loaded qualified radiologist on duty; off, they wait
+# in the shared worklist to be claimed.
+CONSULT_AUTO_ASSIGN = env_bool("CONSULT_AUTO_ASSIGN", True)
+# A critical finding (危急值) not acknowledged by the township within this escalates.
+CRITICAL_ACK_MINUTES = env_int("CRITICAL_ACK_MINUTES", 15, minimum=1)
+# A TrueType CJK font that reportlab can embed in the PDF report (fonts-wqy-zenhei).
+REPORT_FONT_PATH = env_path("REPORT_FONT_PATH", Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"))
+# The per-minute check of time limits, rosters and critical findings, when Celery beat runs.
+CELERY_BEAT_SCHEDULE = {
+    "consults-check-deadlines": {"task": "consults.tasks.check_consult_deadlines", "schedule": 60.0},
+}

@@ -4,7 +4,7 @@
 # DATABASE_URL and CELERY_BROKER_URL switch it to PostgreSQL and Celery workers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc:fonts-noto-cjk
+bash scripts/setup.sh /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc:fonts-noto-cjk /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc:fonts-wqy-zenhei
 mkdir -p var
 .venv/bin/python manage.py migrate --noinput
 .venv/bin/python manage.py collectstatic --noinput --verbosity 0
