@@ -1,0 +1,194 @@
+"""The access layer: who may open which study and consult, logging in, and the audit of views."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import date, timedelta
+
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+from pydicom.uid import generate_uid
+
+from cloudpacs.models import Patient, Study
+from consults.models import Consult
+from facilities.access import consults_for, studies_for
+from facilities.models import AuditEvent, ExamKind, User
+from tests.factories import PASSWORD, make_user
+
+_ids = itertools.count(1)
+
+
+def make_study(facility):
+    patient = Patient.objects.create(
+        facility=facility, patient_id=f"A{next(_ids):05d}", name="李四", name_ideographic="李四"
+    )
+    return Study.objects.create(
+        study_uid=generate_uid(), patient=patient, facility=facility, study_date=date(2025, 9, 1), description="胸部"
+    )
+
+
+def make_consult(facility, study=None):
+    return Consult.objects.create(
+        facility=facility,
+        study=study,
+        kind=ExamKind.CT,
+        exam_date=date(2025, 9, 1),
+        arrived_at=timezone.now() - timedelta(minutes=10),
+    )
+
+
+def strip_csrf(content: bytes) -> bytes:
+    return re.sub(rb'name="csrfmiddlewaretoken" value="[^"]+"', b"", content)
+
+
+def study_url(study):
+    return reverse("cloudpacs:study", args=[study.study_uid])
+
+
+def consult_url(consult):
+    return reverse("consults:detail", args=[consult.uuid])
+
+
+def test_a_technologist_opens_a_study_of_their_own_township(technologist_client, township):
+    study = make_study(township)
+    assert technologist_client.get(study_url(study)).status_code == 200
+
+
+def test_another_townships_technologist_gets_404_for_the_study(outsider_client, township):
+    study = make_study(township)
+    make_consult(township, study)
+    assert outsider_client.get(study_url(study)).status_code == 404
+
+
+def test_another_townships_technologist_gets_404_for_the_consult(outsider_client, township):
+    consult = make_consult(township, make_study(township))
+    assert outsider_client.get(consult_url(consult)).status_code == 404
+
+
+def test_another_townships_technologist_gets_404_for_the_facility_page(outsider_client, township):
+    assert outsider_client.get(reverse("consults:facility", args=[township.uuid])).status_code == 404
+
+
+def test_the_404_looks_the_same_as_for_a_study_that_does_not_exist(outsider_client, township):
+    study = make_study(township)
+    hidden = outsider_client.get(study_url(study))
+    missing = outsider_client.get(reverse("cloudpacs:study", args=["1.2.3.4.5"]))
+    assert hidden.status_code == missing.status_code == 404
+    # Only the language switch's CSRF token and its way back to the same address may differ.
+    hidden_page = strip_csrf(hidden.content).replace(study_url(study).encode(), b"URL")
+    missing_page = strip_csrf(missing.content).replace(b"/studies/1.2.3.4.5/", b"URL")
+    assert hidden_page == missing_page
+
+
+def test_a_radiologist_sees_studies_sent_for_reading_from_any_township(radiologist_client, township, other_township):
+    here = make_study(township)
+    there = make_study(other_township)
+    make_consult(township, here)
+    make_consult(other_township, there)
+    assert radiologist_client.get(study_url(here)).status_code == 200
+    assert radiologist_client.get(study_url(there)).status_code == 200
+
+
+def test_a_radiologist_does_not_see_a_study_that_has_no_consult(radiologist_client, township):
+    assert radiologist_client.get(study_url(make_study(township))).status_code == 404
+
+
+def test_an_administrator_is_not_given_clinical_pages(administrator_client, township):
+    study = make_study(township)
+    consult = make_consult(township, study)
+    assert administrator_client.get(study_url(study)).status_code == 403
+    assert administrator_client.get(consult_url(consult)).status_code == 403
+    assert administrator_client.get(reverse("consults:facility", args=[township.uuid])).status_code == 403
+
+
+def test_an_anonymous_visitor_is_sent_to_login_from_a_study(client, township):
+    study = make_study(township)
+    response = client.get(study_url(study))
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('login')}?next={study_url(study)}"
+
+
+def test_the_scoped_querysets_follow_the_users_facility(technologist, outsider, radiologist, administrator, township):
+    study = make_study(township)
+    consult = make_consult(township, study)
+    lone_study = make_study(township)
+
+    assert set(studies_for(technologist)) == {study, lone_study}
+    assert set(consults_for(technologist)) == {consult}
+    assert not studies_for(outsider).exists()
+    assert not consults_for(outsider).exists()
+    assert set(studies_for(radiologist)) == {study}
+    assert set(consults_for(radiologist)) == {consult}
+    assert not studies_for(administrator).exists()
+    assert not consults_for(administrator).exists()
+
+
+def test_an_inactive_users_scope_is_empty(technologist, township):
+    make_study(township)
+    technologist.is_active = False
+    assert not studies_for(technologist).exists()
+
+
+def test_viewing_a_study_writes_an_audit_event(technologist_client, technologist, township):
+    study = make_study(township)
+    technologist_client.get(study_url(study))
+    event = AuditEvent.objects.get(action="cloudpacs.study.viewed")
+    assert event.actor == technologist
+    assert event.object_id == study.study_uid
+    assert event.facility == township
+
+
+def test_viewing_a_report_writes_an_audit_event(radiologist_client, radiologist, township):
+    consult = make_consult(township)
+    radiologist_client.get(consult_url(consult))
+    event = AuditEvent.objects.get(action="consults.report.viewed")
+    assert event.actor == radiologist
+    assert event.object_id == str(consult.uuid)
+
+
+def test_a_refused_view_writes_no_audit_event(outsider_client, township):
+    outsider_client.get(study_url(make_study(township)))
+    assert not AuditEvent.objects.filter(action="cloudpacs.study.viewed").exists()
+
+
+def test_logging_in_with_the_right_password_lands_on_the_home_page(technologist, township):
+    client = Client()
+    response = client.post(reverse("login"), {"username": technologist.username, "password": PASSWORD}, follow=True)
+    assert response.redirect_chain[0][0] == reverse("home")
+    assert response.redirect_chain[-1][0] == reverse("consults:facility", args=[township.uuid])
+    assert response.status_code == 200
+
+
+def test_logging_in_with_a_wrong_password_shows_an_error(technologist):
+    client = Client()
+    response = client.post(reverse("login"), {"username": technologist.username, "password": "wrong-password"})
+    assert response.status_code == 200
+    assert "用户名或密码不正确" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+def test_logging_out_takes_a_post_and_ends_the_session(technologist_client):
+    assert technologist_client.get(reverse("logout")).status_code == 405
+    response = technologist_client.post(reverse("logout"))
+    assert response.status_code == 302
+    assert technologist_client.get("/").status_code == 302
+    assert "_auth_user_id" not in technologist_client.session
+
+
+def test_a_user_without_a_role_who_is_not_staff_is_refused_a_home(township):
+    user = make_user("", None, username="norole")
+    client = Client()
+    client.login(username=user.username, password=PASSWORD)
+    assert client.get("/").status_code == 403
+
+
+def test_urls_carry_opaque_ids_not_sequential_keys(technologist_client, township):
+    study = make_study(township)
+    consult = make_consult(township, study)
+    page = technologist_client.get(reverse("consults:facility", args=[township.uuid])).content.decode()
+    assert f"/consults/{consult.uuid}/" in page
+    assert f"/studies/{study.study_uid}/" in page
+    assert f"/consults/{consult.pk}/" not in page
+    assert User.objects.filter(username="tech_xuanwo").exists()
