@@ -3,6 +3,7 @@ environment through the typed readers in cloudpacs.env; .env.example lists them 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from django.utils.translation import gettext_lazy as _
@@ -84,6 +85,12 @@ TEMPLATES = [
 SQLITE_BUSY_TIMEOUT = env_float("SQLITE_BUSY_TIMEOUT", 30.0, minimum=0.0)
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'yunying.sqlite3'}")
 DATABASES = {"default": database_from_url("DATABASE_URL", DATABASE_URL, sqlite_timeout=SQLITE_BUSY_TIMEOUT)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The receiver's tests serve associations from threads: an in-memory test database
+    # is shared between them through SQLite's shared cache, which fails concurrent writers
+    # with "table is locked"; a file has WAL and the busy timeout, as in production. One
+    # file per test process, so that test runs in parallel do not collide.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "facilities.User"

@@ -1,0 +1,426 @@
+"""Services of the archive: storing a received instance, and deciding when a study is stable.
+
+`ingest_instance` is the one way an image enters the archive. It writes the dataset as
+received (never decoded and re-encoded), fsyncs it, gives it its final name, and only
+then indexes it in one transaction; the DICOM receiver answers Success only after that.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Value, When
+from django.utils import timezone
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.valuerep import PersonName
+
+from cloudpacs import storage
+from cloudpacs.models import Instance, Patient, Series, Study
+from facilities.models import Modality
+
+logger = logging.getLogger("cloudpacs.ingest")
+
+PIXEL_DATA_TAG = Tag(0x7FE0, 0x0010)
+UNDEFINED_LENGTH = 0xFFFFFFFF
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+
+# What the index reads from a received file: everything before the pixel data is parsed
+# only for these tags.
+INDEXED_TAGS = [
+    "SpecificCharacterSet",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDescription",
+    "ReferringPhysicianName",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "BodyPartExamined",
+    "InstitutionName",
+    "StationName",
+    "Manufacturer",
+    "InstanceNumber",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+]
+
+
+class IngestOutcome(StrEnum):
+    STORED = "stored"
+    # The same SOP Instance UID with the same content: answered as a success, kept once.
+    DUPLICATE = "duplicate"
+    # The same SOP Instance UID with different content: the first one is kept.
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    outcome: IngestOutcome
+    instance: Instance
+    study_created: bool = False
+
+
+class IngestError(Exception):
+    """A received dataset that was not stored; the message says why, for the log."""
+
+
+class UnreadableDataset(IngestError):
+    """The payload cannot be parsed as a DICOM dataset in its transfer syntax."""
+
+
+class MissingIdentifier(IngestError):
+    """A Study, Series or SOP Instance UID is missing or unusable."""
+
+
+class SOPClassMismatch(IngestError):
+    """The dataset's SOP Class is not the one its presentation context was negotiated for."""
+
+
+class OutOfResources(IngestError):
+    """The store is full or the index is unavailable; the sender may retry later."""
+
+
+@dataclass(frozen=True)
+class IndexedTags:
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    dataset: Dataset
+
+
+def ingest_instance(
+    source: Path | BinaryIO,
+    *,
+    transfer_syntax_uid: str,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    modality: Modality,
+) -> IngestResult:
+    """Store one received dataset and index it.
+
+    `source` is a path to the Part 10 file pynetdicom wrote while receiving, or a stream
+    of the bare dataset bytes; `transfer_syntax_uid` is the accepted presentation
+    context's; `sop_class_uid` and `sop_instance_uid` come from the C-STORE request
+    (the class is the context's abstract syntax). Raises an IngestError subclass when
+    nothing was stored."""
+    try:
+        staged = storage.stage(
+            source,
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            source_ae=modality.ae_title,
+        )
+    except OSError as exc:
+        if exc.errno in {errno.ENOSPC, errno.EDQUOT}:
+            raise OutOfResources(f"no space left in the image store: {exc}") from exc
+        raise
+    try:
+        tags = _read_indexed_tags(staged.path, sop_class_uid, sop_instance_uid, transfer_syntax_uid)
+        existing = Instance.objects.filter(sop_instance_uid=tags.sop_instance_uid).first()
+        if existing is not None:
+            return _repeat(existing, staged.sha256, modality)
+        key = storage.key_for(tags.sop_instance_uid, staged.sha256)
+        try:
+            storage.publish(staged, key)
+        except OSError as exc:
+            if exc.errno in {errno.ENOSPC, errno.EDQUOT}:
+                raise OutOfResources(f"no space left in the image store: {exc}") from exc
+            raise
+        try:
+            instance, study_created = _index(tags, staged, key, transfer_syntax_uid, modality)
+        except IntegrityError:
+            # Another association indexed this SOP Instance UID a moment ago.
+            existing = Instance.objects.filter(sop_instance_uid=tags.sop_instance_uid).first()
+            if existing is None:
+                storage.remove_key(key)
+                raise
+            if existing.storage_key != key:
+                storage.remove_key(key)
+            return _repeat(existing, staged.sha256, modality)
+        except BaseException:
+            storage.remove_key(key)
+            raise
+        return IngestResult(IngestOutcome.STORED, instance, study_created)
+    finally:
+        storage.discard(staged)
+
+
+def _repeat(existing: Instance, sha256: str, modality: Modality) -> IngestResult:
+    if existing.sha256 == sha256:
+        logger.info("instance %s re-sent by %s with identical content", existing.sop_instance_uid, modality.ae_title)
+        return IngestResult(IngestOutcome.DUPLICATE, existing)
+    logger.warning(
+        "instance %s re-sent by %s with different content (sha256 %s, stored %s): keeping the first",
+        existing.sop_instance_uid,
+        modality.ae_title,
+        sha256[:16],
+        existing.sha256[:16],
+    )
+    return IngestResult(IngestOutcome.CONFLICT, existing)
+
+
+def _check_pixel_data_complete(ds: Dataset, path: Path) -> None:
+    """A dataset cut short on the wire ends inside its pixel data, which the index never
+    reads: check that the declared length fits in the file, or for encapsulated pixel
+    data that the file ends with its sequence delimiter."""
+    raw = ds._dict.get(PIXEL_DATA_TAG)
+    if raw is None or not hasattr(raw, "value_tell") or raw.value_tell is None:
+        return
+    size = path.stat().st_size
+    if raw.length == UNDEFINED_LENGTH:
+        with open(path, "rb") as stream:
+            stream.seek(max(size - 8, 0))
+            if stream.read(8) != SEQUENCE_DELIMITER:
+                raise UnreadableDataset(
+                    "the encapsulated pixel data has no sequence delimiter: the dataset is truncated"
+                )
+    elif raw.value_tell + raw.length > size:
+        raise UnreadableDataset(
+            f"the pixel data declares {raw.length} bytes but only {size - raw.value_tell} arrived: "
+            "the dataset is truncated"
+        )
+
+
+def _read_indexed_tags(path: Path, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> IndexedTags:
+    try:
+        # Bulk values are deferred: they are skipped over, never read into memory.
+        ds = dcmread(path, specific_tags=[*INDEXED_TAGS, "PixelData"], defer_size=4096)
+        # Touch every indexed value now, so that a broken element fails here.
+        values = {keyword: ds.get(keyword) for keyword in INDEXED_TAGS}
+    except Exception as exc:
+        raise UnreadableDataset(f"cannot parse the dataset: {type(exc).__name__}: {exc}") from exc
+    if transfer_syntax_uid != DeflatedExplicitVRLittleEndian:
+        _check_pixel_data_complete(ds, path)
+
+    def uid(keyword: str) -> str:
+        value = values.get(keyword)
+        text = str(value).strip() if value is not None else ""
+        if not text:
+            raise MissingIdentifier(f"{keyword} is missing")
+        if len(text) > 64 or not all(ch.isascii() and (ch.isalnum() or ch == ".") for ch in text):
+            raise MissingIdentifier(f"{keyword} {text[:70]!r} is not a valid UID")
+        return text
+
+    dataset_class = uid("SOPClassUID")
+    dataset_instance = uid("SOPInstanceUID")
+    study_uid = uid("StudyInstanceUID")
+    series_uid = uid("SeriesInstanceUID")
+    if dataset_class != sop_class_uid:
+        raise SOPClassMismatch(f"dataset SOP Class {dataset_class} but presentation context {sop_class_uid}")
+    if dataset_instance != sop_instance_uid:
+        raise MissingIdentifier(
+            f"dataset SOP Instance UID {dataset_instance} differs from the request's {sop_instance_uid}"
+        )
+    return IndexedTags(dataset_class, dataset_instance, study_uid, series_uid, ds)
+
+
+def _text(ds: Dataset, keyword: str, limit: int) -> str:
+    try:
+        value = ds.get(keyword)
+    except Exception:
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        value = "\\".join(str(item) for item in value)
+    return str(value).strip()[:limit]
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _date(value: Any) -> date | None:
+    text = str(value or "").strip()
+    try:
+        return datetime.strptime(text[:8], "%Y%m%d").date() if len(text) >= 8 else None
+    except ValueError:
+        return None
+
+
+def _time(value: Any) -> time | None:
+    text = str(value or "").strip().replace(":", "")
+    digits = text.split(".")[0]
+    try:
+        hour = int(digits[0:2]) if len(digits) >= 2 else None
+        if hour is None:
+            return None
+        minute = int(digits[2:4]) if len(digits) >= 4 else 0
+        second = min(int(digits[4:6]), 59) if len(digits) >= 6 else 0
+        return time(hour, minute, second)
+    except ValueError:
+        return None
+
+
+def person_name_groups(ds: Dataset, keyword: str = "PatientName") -> tuple[str, str, str, str]:
+    """(whole, alphabetic, ideographic, phonetic) of a PN value, decoded with the
+    dataset's SpecificCharacterSet (ISO_IR 192, GB18030, ISO 2022 IR 58 ...)."""
+    try:
+        value = ds.get(keyword)
+    except Exception:
+        return "", "", "", ""
+    if value is None:
+        return "", "", "", ""
+    if not isinstance(value, PersonName):
+        value = PersonName(str(value))
+    try:
+        groups = (value.alphabetic, value.ideographic, value.phonetic)
+        whole = "=".join(groups).rstrip("=")
+    except Exception:
+        return str(value)[:324], "", "", ""
+    return whole[:324], groups[0][:108], groups[1][:108], groups[2][:108]
+
+
+def _index(
+    tags: IndexedTags, staged: storage.StagedFile, key: str, transfer_syntax_uid: str, modality: Modality
+) -> tuple[Instance, bool]:
+    ds = tags.dataset
+    now = timezone.now()
+    facility = modality.facility
+    name, alphabetic, ideographic, phonetic = person_name_groups(ds)
+    patient_fields = {
+        "issuer": _text(ds, "IssuerOfPatientID", 64),
+        "name": name,
+        "name_alphabetic": alphabetic,
+        "name_ideographic": ideographic,
+        "name_phonetic": phonetic,
+        "birth_date": _date(ds.get("PatientBirthDate")),
+        "sex": _text(ds, "PatientSex", 16),
+    }
+    series_modality = _text(ds, "Modality", 16).upper()
+    institution = _text(ds, "InstitutionName", 128)
+    station = _text(ds, "StationName", 64)
+    with transaction.atomic():
+        patient, created = Patient.objects.get_or_create(
+            facility=facility, patient_id=_text(ds, "PatientID", 64), defaults=patient_fields
+        )
+        if not created and any(value and getattr(patient, field) != value for field, value in patient_fields.items()):
+            # The latest study carries the current demographics.
+            changed = {field: value for field, value in patient_fields.items() if value}
+            Patient.objects.filter(pk=patient.pk).update(**changed)
+        study, study_created = Study.objects.get_or_create(
+            study_uid=tags.study_uid,
+            defaults={
+                "patient": patient,
+                "facility": facility,
+                "modality": modality,
+                "study_date": _date(ds.get("StudyDate")),
+                "study_time": _time(ds.get("StudyTime")),
+                "accession_number": _text(ds, "AccessionNumber", 64),
+                "study_id": _text(ds, "StudyID", 16),
+                "description": _text(ds, "StudyDescription", 128),
+                "referring_physician": person_name_groups(ds, "ReferringPhysicianName")[0],
+                "institution_name": institution,
+                "station_name": station,
+                "specific_character_set": _text(ds, "SpecificCharacterSet", 128),
+                "first_received_at": now,
+                "last_received_at": now,
+            },
+        )
+        series, series_created = Series.objects.get_or_create(
+            series_uid=tags.series_uid,
+            defaults={
+                "study": study,
+                "modality": series_modality,
+                "series_number": _int(ds, "SeriesNumber"),
+                "description": _text(ds, "SeriesDescription", 128),
+                "body_part_examined": _text(ds, "BodyPartExamined", 64),
+                "station_name": station,
+                "institution_name": institution,
+                "manufacturer": _text(ds, "Manufacturer", 64),
+            },
+        )
+        instance = Instance.objects.create(
+            sop_instance_uid=tags.sop_instance_uid,
+            sop_class_uid=tags.sop_class_uid,
+            series=series,
+            instance_number=_int(ds, "InstanceNumber"),
+            transfer_syntax_uid=transfer_syntax_uid,
+            storage_key=key,
+            size=staged.size,
+            sha256=staged.sha256,
+            rows=_int(ds, "Rows"),
+            columns=_int(ds, "Columns"),
+            number_of_frames=_int(ds, "NumberOfFrames"),
+        )
+        Series.objects.filter(pk=series.pk).update(number_of_instances=F("number_of_instances") + 1)
+        study_changes: dict[str, Any] = {
+            "number_of_instances": F("number_of_instances") + 1,
+            "last_received_at": now,
+            # A late instance for a study that was already handed over.
+            "status": Case(
+                When(status=Study.Status.ARRIVED, then=Value(Study.Status.UPDATED)),
+                default=F("status"),
+            ),
+        }
+        if series_created:
+            study_changes["number_of_series"] = F("number_of_series") + 1
+        modalities = set(filter(None, study.modalities_in_study.split("\\")))
+        if series_modality and series_modality not in modalities:
+            study_changes["modalities_in_study"] = "\\".join(sorted(modalities | {series_modality}))[:64]
+        Study.objects.filter(pk=study.pk).update(**study_changes)
+    logger.debug("stored %s from %s as %s", tags.sop_instance_uid, modality.ae_title, key)
+    return instance, study_created
+
+
+def indexed_keys(keys: Iterable[str]) -> set[str]:
+    wanted = list(keys)
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        batch = wanted[start : start + 500]
+        found.update(Instance.objects.filter(storage_key__in=batch).values_list("storage_key", flat=True))
+    return found
+
+
+def sweep_orphan_files() -> int:
+    """Remove what an interrupted store left behind; run once when the receiver starts."""
+    return storage.sweep_orphans(indexed_keys)
+
+
+def claim_stable_studies(now: datetime, stable_seconds: float) -> list[Study]:
+    """Studies that have received nothing for `stable_seconds`, moved from receiving to
+    arrived. Each study is claimed by exactly one caller: the move is a conditional
+    UPDATE, so of two concurrent sweeps only one sees it change a row."""
+    cutoff = now - timedelta(seconds=stable_seconds)
+    candidates = list(
+        Study.objects.filter(status=Study.Status.RECEIVING, last_received_at__lte=cutoff)
+        .order_by("last_received_at")
+        .values_list("pk", flat=True)[:200]
+    )
+    claimed = [
+        pk
+        for pk in candidates
+        if Study.objects.filter(pk=pk, status=Study.Status.RECEIVING, last_received_at__lte=cutoff).update(
+            status=Study.Status.ARRIVED, arrived_at=now
+        )
+    ]
+    return list(Study.objects.filter(pk__in=claimed).select_related("facility", "modality", "patient"))

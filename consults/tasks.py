@@ -1,0 +1,78 @@
+"""Celery tasks of the consults app: thin wrappers around services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from cloudpacs.services import claim_stable_studies
+from consults.services import open_consult_for_study
+
+
+@shared_task(ignore_result=True)
+def sweep_stable_studies() -> list[int]:
+    """Hand every study that has become stable over to the readers, one consult each.
+
+    The claim and the consults commit together, so a crash between them cannot leave
+    a study arrived with no consult."""
+    with transaction.atomic():
+        studies = claim_stable_studies(timezone.now(), settings.STUDY_STABLE_SECONDS)
+        return [open_consult_for_study(study).pk for study in studies]
+
+
+# --- The reading workflow (consults.workflow): thin wrappers taking primary keys, queued
+# with transaction.on_commit by the workflow.
+
+
+@shared_task(ignore_result=True)
+def assign_consult(consult_id: int) -> None:
+    from consults import workflow
+    from consults.models import Consult
+
+    consult = Consult.objects.filter(pk=consult_id).first()
+    if consult is not None:
+        workflow.assign_consult(consult)
+
+
+@shared_task(ignore_result=True)
+def check_consult_deadlines() -> None:
+    """Every minute (CELERY_BEAT_SCHEDULE): assignment, time limits, critical findings."""
+    from consults import workflow
+
+    workflow.check_consult_deadlines()
+
+
+@shared_task(ignore_result=True)
+def send_critical_alert(finding_id: int) -> None:
+    from consults import workflow
+    from consults.models import CriticalFinding
+
+    finding = CriticalFinding.objects.select_related("consult__facility", "flagged_by").filter(pk=finding_id).first()
+    if finding is not None:
+        workflow.send_critical_alert(finding)
+
+
+@shared_task(ignore_result=True)
+def send_critical_escalation(finding_id: int, lead_id: int) -> None:
+    from consults import workflow
+    from consults.models import CriticalFinding
+    from facilities.models import User
+
+    finding = CriticalFinding.objects.select_related("consult__facility").filter(pk=finding_id).first()
+    lead = User.objects.filter(pk=lead_id).first()
+    if finding is not None and lead is not None:
+        workflow.send_critical_escalation(finding, lead)
+
+
+@shared_task(ignore_result=True)
+def send_report_to_township(consult_id: int) -> None:
+    """Send the signed report back to the township's archive as DICOM Encapsulated PDF,
+    where its modality has an address; nothing otherwise."""
+    from consults import delivery
+    from consults.models import Consult
+
+    consult = Consult.objects.select_related("facility", "modality", "study__patient").filter(pk=consult_id).first()
+    if consult is not None:
+        delivery.send_report_to_township(consult)

@@ -1,0 +1,59 @@
+"""`manage.py dicomnode`: run the DICOM receiver in the foreground until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import connection
+
+from cloudpacs.services import sweep_orphan_files
+from dicomnode.server import start_server
+from dicomnode.stability import StabilityTimer
+
+logger = logging.getLogger("dicomnode")
+
+
+class Command(BaseCommand):
+    help = "运行 DICOM 接收服务（C-ECHO、C-STORE），直到收到 SIGTERM 或 Ctrl-C。"
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=None, help="listen address (default DICOM_HOST)")
+        parser.add_argument("--port", type=int, default=None, help="listen port (default DICOM_PORT)")
+        parser.add_argument(
+            "--no-sweep-timer",
+            action="store_true",
+            help="do not schedule the study stability sweep from this process (a Celery beat does it)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        removed = sweep_orphan_files()
+        if removed:
+            logger.warning("removed %d files left by an interrupted store", removed)
+        connection.close()
+        server = start_server(options["host"], options["port"], block=False)
+        host, port = server.server_address[:2]
+        self.stdout.write(f"DICOM receiver {settings.DICOM_AE_TITLE} listening on {host}:{port}", ending="\n")
+        self.stdout.flush()
+        timer = None if options["no_sweep_timer"] else StabilityTimer()
+        if timer is not None:
+            timer.start()
+        stop = threading.Event()
+
+        def _stop(signum: int, frame: object) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            if timer is not None:
+                timer.stop()
+            server.shutdown()
+            self.stdout.write("DICOM receiver stopped", ending="\n")

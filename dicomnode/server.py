@@ -1,0 +1,304 @@
+"""The DICOM receiver: association policy and event handlers, nothing else.
+
+Handlers parse what pynetdicom hands them, call `cloudpacs.services.ingest_instance`,
+map its known failures to DICOM statuses and never raise. Datasets are received
+chunked to disk (pynetdicom's STORE_RECV_CHUNKED_DATASET), so a 30 MB radiograph
+never sits whole in memory, and are stored as received.
+
+Status codes answered to C-STORE (see docs/dicom-conformance.md):
+  0x0000 stored, or an identical re-send of a stored instance
+  0xB006 warning "elements discarded": same SOP Instance UID, different content; the
+         first is kept and this one discarded
+  0xA700 out of resources: the image store is full; 0xA701: the index is unavailable
+  0xA900 the dataset's SOP Class differs from its presentation context
+  0xC000 cannot understand: the payload cannot be parsed
+  0xC001 cannot understand: a Study, Series or SOP Instance UID is missing or invalid
+  0x0110 processing failure: anything unexpected (logged with its traceback)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from collections import Counter
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+from pydicom import uid as tsuid
+from pynetdicom import AE, _config, evt
+from pynetdicom import sop_class as sc
+from pynetdicom.transport import ThreadedAssociationServer
+
+from cloudpacs import services as archive
+from facilities.models import Modality
+from facilities.services import modality_for_ae_title
+
+logger = logging.getLogger("dicomnode")
+
+SUCCESS = 0x0000
+WARNING_DISCARDED = 0xB006
+OUT_OF_RESOURCES = 0xA700
+INDEX_UNAVAILABLE = 0xA701
+SOP_CLASS_MISMATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+MISSING_IDENTIFIER = 0xC001
+PROCESSING_FAILURE = 0x0110
+
+# A-ASSOCIATE-RJ: rejected-permanent, by the service user, with the reason.
+RJ_PERMANENT = 0x01
+RJ_SOURCE_SERVICE_USER = 0x01
+RJ_NO_REASON = 0x01
+RJ_CALLING_AE_NOT_RECOGNISED = 0x03
+RJ_CALLED_AE_NOT_RECOGNISED = 0x07
+
+STORAGE_SOP_CLASSES = [
+    sc.CTImageStorage,
+    sc.EnhancedCTImageStorage,
+    sc.DigitalXRayImageStorageForPresentation,
+    sc.DigitalXRayImageStorageForProcessing,
+    sc.ComputedRadiographyImageStorage,
+    sc.DigitalMammographyXRayImageStorageForPresentation,
+    sc.DigitalMammographyXRayImageStorageForProcessing,
+    sc.MRImageStorage,
+    sc.EnhancedMRImageStorage,
+    sc.SecondaryCaptureImageStorage,
+    sc.MultiFrameSingleBitSecondaryCaptureImageStorage,
+    sc.MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    sc.MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    sc.MultiFrameTrueColorSecondaryCaptureImageStorage,
+    sc.GrayscaleSoftcopyPresentationStateStorage,
+    sc.KeyObjectSelectionDocumentStorage,
+    sc.BasicTextSRStorage,
+    sc.EnhancedSRStorage,
+    sc.ComprehensiveSRStorage,
+    sc.EncapsulatedPDFStorage,
+]
+
+TRANSFER_SYNTAXES = [
+    tsuid.ExplicitVRLittleEndian,
+    tsuid.ImplicitVRLittleEndian,
+    tsuid.DeflatedExplicitVRLittleEndian,
+    tsuid.ExplicitVRBigEndian,
+    tsuid.JPEGBaseline8Bit,
+    tsuid.JPEGExtended12Bit,
+    tsuid.JPEGLossless,
+    tsuid.JPEGLosslessSV1,
+    tsuid.JPEGLSLossless,
+    tsuid.JPEGLSNearLossless,
+    tsuid.JPEG2000Lossless,
+    tsuid.JPEG2000,
+    tsuid.RLELossless,
+]
+
+
+class _Association:
+    """What the receiver remembers about one association, kept on the pynetdicom object."""
+
+    def __init__(self, modality: Modality) -> None:
+        self.modality = modality
+        self.counts: Counter[str] = Counter()
+
+
+def _state(assoc: Any) -> _Association | None:
+    return getattr(assoc, "_yunying", None)
+
+
+def _peer(assoc: Any) -> str:
+    try:
+        return f"{assoc.requestor.address}:{assoc.requestor.port}"
+    except Exception:
+        return "?"
+
+
+def _reject(assoc: Any, reason: int, why: str) -> None:
+    calling = assoc.requestor.primitive.calling_ae_title
+    called = assoc.requestor.primitive.called_ae_title
+    logger.warning("association rejected: %s (calling %r, called %r, peer %s)", why, calling, called, _peer(assoc))
+    assoc.acse.send_reject(RJ_PERMANENT, RJ_SOURCE_SERVICE_USER, reason)
+    assoc.kill()
+
+
+def handle_requested(event: evt.Event) -> None:
+    """The association policy: a registered, active calling AE; our called AE; and,
+    when DICOM_CHECK_PEER_ADDRESS is on, the modality's registered host."""
+    assoc = event.assoc
+    try:
+        close_old_connections()
+        request = assoc.requestor.primitive
+        calling = str(request.calling_ae_title).strip()
+        called = str(request.called_ae_title).strip()
+        if called != settings.DICOM_AE_TITLE:
+            _reject(assoc, RJ_CALLED_AE_NOT_RECOGNISED, "called AE title is not ours")
+            return
+        modality = modality_for_ae_title(calling)
+        if modality is None or not modality.facility.is_active:
+            _reject(assoc, RJ_CALLING_AE_NOT_RECOGNISED, "calling AE title not recognised")
+            return
+        if settings.DICOM_CHECK_PEER_ADDRESS and modality.host and not _address_matches(modality.host, assoc):
+            _reject(assoc, RJ_CALLING_AE_NOT_RECOGNISED, f"peer address is not {modality.host}")
+            return
+        assoc._yunying = _Association(modality)
+    except Exception:
+        logger.exception("association policy failed; rejecting (peer %s)", _peer(assoc))
+        try:
+            _reject(assoc, RJ_NO_REASON, "policy check failed")
+        except Exception:
+            assoc.abort()
+    finally:
+        if _state(assoc) is None:
+            connection.close()
+
+
+def _address_matches(host: str, assoc: Any) -> bool:
+    peer = str(assoc.requestor.address)
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        addresses = {host}
+    return peer in addresses
+
+
+def handle_accepted(event: evt.Event) -> None:
+    state = _state(event.assoc)
+    if state is not None:
+        logger.info(
+            "association accepted: %s (%s) from %s",
+            state.modality.ae_title,
+            state.modality.facility.short_name,
+            _peer(event.assoc),
+        )
+
+
+def handle_closed(event: evt.Event) -> None:
+    """Released or aborted: log the counts and give back this thread's DB connection."""
+    state = _state(event.assoc)
+    if state is not None:
+        how = "released" if event.event == evt.EVT_RELEASED else "aborted"
+        counts = state.counts
+        logger.info(
+            "association %s: %s from %s, stored %d, duplicate %d, warning %d, failed %d, echo %d",
+            how,
+            state.modality.ae_title,
+            _peer(event.assoc),
+            counts["stored"],
+            counts["duplicate"],
+            counts["conflict"],
+            counts["failed"],
+            counts["echo"],
+        )
+    connection.close()
+
+
+def handle_echo(event: evt.Event) -> int:
+    state = _state(event.assoc)
+    if state is not None:
+        state.counts["echo"] += 1
+    return SUCCESS
+
+
+def handle_store(event: evt.Event) -> int:
+    """Store one instance; answer only after the file and its index row are durable."""
+    state = _state(event.assoc)
+    request = event.request
+    sop_instance_uid = str(request.AffectedSOPInstanceUID or "").strip()
+    if state is None:
+        return PROCESSING_FAILURE
+    modality = state.modality
+    try:
+        close_old_connections()
+        context = event.context
+        result = archive.ingest_instance(
+            event.dataset_path,
+            transfer_syntax_uid=str(context.transfer_syntax),
+            sop_class_uid=str(context.abstract_syntax),
+            sop_instance_uid=sop_instance_uid,
+            modality=modality,
+        )
+    except archive.OutOfResources as exc:
+        status, why = OUT_OF_RESOURCES, str(exc)
+    except archive.SOPClassMismatch as exc:
+        status, why = SOP_CLASS_MISMATCH, str(exc)
+    except archive.MissingIdentifier as exc:
+        status, why = MISSING_IDENTIFIER, str(exc)
+    except archive.UnreadableDataset as exc:
+        status, why = CANNOT_UNDERSTAND, str(exc)
+    except DatabaseError as exc:
+        status, why = INDEX_UNAVAILABLE, f"index unavailable: {exc}"
+        logger.exception("index error storing %s from %s", sop_instance_uid, modality.ae_title)
+    except Exception as exc:
+        status, why = PROCESSING_FAILURE, f"{type(exc).__name__}: {exc}"
+        logger.exception("unexpected error storing %s from %s", sop_instance_uid, modality.ae_title)
+    else:
+        state.counts[result.outcome.value] += 1
+        if result.outcome == archive.IngestOutcome.CONFLICT:
+            return WARNING_DISCARDED
+        return SUCCESS
+    state.counts["failed"] += 1
+    logger.warning(
+        "C-STORE %s from %s (%s) failed with 0x%04X: %s",
+        sop_instance_uid,
+        modality.ae_title,
+        _peer(event.assoc),
+        status,
+        why,
+    )
+    return status
+
+
+HANDLERS = [
+    (evt.EVT_REQUESTED, handle_requested),
+    (evt.EVT_ACCEPTED, handle_accepted),
+    (evt.EVT_RELEASED, handle_closed),
+    (evt.EVT_ABORTED, handle_closed),
+    (evt.EVT_C_ECHO, handle_echo),
+    (evt.EVT_C_STORE, handle_store),
+]
+
+
+class NoDelayAssociationServer(ThreadedAssociationServer):
+    """Turns Nagle's algorithm off on every accepted socket: a C-STORE response is small
+    and the sender waits for it."""
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        client, address = super().get_request()
+        with contextlib.suppress(OSError):
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client, address
+
+
+def build_ae() -> AE:
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    ae = AE(ae_title=settings.DICOM_AE_TITLE)
+    ae.maximum_pdu_size = settings.DICOM_MAX_PDU
+    # The policy lives in handle_requested, against the registered modalities.
+    ae.require_called_aet = False
+    ae.require_calling_aet = []
+    ae.maximum_associations = 64
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 60
+    ae.network_timeout = 120
+    ae.add_supported_context(sc.Verification)
+    for sop_class in STORAGE_SOP_CLASSES:
+        ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
+    return ae
+
+
+def start_server(host: str | None = None, port: int | None = None, *, block: bool = True) -> NoDelayAssociationServer:
+    """Start the receiver. With block=False it serves from a daemon thread and returns at
+    once; call `.shutdown()` on the result to stop it. With block=True it returns after
+    `.shutdown()` is called from another thread (or a signal handler)."""
+    ae = build_ae()
+    address = (host if host is not None else settings.DICOM_HOST, settings.DICOM_PORT if port is None else port)
+    server = ae.make_server(address, evt_handlers=HANDLERS, server_class=NoDelayAssociationServer)
+    ae._servers.append(server)
+    host_bound, port_bound = server.server_address[:2]
+    logger.info("DICOM receiver %s listening on %s:%s", settings.DICOM_AE_TITLE, host_bound, port_bound)
+    if block:
+        server.serve_forever()
+    else:
+        thread = threading.Thread(target=server.serve_forever, name=f"dicomnode@{port_bound}", daemon=True)
+        thread.start()
+    return server  # type: ignore[return-value]

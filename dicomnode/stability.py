@@ -1,0 +1,43 @@
+"""The receiver's clock for study stability: once a second it asks for a sweep.
+
+Without a broker the task runs eagerly in this thread; with one, a worker runs it. The
+task is looked up by name in the Celery registry, so the receiver does not import the
+consults app that sits above the archive."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.db import connection
+
+logger = logging.getLogger("dicomnode")
+
+SWEEP_TASK = "consults.tasks.sweep_stable_studies"
+
+
+class StabilityTimer:
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stability-sweep", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        from cloudpacs.celery import app
+
+        app.loader.import_default_modules()
+        task = app.tasks[SWEEP_TASK]
+        while not self._stop.wait(self.interval):
+            try:
+                task.delay()
+            except Exception:
+                logger.exception("study stability sweep failed")
+            finally:
+                connection.close()
