@@ -1,0 +1,50 @@
+"""The diagnostic viewer page: one study (and, if asked, a prior of the same patient) in
+the Cornerstone3D viewer built from frontend/ into static/viewer/. The images themselves
+come over DICOMweb; this page only authorizes, names the study and lists its priors."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from cloudpacs.models import Study
+from facilities.access import RADIOLOGIST, TECHNOLOGIST, role_required, scoped
+from facilities.services import audit
+
+# Study Instance UIDs are digits and dots, at most 64 characters.
+UID_PATTERN = r"[0-9.]{1,64}"
+
+
+def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, Any]:
+    """What templates/cloudpacs/_viewer_embed.html needs beside `study`: the study's
+    series, the user's other studies of the same patient, and the prior to open.
+
+    The reporting page may call this to offer the same prior selector; without it the
+    partial still shows the study, with no prior pane."""
+    visible = scoped(Study.objects.all(), user)
+    priors = (
+        visible.filter(patient=study.patient)
+        .exclude(pk=study.pk)
+        .only("study_uid", "study_date", "description", "modalities_in_study")
+        .order_by("-study_date", "-study_time")
+    )
+    prior = None
+    if prior_uid:
+        prior = get_object_or_404(visible, study_uid=prior_uid)
+    return {"viewer_series": study.series.all(), "viewer_priors": priors, "prior_study": prior}
+
+
+@role_required(RADIOLOGIST, TECHNOLOGIST)
+def viewer(request: HttpRequest, study_uid: str) -> HttpResponse:
+    study = get_object_or_404(
+        scoped(Study.objects.select_related("patient", "facility"), request.user), study_uid=study_uid
+    )
+    prior_uid = request.GET.get("prior", "")
+    if prior_uid and not re.fullmatch(UID_PATTERN, prior_uid):
+        raise Http404
+    context = viewer_context(study, request.user, prior_uid if prior_uid != study_uid else "")
+    audit("cloudpacs.study.viewed", request=request, obj=study, via="viewer")
+    return render(request, "cloudpacs/viewer.html", {"study": study, "patient": study.patient, **context})

@@ -1,0 +1,74 @@
+// What the four corners of a pane say, from the shown instance's DICOM JSON and the
+// viewport's state. Pure: returns lines of text per corner.
+
+function first(json, tag) {
+  return json?.[tag]?.Value?.[0];
+}
+
+export function personName(json, tag = '00100010') {
+  const name = first(json, tag);
+  if (!name) return '';
+  if (typeof name === 'string') return name.replace(/\^+/g, ' ').trim();
+  return (name.Ideographic || name.Alphabetic || name.Phonetic || '').replace(/\^+/g, ' ').trim();
+}
+
+export function formatDate(text) {
+  if (!text || text.length < 8) return text || '';
+  return `${text.slice(0, 4)}-${text.slice(4, 6)}-${text.slice(6, 8)}`;
+}
+
+export function formatTime(text) {
+  if (!text || text.length < 4) return '';
+  return `${text.slice(0, 2)}:${text.slice(2, 4)}`;
+}
+
+// PatientAge as written ("045Y"), else years between birth and study dates.
+export function age(json) {
+  const written = first(json, '00101010');
+  if (written) return written.replace(/^0+(?=\d)/, '');
+  const birth = first(json, '00100030');
+  const study = first(json, '00080020') || first(json, '00080022');
+  if (!birth || !study || birth.length < 8 || study.length < 8) return '';
+  let years = Number(study.slice(0, 4)) - Number(birth.slice(0, 4));
+  if (study.slice(4, 8) < birth.slice(4, 8)) years -= 1;
+  return years >= 0 ? `${years}Y` : '';
+}
+
+function round(number) {
+  return Math.round(number);
+}
+
+export function describeOverlay(state) {
+  const { json, labels = {} } = state;
+  const sexAge = [first(json, '00100040') || '', age(json)].filter(Boolean).join(' / ');
+  const tl = [personName(json), first(json, '00100020') || '', sexAge].filter(Boolean);
+  const institution = first(json, '00080080') || '';
+  const studyWhen = [formatDate(first(json, '00080020')), formatTime(first(json, '00080030'))]
+    .filter(Boolean)
+    .join(' ');
+  const tr = [
+    institution,
+    studyWhen,
+    first(json, '00081030') || '',
+    [first(json, '00080060') || '', first(json, '0008103E') || ''].filter(Boolean).join(' '),
+  ].filter(Boolean);
+  const [seriesNumber, seriesTotal] = state.seriesPosition || [0, 0];
+  const [imageNumber, imageTotal] = state.imagePosition || [0, 0];
+  const bl = [
+    `${labels.series || 'Se'}: ${seriesNumber}/${seriesTotal}`,
+    `${labels.image || 'Im'}: ${imageNumber}/${imageTotal}`,
+  ];
+  const thickness = first(json, '00180050');
+  if (thickness) bl.push(`${labels.thickness || 'Thk'}: ${Number(thickness).toFixed(1)} mm`);
+  const br = [];
+  if (state.voiLut) br.push(`${state.voiLut}`);
+  else if (state.window) br.push(`W: ${round(state.window.windowWidth)} L: ${round(state.window.windowCenter)}`);
+  if (state.invert) br.push(labels.inverted || 'INV');
+  br.push(`${labels.zoom || 'Zoom'}: ${Math.round((state.zoom || 1) * 100)}%`);
+  const transform = [];
+  if (state.rotation) transform.push(`${state.rotation}°`);
+  if (state.flipHorizontal) transform.push(labels.fliph || 'H');
+  if (state.flipVertical) transform.push(labels.flipv || 'V');
+  if (transform.length) br.push(transform.join(' '));
+  return { tl, tr, bl, br };
+}

@@ -1,0 +1,113 @@
+"""The standalone viewer page /viewer/<StudyInstanceUID>/: who may open it, what it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydicom.uid import generate_uid
+
+from cloudpacs.models import Study
+from cloudpacs.services import ingest_instance
+from facilities.models import AuditEvent
+from tests.factories import make_dataset, make_modality, write_dataset
+
+pytestmark = pytest.mark.django_db
+
+
+def ingest(tmp_path: Path, modality, **fields) -> Study:
+    ds = make_dataset(**fields)
+    path = write_dataset(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
+    ingest_instance(
+        path,
+        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        modality=modality,
+    )
+    return Study.objects.get(study_uid=ds.StudyInstanceUID)
+
+
+@pytest.fixture
+def study(tmp_path, ct_modality) -> Study:
+    return ingest(tmp_path, ct_modality, patient_id="P100", patient_name="Wang^Wu")
+
+
+def url(study: Study) -> str:
+    return f"/viewer/{study.study_uid}/"
+
+
+def test_the_radiologist_gets_the_viewer_for_the_study(radiologist_client, study):
+    response = radiologist_client.get(url(study))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f'data-study-uid="{study.study_uid}"' in page
+    assert "viewer/viewer.js" in page
+    assert "viewer/viewer.css" in page
+    assert f'data-series-uid="{study.series.get().series_uid}"' in page
+
+
+def test_the_township_technologist_opens_their_own_study(technologist_client, study):
+    assert technologist_client.get(url(study)).status_code == 200
+
+
+def test_another_townships_technologist_gets_404(outsider_client, study):
+    assert outsider_client.get(url(study)).status_code == 404
+
+
+def test_an_administrator_is_refused(administrator_client, study):
+    assert administrator_client.get(url(study)).status_code == 403
+
+
+def test_an_anonymous_visitor_is_sent_to_the_login_page(client, study):
+    response = client.get(url(study))
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_an_unknown_study_is_404(radiologist_client, db):
+    assert radiologist_client.get(f"/viewer/{generate_uid()}/").status_code == 404
+
+
+def test_the_page_is_in_chinese_with_its_window_presets(radiologist_client, study):
+    page = radiologist_client.get(url(study)).content.decode()
+    for label in ("窗宽窗位", "肺窗", "脑窗", "骨窗", "测距", "测角", "播放", "反相"):
+        assert label in page
+
+
+def test_the_page_is_in_english_when_asked(radiologist_client, study):
+    radiologist_client.cookies["django_language"] = "en"
+    page = radiologist_client.get(url(study)).content.decode()
+    assert "Lung" in page
+    assert "Window/level" in page
+
+
+def test_opening_the_viewer_is_audited(radiologist_client, radiologist, study):
+    radiologist_client.get(url(study))
+    event = AuditEvent.objects.get(action="cloudpacs.study.viewed", object_id=study.study_uid)
+    assert event.actor == radiologist
+
+
+def test_the_patients_other_studies_are_offered_as_priors(tmp_path, radiologist_client, study, ct_modality):
+    prior = ingest(tmp_path, ct_modality, patient_id="P100", patient_name="Wang^Wu")
+    stranger = ingest(tmp_path, ct_modality, patient_id="P200", patient_name="Li^Si")
+    page = radiologist_client.get(url(study)).content.decode()
+    assert f'<option value="{prior.study_uid}"' in page
+    assert stranger.study_uid not in page
+
+
+def test_a_prior_named_in_the_query_opens_in_the_second_pane(tmp_path, radiologist_client, study, ct_modality):
+    prior = ingest(tmp_path, ct_modality, patient_id="P100", patient_name="Wang^Wu")
+    page = radiologist_client.get(url(study) + f"?prior={prior.study_uid}").content.decode()
+    assert f'data-prior-study-uid="{prior.study_uid}"' in page
+
+
+def test_a_prior_from_another_township_is_404_for_a_technologist(
+    tmp_path, technologist_client, study, other_township
+):
+    elsewhere = ingest(tmp_path, make_modality(other_township), patient_id="P100")
+    assert technologist_client.get(url(study) + f"?prior={elsewhere.study_uid}").status_code == 404
+
+
+def test_a_prior_that_is_not_a_uid_is_404(radiologist_client, study):
+    assert radiologist_client.get(url(study) + "?prior=abc").status_code == 404
