@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from billing import views
 
@@ -6,4 +6,5 @@ app_name = "billing"
 
 urlpatterns = [
     path("dashboard/", views.dashboard, name="dashboard"),
+    path("dashboards/", include("billing.dashboard_urls")),
 ]
