@@ -34,6 +34,9 @@ logger = logging.getLogger("cloudpacs.ingest")
 PIXEL_DATA_TAG = Tag(0x7FE0, 0x0010)
 UNDEFINED_LENGTH = 0xFFFFFFFF
 SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+ESC_ISO_IR_58 = b"\x1b$)A"
+ESC_ASCII = b"\x1b(B"
+PERSON_NAME_TAGS = ["PatientName", "ReferringPhysicianName"]
 
 # What the index reads from a received file: everything before the pixel data is parsed
 # only for these tags.
@@ -110,6 +113,8 @@ class IndexedTags:
     study_uid: str
     series_uid: str
     dataset: Dataset
+    # (whole, alphabetic, ideographic, phonetic) of each person name
+    names: dict[str, tuple[str, str, str, str]]
 
 
 def ingest_instance(
@@ -188,7 +193,7 @@ def _check_pixel_data_complete(ds: Dataset, path: Path) -> None:
     """A dataset cut short on the wire ends inside its pixel data, which the index never
     reads: check that the declared length fits in the file, or for encapsulated pixel
     data that the file ends with its sequence delimiter."""
-    raw = ds._dict.get(PIXEL_DATA_TAG)
+    raw = ds.get_item(PIXEL_DATA_TAG, keep_deferred=True)
     if raw is None or not hasattr(raw, "value_tell") or raw.value_tell is None:
         return
     size = path.stat().st_size
@@ -210,6 +215,7 @@ def _read_indexed_tags(path: Path, sop_class_uid: str, sop_instance_uid: str, tr
     try:
         # Bulk values are deferred: they are skipped over, never read into memory.
         ds = dcmread(path, specific_tags=[*INDEXED_TAGS, "PixelData"], defer_size=4096)
+        raw_names = {keyword: _raw_bytes(ds, keyword) for keyword in PERSON_NAME_TAGS}
         # Touch every indexed value now, so that a broken element fails here.
         values = {keyword: ds.get(keyword) for keyword in INDEXED_TAGS}
     except Exception as exc:
@@ -236,7 +242,8 @@ def _read_indexed_tags(path: Path, sop_class_uid: str, sop_instance_uid: str, tr
         raise MissingIdentifier(
             f"dataset SOP Instance UID {dataset_instance} differs from the request's {sop_instance_uid}"
         )
-    return IndexedTags(dataset_class, dataset_instance, study_uid, series_uid, ds)
+    names = {keyword: person_name_groups(ds, keyword, raw_names.get(keyword)) for keyword in PERSON_NAME_TAGS}
+    return IndexedTags(dataset_class, dataset_instance, study_uid, series_uid, ds, names)
 
 
 def _text(ds: Dataset, keyword: str, limit: int) -> str:
@@ -281,13 +288,34 @@ def _time(value: Any) -> time | None:
         return None
 
 
-def person_name_groups(ds: Dataset, keyword: str = "PatientName") -> tuple[str, str, str, str]:
+def _raw_bytes(ds: Dataset, keyword: str) -> bytes | None:
+    element = ds.get_item(keyword, keep_deferred=True)
+    value = getattr(element, "value", None)
+    return value if isinstance(value, bytes) else None
+
+
+def _decode_iso2022_ir58(raw: bytes) -> str:
+    # pydicom 3.0 leaves the "$)A" of the G1 designation in the decoded text. With G1
+    # designated, GB 2312 characters have their high bits set (the EUC-CN form), so the
+    # value decodes as GB 2312 once the escape sequences are removed.
+    return raw.replace(ESC_ISO_IR_58, b"").replace(ESC_ASCII, b"").decode("gb2312", errors="replace")
+
+
+def person_name_groups(
+    ds: Dataset, keyword: str = "PatientName", raw: bytes | None = None
+) -> tuple[str, str, str, str]:
     """(whole, alphabetic, ideographic, phonetic) of a PN value, decoded with the
     dataset's SpecificCharacterSet (ISO_IR 192, GB18030, ISO 2022 IR 58 ...)."""
-    try:
-        value = ds.get(keyword)
-    except Exception:
-        return "", "", "", ""
+    charsets = ds.get("SpecificCharacterSet") or []
+    charsets = [charsets] if isinstance(charsets, str) else list(charsets)
+    value: Any
+    if raw is not None and "ISO 2022 IR 58" in charsets:
+        value = PersonName(_decode_iso2022_ir58(raw).rstrip(" \x00"))
+    else:
+        try:
+            value = ds.get(keyword)
+        except Exception:
+            return "", "", "", ""
     if value is None:
         return "", "", "", ""
     if not isinstance(value, PersonName):
@@ -306,7 +334,7 @@ def _index(
     ds = tags.dataset
     now = timezone.now()
     facility = modality.facility
-    name, alphabetic, ideographic, phonetic = person_name_groups(ds)
+    name, alphabetic, ideographic, phonetic = tags.names["PatientName"]
     patient_fields = {
         "issuer": _text(ds, "IssuerOfPatientID", 64),
         "name": name,
@@ -338,7 +366,7 @@ def _index(
                 "accession_number": _text(ds, "AccessionNumber", 64),
                 "study_id": _text(ds, "StudyID", 16),
                 "description": _text(ds, "StudyDescription", 128),
-                "referring_physician": person_name_groups(ds, "ReferringPhysicianName")[0],
+                "referring_physician": tags.names["ReferringPhysicianName"][0],
                 "institution_name": institution,
                 "station_name": station,
                 "specific_character_set": _text(ds, "SpecificCharacterSet", 128),

@@ -1,0 +1,245 @@
+"""cloudpacs.services.ingest_instance and the study stability sweep, called directly."""
+
+from __future__ import annotations
+
+import io
+import threading
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+from pydicom import dcmread
+from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+
+from cloudpacs import services, storage
+from cloudpacs.models import Instance, Patient, Study
+from consults.models import Consult
+from consults.services import open_consult_for_study
+from consults.tasks import sweep_stable_studies
+from facilities.models import AuditEvent, ExamKind
+from tests.factories import make_dataset, write_dataset
+
+
+def ingest(ds, modality, tmp_path: Path):
+    path = write_dataset(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
+    return services.ingest_instance(
+        path,
+        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        modality=modality,
+    )
+
+
+def incoming_files() -> list[Path]:
+    directory = Path(settings.STORAGE_ROOT) / storage.INCOMING
+    return list(directory.iterdir()) if directory.exists() else []
+
+
+@pytest.mark.django_db
+def test_it_stores_the_file_first_and_leaves_nothing_in_incoming(ct_modality, tmp_path):
+    ds = make_dataset()
+    result = ingest(ds, ct_modality, tmp_path)
+    assert result.outcome == services.IngestOutcome.STORED
+    assert result.study_created
+    stored = storage.path_for(result.instance.storage_key)
+    assert stored.is_file()
+    assert dcmread(stored).SOPInstanceUID == ds.SOPInstanceUID
+    assert incoming_files() == []
+
+
+@pytest.mark.django_db
+def test_it_accepts_a_stream_of_bare_dataset_bytes(ct_modality, tmp_path):
+    ds = make_dataset()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    meta_length = int.from_bytes(data[140:144], "little")
+    result = services.ingest_instance(
+        io.BytesIO(data[144 + meta_length :]),
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        modality=ct_modality,
+    )
+    assert result.outcome == services.IngestOutcome.STORED
+    assert dcmread(storage.path_for(result.instance.storage_key)).PatientID == ds.PatientID
+
+
+@pytest.mark.django_db
+def test_a_re_send_is_a_duplicate_and_a_different_one_a_conflict(ct_modality, tmp_path):
+    ds = make_dataset()
+    first = ingest(ds, ct_modality, tmp_path)
+    again = ingest(ds, ct_modality, tmp_path)
+    assert again.outcome == services.IngestOutcome.DUPLICATE
+    assert again.instance.pk == first.instance.pk
+    ds.PatientName = "Li^Si"
+    conflict = ingest(ds, ct_modality, tmp_path)
+    assert conflict.outcome == services.IngestOutcome.CONFLICT
+    assert conflict.instance.sha256 == first.instance.sha256
+    assert Instance.objects.count() == 1
+    assert Study.objects.get().number_of_instances == 1
+    assert incoming_files() == []
+
+
+@pytest.mark.django_db
+def test_the_same_patient_id_at_two_facilities_is_two_patients(ct_modality, other_township, tmp_path):
+    from tests.factories import make_modality
+
+    other = make_modality(other_township, ExamKind.CT, "PINGLIANG_CT")
+    ingest(make_dataset(patient_id="123"), ct_modality, tmp_path)
+    ingest(make_dataset(patient_id="123"), other, tmp_path)
+    assert Patient.objects.filter(patient_id="123").count() == 2
+
+
+@pytest.mark.django_db
+def test_it_decodes_an_iso_2022_chinese_name(ct_modality, tmp_path):
+    ds = make_dataset(character_set=["", "ISO 2022 IR 58"])
+    # PS3.5 Annex K.2's example, as a console encodes it (G1 designated by ESC $ ) A).
+    ds["PatientName"].value = b"Zhang^Xiaodong=\x1b$)A\xd5\xc5^\x1b$)A\xd0\xa1\xb6\xab="
+    ingest(ds, ct_modality, tmp_path)
+    patient = Patient.objects.get()
+    assert patient.name_alphabetic == "Zhang^Xiaodong"
+    assert patient.name_ideographic == "张^小东"
+    assert patient.display_name == "张^小东"
+
+
+@pytest.mark.django_db
+def test_a_missing_uid_stores_nothing(ct_modality, tmp_path):
+    ds = make_dataset()
+    del ds.SeriesInstanceUID
+    with pytest.raises(services.MissingIdentifier):
+        ingest(ds, ct_modality, tmp_path)
+    assert not Instance.objects.exists()
+    assert not list(Path(settings.STORAGE_ROOT).rglob("*.dcm"))
+    assert incoming_files() == []
+
+
+@pytest.mark.django_db
+def test_a_sop_class_other_than_the_contexts_stores_nothing(ct_modality, tmp_path):
+    ds = make_dataset()
+    path = write_dataset(ds, tmp_path / "ct.dcm")
+    with pytest.raises(services.SOPClassMismatch):
+        services.ingest_instance(
+            path,
+            transfer_syntax_uid=ExplicitVRLittleEndian,
+            sop_class_uid=DigitalXRayImageStorageForPresentation,
+            sop_instance_uid=ds.SOPInstanceUID,
+            modality=ct_modality,
+        )
+    assert not Instance.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_failure_while_indexing_leaves_no_file(ct_modality, tmp_path, monkeypatch):
+    def broken_index(*args, **kwargs):
+        raise RuntimeError("index went away")
+
+    monkeypatch.setattr(services, "_index", broken_index)
+    with pytest.raises(RuntimeError):
+        ingest(make_dataset(), ct_modality, tmp_path)
+    assert not list(Path(settings.STORAGE_ROOT).rglob("*.dcm"))
+    assert incoming_files() == []
+
+
+@pytest.mark.django_db
+def test_the_start_sweep_removes_what_a_crash_left_behind(ct_modality, tmp_path):
+    kept = ingest(make_dataset(), ct_modality, tmp_path)
+    # A crash after the final link but before the index commit: a staged file, and its
+    # final name, with no row.
+    ds = make_dataset()
+    source = write_dataset(ds, tmp_path / "crash.dcm")
+    staged = storage.stage(
+        source,
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+    )
+    key = storage.key_for(ds.SOPInstanceUID, staged.sha256)
+    storage.publish(staged, key)
+    # And a crash half-way through writing another one.
+    (storage.incoming_dir() / "half.part").write_bytes(b"\x00" * 100)
+    removed = services.sweep_orphan_files()
+    assert removed == 3
+    assert not storage.path_for(key).exists()
+    assert storage.path_for(kept.instance.storage_key).exists()
+    assert incoming_files() == []
+
+
+@pytest.mark.django_db
+def test_a_study_becomes_arrived_only_after_the_delay(ct_modality, tmp_path):
+    ingest(make_dataset(), ct_modality, tmp_path)
+    now = timezone.now()
+    assert services.claim_stable_studies(now, 10) == []
+    claimed = services.claim_stable_studies(now + timedelta(seconds=11), 10)
+    assert [study.status for study in claimed] == [Study.Status.ARRIVED]
+    assert services.claim_stable_studies(now + timedelta(seconds=60), 10) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_sweeps_claim_each_study_once(ct_modality, tmp_path):
+    for _ in range(5):
+        ingest(make_dataset(), ct_modality, tmp_path)
+    later = timezone.now() + timedelta(seconds=60)
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def sweep() -> None:
+        try:
+            studies = services.claim_stable_studies(later, 10)
+            with lock:
+                claimed.extend(study.pk for study in studies)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=sweep) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == sorted(Study.objects.values_list("pk", flat=True))
+
+
+@pytest.mark.django_db
+def test_the_sweep_opens_one_consult_per_stable_study(ct_modality, dr_modality, tmp_path, settings):
+    settings.STUDY_STABLE_SECONDS = 0
+    ct = ingest(make_dataset(study_date=date(2025, 10, 2)), ct_modality, tmp_path)
+    dx = ingest(
+        make_dataset(sop_class_uid=DigitalXRayImageStorageForPresentation, modality="DX", StudyDate=""),
+        dr_modality,
+        tmp_path,
+    )
+    sweep_stable_studies.delay()
+    sweep_stable_studies.delay()
+    assert Consult.objects.count() == 2
+    ct_consult = Consult.objects.get(study__study_uid=ct.instance.series.study.study_uid)
+    assert ct_consult.kind == ExamKind.CT
+    assert ct_consult.exam_date == date(2025, 10, 2)
+    assert ct_consult.body_parts == 1
+    assert ct_consult.priority == "routine"
+    dx_study = Study.objects.get(study_uid=dx.instance.series.study.study_uid)
+    dx_consult = Consult.objects.get(study=dx_study)
+    assert dx_consult.kind == ExamKind.DR
+    assert dx_consult.exam_date == timezone.localdate(dx_study.last_received_at)
+    assert AuditEvent.objects.filter(action="consults.consult.created").count() == 2
+
+
+@pytest.mark.django_db
+def test_opening_a_consult_twice_returns_the_first(ct_modality, tmp_path):
+    result = ingest(make_dataset(), ct_modality, tmp_path)
+    study = Study.objects.get(pk=result.instance.series.study_id)
+    assert open_consult_for_study(study) == open_consult_for_study(study)
+    assert Consult.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_cr_image_makes_a_dr_consult_even_from_a_ct_registered_machine(ct_modality, tmp_path):
+    from pydicom.uid import ComputedRadiographyImageStorage
+
+    ds = make_dataset(sop_class_uid=ComputedRadiographyImageStorage, modality="CR", study_uid=generate_uid())
+    result = ingest(ds, ct_modality, tmp_path)
+    study = Study.objects.get(pk=result.instance.series.study_id)
+    assert open_consult_for_study(study).kind == ExamKind.DR
