@@ -1,0 +1,196 @@
+"""What every DICOMweb route shares: who is calling (the web session or a token), the
+facility scope they get, CORS for a separately hosted viewer such as OHIF, and reading
+Accept headers with their media type parameters and q-values."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.authentication import TokenAuthentication
+
+from cloudpacs.dicomweb.multipart import parse_media_type
+from facilities.access import CLINICAL_ROLES, has_role
+
+logger = logging.getLogger("cloudpacs.dicomweb")
+
+REALM = 'Bearer realm="yunying-dicomweb", Token realm="yunying-dicomweb"'
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+class DicomwebError(Exception):
+    """A request answered with an HTTP error status and a short plain-text reason."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or {}
+
+
+def bad_request(reason: str) -> DicomwebError:
+    return DicomwebError(400, reason)
+
+
+def not_acceptable(reason: str) -> DicomwebError:
+    return DicomwebError(406, reason)
+
+
+class _Token(TokenAuthentication):
+    keyword = "Token"
+
+
+class _Bearer(TokenAuthentication):
+    # The same DRF tokens, under the scheme OHIF and most DICOMweb clients send.
+    keyword = "Bearer"
+
+
+def authenticate(request: HttpRequest) -> tuple[Any, bool]:
+    """(user, by_token). A token in the Authorization header wins over the session."""
+    for backend in (_Token(), _Bearer()):
+        try:
+            result = backend.authenticate(request)  # type: ignore[arg-type]
+        except drf_exceptions.AuthenticationFailed as exc:
+            raise DicomwebError(401, str(exc.detail), {"WWW-Authenticate": REALM}) from exc
+        if result is not None:
+            return result[0], True
+    return request.user, False
+
+
+def _csrf_failure(request: HttpRequest) -> HttpResponseBase | None:
+    check = CsrfViewMiddleware(lambda _request: HttpResponse())
+    check.process_request(request)
+    return check.process_view(request, lambda _request: HttpResponse(), (), {})
+
+
+def cors_headers(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+    origin = request.headers.get("Origin")
+    allowed = getattr(settings, "DICOMWEB_CORS_ORIGINS", [])
+    if origin and (origin in allowed or "*" in allowed):
+        response["Access-Control-Allow-Origin"] = origin
+        response["Access-Control-Allow-Credentials"] = "true"
+        response["Access-Control-Expose-Headers"] = "Content-Type, Content-Length, Content-Location, Warning"
+        response["Vary"] = "Origin"
+    return response
+
+
+def _preflight(request: HttpRequest) -> HttpResponse:
+    response = HttpResponse(status=204)
+    cors_headers(request, response)
+    if "Access-Control-Allow-Origin" in response:
+        response["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        response["Access-Control-Allow-Headers"] = "Authorization, Accept, Content-Type, Range, Cache-Control"
+        response["Access-Control-Max-Age"] = "600"
+    return response
+
+
+def error_response(error: DicomwebError) -> HttpResponse:
+    response = HttpResponse(error.reason + "\n", status=error.status, content_type="text/plain; charset=utf-8")
+    for name, value in error.headers.items():
+        response[name] = value
+    return response
+
+
+def dicomweb_view(*methods: str) -> Callable[[Callable[..., HttpResponseBase]], Callable[..., HttpResponseBase]]:
+    """Authenticate (session or token), allow clinical roles only, apply CSRF to
+    session-authenticated writes, answer CORS, and turn DicomwebError into its status.
+
+    Anonymous callers get 401 with a WWW-Authenticate challenge, not the login page:
+    these routes are for programs. Other roles (administrators) get 403."""
+    allowed = set(methods) | {"OPTIONS"}
+
+    def decorator(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if request.method == "OPTIONS":
+                return _preflight(request)
+            try:
+                if request.method not in allowed:
+                    raise DicomwebError(405, "method not allowed", {"Allow": ", ".join(sorted(allowed))})
+                user, by_token = authenticate(request)
+                if not user.is_authenticated:
+                    raise DicomwebError(401, "authentication required", {"WWW-Authenticate": REALM})
+                request.user = user
+                if not has_role(user, *CLINICAL_ROLES):
+                    raise DicomwebError(403, "this account may not read images")
+                if not by_token and request.method not in SAFE_METHODS:
+                    failure = _csrf_failure(request)
+                    if failure is not None:
+                        raise DicomwebError(403, "CSRF verification failed")
+                response = view(request, *args, **kwargs)
+            except DicomwebError as error:
+                response = error_response(error)
+            except Http404:
+                response = error_response(DicomwebError(404, "not found"))
+            return cors_headers(request, response)
+
+        return wrapper
+
+    return decorator
+
+
+@dataclass(frozen=True)
+class MediaRange:
+    media_type: str
+    params: dict[str, str]
+    q: float
+
+    @property
+    def part_type(self) -> str:
+        """For multipart/related; type="x", the x; otherwise the media type itself."""
+        if self.media_type == "multipart/related":
+            return self.params.get("type", "*/*").lower()
+        return self.media_type
+
+    @property
+    def transfer_syntax(self) -> str | None:
+        return self.params.get("transfer-syntax")
+
+    def matches(self, media_type: str) -> bool:
+        wanted = self.part_type
+        if wanted in {"*/*", "*"}:
+            return True
+        if wanted.endswith("/*"):
+            return media_type.split("/")[0] == wanted[:-2]
+        return wanted == media_type
+
+
+def _split_accept(value: str) -> list[str]:
+    items: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in value:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
+def accepted(request: HttpRequest, default: str = "*/*") -> list[MediaRange]:
+    """The Accept header's media ranges, best first (ties keep the client's order)."""
+    header = request.headers.get("Accept") or default
+    ranges = []
+    for item in _split_accept(header):
+        media_type, params = parse_media_type(item)
+        try:
+            q = float(params.pop("q", "1"))
+        except ValueError:
+            q = 1.0
+        if q > 0:
+            ranges.append(MediaRange(media_type, params, q))
+    ranges.sort(key=lambda item: -item.q)
+    return ranges

@@ -1,0 +1,86 @@
+"""The DICOM JSON model (PS3.18 F.2): elements built from the index for QIDO-RS, and
+whole datasets read from the stored files for /metadata, with bulk data left behind a
+BulkDataURI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, time
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataelem import DataElement
+from pydicom.tag import Tag
+from pydicom.uid import UID
+
+Element = dict[str, Any]
+JsonDataset = dict[str, Element]
+
+PIXEL_DATA = "7FE00010"
+
+
+def element(vr: str, *values: Any) -> Element:
+    """An element with its non-empty values; an empty one has no "Value" (F.2.5)."""
+    kept = [value for value in values if value not in (None, "")]
+    if not kept:
+        return {"vr": vr}
+    return {"vr": vr, "Value": kept}
+
+
+def da(value: date | None) -> Element:
+    return element("DA", value.strftime("%Y%m%d") if value else None)
+
+
+def tm(value: time | None) -> Element:
+    return element("TM", value.strftime("%H%M%S") if value else None)
+
+
+def integer(vr: str, value: int | None) -> Element:
+    return element(vr, value)
+
+
+def multi(vr: str, backslashed: str) -> Element:
+    return element(vr, *[value for value in backslashed.split("\\") if value])
+
+
+def person_name(alphabetic: str = "", ideographic: str = "", phonetic: str = "") -> Element:
+    """A PN value as its component groups (F.2.2): {"Alphabetic": .., "Ideographic": ..}."""
+    groups = {"Alphabetic": alphabetic, "Ideographic": ideographic, "Phonetic": phonetic}
+    value = {name: text for name, text in groups.items() if text}
+    return {"vr": "PN", "Value": [value]} if value else {"vr": "PN"}
+
+
+def person_name_from_whole(whole: str) -> Element:
+    groups = ([*whole.split("="), "", ""])[:3]
+    return person_name(*groups)
+
+
+def tag_key(keyword_or_tag: str) -> str | None:
+    """'StudyDate', '00080020' or '0008,0020' -> '00080020', or None when unknown."""
+    text = keyword_or_tag.strip().replace(",", "").replace("(", "").replace(")", "")
+    if len(text) == 8 and all(ch in "0123456789abcdefABCDEF" for ch in text):
+        return text.upper()
+    try:
+        tag = Tag(keyword_or_tag.strip())
+    except (ValueError, TypeError):
+        return None
+    return f"{tag:08X}"
+
+
+def instance_metadata(path: str, bulk_uri: Callable[[str], str], rows: int | None) -> JsonDataset:
+    """The instance's dataset as DICOM JSON, read up to its pixel data. Binary values over
+    a few kilobytes, and the pixel data itself, are given as BulkDataURIs."""
+    ds = dcmread(path, stop_before_pixels=True)
+
+    def handler(elem: DataElement) -> str:
+        return bulk_uri(f"{elem.tag:08X}")
+
+    result: JsonDataset = ds.to_json_dict(
+        bulk_data_threshold=4096, bulk_data_element_handler=handler, suppress_invalid_tags=True
+    )
+    if rows or "Rows" in ds:
+        transfer_syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2.1")))
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        vr = "OB" if transfer_syntax.is_compressed or bits <= 8 else "OW"
+        result[PIXEL_DATA] = {"vr": vr, "BulkDataURI": bulk_uri(PIXEL_DATA)}
+    return result

@@ -1,0 +1,200 @@
+"""Server-side rendering of a frame to JPEG or PNG, for /rendered, thumbnails, the
+township's pages and the key image of a report.
+
+The pipeline follows the grayscale standard display pipeline of PS3.3 C.11 and PS3.4
+N.2: stored values -> Modality LUT (rescale or Modality LUT Sequence) -> VOI (an explicit
+window, else the VOI LUT Sequence, else the dataset's window, else the image's range) ->
+MONOCHROME1 inversion -> 8 bits. A large image asked for at a small viewport is reduced
+by whole-block averaging before the LUTs run, so a 3000x3000 DX costs a 512x512 pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut, apply_voi, pixel_array
+
+FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
+VOI_FUNCTIONS = {"LINEAR", "LINEAR_EXACT", "SIGMOID"}
+
+
+class RenderingError(ValueError):
+    """The frame cannot be rendered (no pixel data, or an encoding nothing decodes)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    center: float
+    width: float
+    function: str = "LINEAR"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    media_type: str = "image/jpeg"
+    window: Window | None = None
+    viewport: tuple[int, int] | None = None
+    # (sx, sy, sw, sh) of the source image to show, from a six-value viewport.
+    region: tuple[int, int, int, int] | None = None
+    quality: int = 90
+    # Thumbnails fit the viewport but are never enlarged.
+    enlarge: bool = True
+
+
+def render(path: Path | str, frame_index: int, options: RenderOptions) -> bytes:
+    ds = dcmread(path, stop_before_pixels=True)
+    if "Rows" not in ds:
+        raise RenderingError("the instance has no image")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if not 0 <= frame_index < frames:
+        raise RenderingError(f"frame {frame_index + 1} is outside 1..{frames}")
+    try:
+        arr = pixel_array(path, index=frame_index if frames > 1 else None)
+    except Exception as exc:  # a codec that is missing or fails says why
+        raise RenderingError(f"cannot decode the pixel data: {type(exc).__name__}: {exc}") from exc
+    image = render_array(arr, ds, options)
+    return encode(image, options)
+
+
+def render_array(arr: np.ndarray, ds: Dataset, options: RenderOptions) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        return _color(arr, options)
+    if options.region is not None:
+        sx, sy, sw, sh = options.region
+        arr = arr[max(sy, 0) : max(sy, 0) + sh, max(sx, 0) : max(sx, 0) + sw]
+        if arr.size == 0:
+            raise RenderingError("the viewport's source region is outside the image")
+    target = target_size(arr.shape[1], arr.shape[0], options)
+    arr = reduce(arr, target)
+    pixels = eight_bits(arr, ds, options.window)
+    image = Image.fromarray(pixels)
+    if image.size != target:
+        image = image.resize(target, Image.Resampling.LANCZOS)
+    return image
+
+
+def target_size(width: int, height: int, options: RenderOptions) -> tuple[int, int]:
+    """The output size: the viewport, keeping the aspect ratio (PS3.18 8.3.5.1.3)."""
+    if options.viewport is None:
+        return width, height
+    vw, vh = options.viewport
+    scale = min(vw / width, vh / height)
+    if not options.enlarge:
+        scale = min(scale, 1.0)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def reduce(arr: np.ndarray, target: tuple[int, int]) -> np.ndarray:
+    """Average whole k x k blocks while the image stays at least twice the target, so
+    the LUTs run on few pixels and the final resize only has a small step left."""
+    factor = min(arr.shape[1] // target[0], arr.shape[0] // target[1])
+    if factor < 2:
+        return arr
+    height = arr.shape[0] // factor * factor
+    width = arr.shape[1] // factor * factor
+    blocks = arr[:height, :width].reshape(height // factor, factor, width // factor, factor)
+    reduced = blocks.mean(axis=(1, 3), dtype=np.float64)
+    if np.issubdtype(arr.dtype, np.integer):
+        # LUTs are indexed by stored values: keep them integers.
+        return np.rint(reduced).astype(arr.dtype)
+    return reduced.astype(np.float32)
+
+
+def eight_bits(arr: np.ndarray, ds: Dataset, window: Window | None = None) -> np.ndarray:
+    """Stored grayscale values to display values 0..255."""
+    values = apply_modality_lut(arr, ds)
+    if window is not None:
+        out = windowed(values, window)
+    elif ds.get("VOILUTSequence"):
+        out = _voi_lut(values, ds)
+    elif (dataset_window := window_from(ds)) is not None:
+        out = windowed(values, dataset_window)
+    else:
+        low, high = float(np.min(values)), float(np.max(values))
+        out = windowed(values, Window((low + high) / 2, max(high - low, 1.0), "LINEAR_EXACT"))
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+        out = 255.0 - out
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def window_from(ds: Dataset) -> Window | None:
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center is None or width is None or center == "" or width == "":
+        return None
+    center = _first(center)
+    width = _first(width)
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    if width <= 0:
+        return None
+    return Window(center, width, function if function in VOI_FUNCTIONS else "LINEAR")
+
+
+def _first(value: Any) -> float:
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        value = value[0]
+    return float(value)
+
+
+def windowed(values: np.ndarray, window: Window) -> np.ndarray:
+    """PS3.3 C.11.2.1.2 and C.11.2.1.3, to an output range of 0..255."""
+    x = values.astype(np.float32, copy=False)
+    c, w = float(window.center), float(window.width)
+    if window.function == "SIGMOID":
+        return 255.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
+    if window.function == "LINEAR_EXACT":
+        return np.clip(((x - c) / w + 0.5) * 255.0, 0.0, 255.0)
+    if w < 1:
+        w = 1.0
+    if w == 1:
+        return np.where(x <= c - 0.5, 0.0, 255.0).astype(np.float32)
+    return np.clip(((x - (c - 0.5)) / (w - 1) + 0.5) * 255.0, 0.0, 255.0)
+
+
+def _voi_lut(values: np.ndarray, ds: Dataset) -> np.ndarray:
+    """The first VOI LUT of the VOI LUT Sequence, its output range scaled to 0..255.
+
+    The range is the LUT's own (its smallest and largest entries): LUT Descriptor bit
+    depths are often nominal (16 for data that never exceeds 4095)."""
+    if not np.issubdtype(values.dtype, np.integer):
+        values = np.rint(values).astype(np.int64)
+    mapped = apply_voi(values, ds, index=0)
+    lut = apply_voi(np.arange(_lut_first(ds), _lut_first(ds) + _lut_entries(ds)), ds, index=0)
+    low, high = float(lut.min()), float(lut.max())
+    return (mapped.astype(np.float32) - low) * (255.0 / max(high - low, 1.0))
+
+
+def _lut_first(ds: Dataset) -> int:
+    return int(ds.VOILUTSequence[0].LUTDescriptor[1])
+
+
+def _lut_entries(ds: Dataset) -> int:
+    return int(ds.VOILUTSequence[0].LUTDescriptor[0]) or 65536
+
+
+def _color(arr: np.ndarray, options: RenderOptions) -> Image.Image:
+    if arr.dtype != np.uint8:
+        top = float(arr.max()) or 1.0
+        arr = np.clip(arr.astype(np.float32) * (255.0 / top), 0, 255).astype(np.uint8)
+    image = Image.fromarray(np.ascontiguousarray(arr[..., :3]))
+    if options.region is not None:
+        sx, sy, sw, sh = options.region
+        image = image.crop((sx, sy, sx + sw, sy + sh))
+    target = target_size(image.width, image.height, options)
+    if image.size != target:
+        image = image.resize(target, Image.Resampling.LANCZOS)
+    return image
+
+
+def encode(image: Image.Image, options: RenderOptions) -> bytes:
+    buffer = BytesIO()
+    if FORMATS[options.media_type] == "JPEG":
+        image.save(buffer, format="JPEG", quality=options.quality, optimize=False)
+    else:
+        image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()

@@ -1,0 +1,199 @@
+"""STOW-RS (PS3.18 10.5): each part of a multipart/related upload goes through the same
+ingest service, and the same checks, as an image received over DICOM C-STORE.
+
+Only technologists store, and only into their own facility; the instance is attributed
+to the facility's modality of the matching kind (CT, or DR for CR/DX/DR and the other
+projection radiography codes), else to the facility's first active modality. A facility
+with no active modality cannot receive images, over DICOM or over the web."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from pydicom import dcmread
+
+from cloudpacs.dicomweb import json as dj
+from cloudpacs.dicomweb.http import DicomwebError
+from cloudpacs.dicomweb.multipart import MultipartError, parse_media_type, read_parts
+from cloudpacs.models import Study
+from cloudpacs.services import (
+    IngestError,
+    IngestOutcome,
+    MissingIdentifier,
+    OutOfResources,
+    SOPClassMismatch,
+    UnreadableDataset,
+    ingest_instance,
+)
+from facilities.models import ExamKind, Modality, User
+
+logger = logging.getLogger("cloudpacs.dicomweb")
+
+# Failure reasons (PS3.18 10.5.3, the C-STORE statuses of PS3.4 B.2.3 and PS3.7 C).
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_SOP_INSTANCE = 0x0111
+NOT_AUTHORIZED = 0x0124
+OUT_OF_RESOURCES = 0xA700
+DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+DR_CODES = {"CR", "DX", "DR", "RG", "PX", "MG", "IO"}
+READ_TAGS = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "Modality"]
+
+
+@dataclass
+class StoreReport:
+    referenced: list[dj.JsonDataset] = field(default_factory=list)
+    failed: list[dj.JsonDataset] = field(default_factory=list)
+    studies: dict[str, Study] = field(default_factory=dict)
+
+    @property
+    def status(self) -> int:
+        if not self.failed:
+            return 200
+        return 202 if self.referenced else 409
+
+    def as_json(self, study_url: Callable[[str], str]) -> dj.JsonDataset:
+        result: dj.JsonDataset = {}
+        if len(self.studies) == 1:
+            result["00081190"] = dj.element("UR", study_url(next(iter(self.studies))))
+        result["00081198"] = {"vr": "SQ", "Value": self.failed} if self.failed else {"vr": "SQ"}
+        result["00081199"] = {"vr": "SQ", "Value": self.referenced} if self.referenced else {"vr": "SQ"}
+        return result
+
+
+def check_content_type(value: str) -> str:
+    """The boundary of an acceptable upload; 415 for anything but application/dicom parts."""
+    media_type, params = parse_media_type(value)
+    if media_type != "multipart/related":
+        raise DicomwebError(415, 'send multipart/related; type="application/dicom"')
+    part_type = params.get("type", "application/dicom").lower()
+    if part_type != "application/dicom":
+        raise DicomwebError(415, f"parts of type {part_type} are not accepted; send application/dicom")
+    boundary = params.get("boundary")
+    if not boundary:
+        raise DicomwebError(400, "the Content-Type has no boundary")
+    return boundary
+
+
+def modality_for(user: User, code: str) -> Modality | None:
+    modalities = list(Modality.objects.filter(facility_id=user.facility_id, is_active=True).select_related("facility"))
+    kind = ExamKind.CT if code == "CT" else ExamKind.DR if code in DR_CODES else None
+    for modality in modalities:
+        if modality.kind == kind:
+            return modality
+    return modalities[0] if modalities else None
+
+
+def store(
+    source: Any, boundary: str, user: User, target_study: str | None, instance_url: Callable[[str, str, str], str]
+) -> StoreReport:
+    report = StoreReport()
+    try:
+        for part in read_parts(source, boundary):
+            try:
+                part_type = parse_media_type(part.content_type or "application/dicom")[0]
+                if part_type != "application/dicom":
+                    report.failed.append(_failure("", "", CANNOT_UNDERSTAND))
+                    continue
+                _store_one(part.file, user, target_study, instance_url, report)
+            finally:
+                part.file.close()
+    except MultipartError as exc:
+        if not report.referenced and not report.failed:
+            raise DicomwebError(400, f"malformed multipart body: {exc}") from exc
+        report.failed.append(_failure("", "", CANNOT_UNDERSTAND))
+    if not report.referenced and not report.failed:
+        raise DicomwebError(400, "the body holds no instance")
+    return report
+
+
+def _failure(sop_class: str, sop_instance: str, reason: int) -> dj.JsonDataset:
+    return {
+        "00081150": dj.element("UI", sop_class),
+        "00081155": dj.element("UI", sop_instance),
+        "00081197": dj.element("US", reason),
+    }
+
+
+def _store_one(
+    file: IO[bytes],
+    user: User,
+    target_study: str | None,
+    instance_url: Callable[[str, str, str], str],
+    report: StoreReport,
+) -> None:
+    try:
+        ds = dcmread(file, stop_before_pixels=True, specific_tags=READ_TAGS)
+        meta = ds.file_meta
+        transfer_syntax = str(meta.TransferSyntaxUID)
+        sop_class = str(meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID") or "")
+        sop_instance = str(meta.get("MediaStorageSOPInstanceUID") or ds.get("SOPInstanceUID") or "")
+        study_uid = str(ds.get("StudyInstanceUID") or "")
+        code = str(ds.get("Modality") or "").strip().upper()
+    except Exception as exc:
+        logger.info("STOW part refused: not a DICOM Part 10 file (%s)", exc)
+        report.failed.append(_failure("", "", CANNOT_UNDERSTAND))
+        return
+    if not sop_class or not sop_instance or not study_uid:
+        report.failed.append(_failure(sop_class, sop_instance, CANNOT_UNDERSTAND))
+        return
+    if target_study is not None and study_uid != target_study:
+        # The instance is not of the study the request was addressed to.
+        report.failed.append(_failure(sop_class, sop_instance, DOES_NOT_MATCH))
+        return
+    if Study.objects.filter(study_uid=study_uid).exclude(facility_id=user.facility_id).exists():
+        # The same Study Instance UID already belongs to another facility's archive.
+        report.failed.append(_failure(sop_class, sop_instance, NOT_AUTHORIZED))
+        return
+    modality = modality_for(user, code)
+    if modality is None:
+        report.failed.append(_failure(sop_class, sop_instance, NOT_AUTHORIZED))
+        return
+    file.seek(0)
+    try:
+        result = ingest_instance(
+            file,  # type: ignore[arg-type]
+            transfer_syntax_uid=transfer_syntax,
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+            modality=modality,
+        )
+    except (UnreadableDataset, MissingIdentifier) as exc:
+        logger.info("STOW instance %s refused: %s", sop_instance, exc)
+        report.failed.append(_failure(sop_class, sop_instance, CANNOT_UNDERSTAND))
+        return
+    except SOPClassMismatch as exc:
+        logger.info("STOW instance %s refused: %s", sop_instance, exc)
+        report.failed.append(_failure(sop_class, sop_instance, DOES_NOT_MATCH))
+        return
+    except OutOfResources as exc:
+        logger.error("STOW instance %s not stored: %s", sop_instance, exc)
+        report.failed.append(_failure(sop_class, sop_instance, OUT_OF_RESOURCES))
+        return
+    except IngestError as exc:
+        logger.warning("STOW instance %s not stored: %s", sop_instance, exc)
+        report.failed.append(_failure(sop_class, sop_instance, PROCESSING_FAILURE))
+        return
+    except Exception:
+        logger.exception("STOW instance %s failed", sop_instance)
+        report.failed.append(_failure(sop_class, sop_instance, PROCESSING_FAILURE))
+        return
+    if result.outcome == IngestOutcome.CONFLICT:
+        # The same SOP Instance UID with other content: the first one is kept.
+        report.failed.append(_failure(sop_class, sop_instance, DUPLICATE_SOP_INSTANCE))
+        return
+    instance = result.instance
+    series = instance.series
+    study = series.study
+    report.studies[study.study_uid] = study
+    report.referenced.append(
+        {
+            "00081150": dj.element("UI", instance.sop_class_uid),
+            "00081155": dj.element("UI", instance.sop_instance_uid),
+            "00081190": dj.element("UR", instance_url(study.study_uid, series.series_uid, instance.sop_instance_uid)),
+        }
+    )

@@ -1,0 +1,594 @@
+"""DICOMweb routes. Each one authenticates (session or token), scopes to the studies the
+user may open (facilities.access.studies_for: the same rule as the pages), then calls
+the QIDO, WADO, STOW or rendering helpers of this package."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+
+from cloudpacs import storage
+from cloudpacs.dicomweb import json as dj
+from cloudpacs.dicomweb import multipart, qido, rendering, stow, wado
+from cloudpacs.dicomweb.http import DicomwebError, accepted, bad_request, dicomweb_view, not_acceptable
+from cloudpacs.models import Instance, Series, Study
+from facilities.access import TECHNOLOGIST, has_role, studies_for
+from facilities.services import audit
+
+logger = logging.getLogger("cloudpacs.dicomweb")
+
+DICOM_JSON = "application/dicom+json"
+CACHE_IMMUTABLE = "private, max-age=86400"
+THUMBNAIL_SIZE = (128, 128)
+MAX_VIEWPORT = 4096
+MORE_RESULTS = (
+    '299 yunying "The number of results exceeded the maximum supported by the server. '
+    'Additional results can be requested."'
+)
+
+
+# --- Scope and URLs -------------------------------------------------------------
+
+
+def _studies(request: HttpRequest) -> QuerySet[Study]:
+    return studies_for(request.user)
+
+
+def _study(request: HttpRequest, study_uid: str) -> Study:
+    return get_object_or_404(_studies(request).select_related(None).select_related("patient"), study_uid=study_uid)
+
+
+def _series(study: Study, series_uid: str) -> Series:
+    return get_object_or_404(Series, study=study, series_uid=series_uid)
+
+
+def _instance(study: Study, series_uid: str, sop_uid: str) -> Instance:
+    return get_object_or_404(
+        Instance.objects.select_related("series"),
+        series__study=study,
+        series__series_uid=series_uid,
+        sop_instance_uid=sop_uid,
+    )
+
+
+def _base(request: HttpRequest) -> str:
+    return request.build_absolute_uri(reverse("dicomweb:studies"))
+
+
+def _study_url(base: str, study_uid: str) -> str:
+    return f"{base}/{study_uid}"
+
+
+def _series_url(base: str, study_uid: str, series_uid: str) -> str:
+    return f"{base}/{study_uid}/series/{series_uid}"
+
+
+def _instance_url(base: str, study_uid: str, series_uid: str, sop_uid: str) -> str:
+    return f"{base}/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+
+
+def _path(instance: Instance) -> Path:
+    return storage.path_for(instance.storage_key)
+
+
+def _audit_retrieve(request: HttpRequest, study: Study, what: str, **detail: Any) -> None:
+    audit("cloudpacs.study.retrieved", request=request, obj=study, facility=study.facility, via=what, **detail)
+
+
+# --- QIDO-RS --------------------------------------------------------------------
+
+
+def _json_response(data: Any, status: int = 200) -> HttpResponse:
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return HttpResponse(body, status=status, content_type=DICOM_JSON)
+
+
+def _check_json_accept(request: HttpRequest) -> None:
+    for item in accepted(request):
+        if item.matches(DICOM_JSON) or item.matches("application/json"):
+            return
+    raise not_acceptable("this resource is sent as application/dicom+json")
+
+
+def _search_response(results: list[dj.JsonDataset], more: bool, query: qido.Query) -> HttpResponse:
+    # PS3.18 8.3.4.4.1: no match is 204 No Content (CP-2473 would make it 200 with an
+    # empty array; dicomweb-client and OHIF read both).
+    response = HttpResponse(status=204) if not results else _json_response(results)
+    warnings = []
+    if more:
+        warnings.append(MORE_RESULTS)
+    if query.ignored:
+        names = ", ".join(sorted(set(query.ignored)))
+        warnings.append(f'299 yunying "The following attribute keys are not supported and were ignored: {names}"')
+    if warnings:
+        response["Warning"] = ", ".join(warnings)
+    return response
+
+
+def _search_studies(request: HttpRequest) -> HttpResponse:
+    _check_json_accept(request)
+    query = qido.parse(request.GET, "study")
+    queryset = (
+        _studies(request)
+        .select_related(None)
+        .select_related("patient")
+        .filter(query.condition)
+        .order_by("-study_date", "-study_time", "-pk")
+    )
+    rows, more = qido.page(queryset, query)
+    base = _base(request)
+    results = [qido.study_attributes(study, _study_url(base, study.study_uid), query) for study in rows]
+    return _search_response(results, more, query)
+
+
+def _search_series(request: HttpRequest, study: Study | None) -> HttpResponse:
+    _check_json_accept(request)
+    query = qido.parse(request.GET, "series")
+    if study is None:
+        queryset = Series.objects.filter(study__in=_studies(request).values("pk")).select_related("study__patient")
+    else:
+        queryset = Series.objects.filter(study=study).select_related("study__patient")
+    queryset = queryset.filter(query.condition).order_by("study_id", "series_number", "pk")
+    rows, more = qido.page(queryset, query)
+    base = _base(request)
+    results = []
+    for series in rows:
+        url = _series_url(base, series.study.study_uid, series.series_uid)
+        attributes = qido.series_attributes(series, url, query)
+        if study is None:
+            # Searching across studies answers with the study's attributes too.
+            study_part = qido.study_attributes(series.study, _study_url(base, series.study.study_uid), query)
+            attributes = {**study_part, **attributes}
+        results.append(qido.sorted_dataset(attributes))
+    return _search_response(results, more, query)
+
+
+def _search_instances(request: HttpRequest, study: Study | None, series: Series | None) -> HttpResponse:
+    _check_json_accept(request)
+    query = qido.parse(request.GET, "instance")
+    queryset = Instance.objects.select_related("series__study__patient")
+    if series is not None:
+        queryset = queryset.filter(series=series)
+    elif study is not None:
+        queryset = queryset.filter(series__study=study)
+    else:
+        queryset = queryset.filter(series__study__in=_studies(request).values("pk"))
+    queryset = queryset.filter(query.condition).order_by("series__study_id", "series_id", "instance_number", "pk")
+    rows, more = qido.page(queryset, query)
+    base = _base(request)
+    results = []
+    for instance in rows:
+        s = instance.series
+        url = _instance_url(base, s.study.study_uid, s.series_uid, instance.sop_instance_uid)
+        attributes = qido.instance_attributes(instance, url)
+        if series is None:
+            series_part = qido.series_attributes(s, _series_url(base, s.study.study_uid, s.series_uid), query)
+            attributes = {**series_part, **attributes}
+        if study is None:
+            study_part = qido.study_attributes(s.study, _study_url(base, s.study.study_uid), query)
+            attributes = {**study_part, **attributes}
+        results.append(qido.sorted_dataset(attributes))
+    return _search_response(results, more, query)
+
+
+@dicomweb_view("GET", "POST")
+def studies(request: HttpRequest) -> HttpResponseBase:
+    if request.method == "POST":
+        return _store(request, None)
+    return _search_studies(request)
+
+
+@dicomweb_view("GET")
+def all_series(request: HttpRequest) -> HttpResponseBase:
+    return _search_series(request, None)
+
+
+@dicomweb_view("GET")
+def all_instances(request: HttpRequest) -> HttpResponseBase:
+    return _search_instances(request, None, None)
+
+
+@dicomweb_view("GET")
+def study_series(request: HttpRequest, study_uid: str) -> HttpResponseBase:
+    return _search_series(request, _study(request, study_uid))
+
+
+@dicomweb_view("GET")
+def study_instances(request: HttpRequest, study_uid: str) -> HttpResponseBase:
+    return _search_instances(request, _study(request, study_uid), None)
+
+
+@dicomweb_view("GET")
+def series_instances(request: HttpRequest, study_uid: str, series_uid: str) -> HttpResponseBase:
+    study = _study(request, study_uid)
+    return _search_instances(request, study, _series(study, series_uid))
+
+
+# --- STOW-RS --------------------------------------------------------------------
+
+
+def _store(request: HttpRequest, study_uid: str | None) -> HttpResponse:
+    if not has_role(request.user, TECHNOLOGIST):
+        raise DicomwebError(403, "only a township's technologists store images")
+    boundary = stow.check_content_type(request.headers.get("Content-Type", ""))
+    base = _base(request)
+    report = stow.store(
+        request,
+        boundary,
+        request.user,  # type: ignore[arg-type]
+        study_uid,
+        lambda st, se, sop: _instance_url(base, st, se, sop),
+    )
+    for study in report.studies.values():
+        audit(
+            "cloudpacs.study.stored_over_web",
+            request=request,
+            obj=study,
+            facility=study.facility,
+            instances=len(report.referenced),
+            failed=len(report.failed),
+        )
+    return _json_response(report.as_json(lambda uid: _study_url(base, uid)), status=report.status)
+
+
+# --- WADO-RS: instances ---------------------------------------------------------
+
+
+def _retrieve(request: HttpRequest, study: Study, instances: list[Instance], level: str) -> HttpResponseBase:
+    if not instances:
+        raise Http404
+    ranges = accepted(request, default='multipart/related; type="application/dicom"')
+    choice = wado.choose_instance_syntax(ranges, {instance.transfer_syntax_uid for instance in instances})
+    base = _base(request)
+
+    def parts() -> Iterator[multipart.OutPart]:
+        for instance in instances:
+            location = _instance_url(base, study.study_uid, instance.series.series_uid, instance.sop_instance_uid)
+            if choice.transfer_syntax is None or instance.transfer_syntax_uid == choice.transfer_syntax:
+                yield multipart.OutPart(
+                    f"{wado.DICOM}; transfer-syntax={instance.transfer_syntax_uid}",
+                    path=_path(instance),
+                    location=location,
+                )
+            else:
+                data = wado.converted_instance(_path(instance), choice.transfer_syntax)
+                yield multipart.OutPart(
+                    f"{wado.DICOM}; transfer-syntax={choice.transfer_syntax}", data=data, location=location
+                )
+
+    _audit_retrieve(request, study, level, instances=len(instances))
+    boundary = multipart.new_boundary()
+    response = StreamingHttpResponse(
+        multipart.stream(parts(), boundary),
+        content_type=multipart.content_type(wado.DICOM, boundary, choice.transfer_syntax),
+    )
+    return response
+
+
+def _ordered(queryset: QuerySet[Instance]) -> list[Instance]:
+    return list(
+        queryset.select_related("series").order_by("series__series_number", "series_id", "instance_number", "pk")
+    )
+
+
+@dicomweb_view("GET", "POST")
+def study(request: HttpRequest, study_uid: str) -> HttpResponseBase:
+    if request.method == "POST":
+        return _store(request, study_uid)
+    found = _study(request, study_uid)
+    return _retrieve(request, found, _ordered(Instance.objects.filter(series__study=found)), "study")
+
+
+@dicomweb_view("GET")
+def series(request: HttpRequest, study_uid: str, series_uid: str) -> HttpResponseBase:
+    found = _study(request, study_uid)
+    chosen = _series(found, series_uid)
+    return _retrieve(request, found, _ordered(Instance.objects.filter(series=chosen)), "series")
+
+
+@dicomweb_view("GET")
+def instance(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str) -> HttpResponseBase:
+    found = _study(request, study_uid)
+    return _retrieve(request, found, [_instance(found, series_uid, sop_uid)], "instance")
+
+
+# --- WADO-RS: metadata and bulk data --------------------------------------------
+
+
+def _metadata(request: HttpRequest, study: Study, instances: list[Instance], level: str) -> HttpResponse:
+    _check_json_accept(request)
+    if not instances:
+        raise Http404
+    base = _base(request)
+    results = []
+    for item in instances:
+        url = _instance_url(base, study.study_uid, item.series.series_uid, item.sop_instance_uid)
+        try:
+            results.append(
+                dj.instance_metadata(str(_path(item)), lambda tag, url=url: f"{url}/bulkdata/{tag}", item.rows)
+            )
+        except OSError:
+            logger.error("stored file of %s is missing (%s)", item.sop_instance_uid, item.storage_key)
+            raise DicomwebError(500, "a stored file is missing") from None
+    if level != "instance":
+        _audit_retrieve(request, study, f"{level}-metadata", instances=len(instances))
+    return _json_response(results)
+
+
+@dicomweb_view("GET")
+def study_metadata(request: HttpRequest, study_uid: str) -> HttpResponseBase:
+    found = _study(request, study_uid)
+    return _metadata(request, found, _ordered(Instance.objects.filter(series__study=found)), "study")
+
+
+@dicomweb_view("GET")
+def series_metadata(request: HttpRequest, study_uid: str, series_uid: str) -> HttpResponseBase:
+    found = _study(request, study_uid)
+    chosen = _series(found, series_uid)
+    return _metadata(request, found, _ordered(Instance.objects.filter(series=chosen)), "series")
+
+
+@dicomweb_view("GET")
+def instance_metadata(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str) -> HttpResponseBase:
+    found = _study(request, study_uid)
+    return _metadata(request, found, [_instance(found, series_uid, sop_uid)], "instance")
+
+
+@dicomweb_view("GET")
+def bulkdata(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str, tag: str) -> HttpResponseBase:
+    found = _study(request, study_uid)
+    item = _instance(found, series_uid, sop_uid)
+    try:
+        parts, media_type, transfer_syntax = wado.bulk_value(_path(item), tag)
+    except LookupError:
+        raise Http404 from None
+    boundary = multipart.new_boundary()
+    body = multipart.encode(
+        [multipart.OutPart(f"{media_type}; transfer-syntax={transfer_syntax}", data=data) for data in parts], boundary
+    )
+    response = HttpResponse(body, content_type=multipart.content_type(media_type, boundary))
+    response["Cache-Control"] = CACHE_IMMUTABLE
+    return response
+
+
+# --- WADO-RS: frames ------------------------------------------------------------
+
+
+def _frame_numbers(text: str) -> list[int]:
+    try:
+        numbers = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise bad_request(f"{text!r} is not a list of frame numbers") from None
+    if not numbers or any(number < 1 for number in numbers):
+        raise bad_request("frame numbers start at 1")
+    return numbers
+
+
+@dicomweb_view("GET")
+def frames(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> HttpResponseBase:
+    numbers = _frame_numbers(frame_list)
+    found = _study(request, study_uid)
+    item = _instance(found, series_uid, sop_uid)
+    choice = wado.choose_frame_syntax(accepted(request), item.transfer_syntax_uid)
+    try:
+        data = wado.frames(_path(item), numbers, decode=choice.decode)
+    except LookupError:
+        raise Http404 from None
+    part_type = f"{choice.media_type}; transfer-syntax={choice.transfer_syntax}"
+    boundary = multipart.new_boundary()
+    body = multipart.encode([multipart.OutPart(part_type, data=frame) for frame in data], boundary)
+    response = HttpResponse(
+        body, content_type=multipart.content_type(choice.media_type, boundary, choice.transfer_syntax)
+    )
+    response["Cache-Control"] = CACHE_IMMUTABLE
+    return response
+
+
+# --- Rendered and thumbnails ----------------------------------------------------
+
+
+def image_media_type(request: HttpRequest, explicit: str | None = None) -> str:
+    """JPEG unless PNG is preferred. A browser's image Accept header (image/avif,
+    image/webp,image/apng,*/*;q=0.8) gets JPEG, not an error."""
+    header = explicit or request.GET.get("accept") or request.headers.get("Accept") or "image/jpeg"
+    for item in accepted_from(header):
+        for media_type in ("image/jpeg", "image/png"):
+            if item.matches(media_type):
+                return media_type
+    raise not_acceptable("rendered images are sent as image/jpeg or image/png")
+
+
+def accepted_from(header: str) -> list[Any]:
+    request = HttpRequest()
+    request.META["HTTP_ACCEPT"] = header
+    return accepted(request)
+
+
+def _numbers(text: str, name: str) -> list[float]:
+    try:
+        return [float(item) for item in text.split(",")]
+    except ValueError:
+        raise bad_request(f"{name}={text!r} is not a list of numbers") from None
+
+
+def render_options(request: HttpRequest, *, thumbnail: bool = False) -> rendering.RenderOptions:
+    params = request.GET
+    window = None
+    if params.get("window"):
+        parts = params["window"].split(",")
+        values = _numbers(",".join(parts[:2]), "window")
+        if len(values) != 2 or values[1] <= 0:
+            raise bad_request("window is center,width[,function] with a positive width")
+        function = (parts[2] if len(parts) > 2 else "linear").strip().upper().replace("-", "_")
+        if function not in rendering.VOI_FUNCTIONS:
+            raise bad_request(f"window function {function.lower()!r} is not linear, linear-exact or sigmoid")
+        window = rendering.Window(values[0], values[1], function)
+    viewport = THUMBNAIL_SIZE if thumbnail else None
+    region = None
+    if params.get("viewport"):
+        values = _numbers(params["viewport"], "viewport")
+        if len(values) not in (2, 6) or not all(0 < value <= MAX_VIEWPORT for value in values[:2]):
+            raise bad_request(f"viewport is vw,vh[,sx,sy,sw,sh] with sizes from 1 to {MAX_VIEWPORT}")
+        viewport = (int(values[0]), int(values[1]))
+        if len(values) == 6:
+            sx, sy, sw, sh = (int(value) for value in values[2:])
+            if sw <= 0 or sh <= 0:
+                raise bad_request("the viewport's source region must have a positive size")
+            region = (sx, sy, sw, sh)
+    quality = 90 if not thumbnail else 80
+    if params.get("quality"):
+        try:
+            quality = int(params["quality"])
+        except ValueError:
+            raise bad_request("quality is an integer from 1 to 100") from None
+        if not 1 <= quality <= 100:
+            raise bad_request("quality is an integer from 1 to 100")
+    return rendering.RenderOptions(
+        media_type=image_media_type(request),
+        window=window,
+        viewport=viewport,
+        region=region,
+        quality=quality,
+        enlarge=not thumbnail,
+    )
+
+
+def _rendered(item: Instance, frame_number: int, options: rendering.RenderOptions) -> HttpResponse:
+    frames_in_file = item.number_of_frames or 1
+    if not 1 <= frame_number <= frames_in_file:
+        raise Http404
+    try:
+        data = rendering.render(_path(item), frame_number - 1, options)
+    except rendering.RenderingError as exc:
+        raise DicomwebError(400, str(exc)) from exc
+    response = HttpResponse(data, content_type=options.media_type)
+    response["Cache-Control"] = CACHE_IMMUTABLE
+    return response
+
+
+@dicomweb_view("GET")
+def instance_rendered(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str) -> HttpResponseBase:
+    options = render_options(request)
+    found = _study(request, study_uid)
+    return _rendered(_instance(found, series_uid, sop_uid), 1, options)
+
+
+@dicomweb_view("GET")
+def frame_rendered(
+    request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str, frame_list: str
+) -> HttpResponseBase:
+    numbers = _frame_numbers(frame_list)
+    options = render_options(request)
+    found = _study(request, study_uid)
+    return _rendered(_instance(found, series_uid, sop_uid), numbers[0], options)
+
+
+def representative(instances: QuerySet[Instance]) -> Instance:
+    """The middle image of a series (of the first series with images, for a study)."""
+    ordered = list(
+        instances.filter(rows__isnull=False)
+        .order_by("series__series_number", "series_id", "instance_number", "pk")
+        .values_list("pk", "series_id")
+    )
+    if not ordered:
+        raise Http404
+    first_series = ordered[0][1]
+    in_series = [pk for pk, series_id in ordered if series_id == first_series]
+    return Instance.objects.select_related("series").get(pk=in_series[len(in_series) // 2])
+
+
+@dicomweb_view("GET")
+def study_thumbnail(request: HttpRequest, study_uid: str) -> HttpResponseBase:
+    options = render_options(request, thumbnail=True)
+    found = _study(request, study_uid)
+    return _rendered(representative(Instance.objects.filter(series__study=found)), 1, options)
+
+
+@dicomweb_view("GET")
+def series_thumbnail(request: HttpRequest, study_uid: str, series_uid: str) -> HttpResponseBase:
+    options = render_options(request, thumbnail=True)
+    found = _study(request, study_uid)
+    return _rendered(representative(Instance.objects.filter(series=_series(found, series_uid))), 1, options)
+
+
+@dicomweb_view("GET")
+def instance_thumbnail(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str) -> HttpResponseBase:
+    options = render_options(request, thumbnail=True)
+    found = _study(request, study_uid)
+    return _rendered(_instance(found, series_uid, sop_uid), 1, options)
+
+
+@dicomweb_view("GET")
+def frame_thumbnail(
+    request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str, frame_list: str
+) -> HttpResponseBase:
+    numbers = _frame_numbers(frame_list)
+    options = render_options(request, thumbnail=True)
+    found = _study(request, study_uid)
+    return _rendered(_instance(found, series_uid, sop_uid), numbers[0], options)
+
+
+# --- WADO-URI -------------------------------------------------------------------
+
+
+@dicomweb_view("GET")
+def wado_uri(request: HttpRequest) -> HttpResponseBase:
+    """PS3.18 9: ?requestType=WADO&studyUID=..&seriesUID=..&objectUID=..[&contentType=..]"""
+    params = request.GET
+    if params.get("requestType") != "WADO":
+        raise bad_request("requestType must be WADO")
+    uids = [params.get("studyUID", ""), params.get("seriesUID", ""), params.get("objectUID", "")]
+    if not all(uids):
+        raise bad_request("studyUID, seriesUID and objectUID are required")
+    found = _study(request, uids[0])
+    item = _instance(found, uids[1], uids[2])
+    wanted = [value.strip() for value in params.get("contentType", "image/jpeg").split(",") if value.strip()]
+    if "application/dicom" in wanted:
+        transfer_syntax = params.get("transferSyntax")
+        _audit_retrieve(request, found, "wado-uri", instances=1)
+        if not transfer_syntax or transfer_syntax in {item.transfer_syntax_uid, "*"}:
+            response: HttpResponseBase = FileResponse(open(_path(item), "rb"), content_type="application/dicom")  # noqa: SIM115
+        elif transfer_syntax == wado.EXPLICIT_LE:
+            data = wado.converted_instance(_path(item), transfer_syntax)
+            response = HttpResponse(data, content_type="application/dicom")
+        else:
+            raise not_acceptable(f"the instance is stored as {item.transfer_syntax_uid}")
+        response["Content-Disposition"] = f'attachment; filename="{item.sop_instance_uid}.dcm"'
+        return response
+    media_type = image_media_type(request, ",".join(wanted))
+    viewport = None
+    if params.get("rows") or params.get("columns"):
+        try:
+            rows = int(params.get("rows") or params.get("columns") or 0)
+            columns = int(params.get("columns") or params.get("rows") or 0)
+        except ValueError:
+            raise bad_request("rows and columns are integers") from None
+        if not (0 < rows <= MAX_VIEWPORT and 0 < columns <= MAX_VIEWPORT):
+            raise bad_request(f"rows and columns go from 1 to {MAX_VIEWPORT}")
+        viewport = (columns, rows)
+    window = None
+    if params.get("windowCenter") and params.get("windowWidth"):
+        center, width = _numbers(params["windowCenter"], "windowCenter"), _numbers(params["windowWidth"], "windowWidth")
+        if width[0] <= 0:
+            raise bad_request("windowWidth must be positive")
+        window = rendering.Window(center[0], width[0])
+    try:
+        quality = int(params.get("imageQuality", "90"))
+    except ValueError:
+        raise bad_request("imageQuality is an integer from 1 to 100") from None
+    try:
+        frame_number = int(params.get("frameNumber", "1"))
+    except ValueError:
+        raise bad_request("frameNumber is an integer") from None
+    options = rendering.RenderOptions(
+        media_type=media_type, window=window, viewport=viewport, quality=max(1, min(quality, 100))
+    )
+    return _rendered(item, frame_number, options)

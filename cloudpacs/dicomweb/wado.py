@@ -1,0 +1,182 @@
+"""WADO-RS (PS3.18 10.4): instances as stored, frames, bulk data and the media type
+negotiation that decides between sending what is stored and decoding it.
+
+The archive keeps each file exactly as received. A retrieve sends those bytes unless the
+client asks for a transfer syntax they are not in; the only conversion offered is to
+Explicit VR Little Endian (decompression), which every client can read."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+from pydicom import dcmread
+from pydicom.encaps import get_frame
+from pydicom.pixels import pixel_array
+from pydicom.uid import UID, ExplicitVRLittleEndian
+
+from cloudpacs.dicomweb.http import MediaRange, not_acceptable
+
+logger = logging.getLogger("cloudpacs.dicomweb")
+
+EXPLICIT_LE = str(ExplicitVRLittleEndian)
+OCTET_STREAM = "application/octet-stream"
+DICOM = "application/dicom"
+NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
+
+# Bulk data media types of the compressed transfer syntaxes (PS3.18 Table 8.7.3-2).
+FRAME_MEDIA_TYPES = {
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.4.92": "image/jpx",
+    "1.2.840.10008.1.2.4.93": "image/jpx",
+    "1.2.840.10008.1.2.4.201": "image/jphc",
+    "1.2.840.10008.1.2.4.202": "image/jphc",
+    "1.2.840.10008.1.2.4.203": "image/jphc",
+}
+
+
+def frame_media_type(transfer_syntax: str) -> str:
+    return FRAME_MEDIA_TYPES.get(transfer_syntax, OCTET_STREAM)
+
+
+# --- Instances ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstanceChoice:
+    """How to send instances: as stored (transfer_syntax None) or converted to it."""
+
+    transfer_syntax: str | None
+
+
+def choose_instance_syntax(ranges: list[MediaRange], stored: set[str]) -> InstanceChoice:
+    """For Accept: multipart/related; type="application/dicom"[; transfer-syntax=...].
+
+    No transfer-syntax, or '*', sends the files as stored: PS3.18 names Explicit VR Little
+    Endian as the default, but decompressing a whole study to send it is what a client
+    that wants that should ask for, and the stored bytes are what every client reads."""
+    for item in ranges:
+        if not item.matches(DICOM):
+            continue
+        wanted = item.transfer_syntax
+        if wanted in (None, "*") or stored <= {wanted}:
+            return InstanceChoice(None)
+        if wanted == EXPLICIT_LE:
+            return InstanceChoice(EXPLICIT_LE)
+    raise not_acceptable('instances are sent as multipart/related; type="application/dicom"')
+
+
+def converted_instance(path: Path, transfer_syntax: str) -> bytes:
+    """The instance re-encoded as Explicit VR Little Endian (decompressed if need be)."""
+    ds = dcmread(path)
+    if ds.file_meta.TransferSyntaxUID == transfer_syntax:
+        return path.read_bytes()
+    if UID(ds.file_meta.TransferSyntaxUID).is_compressed:
+        ds.decompress()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+# --- Frames ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrameChoice:
+    media_type: str
+    transfer_syntax: str
+    decode: bool
+
+
+def choose_frame_syntax(ranges: list[MediaRange], stored: str) -> FrameChoice:
+    """Frames as stored when the Accept header allows them, else decoded to native
+    little endian when it asks for application/octet-stream with Explicit VR Little
+    Endian (or with no transfer-syntax, whose default that is); otherwise 406."""
+    native = stored in NATIVE_LE
+    stored_type = frame_media_type(stored)
+    as_stored = FrameChoice(stored_type, EXPLICIT_LE if native else stored, decode=False)
+    decoded = FrameChoice(OCTET_STREAM, EXPLICIT_LE, decode=not native)
+    for item in ranges:
+        wanted = item.transfer_syntax
+        if item.part_type in {"*/*", "*"}:
+            if wanted in (None, "*"):
+                return as_stored
+            if wanted == EXPLICIT_LE:
+                return decoded
+            continue
+        if item.matches(stored_type) and (wanted in (None, "*") or wanted == as_stored.transfer_syntax):
+            return as_stored
+        if item.matches(OCTET_STREAM):
+            if wanted == "*":
+                return as_stored
+            if wanted in (None, EXPLICIT_LE):
+                return decoded
+    raise not_acceptable(f"frames are stored as {stored_type} (transfer syntax {stored})")
+
+
+def frame_count(path: Path) -> int:
+    ds = dcmread(path, stop_before_pixels=True, specific_tags=["NumberOfFrames"])
+    return int(ds.get("NumberOfFrames", 1) or 1)
+
+
+def frames(path: Path, numbers: list[int], decode: bool) -> list[bytes]:
+    """The bytes of the frames `numbers` (1-based): as stored, or decoded to native
+    little endian pixel data."""
+    ds = dcmread(path)
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    if "PixelData" not in ds:
+        raise LookupError("the instance has no pixel data")
+    for number in numbers:
+        if not 1 <= number <= count:
+            raise LookupError(f"frame {number} is outside 1..{count}")
+    transfer_syntax = UID(ds.file_meta.TransferSyntaxUID)
+    if decode:
+        out = []
+        for number in numbers:
+            arr = pixel_array(ds, index=number - 1 if count > 1 else None)
+            out.append(np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+        return out
+    data = ds.PixelData
+    if transfer_syntax.is_encapsulated:
+        return [get_frame(data, number - 1, number_of_frames=count) for number in numbers]
+    length = _native_frame_length(ds)
+    return [bytes(data[(number - 1) * length : number * length]) for number in numbers]
+
+
+def _native_frame_length(ds: object) -> int:
+    rows = int(ds.Rows)  # type: ignore[attr-defined]
+    columns = int(ds.Columns)  # type: ignore[attr-defined]
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    bits = int(getattr(ds, "BitsAllocated", 16) or 16)
+    return (rows * columns * samples * bits + 7) // 8
+
+
+def bulk_value(path: Path, tag: str) -> tuple[list[bytes], str, str]:
+    """A bulk data element's value: (parts, media type, transfer syntax). Pixel data that
+    is encapsulated comes as one part per frame, in its compressed media type."""
+    ds = dcmread(path)
+    number = int(tag, 16)
+    if number == 0x7FE00010:
+        stored = str(ds.file_meta.TransferSyntaxUID)
+        count = int(ds.get("NumberOfFrames", 1) or 1)
+        if UID(stored).is_encapsulated:
+            return frames(path, list(range(1, count + 1)), decode=False), frame_media_type(stored), stored
+        return [bytes(ds.PixelData)], OCTET_STREAM, EXPLICIT_LE
+    if number not in ds:
+        raise LookupError(f"no element {tag}")
+    value = ds[number].value
+    if not isinstance(value, bytes | bytearray):
+        raise LookupError(f"element {tag} is not bulk data")
+    return [bytes(value)], OCTET_STREAM, EXPLICIT_LE
