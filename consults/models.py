@@ -155,10 +155,6 @@ class Report(models.Model):
     def __str__(self) -> str:
         return f"{self.consult}: {self.impression[:30]}"
 
-    @property
-    def is_signed(self) -> bool:
-        return self.signed_at is not None
-
     def save(self, *args: object, **kwargs: object) -> None:
         if self.pk is not None:
             previous = Report.objects.filter(pk=self.pk).values("signed_at", "findings", "impression").first()
@@ -169,6 +165,10 @@ class Report(models.Model):
             ):
                 raise ValidationError(_("报告已签发，不能修改；请添加补充报告。"))
         super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def is_signed(self) -> bool:
+        return self.signed_at is not None
 
 
 class Addendum(models.Model):

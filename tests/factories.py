@@ -113,3 +113,53 @@ def make_dataset(
 def write_dataset(ds: Dataset, path: Path) -> Path:
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def make_study(facility: Facility, modality: Modality | None = None, *, patient: Any = None, **fields: Any) -> Any:
+    """An archived study (index rows only, no files) with one series, for consult tests."""
+    from cloudpacs.models import Patient, Series, Study
+
+    n = next(_counter)
+    if patient is None:
+        patient = Patient.objects.create(
+            facility=facility, patient_id=f"P{n:05d}", name="张三", name_ideographic="张三", sex="M"
+        )
+    fields.setdefault("study_date", date(2025, 9, 1))
+    fields.setdefault("description", "胸部平扫")
+    study = Study.objects.create(
+        study_uid=generate_uid(),
+        patient=patient,
+        facility=facility,
+        modality=modality,
+        status=Study.Status.ARRIVED,
+        number_of_series=1,
+        number_of_instances=1,
+        **fields,
+    )
+    Series.objects.create(
+        series_uid=generate_uid(), study=study, modality=modality.kind if modality else "CT", series_number=1
+    )
+    return study
+
+
+def make_consult(facility: Facility, study: Any = None, **fields: Any) -> Any:
+    """A consult as the receiver opens it: arrived, unassigned, routine unless told."""
+    from django.utils import timezone
+
+    from consults.models import Consult
+
+    fields.setdefault("kind", study.modality.kind if study is not None and study.modality else ExamKind.CT)
+    fields.setdefault("exam_date", date(2025, 9, 1))
+    fields.setdefault("arrived_at", timezone.now())
+    fields.setdefault("modality", study.modality if study is not None else None)
+    return Consult.objects.create(facility=facility, study=study, **fields)
+
+
+def make_shift(radiologist: User, starts_at: Any, hours: float = 8, *, is_lead: bool = False) -> Any:
+    from datetime import timedelta
+
+    from facilities.models import RosterShift
+
+    return RosterShift.objects.create(
+        radiologist=radiologist, starts_at=starts_at, ends_at=starts_at + timedelta(hours=hours), is_lead=is_lead
+    )

@@ -1,0 +1,190 @@
+"""The printable report: a PDF with the county hospital's header, the township's name, the
+findings and impression in an embedded CJK TrueType font, the signers and their times, the
+addenda, and a QR code to the report's page.
+
+reportlab embeds TrueType outlines only (not the CFF outlines of Noto CJK), hence the
+WenQuanYi Zen Hei font from fonts-wqy-zenhei (settings.REPORT_FONT_PATH)."""
+
+from __future__ import annotations
+
+import io
+from datetime import date, datetime
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from django.conf import settings
+from django.urls import reverse
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+from reportlab.graphics.barcode.qr import QrCodeWidget
+from reportlab.graphics.shapes import Drawing
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.platypus import HRFlowable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+from consults.models import Consult, Report
+from facilities.services import county_hospital
+
+FONT_NAME = "YunyingCJK"
+# Tried in order after settings.REPORT_FONT_PATH: TrueType CJK fonts of Debian and others.
+_FALLBACK_FONTS = (
+    Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"),
+    Path("/usr/share/fonts/truetype/arphic/uming.ttc"),
+    Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),
+)
+
+
+class FontMissing(RuntimeError):
+    """No TrueType CJK font is installed: install fonts-wqy-zenhei or set REPORT_FONT_PATH."""
+
+
+def _register_font() -> str:
+    if FONT_NAME in pdfmetrics.getRegisteredFontNames():
+        return FONT_NAME
+    candidates = [Path(getattr(settings, "REPORT_FONT_PATH", "")), *_FALLBACK_FONTS]
+    for path in candidates:
+        if path.is_file():
+            pdfmetrics.registerFont(TTFont(FONT_NAME, str(path), subfontIndex=0))
+            return FONT_NAME
+    raise FontMissing(f"no TrueType CJK font among {', '.join(str(p) for p in candidates)}")
+
+
+def report_url(consult: Consult) -> str:
+    return settings.SITE_URL + reverse("reading:page", args=[consult.uuid])
+
+
+def _when(moment: datetime | None) -> str:
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M") if moment else "—"
+
+
+def _day(value: date | None) -> str:
+    return value.strftime("%Y-%m-%d") if value else "—"
+
+
+def _text(value: str) -> str:
+    return escape(value or "—").replace("\n", "<br/>")
+
+
+def render_report_pdf(consult: Consult, report: Report, language: str | None = None) -> bytes:
+    """The signed report as PDF bytes."""
+    font = _register_font()
+    with translation.override(language or settings.LANGUAGE_CODE):
+        return _render(consult, report, font)
+
+
+def _render(consult: Consult, report: Report, font: str) -> bytes:
+    base = ParagraphStyle("base", fontName=font, fontSize=10.5, leading=16, wordWrap="CJK")
+    title = ParagraphStyle("title", parent=base, fontSize=18, leading=24, alignment=1)
+    subtitle = ParagraphStyle("subtitle", parent=base, fontSize=12, leading=18, alignment=1)
+    heading = ParagraphStyle("heading", parent=base, fontSize=12, leading=18, spaceBefore=8, spaceAfter=2)
+    small = ParagraphStyle("small", parent=base, fontSize=8.5, leading=12, textColor=colors.grey)
+
+    county = county_hospital()
+    study = consult.study
+    patient = study.patient if study is not None else None
+    story: list = [
+        Paragraph(escape(county.name if county else _("县医院")), title),
+        Paragraph(_("医学影像诊断报告"), subtitle),
+        Paragraph(escape(_("远程会诊 · 申请机构：%(facility)s") % {"facility": consult.facility.name}), subtitle),
+        Spacer(1, 4 * mm),
+        HRFlowable(width="100%", thickness=0.8, color=colors.black),
+        Spacer(1, 2 * mm),
+    ]
+
+    facts = [
+        (_("姓名"), patient.display_name if patient else "—", _("患者 ID"), patient.patient_id if patient else "—"),
+        (
+            _("性别"),
+            (patient.sex if patient else "") or "—",
+            _("出生日期"),
+            _day(patient.birth_date) if patient else "—",
+        ),
+        (
+            _("检查类型"),
+            consult.get_kind_display(),
+            _("检查部位"),
+            consult.body_part_names or (study.description if study else "") or "—",
+        ),
+        (
+            _("检查日期"),
+            _day(consult.exam_date),
+            _("检查号"),
+            (study.accession_number if study else "") or "—",
+        ),
+        (_("优先级"), consult.get_priority_display(), _("到达时间"), _when(consult.arrived_at)),
+    ]
+    table = Table(
+        [[Paragraph(escape(str(cell)), base) for cell in row] for row in facts],
+        colWidths=[22 * mm, 58 * mm, 22 * mm, 58 * mm],
+    )
+    table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("TEXTCOLOR", (0, 0), (0, -1), colors.grey)]))
+    story += [table, Spacer(1, 2 * mm)]
+
+    if consult.clinical_history:
+        story += [Paragraph(_("病史摘要"), heading), Paragraph(_text(consult.clinical_history), base)]
+    story += [
+        Paragraph(_("影像所见"), heading),
+        Paragraph(_text(report.findings), base),
+        Paragraph(_("诊断意见"), heading),
+        Paragraph(_text(report.impression), base),
+    ]
+
+    addenda = list(report.addenda.select_related("author"))
+    if addenda:
+        story.append(Paragraph(_("补充报告"), heading))
+        for addendum in addenda:
+            story.append(Paragraph(_text(addendum.text), base))
+            story.append(Paragraph(escape(f"{addendum.author} · {_when(addendum.created_at)}"), small))
+
+    signers = [[_("报告医师"), str(report.author), "", ""]]
+    if report.preliminary_by:
+        signers.append([_("初诊医师"), str(report.preliminary_by), _("初诊时间"), _when(consult.preliminary_at)])
+        signers.append([_("审核医师"), str(report.signed_by or "—"), _("审核时间"), _when(report.signed_at)])
+    else:
+        signers.append([_("签发医师"), str(report.signed_by or "—"), _("签发时间"), _when(report.signed_at)])
+    sign_table = Table(
+        [[Paragraph(escape(cell), base) for cell in row] for row in signers],
+        colWidths=[22 * mm, 48 * mm, 22 * mm, 40 * mm],
+    )
+
+    url = report_url(consult)
+    qr = QrCodeWidget(url)
+    left, bottom, right, top = qr.getBounds()
+    size = 26 * mm
+    drawing = Drawing(size, size, transform=[size / (right - left), 0, 0, size / (top - bottom), 0, 0])
+    drawing.add(qr)
+    footer = Table(
+        [[sign_table, drawing]],
+        colWidths=[134 * mm, 30 * mm],
+        style=TableStyle([("VALIGN", (0, 0), (-1, -1), "BOTTOM")]),
+    )
+    story += [
+        Spacer(1, 6 * mm),
+        HRFlowable(width="100%", thickness=0.5, color=colors.grey),
+        footer,
+        Paragraph(escape(_("扫码查看报告：%(url)s") % {"url": url}), small),
+        Paragraph(
+            escape(_("本报告仅供临床参考。打印时间：%(at)s") % {"at": _when(timezone.now())}),
+            small,
+        ),
+    ]
+
+    buffer = io.BytesIO()
+    document = SimpleDocTemplate(
+        buffer,
+        pagesize=A4,
+        leftMargin=20 * mm,
+        rightMargin=20 * mm,
+        topMargin=18 * mm,
+        bottomMargin=18 * mm,
+        title=_("医学影像诊断报告"),
+        author=county.name if county else "",
+        subject=str(consult.uuid),
+        creator="Yunying",
+    )
+    document.build(story)
+    return buffer.getvalue()

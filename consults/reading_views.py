@@ -1,0 +1,353 @@
+"""The reading pages: one consult's reporting page (images, report form, templates, priors,
+the workflow's buttons), the worklist's actions, the township's critical-finding alerts and
+their acknowledgement, report templates, and the printable PDF.
+
+Each view authorizes through facilities.access, finds the consult in the user's scope (a
+consult outside it is a 404, for every role), calls one step of consults.workflow, and
+turns a refused step into 403 (someone else's lock, not a senior) or a message."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from typing import Any
+from uuid import UUID
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
+
+from cloudpacs.models import Study
+from consults import workflow
+from consults.models import Consult, CriticalFinding, Escalation, Priority, Report
+from consults.pdf import render_report_pdf
+from facilities.access import CLINICAL_ROLES, RADIOLOGIST, TECHNOLOGIST, consults_for, has_role, role_required
+from facilities.models import ExamKind
+from facilities.services import audit
+
+
+def _consult(request: HttpRequest, consult_uuid: UUID) -> Consult:
+    return get_object_or_404(consults_for(request.user), uuid=consult_uuid)
+
+
+def _page(consult: Consult) -> str:
+    return reverse("reading:page", args=[consult.uuid])
+
+
+def _next_or(request: HttpRequest, default: str) -> str:
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return target
+    return default
+
+
+def workflow_step(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A POST that takes one step on a consult in the user's scope, as a radiologist.
+
+    The consult is looked up before the role is checked, so a technologist of another
+    township gets the same 404 as for a consult that does not exist."""
+
+    @role_required(*CLINICAL_ROLES)
+    @require_POST
+    @wraps(view)
+    def wrapper(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
+        consult = _consult(request, consult_uuid)
+        if not has_role(request.user, RADIOLOGIST):
+            raise PermissionDenied
+        try:
+            return view(request, consult)
+        except workflow.NotAllowed as refused:
+            raise PermissionDenied(str(refused)) from refused
+        except workflow.WorkflowError as refused:
+            messages.error(request, str(refused))
+            return redirect(_page(consult))
+
+    return wrapper
+
+
+@role_required(*CLINICAL_ROLES)
+@require_GET
+def reading_page(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
+    consult = _consult(request, consult_uuid)
+    user = request.user
+    is_radiologist = has_role(user, RADIOLOGIST)
+    if is_radiologist:
+        consult = workflow.open_consult(consult, user)  # type: ignore[arg-type]
+    report = (
+        Report.objects.select_related("author", "preliminary_by", "signed_by")
+        .prefetch_related("addenda__author")
+        .filter(consult=consult)
+        .first()
+    )
+    signed = report is not None and report.is_signed
+    if not is_radiologist and signed:
+        workflow.mark_delivered(consult, user=user, channel="web")  # type: ignore[arg-type]
+    audit("consults.report.viewed", request=request, obj=consult, signed=signed, page="reading")
+
+    study: Study | None = consult.study
+    series = list(study.series.all()) if study is not None else []
+    priors = []
+    if study is not None:
+        priors = list(
+            Study.objects.filter(patient=study.patient, facility=consult.facility)
+            .exclude(pk=study.pk)
+            .select_related("consult__report")
+            .order_by("-study_date", "-id")[:20]
+        )
+    prior_rows = []
+    for prior in priors:
+        prior_consult = getattr(prior, "consult", None)
+        prior_report = getattr(prior_consult, "report", None) if prior_consult is not None else None
+        prior_rows.append(
+            {
+                "study": prior,
+                "consult": prior_consult,
+                "impression": prior_report.impression if prior_report and prior_report.is_signed else "",
+            }
+        )
+
+    now = timezone.now()
+    due_at = consult.due_at or workflow.due_at_for(consult)
+    requires_review = consult.facility.requires_second_signature
+    held_by_me = consult.radiologist_id == user.pk and consult.status in workflow.HELD_STATUSES
+    can_edit = is_radiologist and workflow.can_edit(user, consult)  # type: ignore[arg-type]
+    can_read_kind = is_radiologist and user.can_read(consult.kind)  # type: ignore[union-attr]
+    findings = consult.critical_findings.select_related("flagged_by", "acknowledged_by")
+    context: dict[str, Any] = {
+        "consult": consult,
+        "study": study,
+        "patient": study.patient if study is not None else None,
+        "series": series,
+        "report": report,
+        "signed": signed,
+        # A township sees the report once signed; readers see drafts too.
+        "show_report": signed or is_radiologist,
+        "priors": prior_rows,
+        "critical_findings": findings,
+        "escalations": consult.escalations.select_related("to_user", "from_radiologist") if is_radiologist else [],
+        "is_radiologist": is_radiologist,
+        "held_by_me": held_by_me,
+        "locked_by_other": consult.status in workflow.HELD_STATUSES and not held_by_me,
+        "can_claim": can_read_kind and consult.status == Consult.Status.ARRIVED,
+        "can_release": held_by_me,
+        "can_edit": can_edit,
+        "can_preliminary": held_by_me and requires_review,
+        "can_sign": can_edit and (not requires_review or consult.status == Consult.Status.PRELIMINARY),
+        "can_addendum": can_read_kind and signed,
+        "can_flag": can_read_kind
+        and consult.status != Consult.Status.CANCELLED
+        and not (consult.status in workflow.HELD_STATUSES and not held_by_me),
+        "can_reassign": is_radiologist and consult.status in workflow.HELD_STATUSES and workflow.may_lead(user),  # type: ignore[arg-type]
+        "can_acknowledge": has_role(user, TECHNOLOGIST) and user.facility_id == consult.facility_id,  # type: ignore[union-attr]
+        "can_correct": has_role(user, TECHNOLOGIST)
+        and consult.status in (Consult.Status.ARRIVED, Consult.Status.ASSIGNED)
+        and consult.opened_at is None,
+        "requires_review": requires_review,
+        "templates": list(workflow.templates_for(consult).values("id", "name", "body_part", "findings", "impression"))
+        if can_edit
+        else [],
+        "due_at": due_at,
+        "overdue": consult.status in workflow.OPEN_STATUSES and now >= due_at,
+        "time_left": due_at - now if consult.status in workflow.OPEN_STATUSES else None,
+        "priorities": Priority.choices,
+        "readers": workflow.on_duty(now, consult.kind) if is_radiologist else [],
+    }
+    return render(request, "consults/reading/page.html", context)
+
+
+@workflow_step
+def claim(request: HttpRequest, consult: Consult) -> HttpResponse:
+    workflow.claim_consult(consult, request.user)  # type: ignore[arg-type]
+    messages.success(request, _("已领取该会诊。"))
+    return redirect(_next_or(request, _page(consult)))
+
+
+@workflow_step
+def release(request: HttpRequest, consult: Consult) -> HttpResponse:
+    workflow.release_consult(consult, request.user)  # type: ignore[arg-type]
+    messages.success(request, _("已释放该会诊，退回共享工作列表。"))
+    return redirect(_next_or(request, reverse("consults:worklist")))
+
+
+@workflow_step
+def reassign(request: HttpRequest, consult: Consult) -> HttpResponse:
+    to = None
+    if request.POST.get("to"):
+        to = workflow.on_duty(timezone.now(), consult.kind).filter(uuid=request.POST["to"]).first()
+        if to is None:
+            raise workflow.WorkflowError(_("该医师不在班或无相应阅片资格。"))
+    reader = workflow.reassign_consult(consult, by=request.user, to=to, reason="lead")  # type: ignore[arg-type]
+    if reader is None:
+        messages.info(request, _("没有其他在班医师，会诊已退回共享工作列表。"))
+    else:
+        messages.success(request, _("已重新分配给 %(reader)s。") % {"reader": reader})
+    return redirect(_page(consult))
+
+
+@workflow_step
+def save_report(request: HttpRequest, consult: Consult) -> HttpResponse:
+    """The report form: save a draft, sign preliminary (初诊), or sign (签发/审核)."""
+    findings = request.POST.get("findings", "")
+    impression = request.POST.get("impression", "")
+    action = request.POST.get("action", "save")
+    user = request.user
+    if action == "preliminary":
+        workflow.sign_preliminary(consult, user, findings, impression)  # type: ignore[arg-type]
+        messages.success(request, _("初诊报告已提交，等待上级医师审核。"))
+    elif action == "sign":
+        workflow.sign_final(consult, user, findings, impression)  # type: ignore[arg-type]
+        messages.success(request, _("报告已签发。"))
+    else:
+        workflow.save_draft(consult, user, findings, impression)  # type: ignore[arg-type]
+        messages.success(request, _("草稿已保存。"))
+    return redirect(_page(consult))
+
+
+@workflow_step
+def addendum(request: HttpRequest, consult: Consult) -> HttpResponse:
+    workflow.add_addendum(consult, request.user, request.POST.get("text", ""))  # type: ignore[arg-type]
+    messages.success(request, _("补充报告已添加。"))
+    return redirect(_page(consult))
+
+
+@workflow_step
+def critical(request: HttpRequest, consult: Consult) -> HttpResponse:
+    workflow.flag_critical(consult, request.user, request.POST.get("description", ""))  # type: ignore[arg-type]
+    messages.warning(request, _("危急值已报告，申请机构会立即收到提醒。"))
+    return redirect(_page(consult))
+
+
+@role_required(RADIOLOGIST)
+@require_POST
+def claim_next(request: HttpRequest) -> HttpResponse:
+    """The worklist's 'take the next one': the most urgent waiting consult this reader may read."""
+    user = request.user
+    kinds = [kind for kind in ExamKind.values if user.can_read(kind)]  # type: ignore[union-attr]
+    waiting = consults_for(user).filter(status=Consult.Status.ARRIVED, radiologist__isnull=True, kind__in=kinds)
+    for consult in workflow._priority_order(waiting[:200]):
+        try:
+            workflow.claim_consult(consult, user)  # type: ignore[arg-type]
+        except workflow.WorkflowError:
+            continue  # another reader was quicker
+        return redirect(_page(consult))
+    messages.info(request, _("没有待领取的会诊。"))
+    return redirect(reverse("consults:worklist"))
+
+
+@role_required(TECHNOLOGIST)
+@require_POST
+def correct_request(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
+    consult = _consult(request, consult_uuid)
+    changes: dict[str, Any] = {}
+    for name in ("clinical_history", "body_part_names", "question", "priority"):
+        if name in request.POST:
+            changes[name] = request.POST[name].strip()
+    if "body_parts" in request.POST:
+        try:
+            changes["body_parts"] = int(request.POST["body_parts"])
+        except ValueError:
+            messages.error(request, _("部位数至少为 1。"))
+            return redirect(_page(consult))
+    try:
+        workflow.correct_request(consult, request.user, **changes)  # type: ignore[arg-type]
+    except workflow.NotAllowed as refused:
+        raise PermissionDenied(str(refused)) from refused
+    except workflow.WorkflowError as refused:
+        messages.error(request, str(refused))
+    else:
+        messages.success(request, _("会诊申请已更新。"))
+    return redirect(_page(consult))
+
+
+def _finding(request: HttpRequest, finding_uuid: UUID) -> CriticalFinding:
+    finding = get_object_or_404(CriticalFinding.objects.select_related("consult"), uuid=finding_uuid)
+    if not consults_for(request.user).filter(pk=finding.consult_id).exists():
+        raise Http404
+    return finding
+
+
+@role_required(*CLINICAL_ROLES)
+@require_POST
+def acknowledge(request: HttpRequest, finding_uuid: UUID) -> HttpResponse:
+    finding = _finding(request, finding_uuid)
+    try:
+        workflow.acknowledge_critical(finding, request.user)  # type: ignore[arg-type]
+    except workflow.NotAllowed as refused:
+        raise PermissionDenied(str(refused)) from refused
+    messages.success(request, _("已确认收到危急值。"))
+    return redirect(_next_or(request, _page(finding.consult)))
+
+
+@role_required(*CLINICAL_ROLES)
+@require_GET
+def alerts(request: HttpRequest) -> HttpResponse:
+    """Unacknowledged critical findings: a township's own, or every township's for readers.
+
+    With ?fragment=1 only the alert list, for other pages to include or poll (htmx)."""
+    user = request.user
+    if has_role(user, TECHNOLOGIST):
+        findings = list(workflow.open_critical_findings(user.facility_id))  # type: ignore[union-attr]
+    else:
+        findings = list(
+            CriticalFinding.objects.select_related("consult__facility", "flagged_by", "consult__study__patient")
+            .filter(acknowledged_at__isnull=True)
+            .order_by("flagged_at", "id")[:100]
+        )
+    escalations = []
+    if has_role(user, RADIOLOGIST):
+        escalations = list(
+            Escalation.objects.select_related("consult__facility", "from_radiologist")
+            .filter(to_user=user, at__gte=timezone.now() - timedelta(days=1))
+            .order_by("-at")[:50]
+        )
+    template = "consults/reading/_alerts.html" if request.GET.get("fragment") else "consults/reading/alerts.html"
+    return render(
+        request,
+        template,
+        {"findings": findings, "escalations": escalations, "can_acknowledge": has_role(user, TECHNOLOGIST)},
+    )
+
+
+@role_required(RADIOLOGIST)
+def templates(request: HttpRequest) -> HttpResponse:
+    """Report templates by modality and body part; a radiologist adds their own."""
+    if request.method == "POST":
+        try:
+            workflow.add_template(
+                request.user,  # type: ignore[arg-type]
+                kind=request.POST.get("kind", ""),
+                body_part=request.POST.get("body_part", ""),
+                name=request.POST.get("name", ""),
+                findings=request.POST.get("findings", ""),
+                impression=request.POST.get("impression", ""),
+            )
+        except workflow.WorkflowError as refused:
+            messages.error(request, str(refused))
+        else:
+            messages.success(request, _("模板已添加。"))
+        return redirect(reverse("reading:templates"))
+    rows = workflow.ReportTemplate.objects.filter(is_active=True).select_related("author")
+    return render(request, "consults/reading/templates.html", {"templates": rows, "kinds": ExamKind.choices})
+
+
+@role_required(*CLINICAL_ROLES)
+@require_GET
+def report_pdf(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
+    consult = _consult(request, consult_uuid)
+    report = Report.objects.select_related("author", "preliminary_by", "signed_by").filter(consult=consult).first()
+    if report is None or not report.is_signed:
+        raise Http404
+    pdf = render_report_pdf(consult, report)
+    if has_role(request.user, TECHNOLOGIST):
+        workflow.mark_delivered(consult, user=request.user, channel="pdf")  # type: ignore[arg-type]
+    audit("consults.report.printed", request=request, obj=consult)
+    response = HttpResponse(pdf, content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="report-{consult.uuid}.pdf"'
+    return response
