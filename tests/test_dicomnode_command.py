@@ -1,0 +1,91 @@
+"""`manage.py dicomnode` as its own process: it sweeps orphans, serves, opens consults for
+stable studies from its own timer, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from pydicom.uid import generate_uid
+
+from cloudpacs.models import Study
+from consults.models import Consult
+from tests.factories import make_dataset, write_dataset
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def wait_for(condition, seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_the_command_serves_sweeps_and_stops_on_sigterm(ct_modality, tmp_path):
+    storage_root = Path(settings.STORAGE_ROOT)
+    (storage_root / ".incoming").mkdir(parents=True)
+    orphan = storage_root / ".incoming" / "left-by-a-crash.part"
+    orphan.write_bytes(b"\x00" * 64)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "STORAGE_ROOT": str(storage_root),
+        "STUDY_STABLE_SECONDS": "1",
+        "DICOM_AE_TITLE": "CLOUDPACS",
+        "CELERY_BROKER_URL": "",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "dicomnode", "--host", "127.0.0.1", "--port", "0"],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        assert "listening on 127.0.0.1:" in line, line + process.stderr.read()
+        port = line.strip().rsplit(":", 1)[1]
+        assert not orphan.exists()
+        study_uid, series_uid = generate_uid(), generate_uid()
+        paths = [
+            write_dataset(
+                make_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=n), tmp_path / f"{n}"
+            )
+            for n in range(1, 4)
+        ]
+        result = subprocess.run(
+            ["storescu", "-aet", ct_modality.ae_title, "-aec", "CLOUDPACS", "127.0.0.1", port, *map(str, paths)],
+            env={**os.environ, "TCP_NODELAY": "1"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert wait_for(lambda: Consult.objects.filter(study__study_uid=study_uid).exists())
+        assert Study.objects.get(study_uid=study_uid).status == Study.Status.ARRIVED
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "stopped" in out
