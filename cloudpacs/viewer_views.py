@@ -11,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from cloudpacs.models import Study
-from facilities.access import RADIOLOGIST, TECHNOLOGIST, role_required, scoped
+from facilities.access import RADIOLOGIST, TECHNOLOGIST, role_required, studies_for
 from facilities.services import audit
 
 # Study Instance UIDs are digits and dots, at most 64 characters.
@@ -24,11 +24,12 @@ def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, An
 
     The reporting page may call this to offer the same prior selector; without it the
     partial still shows the study, with no prior pane."""
-    visible = scoped(Study.objects.all(), user)
+    # The same rule as the study page and /dicomweb/: facility-scoped, and for radiologists
+    # the studies sent for reading; a prior the images could not be fetched for is not offered.
+    visible = studies_for(user)
     priors = (
         visible.filter(patient=study.patient)
         .exclude(pk=study.pk)
-        .only("study_uid", "study_date", "description", "modalities_in_study")
         .order_by("-study_date", "-study_time")
     )
     prior = None
@@ -39,9 +40,7 @@ def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, An
 
 @role_required(RADIOLOGIST, TECHNOLOGIST)
 def viewer(request: HttpRequest, study_uid: str) -> HttpResponse:
-    study = get_object_or_404(
-        scoped(Study.objects.select_related("patient", "facility"), request.user), study_uid=study_uid
-    )
+    study = get_object_or_404(studies_for(request.user), study_uid=study_uid)
     prior_uid = request.GET.get("prior", "")
     if prior_uid and not re.fullmatch(UID_PATTERN, prior_uid):
         raise Http404

@@ -9,13 +9,16 @@ from pydicom.uid import generate_uid
 
 from cloudpacs.models import Study
 from cloudpacs.services import ingest_instance
+from consults.services import open_consult_for_study
 from facilities.models import AuditEvent
 from tests.factories import make_dataset, make_modality, write_dataset
 
 pytestmark = pytest.mark.django_db
 
 
-def ingest(tmp_path: Path, modality, **fields) -> Study:
+def ingest(tmp_path: Path, modality, *, sent_for_reading: bool = True, **fields) -> Study:
+    """A study stored through the ingest service; sent for reading (with its consult) as
+    radiologists only see studies that were."""
     ds = make_dataset(**fields)
     path = write_dataset(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
     ingest_instance(
@@ -25,7 +28,10 @@ def ingest(tmp_path: Path, modality, **fields) -> Study:
         sop_instance_uid=ds.SOPInstanceUID,
         modality=modality,
     )
-    return Study.objects.get(study_uid=ds.StudyInstanceUID)
+    study = Study.objects.get(study_uid=ds.StudyInstanceUID)
+    if sent_for_reading:
+        open_consult_for_study(study)
+    return study
 
 
 @pytest.fixture
@@ -94,6 +100,11 @@ def test_the_patients_other_studies_are_offered_as_priors(tmp_path, radiologist_
     page = radiologist_client.get(url(study)).content.decode()
     assert f'<option value="{prior.study_uid}"' in page
     assert stranger.study_uid not in page
+
+
+def test_a_study_never_sent_for_reading_is_404_for_a_radiologist(tmp_path, radiologist_client, ct_modality):
+    kept = ingest(tmp_path, ct_modality, sent_for_reading=False)
+    assert radiologist_client.get(url(kept)).status_code == 404
 
 
 def test_a_prior_named_in_the_query_opens_in_the_second_pane(tmp_path, radiologist_client, study, ct_modality):

@@ -116,6 +116,38 @@ async function fetchJson(url) {
   return response.status === 204 ? [] : response.json();
 }
 
+// A BulkDataURI's bytes: WADO-RS answers multipart/related with the value as its one part.
+async function fetchBulkData(uri) {
+  const response = await fetch(absolute(uri), {
+    credentials: 'same-origin',
+    headers: { Accept: 'multipart/related; type="application/octet-stream", application/octet-stream' },
+  });
+  if (!response.ok) throw new Error(`${response.status} ${uri}`);
+  const body = new Uint8Array(await response.arrayBuffer());
+  const type = response.headers.get('Content-Type') || '';
+  const boundary = /boundary="?([^";]+)"?/i.exec(type)?.[1];
+  if (!type.toLowerCase().startsWith('multipart/') || !boundary) return body.buffer;
+  return firstPart(body, boundary);
+}
+
+function indexOfBytes(haystack, needle, from) {
+  outer: for (let i = from; i <= haystack.length - needle.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+function firstPart(body, boundary) {
+  const encoder = new TextEncoder();
+  const delimiter = encoder.encode(`--${boundary}`);
+  const start = indexOfBytes(body, delimiter, 0);
+  const headersEnd = indexOfBytes(body, encoder.encode('\r\n\r\n'), start);
+  const end = indexOfBytes(body, encoder.encode(`\r\n--${boundary}`), headersEnd + 4);
+  if (start < 0 || headersEnd < 0 || end < 0) throw new Error('malformed multipart bulk data');
+  return body.slice(headersEnd + 4, end).buffer;
+}
+
 function value(json, tag, index = 0) {
   return json?.[tag]?.Value?.[index];
 }
@@ -211,9 +243,9 @@ class Pane {
         imageIds.push(imageId);
         if (json['00283010']) {
           pending.push(
-            readVoiLut(json, (uri) =>
-              fetch(absolute(uri), { credentials: 'same-origin' }).then((r) => r.arrayBuffer()),
-            ).then((lut) => lut && voiLuts.set(imageId, lut)),
+            readVoiLut(json, fetchBulkData)
+              .then((lut) => lut && voiLuts.set(imageId, lut))
+              .catch((error) => console.warn('VOI LUT not read', imageId, error)),
           );
         }
       }
