@@ -25,6 +25,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from cloudpacs.models import Study
+from cloudpacs.viewer_views import viewer_context
 from consults import workflow
 from consults.models import Consult, CriticalFinding, Escalation, Priority, Report
 from consults.pdf import render_report_pdf
@@ -133,6 +134,8 @@ def reading_page(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
         "critical_findings": findings,
         "escalations": consult.escalations.select_related("to_user", "from_radiologist") if is_radiologist else [],
         "is_radiologist": is_radiologist,
+        # Readers get the diagnostic viewer beside the report; the township, thumbnails.
+        "show_viewer": is_radiologist and study is not None,
         "held_by_me": held_by_me,
         "locked_by_other": consult.status in workflow.HELD_STATUSES and not held_by_me,
         "can_claim": can_read_kind and consult.status == Consult.Status.ARRIVED,
@@ -159,6 +162,8 @@ def reading_page(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
         "priorities": Priority.choices,
         "readers": workflow.on_duty(now, consult.kind) if is_radiologist else [],
     }
+    if context["show_viewer"]:
+        context.update(viewer_context(study, user))  # type: ignore[arg-type]
     return render(request, "consults/reading/page.html", context)
 
 

@@ -1,0 +1,278 @@
+"""The reading pages under /reading/: the reporting page, the worklist's claim actions, the
+report form's three buttons, addenda, critical findings and their acknowledgement, the PDF,
+and scoping: a technologist of another township gets 404 on every page of a consult."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.urls import reverse
+from pypdf import PdfReader
+
+from consults import workflow
+from consults.models import Consult, CriticalFinding, ReportTemplate
+from facilities.models import AuditEvent, User
+from tests.conftest import login
+from tests.factories import make_consult, make_study, make_user
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def consult(township, ct_modality) -> Consult:
+    study = make_study(township, ct_modality, description="胸部 CT 平扫")
+    return make_consult(township, study, body_part_names="胸部", clinical_history="咳嗽两周，发热 3 天")
+
+
+@pytest.fixture
+def other_radiologist(county) -> User:
+    return make_user(User.Role.RADIOLOGIST, county, username="dr_wang", display_name="王医生")
+
+
+def page(consult: Consult) -> str:
+    return reverse("reading:page", args=[consult.uuid])
+
+
+def url(name: str, consult: Consult) -> str:
+    return reverse(f"reading:{name}", args=[consult.uuid])
+
+
+def test_a_radiologist_sees_the_study_and_a_claim_button_on_an_arrived_consult(radiologist_client, consult):
+    response = radiologist_client.get(page(consult))
+
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "咳嗽两周，发热 3 天" in body
+    assert url("claim", consult) in body
+    assert consult.study.study_uid in body
+    assert 'name="findings"' not in body  # not theirs to write until claimed
+
+
+def test_claiming_locks_the_consult_and_opens_it_on_the_reporting_page(radiologist_client, radiologist, consult):
+    response = radiologist_client.post(url("claim", consult))
+    assert response.status_code == 302
+    assert response["Location"] == page(consult)
+
+    body = radiologist_client.get(page(consult)).content.decode()
+
+    consult.refresh_from_db()
+    assert consult.radiologist == radiologist
+    assert consult.status == Consult.Status.OPENED
+    assert 'name="findings"' in body
+    assert "头颅 CT 平扫（正常）" in body  # the CT templates are offered
+    assert url("release", consult) in body
+
+
+def test_a_claim_from_the_worklist_returns_to_the_worklist(radiologist_client, consult):
+    worklist = reverse("consults:worklist")
+    response = radiologist_client.post(url("claim", consult), {"next": worklist})
+    assert response["Location"] == worklist
+    response = radiologist_client.post(url("claim", consult), {"next": "https://evil.example/"})
+    assert response["Location"] == page(consult)
+
+
+def test_claim_next_takes_the_most_urgent_waiting_consult(radiologist_client, radiologist, township, consult):
+    emergency = make_consult(township, priority="emergency", kind="DR")
+
+    response = radiologist_client.post(reverse("reading:claim_next"))
+
+    assert response["Location"] == page(emergency)
+    emergency.refresh_from_db()
+    assert emergency.radiologist == radiologist
+
+
+def test_another_radiologist_cannot_write_or_sign_a_locked_consult(radiologist, other_radiologist, consult):
+    workflow.claim_consult(consult, radiologist)
+    client = login(other_radiologist)
+
+    body = client.get(page(consult)).content.decode()
+    assert "李医生" in body and 'name="findings"' not in body
+    for action in ("save", "sign"):
+        response = client.post(url("report", consult), {"findings": "抢签", "impression": "抢签", "action": action})
+        assert response.status_code == 403
+    assert client.post(url("release", consult)).status_code == 403
+    assert client.post(url("claim", consult)).status_code == 403
+    consult.refresh_from_db()
+    assert consult.radiologist == radiologist
+    assert consult.signed_at is None
+
+
+def test_the_report_form_saves_a_draft_then_signs(radiologist_client, consult, technologist_client):
+    radiologist_client.post(url("claim", consult))
+    radiologist_client.post(url("report", consult), {"findings": "双肺纹理清晰。", "impression": "", "action": "save"})
+    consult.refresh_from_db()
+    assert consult.report.findings == "双肺纹理清晰。"
+    assert consult.signed_at is None
+    # The township does not see a draft.
+    assert "双肺纹理清晰" not in technologist_client.get(page(consult)).content.decode()
+
+    response = radiologist_client.post(
+        url("report", consult), {"findings": "双肺纹理清晰。", "impression": "胸部 CT 未见异常。", "action": "sign"}
+    )
+
+    assert response.status_code == 302
+    consult.refresh_from_db()
+    assert consult.status == Consult.Status.SIGNED
+    body = radiologist_client.get(page(consult)).content.decode()
+    assert 'name="findings"' not in body
+    assert url("addendum", consult) in body
+    assert url("pdf", consult) in body
+
+
+def test_signing_an_empty_impression_shows_a_message_instead(radiologist_client, consult):
+    radiologist_client.post(url("claim", consult))
+    response = radiologist_client.post(
+        url("report", consult), {"findings": "所见", "impression": "", "action": "sign"}, follow=True
+    )
+    assert "诊断意见不能为空" in response.content.decode()
+    consult.refresh_from_db()
+    assert consult.signed_at is None
+
+
+def test_two_step_signing_through_the_page(township, consult, other_radiologist, radiologist):
+    township.requires_second_signature = True
+    township.save()
+    junior = login(other_radiologist)
+    junior.post(url("claim", consult))
+    body = junior.get(page(consult)).content.decode()
+    assert 'value="preliminary"' in body and 'value="sign"' not in body
+    junior.post(url("report", consult), {"findings": "所见", "impression": "初诊意见", "action": "preliminary"})
+    consult.refresh_from_db()
+    assert consult.status == Consult.Status.PRELIMINARY
+    assert junior.post(url("report", consult), {"action": "sign"}).status_code == 403
+
+    senior = login(radiologist)
+    assert 'value="sign"' in senior.get(page(consult)).content.decode()
+    senior.post(url("report", consult), {"findings": "所见", "impression": "审核后的意见", "action": "sign"})
+
+    consult.refresh_from_db()
+    assert consult.status == Consult.Status.SIGNED
+    assert consult.report.preliminary_by == other_radiologist
+    assert consult.report.signed_by == radiologist
+
+
+def test_the_township_technologist_sees_the_signed_report_and_it_counts_as_delivered(
+    radiologist, consult, technologist_client
+):
+    workflow.claim_consult(consult, radiologist)
+    workflow.sign_final(consult, radiologist, "右肺下叶见斑片影。", "右肺下叶肺炎。")
+    workflow.add_addendum(consult, radiologist, "补充：建议抗感染治疗后复查。")
+
+    body = technologist_client.get(page(consult)).content.decode()
+
+    assert "右肺下叶见斑片影。" in body
+    assert "右肺下叶肺炎。" in body
+    assert "补充：建议抗感染治疗后复查。" in body
+    assert url("pdf", consult) in body
+    assert url("claim", consult) not in body
+    consult.refresh_from_db()
+    assert consult.status == Consult.Status.DELIVERED
+    assert consult.delivered_at is not None
+    # The consult page of the township shows it too.
+    detail = technologist_client.get(reverse("consults:detail", args=[consult.uuid])).content.decode()
+    assert "右肺下叶肺炎。" in detail
+
+
+def test_the_pdf_is_served_once_signed(radiologist, consult, technologist_client):
+    assert technologist_client.get(url("pdf", consult)).status_code == 404
+    workflow.claim_consult(consult, radiologist)
+    workflow.sign_final(consult, radiologist, "肝脏形态正常。", "上腹部未见异常。")
+
+    response = technologist_client.get(url("pdf", consult))
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pdf"
+    text = PdfReader(io.BytesIO(response.content)).pages[0].extract_text()
+    assert "上腹部未见异常" in text
+    assert AuditEvent.objects.filter(action="consults.report.printed").exists()
+
+
+def test_addenda_are_added_on_the_page(radiologist_client, radiologist, consult):
+    workflow.claim_consult(consult, radiologist)
+    workflow.sign_final(consult, radiologist, "所见", "意见")
+
+    radiologist_client.post(url("addendum", consult), {"text": "补充：复核无误。"})
+
+    assert [a.text for a in consult.report.addenda.all()] == ["补充：复核无误。"]
+    assert "补充：复核无误。" in radiologist_client.get(page(consult)).content.decode()
+
+
+def test_a_critical_finding_is_shown_to_the_township_at_once_and_acknowledged(
+    radiologist_client, radiologist, consult, technologist, technologist_client
+):
+    workflow.claim_consult(consult, radiologist)
+    radiologist_client.post(url("critical", consult), {"description": "右侧张力性气胸。"})
+    finding = CriticalFinding.objects.get(consult=consult)
+
+    alerts = technologist_client.get(reverse("reading:alerts") + "?fragment=1").content.decode()
+    assert "右侧张力性气胸。" in alerts
+    body = technologist_client.get(page(consult)).content.decode()
+    assert "右侧张力性气胸。" in body
+    acknowledge = reverse("reading:acknowledge", args=[finding.uuid])
+    assert acknowledge in body
+
+    response = technologist_client.post(acknowledge)
+
+    assert response.status_code == 302
+    finding.refresh_from_db()
+    assert finding.acknowledged_by == technologist
+    assert "右侧张力性气胸。" not in technologist_client.get(reverse("reading:alerts")).content.decode()
+
+
+def test_the_technologist_corrects_the_request_on_the_page(technologist_client, consult):
+    response = technologist_client.post(
+        url("request", consult), {"priority": "urgent", "body_part_names": "胸部", "body_parts": "2"}
+    )
+    assert response.status_code == 302
+    consult.refresh_from_db()
+    assert (consult.priority, consult.body_parts) == ("urgent", 2)
+
+
+def test_a_radiologist_adds_a_report_template(radiologist_client):
+    response = radiologist_client.post(
+        reverse("reading:templates"),
+        {
+            "kind": "DR",
+            "body_part": "骨盆",
+            "name": "骨盆正位片（正常）",
+            "findings": "骨盆诸骨未见异常。",
+            "impression": "骨盆未见异常。",
+        },
+    )
+    assert response.status_code == 302
+    assert ReportTemplate.objects.filter(name="骨盆正位片（正常）", kind="DR").exists()
+    assert "骨盆正位片（正常）" in radiologist_client.get(reverse("reading:templates")).content.decode()
+
+
+def test_a_technologist_cannot_take_a_reader_step_on_their_own_consult(technologist_client, consult):
+    assert technologist_client.post(url("claim", consult)).status_code == 403
+    assert technologist_client.get(reverse("reading:templates")).status_code == 403
+
+
+def test_an_administrator_gets_no_reading_pages(administrator_client, consult):
+    assert administrator_client.get(page(consult)).status_code == 403
+
+
+def test_a_technologist_of_another_township_gets_404_on_every_page_of_a_consult(outsider_client, radiologist, consult):
+    workflow.claim_consult(consult, radiologist)
+    workflow.sign_final(consult, radiologist, "所见", "意见")
+    finding = workflow.flag_critical(consult, radiologist, "危急值")
+
+    for name in ("page", "pdf"):
+        assert outsider_client.get(url(name, consult)).status_code == 404, name
+    for name in ("claim", "release", "reassign", "report", "addendum", "critical", "request"):
+        assert outsider_client.post(url(name, consult), {"text": "x", "description": "x"}).status_code == 404, name
+    assert outsider_client.post(reverse("reading:acknowledge", args=[finding.uuid])).status_code == 404
+    assert "危急值" not in outsider_client.get(reverse("reading:alerts") + "?fragment=1").content.decode()
+    finding.refresh_from_db()
+    assert finding.acknowledged_at is None
+
+
+def test_an_anonymous_visitor_is_sent_to_log_in(client, consult):
+    response = client.get(page(consult))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
