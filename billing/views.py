@@ -35,6 +35,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         {
             "consult_count": consults["total"],
             "open_count": consults["open"],
+            "consult_count_text": f"{consults['total']:,}",
+            "open_count_text": f"{consults['open']:,}",
             "saving_yuan": f"{saving:,.2f}",
             "saving_wan": f"{saving / WAN:,.2f}",
         },
