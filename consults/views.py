@@ -66,7 +66,7 @@ def _worklist_filters(request: HttpRequest, consults: QuerySet[Consult]) -> tupl
     if chosen["status"] in OPEN_STATUSES:
         consults = consults.filter(status=chosen["status"])
     if chosen["mine"]:
-        consults = consults.filter(radiologist=request.user)
+        consults = consults.filter(radiologist_id=request.user.pk)
     return consults, chosen
 
 

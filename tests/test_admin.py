@@ -160,3 +160,13 @@ def test_the_admin_writes_no_audit_events_by_merely_listing(superuser_client, re
     before = AuditEvent.objects.count()
     superuser_client.get(reverse("admin:facilities_auditevent_changelist"))
     assert AuditEvent.objects.count() == before
+
+
+def test_the_admin_has_the_language_switch_and_speaks_english_after_it(superuser_client):
+    page = superuser_client.get(reverse("admin:index")).content.decode()
+    assert 'name="language" value="en"' in page
+    assert "系统管理" in page
+    superuser_client.post(reverse("set_language"), {"language": "en", "next": reverse("admin:index")})
+    page = superuser_client.get(reverse("admin:index")).content.decode()
+    assert "Administration" in page
+    assert "Roster shift" in page
