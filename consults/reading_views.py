@@ -298,7 +298,7 @@ def alerts(request: HttpRequest) -> HttpResponse:
     With ?fragment=1 only the alert list, for other pages to include or poll (htmx)."""
     user = request.user
     if has_role(user, TECHNOLOGIST):
-        findings = list(workflow.open_critical_findings(user.facility_id))  # type: ignore[union-attr]
+        findings = list(workflow.open_critical_findings(user.facility_id))  # type: ignore[union-attr,arg-type]
     else:
         findings = list(
             CriticalFinding.objects.select_related("consult__facility", "flagged_by", "consult__study__patient")
@@ -309,7 +309,7 @@ def alerts(request: HttpRequest) -> HttpResponse:
     if has_role(user, RADIOLOGIST):
         escalations = list(
             Escalation.objects.select_related("consult__facility", "from_radiologist")
-            .filter(to_user=user, at__gte=timezone.now() - timedelta(days=1))
+            .filter(to_user=user.pk, at__gte=timezone.now() - timedelta(days=1))
             .order_by("-at")[:50]
         )
     template = "consults/reading/_alerts.html" if request.GET.get("fragment") else "consults/reading/alerts.html"

@@ -63,7 +63,7 @@ class NotAllowed(WorkflowError):
 
 def is_head_exam(consult: Consult) -> bool:
     names = [consult.body_part_names]
-    if consult.study_id is not None:
+    if consult.study is not None:
         names += [part for part in consult.study.series.values_list("body_part_examined", flat=True) if part]
     text = " ".join(names).upper()
     return any(word in text for word in _HEAD_WORDS)
@@ -653,7 +653,7 @@ class CheckResult:
 
 
 def _priority_order(consults: Iterable[Consult]) -> list[Consult]:
-    rank = {Priority.EMERGENCY: 0, Priority.URGENT: 1, Priority.ROUTINE: 2}
+    rank: dict[str, int] = {Priority.EMERGENCY: 0, Priority.URGENT: 1, Priority.ROUTINE: 2}
     return sorted(consults, key=lambda c: (rank.get(c.priority, 3), c.arrived_at, c.pk))
 
 
@@ -673,12 +673,13 @@ def _escalate_late(consult: Consult, now: datetime) -> Escalation:
     with transaction.atomic():
         locked = _lock(consult)
         lead = None if reader is not None else duty_lead(now)
+        target = reader or lead
         escalation = Escalation.objects.create(
             consult=locked,
             reason=Escalation.Reason.TIME_LIMIT,
             at=now,
             from_radiologist=previous,
-            to_user=reader or lead,
+            to_user=target,
             reassigned=reader is not None,
         )
         locked.escalated_at = now
@@ -688,7 +689,7 @@ def _escalate_late(consult: Consult, now: datetime) -> Escalation:
             "consults.consult.escalated",
             obj=locked,
             reason=escalation.reason,
-            to=(reader or lead).get_username() if (reader or lead) else "",
+            to=target.get_username() if target is not None else "",
             reassigned=reader is not None,
         )
     _refresh(consult, locked)
