@@ -124,14 +124,16 @@ def ingest_instance(
     sop_class_uid: str,
     sop_instance_uid: str,
     modality: Modality,
+    adopt: bool = False,
 ) -> IngestResult:
     """Store one received dataset and index it.
 
     `source` is a path to the Part 10 file pynetdicom wrote while receiving, or a stream
     of the bare dataset bytes; `transfer_syntax_uid` is the accepted presentation
     context's; `sop_class_uid` and `sop_instance_uid` come from the C-STORE request
-    (the class is the context's abstract syntax). Raises an IngestError subclass when
-    nothing was stored."""
+    (the class is the context's abstract syntax). With `adopt`, a source file on the
+    store's filesystem is moved into the store instead of copied. Raises an IngestError
+    subclass when nothing was stored."""
     try:
         staged = storage.stage(
             source,
@@ -139,6 +141,7 @@ def ingest_instance(
             sop_instance_uid=sop_instance_uid,
             transfer_syntax_uid=transfer_syntax_uid,
             source_ae=modality.ae_title,
+            adopt=adopt,
         )
     except OSError as exc:
         if exc.errno in {errno.ENOSPC, errno.EDQUOT}:
@@ -146,20 +149,19 @@ def ingest_instance(
         raise
     try:
         tags = _read_indexed_tags(staged.path, sop_class_uid, sop_instance_uid, transfer_syntax_uid)
-        existing = Instance.objects.filter(sop_instance_uid=tags.sop_instance_uid).first()
-        if existing is not None:
-            return _repeat(existing, staged.sha256, modality)
-        key = storage.key_for(tags.sop_instance_uid, staged.sha256)
+        key = storage.key_for(tags.study_uid, tags.sop_instance_uid, staged.sha256)
         try:
             storage.publish(staged, key)
         except OSError as exc:
+            storage.remove_key(key)
             if exc.errno in {errno.ENOSPC, errno.EDQUOT}:
                 raise OutOfResources(f"no space left in the image store: {exc}") from exc
             raise
         try:
             instance, study_created = _index(tags, staged, key, transfer_syntax_uid, modality)
         except IntegrityError:
-            # Another association indexed this SOP Instance UID a moment ago.
+            # This SOP Instance UID is indexed already: a re-send, or another association
+            # a moment ago. Which of the two files is kept is decided by the index.
             existing = Instance.objects.filter(sop_instance_uid=tags.sop_instance_uid).first()
             if existing is None:
                 storage.remove_key(key)
@@ -348,45 +350,54 @@ def _index(
     institution = _text(ds, "InstitutionName", 128)
     station = _text(ds, "StationName", 64)
     with transaction.atomic():
-        patient, created = Patient.objects.get_or_create(
-            facility=facility, patient_id=_text(ds, "PatientID", 64), defaults=patient_fields
-        )
-        if not created and any(value and getattr(patient, field) != value for field, value in patient_fields.items()):
-            # The latest study carries the current demographics.
-            changed = {field: value for field, value in patient_fields.items() if value}
-            Patient.objects.filter(pk=patient.pk).update(**changed)
-        study, study_created = Study.objects.get_or_create(
-            study_uid=tags.study_uid,
-            defaults={
-                "patient": patient,
-                "facility": facility,
-                "modality": modality,
-                "study_date": _date(ds.get("StudyDate")),
-                "study_time": _time(ds.get("StudyTime")),
-                "accession_number": _text(ds, "AccessionNumber", 64),
-                "study_id": _text(ds, "StudyID", 16),
-                "description": _text(ds, "StudyDescription", 128),
-                "referring_physician": tags.names["ReferringPhysicianName"][0],
-                "institution_name": institution,
-                "station_name": station,
-                "specific_character_set": _text(ds, "SpecificCharacterSet", 128),
-                "first_received_at": now,
-                "last_received_at": now,
-            },
-        )
-        series, series_created = Series.objects.get_or_create(
-            series_uid=tags.series_uid,
-            defaults={
-                "study": study,
-                "modality": series_modality,
-                "series_number": _int(ds, "SeriesNumber"),
-                "description": _text(ds, "SeriesDescription", 128),
-                "body_part_examined": _text(ds, "BodyPartExamined", 64),
-                "station_name": station,
-                "institution_name": institution,
-                "manufacturer": _text(ds, "Manufacturer", 64),
-            },
-        )
+        # Most instances join a study and series that exist: two lookups, no patient.
+        study = Study.objects.filter(study_uid=tags.study_uid).only("pk", "modalities_in_study").first()
+        study_created = False
+        if study is None:
+            patient, created = Patient.objects.get_or_create(
+                facility=facility, patient_id=_text(ds, "PatientID", 64), defaults=patient_fields
+            )
+            if not created and any(
+                value and getattr(patient, field) != value for field, value in patient_fields.items()
+            ):
+                # The latest study carries the current demographics.
+                changed = {field: value for field, value in patient_fields.items() if value}
+                Patient.objects.filter(pk=patient.pk).update(**changed)
+            study, study_created = Study.objects.get_or_create(
+                study_uid=tags.study_uid,
+                defaults={
+                    "patient": patient,
+                    "facility": facility,
+                    "modality": modality,
+                    "study_date": _date(ds.get("StudyDate")),
+                    "study_time": _time(ds.get("StudyTime")),
+                    "accession_number": _text(ds, "AccessionNumber", 64),
+                    "study_id": _text(ds, "StudyID", 16),
+                    "description": _text(ds, "StudyDescription", 128),
+                    "referring_physician": tags.names["ReferringPhysicianName"][0],
+                    "institution_name": institution,
+                    "station_name": station,
+                    "specific_character_set": _text(ds, "SpecificCharacterSet", 128),
+                    "first_received_at": now,
+                    "last_received_at": now,
+                },
+            )
+        series = Series.objects.filter(series_uid=tags.series_uid).only("pk").first()
+        series_created = False
+        if series is None:
+            series, series_created = Series.objects.get_or_create(
+                series_uid=tags.series_uid,
+                defaults={
+                    "study": study,
+                    "modality": series_modality,
+                    "series_number": _int(ds, "SeriesNumber"),
+                    "description": _text(ds, "SeriesDescription", 128),
+                    "body_part_examined": _text(ds, "BodyPartExamined", 64),
+                    "station_name": station,
+                    "institution_name": institution,
+                    "manufacturer": _text(ds, "Manufacturer", 64),
+                },
+            )
         instance = Instance.objects.create(
             sop_instance_uid=tags.sop_instance_uid,
             sop_class_uid=tags.sop_class_uid,

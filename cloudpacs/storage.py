@@ -1,13 +1,13 @@
 """The image store: DICOM Part 10 files under STORAGE_ROOT, written durably.
 
-A received dataset is first copied into `.incoming/` as a Part 10 file (preamble, a file
-meta group built for it, then the dataset bytes exactly as received), fsynced, and only
-then linked to its final key and fsynced again; the index row comes after that, in the
-caller's transaction. A crash at any step leaves at most a file in `.incoming/`, which
-`sweep_orphans()` resolves at the next start: if its key was never indexed, both the
-temporary and the final file go. Keys are derived from the SOP Instance UID and the
-dataset's SHA-256, so an identical re-send lands on the same key and a conflicting one on
-a different key, never overwriting what the index points at.
+A received dataset is put into `.incoming/` as a Part 10 file (preamble, a file meta
+group built for it, then the dataset bytes exactly as received), linked to its final
+key, and fsynced with its directory; the index row comes after that, in the caller's
+transaction, and only then is the `.incoming/` name dropped. A crash at any step leaves
+a file in `.incoming/`, which `sweep_orphans()` resolves at the next start: if its key
+was never indexed, both the temporary and the final file go. Keys are derived from the
+UIDs and the dataset's SHA-256, so an identical re-send lands on the same key and a
+conflicting one on a different key, never overwriting what the index points at.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ IMPLEMENTATION_VERSION_NAME = "YUNYING_01"
 
 @dataclass(frozen=True)
 class StagedFile:
-    """A complete, fsynced Part 10 file in `.incoming/`, not yet at its key."""
+    """A complete Part 10 file in `.incoming/`, not yet at its key."""
 
     path: Path
     sha256: str  # of the dataset bytes as received, without the file meta group
@@ -61,10 +61,12 @@ def path_for(key: str) -> Path:
     return root() / key
 
 
-def key_for(sop_instance_uid: str, sha256: str) -> str:
-    # The UID is hashed so that no value a modality sends can shape a path.
-    uid_hash = hashlib.sha256(sop_instance_uid.encode("ascii", "replace")).hexdigest()
-    return f"{uid_hash[:2]}/{uid_hash[2:4]}/{uid_hash[:40]}-{sha256[:16]}.dcm"
+def key_for(study_uid: str, sop_instance_uid: str, sha256: str) -> str:
+    """`<study hash[:2]>/<study hash>/<instance hash>-<content hash>.dcm`: a study's files
+    share a directory, and UIDs are hashed so no value a modality sends shapes a path."""
+    study_hash = hashlib.sha256(study_uid.encode("ascii", "replace")).hexdigest()[:32]
+    uid_hash = hashlib.sha256(sop_instance_uid.encode("ascii", "replace")).hexdigest()[:32]
+    return f"{study_hash[:2]}/{study_hash}/{uid_hash}-{sha256[:16]}.dcm"
 
 
 def file_meta_bytes(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_ae: str = "") -> bytes:
@@ -93,6 +95,14 @@ def part10_dataset_offset(head: bytes) -> int | None:
     return 144 + group_length
 
 
+def _digest_from(stream: BinaryIO, offset: int) -> str:
+    stream.seek(offset)
+    digest = hashlib.sha256()
+    while chunk := stream.read(CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def stage(
     source: Path | BinaryIO,
     *,
@@ -100,13 +110,21 @@ def stage(
     sop_instance_uid: str,
     transfer_syntax_uid: str,
     source_ae: str = "",
+    adopt: bool = False,
 ) -> StagedFile:
-    """Copy a received dataset into `.incoming/` as a Part 10 file and fsync it.
+    """Put a received dataset into `.incoming/` as a Part 10 file (not yet fsynced:
+    `publish` does that once the file has its final name).
 
     `source` is either a path to a Part 10 file (what pynetdicom writes when it receives a
-    dataset chunked to disk: its meta group is replaced by ours) or a binary stream of
-    the bare dataset bytes. The dataset bytes are copied as they are, never decoded."""
+    dataset chunked to disk) or a binary stream of the bare dataset bytes. With `adopt`,
+    a Part 10 file on the same filesystem is moved rather than copied: pynetdicom built
+    its meta group from the request and the accepted context, as we would. Otherwise the
+    dataset bytes are copied behind a meta group of ours. Never decoded either way."""
     temp = incoming_dir() / f"{uuid.uuid4().hex}.part"
+    if adopt and isinstance(source, str | os.PathLike):
+        adopted = _adopt(Path(source), temp)
+        if adopted is not None:
+            return adopted
     meta = file_meta_bytes(sop_class_uid, sop_instance_uid, transfer_syntax_uid, source_ae)
     digest = hashlib.sha256()
     stream: BinaryIO
@@ -132,7 +150,6 @@ def stage(
                     out.write(chunk)
                     size += len(chunk)
                     chunk = stream.read(CHUNK)
-                os.fsync(out.fileno())
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
@@ -140,6 +157,22 @@ def stage(
         if opened:
             stream.close()
     return StagedFile(path=temp, sha256=digest.hexdigest(), size=size, dataset_offset=len(PREAMBLE) + len(meta))
+
+
+def _adopt(source: Path, temp: Path) -> StagedFile | None:
+    try:
+        if source.stat().st_dev != temp.parent.stat().st_dev:
+            return None
+        with open(source, "rb") as stream:
+            offset = part10_dataset_offset(stream.read(4096))
+            if offset is None:
+                return None
+        os.rename(source, temp)
+    except OSError:
+        return None
+    with open(temp, "rb") as stream:
+        sha256 = _digest_from(stream, offset)
+    return StagedFile(path=temp, sha256=sha256, size=temp.stat().st_size, dataset_offset=offset)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -166,13 +199,20 @@ def _ensure_dir(path: Path) -> None:
 
 def publish(staged: StagedFile, key: str) -> Path:
     """Give the staged file its final name (a hard link, so that `.incoming/` still holds
-    it until the index commits) and make the name durable."""
+    it until the index commits), then make its content and its name durable."""
     final = path_for(key)
     _ensure_dir(final.parent)
     # If the key exists, the same UID with the same content is already there (a re-send,
     # or a file left by a crash before indexing); the key names its content, so keep it.
     with contextlib.suppress(FileExistsError):
         os.link(staged.path, final)
+    # The data first, then the directory entry; on ext4 the first fsync commits the
+    # journal that holds the new entry too, which makes the second one cheap.
+    fd = os.open(final, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     _fsync_dir(final.parent)
     return final
 
@@ -185,22 +225,18 @@ def remove_key(key: str) -> None:
     path_for(key).unlink(missing_ok=True)
 
 
-def _staged_identity(path: Path) -> tuple[str, str] | None:
-    """(SOP Instance UID, dataset SHA-256) of a file in `.incoming/`, or None."""
-    from pydicom.filereader import read_file_meta_info
+def _staged_identity(path: Path) -> tuple[str, str, str] | None:
+    """(Study UID, SOP Instance UID, dataset SHA-256) of a file in `.incoming/`, or None."""
+    from pydicom import dcmread
 
     try:
-        meta = read_file_meta_info(path)
-        uid = str(meta.MediaStorageSOPInstanceUID)
+        ds = dcmread(path, specific_tags=["StudyInstanceUID", "SOPInstanceUID"], defer_size=1024)
         with open(path, "rb") as stream:
             offset = part10_dataset_offset(stream.read(4096))
             if offset is None:
                 return None
-            stream.seek(offset)
-            digest = hashlib.sha256()
-            while chunk := stream.read(CHUNK):
-                digest.update(chunk)
-        return uid, digest.hexdigest()
+            sha256 = _digest_from(stream, offset)
+        return str(ds.StudyInstanceUID), str(ds.SOPInstanceUID), sha256
     except Exception:
         return None
 

@@ -216,6 +216,8 @@ def handle_store(event: evt.Event) -> int:
             sop_class_uid=str(context.abstract_syntax),
             sop_instance_uid=sop_instance_uid,
             modality=modality,
+            # pynetdicom's file is ours to move: it only tries to unlink it afterwards.
+            adopt=True,
         )
     except archive.OutOfResources as exc:
         status, why = OUT_OF_RESOURCES, str(exc)

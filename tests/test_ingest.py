@@ -158,7 +158,7 @@ def test_the_start_sweep_removes_what_a_crash_left_behind(ct_modality, tmp_path)
         sop_instance_uid=ds.SOPInstanceUID,
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
-    key = storage.key_for(ds.SOPInstanceUID, staged.sha256)
+    key = storage.key_for(ds.StudyInstanceUID, ds.SOPInstanceUID, staged.sha256)
     storage.publish(staged, key)
     # And a crash half-way through writing another one.
     (storage.incoming_dir() / "half.part").write_bytes(b"\x00" * 100)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -31,6 +34,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # pynetdicom receives each dataset into a temporary file; keep those on the
+        # store's filesystem so that storing one is a rename, not a copy.
+        receiving = Path(settings.STORAGE_ROOT) / ".receiving"
+        shutil.rmtree(receiving, ignore_errors=True)
+        receiving.mkdir(parents=True, exist_ok=True)
+        tempfile.tempdir = str(receiving)
         removed = sweep_orphan_files()
         if removed:
             logger.warning("removed %d files left by an interrupted store", removed)
