@@ -276,3 +276,10 @@ def test_an_anonymous_visitor_is_sent_to_log_in(client, consult):
     response = client.get(page(consult))
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
+
+
+def test_the_reporting_page_speaks_english_when_asked(settings, radiologist_client, consult):
+    radiologist_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+    body = radiologist_client.get(page(consult)).content.decode()
+    assert "Reading and report" in body
+    assert ">Claim<" in body
