@@ -182,7 +182,7 @@ def test_it_stores_a_ct_series_and_indexes_it_for_the_facility(receiver, ct_moda
         instance = Instance.objects.get(sop_instance_uid=ds.SOPInstanceUID)
         stored = dcmread(path_for(instance.storage_key))
         assert stored.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
-        assert stored.file_meta.SourceApplicationEntityTitle == ct_modality.ae_title
+        assert stored.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
         assert stored.PixelData == ds.PixelData
         assert path_for(instance.storage_key).stat().st_size == instance.size
 
