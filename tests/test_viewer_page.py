@@ -113,9 +113,7 @@ def test_a_prior_named_in_the_query_opens_in_the_second_pane(tmp_path, radiologi
     assert f'data-prior-study-uid="{prior.study_uid}"' in page
 
 
-def test_a_prior_from_another_township_is_404_for_a_technologist(
-    tmp_path, technologist_client, study, other_township
-):
+def test_a_prior_from_another_township_is_404_for_a_technologist(tmp_path, technologist_client, study, other_township):
     elsewhere = ingest(tmp_path, make_modality(other_township), patient_id="P100")
     assert technologist_client.get(url(study) + f"?prior={elsewhere.study_uid}").status_code == 404
 

@@ -483,7 +483,7 @@ class Viewer {
         button.type = 'button';
         button.className = 'yv-thumb';
         button.dataset.seriesUid = series.uid;
-        button.dataset.pane = pane.index;
+        button.dataset.forPane = pane.index;
         if (series.uid === pane.seriesUid) button.classList.add('is-current');
         const image = document.createElement('img');
         image.alt = '';

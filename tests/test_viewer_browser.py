@@ -1,0 +1,394 @@
+"""The viewer in a real headless Chromium over the platform's own DICOMweb: a CT study is
+opened, scrolled and windowed, and a DX with a VOI LUT renders as pydicom says it should.
+What the reader sees is read back from the viewport's canvas at the centres of blocks of
+constant value, so that interpolation at the edges does not matter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from django.conf import settings
+from django.test import Client
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_voi_lut
+from pydicom.sequence import Sequence
+from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
+
+from cloudpacs.models import Study
+from cloudpacs.services import ingest_instance
+from facilities.models import ExamKind, User
+from tests.factories import make_dataset, make_facility, make_modality, make_user, write_dataset
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    # Cornerstone3D draws with WebGL; without a GPU, SwiftShader provides it.
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
+BUILT_VIEWER = Path(settings.BASE_DIR) / "static" / "viewer" / "viewer.js"
+
+CT_SLICES = 4
+CT_SIZE = 128
+CT_BLOCK = 32
+DX_SIZE = 256
+DX_BLOCK = 32
+# Gray levels may differ from the formula by rounding and texture sampling.
+TOLERANCE = 3
+
+
+def ct_hounsfield(slice_number: int) -> np.ndarray:
+    """Sixteen blocks from -1000 HU up in steps of 160, the whole slice raised 60 HU per
+    slice so that every slice looks different under any window."""
+    rows, columns = np.mgrid[0:CT_SIZE, 0:CT_SIZE]
+    block = (rows // CT_BLOCK) * (CT_SIZE // CT_BLOCK) + columns // CT_BLOCK
+    return block * 160 - 1000 + slice_number * 60
+
+
+def block_centres(size: int, block: int) -> list[tuple[int, int]]:
+    return [
+        (column + block // 2, row + block // 2) for row in range(0, size, block) for column in range(0, size, block)
+    ]
+
+
+def linear_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
+    """PS3.3 C.11.2.1.2.1, to 8-bit gray."""
+    scaled = ((values - (center - 0.5)) / (width - 1) + 0.5) * 255
+    return np.clip(scaled, 0, 255)
+
+
+def ingest(ds: Dataset, tmp_path: Path, modality) -> None:
+    path = write_dataset(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
+    ingest_instance(
+        path,
+        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        modality=modality,
+    )
+
+
+# Two VOI LUTs: a short one that the metadata carries inline (base64), and a full 12-bit
+# one that it gives behind a BulkDataURI. The short one starts at 1536, so the values
+# below and above its range show its first and last entries.
+VOI_LUTS = {"inline": (1024, 1536), "bulk": (4096, 0)}
+
+
+def make_dx_with_voi_lut(entries: int, first_mapped: int) -> Dataset:
+    """A 256x256 DX of 64 constant blocks over 0..4032 whose VOI LUT is a square-root curve,
+    and whose window (if it were used instead) would show something else."""
+    rows, columns = np.mgrid[0:DX_SIZE, 0:DX_SIZE]
+    stored = ((rows // DX_BLOCK) * (DX_SIZE // DX_BLOCK) + columns // DX_BLOCK) * 64
+    ds = make_dataset(
+        sop_class_uid=DigitalXRayImageStorageForPresentation,
+        modality="DX",
+        rows=DX_SIZE,
+        columns=DX_SIZE,
+        patient_id="P300",
+        patient_name="Zhao^Liu",
+    )
+    del ds.RescaleIntercept
+    del ds.RescaleSlope
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.PixelData = stored.astype(np.uint16).tobytes()
+    ds.WindowCenter = 3000
+    ds.WindowWidth = 1000
+    item = Dataset()
+    item.LUTDescriptor = [entries, first_mapped, 16]
+    item.LUTExplanation = "SQRT"
+    curve = 65535 * np.sqrt(np.arange(entries) / (entries - 1))
+    item.add_new("LUTData", "OW", curve.astype("<u2").tobytes())
+    ds.VOILUTSequence = Sequence([item])
+    return ds
+
+
+@pytest.fixture
+def reading_data(transactional_db, tmp_path) -> dict[str, Any]:
+    # The data goes in before Playwright starts: its event loop makes Django refuse ORM calls.
+    township = make_facility("XUANWO", name="漩涡镇中心卫生院", short_name="漩涡")
+    technologist = make_user(User.Role.TECHNOLOGIST, township, username="tech_xuanwo")
+    ct = make_modality(township, ExamKind.CT, "XUANWO_CT")
+    dr = make_modality(township, ExamKind.DR, "XUANWO_DR")
+    study_uid, series_uid = generate_uid(), generate_uid()
+    for number in range(1, CT_SLICES + 1):
+        ds = make_dataset(
+            study_uid=study_uid,
+            series_uid=series_uid,
+            instance_number=number,
+            rows=CT_SIZE,
+            columns=CT_SIZE,
+            patient_id="P300",
+            patient_name="Zhao^Liu=赵六",
+            character_set="ISO_IR 192",
+        )
+        ds.PixelData = (ct_hounsfield(number) + 1024).astype(np.uint16).tobytes()
+        ingest(ds, tmp_path, ct)
+    prior_uid, prior_series_uid = generate_uid(), generate_uid()
+    for number in range(1, 3):
+        ds = make_dataset(
+            study_uid=prior_uid,
+            series_uid=prior_series_uid,
+            instance_number=number,
+            patient_id="P300",
+            patient_name="Zhao^Liu",
+        )
+        ingest(ds, tmp_path, ct)
+    dx_studies, dx_files = {}, {}
+    for kind, (entries, first_mapped) in VOI_LUTS.items():
+        dx = make_dx_with_voi_lut(entries, first_mapped)
+        ingest(dx, tmp_path, dr)
+        stored_dx = Study.objects.get(study_uid=dx.StudyInstanceUID).series.get().instances.get()
+        dx_studies[kind] = dx.StudyInstanceUID
+        dx_files[kind] = Path(settings.STORAGE_ROOT) / stored_dx.storage_key
+    client = Client()
+    client.force_login(technologist)
+    return {
+        "ct": study_uid,
+        "prior": prior_uid,
+        "dx": dx_studies,
+        "dx_file": dx_files,
+        "session": client.cookies[settings.SESSION_COOKIE_NAME].value,
+    }
+
+
+@pytest.fixture
+def browser_page(live_server, reading_data) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    assert BUILT_VIEWER.exists(), "the viewer is not built: run `npm ci && npx vite build` in frontend/"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1200, "height": 800}, locale="zh-CN")
+            context.add_cookies(
+                [{"name": settings.SESSION_COOKIE_NAME, "value": reading_data["session"], "url": live_server.url}]
+            )
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.errors = errors
+            yield page
+        finally:
+            browser.close()
+
+
+def open_viewer(page, url: str, panes: int = 1) -> None:
+    page.goto(url)
+    # Every image of the stack in the cache: from here on nothing waits on the network.
+    for index in range(panes):
+        page.wait_for_function(
+            f"window.yunyingViewer?.viewers[0].panes[{index}].stackMs != null",
+            timeout=60_000,
+        )
+    assert page.errors == []
+
+
+def pane_state(page, index: int = 0) -> dict[str, Any]:
+    return page.evaluate(
+        """(index) => {
+            const pane = window.yunyingViewer.viewers[0].panes[index];
+            return {index: pane.viewport.getCurrentImageIdIndex(), total: pane.imageIds.length,
+                    loaded: pane.loaded, failed: pane.failed};
+        }""",
+        index,
+    )
+
+
+def wait_for_image(page, index: int) -> None:
+    page.wait_for_function(
+        """(index) => {
+            const viewport = window.yunyingViewer.viewers[0].panes[0].viewport;
+            return viewport.getCurrentImageIdIndex() === index && viewport.getCurrentImageId();
+        }""",
+        arg=index,
+    )
+    # One frame for the render that follows the change.
+    page.evaluate("() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)))")
+
+
+def gray(page, points: list[tuple[int, int]], pane: int = 0) -> np.ndarray:
+    pixels = page.evaluate(
+        "([pane, points]) => window.yunyingViewer.viewers[0].panes[pane].sample(points)", [pane, points]
+    )
+    rgba = np.array(pixels, dtype=float)
+    assert np.all(rgba[:, 0] == rgba[:, 1]) and np.all(rgba[:, 1] == rgba[:, 2]), "a gray image came out coloured"
+    return rgba[:, 0]
+
+
+def expected_ct(slice_number: int, center: float, width: float) -> np.ndarray:
+    hu = ct_hounsfield(slice_number)
+    return linear_window(np.array([hu[row, column] for column, row in block_centres(CT_SIZE, CT_BLOCK)]), center, width)
+
+
+def overlay(page, corner: str) -> str:
+    return page.locator(f'[data-pane="0"] [data-overlay="{corner}"]').inner_text()
+
+
+def test_a_ct_study_opens_with_the_files_window_and_its_overlay(live_server, browser_page, reading_data):
+    page = browser_page
+    open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
+    state = pane_state(page)
+    assert state == {"index": 0, "total": CT_SLICES, "loaded": CT_SLICES, "failed": 0}
+    wait_for_image(page, 0)
+    centres = block_centres(CT_SIZE, CT_BLOCK)
+    # make_dataset's window: 40/400.
+    assert np.abs(gray(page, centres) - expected_ct(1, 40, 400)).max() <= TOLERANCE
+    assert "赵六" in overlay(page, "tl")
+    assert "P300" in overlay(page, "tl")
+    assert "2025-09-01" in overlay(page, "tr")
+    assert "1/4" in overlay(page, "bl")
+    assert "W: 400 L: 40" in overlay(page, "br")
+    assert page.locator(".yv-thumb img").count() == 1
+
+
+def test_scrolling_by_keys_and_wheel_shows_each_slice(live_server, browser_page, reading_data):
+    page = browser_page
+    open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
+    centres = block_centres(CT_SIZE, CT_BLOCK)
+    page.locator("[data-yunying-viewer]").focus()
+
+    page.keyboard.press("ArrowDown")
+    wait_for_image(page, 1)
+    assert np.abs(gray(page, centres) - expected_ct(2, 40, 400)).max() <= TOLERANCE
+    assert "2/4" in overlay(page, "bl")
+
+    page.keyboard.press("End")
+    wait_for_image(page, CT_SLICES - 1)
+    assert np.abs(gray(page, centres) - expected_ct(CT_SLICES, 40, 400)).max() <= TOLERANCE
+
+    page.keyboard.press("Home")
+    wait_for_image(page, 0)
+    assert np.abs(gray(page, centres) - expected_ct(1, 40, 400)).max() <= TOLERANCE
+
+    page.keyboard.press("PageDown")
+    wait_for_image(page, 1)
+
+    box = page.locator('[data-pane="0"] [data-viewport]').bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, 120)
+    wait_for_image(page, 2)
+    assert np.abs(gray(page, centres) - expected_ct(3, 40, 400)).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("preset", "center", "width"),
+    [("40,80", 40, 80), ("-600,1500", -600, 1500), ("40,400", 40, 400), ("40,350", 40, 350), ("400,1800", 400, 1800)],
+    ids=["brain", "lung", "mediastinum", "abdomen", "bone"],
+)
+def test_a_window_preset_maps_hounsfield_units_as_its_window_says(
+    live_server, browser_page, reading_data, preset, center, width
+):
+    page = browser_page
+    open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
+    centres = block_centres(CT_SIZE, CT_BLOCK)
+    page.select_option("[data-preset]", preset)
+    page.wait_for_function(
+        f"document.querySelector('[data-pane=\"0\"] [data-overlay=\"br\"]').textContent.includes('W: {width} ')"
+    )
+    wait_for_image(page, 0)
+    assert np.abs(gray(page, centres) - expected_ct(1, center, width)).max() <= TOLERANCE
+    # The window stays as the reader set it while scrolling.
+    page.locator("[data-yunying-viewer]").focus()
+    page.keyboard.press("ArrowDown")
+    wait_for_image(page, 1)
+    assert np.abs(gray(page, centres) - expected_ct(2, center, width)).max() <= TOLERANCE
+
+
+def test_invert_and_the_files_default_window(live_server, browser_page, reading_data):
+    page = browser_page
+    open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
+    centres = block_centres(CT_SIZE, CT_BLOCK)
+    page.click('[data-action="invert"]')
+    wait_for_image(page, 0)
+    assert np.abs(gray(page, centres) - (255 - expected_ct(1, 40, 400))).max() <= TOLERANCE
+    page.select_option("[data-preset]", "-600,1500")
+    page.select_option("[data-preset]", "default")
+    wait_for_image(page, 0)
+    assert np.abs(gray(page, centres) - expected_ct(1, 40, 400)).max() <= TOLERANCE
+
+
+def test_cine_plays_through_the_stack_and_pauses(live_server, browser_page, reading_data):
+    page = browser_page
+    open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
+    page.fill("[data-fps]", "20")
+    page.click('[data-action="cine"]')
+    seen = page.evaluate(
+        """() => new Promise((resolve) => {
+            const viewport = window.yunyingViewer.viewers[0].panes[0].viewport;
+            const seen = new Set();
+            const timer = setInterval(() => {
+                seen.add(viewport.getCurrentImageIdIndex());
+                if (seen.size === 4) { clearInterval(timer); resolve([...seen].sort()); }
+            }, 5);
+        })"""
+    )
+    assert seen == [0, 1, 2, 3]
+    page.click('[data-action="cine"]')
+    assert page.locator('[data-action="cine"]').get_attribute("aria-pressed") == "false"
+    still = pane_state(page)["index"]
+    page.wait_for_timeout(300)
+    assert pane_state(page)["index"] == still
+
+
+def test_rotate_flip_and_fit_move_the_image_on_the_canvas(live_server, browser_page, reading_data):
+    page = browser_page
+    open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
+    page.select_option("[data-preset]", "400,1800")
+    wait_for_image(page, 0)
+    centres = block_centres(CT_SIZE, CT_BLOCK)
+    upright = gray(page, centres)
+    page.click('[data-action="flip-h"]')
+    wait_for_image(page, 0)
+    # sample() follows the image: the same image pixel shows the same value however turned.
+    assert np.abs(gray(page, centres) - upright).max() <= TOLERANCE
+    assert "水平翻转" in overlay(page, "br")
+    page.click('[data-action="rotate"]')
+    wait_for_image(page, 0)
+    assert np.abs(gray(page, centres) - upright).max() <= TOLERANCE
+    assert "90°" in overlay(page, "br")
+    presentation = page.evaluate("() => window.yunyingViewer.viewers[0].panes[0].viewport.getViewPresentation()")
+    assert presentation["rotation"] == 90
+    assert presentation["flipHorizontal"] is True
+    page.click('[data-action="reset"]')
+    wait_for_image(page, 0)
+    presentation = page.evaluate("() => window.yunyingViewer.viewers[0].panes[0].viewport.getViewPresentation()")
+    assert presentation["rotation"] == 0
+    assert presentation["flipHorizontal"] is False
+
+
+def test_a_prior_study_opens_in_the_second_pane(live_server, browser_page, reading_data):
+    page = browser_page
+    open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/?prior={reading_data['prior']}", panes=2)
+    assert page.locator('section[data-pane="1"]').is_visible()
+    assert pane_state(page, 1)["total"] == 2
+    assert "1/2" in page.locator('[data-pane="1"] [data-overlay="bl"]').inner_text()
+    page.select_option("[data-prior]", "")
+    assert page.locator('section[data-pane="1"]').is_hidden()
+
+
+@pytest.mark.parametrize("lut", list(VOI_LUTS))
+def test_a_dx_with_a_voi_lut_renders_like_the_pydicom_reference(live_server, browser_page, reading_data, lut):
+    page = browser_page
+    open_viewer(page, f"{live_server.url}/viewer/{reading_data['dx'][lut]}/")
+    wait_for_image(page, 0)
+    stored = dcmread(reading_data["dx_file"][lut])
+    reference = apply_voi_lut(stored.pixel_array, stored) / 65535 * 255
+    centres = block_centres(DX_SIZE, DX_BLOCK)
+    expected = np.array([reference[row, column] for column, row in centres])
+    shown = gray(page, centres)
+    assert np.abs(shown - expected).max() <= TOLERANCE
+    # The file's window would have looked clearly different: the LUT, not the window, is shown.
+    windowed = linear_window(np.array([stored.pixel_array[row, column] for column, row in centres]), 3000, 1000)
+    assert np.abs(shown - windowed).max() > 100
+    assert "SQRT" in overlay(page, "br")
