@@ -9,6 +9,7 @@ with no active modality cannot receive images, over DICOM or over the web."""
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -111,6 +112,33 @@ def store(
     return report
 
 
+LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+def _dataset_offset(file: IO[bytes]) -> int | None:
+    """Where the dataset starts after the File Meta Information, with or without the
+    128-byte preamble and DICM prefix and the group length (pydicom, for one, writes a
+    bare meta group when asked for no file format), or None when there is no meta group."""
+    file.seek(0)
+    head = file.read(64 * 1024)
+    position = 132 if head[128:132] == b"DICM" else 0
+    found = False
+    # The meta group is always explicit VR little endian (PS3.10 7.1).
+    while position + 8 <= len(head):
+        group, _element = struct.unpack("<HH", head[position : position + 4])
+        if group != 0x0002:
+            break
+        vr = head[position + 4 : position + 6]
+        if vr in LONG_LENGTH_VRS:
+            (length,) = struct.unpack("<I", head[position + 8 : position + 12])
+            position += 12 + length
+        else:
+            (length,) = struct.unpack("<H", head[position + 6 : position + 8])
+            position += 8 + length
+        found = True
+    return position if found and position <= len(head) else None
+
+
 def _failure(sop_class: str, sop_instance: str, reason: int) -> dj.JsonDataset:
     return {
         "00081150": dj.element("UI", sop_class),
@@ -126,8 +154,14 @@ def _store_one(
     instance_url: Callable[[str, str, str], str],
     report: StoreReport,
 ) -> None:
+    dataset_offset = _dataset_offset(file)
+    if dataset_offset is None:
+        logger.info("STOW part refused: not a DICOM file with a File Meta Information header")
+        report.failed.append(_failure("", "", CANNOT_UNDERSTAND))
+        return
     try:
-        ds = dcmread(file, stop_before_pixels=True, specific_tags=READ_TAGS)
+        file.seek(0)
+        ds = dcmread(file, stop_before_pixels=True, specific_tags=READ_TAGS, force=True)
         meta = ds.file_meta
         transfer_syntax = str(meta.TransferSyntaxUID)
         sop_class = str(meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID") or "")
@@ -153,7 +187,8 @@ def _store_one(
     if modality is None:
         report.failed.append(_failure(sop_class, sop_instance, NOT_AUTHORIZED))
         return
-    file.seek(0)
+    # The bare dataset follows the meta group; ingest builds its own meta group for it.
+    file.seek(dataset_offset)
     try:
         result = ingest_instance(
             file,  # type: ignore[arg-type]

@@ -1,0 +1,157 @@
+"""STOW-RS over HTTP with the dicomweb-client package: a stored instance goes through the
+ingest service into the technologist's facility and is found by QIDO-RS; failures come
+back per instance with the PS3.18 statuses."""
+
+from __future__ import annotations
+
+from datetime import date
+from io import BytesIO
+
+import pytest
+import requests
+from pydicom import dcmwrite
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from cloudpacs.dicomweb.multipart import OutPart, encode, new_boundary
+from cloudpacs.models import Instance, Study
+from cloudpacs.storage import PREAMBLE, file_meta_bytes
+from facilities.models import AuditEvent
+from tests.dicomweb_support import Archive, build_archive, client_for, token_for, voi_lut_dx
+from tests.factories import make_dataset
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def archive(township, other_township, ct_modality, dr_modality, tmp_path) -> Archive:
+    return build_archive(township, other_township, ct_modality, dr_modality, tmp_path / "in")
+
+
+def part10(ds) -> bytes:
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def post(live_server, user, body: bytes, content_type: str, path: str = "/dicomweb/studies") -> requests.Response:
+    return requests.post(
+        live_server.url + path,
+        data=body,
+        headers={"Authorization": f"Token {token_for(user)}", "Content-Type": content_type},
+        timeout=20,
+    )
+
+
+def multipart_body(*payloads: bytes) -> tuple[bytes, str]:
+    boundary = new_boundary()
+    body = encode([OutPart("application/dicom", data=payload) for payload in payloads], boundary)
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def test_a_technologist_stores_a_new_instance_and_finds_it(live_server, technologist, archive):
+    client = client_for(live_server, technologist)
+    ds = make_dataset(
+        patient_id="P0100", patient_name="Zhao^Liu=赵^六", character_set="ISO_IR 192", study_date=date(2025, 11, 3)
+    )
+    result = client.store_instances([ds])
+    (referenced,) = result.ReferencedSOPSequence
+    assert referenced.ReferencedSOPInstanceUID == ds.SOPInstanceUID
+    assert referenced.RetrieveURL.endswith(f"/instances/{ds.SOPInstanceUID}")
+    assert "FailedSOPSequence" not in result or len(result.FailedSOPSequence) == 0
+    study = Study.objects.get(study_uid=ds.StudyInstanceUID)
+    assert study.facility == technologist.facility
+    assert study.modality == archive.ct
+    (found,) = client.search_for_studies(search_filters={"PatientName": "赵*"})
+    assert found["0020000D"]["Value"] == [ds.StudyInstanceUID]
+    assert client.retrieve_instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID).PatientID == "P0100"
+    assert AuditEvent.objects.filter(action="cloudpacs.study.stored_over_web", object_id=ds.StudyInstanceUID).exists()
+
+
+def test_a_dx_goes_to_the_facilitys_dr_machine(live_server, technologist, archive):
+    client = client_for(live_server, technologist)
+    ds = voi_lut_dx(patient_id="P0101")
+    client.store_instances([ds])
+    assert Study.objects.get(study_uid=ds.StudyInstanceUID).modality == archive.dr
+
+
+def test_storing_into_a_named_study_refuses_instances_of_another(live_server, technologist, archive):
+    study_uid = archive.studies["zhang_ct"][0]
+    belongs = make_dataset(study_uid=study_uid, patient_id="P0001", instance_number=9)
+    stranger = make_dataset(patient_id="P0102")
+    body, content_type = multipart_body(part10(belongs), part10(stranger))
+    response = post(live_server, technologist, body, content_type, f"/dicomweb/studies/{study_uid}")
+    assert response.status_code == 202
+    result = response.json()
+    assert [item["00081155"]["Value"][0] for item in result["00081199"]["Value"]] == [belongs.SOPInstanceUID]
+    (failed,) = result["00081198"]["Value"]
+    assert failed["00081155"]["Value"] == [stranger.SOPInstanceUID]
+    assert failed["00081197"]["Value"] == [0xA900]
+    assert not Instance.objects.filter(sop_instance_uid=stranger.SOPInstanceUID).exists()
+
+
+def test_when_every_instance_fails_the_answer_is_409(live_server, technologist, archive):
+    body, content_type = multipart_body(b"not a dicom file at all", b"\x00" * 200)
+    response = post(live_server, technologist, body, content_type)
+    assert response.status_code == 409
+    reasons = [item["00081197"]["Value"][0] for item in response.json()["00081198"]["Value"]]
+    assert reasons == [0xC000, 0xC000]
+
+
+def test_a_study_uid_of_another_township_is_refused(live_server, technologist, archive):
+    other_study = archive.studies["other_zhang"][0]
+    ds = make_dataset(study_uid=other_study, patient_id="P0001")
+    body, content_type = multipart_body(part10(ds))
+    response = post(live_server, technologist, body, content_type)
+    assert response.status_code == 409
+    assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0x0124]
+
+
+def test_the_same_instance_sent_twice_is_stored_once(live_server, technologist, archive):
+    ds = make_dataset(patient_id="P0103")
+    body, content_type = multipart_body(part10(ds))
+    assert post(live_server, technologist, body, content_type).status_code == 200
+    assert post(live_server, technologist, body, content_type).status_code == 200
+    assert Instance.objects.filter(sop_instance_uid=ds.SOPInstanceUID).count() == 1
+
+
+def test_a_dataset_whose_class_differs_from_its_file_meta_is_refused(live_server, technologist, archive):
+    ds = make_dataset(patient_id="P0104")
+    meta = file_meta_bytes("1.2.840.10008.5.1.4.1.1.7", ds.SOPInstanceUID, ExplicitVRLittleEndian)
+    del ds.file_meta
+    dataset = BytesIO()
+    dcmwrite(dataset, ds, implicit_vr=False, little_endian=True)
+    body, content_type = multipart_body(PREAMBLE + meta + dataset.getvalue())
+    response = post(live_server, technologist, body, content_type)
+    assert response.status_code == 409
+    assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]
+
+
+def test_other_media_types_are_415_and_a_body_without_parts_is_400(live_server, technologist, archive):
+    assert post(live_server, technologist, b"{}", "application/dicom+json").status_code == 415
+    boundary = new_boundary()
+    xml = f'multipart/related; type="application/dicom+xml"; boundary={boundary}'
+    assert post(live_server, technologist, b"", xml).status_code == 415
+    empty = f"--{boundary}--\r\n".encode()
+    response = post(
+        live_server, technologist, empty, f'multipart/related; type="application/dicom"; boundary={boundary}'
+    )
+    assert response.status_code == 400
+
+
+def test_a_radiologist_may_not_store(live_server, radiologist, archive):
+    body, content_type = multipart_body(part10(make_dataset(sop_instance_uid=generate_uid())))
+    assert post(live_server, radiologist, body, content_type).status_code == 403
+
+
+def test_a_session_upload_needs_the_csrf_token(live_server, technologist, archive):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(technologist)
+    ds = make_dataset(patient_id="P0105")
+    body, content_type = multipart_body(part10(ds))
+    assert client.post("/dicomweb/studies", body, content_type=content_type).status_code == 403
+    token = "k" * 32
+    client.cookies["csrftoken"] = token
+    response = client.post("/dicomweb/studies", body, content_type=content_type, HTTP_X_CSRFTOKEN=token)
+    assert response.status_code == 200
