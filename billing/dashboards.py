@@ -13,17 +13,16 @@ Which exams each page counts:
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+import numpy as np
 from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet, Sum
-from django.db.models.functions import ExtractYear, TruncMonth
+from django.db.models.functions import ExtractMonth, ExtractYear
 from django.utils.translation import gettext_lazy as _
 
 from billing import hanyin
@@ -158,63 +157,50 @@ class Savings:
     kinds: list[str]
 
 
-def _saving_rows(rows: Iterable[dict[str, Any]], key: str, label: Any, drill: Any) -> list[SavingRow]:
-    return [
-        SavingRow(
-            key=str(r[key]),
-            label=label(r[key]),
-            entries=r["entries"],
-            body_parts=r["parts"] or 0,
-            saving=money(r["saving"]),
-            drill=drill(r[key]),
-        )
-        for r in rows
-    ]
-
-
 def ledger_entries(filters: Filters) -> QuerySet[LedgerEntry]:
     return LedgerEntry.objects.filter(filters.ledger_q())
 
 
+def _add(rows: dict[str, SavingRow], key: str, label: str, drill: dict[str, str], r: dict[str, Any]) -> None:
+    row = rows.setdefault(key, SavingRow(key, label, 0, 0, ZERO, drill))
+    row.entries += r["entries"]
+    row.body_parts += r["parts"] or 0
+    row.saving += money(r["saving"])
+
+
 def savings(filters: Filters) -> Savings:
-    entries = ledger_entries(filters)
-    sums = {"entries": Count("id"), "parts": Sum("body_parts"), "saving": Sum("saving")}
-    total = entries.aggregate(**sums)
-    by_fk = list(entries.values("facility_id", "exam_kind").annotate(**sums).order_by())
-    facilities = {f.pk: f for f in Facility.objects.filter(pk__in={r["facility_id"] for r in by_fk})}
+    """Every table of the savings page from one scan of the ledger, grouped by township,
+    kind and month (a few hundred groups for a county), summed up in Decimal here."""
+    groups = list(
+        ledger_entries(filters)
+        .annotate(year=ExtractYear("exam_date"), month=ExtractMonth("exam_date"))
+        .values("facility_id", "exam_kind", "year", "month")
+        .annotate(entries=Count("id"), parts=Sum("body_parts"), saving=Sum("saving"))
+        .order_by()
+    )
+    facilities = {f.pk: f for f in Facility.objects.filter(pk__in={r["facility_id"] for r in groups})}
+    total: dict[str, SavingRow] = {}
+    by_kind: dict[str, SavingRow] = {}
+    by_year: dict[str, SavingRow] = {}
+    by_month: dict[str, SavingRow] = {}
     per_township: dict[int, TownshipSaving] = {}
-    for r in by_fk:
+    for r in groups:
+        kind, year, month = r["exam_kind"], str(r["year"]), f"{r['year']}-{r['month']:02d}"
+        _add(total, "all", str(_("合计")), {}, r)
+        _add(by_kind, kind, str(ExamKind(kind).label), {"modality": kind}, r)
+        _add(by_year, year, year, {"year": year}, r)
+        _add(by_month, month, month, {"month": month}, r)
         row = per_township.setdefault(r["facility_id"], TownshipSaving(facilities[r["facility_id"]], {}, 0, ZERO))
-        row.by_kind[r["exam_kind"]] = money(r["saving"])
+        row.by_kind[kind] = row.by_kind.get(kind, ZERO) + money(r["saving"])
         row.entries += r["entries"]
         row.saving += money(r["saving"])
-    ordered = township_order(f for f in facilities.values())
-    by_kind = _saving_rows(
-        entries.values("exam_kind").annotate(**sums).order_by("exam_kind"),
-        "exam_kind",
-        lambda k: str(ExamKind(k).label),
-        lambda k: {"modality": k},
-    )
-    by_year = _saving_rows(
-        entries.annotate(year=ExtractYear("exam_date")).values("year").annotate(**sums).order_by("year"),
-        "year",
-        str,
-        lambda y: {"year": str(y)},
-    )
-    months = entries.annotate(month=TruncMonth("exam_date")).values("month").annotate(**sums).order_by("month")
-    by_month = _saving_rows(
-        ({**r, "month": f"{r['month']:%Y-%m}"} for r in months),
-        "month",
-        str,
-        lambda m: {"month": m},
-    )
     return Savings(
-        total=SavingRow("all", str(_("合计")), total["entries"], total["parts"] or 0, money(total["saving"]), drill={}),
-        by_township=[per_township[f.pk] for f in ordered],
-        by_kind=by_kind,
-        by_year=by_year,
-        by_month=by_month,
-        kinds=[k for k in ExamKind.values if any(k in t.by_kind for t in per_township.values())],
+        total=total.get("all") or SavingRow("all", str(_("合计")), 0, 0, ZERO),
+        by_township=[per_township[f.pk] for f in township_order(facilities.values())],
+        by_kind=[by_kind[k] for k in sorted(by_kind)],
+        by_year=[by_year[k] for k in sorted(by_year)],
+        by_month=[by_month[k] for k in sorted(by_month)],
+        kinds=[k for k in ExamKind.values if k in by_kind],
     )
 
 
@@ -346,31 +332,16 @@ class Turnaround:
         return sorted(self.by_radiologist, key=lambda r: -r.n)
 
 
-def percentile_cont(ordered: Sequence[float], fraction: float) -> float | None:
-    """PostgreSQL's percentile_cont over already sorted values."""
-    if not ordered:
-        return None
-    position = fraction * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def summarize(values: list[float]) -> Summary:
-    n = len(values)
+def summarize(values: np.ndarray) -> Summary:
+    """n, mean ± SD (sample) and quartiles of the values that are not NaN. numpy's default
+    "linear" percentile is PostgreSQL's percentile_cont."""
+    values = values[~np.isnan(values)]
+    n = int(values.size)
     if not n:
         return Summary()
-    ordered = sorted(values)
-    mean = math.fsum(ordered) / n
-    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in ordered) / (n - 1)) if n > 1 else None
-    return Summary(
-        n,
-        mean,
-        sd,
-        percentile_cont(ordered, 0.25),
-        percentile_cont(ordered, 0.5),
-        percentile_cont(ordered, 0.75),
-    )
+    q1, median, q3 = (float(q) for q in np.percentile(values, [25, 50, 75]))
+    sd = float(values.std(ddof=1)) if n > 1 else None
+    return Summary(n, float(values.mean()), sd, q1, median, q3)
 
 
 def period_of(day: date, period: str) -> str:
@@ -513,36 +484,39 @@ def _groups_python(filters: Filters, period: str) -> tuple[dict[tuple[str, str],
         SELECT c.facility_id, c.radiologist_id, c.kind, c.exam_date, {total}, {stage_cols}, {_limit_case(total)}
         FROM consults_consult c WHERE {where}
     """  # noqa: S608 -- only constants and placeholders are interpolated
-    values: dict[tuple[str, str], list[list[float]]] = defaultdict(lambda: [[] for _ in range(len(STAGES) + 1)])
-    within: dict[tuple[str, str], int] = defaultdict(int)
-    histogram: dict[int, int] = defaultdict(int)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        for facility_id, radiologist_id, kind, exam_date, *measures, ok in cursor.fetchall():
-            day = exam_date if isinstance(exam_date, date) else date.fromisoformat(exam_date)
-            keys = [
-                ("facility", str(facility_id)),
-                ("radiologist", str(radiologist_id)),
-                ("kind", str(kind)),
-                ("period", period_of(day, period)),
-                ("all", ""),
-            ]
-            for key in keys:
-                lists = values[key]
-                for i, m in enumerate(measures):
-                    if m is not None:
-                        lists[i].append(float(m))
-                within[key] += int(ok)
-            histogram[min(math.floor(measures[0] / HISTOGRAM_BIN_MINUTES), HISTOGRAM_BINS)] += 1
-    groups = {
-        key: _Group(
-            summarize(lists[0]),
-            {k: summarize(lists[i + 1]) for i, (k, _l, _a, _b) in enumerate(STAGES)},
-            within[key],
-        )
-        for key, lists in values.items()
+        rows = cursor.fetchall()
+    if not rows:
+        return {}, []
+    facility_ids, radiologist_ids, kinds, exam_dates, *columns = zip(*rows, strict=True)
+    # Minutes of the consult and of each stage, one row per measure; NaN where not reached.
+    minutes = np.array(columns[: len(STAGES) + 1], dtype=float)
+    within = np.array(columns[-1], dtype=int)
+    days = [d if isinstance(d, date) else date.fromisoformat(d) for d in exam_dates]
+    keys: dict[str, np.ndarray] = {
+        "facility": np.array([str(f) for f in facility_ids]),
+        "radiologist": np.array([str(r) for r in radiologist_ids]),
+        "kind": np.array([str(k) for k in kinds]),
+        "period": np.array([period_of(d, period) for d in days]),
     }
-    return groups, sorted(histogram.items())
+    groups: dict[tuple[str, str], _Group] = {}
+
+    def group(selected: np.ndarray | slice) -> _Group:
+        part = minutes[:, selected]
+        return _Group(
+            summarize(part[0]),
+            {k: summarize(part[i + 1]) for i, (k, _l, _a, _b) in enumerate(STAGES)},
+            int(within[selected].sum()),
+        )
+
+    groups[("all", "")] = group(slice(None))
+    for name, column in keys.items():
+        for value in np.unique(column):
+            groups[(name, str(value))] = group(column == value)
+    bins = np.minimum(np.floor(minutes[0] / HISTOGRAM_BIN_MINUTES), HISTOGRAM_BINS).astype(int)
+    numbers, counts = np.unique(bins, return_counts=True)
+    return groups, [(int(b), int(n)) for b, n in zip(numbers, counts, strict=True)]
 
 
 def turnaround(filters: Filters, period: str = "year") -> Turnaround:

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.test import Client
 from django.urls import reverse
@@ -64,6 +64,9 @@ def hanyin(django_db_setup, django_db_blocker):
         atomic.__enter__()
         try:
             call_command("seed_hanyin", stdout=io.StringIO())
+            # Fire the deferred foreign-key checks of the seed's rows now, once; left
+            # pending, every test's teardown would check them again inside its savepoint.
+            connection.check_constraints()
             yield
         finally:
             transaction.set_rollback(True)
