@@ -218,6 +218,8 @@ def series_instances(request: HttpRequest, study_uid: str, series_uid: str) -> H
 def _store(request: HttpRequest, study_uid: str | None) -> HttpResponse:
     if not has_role(request.user, TECHNOLOGIST):
         raise DicomwebError(403, "only a township's technologists store images")
+    if study_uid is not None and Study.objects.filter(study_uid=study_uid).exists():
+        _study(request, study_uid)  # 404 for a study outside the user's facility
     boundary = stow.check_content_type(request.headers.get("Content-Type", ""))
     base = _base(request)
     report = stow.store(
