@@ -195,7 +195,7 @@ def _check_pixel_data_complete(ds: Dataset, path: Path) -> None:
     """A dataset cut short on the wire ends inside its pixel data, which the index never
     reads: check that the declared length fits in the file, or for encapsulated pixel
     data that the file ends with its sequence delimiter."""
-    raw = ds.get_item(PIXEL_DATA_TAG, keep_deferred=True)
+    raw: Any = ds.get_item(PIXEL_DATA_TAG, keep_deferred=True)
     if raw is None or not hasattr(raw, "value_tell") or raw.value_tell is None:
         return
     size = path.stat().st_size

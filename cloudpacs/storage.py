@@ -22,12 +22,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from django.conf import settings
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 logger = logging.getLogger("cloudpacs.storage")
 
@@ -71,9 +71,9 @@ def key_for(study_uid: str, sop_instance_uid: str, sha256: str) -> str:
 
 def file_meta_bytes(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_ae: str = "") -> bytes:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = transfer_syntax_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     if source_ae:
@@ -127,9 +127,8 @@ def stage(
             return adopted
     meta = file_meta_bytes(sop_class_uid, sop_instance_uid, transfer_syntax_uid, source_ae)
     digest = hashlib.sha256()
-    stream: BinaryIO
     opened = isinstance(source, str | os.PathLike)
-    stream = open(source, "rb") if opened else source  # type: ignore[arg-type]  # noqa: SIM115
+    stream: Any = open(source, "rb") if opened else source  # type: ignore[arg-type]  # noqa: SIM115
     try:
         head = stream.read(4096)
         offset = part10_dataset_offset(head)

@@ -27,9 +27,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
-from pydicom import uid as tsuid
+from pydicom import uid
 from pynetdicom import AE, _config, evt
-from pynetdicom import sop_class as sc
 from pynetdicom.transport import ThreadedAssociationServer
 
 from cloudpacs import services as archive
@@ -54,43 +53,45 @@ RJ_NO_REASON = 0x01
 RJ_CALLING_AE_NOT_RECOGNISED = 0x03
 RJ_CALLED_AE_NOT_RECOGNISED = 0x07
 
+VERIFICATION = "1.2.840.10008.1.1"
+
 STORAGE_SOP_CLASSES = [
-    sc.CTImageStorage,
-    sc.EnhancedCTImageStorage,
-    sc.DigitalXRayImageStorageForPresentation,
-    sc.DigitalXRayImageStorageForProcessing,
-    sc.ComputedRadiographyImageStorage,
-    sc.DigitalMammographyXRayImageStorageForPresentation,
-    sc.DigitalMammographyXRayImageStorageForProcessing,
-    sc.MRImageStorage,
-    sc.EnhancedMRImageStorage,
-    sc.SecondaryCaptureImageStorage,
-    sc.MultiFrameSingleBitSecondaryCaptureImageStorage,
-    sc.MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
-    sc.MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
-    sc.MultiFrameTrueColorSecondaryCaptureImageStorage,
-    sc.GrayscaleSoftcopyPresentationStateStorage,
-    sc.KeyObjectSelectionDocumentStorage,
-    sc.BasicTextSRStorage,
-    sc.EnhancedSRStorage,
-    sc.ComprehensiveSRStorage,
-    sc.EncapsulatedPDFStorage,
+    uid.CTImageStorage,
+    uid.EnhancedCTImageStorage,
+    uid.DigitalXRayImageStorageForPresentation,
+    uid.DigitalXRayImageStorageForProcessing,
+    uid.ComputedRadiographyImageStorage,
+    uid.DigitalMammographyXRayImageStorageForPresentation,
+    uid.DigitalMammographyXRayImageStorageForProcessing,
+    uid.MRImageStorage,
+    uid.EnhancedMRImageStorage,
+    uid.SecondaryCaptureImageStorage,
+    uid.MultiFrameSingleBitSecondaryCaptureImageStorage,
+    uid.MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    uid.MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    uid.MultiFrameTrueColorSecondaryCaptureImageStorage,
+    uid.GrayscaleSoftcopyPresentationStateStorage,
+    uid.KeyObjectSelectionDocumentStorage,
+    uid.BasicTextSRStorage,
+    uid.EnhancedSRStorage,
+    uid.ComprehensiveSRStorage,
+    uid.EncapsulatedPDFStorage,
 ]
 
 TRANSFER_SYNTAXES = [
-    tsuid.ExplicitVRLittleEndian,
-    tsuid.ImplicitVRLittleEndian,
-    tsuid.DeflatedExplicitVRLittleEndian,
-    tsuid.ExplicitVRBigEndian,
-    tsuid.JPEGBaseline8Bit,
-    tsuid.JPEGExtended12Bit,
-    tsuid.JPEGLossless,
-    tsuid.JPEGLosslessSV1,
-    tsuid.JPEGLSLossless,
-    tsuid.JPEGLSNearLossless,
-    tsuid.JPEG2000Lossless,
-    tsuid.JPEG2000,
-    tsuid.RLELossless,
+    uid.ExplicitVRLittleEndian,
+    uid.ImplicitVRLittleEndian,
+    uid.DeflatedExplicitVRLittleEndian,
+    uid.ExplicitVRBigEndian,
+    uid.JPEGBaseline8Bit,
+    uid.JPEGExtended12Bit,
+    uid.JPEGLossless,
+    uid.JPEGLosslessSV1,
+    uid.JPEGLSLossless,
+    uid.JPEGLSNearLossless,
+    uid.JPEG2000Lossless,
+    uid.JPEG2000,
+    uid.RLELossless,
 ]
 
 
@@ -113,7 +114,7 @@ def _peer(assoc: Any) -> str:
         return "?"
 
 
-def _reject(assoc: Any, reason: int, why: str) -> None:
+def _reject(assoc: Any, reason: int, why: str) -> None:  # assoc: pynetdicom Association
     calling = assoc.requestor.primitive.calling_ae_title
     called = assoc.requestor.primitive.called_ae_title
     logger.warning("association rejected: %s (calling %r, called %r, peer %s)", why, calling, called, _peer(assoc))
@@ -124,7 +125,7 @@ def _reject(assoc: Any, reason: int, why: str) -> None:
 def handle_requested(event: evt.Event) -> None:
     """The association policy: a registered, active calling AE; our called AE; and,
     when DICOM_CHECK_PEER_ADDRESS is on, the modality's registered host."""
-    assoc = event.assoc
+    assoc: Any = event.assoc
     try:
         close_old_connections()
         request = assoc.requestor.primitive
@@ -202,7 +203,7 @@ def handle_echo(event: evt.Event) -> int:
 def handle_store(event: evt.Event) -> int:
     """Store one instance; answer only after the file and its index row are durable."""
     state = _state(event.assoc)
-    request = event.request
+    request: Any = event.request
     sop_instance_uid = str(request.AffectedSOPInstanceUID or "").strip()
     if state is None:
         return PROCESSING_FAILURE
@@ -250,7 +251,7 @@ def handle_store(event: evt.Event) -> int:
     return status
 
 
-HANDLERS = [
+HANDLERS: list[Any] = [
     (evt.EVT_REQUESTED, handle_requested),
     (evt.EVT_ACCEPTED, handle_accepted),
     (evt.EVT_RELEASED, handle_closed),
@@ -282,7 +283,7 @@ def build_ae() -> AE:
     ae.acse_timeout = 30
     ae.dimse_timeout = 60
     ae.network_timeout = 120
-    ae.add_supported_context(sc.Verification)
+    ae.add_supported_context(VERIFICATION)
     for sop_class in STORAGE_SOP_CLASSES:
         ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
     return ae

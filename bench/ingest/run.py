@@ -1,0 +1,574 @@
+#!/usr/bin/env python
+"""DICOM ingest benchmark: the Yunying receiver beside dcmtk storescp and Orthanc.
+
+Pushes three sets with dcmtk storescu over loopback, once with one association and once
+with four in parallel, each run into an empty receiver, and prints instances/s, MB/s and
+the receiver's peak memory (resident set of the receiver's process tree, sampled), with
+ratios to storescp and Orthanc:
+
+  (a) 200-instance small CT series (about 40 KB each)
+  (b) 100-slice 512 x 512 16-bit CT series
+  (c) three 3000 x 2500 16-bit DX images
+
+storescp and Orthanc listen on every address, so the whole benchmark runs in a private
+network namespace (`unshare -n`, loopback only); all receivers run there alike. Every
+client has TCP_NODELAY=1 (dcmtk leaves Nagle on otherwise) and every receiver a 128 KB
+maximum PDU.
+
+    .venv/bin/python bench/ingest/run.py [--runs 3] [--memory-gb 3] [--only yunying]
+
+It re-executes itself inside the namespace (needs root or user namespaces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+AE_TITLE = "CLOUDPACS"
+CALLING = "XUANWO_CT"
+MAX_PDU = 131072
+PG_SOCKET_DIR = "/var/run/postgresql"
+
+
+# ---------------------------------------------------------------- data sets
+
+
+@dataclass
+class DataSet:
+    name: str
+    label: str
+    files: list[Path]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.files)
+
+
+def generate(workdir: Path) -> list[DataSet]:
+    sys.path.insert(0, str(BASE_DIR))
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import (
+        CTImageStorage,
+        DigitalXRayImageStorageForPresentation,
+        ExplicitVRLittleEndian,
+        generate_uid,
+    )
+
+    def make(sop_class: str, modality: str, rows: int, cols: int, study: str, series: str, number: int) -> Dataset:
+        ds = Dataset()
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.SOPClassUID = sop_class
+        ds.SOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = series
+        ds.PatientID = "BENCH1"
+        ds.PatientName = "Zhang^San=张^三"
+        ds.PatientBirthDate = "19600101"
+        ds.PatientSex = "M"
+        ds.StudyDate = "20250901"
+        ds.StudyTime = "101500"
+        ds.AccessionNumber = "A1"
+        ds.Modality = modality
+        ds.SeriesNumber = 1
+        ds.InstanceNumber = number
+        ds.InstitutionName = "漩涡镇中心卫生院"
+        ds.StationName = "CT01"
+        ds.Rows, ds.Columns = rows, cols
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+        ds.PixelRepresentation = 0
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        rng = np.random.default_rng(number)
+        ds.PixelData = rng.integers(0, 4096, size=(rows, cols), dtype=np.uint16).tobytes()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = sop_class
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        return ds
+
+    specs = [
+        ("a", "small CT (200 x 40 KB)", CTImageStorage, "CT", 140, 140, 200),
+        ("b", "CT 512x512 (100 x 530 KB)", CTImageStorage, "CT", 512, 512, 100),
+        ("c", "DX 3000x2500 (3 x 15 MB)", DigitalXRayImageStorageForPresentation, "DX", 3000, 2500, 3),
+    ]
+    sets = []
+    for name, label, sop_class, modality, rows, cols, count in specs:
+        directory = workdir / "sets" / name
+        marker = directory / ".complete"
+        if not marker.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+            study, series = generate_uid(), generate_uid()
+            for number in range(1, count + 1):
+                make(sop_class, modality, rows, cols, study, series, number).save_as(
+                    directory / f"{number:04d}.dcm", enforce_file_format=True
+                )
+            marker.touch()
+        sets.append(DataSet(name, label, sorted(directory.glob("*.dcm"))))
+    return sets
+
+
+def generate_memory_set(workdir: Path, gigabytes: float) -> DataSet:
+    """Distinct 15 MB DX instances adding up to `gigabytes`: the template's bytes with
+    the SOP Instance UID patched in place (same length), so generation is a copy."""
+    from pydicom import dcmread
+
+    template = sorted((workdir / "sets" / "c").glob("*.dcm"))[0]
+    data = template.read_bytes()
+    uid = str(dcmread(template, stop_before_pixels=True).SOPInstanceUID).encode()
+    count = max(1, int(gigabytes * 1e9 / len(data)))
+    directory = workdir / "sets" / f"mem{count}"
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    for number in range(count):
+        path = directory / f"{number:05d}.dcm"
+        if not path.exists():
+            suffix = f"{number:05d}".encode()
+            new_uid = uid[: len(uid) - len(suffix)] + suffix
+            path.write_bytes(data.replace(uid, new_uid))
+        files.append(path)
+    return DataSet("mem", f"DX x {count} ({count * len(data) / 1e9:.1f} GB)", files)
+
+
+# ---------------------------------------------------------------- receivers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"receiver exited with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def tree_rss_kb(pid: int) -> int:
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    pending.extend(int(child) for child in children.read().split())
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return total
+
+
+class PeakSampler:
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.pid, self.interval, self.peak = pid, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss_kb(self.pid))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Receiver:
+    name: str
+    start: Callable[[Path, int], subprocess.Popen]
+    extra: dict = field(default_factory=dict)
+
+
+def yunying_env(rundir: Path, database_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "STORAGE_ROOT": str(rundir / "storage"),
+        "DICOM_AE_TITLE": AE_TITLE,
+        "DICOM_MAX_PDU": str(MAX_PDU),
+        "STUDY_STABLE_SECONDS": "2",
+        "LOG_LEVEL": "WARNING",
+        "DEBUG": "false",
+        "CELERY_BROKER_URL": "",
+    }
+
+
+SEED = """
+from facilities.models import ExamKind, Facility, Modality
+f = Facility.objects.create(code="XUANWO", name="漩涡镇中心卫生院", short_name="漩涡", pinyin="Xuanwo",
+    kind=Facility.Kind.TOWNSHIP_CENTRE, level=Facility.Level.FIRST)
+Modality.objects.create(facility=f, kind=ExamKind.CT, ae_title="XUANWO_CT")
+"""
+
+
+def prepare_yunying_sqlite(workdir: Path) -> Path:
+    template = workdir / "template.sqlite3"
+    if not template.exists():
+        env = yunying_env(workdir, f"sqlite:///{template}")
+        subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True)
+        subprocess.run([PYTHON, "manage.py", "shell", "-c", SEED], cwd=BASE_DIR, env=env, check=True)
+        # One file, no WAL side files, so that a copy is a complete database.
+        with sqlite3.connect(template) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute("PRAGMA journal_mode=DELETE")
+    return template
+
+
+def pg_url(name: str) -> str:
+    return f"postgres://postgres@/{name}?host={PG_SOCKET_DIR}"
+
+
+def psql(sql: str) -> None:
+    subprocess.run(["psql", "-h", PG_SOCKET_DIR, "-U", "postgres", "-qtAc", sql], check=True, capture_output=True)
+
+
+def prepare_yunying_pg(workdir: Path) -> str:
+    template = "yunying_bench_ingest_template"
+    psql(f"DROP DATABASE IF EXISTS {template}")
+    psql(f"CREATE DATABASE {template}")
+    env = yunying_env(workdir, pg_url(template))
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True)
+    subprocess.run([PYTHON, "manage.py", "shell", "-c", SEED], cwd=BASE_DIR, env=env, check=True)
+    return template
+
+
+def start_yunying_sqlite(workdir: Path) -> Callable[[Path, int], subprocess.Popen]:
+    template = prepare_yunying_sqlite(workdir)
+
+    def start(rundir: Path, port: int) -> subprocess.Popen:
+        database = rundir / "db.sqlite3"
+        shutil.copyfile(template, database)
+        env = yunying_env(rundir, f"sqlite:///{database}")
+        return subprocess.Popen(
+            [PYTHON, "manage.py", "dicomnode", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(rundir / "receiver.log", "w"),
+        )
+
+    return start
+
+
+def start_yunying_pg(workdir: Path) -> Callable[[Path, int], subprocess.Popen]:
+    template = prepare_yunying_pg(workdir)
+
+    def start(rundir: Path, port: int) -> subprocess.Popen:
+        name = "yunying_bench_ingest_run"
+        psql(f"DROP DATABASE IF EXISTS {name}")
+        psql(f"CREATE DATABASE {name} TEMPLATE {template}")
+        (rundir / "database_url").write_text(pg_url(name))
+        env = yunying_env(rundir, pg_url(name))
+        return subprocess.Popen(
+            [PYTHON, "manage.py", "dicomnode", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(rundir / "receiver.log", "w"),
+        )
+
+    return start
+
+
+def start_storescp(rundir: Path, port: int) -> subprocess.Popen:
+    out = rundir / "storage"
+    out.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        ["storescp", "--fork", "-aet", AE_TITLE, "--max-pdu", str(MAX_PDU), "-od", str(out), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(rundir / "receiver.log", "w"),
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
+
+
+def start_orthanc(index: str) -> Callable[[Path, int], subprocess.Popen]:
+    def start(rundir: Path, port: int) -> subprocess.Popen:
+        config = {
+            "Name": "bench",
+            "StorageDirectory": str(rundir / "storage"),
+            "IndexDirectory": str(rundir / "index"),
+            "DicomAet": AE_TITLE,
+            "DicomPort": port,
+            "HttpPort": free_port(),
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "StorageCompression": False,
+            "MaximumPduLength": MAX_PDU,
+            "DicomCheckCalledAet": False,
+            "Plugins": [],
+        }
+        if index == "postgresql":
+            name = "orthanc_bench_ingest_run"
+            psql(f"DROP DATABASE IF EXISTS {name}")
+            psql(f"CREATE DATABASE {name}")
+            config["Plugins"] = ["/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"]
+            config["PostgreSQL"] = {
+                "EnableIndex": True,
+                "EnableStorage": False,
+                "Host": PG_SOCKET_DIR,
+                "Port": 5432,
+                "Database": name,
+                "Username": "postgres",
+                "Password": "",
+                "Lock": False,
+            }
+        path = rundir / "orthanc.json"
+        path.write_text(json.dumps(config))
+        return subprocess.Popen(
+            ["Orthanc", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(rundir / "receiver.log", "w"),
+        )
+
+    return start
+
+
+# ---------------------------------------------------------------- runs
+
+
+def push(port: int, files: list[Path], parallel: int) -> float:
+    groups = [files[i::parallel] for i in range(parallel)]
+    groups = [group for group in groups if group]
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    started = time.perf_counter()
+    clients = [
+        subprocess.Popen(
+            [
+                "storescu",
+                "-aet",
+                CALLING,
+                "-aec",
+                AE_TITLE,
+                "--max-pdu",
+                str(MAX_PDU),
+                "127.0.0.1",
+                str(port),
+                *map(str, group),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for group in groups
+    ]
+    failures = []
+    for client in clients:
+        _, err = client.communicate()
+        if client.returncode != 0:
+            failures.append(err.decode(errors="replace")[-500:])
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise RuntimeError("storescu failed: " + " | ".join(failures))
+    return elapsed
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class Measure:
+    seconds: float
+    peak_kb: int
+    stored_ok: bool
+
+
+def count_stored(receiver: str, rundir: Path) -> int:
+    if receiver.startswith("yunying"):
+        if receiver == "yunying-sqlite":
+            with sqlite3.connect(rundir / "db.sqlite3") as db:
+                return db.execute("SELECT count(*) FROM cloudpacs_instance").fetchone()[0]
+        name = (rundir / "database_url").read_text().split("/")[-1].split("?")[0]
+        out = subprocess.run(
+            [
+                "psql",
+                "-h",
+                PG_SOCKET_DIR,
+                "-U",
+                "postgres",
+                "-d",
+                name,
+                "-qtAc",
+                "SELECT count(*) FROM cloudpacs_instance",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(out.stdout.strip())
+    return sum(1 for path in (rundir / "storage").rglob("*") if path.is_file() and path.name != "SQLite.db")
+
+
+def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path) -> Measure:
+    rundir = Path(tempfile.mkdtemp(prefix=f"{receiver.name}-", dir=workdir / "runs"))
+    port = free_port()
+    process = receiver.start(rundir, port)
+    try:
+        wait_for_port(port, process)
+        time.sleep(0.3)
+        with PeakSampler(process.pid) as sampler:
+            seconds = push(port, dataset.files, parallel)
+        stored = count_stored(receiver.name, rundir) if receiver.name != "orthanc-postgresql" else len(dataset.files)
+    finally:
+        stop(process)
+    ok = stored >= len(dataset.files)
+    shutil.rmtree(rundir, ignore_errors=True)
+    return Measure(seconds, sampler.peak, ok)
+
+
+def time_to_consult(workdir: Path, start: Callable[[Path, int], subprocess.Popen], dataset: DataSet) -> float:
+    """Seconds from storescu's last instance acknowledged to the consult's row existing."""
+    rundir = Path(tempfile.mkdtemp(prefix="consult-", dir=workdir / "runs"))
+    port = free_port()
+    process = start(rundir, port)
+    try:
+        wait_for_port(port, process)
+        push(port, dataset.files, 1)
+        acknowledged = time.perf_counter()
+        with sqlite3.connect(rundir / "db.sqlite3", timeout=30) as db:
+            while time.perf_counter() - acknowledged < 60:
+                if db.execute("SELECT count(*) FROM consults_consult").fetchone()[0]:
+                    return time.perf_counter() - acknowledged
+                time.sleep(0.02)
+        return float("nan")
+    finally:
+        stop(process)
+        shutil.rmtree(rundir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "yunying-bench-ingest")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", action="append", help="receivers to run (default: all available)")
+    parser.add_argument("--sets", default="abc")
+    parser.add_argument("--memory-gb", type=float, default=0.0, help="also push this many GB of DX to Yunying")
+    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if not args.inside:
+        command = [PYTHON, __file__, "--inside", *sys.argv[1:]]
+        inner = "ip link set lo up && exec " + " ".join(f"'{part}'" for part in command)
+        sys.exit(subprocess.call(["unshare", "-n", "sh", "-c", inner]))
+
+    workdir: Path = args.workdir
+    (workdir / "runs").mkdir(parents=True, exist_ok=True)
+    print(f"generating sets in {workdir} ...", flush=True)
+    sets = [s for s in generate(workdir) if s.name in args.sets]
+
+    receivers: list[Receiver] = [Receiver("yunying-sqlite", start_yunying_sqlite(workdir))]
+    if Path(PG_SOCKET_DIR, ".s.PGSQL.5432").exists():
+        receivers.append(Receiver("yunying-postgresql", start_yunying_pg(workdir)))
+    if shutil.which("storescp"):
+        receivers.append(Receiver("storescp", start_storescp))
+    if shutil.which("Orthanc"):
+        receivers.append(Receiver("orthanc-sqlite", start_orthanc("sqlite")))
+        if Path("/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so").exists():
+            receivers.append(Receiver("orthanc-postgresql", start_orthanc("postgresql")))
+    if args.only:
+        receivers = [r for r in receivers if r.name in args.only]
+
+    results: dict[tuple[str, str, int], list[Measure]] = {}
+    for dataset in sets:
+        size = dataset.total_bytes
+        for parallel in (1, 4):
+            for receiver in receivers:
+                runs = [run_once(receiver, dataset, parallel, workdir) for _ in range(args.runs)]
+                results[(receiver.name, dataset.name, parallel)] = runs
+                seconds = statistics.median(m.seconds for m in runs)
+                print(
+                    f"{dataset.name} x{parallel} {receiver.name:20s} {len(dataset.files) / seconds:7.1f} inst/s "
+                    f"{size / seconds / 1e6:7.1f} MB/s peak {max(m.peak_kb for m in runs) / 1024:6.0f} MB"
+                    f"{'' if all(m.stored_ok for m in runs) else '  (INCOMPLETE)'}",
+                    flush=True,
+                )
+
+    print()
+    print_table(sets, receivers, results)
+
+    yunying = next((r for r in receivers if r.name == "yunying-sqlite"), None)
+    if yunying is not None and sets:
+        latency = time_to_consult(workdir, yunying.start, sets[0])
+        print(f"\nlast instance acknowledged -> consult open, stability delay 2 s: {latency:.2f} s")
+    if args.memory_gb and yunying is not None:
+        memory_set = generate_memory_set(workdir, args.memory_gb)
+        measure = run_once(yunying, memory_set, 1, workdir)
+        print(
+            f"\nmemory: {memory_set.label} into yunying-sqlite in {measure.seconds:.1f} s "
+            f"({memory_set.total_bytes / measure.seconds / 1e6:.0f} MB/s), peak RSS {measure.peak_kb / 1024:.0f} MB"
+            f"{'' if measure.stored_ok else '  (INCOMPLETE)'}"
+        )
+
+
+def print_table(sets: list[DataSet], receivers: list[Receiver], results: dict) -> None:
+    def rate(name: str, dataset: DataSet, parallel: int) -> tuple[float, float, float] | None:
+        runs = results.get((name, dataset.name, parallel))
+        if not runs:
+            return None
+        seconds = statistics.median(m.seconds for m in runs)
+        return len(dataset.files) / seconds, dataset.total_bytes / seconds / 1e6, max(m.peak_kb for m in runs) / 1024
+
+    print("| set | assocs | receiver | inst/s | MB/s | peak RSS MB | vs storescp | vs Orthanc SQLite | vs Orthanc PG |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for dataset in sets:
+        for parallel in (1, 4):
+            references = {
+                ref: rate(ref, dataset, parallel) for ref in ("storescp", "orthanc-sqlite", "orthanc-postgresql")
+            }
+            for receiver in receivers:
+                value = rate(receiver.name, dataset, parallel)
+                if value is None:
+                    continue
+                ratios = []
+                for ref in ("storescp", "orthanc-sqlite", "orthanc-postgresql"):
+                    base = references[ref]
+                    ratios.append(f"{value[1] / base[1]:.2f}" if base and receiver.name != ref else "")
+                print(
+                    f"| {dataset.label} | {parallel} | {receiver.name} | {value[0]:.1f} | {value[1]:.1f} | "
+                    f"{value[2]:.0f} | {' | '.join(ratios)} |"
+                )
+
+
+if __name__ == "__main__":
+    main()
