@@ -198,3 +198,21 @@ def encode(image: Image.Image, options: RenderOptions) -> bytes:
     else:
         image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def render_instance(
+    instance: Any,
+    *,
+    viewport: tuple[int, int] | None = None,
+    media_type: str = "image/jpeg",
+    frame: int = 1,
+    window: Window | None = None,
+    quality: int = 90,
+) -> bytes:
+    """One frame of an archived `cloudpacs.models.Instance` as JPEG or PNG, for pages
+    and documents (a township's study page, the key image of a report). Thumbnails pass
+    a small viewport; the image is never enlarged beyond its own size here."""
+    from cloudpacs import storage
+
+    options = RenderOptions(media_type=media_type, window=window, viewport=viewport, quality=quality, enlarge=False)
+    return render(storage.path_for(instance.storage_key), frame - 1, options)
