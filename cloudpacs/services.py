@@ -445,6 +445,13 @@ def sweep_orphan_files() -> int:
     return storage.sweep_orphans(indexed_keys)
 
 
+def has_stable_studies(now: datetime, stable_seconds: float) -> bool:
+    """Whether claim_stable_studies would find anything: a plain read, so that a sweep
+    with nothing to do never takes SQLite's write lock."""
+    cutoff = now - timedelta(seconds=stable_seconds)
+    return Study.objects.filter(status=Study.Status.RECEIVING, last_received_at__lte=cutoff).exists()
+
+
 def claim_stable_studies(now: datetime, stable_seconds: float) -> list[Study]:
     """Studies that have received nothing for `stable_seconds`, moved from receiving to
     arrived. Each study is claimed by exactly one caller: the move is a conditional

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from cloudpacs.services import claim_stable_studies
+from cloudpacs.services import claim_stable_studies, has_stable_studies
 from consults.services import open_consult_for_study
 
 
@@ -17,8 +17,11 @@ def sweep_stable_studies() -> list[int]:
 
     The claim and the consults commit together, so a crash between them cannot leave
     a study arrived with no consult."""
+    now = timezone.now()
+    if not has_stable_studies(now, settings.STUDY_STABLE_SECONDS):
+        return []
     with transaction.atomic():
-        studies = claim_stable_studies(timezone.now(), settings.STUDY_STABLE_SECONDS)
+        studies = claim_stable_studies(now, settings.STUDY_STABLE_SECONDS)
         return [open_consult_for_study(study).pk for study in studies]
 
 
