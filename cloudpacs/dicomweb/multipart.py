@@ -65,7 +65,7 @@ def parse_media_type(value: str) -> tuple[str, dict[str, str]]:
     """`type/subtype; a=b; c="d"` -> ("type/subtype", {"a": "b", "c": "d"}), lower-cased
     names, unquoted values (a quoted value may hold ';' and ',', as boundaries may)."""
     pieces: list[str] = []
-    current = []
+    current: list[str] = []
     quoted = False
     for char in value:
         if char == '"':
@@ -140,7 +140,7 @@ def read_parts(source: BinaryIO, boundary: str, spool_dir: Path | None = None) -
             name, sep, value = line.partition(":")
             if sep:
                 headers[name.strip().lower()] = value.strip()
-        spool = tempfile.SpooledTemporaryFile(max_size=CHUNK, dir=spool_dir)  # noqa: SIM115
+        spool = tempfile.SpooledTemporaryFile(max_size=CHUNK, dir=str(spool_dir) if spool_dir else None)  # noqa: SIM115
         size = 0
         while True:
             found = buffer.find(delimiter)

@@ -81,7 +81,7 @@ def check_content_type(value: str) -> str:
 
 
 def modality_for(user: User, code: str) -> Modality | None:
-    modalities = list(Modality.objects.filter(facility_id=user.facility_id, is_active=True).select_related("facility"))
+    modalities = list(Modality.objects.filter(facility=user.facility, is_active=True).select_related("facility"))
     kind = ExamKind.CT if code == "CT" else ExamKind.DR if code in DR_CODES else None
     for modality in modalities:
         if modality.kind == kind:
@@ -179,7 +179,7 @@ def _store_one(
         # The instance is not of the study the request was addressed to.
         report.failed.append(_failure(sop_class, sop_instance, DOES_NOT_MATCH))
         return
-    if Study.objects.filter(study_uid=study_uid).exclude(facility_id=user.facility_id).exists():
+    if Study.objects.filter(study_uid=study_uid).exclude(facility=user.facility).exists():
         # The same Study Instance UID already belongs to another facility's archive.
         report.failed.append(_failure(sop_class, sop_instance, NOT_AUTHORIZED))
         return

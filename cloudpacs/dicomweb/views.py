@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +305,13 @@ def instance(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str
 # --- WADO-RS: metadata and bulk data --------------------------------------------
 
 
+def _bulk_uri(instance_url: str) -> Callable[[str], str]:
+    def uri(tag: str) -> str:
+        return f"{instance_url}/bulkdata/{tag}"
+
+    return uri
+
+
 def _metadata(request: HttpRequest, study: Study, instances: list[Instance], level: str) -> HttpResponse:
     _check_json_accept(request)
     if not instances:
@@ -314,9 +321,7 @@ def _metadata(request: HttpRequest, study: Study, instances: list[Instance], lev
     for item in instances:
         url = _instance_url(base, study.study_uid, item.series.series_uid, item.sop_instance_uid)
         try:
-            results.append(
-                dj.instance_metadata(str(_path(item)), lambda tag, url=url: f"{url}/bulkdata/{tag}", item.rows)
-            )
+            results.append(dj.instance_metadata(str(_path(item)), _bulk_uri(url), item.rows))
         except OSError:
             logger.error("stored file of %s is missing (%s)", item.sop_instance_uid, item.storage_key)
             raise DicomwebError(500, "a stored file is missing") from None
