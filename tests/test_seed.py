@@ -1,0 +1,277 @@
+"""`manage.py seed_hanyin`: the demo reproduces the paper's Tables 1 and 2 and Figure 2.
+
+The full seed runs once for the module, inside a transaction rolled back at the end, so
+the other test modules never see its rows. The paper's figures are transcribed here
+again, independently of billing/hanyin.py, so a typo in either shows up."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.contrib.auth import authenticate
+from django.core.management import call_command
+from django.db import transaction
+from django.db.models import Count, F, Sum
+from django.db.models.functions import ExtractYear
+from django.utils import timezone
+
+from billing.management.commands.seed_hanyin import build_history
+from billing.models import LedgerEntry, PriceSchedule
+from consults.models import Consult, Priority
+from facilities.models import AuditEvent, ExamKind, Facility, Modality, RosterShift, User
+
+YEARS = (2022, 2023, 2024, 2025)
+
+TABLE_1_CT = """
+漩涡 1590 2788 2455 2157
+涧池 - - 2662 3485
+"""
+
+TABLE_2_DR = """
+漩涡 1583 2076 2117 2214
+涧池 906 101 5473 5385
+汉阳 975 704 665 892
+龙垭 127 591 1971 1449
+蒲溪 215 237 490 666
+平梁 2584 3979 3914 2361
+上七 541 669 893 425
+双乳 56 195 527 248
+城关镇 48 232 330 1148
+铁佛寺 10 7 30 115
+观音河 7 - - 12
+"""
+
+FIGURE_2_MINUTES = {
+    "龙垭": 32.6,
+    "平梁": 34.89,
+    "涧池": 38.07,
+    "城关镇": 41.45,
+    "双乳": 44.6,
+    "漩涡": 44.76,
+    "观音河": 46.23,
+    "汉阳": 53.54,
+    "上七": 65.19,
+    "蒲溪": 65.73,
+    "铁佛寺": 77.89,
+}
+
+
+def table(text: str, kind: str) -> dict[tuple[str, str, int], int]:
+    counts = {}
+    for line in text.strip().splitlines():
+        township, *cells = line.split()
+        for year, cell in zip(YEARS, cells, strict=True):
+            counts[(township, kind, year)] = 0 if cell == "-" else int(cell)
+    return counts
+
+
+EXPECTED = table(TABLE_1_CT, ExamKind.CT) | table(TABLE_2_DR, ExamKind.DR)
+
+
+@pytest.mark.django_db
+def test_without_history_it_loads_facilities_people_and_prices_only():
+    exams = Consult.objects.count()
+    out = StringIO()
+    call_command("seed_hanyin", "--no-history", stdout=out)
+    assert Consult.objects.count() == exams
+    assert Facility.objects.filter(kind=Facility.Kind.TOWNSHIP_CENTRE).count() == 11
+    assert Modality.objects.count() == 13
+    assert User.objects.filter(username__in=["admin", "dr_li", "tech_guanyinhe"]).count() == 3
+    assert PriceSchedule.objects.get(code="shaanxi-2021").items.count() == 4
+    assert "tech_guanyinhe" in out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def seeded(django_db_setup, django_db_blocker) -> Iterator[str]:
+    out = StringIO()
+    with django_db_blocker.unblock(), transaction.atomic():
+        call_command("seed_hanyin", stdout=out)
+        yield out.getvalue()
+        transaction.set_rollback(True)
+
+
+def history() -> object:
+    return Consult.objects.filter(study__isnull=True)
+
+
+def minutes_by_township() -> dict[str, list[float]]:
+    minutes: dict[str, list[float]] = defaultdict(list)
+    for township, arrived, signed in history().values_list("facility__short_name", "arrived_at", "signed_at"):
+        minutes[township].append((signed - arrived).total_seconds() / 60)
+    return minutes
+
+
+def test_the_transcribed_tables_add_up_to_the_papers_sums():
+    assert sum(n for (_t, kind, _y), n in EXPECTED.items() if kind == ExamKind.CT) == 15_137
+    assert sum(n for (_t, kind, _y), n in EXPECTED.items() if kind == ExamKind.DR) == 47_168
+
+
+@pytest.mark.django_db
+def test_it_loads_exactly_the_exams_of_tables_1_and_2(seeded):
+    rows = (
+        history()
+        .annotate(year=ExtractYear("exam_date"))
+        .values_list("facility__short_name", "kind", "year")
+        .annotate(n=Count("id"))
+    )
+    found = {(township, kind, year): n for township, kind, year, n in rows}
+    assert {key: n for key, n in EXPECTED.items() if n} == found
+    assert history().count() == 62_305
+
+
+@pytest.mark.django_db
+def test_the_history_stops_at_the_papers_cut_off(seeded):
+    first = history().order_by("exam_date").values_list("exam_date", flat=True).first()
+    last = history().order_by("-exam_date").values_list("exam_date", flat=True).first()
+    assert first == date(2022, 1, 1)
+    assert last == date(2025, 9, 28)
+
+
+@pytest.mark.django_db
+def test_each_townships_mean_consult_time_is_figure_2s(seeded):
+    minutes = minutes_by_township()
+    assert set(minutes) == set(FIGURE_2_MINUTES)
+    for township, published in FIGURE_2_MINUTES.items():
+        mean = statistics.fmean(minutes[township])
+        assert abs(mean - published) / published < 0.001, (township, mean, published)
+
+
+@pytest.mark.django_db
+def test_consult_times_are_right_skewed(seeded):
+    for township, values in minutes_by_township().items():
+        if len(values) >= 100:
+            assert statistics.median(values) < statistics.fmean(values), township
+        assert min(values) >= 5
+
+
+@pytest.mark.django_db
+def test_every_exam_is_a_delivered_consult_without_images(seeded):
+    assert set(history().values_list("status", flat=True).distinct()) == {Consult.Status.DELIVERED}
+    assert history().filter(modality__isnull=True).count() == 0
+    assert history().exclude(modality__kind=F("kind")).count() == 0
+    assert history().exclude(modality__facility=F("facility")).count() == 0
+
+
+@pytest.mark.django_db
+def test_the_timestamps_follow_the_workflow(seeded):
+    exams = history()
+    assert exams.filter(assigned_at__lte=F("arrived_at")).count() == 0
+    assert exams.filter(opened_at__lt=F("assigned_at")).count() == 0
+    assert exams.filter(signed_at__lt=F("opened_at")).count() == 0
+    assert exams.filter(delivered_at__lte=F("signed_at")).count() == 0
+    local_hours = [
+        timezone.localtime(a, timezone.get_fixed_timezone(480)).hour for a in exams.values_list("arrived_at", flat=True)
+    ]
+    in_working_hours = sum(8 <= hour < 18 for hour in local_hours)
+    assert in_working_hours / len(local_hours) > 0.95
+
+
+@pytest.mark.django_db
+def test_most_exams_are_routine_and_of_one_body_part(seeded):
+    total = history().count()
+    assert history().filter(priority=Priority.ROUTINE).count() / total > 0.8
+    parts = dict(history().values_list("body_parts").annotate(n=Count("id")))
+    assert set(parts) == {1, 2, 3}
+    assert parts[1] / total > 0.9
+
+
+@pytest.mark.django_db
+def test_nine_radiologists_read_and_only_ct_readers_read_ct(seeded):
+    readers = set(history().values_list("radiologist__username", flat=True).distinct())
+    assert len(readers) == 9
+    assert User.objects.filter(username__in=readers, role=User.Role.RADIOLOGIST).count() == 9
+    assert history().filter(kind=ExamKind.CT, radiologist__reads_ct=False).count() == 0
+    assert history().filter(kind=ExamKind.DR, radiologist__reads_dr=False).count() == 0
+
+
+@pytest.mark.django_db
+def test_every_exam_has_one_ledger_entry_priced_by_the_2021_edition(seeded):
+    entries = LedgerEntry.objects.filter(consult__study__isnull=True)
+    assert entries.count() == history().count()
+    assert entries.filter(reverses__isnull=True).values("consult").distinct().count() == history().count()
+    assert set(entries.values_list("schedule__code", flat=True).distinct()) == {"shaanxi-2021"}
+    for kind, per_part in ((ExamKind.CT, Decimal(30)), (ExamKind.DR, Decimal(8))):
+        parts = history().filter(kind=kind).aggregate(n=Sum("body_parts"))["n"]
+        saved = entries.filter(exam_kind=kind).aggregate(s=Sum("saving"))["s"]
+        assert Decimal(saved) == per_part * parts
+    assert entries.exclude(body_parts=F("consult__body_parts")).count() == 0
+    assert entries.exclude(exam_date=F("consult__exam_date")).count() == 0
+
+
+@pytest.mark.django_db
+def test_it_creates_the_county_the_townships_and_their_machines(seeded):
+    county = Facility.objects.get(code="HANYIN")
+    assert (county.name, county.level, county.kind) == ("汉阴县人民医院", 2, Facility.Kind.COUNTY_HOSPITAL)
+    townships = Facility.objects.filter(kind=Facility.Kind.TOWNSHIP_CENTRE)
+    assert set(townships.values_list("short_name", flat=True)) == set(FIGURE_2_MINUTES)
+    assert set(townships.values_list("level", flat=True)) == {1}
+    assert Facility.objects.get(code="XUANWO").name == "漩涡镇中心卫生院"
+    assert Facility.objects.get(code="JIANCHI").name == "涧池镇卫生院"
+    dr_titles = set(Modality.objects.filter(kind=ExamKind.DR).values_list("ae_title", flat=True))
+    assert dr_titles == {f"{code}_DR" for code in townships.values_list("code", flat=True)}
+    cts = Modality.objects.filter(kind=ExamKind.CT)
+    assert set(cts.values_list("ae_title", "manufacturer", "model_name")) == {
+        ("JIANCHI_CT", "UIH", "uCT 528"),
+        ("XUANWO_CT", "UIH", "uCT 528"),
+    }
+
+
+@pytest.mark.django_db
+def test_it_creates_the_people_and_prints_their_logins(seeded):
+    assert User.objects.filter(role=User.Role.RADIOLOGIST, facility__code="HANYIN").count() == 9
+    assert User.objects.filter(role=User.Role.RADIOLOGIST, is_senior=True).exists()
+    assert User.objects.filter(role=User.Role.TECHNOLOGIST).count() == 11
+    assert User.objects.get(username="tech_pingliang").facility.code == "PINGLIANG"
+    assert User.objects.get(username="admin").role == User.Role.ADMINISTRATOR
+    for username, password in (
+        ("admin", "guanli-2025"),
+        ("dr_li", "yingxiang-2025"),
+        ("tech_xuanwo", "xiangzhen-2025"),
+    ):
+        assert authenticate(username=username, password=password) is not None
+        assert username in seeded and password in seeded
+    assert "62305" in seeded
+
+
+@pytest.mark.django_db
+def test_it_puts_radiologists_on_a_roster_with_a_lead_each_shift(seeded):
+    shifts = RosterShift.objects.filter(starts_at__gte=timezone.now() - timezone.timedelta(days=1))
+    assert shifts.exists()
+    by_start = defaultdict(list)
+    for starts_at, is_lead in shifts.values_list("starts_at", "is_lead"):
+        by_start[starts_at].append(is_lead)
+    assert all(leads.count(True) == 1 for leads in by_start.values())
+
+
+@pytest.mark.django_db
+def test_running_it_again_changes_nothing(seeded):
+    def snapshot() -> dict[str, object]:
+        return {
+            model.__name__: (model.objects.count(), model.objects.order_by("-pk").values_list("pk", flat=True).first())
+            for model in (Facility, Modality, User, RosterShift, Consult, LedgerEntry, PriceSchedule, AuditEvent)
+        } | {"users": list(User.objects.order_by("username").values_list("username", "password", "facility_id"))}
+
+    before = snapshot()
+    out = StringIO()
+    call_command("seed_hanyin", stdout=out)
+    assert snapshot() == before
+    assert "62305" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_the_history_is_the_same_every_time(seeded):
+    # The stored rows came from the command's run; building again from the same seed must
+    # give every one of them back, value for value.
+    townships = {f.code: f for f in Facility.objects.filter(kind=Facility.Kind.TOWNSHIP_CENTRE)}
+    machines = {(m.facility.code, m.kind): m for m in Modality.objects.select_related("facility")}
+    radiologists = {u.username: u for u in User.objects.filter(role=User.Role.RADIOLOGIST)}
+    fields = ("uuid", "facility_id", "kind", "exam_date", "arrived_at", "signed_at", "body_parts", "radiologist_id")
+    generated = [tuple(getattr(c, f) for f in fields) for c in build_history(townships, machines, radiologists)]
+    stored = list(history().order_by("arrived_at", "id").values_list(*fields))
+    assert stored == generated
