@@ -222,6 +222,7 @@ def test_the_study_page_shows_patient_series_and_consult_status(radiologist_clie
     assert response.status_code == 200
     page = response.content.decode()
     assert "周八" in page
+    assert "<dd>男" in page
     assert "头颅平扫" in page
     assert "肺窗" in page
     assert "待分配" in page
