@@ -13,12 +13,12 @@ Filters are GET parameters validated by a form: a bad value is a form error on t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.core.paginator import Paginator
 from django.db.models import Exists, OuterRef, QuerySet, Subquery, Sum
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -50,7 +50,7 @@ class FilterForm(forms.Form):
 
     def __init__(self, *args: Any, townships: QuerySet[Facility], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["township"].queryset = townships
+        cast(forms.ModelChoiceField, self.fields["township"]).queryset = townships
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -209,7 +209,7 @@ SAVINGS_TABLES = ("township", "kind", "year", "month", "entries")
 
 
 @role_required(*MONEY_ROLES)
-def savings_export(request: HttpRequest, table: str, fmt: str) -> HttpResponse | StreamingHttpResponse:
+def savings_export(request: HttpRequest, table: str, fmt: str) -> HttpResponse:
     if table not in SAVINGS_TABLES or fmt not in exports.FORMATS:
         raise Http404
     scope = _scope(request)
@@ -288,7 +288,7 @@ TURNAROUND_TABLES = ("township", "radiologist", "kind", "period")
 
 
 @role_required(*ALL_ROLES)
-def turnaround_export(request: HttpRequest, table: str, fmt: str) -> HttpResponse | StreamingHttpResponse:
+def turnaround_export(request: HttpRequest, table: str, fmt: str) -> HttpResponse:
     if table not in TURNAROUND_TABLES or fmt not in exports.FORMATS:
         raise Http404
     scope = _scope(request, TurnaroundForm)
@@ -339,7 +339,7 @@ def volume(request: HttpRequest) -> HttpResponse:
 
 
 @role_required(*ALL_ROLES)
-def volume_export(request: HttpRequest, kind: str, fmt: str) -> HttpResponse | StreamingHttpResponse:
+def volume_export(request: HttpRequest, kind: str, fmt: str) -> HttpResponse:
     if kind not in ExamKind.values or fmt not in exports.FORMATS:
         raise Http404
     scope = _scope(request)

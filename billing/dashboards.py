@@ -13,7 +13,7 @@ Which exams each page counts:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -161,7 +161,7 @@ def ledger_entries(filters: Filters) -> QuerySet[LedgerEntry]:
     return LedgerEntry.objects.filter(filters.ledger_q())
 
 
-def _add(rows: dict[str, SavingRow], key: str, label: str, drill: dict[str, str], r: dict[str, Any]) -> None:
+def _add(rows: dict[str, SavingRow], key: str, label: str, drill: dict[str, str], r: Mapping[str, Any]) -> None:
     row = rows.setdefault(key, SavingRow(key, label, 0, 0, ZERO, drill))
     row.entries += r["entries"]
     row.body_parts += r["parts"] or 0

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db.models import QuerySet
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse
 from django.utils.translation import gettext as _
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
@@ -57,8 +57,8 @@ def _csv_lines(sheet: Sheet) -> Iterator[str]:
         yield writer.writerow([_csv_value(v) for v in row])
 
 
-def csv_response(sheet: Sheet, filename: str) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(_csv_lines(sheet), content_type="text/csv; charset=utf-8")
+def csv_response(sheet: Sheet, filename: str) -> HttpResponse:
+    response = HttpResponse("".join(_csv_lines(sheet)), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}.csv"'
     return response
 
@@ -88,7 +88,7 @@ def xlsx_response(sheet: Sheet, filename: str) -> HttpResponse:
     return response
 
 
-def respond(sheet: Sheet, filename: str, fmt: str) -> HttpResponse | StreamingHttpResponse:
+def respond(sheet: Sheet, filename: str, fmt: str) -> HttpResponse:
     if fmt == "csv":
         return csv_response(sheet, filename)
     return xlsx_response(sheet, filename)

@@ -23,7 +23,7 @@ def export_url(name: str, table: str, fmt: str) -> str:
 
 
 def read_csv(response) -> list[list[str]]:
-    body = b"".join(response.streaming_content).decode("utf-8")
+    body = response.content.decode("utf-8")
     assert body.startswith("\ufeff")
     return list(csv.reader(io.StringIO(body.removeprefix("\ufeff"))))
 

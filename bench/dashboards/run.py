@@ -230,7 +230,8 @@ def main() -> None:
     for scale in scales:
         grow_to(scale)
         count = exam_count()
-        print(f"timing at {count:,} exams", flush=True)
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"timing at {count:,} exams (load average {load} on {os.cpu_count()} CPUs)", flush=True)
         results[count] = {}
         for name, fn in cases():
             results[count][name] = timed(fn, args.runs, args.warmup)
