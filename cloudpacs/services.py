@@ -350,41 +350,46 @@ def _index(
     institution = _text(ds, "InstitutionName", 128)
     station = _text(ds, "StationName", 64)
     with transaction.atomic():
-        # Most instances join a study and series that exist: two lookups, no patient.
-        study = Study.objects.filter(study_uid=tags.study_uid).only("pk", "modalities_in_study").first()
-        study_created = False
-        if study is None:
-            patient, created = Patient.objects.get_or_create(
-                facility=facility, patient_id=_text(ds, "PatientID", 64), defaults=patient_fields
-            )
-            if not created and any(
-                value and getattr(patient, field) != value for field, value in patient_fields.items()
-            ):
-                # The latest study carries the current demographics.
-                changed = {field: value for field, value in patient_fields.items() if value}
-                Patient.objects.filter(pk=patient.pk).update(**changed)
-            study, study_created = Study.objects.get_or_create(
-                study_uid=tags.study_uid,
-                defaults={
-                    "patient": patient,
-                    "facility": facility,
-                    "modality": modality,
-                    "study_date": _date(ds.get("StudyDate")),
-                    "study_time": _time(ds.get("StudyTime")),
-                    "accession_number": _text(ds, "AccessionNumber", 64),
-                    "study_id": _text(ds, "StudyID", 16),
-                    "description": _text(ds, "StudyDescription", 128),
-                    "referring_physician": tags.names["ReferringPhysicianName"][0],
-                    "institution_name": institution,
-                    "station_name": station,
-                    "specific_character_set": _text(ds, "SpecificCharacterSet", 128),
-                    "first_received_at": now,
-                    "last_received_at": now,
-                },
-            )
-        series = Series.objects.filter(series_uid=tags.series_uid).only("pk").first()
-        series_created = False
-        if series is None:
+        # Most instances join a series that exists: one lookup finds it and its study.
+        known = (
+            Series.objects.filter(series_uid=tags.series_uid)
+            .values_list("pk", "study_id", "study__modalities_in_study")
+            .first()
+        )
+        study_created = series_created = False
+        if known is not None:
+            series_pk, study_pk, modalities_in_study = known
+        else:
+            study = Study.objects.filter(study_uid=tags.study_uid).only("pk", "modalities_in_study").first()
+            if study is None:
+                patient, created = Patient.objects.get_or_create(
+                    facility=facility, patient_id=_text(ds, "PatientID", 64), defaults=patient_fields
+                )
+                if not created and any(
+                    value and getattr(patient, field) != value for field, value in patient_fields.items()
+                ):
+                    # The latest study carries the current demographics.
+                    changed = {field: value for field, value in patient_fields.items() if value}
+                    Patient.objects.filter(pk=patient.pk).update(**changed)
+                study, study_created = Study.objects.get_or_create(
+                    study_uid=tags.study_uid,
+                    defaults={
+                        "patient": patient,
+                        "facility": facility,
+                        "modality": modality,
+                        "study_date": _date(ds.get("StudyDate")),
+                        "study_time": _time(ds.get("StudyTime")),
+                        "accession_number": _text(ds, "AccessionNumber", 64),
+                        "study_id": _text(ds, "StudyID", 16),
+                        "description": _text(ds, "StudyDescription", 128),
+                        "referring_physician": tags.names["ReferringPhysicianName"][0],
+                        "institution_name": institution,
+                        "station_name": station,
+                        "specific_character_set": _text(ds, "SpecificCharacterSet", 128),
+                        "first_received_at": now,
+                        "last_received_at": now,
+                    },
+                )
             series, series_created = Series.objects.get_or_create(
                 series_uid=tags.series_uid,
                 defaults={
@@ -398,10 +403,11 @@ def _index(
                     "manufacturer": _text(ds, "Manufacturer", 64),
                 },
             )
+            series_pk, study_pk, modalities_in_study = series.pk, study.pk, study.modalities_in_study
         instance = Instance.objects.create(
             sop_instance_uid=tags.sop_instance_uid,
             sop_class_uid=tags.sop_class_uid,
-            series=series,
+            series_id=series_pk,
             instance_number=_int(ds, "InstanceNumber"),
             transfer_syntax_uid=transfer_syntax_uid,
             storage_key=key,
@@ -411,7 +417,7 @@ def _index(
             columns=_int(ds, "Columns"),
             number_of_frames=_int(ds, "NumberOfFrames"),
         )
-        Series.objects.filter(pk=series.pk).update(number_of_instances=F("number_of_instances") + 1)
+        Series.objects.filter(pk=series_pk).update(number_of_instances=F("number_of_instances") + 1)
         study_changes: dict[str, Any] = {
             "number_of_instances": F("number_of_instances") + 1,
             "last_received_at": now,
@@ -423,10 +429,10 @@ def _index(
         }
         if series_created:
             study_changes["number_of_series"] = F("number_of_series") + 1
-        modalities = set(filter(None, study.modalities_in_study.split("\\")))
+        modalities = set(filter(None, modalities_in_study.split("\\")))
         if series_modality and series_modality not in modalities:
             study_changes["modalities_in_study"] = "\\".join(sorted(modalities | {series_modality}))[:64]
-        Study.objects.filter(pk=study.pk).update(**study_changes)
+        Study.objects.filter(pk=study_pk).update(**study_changes)
     logger.debug("stored %s from %s as %s", tags.sop_instance_uid, modality.ae_title, key)
     return instance, study_created
 

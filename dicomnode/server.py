@@ -201,7 +201,11 @@ def handle_echo(event: evt.Event) -> int:
 
 
 def handle_store(event: evt.Event) -> int:
-    """Store one instance; answer only after the file and its index row are durable."""
+    """Store one instance; answer only after the file and its index row are durable.
+
+    The association's thread keeps one database connection from EVT_REQUESTED (which
+    calls close_old_connections) to release: reconnecting per instance would cost more
+    than storing it, on SQLite (a WAL checkpoint at close) as on PostgreSQL."""
     state = _state(event.assoc)
     request: Any = event.request
     sop_instance_uid = str(request.AffectedSOPInstanceUID or "").strip()
@@ -209,7 +213,6 @@ def handle_store(event: evt.Event) -> int:
         return PROCESSING_FAILURE
     modality = state.modality
     try:
-        close_old_connections()
         context = event.context
         result = archive.ingest_instance(
             event.dataset_path,
@@ -231,6 +234,8 @@ def handle_store(event: evt.Event) -> int:
     except DatabaseError as exc:
         status, why = INDEX_UNAVAILABLE, f"index unavailable: {exc}"
         logger.exception("index error storing %s from %s", sop_instance_uid, modality.ae_title)
+        # Reconnect for the next instance of this association.
+        connection.close()
     except Exception as exc:
         status, why = PROCESSING_FAILURE, f"{type(exc).__name__}: {exc}"
         logger.exception("unexpected error storing %s from %s", sop_instance_uid, modality.ae_title)

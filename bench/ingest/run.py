@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -419,7 +420,7 @@ def count_stored(receiver: str, rundir: Path) -> int:
         if receiver == "yunying-sqlite":
             with sqlite3.connect(rundir / "db.sqlite3") as db:
                 return db.execute("SELECT count(*) FROM cloudpacs_instance").fetchone()[0]
-        name = (rundir / "database_url").read_text().split("/")[-1].split("?")[0]
+        name = urlsplit((rundir / "database_url").read_text()).path.strip("/")
         out = subprocess.run(
             [
                 "psql",
@@ -513,9 +514,14 @@ def main() -> None:
     for dataset in sets:
         size = dataset.total_bytes
         for parallel in (1, 4):
+            # Round-robin over the receivers, so that a change in the machine's load
+            # during the benchmark falls on all of them alike.
+            for _ in range(args.runs):
+                for receiver in receivers:
+                    measure = run_once(receiver, dataset, parallel, workdir)
+                    results.setdefault((receiver.name, dataset.name, parallel), []).append(measure)
             for receiver in receivers:
-                runs = [run_once(receiver, dataset, parallel, workdir) for _ in range(args.runs)]
-                results[(receiver.name, dataset.name, parallel)] = runs
+                runs = results[(receiver.name, dataset.name, parallel)]
                 seconds = statistics.median(m.seconds for m in runs)
                 print(
                     f"{dataset.name} x{parallel} {receiver.name:20s} {len(dataset.files) / seconds:7.1f} inst/s "
@@ -525,6 +531,7 @@ def main() -> None:
                 )
 
     print()
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print_table(sets, receivers, results)
 
     yunying = next((r for r in receivers if r.name == "yunying-sqlite"), None)
