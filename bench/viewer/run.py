@@ -1,0 +1,243 @@
+#!/usr/bin/env python
+"""Viewer benchmark: time to the first image and to the whole stack in headless Chromium.
+
+Stores, through the ingest service, a 200-slice 512 x 512 CT series, a 200-slice
+128 x 128 one (the size of the reference measurement in docs) and a 15 MB DX
+(2736 x 2736, 16-bit); serves the platform with gunicorn over loopback; and opens
+each study in /viewer/<study>/ with a cold browser cache, then once more with the
+viewer's JavaScript cached. Times are milliseconds from navigation start, as the page
+itself records them (performance.now() at the first rendered image, and when every
+image of the stack is decoded in the cache). Prints medians of --runs.
+
+    bash scripts/build-viewer.sh
+    .venv/bin/python bench/viewer/run.py [--runs 5] [--only ct512,ct128,dx]
+
+Runs on a throwaway SQLite database and image store in a temporary directory unless
+DATABASE_URL is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def seed(cases: list[str]) -> tuple[dict[str, str], str]:
+    """Store the studies; return {case: study UID} and a session cookie value."""
+    import django
+
+    django.setup()
+    import numpy as np
+    from django.test import Client
+    from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
+
+    from cloudpacs.services import ingest_instance
+    from facilities.models import ExamKind, User
+    from tests.factories import make_dataset, make_facility, make_modality, make_user, write_dataset
+
+    township = make_facility("BENCH")
+    technologist = make_user(User.Role.TECHNOLOGIST, township, username=f"bench_{os.getpid()}")
+    ct = make_modality(township, ExamKind.CT, f"BENCH_CT_{os.getpid() % 1000}")
+    dr = make_modality(township, ExamKind.DR, f"BENCH_DR_{os.getpid() % 1000}")
+    files = Path(tempfile.mkdtemp(prefix="viewer-bench-files-"))
+    rng = np.random.default_rng(5)
+
+    def store(ds, modality) -> None:
+        path = write_dataset(ds, files / f"{ds.SOPInstanceUID}.dcm")
+        ingest_instance(
+            path,
+            transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+            sop_class_uid=ds.SOPClassUID,
+            sop_instance_uid=ds.SOPInstanceUID,
+            modality=modality,
+        )
+        path.unlink()
+
+    studies: dict[str, str] = {}
+    for case, size in (("ct512", 512), ("ct128", 128)):
+        if case not in cases:
+            continue
+        study_uid, series_uid = generate_uid(), generate_uid()
+        yy, xx = np.mgrid[0:size, 0:size]
+        body = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (0.42 * size) ** 2
+        for number in range(1, 201):
+            hu = np.where(body, 40 + rng.normal(0, 20, (size, size)), -1000)
+            ds = make_dataset(
+                study_uid=study_uid, series_uid=series_uid, instance_number=number, rows=size, columns=size
+            )
+            ds.SliceThickness = 1.25
+            ds.PixelData = np.clip(hu + 1024, 0, 4095).astype(np.uint16).tobytes()
+            store(ds, ct)
+        studies[case] = study_uid
+    if "dx" in cases:
+        size = 2736
+        yy, xx = np.mgrid[0:size, 0:size]
+        stored = (2000 + 1500 * np.sin(xx / 200.0) * np.cos(yy / 300.0)).astype(np.uint16)
+        ds = make_dataset(sop_class_uid=DigitalXRayImageStorageForPresentation, modality="DX", rows=size, columns=size)
+        del ds.RescaleIntercept
+        del ds.RescaleSlope
+        ds.WindowCenter, ds.WindowWidth = 2000, 3000
+        ds.PixelData = stored.tobytes()
+        store(ds, dr)
+        studies["dx"] = ds.StudyInstanceUID
+    client = Client()
+    client.force_login(technologist)
+    from django.conf import settings
+
+    return studies, client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+# Each request's start and end (ms from navigation start), for --trace-like debugging.
+TRACE = """() => [
+    ['navigation', 0, Math.round(performance.getEntriesByType('navigation')[0].responseEnd)],
+    ...performance.getEntriesByType('resource').slice(0, 12).map(
+        (e) => [e.name.split('/').slice(-3).join('/').slice(-60), Math.round(e.startTime), Math.round(e.responseEnd)]),
+    ...performance.getEntriesByType('resource').slice(-3).map(
+        (e) => [e.name.split('/').slice(-3).join('/').slice(-60), Math.round(e.startTime), Math.round(e.responseEnd)]),
+]"""
+
+
+def measure(url: str, session: str, runs: int) -> dict[str, list[float]]:
+    from playwright.sync_api import sync_playwright
+
+    results: dict[str, list[float]] = {"first": [], "stack": [], "mb": [], "warm_first": [], "warm_stack": []}
+    wait = "window.yunyingViewer?.viewers[0].panes[0].stackMs != null"
+    read = """() => {
+        const pane = window.yunyingViewer.viewers[0].panes[0];
+        const bytes = performance.getEntriesByType('resource').reduce((sum, e) => sum + (e.encodedBodySize || 0), 0);
+        return {first: pane.firstImageMs, stack: pane.stackMs, bytes, failed: pane.failed};
+    }"""
+    origin = url.split("/viewer/")[0]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            for _ in range(runs):
+                context = browser.new_context(viewport={"width": 1280, "height": 900})
+                context.add_cookies([{"name": "sessionid", "value": session, "url": origin}])
+                page = context.new_page()
+                page.goto(url)
+                page.wait_for_function(wait, timeout=300_000)
+                cold = page.evaluate(read)
+                if os.environ.get("VIEWER_BENCH_TRACE"):
+                    for entry in page.evaluate(TRACE):
+                        print(entry)
+                assert cold["failed"] == 0, "images failed to load"
+                results["first"].append(cold["first"])
+                results["stack"].append(cold["stack"])
+                results["mb"].append(cold["bytes"] / 1e6)
+                # Again in the same context: the viewer's code from the HTTP cache, the images
+                # fetched again (WADO-RS answers are not cached).
+                page.goto(url)
+                page.wait_for_function(wait, timeout=300_000)
+                warm = page.evaluate(read)
+                results["warm_first"].append(warm["first"])
+                results["warm_stack"].append(warm["stack"])
+                context.close()
+        finally:
+            browser.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--only", default="ct512,ct128,dx")
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args()
+    cases = args.only.split(",")
+    if not (ROOT / "static" / "viewer" / "viewer.js").exists():
+        sys.exit("build the viewer first: bash scripts/build-viewer.sh")
+
+    work = Path(tempfile.mkdtemp(prefix="viewer-bench-"))
+    env = dict(os.environ)
+    env.setdefault("DATABASE_URL", f"sqlite:///{work / 'bench.sqlite3'}")
+    env.update(
+        {
+            "YUNYING_VAR_DIR": str(work),
+            "STORAGE_ROOT": str(work / "storage"),
+            "STATIC_ROOT": str(work / "static"),
+            "DJANGO_SETTINGS_MODULE": "cloudpacs.settings",
+            "DEBUG": "false",
+        }
+    )
+    os.environ.update(env)
+    sys.path.insert(0, str(ROOT))
+    python = sys.executable
+    manage = str(ROOT / "manage.py")
+    subprocess.run([python, manage, "migrate", "--noinput", "-v0"], check=True, env=env, cwd=ROOT)
+    subprocess.run([python, manage, "collectstatic", "--noinput", "-v0"], check=True, env=env, cwd=ROOT)
+    started = time.monotonic()
+    studies, session = seed(cases)
+    print(f"stored {', '.join(studies)} in {time.monotonic() - started:.0f} s")
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            python,
+            "-m",
+            "gunicorn",
+            "cloudpacs.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(args.workers),
+            "--threads",
+            "4",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        print(f"\nheadless Chromium (SwiftShader WebGL), gunicorn {args.workers}x4 on loopback, medians of {args.runs}")
+        print(
+            f"{'case':<26}{'first image':>12}{'whole stack':>13}{'MB':>8}"
+            f"{'first, JS cached':>18}{'stack, JS cached':>18}"
+        )
+        names = {"ct512": "CT 200 x 512x512", "ct128": "CT 200 x 128x128", "dx": "DX 2736x2736 (15 MB)"}
+        for case in cases:
+            result = measure(f"http://127.0.0.1:{port}/viewer/{studies[case]}/", session, args.runs)
+            med = {key: statistics.median(values) for key, values in result.items()}
+            print(
+                f"{names[case]:<26}{med['first']:>10.0f}ms{med['stack']:>11.0f}ms{med['mb']:>8.1f}"
+                f"{med['warm_first']:>16.0f}ms{med['warm_stack']:>16.0f}ms"
+            )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
