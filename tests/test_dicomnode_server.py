@@ -470,3 +470,16 @@ def test_a_stable_study_gets_one_consult_and_late_images_mark_it_updated(receive
 
 def test_dcmtk_is_installed_for_these_tests():
     assert shutil.which("storescu") and shutil.which("echoscu")
+
+
+def test_it_stores_a_deflated_instance_as_received(receiver, ct_modality):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = make_dataset(character_set="ISO_IR 192", patient_name="Zhang^San=张^三")
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ae = client_ae(ct_modality.ae_title, [(CTImageStorage, [DeflatedExplicitVRLittleEndian])])
+    assert send(receiver, ct_modality.ae_title, [ds], ae=ae) == [0x0000]
+    instance = Instance.objects.get(sop_instance_uid=ds.SOPInstanceUID)
+    assert instance.transfer_syntax_uid == DeflatedExplicitVRLittleEndian
+    assert dcmread(path_for(instance.storage_key)).PixelData == ds.PixelData
+    assert Patient.objects.get(patient_id=ds.PatientID).name_ideographic == "张^三"
