@@ -7,6 +7,7 @@ then indexes it in one transaction; the DICOM receiver answers Success only afte
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 from collections.abc import Iterable
@@ -151,9 +152,13 @@ def ingest_instance(
         tags = _read_indexed_tags(staged.path, sop_class_uid, sop_instance_uid, transfer_syntax_uid)
         key = storage.key_for(tags.study_uid, tags.sop_instance_uid, staged.sha256)
         try:
-            storage.publish(staged, key)
+            created = storage.publish(staged, key)
         except OSError as exc:
-            storage.remove_key(key)
+            # Only a name this call made (a link to the staged file) may go: an existing
+            # one may be indexed.
+            with contextlib.suppress(OSError):
+                if storage.path_for(key).samefile(staged.path):
+                    storage.remove_key(key)
             if exc.errno in {errno.ENOSPC, errno.EDQUOT}:
                 raise OutOfResources(f"no space left in the image store: {exc}") from exc
             raise
@@ -163,14 +168,14 @@ def ingest_instance(
             # This SOP Instance UID is indexed already: a re-send, or another association
             # a moment ago. Which of the two files is kept is decided by the index.
             existing = Instance.objects.filter(sop_instance_uid=tags.sop_instance_uid).first()
+            if created and (existing is None or existing.storage_key != key):
+                storage.remove_key(key)
             if existing is None:
-                storage.remove_key(key)
                 raise
-            if existing.storage_key != key:
-                storage.remove_key(key)
             return _repeat(existing, staged.sha256, modality)
         except BaseException:
-            storage.remove_key(key)
+            if created:
+                storage.remove_key(key)
             raise
         return IngestResult(IngestOutcome.STORED, instance, study_created)
     finally:

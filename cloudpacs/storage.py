@@ -12,7 +12,6 @@ conflicting one on a different key, never overwriting what the index points at.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -196,15 +195,18 @@ def _ensure_dir(path: Path) -> None:
         _fsync_dir(created.parent)
 
 
-def publish(staged: StagedFile, key: str) -> Path:
+def publish(staged: StagedFile, key: str) -> bool:
     """Give the staged file its final name (a hard link, so that `.incoming/` still holds
-    it until the index commits), then make its content and its name durable."""
+    it until the index commits), then make its content and its name durable. Returns
+    whether the name is new: when it is not, the same UID with the same content is there
+    already (a re-send, or a file left by a crash), and the caller must not remove it."""
     final = path_for(key)
     _ensure_dir(final.parent)
-    # If the key exists, the same UID with the same content is already there (a re-send,
-    # or a file left by a crash before indexing); the key names its content, so keep it.
-    with contextlib.suppress(FileExistsError):
+    created = True
+    try:
         os.link(staged.path, final)
+    except FileExistsError:
+        created = False
     # The data first, then the directory entry; on ext4 the first fsync commits the
     # journal that holds the new entry too, which makes the second one cheap.
     fd = os.open(final, os.O_RDONLY)
@@ -213,7 +215,7 @@ def publish(staged: StagedFile, key: str) -> Path:
     finally:
         os.close(fd)
     _fsync_dir(final.parent)
-    return final
+    return created
 
 
 def discard(staged: StagedFile) -> None:

@@ -243,3 +243,20 @@ def test_a_cr_image_makes_a_dr_consult_even_from_a_ct_registered_machine(ct_moda
     result = ingest(ds, ct_modality, tmp_path)
     study = Study.objects.get(pk=result.instance.series.study_id)
     assert open_consult_for_study(study).kind == ExamKind.DR
+
+
+@pytest.mark.django_db
+def test_an_index_failure_on_a_re_send_keeps_the_stored_file(ct_modality, tmp_path, monkeypatch):
+    from django.db import OperationalError
+
+    ds = make_dataset()
+    first = ingest(ds, ct_modality, tmp_path)
+
+    def locked(*args, **kwargs):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(services, "_index", locked)
+    with pytest.raises(OperationalError):
+        ingest(ds, ct_modality, tmp_path)
+    assert storage.path_for(first.instance.storage_key).is_file()
+    assert incoming_files() == []
