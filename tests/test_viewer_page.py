@@ -50,7 +50,10 @@ def test_the_radiologist_gets_the_viewer_for_the_study(radiologist_client, study
     assert f'data-study-uid="{study.study_uid}"' in page
     assert "viewer/viewer.js" in page
     assert "viewer/viewer.css" in page
-    assert f'data-series-uid="{study.series.get().series_uid}"' in page
+    series_uid = study.series.get().series_uid
+    assert f'data-series-uid="{series_uid}"' in page
+    # The first series' metadata is asked for before the viewer's code has arrived.
+    assert f"/dicomweb/studies/{study.study_uid}/series/{series_uid}/metadata" in page
 
 
 def test_the_township_technologist_opens_their_own_study(technologist_client, study):

@@ -111,6 +111,16 @@ function mapThroughVoiLut(image, lut) {
 }
 
 async function fetchJson(url) {
+  // The page may have started this request before the viewer's code arrived.
+  const early = window.yunyingEarly?.[url];
+  if (early) {
+    delete window.yunyingEarly[url];
+    try {
+      return await early;
+    } catch {
+      // Asked again below, as if never started.
+    }
+  }
   const response = await fetch(url, { credentials: 'same-origin', headers: { Accept: DICOM_JSON } });
   if (!response.ok) throw new Error(`${response.status} ${url}`);
   return response.status === 204 ? [] : response.json();
@@ -405,7 +415,14 @@ class Viewer {
     (this.listeners[name] ||= []).push(callback);
   }
 
+  showThumbnails() {
+    if (this.thumbnailsWanted) return;
+    this.thumbnailsWanted = true;
+    for (const image of this.element.querySelectorAll('.yv-thumb img[data-src]')) image.src = image.dataset.src;
+  }
+
   emit(name, pane) {
+    if (name === 'first-image' || name === 'stack') this.showThumbnails();
     for (const callback of this.listeners[name] || []) callback(pane);
     this.element.dispatchEvent(new CustomEvent(`yunying:${name}`, { detail: { pane: pane.index } }));
   }
@@ -431,6 +448,8 @@ class Viewer {
         count: node.dataset.count || '',
       }),
     );
+    // Without a first image (an empty or failed series) the thumbnails still come.
+    setTimeout(() => this.showThumbnails(), 5000);
     const prior = this.element.dataset.priorStudyUid;
     const opening = this.panes[0].openStudy(this.element.dataset.studyUid, initialSeries.length ? initialSeries : null);
     if (prior) await this.openPrior(prior);
@@ -488,7 +507,10 @@ class Viewer {
         const image = document.createElement('img');
         image.alt = '';
         image.loading = 'lazy';
-        image.src = `${this.root}/studies/${pane.studyUid}/series/${series.uid}/thumbnail?viewport=128,128`;
+        // Thumbnails are rendered by the server: asked for once the first image is up, so
+        // that they do not compete with it.
+        image.dataset.src = `${this.root}/studies/${pane.studyUid}/series/${series.uid}/thumbnail?viewport=128,128`;
+        if (this.thumbnailsWanted) image.src = image.dataset.src;
         image.addEventListener('error', () => image.remove(), { once: true });
         const caption = document.createElement('span');
         caption.className = 'yv-thumb-caption';
