@@ -24,6 +24,7 @@ import {
   init as initTools,
 } from '@cornerstonejs/tools';
 import dicomImageLoader from '@cornerstonejs/dicom-image-loader';
+import dicomParser from 'dicom-parser';
 
 import { applyVoiLut, readVoiLut } from './voilut.js';
 import { describeOverlay } from './overlay.js';
@@ -140,6 +141,25 @@ async function fetchBulkData(uri) {
   return firstPart(body, boundary);
 }
 
+// When a server cannot resolve the LUT Data's BulkDataURI (it sits inside a sequence),
+// the LUT is read from the instance itself, retrieved as application/dicom.
+async function lutDataFromInstance(url) {
+  const response = await fetch(url, {
+    credentials: 'same-origin',
+    headers: { Accept: 'multipart/related; type="application/dicom"' },
+  });
+  if (!response.ok) throw new Error(`${response.status} ${url}`);
+  const type = response.headers.get('Content-Type') || '';
+  const boundary = /boundary="?([^";]+)"?/i.exec(type)?.[1];
+  let body = new Uint8Array(await response.arrayBuffer());
+  if (boundary) body = new Uint8Array(firstPart(body, boundary));
+  const dataSet = dicomParser.parseDicom(body, { untilTag: 'x7fe00010' });
+  const item = dataSet.elements.x00283010?.items?.[0]?.dataSet;
+  const data = item?.elements.x00283006;
+  if (!data) throw new Error(`no VOI LUT Data in ${url}`);
+  return item.byteArray.slice(data.dataOffset, data.dataOffset + data.length).buffer;
+}
+
 function indexOfBytes(haystack, needle, from) {
   outer: for (let i = from; i <= haystack.length - needle.length; i++) {
     for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
@@ -252,8 +272,10 @@ class Pane {
         instanceMeta.set(imageId, json);
         imageIds.push(imageId);
         if (json['00283010']) {
+          const instanceUrl = absolute(`${base}/instances/${sop}`);
+          const fetchLut = (uri) => fetchBulkData(uri).catch(() => lutDataFromInstance(instanceUrl));
           pending.push(
-            readVoiLut(json, fetchBulkData)
+            readVoiLut(json, fetchLut)
               .then((lut) => lut && voiLuts.set(imageId, lut))
               .catch((error) => console.warn('VOI LUT not read', imageId, error)),
           );
