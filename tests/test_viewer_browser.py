@@ -132,6 +132,10 @@ def reading_data(transactional_db, tmp_path) -> dict[str, Any]:
             patient_name="Zhao^Liu=赵六",
             character_set="ISO_IR 192",
         )
+        ds.PixelSpacing = [0.5, 0.5]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-32, -32, -5.0 * number]
+        ds.SliceThickness = 5
         ds.PixelData = (ct_hounsfield(number) + 1024).astype(np.uint16).tobytes()
         ingest(ds, tmp_path, ct)
     prior_uid, prior_series_uid = generate_uid(), generate_uid()
@@ -392,3 +396,40 @@ def test_a_dx_with_a_voi_lut_renders_like_the_pydicom_reference(live_server, bro
     windowed = linear_window(np.array([stored.pixel_array[row, column] for column, row in centres]), 3000, 1000)
     assert np.abs(shown - windowed).max() > 100
     assert "SQRT" in overlay(page, "br")
+
+
+def drag(page, start: tuple[int, int], end: tuple[int, int]) -> None:
+    """A left-button drag between two image pixels."""
+    x0, y0 = page.evaluate("(p) => window.yunyingViewer.viewers[0].panes[0].pagePoint(p)", list(start))
+    x1, y1 = page.evaluate("(p) => window.yunyingViewer.viewers[0].panes[0].pagePoint(p)", list(end))
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for step in range(1, 9):
+        page.mouse.move(x0 + (x1 - x0) * step / 8, y0 + (y1 - y0) * step / 8)
+    page.mouse.up()
+
+
+def test_length_and_angle_measure_in_millimetres_and_degrees(live_server, browser_page, reading_data):
+    page = browser_page
+    open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
+    wait_for_image(page, 0)
+    page.click('[data-tool="Length"]')
+    assert page.locator('[data-tool="Length"]').get_attribute("aria-pressed") == "true"
+    # 64 pixels of 0.5 mm.
+    drag(page, (16, 64), (80, 64))
+    page.wait_for_function("window.yunyingViewer.viewers[0].measurements().some((m) => m.length)")
+    (length,) = page.evaluate("window.yunyingViewer.viewers[0].measurements()")
+    assert length["tool"] == "Length"
+    assert abs(length["length"] - 32.0) < 0.5
+    assert length["unit"] == "mm"
+
+    page.click('[data-tool="Angle"]')
+    for point in ([100, 64], [64, 64], [64, 100]):
+        x, y = page.evaluate("(p) => window.yunyingViewer.viewers[0].panes[0].pagePoint(p)", point)
+        page.mouse.click(x, y)
+    page.wait_for_function("window.yunyingViewer.viewers[0].measurements().some((m) => m.angle)")
+    angle = next(m for m in page.evaluate("window.yunyingViewer.viewers[0].measurements()") if m["tool"] == "Angle")
+    assert abs(angle["angle"] - 90) < 1
+
+    page.click('[data-action="clear"]')
+    assert page.evaluate("window.yunyingViewer.viewers[0].measurements()") == []

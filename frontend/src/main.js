@@ -399,6 +399,15 @@ class Pane {
     this.scrollTo(target);
   }
 
+  // Where an image pixel's centre is on the page (CSS pixels), e.g. to drag a measurement.
+  pagePoint([column, row]) {
+    const viewport = this.viewport;
+    const world = utilities.imageToWorldCoords(viewport.getCurrentImageId(), [column + 0.5, row + 0.5]);
+    const [x, y] = viewport.worldToCanvas(world);
+    const box = viewport.getCanvas().getBoundingClientRect();
+    return [box.left + x, box.top + y];
+  }
+
   // Pixel values under image coordinates, read back from the canvas: used by the tests
   // and the benchmark to see what the reader sees.
   sample(points) {
@@ -575,7 +584,8 @@ class Viewer {
     if (preset === 'default') {
       // The file's own window (or its VOI LUT), without inversion.
       const image = cache.getImage(viewport.getCurrentImageId());
-      const invert = image?.invert ?? false;
+      if (!image) return;
+      const invert = image.invert ?? false;
       viewport.setProperties({
         voiRange: windowLevel.toLowHighRange(image.windowWidth, image.windowCenter, image.voiLUTFunction),
         invert,
@@ -622,6 +632,14 @@ class Viewer {
         return;
     }
     viewport.render();
+  }
+
+  // The measurements drawn, with what they measure (mm, or px without a pixel spacing).
+  measurements() {
+    return annotation.state.getAllAnnotations().map((item) => {
+      const stats = Object.values(item.data?.cachedStats || {})[0] || {};
+      return { tool: item.metadata.toolName, length: stats.length, angle: stats.angle, unit: stats.unit };
+    });
   }
 
   clearMeasurements(pane) {
