@@ -242,30 +242,67 @@ OPTIONAL_STUDY = {"00081030", "00080080", "00081010", "00100021"}
 OPTIONAL_SERIES = {"00180015", "00080070", "00081010", "00080080"}
 
 
-def study_attributes(study: Study, url: str, query: Query) -> dj.JsonDataset:
-    patient = study.patient
+# What a study answer is built from; read with values() so a page of 1000 studies costs
+# no model instances.
+STUDY_FIELDS = (
+    "study_uid",
+    "study_date",
+    "study_time",
+    "accession_number",
+    "modalities_in_study",
+    "referring_physician",
+    "study_id",
+    "description",
+    "institution_name",
+    "station_name",
+    "number_of_series",
+    "number_of_instances",
+    "patient__patient_id",
+    "patient__issuer",
+    "patient__name_alphabetic",
+    "patient__name_ideographic",
+    "patient__name_phonetic",
+    "patient__birth_date",
+    "patient__sex",
+)
+
+
+def study_row(study: Study) -> dict[str, Any]:
+    """The STUDY_FIELDS of a study instance (with its patient), as values() gives them."""
+    row: dict[str, Any] = {}
+    for name in STUDY_FIELDS:
+        target: Any = study
+        for part in name.split("__"):
+            target = getattr(target, part)
+        row[name] = target
+    return row
+
+
+def study_attributes(row: dict[str, Any], url: str, query: Query) -> dj.JsonDataset:
     result: dj.JsonDataset = {
-        "00080020": dj.da(study.study_date),
-        "00080030": dj.tm(study.study_time),
-        "00080050": dj.element("SH", study.accession_number),
+        "00080020": dj.da(row["study_date"]),
+        "00080030": dj.tm(row["study_time"]),
+        "00080050": dj.element("SH", row["accession_number"]),
         "00080056": dj.element("CS", "ONLINE"),
-        "00080061": dj.multi("CS", study.modalities_in_study),
-        "00080090": dj.person_name_from_whole(study.referring_physician),
+        "00080061": dj.multi("CS", row["modalities_in_study"]),
+        "00080090": dj.person_name_from_whole(row["referring_physician"]),
         "00081190": dj.element("UR", url),
-        "00100010": dj.person_name(patient.name_alphabetic, patient.name_ideographic, patient.name_phonetic),
-        "00100020": dj.element("LO", patient.patient_id),
-        "00100030": dj.da(patient.birth_date),
-        "00100040": dj.element("CS", patient.sex),
-        "0020000D": dj.element("UI", study.study_uid),
-        "00200010": dj.element("SH", study.study_id),
-        "00201206": dj.integer("IS", study.number_of_series),
-        "00201208": dj.integer("IS", study.number_of_instances),
+        "00100010": dj.person_name(
+            row["patient__name_alphabetic"], row["patient__name_ideographic"], row["patient__name_phonetic"]
+        ),
+        "00100020": dj.element("LO", row["patient__patient_id"]),
+        "00100030": dj.da(row["patient__birth_date"]),
+        "00100040": dj.element("CS", row["patient__sex"]),
+        "0020000D": dj.element("UI", row["study_uid"]),
+        "00200010": dj.element("SH", row["study_id"]),
+        "00201206": dj.integer("IS", row["number_of_series"]),
+        "00201208": dj.integer("IS", row["number_of_instances"]),
     }
     optional = {
-        "00081030": lambda: dj.element("LO", study.description),
-        "00080080": lambda: dj.element("LO", study.institution_name),
-        "00081010": lambda: dj.element("SH", study.station_name),
-        "00100021": lambda: dj.element("LO", patient.issuer),
+        "00081030": lambda: dj.element("LO", row["description"]),
+        "00080080": lambda: dj.element("LO", row["institution_name"]),
+        "00081010": lambda: dj.element("SH", row["station_name"]),
+        "00100021": lambda: dj.element("LO", row["patient__issuer"]),
     }
     _add_optional(result, optional, query)
     return result

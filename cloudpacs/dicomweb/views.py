@@ -119,13 +119,13 @@ def _search_studies(request: HttpRequest) -> HttpResponse:
     queryset = (
         _studies(request)
         .select_related(None)
-        .select_related("patient")
         .filter(query.condition)
         .order_by("-study_date", "-study_time", "-pk")
+        .values(*qido.STUDY_FIELDS)
     )
     rows, more = qido.page(queryset, query)
     base = _base(request)
-    results = [qido.study_attributes(study, _study_url(base, study.study_uid), query) for study in rows]
+    results = [qido.study_attributes(row, _study_url(base, row["study_uid"]), query) for row in rows]
     return _search_response(results, more, query)
 
 
@@ -145,7 +145,9 @@ def _search_series(request: HttpRequest, study: Study | None) -> HttpResponse:
         attributes = qido.series_attributes(series, url, query)
         if study is None:
             # Searching across studies answers with the study's attributes too.
-            study_part = qido.study_attributes(series.study, _study_url(base, series.study.study_uid), query)
+            study_part = qido.study_attributes(
+                qido.study_row(series.study), _study_url(base, series.study.study_uid), query
+            )
             attributes = {**study_part, **attributes}
         results.append(qido.sorted_dataset(attributes))
     return _search_response(results, more, query)
@@ -173,7 +175,7 @@ def _search_instances(request: HttpRequest, study: Study | None, series: Series 
             series_part = qido.series_attributes(s, _series_url(base, s.study.study_uid, s.series_uid), query)
             attributes = {**series_part, **attributes}
         if study is None:
-            study_part = qido.study_attributes(s.study, _study_url(base, s.study.study_uid), query)
+            study_part = qido.study_attributes(qido.study_row(s.study), _study_url(base, s.study.study_uid), query)
             attributes = {**study_part, **attributes}
         results.append(qido.sorted_dataset(attributes))
     return _search_response(results, more, query)
