@@ -8,13 +8,13 @@ an edit."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from billing.models import LedgerEntry, PriceItem, PriceSchedule
@@ -131,24 +131,24 @@ class PriceBook:
             raise MissingPrice(f"price schedule {schedule.code} lacks a county or township price for {kind}") from None
 
 
-def ledger_entry_for(
-    consult: Consult, book: PriceBook | None = None, recorded_at: datetime | None = None
-) -> LedgerEntry:
-    """The original entry for a signed consult, unsaved: what record_saving stores."""
+def ledger_values_for(consult: Consult, book: PriceBook | None = None) -> dict[str, Any]:
+    """The field values of a signed consult's original entry: what record_saving stores."""
     schedule, county_price, township_price = (book.prices_for if book else prices_for)(consult.kind, consult.exam_date)
-    entry = LedgerEntry(
-        consult_id=consult.pk,
-        facility_id=consult.facility_id,
-        exam_kind=consult.kind,
-        exam_date=consult.exam_date,
-        body_parts=consult.body_parts,
-        schedule=schedule,
-        county_price=county_price,
-        township_price=township_price,
-        saving=saving_for(county_price, township_price, consult.body_parts),
-        recorded_at=recorded_at or timezone.now(),
-    )
-    return entry
+    return {
+        "consult_id": consult.pk,
+        "facility_id": consult.facility_id,
+        "exam_kind": consult.kind,
+        "exam_date": consult.exam_date,
+        "body_parts": consult.body_parts,
+        "schedule_id": schedule.pk,
+        "county_price": county_price,
+        "township_price": township_price,
+        "saving": saving_for(county_price, township_price, consult.body_parts),
+    }
+
+
+def ledger_entry_for(consult: Consult, book: PriceBook | None = None) -> LedgerEntry:
+    return LedgerEntry(**ledger_values_for(consult, book))
 
 
 def _original_entry(consult: Consult) -> LedgerEntry | None:
