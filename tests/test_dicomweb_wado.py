@@ -14,7 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
 from cloudpacs.dicomweb.multipart import parse_media_type
 from facilities.models import AuditEvent
-from tests.dicomweb_support import Archive, build_archive, client_for, token_for
+from tests.dicomweb_support import Archive, build_archive, client_for, token_for, voi_lut_dx
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -189,3 +189,29 @@ def test_wado_uri_gives_the_file_or_a_jpeg(http, archive, live_server):
     assert jpeg.content[:2] == b"\xff\xd8"
     assert http.get(f"{http.base}/wado", params={**params, "requestType": "X"}, timeout=10).status_code == 400
     assert AuditEvent.objects.filter(action="cloudpacs.study.retrieved", detail__via="wado-uri").count() == 1
+
+
+def test_nested_binary_values_stay_inline_and_top_level_ones_resolve(radiologist, archive, tmp_path):
+    from django.test import Client
+
+    from consults.services import open_consult_for_study
+    from tests.dicomweb_support import ingest
+
+    ds = voi_lut_dx(patient_id="P0200")
+    lut = ds.VOILUTSequence[0]
+    lut["LUTData"].VR = "OW"
+    lut.LUTData = np.asarray(lut.LUTData, dtype="<u2").tobytes()
+    ds.add_new(0x00420011, "OB", b"\x01\x02" * 5000)
+    instance = ingest(ds, archive.dr, tmp_path / "nested")
+    open_consult_for_study(instance.series.study)  # what makes it a radiologist's to read
+    client = Client(HTTP_AUTHORIZATION=f"Token {token_for(radiologist)}")
+    base = (
+        f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{instance.sop_instance_uid}"
+    )
+    (metadata,) = client.get(base + "/metadata").json()
+    item = metadata["00283010"]["Value"][0]
+    assert "InlineBinary" in item["00283006"]
+    assert metadata["00420011"]["BulkDataURI"].endswith("/bulkdata/00420011")
+    response = client.get(base + "/bulkdata/00420011")
+    assert response.status_code == 200
+    assert b"\x01\x02" * 5000 in response.content

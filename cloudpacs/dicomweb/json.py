@@ -9,7 +9,6 @@ from datetime import date, time
 from typing import Any
 
 from pydicom import dcmread
-from pydicom.dataelem import DataElement
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
@@ -17,6 +16,7 @@ Element = dict[str, Any]
 JsonDataset = dict[str, Element]
 
 PIXEL_DATA = "7FE00010"
+BULK_THRESHOLD = 4096
 
 
 def element(vr: str, *values: Any) -> Element:
@@ -68,16 +68,16 @@ def tag_key(keyword_or_tag: str) -> str | None:
 
 
 def instance_metadata(path: str, bulk_uri: Callable[[str], str], rows: int | None) -> JsonDataset:
-    """The instance's dataset as DICOM JSON, read up to its pixel data. Binary values over
-    a few kilobytes, and the pixel data itself, are given as BulkDataURIs."""
+    """The instance's dataset as DICOM JSON, read up to its pixel data. Top-level binary
+    values over a few kilobytes, and the pixel data itself, are given as BulkDataURIs;
+    binary values inside sequences (a VOI LUT's LUT Data, say) stay inline, since a viewer
+    needs them to display the image and a URI can only name a top-level element."""
     ds = dcmread(path, stop_before_pixels=True)
-
-    def handler(elem: DataElement) -> str:
-        return bulk_uri(f"{elem.tag:08X}")
-
-    result: JsonDataset = ds.to_json_dict(
-        bulk_data_threshold=4096, bulk_data_element_handler=handler, suppress_invalid_tags=True
-    )
+    result: JsonDataset = ds.to_json_dict(bulk_data_threshold=2**62, suppress_invalid_tags=True)
+    for elem in ds:
+        key = f"{elem.tag:08X}"
+        if key in result and "InlineBinary" in result[key] and len(elem.value or b"") > BULK_THRESHOLD:
+            result[key] = {"vr": result[key]["vr"], "BulkDataURI": bulk_uri(key)}
     if rows or "Rows" in ds:
         transfer_syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2.1")))
         bits = int(ds.get("BitsAllocated", 16) or 16)
