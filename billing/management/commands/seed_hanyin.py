@@ -20,6 +20,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from itertools import accumulate
+from operator import attrgetter
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -29,7 +30,7 @@ from django.contrib.auth.hashers import get_hasher, make_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
-from django.db.models import Count, Model, Sum
+from django.db.models import Count, Field, Model, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -350,7 +351,7 @@ def ensure_history(townships: dict[str, Facility], users: list[User]) -> int:
     consults = build_history(townships, machines, radiologists)
     bulk_insert(Consult, consults)
     if any(c.pk is None for c in consults):
-        # COPY does not hand keys back: these are all the historical consults there are.
+        # The fast insert does not hand keys back: these are all the historical consults.
         ids = dict(historical_consults().values_list("uuid", "id"))
         for c in consults:
             c.pk = ids[c.uuid]
@@ -395,15 +396,12 @@ def instance_factory(model: type[M]) -> Callable[..., M]:
     return build
 
 
-# Field types whose Python values psycopg adapts itself, skipping Django's per-value
-# preparation (most of a bulk insert's time).
-_PLAIN_TYPES = {
+# Field types whose Python values the database driver adapts itself: the rest go through
+# Django's preparation, which is most of a bulk_create's time when done for every value.
+_DRIVER_TYPES = {
     "BigIntegerField",
     "BooleanField",
     "CharField",
-    "DateField",
-    "DateTimeField",
-    "DecimalField",
     "EmailField",
     "ForeignKey",
     "IntegerField",
@@ -413,29 +411,46 @@ _PLAIN_TYPES = {
     "SlugField",
     "SmallIntegerField",
     "TextField",
-    "UUIDField",
 }
+_DRIVER_TYPES_PSYCOPG = _DRIVER_TYPES | {"DateField", "DateTimeField", "DecimalField", "UUIDField"}
+
+
+def _row_maker(fields: list[Field[Any, Any]], driver_types: set[str]) -> Callable[[Model], list[Any]]:
+    ops = connection.ops
+    converters: list[Callable[[Model], Any]] = []
+    for f in fields:
+        kind = f.get_internal_type()
+        if kind in driver_types:
+            converters.append(attrgetter(f.attname))
+        elif kind == "DateTimeField" and not (getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)):
+            converters.append(lambda obj, name=f.attname: ops.adapt_datetimefield_value(getattr(obj, name)))
+        else:
+            converters.append(lambda obj, f=f: f.get_db_prep_save(f.pre_save(obj, True), connection))
+    return lambda obj: [convert(obj) for convert in converters]
 
 
 def bulk_insert(model: type[Model], objs: list[Any]) -> None:
-    """Insert many new rows fast: COPY on PostgreSQL (keys are not returned), batched
-    bulk_create elsewhere (keys are). Model checks and save() are bypassed as with any
-    bulk_create; the database's constraints still apply."""
-    if connection.vendor != "postgresql":
-        model._default_manager.bulk_create(objs, batch_size=BATCH_SIZE)
-        return
+    """Insert many new rows fast, without returning their keys: COPY on PostgreSQL, one
+    prepared INSERT run for every row on SQLite, batched bulk_create elsewhere. As with
+    any bulk_create, save() and model validation are bypassed; the database's constraints
+    (checks, keys, uniqueness) still apply."""
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    plain = [f.get_internal_type() in _PLAIN_TYPES for f in fields]
     quote = connection.ops.quote_name
-    sql = f"COPY {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) FROM STDIN"
-    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
-        for obj in objs:
-            copy.write_row(
-                [
-                    getattr(obj, f.attname) if is_plain else f.get_db_prep_save(f.pre_save(obj, True), connection)
-                    for f, is_plain in zip(fields, plain, strict=True)
-                ]
-            )
+    table = quote(model._meta.db_table)
+    columns = ", ".join(quote(f.column) for f in fields)
+    if connection.vendor == "postgresql":
+        row = _row_maker(fields, _DRIVER_TYPES_PSYCOPG)
+        with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for obj in objs:
+                copy.write_row(row(obj))
+    elif connection.vendor == "sqlite":
+        row = _row_maker(fields, _DRIVER_TYPES)
+        placeholders = ", ".join(["%s"] * len(fields))
+        with connection.cursor() as cursor:
+            sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"  # noqa: S608 (names from _meta)
+            cursor.executemany(sql, [row(o) for o in objs])
+    else:
+        model._default_manager.bulk_create(objs, batch_size=BATCH_SIZE)
 
 
 def _days(year: int) -> tuple[list[date], list[float]]:
