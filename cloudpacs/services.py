@@ -113,7 +113,8 @@ class IndexedTags:
     sop_instance_uid: str
     study_uid: str
     series_uid: str
-    dataset: Dataset
+    # The indexed attributes' values, each read once.
+    values: dict[str, Any]
     # (whole, alphabetic, ideographic, phonetic) of each person name
     names: dict[str, tuple[str, str, str, str]]
 
@@ -250,10 +251,10 @@ def _read_indexed_tags(path: Path, sop_class_uid: str, sop_instance_uid: str, tr
             f"dataset SOP Instance UID {dataset_instance} differs from the request's {sop_instance_uid}"
         )
     names = {keyword: person_name_groups(ds, keyword, raw_names.get(keyword)) for keyword in PERSON_NAME_TAGS}
-    return IndexedTags(dataset_class, dataset_instance, study_uid, series_uid, ds, names)
+    return IndexedTags(dataset_class, dataset_instance, study_uid, series_uid, values, names)
 
 
-def _text(ds: Dataset, keyword: str, limit: int) -> str:
+def _text(ds: Dataset | dict[str, Any], keyword: str, limit: int) -> str:
     try:
         value = ds.get(keyword)
     except Exception:
@@ -265,7 +266,7 @@ def _text(ds: Dataset, keyword: str, limit: int) -> str:
     return str(value).strip()[:limit]
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
+def _int(ds: Dataset | dict[str, Any], keyword: str) -> int | None:
     try:
         value = ds.get(keyword)
         return int(value) if value not in (None, "") else None
@@ -338,7 +339,7 @@ def person_name_groups(
 def _index(
     tags: IndexedTags, staged: storage.StagedFile, key: str, transfer_syntax_uid: str, modality: Modality
 ) -> tuple[Instance, bool]:
-    ds = tags.dataset
+    ds = tags.values
     now = timezone.now()
     facility = modality.facility
     name, alphabetic, ideographic, phonetic = tags.names["PatientName"]

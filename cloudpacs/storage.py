@@ -50,9 +50,14 @@ def root() -> Path:
     return Path(settings.STORAGE_ROOT)
 
 
+_ensured: set[Path] = set()
+
+
 def incoming_dir() -> Path:
     path = root() / INCOMING
-    path.mkdir(parents=True, exist_ok=True)
+    if path not in _ensured or not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        _ensured.add(path)
     return path
 
 
