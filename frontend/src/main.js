@@ -479,6 +479,9 @@ class Viewer {
         count: node.dataset.count || '',
       }),
     );
+    // On its own page the viewer takes the keys at once; embedded, it waits for a click so
+    // that it never takes them from the report being typed beside it.
+    if (document.body.classList.contains('viewer-page')) this.element.focus({ preventScroll: true });
     // Without a first image (an empty or failed series) the thumbnails still come.
     setTimeout(() => this.showThumbnails(), 5000);
     const prior = this.element.dataset.priorStudyUid;
