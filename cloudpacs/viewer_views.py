@@ -27,11 +27,7 @@ def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, An
     # The same rule as the study page and /dicomweb/: facility-scoped, and for radiologists
     # the studies sent for reading; a prior the images could not be fetched for is not offered.
     visible = studies_for(user)
-    priors = (
-        visible.filter(patient=study.patient)
-        .exclude(pk=study.pk)
-        .order_by("-study_date", "-study_time")
-    )
+    priors = visible.filter(patient=study.patient).exclude(pk=study.pk).order_by("-study_date", "-study_time")
     prior = None
     if prior_uid:
         prior = get_object_or_404(visible, study_uid=prior_uid)
