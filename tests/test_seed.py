@@ -17,7 +17,7 @@ import pytest
 from django.contrib.auth import authenticate
 from django.core.management import call_command
 from django.db import connection, transaction
-from django.db.models import Count, F, Sum
+from django.db.models import Count, F, QuerySet, Sum
 from django.db.models.functions import ExtractYear
 from django.utils import timezone
 
@@ -99,13 +99,14 @@ def seeded(django_db_setup, django_db_blocker) -> Iterator[str]:
         transaction.set_rollback(True)
 
 
-def history() -> object:
+def history() -> QuerySet[Consult]:
     return Consult.objects.filter(study__isnull=True)
 
 
 def minutes_by_township() -> dict[str, list[float]]:
     minutes: dict[str, list[float]] = defaultdict(list)
     for township, arrived, signed in history().values_list("facility__short_name", "arrived_at", "signed_at"):
+        assert signed is not None
         minutes[township].append((signed - arrived).total_seconds() / 60)
     return minutes
 
@@ -244,12 +245,22 @@ def test_it_creates_the_people_and_prints_their_logins(seeded):
 
 @pytest.mark.django_db
 def test_it_puts_radiologists_on_a_roster_with_a_lead_each_shift(seeded):
-    shifts = RosterShift.objects.filter(starts_at__gte=timezone.now() - timezone.timedelta(days=1))
-    assert shifts.exists()
+    shifts = list(RosterShift.objects.select_related("radiologist").order_by("starts_at"))
+    assert len(shifts) == 14 * 4
     by_start = defaultdict(list)
-    for starts_at, is_lead in shifts.values_list("starts_at", "is_lead"):
-        by_start[starts_at].append(is_lead)
-    assert all(leads.count(True) == 1 for leads in by_start.values())
+    for shift in shifts:
+        by_start[shift.starts_at].append(shift)
+    for crew in by_start.values():
+        leads = [s.radiologist for s in crew if s.is_lead]
+        assert len(leads) == 1
+        assert leads[0].is_senior or len(crew) == 1
+    nights = [s for s in shifts if len(by_start[s.starts_at]) == 1]
+    assert all(s.radiologist.reads_ct for s in nights)
+    # No one works two shifts that touch or overlap.
+    for a in shifts:
+        for b in shifts:
+            if a.pk < b.pk and a.radiologist_id == b.radiologist_id:
+                assert a.ends_at < b.starts_at or b.ends_at < a.starts_at
 
 
 @pytest.mark.django_db

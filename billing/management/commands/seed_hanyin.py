@@ -30,7 +30,7 @@ from django.contrib.auth.hashers import get_hasher, make_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
-from django.db.models import Count, Field, Model, Sum
+from django.db.models import Count, Field, Model, QuerySet, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -52,8 +52,8 @@ HANYIN_TZ = ZoneInfo("Asia/Shanghai")
 CONSULT_FLOOR_SECONDS = 300
 CONSULT_SPREAD_SIGMA = 0.5
 # Relative reading effort: a CT takes longer than a DR; emergencies are read first.
-KIND_EFFORT = {ExamKind.CT: 1.3, ExamKind.DR: 1.0}
-PRIORITY_EFFORT = {Priority.ROUTINE: 1.0, Priority.URGENT: 0.75, Priority.EMERGENCY: 0.5}
+KIND_EFFORT: dict[str, float] = {ExamKind.CT: 1.3, ExamKind.DR: 1.0}
+PRIORITY_EFFORT: dict[str, float] = {Priority.ROUTINE: 1.0, Priority.URGENT: 0.75, Priority.EMERGENCY: 0.5}
 PRIORITIES = (Priority.ROUTINE, Priority.URGENT, Priority.EMERGENCY)
 
 # Working hours at the townships, local time, for all but emergencies.
@@ -145,7 +145,7 @@ def technologist_username(township: hanyin.Township) -> str:
     return f"tech_{township.pinyin.lower()}"
 
 
-def historical_consults() -> Any:
+def historical_consults() -> QuerySet[Consult]:
     """The demo's past exams: at its townships, with no images in this archive."""
     return Consult.objects.filter(study__isnull=True, facility__code__in=[t.code for t in hanyin.TOWNSHIPS])
 
@@ -299,35 +299,36 @@ def upsert_users(county: Facility, townships: dict[str, Facility]) -> list[User]
     return users
 
 
+def _rotated(people: list[User], k: int) -> list[User]:
+    k %= len(people)
+    return people[k:] + people[:k]
+
+
 def ensure_roster(radiologists: list[User], now: datetime) -> int:
-    """Shifts for the coming two weeks: a day shift of three with a senior lead, and a
-    night shift of one CT reader. Shifts already on the roster are left alone."""
+    """Shifts for the coming two weeks: by day three readers led by a senior, by night one
+    CT reader, who has the next day off. Shifts already on the roster are left alone."""
     seniors = [r for r in radiologists if r.is_senior]
     ct_readers = [r for r in radiologists if r.reads_ct]
-    if not seniors or not ct_readers:
+    if not seniors or not ct_readers or len(radiologists) < DAY_SHIFT_SIZE + 2:
         return 0
     first_day = timezone.localtime(now, HANYIN_TZ).date()
     wanted: list[RosterShift] = []
+    resting: User | None = None
     for offset in range(ROSTER_DAYS):
         day = first_day + timedelta(days=offset)
         n = day.toordinal()
-        lead = seniors[n % len(seniors)]
-        others = [r for r in radiologists if r.pk != lead.pk]
-        crew = [lead] + [others[(n + i) % len(others)] for i in range(DAY_SHIFT_SIZE - 1)]
+        lead = next(r for r in _rotated(seniors, n) if r != resting)
+        others = [r for r in _rotated(radiologists, n) if r not in (lead, resting)]
+        crew = [lead, *others[: DAY_SHIFT_SIZE - 1]]
         start = datetime(day.year, day.month, day.day, DAY_SHIFT[0], tzinfo=HANYIN_TZ)
         for member in crew:
-            wanted.append(
-                RosterShift(
-                    radiologist=member,
-                    starts_at=start,
-                    ends_at=start + timedelta(hours=DAY_SHIFT[1]),
-                    is_lead=member.pk == lead.pk,
-                )
-            )
-        night = ct_readers[(n * 5) % len(ct_readers)]
+            end = start + timedelta(hours=DAY_SHIFT[1])
+            wanted.append(RosterShift(radiologist=member, starts_at=start, ends_at=end, is_lead=member == lead))
+        night = next((r for r in _rotated(ct_readers, 3 * n) if r not in crew and r != resting), ct_readers[0])
         start = datetime(day.year, day.month, day.day, NIGHT_SHIFT[0], tzinfo=HANYIN_TZ)
         end = start + timedelta(hours=NIGHT_SHIFT[1])
         wanted.append(RosterShift(radiologist=night, starts_at=start, ends_at=end, is_lead=True))
+        resting = night
     present = set(
         RosterShift.objects.filter(
             radiologist__in=radiologists, starts_at__gte=wanted[0].starts_at, starts_at__lte=wanted[-1].starts_at
@@ -417,15 +418,22 @@ _DRIVER_TYPES_PSYCOPG = _DRIVER_TYPES | {"DateField", "DateTimeField", "DecimalF
 
 def _row_maker(fields: list[Field[Any, Any]], driver_types: set[str]) -> Callable[[Model], list[Any]]:
     ops = connection.ops
+
+    def adapt_datetime(name: str) -> Callable[[Model], Any]:
+        return lambda obj: ops.adapt_datetimefield_value(getattr(obj, name))
+
+    def prepare(field: Field[Any, Any]) -> Callable[[Model], Any]:
+        return lambda obj: field.get_db_prep_save(field.pre_save(obj, True), connection)
+
     converters: list[Callable[[Model], Any]] = []
     for f in fields:
         kind = f.get_internal_type()
         if kind in driver_types:
             converters.append(attrgetter(f.attname))
         elif kind == "DateTimeField" and not (getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)):
-            converters.append(lambda obj, name=f.attname: ops.adapt_datetimefield_value(getattr(obj, name)))
+            converters.append(adapt_datetime(f.attname))
         else:
-            converters.append(lambda obj, f=f: f.get_db_prep_save(f.pre_save(obj, True), connection))
+            converters.append(prepare(f))
     return lambda obj: [convert(obj) for convert in converters]
 
 
@@ -436,8 +444,8 @@ def bulk_insert(model: type[Model], objs: list[Any]) -> None:
     (checks, keys, uniqueness) still apply."""
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
     quote = connection.ops.quote_name
-    table = quote(model._meta.db_table)
-    columns = ", ".join(quote(f.column) for f in fields)
+    table = quote(str(model._meta.db_table))
+    columns = ", ".join(quote(str(f.column)) for f in fields)
     if connection.vendor == "postgresql":
         row = _row_maker(fields, _DRIVER_TYPES_PSYCOPG)
         with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
@@ -494,9 +502,10 @@ def build_history(
     priority_cum = list(accumulate(hanyin.PRIORITY_SHARES))
     parts_cum = {kind: list(accumulate(shares)) for kind, shares in hanyin.BODY_PART_SHARES.items()}
     readers: dict[str, tuple[list[User], list[float]]] = {}
-    for kind in (ExamKind.CT, ExamKind.DR):
-        eligible = [r for r in hanyin.RADIOLOGISTS if (r.reads_ct if kind == ExamKind.CT else r.reads_dr)]
-        readers[kind] = ([radiologists[r.username] for r in eligible], list(accumulate(r.weight for r in eligible)))
+    for exam_kind in (ExamKind.CT, ExamKind.DR):
+        eligible = [r for r in hanyin.RADIOLOGISTS if (r.reads_ct if exam_kind == ExamKind.CT else r.reads_dr)]
+        weights = list(accumulate(r.weight for r in eligible))
+        readers[exam_kind] = ([radiologists[r.username] for r in eligible], weights)
 
     time_limits: dict[str, dict[str, int]] = settings.CONSULT_TIME_LIMITS
     new_consult = instance_factory(Consult)
@@ -507,7 +516,8 @@ def build_history(
         rng = random.Random(f"{SEED}-{t.code}")
         facility = townships[t.code]
         exams: list[tuple[str, datetime, str, int, User]] = []
-        for kind, counts in ((ExamKind.CT, t.ct), (ExamKind.DR, t.dr)):
+        by_kind: tuple[tuple[str, tuple[int, ...]], ...] = ((ExamKind.CT, t.ct), (ExamKind.DR, t.dr))
+        for kind, counts in by_kind:
             for year, n in zip(hanyin.YEARS, counts, strict=True):
                 days, day_cum = calendar[year]
                 for _i in range(n):
