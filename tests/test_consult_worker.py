@@ -33,9 +33,14 @@ pytestmark = [
 ]
 
 
-def test_a_real_worker_assigns_by_roster_and_flags_a_late_consult(township, tmp_path):
+def test_a_real_worker_assigns_by_roster_and_flags_a_late_consult(township, tmp_path, monkeypatch):
     if connection.vendor != "postgresql":
         pytest.skip("the worker process needs a shared database: run with DATABASE_URL on PostgreSQL")
+    # Celery reads Django's settings once, possibly while an earlier test had made tasks
+    # eager; this test is about the worker, so make sure nothing runs in this process.
+    from cloudpacs.celery import app
+
+    monkeypatch.setitem(app.conf, "task_always_eager", False)
     reader = make_user(User.Role.RADIOLOGIST, None, username="on_duty_worker")
     make_shift(reader, timezone.now() - timedelta(hours=1))
     fresh = make_consult(township, kind=ExamKind.DR)
