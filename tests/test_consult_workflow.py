@@ -324,3 +324,33 @@ def test_templates_for_a_consult_are_those_of_its_modality(ct_consult):
         impression="未见异常。",
     )
     assert template in workflow.templates_for(ct_consult)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_readers_claiming_at_once_get_one_winner(township):
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from django.db import connections
+
+    readers = [reader(f"racer{i}") for i in range(2)]
+    consult = make_consult(township, kind=ExamKind.CT)
+    start = Barrier(2)
+
+    def claim(user: User) -> str:
+        try:
+            start.wait()
+            workflow.claim_consult(Consult.objects.get(pk=consult.pk), user)
+            return "won"
+        except workflow.WorkflowError:
+            return "refused"
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = sorted(pool.map(claim, readers))
+
+    assert outcomes == ["refused", "won"]
+    consult.refresh_from_db()
+    assert consult.radiologist in readers
+    assert AuditEvent.objects.filter(action="consults.consult.claimed", object_id=str(consult.uuid)).count() == 1
