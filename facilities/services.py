@@ -43,9 +43,9 @@ def audit(
 
     The actor defaults to the request's user; the object is named by its model label and
     its opaque id (a UID or UUID where it has one), never by a sequential key alone."""
-    if actor is None and request is not None and getattr(request, "user", None) is not None:
-        if request.user.is_authenticated:
-            actor = request.user  # type: ignore[assignment]
+    user = getattr(request, "user", None)
+    if actor is None and user is not None and user.is_authenticated:
+        actor = user
     if obj is not None:
         object_type = object_type or obj._meta.label_lower
         object_id = object_id or str(
