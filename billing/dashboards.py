@@ -561,7 +561,3 @@ def turnaround(filters: Filters, period: str = "year") -> Turnaround:
         period=period,
         histogram=histogram,
     )
-
-
-def turnaround_consults(filters: Filters) -> QuerySet[Consult]:
-    return volume_consults(filters).filter(signed_at__isnull=False)
