@@ -9,7 +9,11 @@ from __future__ import annotations
 import logging
 import threading
 
+from django.conf import settings
 from django.db import connection
+from django.utils import timezone
+
+from cloudpacs.services import has_stable_studies
 
 logger = logging.getLogger("dicomnode")
 
@@ -36,8 +40,11 @@ class StabilityTimer:
         task = app.tasks[SWEEP_TASK]
         while not self._stop.wait(self.interval):
             try:
-                task.delay()
+                # A cheap read first, so that an idle receiver sends no task to a broker.
+                if has_stable_studies(timezone.now(), settings.STUDY_STABLE_SECONDS):
+                    task.delay()
             except Exception:
                 logger.exception("study stability sweep failed")
-            finally:
+                # Reconnect next time; otherwise the thread keeps its one connection.
                 connection.close()
+        connection.close()
