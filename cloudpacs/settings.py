@@ -217,4 +217,5 @@ REPORT_FONT_PATH = env_path("REPORT_FONT_PATH", Path("/usr/share/fonts/truetype/
 # The per-minute check of time limits, rosters and critical findings, when Celery beat runs.
 CELERY_BEAT_SCHEDULE = {
     "consults-check-deadlines": {"task": "consults.tasks.check_consult_deadlines", "schedule": 60.0},
+    "billing-record-savings": {"task": "billing.tasks.record_savings_for_signed_consults", "schedule": 60.0},
 }

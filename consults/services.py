@@ -64,4 +64,10 @@ def open_consult_for_study(study: Study) -> Consult:
         # A concurrent sweep opened it first (Consult.study is one-to-one).
         return Consult.objects.get(study=study)
     logger.info("consult %s opened for study %s (%s)", consult.uuid, study.study_uid, consult.kind)
+    # Offer it to a reader on duty as soon as it is committed; without one on duty it
+    # waits in the shared worklist and the per-minute check tries again.
+    from consults.tasks import assign_consult  # tasks import this module
+
+    consult_pk = consult.pk
+    transaction.on_commit(lambda: assign_consult.delay(consult_pk))
     return consult

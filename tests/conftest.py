@@ -21,13 +21,13 @@ def _isolated_storage(settings, tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _eager_tasks(request, settings, monkeypatch) -> None:
     """Tasks run in-process unless a test asks for a real worker (celery_worker marker):
-    the broker configured by CI is there for those tests, not for every test."""
-    if request.node.get_closest_marker("celery_worker"):
-        return
+    the broker configured by CI is there for those tests, not for every test. Celery reads
+    Django's settings once, so its own configuration is set both ways, explicitly."""
     from cloudpacs.celery import app
 
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    eager = request.node.get_closest_marker("celery_worker") is None
+    settings.CELERY_TASK_ALWAYS_EAGER = eager
+    monkeypatch.setitem(app.conf, "task_always_eager", eager)
     monkeypatch.setitem(app.conf, "task_eager_propagates", True)
 
 

@@ -109,6 +109,9 @@ class Command(BaseCommand):
             children.append(Child("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"]))
             schedule = Path(settings.VAR_DIR) / "celerybeat-schedule"
             children.append(Child("beat", [*celery, "beat", "--loglevel", "INFO", "--schedule", str(schedule)]))
+        else:
+            # No broker: beat's schedule runs in-process, the same periodic work either way.
+            children.append(Child("ticker", [python, manage, "ticker"]))
         return children
 
     def _announce(self, options: dict[str, Any]) -> None:

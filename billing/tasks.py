@@ -1,0 +1,16 @@
+"""Celery tasks of the billing app: thin wrappers around services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from billing.services import record_pending_savings
+
+
+@shared_task(ignore_result=True)
+def record_savings_for_signed_consults() -> int:
+    """Every minute (CELERY_BEAT_SCHEDULE): one ledger entry for each newly signed exam.
+
+    The consults app cannot call billing (it sits below it), so billing collects what was
+    signed, like an outbox: an entry missed by a crash is picked up on the next run."""
+    return len(record_pending_savings())
