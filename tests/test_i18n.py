@@ -46,6 +46,13 @@ def test_the_english_switch_turns_the_home_page_into_english(technologist_client
     assert "退出登录" not in page
 
 
+def test_an_english_browser_still_gets_chinese_until_the_switch(client):
+    page = client.get(reverse("login"), HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9").content.decode()
+    assert "用户名" in page
+    switch_to_english(client, reverse("login"))
+    assert "Username" in client.get(reverse("login"), HTTP_ACCEPT_LANGUAGE="zh-CN").content.decode()
+
+
 def test_switching_back_restores_chinese(technologist_client, township):
     switch_to_english(technologist_client)
     technologist_client.post(reverse("set_language"), {"language": "zh-hans", "next": "/"})
@@ -66,7 +73,7 @@ def test_the_radiologists_worklist_and_the_dashboard_have_english_headings(radio
     assert "Worklist" in radiologist_client.get(reverse("consults:worklist")).content.decode()
     page = administrator_client.get(reverse("billing:dashboard")).content.decode()
     assert "Total saved (10,000 yuan)" in page
-    assert "The dashboards arrive with a later release." in page
+    assert "as in the paper's Tables 1 and 2" in page
 
 
 def parse_po(path: Path) -> dict[str, list[str]]:
