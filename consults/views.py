@@ -13,8 +13,18 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
 from cloudpacs.models import Study
+from consults import workflow
 from consults.models import Consult, Priority, Report
-from facilities.access import CLINICAL_ROLES, RADIOLOGIST, consults_for, facilities_for, role_required, studies_for
+from facilities.access import (
+    CLINICAL_ROLES,
+    RADIOLOGIST,
+    TECHNOLOGIST,
+    consults_for,
+    facilities_for,
+    has_role,
+    role_required,
+    studies_for,
+)
 from facilities.models import ExamKind, Facility
 from facilities.services import audit
 
@@ -45,10 +55,18 @@ def facility_page(request: HttpRequest, facility_uuid: UUID) -> HttpResponse:
         .filter(facility=facility, consult__isnull=True)
         .order_by("-last_received_at", "-id")[:20]
     )
+    # Critical findings the township has not yet acknowledged, at the top of its page.
+    findings = list(workflow.open_critical_findings(facility.pk))
     return render(
         request,
         "consults/facility.html",
-        {"facility": facility, "page": page, "pending_studies": pending_studies},
+        {
+            "facility": facility,
+            "page": page,
+            "pending_studies": pending_studies,
+            "findings": findings,
+            "can_acknowledge": has_role(request.user, TECHNOLOGIST),
+        },
     )
 
 
@@ -104,6 +122,8 @@ def consult_detail(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
     )
     study: Study | None = consult.study
     audit("consults.report.viewed", request=request, obj=consult, signed=bool(report and report.is_signed))
+    if report is not None and report.is_signed and has_role(request.user, TECHNOLOGIST):
+        workflow.mark_delivered(consult, user=request.user)  # type: ignore[arg-type]
     return render(
         request,
         "consults/consult_detail.html",

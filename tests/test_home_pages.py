@@ -130,7 +130,7 @@ def test_the_worklist_shows_an_arriving_consult_and_not_a_signed_one(radiologist
     page = response.content.decode()
     assert "刚到达" in page
     assert "已签发者" not in page
-    assert reverse("consults:detail", args=[arriving.uuid]) in page
+    assert reverse("reading:page", args=[arriving.uuid]) in page
     assert township.short_name in page
 
 
@@ -247,6 +247,9 @@ def test_the_consult_page_shows_the_signed_report_and_its_addenda(technologist_c
     assert "胸部 CT 未见明显异常。" in page
     assert "补充：建议随访。" in page
     assert str(radiologist) in page
+    consult.refresh_from_db()
+    assert consult.status == Consult.Status.DELIVERED  # the township has it
+    assert consult.delivered_at is not None
 
 
 def test_the_consult_page_withholds_a_report_that_is_not_signed(technologist_client, township, radiologist):
@@ -264,3 +267,34 @@ def test_the_consult_page_withholds_a_report_that_is_not_signed(technologist_cli
 def test_the_worklist_is_forbidden_to_technologists_and_administrators(technologist_client, administrator_client):
     assert technologist_client.get(reverse("consults:worklist")).status_code == 403
     assert administrator_client.get(reverse("consults:worklist")).status_code == 403
+
+
+def test_the_worklist_offers_a_claim_and_shows_the_time_left(radiologist_client, radiologist, township):
+    from datetime import timedelta
+
+    now = timezone.now()
+    waiting = Consult.objects.create(
+        facility=township, kind=ExamKind.DR, exam_date=now.date(), arrived_at=now, due_at=now + timedelta(minutes=90)
+    )
+    late = Consult.objects.create(
+        facility=township,
+        kind=ExamKind.CT,
+        exam_date=now.date(),
+        arrived_at=now - timedelta(hours=5),
+        due_at=now - timedelta(hours=1),
+        radiologist=radiologist,
+        assigned_at=now - timedelta(hours=4),
+        status=Consult.Status.ASSIGNED,
+    )
+    page = radiologist_client.get(reverse("consults:worklist")).content.decode()
+
+    assert f'action="{reverse("reading:claim", args=[waiting.uuid])}"' in page
+    assert f'action="{reverse("reading:claim", args=[late.uuid])}"' not in page
+    assert f'href="{reverse("reading:page", args=[late.uuid])}"' in page
+    assert "已超时" in page
+    assert "1\xa0小时" in page or "1 小时" in page
+
+    response = radiologist_client.post(reverse("reading:claim", args=[waiting.uuid]), {"next": "/worklist/"})
+    assert response.status_code == 302
+    waiting.refresh_from_db()
+    assert waiting.radiologist == radiologist

@@ -210,6 +210,9 @@ def test_a_critical_finding_is_shown_to_the_township_at_once_and_acknowledged(
 
     alerts = technologist_client.get(reverse("reading:alerts") + "?fragment=1").content.decode()
     assert "右侧张力性气胸。" in alerts
+    home = technologist_client.get("/", follow=True).content.decode()  # the township's own page
+    assert "右侧张力性气胸。" in home
+    assert reverse("reading:acknowledge", args=[finding.uuid]) in home
     body = technologist_client.get(page(consult)).content.decode()
     assert "右侧张力性气胸。" in body
     acknowledge = reverse("reading:acknowledge", args=[finding.uuid])
