@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Model
+from django.conf import settings
+from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from facilities.models import AuditEvent, Facility, Modality, User
 
@@ -66,3 +69,66 @@ def audit(
         facility=facility,
         detail=detail,
     )
+
+
+# Login attempts. Failures are counted from the audit trail itself, so the lockout needs no
+# table of its own and an administrator sees exactly what the lockout saw.
+LOGIN_SUCCEEDED = "facilities.login.succeeded"
+LOGIN_FAILED = "facilities.login.failed"
+LOGIN_LOCKED = "facilities.login.locked"
+LOGGED_OUT = "facilities.login.logged_out"
+
+
+def login_locked_until(username: str, *, now: datetime | None = None) -> datetime | None:
+    """When the lockout of `username` ends, or None if it may try to sign in now.
+
+    It is locked once LOGIN_MAX_FAILURES failures fall within the last
+    LOGIN_LOCKOUT_MINUTES and no successful login followed them; it opens again when the
+    oldest of those failures leaves the window. Refused attempts are not failures, so
+    retrying during a lockout does not prolong it. `now` is for tests."""
+    now = now or timezone.now()
+    window = timedelta(minutes=settings.LOGIN_LOCKOUT_MINUTES)
+    limit = settings.LOGIN_MAX_FAILURES
+    failures = AuditEvent.objects.filter(
+        action=LOGIN_FAILED, detail__username=username, at__gt=now - window, at__lte=now
+    )
+    last_success = (
+        AuditEvent.objects.filter(action=LOGIN_SUCCEEDED, actor_name=username, at__lte=now)
+        .order_by("-at")
+        .values_list("at", flat=True)
+        .first()
+    )
+    if last_success is not None:
+        failures = failures.filter(at__gt=last_success)
+    recent = list(failures.order_by("-at").values_list("at", flat=True)[:limit])
+    if len(recent) < limit:
+        return None
+    return recent[-1] + window
+
+
+def search_audit(
+    *,
+    user: str = "",
+    action: str = "",
+    object_id: str = "",
+    facility: Facility | None = None,
+    since: date | None = None,
+    until: date | None = None,
+) -> QuerySet[AuditEvent]:
+    """Audit events matching every given criterion, newest first. `user` matches the actor's
+    username or the name tried in a failed login; `action` is a prefix of the dotted code;
+    the dates are whole days, both included, in the site's time zone."""
+    events = AuditEvent.objects.select_related("facility")
+    if user:
+        events = events.filter(Q(actor_name__icontains=user) | Q(detail__username__icontains=user))
+    if action:
+        events = events.filter(action__startswith=action)
+    if object_id:
+        events = events.filter(object_id=object_id)
+    if facility is not None:
+        events = events.filter(facility=facility)
+    if since is not None:
+        events = events.filter(at__date__gte=since)
+    if until is not None:
+        events = events.filter(at__date__lte=until)
+    return events.order_by("-at", "-id")

@@ -1,13 +1,19 @@
-"""The front door: "/" sends each person to the page their role works from."""
+"""The front door: "/" sends each person to the page their role works from; and the
+administrator's search of the audit trail, which can only be read here, never changed."""
 
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 
-from facilities.access import ADMINISTRATOR, RADIOLOGIST, TECHNOLOGIST, has_role
+from facilities import services
+from facilities.access import ADMINISTRATOR, RADIOLOGIST, TECHNOLOGIST, has_role, role_required
+from facilities.forms import AuditSearchForm
+
+AUDIT_PAGE_SIZE = 50
 
 
 @login_required
@@ -23,3 +29,18 @@ def home(request: HttpRequest) -> HttpResponse:
         # An account made by createsuperuser, with no role yet: the admin is where it gets one.
         return redirect("admin:index")
     raise PermissionDenied
+
+
+@role_required(ADMINISTRATOR)
+def audit_log(request: HttpRequest) -> HttpResponse:
+    form = AuditSearchForm(request.GET)
+    # An invalid criterion (a malformed date) shows nothing rather than everything.
+    events = services.search_audit(**form.cleaned_data) if form.is_valid() else services.search_audit().none()
+    page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "facilities/audit.html",
+        {"form": form, "page": page, "page_query": query.urlencode(), "count": page.paginator.count},
+    )
