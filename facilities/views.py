@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET
 
 from facilities import services
 from facilities.access import ADMINISTRATOR, RADIOLOGIST, TECHNOLOGIST, has_role, role_required
@@ -32,6 +33,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @role_required(ADMINISTRATOR)
+@require_GET
 def audit_log(request: HttpRequest) -> HttpResponse:
     form = AuditSearchForm(request.GET)
     # An invalid criterion (a malformed date) shows nothing rather than everything.
