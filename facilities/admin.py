@@ -15,11 +15,13 @@ from django.db.models import Model
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
+from facilities.forms import AdminLoginForm
 from facilities.models import AuditEvent, Facility, Modality, RosterShift, User
 
 admin.site.site_header = _("云影 Yunying")
 admin.site.site_title = _("云影 Yunying")
 admin.site.index_title = _("系统管理")
+admin.site.login_form = AdminLoginForm
 
 
 def is_platform_administrator(user: Any) -> bool:

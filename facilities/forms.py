@@ -6,24 +6,25 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from facilities import services
 from facilities.models import Facility
 
+LOCKED_MESSAGE = _("登录失败次数过多，该账户已暂时锁定，请在 %(minutes)s 分钟后重试。")
 
-class LoginForm(AuthenticationForm):
-    """Django's login form, refusing a username while it is locked out, even with the right
-    password: the check runs before the password is tried, so a guesser learns nothing."""
 
-    error_messages = {
-        **AuthenticationForm.error_messages,
-        "invalid_login": _("用户名或密码不正确，请重试。"),
-        "locked": _("登录失败次数过多，该账户已暂时锁定，请在 %(minutes)s 分钟后重试。"),
-    }
+class LockoutMixin:
+    """Refuse a username while it is locked out, even with the right password: the check
+    runs before the password is tried, so a guesser learns nothing from it."""
+
+    request: HttpRequest | None
+    cleaned_data: dict[str, Any]
 
     def clean(self) -> dict[str, Any]:
         username = self.cleaned_data.get("username")
@@ -40,8 +41,18 @@ class LoginForm(AuthenticationForm):
                     max_failures=settings.LOGIN_MAX_FAILURES,
                 )
                 minutes = max(1, -(-int((until - now).total_seconds()) // 60))
-                raise ValidationError(self.error_messages["locked"], code="locked", params={"minutes": minutes})
-        return super().clean()
+                raise ValidationError(LOCKED_MESSAGE, code="locked", params={"minutes": minutes})
+        return super().clean()  # type: ignore[misc,no-any-return]
+
+
+class LoginForm(LockoutMixin, AuthenticationForm):
+    """The login page's form."""
+
+    error_messages = {**AuthenticationForm.error_messages, "invalid_login": _("用户名或密码不正确，请重试。")}
+
+
+class AdminLoginForm(LockoutMixin, AdminAuthenticationForm):
+    """The admin site's own login page, which would otherwise be a way round the lockout."""
 
 
 class AuditSearchForm(forms.Form):

@@ -153,3 +153,17 @@ def test_production_settings_pass_the_deploy_check(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_the_admin_login_page_is_locked_out_too(administrator):
+    administrator.is_staff = True
+    administrator.save(update_fields=["is_staff"])
+    client = Client()
+    fail_times(client, administrator.username, 5)
+    response = client.post(
+        reverse("admin:login"), {"username": administrator.username, "password": PASSWORD}, REMOTE_ADDR=ADDRESS
+    )
+    assert response.status_code == 200
+    assert "_auth_user_id" not in client.session
+    assert "登录失败次数过多" in response.content.decode()
+    assert AuditEvent.objects.filter(action="facilities.login.locked", address=ADDRESS).exists()
