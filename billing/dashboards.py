@@ -349,7 +349,7 @@ def grouped_summaries(values: np.ndarray, order: np.ndarray, codes: np.ndarray, 
     group, 0 to size - 1. Quartiles interpolate linearly between the ranked values, as
     numpy's default percentile and PostgreSQL's percentile_cont do."""
     # Ranked within each group: a stable sort by group keeps the values' order inside it.
-    ranked = values[order[np.argsort(codes[order], kind="stable")]]
+    ranked = values[order if size == 1 else order[np.argsort(codes[order], kind="stable")]]
     rows = np.bincount(codes, minlength=size)
     start = np.cumsum(rows) - rows
     valid = ~np.isnan(values)
@@ -500,6 +500,21 @@ def _signed_sqlite(where: str, params: list[Any]) -> _Signed:
     return _Signed(*(ints[:, i] for i in range(6)), table[:, 6:].T.copy())
 
 
+def _codes(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of an integer column, ascending, and each row's index into them,
+    as small integers: numpy's stable sort of int16 is a radix sort."""
+    low = int(column.min())
+    if int(column.max()) - low < 1_000_000:
+        # Ids and periods span a small range: count them instead of sorting 62 thousand rows.
+        present = np.bincount(column - low) > 0
+        values = np.flatnonzero(present) + low
+        index = np.cumsum(present) - 1
+        codes = index[column - low]
+    else:
+        values, codes = np.unique(column, return_inverse=True)
+    return values, codes.astype(np.int16 if values.size <= np.iinfo(np.int16).max else np.int64)
+
+
 def _groups(filters: Filters, period: str) -> tuple[dict[tuple[str, str], _Group], list[tuple[int, int]]]:
     """Every table of the page from one read of the signed consults (62 thousand rows for a
     county), grouped here. Each measure is sorted once; each grouping then orders those
@@ -527,12 +542,10 @@ def _groups(filters: Filters, period: str) -> tuple[dict[tuple[str, str], _Group
         ("kind", signed.kind, lambda k: kinds[k]),
         ("period", *period_keys),
     ]
-    orders = [np.argsort(m, kind="stable") for m in signed.minutes]  # NaN last
+    orders = [np.argsort(m) for m in signed.minutes]  # NaN last
     groups: dict[tuple[str, str], _Group] = {}
     for name, column, label in groupings:
-        values, codes = np.unique(column, return_inverse=True)
-        # Small integers: numpy's stable sort of them is a radix sort.
-        codes = codes.astype(np.int16 if len(values) <= np.iinfo(np.int16).max else np.int64)
+        values, codes = _codes(column)
         summaries = [
             grouped_summaries(m, order, codes, len(values)) for m, order in zip(signed.minutes, orders, strict=True)
         ]

@@ -120,3 +120,11 @@ def test_the_figures_equal_percentile_cont_on_postgresql(many_exams) -> None:
     assert {r.key for r in data.by_township} == set(expected)
     for row in data.by_township:
         assert_same(row.consult, expected[row.key])
+
+
+@pytest.mark.parametrize("spread", [1, 10_000_000], ids=["ids-close-together", "ids-far-apart"])
+def test_group_codes_number_the_distinct_values_in_order(spread) -> None:
+    column = np.array([5, 3, 5, 9, 3]) * spread
+    values, codes = dashboards._codes(column)
+    assert values.tolist() == [3 * spread, 5 * spread, 9 * spread]
+    assert codes.tolist() == [1, 0, 1, 2, 0]
