@@ -348,13 +348,14 @@ def grouped_summaries(values: np.ndarray, order: np.ndarray, codes: np.ndarray, 
     where missing), `order` is its ascending argsort (NaN last) and `codes` gives each row's
     group, 0 to size - 1. Quartiles interpolate linearly between the ranked values, as
     numpy's default percentile and PostgreSQL's percentile_cont do."""
+    valid = order[: np.count_nonzero(~np.isnan(values))]  # NaN sorts last
+    if not valid.size:
+        return [Summary() for _i in range(size)]
+    x, c = values[valid], codes[valid]  # ascending
     # Ranked within each group: a stable sort by group keeps the values' order inside it.
-    ranked = values[order if size == 1 else order[np.argsort(codes[order], kind="stable")]]
-    rows = np.bincount(codes, minlength=size)
-    start = np.cumsum(rows) - rows
-    valid = ~np.isnan(values)
-    x, c = values[valid], codes[valid]
+    ranked = x if size == 1 else x[np.argsort(c, kind="stable")]
     n = np.bincount(c, minlength=size)
+    start = np.minimum(np.cumsum(n) - n, x.size - 1)  # a group with no values reads nothing
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.bincount(c, weights=x, minlength=size) / n
         deviation = x - mean[c]

@@ -42,6 +42,8 @@ def test_grouped_summaries_equal_summarizing_each_group_alone() -> None:
         assert_same(summaries[group], dashboards.summarize(values[codes == group]))
     assert summaries[8] == Summary(1, 12.5, None, 12.5, 12.5, 12.5)
     assert summaries[9] == Summary()
+    nothing = np.full(4, np.nan)
+    assert dashboards.grouped_summaries(nothing, np.argsort(nothing), np.zeros(4, np.int16), 2) == [Summary()] * 2
 
 
 @pytest.fixture
