@@ -16,8 +16,19 @@ from tests.factories import PASSWORD, make_facility, make_modality, make_user
 def _isolated_storage(settings, tmp_path: Path) -> None:
     settings.STORAGE_ROOT = tmp_path / "storage"
     settings.LANGUAGE_CODE = "zh-hans"
-    # Hashing each persona's password with the production hasher costs about 0.5 s a user.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hasher() -> None:
+    """Hashing each persona's password with the production hasher costs about 0.5 s a user.
+    Set for the whole session, before module-scoped fixtures (the seed) create users, so
+    every password is hashed and checked with the same hasher."""
+    from django.conf import settings as django_settings
+    from django.contrib.auth.hashers import get_hashers, get_hashers_by_algorithm
+
+    django_settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    get_hashers.cache_clear()
+    get_hashers_by_algorithm.cache_clear()
 
 
 @pytest.fixture(autouse=True)
