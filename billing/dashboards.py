@@ -458,10 +458,16 @@ def _signed_postgresql(where: str, params: list[Any]) -> _Signed:
     record = np.dtype([(name, dtype) for name, _sql, dtype in columns])
     concatenated = " || ".join(sql for _n, sql, _d in columns)
     sql = f"SELECT string_agg({concatenated}, ''::bytea) FROM consults_consult c WHERE {where}"  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        (data,) = cursor.fetchone()
-    rows = np.frombuffer(bytes(data or b""), dtype=record)
+    # Django's cursors bind parameters on the client, which rules out binary results: as
+    # text the bytea would travel as hex, twice its size and 40 ms more to decode. A plain
+    # psycopg cursor on the same connection (same transaction) asks for it in binary.
+    import psycopg  # PostgreSQL's driver, present only where PostgreSQL is used
+
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, binary=True)
+        row = cursor.fetchone()
+    rows = np.frombuffer(bytes(row[0] if row and row[0] is not None else b""), dtype=record)
     days = (rows["exam_date"].astype(np.int64) + _PG_EPOCH_DAYS).astype("datetime64[D]")
     years = days.astype("datetime64[Y]").astype(np.int64) + 1970
     months = days.astype("datetime64[M]").astype(np.int64) % 12 + 1
