@@ -503,8 +503,8 @@ def _signed_sqlite(where: str, params: list[Any]) -> _Signed:
         cursor.execute(sql, params)
         # NULL (a stage not reached) becomes NaN.
         table = np.array(cursor.fetchall(), dtype=float).reshape(-1, 6 + len(_MEASURES))
-    ints = table[:, :6].astype(np.int64)
-    return _Signed(*(ints[:, i] for i in range(6)), table[:, 6:].T.copy())
+    facility, radiologist, kind, priority, year, month = table[:, :6].astype(np.int64).T
+    return _Signed(facility, radiologist, kind, priority, year, month, table[:, 6:].T.copy())
 
 
 def _codes(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
