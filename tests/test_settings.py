@@ -86,3 +86,19 @@ def test_the_running_database_is_the_configured_one():
             assert cursor.fetchone()[0] == 1
     else:
         assert connection.vendor == "postgresql"
+
+
+def test_a_fresh_checkout_without_var_can_migrate(tmp_path):
+    var = tmp_path / "not-yet-there"
+    environment = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL"}}
+    environment["YUNYING_VAR_DIR"] = str(var)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (var / "yunying.sqlite3").exists()
