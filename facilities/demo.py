@@ -34,7 +34,7 @@ def demo_password(role: str) -> str:
 
 def demo_accounts(users: QuerySet[User] | Iterable[User]) -> list[DemoAccount]:
     """The demo users among `users` with their demo passwords, administrators first."""
-    order = {User.Role.ADMINISTRATOR: 0, User.Role.RADIOLOGIST: 1, User.Role.TECHNOLOGIST: 2}
+    order: dict[str, int] = {User.Role.ADMINISTRATOR: 0, User.Role.RADIOLOGIST: 1, User.Role.TECHNOLOGIST: 2}
     chosen = [
         u
         for u in (users.select_related("facility") if isinstance(users, QuerySet) else users)

@@ -11,5 +11,6 @@ YUNYING_EXTRAS=test bash scripts/setup.sh \
   /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc:fonts-wqy-zenhei
 bash scripts/build-viewer.sh
 .venv/bin/ruff check .
+.venv/bin/mypy cloudpacs facilities consults billing dicomnode
 .venv/bin/python manage.py makemigrations --check --dry-run >/dev/null
 exec .venv/bin/python -m pytest "$@"

@@ -61,7 +61,7 @@ class Command(BaseCommand):
         app.loader.import_default_modules()
         now = timezone.now()
         entries = [
-            Entry(name, spec["task"], maybe_schedule(spec["schedule"], app=app), now)
+            Entry(name, str(spec["task"]), maybe_schedule(spec["schedule"], app=app), now)
             for name, spec in settings.CELERY_BEAT_SCHEDULE.items()
         ]
         unknown = [e.task for e in entries if e.task not in app.tasks]
