@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The second README command: set up and run the whole test suite. With DATABASE_URL and
 # CELERY_BROKER_URL set (as .ci/run sets them) it runs on PostgreSQL and a real Celery
-# worker over Redis; without them on SQLite, with the worker test reported as skipped.
+# worker over Redis; without them on SQLite, with the worker tests reported as skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 YUNYING_EXTRAS=test bash scripts/setup.sh \
