@@ -406,7 +406,18 @@ def drag(page, start: tuple[int, int], end: tuple[int, int]) -> None:
     page.mouse.down()
     for step in range(1, 9):
         page.mouse.move(x0 + (x1 - x0) * step / 8, y0 + (y1 - y0) * step / 8)
+    # Rest on the end point for a couple of frames before letting go: a person's hand does,
+    # and a loaded machine may otherwise drop the last move event of a throttled drag.
+    settle(page)
+    page.mouse.move(x1, y1)
+    settle(page)
     page.mouse.up()
+    settle(page)
+
+
+def settle(page) -> None:
+    """Wait for two animation frames, so what the last input changed has been applied."""
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
 
 
 def test_length_and_angle_measure_in_millimetres_and_degrees(live_server, browser_page, reading_data):
