@@ -3,7 +3,10 @@ radiologist, and an outsider from another township) and an isolated image store.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -113,3 +116,70 @@ def radiologist_client(radiologist: User) -> Client:
 @pytest.fixture
 def administrator_client(administrator: User) -> Client:
     return login(administrator)
+
+
+@dataclass
+class Worker:
+    """A real Celery worker process on a queue of its own; `output()` is its log so far."""
+
+    queue: str
+    log_path: Path
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+
+@pytest.fixture
+def celery_worker_process(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """Start a Celery worker over CELERY_BROKER_URL that sees the test database.
+
+    Only PostgreSQL can be shared with another process (the SQLite test database is this
+    process's file, written in a transaction the worker would not see), so elsewhere the
+    test is skipped with that reason. Extra keyword arguments become the worker's
+    environment, e.g. CONSULT_AUTO_ASSIGN="false"."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from django.conf import settings as django_settings
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the worker process needs a shared database: run with DATABASE_URL on PostgreSQL")
+    db = django_settings.DATABASES["default"]
+    user = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    database_url = f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    started: list[tuple[subprocess.Popen[bytes], Any]] = []
+
+    def start(**env: str) -> Worker:
+        worker = Worker(queue=f"test-{uuid.uuid4().hex}", log_path=tmp_path / f"worker-{len(started)}.log")
+        log = worker.log_path.open("w+")
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "cloudpacs",
+                "worker",
+                "--pool",
+                "solo",
+                "-l",
+                "INFO",
+                "-Q",
+                worker.queue,
+            ],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=dict(os.environ, DATABASE_URL=database_url, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        started.append((process, log))
+        return worker
+
+    yield start
+    for process, log in started:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
