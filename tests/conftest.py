@@ -133,10 +133,10 @@ class Worker:
 def celery_worker_process(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     """Start a Celery worker over CELERY_BROKER_URL that sees the test database.
 
-    Only PostgreSQL can be shared with another process (the SQLite test database is this
-    process's file, written in a transaction the worker would not see), so elsewhere the
-    test is skipped with that reason. Extra keyword arguments become the worker's
-    environment, e.g. CONSULT_AUTO_ASSIGN="false"."""
+    It needs a broker and a database another process can share: without CELERY_BROKER_URL,
+    or on SQLite (the test database is this process's file, written in a transaction the
+    worker would not see), the test is skipped with that reason. Extra keyword arguments
+    become the worker's environment, e.g. CONSULT_AUTO_ASSIGN="false"."""
     import os
     import subprocess
     import sys
@@ -145,6 +145,8 @@ def celery_worker_process(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     from django.conf import settings as django_settings
     from django.db import connection
 
+    if not os.environ.get("CELERY_BROKER_URL"):
+        pytest.skip("needs CELERY_BROKER_URL (Redis)")
     if connection.vendor != "postgresql":
         pytest.skip("the worker process needs a shared database: run with DATABASE_URL on PostgreSQL")
     db = django_settings.DATABASES["default"]

@@ -5,7 +5,6 @@ test database); .ci/run provides both. Elsewhere pytest reports it as skipped.""
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import date, timedelta
 
@@ -19,7 +18,6 @@ from consults.tasks import sweep_stable_studies
 pytestmark = [
     pytest.mark.celery_worker,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not os.environ.get("CELERY_BROKER_URL"), reason="needs CELERY_BROKER_URL (Redis)"),
 ]
 
 

@@ -6,7 +6,6 @@ provides; elsewhere pytest reports it as skipped."""
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import timedelta
 
@@ -21,7 +20,6 @@ from tests.factories import make_consult, make_shift, make_user
 pytestmark = [
     pytest.mark.celery_worker,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not os.environ.get("CELERY_BROKER_URL"), reason="needs CELERY_BROKER_URL (Redis)"),
 ]
 
 
