@@ -130,3 +130,20 @@ class Instance(models.Model):
 
     def __str__(self) -> str:
         return self.sop_instance_uid
+
+
+class InstanceMetadata(models.Model):
+    """An instance's WADO-RS metadata (PS3.18 F.2), computed once from its file: the
+    DICOM JSON text with every BulkDataURI relative to the instance's URL ("bulkdata/
+    7FE00010"), which a request makes absolute. Instances are immutable, so this is never
+    invalidated; a series' /metadata is then one query and a concatenation."""
+
+    instance = models.OneToOneField(Instance, on_delete=models.CASCADE, primary_key=True, related_name="metadata")
+    document = models.TextField()
+
+    class Meta:
+        verbose_name = _("图像元数据")
+        verbose_name_plural = _("图像元数据")
+
+    def __str__(self) -> str:
+        return f"metadata of {self.instance_id}"

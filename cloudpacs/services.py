@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, QuerySet, Value, When
 from django.utils import timezone
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -27,7 +27,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import PersonName
 
 from cloudpacs import storage
-from cloudpacs.models import Instance, Patient, Series, Study
+from cloudpacs.dicomweb.json import metadata_document, with_instance_url
+from cloudpacs.models import Instance, InstanceMetadata, Patient, Series, Study
 from facilities.models import Modality
 
 logger = logging.getLogger("cloudpacs.ingest")
@@ -151,6 +152,7 @@ def ingest_instance(
         raise
     try:
         tags = _read_indexed_tags(staged.path, sop_class_uid, sop_instance_uid, transfer_syntax_uid)
+        metadata = _metadata_document(staged.path, tags)
         key = storage.key_for(tags.study_uid, tags.sop_instance_uid, staged.sha256)
         try:
             created = storage.publish(staged, key)
@@ -164,7 +166,7 @@ def ingest_instance(
                 raise OutOfResources(f"no space left in the image store: {exc}") from exc
             raise
         try:
-            instance, study_created = _index(tags, staged, key, transfer_syntax_uid, modality)
+            instance, study_created = _index(tags, staged, key, transfer_syntax_uid, modality, metadata)
         except IntegrityError:
             # This SOP Instance UID is indexed already: a re-send, or another association
             # a moment ago. Which of the two files is kept is decided by the index.
@@ -181,6 +183,17 @@ def ingest_instance(
         return IngestResult(IngestOutcome.STORED, instance, study_created)
     finally:
         storage.discard(staged)
+
+
+def _metadata_document(path: Path, tags: IndexedTags) -> str | None:
+    """The instance's WADO-RS metadata, computed once here so that no request has to read
+    the file for it. A dataset pydicom cannot write as JSON is still stored (the index
+    has what it needs); its metadata is then computed, and the error met, on request."""
+    try:
+        return metadata_document(str(path), _int(tags.values, "Rows"))
+    except Exception:
+        logger.warning("no metadata computed at ingest for %s", tags.sop_instance_uid, exc_info=True)
+        return None
 
 
 def _repeat(existing: Instance, sha256: str, modality: Modality) -> IngestResult:
@@ -337,7 +350,12 @@ def person_name_groups(
 
 
 def _index(
-    tags: IndexedTags, staged: storage.StagedFile, key: str, transfer_syntax_uid: str, modality: Modality
+    tags: IndexedTags,
+    staged: storage.StagedFile,
+    key: str,
+    transfer_syntax_uid: str,
+    modality: Modality,
+    metadata: str | None = None,
 ) -> tuple[Instance, bool]:
     ds = tags.values
     now = timezone.now()
@@ -423,6 +441,8 @@ def _index(
             columns=_int(ds, "Columns"),
             number_of_frames=_int(ds, "NumberOfFrames"),
         )
+        if metadata is not None:
+            InstanceMetadata.objects.create(instance=instance, document=metadata)
         Series.objects.filter(pk=series_pk).update(number_of_instances=F("number_of_instances") + 1)
         study_changes: dict[str, Any] = {
             "number_of_instances": F("number_of_instances") + 1,
@@ -441,6 +461,33 @@ def _index(
         Study.objects.filter(pk=study_pk).update(**study_changes)
     logger.debug("stored %s from %s as %s", tags.sop_instance_uid, modality.ae_title, key)
     return instance, study_created
+
+
+def instances_metadata(instances: QuerySet[Instance], instance_url: Callable[[str, str], str]) -> list[str]:
+    """The WADO-RS metadata of `instances` (in their order), as DICOM JSON texts to be
+    joined into an array: the stored documents, each instance's BulkDataURIs made absolute by
+    instance_url(series UID, SOP Instance UID). An instance indexed before documents were
+    stored has its document computed from its file now, and kept. Raises OSError when
+    such a file is missing."""
+    rows = list(
+        instances.values_list(
+            "pk", "series__series_uid", "sop_instance_uid", "storage_key", "rows", "metadata__document"
+        )
+    )
+    missing: list[InstanceMetadata] = []
+    documents: list[str] = []
+    for pk, series_uid, sop_uid, key, image_rows, document in rows:
+        if document is None:
+            try:
+                document = metadata_document(str(storage.path_for(key)), image_rows)
+            except OSError:
+                logger.error("stored file of %s is missing (%s)", sop_uid, key)
+                raise
+            missing.append(InstanceMetadata(instance_id=pk, document=document))
+        documents.append(with_instance_url(document, instance_url(series_uid, sop_uid)))
+    if missing:
+        InstanceMetadata.objects.bulk_create(missing, ignore_conflicts=True)
+    return documents
 
 
 def indexed_keys(keys: Iterable[str]) -> set[str]:

@@ -4,7 +4,8 @@ BulkDataURI."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 from datetime import date, time
 from typing import Any
 
@@ -17,6 +18,9 @@ JsonDataset = dict[str, Element]
 
 PIXEL_DATA = "7FE00010"
 BULK_THRESHOLD = 4096
+# How a stored metadata document names its bulk data: relative to the instance's URL.
+RELATIVE_BULK = "bulkdata/"
+_BULK_KEY = '"BulkDataURI":"'
 
 
 def element(vr: str, *values: Any) -> Element:
@@ -84,3 +88,25 @@ def instance_metadata(path: str, bulk_uri: Callable[[str], str], rows: int | Non
         vr = "OB" if transfer_syntax.is_compressed or bits <= 8 else "OW"
         result[PIXEL_DATA] = {"vr": vr, "BulkDataURI": bulk_uri(PIXEL_DATA)}
     return result
+
+
+def dumps(data: object) -> str:
+    """JSON as every DICOMweb answer is written: UTF-8 text, no spaces."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def metadata_document(path: str, rows: int | None) -> str:
+    """instance_metadata as stored JSON text, its BulkDataURIs relative ("bulkdata/<tag>")
+    so that the text holds for any host the archive is reached by."""
+    return dumps(instance_metadata(path, lambda tag: f"{RELATIVE_BULK}{tag}", rows))
+
+
+def with_instance_url(document: str, instance_url: str) -> str:
+    """A stored document with its BulkDataURIs made absolute. The text '"BulkDataURI":"'
+    can only be a key: inside a JSON string its quotes would be escaped."""
+    escaped = json.dumps(instance_url, ensure_ascii=False)[1:-1]
+    return document.replace(_BULK_KEY + RELATIVE_BULK, f"{_BULK_KEY}{escaped}/{RELATIVE_BULK}")
+
+
+def json_array(documents: Iterable[str]) -> str:
+    return "[" + ",".join(documents) + "]"

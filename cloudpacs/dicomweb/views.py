@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpRe
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
-from cloudpacs import storage
+from cloudpacs import services, storage
 from cloudpacs.dicomweb import json as dj
 from cloudpacs.dicomweb import multipart, qido, rendering, stow, wado
 from cloudpacs.dicomweb.http import DicomwebError, accepted, bad_request, dicomweb_view, not_acceptable
@@ -307,48 +307,41 @@ def instance(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str
 # --- WADO-RS: metadata and bulk data --------------------------------------------
 
 
-def _bulk_uri(instance_url: str) -> Callable[[str], str]:
-    def uri(tag: str) -> str:
-        return f"{instance_url}/bulkdata/{tag}"
-
-    return uri
-
-
-def _metadata(request: HttpRequest, study: Study, instances: list[Instance], level: str) -> HttpResponse:
+def _metadata(request: HttpRequest, study: Study, instances: QuerySet[Instance], level: str) -> HttpResponse:
     _check_json_accept(request)
-    if not instances:
-        raise Http404
     base = _base(request)
-    results = []
-    for item in instances:
-        url = _instance_url(base, study.study_uid, item.series.series_uid, item.sop_instance_uid)
-        try:
-            results.append(dj.instance_metadata(str(_path(item)), _bulk_uri(url), item.rows))
-        except OSError:
-            logger.error("stored file of %s is missing (%s)", item.sop_instance_uid, item.storage_key)
-            raise DicomwebError(500, "a stored file is missing") from None
+    ordered = instances.order_by("series__series_number", "series_id", "instance_number", "pk")
+    try:
+        documents = services.instances_metadata(
+            ordered, lambda series_uid, sop_uid: _instance_url(base, study.study_uid, series_uid, sop_uid)
+        )
+    except OSError:
+        raise DicomwebError(500, "a stored file is missing") from None
+    if not documents:
+        raise Http404
     if level != "instance":
-        _audit_retrieve(request, study, f"{level}-metadata", instances=len(instances))
-    return _json_response(results)
+        _audit_retrieve(request, study, f"{level}-metadata", instances=len(documents))
+    return HttpResponse(dj.json_array(documents).encode("utf-8"), content_type=DICOM_JSON)
 
 
 @dicomweb_view("GET")
 def study_metadata(request: HttpRequest, study_uid: str) -> HttpResponseBase:
     found = _study(request, study_uid)
-    return _metadata(request, found, _ordered(Instance.objects.filter(series__study=found)), "study")
+    return _metadata(request, found, Instance.objects.filter(series__study=found), "study")
 
 
 @dicomweb_view("GET")
 def series_metadata(request: HttpRequest, study_uid: str, series_uid: str) -> HttpResponseBase:
     found = _study(request, study_uid)
     chosen = _series(found, series_uid)
-    return _metadata(request, found, _ordered(Instance.objects.filter(series=chosen)), "series")
+    return _metadata(request, found, Instance.objects.filter(series=chosen), "series")
 
 
 @dicomweb_view("GET")
 def instance_metadata(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str) -> HttpResponseBase:
     found = _study(request, study_uid)
-    return _metadata(request, found, [_instance(found, series_uid, sop_uid)], "instance")
+    chosen = Instance.objects.filter(series__study=found, series__series_uid=series_uid, sop_instance_uid=sop_uid)
+    return _metadata(request, found, chosen, "instance")
 
 
 @dicomweb_view("GET")

@@ -1,0 +1,138 @@
+"""WADO-RS metadata from documents stored at ingest: the same bytes as reading each file
+on request gave (CT, a DX with a VOI LUT, Chinese names in GB18030 and ISO_IR 192, a
+JPEG 2000 instance), no file read on request, and documents computed once for instances
+indexed before they were stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.test import Client
+from pydicom.uid import generate_uid
+
+from cloudpacs import storage
+from cloudpacs.dicomweb import json as dj
+from cloudpacs.models import Instance, InstanceMetadata
+from facilities.models import Modality, User
+from tests.dicomweb_support import compressed_ct, ingest, token_for, voi_lut_dx
+from tests.factories import make_dataset
+
+pytestmark = pytest.mark.django_db
+
+BASE = "http://testserver/dicomweb/studies"
+
+
+def ct_series(character_set: str, name: str) -> list:
+    study_uid, series_uid = generate_uid(), generate_uid()
+    return [
+        make_dataset(
+            study_uid=study_uid,
+            series_uid=series_uid,
+            patient_name=name,
+            character_set=character_set,
+            instance_number=number,
+            StudyDescription="头颅平扫",
+            SeriesDescription="轴位 5mm",
+        )
+        for number in (1, 2, 3)
+    ]
+
+
+CASES = {
+    "ct_utf8": lambda: ct_series("ISO_IR 192", "Zhang^San=张^三"),
+    "ct_gb18030": lambda: ct_series("GB18030", "Zhang^San=张^三"),
+    "dx_voi_lut": lambda: [voi_lut_dx(patient_name="Li^Si=李^四", character_set="ISO_IR 192")],
+    "compressed": lambda: [compressed_ct(patient_name="Wang^Wu=王^五", character_set="GB18030")],
+}
+
+
+@pytest.fixture
+def technologist_api(technologist: User) -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}")
+
+
+def store(datasets: list, modality: Modality, directory: Path) -> list[Instance]:
+    return [ingest(ds, modality, directory) for ds in datasets]
+
+
+def read_from_files(instances: list[Instance]) -> bytes:
+    """What /metadata answered when it read every file on every request."""
+    results = []
+    for item in instances:
+        series = item.series
+        url = f"{BASE}/{series.study.study_uid}/series/{series.series_uid}/instances/{item.sop_instance_uid}"
+        path = str(storage.path_for(item.storage_key))
+        results.append(dj.instance_metadata(path, lambda tag, url=url: f"{url}/bulkdata/{tag}", item.rows))
+    return json.dumps(results, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def series_url(item: Instance) -> str:
+    return f"/dicomweb/studies/{item.series.study.study_uid}/series/{item.series.series_uid}"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_series_metadata_is_byte_for_byte_what_reading_the_files_gave(
+    case, technologist_api, ct_modality, dr_modality, tmp_path
+):
+    datasets = CASES[case]()
+    modality = dr_modality if datasets[0].Modality == "DX" else ct_modality
+    instances = store(datasets, modality, tmp_path)
+    response = technologist_api.get(series_url(instances[0]) + "/metadata")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/dicom+json"
+    assert response.content == read_from_files(instances)
+    first = response.json()[0]
+    assert first["00100010"]["Value"][0]["Ideographic"].startswith(("张", "李", "王"))
+    assert first["7FE00010"]["BulkDataURI"].startswith(BASE)
+
+
+def test_study_and_instance_metadata_match_reading_the_files_too(technologist_api, ct_modality, tmp_path):
+    instances = store(CASES["ct_gb18030"](), ct_modality, tmp_path)
+    study_url = f"/dicomweb/studies/{instances[0].series.study.study_uid}"
+    assert technologist_api.get(study_url + "/metadata").content == read_from_files(instances)
+    one = instances[1]
+    response = technologist_api.get(f"{series_url(one)}/instances/{one.sop_instance_uid}/metadata")
+    assert response.content == read_from_files([one])
+
+
+def test_ingest_stores_each_instance_s_metadata_with_relative_bulk_data_uris(ct_modality, tmp_path):
+    (item,) = store([make_dataset(patient_name="Zhang^San=张^三", character_set="ISO_IR 192")], ct_modality, tmp_path)
+    document = json.loads(InstanceMetadata.objects.get(instance=item).document)
+    assert document["7FE00010"] == {"vr": "OW", "BulkDataURI": "bulkdata/7FE00010"}
+    assert document["00080018"]["Value"] == [item.sop_instance_uid]
+
+
+def test_a_request_reads_no_file_once_the_metadata_is_stored(technologist_api, ct_modality, tmp_path):
+    instances = store(CASES["ct_utf8"](), ct_modality, tmp_path)
+    expected = read_from_files(instances)
+    for item in instances:
+        storage.path_for(item.storage_key).unlink()
+    response = technologist_api.get(series_url(instances[0]) + "/metadata")
+    assert response.status_code == 200
+    assert response.content == expected
+
+
+def test_an_instance_stored_without_metadata_gets_it_computed_once_and_kept(technologist_api, ct_modality, tmp_path):
+    instances = store(CASES["ct_utf8"](), ct_modality, tmp_path)
+    InstanceMetadata.objects.filter(instance=instances[1]).delete()
+    response = technologist_api.get(series_url(instances[0]) + "/metadata")
+    assert response.content == read_from_files(instances)
+    assert InstanceMetadata.objects.filter(instance__in=instances).count() == 3
+
+
+def test_a_missing_file_without_stored_metadata_is_a_server_error(technologist_api, ct_modality, tmp_path):
+    instances = store(CASES["ct_utf8"](), ct_modality, tmp_path)
+    InstanceMetadata.objects.filter(instance=instances[0]).delete()
+    storage.path_for(instances[0].storage_key).unlink()
+    assert technologist_api.get(series_url(instances[0]) + "/metadata").status_code == 500
+
+
+def test_bulk_data_uris_are_made_absolute_only_where_they_are_keys():
+    document = dj.dumps({"00081030": {"vr": "LO", "Value": ['"BulkDataURI":"bulkdata/x']}}) + dj.dumps(
+        {"7FE00010": {"vr": "OW", "BulkDataURI": "bulkdata/7FE00010"}}
+    )
+    made = dj.with_instance_url(document, "http://host/i")
+    assert '"BulkDataURI":"http://host/i/bulkdata/7FE00010"' in made
+    assert json.loads(made[: made.index("}}") + 2])["00081030"]["Value"] == ['"BulkDataURI":"bulkdata/x']
