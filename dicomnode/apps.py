@@ -1,6 +1,7 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class DicomnodeConfig(AppConfig):
     name = "dicomnode"
-    verbose_name = "DICOM 接收"
+    verbose_name = _("DICOM 接收")

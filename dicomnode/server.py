@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import threading
 from collections import Counter
@@ -27,11 +28,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
+from django.utils import timezone
 from pydicom import uid
 from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from cloudpacs import services as archive
+from dicomnode.models import AssociationLog
 from facilities.models import Modality
 from facilities.services import modality_for_ae_title
 
@@ -96,11 +99,51 @@ TRANSFER_SYNTAXES = [
 
 
 class _Association:
-    """What the receiver remembers about one association, kept on the pynetdicom object."""
+    """What the receiver remembers about one association, kept on the pynetdicom object
+    from the request to its end, when it becomes one AssociationLog row."""
 
-    def __init__(self, modality: Modality) -> None:
-        self.modality = modality
+    def __init__(self, assoc: Any) -> None:
+        request = assoc.requestor.primitive
+        self.started_at = timezone.now()
+        self.calling = str(request.calling_ae_title).strip()
+        self.called = str(request.called_ae_title).strip()
+        try:
+            self.address: str | None = str(assoc.requestor.address)
+            self.port: int | None = int(assoc.requestor.port)
+        except Exception:
+            self.address, self.port = None, None
+        self.modality: Modality | None = None
+        self.accepted = False
+        self.logged = False
         self.counts: Counter[str] = Counter()
+
+    def write_log(self, outcome: str, reason: str = "") -> None:
+        """Write this association's row, once. Never raises: the log must not fail a
+        release, nor turn a rejection into something else."""
+        if self.logged:
+            return
+        self.logged = True
+        counts = self.counts
+        try:
+            AssociationLog.objects.create(
+                calling_ae_title=self.calling[:16],
+                called_ae_title=self.called[:16],
+                peer_address=self.address,
+                peer_port=self.port,
+                modality=self.modality,
+                outcome=outcome,
+                reason=reason[:255],
+                started_at=self.started_at,
+                ended_at=timezone.now(),
+                instances_stored=counts["stored"],
+                instances_duplicate=counts["duplicate"],
+                instances_conflict=counts["conflict"],
+                instances_failed=counts["failed"],
+                bytes_received=counts["bytes"],
+                echoes=counts["echo"],
+            )
+        except Exception:
+            logger.exception("could not write the association log for %s from %s", self.calling, self.address)
 
 
 def _state(assoc: Any) -> _Association | None:
@@ -118,6 +161,9 @@ def _reject(assoc: Any, reason: int, why: str) -> None:  # assoc: pynetdicom Ass
     calling = assoc.requestor.primitive.calling_ae_title
     called = assoc.requestor.primitive.called_ae_title
     logger.warning("association rejected: %s (calling %r, called %r, peer %s)", why, calling, called, _peer(assoc))
+    state = _state(assoc)
+    if state is not None:
+        state.write_log(AssociationLog.Outcome.REJECTED, why)
     assoc.acse.send_reject(RJ_PERMANENT, RJ_SOURCE_SERVICE_USER, reason)
     assoc.kill()
 
@@ -128,9 +174,8 @@ def handle_requested(event: evt.Event) -> None:
     assoc: Any = event.assoc
     try:
         close_old_connections()
-        request = assoc.requestor.primitive
-        calling = str(request.calling_ae_title).strip()
-        called = str(request.called_ae_title).strip()
+        state = assoc._yunying = _Association(assoc)
+        calling, called = state.calling, state.called
         if called != settings.DICOM_AE_TITLE:
             _reject(assoc, RJ_CALLED_AE_NOT_RECOGNISED, "called AE title is not ours")
             return
@@ -141,7 +186,8 @@ def handle_requested(event: evt.Event) -> None:
         if settings.DICOM_CHECK_PEER_ADDRESS and modality.host and not _address_matches(modality.host, assoc):
             _reject(assoc, RJ_CALLING_AE_NOT_RECOGNISED, f"peer address is not {modality.host}")
             return
-        assoc._yunying = _Association(modality)
+        state.modality = modality
+        state.accepted = True
     except Exception:
         logger.exception("association policy failed; rejecting (peer %s)", _peer(assoc))
         try:
@@ -149,7 +195,7 @@ def handle_requested(event: evt.Event) -> None:
         except Exception:
             assoc.abort()
     finally:
-        if _state(assoc) is None:
+        if _accepted(assoc) is None:
             connection.close()
 
 
@@ -162,9 +208,14 @@ def _address_matches(host: str, assoc: Any) -> bool:
     return peer in addresses
 
 
+def _accepted(assoc: Any) -> _Association | None:
+    state = _state(assoc)
+    return state if state is not None and state.accepted else None
+
+
 def handle_accepted(event: evt.Event) -> None:
-    state = _state(event.assoc)
-    if state is not None:
+    state = _accepted(event.assoc)
+    if state is not None and state.modality is not None:
         logger.info(
             "association accepted: %s (%s) from %s",
             state.modality.ae_title,
@@ -174,27 +225,31 @@ def handle_accepted(event: evt.Event) -> None:
 
 
 def handle_closed(event: evt.Event) -> None:
-    """Released or aborted: log the counts and give back this thread's DB connection."""
-    state = _state(event.assoc)
+    """Released or aborted: log the counts, write the association's row and give back
+    this thread's DB connection."""
+    state = _accepted(event.assoc)
     if state is not None:
-        how = "released" if event.event == evt.EVT_RELEASED else "aborted"
+        released = event.event == evt.EVT_RELEASED
+        how = "released" if released else "aborted"
         counts = state.counts
+        state.write_log(AssociationLog.Outcome.RELEASED if released else AssociationLog.Outcome.ABORTED)
         logger.info(
-            "association %s: %s from %s, stored %d, duplicate %d, warning %d, failed %d, echo %d",
+            "association %s: %s from %s, stored %d, duplicate %d, warning %d, failed %d, echo %d, %d bytes",
             how,
-            state.modality.ae_title,
+            state.calling,
             _peer(event.assoc),
             counts["stored"],
             counts["duplicate"],
             counts["conflict"],
             counts["failed"],
             counts["echo"],
+            counts["bytes"],
         )
     connection.close()
 
 
 def handle_echo(event: evt.Event) -> int:
-    state = _state(event.assoc)
+    state = _accepted(event.assoc)
     if state is not None:
         state.counts["echo"] += 1
     return SUCCESS
@@ -206,14 +261,16 @@ def handle_store(event: evt.Event) -> int:
     The association's thread keeps one database connection from EVT_REQUESTED (which
     calls close_old_connections) to release: reconnecting per instance would cost more
     than storing it, on SQLite (a WAL checkpoint at close) as on PostgreSQL."""
-    state = _state(event.assoc)
+    state = _accepted(event.assoc)
     request: Any = event.request
     sop_instance_uid = str(request.AffectedSOPInstanceUID or "").strip()
-    if state is None:
+    if state is None or state.modality is None:
         return PROCESSING_FAILURE
     modality = state.modality
     try:
         context = event.context
+        with contextlib.suppress(OSError):
+            state.counts["bytes"] += os.stat(event.dataset_path).st_size
         result = archive.ingest_instance(
             event.dataset_path,
             transfer_syntax_uid=str(context.transfer_syntax),
