@@ -222,8 +222,16 @@ CONSULT_AUTO_ASSIGN = env_bool("CONSULT_AUTO_ASSIGN", True)
 CRITICAL_ACK_MINUTES = env_int("CRITICAL_ACK_MINUTES", 15, minimum=1)
 # A TrueType CJK font that reportlab can embed in the PDF report (fonts-wqy-zenhei).
 REPORT_FONT_PATH = env_path("REPORT_FONT_PATH", Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"))
-# The per-minute check of time limits, rosters and critical findings, when Celery beat runs.
+# Sending signed reports back to a township's archive (DICOM Encapsulated PDF): the
+# association timeout in seconds, the first retry delay (doubled after each failure, at
+# most an hour), and the attempts before the send-back is marked failed.
+REPORT_DELIVERY_TIMEOUT = env_int("REPORT_DELIVERY_TIMEOUT", 15, minimum=1)
+REPORT_DELIVERY_RETRY_SECONDS = env_int("REPORT_DELIVERY_RETRY_SECONDS", 60, minimum=1)
+REPORT_DELIVERY_MAX_ATTEMPTS = env_int("REPORT_DELIVERY_MAX_ATTEMPTS", 8, minimum=1)
+# The per-minute check of time limits, rosters and critical findings, and the report
+# outbox, when Celery beat runs (or `manage.py ticker` without a broker).
 CELERY_BEAT_SCHEDULE = {
     "consults-check-deadlines": {"task": "consults.tasks.check_consult_deadlines", "schedule": 60.0},
+    "consults-deliver-reports": {"task": "consults.tasks.deliver_due_reports", "schedule": 30.0},
     "billing-record-savings": {"task": "billing.tasks.record_savings_for_signed_consults", "schedule": 60.0},
 }

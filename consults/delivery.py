@@ -1,11 +1,19 @@
 """Sending a signed report back to the township's own archive as a DICOM Encapsulated PDF
-(PS3.3 A.45.1), in the original study, over C-STORE to the modality's address."""
+(PS3.3 A.45.1), in the original study, over C-STORE to the modality's address.
+
+Signing writes a row in the outbox (ReportDelivery) in its own transaction; `deliver`
+makes one attempt at one row, `deliver_due` at every row whose time has come. A worker
+runs them when a broker is configured, the ticker's periodic run otherwise: the signing
+request never waits for the township's archive."""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -13,23 +21,26 @@ from pynetdicom import AE
 from pynetdicom.sop_class import EncapsulatedPDFStorage  # type: ignore[attr-defined]
 
 from consults import workflow
-from consults.models import Consult, Report
+from consults.models import Consult, Report, ReportDelivery
 from consults.pdf import render_report_pdf
+from facilities.models import User
 from facilities.services import audit
 
 logger = logging.getLogger("consults")
 
 
-def encapsulated_pdf(consult: Consult, report: Report, pdf: bytes) -> Dataset:
-    """The report as an Encapsulated PDF instance in the consult's study, in a new series."""
+def encapsulated_pdf(
+    consult: Consult, report: Report, pdf: bytes, *, sop_instance_uid: str = "", series_instance_uid: str = ""
+) -> Dataset:
+    """The report as an Encapsulated PDF instance in the consult's study, in a series of its own."""
     study = consult.study
     now = timezone.localtime()
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = EncapsulatedPDFStorage
-    ds.SOPInstanceUID = generate_uid()
+    ds.SOPInstanceUID = sop_instance_uid or generate_uid()
     ds.StudyInstanceUID = study.study_uid if study is not None else generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = series_instance_uid or generate_uid()
     if study is not None:
         patient = study.patient
         ds.PatientName = patient.name
@@ -62,32 +73,204 @@ def encapsulated_pdf(consult: Consult, report: Report, pdf: bytes) -> Dataset:
     return ds
 
 
-def send_report_to_township(consult: Consult) -> bool:
-    """C-STORE the signed report to the township modality's address; True when it was stored.
+Address = tuple[str, str, int]
 
-    A modality without host and port gets nothing: the township reads the report on the web."""
+
+def address_of(consult: Consult) -> Address | None:
+    """The township archive's AE title, host and port: its modality's, where it has one."""
     modality = consult.modality
+    if modality is None or not modality.host or not modality.port:
+        return None
+    return modality.ae_title, modality.host, modality.port
+
+
+def _label(address: Address) -> str:
+    ae_title, host, port = address
+    return f"{ae_title}@{host}:{port}"
+
+
+def write_outbox(consult: Consult, now: datetime) -> ReportDelivery | None:
+    """In the signing transaction: the row that says this report is still to be sent back.
+
+    None where the township's modality has no address: it reads the report on the web."""
+    address = address_of(consult)
+    if address is None:
+        return None
+    delivery, created = ReportDelivery.objects.get_or_create(
+        consult=consult,
+        defaults={
+            "destination": _label(address),
+            "sop_instance_uid": generate_uid(),
+            "series_instance_uid": generate_uid(),
+            "next_attempt_at": now,
+            "created_at": now,
+        },
+    )
+    if created:
+        audit("consults.report.send_queued", obj=consult, to=delivery.destination)
+    return delivery
+
+
+def backoff(attempts: int) -> timedelta:
+    """The wait after the n-th failed attempt: the base delay, doubled each time, at most an hour."""
+    base = settings.REPORT_DELIVERY_RETRY_SECONDS
+    return timedelta(seconds=min(base * 2 ** max(attempts - 1, 0), 3600))
+
+
+def _lease() -> timedelta:
+    # Longer than any one attempt can last (three network timeouts and the PDF), so a row
+    # still marked as sending after this was left by a process that died mid-attempt.
+    return timedelta(seconds=3 * settings.REPORT_DELIVERY_TIMEOUT + 60)
+
+
+def _due(now: datetime) -> Q:
+    return Q(status__in=[ReportDelivery.Status.PENDING, ReportDelivery.Status.RETRYING], next_attempt_at__lte=now) | Q(
+        status=ReportDelivery.Status.SENDING, claimed_at__lt=now - _lease()
+    )
+
+
+def _claim(delivery_id: int, now: datetime) -> bool:
+    """Take the row for one attempt. A conditional UPDATE: of a worker's task and the
+    periodic run reaching the same row at once, exactly one goes on to send."""
+    return (
+        ReportDelivery.objects.filter(_due(now), pk=delivery_id).update(
+            status=ReportDelivery.Status.SENDING,
+            claimed_at=now,
+            last_attempt_at=now,
+            attempts=F("attempts") + 1,
+        )
+        == 1
+    )
+
+
+def _send(delivery: ReportDelivery, address: Address) -> str:
+    """One C-STORE of the report; an empty string when the archive stored it, else why not."""
+    consult = delivery.consult
     report = workflow.report_for(consult)
-    if report is None or not report.is_signed or modality is None or not modality.host or not modality.port:
-        return False
-    dataset = encapsulated_pdf(consult, report, render_report_pdf(consult, report))
+    if report is None or not report.is_signed:
+        return "the report is not signed"
+    try:
+        pdf = render_report_pdf(consult, report)
+    except Exception as error:  # a missing font must not wedge the row in 'sending'
+        logger.exception("report %s: the PDF could not be rendered", consult.uuid)
+        return f"PDF: {type(error).__name__}: {error}"[:255]
+    dataset = encapsulated_pdf(
+        consult,
+        report,
+        pdf,
+        sop_instance_uid=delivery.sop_instance_uid,
+        series_instance_uid=delivery.series_instance_uid,
+    )
+    ae_title, host, port = address
     ae = AE(ae_title=settings.DICOM_AE_TITLE)
-    # A task on a worker, or in-process without a broker: an unreachable township must not hang it.
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 15
+    timeout = settings.REPORT_DELIVERY_TIMEOUT
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.connection_timeout = timeout
     ae.add_requested_context(EncapsulatedPDFStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate(modality.host, modality.port, ae_title=modality.ae_title)
+    assoc = ae.associate(host, port, ae_title=ae_title)
+    if assoc.is_rejected:
+        return f"association rejected by {ae_title}"
     if not assoc.is_established:
-        logger.warning("report %s: no association with %s", consult.uuid, modality.ae_title)
-        audit("consults.report.send_failed", obj=consult, to=modality.ae_title, reason="association")
-        return False
+        return f"no association with {host}:{port} (refused, aborted or timed out)"
     try:
         status = assoc.send_c_store(dataset)
     finally:
         assoc.release()
     code = getattr(status, "Status", None)
+    if code is None:
+        return "no C-STORE response (aborted or timed out)"
     if code != 0x0000:
-        audit("consults.report.send_failed", obj=consult, to=modality.ae_title, status=code)
-        return False
-    audit("consults.report.sent", obj=consult, to=modality.ae_title, sop_instance_uid=dataset.SOPInstanceUID)
-    workflow.mark_delivered(consult, channel="dicom")
-    return True
+        return f"C-STORE status 0x{code:04X}"
+    return ""
+
+
+def deliver(delivery_id: int, now: datetime | None = None, *, skip_reason: str = "") -> str | None:
+    """One attempt at one row, if it is due and nobody else is on it: the new status, or
+    None when it was not attempted. With `skip_reason` the attempt is counted as failed
+    without a connection (its archive just failed for another row of the same run)."""
+    now = now or timezone.now()
+    if not _claim(delivery_id, now):
+        return None
+    delivery = ReportDelivery.objects.select_related(
+        "consult__facility", "consult__modality", "consult__study__patient"
+    ).get(pk=delivery_id)
+    consult = delivery.consult
+    address = address_of(consult)
+    if skip_reason:
+        error = skip_reason
+    elif address is None:
+        error = "the modality has no address any more"
+    else:
+        delivery.destination = _label(address)
+        error = _send(delivery, address)
+    with transaction.atomic():
+        fields: dict[str, object] = {"destination": delivery.destination, "claimed_at": None}
+        if not error:
+            fields.update(status=ReportDelivery.Status.SENT, sent_at=now, last_error="")
+        elif delivery.attempts >= settings.REPORT_DELIVERY_MAX_ATTEMPTS:
+            fields.update(status=ReportDelivery.Status.FAILED, last_error=error[:255])
+        else:
+            fields.update(
+                status=ReportDelivery.Status.RETRYING,
+                last_error=error[:255],
+                next_attempt_at=now + backoff(delivery.attempts),
+            )
+        ReportDelivery.objects.filter(pk=delivery.pk).update(**fields)
+        if error:
+            logger.warning(
+                "report %s: attempt %d to %s failed: %s", consult.uuid, delivery.attempts, delivery.destination, error
+            )
+            audit(
+                "consults.report.send_failed",
+                obj=consult,
+                to=delivery.destination,
+                attempt=delivery.attempts,
+                reason=error,
+                final=fields["status"] == ReportDelivery.Status.FAILED,
+            )
+        else:
+            audit(
+                "consults.report.sent",
+                obj=consult,
+                to=delivery.destination,
+                attempt=delivery.attempts,
+                sop_instance_uid=delivery.sop_instance_uid,
+            )
+            workflow.mark_delivered(consult, channel="dicom", now=now)
+    return str(fields["status"])
+
+
+def deliver_due(now: datetime | None = None, limit: int = 20) -> dict[int, str]:
+    """An attempt at every row whose time has come, oldest first: {row: new status}.
+
+    Once an archive fails in this run, its other rows are counted as failed without
+    dialling it again, so one archive that is down costs one timeout a run, not one a report."""
+    now = now or timezone.now()
+    rows = list(
+        ReportDelivery.objects.filter(_due(now))
+        .order_by("next_attempt_at", "id")
+        .values_list("pk", "consult__modality__host", "consult__modality__port")[:limit]
+    )
+    failed: dict[tuple[str, int | None], str] = {}
+    outcome: dict[int, str] = {}
+    for pk, host, port in rows:
+        skip = failed.get((host, port), "")
+        status = deliver(pk, now, skip_reason=f"not tried: {skip}" if skip else "")
+        if status is None:
+            continue
+        outcome[pk] = status
+        if status != ReportDelivery.Status.SENT and not skip:
+            failed[(host, port)] = ReportDelivery.objects.values_list("last_error", flat=True).get(pk=pk)
+    return outcome
+
+
+def retry(delivery: ReportDelivery, user: User, now: datetime | None = None) -> bool:
+    """Send a report whose attempts ran out once more, from the first delay on."""
+    now = now or timezone.now()
+    updated = ReportDelivery.objects.filter(pk=delivery.pk, status=ReportDelivery.Status.FAILED).update(
+        status=ReportDelivery.Status.PENDING, attempts=0, next_attempt_at=now
+    )
+    if updated:
+        audit("consults.report.send_retried", actor=user, obj=delivery.consult, to=delivery.destination)
+        workflow.queue_delivery(delivery.pk)
+    return bool(updated)

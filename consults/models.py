@@ -291,3 +291,48 @@ class CriticalFinding(models.Model):
     @property
     def is_acknowledged(self) -> bool:
         return self.acknowledged_at is not None
+
+
+class ReportDelivery(models.Model):
+    """The outbox of the send-back: one row per signed report bound for the township's own
+    archive, written in the signing transaction and sent afterwards by a task (a worker's,
+    or the ticker's periodic run without a broker), so that an archive that is down never
+    holds up the signature. Failed attempts are retried with a growing delay.
+
+    The instance UIDs are fixed when the row is written: every attempt sends the same
+    instance, so an attempt that reached the archive but was not recorded here is, at
+    worst, the same object stored again."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("等待回传")
+        SENDING = "sending", _("回传中")
+        RETRYING = "retrying", _("回传重试中")
+        SENT = "sent", _("已回传")
+        FAILED = "failed", _("回传失败")
+
+    consult = models.OneToOneField(Consult, on_delete=models.PROTECT, related_name="delivery")
+    status = models.CharField(_("回传状态"), max_length=16, choices=Status.choices, default=Status.PENDING)
+    destination = models.CharField(_("回传目标"), max_length=128)
+    sop_instance_uid = models.CharField(max_length=64, unique=True)
+    series_instance_uid = models.CharField(max_length=64)
+    attempts = models.PositiveSmallIntegerField(_("尝试次数"), default=0)
+    next_attempt_at = models.DateTimeField(_("下次尝试时间"))
+    # When the attempt now under way started: an attempt whose process died is taken
+    # up again once this is older than the attempt could possibly last.
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(_("最近尝试时间"), null=True, blank=True)
+    last_error = models.CharField(_("失败原因"), max_length=255, blank=True)
+    sent_at = models.DateTimeField(_("回传时间"), null=True, blank=True)
+    created_at = models.DateTimeField(_("创建时间"))
+
+    class Meta:
+        verbose_name = _("报告回传")
+        verbose_name_plural = _("报告回传")
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
+
+    def __str__(self) -> str:
+        return f"{self.consult_id} -> {self.destination} ({self.status})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in (self.Status.PENDING, self.Status.SENDING, self.Status.RETRYING)

@@ -18,4 +18,5 @@ urlpatterns = [
     path("<uuid:consult_uuid>/critical/", views.critical, name="critical"),
     path("<uuid:consult_uuid>/request/", views.correct_request, name="request"),
     path("<uuid:consult_uuid>/report.pdf", views.report_pdf, name="pdf"),
+    path("<uuid:consult_uuid>/delivery/retry/", views.retry_delivery, name="retry_delivery"),
 ]

@@ -26,8 +26,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from cloudpacs.models import Study
 from cloudpacs.viewer_views import viewer_context
-from consults import workflow
-from consults.models import Consult, CriticalFinding, Escalation, Priority, Report
+from consults import delivery, workflow
+from consults.models import Consult, CriticalFinding, Escalation, Priority, Report, ReportDelivery
 from consults.pdf import render_report_pdf
 from facilities.access import CLINICAL_ROLES, RADIOLOGIST, TECHNOLOGIST, consults_for, has_role, role_required
 from facilities.models import ExamKind
@@ -153,6 +153,7 @@ def reading_page(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
         and consult.status in (Consult.Status.ARRIVED, Consult.Status.ASSIGNED)
         and consult.opened_at is None,
         "requires_review": requires_review,
+        "can_retry_delivery": is_radiologist or has_role(user, TECHNOLOGIST),
         "templates": list(workflow.templates_for(consult).values("id", "name", "body_part", "findings", "impression"))
         if can_edit
         else [],
@@ -264,11 +265,32 @@ def correct_request(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
         workflow.correct_request(consult, request.user, **changes)  # type: ignore[arg-type]
     except workflow.NotAllowed as refused:
         raise PermissionDenied(str(refused)) from refused
+    except workflow.RequestLocked as refused:
+        # The page no longer offers the form once a reader opened the consult; a form
+        # left open in another tab lands here: say so plainly, change nothing.
+        return render(
+            request, "consults/reading/refused.html", {"consult": consult, "message": str(refused)}, status=409
+        )
     except workflow.WorkflowError as refused:
         messages.error(request, str(refused))
     else:
         messages.success(request, _("会诊申请已更新。"))
     return redirect(_page(consult))
+
+
+@role_required(RADIOLOGIST, TECHNOLOGIST)
+@require_POST
+def retry_delivery(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
+    """Send a report whose send-back to the township's archive failed once more."""
+    consult = _consult(request, consult_uuid)
+    outbox = ReportDelivery.objects.filter(consult=consult).first()
+    if outbox is None:
+        raise Http404
+    if delivery.retry(outbox, request.user):  # type: ignore[arg-type]
+        messages.success(request, _("报告将重新回传。"))
+    else:
+        messages.info(request, _("该报告的回传没有失败，无需重试。"))
+    return redirect(_next_or(request, _page(consult)))
 
 
 def _finding(request: HttpRequest, finding_uuid: UUID) -> CriticalFinding:

@@ -70,12 +70,17 @@ def send_critical_escalation(finding_id: int, lead_id: int) -> None:
 
 
 @shared_task(ignore_result=True)
-def send_report_to_township(consult_id: int) -> None:
-    """Send the signed report back to the township's archive as DICOM Encapsulated PDF,
-    where its modality has an address; nothing otherwise."""
+def deliver_report(delivery_id: int) -> None:
+    """One attempt to send a signed report back to the township's archive (the outbox row)."""
     from consults import delivery
-    from consults.models import Consult
 
-    consult = Consult.objects.select_related("facility", "modality", "study__patient").filter(pk=consult_id).first()
-    if consult is not None:
-        delivery.send_report_to_township(consult)
+    delivery.deliver(delivery_id)
+
+
+@shared_task(ignore_result=True)
+def deliver_due_reports() -> None:
+    """Periodically (CELERY_BEAT_SCHEDULE, or the ticker without a broker): every outbox row
+    whose time has come, first attempts and retries alike."""
+    from consults import delivery
+
+    delivery.deliver_due()

@@ -47,7 +47,12 @@ PAGE_SIZE = 50
 @role_required(*CLINICAL_ROLES)
 def facility_page(request: HttpRequest, facility_uuid: UUID) -> HttpResponse:
     facility = get_object_or_404(facilities_for(request.user), uuid=facility_uuid)
-    consults = consults_for(request.user).filter(facility=facility).order_by("-arrived_at", "-id")
+    consults = (
+        consults_for(request.user)
+        .filter(facility=facility)
+        .select_related("study__patient", "delivery")
+        .order_by("-arrived_at", "-id")
+    )
     page = Paginator(consults, PAGE_SIZE).get_page(request.GET.get("page"))
     # Studies still arriving, or arrived but not yet turned into a consult.
     pending_studies = (
@@ -132,5 +137,6 @@ def consult_detail(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
             "study": study,
             "patient": study.patient if study is not None else None,
             "report": report if report is not None and report.is_signed else None,
+            "can_retry_delivery": has_role(request.user, TECHNOLOGIST) or has_role(request.user, RADIOLOGIST),
         },
     )

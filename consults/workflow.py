@@ -58,6 +58,10 @@ class NotAllowed(WorkflowError):
     """The user may not take this step: another reader's lock, not a senior, another township."""
 
 
+class RequestLocked(WorkflowError):
+    """The request can no longer be corrected: a reader has opened the consult."""
+
+
 # --- Time limits ---------------------------------------------------------------------------
 
 
@@ -164,6 +168,13 @@ def _queue(task_name: str, *args: Any) -> None:
 
     task = getattr(tasks, task_name)
     transaction.on_commit(lambda: task.delay(*args))
+
+
+def queue_delivery(delivery_id: int) -> None:
+    """Hand an outbox row to a worker on commit. Without a broker a task would run right
+    here, in the signing request; the ticker's periodic run sends it instead."""
+    if not getattr(settings, "CELERY_TASK_ALWAYS_EAGER", True):
+        _queue("deliver_report", delivery_id)
 
 
 # --- Assignment, claim, release, reassignment ----------------------------------------------
@@ -323,7 +334,7 @@ def correct_request(consult: Consult, user: User, **changes: Any) -> Consult:
     with transaction.atomic():
         locked = _lock(consult)
         if locked.status not in (Consult.Status.ARRIVED, Consult.Status.ASSIGNED) or locked.opened_at:
-            raise WorkflowError(_("医师已开始阅片，申请不能再修改。"))
+            raise RequestLocked(_("医师已开始阅片，申请不能再修改。"))
         before = {name: getattr(locked, name) for name in changes}
         for name, value in changes.items():
             setattr(locked, name, value)
@@ -488,7 +499,13 @@ def sign_final(
             obj=locked,
             preliminary_by=report.preliminary_by.get_username() if report.preliminary_by else "",
         )
-        _queue("send_report_to_township", locked.pk)
+        # The send-back to the township's archive: a row in the outbox now, the C-STORE
+        # later, so an archive that is down never holds up the signature.
+        from consults.delivery import write_outbox  # delivery imports this module
+
+        outbox = write_outbox(locked, now)
+        if outbox is not None:
+            queue_delivery(outbox.pk)
     _refresh(consult, locked)
     return report
 

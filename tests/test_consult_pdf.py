@@ -16,7 +16,7 @@ from pynetdicom.sop_class import EncapsulatedPDFStorage
 from pypdf import PdfReader
 
 from consults import delivery, workflow
-from consults.models import Consult
+from consults.models import Consult, ReportDelivery
 from consults.pdf import render_report_pdf, report_url
 from facilities.models import AuditEvent, User
 from tests.factories import make_consult, make_study, make_user
@@ -40,7 +40,9 @@ def signed_consult(township, modality, *, review: bool = False) -> Consult:
     consult = make_consult(
         township, study, body_part_names="胸部", clinical_history="咳嗽两周", arrived_at=timezone.now()
     )
-    li = make_user(User.Role.RADIOLOGIST, None, username="li", display_name="李医生")
+    li = User.objects.filter(username="li").first() or make_user(
+        User.Role.RADIOLOGIST, None, username="li", display_name="李医生"
+    )
     workflow.claim_consult(consult, li)
     if review:
         township.requires_second_signature = True
@@ -91,62 +93,32 @@ def test_the_qr_code_points_at_the_report_page_on_the_site(settings, township, c
     assert report_url(consult) == f"https://yunying.hanyin.example/reading/{consult.uuid}/"
 
 
-@pytest.fixture
-def township_archive():
-    """A storage SCP standing in for the township's own PACS, on a free port."""
-    received = []
+class Archive:
+    """A storage SCP standing in for the township's own PACS, on a fixed local port: down
+    until `start`, so a test can show the outbox waiting for it."""
 
-    def handle_store(event):
-        ds = event.dataset
-        ds.file_meta = event.file_meta
-        received.append(ds)
-        return 0x0000
+    def __init__(self) -> None:
+        self.port = _closed_port()
+        self.received: list = []
+        self.server = None
 
-    ae = AE(ae_title="XUANWO_CT")
-    ae.add_supported_context(EncapsulatedPDFStorage, ExplicitVRLittleEndian)
-    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, handle_store)])
-    try:
-        yield server.server_address[1], received
-    finally:
-        server.shutdown()
+    def start(self) -> None:
+        def handle_store(event):
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            self.received.append(ds)
+            return 0x0000
 
+        ae = AE(ae_title="XUANWO_CT")
+        ae.add_supported_context(EncapsulatedPDFStorage, ExplicitVRLittleEndian)
+        self.server = ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, handle_store)]
+        )
 
-def test_a_signed_report_is_sent_to_the_township_archive_as_encapsulated_pdf(township, ct_modality, township_archive):
-    port, received = township_archive
-    ct_modality.host, ct_modality.port = "127.0.0.1", port
-    ct_modality.save()
-    consult = signed_consult(township, ct_modality)
-
-    assert delivery.send_report_to_township(consult) is True
-
-    (ds,) = received
-    assert ds.SOPClassUID == EncapsulatedPDFStorage
-    assert ds.StudyInstanceUID == consult.study.study_uid
-    assert ds.PatientID == consult.study.patient.patient_id
-    assert ds.MIMETypeOfEncapsulatedDocument == "application/pdf"
-    assert IMPRESSION.replace(" ", "") in text_of(bytes(ds.EncapsulatedDocument)[: ds.EncapsulatedDocumentLength])
-    consult.refresh_from_db()
-    assert consult.status == Consult.Status.DELIVERED
-    assert consult.delivered_at >= consult.signed_at
-    assert AuditEvent.objects.filter(action="consults.report.sent", object_id=str(consult.uuid)).exists()
-
-
-def test_a_modality_without_an_address_gets_nothing_sent(township, ct_modality):
-    consult = signed_consult(township, ct_modality)
-    assert delivery.send_report_to_township(consult) is False
-    consult.refresh_from_db()
-    assert consult.delivered_at is None
-
-
-def test_an_unreachable_archive_leaves_the_report_undelivered_and_says_so(township, ct_modality):
-    ct_modality.host, ct_modality.port = "127.0.0.1", _closed_port()
-    ct_modality.save()
-    consult = signed_consult(township, ct_modality)
-
-    assert delivery.send_report_to_township(consult) is False
-    assert AuditEvent.objects.filter(action="consults.report.send_failed", object_id=str(consult.uuid)).exists()
-    consult.refresh_from_db()
-    assert consult.delivered_at is None
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
 
 
 def _closed_port() -> int:
@@ -155,13 +127,153 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_signing_queues_the_send_back(township, ct_modality, township_archive, django_capture_on_commit_callbacks):
-    port, received = township_archive
-    ct_modality.host, ct_modality.port = "127.0.0.1", port
+@pytest.fixture
+def archive(ct_modality):
+    """The township's archive, down, at the CT modality's address."""
+    down = Archive()
+    ct_modality.host, ct_modality.port = "127.0.0.1", down.port
     ct_modality.save()
+    try:
+        yield down
+    finally:
+        down.stop()
+
+
+@pytest.fixture
+def township_archive(archive):
+    archive.start()
+    return archive
+
+
+def test_signing_only_writes_the_send_back_to_the_outbox(
+    township, ct_modality, archive, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         consult = signed_consult(township, ct_modality)
-    assert len(received) == 1
+
+    outbox = ReportDelivery.objects.get(consult=consult)
+    assert outbox.status == ReportDelivery.Status.PENDING
+    assert outbox.attempts == 0
+    assert outbox.destination == f"XUANWO_CT@127.0.0.1:{archive.port}"
+    assert outbox.next_attempt_at <= timezone.now()
+    assert consult.status == Consult.Status.SIGNED
+    # Nothing dialled the archive in the signing request: no attempt, no failure recorded.
+    assert not AuditEvent.objects.filter(action="consults.report.send_failed").exists()
+    assert AuditEvent.objects.filter(action="consults.report.send_queued", object_id=str(consult.uuid)).exists()
+
+
+def test_a_signed_report_is_sent_to_the_township_archive_as_encapsulated_pdf(township, ct_modality, township_archive):
+    consult = signed_consult(township, ct_modality)
+
+    assert delivery.deliver_due() == {consult.delivery.pk: ReportDelivery.Status.SENT}
+
+    (ds,) = township_archive.received
+    assert ds.SOPClassUID == EncapsulatedPDFStorage
+    assert ds.SOPInstanceUID == consult.delivery.sop_instance_uid
+    assert ds.StudyInstanceUID == consult.study.study_uid
+    assert ds.PatientID == consult.study.patient.patient_id
+    assert ds.MIMETypeOfEncapsulatedDocument == "application/pdf"
+    assert IMPRESSION.replace(" ", "") in text_of(bytes(ds.EncapsulatedDocument)[: ds.EncapsulatedDocumentLength])
     consult.refresh_from_db()
-    assert consult.delivered_at is not None
-    assert consult.delivered_at - consult.signed_at < timedelta(minutes=5)
+    assert consult.status == Consult.Status.DELIVERED
+    assert consult.delivered_at >= consult.signed_at
+    assert consult.delivery.status == ReportDelivery.Status.SENT
+    assert AuditEvent.objects.filter(action="consults.report.sent", object_id=str(consult.uuid)).exists()
+
+
+def test_a_modality_without_an_address_gets_nothing_sent(township, ct_modality):
+    consult = signed_consult(township, ct_modality)
+    assert not ReportDelivery.objects.filter(consult=consult).exists()
+    assert delivery.deliver_due() == {}
+    consult.refresh_from_db()
+    assert consult.delivered_at is None
+
+
+def test_an_archive_down_at_first_gets_the_report_exactly_once_when_it_comes_up(township, ct_modality, archive):
+    consult = signed_consult(township, ct_modality)
+    outbox = consult.delivery
+    now = timezone.now()
+
+    assert delivery.deliver_due(now) == {outbox.pk: ReportDelivery.Status.RETRYING}
+    outbox.refresh_from_db()
+    assert outbox.attempts == 1
+    assert "no association" in outbox.last_error
+    assert outbox.next_attempt_at == now + delivery.backoff(1)
+    consult.refresh_from_db()
+    assert consult.delivered_at is None
+    assert delivery.deliver_due(now + timedelta(seconds=1)) == {}  # not due again yet
+
+    archive.start()
+    later = outbox.next_attempt_at
+    assert delivery.deliver_due(later) == {outbox.pk: ReportDelivery.Status.SENT}
+    assert delivery.deliver_due(later + timedelta(hours=2)) == {}
+    assert delivery.deliver(outbox.pk, later + timedelta(hours=3)) is None
+
+    assert len(archive.received) == 1
+    assert archive.received[0].SOPInstanceUID == outbox.sop_instance_uid
+    outbox.refresh_from_db()
+    assert (outbox.status, outbox.attempts, outbox.last_error) == (ReportDelivery.Status.SENT, 2, "")
+    consult.refresh_from_db()
+    assert consult.status == Consult.Status.DELIVERED
+    assert AuditEvent.objects.filter(action="consults.report.sent").count() == 1
+
+
+def test_retries_wait_longer_each_time_up_to_an_hour(settings):
+    settings.REPORT_DELIVERY_RETRY_SECONDS = 60
+    assert [delivery.backoff(n).total_seconds() for n in (1, 2, 3, 7, 20)] == [60, 120, 240, 3600, 3600]
+
+
+def test_after_the_last_attempt_the_send_back_is_failed_with_its_reason(settings, township, ct_modality, archive):
+    settings.REPORT_DELIVERY_MAX_ATTEMPTS = 2
+    consult = signed_consult(township, ct_modality)
+    outbox = consult.delivery
+    now = timezone.now()
+
+    delivery.deliver_due(now)
+    assert delivery.deliver_due(now + timedelta(hours=1)) == {outbox.pk: ReportDelivery.Status.FAILED}
+    assert delivery.deliver_due(now + timedelta(days=1)) == {}
+
+    outbox.refresh_from_db()
+    assert outbox.status == ReportDelivery.Status.FAILED
+    assert outbox.attempts == 2
+    assert f"127.0.0.1:{archive.port}" in outbox.last_error
+    final = AuditEvent.objects.filter(action="consults.report.send_failed").order_by("-id").first()
+    assert final.detail["final"] is True
+
+
+def test_a_failed_send_back_can_be_tried_again(settings, township, ct_modality, archive):
+    settings.REPORT_DELIVERY_MAX_ATTEMPTS = 1
+    consult = signed_consult(township, ct_modality)
+    delivery.deliver_due()
+    outbox = ReportDelivery.objects.get(consult=consult)
+    assert outbox.status == ReportDelivery.Status.FAILED
+
+    assert delivery.retry(outbox, consult.radiologist) is True
+    archive.start()
+
+    assert delivery.deliver_due() == {outbox.pk: ReportDelivery.Status.SENT}
+    assert len(archive.received) == 1
+    assert delivery.retry(outbox, consult.radiologist) is False  # only a failed one
+
+
+def test_one_archive_that_is_down_is_dialled_once_per_run(township, ct_modality, archive):
+    first = signed_consult(township, ct_modality)
+    second = signed_consult(township, ct_modality)
+
+    outcome = delivery.deliver_due()
+
+    assert outcome == {first.delivery.pk: "retrying", second.delivery.pk: "retrying"}
+    second.delivery.refresh_from_db()
+    assert second.delivery.last_error.startswith("not tried: no association")
+
+
+def test_a_row_claimed_by_one_run_is_not_sent_by_another(township, ct_modality, township_archive):
+    consult = signed_consult(township, ct_modality)
+    now = timezone.now()
+    assert delivery._claim(consult.delivery.pk, now) is True  # another process is sending it
+
+    assert delivery.deliver_due(now) == {}
+    assert township_archive.received == []
+    # That process died mid-attempt: once its lease has run out the row is taken up again.
+    assert delivery.deliver_due(now + timedelta(hours=1)) == {consult.delivery.pk: "sent"}
+    assert len(township_archive.received) == 1

@@ -12,10 +12,11 @@ from django.utils import timezone
 from billing.models import LedgerEntry
 from billing.services import ensure_shaanxi_2021_schedule
 from billing.tasks import record_savings_for_signed_consults
-from consults.models import Consult
+from consults.models import Consult, ReportDelivery
 from consults.services import open_consult_for_study
 from facilities.models import ExamKind
 from tests.factories import make_consult, make_shift, make_study
+from tests.test_consult_pdf import Archive, signed_consult
 
 pytestmark = pytest.mark.django_db
 
@@ -73,3 +74,30 @@ def test_the_ticker_runs_beats_schedule_in_process(township, radiologist):
     waiting.refresh_from_db()
     assert waiting.radiologist == radiologist
     assert LedgerEntry.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_a_broker_the_ticker_sends_a_signed_report_once_its_archive_comes_up(township, ct_modality):
+    archive = Archive()
+    ct_modality.host, ct_modality.port = "127.0.0.1", archive.port
+    ct_modality.save()
+    consult = signed_consult(township, ct_modality)
+    try:
+        call_command("ticker", "--once")  # the archive is down
+        outbox = ReportDelivery.objects.get(consult=consult)
+        assert (outbox.status, outbox.attempts) == (ReportDelivery.Status.RETRYING, 1)
+
+        archive.start()
+        # The retry's time comes.
+        ReportDelivery.objects.filter(pk=outbox.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+        call_command("ticker", "--once")
+        ReportDelivery.objects.filter(pk=outbox.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+        call_command("ticker", "--once")
+    finally:
+        archive.stop()
+
+    assert len(archive.received) == 1
+    outbox.refresh_from_db()
+    assert (outbox.status, outbox.attempts) == (ReportDelivery.Status.SENT, 2)
+    consult.refresh_from_db()
+    assert consult.status == Consult.Status.DELIVERED

@@ -5,13 +5,16 @@ and scoping: a technologist of another township gets 404 on every page of a cons
 from __future__ import annotations
 
 import io
+import socket
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 from pypdf import PdfReader
 
-from consults import workflow
-from consults.models import Consult, CriticalFinding, ReportTemplate
+from consults import delivery, workflow
+from consults.models import Consult, CriticalFinding, ReportDelivery, ReportTemplate
 from facilities.models import AuditEvent, User
 from tests.conftest import login
 from tests.factories import make_consult, make_study, make_user
@@ -31,6 +34,12 @@ def consult(township, ct_modality) -> Consult:
 @pytest.fixture
 def other_radiologist(county) -> User:
     return make_user(User.Role.RADIOLOGIST, county, username="dr_wang", display_name="王医生")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def page(consult: Consult) -> str:
@@ -233,6 +242,76 @@ def test_the_technologist_corrects_the_request_on_the_page(technologist_client, 
     assert response.status_code == 302
     consult.refresh_from_db()
     assert (consult.priority, consult.body_parts) == ("urgent", 2)
+
+
+def test_the_page_offers_the_request_form_until_a_reader_opens_the_consult(
+    technologist_client, radiologist_client, consult
+):
+    assert url("request", consult) in technologist_client.get(page(consult)).content.decode()
+    radiologist_client.post(url("claim", consult))  # claims, then opens the reporting page
+    radiologist_client.get(page(consult))
+    consult.refresh_from_db()
+    assert consult.opened_at is not None
+
+    body = technologist_client.get(page(consult)).content.decode()
+
+    assert url("request", consult) not in body
+    assert 'name="clinical_history"' not in body
+
+
+def test_a_correction_posted_after_opening_is_refused_with_a_clear_error(
+    technologist_client, radiologist_client, consult
+):
+    radiologist_client.post(url("claim", consult))
+    radiologist_client.get(page(consult))
+
+    response = technologist_client.post(url("request", consult), {"priority": "emergency", "body_parts": "3"})
+
+    assert response.status_code == 409
+    assert "医师已开始阅片，申请不能再修改。" in response.content.decode()
+    assert page(consult) in response.content.decode()
+    consult.refresh_from_db()
+    assert (consult.priority, consult.body_parts) == ("routine", 1)
+    assert not AuditEvent.objects.filter(action="consults.consult.corrected").exists()
+
+
+def test_the_send_back_to_the_townships_archive_shows_retrying_then_failed_with_its_reason(
+    settings, radiologist, consult, technologist, technologist_client
+):
+    settings.REPORT_DELIVERY_MAX_ATTEMPTS = 2
+    modality = consult.modality
+    modality.host, modality.port = "127.0.0.1", _closed_port()
+    modality.save()
+    workflow.claim_consult(consult, radiologist)
+    workflow.sign_final(consult, radiologist, "双肺纹理清晰。", "胸部 CT 未见异常。")
+
+    assert "等待回传" in technologist_client.get(page(consult)).content.decode()
+    now = timezone.now()
+    delivery.deliver_due(now)
+    body = technologist_client.get(page(consult)).content.decode()
+    assert "回传重试中" in body
+    assert "已尝试 1 次" in body
+    assert "no association with 127.0.0.1" in body
+
+    delivery.deliver_due(now + timedelta(hours=1))
+    for body in (
+        technologist_client.get(page(consult)).content.decode(),
+        technologist_client.get(reverse("consults:detail", args=[consult.uuid])).content.decode(),
+    ):
+        assert "回传失败" in body
+        assert "no association with 127.0.0.1" in body
+        assert url("retry_delivery", consult) in body
+    assert (
+        "回传失败"
+        in technologist_client.get(reverse("consults:facility", args=[consult.facility.uuid])).content.decode()
+    )
+
+    response = technologist_client.post(url("retry_delivery", consult))
+
+    assert response.status_code == 302
+    consult.delivery.refresh_from_db()
+    assert (consult.delivery.status, consult.delivery.attempts) == (ReportDelivery.Status.PENDING, 0)
+    assert AuditEvent.objects.filter(action="consults.report.send_retried", actor=technologist).exists()
 
 
 def test_a_radiologist_adds_a_report_template(radiologist_client):
