@@ -1,0 +1,503 @@
+"""Faults, with real processes: the receiver killed in the middle of a push, the broker
+down while a study arrives, and PostgreSQL restarted under the running receiver.
+
+Each test runs `manage.py dicomnode` as a subprocess on the test database (or, for the
+PostgreSQL restart, on a private cluster it creates in a temporary directory), and sends
+with pynetdicom from this process. Redis and PostgreSQL are private instances started
+here on free ports, never the machine's shared ones, so that stopping them hurts no one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from glob import glob
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+
+from cloudpacs.models import Instance, Series, Study
+from consults.models import Consult
+from tests.factories import make_dataset
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SUCCESS = 0x0000
+INDEX_UNAVAILABLE = 0xA701
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 60.0, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+def shared_database_url() -> str:
+    """The test database, as a URL for the processes a test starts."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def base_env(database_url: str, storage_root: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "STORAGE_ROOT": str(storage_root),
+        "DICOM_AE_TITLE": "CLOUDPACS",
+        "CELERY_BROKER_URL": "",
+        "LOG_LEVEL": "INFO",
+        **extra,
+    }
+
+
+class Receiver:
+    """`manage.py dicomnode` as its own process; its log (stderr) goes to a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self._log = log_path.open("a")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "dicomnode", "--host", "127.0.0.1", "--port", str(self.port), *args],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert "listening on 127.0.0.1:" in line, line + self.log()
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def freeze_in_a_store(self, storage_root: Path) -> bool:
+        """Stop the process while it is storing an instance (a file is staged in
+        `.incoming/`), so that the kill that follows lands between file and index."""
+        if not leftovers(storage_root):
+            return False
+        self.process.send_signal(signal.SIGSTOP)
+        if leftovers(storage_root):
+            return True
+        self.process.send_signal(signal.SIGCONT)
+        return False
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.communicate()
+        self._log.close()
+
+
+def client(calling: str) -> AE:
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    return ae
+
+
+def push(
+    port: int, calling: str, datasets: list[Dataset], answered: Callable[[str, int], None] | None = None
+) -> dict[str, int | None]:
+    """Send over one association; the status of each instance, None when no answer came
+    (the association is gone, and the rest are not sent)."""
+    statuses: dict[str, int | None] = {ds.SOPInstanceUID: None for ds in datasets}
+    assoc = client(calling).associate("127.0.0.1", port, ae_title="CLOUDPACS")
+    if not assoc.is_established:
+        return statuses
+    try:
+        for ds in datasets:
+            response = assoc.send_c_store(ds)
+            status = response.get("Status")
+            if status is None:
+                break
+            statuses[ds.SOPInstanceUID] = int(status)
+            if answered is not None:
+                answered(ds.SOPInstanceUID, int(status))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return statuses
+
+
+def series_of(count: int, **fields: Any) -> list[Dataset]:
+    study_uid, series_uid = generate_uid(), generate_uid()
+    return [
+        make_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=n, rows=32, columns=32, **fields)
+        for n in range(1, count + 1)
+    ]
+
+
+def files_in_store(storage_root: Path) -> set[str]:
+    """Keys of the files in the image store, outside its working directories."""
+    return {
+        path.relative_to(storage_root).as_posix()
+        for path in storage_root.rglob("*.dcm")
+        if not path.relative_to(storage_root).parts[0].startswith(".")
+    }
+
+
+def leftovers(storage_root: Path) -> list[Path]:
+    incoming = storage_root / ".incoming"
+    return sorted(incoming.iterdir()) if incoming.is_dir() else []
+
+
+# ---------------------------------------------------------------- kill -9 in a push
+
+
+def test_a_receiver_killed_mid_push_keeps_what_it_acknowledged_and_stores_a_resend_exactly_once(ct_modality, tmp_path):
+    storage_root = Path(settings.STORAGE_ROOT)
+    env = base_env(shared_database_url(), storage_root)
+    datasets = series_of(100)
+    study_uid = datasets[0].StudyInstanceUID
+    first = Receiver(env, tmp_path / "receiver.log", "--no-sweep-timer")
+    acknowledged: list[str] = []
+    pushed: dict[str, dict[str, int | None]] = {}
+
+    def record(uid: str, status: int) -> None:
+        if status == SUCCESS:
+            acknowledged.append(uid)
+
+    sender = threading.Thread(target=lambda: pushed.update(first=push(first.port, "XUANWO_CT", datasets, record)))
+    sender.start()
+    try:
+        assert wait_for(lambda: len(acknowledged) >= 30), first.log()
+        assert wait_for(lambda: first.freeze_in_a_store(storage_root), 60, interval=0.002), first.log()
+        first.kill()
+    finally:
+        sender.join(timeout=120)
+    assert not sender.is_alive()
+    # The kill came in the middle of a store: it left a file for the start-up sweep, and
+    # some instances were never answered.
+    assert leftovers(storage_root) != []
+    assert 30 <= len(acknowledged) < 100
+    assert None in pushed["first"].values()
+    # Every instance answered with Success is durable: indexed, with its file.
+    indexed = dict(
+        Instance.objects.filter(sop_instance_uid__in=acknowledged).values_list("sop_instance_uid", "storage_key")
+    )
+    assert set(indexed) == set(acknowledged)
+    assert all((storage_root / key).is_file() for key in indexed.values())
+
+    second = Receiver(env, tmp_path / "receiver.log", "--no-sweep-timer")
+    try:
+        # The start-up sweep left no orphan: every file in the store is indexed, none waits.
+        assert leftovers(storage_root) == []
+        assert files_in_store(storage_root) <= set(Instance.objects.values_list("storage_key", flat=True))
+
+        resent = push(second.port, "XUANWO_CT", datasets)
+    finally:
+        second.stop()
+    assert set(resent.values()) == {SUCCESS}
+
+    instances = Instance.objects.filter(series__study__study_uid=study_uid)
+    assert sorted(instances.values_list("sop_instance_uid", flat=True)) == sorted(ds.SOPInstanceUID for ds in datasets)
+    study = Study.objects.get(study_uid=study_uid)
+    assert study.number_of_instances == 100
+    assert Series.objects.get(study=study).number_of_instances == 100
+    # One file per row and one row per file, each file as long as its row says.
+    keys = dict(instances.values_list("storage_key", "size"))
+    assert files_in_store(storage_root) == set(keys)
+    assert all((storage_root / key).stat().st_size == size for key, size in keys.items())
+    assert leftovers(storage_root) == []
+
+
+# ---------------------------------------------------------------- Redis down
+
+
+class RedisServer:
+    """A private redis-server on a free port, without persistence, like the broker's
+    container after a crash: what it held is gone when it comes back."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            cwd=self.workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert wait_for(self._answers, 30), "redis-server did not start"
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def freeze_in_a_store(self, storage_root: Path) -> bool:
+        """Stop the process while it is storing an instance (a file is staged in
+        `.incoming/`), so that the kill that follows lands between file and index."""
+        if not leftovers(storage_root):
+            return False
+        self.process.send_signal(signal.SIGSTOP)
+        if leftovers(storage_root):
+            return True
+        self.process.send_signal(signal.SIGCONT)
+        return False
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server (apt-get install redis-server)")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def worker_on(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Path]]:
+    """Start a real Celery worker with the given environment; returns its log's path."""
+    started: list[tuple[subprocess.Popen[bytes], Any]] = []
+
+    def start(env: dict[str, str]) -> Path:
+        log_path = tmp_path / "worker.log"
+        log = log_path.open("w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "cloudpacs", "worker", "--pool", "solo", "-l", "INFO"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        started.append((process, log))
+        assert wait_for(lambda: " ready." in log_path.read_text(), 90), log_path.read_text()
+        return log_path
+
+    yield start
+    for process, log in started:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def test_a_study_that_arrives_while_redis_is_down_is_stored_and_gets_one_consult_once_redis_is_back(
+    ct_modality, tmp_path, private_redis, worker_on
+):
+    storage_root = Path(settings.STORAGE_ROOT)
+    env = base_env(shared_database_url(), storage_root, CELERY_BROKER_URL=private_redis.url, STUDY_STABLE_SECONDS="1")
+    worker_log = worker_on(env)
+    receiver = Receiver(env, tmp_path / "receiver.log")
+    try:
+        private_redis.kill()
+        first, second = series_of(5), series_of(3)
+        uids = [first[0].StudyInstanceUID, second[0].StudyInstanceUID]
+
+        def sweeps_failed() -> int:
+            return receiver.log().count("study stability sweep failed")
+
+        assert set(push(receiver.port, "XUANWO_CT", first).values()) == {SUCCESS}, receiver.log()
+        # The first study is stable, and the receiver's sweep cannot reach the broker.
+        assert wait_for(lambda: sweeps_failed() >= 1, 60), receiver.log()
+        # Stores go on while the sweep fails, and the sweep keeps trying: nothing hangs.
+        assert set(push(receiver.port, "XUANWO_CT", second).values()) == {SUCCESS}, receiver.log()
+        assert wait_for(lambda: sweeps_failed() >= 3, 60), receiver.log()
+        assert receiver.process.poll() is None
+        assert Instance.objects.filter(series__study__study_uid__in=uids).count() == 8
+        # Unclaimed: the studies wait for the next sweep that reaches a worker.
+        assert set(Study.objects.filter(study_uid__in=uids).values_list("status", flat=True)) == {
+            Study.Status.RECEIVING
+        }
+        assert not Consult.objects.filter(study__study_uid__in=uids).exists()
+
+        private_redis.start()
+
+        assert wait_for(lambda: Consult.objects.filter(study__study_uid__in=uids).count() == 2, 120), (
+            receiver.log() + worker_log.read_text()
+        )
+        assert set(push(receiver.port, "XUANWO_CT", series_of(2)).values()) == {SUCCESS}
+    finally:
+        receiver.stop()
+    for uid in uids:
+        assert Consult.objects.filter(study__study_uid=uid).count() == 1
+        assert Study.objects.get(study_uid=uid).status == Study.Status.ARRIVED
+    assert "sweep_stable_studies" in worker_log.read_text()
+
+
+# ---------------------------------------------------------------- PostgreSQL restarted
+
+
+def postgres_bin() -> Path | None:
+    found = sorted(glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+class PrivateCluster:
+    """A PostgreSQL cluster of its own in a temporary directory, on a free port. As root,
+    its commands run as the postgres user (initdb refuses root)."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="yunying-pg-"))
+        self.data = self.directory / "data"
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            shutil.chown(self.directory, user="postgres")
+        self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+
+    def run(self, program: str, *args: str) -> None:
+        command = [str(self.bindir / program), *args]
+        if self.as_root:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self.run("pg_ctl", "-D", str(self.data), "-l", str(self.directory / "log"), "-w", "-o", options, "start")
+
+    def stop(self) -> None:
+        # Fast: open sessions are ended at once, as in a restart for maintenance.
+        self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def url(self, database: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def query(self, database: str, sql: str) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        with psycopg.connect(self.url(database), autocommit=True) as conn:
+            cursor = conn.execute(sql)  # type: ignore[arg-type]
+            return cursor.fetchall() if cursor.description else []
+
+    def remove(self) -> None:
+        with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
+            self.run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivateCluster]:
+    bindir = postgres_bin()
+    if bindir is None or not (bindir / "pg_ctl").exists():
+        pytest.skip("needs the PostgreSQL server binaries (initdb, pg_ctl): apt-get install postgresql")
+    cluster = PrivateCluster(bindir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+SEED = """
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from facilities.models import ExamKind, Facility, Modality
+f = Facility.objects.create(code="XUANWO", name="漩涡镇中心卫生院", short_name="漩涡", pinyin="Xuanwo",
+    kind=Facility.Kind.TOWNSHIP_CENTRE, level=Facility.Level.FIRST)
+Modality.objects.create(facility=f, kind=ExamKind.CT, ae_title="XUANWO_CT")
+"""
+
+
+def test_the_receiver_answers_a_failure_while_postgresql_restarts_and_reconnects_after(tmp_path, private_postgres):
+    cluster = private_postgres
+    cluster.query("postgres", "CREATE DATABASE yunying_faults")
+    storage_root = tmp_path / "store"
+    env = base_env(cluster.url("yunying_faults"), storage_root)
+    subprocess.run([sys.executable, "manage.py", "shell", "-c", SEED], cwd=BASE_DIR, env=env, check=True, timeout=300)
+    receiver = Receiver(env, tmp_path / "receiver.log", "--no-sweep-timer")
+    first, during, after, next_one = series_of(4)
+    try:
+        assoc = client("XUANWO_CT").associate("127.0.0.1", receiver.port, ae_title="CLOUDPACS")
+        assert assoc.is_established
+        assert assoc.send_c_store(first).Status == SUCCESS
+
+        cluster.stop()
+
+        # In the open association: a failure status the sender can retry on, not a hang.
+        assert assoc.send_c_store(during).Status == INDEX_UNAVAILABLE
+        # A new association cannot be checked against the registered modalities: refused.
+        refused = client("XUANWO_CT").associate("127.0.0.1", receiver.port, ae_title="CLOUDPACS")
+        assert not refused.is_established
+
+        cluster.start()
+
+        # The same association reconnects, and so does the next one.
+        assert assoc.send_c_store(during).Status == SUCCESS
+        assoc.release()
+        assert push(receiver.port, "XUANWO_CT", [after, next_one]) == {
+            after.SOPInstanceUID: SUCCESS,
+            next_one.SOPInstanceUID: SUCCESS,
+        }
+        assert receiver.process.poll() is None
+    finally:
+        receiver.stop()
+    rows = cluster.query("yunying_faults", "SELECT sop_instance_uid, storage_key, size FROM cloudpacs_instance")
+    assert sorted(uid for uid, _, _ in rows) == sorted(ds.SOPInstanceUID for ds in (first, during, after, next_one))
+    # Nothing half-indexed: the failed attempt left no file and no row; every row has its file.
+    assert files_in_store(storage_root) == {key for _, key, _ in rows}
+    assert all((storage_root / key).stat().st_size == size for _, key, size in rows)
+    assert leftovers(storage_root) == []
+    assert cluster.query("yunying_faults", "SELECT number_of_instances FROM cloudpacs_study") == [(4,)]
+    assert "index unavailable" in receiver.log()
