@@ -241,6 +241,7 @@ class Escalation(models.Model):
         verbose_name=_("上报给"),
     )
     reassigned = models.BooleanField(_("已重新分配"), default=False)
+    emailed_at = models.DateTimeField(_("邮件通知时间"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("上报记录")

@@ -58,15 +58,18 @@ def send_critical_alert(finding_id: int) -> None:
 
 
 @shared_task(ignore_result=True)
-def send_critical_escalation(finding_id: int, lead_id: int) -> None:
+def send_escalation_email(escalation_id: int) -> None:
+    """E-mail the new reader or the duty lead that a consult or a critical finding came to them."""
     from consults import workflow
-    from consults.models import CriticalFinding
-    from facilities.models import User
+    from consults.models import Escalation
 
-    finding = CriticalFinding.objects.select_related("consult__facility").filter(pk=finding_id).first()
-    lead = User.objects.filter(pk=lead_id).first()
-    if finding is not None and lead is not None:
-        workflow.send_critical_escalation(finding, lead)
+    escalation = (
+        Escalation.objects.select_related("consult__facility", "to_user", "from_radiologist", "critical_finding")
+        .filter(pk=escalation_id)
+        .first()
+    )
+    if escalation is not None:
+        workflow.send_escalation_email(escalation)
 
 
 @shared_task(ignore_result=True)

@@ -9,6 +9,7 @@ code, and leaves mail and send-back to Celery tasks queued on commit."""
 from __future__ import annotations
 
 import logging
+import smtplib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -651,9 +652,115 @@ def send_critical_alert(finding: CriticalFinding) -> bool:
             "text": finding.description,
             "url": f"{settings.SITE_URL}/reading/{finding.consult.uuid}/",
         }
-    send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [facility.alert_email])
+    error = _mail(subject, body, facility.alert_email)
+    if error:
+        audit(
+            "consults.critical.email_failed",
+            obj=finding.consult,
+            finding=str(finding.uuid),
+            to=facility.alert_email,
+            error=error,
+        )
+        return False
     CriticalFinding.objects.filter(pk=finding.pk, emailed_at__isnull=True).update(emailed_at=timezone.now())
     audit("consults.critical.emailed", obj=finding.consult, finding=str(finding.uuid), to=facility.alert_email)
+    return True
+
+
+# --- E-mail ----------------------------------------------------------------------------------
+
+
+def _mail(subject: str, body: str, to: str) -> str:
+    """Send one message through Django's configured backend (EMAIL_*); an empty string when
+    the server took it, else why not. A mail server that is down must not stop the check
+    that escalates: the escalation is recorded and shown on the readers' alert page anyway."""
+    try:
+        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [to])
+    except (smtplib.SMTPException, OSError) as error:
+        logger.warning("mail to %s failed: %s", to, error)
+        return f"{type(error).__name__}: {error}"[:200]
+    return ""
+
+
+def _queue_escalation_email(escalation: Escalation) -> None:
+    if escalation.to_user is not None and escalation.to_user.email:
+        _queue("send_escalation_email", escalation.pk)
+
+
+def _escalation_message(escalation: Escalation) -> tuple[str, str]:
+    consult = escalation.consult
+    recipient = escalation.to_user
+    facts = {
+        "name": recipient,
+        "facility": consult.facility.name,
+        "short": consult.facility.short_name,
+        "priority": consult.get_priority_display(),
+        "kind": consult.get_kind_display(),
+        "arrived": timezone.localtime(consult.arrived_at).strftime("%Y-%m-%d %H:%M"),
+        "due": timezone.localtime(consult.due_at or due_at_for(consult)).strftime("%Y-%m-%d %H:%M"),
+        "previous": escalation.from_radiologist or _("无"),
+        "holder": consult.radiologist or _("无人领取"),
+        "url": f"{settings.SITE_URL}/reading/{consult.uuid}/",
+    }
+    if escalation.reason == Escalation.Reason.CRITICAL_UNACKNOWLEDGED and escalation.critical_finding is not None:
+        finding = escalation.critical_finding
+        subject = _("【危急值未确认】%(facility)s") % {"facility": consult.facility.short_name}
+        body = _("%(facility)s 尚未确认 %(at)s 报告的危急值：\n%(text)s\n请电话联系该院。\n%(url)s\n") % {
+            "facility": consult.facility.name,
+            "at": timezone.localtime(finding.flagged_at).strftime("%Y-%m-%d %H:%M"),
+            "text": finding.description,
+            "url": facts["url"],
+        }
+    elif escalation.reason == Escalation.Reason.OFF_DUTY:
+        subject = _("【交班转派】%(short)s %(priority)s %(kind)s 会诊") % facts
+        body = (
+            _(
+                "%(name)s：\n\n原诊断医师 %(previous)s 已下班，%(facility)s 的%(priority)s %(kind)s 会诊"
+                "（到达 %(arrived)s，时限 %(due)s）现转给您阅片：\n%(url)s\n"
+            )
+            % facts
+        )
+    elif escalation.reassigned:
+        subject = _("【超时转派】%(short)s %(priority)s %(kind)s 会诊") % facts
+        body = (
+            _(
+                "%(name)s：\n\n%(facility)s 的%(priority)s %(kind)s 会诊（到达 %(arrived)s，时限 %(due)s）"
+                "已超过诊断时限，原诊断医师 %(previous)s 尚未阅片，现转给您：\n%(url)s\n"
+            )
+            % facts
+        )
+    else:
+        subject = _("【会诊超时】%(short)s %(priority)s %(kind)s 会诊") % facts
+        body = (
+            _(
+                "%(name)s：\n\n%(facility)s 的%(priority)s %(kind)s 会诊（到达 %(arrived)s，时限 %(due)s）"
+                "已超过诊断时限，目前诊断医师：%(holder)s，没有其他在班医师可以接手。请安排处理：\n%(url)s\n"
+            )
+            % facts
+        )
+    return subject, body
+
+
+def send_escalation_email(escalation: Escalation) -> bool:
+    """E-mail the person an escalation went to (the new reader, or the duty lead), once.
+    Returns whether a message went out; a failure is logged and audited."""
+    recipient = escalation.to_user
+    if recipient is None or not recipient.email or escalation.emailed_at is not None:
+        return False
+    with translation.override(settings.LANGUAGE_CODE):
+        subject, body = _escalation_message(escalation)
+    error = _mail(subject, body, recipient.email)
+    if error:
+        audit(
+            "consults.escalation.email_failed",
+            obj=escalation.consult,
+            reason=escalation.reason,
+            to=recipient.email,
+            error=error,
+        )
+        return False
+    Escalation.objects.filter(pk=escalation.pk, emailed_at__isnull=True).update(emailed_at=timezone.now())
+    audit("consults.escalation.emailed", obj=escalation.consult, reason=escalation.reason, to=recipient.email)
     return True
 
 
@@ -702,6 +809,7 @@ def _escalate_late(consult: Consult, now: datetime) -> Escalation:
         locked.escalated_at = now
         locked.flagged_at = locked.flagged_at or now
         locked.save(update_fields=["escalated_at", "flagged_at"])
+        _queue_escalation_email(escalation)
         audit(
             "consults.consult.escalated",
             obj=locked,
@@ -745,14 +853,16 @@ def check_consult_deadlines(now: datetime | None = None) -> CheckResult:
     for consult in _off_duty_holders(now):
         previous = consult.radiologist
         reader = reassign_consult(consult, now=now, reason="off_duty")
-        Escalation.objects.create(
-            consult=consult,
-            reason=Escalation.Reason.OFF_DUTY,
-            at=now,
-            from_radiologist=previous,
-            to_user=reader,
-            reassigned=reader is not None,
-        )
+        with transaction.atomic():
+            escalation = Escalation.objects.create(
+                consult=consult,
+                reason=Escalation.Reason.OFF_DUTY,
+                at=now,
+                from_radiologist=previous,
+                to_user=reader,
+                reassigned=reader is not None,
+            )
+            _queue_escalation_email(escalation)
         result.reassigned_off_duty.append(consult.pk)
 
     open_consults = Consult.objects.filter(status__in=OPEN_STATUSES).select_related("radiologist", "study")
@@ -781,7 +891,7 @@ def check_consult_deadlines(now: datetime | None = None) -> CheckResult:
             updated = CriticalFinding.objects.filter(pk=finding.pk, escalated_at__isnull=True).update(escalated_at=now)
             if not updated:
                 continue
-            Escalation.objects.create(
+            escalation = Escalation.objects.create(
                 consult=finding.consult,
                 critical_finding=finding,
                 reason=Escalation.Reason.CRITICAL_UNACKNOWLEDGED,
@@ -795,20 +905,6 @@ def check_consult_deadlines(now: datetime | None = None) -> CheckResult:
                 finding=str(finding.uuid),
                 to=lead.get_username() if lead else "",
             )
-            if lead is not None and lead.email:
-                _queue("send_critical_escalation", finding.pk, lead.pk)
+            _queue_escalation_email(escalation)
         result.critical_escalated.append(finding.pk)
     return result
-
-
-def send_critical_escalation(finding: CriticalFinding, lead: User) -> None:
-    """Tell the duty lead that a township has not acknowledged a critical finding: they phone it."""
-    with translation.override(settings.LANGUAGE_CODE):
-        subject = _("【危急值未确认】%(facility)s") % {"facility": finding.consult.facility.short_name}
-        body = _("%(facility)s 尚未确认 %(at)s 报告的危急值：\n%(text)s\n请电话联系该院。\n%(url)s\n") % {
-            "facility": finding.consult.facility.name,
-            "at": timezone.localtime(finding.flagged_at).strftime("%Y-%m-%d %H:%M"),
-            "text": finding.description,
-            "url": f"{settings.SITE_URL}/reading/{finding.consult.uuid}/",
-        }
-    send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [lead.email])

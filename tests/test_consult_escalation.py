@@ -4,9 +4,13 @@ Time passes by handing the check a later `now`; nothing sleeps."""
 
 from __future__ import annotations
 
+import email
+import email.policy
+import socket
 from datetime import timedelta
 
 import pytest
+from aiosmtpd.controller import Controller
 from django.utils import timezone
 
 from consults import workflow
@@ -210,3 +214,150 @@ def test_another_reader_cannot_flag_a_critical_finding_on_a_locked_consult(towns
     workflow.claim_consult(consult, holder, now)
     with pytest.raises(workflow.NotAllowed):
         workflow.flag_critical(consult, other, "别人的危急值", now)
+
+
+# --- E-mail to whoever an escalation went to ------------------------------------------------
+
+
+def test_a_consult_past_its_limit_emails_the_duty_lead_once(
+    township, now, mailoutbox, django_capture_on_commit_callbacks
+):
+    holder, lead = reader("holder"), reader("lead", is_senior=True)
+    make_shift(holder, now - timedelta(hours=1))
+    make_shift(lead, now - timedelta(hours=1), is_lead=True)
+    consult = make_consult(township, kind=ExamKind.DR, priority=Priority.EMERGENCY, arrived_at=now)
+    workflow.claim_consult(consult, holder, now)
+    workflow.open_consult(consult, holder, now)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        workflow.check_consult_deadlines(now + timedelta(minutes=31))
+    with django_capture_on_commit_callbacks(execute=True):
+        workflow.check_consult_deadlines(now + timedelta(minutes=40))
+
+    (message,) = mailoutbox
+    assert message.to == ["lead@county.test"]
+    assert message.subject == "【会诊超时】漩涡 急诊 DR 会诊"
+    assert "已超过诊断时限" in message.body
+    assert "目前诊断医师：holder" in message.body
+    assert f"/reading/{consult.uuid}/" in message.body
+    escalation = Escalation.objects.get(consult=consult)
+    assert escalation.emailed_at is not None
+    assert AuditEvent.objects.filter(action="consults.escalation.emailed", object_id=str(consult.uuid)).count() == 1
+
+
+def test_an_unopened_consult_past_its_limit_emails_its_new_reader(
+    township, now, mailoutbox, django_capture_on_commit_callbacks
+):
+    slow, other = reader("slow"), reader("other")
+    make_shift(slow, now - timedelta(hours=1))
+    consult = make_consult(township, kind=ExamKind.CT, priority=Priority.EMERGENCY, arrived_at=now)
+    workflow.assign_consult(consult, now)
+    make_shift(other, now + timedelta(minutes=10))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        workflow.check_consult_deadlines(now + timedelta(minutes=61))
+
+    (message,) = mailoutbox
+    assert message.to == ["other@county.test"]
+    assert message.subject.startswith("【超时转派】")
+    assert "原诊断医师 slow 尚未阅片，现转给您" in message.body
+
+
+def test_a_reader_gone_off_duty_hands_on_with_an_email_to_the_new_reader(
+    township, now, mailoutbox, django_capture_on_commit_callbacks
+):
+    early, late = reader("early"), reader("late")
+    make_shift(early, now - timedelta(hours=8), hours=8)
+    make_shift(late, now - timedelta(minutes=5))
+    consult = make_consult(township, kind=ExamKind.CT, arrived_at=now - timedelta(minutes=30))
+    workflow.claim_consult(consult, early, now - timedelta(minutes=20))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        workflow.check_consult_deadlines(now + timedelta(minutes=1))
+
+    consult.refresh_from_db()
+    assert consult.radiologist == late
+    (message,) = mailoutbox
+    assert message.to == ["late@county.test"]
+    assert "原诊断医师 early 已下班" in message.body
+
+
+def test_a_lead_without_an_address_gets_no_mail_and_the_escalation_still_stands(
+    township, now, mailoutbox, django_capture_on_commit_callbacks
+):
+    lead = make_user(User.Role.RADIOLOGIST, None, username="nomail", is_senior=True)
+    make_shift(lead, now - timedelta(hours=1), is_lead=True)
+    consult = make_consult(township, kind=ExamKind.DR, arrived_at=now)
+    Consult.objects.filter(pk=consult.pk).update(status=Consult.Status.OPENED)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        workflow.check_consult_deadlines(now + timedelta(minutes=121))
+
+    assert mailoutbox == []
+    assert Escalation.objects.get(consult=consult).to_user == lead
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_mail_server_that_is_down_does_not_stop_the_check(
+    settings, township, technologist, now, django_capture_on_commit_callbacks
+):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", _free_port()
+    lead = reader("lead", is_senior=True)
+    make_shift(lead, now - timedelta(hours=1), is_lead=True)
+    late = make_consult(township, kind=ExamKind.DR, arrived_at=now)
+    Consult.objects.filter(pk=late.pk).update(status=Consult.Status.OPENED, radiologist=lead)
+    finding = workflow.flag_critical(late, lead, "张力性气胸。", now)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = workflow.check_consult_deadlines(now + timedelta(minutes=121))
+
+    assert result.escalated == [late.pk]
+    assert result.critical_escalated == [finding.pk]
+    assert not Escalation.objects.filter(emailed_at__isnull=False).exists()
+    failures = AuditEvent.objects.filter(action="consults.escalation.email_failed")
+    assert sorted(event.detail["reason"] for event in failures) == ["critical", "time_limit"]
+    assert "ConnectionRefusedError" in failures.first().detail["error"]
+
+
+class Mailbox:
+    """What an SMTP server on 127.0.0.1 received (aiosmtpd's handler contract)."""
+
+    def __init__(self) -> None:
+        self.envelopes: list = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.envelopes.append(envelope)
+        return "250 Message accepted"
+
+
+def test_an_escalation_mail_reaches_a_real_smtp_server(settings, township, now, django_capture_on_commit_callbacks):
+    mailbox = Mailbox()
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=_free_port())
+    smtp.start()
+    try:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp.port
+        settings.DEFAULT_FROM_EMAIL = "yunying@county.test"
+        lead = reader("lead", is_senior=True)
+        make_shift(lead, now - timedelta(hours=1), is_lead=True)
+        consult = make_consult(township, kind=ExamKind.CT, priority=Priority.URGENT, arrived_at=now)
+        Consult.objects.filter(pk=consult.pk).update(status=Consult.Status.OPENED)
+
+        with django_capture_on_commit_callbacks(execute=True):
+            workflow.check_consult_deadlines(now + timedelta(minutes=121))
+    finally:
+        smtp.stop()
+
+    (envelope,) = mailbox.envelopes
+    assert envelope.mail_from == "yunying@county.test"
+    assert envelope.rcpt_tos == ["lead@county.test"]
+    message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+    assert message["Subject"] == "【会诊超时】漩涡 加急 CT 会诊"
+    assert "目前诊断医师：无人领取" in message.get_content()
+    assert Escalation.objects.get(consult=consult).emailed_at is not None
