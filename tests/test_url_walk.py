@@ -49,7 +49,7 @@ def route_keys(patterns: list[Any] | None = None, prefix: str = "") -> Iterator[
 # other redirect (a form post that goes back to its page, the home page sending a user on).
 LOGIN = "login"
 REDIRECT = "redirect"
-OK, CREATED, NO_CONTENT, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, NOT_ALLOWED = 200, 201, 204, 401, 403, 404, 405
+OK, NO_CONTENT, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, NOT_ALLOWED, CONFLICT = 200, 204, 401, 403, 404, 405, 409
 
 
 @dataclass(frozen=True)
@@ -194,8 +194,12 @@ TABLE: dict[str, Route] = {
         )
         for step in ("claim", "release", "reassign", "report", "addendum", "critical")
     },
+    # A correction of the request once the reading has begun is a conflict.
     "reading/<uuid:consult_uuid>/request/": expect(
-        "/reading/{consult}/request/", LOGIN, REDIRECT, NOT_FOUND, FORBIDDEN, FORBIDDEN, method="POST"
+        "/reading/{consult}/request/", LOGIN, CONFLICT, NOT_FOUND, FORBIDDEN, FORBIDDEN, method="POST"
+    ),
+    "reading/<uuid:consult_uuid>/delivery/retry/": clinical(
+        "/reading/{consult}/delivery/retry/", technologist=REDIRECT, radiologist=REDIRECT, method="POST"
     ),
     "reading/<uuid:consult_uuid>/report.pdf": clinical("/reading/{consult}/report.pdf"),
     # Dashboards and their exports: money for administrators and the township's own
@@ -229,6 +233,9 @@ def world(
 ) -> World:
     administrator.is_staff = True
     administrator.save()
+    # The township's archive has an address, so the signed report has a send-back to retry.
+    ct_modality.host, ct_modality.port = "127.0.0.1", 104
+    ct_modality.save()
     instance = ingest(
         make_dataset(patient_id="W0001", patient_name="Wang^Wu=王^五", character_set="ISO_IR 192"),
         ct_modality,
