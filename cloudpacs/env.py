@@ -84,6 +84,17 @@ def env_path(name: str, default: Path) -> Path:
     return Path(value).expanduser() if value else default
 
 
+def env_file(name: str) -> Path | None:
+    """An optional path to a file that must exist (a certificate, a key)."""
+    value = _raw(name)
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{name}={value!r} is not a readable file")
+    return path
+
+
 def env_choice(name: str, default: str, choices: set[str]) -> str:
     value = _raw(name) or default
     if value not in choices:

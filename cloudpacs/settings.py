@@ -14,6 +14,7 @@ from cloudpacs.env import (
     env_ae_title,
     env_bool,
     env_choice,
+    env_file,
     env_float,
     env_int,
     env_list,
@@ -139,6 +140,16 @@ DICOM_HOST = env_str("DICOM_HOST", "127.0.0.1")
 DICOM_PORT = env_int("DICOM_PORT", 11112, minimum=0, maximum=65535)
 DICOM_CHECK_PEER_ADDRESS = env_bool("DICOM_CHECK_PEER_ADDRESS", False)
 DICOM_MAX_PDU = env_int("DICOM_MAX_PDU", 131072, minimum=0)
+# Optional TLS for associations: a PEM certificate (chain) and its key; with a CA bundle,
+# consoles must present a client certificate signed by it.
+DICOM_TLS_CERT = env_file("DICOM_TLS_CERT")
+DICOM_TLS_KEY = env_file("DICOM_TLS_KEY")
+DICOM_TLS_CA = env_file("DICOM_TLS_CA")
+if (DICOM_TLS_KEY or DICOM_TLS_CA) and not DICOM_TLS_CERT:
+    raise ConfigError("DICOM_TLS_KEY and DICOM_TLS_CA need DICOM_TLS_CERT, the receiver's certificate")
+# Limits per association: instances stored in one association, and bytes of one instance.
+DICOM_MAX_INSTANCES_PER_ASSOCIATION = env_int("DICOM_MAX_INSTANCES_PER_ASSOCIATION", 10000, minimum=1)
+DICOM_MAX_INSTANCE_BYTES = env_int("DICOM_MAX_INSTANCE_BYTES", 2 * 1024**3, minimum=1)
 STUDY_STABLE_SECONDS = env_float("STUDY_STABLE_SECONDS", 10.0, minimum=0.0)
 
 # The web server started by `manage.py platform`.

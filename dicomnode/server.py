@@ -9,7 +9,9 @@ Status codes answered to C-STORE (see docs/dicom-conformance.md):
   0x0000 stored, or an identical re-send of a stored instance
   0xB006 warning "elements discarded": same SOP Instance UID, different content; the
          first is kept and this one discarded
-  0xA700 out of resources: the image store is full; 0xA701: the index is unavailable
+  0xA700 out of resources: the image store is full, or a per-association limit
+         (DICOM_MAX_INSTANCES_PER_ASSOCIATION, DICOM_MAX_INSTANCE_BYTES) is exceeded;
+         0xA701: the index is unavailable
   0xA900 the dataset's SOP Class differs from its presentation context
   0xC000 cannot understand: the payload cannot be parsed
   0xC001 cannot understand: a Study, Series or SOP Instance UID is missing or invalid
@@ -22,6 +24,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import threading
 from collections import Counter
 from typing import Any
@@ -112,6 +115,7 @@ class _Association:
             self.port: int | None = int(assoc.requestor.port)
         except Exception:
             self.address, self.port = None, None
+        self.tls = isinstance(getattr(assoc.dul.socket, "socket", None), ssl.SSLSocket)
         self.modality: Modality | None = None
         self.accepted = False
         self.logged = False
@@ -141,6 +145,7 @@ class _Association:
                 instances_failed=counts["failed"],
                 bytes_received=counts["bytes"],
                 echoes=counts["echo"],
+                tls=self.tls,
             )
         except Exception:
             logger.exception("could not write the association log for %s from %s", self.calling, self.address)
@@ -217,11 +222,22 @@ def handle_accepted(event: evt.Event) -> None:
     state = _accepted(event.assoc)
     if state is not None and state.modality is not None:
         logger.info(
-            "association accepted: %s (%s) from %s",
+            "association accepted: %s (%s) from %s%s",
             state.modality.ae_title,
             state.modality.facility.short_name,
             _peer(event.assoc),
+            _certificate_subject(event.assoc),
         )
+
+
+def _certificate_subject(assoc: Any) -> str:
+    """', TLS as <subject>' for the log line of an association over TLS."""
+    sock = getattr(assoc.dul.socket, "socket", None)
+    if not isinstance(sock, ssl.SSLSocket):
+        return ""
+    certificate: Any = sock.getpeercert() or {}
+    subject = ", ".join(f"{key}={value}" for rdn in certificate.get("subject", ()) for key, value in rdn)
+    return f", TLS as {subject}" if subject else ", TLS"
 
 
 def handle_closed(event: evt.Event) -> None:
@@ -267,40 +283,20 @@ def handle_store(event: evt.Event) -> int:
     if state is None or state.modality is None:
         return PROCESSING_FAILURE
     modality = state.modality
-    try:
-        context = event.context
-        with contextlib.suppress(OSError):
-            state.counts["bytes"] += os.stat(event.dataset_path).st_size
-        result = archive.ingest_instance(
-            event.dataset_path,
-            transfer_syntax_uid=str(context.transfer_syntax),
-            sop_class_uid=str(context.abstract_syntax),
-            sop_instance_uid=sop_instance_uid,
-            modality=modality,
-            # pynetdicom's file is ours to move: it only tries to unlink it afterwards.
-            adopt=True,
-        )
-    except archive.OutOfResources as exc:
-        status, why = OUT_OF_RESOURCES, str(exc)
-    except archive.SOPClassMismatch as exc:
-        status, why = SOP_CLASS_MISMATCH, str(exc)
-    except archive.MissingIdentifier as exc:
-        status, why = MISSING_IDENTIFIER, str(exc)
-    except archive.UnreadableDataset as exc:
-        status, why = CANNOT_UNDERSTAND, str(exc)
-    except DatabaseError as exc:
-        status, why = INDEX_UNAVAILABLE, f"index unavailable: {exc}"
-        logger.exception("index error storing %s from %s", sop_instance_uid, modality.ae_title)
-        # Reconnect for the next instance of this association.
-        connection.close()
-    except Exception as exc:
-        status, why = PROCESSING_FAILURE, f"{type(exc).__name__}: {exc}"
-        logger.exception("unexpected error storing %s from %s", sop_instance_uid, modality.ae_title)
+    state.counts["requests"] += 1
+    size = _received_size(event)
+    state.counts["bytes"] += size
+    if state.counts["requests"] > settings.DICOM_MAX_INSTANCES_PER_ASSOCIATION:
+        status = OUT_OF_RESOURCES
+        why = f"over the limit of {settings.DICOM_MAX_INSTANCES_PER_ASSOCIATION} instances per association"
+    elif size > settings.DICOM_MAX_INSTANCE_BYTES:
+        status = OUT_OF_RESOURCES
+        why = f"{size} bytes, over the limit of {settings.DICOM_MAX_INSTANCE_BYTES} bytes per instance"
     else:
-        state.counts[result.outcome.value] += 1
-        if result.outcome == archive.IngestOutcome.CONFLICT:
-            return WARNING_DISCARDED
-        return SUCCESS
+        status, why = _ingest(event, state, modality, sop_instance_uid)
+        if status in (SUCCESS, WARNING_DISCARDED):
+            return status
+    # Not stored: pynetdicom removes the received file after this handler returns.
     state.counts["failed"] += 1
     logger.warning(
         "C-STORE %s from %s (%s) failed with 0x%04X: %s",
@@ -311,6 +307,48 @@ def handle_store(event: evt.Event) -> int:
         why,
     )
     return status
+
+
+def _received_size(event: evt.Event) -> int:
+    """The dataset as pynetdicom wrote it to disk, with its File Meta header."""
+    try:
+        return os.stat(event.dataset_path).st_size
+    except (OSError, AttributeError):
+        return 0
+
+
+def _ingest(event: evt.Event, state: _Association, modality: Modality, sop_instance_uid: str) -> tuple[int, str]:
+    try:
+        context = event.context
+        result = archive.ingest_instance(
+            event.dataset_path,
+            transfer_syntax_uid=str(context.transfer_syntax),
+            sop_class_uid=str(context.abstract_syntax),
+            sop_instance_uid=sop_instance_uid,
+            modality=modality,
+            # pynetdicom's file is ours to move: it only tries to unlink it afterwards.
+            adopt=True,
+        )
+    except archive.OutOfResources as exc:
+        return OUT_OF_RESOURCES, str(exc)
+    except archive.SOPClassMismatch as exc:
+        return SOP_CLASS_MISMATCH, str(exc)
+    except archive.MissingIdentifier as exc:
+        return MISSING_IDENTIFIER, str(exc)
+    except archive.UnreadableDataset as exc:
+        return CANNOT_UNDERSTAND, str(exc)
+    except DatabaseError as exc:
+        logger.exception("index error storing %s from %s", sop_instance_uid, modality.ae_title)
+        # Reconnect for the next instance of this association.
+        connection.close()
+        return INDEX_UNAVAILABLE, f"index unavailable: {exc}"
+    except Exception as exc:
+        logger.exception("unexpected error storing %s from %s", sop_instance_uid, modality.ae_title)
+        return PROCESSING_FAILURE, f"{type(exc).__name__}: {exc}"
+    state.counts[result.outcome.value] += 1
+    if result.outcome == archive.IngestOutcome.CONFLICT:
+        return WARNING_DISCARDED, "conflict"
+    return SUCCESS, ""
 
 
 HANDLERS: list[Any] = [
@@ -324,14 +362,73 @@ HANDLERS: list[Any] = [
 
 
 class NoDelayAssociationServer(ThreadedAssociationServer):
-    """Turns Nagle's algorithm off on every accepted socket: a C-STORE response is small
-    and the sender waits for it."""
+    """Turns Nagle's algorithm off on every accepted socket (a C-STORE response is small
+    and the sender waits for it) and, with TLS, does the handshake on the association's
+    own thread: pynetdicom's would run in the accept loop, where one silent peer would
+    hold up every other console until the timeout."""
+
+    tls_context: ssl.SSLContext | None = None
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        client, address = super().get_request()
+        assert self.socket is not None
+        client, address = self.socket.accept()
         with contextlib.suppress(OSError):
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls_context is not None:
+            timeout = request.gettimeout()
+            try:
+                request.settimeout(self.ae.acse_timeout)
+                request = self.tls_context.wrap_socket(request, server_side=True)
+                request.settimeout(timeout)
+            except (OSError, ValueError) as exc:
+                _refuse_tls(client_address, exc)
+                with contextlib.suppress(OSError):
+                    request.close()
+                return
+        super().finish_request(request, client_address)
+
+
+def _refuse_tls(client_address: Any, exc: Exception) -> None:
+    """A connection that failed the TLS handshake never became an association, but the
+    administrator still sees it in the log: an expired or foreign certificate looks like
+    a console that stopped sending."""
+    why = f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}"
+    address, port = (client_address[0], client_address[1]) if isinstance(client_address, tuple) else (None, None)
+    logger.warning("connection refused: %s (peer %s:%s)", why, address, port)
+    try:
+        close_old_connections()
+        AssociationLog.objects.create(
+            calling_ae_title="",
+            called_ae_title="",
+            peer_address=address,
+            peer_port=port,
+            outcome=AssociationLog.Outcome.REJECTED,
+            reason=why[:255],
+            tls=True,
+            ended_at=timezone.now(),
+        )
+    except Exception:
+        logger.exception("could not write the association log for %s", address)
+    finally:
+        connection.close()
+
+
+def tls_context() -> ssl.SSLContext | None:
+    """The receiver's TLS context from DICOM_TLS_CERT/KEY/CA, or None for plain TCP. With a
+    CA, a client certificate signed by it is required (PS3.15 B.1, the basic TLS profile,
+    with BCP 195's floor of TLS 1.2)."""
+    if not settings.DICOM_TLS_CERT:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.DICOM_TLS_CERT, settings.DICOM_TLS_KEY or None)
+    if settings.DICOM_TLS_CA:
+        context.load_verify_locations(cafile=settings.DICOM_TLS_CA)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def build_ae() -> AE:
@@ -356,14 +453,24 @@ def start_server(host: str | None = None, port: int | None = None, *, block: boo
     once; call `.shutdown()` on the result to stop it. With block=True it returns after
     `.shutdown()` is called from another thread (or a signal handler)."""
     ae = build_ae()
+    tls = tls_context()
     address = (host if host is not None else settings.DICOM_HOST, settings.DICOM_PORT if port is None else port)
-    server = ae.make_server(address, evt_handlers=HANDLERS, server_class=NoDelayAssociationServer)
+    server: NoDelayAssociationServer = ae.make_server(  # type: ignore[assignment]
+        address, evt_handlers=HANDLERS, server_class=NoDelayAssociationServer
+    )
+    server.tls_context = tls
     ae._servers.append(server)
     host_bound, port_bound = server.server_address[:2]
-    logger.info("DICOM receiver %s listening on %s:%s", settings.DICOM_AE_TITLE, host_bound, port_bound)
+    logger.info(
+        "DICOM receiver %s listening on %s:%s (%s)",
+        settings.DICOM_AE_TITLE,
+        host_bound,
+        port_bound,
+        "TLS, client certificates required" if tls and settings.DICOM_TLS_CA else "TLS" if tls else "plain TCP",
+    )
     if block:
         server.serve_forever()
     else:
         thread = threading.Thread(target=server.serve_forever, name=f"dicomnode@{port_bound}", daemon=True)
         thread.start()
-    return server  # type: ignore[return-value]
+    return server
