@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from billing.models import LedgerEntry, PriceItem, PriceSchedule
-from facilities.admin import AdministratorPermissions, ReadOnlyAdmin
+from facilities.admin import AdministratorPermissions, AuditedAdmin, ReadOnlyAdmin
 
 
 class PriceItemInline(AdministratorPermissions, admin.TabularInline):
@@ -15,7 +15,7 @@ class PriceItemInline(AdministratorPermissions, admin.TabularInline):
 
 
 @admin.register(PriceSchedule)
-class PriceScheduleAdmin(AdministratorPermissions, admin.ModelAdmin):
+class PriceScheduleAdmin(AuditedAdmin, AdministratorPermissions, admin.ModelAdmin):
     list_display = ["name", "code", "effective_from", "effective_to"]
     search_fields = ["name", "code"]
     inlines = [PriceItemInline]

@@ -3,25 +3,44 @@
 Who gets in: the admin is for staff (is_staff), as Django has it. Users with the
 administrator role are made staff when saved here, and get every permission on the
 models registered below without per-model permission rows; anyone else needs Django
-permissions as usual. The audit trail is read-only for everyone."""
+permissions as usual. The audit trail is read-only for everyone.
+
+Every addition, change and deletion made here is written to the audit trail by
+`AuditedAdmin`, which the other apps' editable admins use as well."""
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import uuid
+from collections.abc import Iterable
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.db.models import Model
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
+from rest_framework.authtoken.models import TokenProxy
 
 from facilities.forms import AdminLoginForm
 from facilities.models import AuditEvent, Facility, Modality, RosterShift, User
+from facilities.services import audit
 
 admin.site.site_header = _("云影 Yunying")
 admin.site.site_title = _("云影 Yunying")
 admin.site.index_title = _("系统管理")
 admin.site.login_form = AdminLoginForm
+
+# Not administered here: roles are a field of the user, not groups; DICOMweb tokens are
+# made and renewed with `manage.py drf_create_token` by whoever runs the server. Either
+# admin would be a way to change who may do what without an audit entry.
+for _model in (Group, TokenProxy):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
 
 
 def is_platform_administrator(user: Any) -> bool:
@@ -51,6 +70,126 @@ class AdministratorPermissions:
         return is_platform_administrator(request.user) or super().has_delete_permission(request, obj)  # type: ignore[misc]
 
 
+# What the audit records of a form field whose value must never be kept (passwords).
+HIDDEN = "******"
+
+
+def _plain(value: Any) -> Any:
+    """A form value as JSON the audit trail can keep: objects by their name."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | uuid.UUID | Model):
+        return str(value)
+    if isinstance(value, Iterable):
+        return [_plain(item) for item in value]
+    return str(value)
+
+
+def _initial(form: forms.BaseForm, name: str) -> Any:
+    """A field's value before the change. A foreign key's initial value is its primary key;
+    it is looked up so that the record names the facility, not its row number."""
+    value = form.get_initial_for_field(form.fields[name], name)
+    field = form.fields[name]
+    if isinstance(field, forms.ModelChoiceField) and not isinstance(field, forms.ModelMultipleChoiceField):
+        try:
+            return field.to_python(value)
+        except ValidationError:
+            return value
+    return value
+
+
+def form_changes(form: forms.BaseForm, *, adding: bool) -> dict[str, Any]:
+    """{field: [before, after]} for each changed field of a bound, valid form ({field:
+    after} when adding); passwords are named but never kept."""
+    changes: dict[str, Any] = {}
+    for name in form.changed_data:
+        if "password" in name:
+            changes["password"] = HIDDEN
+            continue
+        after = _plain(form.cleaned_data.get(name))
+        changes[name] = after if adding else [_plain(_initial(form, name)), after]
+    return changes
+
+
+def formset_changes(formsets: Iterable[Any] | None) -> list[dict[str, Any]]:
+    """The rows added, changed and deleted through the inlines of one admin form."""
+    rows: list[dict[str, Any]] = []
+    for formset in formsets or ():
+        new = {id(obj) for obj in getattr(formset, "new_objects", ())}
+        deleted = {id(form) for form in formset.deleted_forms} if formset.can_delete else set()
+        model = formset.model._meta.label_lower
+        for form in formset.forms:
+            if id(form) in deleted:
+                rows.append({"model": model, "object": str(form.instance), "action": "deleted"})
+            elif form.has_changed():
+                adding = id(form.instance) in new
+                rows.append(
+                    {
+                        "model": model,
+                        "object": str(form.instance),
+                        "action": "added" if adding else "changed",
+                        "changes": form_changes(form, adding=adding),
+                    }
+                )
+    return rows
+
+
+class AuditedAdmin:
+    """Writes every addition, change and deletion made through a model admin to the audit
+    trail: who, when, from which address, the object, and each field's value before and
+    after (inlines included). Django's own admin log is kept as well; it is the audit trail
+    that an administrator searches and that nobody can edit.
+
+    The action is `<app>.<model>.added|changed|deleted`, e.g. `billing.priceschedule.changed`.
+    Put it first among the bases of an editable ModelAdmin."""
+
+    _AUDIT_CHANGES = "_yunying_admin_changes"
+
+    def construct_change_message(
+        self, request: HttpRequest, form: forms.BaseForm, formsets: Any, add: bool = False
+    ) -> Any:
+        # Django calls this right before log_addition/log_change, with the bound form that
+        # knows both the old and the new values; the log methods only get the object.
+        changes: dict[str, Any] = {"changes": form_changes(form, adding=add)}
+        inlines = formset_changes(formsets)
+        if inlines:
+            changes["inlines"] = inlines
+        setattr(request, self._AUDIT_CHANGES, changes)
+        return super().construct_change_message(request, form, formsets, add)  # type: ignore[misc]
+
+    def _audit(self, request: HttpRequest, obj: Model, verb: str, **detail: Any) -> None:
+        meta = obj._meta
+        audit(f"{meta.app_label}.{meta.model_name}.{verb}", request=request, obj=obj, via="admin", **detail)
+
+    def log_addition(self, request: HttpRequest, obj: Model, message: Any) -> Any:
+        entry = super().log_addition(request, obj, message)  # type: ignore[misc]
+        self._audit(request, obj, "added", object=str(obj), **getattr(request, self._AUDIT_CHANGES, {}))
+        return entry
+
+    def log_change(self, request: HttpRequest, obj: Model, message: Any) -> Any:
+        entry = super().log_change(request, obj, message)  # type: ignore[misc]
+        self._audit(request, obj, "changed", object=str(obj), **getattr(request, self._AUDIT_CHANGES, {}))
+        return entry
+
+    def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
+        entries = super().log_deletions(request, queryset)  # type: ignore[misc]
+        for obj in queryset:
+            # Called before the rows go. A facility being deleted is not named as the
+            # event's facility: the reference would protect the row from its deletion.
+            meta = obj._meta
+            audit(
+                f"{meta.app_label}.{meta.model_name}.deleted",
+                request=request,
+                obj=obj,
+                facility=None if isinstance(obj, Facility) else getattr(obj, "facility", None),
+                via="admin",
+                object=str(obj),
+            )
+        return entries
+
+
 class ReadOnlyAdmin(AdministratorPermissions, admin.ModelAdmin):
     """For append-only records: they can be looked at, never added, changed or deleted here."""
 
@@ -71,7 +210,7 @@ class ModalityInline(AdministratorPermissions, admin.TabularInline):
 
 
 @admin.register(Facility)
-class FacilityAdmin(AdministratorPermissions, admin.ModelAdmin):
+class FacilityAdmin(AuditedAdmin, AdministratorPermissions, admin.ModelAdmin):
     list_display = ["name", "short_name", "pinyin", "code", "kind", "level", "ae_titles", "is_active"]
     list_filter = ["kind", "level", "is_active"]
     search_fields = ["name", "short_name", "pinyin", "code"]
@@ -86,7 +225,7 @@ class FacilityAdmin(AdministratorPermissions, admin.ModelAdmin):
 
 
 @admin.register(Modality)
-class ModalityAdmin(AdministratorPermissions, admin.ModelAdmin):
+class ModalityAdmin(AuditedAdmin, AdministratorPermissions, admin.ModelAdmin):
     list_display = ["ae_title", "facility", "kind", "manufacturer", "model_name", "host", "port", "is_active"]
     list_filter = ["kind", "is_active", "facility"]
     list_select_related = ["facility"]
@@ -95,7 +234,7 @@ class ModalityAdmin(AdministratorPermissions, admin.ModelAdmin):
 
 
 @admin.register(User)
-class UserAdmin(AdministratorPermissions, BaseUserAdmin):
+class UserAdmin(AuditedAdmin, AdministratorPermissions, BaseUserAdmin):
     list_display = ["username", "display_name", "role", "facility", "reads_ct", "reads_dr", "is_senior", "is_active"]
     list_filter = ["role", "facility", "is_senior", "is_active", "is_staff"]
     list_select_related = ["facility"]
@@ -132,7 +271,7 @@ class UserAdmin(AdministratorPermissions, BaseUserAdmin):
 
 
 @admin.register(RosterShift)
-class RosterShiftAdmin(AdministratorPermissions, admin.ModelAdmin):
+class RosterShiftAdmin(AuditedAdmin, AdministratorPermissions, admin.ModelAdmin):
     list_display = ["radiologist", "starts_at", "ends_at", "is_lead"]
     list_filter = ["is_lead", "radiologist"]
     list_select_related = ["radiologist"]

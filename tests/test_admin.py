@@ -5,6 +5,7 @@ sets it, and they hold every permission on the registered models without permiss
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -170,3 +171,224 @@ def test_the_admin_has_the_language_switch_and_speaks_english_after_it(superuser
     page = superuser_client.get(reverse("admin:index")).content.decode()
     assert "Administration" in page
     assert "Roster shift" in page
+
+
+# --- Configuration changes in the audit trail -------------------------------------------
+
+ADDRESS = "10.20.30.40"
+
+
+def inline_management(prefix: str, total: int, initial: int) -> dict[str, str]:
+    return {
+        f"{prefix}-TOTAL_FORMS": str(total),
+        f"{prefix}-INITIAL_FORMS": str(initial),
+        f"{prefix}-MIN_NUM_FORMS": "0",
+        f"{prefix}-MAX_NUM_FORMS": "1000",
+    }
+
+
+def modality_form(modality, **changes) -> dict[str, object]:
+    data = {
+        "facility": modality.facility_id,
+        "kind": modality.kind,
+        "manufacturer": modality.manufacturer,
+        "model_name": modality.model_name,
+        "ae_title": modality.ae_title,
+        "host": modality.host,
+        "port": modality.port or "",
+        "is_active": "on" if modality.is_active else "",
+    }
+    data.update(changes)
+    return data
+
+
+def test_adding_a_facility_with_its_modality_is_audited_with_who_when_where_and_what(staff_administrator_client):
+    data = {
+        "code": "TIEFO",
+        "name": "铁佛寺镇卫生院",
+        "short_name": "铁佛寺",
+        "pinyin": "Tiefosi",
+        "kind": Facility.Kind.TOWNSHIP_CENTRE,
+        "level": Facility.Level.FIRST,
+        "is_active": "on",
+        "alert_email": "",
+        **inline_management("modalities", 1, 0),
+        "modalities-0-kind": ExamKind.DR,
+        "modalities-0-ae_title": "TIEFO_DR",
+        "modalities-0-manufacturer": "",
+        "modalities-0-model_name": "",
+        "modalities-0-host": "",
+        "modalities-0-port": "",
+        "modalities-0-is_active": "on",
+    }
+    before = timezone.now()
+    response = staff_administrator_client.post(reverse("admin:facilities_facility_add"), data, REMOTE_ADDR=ADDRESS)
+    assert response.status_code == 302
+    facility = Facility.objects.get(code="TIEFO")
+    event = AuditEvent.objects.get(action="facilities.facility.added")
+    assert event.actor == User.objects.get(username="admin_staff")
+    assert event.at >= before
+    assert event.address == ADDRESS
+    assert (event.object_type, event.object_id, event.facility) == ("facilities.facility", str(facility.uuid), facility)
+    assert event.detail["via"] == "admin"
+    assert event.detail["changes"]["name"] == "铁佛寺镇卫生院"
+    assert event.detail["changes"]["level"] == Facility.Level.FIRST
+    [modality] = event.detail["inlines"]
+    assert modality["model"] == "facilities.modality"
+    assert modality["action"] == "added"
+    assert modality["changes"]["ae_title"] == "TIEFO_DR"
+
+
+def test_changing_a_modality_records_each_changed_fields_value_before_and_after(
+    staff_administrator_client, ct_modality, other_township
+):
+    url = reverse("admin:facilities_modality_change", args=[ct_modality.pk])
+    data = modality_form(ct_modality, ae_title="PINGLIANG_CT", port="11112", facility=other_township.pk)
+    assert staff_administrator_client.post(url, data, REMOTE_ADDR=ADDRESS).status_code == 302
+    event = AuditEvent.objects.get(action="facilities.modality.changed")
+    assert event.detail["changes"] == {
+        "facility": ["漩涡镇中心卫生院", "平梁镇卫生院"],
+        "ae_title": ["XUANWO_CT", "PINGLIANG_CT"],
+        "port": [None, 11112],
+    }
+    assert event.facility == other_township
+    assert event.address == ADDRESS
+
+
+def test_saving_a_form_without_a_change_still_records_who_saved_it(staff_administrator_client, ct_modality):
+    url = reverse("admin:facilities_modality_change", args=[ct_modality.pk])
+    assert staff_administrator_client.post(url, modality_form(ct_modality)).status_code == 302
+    assert AuditEvent.objects.get(action="facilities.modality.changed").detail["changes"] == {}
+
+
+def test_a_price_changed_in_its_schedule_is_recorded_with_the_inline_row(staff_administrator_client, records):
+    schedule = records["billing_priceschedule"]
+    first, second = schedule.items.order_by("level")
+    data = {
+        "code": schedule.code,
+        "name": schedule.name,
+        "effective_from": "2021-01-01",
+        "effective_to": "",
+        **inline_management("items", 2, 2),
+    }
+    for index, item in enumerate((first, second)):
+        data.update(
+            {
+                f"items-{index}-id": item.pk,
+                f"items-{index}-schedule": schedule.pk,
+                f"items-{index}-exam_kind": item.exam_kind,
+                f"items-{index}-level": item.level,
+                f"items-{index}-item_code": "",
+                f"items-{index}-item_name": "",
+                f"items-{index}-price_per_part": str(item.price_per_part),
+            }
+        )
+    data["items-0-price_per_part"] = "160.00"
+    url = reverse("admin:billing_priceschedule_change", args=[schedule.pk])
+    assert staff_administrator_client.post(url, data).status_code == 302
+    event = AuditEvent.objects.get(action="billing.priceschedule.changed")
+    assert event.object_type == "billing.priceschedule"
+    assert event.detail["changes"] == {}
+    assert event.detail["inlines"] == [
+        {
+            "model": "billing.priceitem",
+            "object": str(PriceItem.objects.get(pk=first.pk)),
+            "action": "changed",
+            "changes": {"price_per_part": ["150.00", "160.00"]},
+        }
+    ]
+
+
+def test_deleting_a_roster_shift_is_recorded_before_it_goes(staff_administrator_client, records):
+    shift = records["facilities_rostershift"]
+    url = reverse("admin:facilities_rostershift_delete", args=[shift.pk])
+    assert staff_administrator_client.post(url, {"post": "yes"}, REMOTE_ADDR=ADDRESS).status_code == 302
+    assert not RosterShift.objects.filter(pk=shift.pk).exists()
+    event = AuditEvent.objects.get(action="facilities.rostershift.deleted")
+    assert event.object_id == str(shift.pk)
+    assert event.detail["object"] == str(shift)
+    assert event.address == ADDRESS
+
+
+def test_deleting_several_modalities_at_once_records_each(staff_administrator_client, township):
+    from tests.factories import make_modality
+
+    doomed = [make_modality(township, ExamKind.CT, "OLD_CT"), make_modality(township, ExamKind.DR, "OLD_DR")]
+    response = staff_administrator_client.post(
+        reverse("admin:facilities_modality_changelist"),
+        {"action": "delete_selected", "_selected_action": [m.pk for m in doomed], "post": "yes"},
+    )
+    assert response.status_code == 302
+    events = AuditEvent.objects.filter(action="facilities.modality.deleted")
+    assert sorted(e.detail["object"] for e in events) == sorted(str(m) for m in doomed)
+    assert {e.facility for e in events} == {township}
+
+
+def test_a_new_user_is_recorded_with_role_and_facility_and_never_the_password(staff_administrator_client, county):
+    password = "a-long-enough-password-7"
+    response = staff_administrator_client.post(
+        reverse("admin:facilities_user_add"),
+        {
+            "username": "dr_zhou",
+            "password1": password,
+            "password2": password,
+            "role": User.Role.RADIOLOGIST,
+            "facility": county.pk,
+            "display_name": "周医生",
+        },
+    )
+    assert response.status_code == 302
+    event = AuditEvent.objects.get(action="facilities.user.added")
+    assert event.object_id == str(User.objects.get(username="dr_zhou").uuid)
+    assert event.detail["changes"]["role"] == User.Role.RADIOLOGIST
+    assert event.detail["changes"]["facility"] == county.name
+    assert event.detail["changes"]["password"] == "******"
+    assert password not in json.dumps(event.detail, ensure_ascii=False)
+
+
+def test_setting_a_users_password_in_the_admin_is_recorded_but_not_the_password(
+    staff_administrator_client, technologist
+):
+    password = "another-good-password-8"
+    response = staff_administrator_client.post(
+        reverse("admin:auth_user_password_change", args=[technologist.pk]),
+        {"password1": password, "password2": password},
+        REMOTE_ADDR=ADDRESS,
+    )
+    assert response.status_code == 302
+    event = AuditEvent.objects.get(action="facilities.user.changed")
+    assert event.object_id == str(technologist.uuid)
+    assert event.detail["changes"] == {"password": "******"}
+    assert password not in json.dumps(event.detail, ensure_ascii=False)
+
+
+def test_a_password_the_validators_refuse_is_refused_in_the_admin(staff_administrator_client, technologist):
+    url = reverse("admin:auth_user_password_change", args=[technologist.pk])
+    for weak in ("short-1", "1234567890123", "password123"):
+        response = staff_administrator_client.post(url, {"password1": weak, "password2": weak})
+        assert response.status_code == 200, weak
+    technologist.refresh_from_db()
+    assert technologist.check_password(PASSWORD)
+    assert not AuditEvent.objects.filter(action="facilities.user.changed").exists()
+
+
+def test_every_admin_that_can_change_something_writes_it_to_the_audit_trail():
+    from django.contrib import admin
+
+    from facilities.admin import AuditedAdmin, ReadOnlyAdmin
+
+    unaudited = [
+        model._meta.label
+        for model, model_admin in admin.site._registry.items()
+        if not isinstance(model_admin, AuditedAdmin | ReadOnlyAdmin)
+    ]
+    assert unaudited == []
+
+
+def test_groups_and_api_tokens_are_not_administered_in_the_admin():
+    from django.contrib import admin
+    from django.contrib.auth.models import Group
+    from rest_framework.authtoken.models import TokenProxy
+
+    assert not admin.site.is_registered(Group)
+    assert not admin.site.is_registered(TokenProxy)

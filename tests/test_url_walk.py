@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from billing.models import LedgerEntry, PriceSchedule
 from consults import workflow
@@ -118,9 +116,7 @@ DW_FR = f"{DW_SOP}/frames/<frames:frame_list>"
 WADO = "/dicomweb/wado?requestType=WADO&studyUID={st}&seriesUID={se}&objectUID={sop}"
 
 TABLE: dict[str, Route] = {
-    # The Django admin: staff only. Groups and API tokens are not given to the
-    # administrator role (no Django permission on them): tokens are made with
-    # `manage.py drf_create_token` by whoever runs the server.
+    # The Django admin: staff only.
     "admin/": staff_only("/admin/"),
     "admin/login/": expect("/admin/login/", OK, OK, OK, OK, REDIRECT),
     # Signing out of the admin goes back to the admin (which sends the visitor on to its login).
@@ -130,8 +126,6 @@ TABLE: dict[str, Route] = {
     "admin/autocomplete/": staff_only("/admin/autocomplete/", FORBIDDEN),
     "admin/jsi18n/": staff_only("/admin/jsi18n/"),
     "admin/r/<path:content_type_id>/<path:object_id>/": staff_only("/admin/r/{facility_type}/{facility}/", NOT_FOUND),
-    **model_admin("auth_group", "{group}", administrator=FORBIDDEN),
-    **model_admin("authtoken_tokenproxy", "{token}", administrator=FORBIDDEN),
     **model_admin("facilities_facility", "{facility}"),
     **model_admin("facilities_modality", "{modality}"),
     "admin/facilities/user/<id>/password/": staff_only("/admin/facilities/user/{user}/password/"),
@@ -141,7 +135,7 @@ TABLE: dict[str, Route] = {
     **model_admin("billing_priceschedule", "{schedule}"),
     **model_admin("billing_ledgerentry", "{ledger}", read_only=True),
     **model_admin("dicomnode_associationlog", "{association}", read_only=True),
-    "admin/^(?P<app_label>auth|authtoken|facilities|billing|dicomnode)/$": staff_only("/admin/facilities/"),
+    "admin/^(?P<app_label>facilities|billing|dicomnode)/$": staff_only("/admin/facilities/"),
     "admin/(?P<url>.*)$": staff_only("/admin/no-such-page/", NOT_FOUND),
     # DICOMweb (PS3.18).
     "dicomweb/studies": dicomweb("/dicomweb/studies", outsider=NO_CONTENT),
@@ -280,8 +274,6 @@ def world(
         "event": str(event.pk),
         "schedule": str(schedule.pk),
         "ledger": str(ledger.pk),
-        "group": str(Group.objects.create(name="readers").pk),
-        "token": str(Token.objects.create(user=technologist).user_id),
         "association": str(
             AssociationLog.objects.create(
                 calling_ae_title="XUANWO_CT", called_ae_title="CLOUDPACS", outcome=AssociationLog.Outcome.RELEASED
