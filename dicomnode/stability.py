@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from celery import Celery, Task
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -18,6 +19,10 @@ from cloudpacs.services import has_stable_studies
 logger = logging.getLogger("dicomnode")
 
 SWEEP_TASK = "consults.tasks.sweep_stable_studies"
+# A broker that accepts connections but does not answer (a stopped Redis, or one behind a
+# half-open connection) would block a publish, and so the sweep, for ever. The task is
+# sent again on the next tick anyway, so a publish gives up after this and is not retried.
+PUBLISH_TIMEOUT = 2.0
 
 
 class StabilityTimer:
@@ -42,9 +47,18 @@ class StabilityTimer:
             try:
                 # A cheap read first, so that an idle receiver sends no task to a broker.
                 if has_stable_studies(timezone.now(), settings.STUDY_STABLE_SECONDS):
-                    task.delay()
+                    self._send(app, task)
             except Exception:
                 logger.exception("study stability sweep failed")
                 # Reconnect next time; otherwise the thread keeps its one connection.
                 connection.close()
         connection.close()
+
+    @staticmethod
+    def _send(app: Celery, task: Task) -> None:
+        if app.conf.task_always_eager:
+            task.delay()
+            return
+        timeouts = {"socket_timeout": PUBLISH_TIMEOUT, "socket_connect_timeout": PUBLISH_TIMEOUT}
+        with app.connection_for_write(transport_options=timeouts) as broker:
+            task.apply_async(connection=broker, retry=False)

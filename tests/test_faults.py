@@ -287,14 +287,20 @@ class RedisServer:
         self.process.send_signal(signal.SIGCONT)
         return False
 
+    def freeze(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
+        self.process.send_signal(signal.SIGCONT)
         self.process.wait(timeout=30)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            self.process.send_signal(signal.SIGCONT)
             self.process.wait(timeout=30)
 
 
@@ -346,19 +352,23 @@ def test_a_study_that_arrives_while_redis_is_down_is_stored_and_gets_one_consult
     worker_log = worker_on(env)
     receiver = Receiver(env, tmp_path / "receiver.log")
     try:
-        private_redis.kill()
         first, second = series_of(5), series_of(3)
         uids = [first[0].StudyInstanceUID, second[0].StudyInstanceUID]
 
         def sweeps_failed() -> int:
             return receiver.log().count("study stability sweep failed")
 
+        # Frozen: Redis accepts connections and answers nothing.
+        private_redis.freeze()
         assert set(push(receiver.port, "XUANWO_CT", first).values()) == {SUCCESS}, receiver.log()
-        # The first study is stable, and the receiver's sweep cannot reach the broker.
+        # The first study is stable; the sweep's publish times out instead of blocking.
         assert wait_for(lambda: sweeps_failed() >= 1, 60), receiver.log()
-        # Stores go on while the sweep fails, and the sweep keeps trying: nothing hangs.
+        # Down: connections are refused.
+        private_redis.kill()
+        # Stores go on while the sweep fails, and the sweep keeps trying.
         assert set(push(receiver.port, "XUANWO_CT", second).values()) == {SUCCESS}, receiver.log()
-        assert wait_for(lambda: sweeps_failed() >= 3, 60), receiver.log()
+        failed = sweeps_failed()
+        assert wait_for(lambda: sweeps_failed() >= failed + 2, 60), receiver.log()
         assert receiver.process.poll() is None
         assert Instance.objects.filter(series__study__study_uid__in=uids).count() == 8
         # Unclaimed: the studies wait for the next sweep that reaches a worker.
