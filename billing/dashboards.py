@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 from django.db import connection
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import TruncMonth, TruncYear
 from django.utils.translation import gettext_lazy as _
 
-from billing import hanyin
-from billing.models import LedgerEntry
+from billing import hanyin, histogram
+from billing.models import MEASURES, DailyRollup, LedgerEntry
 from consults.models import Consult, Priority
 from facilities.models import ExamKind, Facility, Modality, User
 
@@ -58,8 +58,8 @@ STAGES: tuple[tuple[str, Any, str, str], ...] = (
 PERIODS = ("year", "quarter", "month")
 
 # The histogram of consult minutes: 10-minute bins, the last one open-ended.
-HISTOGRAM_BIN_MINUTES = 10
-HISTOGRAM_BINS = 18
+HISTOGRAM_BIN_MINUTES = histogram.PLOT_BIN_MINUTES
+HISTOGRAM_BINS = histogram.PLOT_BINS
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,20 @@ class Filters:
             q &= Q(**{f"{prefix}kind": self.kind})
         if self.radiologist:
             q &= Q(**{f"{prefix}radiologist": self.radiologist})
+        return q
+
+    def rollup_q(self) -> Q:
+        q = Q()
+        if self.date_from:
+            q &= Q(day__gte=self.date_from)
+        if self.date_to:
+            q &= Q(day__lte=self.date_to)
+        if self.facility:
+            q &= Q(facility=self.facility)
+        if self.kind:
+            q &= Q(kind=self.kind)
+        if self.radiologist:
+            q &= Q(radiologist=self.radiologist)
         return q
 
     def ledger_q(self) -> Q:
@@ -155,6 +169,10 @@ class Savings:
     kinds: list[str]
 
 
+def rollup_rows(filters: Filters) -> QuerySet[DailyRollup]:
+    return DailyRollup.objects.filter(filters.rollup_q())
+
+
 def ledger_entries(filters: Filters) -> QuerySet[LedgerEntry]:
     return LedgerEntry.objects.filter(filters.ledger_q())
 
@@ -167,16 +185,17 @@ def _add(rows: dict[str, SavingRow], key: str, label: str, drill: dict[str, str]
 
 
 def savings(filters: Filters) -> Savings:
-    """Every table of the savings page from one scan of the ledger, grouped by township,
-    kind and month (a few hundred groups for a county), summed up in Decimal here."""
+    """Every table of the savings page from the daily rollup's ledger totals, grouped by
+    township, kind and month (a few hundred groups for a county), summed up in Decimal."""
     # date_trunc, not EXTRACT: PostgreSQL's EXTRACT gives numerics it will not hash, and
     # sorting a province's ledger by them spills to disk; by the bare date there are
     # twenty times more groups to hash.
     groups = list(
-        ledger_entries(filters)
-        .annotate(month=TruncMonth("exam_date"))
-        .values("facility_id", "exam_kind", "month")
-        .annotate(entries=Count("id"), parts=Sum("body_parts"), saving=Sum("saving"))
+        rollup_rows(filters)
+        .filter(ledger_entries__gt=0)
+        .annotate(month=TruncMonth("day"))
+        .values("facility_id", "kind", "month")
+        .annotate(entries=Sum("ledger_entries"), parts=Sum("ledger_parts"), saving=Sum("saving"))
         .order_by()
     )
     facilities = {f.pk: f for f in Facility.objects.filter(pk__in={r["facility_id"] for r in groups})}
@@ -186,7 +205,7 @@ def savings(filters: Filters) -> Savings:
     by_month: dict[str, SavingRow] = {}
     per_township: dict[int, TownshipSaving] = {}
     for r in groups:
-        kind, year, month = r["exam_kind"], f"{r['month']:%Y}", f"{r['month']:%Y-%m}"
+        kind, year, month = r["kind"], f"{r['month']:%Y}", f"{r['month']:%Y-%m}"
         _add(total, "all", str(_("合计")), {}, r)
         _add(by_kind, kind, str(ExamKind(kind).label), {"modality": kind}, r)
         _add(by_year, year, year, {"year": year}, r)
@@ -245,10 +264,11 @@ def volume(filters: Filters) -> list[VolumeTable]:
     """Exams per township and year, one table per exam kind: the paper's Tables 1 (CT) and
     2 (DR). A township is a row when it has a machine of that kind or an exam of it."""
     counts = (
-        volume_consults(filters)
-        .annotate(year=TruncYear("exam_date"))
+        rollup_rows(filters)
+        .filter(exams__gt=0)
+        .annotate(year=TruncYear("day"))
         .values("kind", "facility_id", "year")
-        .annotate(n=Count("id"))
+        .annotate(n=Sum("exams"))
         .order_by()
     )
     cells = {(r["kind"], r["facility_id"], r["year"].year): r["n"] for r in counts}
@@ -389,8 +409,8 @@ def period_drill(key: str, period: str) -> dict[str, str]:
     return {"year": key}
 
 
-def _where(filters: Filters) -> tuple[str, list[Any]]:
-    clauses = ["c.signed_at IS NOT NULL", "c.status <> %s"]
+def _where(filters: Filters, *, signed_only: bool = True) -> tuple[str, list[Any]]:
+    clauses = ["c.signed_at IS NOT NULL", "c.status <> %s"] if signed_only else ["c.status <> %s"]
     params: list[Any] = [Consult.Status.CANCELLED]
     if filters.date_from:
         clauses.append("c.exam_date >= %s")
@@ -428,6 +448,8 @@ class _Signed:
     year: np.ndarray
     month: np.ndarray
     minutes: np.ndarray  # one row per measure: the consult, then each stage; NaN if not reached
+    day: np.ndarray  # the exam date, in days since 1970-01-01
+    parts: np.ndarray
 
 
 def _codes_sql(column: str, values: list[str]) -> str:
@@ -453,6 +475,7 @@ def _signed_postgresql(where: str, params: list[Any]) -> _Signed:
         ("kind", f"int2send(({_codes_sql('kind', ExamKind.values)})::int2)", ">i2"),
         ("priority", f"int2send(({_codes_sql('priority', Priority.values)})::int2)", ">i2"),
         ("exam_date", "date_send(c.exam_date)", ">i4"),
+        ("parts", "int2send(c.body_parts)", ">i2"),
         *((name, f"timestamptz_send(COALESCE(c.{name}, '-infinity'))", ">i8") for name in _TIMES),
     ]
     record = np.dtype([(name, dtype) for name, _sql, dtype in columns])
@@ -468,7 +491,8 @@ def _signed_postgresql(where: str, params: list[Any]) -> _Signed:
         cursor.execute(sql, params, binary=True)
         row = cursor.fetchone()
     rows = np.frombuffer(bytes(row[0] if row and row[0] is not None else b""), dtype=record)
-    days = (rows["exam_date"].astype(np.int64) + _PG_EPOCH_DAYS).astype("datetime64[D]")
+    day = rows["exam_date"].astype(np.int64) + _PG_EPOCH_DAYS
+    days = day.astype("datetime64[D]")
     years = days.astype("datetime64[Y]").astype(np.int64) + 1970
     months = days.astype("datetime64[M]").astype(np.int64) % 12 + 1
     times = {name: rows[name].astype(np.int64) for name in _TIMES}
@@ -485,6 +509,8 @@ def _signed_postgresql(where: str, params: list[Any]) -> _Signed:
         years,
         months,
         minutes,
+        day,
+        rows["parts"].astype(np.int64),
     )
 
 
@@ -496,15 +522,32 @@ def _signed_sqlite(where: str, params: list[Any]) -> _Signed:
         SELECT c.facility_id, COALESCE(c.radiologist_id, 0), {_codes_sql("kind", ExamKind.values)},
                {_codes_sql("priority", Priority.values)},
                CAST(strftime('%%Y', c.exam_date) AS INTEGER), CAST(strftime('%%m', c.exam_date) AS INTEGER),
+               CAST(julianday(c.exam_date) - 2440587.5 AS INTEGER), c.body_parts,
                {", ".join(minutes_sql(a, b) for a, b in _MEASURES)}
         FROM consults_consult c WHERE {where}
     """  # noqa: S608 -- only constants and placeholders are interpolated
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         # NULL (a stage not reached) becomes NaN.
-        table = np.array(cursor.fetchall(), dtype=float).reshape(-1, 6 + len(_MEASURES))
-    facility, radiologist, kind, priority, year, month = table[:, :6].astype(np.int64).T
-    return _Signed(facility, radiologist, kind, priority, year, month, table[:, 6:].T.copy())
+        table = np.array(cursor.fetchall(), dtype=float).reshape(-1, 8 + len(_MEASURES))
+    facility, radiologist, kind, priority, year, month, day, parts = table[:, :8].astype(np.int64).T
+    return _Signed(facility, radiologist, kind, priority, year, month, table[:, 8:].T.copy(), day, parts)
+
+
+def read_consults(where: str, params: list[Any]) -> _Signed:
+    """The consults matching a WHERE clause on `consults_consult c`, as numpy columns."""
+    if connection.vendor == "postgresql":
+        return _signed_postgresql(where, params)
+    return _signed_sqlite(where, params)
+
+
+def within_limit(signed: _Signed) -> np.ndarray:
+    """Whether each consult was signed within its time limit (False if not signed)."""
+    limits = np.full((len(Priority.values) + 1, len(ExamKind.values) + 1), np.nan)  # -1: no limit
+    for (priority, kind), limit in TIME_LIMITS_MINUTES.items():
+        limits[Priority.values.index(priority), ExamKind.values.index(kind)] = limit
+    with np.errstate(invalid="ignore"):
+        return np.asarray(signed.minutes[0] <= limits[signed.priority, signed.kind])
 
 
 def _codes(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -526,15 +569,11 @@ def _groups(filters: Filters, period: str) -> tuple[dict[tuple[str, str], _Group
     """Every table of the page from one read of the signed consults (62 thousand rows for a
     county), grouped here. Each measure is sorted once; each grouping then orders those
     sorted rows by group with a stable radix sort, so quartiles come from positions."""
-    where, params = _where(filters)
-    signed = _signed_postgresql(where, params) if connection.vendor == "postgresql" else _signed_sqlite(where, params)
+    signed = read_consults(*_where(filters))
     size = signed.facility.size
     if not size:
         return {}, []
-    limits = np.full((len(Priority.values) + 1, len(ExamKind.values) + 1), np.nan)  # -1: no limit
-    for (priority, kind), limit in TIME_LIMITS_MINUTES.items():
-        limits[Priority.values.index(priority), ExamKind.values.index(kind)] = limit
-    within = (signed.minutes[0] <= limits[signed.priority, signed.kind]).astype(float)
+    within = within_limit(signed).astype(float)
     year, month = signed.year, signed.month
     period_keys = {
         "year": (year, str),
@@ -569,10 +608,210 @@ def _groups(filters: Filters, period: str) -> tuple[dict[tuple[str, str], _Group
     return groups, [(int(b), int(n)) for b, n in zip(numbers, counts, strict=True)]
 
 
-def turnaround(filters: Filters, period: str = "year") -> Turnaround:
+# ---------------------------------------------------------------------------- turnaround from the rollup
+
+
+@dataclass
+class _Rolled:
+    """The rollup rows of the selection as numpy columns, and their histogram records."""
+
+    facility: np.ndarray
+    radiologist: np.ndarray
+    kind: np.ndarray
+    day: np.ndarray  # days since 1970-01-01
+    within: np.ndarray
+    n: np.ndarray  # one row per measure (MEASURES)
+    sums: np.ndarray
+    sumsqs: np.ndarray
+    records: np.ndarray  # histogram.RECORD
+    record_row: np.ndarray  # the rollup row of each record
+
+
+def _rollup_where(filters: Filters) -> tuple[str, list[Any]]:
+    clauses, params = ["r.signed > 0"], []
+    for sql, value in (
+        ("r.day >= %s", filters.date_from),
+        ("r.day <= %s", filters.date_to),
+        ("r.facility_id = %s", filters.facility.pk if filters.facility else None),
+        ("r.kind = %s", filters.kind),
+        ("r.radiologist_id = %s", filters.radiologist.pk if filters.radiologist else None),
+    ):
+        if value is not None and value != "":
+            clauses.append(sql)
+            params.append(value)
+    return " AND ".join(clauses), params
+
+
+def _kind_code_sql() -> str:
+    branches = " ".join(f"WHEN '{value}' THEN {i}" for i, value in enumerate(ExamKind.values))
+    return f"CASE r.kind {branches} ELSE -1 END"
+
+
+def _rolled_postgresql(where: str, params: list[Any]) -> _Rolled:
+    """As `_signed_postgresql`: fixed-width binary records, plus the rows' histograms
+    concatenated in the same order, both read in place by numpy."""
+    columns: list[tuple[str, str, str]] = [
+        ("facility", "int8send(r.facility_id)", ">i8"),
+        ("radiologist", "int8send(COALESCE(r.radiologist_id, 0))", ">i8"),
+        ("kind", f"int2send(({_kind_code_sql()})::int2)", ">i2"),
+        ("day", "date_send(r.day)", ">i4"),
+        ("within", "int4send(r.within_limit)", ">i4"),
+        *(
+            column
+            for m in MEASURES
+            for column in (
+                (f"{m}_n", f"int4send(r.{m}_n)", ">i4"),
+                (f"{m}_sum", f"float8send(r.{m}_sum)", ">f8"),
+                (f"{m}_sumsq", f"float8send(r.{m}_sumsq)", ">f8"),
+            )
+        ),
+        ("length", "int4send(length(r.histograms))", ">i4"),
+    ]
+    record = np.dtype([(name, dtype) for name, _sql, dtype in columns])
+    concatenated = " || ".join(sql for _n, sql, _d in columns)
+    sql = (
+        f"SELECT string_agg({concatenated}, ''::bytea ORDER BY r.id), "  # noqa: S608
+        f"string_agg(r.histograms, ''::bytea ORDER BY r.id) FROM billing_dailyrollup r WHERE {where}"
+    )
+    import psycopg  # PostgreSQL's driver, present only where PostgreSQL is used
+
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, binary=True)
+        found = cursor.fetchone()
+    rows = np.frombuffer(bytes(found[0]) if found and found[0] is not None else b"", dtype=record)
+    blob = bytes(found[1]) if found and found[1] is not None else b""
+    lengths = rows["length"].astype(np.int64)
+    return _rolled({name: rows[name] for name, _sql, _d in columns}, blob, lengths, _PG_EPOCH_DAYS)
+
+
+def _rolled_sqlite(where: str, params: list[Any]) -> _Rolled:
+    names = ["facility", "radiologist", "kind", "day", "within"]
+    names += [f"{m}_{part}" for m in MEASURES for part in ("n", "sum", "sumsq")]
+    sql = f"""
+        SELECT r.facility_id, COALESCE(r.radiologist_id, 0), {_kind_code_sql()},
+               CAST(julianday(r.day) - 2440587.5 AS INTEGER), r.within_limit,
+               {", ".join(f"r.{m}_n, r.{m}_sum, r.{m}_sumsq" for m in MEASURES)}, r.histograms
+        FROM billing_dailyrollup r WHERE {where} ORDER BY r.id
+    """  # noqa: S608 -- only constants and placeholders are interpolated
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        fetched = cursor.fetchall()
+    table = np.array([r[:-1] for r in fetched], dtype=float).reshape(-1, len(names))
+    blobs = [bytes(r[-1] or b"") for r in fetched]
+    return _rolled(
+        {name: table[:, i] for i, name in enumerate(names)},
+        b"".join(blobs),
+        np.array([len(b) for b in blobs], dtype=np.int64),
+        0,
+    )
+
+
+def _rolled(columns: dict[str, np.ndarray], blob: bytes, lengths: np.ndarray, day_offset: int) -> _Rolled:
+    records = histogram.decode(blob)
+    size = columns["facility"].size
+    per_row = lengths // histogram.RECORD.itemsize
+    return _Rolled(
+        facility=columns["facility"].astype(np.int64),
+        radiologist=columns["radiologist"].astype(np.int64),
+        kind=columns["kind"].astype(np.int64),
+        day=columns["day"].astype(np.int64) + day_offset,
+        within=columns["within"].astype(float),
+        n=np.array([columns[f"{m}_n"] for m in MEASURES], dtype=float).reshape(len(MEASURES), size),
+        sums=np.array([columns[f"{m}_sum"] for m in MEASURES], dtype=float).reshape(len(MEASURES), size),
+        sumsqs=np.array([columns[f"{m}_sumsq"] for m in MEASURES], dtype=float).reshape(len(MEASURES), size),
+        records=records,
+        record_row=np.repeat(np.arange(size), per_row),
+    )
+
+
+def _rollup_summaries(rolled: _Rolled, codes: np.ndarray, size: int) -> list[list[Summary]]:
+    """For each measure, the Summary of each group: n, mean and SD from the summed counts,
+    sums and squares; quartiles from the summed histograms."""
+    measures = len(MEASURES)
+    record_codes = codes[rolled.record_row].astype(np.int64)
+    key = rolled.records["key"].astype(np.int64)
+    measure, bin_ = key // histogram.KEY_STRIDE, key % histogram.KEY_STRIDE
+    durations = measure < measures
+    cells = (record_codes[durations] * measures + measure[durations]) * histogram.SIZE + bin_[durations]
+    dense = np.bincount(
+        cells, weights=rolled.records["count"][durations].astype(float), minlength=size * measures * histogram.SIZE
+    ).reshape(size * measures, histogram.SIZE)
+    quartiles = histogram.quartiles_minutes(dense).reshape(size, measures, 3)
+    result = []
+    for m in range(measures):
+        n = np.bincount(codes, weights=rolled.n[m], minlength=size)
+        total = np.bincount(codes, weights=rolled.sums[m], minlength=size)
+        squares = np.bincount(codes, weights=rolled.sumsqs[m], minlength=size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = total / n
+            sd = np.sqrt(np.maximum(squares - total * mean, 0.0) / (n - 1))
+        summaries = []
+        for g in range(size):
+            count = round(float(n[g]))
+            if not count:
+                summaries.append(Summary())
+                continue
+            q1, median, q3 = (float(q) for q in quartiles[g, m])
+            if count == 1:  # one consult: its quartiles are its value, which the sum holds exactly
+                q1 = median = q3 = float(mean[g])
+            summaries.append(Summary(count, float(mean[g]), float(sd[g]) if count > 1 else None, q1, median, q3))
+        result.append(summaries)
+    return result
+
+
+def _rollup_groups(filters: Filters, period: str) -> tuple[dict[tuple[str, str], _Group], list[tuple[int, int]]]:
+    """`_groups` from the daily rollup: the same groupings, from a few rows per day."""
+    where, params = _rollup_where(filters)
+    rolled = _rolled_postgresql(where, params) if connection.vendor == "postgresql" else _rolled_sqlite(where, params)
+    size = rolled.facility.size
+    if not size:
+        return {}, []
+    days = rolled.day.astype("datetime64[D]")
+    year = days.astype("datetime64[Y]").astype(np.int64) + 1970
+    month = days.astype("datetime64[M]").astype(np.int64) % 12 + 1
+    period_keys = {
+        "year": (year, str),
+        "quarter": (year * 10 + (month - 1) // 3 + 1, lambda k: f"{k // 10}-Q{k % 10}"),
+        "month": (year * 100 + month, lambda k: f"{k // 100}-{k % 100:02d}"),
+    }[period]
+    kinds = ExamKind.values
+    groupings: list[tuple[str, np.ndarray, Any]] = [
+        ("all", np.zeros(size, dtype=np.int64), lambda _k: ""),
+        ("facility", rolled.facility, str),
+        ("radiologist", rolled.radiologist, lambda k: str(k) if k else "None"),
+        ("kind", rolled.kind, lambda k: kinds[k]),
+        ("period", *period_keys),
+    ]
+    groups: dict[tuple[str, str], _Group] = {}
+    for name, column, label in groupings:
+        values, codes = _codes(column)
+        codes = codes.astype(np.int64)
+        summaries = _rollup_summaries(rolled, codes, len(values))
+        counts_within = np.bincount(codes, weights=rolled.within, minlength=len(values))
+        for i, value in enumerate(values.tolist()):
+            groups[(name, label(value))] = _Group(
+                summaries[0][i],
+                {k: summaries[j + 1][i] for j, (k, _l, _a, _b) in enumerate(STAGES)},
+                round(float(counts_within[i])),
+            )
+    key = rolled.records["key"].astype(np.int64)
+    plot = key // histogram.KEY_STRIDE == histogram.PLOT_MEASURE
+    counts = np.bincount(
+        key[plot] % histogram.KEY_STRIDE,
+        weights=rolled.records["count"][plot].astype(float),
+        minlength=histogram.PLOT_BINS + 1,
+    )
+    return groups, [(b, int(n)) for b, n in enumerate(counts.tolist()) if n]
+
+
+def turnaround(filters: Filters, period: str = "year", *, source: str = "rollup") -> Turnaround:
+    """The turnaround page's figures, from the daily rollup (quartiles from merged
+    histograms, within billing.histogram.RELATIVE_ERROR) or, with source="raw", from every
+    signed consult (exact quartiles; the reference the tests hold the rollup to)."""
     if period not in PERIODS:
         raise ValueError(f"unknown period {period!r}")
-    groups, bins = _groups(filters, period)
+    groups, bins = (_rollup_groups if source == "rollup" else _groups)(filters, period)
     empty = _Group(Summary(), {k: Summary() for k, *_rest in STAGES}, 0)
 
     def row(kind: str, key: str, label: str, drill: dict[str, str]) -> TurnaroundRow:

@@ -111,3 +111,83 @@ class LedgerEntry(models.Model):
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise ValidationError("the ledger is append-only")
+
+
+# The measures of a consult's time kept in the rollup: the whole consult (arrival to signed
+# report), then each stage (billing.dashboards.STAGES).
+MEASURES = ("consult", "assign", "open", "sign", "deliver")
+
+
+class DailyRollup(models.Model):
+    """The dashboards' figures for one day (the exam date), township, exam kind and
+    radiologist: counts, sums and sums of squares (for means and SDs), histograms of the
+    consult time and of each stage (for medians and quartiles, billing.histogram), and
+    the ledger's totals. Derived data: rebuilt from the consults and the ledger for a
+    (day, facility) whenever either changes (billing.rollup), never edited by hand."""
+
+    day = models.DateField()
+    facility = models.ForeignKey(Facility, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=4, choices=ExamKind.choices)
+    radiologist = models.ForeignKey(
+        "facilities.User", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    # Volume: consults that are not cancelled, and their body parts.
+    exams = models.PositiveIntegerField(default=0)
+    exam_parts = models.PositiveIntegerField(default=0)
+    # Turnaround: signed consults, those within the time limit, and each measure's count
+    # (a stage not reached is left out), sum and sum of squares, in minutes.
+    signed = models.PositiveIntegerField(default=0)
+    within_limit = models.PositiveIntegerField(default=0)
+    consult_n = models.PositiveIntegerField(default=0)
+    consult_sum = models.FloatField(default=0.0)
+    consult_sumsq = models.FloatField(default=0.0)
+    assign_n = models.PositiveIntegerField(default=0)
+    assign_sum = models.FloatField(default=0.0)
+    assign_sumsq = models.FloatField(default=0.0)
+    open_n = models.PositiveIntegerField(default=0)
+    open_sum = models.FloatField(default=0.0)
+    open_sumsq = models.FloatField(default=0.0)
+    sign_n = models.PositiveIntegerField(default=0)
+    sign_sum = models.FloatField(default=0.0)
+    sign_sumsq = models.FloatField(default=0.0)
+    deliver_n = models.PositiveIntegerField(default=0)
+    deliver_sum = models.FloatField(default=0.0)
+    deliver_sumsq = models.FloatField(default=0.0)
+    histograms = models.BinaryField(default=b"")
+    # Savings: ledger entries (reversals included), their body parts and saving.
+    ledger_entries = models.IntegerField(default=0)
+    ledger_parts = models.IntegerField(default=0)
+    saving = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+
+    class Meta:
+        verbose_name = _("看板日汇总")
+        verbose_name_plural = _("看板日汇总")
+        indexes = [
+            models.Index(fields=["day"], name="rollup_day"),
+            models.Index(fields=["facility", "day"], name="rollup_facility_day"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "facility", "kind", "radiologist"],
+                condition=Q(radiologist__isnull=False),
+                name="one_rollup_per_day_and_reader",
+            ),
+            models.UniqueConstraint(
+                fields=["day", "facility", "kind"],
+                condition=Q(radiologist__isnull=True),
+                name="one_unread_rollup_per_day",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.facility_id} {self.kind} {self.radiologist_id}"
+
+
+class RollupCursor(models.Model):
+    """How far billing has followed the consults' audit trail to refresh the rollup."""
+
+    name = models.CharField(max_length=32, unique=True)
+    last_event_id = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.last_event_id}"

@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils.translation import gettext as _
 
+from billing import rollup
 from billing.models import LedgerEntry, PriceItem, PriceSchedule
 from consults.models import Consult
 from facilities.models import ExamKind, Facility, User
@@ -179,6 +180,8 @@ def record_saving(consult: Consult, *, actor: User | None = None) -> LedgerEntry
             if existing is None:
                 raise
             return existing
+        # The signed consult and its entry reach the dashboards in this same transaction.
+        rollup.refresh_day(entry.exam_date, consult.facility)
         audit(
             "billing.saving.recorded",
             actor=actor,
@@ -242,6 +245,7 @@ def reverse_entry(entry: LedgerEntry, reason: str, actor: User | None) -> Ledger
     try:
         with transaction.atomic():
             reversal.save()
+            rollup.refresh_day(reversal.exam_date, entry.facility)
             audit(
                 "billing.saving.reversed",
                 actor=actor,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from billing.rollup import refresh_from_audit_trail
 from billing.services import record_pending_savings
 
 
@@ -12,5 +13,9 @@ def record_savings_for_signed_consults() -> int:
     """Every minute (CELERY_BEAT_SCHEDULE): one ledger entry for each newly signed exam.
 
     The consults app cannot call billing (it sits below it), so billing collects what was
-    signed, like an outbox: an entry missed by a crash is picked up on the next run."""
-    return len(record_pending_savings())
+    signed, like an outbox: an entry missed by a crash is picked up on the next run. Then
+    the dashboards' rollup follows the consults' audit trail the same way (new, assigned,
+    delivered consults: what a ledger entry does not cover)."""
+    recorded = len(record_pending_savings())
+    refresh_from_audit_trail()
+    return recorded

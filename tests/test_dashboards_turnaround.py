@@ -1,5 +1,6 @@
-"""Turnaround's figures computed in Python for every grouping at once: the same numbers as
-one group at a time, as the statistics module and as PostgreSQL's percentile_cont."""
+"""Turnaround's figures computed in Python for every grouping at once, from the raw rows:
+the same numbers as one group at a time, as the statistics module and as PostgreSQL's
+percentile_cont. The rollup the pages read is held to these (tests/test_dashboards_rollup.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from django.db import connection
 
-from billing import dashboards
+from billing import dashboards, rollup
 from billing.dashboards import Filters, Summary
 from consults.models import Consult
 from facilities.models import ExamKind
@@ -62,6 +63,7 @@ def many_exams(township, other_township, ct_modality, dr_modality, radiologist) 
             consult.status = Consult.Status.SIGNED
             consult.save()
         consults.append(consult)
+    rollup.rebuild()
     return consults
 
 
@@ -79,7 +81,7 @@ def reference(values: list[float]) -> Summary:
 
 
 def test_every_township_and_stage_matches_the_statistics_module(many_exams, township) -> None:
-    data = dashboards.turnaround(Filters())
+    data = dashboards.turnaround(Filters(), source="raw")
     for row in data.by_township:
         consults = [c for c in many_exams if str(c.facility_id) == row.key]
         assert_same(row.consult, reference(minutes_of(consults, "arrived_at", "signed_at")))
@@ -92,7 +94,7 @@ def test_every_township_and_stage_matches_the_statistics_module(many_exams, town
 
 def test_the_periods_split_the_exams_by_exam_date(many_exams) -> None:
     for period in dashboards.PERIODS:
-        data = dashboards.turnaround(Filters(), period)
+        data = dashboards.turnaround(Filters(), period, source="raw")
         expected: dict[str, int] = {}
         for c in many_exams:
             label = {
@@ -107,7 +109,7 @@ def test_the_periods_split_the_exams_by_exam_date(many_exams) -> None:
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="percentile_cont is PostgreSQL's")
 def test_the_figures_equal_percentile_cont_on_postgresql(many_exams) -> None:
-    data = dashboards.turnaround(Filters())
+    data = dashboards.turnaround(Filters(), source="raw")
     with connection.cursor() as cursor:
         cursor.execute(
             """

@@ -34,7 +34,7 @@ from django.db.models import Count, Field, Model, QuerySet, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from billing import hanyin
+from billing import hanyin, rollup
 from billing.models import LedgerEntry
 from billing.services import PriceBook, ensure_shaanxi_2021_schedule, ledger_values_for
 from consults.models import Assignment, Consult, Priority
@@ -85,6 +85,10 @@ class Command(BaseCommand):
             shifts = ensure_roster([u for u in users if u.is_radiologist], timezone.now())
             ensure_shaanxi_2021_schedule()
             added = 0 if options["no_history"] else ensure_history(townships, users)
+            if not options["no_history"]:
+                # The dashboards read the daily rollup: it follows the history just loaded.
+                rollup.rebuild()
+                rollup.start_cursor_at_the_end()
         self._summary(added, shifts, time.monotonic() - started)
 
     def _summary(self, added: int, shifts: int, seconds: float) -> None:

@@ -1,0 +1,217 @@
+"""Keeping the dashboards' daily rollup (billing.models.DailyRollup) equal to the raw rows.
+
+The rollup of a (day, facility) is never adjusted by increments: it is recomputed from
+that day's consults and ledger entries and replaced, so a refresh can only make it right.
+It is refreshed
+- in the same transaction as each ledger entry or reversal (billing.services), which is
+  when billing learns that a township's consult was signed;
+- for the consults the audit trail shows changed since the last run (created, assigned,
+  opened, signed, delivered...), by the periodic task `refresh_rollup` (consults sit below
+  billing and cannot call it; like the ledger, billing follows them);
+- for any range of days by `manage.py rebuild_rollup`, and by `seed_hanyin` after loading
+  the history."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+from django.db import connection, transaction
+from django.db.models import Count, Max, Min, Q, Sum
+
+from billing import histogram
+from billing.dashboards import Filters, _where, read_consults, within_limit
+from billing.models import MEASURES, DailyRollup, LedgerEntry, RollupCursor
+from consults.models import Consult
+from facilities.models import AuditEvent, ExamKind, Facility
+
+_EPOCH = date(1970, 1, 1)
+_BATCH = 2000
+CURSOR = "consults-audit"
+
+
+COLUMNS = (
+    "day",
+    "facility_id",
+    "kind",
+    "radiologist_id",
+    "exams",
+    "exam_parts",
+    "signed",
+    "within_limit",
+    *(f"{m}_{part}" for m in MEASURES for part in ("n", "sum", "sumsq")),
+    "histograms",
+    "ledger_entries",
+    "ledger_parts",
+    "saving",
+)
+_LEDGER_AT = COLUMNS.index("ledger_entries")
+Row = list[Any]
+
+
+def _compute(filters: Filters) -> list[Row]:
+    """The rollup rows (values in COLUMNS order) of the consults and ledger entries that
+    `filters` selects (by date and facility only), computed from the raw rows."""
+    consults = read_consults(*_where(filters, signed_only=False))
+    rows: dict[tuple[date, int, str, int | None], Row] = {}
+    if consults.facility.size:
+        keys = np.stack([consults.day, consults.facility, consults.kind, consults.radiologist], axis=1)
+        unique, group = np.unique(keys, axis=0, return_inverse=True)
+        group = group.reshape(-1)
+        size = len(unique)
+
+        def total(weights: np.ndarray | None = None, *, whole: bool = True) -> list[Any]:
+            sums = np.bincount(group, weights=weights, minlength=size)
+            return sums.round().astype(np.int64).tolist() if whole else sums.tolist()
+
+        columns: list[list[Any]] = [
+            total(),
+            total(consults.parts.astype(float)),
+            total((~np.isnan(consults.minutes[0])).astype(float)),
+            total(within_limit(consults).astype(float)),
+        ]
+        histogram_keys = []
+        histogram_groups = []
+        for m in range(len(MEASURES)):
+            minutes = consults.minutes[m]
+            present = ~np.isnan(minutes)
+            x = np.where(present, minutes, 0.0)
+            columns += [total(present.astype(float)), total(x, whole=False), total(x * x, whole=False)]
+            histogram_keys.append(m * histogram.KEY_STRIDE + histogram.bins_of(minutes[present] * 60))
+            histogram_groups.append(group[present])
+        consult_minutes = consults.minutes[0]
+        signed = ~np.isnan(consult_minutes)
+        plot = histogram.plot_bins_of(consult_minutes[signed])
+        histogram_keys.append(histogram.PLOT_MEASURE * histogram.KEY_STRIDE + plot)
+        histogram_groups.append(group[signed])
+        # One sorted run of (group, key) pairs with their counts, cut at each group.
+        combined = np.concatenate(histogram_groups).astype(np.int64) * 65536 + np.concatenate(histogram_keys)
+        pairs, counts = np.unique(combined, return_counts=True)
+        blob = histogram.encode(pairs % 65536, counts)
+        bounds = (np.searchsorted(pairs // 65536, np.arange(size + 1)) * histogram.RECORD.itemsize).tolist()
+        kinds = ExamKind.values
+        for i, (day, facility, kind, radiologist) in enumerate(unique.tolist()):
+            key = (_EPOCH + timedelta(days=day), facility, kinds[kind], radiologist or None)
+            rows[key] = [*key, *(c[i] for c in columns), blob[bounds[i] : bounds[i + 1]], 0, 0, Decimal("0.00")]
+    ledger = (
+        LedgerEntry.objects.filter(filters.ledger_q())
+        .values_list("exam_date", "facility_id", "exam_kind", "consult__radiologist_id")
+        .annotate(n=Count("id"), parts=Sum("body_parts"), saving=Sum("saving"))
+        .order_by()
+    )
+    empty: list[Any] = [0] * (_LEDGER_AT - 4)
+    empty[COLUMNS.index("histograms") - 4] = b""
+    for day, facility, kind, radiologist, n, parts, saving in ledger:
+        key = (day, facility, kind, radiologist)
+        if key not in rows:
+            rows[key] = [*key, *empty, 0, 0, Decimal("0.00")]
+        rows[key][_LEDGER_AT:] = [n, parts or 0, (saving or Decimal(0)).quantize(Decimal("0.01"))]
+    return list(rows.values())
+
+
+def _write(rows: list[Row]) -> None:
+    if connection.vendor == "postgresql":
+        # COPY: a rebuild writes tens of thousands of rows, and model instances cost more
+        # than computing them.
+        import psycopg  # PostgreSQL's driver, present only where PostgreSQL is used
+
+        connection.ensure_connection()
+        sql = f"COPY billing_dailyrollup ({', '.join(COLUMNS)}) FROM STDIN"
+        with psycopg.Cursor(connection.connection) as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    DailyRollup.objects.bulk_create((DailyRollup(**dict(zip(COLUMNS, r, strict=True))) for r in rows), _BATCH)
+
+
+def _replace(filters: Filters) -> int:
+    scope = Q()
+    if filters.date_from:
+        scope &= Q(day__gte=filters.date_from)
+    if filters.date_to:
+        scope &= Q(day__lte=filters.date_to)
+    if filters.facility:
+        scope &= Q(facility=filters.facility)
+    rows = _compute(filters)
+    DailyRollup.objects.filter(scope).delete()
+    _write(rows)
+    return len(rows)
+
+
+def refresh_day(day: date, facility: Facility) -> int:
+    """Recompute one (day, facility) of the rollup; call it inside the transaction that
+    changed its consults or ledger entries. Refreshes of one facility take turns (a lock
+    on its row), so two of them never insert the same rows."""
+    with transaction.atomic():
+        Facility.objects.select_for_update().filter(pk=facility.pk).first()
+        return _replace(Filters(date_from=day, date_to=day, facility=facility))
+
+
+def refresh_days(days: Iterable[tuple[date, int]]) -> int:
+    """refresh_day for each (day, facility id)."""
+    facilities: dict[int, Facility] = {}
+    rows = 0
+    for day, facility_id in sorted(set(days)):
+        facility = facilities.get(facility_id) or Facility.objects.get(pk=facility_id)
+        facilities[facility_id] = facility
+        rows += refresh_day(day, facility)
+    return rows
+
+
+def rebuild(date_from: date | None = None, date_to: date | None = None) -> int:
+    """Recompute the rollup of a range of days (every day by default), a month at a time,
+    each month in its own transaction. Returns the number of rows written."""
+    firsts, lasts = [], []
+    for model in (Consult, LedgerEntry):
+        found = model.objects.aggregate(first=Min("exam_date"), last=Max("exam_date"))  # type: ignore[attr-defined]
+        if found["first"] is not None:
+            firsts.append(found["first"])
+            lasts.append(found["last"])
+    start = date_from or (min(firsts) if firsts else None)
+    end = date_to or (max(lasts) if lasts else None)
+    written = 0
+    if start is not None and end is not None:
+        month = start.replace(day=1)
+        while month <= end:
+            following = (month + timedelta(days=32)).replace(day=1)
+            first, last = max(month, start), min(following - timedelta(days=1), end)
+            with transaction.atomic():
+                written += _replace(Filters(date_from=first, date_to=last))
+            month = following
+    if date_from is None and date_to is None:
+        # Days outside every exam's date (their consults since removed) go too.
+        stale = DailyRollup.objects.all()
+        if start is not None and end is not None:
+            stale = stale.filter(Q(day__lt=start) | Q(day__gt=end))
+        stale.delete()
+    return written
+
+
+def refresh_from_audit_trail(limit: int = 5000) -> int:
+    """Refresh the days of the consults whose audit events came after the last ones seen;
+    returns the number of events read. The cursor moves in the same transaction as the
+    refresh, so a crash reads the same events again."""
+    with transaction.atomic():
+        cursor, _created = RollupCursor.objects.select_for_update().get_or_create(name=CURSOR)
+        events = list(
+            AuditEvent.objects.filter(pk__gt=cursor.last_event_id, object_type="consults.consult")
+            .order_by("pk")
+            .values_list("pk", "object_id")[:limit]
+        )
+        if not events:
+            return 0
+        uuids = {object_id for _pk, object_id in events}
+        days = Consult.objects.filter(uuid__in=uuids).values_list("exam_date", "facility_id").distinct()
+        refresh_days(days)
+        cursor.last_event_id = events[-1][0]
+        cursor.save(update_fields=["last_event_id"])
+        return len(events)
+
+
+def start_cursor_at_the_end() -> None:
+    """After a full rebuild every event so far is accounted for."""
+    last = AuditEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    RollupCursor.objects.update_or_create(name=CURSOR, defaults={"last_event_id": last})

@@ -1,0 +1,222 @@
+"""The daily rollup the dashboards read: kept equal to the raw rows (in the ledger's
+transaction, from the audit trail, by the rebuild command), and the pages it gives equal
+to the figures computed from every consult, quartiles within a histogram bin."""
+
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from billing import dashboards, histogram, rollup, tasks
+from billing.dashboards import Filters, Summary, TurnaroundRow
+from billing.models import DailyRollup, LedgerEntry
+from billing.services import ensure_shaanxi_2021_schedule, record_saving, reverse_entry
+from consults.models import Consult
+from facilities.models import ExamKind
+from facilities.services import audit
+from tests.test_dashboards import make_exam
+from tests.test_dashboards_turnaround import many_exams  # noqa: F401 -- a fixture
+
+# ---------------------------------------------------------------------------- histograms
+
+
+def test_the_bins_are_log_spaced_from_one_second() -> None:
+    seconds = np.array([0.0, 0.5, 1.0, 2.0, 4.0, 60.0, -3.0, 1e9])
+    bins = histogram.bins_of(seconds)
+    assert bins.tolist()[:5] == [0, 0, 1, 65, 129]
+    assert histogram.LOWER_SECONDS[bins[5]] <= 60 < histogram.UPPER_SECONDS[bins[5]]
+    assert bins[6] == 0  # a clock set back counts as no time
+    assert bins[7] == histogram.SIZE - 1  # beyond 48 days: the last bin
+
+
+def test_histogram_quartiles_are_within_a_bin_of_the_exact_ones() -> None:
+    rng = np.random.default_rng(62305)
+    for sample in (rng.lognormal(3.5, 0.5, 5000), rng.uniform(0.1, 3, 7), rng.gamma(2, 20, 2)):
+        counts = np.bincount(histogram.bins_of(sample * 60), minlength=histogram.SIZE)
+        estimated = histogram.quartiles_minutes(counts[None, :])[0]
+        exact = np.percentile(sample, [25, 50, 75])
+        assert np.all(np.abs(estimated / exact - 1) <= histogram.RELATIVE_ERROR), (estimated, exact)
+
+
+def test_an_empty_histogram_has_no_quartiles() -> None:
+    assert np.isnan(histogram.quartiles_minutes(np.zeros((1, histogram.SIZE)))).all()
+
+
+def test_histograms_survive_encoding() -> None:
+    keys, counts = np.array([3, 2049, 10245]), np.array([1, 70000, 2])
+    records = histogram.decode(histogram.encode(keys, counts))
+    assert records["key"].tolist() == keys.tolist()
+    assert records["count"].tolist() == counts.tolist()
+
+
+# ---------------------------------------------------------------------------- the pages equal the raw figures
+
+
+def assert_close(rolled: Summary, raw: Summary) -> None:
+    assert rolled.n == raw.n
+    if not raw.n:
+        assert rolled == raw
+        return
+    assert raw.mean is not None and rolled.mean is not None
+    assert math.isclose(rolled.mean, raw.mean, rel_tol=1e-9)
+    if raw.sd is None:
+        assert rolled.sd is None
+    else:
+        assert rolled.sd is not None and math.isclose(rolled.sd, raw.sd, rel_tol=1e-6, abs_tol=1e-6)
+    for name in ("q1", "median", "q3"):
+        a, b = getattr(rolled, name), getattr(raw, name)
+        assert math.isclose(a, b, rel_tol=histogram.RELATIVE_ERROR, abs_tol=1 / 60), (name, a, b)
+
+
+def assert_same_rows(rolled: list[TurnaroundRow], raw: list[TurnaroundRow]) -> None:
+    assert [(r.key, r.label, r.n, r.within_limit, r.drill) for r in rolled] == [
+        (r.key, r.label, r.n, r.within_limit, r.drill) for r in raw
+    ]
+    for a, b in zip(rolled, raw, strict=True):
+        assert_close(a.consult, b.consult)
+        for key in a.stages:
+            assert_close(a.stages[key], b.stages[key])
+
+
+@pytest.mark.parametrize("period", dashboards.PERIODS)
+def test_the_rollups_turnaround_is_the_raw_rows_within_a_bin(many_exams, period) -> None:  # noqa: F811
+    assert len(many_exams) == 40
+    rolled = dashboards.turnaround(Filters(), period)
+    raw = dashboards.turnaround(Filters(), period, source="raw")
+    for name in ("by_township", "by_radiologist", "by_kind", "by_period"):
+        assert_same_rows(getattr(rolled, name), getattr(raw, name))
+    assert_same_rows([rolled.total], [raw.total])
+    assert rolled.histogram == raw.histogram
+
+
+def test_the_rollup_follows_every_filter(many_exams, township) -> None:  # noqa: F811
+    for filters in (
+        Filters(facility=township),
+        Filters(kind=ExamKind.CT),
+        Filters(date_from=date(2024, 6, 1), date_to=date(2025, 3, 31)),
+        Filters(date_from=date(2025, 1, 1), facility=township, kind=ExamKind.DR),
+    ):
+        rolled, raw = dashboards.turnaround(filters), dashboards.turnaround(filters, source="raw")
+        assert_same_rows([rolled.total, *rolled.by_township], [raw.total, *raw.by_township])
+
+
+def raw_volume(filters: Filters) -> dict[tuple[str, str, int], int]:
+    counts: dict[tuple[str, str, int], int] = {}
+    for c in dashboards.volume_consults(filters):
+        key = (c.kind, c.facility.short_name, c.exam_date.year)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def rolled_volume(filters: Filters) -> dict[tuple[str, str, int], int]:
+    return {
+        (t.kind, r.facility.short_name, year): n
+        for t in dashboards.volume(filters)
+        for r in t.rows
+        for year, n in zip(t.years, r.counts, strict=True)
+        if n
+    }
+
+
+def raw_savings(filters: Filters) -> tuple[int, int, Decimal]:
+    entries = list(dashboards.ledger_entries(filters))
+    return len(entries), sum(e.body_parts for e in entries), sum((e.saving for e in entries), Decimal("0.00"))
+
+
+def test_volume_and_savings_from_the_rollup_are_the_raw_rows(many_exams, township, administrator) -> None:  # noqa: F811
+    ensure_shaanxi_2021_schedule()
+    for consult in many_exams[:10]:
+        if consult.facility.is_township:
+            record_saving(consult)
+    reverse_entry(LedgerEntry.objects.order_by("pk").first(), "部位数录入错误", administrator)
+    for filters in (Filters(), Filters(facility=township), Filters(kind=ExamKind.DR, date_from=date(2025, 1, 1))):
+        assert rolled_volume(filters) == raw_volume(filters)
+        total = dashboards.savings(filters).total
+        assert (total.entries, total.body_parts, total.saving) == raw_savings(filters)
+
+
+# ---------------------------------------------------------------------------- keeping it up to date
+
+
+@pytest.fixture
+def signed_exam(township, ct_modality, radiologist) -> Consult:
+    ensure_shaanxi_2021_schedule()
+    return make_exam(township, ExamKind.CT, date(2025, 3, 3), 42, radiologist, parts=2)
+
+
+def test_a_ledger_entry_reaches_the_rollup_in_its_own_transaction(signed_exam) -> None:
+    assert not DailyRollup.objects.exists()
+    record_saving(signed_exam)
+    row = DailyRollup.objects.get()
+    assert (row.day, row.facility_id, row.kind, row.radiologist_id) == (
+        signed_exam.exam_date,
+        signed_exam.facility_id,
+        ExamKind.CT,
+        signed_exam.radiologist_id,
+    )
+    assert (row.exams, row.signed, row.ledger_entries, row.ledger_parts, row.saving) == (1, 1, 1, 2, Decimal("60.00"))
+    assert math.isclose(row.consult_sum, 42.0)
+    assert dashboards.turnaround(Filters()).total.consult.median == pytest.approx(42.0)
+
+
+def test_a_reversal_reaches_the_rollup_at_once(signed_exam, administrator) -> None:
+    entry = record_saving(signed_exam)
+    reverse_entry(entry, "重复登记", administrator)
+    row = DailyRollup.objects.get()
+    assert (row.ledger_entries, row.ledger_parts, row.saving) == (2, 0, Decimal("0.00"))
+    assert dashboards.savings(Filters()).total.saving == Decimal("0.00")
+
+
+def test_the_periodic_task_follows_the_audit_trail(signed_exam, township, radiologist) -> None:
+    tasks.record_savings_for_signed_consults()  # bills the signed exam; the rollup follows
+    unsigned = make_exam(township, ExamKind.CT, date(2025, 3, 3), 0, radiologist, signed=False)
+    assert DailyRollup.objects.get().exams == 1
+    tasks.record_savings_for_signed_consults()
+    assert DailyRollup.objects.get().exams == 2
+    # Delivered later: the last stage appears once the event is followed.
+    signed_exam.delivered_at = None
+    signed_exam.save()
+    rollup.rebuild()
+    assert DailyRollup.objects.get().deliver_n == 0
+    signed_exam.delivered_at = signed_exam.signed_at + timedelta(minutes=2)
+    signed_exam.save()
+    audit("consults.report.delivered", obj=signed_exam)
+    assert rollup.refresh_from_audit_trail() == 1
+    assert DailyRollup.objects.get().deliver_n == 1
+    assert rollup.refresh_from_audit_trail() == 0  # nothing new
+    assert unsigned.pk
+
+
+def test_the_command_rebuilds_a_range_of_days(signed_exam, township, radiologist) -> None:
+    record_saving(signed_exam)
+    other_day = make_exam(township, ExamKind.CT, date(2025, 4, 1), 30, radiologist)
+    call_command("rebuild_rollup", "--from", "2025-04-01", "--to", "2025-04-01", stdout=open("/dev/null", "w"))  # noqa: SIM115
+    assert sorted(DailyRollup.objects.values_list("day", "exams")) == [(date(2025, 3, 3), 1), (date(2025, 4, 1), 1)]
+    Consult.objects.filter(pk=other_day.pk).update(exam_date=date(2025, 4, 2))
+    call_command("rebuild_rollup", stdout=open("/dev/null", "w"))  # noqa: SIM115
+    assert sorted(DailyRollup.objects.values_list("day", "exams")) == [(date(2025, 3, 3), 1), (date(2025, 4, 2), 1)]
+
+
+def test_a_refresh_of_a_day_leaves_the_other_days_and_townships_alone(signed_exam, other_township, radiologist) -> None:
+    record_saving(signed_exam)
+    elsewhere = make_exam(other_township, ExamKind.CT, signed_exam.exam_date, 30, radiologist)
+    rollup.refresh_day(signed_exam.exam_date, other_township)
+    assert DailyRollup.objects.count() == 2
+    rollup.refresh_day(signed_exam.exam_date, signed_exam.facility)
+    assert DailyRollup.objects.count() == 2
+    assert elsewhere.pk
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the COPY path is PostgreSQL's")
+def test_the_rollup_written_by_copy_reads_back_as_computed(many_exams) -> None:  # noqa: F811
+    row = DailyRollup.objects.order_by("day", "pk").first()
+    assert row is not None and bytes(row.histograms)
+    assert histogram.decode(bytes(row.histograms))["count"].sum() == row.consult_n + row.assign_n + row.open_n + (
+        row.sign_n + row.deliver_n + row.signed
+    )
