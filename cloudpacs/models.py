@@ -35,6 +35,11 @@ class Patient(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["facility", "patient_id"], name="patient_id_unique_per_facility")
         ]
+        # A search across townships by Patient ID, exact or by prefix (P00123*): the
+        # pattern operator class lets PostgreSQL use it for LIKE 'P00123%' whatever the
+        # database's collation (other databases ignore the operator class). The names'
+        # indexes, on UPPER() expressions, are made by migration 0003 on PostgreSQL only.
+        indexes = [models.Index(fields=["patient_id"], name="patient_id_search", opclasses=["varchar_pattern_ops"])]
 
     def __str__(self) -> str:
         return f"{self.name_ideographic or self.name_alphabetic or self.name} ({self.patient_id})"
@@ -76,8 +81,10 @@ class Study(models.Model):
         verbose_name = _("检查")
         verbose_name_plural = _("检查")
         indexes = [
-            models.Index(fields=["facility", "-study_date"], name="study_facility_date"),
-            models.Index(fields=["study_date"], name="study_date"),
+            models.Index(fields=["facility", "-study_date", "-study_time", "-id"], name="study_facility_order"),
+            # QIDO-RS's order (newest first), in all townships and in one: a page, even
+            # at a deep offset, is a walk along one of these with no sort.
+            models.Index(fields=["-study_date", "-study_time", "-id"], name="study_order"),
             models.Index(fields=["accession_number"], name="study_accession"),
             models.Index(fields=["status", "last_received_at"], name="study_stability"),
         ]

@@ -161,6 +161,8 @@ QUERIES = [
     ("PatientName=张*", {"PatientName": "张*", "limit": "100"}),
     ("PatientName=张三", {"PatientName": "张三", "limit": "100"}),
     ("PatientName=zhang*", {"PatientName": "zhang*", "limit": "100"}),
+    # A name nobody has: without an index on the names, every patient is looked at.
+    ("PatientName=欧阳*", {"PatientName": "欧阳*", "limit": "100"}),
     ("StudyDate=20240301", {"StudyDate": "20240301"}),
     ("StudyDate=20240301-20240331", {"StudyDate": "20240301-20240331", "limit": "100"}),
     ("StudyDate=20250101-", {"StudyDate": "20250101-", "limit": "100"}),
