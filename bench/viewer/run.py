@@ -129,13 +129,33 @@ def measure(url: str, session: str, runs: int) -> dict[str, list[float]]:
     wait = "window.yunyingViewer?.viewers[0].panes[0].stackMs != null"
     read = """() => {
         const pane = window.yunyingViewer.viewers[0].panes[0];
-        const bytes = performance.getEntriesByType('resource').reduce((sum, e) => sum + (e.encodedBodySize || 0), 0);
-        return {first: pane.firstImageMs, stack: pane.stackMs, bytes, failed: pane.failed};
+        const resources = performance.getEntriesByType('resource');
+        const bytes = resources.reduce((sum, e) => sum + (e.encodedBodySize || 0), 0);
+        const end = (pattern) => resources.find((e) => pattern.test(e.name))?.responseEnd;
+        const steps = {
+            page: performance.getEntriesByType('navigation')[0].responseEnd,
+            js: end(/viewer[.]js/),
+            metadata: end(/[/]metadata$/),
+            code: window.yunyingViewer.timings.code,
+            init: window.yunyingViewer.timings.init,
+            parsed: pane.timings.metadata,
+            frame: end(/[/]frames[/]/),
+        };
+        return {first: pane.firstImageMs, stack: pane.stackMs, bytes, failed: pane.failed, steps};
     }"""
     origin = url.split("/viewer/")[0]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
+            # One load first, not counted: the server's workers import and compile what
+            # a running server has long had in memory. "Cold" below is the browser's cache.
+            context = browser.new_context()
+            context.add_cookies([{"name": "sessionid", "value": session, "url": origin}])
+            warmup = context.new_page()
+            for _ in range(2):
+                warmup.goto(url)
+                warmup.wait_for_function(wait, timeout=300_000)
+            context.close()
             for _ in range(runs):
                 context = browser.new_context(viewport={"width": 1280, "height": 900})
                 context.add_cookies([{"name": "sessionid", "value": session, "url": origin}])
@@ -148,6 +168,8 @@ def measure(url: str, session: str, runs: int) -> dict[str, list[float]]:
                         print(entry)
                 assert cold["failed"] == 0, "images failed to load"
                 results["first"].append(cold["first"])
+                for step, at in cold["steps"].items():
+                    results.setdefault(f"step_{step}", []).append(at or 0)
                 results["stack"].append(cold["stack"])
                 results["mb"].append(cold["bytes"] / 1e6)
                 # Again in the same context: the viewer's code from the HTTP cache, the images
@@ -234,6 +256,8 @@ def main() -> None:
                 f"{names[case]:<26}{med['first']:>10.0f}ms{med['stack']:>11.0f}ms{med['mb']:>8.1f}"
                 f"{med['warm_first']:>16.0f}ms{med['warm_stack']:>16.0f}ms"
             )
+            steps = [(key.removeprefix("step_"), value) for key, value in med.items() if key.startswith("step_")]
+            print("  cold, ms from navigation start: " + ", ".join(f"{name} {at:.0f}" for name, at in steps))
     finally:
         server.terminate()
         server.wait(timeout=10)
