@@ -284,9 +284,7 @@ def retry_delivery(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
     """Send a report whose send-back to the township's archive failed once more."""
     consult = _consult(request, consult_uuid)
     outbox = ReportDelivery.objects.filter(consult=consult).first()
-    if outbox is None:
-        raise Http404
-    if delivery.retry(outbox, request.user):  # type: ignore[arg-type]
+    if outbox is not None and delivery.retry(outbox, request.user):  # type: ignore[arg-type]
         messages.success(request, _("报告将重新回传。"))
     else:
         messages.info(request, _("该报告的回传没有失败，无需重试。"))
