@@ -115,8 +115,9 @@ class Receiver:
         return False
 
     def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
         self._log.close()
 
     def stop(self) -> None:
@@ -204,8 +205,8 @@ def test_a_receiver_killed_mid_push_keeps_what_it_acknowledged_and_stores_a_rese
     try:
         assert wait_for(lambda: len(acknowledged) >= 30), first.log()
         assert wait_for(lambda: first.freeze_in_a_store(storage_root), 60, interval=0.002), first.log()
-        first.kill()
     finally:
+        first.kill()
         sender.join(timeout=120)
     assert not sender.is_alive()
     # The kill came in the middle of a store: it left a file for the start-up sweep, and
