@@ -30,6 +30,7 @@ from billing.models import LedgerEntry
 from consults.models import Consult
 from facilities.access import ADMINISTRATOR, RADIOLOGIST, TECHNOLOGIST, has_role, role_required
 from facilities.models import ExamKind, Facility, User
+from facilities.services import audit
 
 MONEY_ROLES = (ADMINISTRATOR, TECHNOLOGIST)
 ALL_ROLES = (ADMINISTRATOR, TECHNOLOGIST, RADIOLOGIST)
@@ -147,6 +148,21 @@ def _exams_href(scope: Scope, basis: str, drill: dict[str, str]) -> str:
     return reverse("billing:dashboards:exams") + "?" + urlencode({**scope.query, **drill, "basis": basis})
 
 
+def _download(request: HttpRequest, scope: Scope, sheet: exports.Sheet, name: str, fmt: str) -> HttpResponse:
+    """An export, audited: who took which table, in which format, under which filters."""
+    audit(
+        "billing.export.downloaded",
+        request=request,
+        object_type="billing.export",
+        object_id=name,
+        facility=scope.filters.facility if scope.filters else None,
+        table=name,
+        format=fmt,
+        filters=scope.query,
+    )
+    return exports.respond(sheet, name, fmt)
+
+
 def _render(request: HttpRequest, template: str, scope: Scope, context: dict[str, Any]) -> HttpResponse:
     context = {
         "form": scope.form,
@@ -219,7 +235,7 @@ def savings_export(request: HttpRequest, table: str, fmt: str) -> HttpResponse:
         sheet = exports.entries_sheet(dashboards.ledger_entries(scope.filters))
     else:
         sheet = exports.savings_sheets(dashboards.savings(scope.filters))[table]
-    return exports.respond(sheet, f"savings-{table}", fmt)
+    return _download(request, scope, sheet, f"savings-{table}", fmt)
 
 
 # ---------------------------------------------------------------------------- turnaround
@@ -295,7 +311,7 @@ def turnaround_export(request: HttpRequest, table: str, fmt: str) -> HttpRespons
     if scope.filters is None:
         return _render(request, "billing/dashboards/turnaround.html", scope, {})
     data = dashboards.turnaround(scope.filters, _period(scope))
-    return exports.respond(exports.turnaround_sheet(data, table), f"turnaround-{table}", fmt)
+    return _download(request, scope, exports.turnaround_sheet(data, table), f"turnaround-{table}", fmt)
 
 
 # ---------------------------------------------------------------------------- volume
@@ -348,7 +364,7 @@ def volume_export(request: HttpRequest, kind: str, fmt: str) -> HttpResponse:
     tables = {t.kind: t for t in dashboards.volume(scope.filters)}
     if kind not in tables:
         raise Http404
-    return exports.respond(exports.volume_sheet(tables[kind]), f"volume-{kind}", fmt)
+    return _download(request, scope, exports.volume_sheet(tables[kind]), f"volume-{kind}", fmt)
 
 
 # ---------------------------------------------------------------------------- exams

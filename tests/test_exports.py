@@ -14,7 +14,7 @@ from openpyxl import load_workbook
 
 from billing.services import ensure_shaanxi_2021_schedule, record_saving, reverse_entry
 from consults.models import Priority
-from facilities.models import ExamKind
+from facilities.models import AuditEvent, ExamKind
 from tests.test_dashboards import make_exam, page_tables, rows_by_label
 
 
@@ -121,3 +121,46 @@ def test_an_unknown_table_or_format_is_404(exams, administrator_client) -> None:
 def test_a_bad_filter_on_an_export_is_a_form_error(exams, administrator_client) -> None:
     response = administrator_client.get(export_url("savings_export", "entries", "csv"), {"date_to": "yesterday"})
     assert response.status_code == 400
+
+
+# ---------------------------------------------------------------------------- audit
+
+
+def exports_audited() -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(action="billing.export.downloaded").order_by("pk"))
+
+
+@pytest.mark.parametrize(
+    ("name", "table", "fmt"),
+    [
+        ("savings_export", "entries", "csv"),
+        ("savings_export", "month", "xlsx"),
+        ("turnaround_export", "radiologist", "csv"),
+        ("volume_export", "CT", "xlsx"),
+    ],
+)
+def test_every_export_is_audited_with_who_what_and_the_filters(
+    exams, administrator_client, administrator, township, name, table, fmt
+) -> None:
+    params = {"date_from": "2024-01-01", "township": str(township.uuid), "modality": "CT"}
+    assert administrator_client.get(export_url(name, table, fmt), params).status_code == 200
+    [event] = exports_audited()
+    assert event.actor == administrator
+    assert event.facility == township
+    prefix = name.removesuffix("_export")
+    assert (event.object_type, event.object_id) == ("billing.export", f"{prefix}-{table}")
+    assert event.detail == {"table": f"{prefix}-{table}", "format": fmt, "filters": params}
+
+
+def test_a_technologists_export_is_audited_under_their_township(exams, technologist_client, township) -> None:
+    technologist_client.get(export_url("savings_export", "township", "csv"))
+    [event] = exports_audited()
+    assert event.facility == township
+    assert event.detail["filters"] == {"township": str(township.uuid)}
+
+
+def test_a_refused_or_invalid_export_is_not_audited_as_a_download(exams, administrator_client, outsider_client) -> None:
+    administrator_client.get(export_url("savings_export", "patients", "csv"))
+    administrator_client.get(export_url("savings_export", "entries", "csv"), {"date_to": "yesterday"})
+    outsider_client.get(export_url("savings_export", "entries", "csv"), {"township": "nonsense"})
+    assert exports_audited() == []
