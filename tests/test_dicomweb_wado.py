@@ -127,6 +127,21 @@ def test_frames_come_as_stored_for_uncompressed_data(reader, archive):
     assert frame == archive.datasets["zhang_ct"].PixelData
 
 
+def test_each_frame_of_a_native_multiframe_instance_is_read_from_its_own_place(tmp_path):
+    from cloudpacs.dicomweb import wado
+    from tests.factories import make_dataset, write_dataset
+
+    for syntax in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2"):
+        ds = make_dataset(rows=4, columns=3, NumberOfFrames=3, transfer_syntax_uid=syntax)
+        pixels = np.arange(3 * 4 * 3, dtype=np.uint16).reshape(3, 4, 3) * 100
+        ds.PixelData = pixels.tobytes()
+        path = write_dataset(ds, tmp_path / f"{syntax}.dcm")
+        assert wado.frames(path, [3, 1], decode=False) == [pixels[2].tobytes(), pixels[0].tobytes()]
+        assert wado.frames(path, [2], decode=True) == [pixels[1].tobytes()]
+        with pytest.raises(LookupError):
+            wado.frames(path, [4], decode=False)
+
+
 def test_compressed_frames_come_as_stored_or_decompressed_as_asked(reader, archive, http):
     study_uid, series_uid, sop_uid = archive.uids("wang_j2k")
     stored = reader.retrieve_instance_frames(

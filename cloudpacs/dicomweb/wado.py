@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom import dcmread
@@ -25,6 +26,8 @@ logger = logging.getLogger("cloudpacs.dicomweb")
 EXPLICIT_LE = str(ExplicitVRLittleEndian)
 OCTET_STREAM = "application/octet-stream"
 DICOM = "application/dicom"
+PIXEL_DATA_TAG = 0x7FE00010
+UNDEFINED_LENGTH = 0xFFFFFFFF
 NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
 
 # Bulk data media types of the compressed transfer syntaxes (PS3.18 Table 8.7.3-2).
@@ -134,6 +137,10 @@ def frame_count(path: Path) -> int:
 def frames(path: Path, numbers: list[int], decode: bool) -> list[bytes]:
     """The bytes of the frames `numbers` (1-based): as stored, or decoded to native
     little endian pixel data."""
+    if not decode:
+        native = _native_frames(path, numbers)
+        if native is not None:
+            return native
     ds = dcmread(path)
     count = int(ds.get("NumberOfFrames", 1) or 1)
     if "PixelData" not in ds:
@@ -153,6 +160,35 @@ def frames(path: Path, numbers: list[int], decode: bool) -> list[bytes]:
         return [get_frame(data, number - 1, number_of_frames=count) for number in numbers]
     length = _native_frame_length(ds)
     return [bytes(data[(number - 1) * length : number * length]) for number in numbers]
+
+
+def _native_frames(path: Path, numbers: list[int]) -> list[bytes] | None:
+    """Frames of native (uncompressed, not deflated) pixel data read straight from the
+    file at their offsets, the dataset parsed only up to the pixel data; None for any
+    other encoding, which frames() then reads the general way."""
+    ds = dcmread(path, defer_size=1024)
+    if str(ds.file_meta.get("TransferSyntaxUID", "")) not in {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}:
+        return None
+    raw: Any = ds.get_item(PIXEL_DATA_TAG, keep_deferred=True)
+    if raw is None:
+        raise LookupError("the instance has no pixel data")
+    offset, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+    if offset is None or length in (None, UNDEFINED_LENGTH) or "Rows" not in ds:
+        return None
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    for number in numbers:
+        if not 1 <= number <= count:
+            raise LookupError(f"frame {number} is outside 1..{count}")
+    size = _native_frame_length(ds)
+    out = []
+    with open(path, "rb") as stream:
+        for number in numbers:
+            stream.seek(offset + (number - 1) * size)
+            data = stream.read(size)
+            if len(data) != size or (number * size > length):
+                raise LookupError(f"frame {number} is not all in the file")
+            out.append(data)
+    return out
 
 
 def _native_frame_length(ds: object) -> int:
