@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from cloudpacs.models import Study
 from consults.models import Consult, Priority
-from facilities.models import ExamKind
+from facilities.models import ExamKind, User
 from facilities.services import audit
 
 logger = logging.getLogger("consults")
@@ -67,6 +69,70 @@ def open_consult_for_study(study: Study) -> Consult:
     # Offer it to a reader on duty as soon as it is committed; without one on duty it
     # waits in the shared worklist and the per-minute check tries again.
     from consults.tasks import assign_consult  # tasks import this module
+
+    consult_pk = consult.pk
+    transaction.on_commit(lambda: assign_consult.delay(consult_pk))
+    return consult
+
+
+def request_consult(
+    study: Study,
+    user: User,
+    *,
+    clinical_history: str = "",
+    body_parts: int = 1,
+    body_part_names: str = "",
+    priority: str = Priority.ROUTINE,
+    question: str = "",
+    now: datetime | None = None,
+) -> Consult:
+    """A technologist of the township asks for a reading of a stored study from the web page,
+    with the request's details, without waiting for the study to be declared stable.
+
+    When the stability sweep reaches the study later it finds this consult and leaves it."""
+    from consults import workflow  # workflow's errors and limits; it does not import this module
+
+    if not (user.is_active and user.is_technologist and user.facility_id == study.facility_id):
+        raise workflow.NotAllowed(_("只有申请机构的技师可以申请会诊。"))
+    if priority not in Priority.values:
+        raise workflow.WorkflowError(_("无效的优先级。"))
+    if body_parts < 1:
+        raise workflow.WorkflowError(_("部位数至少为 1。"))
+    now = now or timezone.now()
+    arrived_at = min(study.last_received_at or study.arrived_at or now, now)
+    try:
+        with transaction.atomic():
+            if Consult.objects.filter(study=study).exists():
+                raise workflow.WorkflowError(_("该检查已有会诊申请。"))
+            consult = Consult(
+                study=study,
+                facility=study.facility,
+                modality=study.modality,
+                kind=exam_kind_for_study(study),
+                exam_date=study.study_date or timezone.localdate(arrived_at),
+                body_parts=body_parts,
+                body_part_names=body_part_names.strip(),
+                priority=priority,
+                clinical_history=clinical_history.strip(),
+                question=question.strip(),
+                arrived_at=arrived_at,
+            )
+            consult.due_at = workflow.due_at_for(consult)
+            consult.save()
+            audit(
+                "consults.consult.requested",
+                actor=user,
+                obj=consult,
+                facility=study.facility,
+                study_uid=study.study_uid,
+                kind=consult.kind,
+                priority=priority,
+                body_parts=body_parts,
+            )
+    except IntegrityError:
+        # The sweep opened it between the check and the insert (Consult.study is one-to-one).
+        raise workflow.WorkflowError(_("该检查已有会诊申请。")) from None
+    from consults.tasks import assign_consult
 
     consult_pk = consult.pk
     transaction.on_commit(lambda: assign_consult.delay(consult_pk))

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from consults import views
 
@@ -8,4 +8,5 @@ urlpatterns = [
     path("worklist/", views.worklist, name="worklist"),
     path("facilities/<uuid:facility_uuid>/", views.facility_page, name="facility"),
     path("consults/<uuid:consult_uuid>/", views.consult_detail, name="detail"),
+    re_path(r"^studies/(?P<study_uid>[0-9.]{1,64})/consult/$", views.request_consult, name="request"),
 ]

@@ -6,14 +6,19 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
 
 from cloudpacs.models import Study
-from consults import workflow
+from consults import services, workflow
 from consults.models import Consult, Priority, Report
 from facilities.access import (
     CLINICAL_ROLES,
@@ -71,8 +76,42 @@ def facility_page(request: HttpRequest, facility_uuid: UUID) -> HttpResponse:
             "pending_studies": pending_studies,
             "findings": findings,
             "can_acknowledge": has_role(request.user, TECHNOLOGIST),
+            "can_request": has_role(request.user, TECHNOLOGIST) and request.user.facility_id == facility.pk,  # type: ignore[union-attr]
+            "priorities": Priority.choices,
         },
     )
+
+
+@role_required(TECHNOLOGIST)
+@require_POST
+def request_consult(request: HttpRequest, study_uid: str) -> HttpResponse:
+    """The township's technologist asks for a reading of a stored study that has no consult."""
+    study = get_object_or_404(studies_for(request.user), study_uid=study_uid)
+    existing = Consult.objects.filter(study=study).first()
+    if existing is not None:
+        messages.info(request, _("该检查已有会诊申请。"))
+        return redirect(reverse("reading:page", args=[existing.uuid]))
+    try:
+        body_parts = int(request.POST.get("body_parts") or 1)
+    except ValueError:
+        body_parts = 0
+    try:
+        consult = services.request_consult(
+            study,
+            request.user,  # type: ignore[arg-type]
+            clinical_history=request.POST.get("clinical_history", ""),
+            body_parts=body_parts,
+            body_part_names=request.POST.get("body_part_names", ""),
+            priority=request.POST.get("priority", Priority.ROUTINE),
+            question=request.POST.get("question", ""),
+        )
+    except workflow.NotAllowed as refused:
+        raise PermissionDenied(str(refused)) from refused
+    except workflow.WorkflowError as refused:
+        messages.error(request, str(refused))
+        return redirect(reverse("consults:facility", args=[study.facility.uuid]))
+    messages.success(request, _("会诊申请已提交。"))
+    return redirect(reverse("reading:page", args=[consult.uuid]))
 
 
 def _worklist_filters(request: HttpRequest, consults: QuerySet[Consult]) -> tuple[QuerySet[Consult], dict[str, Any]]:

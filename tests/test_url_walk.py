@@ -171,6 +171,11 @@ TABLE: dict[str, Route] = {
     "worklist/": expect("/worklist/", LOGIN, FORBIDDEN, FORBIDDEN, OK, FORBIDDEN),
     "facilities/<uuid:facility_uuid>/": clinical("/facilities/{township}/"),
     "consults/<uuid:consult_uuid>/": clinical("/consults/{consult}/"),
+    # Asking for a consult of a stored study: the township's technologist only; this study
+    # has one already, so the answer is a redirect to it.
+    "^studies/(?P<study_uid>[0-9.]{1,64})/consult/$": expect(
+        "/studies/{st}/consult/", LOGIN, REDIRECT, NOT_FOUND, FORBIDDEN, FORBIDDEN, method="POST"
+    ),
     # Reading. The steps are posted against the signed consult: a step that the workflow
     # refuses goes back to the page with a message, which still shows the door was open.
     "reading/alerts/": expect("/reading/alerts/", LOGIN, OK, OK, OK, FORBIDDEN),
