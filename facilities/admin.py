@@ -28,7 +28,7 @@ from rest_framework.authtoken.models import TokenProxy
 
 from facilities.forms import AdminLoginForm
 from facilities.models import AuditEvent, Facility, Modality, RosterShift, User
-from facilities.services import audit
+from facilities.services import PASSWORD_CHANGED, audit
 
 admin.site.site_header = _("云影 Yunying")
 admin.site.site_title = _("云影 Yunying")
@@ -41,6 +41,21 @@ admin.site.login_form = AdminLoginForm
 for _model in (Group, TokenProxy):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
+
+_django_password_change = admin.site.password_change
+
+
+def audited_password_change(request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+    """The admin's page for changing one's own password, audited like the site's own page
+    (facilities.views.PasswordChangeView). A successful change is the redirect to "done"."""
+    response = _django_password_change(request, extra_context)
+    if request.method == "POST" and response.status_code == 302:
+        audit(PASSWORD_CHANGED, request=request, obj=request.user, via="admin")  # type: ignore[arg-type]
+    return response
+
+
+# The site builds its URLs from this attribute when the URLconf is loaded, after this module.
+admin.site.password_change = audited_password_change  # type: ignore[method-assign]
 
 
 def is_platform_administrator(user: Any) -> bool:

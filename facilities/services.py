@@ -77,6 +77,7 @@ LOGIN_SUCCEEDED = "facilities.login.succeeded"
 LOGIN_FAILED = "facilities.login.failed"
 LOGIN_LOCKED = "facilities.login.locked"
 LOGGED_OUT = "facilities.login.logged_out"
+PASSWORD_CHANGED = "facilities.password.changed"  # noqa: S105 (an action code)
 
 
 def login_locked_until(username: str, *, now: datetime | None = None) -> datetime | None:

@@ -1,13 +1,17 @@
-"""The front door: "/" sends each person to the page their role works from; and the
-administrator's search of the audit trail, which can only be read here, never changed."""
+"""The front door: "/" sends each person to the page their role works from; changing
+one's own password; and the administrator's search of the audit trail, which can only be
+read here, never changed."""
 
 from __future__ import annotations
 
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import PasswordChangeForm
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
 from django.views.decorators.http import require_GET
 
 from facilities import services
@@ -46,3 +50,20 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         "facilities/audit.html",
         {"form": form, "page": page, "page_query": query.urlencode(), "count": page.paginator.count},
     )
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Every signed-in user changes their own password here, under the password rules
+    (AUTH_PASSWORD_VALIDATORS); the change is audited and the session stays signed in."""
+
+    template_name = "facilities/password_change.html"
+    success_url = reverse_lazy("password_change_done")
+
+    def form_valid(self, form: PasswordChangeForm) -> HttpResponse:
+        response = super().form_valid(form)
+        services.audit(services.PASSWORD_CHANGED, request=self.request, obj=form.user)
+        return response
+
+
+password_change = PasswordChangeView.as_view()
+password_change_done = auth_views.PasswordChangeDoneView.as_view(template_name="facilities/password_change_done.html")

@@ -1,5 +1,6 @@
-"""Logins in the audit trail, the lockout after repeated failures, and production settings
-that pass `manage.py check --deploy`."""
+"""Logins in the audit trail, the lockout after repeated failures, production settings
+that pass `manage.py check --deploy`, sessions that end when idle, and the password rules
+wherever a password is set."""
 
 from __future__ import annotations
 
@@ -7,15 +8,21 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+from django.contrib.auth import password_validation
+from django.contrib.sessions.models import Session
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from facilities import services
-from facilities.models import AuditEvent
+from facilities.demo import demo_password
+from facilities.middleware import RENEWED_AT
+from facilities.models import AuditEvent, User
 from tests.factories import PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,3 +174,158 @@ def test_the_admin_login_page_is_locked_out_too(administrator):
     assert "_auth_user_id" not in client.session
     assert "登录失败次数过多" in response.content.decode()
     assert AuditEvent.objects.filter(action="facilities.login.locked", address=ADDRESS).exists()
+
+
+# --- Sessions end when idle ---------------------------------------------------------------
+
+
+def session_row(client: Client) -> Session:
+    return Session.objects.get(session_key=client.session.session_key)
+
+
+def test_a_session_lasts_thirty_idle_minutes_by_default(technologist_client, settings):
+    assert settings.SESSION_IDLE_MINUTES == 30
+    assert settings.SESSION_COOKIE_AGE == 30 * 60
+    technologist_client.get(reverse("home"))
+    left = session_row(technologist_client).expire_date - timezone.now()
+    assert timedelta(minutes=29) < left <= timedelta(minutes=30)
+
+
+def test_an_idle_session_is_signed_out(technologist_client):
+    assert technologist_client.get(reverse("home")).status_code == 302
+    Session.objects.filter(pk=technologist_client.session.session_key).update(
+        expire_date=timezone.now() - timedelta(seconds=1)
+    )
+    response = technologist_client.get(reverse("home"))
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_working_pushes_the_end_of_the_session_forward(technologist_client):
+    session = technologist_client.session
+    session[RENEWED_AT] = int(time.time()) - 2 * 60  # last renewed two minutes ago
+    session.save()
+    Session.objects.filter(pk=session.session_key).update(expire_date=timezone.now() + timedelta(minutes=28))
+    assert technologist_client.get(reverse("home")).status_code == 302
+    left = session_row(technologist_client).expire_date - timezone.now()
+    assert left > timedelta(minutes=29)
+
+
+def test_requests_within_a_minute_do_not_rewrite_the_session(technologist_client):
+    technologist_client.get(reverse("home"))
+    soon = timezone.now() + timedelta(minutes=10)
+    Session.objects.filter(pk=technologist_client.session.session_key).update(expire_date=soon)
+    technologist_client.get(reverse("home"))
+    assert session_row(technologist_client).expire_date == soon
+
+
+def test_the_idle_limit_comes_from_the_environment(tmp_path):
+    environment = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL"}}
+    environment.update(SESSION_IDLE_MINUTES="45", YUNYING_VAR_DIR=str(tmp_path))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-c",
+            "from django.conf import settings; print(settings.SESSION_COOKIE_AGE)",
+        ],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip().splitlines()[-1] == "2700", result.stderr
+
+
+# --- Passwords ----------------------------------------------------------------------------
+
+NEW_PASSWORD = "lantern-river-quiet-58"
+
+
+def change_password(client: Client, old: str, new: str, **extra):
+    return client.post(
+        reverse("password_change"), {"old_password": old, "new_password1": new, "new_password2": new}, **extra
+    )
+
+
+def test_a_user_changes_their_own_password_and_stays_signed_in(technologist_client, technologist):
+    page = technologist_client.get(reverse("home"), follow=True).content.decode()
+    assert reverse("password_change") in page
+    response = change_password(technologist_client, PASSWORD, NEW_PASSWORD, REMOTE_ADDR=ADDRESS)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("password_change_done")
+    technologist.refresh_from_db()
+    assert technologist.check_password(NEW_PASSWORD)
+    assert technologist_client.get(reverse("password_change_done")).status_code == 200
+    event = AuditEvent.objects.get(action="facilities.password.changed")
+    assert (event.actor, event.address, event.object_id) == (technologist, ADDRESS, str(technologist.uuid))
+    assert NEW_PASSWORD not in str(event.detail)
+
+
+@pytest.mark.parametrize(
+    ("weak", "rule"),
+    [
+        # Django's Chinese catalogue has no translation of the length rule yet.
+        ("short-pw1", "at least 10 characters"),
+        ("4096819203", "只包含数字"),
+        ("password123", "太常见"),
+        ("tech_xuanwo9", "太相似"),
+    ],
+)
+def test_the_change_password_page_applies_the_password_rules(technologist_client, technologist, weak, rule):
+    response = change_password(technologist_client, PASSWORD, weak)
+    assert response.status_code == 200
+    assert rule in response.content.decode()
+    technologist.refresh_from_db()
+    assert technologist.check_password(PASSWORD)
+    assert not AuditEvent.objects.filter(action="facilities.password.changed").exists()
+
+
+def test_the_old_password_must_be_given(technologist_client, technologist):
+    assert change_password(technologist_client, "not-my-password", NEW_PASSWORD).status_code == 200
+    technologist.refresh_from_db()
+    assert technologist.check_password(PASSWORD)
+
+
+def test_the_admins_own_password_page_is_audited_too(administrator):
+    administrator.is_staff = True
+    administrator.save(update_fields=["is_staff"])
+    client = Client()
+    client.force_login(administrator)
+    response = client.post(
+        reverse("admin:password_change"),
+        {"old_password": PASSWORD, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD},
+        REMOTE_ADDR=ADDRESS,
+    )
+    assert response.status_code == 302
+    event = AuditEvent.objects.get(action="facilities.password.changed")
+    assert (event.actor, event.address, event.detail["via"]) == (administrator, ADDRESS, "admin")
+    weak = client.post(
+        reverse("admin:password_change"),
+        {"old_password": NEW_PASSWORD, "new_password1": "12345678", "new_password2": "12345678"},
+    )
+    assert weak.status_code == 200
+    assert AuditEvent.objects.filter(action="facilities.password.changed").count() == 1
+
+
+def test_the_password_rules_are_length_ten_common_numeric_and_similarity(settings):
+    rules = {v["NAME"].rsplit(".", 1)[1]: v.get("OPTIONS", {}) for v in settings.AUTH_PASSWORD_VALIDATORS}
+    assert rules == {
+        "UserAttributeSimilarityValidator": {},
+        "MinimumLengthValidator": {"min_length": 10},
+        "CommonPasswordValidator": {},
+        "NumericPasswordValidator": {},
+    }
+
+
+@pytest.mark.parametrize(
+    ("role", "username"),
+    [
+        (User.Role.TECHNOLOGIST, "tech_xuanwo"),
+        (User.Role.RADIOLOGIST, "dr_li"),
+        (User.Role.ADMINISTRATOR, "admin"),
+    ],
+)
+def test_the_demo_passwords_satisfy_the_password_rules(role, username):
+    password_validation.validate_password(demo_password(role), User(username=username, role=role))

@@ -163,6 +163,8 @@ TABLE: dict[str, Route] = {
     "i18n/setlang/": expect("/i18n/setlang/", *[REDIRECT] * 5, method="POST"),
     "accounts/login/": expect("/accounts/login/", OK, REDIRECT, REDIRECT, REDIRECT, REDIRECT),
     "accounts/logout/": expect("/accounts/logout/", *[LOGIN] * 5, method="POST"),
+    "accounts/password/": expect("/accounts/password/", LOGIN, OK, OK, OK, OK),
+    "accounts/password/done/": expect("/accounts/password/done/", LOGIN, OK, OK, OK, OK),
     # Pages.
     "": expect("/", LOGIN, REDIRECT, REDIRECT, REDIRECT, REDIRECT),
     "audit/": expect("/audit/", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK),
