@@ -79,6 +79,33 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_table(
+    name: str, default: dict[str, dict[str, int]], rows: set[str], columns: set[str]
+) -> dict[str, dict[str, int]]:
+    """A table of positive integers, `default` with cells overridden as `row.column=n`
+    pairs separated by commas, e.g. `emergency.CT=45,routine.DR=90`."""
+    table = {row: dict(cells) for row, cells in default.items()}
+    value = _raw(name)
+    if value is None:
+        return table
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        key, _, number = item.partition("=")
+        row, _, column = key.strip().partition(".")
+        if row not in rows or column not in columns:
+            raise ConfigError(
+                f"{name}: {item!r} must be row.column=number with row one of {', '.join(sorted(rows))} "
+                f"and column one of {', '.join(sorted(columns))}"
+            )
+        try:
+            cell = int(number)
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} is not row.column=number") from None
+        if cell < 1:
+            raise ConfigError(f"{name}: {item!r} must be at least 1")
+        table.setdefault(row, {})[column] = cell
+    return table
+
+
 def env_path(name: str, default: Path) -> Path:
     value = _raw(name)
     return Path(value).expanduser() if value else default

@@ -21,6 +21,7 @@ from cloudpacs.env import (
     env_optional,
     env_path,
     env_str,
+    env_table,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -232,11 +233,17 @@ DEMO_MODE = env_bool("DEMO_MODE", True)
 # Reading time limits in minutes, by priority and exam kind; "CT_HEAD" is head CT (stroke,
 # trauma), which Chinese practice reads faster than other CT. Urgent (加急) sits between
 # emergency and routine: DR 1 h, CT 2 h, head CT 1 h.
-CONSULT_TIME_LIMITS = {
-    "emergency": {"DR": 30, "CT": 60, "CT_HEAD": 30},
-    "urgent": {"DR": 60, "CT": 120, "CT_HEAD": 60},
-    "routine": {"DR": 120, "CT": 240, "CT_HEAD": 240},
-}
+# Any cell can be changed from the environment, e.g. CONSULT_TIME_LIMITS=routine.CT=180.
+CONSULT_TIME_LIMITS = env_table(
+    "CONSULT_TIME_LIMITS",
+    {
+        "emergency": {"DR": 30, "CT": 60, "CT_HEAD": 30},
+        "urgent": {"DR": 60, "CT": 120, "CT_HEAD": 60},
+        "routine": {"DR": 120, "CT": 240, "CT_HEAD": 240},
+    },
+    rows={"emergency", "urgent", "routine"},
+    columns={"DR", "CT", "CT_HEAD"},
+)
 # A consult is flagged once this share of its limit has passed, and escalated past it.
 CONSULT_NEAR_LIMIT_FRACTION = env_float("CONSULT_NEAR_LIMIT_FRACTION", 0.8, minimum=0.0)
 # Arrived consults go to the least loaded qualified radiologist on duty; off, they wait

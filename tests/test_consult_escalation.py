@@ -361,3 +361,17 @@ def test_an_escalation_mail_reaches_a_real_smtp_server(settings, township, now, 
     assert message["Subject"] == "【会诊超时】漩涡 加急 CT 会诊"
     assert "目前诊断医师：无人领取" in message.get_content()
     assert Escalation.objects.get(consult=consult).emailed_at is not None
+
+
+def test_a_time_limit_can_be_changed_cell_by_cell_from_the_environment(monkeypatch):
+    from cloudpacs.env import ConfigError, env_table
+
+    default = {"routine": {"DR": 120, "CT": 240}}
+    monkeypatch.setenv("LIMITS", "routine.CT=180, emergency.CT_HEAD=20")
+    table = env_table("LIMITS", default, rows={"routine", "emergency"}, columns={"DR", "CT", "CT_HEAD"})
+    assert table == {"routine": {"DR": 120, "CT": 180}, "emergency": {"CT_HEAD": 20}}
+    assert default == {"routine": {"DR": 120, "CT": 240}}
+    for bad in ("routine.MR=30", "soon.CT=30", "routine.CT=half", "routine.CT=0"):
+        monkeypatch.setenv("LIMITS", bad)
+        with pytest.raises(ConfigError, match="LIMITS"):
+            env_table("LIMITS", default, rows={"routine"}, columns={"DR", "CT"})
