@@ -9,6 +9,7 @@ request never waits for the township's archive."""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -240,12 +241,16 @@ def deliver(delivery_id: int, now: datetime | None = None, *, skip_reason: str =
     return str(fields["status"])
 
 
-def deliver_due(now: datetime | None = None, limit: int = 20) -> dict[int, str]:
+def deliver_due(now: datetime | None = None, limit: int = 20, budget_seconds: float = 30.0) -> dict[int, str]:
     """An attempt at every row whose time has come, oldest first: {row: new status}.
 
     Once an archive fails in this run, its other rows are counted as failed without
-    dialling it again, so one archive that is down costs one timeout a run, not one a report."""
+    dialling it again, so one archive that is down costs one timeout a run, not one a report.
+    No new attempt starts after `budget_seconds`: without a broker the ticker runs this
+    between the other periodic checks, which must not wait on several dead archives in a row;
+    the rest are due again at the next run."""
     now = now or timezone.now()
+    started = time.monotonic()
     rows = list(
         ReportDelivery.objects.filter(_due(now))
         .order_by("next_attempt_at", "id")
@@ -254,6 +259,8 @@ def deliver_due(now: datetime | None = None, limit: int = 20) -> dict[int, str]:
     failed: dict[tuple[str, int | None], str] = {}
     outcome: dict[int, str] = {}
     for pk, host, port in rows:
+        if time.monotonic() - started > budget_seconds:
+            break
         skip = failed.get((host, port), "")
         status = deliver(pk, now, skip_reason=f"not tried: {skip}" if skip else "")
         if status is None:

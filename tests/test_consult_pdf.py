@@ -277,3 +277,11 @@ def test_a_row_claimed_by_one_run_is_not_sent_by_another(township, ct_modality, 
     # That process died mid-attempt: once its lease has run out the row is taken up again.
     assert delivery.deliver_due(now + timedelta(hours=1)) == {consult.delivery.pk: "sent"}
     assert len(township_archive.received) == 1
+
+
+def test_a_run_with_its_time_used_up_leaves_the_rest_for_the_next(township, ct_modality, township_archive):
+    first = signed_consult(township, ct_modality)
+    second = signed_consult(township, ct_modality)
+
+    assert delivery.deliver_due(budget_seconds=-1) == {}
+    assert delivery.deliver_due() == {first.delivery.pk: "sent", second.delivery.pk: "sent"}
