@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -27,11 +27,12 @@ from django.db.models.functions import TruncMonth, TruncYear
 from django.utils.translation import gettext_lazy as _
 
 from billing import hanyin, histogram
-from billing.models import MEASURES, DailyRollup, LedgerEntry
+from billing.models import MEASURES, DailyRollup, LedgerEntry, MonthlyRollup
 from consults.models import Consult, Priority
 from facilities.models import ExamKind, Facility, Modality, User
 
 ZERO = Decimal("0.00")
+ONE_DAY = timedelta(days=1)
 WAN = Decimal(10000)
 CENT = Decimal("0.01")
 
@@ -87,11 +88,8 @@ class Filters:
         return q
 
     def rollup_q(self) -> Q:
+        """Township, kind and radiologist: the rollup's own dates are `rollup_parts`'."""
         q = Q()
-        if self.date_from:
-            q &= Q(day__gte=self.date_from)
-        if self.date_to:
-            q &= Q(day__lte=self.date_to)
         if self.facility:
             q &= Q(facility=self.facility)
         if self.kind:
@@ -169,8 +167,57 @@ class Savings:
     kinds: list[str]
 
 
-def rollup_rows(filters: Filters) -> QuerySet[DailyRollup]:
-    return DailyRollup.objects.filter(filters.rollup_q())
+@dataclass(frozen=True)
+class RollupSplit:
+    """Which rollup rows cover a date range: the monthly rows of the whole months inside it
+    (bounds of `month`, None for open; no months at all if `months` is None) and the daily
+    rows of the days left over at either end."""
+
+    months: tuple[date | None, date | None] | None
+    days: tuple[tuple[date, date], ...]
+
+
+def _month_end(day: date) -> date:
+    return (day.replace(day=1) + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+
+
+def rollup_split(date_from: date | None, date_to: date | None) -> RollupSplit:
+    first_full = None if date_from is None else (date_from if date_from.day == 1 else _month_end(date_from) + ONE_DAY)
+    last_full = None
+    if date_to is not None:
+        last_full = date_to.replace(day=1)
+        if date_to != _month_end(date_to):
+            last_full = (last_full - ONE_DAY).replace(day=1)
+    if first_full is not None and last_full is not None and first_full > last_full:
+        assert date_from is not None and date_to is not None
+        return RollupSplit(None, ((date_from, date_to),))
+    days = []
+    if date_from is not None and first_full is not None and date_from < first_full:
+        days.append((date_from, first_full - ONE_DAY))
+    if date_to is not None and date_to != _month_end(date_to):
+        days.append((date_to.replace(day=1), date_to))
+    return RollupSplit((first_full, last_full), tuple(days))
+
+
+def rollup_parts(filters: Filters) -> list[tuple[QuerySet[Any], str]]:
+    """The rollup rows of the filters, as (queryset, name of its date field): monthly rows
+    for whole months, daily rows for the rest."""
+    split = rollup_split(filters.date_from, filters.date_to)
+    parts: list[tuple[QuerySet[Any], str]] = []
+    if split.months is not None:
+        q = filters.rollup_q()
+        first, last = split.months
+        if first is not None:
+            q &= Q(month__gte=first)
+        if last is not None:
+            q &= Q(month__lte=last)
+        parts.append((MonthlyRollup.objects.filter(q), "month"))
+    if split.days:
+        days = Q()
+        for first, last in split.days:
+            days |= Q(day__gte=first, day__lte=last)
+        parts.append((DailyRollup.objects.filter(filters.rollup_q() & days), "day"))
+    return parts
 
 
 def ledger_entries(filters: Filters) -> QuerySet[LedgerEntry]:
@@ -190,14 +237,15 @@ def savings(filters: Filters) -> Savings:
     # date_trunc, not EXTRACT: PostgreSQL's EXTRACT gives numerics it will not hash, and
     # sorting a province's ledger by them spills to disk; by the bare date there are
     # twenty times more groups to hash.
-    groups = list(
-        rollup_rows(filters)
-        .filter(ledger_entries__gt=0)
-        .annotate(month=TruncMonth("day"))
-        .values("facility_id", "kind", "month")
+    groups = [
+        r
+        for rows, date_field in rollup_parts(filters)
+        for r in rows.filter(ledger_entries__gt=0)
+        .annotate(period=TruncMonth(date_field))
+        .values("facility_id", "kind", "period")
         .annotate(entries=Sum("ledger_entries"), parts=Sum("ledger_parts"), saving=Sum("saving"))
         .order_by()
-    )
+    ]
     facilities = {f.pk: f for f in Facility.objects.filter(pk__in={r["facility_id"] for r in groups})}
     total: dict[str, SavingRow] = {}
     by_kind: dict[str, SavingRow] = {}
@@ -205,7 +253,7 @@ def savings(filters: Filters) -> Savings:
     by_month: dict[str, SavingRow] = {}
     per_township: dict[int, TownshipSaving] = {}
     for r in groups:
-        kind, year, month = r["kind"], f"{r['month']:%Y}", f"{r['month']:%Y-%m}"
+        kind, year, month = r["kind"], f"{r['period']:%Y}", f"{r['period']:%Y-%m}"
         _add(total, "all", str(_("合计")), {}, r)
         _add(by_kind, kind, str(ExamKind(kind).label), {"modality": kind}, r)
         _add(by_year, year, year, {"year": year}, r)
@@ -263,15 +311,18 @@ def volume_consults(filters: Filters) -> QuerySet[Consult]:
 def volume(filters: Filters) -> list[VolumeTable]:
     """Exams per township and year, one table per exam kind: the paper's Tables 1 (CT) and
     2 (DR). A township is a row when it has a machine of that kind or an exam of it."""
-    counts = (
-        rollup_rows(filters)
-        .filter(exams__gt=0)
-        .annotate(year=TruncYear("day"))
-        .values("kind", "facility_id", "year")
-        .annotate(n=Sum("exams"))
-        .order_by()
-    )
-    cells = {(r["kind"], r["facility_id"], r["year"].year): r["n"] for r in counts}
+    cells: dict[tuple[str, int, int], int] = {}
+    for rows, date_field in rollup_parts(filters):
+        counts = (
+            rows.filter(exams__gt=0)
+            .annotate(year=TruncYear(date_field))
+            .values("kind", "facility_id", "year")
+            .annotate(n=Sum("exams"))
+            .order_by()
+        )
+        for r in counts:
+            key = (r["kind"], r["facility_id"], r["year"].year)
+            cells[key] = cells.get(key, 0) + r["n"]
     years = sorted({y for _k, _f, y in cells})
     kinds = [filters.kind] if filters.kind else list(ExamKind.values)
     tables = []
@@ -282,8 +333,8 @@ def volume(filters: Filters) -> list[VolumeTable]:
             machines = machines.filter(facility=filters.facility)
         ids = with_exams | set(machines.values_list("facility_id", flat=True))
         facilities = township_order(Facility.objects.filter(pk__in=ids))
-        rows = [VolumeRow(f, [cells.get((kind, f.pk, y), 0) for y in years]) for f in facilities]
-        tables.append(VolumeTable(kind, years, rows))
+        table_rows = [VolumeRow(f, [cells.get((kind, f.pk, y), 0) for y in years]) for f in facilities]
+        tables.append(VolumeTable(kind, years, table_rows))
     return tables
 
 
@@ -627,19 +678,32 @@ class _Rolled:
     record_row: np.ndarray  # the rollup row of each record
 
 
-def _rollup_where(filters: Filters) -> tuple[str, list[Any]]:
-    clauses, params = ["r.signed > 0"], []
+def _rollup_wheres(filters: Filters) -> list[tuple[str, str, str, list[Any]]]:
+    """(table, date column, WHERE, parameters) of each part of the rollup to read."""
+    common: list[str] = ["r.signed > 0"]
+    params: list[Any] = []
     for sql, value in (
-        ("r.day >= %s", filters.date_from),
-        ("r.day <= %s", filters.date_to),
         ("r.facility_id = %s", filters.facility.pk if filters.facility else None),
         ("r.kind = %s", filters.kind),
         ("r.radiologist_id = %s", filters.radiologist.pk if filters.radiologist else None),
     ):
         if value is not None and value != "":
-            clauses.append(sql)
+            common.append(sql)
             params.append(value)
-    return " AND ".join(clauses), params
+    split = rollup_split(filters.date_from, filters.date_to)
+    parts = []
+    if split.months is not None:
+        clauses, values = list(common), list(params)
+        for sql, bound in (("r.month >= %s", split.months[0]), ("r.month <= %s", split.months[1])):
+            if bound is not None:
+                clauses.append(sql)
+                values.append(bound)
+        parts.append((MonthlyRollup._meta.db_table, "month", " AND ".join(clauses), values))
+    if split.days:
+        ranges = " OR ".join("r.day BETWEEN %s AND %s" for _range in split.days)
+        values = [*params, *(d for days in split.days for d in days)]
+        parts.append((DailyRollup._meta.db_table, "day", " AND ".join([*common, f"({ranges})"]), values))
+    return parts
 
 
 def _kind_code_sql() -> str:
@@ -647,14 +711,14 @@ def _kind_code_sql() -> str:
     return f"CASE r.kind {branches} ELSE -1 END"
 
 
-def _rolled_postgresql(where: str, params: list[Any]) -> _Rolled:
+def _rolled_postgresql(table: str, date_column: str, where: str, params: list[Any]) -> _Rolled:
     """As `_signed_postgresql`: fixed-width binary records, plus the rows' histograms
     concatenated in the same order, both read in place by numpy."""
     columns: list[tuple[str, str, str]] = [
         ("facility", "int8send(r.facility_id)", ">i8"),
         ("radiologist", "int8send(COALESCE(r.radiologist_id, 0))", ">i8"),
         ("kind", f"int2send(({_kind_code_sql()})::int2)", ">i2"),
-        ("day", "date_send(r.day)", ">i4"),
+        ("day", f"date_send(r.{date_column})", ">i4"),
         ("within", "int4send(r.within_limit)", ">i4"),
         *(
             column
@@ -671,7 +735,7 @@ def _rolled_postgresql(where: str, params: list[Any]) -> _Rolled:
     concatenated = " || ".join(sql for _n, sql, _d in columns)
     sql = (
         f"SELECT string_agg({concatenated}, ''::bytea ORDER BY r.id), "  # noqa: S608
-        f"string_agg(r.histograms, ''::bytea ORDER BY r.id) FROM billing_dailyrollup r WHERE {where}"
+        f"string_agg(r.histograms, ''::bytea ORDER BY r.id) FROM {table} r WHERE {where}"
     )
     import psycopg  # PostgreSQL's driver, present only where PostgreSQL is used
 
@@ -685,22 +749,22 @@ def _rolled_postgresql(where: str, params: list[Any]) -> _Rolled:
     return _rolled({name: rows[name] for name, _sql, _d in columns}, blob, lengths, _PG_EPOCH_DAYS)
 
 
-def _rolled_sqlite(where: str, params: list[Any]) -> _Rolled:
+def _rolled_sqlite(table: str, date_column: str, where: str, params: list[Any]) -> _Rolled:
     names = ["facility", "radiologist", "kind", "day", "within"]
     names += [f"{m}_{part}" for m in MEASURES for part in ("n", "sum", "sumsq")]
     sql = f"""
         SELECT r.facility_id, COALESCE(r.radiologist_id, 0), {_kind_code_sql()},
-               CAST(julianday(r.day) - 2440587.5 AS INTEGER), r.within_limit,
+               CAST(julianday(r.{date_column}) - 2440587.5 AS INTEGER), r.within_limit,
                {", ".join(f"r.{m}_n, r.{m}_sum, r.{m}_sumsq" for m in MEASURES)}, r.histograms
-        FROM billing_dailyrollup r WHERE {where} ORDER BY r.id
+        FROM {table} r WHERE {where} ORDER BY r.id
     """  # noqa: S608 -- only constants and placeholders are interpolated
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         fetched = cursor.fetchall()
-    table = np.array([r[:-1] for r in fetched], dtype=float).reshape(-1, len(names))
+    figures = np.array([r[:-1] for r in fetched], dtype=float).reshape(-1, len(names))
     blobs = [bytes(r[-1] or b"") for r in fetched]
     return _rolled(
-        {name: table[:, i] for i, name in enumerate(names)},
+        {name: figures[:, i] for i, name in enumerate(names)},
         b"".join(blobs),
         np.array([len(b) for b in blobs], dtype=np.int64),
         0,
@@ -725,18 +789,53 @@ def _rolled(columns: dict[str, np.ndarray], blob: bytes, lengths: np.ndarray, da
     )
 
 
-def _rollup_summaries(rolled: _Rolled, codes: np.ndarray, size: int) -> list[list[Summary]]:
+def _concatenated(parts: list[_Rolled]) -> _Rolled:
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0, *(p.facility.size for p in parts)])[:-1]
+    return _Rolled(
+        facility=np.concatenate([p.facility for p in parts]),
+        radiologist=np.concatenate([p.radiologist for p in parts]),
+        kind=np.concatenate([p.kind for p in parts]),
+        day=np.concatenate([p.day for p in parts]),
+        within=np.concatenate([p.within for p in parts]),
+        n=np.concatenate([p.n for p in parts], axis=1),
+        sums=np.concatenate([p.sums for p in parts], axis=1),
+        sumsqs=np.concatenate([p.sumsqs for p in parts], axis=1),
+        records=np.concatenate([p.records for p in parts]),
+        record_row=np.concatenate([p.record_row + o for p, o in zip(parts, offsets, strict=True)]),
+    )
+
+
+@dataclass
+class _Durations:
+    """The histogram records of the durations (not the plot's), ready to be binned by group:
+    each record's rollup row, its cell (measure * SIZE + bin) and its count."""
+
+    row: np.ndarray
+    cell: np.ndarray
+    count: np.ndarray
+
+    @classmethod
+    def of(cls, rolled: _Rolled) -> _Durations:
+        key = rolled.records["key"].astype(np.int64)
+        measure, bin_ = np.divmod(key, histogram.KEY_STRIDE)
+        keep = measure < len(MEASURES)
+        return cls(
+            rolled.record_row[keep],
+            measure[keep] * histogram.SIZE + bin_[keep],
+            rolled.records["count"][keep].astype(float),
+        )
+
+
+def _rollup_summaries(rolled: _Rolled, durations: _Durations, codes: np.ndarray, size: int) -> list[list[Summary]]:
     """For each measure, the Summary of each group: n, mean and SD from the summed counts,
     sums and squares; quartiles from the summed histograms."""
     measures = len(MEASURES)
-    record_codes = codes[rolled.record_row].astype(np.int64)
-    key = rolled.records["key"].astype(np.int64)
-    measure, bin_ = key // histogram.KEY_STRIDE, key % histogram.KEY_STRIDE
-    durations = measure < measures
-    cells = (record_codes[durations] * measures + measure[durations]) * histogram.SIZE + bin_[durations]
-    dense = np.bincount(
-        cells, weights=rolled.records["count"][durations].astype(float), minlength=size * measures * histogram.SIZE
-    ).reshape(size * measures, histogram.SIZE)
+    cells = codes[durations.row] * (measures * histogram.SIZE) + durations.cell
+    dense = np.bincount(cells, weights=durations.count, minlength=size * measures * histogram.SIZE).reshape(
+        size * measures, histogram.SIZE
+    )
     quartiles = histogram.quartiles_minutes(dense).reshape(size, measures, 3)
     result = []
     for m in range(measures):
@@ -762,8 +861,8 @@ def _rollup_summaries(rolled: _Rolled, codes: np.ndarray, size: int) -> list[lis
 
 def _rollup_groups(filters: Filters, period: str) -> tuple[dict[tuple[str, str], _Group], list[tuple[int, int]]]:
     """`_groups` from the daily rollup: the same groupings, from a few rows per day."""
-    where, params = _rollup_where(filters)
-    rolled = _rolled_postgresql(where, params) if connection.vendor == "postgresql" else _rolled_sqlite(where, params)
+    read = _rolled_postgresql if connection.vendor == "postgresql" else _rolled_sqlite
+    rolled = _concatenated([read(*part) for part in _rollup_wheres(filters)])
     size = rolled.facility.size
     if not size:
         return {}, []
@@ -784,10 +883,11 @@ def _rollup_groups(filters: Filters, period: str) -> tuple[dict[tuple[str, str],
         ("period", *period_keys),
     ]
     groups: dict[tuple[str, str], _Group] = {}
+    durations = _Durations.of(rolled)
     for name, column, label in groupings:
         values, codes = _codes(column)
         codes = codes.astype(np.int64)
-        summaries = _rollup_summaries(rolled, codes, len(values))
+        summaries = _rollup_summaries(rolled, durations, codes, len(values))
         counts_within = np.bincount(codes, weights=rolled.within, minlength=len(values))
         for i, value in enumerate(values.tolist()):
             groups[(name, label(value))] = _Group(

@@ -118,14 +118,13 @@ class LedgerEntry(models.Model):
 MEASURES = ("consult", "assign", "open", "sign", "deliver")
 
 
-class DailyRollup(models.Model):
-    """The dashboards' figures for one day (the exam date), township, exam kind and
-    radiologist: counts, sums and sums of squares (for means and SDs), histograms of the
-    consult time and of each stage (for medians and quartiles, billing.histogram), and
-    the ledger's totals. Derived data: rebuilt from the consults and the ledger for a
-    (day, facility) whenever either changes (billing.rollup), never edited by hand."""
+class RollupFigures(models.Model):
+    """The dashboards' figures for one township, exam kind and radiologist over a period:
+    counts, sums and sums of squares (for means and SDs), histograms of the consult time
+    and of each stage (for medians and quartiles, billing.histogram), and the ledger's
+    totals. Derived data: recomputed from the consults and the ledger whenever either
+    changes (billing.rollup), never edited by hand."""
 
-    day = models.DateField()
     facility = models.ForeignKey(Facility, on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(max_length=4, choices=ExamKind.choices)
     radiologist = models.ForeignKey(
@@ -160,6 +159,15 @@ class DailyRollup(models.Model):
     saving = models.DecimalField(max_digits=14, decimal_places=2, default=0)
 
     class Meta:
+        abstract = True
+
+
+class DailyRollup(RollupFigures):
+    """The figures of one exam date."""
+
+    day = models.DateField()
+
+    class Meta:
         verbose_name = _("看板日汇总")
         verbose_name_plural = _("看板日汇总")
         indexes = [
@@ -181,6 +189,37 @@ class DailyRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.facility_id} {self.kind} {self.radiologist_id}"
+
+
+class MonthlyRollup(RollupFigures):
+    """The daily rows of one calendar month added up: a page over whole months reads a
+    thirtieth of the rows (a county has about one exam per day, township, kind and
+    radiologist, so the daily rows alone are hardly fewer than the exams)."""
+
+    month = models.DateField(help_text=_("当月第一天"))
+
+    class Meta:
+        verbose_name = _("看板月汇总")
+        verbose_name_plural = _("看板月汇总")
+        indexes = [
+            models.Index(fields=["month"], name="rollup_month"),
+            models.Index(fields=["facility", "month"], name="rollup_facility_month"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["month", "facility", "kind", "radiologist"],
+                condition=Q(radiologist__isnull=False),
+                name="one_rollup_per_month_and_reader",
+            ),
+            models.UniqueConstraint(
+                fields=["month", "facility", "kind"],
+                condition=Q(radiologist__isnull=True),
+                name="one_unread_rollup_per_month",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m} {self.facility_id} {self.kind} {self.radiologist_id}"
 
 
 class RollupCursor(models.Model):

@@ -24,7 +24,7 @@ from django.db.models import Count, Max, Min, Q, Sum
 
 from billing import histogram
 from billing.dashboards import Filters, _where, read_consults, within_limit
-from billing.models import MEASURES, DailyRollup, LedgerEntry, RollupCursor
+from billing.models import MEASURES, DailyRollup, LedgerEntry, MonthlyRollup, RollupCursor
 from consults.models import Consult
 from facilities.models import AuditEvent, ExamKind, Facility
 
@@ -112,32 +112,78 @@ def _compute(filters: Filters) -> list[Row]:
     return list(rows.values())
 
 
-def _write(rows: list[Row]) -> None:
+def _write(model: type[DailyRollup | MonthlyRollup], first: str, rows: list[Row]) -> None:
+    """Insert rows whose values are in COLUMNS order, with `first` (day or month) first."""
+    columns = (first, *COLUMNS[1:])
     if connection.vendor == "postgresql":
         # COPY: a rebuild writes tens of thousands of rows, and model instances cost more
         # than computing them.
         import psycopg  # PostgreSQL's driver, present only where PostgreSQL is used
 
         connection.ensure_connection()
-        sql = f"COPY billing_dailyrollup ({', '.join(COLUMNS)}) FROM STDIN"
+        sql = f"COPY {model._meta.db_table} ({', '.join(columns)}) FROM STDIN"
         with psycopg.Cursor(connection.connection) as cursor, cursor.copy(sql) as copy:
             for row in rows:
                 copy.write_row(row)
         return
-    DailyRollup.objects.bulk_create((DailyRollup(**dict(zip(COLUMNS, r, strict=True))) for r in rows), _BATCH)
+    model.objects.bulk_create((model(**dict(zip(columns, r, strict=True))) for r in rows), _BATCH)  # type: ignore[misc]
+
+
+def _month(day: date) -> date:
+    return day.replace(day=1)
+
+
+def _next_month(month: date) -> date:
+    return (month + timedelta(days=32)).replace(day=1)
+
+
+_SUMMED = [c for c in COLUMNS[4:] if c != "histograms"]
+
+
+def _refresh_months(first: date, last: date, facility: Facility | None) -> int:
+    """Recompute the monthly rows of the months from first's to last's (of one facility,
+    or all) by adding up their daily rows; histograms are merged bin by bin."""
+    start, end = _month(first), _next_month(_month(last))
+    daily = DailyRollup.objects.filter(day__gte=start, day__lt=end)
+    monthly = MonthlyRollup.objects.filter(month__gte=start, month__lt=end)
+    if facility is not None:
+        daily, monthly = daily.filter(facility=facility), monthly.filter(facility=facility)
+    sums: dict[tuple[date, int, str, int | None], list[Any]] = {}
+    blobs: dict[tuple[date, int, str, int | None], list[bytes]] = {}
+    for day, facility_id, kind, radiologist_id, histograms, *figures in daily.values_list(
+        "day", "facility_id", "kind", "radiologist_id", "histograms", *_SUMMED
+    ):
+        key = (_month(day), facility_id, kind, radiologist_id)
+        if key in sums:
+            sums[key] = [x + y for x, y in zip(sums[key], figures, strict=True)]
+            blobs[key].append(bytes(histograms))
+        else:
+            sums[key] = list(figures)
+            blobs[key] = [bytes(histograms)]
+    rows = []
+    for key, figures in sums.items():
+        records = histogram.decode(b"".join(blobs[key]))
+        keys, where = np.unique(records["key"], return_inverse=True)
+        counts = np.bincount(where.reshape(-1), weights=records["count"], minlength=keys.size)
+        merged = histogram.encode(keys, counts.round().astype(np.int64))
+        by_name = dict(zip(_SUMMED, figures, strict=True))
+        rows.append([*key, *(merged if c == "histograms" else by_name[c] for c in COLUMNS[4:])])
+    monthly.delete()
+    _write(MonthlyRollup, "month", rows)
+    return len(rows)
 
 
 def _replace(filters: Filters) -> int:
-    scope = Q()
-    if filters.date_from:
-        scope &= Q(day__gte=filters.date_from)
-    if filters.date_to:
-        scope &= Q(day__lte=filters.date_to)
+    """Recompute the daily rows of a date range (and facility), then their months."""
+    if filters.date_from is None or filters.date_to is None:
+        raise ValueError("a refresh of the rollup names its first and last day")
+    scope = Q(day__gte=filters.date_from, day__lte=filters.date_to)
     if filters.facility:
         scope &= Q(facility=filters.facility)
     rows = _compute(filters)
     DailyRollup.objects.filter(scope).delete()
-    _write(rows)
+    _write(DailyRollup, "day", rows)
+    _refresh_months(filters.date_from, filters.date_to, filters.facility)
     return len(rows)
 
 
@@ -184,9 +230,12 @@ def rebuild(date_from: date | None = None, date_to: date | None = None) -> int:
     if date_from is None and date_to is None:
         # Days outside every exam's date (their consults since removed) go too.
         stale = DailyRollup.objects.all()
+        stale_months = MonthlyRollup.objects.all()
         if start is not None and end is not None:
             stale = stale.filter(Q(day__lt=start) | Q(day__gt=end))
+            stale_months = stale_months.filter(Q(month__lt=_month(start)) | Q(month__gt=end))
         stale.delete()
+        stale_months.delete()
     return written
 
 

@@ -15,7 +15,7 @@ from django.db import connection
 
 from billing import dashboards, histogram, rollup, tasks
 from billing.dashboards import Filters, Summary, TurnaroundRow
-from billing.models import DailyRollup, LedgerEntry
+from billing.models import DailyRollup, LedgerEntry, MonthlyRollup
 from billing.services import ensure_shaanxi_2021_schedule, record_saving, reverse_entry
 from consults.models import Consult
 from facilities.models import ExamKind
@@ -100,6 +100,9 @@ def test_the_rollup_follows_every_filter(many_exams, township) -> None:  # noqa:
         Filters(facility=township),
         Filters(kind=ExamKind.CT),
         Filters(date_from=date(2024, 6, 1), date_to=date(2025, 3, 31)),
+        Filters(date_from=date(2024, 6, 15), date_to=date(2025, 3, 10)),
+        Filters(date_from=date(2024, 7, 3), date_to=date(2024, 12, 20)),
+        Filters(date_to=date(2025, 2, 14)),
         Filters(date_from=date(2025, 1, 1), facility=township, kind=ExamKind.DR),
     ):
         rolled, raw = dashboards.turnaround(filters), dashboards.turnaround(filters, source="raw")
@@ -135,10 +138,50 @@ def test_volume_and_savings_from_the_rollup_are_the_raw_rows(many_exams, townshi
         if consult.facility.is_township:
             record_saving(consult)
     reverse_entry(LedgerEntry.objects.order_by("pk").first(), "部位数录入错误", administrator)
-    for filters in (Filters(), Filters(facility=township), Filters(kind=ExamKind.DR, date_from=date(2025, 1, 1))):
+    for filters in (
+        Filters(),
+        Filters(facility=township),
+        Filters(kind=ExamKind.DR, date_from=date(2025, 1, 1)),
+        Filters(date_from=date(2024, 3, 17), date_to=date(2025, 5, 2)),
+    ):
         assert rolled_volume(filters) == raw_volume(filters)
         total = dashboards.savings(filters).total
         assert (total.entries, total.body_parts, total.saving) == raw_savings(filters)
+
+
+@pytest.mark.parametrize(
+    ("date_from", "date_to", "months", "days"),
+    [
+        (None, None, (None, None), ()),
+        (date(2024, 1, 1), date(2024, 12, 31), (date(2024, 1, 1), date(2024, 12, 1)), ()),
+        (
+            date(2024, 1, 15),
+            date(2024, 6, 10),
+            (date(2024, 2, 1), date(2024, 5, 1)),
+            ((date(2024, 1, 15), date(2024, 1, 31)), (date(2024, 6, 1), date(2024, 6, 10))),
+        ),
+        (date(2024, 1, 15), date(2024, 2, 10), None, ((date(2024, 1, 15), date(2024, 2, 10)),)),
+        (None, date(2024, 2, 29), (None, date(2024, 2, 1)), ()),
+        (date(2024, 2, 2), None, (date(2024, 3, 1), None), ((date(2024, 2, 2), date(2024, 2, 29)),)),
+    ],
+)
+def test_whole_months_come_from_monthly_rows_and_the_rest_from_daily_ones(date_from, date_to, months, days) -> None:
+    split = dashboards.rollup_split(date_from, date_to)
+    assert (split.months, split.days) == (months, days)
+
+
+def test_the_monthly_rows_add_up_the_daily_ones(many_exams) -> None:  # noqa: F811
+    figures = [f.name for f in MonthlyRollup._meta.concrete_fields if f.name not in ("id", "month", "histograms")]
+    for month in MonthlyRollup.objects.all():
+        days = DailyRollup.objects.filter(
+            day__year=month.month.year, day__month=month.month.month, facility=month.facility, kind=month.kind
+        ).filter(radiologist=month.radiologist)
+        for name in figures:
+            if name in ("facility", "kind", "radiologist"):
+                continue
+            assert getattr(month, name) == pytest.approx(sum(getattr(d, name) for d in days)), name
+        counts = histogram.decode(bytes(month.histograms))["count"].sum()
+        assert counts == sum(histogram.decode(bytes(d.histograms))["count"].sum() for d in days)
 
 
 # ---------------------------------------------------------------------------- keeping it up to date
@@ -163,6 +206,8 @@ def test_a_ledger_entry_reaches_the_rollup_in_its_own_transaction(signed_exam) -
     assert (row.exams, row.signed, row.ledger_entries, row.ledger_parts, row.saving) == (1, 1, 1, 2, Decimal("60.00"))
     assert math.isclose(row.consult_sum, 42.0)
     assert dashboards.turnaround(Filters()).total.consult.median == pytest.approx(42.0)
+    month = MonthlyRollup.objects.get()
+    assert (month.month, month.exams, month.saving) == (date(2025, 3, 1), 1, Decimal("60.00"))
 
 
 def test_a_reversal_reaches_the_rollup_at_once(signed_exam, administrator) -> None:
