@@ -207,6 +207,9 @@ SECURE_HSTS_SECONDS = 31536000 if SECURE_HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HTTPS
 SECURE_HSTS_PRELOAD = SECURE_HTTPS
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if SECURE_HTTPS else None
+# Reverse proxies (comma list of addresses) whose X-Forwarded-For names the client that the
+# audit trail records; from anyone else the header is ignored.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 SESSION_COOKIE_HTTPONLY = True
 # No page of the platform is meant to be shown inside a frame.
 X_FRAME_OPTIONS = "DENY"

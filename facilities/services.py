@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -26,9 +27,22 @@ def county_hospital() -> Facility | None:
 
 
 def client_address(request: HttpRequest | None) -> str | None:
+    """The address a request came from. From a reverse proxy listed in TRUSTED_PROXIES, it
+    is the nearest X-Forwarded-For address that is not a listed proxy; otherwise the
+    header is ignored, as any client can send it."""
     if request is None:
         return None
-    return request.META.get("REMOTE_ADDR") or None
+    address = request.META.get("REMOTE_ADDR") or None
+    trusted = set(settings.TRUSTED_PROXIES)
+    if address in trusted:
+        forwarded = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+        for hop in reversed(forwarded):
+            if hop not in trusted:
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    return address
+    return address
 
 
 def audit(

@@ -6,13 +6,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
 from facilities import services
 from facilities.models import AuditEvent
 from facilities.views import AUDIT_PAGE_SIZE
+from tests.factories import PASSWORD
 
 URL = "/audit/"
 
@@ -142,3 +143,24 @@ def test_the_page_changes_nothing(administrator_client, trail):
 def test_search_audit_combines_criteria(trail, township):
     events = services.search_audit(user="dr_li", action="consults", facility=township)
     assert list(events) == [trail["signed"]]
+
+
+def test_the_address_is_the_clients_even_behind_a_trusted_proxy(settings):
+    settings.TRUSTED_PROXIES = ["10.0.0.2", "10.0.0.3"]
+    factory = RequestFactory()
+    proxied = factory.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="1.2.3.4, 203.0.113.9, 10.0.0.3")
+    assert services.client_address(proxied) == "203.0.113.9"
+    direct = factory.get("/", REMOTE_ADDR="198.51.100.7", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert services.client_address(direct) == "198.51.100.7"
+    garbage = factory.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="not-an-address")
+    assert services.client_address(garbage) == "10.0.0.2"
+
+
+def test_without_trusted_proxies_a_forwarded_header_is_ignored(client, technologist):
+    client.post(
+        "/accounts/login/",
+        {"username": technologist.username, "password": PASSWORD},
+        REMOTE_ADDR="10.0.0.2",
+        HTTP_X_FORWARDED_FOR="203.0.113.9",
+    )
+    assert AuditEvent.objects.get(action="facilities.login.succeeded").address == "10.0.0.2"

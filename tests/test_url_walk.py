@@ -33,14 +33,31 @@ from tests.factories import make_dataset
 PERSONAS = ("anonymous", "technologist", "outsider", "radiologist", "administrator")
 
 
-def route_keys(patterns: list[Any] | None = None, prefix: str = "") -> Iterator[str]:
-    """Every route as the text of its patterns joined, e.g. `reading/<uuid:consult_uuid>/`."""
+def routes(
+    patterns: list[Any] | None = None, prefix: str = "", chain: tuple[Any, ...] = ()
+) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """Every route as the text of its patterns joined, e.g. `reading/<uuid:consult_uuid>/`,
+    with the pattern objects it is made of."""
     for pattern in get_resolver().url_patterns if patterns is None else patterns:
         if isinstance(pattern, URLResolver):
-            yield from route_keys(pattern.url_patterns, prefix + str(pattern.pattern))
+            yield from routes(pattern.url_patterns, prefix + str(pattern.pattern), (*chain, pattern.pattern))
         else:
             assert isinstance(pattern, URLPattern)
-            yield prefix + str(pattern.pattern)
+            yield prefix + str(pattern.pattern), (*chain, pattern.pattern)
+
+
+def route_keys() -> Iterator[str]:
+    return (key for key, _ in routes())
+
+
+def parameters(chain: tuple[Any, ...]) -> dict[str, str]:
+    """{parameter: what it accepts}: a path converter's class name, or a regex group's pattern."""
+    found: dict[str, str] = {}
+    for pattern in chain:
+        for name, converter in getattr(pattern, "converters", {}).items():
+            found[name] = type(converter).__name__
+        found.update(re.findall(r"\(\?P<(\w+)>([^)]*)\)", str(pattern)))
+    return found
 
 
 # Answers. LOGIN is a redirect to a login page (the site's or the admin's); REDIRECT is any
@@ -316,6 +333,32 @@ def test_every_route_is_in_the_table_and_every_row_is_a_route():
     assert len(routes) == len(set(routes)), "two routes have the same pattern"
     assert sorted(set(routes) - set(TABLE)) == [], "routes nobody has said who may open"
     assert sorted(set(TABLE) - set(routes)) == [], "rows of the table that are no route"
+
+
+# What a route outside the admin may take: UUIDs, DICOM UIDs (digits and dots) and their
+# frame numbers and tags, and the names of export tables and formats.
+OPAQUE = {"UUIDConverter", "UIDConverter", "FrameListConverter", "TagConverter", "SlugConverter", "[0-9.]{1,64}"}
+SLUG_PARAMETERS = {"table", "fmt", "kind"}
+
+
+def test_no_route_outside_the_admin_takes_a_sequential_key():
+    """Studies, consults, reports and patients are addressed by UIDs and UUIDs only. The
+    admin's integer keys are for configuration and logs, and only staff reach them."""
+    wrong = {}
+    for key, chain in routes():
+        if key.startswith("admin/"):
+            continue
+        for name, accepts in parameters(chain).items():
+            if accepts not in OPAQUE or (accepts == "SlugConverter" and name not in SLUG_PARAMETERS):
+                wrong[key] = (name, accepts)
+    assert wrong == {}
+
+
+def test_no_clinical_record_is_in_the_admin():
+    from django.contrib import admin
+
+    clinical_apps = {"cloudpacs", "consults"}
+    assert [m._meta.label for m in admin.site._registry if m._meta.app_label in clinical_apps] == []
 
 
 @pytest.mark.parametrize("persona", PERSONAS)
