@@ -304,6 +304,25 @@ class VolumeTable:
         return sum(r.total for r in self.rows)
 
 
+def exam_count(filters: Filters, basis: str, *, year: int | None = None, quarter: int | None = None) -> int | None:
+    """How many exams the exam list holds, from the rollup: the consults not cancelled
+    ("all") or signed ("signed") in the filters and the cell's year or quarter. None for a
+    count the rollup does not keep (exams in the ledger), which the list counts itself."""
+    column = {"all": "exams", "signed": "signed"}.get(basis)
+    if column is None:
+        return None
+    first, last = filters.date_from, filters.date_to
+    if year is not None:
+        start_month = 3 * (quarter - 1) + 1 if quarter else 1
+        start = date(year, start_month, 1)
+        end = _month_end(date(year, start_month + 2, 1)) if quarter else date(year, 12, 31)
+        first, last = max(first or start, start), min(last or end, end)
+        if first > last:
+            return 0
+    scoped = Filters(first, last, filters.facility, filters.kind, filters.radiologist)
+    return sum(rows.aggregate(n=Sum(column))["n"] or 0 for rows, _field in rollup_parts(scoped))
+
+
 def volume_consults(filters: Filters) -> QuerySet[Consult]:
     return Consult.objects.filter(filters.consult_q()).exclude(status=Consult.Status.CANCELLED)
 

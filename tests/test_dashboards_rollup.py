@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.urls import reverse
 
 from billing import dashboards, histogram, rollup, tasks
 from billing.dashboards import Filters, Summary, TurnaroundRow
@@ -265,3 +266,20 @@ def test_the_rollup_written_by_copy_reads_back_as_computed(many_exams) -> None: 
     assert histogram.decode(bytes(row.histograms))["count"].sum() == row.consult_n + row.assign_n + row.open_n + (
         row.sign_n + row.deliver_n + row.signed
     )
+
+
+def test_the_exam_list_counts_from_the_rollup_what_it_lists(many_exams, administrator_client, township) -> None:  # noqa: F811
+    exams_url = reverse("billing:dashboards:exams")
+    for params in (
+        {},
+        {"basis": "signed"},
+        {"basis": "signed", "township": str(township.uuid), "modality": "CT"},
+        {"year": "2024"},
+        {"year": "2025", "quarter": "2", "date_from": "2025-05-10"},
+        {"date_from": "2024-02-15", "date_to": "2025-01-20", "basis": "all"},
+        {"year": "2024", "date_from": "2025-01-01"},
+    ):
+        response = administrator_client.get(exams_url, params)
+        assert response.status_code == 200
+        page = response.context["page"]
+        assert response.context["count"] == page.paginator.object_list.count(), params
