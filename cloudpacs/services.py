@@ -128,6 +128,7 @@ def ingest_instance(
     sop_instance_uid: str,
     modality: Modality,
     adopt: bool = False,
+    sha256: str | None = None,
 ) -> IngestResult:
     """Store one received dataset and index it.
 
@@ -135,7 +136,8 @@ def ingest_instance(
     of the bare dataset bytes; `transfer_syntax_uid` is the accepted presentation
     context's; `sop_class_uid` and `sop_instance_uid` come from the C-STORE request
     (the class is the context's abstract syntax). With `adopt`, a source file on the
-    store's filesystem is moved into the store instead of copied. Raises an IngestError
+    store's filesystem is moved into the store instead of copied; `sha256`, when the
+    receiver hashed the dataset bytes as they arrived, spares reading the moved file again. Raises an IngestError
     subclass when nothing was stored."""
     try:
         staged = storage.stage(
@@ -145,6 +147,7 @@ def ingest_instance(
             transfer_syntax_uid=transfer_syntax_uid,
             source_ae=modality.ae_title,
             adopt=adopt,
+            sha256=sha256,
         )
     except OSError as exc:
         if exc.errno in {errno.ENOSPC, errno.EDQUOT}:

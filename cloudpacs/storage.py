@@ -115,6 +115,7 @@ def stage(
     transfer_syntax_uid: str,
     source_ae: str = "",
     adopt: bool = False,
+    sha256: str | None = None,
 ) -> StagedFile:
     """Put a received dataset into `.incoming/` as a Part 10 file (not yet fsynced:
     `publish` does that once the file has its final name).
@@ -123,10 +124,11 @@ def stage(
     dataset chunked to disk) or a binary stream of the bare dataset bytes. With `adopt`,
     a Part 10 file on the same filesystem is moved rather than copied: pynetdicom built
     its meta group from the request and the accepted context, as we would. Otherwise the
-    dataset bytes are copied behind a meta group of ours. Never decoded either way."""
+    dataset bytes are copied behind a meta group of ours. Never decoded either way.
+    `sha256`, the dataset's digest computed by the caller, is used only when adopting."""
     temp = incoming_dir() / f"{uuid.uuid4().hex}.part"
     if adopt and isinstance(source, str | os.PathLike):
-        adopted = _adopt(Path(source), temp)
+        adopted = _adopt(Path(source), temp, sha256)
         if adopted is not None:
             return adopted
     meta = file_meta_bytes(sop_class_uid, sop_instance_uid, transfer_syntax_uid, source_ae)
@@ -162,7 +164,9 @@ def stage(
     return StagedFile(path=temp, sha256=digest.hexdigest(), size=size, dataset_offset=len(PREAMBLE) + len(meta))
 
 
-def _adopt(source: Path, temp: Path) -> StagedFile | None:
+def _adopt(source: Path, temp: Path, sha256: str | None = None) -> StagedFile | None:
+    """Move `source` to `temp`. `sha256` is the dataset's digest when the caller computed
+    it from the bytes it wrote there (the receiver, as they arrived)."""
     try:
         if source.stat().st_dev != temp.parent.stat().st_dev:
             return None
@@ -173,8 +177,9 @@ def _adopt(source: Path, temp: Path) -> StagedFile | None:
         os.rename(source, temp)
     except OSError:
         return None
-    with open(temp, "rb") as stream:
-        sha256 = _digest_from(stream, offset)
+    if sha256 is None:
+        with open(temp, "rb") as stream:
+            sha256 = _digest_from(stream, offset)
     return StagedFile(path=temp, sha256=sha256, size=temp.stat().st_size, dataset_offset=offset)
 
 
