@@ -266,8 +266,7 @@ def test_a_user_changes_their_own_password_and_stays_signed_in(technologist_clie
 @pytest.mark.parametrize(
     ("weak", "rule"),
     [
-        # Django's Chinese catalogue has no translation of the length rule yet.
-        ("short-pw1", "at least 10 characters"),
+        ("short-pw1", "至少需要 10 个字符"),
         ("4096819203", "只包含数字"),
         ("password123", "太常见"),
         ("tech_xuanwo9", "太相似"),
@@ -329,3 +328,9 @@ def test_the_password_rules_are_length_ten_common_numeric_and_similarity(setting
 )
 def test_the_demo_passwords_satisfy_the_password_rules(role, username):
     password_validation.validate_password(demo_password(role), User(username=username, role=role))
+
+
+def test_the_length_rule_speaks_english_after_the_switch(technologist_client):
+    technologist_client.post(reverse("set_language"), {"language": "en", "next": "/"})
+    response = change_password(technologist_client, PASSWORD, "short-pw1")
+    assert "It must contain at least 10 characters." in response.content.decode()
