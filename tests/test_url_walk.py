@@ -453,3 +453,18 @@ def test_a_session_write_to_dicomweb_without_the_token_is_refused_for_csrf(world
     )
     assert response.status_code == FORBIDDEN
     assert b"CSRF" in response.content
+
+
+def test_every_post_form_in_the_templates_carries_the_csrf_token():
+    """The server refuses a post without the token (above); this checks our own forms send it."""
+    from django.conf import settings
+
+    missing = []
+    for path in sorted(Path(settings.BASE_DIR, "templates").rglob("*.html")):
+        text = path.read_text()
+        for form in re.finditer(r"<form\b[^>]*>(.*?)</form>", text, flags=re.S | re.I):
+            if re.search(r"method=[\"']post[\"']", form.group(0), flags=re.I) and "{% csrf_token %}" not in form.group(
+                1
+            ):
+                missing.append(f"{path.name}: {form.group(0)[:60]}")
+    assert missing == []
