@@ -116,7 +116,8 @@ def seed(cases: list[str]) -> tuple[dict[str, str], str]:
 TRACE = """() => [
     ['navigation', 0, Math.round(performance.getEntriesByType('navigation')[0].responseEnd)],
     ...performance.getEntriesByType('resource').slice(0, 12).map(
-        (e) => [e.name.split('/').slice(-3).join('/').slice(-60), Math.round(e.startTime), Math.round(e.responseEnd)]),
+        (e) => [e.name.split('/').slice(-3).join('/').slice(-60), Math.round(e.startTime), Math.round(e.responseEnd),
+                e.transferSize]),
     ...performance.getEntriesByType('resource').slice(-3).map(
         (e) => [e.name.split('/').slice(-3).join('/').slice(-60), Math.round(e.startTime), Math.round(e.responseEnd)]),
 ]"""
@@ -260,7 +261,11 @@ def main() -> None:
             print("  cold, ms from navigation start: " + ", ".join(f"{name} {at:.0f}" for name, at in steps))
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 if __name__ == "__main__":
