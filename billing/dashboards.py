@@ -234,30 +234,36 @@ def _add(rows: dict[str, SavingRow], key: str, label: str, drill: dict[str, str]
 def savings(filters: Filters) -> Savings:
     """Every table of the savings page from the daily rollup's ledger totals, grouped by
     township, kind and month (a few hundred groups for a county), summed up in Decimal."""
-    # date_trunc, not EXTRACT: PostgreSQL's EXTRACT gives numerics it will not hash, and
-    # sorting a province's ledger by them spills to disk; by the bare date there are
-    # twenty times more groups to hash.
-    groups = [
-        r
-        for rows, date_field in rollup_parts(filters)
-        for r in rows.filter(ledger_entries__gt=0)
-        .annotate(period=TruncMonth(date_field))
-        .values("facility_id", "kind", "period")
-        .annotate(entries=Sum("ledger_entries"), parts=Sum("ledger_parts"), saving=Sum("saving"))
-        .order_by()
-    ]
-    facilities = {f.pk: f for f in Facility.objects.filter(pk__in={r["facility_id"] for r in groups})}
+
+    # Two groupings, not one by township x kind x month: a province's 1,100 townships
+    # would make that fifty thousand groups to add up in Python.
+    def grouped(*fields: str) -> list[dict[str, Any]]:
+        return [
+            r
+            for rows, date_field in rollup_parts(filters)
+            for r in rows.filter(ledger_entries__gt=0)
+            .annotate(period=TruncMonth(date_field))
+            .values(*fields)
+            .annotate(entries=Sum("ledger_entries"), parts=Sum("ledger_parts"), saving=Sum("saving"))
+            .order_by()
+        ]
+
+    by_township_and_kind = grouped("facility_id", "kind")
+    facilities = {f.pk: f for f in Facility.objects.filter(pk__in={r["facility_id"] for r in by_township_and_kind})}
     total: dict[str, SavingRow] = {}
     by_kind: dict[str, SavingRow] = {}
     by_year: dict[str, SavingRow] = {}
     by_month: dict[str, SavingRow] = {}
-    per_township: dict[int, TownshipSaving] = {}
-    for r in groups:
+    total_label = str(_("合计"))
+    for r in grouped("kind", "period"):
         kind, year, month = r["kind"], f"{r['period']:%Y}", f"{r['period']:%Y-%m}"
-        _add(total, "all", str(_("合计")), {}, r)
+        _add(total, "all", total_label, {}, r)
         _add(by_kind, kind, str(ExamKind(kind).label), {"modality": kind}, r)
         _add(by_year, year, year, {"year": year}, r)
         _add(by_month, month, month, {"month": month}, r)
+    per_township: dict[int, TownshipSaving] = {}
+    for r in by_township_and_kind:
+        kind = r["kind"]
         row = per_township.setdefault(r["facility_id"], TownshipSaving(facilities[r["facility_id"]], {}, 0, ZERO))
         row.by_kind[kind] = row.by_kind.get(kind, ZERO) + money(r["saving"])
         row.entries += r["entries"]
@@ -693,7 +699,8 @@ class _Rolled:
     n: np.ndarray  # one row per measure (MEASURES)
     sums: np.ndarray
     sumsqs: np.ndarray
-    records: np.ndarray  # histogram.RECORD
+    keys: np.ndarray  # of the histogram records (billing.histogram)
+    counts: np.ndarray
     record_row: np.ndarray  # the rollup row of each record
 
 
@@ -791,7 +798,7 @@ def _rolled_sqlite(table: str, date_column: str, where: str, params: list[Any]) 
 
 
 def _rolled(columns: dict[str, np.ndarray], blob: bytes, lengths: np.ndarray, day_offset: int) -> _Rolled:
-    records = histogram.decode(blob)
+    keys, counts = histogram.keys_and_counts(blob)
     size = columns["facility"].size
     per_row = lengths // histogram.RECORD.itemsize
     return _Rolled(
@@ -803,8 +810,9 @@ def _rolled(columns: dict[str, np.ndarray], blob: bytes, lengths: np.ndarray, da
         n=np.array([columns[f"{m}_n"] for m in MEASURES], dtype=float).reshape(len(MEASURES), size),
         sums=np.array([columns[f"{m}_sum"] for m in MEASURES], dtype=float).reshape(len(MEASURES), size),
         sumsqs=np.array([columns[f"{m}_sumsq"] for m in MEASURES], dtype=float).reshape(len(MEASURES), size),
-        records=records,
-        record_row=np.repeat(np.arange(size), per_row),
+        keys=keys,
+        counts=counts,
+        record_row=np.repeat(np.arange(size, dtype=np.int32), per_row),
     )
 
 
@@ -821,7 +829,8 @@ def _concatenated(parts: list[_Rolled]) -> _Rolled:
         n=np.concatenate([p.n for p in parts], axis=1),
         sums=np.concatenate([p.sums for p in parts], axis=1),
         sumsqs=np.concatenate([p.sumsqs for p in parts], axis=1),
-        records=np.concatenate([p.records for p in parts]),
+        keys=np.concatenate([p.keys for p in parts]),
+        counts=np.concatenate([p.counts for p in parts]),
         record_row=np.concatenate([p.record_row + o for p, o in zip(parts, offsets, strict=True)]),
     )
 
@@ -837,14 +846,11 @@ class _Durations:
 
     @classmethod
     def of(cls, rolled: _Rolled) -> _Durations:
-        key = rolled.records["key"].astype(np.int64)
-        measure, bin_ = np.divmod(key, histogram.KEY_STRIDE)
+        measure = rolled.keys // histogram.KEY_STRIDE
         keep = measure < len(MEASURES)
-        return cls(
-            rolled.record_row[keep],
-            measure[keep] * histogram.SIZE + bin_[keep],
-            rolled.records["count"][keep].astype(float),
-        )
+        kept = rolled.keys[keep].astype(np.int32)
+        cell = (kept // histogram.KEY_STRIDE) * histogram.SIZE + kept % histogram.KEY_STRIDE
+        return cls(rolled.record_row[keep], cell, rolled.counts[keep])
 
 
 def _rollup_summaries(rolled: _Rolled, durations: _Durations, codes: np.ndarray, size: int) -> list[list[Summary]]:
@@ -914,11 +920,11 @@ def _rollup_groups(filters: Filters, period: str) -> tuple[dict[tuple[str, str],
                 {k: summaries[j + 1][i] for j, (k, _l, _a, _b) in enumerate(STAGES)},
                 round(float(counts_within[i])),
             )
-    key = rolled.records["key"].astype(np.int64)
+    key = rolled.keys.astype(np.int64)
     plot = key // histogram.KEY_STRIDE == histogram.PLOT_MEASURE
     counts = np.bincount(
         key[plot] % histogram.KEY_STRIDE,
-        weights=rolled.records["count"][plot].astype(float),
+        weights=rolled.counts[plot],
         minlength=histogram.PLOT_BINS + 1,
     )
     return groups, [(b, int(n)) for b, n in enumerate(counts.tolist()) if n]
