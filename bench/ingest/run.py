@@ -15,7 +15,8 @@ network namespace (`unshare -n`, loopback only); all receivers run there alike. 
 client has TCP_NODELAY=1 (dcmtk leaves Nagle on otherwise) and every receiver a 128 KB
 maximum PDU.
 
-    .venv/bin/python bench/ingest/run.py [--runs 3] [--memory-gb 3] [--only yunying]
+    .venv/bin/python bench/ingest/run.py [--runs 3] [--memory-gb 3] [--only yunying-sqlite]
+    .venv/bin/python bench/ingest/run.py --sets dx --parallel 1 --runs 1 --only yunying-sqlite --only storescp
 
 It re-executes itself inside the namespace (needs root or user namespaces).
 """
@@ -46,6 +47,7 @@ AE_TITLE = "CLOUDPACS"
 CALLING = "XUANWO_CT"
 MAX_PDU = 131072
 PG_SOCKET_DIR = "/var/run/postgresql"
+SET_NAMES = {"small": "a", "ct": "b", "dx": "c"}
 
 
 # ---------------------------------------------------------------- data sets
@@ -110,6 +112,7 @@ def generate(workdir: Path) -> list[DataSet]:
         ("b", "CT 512x512 (100 x 530 KB)", CTImageStorage, "CT", 512, 512, 100),
         ("c", "DX 3000x2500 (3 x 15 MB)", DigitalXRayImageStorageForPresentation, "DX", 3000, 2500, 3),
     ]
+    specs.append(("warmup", "warm-up (1 x 40 KB)", CTImageStorage, "CT", 140, 140, 1))
     sets = []
     for name, label, sop_class, modality, rows, cols, count in specs:
         directory = workdir / "sets" / name
@@ -125,6 +128,31 @@ def generate(workdir: Path) -> list[DataSet]:
             marker.touch()
         sets.append(DataSet(name, label, sorted(directory.glob("*.dcm"))))
     return sets
+
+
+def repeat_set(workdir: Path, dataset: DataSet, copies: int) -> DataSet:
+    """`dataset` sent `copies` times as distinct instances (SOP Instance UIDs patched in
+    place, same length): the three DX images alone take a fraction of a second, too short
+    to measure on a busy machine."""
+    from pydicom import dcmread
+
+    if copies <= 1:
+        return dataset
+    directory = workdir / "sets" / f"{dataset.name}x{copies}"
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    for source in dataset.files:
+        data = source.read_bytes()
+        uid = str(dcmread(source, stop_before_pixels=True).SOPInstanceUID).encode()
+        for copy in range(copies):
+            path = directory / f"{source.stem}-{copy:03d}.dcm"
+            if not path.exists():
+                suffix = f"9{copy:03d}".encode()
+                path.write_bytes(data.replace(uid, uid[: len(uid) - len(suffix)] + suffix))
+            files.append(path)
+    count = len(files)
+    label = dataset.label.replace(f"({len(dataset.files)} x", f"({count} x")
+    return DataSet(dataset.name, label, files)
 
 
 def generate_memory_set(workdir: Path, gigabytes: float) -> DataSet:
@@ -441,19 +469,23 @@ def count_stored(receiver: str, rundir: Path) -> int:
     return sum(1 for path in (rundir / "storage").rglob("*") if path.is_file() and path.name != "SQLite.db")
 
 
-def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path) -> Measure:
+def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path, warmup: DataSet) -> Measure:
     rundir = Path(tempfile.mkdtemp(prefix=f"{receiver.name}-", dir=workdir / "runs"))
     port = free_port()
     process = receiver.start(rundir, port)
     try:
         wait_for_port(port, process)
+        # One instance of another study first, untimed: a receiver that has been running
+        # for a while, not one that is still loading code and opening its index.
+        push(port, warmup.files, 1)
         time.sleep(0.3)
         with PeakSampler(process.pid) as sampler:
             seconds = push(port, dataset.files, parallel)
-        stored = count_stored(receiver.name, rundir) if receiver.name != "orthanc-postgresql" else len(dataset.files)
+        expected = len(dataset.files) + len(warmup.files)
+        stored = count_stored(receiver.name, rundir) if receiver.name != "orthanc-postgresql" else expected
     finally:
         stop(process)
-    ok = stored >= len(dataset.files)
+    ok = stored >= expected
     shutil.rmtree(rundir, ignore_errors=True)
     return Measure(seconds, sampler.peak, ok)
 
@@ -483,7 +515,22 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "yunying-bench-ingest")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", action="append", help="receivers to run (default: all available)")
-    parser.add_argument("--sets", default="abc")
+    parser.add_argument(
+        "--sets",
+        default="abc",
+        help="which sets: letters (abc) or names, comma-separated (small,ct,dx); default all",
+    )
+    parser.add_argument(
+        "--dx-copies",
+        type=int,
+        default=1,
+        help="send the DX set this many times as distinct instances (default 1: three images)",
+    )
+    parser.add_argument(
+        "--parallel",
+        default="1,4",
+        help="associations in parallel, comma-separated (default 1,4)",
+    )
     parser.add_argument("--memory-gb", type=float, default=0.0, help="also push this many GB of DX to Yunying")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -496,7 +543,14 @@ def main() -> None:
     workdir: Path = args.workdir
     (workdir / "runs").mkdir(parents=True, exist_ok=True)
     print(f"generating sets in {workdir} ...", flush=True)
-    sets = [s for s in generate(workdir) if s.name in args.sets]
+    wanted = set()
+    for part in args.sets.replace(",", " ").split():
+        wanted |= {SET_NAMES[part]} if part in SET_NAMES else set(part)
+    generated = generate(workdir)
+    warmup = next(s for s in generated if s.name == "warmup")
+    sets = [repeat_set(workdir, s, args.dx_copies) if s.name == "c" else s for s in generated if s.name in wanted]
+    parallels = [int(n) for n in args.parallel.split(",")]
+    print(f"load average at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
 
     receivers: list[Receiver] = [Receiver("yunying-sqlite", start_yunying_sqlite(workdir))]
     if Path(PG_SOCKET_DIR, ".s.PGSQL.5432").exists():
@@ -513,12 +567,12 @@ def main() -> None:
     results: dict[tuple[str, str, int], list[Measure]] = {}
     for dataset in sets:
         size = dataset.total_bytes
-        for parallel in (1, 4):
+        for parallel in parallels:
             # Round-robin over the receivers, so that a change in the machine's load
             # during the benchmark falls on all of them alike.
             for _ in range(args.runs):
                 for receiver in receivers:
-                    measure = run_once(receiver, dataset, parallel, workdir)
+                    measure = run_once(receiver, dataset, parallel, workdir, warmup)
                     results.setdefault((receiver.name, dataset.name, parallel), []).append(measure)
             for receiver in receivers:
                 runs = results[(receiver.name, dataset.name, parallel)]
@@ -532,7 +586,7 @@ def main() -> None:
 
     print()
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print_table(sets, receivers, results)
+    print_table(sets, receivers, results, parallels)
 
     yunying = next((r for r in receivers if r.name == "yunying-sqlite"), None)
     if yunying is not None and sets:
@@ -540,7 +594,7 @@ def main() -> None:
         print(f"\nlast instance acknowledged -> consult open, stability delay 2 s: {latency:.2f} s")
     if args.memory_gb and yunying is not None:
         memory_set = generate_memory_set(workdir, args.memory_gb)
-        measure = run_once(yunying, memory_set, 1, workdir)
+        measure = run_once(yunying, memory_set, 1, workdir, warmup)
         print(
             f"\nmemory: {memory_set.label} into yunying-sqlite in {measure.seconds:.1f} s "
             f"({memory_set.total_bytes / measure.seconds / 1e6:.0f} MB/s), peak RSS {measure.peak_kb / 1024:.0f} MB"
@@ -548,7 +602,7 @@ def main() -> None:
         )
 
 
-def print_table(sets: list[DataSet], receivers: list[Receiver], results: dict) -> None:
+def print_table(sets: list[DataSet], receivers: list[Receiver], results: dict, parallels: list[int]) -> None:
     def rate(name: str, dataset: DataSet, parallel: int) -> tuple[float, float, float] | None:
         runs = results.get((name, dataset.name, parallel))
         if not runs:
@@ -559,7 +613,7 @@ def print_table(sets: list[DataSet], receivers: list[Receiver], results: dict) -
     print("| set | assocs | receiver | inst/s | MB/s | peak RSS MB | vs storescp | vs Orthanc SQLite | vs Orthanc PG |")
     print("|---|---|---|---|---|---|---|---|---|")
     for dataset in sets:
-        for parallel in (1, 4):
+        for parallel in parallels:
             references = {
                 ref: rate(ref, dataset, parallel) for ref in ("storescp", "orthanc-sqlite", "orthanc-postgresql")
             }
