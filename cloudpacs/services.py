@@ -40,8 +40,8 @@ ESC_ISO_IR_58 = b"\x1b$)A"
 ESC_ASCII = b"\x1b(B"
 PERSON_NAME_TAGS = ["PatientName", "ReferringPhysicianName"]
 
-# What the index reads from a received file: everything before the pixel data is parsed
-# only for these tags.
+# What the index reads from a received file; every other element is decoded once, to
+# refuse one that cannot be, and bulk values are skipped.
 INDEXED_TAGS = [
     "SpecificCharacterSet",
     "SOPClassUID",
@@ -238,12 +238,20 @@ def _check_pixel_data_complete(ds: Dataset, path: Path) -> None:
 def _read_indexed_tags(path: Path, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> IndexedTags:
     try:
         # Bulk values are deferred: they are skipped over, never read into memory.
-        ds = dcmread(path, specific_tags=[*INDEXED_TAGS, "PixelData"], defer_size=4096)
+        ds = dcmread(path, defer_size=4096)
         raw_names = {keyword: _raw_bytes(ds, keyword) for keyword in PERSON_NAME_TAGS}
         # Touch every indexed value now, so that a broken element fails here.
         values = {keyword: ds.get(keyword) for keyword in INDEXED_TAGS}
+        # And every other one but bulk data: the viewer, WADO metadata and rendering read
+        # them later, and an element that cannot be decoded must not be archived.
+        _decode_every_element(ds)
     except Exception as exc:
         raise UnreadableDataset(f"cannot parse the dataset: {type(exc).__name__}: {exc}") from exc
+    written = (ds.file_meta.get("TransferSyntaxUID"), ds.file_meta.get("MediaStorageSOPInstanceUID"))
+    if tuple(str(value or "") for value in written) != (transfer_syntax_uid, sop_instance_uid):
+        # The payload began with file meta elements of its own, which a reader would take
+        # for the header the receiver wrote: DICOM sends none over the network (PS3.7).
+        raise UnreadableDataset("the dataset carries file meta elements (group 0002) of its own")
     if transfer_syntax_uid != DeflatedExplicitVRLittleEndian:
         _check_pixel_data_complete(ds, path)
 
@@ -268,6 +276,18 @@ def _read_indexed_tags(path: Path, sop_class_uid: str, sop_instance_uid: str, tr
         )
     names = {keyword: person_name_groups(ds, keyword, raw_names.get(keyword)) for keyword in PERSON_NAME_TAGS}
     return IndexedTags(dataset_class, dataset_instance, study_uid, series_uid, values, names)
+
+
+def _decode_every_element(ds: Dataset) -> None:
+    """Decode each element's value, in sequences too, except deferred bulk values."""
+    for tag in list(ds.keys()):
+        raw: Any = ds.get_item(tag, keep_deferred=True)
+        if raw is not None and getattr(raw, "value", 0) is None and raw.length != 0:
+            continue
+        element = ds[tag]
+        if element.VR == "SQ":
+            for item in element.value:
+                _decode_every_element(item)
 
 
 def _text(ds: Dataset | dict[str, Any], keyword: str, limit: int) -> str:

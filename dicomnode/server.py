@@ -190,6 +190,12 @@ def handle_requested(event: evt.Event) -> None:
         close_old_connections()
         state = assoc._yunying = _Association(assoc)
         calling, called = state.calling, state.called
+        request = assoc.requestor.primitive
+        if not request.presentation_context_definition_list or not request.application_context_name:
+            # pynetdicom would accept a request cut after its fixed fields (PS3.8 9.3.2
+            # requires both items): nothing could be sent on such an association.
+            _reject(assoc, RJ_NO_REASON, "no application context or presentation context proposed")
+            return
         if called != settings.DICOM_AE_TITLE:
             _reject(assoc, RJ_CALLED_AE_NOT_RECOGNISED, "called AE title is not ours")
             return
