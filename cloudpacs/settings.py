@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
     "facilities",
     "cloudpacs",
     "consults",
@@ -197,6 +198,19 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The OpenAPI schema at /api/schema/ (cloudpacs/openapi.py adds the DICOMweb routes).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Yunying API",
+    "DESCRIPTION": "DICOMweb (PS3.18) and REST interfaces of the Yunying cloud PACS.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "cloudpacs.openapi.add_dicomweb_paths",
+    ],
 }
 
 # Production hardening, on when DEBUG is off and the site is served over HTTPS.

@@ -4,11 +4,13 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from cloudpacs import openapi
 from facilities.forms import LoginForm
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("dicomweb/", include("cloudpacs.dicomweb.urls")),
+    path("api/schema/", openapi.schema_view, name="openapi-schema"),
     path("i18n/", include("django.conf.urls.i18n")),
     path(
         "accounts/login/",

@@ -176,6 +176,8 @@ TABLE: dict[str, Route] = {
     DW_FR: dicomweb(f"/dicomweb/studies/{SOP}/frames/1"),
     f"{DW_FR}/rendered": dicomweb(f"/dicomweb/studies/{SOP}/frames/1/rendered"),
     f"{DW_FR}/thumbnail": dicomweb(f"/dicomweb/studies/{SOP}/frames/1/thumbnail"),
+    # The OpenAPI schema: any signed-in user or token; a program without one gets 401.
+    "api/schema/": expect("/api/schema/", UNAUTHORIZED, OK, OK, OK, OK),
     # Signing in and out, the language.
     "i18n/setlang/": expect("/i18n/setlang/", *[REDIRECT] * 5, method="POST"),
     "accounts/login/": expect("/accounts/login/", OK, REDIRECT, REDIRECT, REDIRECT, REDIRECT),
@@ -430,14 +432,15 @@ def test_a_post_without_a_csrf_token_is_refused_on_every_route(world, persona):
     """Each route is posted to with the visitor's session cookie and no token. Django's
     pages refuse with the CSRF failure before any view runs; DICOMweb, which is for
     programs and exempt from the middleware, refuses a write by a session without the
-    token itself, and every other method there with 405."""
+    token itself, and every other method there with 405. The API schema (a DRF view, for
+    programs too) answers 401 without credentials and DRF's CSRF failure to a session."""
     client = client_as(world, persona, enforce_csrf_checks=True)
     events = AuditEvent.objects.count()
     wrong = []
     for key in route_keys():
         url = TABLE[key].url.format(**world.values)
         response = client.post(url, {"findings": "x", "impression": "y", "text": "z", "description": "w"})
-        if key.startswith("dicomweb/"):
+        if key.startswith(("dicomweb/", "api/")):
             if response.status_code not in (UNAUTHORIZED, FORBIDDEN, NOT_ALLOWED):
                 wrong.append(f"POST {url}: {response.status_code}")
         elif response.status_code != FORBIDDEN or b"CSRF" not in response.content:

@@ -22,6 +22,9 @@ from cloudpacs.models import Instance, Series, Study
 
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 1000
+# Past any archive's size and within the database's integers (an offset of 10**20
+# overflowed SQLite's, a server error): a larger offset is an empty page.
+MAX_OFFSET = 2**31 - 1
 # From this offset on, a page of studies is found by key first and read second.
 DEEP_OFFSET = 500
 CONTROL_PARAMETERS = {"limit", "offset", "includefield", "fuzzymatching", "accept", "charset"}
@@ -203,7 +206,7 @@ def parse(params: QueryDict, level: str) -> Query:
             condition &= builder(study_prefix, series_prefix, value)
     explicit_limit = "limit" in params
     limit = _non_negative(params.get("limit"), DEFAULT_LIMIT)
-    offset = _non_negative(params.get("offset"), 0)
+    offset = min(_non_negative(params.get("offset"), 0), MAX_OFFSET)
     include: set[str] = set()
     include_all = False
     for raw in params.getlist("includefield"):
