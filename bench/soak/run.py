@@ -12,7 +12,9 @@ It prints the memory over time (start, after each quarter of the instances, end,
 the slope of a least-squares line through the samples after the first tenth (MB per
 10,000 instances), the count of failed stores (every C-STORE response that is not
 Success, and every instance never answered) and the index's count of instances, and
-writes every sample to `samples.csv` in the work directory.
+writes every sample to `samples.csv` in the work directory. With --heap-probe the
+receiver runs under `heap_probe.py`, which reports its Python heap (objects tracked by the
+garbage collector, pymalloc's blocks) when idle, after 10 and 50 % and at the end.
 
     .venv/bin/python bench/soak/run.py --instances 10000
     .venv/bin/python bench/soak/run.py --instances 100000 --parallel 3
@@ -228,6 +230,10 @@ def sampler(pid: int, start: float, progress: Progress, interval: float, stop: t
             return
 
 
+def heap_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
 def slope_mb_per_10k(samples: list[Sample]) -> float:
     xs = [sample.answered for sample in samples]
     ys = [sample.rss_kb / 1024 for sample in samples]
@@ -250,6 +256,11 @@ def main() -> int:
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/yunying_soak")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a new temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the image store and samples")
+    parser.add_argument(
+        "--heap-probe",
+        action="store_true",
+        help="run the receiver under heap_probe.py and report its Python heap at 0, 10 and 50%% and the end",
+    )
     args = parser.parse_args()
     if shutil.which("storescu") is None:
         print("storescu (dcmtk) is needed: apt-get install dcmtk", file=sys.stderr)
@@ -271,8 +282,11 @@ def main() -> int:
     prepare_database(args.database_url, env)
     port = free_port()
     log = (workdir / "receiver.log").open("w")
+    program = [str(Path(__file__).with_name("heap_probe.py"))] if args.heap_probe else ["manage.py"]
+    heap = Path(env.setdefault("SOAK_HEAP_PROBE", str(workdir / "heap.txt")))
+    heap.unlink(missing_ok=True)
     receiver = subprocess.Popen(
-        [PYTHON, "manage.py", "dicomnode", "--host", "127.0.0.1", "--port", str(port)],
+        [PYTHON, *program, "dicomnode", "--host", "127.0.0.1", "--port", str(port)],
         cwd=BASE_DIR,
         env=env,
         stdout=subprocess.PIPE,
@@ -302,12 +316,24 @@ def main() -> int:
     print(f"pushing {args.instances} instances, {args.per_association} per association, {args.parallel} in parallel")
     print(f"load before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}", flush=True)
     next_report = time.monotonic() + 60
+    probes: list[str] = []
+
+    def probe_heap(label: str) -> None:
+        if args.heap_probe:
+            receiver.send_signal(signal.SIGUSR1)
+            probes.append(f"{label} ({progress.answered} sent)")
+
+    probe_heap("idle")
     with ThreadPoolExecutor(args.parallel) as pool:
         futures = [
             pool.submit(push_batch, template, workdir, run, batch, count, port, progress) for batch, count in batches
         ]
         for future in futures:
             future.result()
+            for fraction in (0.1, 0.5):
+                label = f"after {fraction:.0%}"
+                if progress.answered >= args.instances * fraction and not any(p.startswith(label) for p in probes):
+                    probe_heap(label)
             if time.monotonic() >= next_report:
                 next_report += 60
                 elapsed = time.monotonic() - start
@@ -317,9 +343,13 @@ def main() -> int:
                     flush=True,
                 )
     elapsed = time.monotonic() - start
+    probe_heap("end")
     stop.set()
     sampling.join()
     stored = int(psql(args.database_url, "SELECT count(*) FROM cloudpacs_instance"))
+    deadline = time.monotonic() + 60
+    while args.heap_probe and time.monotonic() < deadline and len(heap_lines(heap)) < len(probes):
+        time.sleep(0.5)
     distinct = int(psql(args.database_url, "SELECT count(DISTINCT sop_instance_uid) FROM cloudpacs_instance"))
     receiver.send_signal(signal.SIGTERM)
     try:
@@ -349,6 +379,11 @@ def main() -> int:
     print(f"slope after the first 10%: {slope_mb_per_10k(late):+.2f} MB per 10,000 instances")
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (on {os.cpu_count()} CPUs)")
     print(f"samples: {workdir / 'samples.csv'}; receiver log: {workdir / 'receiver.log'}")
+    if args.heap_probe:
+        print("receiver's Python heap (objects tracked by gc, pymalloc blocks):")
+        for label, line in zip(probes, heap_lines(heap), strict=False):
+            objects, blocks = line.split()
+            print(f"  {label:<24}{int(objects):>10,d}{int(blocks):>12,d}")
     for note in progress.failures[:10]:
         print(note)
     if not args.keep:
