@@ -27,7 +27,14 @@ from django.db.models.functions import TruncMonth, TruncYear
 from django.utils.translation import gettext_lazy as _
 
 from billing import hanyin, histogram
-from billing.models import MEASURES, DailyRollup, LedgerEntry, MonthlyRollup
+from billing.models import (
+    MEASURES,
+    DailyRollup,
+    LedgerEntry,
+    MonthlyReaderTurnaround,
+    MonthlyRollup,
+    MonthlyTownshipTurnaround,
+)
 from consults.models import Consult, Priority
 from facilities.models import ExamKind, Facility, Modality, User
 
@@ -704,8 +711,8 @@ class _Rolled:
     record_row: np.ndarray  # the rollup row of each record
 
 
-def _rollup_wheres(filters: Filters) -> list[tuple[str, str, str, list[Any]]]:
-    """(table, date column, WHERE, parameters) of each part of the rollup to read."""
+def _rollup_wheres(filters: Filters) -> list[_Part]:
+    """Each part of the rollup to read (`_Part`)."""
     common: list[str] = ["r.signed > 0"]
     params: list[Any] = []
     for sql, value in (
@@ -724,12 +731,35 @@ def _rollup_wheres(filters: Filters) -> list[tuple[str, str, str, list[Any]]]:
             if bound is not None:
                 clauses.append(sql)
                 values.append(bound)
-        parts.append((MonthlyRollup._meta.db_table, "month", " AND ".join(clauses), values))
+        parts.append((MonthlyRollup._meta.db_table, "month", " AND ".join(clauses), values, *_ROW_KEYS))
     if split.days:
         ranges = " OR ".join("r.day BETWEEN %s AND %s" for _range in split.days)
         values = [*params, *(d for days in split.days for d in days)]
-        parts.append((DailyRollup._meta.db_table, "day", " AND ".join([*common, f"({ranges})"]), values))
+        parts.append((DailyRollup._meta.db_table, "day", " AND ".join([*common, f"({ranges})"]), values, *_ROW_KEYS))
     return parts
+
+
+def _grain_parts(filters: Filters) -> tuple[_Part, _Part] | None:
+    """The whole months of the filters from the per-township and the per-radiologist
+    monthly rows, when they can serve: the filters name no township and no radiologist
+    (those rows add them up) and cover a whole month. None otherwise."""
+    split = rollup_split(filters.date_from, filters.date_to)
+    if filters.facility is not None or filters.radiologist is not None or split.months is None:
+        return None
+    clauses: list[str] = ["r.signed > 0"]
+    values: list[Any] = []
+    if filters.kind:
+        clauses.append("r.kind = %s")
+        values.append(filters.kind)
+    for sql, bound in (("r.month >= %s", split.months[0]), ("r.month <= %s", split.months[1])):
+        if bound is not None:
+            clauses.append(sql)
+            values.append(bound)
+    where = " AND ".join(clauses)
+    return (
+        (MonthlyTownshipTurnaround._meta.db_table, "month", where, list(values), "r.facility_id", "0"),
+        (MonthlyReaderTurnaround._meta.db_table, "month", where, list(values), "0", "COALESCE(r.radiologist_id, 0)"),
+    )
 
 
 def _kind_code_sql() -> str:
@@ -737,12 +767,20 @@ def _kind_code_sql() -> str:
     return f"CASE r.kind {branches} ELSE -1 END"
 
 
-def _rolled_postgresql(table: str, date_column: str, where: str, params: list[Any]) -> _Rolled:
+# A part of the rollup to read: table, date column, WHERE, parameters, and the SQL of its
+# facility and radiologist (0 in a table that adds them up).
+_Part = tuple[str, str, str, list[Any], str, str]
+_ROW_KEYS = ("r.facility_id", "COALESCE(r.radiologist_id, 0)")
+
+
+def _rolled_postgresql(
+    table: str, date_column: str, where: str, params: list[Any], facility: str, radiologist: str
+) -> _Rolled:
     """As `_signed_postgresql`: fixed-width binary records, plus the rows' histograms
     concatenated in the same order, both read in place by numpy."""
     columns: list[tuple[str, str, str]] = [
-        ("facility", "int8send(r.facility_id)", ">i8"),
-        ("radiologist", "int8send(COALESCE(r.radiologist_id, 0))", ">i8"),
+        ("facility", f"int8send(({facility})::int8)", ">i8"),
+        ("radiologist", f"int8send(({radiologist})::int8)", ">i8"),
         ("kind", f"int2send(({_kind_code_sql()})::int2)", ">i2"),
         ("day", f"date_send(r.{date_column})", ">i4"),
         ("within", "int4send(r.within_limit)", ">i4"),
@@ -775,11 +813,13 @@ def _rolled_postgresql(table: str, date_column: str, where: str, params: list[An
     return _rolled({name: rows[name] for name, _sql, _d in columns}, blob, lengths, _PG_EPOCH_DAYS)
 
 
-def _rolled_sqlite(table: str, date_column: str, where: str, params: list[Any]) -> _Rolled:
+def _rolled_sqlite(
+    table: str, date_column: str, where: str, params: list[Any], facility: str, radiologist: str
+) -> _Rolled:
     names = ["facility", "radiologist", "kind", "day", "within"]
     names += [f"{m}_{part}" for m in MEASURES for part in ("n", "sum", "sumsq")]
     sql = f"""
-        SELECT r.facility_id, COALESCE(r.radiologist_id, 0), {_kind_code_sql()},
+        SELECT {facility}, {radiologist}, {_kind_code_sql()},
                CAST(julianday(r.{date_column}) - 2440587.5 AS INTEGER), r.within_limit,
                {", ".join(f"r.{m}_n, r.{m}_sum, r.{m}_sumsq" for m in MEASURES)}, r.histograms
         FROM {table} r WHERE {where} ORDER BY r.id
@@ -884,32 +924,35 @@ def _rollup_summaries(rolled: _Rolled, durations: _Durations, codes: np.ndarray,
     return result
 
 
-def _rollup_groups(filters: Filters, period: str) -> tuple[dict[tuple[str, str], _Group], list[tuple[int, int]]]:
-    """`_groups` from the daily rollup: the same groupings, from a few rows per day."""
-    read = _rolled_postgresql if connection.vendor == "postgresql" else _rolled_sqlite
-    rolled = _concatenated([read(*part) for part in _rollup_wheres(filters)])
-    size = rolled.facility.size
-    if not size:
-        return {}, []
-    days = rolled.day.astype("datetime64[D]")
+def _period_keys(day: np.ndarray, period: str) -> tuple[np.ndarray, Any]:
+    days = day.astype("datetime64[D]")
     year = days.astype("datetime64[Y]").astype(np.int64) + 1970
     month = days.astype("datetime64[M]").astype(np.int64) % 12 + 1
-    period_keys = {
+    return {
         "year": (year, str),
         "quarter": (year * 10 + (month - 1) // 3 + 1, lambda k: f"{k // 10}-Q{k % 10}"),
         "month": (year * 100 + month, lambda k: f"{k // 100}-{k % 100:02d}"),
     }[period]
+
+
+def _grouped(rolled: _Rolled, period: str, names: tuple[str, ...], groups: dict[tuple[str, str], _Group]) -> None:
+    """Add to `groups` the groups of each grouping in `names` over the rows of `rolled`."""
+    if not rolled.facility.size:
+        return
     kinds = ExamKind.values
-    groupings: list[tuple[str, np.ndarray, Any]] = [
-        ("all", np.zeros(size, dtype=np.int64), lambda _k: ""),
-        ("facility", rolled.facility, str),
-        ("radiologist", rolled.radiologist, lambda k: str(k) if k else "None"),
-        ("kind", rolled.kind, lambda k: kinds[k]),
-        ("period", *period_keys),
-    ]
-    groups: dict[tuple[str, str], _Group] = {}
+    groupings: dict[str, tuple[Any, Any]] = {
+        "all": (lambda: np.zeros(rolled.facility.size, dtype=np.int64), lambda _k: ""),
+        "facility": (lambda: rolled.facility, str),
+        "radiologist": (lambda: rolled.radiologist, lambda k: str(k) if k else "None"),
+        "kind": (lambda: rolled.kind, lambda k: kinds[k]),
+    }
     durations = _Durations.of(rolled)
-    for name, column, label in groupings:
+    for name in names:
+        if name == "period":
+            column, label = _period_keys(rolled.day, period)
+        else:
+            make, label = groupings[name]
+            column = make()
         values, codes = _codes(column)
         codes = codes.astype(np.int64)
         summaries = _rollup_summaries(rolled, durations, codes, len(values))
@@ -920,6 +963,9 @@ def _rollup_groups(filters: Filters, period: str) -> tuple[dict[tuple[str, str],
                 {k: summaries[j + 1][i] for j, (k, _l, _a, _b) in enumerate(STAGES)},
                 round(float(counts_within[i])),
             )
+
+
+def _plot_bins(rolled: _Rolled) -> list[tuple[int, int]]:
     key = rolled.keys.astype(np.int64)
     plot = key // histogram.KEY_STRIDE == histogram.PLOT_MEASURE
     counts = np.bincount(
@@ -927,7 +973,30 @@ def _rollup_groups(filters: Filters, period: str) -> tuple[dict[tuple[str, str],
         weights=rolled.counts[plot],
         minlength=histogram.PLOT_BINS + 1,
     )
-    return groups, [(b, int(n)) for b, n in enumerate(counts.tolist()) if n]
+    return [(b, int(n)) for b, n in enumerate(counts.tolist()) if n]
+
+
+def _rollup_groups(
+    filters: Filters, period: str, *, grains: bool = True
+) -> tuple[dict[tuple[str, str], _Group], list[tuple[int, int]]]:
+    """`_groups` from the rollup. Over whole months without a township or radiologist
+    filter, the table by township reads the per-township monthly rows and every other
+    table the per-radiologist ones (a province's monthly rows carry each radiologist's
+    histograms for each township: tens of millions of records); the days at either end of
+    a range, and every other selection, read the daily and monthly rows themselves."""
+    read = _rolled_postgresql if connection.vendor == "postgresql" else _rolled_sqlite
+    groups: dict[tuple[str, str], _Group] = {}
+    grain_parts = _grain_parts(filters) if grains else None
+    everything = ("all", "facility", "radiologist", "kind", "period")
+    if grain_parts is None:
+        rolled = _concatenated([read(*part) for part in _rollup_wheres(filters)])
+        _grouped(rolled, period, everything, groups)
+        return groups, _plot_bins(rolled) if rolled.facility.size else []
+    days = [read(*part) for part in _rollup_wheres(filters) if part[1] == "day"]
+    townships, readers = (_concatenated([read(*part), *days]) for part in grain_parts)
+    _grouped(townships, period, ("facility",), groups)
+    _grouped(readers, period, ("all", "radiologist", "kind", "period"), groups)
+    return groups, _plot_bins(readers) if readers.facility.size else []
 
 
 def turnaround(filters: Filters, period: str = "year", *, source: str = "rollup") -> Turnaround:

@@ -24,7 +24,15 @@ from django.db.models import Count, Max, Min, Q, Sum
 
 from billing import histogram
 from billing.dashboards import Filters, _where, read_consults, within_limit
-from billing.models import MEASURES, DailyRollup, LedgerEntry, MonthlyRollup, RollupCursor
+from billing.models import (
+    MEASURES,
+    DailyRollup,
+    LedgerEntry,
+    MonthlyReaderTurnaround,
+    MonthlyRollup,
+    MonthlyTownshipTurnaround,
+    RollupCursor,
+)
 from consults.models import Consult
 from facilities.models import AuditEvent, ExamKind, Facility
 
@@ -114,7 +122,11 @@ def _compute(filters: Filters) -> list[Row]:
 
 def _write(model: type[DailyRollup | MonthlyRollup], first: str, rows: list[Row]) -> None:
     """Insert rows whose values are in COLUMNS order, with `first` (day or month) first."""
-    columns = (first, *COLUMNS[1:])
+    _insert(model, (first, *COLUMNS[1:]), rows)
+
+
+def _insert(model: type[Any], columns: tuple[str, ...], rows: list[Row]) -> None:
+    """Insert rows whose values are in the order of `columns`."""
     if connection.vendor == "postgresql":
         # COPY: a rebuild writes tens of thousands of rows, and model instances cost more
         # than computing them.
@@ -126,7 +138,7 @@ def _write(model: type[DailyRollup | MonthlyRollup], first: str, rows: list[Row]
             for row in rows:
                 copy.write_row(row)
         return
-    model.objects.bulk_create((model(**dict(zip(columns, r, strict=True))) for r in rows), _BATCH)  # type: ignore[misc]
+    model.objects.bulk_create((model(**dict(zip(columns, r, strict=True))) for r in rows), _BATCH)
 
 
 def _month(day: date) -> date:
@@ -168,9 +180,83 @@ def _refresh_months(first: date, last: date, facility: Facility | None) -> int:
         merged = histogram.encode(keys, counts.round().astype(np.int64))
         by_name = dict(zip(_SUMMED, figures, strict=True))
         rows.append([*key, *(merged if c == "histograms" else by_name[c] for c in COLUMNS[4:])])
+    readers_before: set[int | None] = set(monthly.filter(signed__gt=0).values_list("radiologist_id", flat=True))
     monthly.delete()
     _write(MonthlyRollup, "month", rows)
+    refresh_turnaround_grains(start, end, facility, readers_before)
     return len(rows)
+
+
+# The turnaround figures, as TurnaroundFigures holds them; all but the histograms add up.
+TURNAROUND_SUMMED = ("signed", "within_limit", *(f"{m}_{part}" for m in MEASURES for part in ("n", "sum", "sumsq")))
+_WHOLE = {"signed", "within_limit", *(f"{m}_n" for m in MEASURES)}
+GRAIN_LOCK = "turnaround-grains"
+
+
+def merge_up(source: Iterable[tuple[Any, ...]], width: int) -> list[Row]:
+    """Rows of (*key, histograms, *TURNAROUND_SUMMED), `width` values of key, added up by
+    key: the figures summed and the histograms merged bin by bin, all in bulk with numpy.
+    Returns rows of (*key, *TURNAROUND_SUMMED, histograms)."""
+    index: dict[tuple[Any, ...], int] = {}
+    groups: list[int] = []
+    blobs: list[bytes] = []
+    figures: list[tuple[Any, ...]] = []
+    for row in source:
+        groups.append(index.setdefault(tuple(row[:width]), len(index)))
+        blobs.append(bytes(row[width]))
+        figures.append(row[width + 1 :])
+    if not index:
+        return []
+    size = len(index)
+    group = np.array(groups, dtype=np.int64)
+    table = np.array(figures, dtype=float).reshape(len(groups), len(TURNAROUND_SUMMED))
+    sums = [np.bincount(group, weights=table[:, j], minlength=size) for j in range(table.shape[1])]
+    columns: list[list[Any]] = [
+        s.round().astype(np.int64).tolist() if name in _WHOLE else s.tolist()
+        for name, s in zip(TURNAROUND_SUMMED, sums, strict=True)
+    ]
+    lengths = np.array([len(b) for b in blobs], dtype=np.int64) // histogram.RECORD.itemsize
+    keys, counts = histogram.keys_and_counts(b"".join(blobs))
+    combined = np.repeat(group, lengths) * 65536 + keys.astype(np.int64)
+    pairs, where = np.unique(combined, return_inverse=True)
+    merged = np.bincount(where.reshape(-1), weights=counts, minlength=pairs.size)
+    blob = histogram.encode(pairs % 65536, merged.round().astype(np.int64))
+    bounds = (np.searchsorted(pairs // 65536, np.arange(size + 1)) * histogram.RECORD.itemsize).tolist()
+    return [[*key, *(c[g] for c in columns), blob[bounds[g] : bounds[g + 1]]] for key, g in index.items()]
+
+
+def refresh_turnaround_grains(
+    start: date, end: date, facility: Facility | None, readers_before: set[int | None] | None = None
+) -> None:
+    """Recompute the turnaround's per-township and per-radiologist monthly rows of the
+    months from `start` to before `end` from the monthly rows (of one facility, or all).
+    A facility's refresh recomputes the rows of the radiologists it had (`readers_before`)
+    or has; refreshes take turns on a lock, since every facility adds to those rows."""
+    months = Q(month__gte=start, month__lt=end)
+    monthly = MonthlyRollup.objects.filter(months, signed__gt=0)
+    townships = MonthlyTownshipTurnaround.objects.filter(months)
+    own = monthly if facility is None else monthly.filter(facility=facility)
+    if facility is not None:
+        townships = townships.filter(facility=facility)
+    summed = ("histograms", *TURNAROUND_SUMMED)
+    rows = merge_up(own.values_list("month", "facility_id", "kind", *summed).order_by(), 3)
+    townships.delete()
+    _insert(MonthlyTownshipTurnaround, ("month", "facility_id", "kind", *TURNAROUND_SUMMED, "histograms"), rows)
+
+    RollupCursor.objects.select_for_update().get_or_create(name=GRAIN_LOCK)
+    readers = MonthlyReaderTurnaround.objects.filter(months)
+    source = monthly
+    if facility is not None:
+        affected = (readers_before or set()) | set(own.values_list("radiologist_id", flat=True))
+        if not affected:
+            return
+        chosen = Q(radiologist__in=[r for r in affected if r is not None])
+        if None in affected:
+            chosen |= Q(radiologist__isnull=True)
+        readers, source = readers.filter(chosen), source.filter(chosen)
+    rows = merge_up(source.values_list("month", "radiologist_id", "kind", *summed).order_by(), 3)
+    readers.delete()
+    _insert(MonthlyReaderTurnaround, ("month", "radiologist_id", "kind", *TURNAROUND_SUMMED, "histograms"), rows)
 
 
 def _replace(filters: Filters) -> int:
@@ -236,6 +322,11 @@ def rebuild(date_from: date | None = None, date_to: date | None = None) -> int:
             stale_months = stale_months.filter(Q(month__lt=_month(start)) | Q(month__gt=end))
         stale.delete()
         stale_months.delete()
+        grains = [MonthlyTownshipTurnaround.objects.all(), MonthlyReaderTurnaround.objects.all()]
+        if start is not None and end is not None:
+            grains = [g.filter(Q(month__lt=_month(start)) | Q(month__gt=end)) for g in grains]
+        for stale_grain in grains:
+            stale_grain.delete()
     return written
 
 

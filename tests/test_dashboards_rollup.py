@@ -16,11 +16,18 @@ from django.urls import reverse
 
 from billing import dashboards, histogram, rollup, tasks
 from billing.dashboards import Filters, Summary, TurnaroundRow
-from billing.models import DailyRollup, LedgerEntry, MonthlyRollup
+from billing.models import (
+    DailyRollup,
+    LedgerEntry,
+    MonthlyReaderTurnaround,
+    MonthlyRollup,
+    MonthlyTownshipTurnaround,
+)
 from billing.services import ensure_shaanxi_2021_schedule, record_saving, reverse_entry
 from consults.models import Consult
-from facilities.models import ExamKind
+from facilities.models import ExamKind, User
 from facilities.services import audit
+from tests.factories import make_user
 from tests.test_dashboards import make_exam
 from tests.test_dashboards_turnaround import many_exams  # noqa: F401 -- a fixture
 
@@ -283,3 +290,91 @@ def test_the_exam_list_counts_from_the_rollup_what_it_lists(many_exams, administ
         assert response.status_code == 200
         page = response.context["page"]
         assert response.context["count"] == page.paginator.object_list.count(), params
+
+
+# ---------------------------------------------------------------------------- per-township and per-radiologist months
+
+
+@pytest.fixture
+def two_readers(many_exams, township, county) -> list[Consult]:  # noqa: F811
+    """many_exams with a third of them read by a second radiologist."""
+    second = make_user(User.Role.RADIOLOGIST, county, username="dr_zhao", display_name="赵医生")
+    for consult in many_exams[::3]:
+        consult.radiologist = second
+        consult.save()
+    rollup.rebuild()
+    return many_exams
+
+
+def assert_grains_add_up_the_monthly_rows() -> None:
+    for model, key in ((MonthlyTownshipTurnaround, "facility"), (MonthlyReaderTurnaround, "radiologist")):
+        grains = list(model.objects.all())
+        expected = {(m.month, getattr(m, f"{key}_id"), m.kind) for m in MonthlyRollup.objects.filter(signed__gt=0)}
+        assert {(g.month, getattr(g, f"{key}_id"), g.kind) for g in grains} == expected
+        for grain in grains:
+            months = MonthlyRollup.objects.filter(month=grain.month, kind=grain.kind, **{key: getattr(grain, key)})
+            for name in rollup.TURNAROUND_SUMMED:
+                assert getattr(grain, name) == pytest.approx(sum(getattr(m, name) for m in months)), name
+            merged: dict[int, int] = {}
+            for m in months:
+                for record in histogram.decode(bytes(m.histograms)).tolist():
+                    merged[record[0]] = merged.get(record[0], 0) + record[1]
+            assert histogram.decode(bytes(grain.histograms)).tolist() == sorted(merged.items())
+
+
+def test_the_per_township_and_per_radiologist_months_add_up_the_monthly_rows(two_readers) -> None:
+    assert MonthlyReaderTurnaround.objects.values("radiologist").distinct().count() == 2
+    assert_grains_add_up_the_monthly_rows()
+
+
+@pytest.mark.parametrize("period", dashboards.PERIODS)
+def test_the_turnaround_from_those_months_is_the_turnaround_from_the_monthly_rows(two_readers, period) -> None:
+    for filters in (
+        Filters(),
+        Filters(kind=ExamKind.CT),
+        Filters(date_from=date(2024, 6, 15), date_to=date(2025, 3, 10)),
+        Filters(date_from=date(2024, 7, 1), date_to=date(2025, 6, 30)),
+    ):
+        assert dashboards._grain_parts(filters) is not None
+        fast = dashboards.turnaround(filters, period)
+        plain = dashboards._rollup_groups(filters, period, grains=False)
+        assert dashboards._rollup_groups(filters, period)[1] == plain[1]  # the distribution plot
+        groups = dashboards._rollup_groups(filters, period)[0]
+        assert groups.keys() == plain[0].keys()
+        for key, group in groups.items():
+            other = plain[0][key]
+            assert group.within_limit == other.within_limit
+            for a, b in zip(
+                (group.consult, *group.stages.values()), (other.consult, *other.stages.values()), strict=True
+            ):
+                assert (a.n, a.q1, a.median, a.q3) == (b.n, b.q1, b.median, b.q3), key
+                assert a.mean == pytest.approx(b.mean) and a.sd == pytest.approx(b.sd), key
+        raw = dashboards.turnaround(filters, period, source="raw")
+        for name in ("by_township", "by_radiologist", "by_kind", "by_period"):
+            assert_same_rows(getattr(fast, name), getattr(raw, name))
+
+
+def test_a_township_or_radiologist_filter_reads_the_monthly_rows(township, radiologist) -> None:
+    assert dashboards._grain_parts(Filters(facility=township)) is None
+    assert dashboards._grain_parts(Filters(radiologist=radiologist)) is None
+    assert dashboards._grain_parts(Filters(date_from=date(2024, 6, 2), date_to=date(2024, 6, 20))) is None
+
+
+def test_a_consult_handed_to_another_radiologist_moves_between_their_months(two_readers, radiologist) -> None:
+    consult = next(c for c in two_readers if c.radiologist_id != radiologist.pk)
+    second = consult.radiologist
+    month = consult.exam_date.replace(day=1)
+
+    def signed(reader: User) -> int:
+        return sum(
+            MonthlyReaderTurnaround.objects.filter(month=month, radiologist=reader).values_list("signed", flat=True)
+        )
+
+    before = (signed(radiologist), signed(second))
+    consult.radiologist = radiologist
+    consult.save()
+    rollup.refresh_day(consult.exam_date, consult.facility)
+    assert (signed(radiologist), signed(second)) == (before[0] + 1, before[1] - 1)
+    assert_grains_add_up_the_monthly_rows()
+    rolled, raw = dashboards.turnaround(Filters()), dashboards.turnaround(Filters(), source="raw")
+    assert_same_rows(rolled.by_radiologist, raw.by_radiologist)
