@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from django.apps import apps
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from facilities.models import Facility, User
@@ -86,7 +86,10 @@ def studies_for(user: Any) -> QuerySet[Any]:
     study_model = apps.get_model("cloudpacs", "Study")
     queryset = study_model.objects.select_related("patient", "facility", "modality")
     if has_role(user, RADIOLOGIST):
-        queryset = queryset.filter(consult__isnull=False)
+        # EXISTS rather than a join on the consult: PostgreSQL then keeps walking the
+        # studies' own order index for a page deep in the list.
+        consult_model = apps.get_model("consults", "Consult")
+        queryset = queryset.filter(Exists(consult_model.objects.filter(study=OuterRef("pk"))))
     return scoped(queryset, user)
 
 
