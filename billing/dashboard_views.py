@@ -264,8 +264,10 @@ def turnaround(request: HttpRequest) -> HttpResponse:
         return _render(request, "billing/dashboards/turnaround.html", scope, {})
     period = _period(scope)
     data = dashboards.turnaround(scope.filters, period)
+    exams_url = reverse("billing:dashboards:exams")
     for row in [data.total, *data.by_township, *data.by_radiologist, *data.by_kind, *data.by_period]:
-        row.href = _exams_href(scope, "signed", row.drill)
+        row.href = exams_url + "?" + urlencode({**scope.query, **row.drill, "basis": "signed"})
+        row.text = row.cells()
     charts = {
         "figure2": {
             "title": str(_("图2 各乡镇平均会诊时间（分钟）")),

@@ -70,10 +70,18 @@ def keys_and_counts(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
 def _value_at_rank(counts: np.ndarray, cumulative: np.ndarray, rank: np.ndarray) -> np.ndarray:
     """The estimated value (seconds) of the rank-th smallest duration (0-based) of each
     histogram: the ranks in a bin are spread evenly across it, each at the middle of its
-    share of the bin."""
-    k = np.minimum((cumulative <= rank[:, None]).sum(axis=1), SIZE - 1)
-    inside = np.take_along_axis(counts, k[:, None], axis=1)[:, 0]
-    before = np.take_along_axis(cumulative, k[:, None], axis=1)[:, 0] - inside
+    share of the bin. `cumulative` is the running total of all the histograms' counts, row
+    after row (flattened), so that one binary search finds every row's bin."""
+    rows = counts.shape[0]
+    flat = cumulative.reshape(-1)
+    before_row = np.concatenate([[0], flat[SIZE - 1 :: SIZE][:-1]]) if rows else np.zeros(0, dtype=np.int64)
+    target = before_row + rank.astype(np.int64)
+    position = np.searchsorted(flat, target, side="right")
+    row_start = np.arange(rows, dtype=np.int64) * SIZE
+    k = np.clip(position - row_start, 0, SIZE - 1)
+    cell = row_start + k
+    inside = counts.reshape(-1)[cell]
+    before = flat[cell] - inside - before_row
     t = (rank - before + 0.5) / np.maximum(inside, 1)
     return LOWER_SECONDS[k] + (UPPER_SECONDS[k] - LOWER_SECONDS[k]) * t
 
@@ -83,8 +91,9 @@ def quartiles_minutes(counts: np.ndarray) -> np.ndarray:
     for an empty one. As percentile_cont: the quartile at rank (n - 1) * p, interpolated
     linearly between the two ranks around it."""
     counts = counts.astype(np.int64)
-    n = counts.sum(axis=1)
-    cumulative = np.cumsum(counts, axis=1)
+    cumulative = np.cumsum(counts.reshape(-1)).reshape(counts.shape)
+    ends = cumulative[:, -1] if counts.shape[0] else np.zeros(0, dtype=np.int64)
+    n = np.diff(np.concatenate([[0], ends]))
     last = np.maximum(n - 1, 0)
     result = np.full((counts.shape[0], 3), np.nan)
     for i, p in enumerate((0.25, 0.5, 0.75)):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import statistics
 from datetime import date, timedelta
 
@@ -132,3 +133,60 @@ def test_group_codes_number_the_distinct_values_in_order(spread) -> None:
     values, codes = dashboards._codes(column)
     assert values.tolist() == [3 * spread, 5 * spread, 9 * spread]
     assert codes.tolist() == [1, 0, 1, 2, 0]
+
+
+# ---------------------------------------------------------------------------- the table's cells, formatted once
+
+
+def test_fixed_prints_numbers_as_floatformat_does() -> None:
+    from django.template.defaultfilters import floatformat
+
+    rng = random.Random(6)
+    values = [0.125, 2.675, -0.001, -0.005, 0.0, 1e-9, 12345.675, 40.0, 3.14159, None]
+    values += [rng.uniform(-50, 5000) for _i in range(500)] + [round(rng.uniform(0, 300), 3) for _i in range(500)]
+    for value in values:
+        for places in (1, 2):
+            assert dashboards.fixed(value, places) == floatformat(value, places), (value, places)
+
+
+# The row as the template printed it with floatformat, before the cells were formatted in the view.
+FILTERED_ROW = "\n".join(
+    [
+        '<tr><th scope="row"><a href="{{ r.href }}">{{ r.label }}</a></th>',
+        '<td class="num"><a href="{{ r.href }}">{{ r.n }}</a></td>',
+        '<td class="num mean"><a href="{{ r.href }}">{{ r.consult.mean|floatformat:2 }}</a>',
+        '± {{ r.consult.sd|floatformat:2|default:"–" }}</td>',
+        '<td class="num">{{ r.consult.median|floatformat:2 }}',
+        "({{ r.consult.q1|floatformat:2 }}–{{ r.consult.q3|floatformat:2 }})</td>",
+        '<td class="num share">{% if r.n %}{{ r.share_percent|floatformat:1 }} %{% endif %}</td>',
+        "{% for label, s in r.stage_list %}",
+        '<td class="num">{% if s.n %}{{ s.mean|floatformat:2 }}',
+        '± {{ s.sd|floatformat:2|default:"–" }}{% else %}–{% endif %}</td>',
+        '<td class="num">{% if s.n %}{{ s.median|floatformat:2 }}',
+        "({{ s.q1|floatformat:2 }}–{{ s.q3|floatformat:2 }}){% else %}–{% endif %}</td>",
+        "{% endfor %}</tr>",
+    ]
+)
+
+
+def squeezed(html: str) -> str:
+    return re.sub(r">\s+<", "><", " ".join(html.split()))
+
+
+def test_the_rows_cells_read_as_the_template_filters_printed_them(many_exams) -> None:
+    from django.template import Context, Template
+    from django.template.loader import render_to_string
+
+    data = dashboards.turnaround(Filters())
+    empty = dashboards.TurnaroundRow("x", "none", Summary(), {k: Summary() for k, *_r in dashboards.STAGES}, 0)
+    days = [c.exam_date for c in many_exams]
+    day = next(d for d in days if days.count(d) == 1)
+    one = dashboards.turnaround(Filters(date_from=day, date_to=day)).total
+    rows = [data.total, *data.by_township, *data.by_radiologist, *data.by_period, empty, one]
+    assert one.n == 1 and one.consult.sd is None
+    for row in rows:
+        row.href = "/exams/?x=1"
+        row.text = row.cells()
+        filtered = Template(FILTERED_ROW).render(Context({"r": row}))
+        formatted = render_to_string("billing/dashboards/_turnaround_row.html", {"r": row})
+        assert squeezed(formatted) == squeezed(filtered)
