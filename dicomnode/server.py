@@ -37,7 +37,7 @@ from pydicom import uid
 from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.pdu import P_DATA_TF
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from cloudpacs import services as archive
 from dicomnode.models import AssociationLog
@@ -429,6 +429,40 @@ HANDLERS: list[Any] = [
 ]
 
 
+# An A-ASSOCIATE-RQ is a few kilobytes even with every context a console proposes; a
+# P-DATA-TF may not exceed the maximum PDU the receiver offered (PS3.8 9.3.5).
+ASSOCIATE_RQ_CEILING = 1024 * 1024
+UNLIMITED_PDU_CEILING = 64 * 1024 * 1024
+
+
+def pdu_ceiling() -> int:
+    """The largest PDU body the receiver will read. pynetdicom reads whatever length a PDU
+    header claims into memory, so without this one peer claiming 4 GB could take it."""
+    offered = settings.DICOM_MAX_PDU or UNLIMITED_PDU_CEILING
+    return max(offered, ASSOCIATE_RQ_CEILING)
+
+
+class CappedAssociationSocket(AssociationSocket):
+    def recv(self, nr_bytes: int) -> bytearray:
+        # pynetdicom asks for a PDU's header (6 bytes) and then for its whole body at once.
+        if nr_bytes > pdu_ceiling():
+            logger.warning(
+                "closing the connection from %s: a PDU of %d bytes is larger than the %d this receiver reads",
+                self.assoc.requestor.address,
+                nr_bytes,
+                pdu_ceiling(),
+            )
+            return bytearray()  # pynetdicom treats a short read as the connection closed
+        return super().recv(nr_bytes)
+
+
+class CappedRequestHandler(RequestHandler):
+    def _create_association(self) -> Any:
+        assoc = super()._create_association()
+        assoc.dul.socket.__class__ = CappedAssociationSocket
+        return assoc
+
+
 class NoDelayAssociationServer(ThreadedAssociationServer):
     """Turns Nagle's algorithm off on every accepted socket (a C-STORE response is small
     and the sender waits for it) and, with TLS, does the handshake on the association's
@@ -524,7 +558,7 @@ def start_server(host: str | None = None, port: int | None = None, *, block: boo
     tls = tls_context()
     address = (host if host is not None else settings.DICOM_HOST, settings.DICOM_PORT if port is None else port)
     server: NoDelayAssociationServer = ae.make_server(  # type: ignore[assignment]
-        address, evt_handlers=HANDLERS, server_class=NoDelayAssociationServer
+        address, evt_handlers=HANDLERS, server_class=NoDelayAssociationServer, request_handler=CappedRequestHandler
     )
     server.tls_context = tls
     ae._servers.append(server)

@@ -6,6 +6,8 @@ on serving this association's other requests and every other association."""
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 import tempfile
 import time
 from collections.abc import Iterator
@@ -111,3 +113,23 @@ def test_an_instance_over_the_size_limit_is_refused_and_nothing_of_it_is_kept(
     [row] = logged(1)
     assert (row.instances_stored, row.instances_failed) == (2, 1)
     assert row.bytes_received > 512 * 512 * 2
+
+
+def test_a_pdu_larger_than_the_receiver_reads_closes_the_connection_without_waiting_for_it(receiver, settings):
+    # A header claiming 64 MB more than the ceiling, then a little data: the receiver must
+    # hang up at the header, not wait (and hold memory) for a body that never comes.
+    claimed = dicomnode.pdu_ceiling() + 64 * 1024 * 1024
+    with socket.create_connection(receiver, timeout=10) as sock:
+        sock.sendall(struct.pack(">BBL", 0x01, 0, claimed) + b"\x00" * 4096)
+        try:
+            answer = sock.recv(1024)
+        except ConnectionResetError:
+            answer = b""
+    assert answer == b""  # closed: no A-ASSOCIATE-AC/RJ, and no 10 s timeout on the wait
+
+
+def test_the_ceiling_follows_the_maximum_pdu_offered(settings):
+    settings.DICOM_MAX_PDU = 16384
+    assert dicomnode.pdu_ceiling() == dicomnode.ASSOCIATE_RQ_CEILING
+    settings.DICOM_MAX_PDU = 0
+    assert dicomnode.pdu_ceiling() == dicomnode.UNLIMITED_PDU_CEILING
