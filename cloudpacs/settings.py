@@ -280,6 +280,9 @@ REPORT_DELIVERY_MAX_ATTEMPTS = env_int("REPORT_DELIVERY_MAX_ATTEMPTS", 8, minimu
 # The per-minute check of time limits, rosters and critical findings, and the report
 # outbox, when Celery beat runs (or `manage.py ticker` without a broker).
 CELERY_BEAT_SCHEDULE = {
+    # The receiver asks for the stability sweep every second itself; this one is for a
+    # receiver started with --no-sweep-timer, and catches anything a broker outage left.
+    "consults-sweep-stable-studies": {"task": "consults.tasks.sweep_stable_studies", "schedule": 10.0},
     "consults-check-deadlines": {"task": "consults.tasks.check_consult_deadlines", "schedule": 60.0},
     "consults-deliver-reports": {"task": "consults.tasks.deliver_due_reports", "schedule": 30.0},
     "billing-record-savings": {"task": "billing.tasks.record_savings_for_signed_consults", "schedule": 60.0},

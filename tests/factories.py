@@ -126,12 +126,12 @@ def make_study(facility: Facility, modality: Modality | None = None, *, patient:
         )
     fields.setdefault("study_date", date(2025, 9, 1))
     fields.setdefault("description", "胸部平扫")
+    fields.setdefault("status", Study.Status.ARRIVED)
     study = Study.objects.create(
         study_uid=generate_uid(),
         patient=patient,
         facility=facility,
         modality=modality,
-        status=Study.Status.ARRIVED,
         number_of_series=1,
         number_of_instances=1,
         **fields,

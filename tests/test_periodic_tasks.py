@@ -101,3 +101,21 @@ def test_without_a_broker_the_ticker_sends_a_signed_report_once_its_archive_come
     assert (outbox.status, outbox.attempts) == (ReportDelivery.Status.SENT, 2)
     consult.refresh_from_db()
     assert consult.status == Consult.Status.DELIVERED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_ticker_opens_the_consult_of_a_study_no_receiver_swept(township, ct_modality, settings):
+    # A receiver started with --no-sweep-timer, or one whose sweeps were lost while the
+    # broker was down: beat's schedule (here the ticker's) still hands the study over.
+    from cloudpacs.models import Study
+
+    settings.STUDY_STABLE_SECONDS = 10
+    quiet_since = timezone.now() - timedelta(seconds=30)
+    study = make_study(township, ct_modality, status=Study.Status.RECEIVING, last_received_at=quiet_since)
+
+    call_command("ticker", "--once")
+    call_command("ticker", "--once")
+
+    study.refresh_from_db()
+    assert study.status == Study.Status.ARRIVED
+    assert Consult.objects.filter(study=study).count() == 1

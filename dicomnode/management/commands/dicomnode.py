@@ -30,7 +30,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-sweep-timer",
             action="store_true",
-            help="do not schedule the study stability sweep from this process (a Celery beat does it)",
+            help=(
+                "do not ask for the study stability sweep every second from this process;"
+                " Celery beat (or manage.py ticker) still asks every 10 s"
+            ),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
