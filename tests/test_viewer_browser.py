@@ -256,6 +256,41 @@ def test_a_ct_study_opens_with_the_files_window_and_its_overlay(live_server, bro
     assert page.locator(".yv-thumb img").count() == 1
 
 
+def test_a_server_rendered_first_image_stands_in_until_cornerstone_draws(live_server, browser_page, reading_data):
+    page = browser_page
+    url = f"{live_server.url}/viewer/{reading_data['ct']}/"
+    # Without the viewer's code the stand-in stays: it is the first slice, rendered by the
+    # server at the file's window.
+    page.route("**/viewer/viewer.js", lambda route: route.abort())
+    page.goto(url)
+    page.wait_for_function("window.yunyingPreview?.shown != null", timeout=60_000)
+    preview = page.locator('[data-pane="0"] img[data-preview]')
+    assert preview.count() == 1
+    assert "/rendered?" in (preview.get_attribute("src") or "")
+    pixels = page.evaluate(
+        """([points, size]) => {
+            const image = document.querySelector('[data-pane="0"] img[data-preview]');
+            const canvas = document.createElement('canvas');
+            canvas.width = image.naturalWidth;
+            canvas.height = image.naturalHeight;
+            const context = canvas.getContext('2d');
+            context.drawImage(image, 0, 0);
+            return points.map(([x, y]) => Array.from(context.getImageData(
+                Math.floor((x + 0.5) / size * image.naturalWidth),
+                Math.floor((y + 0.5) / size * image.naturalHeight), 1, 1).data));
+        }""",
+        [block_centres(CT_SIZE, CT_BLOCK), CT_SIZE],
+    )
+    # A JPEG: a few levels of error on top of the window's arithmetic.
+    assert np.abs(np.array(pixels, dtype=float)[:, 0] - expected_ct(1, 40, 400)).max() <= 8
+    # With the code, Cornerstone's first frame takes its place.
+    page.unroute("**/viewer/viewer.js")
+    page.errors.clear()
+    open_viewer(page, url)
+    page.wait_for_function("window.yunyingPreview?.replaced != null")
+    assert page.locator("img[data-preview]").count() == 0
+
+
 def test_scrolling_by_keys_and_wheel_shows_each_slice(live_server, browser_page, reading_data):
     page = browser_page
     open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
