@@ -12,6 +12,7 @@ query string: Orthanc 1.10 takes %2A for a literal asterisk. Prints p50 and p95 
 query on both, the rows each answered, and Orthanc's p50 over ours.
 
     .venv/bin/python bench/qido/orthanc.py --studies 1000 --runs 20
+    .venv/bin/python bench/qido/orthanc.py --reuse <work directory printed by that run>
 
 Needs root (unshare -n) and PostgreSQL on its Unix socket in /var/run/postgresql (the
 namespace has no route to 127.0.0.1:5432 outside it). The databases yunying_bench_cmp and
@@ -170,6 +171,11 @@ def django_environment(work: Path) -> dict[str, str]:
 
 
 def ours(files: list[tuple[Path, int, str]], env: dict[str, str], runs: int) -> dict[str, tuple[float, float, int]]:
+    return serve_and_measure(load_ours(files), env, len(files), runs)
+
+
+def load_ours(files: list[tuple[Path, int, str]]) -> str:
+    """Store the files in a new platform database; return the radiologist's token."""
     recreate(OURS_DB)
     from django.core.management import call_command
     from django.db import connection
@@ -211,6 +217,10 @@ def ours(files: list[tuple[Path, int, str]], env: dict[str, str], runs: int) -> 
     radiologist = User.objects.create(username="bench_dr", role=User.Role.RADIOLOGIST, reads_ct=True, reads_dr=True)
     token = Token.objects.create(user=radiologist).key
     connection.close()
+    return str(token)
+
+
+def serve_and_measure(token: str, env: dict[str, str], count: int, runs: int) -> dict[str, tuple[float, float, int]]:
     port = free_port()
     server = subprocess.Popen(
         [
@@ -222,13 +232,13 @@ def ours(files: list[tuple[Path, int, str]], env: dict[str, str], runs: int) -> 
     )
     try:
         wait_for(port)
-        return measure(f"http://127.0.0.1:{port}/dicomweb", {"Authorization": f"Token {token}"}, len(files), runs)
+        return measure(f"http://127.0.0.1:{port}/dicomweb", {"Authorization": f"Token {token}"}, count, runs)
     finally:
         server.terminate()
         server.wait(timeout=10)
 
 
-def orthanc_inside(work: Path, count: int, runs: int) -> None:
+def orthanc_inside(work: Path, count: int, runs: int, upload: bool = True) -> None:
     """Run in the namespace: start Orthanc, upload the files, measure, print JSON."""
     import requests
 
@@ -265,10 +275,11 @@ def orthanc_inside(work: Path, count: int, runs: int) -> None:
         wait_for(8042)
         session = requests.Session()
         began = time.perf_counter()
-        for path in sorted((work / "files").iterdir()):
+        for path in sorted((work / "files").iterdir()) if upload else []:
             response = session.post("http://127.0.0.1:8042/instances", data=path.read_bytes(), timeout=60)
             response.raise_for_status()
-        print(f"Orthanc: stored {count} studies in {time.perf_counter() - began:.0f} s", file=sys.stderr)
+        if upload:
+            print(f"Orthanc: stored {count} studies in {time.perf_counter() - began:.0f} s", file=sys.stderr)
         results = measure("http://127.0.0.1:8042/dicom-web", {}, count, runs)
         print(json.dumps(results))
     finally:
@@ -280,20 +291,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument(
+        "--reuse",
+        metavar="WORKDIR",
+        help="measure again what a previous run stored (its temporary directory and both databases), without loading",
+    )
     parser.add_argument("--inside", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside:
-        orthanc_inside(Path(args.inside), args.studies, args.runs)
+        orthanc_inside(Path(args.inside), args.studies, args.runs, upload=not args.reuse)
         return
-    work = Path(tempfile.mkdtemp(prefix="qido-orthanc-"))
-    (work / "files").mkdir()
-    env = django_environment(work)
-    files = write_files(args.studies, work / "files")
-    recreate(ORTHANC_DB)
+    if args.reuse:
+        work = Path(args.reuse)
+        args.studies = len(list((work / "files").iterdir()))
+        env = django_environment(work)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="qido-orthanc-"))
+        (work / "files").mkdir()
+        print(f"work directory (for --reuse): {work}", file=sys.stderr)
+        env = django_environment(work)
+        files = write_files(args.studies, work / "files")
+        recreate(ORTHANC_DB)
     inside = subprocess.run(
         [
             *("unshare", "-n", sys.executable, __file__, "--inside", str(work)),
             *("--studies", str(args.studies), "--runs", str(args.runs)),
+            *(("--reuse", str(work)) if args.reuse else ()),
         ],
         check=True,
         capture_output=True,
@@ -301,7 +324,16 @@ def main() -> None:
     )
     sys.stderr.write(inside.stderr)
     theirs = json.loads(inside.stdout.strip().splitlines()[-1])
-    mine = ours(files, env, args.runs)
+    if args.reuse:
+        from rest_framework.authtoken.models import Token
+
+        token = str(Token.objects.get(user__username="bench_dr").key)
+        from django.db import connection
+
+        connection.close()
+        mine = serve_and_measure(token, env, args.studies, args.runs)
+    else:
+        mine = ours(files, env, args.runs)
     print(f"\n{args.studies} studies, ours (radiologist token) and Orthanc 1.10 (PostgreSQL index)")
     print(f"ms over HTTP on loopback, {args.runs} runs; ratio = Orthanc p50 / ours")
     print(f"{'query':40}{'ours p50':>9}{'p95':>8}{'rows':>6}{'Orthanc p50':>13}{'p95':>8}{'rows':>6}{'ratio':>8}")
