@@ -382,6 +382,9 @@ def start_orthanc(index: str) -> Callable[[Path, int], subprocess.Popen]:
             ["Orthanc", str(path)],
             stdout=subprocess.DEVNULL,
             stderr=open(rundir / "receiver.log", "w"),
+            # Orthanc's DICOM server is dcmtk's: without this its answers wait on Nagle's
+            # algorithm and it stores about 20 small instances/s instead of 60-85.
+            env={**os.environ, "TCP_NODELAY": "1"},
         )
 
     return start
