@@ -185,3 +185,17 @@ def celery_worker_process(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture
+def receiver(settings) -> Iterator[tuple[str, int]]:
+    """The DICOM receiver (dicomnode) serving from a thread on a free loopback port, with
+    the AE title CLOUDPACS; yields its address."""
+    from dicomnode import server as dicomnode
+
+    settings.DICOM_AE_TITLE = "CLOUDPACS"
+    server = dicomnode.start_server("127.0.0.1", 0, block=False)
+    try:
+        yield "127.0.0.1", server.server_address[1]
+    finally:
+        server.shutdown()

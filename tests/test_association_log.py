@@ -5,7 +5,6 @@ admin and nobody can change it there."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from django.test import Client
@@ -14,22 +13,11 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
-from dicomnode import server as dicomnode
 from dicomnode.models import AssociationLog
 from facilities.models import User
 from tests.factories import PASSWORD, make_dataset, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def receiver(settings) -> Iterator[tuple[str, int]]:
-    settings.DICOM_AE_TITLE = "CLOUDPACS"
-    server = dicomnode.start_server("127.0.0.1", 0, block=False)
-    try:
-        yield "127.0.0.1", server.server_address[1]
-    finally:
-        server.shutdown()
 
 
 def client_ae(title: str) -> AE:

@@ -47,7 +47,6 @@ from pynetdicom.sop_class import Verification
 
 from cloudpacs.models import Instance, Patient, Study
 from cloudpacs.storage import INCOMING, path_for
-from dicomnode import server as dicomnode
 from tests.factories import make_dataset
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -65,16 +64,6 @@ TRANSFER_SYNTAXES = [
 
 
 # --- The receiver and a client -------------------------------------------------------
-
-
-@pytest.fixture
-def receiver(settings) -> Iterator[tuple[str, int]]:
-    settings.DICOM_AE_TITLE = CALLED
-    server = dicomnode.start_server("127.0.0.1", 0, block=False)
-    try:
-        yield "127.0.0.1", server.server_address[1]
-    finally:
-        server.shutdown()
 
 
 def client_ae(title: str) -> AE:

@@ -8,7 +8,6 @@ import hashlib
 import logging
 import os
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -18,20 +17,9 @@ from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation as DXSto
 
 from cloudpacs.models import Instance
 from cloudpacs.storage import part10_dataset_offset, path_for
-from dicomnode import server as dicomnode
 from tests.factories import make_dataset, write_dataset
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def receiver(settings) -> Iterator[tuple[str, int]]:
-    settings.DICOM_AE_TITLE = "CLOUDPACS"
-    server = dicomnode.start_server("127.0.0.1", 0, block=False)
-    try:
-        yield "127.0.0.1", server.server_address[1]
-    finally:
-        server.shutdown()
 
 
 def file_digest(instance: Instance) -> str:

@@ -9,7 +9,6 @@ import random
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,23 +34,12 @@ from cloudpacs.models import Instance, Patient, Series, Study
 from cloudpacs.storage import path_for
 from consults.models import Consult
 from consults.tasks import sweep_stable_studies
-from dicomnode import server as dicomnode
 from facilities.models import AuditEvent, ExamKind, Modality
 from tests.factories import make_dataset, make_facility, make_modality, write_dataset
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-@pytest.fixture
-def receiver(settings) -> Iterator[tuple[str, int]]:
-    settings.DICOM_AE_TITLE = "CLOUDPACS"
-    server = dicomnode.start_server("127.0.0.1", 0, block=False)
-    try:
-        yield "127.0.0.1", server.server_address[1]
-    finally:
-        server.shutdown()
 
 
 def client_ae(title: str, contexts: list[tuple[str, list[str]]] | None = None) -> AE:
