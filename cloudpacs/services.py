@@ -155,7 +155,6 @@ def ingest_instance(
         raise
     try:
         tags = _read_indexed_tags(staged.path, sop_class_uid, sop_instance_uid, transfer_syntax_uid)
-        metadata = _metadata_document(staged.path, tags)
         key = storage.key_for(tags.study_uid, tags.sop_instance_uid, staged.sha256)
         try:
             created = storage.publish(staged, key)
@@ -169,7 +168,7 @@ def ingest_instance(
                 raise OutOfResources(f"no space left in the image store: {exc}") from exc
             raise
         try:
-            instance, study_created = _index(tags, staged, key, transfer_syntax_uid, modality, metadata)
+            instance, study_created = _index(tags, staged, key, transfer_syntax_uid, modality)
         except IntegrityError:
             # This SOP Instance UID is indexed already: a re-send, or another association
             # a moment ago. Which of the two files is kept is decided by the index.
@@ -186,17 +185,6 @@ def ingest_instance(
         return IngestResult(IngestOutcome.STORED, instance, study_created)
     finally:
         storage.discard(staged)
-
-
-def _metadata_document(path: Path, tags: IndexedTags) -> str | None:
-    """The instance's WADO-RS metadata, computed once here so that no request has to read
-    the file for it. A dataset pydicom cannot write as JSON is still stored (the index
-    has what it needs); its metadata is then computed, and the error met, on request."""
-    try:
-        return metadata_document(str(path), _int(tags.values, "Rows"))
-    except Exception:
-        logger.warning("no metadata computed at ingest for %s", tags.sop_instance_uid, exc_info=True)
-        return None
 
 
 def _repeat(existing: Instance, sha256: str, modality: Modality) -> IngestResult:
@@ -378,7 +366,6 @@ def _index(
     key: str,
     transfer_syntax_uid: str,
     modality: Modality,
-    metadata: str | None = None,
 ) -> tuple[Instance, bool]:
     ds = tags.values
     now = timezone.now()
@@ -464,8 +451,6 @@ def _index(
             columns=_int(ds, "Columns"),
             number_of_frames=_int(ds, "NumberOfFrames"),
         )
-        if metadata is not None:
-            InstanceMetadata.objects.create(instance=instance, document=metadata)
         Series.objects.filter(pk=series_pk).update(number_of_instances=F("number_of_instances") + 1)
         study_changes: dict[str, Any] = {
             "number_of_instances": F("number_of_instances") + 1,
@@ -511,6 +496,35 @@ def instances_metadata(instances: QuerySet[Instance], instance_url: Callable[[st
     if missing:
         InstanceMetadata.objects.bulk_create(missing, ignore_conflicts=True)
     return documents
+
+
+def store_study_metadata(study_pks: Iterable[int]) -> int:
+    """Compute and keep the WADO-RS metadata of the studies' instances that have none,
+    reading each file once; returns how many were computed. Run by the stability
+    sweep when studies arrive, so that neither the receiver's association thread (where it
+    cost about as much as indexing) nor the first /metadata request pays for it. An
+    instance whose file is missing or cannot be written as JSON is left without one: it is
+    computed, and the error met, on request."""
+    missing = list(
+        Instance.objects.filter(series__study_id__in=list(study_pks), metadata__isnull=True)
+        .order_by("pk")
+        .values_list("pk", "sop_instance_uid", "storage_key", "rows")
+    )
+    computed = 0
+    batch: list[InstanceMetadata] = []
+    for pk, sop_uid, key, image_rows in missing:
+        try:
+            document = metadata_document(str(storage.path_for(key)), image_rows)
+        except Exception:
+            logger.warning("no metadata computed for %s", sop_uid, exc_info=True)
+            continue
+        batch.append(InstanceMetadata(instance_id=pk, document=document))
+        if len(batch) >= 200:
+            computed += len(InstanceMetadata.objects.bulk_create(batch, ignore_conflicts=True))
+            batch = []
+    if batch:
+        computed += len(InstanceMetadata.objects.bulk_create(batch, ignore_conflicts=True))
+    return computed
 
 
 def indexed_keys(keys: Iterable[str]) -> set[str]:

@@ -7,13 +7,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from cloudpacs.services import claim_stable_studies, has_stable_studies
+from cloudpacs.services import claim_stable_studies, has_stable_studies, store_study_metadata
 from consults.services import open_consult_for_study
 
 
 @shared_task(ignore_result=True)
 def sweep_stable_studies() -> list[int]:
-    """Hand every study that has become stable over to the readers, one consult each.
+    """Hand every study that has become stable over to the readers, one consult each,
+    then store the WADO-RS metadata of its instances.
 
     The claim and the consults commit together, so a crash between them cannot leave
     a study arrived with no consult."""
@@ -22,7 +23,11 @@ def sweep_stable_studies() -> list[int]:
         return []
     with transaction.atomic():
         studies = claim_stable_studies(now, settings.STUDY_STABLE_SECONDS)
-        return [open_consult_for_study(study).pk for study in studies]
+        consults = [open_consult_for_study(study).pk for study in studies]
+    # The arrived studies' WADO-RS metadata, after the commit: the consults are open
+    # already, and a document not stored here is computed on its first request instead.
+    store_study_metadata([study.pk for study in studies])
+    return consults
 
 
 # --- The reading workflow (consults.workflow): thin wrappers taking primary keys, queued

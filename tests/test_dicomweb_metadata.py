@@ -1,7 +1,7 @@
-"""WADO-RS metadata from documents stored at ingest: the same bytes as reading each file
-on request gave (CT, a DX with a VOI LUT, Chinese names in GB18030 and ISO_IR 192, a
-JPEG 2000 instance), no file read on request, and documents computed once for instances
-indexed before they were stored."""
+"""WADO-RS metadata from documents stored by the stability sweep when a study arrives:
+the same bytes as reading each file on request gave (CT, a DX with a VOI LUT, Chinese
+names in GB18030 and ISO_IR 192, a JPEG 2000 instance), no file read on request, and
+documents computed once, on request, for instances that have none yet."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from pydicom.uid import generate_uid
 from cloudpacs import storage
 from cloudpacs.dicomweb import json as dj
 from cloudpacs.models import Instance, InstanceMetadata
+from cloudpacs.services import store_study_metadata
+from consults.tasks import sweep_stable_studies
 from facilities.models import Modality, User
 from tests.dicomweb_support import compressed_ct, ingest, token_for, voi_lut_dx
 from tests.factories import make_dataset
@@ -97,8 +99,13 @@ def test_study_and_instance_metadata_match_reading_the_files_too(technologist_ap
     assert response.content == read_from_files([one])
 
 
-def test_ingest_stores_each_instance_s_metadata_with_relative_bulk_data_uris(ct_modality, tmp_path):
+def test_the_stability_sweep_stores_each_instance_s_metadata_with_relative_bulk_data_uris(
+    ct_modality, tmp_path, settings
+):
+    settings.STUDY_STABLE_SECONDS = 0
     (item,) = store([make_dataset(patient_name="Zhang^San=张^三", character_set="ISO_IR 192")], ct_modality, tmp_path)
+    assert not InstanceMetadata.objects.filter(instance=item).exists()
+    sweep_stable_studies.delay()
     document = json.loads(InstanceMetadata.objects.get(instance=item).document)
     assert document["7FE00010"] == {"vr": "OW", "BulkDataURI": "bulkdata/7FE00010"}
     assert document["00080018"]["Value"] == [item.sop_instance_uid]
@@ -107,6 +114,7 @@ def test_ingest_stores_each_instance_s_metadata_with_relative_bulk_data_uris(ct_
 def test_a_request_reads_no_file_once_the_metadata_is_stored(technologist_api, ct_modality, tmp_path):
     instances = store(CASES["ct_utf8"](), ct_modality, tmp_path)
     expected = read_from_files(instances)
+    assert store_study_metadata([instances[0].series.study_id]) == 3
     for item in instances:
         storage.path_for(item.storage_key).unlink()
     response = technologist_api.get(series_url(instances[0]) + "/metadata")
@@ -116,10 +124,19 @@ def test_a_request_reads_no_file_once_the_metadata_is_stored(technologist_api, c
 
 def test_an_instance_stored_without_metadata_gets_it_computed_once_and_kept(technologist_api, ct_modality, tmp_path):
     instances = store(CASES["ct_utf8"](), ct_modality, tmp_path)
+    store_study_metadata([instances[0].series.study_id])
     InstanceMetadata.objects.filter(instance=instances[1]).delete()
     response = technologist_api.get(series_url(instances[0]) + "/metadata")
     assert response.content == read_from_files(instances)
     assert InstanceMetadata.objects.filter(instance__in=instances).count() == 3
+
+
+def test_storing_a_study_s_metadata_skips_an_instance_whose_file_is_missing(ct_modality, tmp_path):
+    instances = store(CASES["ct_utf8"](), ct_modality, tmp_path)
+    storage.path_for(instances[0].storage_key).unlink()
+    assert store_study_metadata([instances[0].series.study_id]) == 2
+    assert not InstanceMetadata.objects.filter(instance=instances[0]).exists()
+    assert store_study_metadata([instances[0].series.study_id]) == 0
 
 
 def test_a_missing_file_without_stored_metadata_is_a_server_error(technologist_api, ct_modality, tmp_path):
