@@ -277,17 +277,6 @@ class RedisServer:
         except OSError:
             return False
 
-    def freeze_in_a_store(self, storage_root: Path) -> bool:
-        """Stop the process while it is storing an instance (a file is staged in
-        `.incoming/`), so that the kill that follows lands between file and index."""
-        if not leftovers(storage_root):
-            return False
-        self.process.send_signal(signal.SIGSTOP)
-        if leftovers(storage_root):
-            return True
-        self.process.send_signal(signal.SIGCONT)
-        return False
-
     def freeze(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
