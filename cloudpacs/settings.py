@@ -118,9 +118,14 @@ AUTH_PASSWORD_VALIDATORS = [
 SESSION_IDLE_MINUTES = env_int("SESSION_IDLE_MINUTES", 30, minimum=1, maximum=24 * 60)
 SESSION_COOKIE_AGE = SESSION_IDLE_MINUTES * 60
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
-# A username is refused for LOGIN_LOCKOUT_MINUTES once it fails this many times within them.
+# Password attempts within a window of LOGIN_LOCKOUT_MINUTES: LOGIN_MAX_FAILURES for a
+# username from browsers its user has not signed in from (and for each one they have),
+# LOGIN_ADDRESS_MAX_FAILURES for one client address whatever the names tried. A browser
+# is remembered for LOGIN_DEVICE_DAYS after a sign-in. Policy: docs/operations.md.
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5, minimum=1)
 LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1)
+LOGIN_ADDRESS_MAX_FAILURES = env_int("LOGIN_ADDRESS_MAX_FAILURES", 20, minimum=1)
+LOGIN_DEVICE_DAYS = env_int("LOGIN_DEVICE_DAYS", 90, minimum=1)
 
 # Chinese first, English second.
 LANGUAGE_CODE = env_choice("LANGUAGE_CODE", "zh-hans", {"zh-hans", "en"})

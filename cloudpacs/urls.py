@@ -5,18 +5,14 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from cloudpacs import openapi
-from facilities.forms import LoginForm
+from facilities import views as facilities_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("dicomweb/", include("cloudpacs.dicomweb.urls")),
     path("api/schema/", openapi.schema_view, name="openapi-schema"),
     path("i18n/", include("django.conf.urls.i18n")),
-    path(
-        "accounts/login/",
-        auth_views.LoginView.as_view(authentication_form=LoginForm, redirect_authenticated_user=True),
-        name="login",
-    ),
+    path("accounts/login/", facilities_views.login, name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("facilities.urls")),
     path("", include("cloudpacs.archive_urls")),

@@ -18,15 +18,17 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db.models import Model
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from rest_framework.authtoken.models import TokenProxy
 
-from facilities.forms import AdminLoginForm
+from facilities.forms import AdminLoginForm, AdminPasswordChangeForm
 from facilities.models import AuditEvent, Facility, Modality, RosterShift, User
 from facilities.services import PASSWORD_CHANGED, audit
 
@@ -42,13 +44,26 @@ for _model in (Group, TokenProxy):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
 
-_django_password_change = admin.site.password_change
+
+class AdminPasswordChangeView(auth_views.PasswordChangeView):
+    """The admin's page for changing one's own password, with the site page's form: the old
+    password's tries are counted like logins (facilities.forms.ThrottledPasswordChangeForm)."""
+
+    form_class = AdminPasswordChangeForm
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "request": self.request}
 
 
 def audited_password_change(request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
-    """The admin's page for changing one's own password, audited like the site's own page
-    (facilities.views.PasswordChangeView). A successful change is the redirect to "done"."""
-    response = _django_password_change(request, extra_context)
+    """Django's admin password change (AdminSite.password_change) with the throttled form,
+    audited like the site's own page (facilities.views.PasswordChangeView). A successful
+    change is the redirect to "done"."""
+    request.current_app = admin.site.name
+    response = AdminPasswordChangeView.as_view(
+        success_url=reverse("admin:password_change_done", current_app=admin.site.name),
+        extra_context={**admin.site.each_context(request), **(extra_context or {})},
+    )(request)
     if request.method == "POST" and response.status_code == 302:
         audit(PASSWORD_CHANGED, request=request, obj=request.user, via="admin")  # type: ignore[arg-type]
     return response

@@ -1,13 +1,13 @@
-"""The login form, with the lockout after repeated failures."""
+"""The login and password-change forms, counted against the limits on password guessing,
+and the audit search."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.utils import timezone
@@ -17,32 +17,47 @@ from facilities import services
 from facilities.models import Facility
 
 LOCKED_MESSAGE = _("登录失败次数过多，该账户已暂时锁定，请在 %(minutes)s 分钟后重试。")
+ADDRESS_LOCKED_MESSAGE = _("来自本地址的登录失败次数过多，请在 %(minutes)s 分钟后重试。")
+
+
+def begin_attempt(request: HttpRequest | None, username: str) -> services.PasswordAttempt:
+    """Count a password attempt by `username` through `request` (facilities.services), and
+    raise the lockout's message, audited, if a limit refuses it."""
+    cookie = request.COOKIES.get(services.DEVICE_COOKIE) if request is not None else None
+    now = timezone.now()
+    attempt = services.begin_password_attempt(
+        username, address=services.client_address(request), device_cookie=cookie, now=now
+    )
+    if attempt.refused is not None and attempt.locked_until is not None:
+        services.audit(
+            services.LOGIN_LOCKED,
+            request=request,
+            object_type="facilities.user",
+            username=username[:150],
+            limit=attempt.refused,
+            locked_until=attempt.locked_until.isoformat(),
+        )
+        minutes = max(1, -(-int((attempt.locked_until - now).total_seconds()) // 60))
+        message = ADDRESS_LOCKED_MESSAGE if attempt.refused == services.ADDRESS else LOCKED_MESSAGE
+        raise ValidationError(message, code="locked", params={"minutes": minutes})
+    return attempt
 
 
 class LockoutMixin:
-    """Refuse a username while it is locked out, even with the right password: the check
-    runs before the password is tried, so a guesser learns nothing from it."""
+    """Count each login attempt before the password is checked, and refuse it, even with
+    the right password, once a limit is reached: a guesser learns nothing from it."""
 
     request: HttpRequest | None
     cleaned_data: dict[str, Any]
 
     def clean(self) -> dict[str, Any]:
         username = self.cleaned_data.get("username")
-        if username:
-            now = timezone.now()
-            until = services.login_locked_until(username, now=now)
-            if until is not None:
-                services.audit(
-                    services.LOGIN_LOCKED,
-                    request=self.request,
-                    object_type="facilities.user",
-                    username=username,
-                    locked_until=until.isoformat(),
-                    max_failures=settings.LOGIN_MAX_FAILURES,
-                )
-                minutes = max(1, -(-int((until - now).total_seconds()) // 60))
-                raise ValidationError(LOCKED_MESSAGE, code="locked", params={"minutes": minutes})
-        return super().clean()  # type: ignore[misc,no-any-return]
+        if not username or not self.cleaned_data.get("password"):
+            return super().clean()  # type: ignore[misc,no-any-return]
+        attempt = begin_attempt(self.request, username)
+        cleaned: dict[str, Any] = super().clean()  # type: ignore[misc]
+        services.password_attempt_succeeded(attempt)
+        return cleaned
 
 
 class LoginForm(LockoutMixin, AuthenticationForm):
@@ -53,6 +68,29 @@ class LoginForm(LockoutMixin, AuthenticationForm):
 
 class AdminLoginForm(LockoutMixin, AdminAuthenticationForm):
     """The admin site's own login page, which would otherwise be a way round the lockout."""
+
+
+class ThrottledPasswordChangeForm(PasswordChangeForm):
+    """Changing one's password asks for the old one: each try is counted like a login, or
+    a borrowed session would be a way to guess it without limit."""
+
+    def __init__(self, user: Any, *args: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
+        self.request = request
+        super().__init__(user, *args, **kwargs)
+
+    def clean_old_password(self) -> str:
+        attempt = begin_attempt(self.request, self.user.get_username())
+        try:
+            old_password: str = super().clean_old_password()
+        except ValidationError:
+            services.audit(services.PASSWORD_CHANGE_FAILED, request=self.request, obj=self.user)
+            raise
+        services.password_attempt_succeeded(attempt)
+        return old_password
+
+
+class AdminPasswordChangeForm(ThrottledPasswordChangeForm):
+    required_css_class = "required"
 
 
 class AuditSearchForm(forms.Form):

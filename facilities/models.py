@@ -222,3 +222,22 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise ValidationError("audit events are append-only")
+
+
+class LoginThrottle(models.Model):
+    """Password attempts counted against one key within a fixed window: a client address
+    (`address:203.0.113.5`), a username tried from a browser the user has not signed in
+    from (`user:dr_li`), or one such browser (`device:<id>`). An attempt is counted before
+    the password is checked, in one UPDATE, so parallel requests cannot all pass the
+    limit (facilities.services.begin_password_attempt)."""
+
+    key = models.CharField(max_length=200, unique=True)
+    failures = models.PositiveIntegerField(default=0)
+    window_started_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = _("登录尝试计数")
+        verbose_name_plural = _("登录尝试计数")
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.failures}"

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import secrets
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Model, Q, QuerySet
+from django.core import signing
+from django.db import transaction
+from django.db.models import Case, F, Model, Q, QuerySet, Value, When
 from django.http import HttpRequest
 from django.utils import timezone
 
-from facilities.models import AuditEvent, Facility, Modality, User
+from facilities.models import AuditEvent, Facility, LoginThrottle, Modality, User
 
 
 def modality_for_ae_title(ae_title: str) -> Modality | None:
@@ -85,40 +89,159 @@ def audit(
     )
 
 
-# Login attempts. Failures are counted from the audit trail itself, so the lockout needs no
-# table of its own and an administrator sees exactly what the lockout saw.
+# Login attempts, in the audit trail: who tried which name from where, and what was refused.
 LOGIN_SUCCEEDED = "facilities.login.succeeded"
 LOGIN_FAILED = "facilities.login.failed"
 LOGIN_LOCKED = "facilities.login.locked"
 LOGGED_OUT = "facilities.login.logged_out"
 PASSWORD_CHANGED = "facilities.password.changed"  # noqa: S105 (an action code)
+PASSWORD_CHANGE_FAILED = "facilities.password.change_failed"  # noqa: S105 (an action code)
+
+# Password guessing is throttled in three counts (docs/operations.md, "Sign-in"):
+# - each client address: LOGIN_ADDRESS_MAX_FAILURES attempts a window, whatever the names
+#   tried, so a guesser runs out long before they have locked many accounts;
+# - each username, tried from a browser the user has not signed in from:
+#   LOGIN_MAX_FAILURES attempts a window, from all addresses together;
+# - each browser the user has signed in from (a signed "device" cookie naming them):
+#   LOGIN_MAX_FAILURES attempts a window of its own. A stranger who locks a username
+#   locks it only for unknown browsers; its owner signs in from their usual one.
+ADDRESS = "address"
+ACCOUNT = "account"
+DEVICE_COOKIE = "yunying_device"
+DEVICE_SALT = "facilities.login.device"
+DEVICES_REMEMBERED = 8
+
+
+@dataclass
+class PasswordAttempt:
+    """One password check, counted before it is made. `refused` says which limit refused
+    it ("address" or "account"), with the time the limit lifts; None: check the password."""
+
+    account_key: str
+    address_key: str | None = None
+    refused: str | None = None
+    locked_until: datetime | None = None
+
+
+def _window() -> timedelta:
+    return timedelta(minutes=settings.LOGIN_LOCKOUT_MINUTES)
+
+
+def _count_attempt(key: str, now: datetime) -> LoginThrottle:
+    """Count one attempt against `key` and return the row as this attempt left it.
+
+    The INSERT and the UPDATE are writes, so the transaction holds the row (PostgreSQL's
+    row lock, SQLite's write lock) from the UPDATE to the commit: parallel attempts are
+    counted one after another, and each reads back its own count."""
+    cutoff = now - _window()
+    expired = Q(window_started_at__lte=cutoff)
+    with transaction.atomic():
+        LoginThrottle.objects.bulk_create(
+            [LoginThrottle(key=key, failures=0, window_started_at=now)], ignore_conflicts=True
+        )
+        LoginThrottle.objects.filter(key=key).update(
+            failures=Case(When(expired, then=Value(1)), default=F("failures") + 1),
+            window_started_at=Case(When(expired, then=Value(now)), default=F("window_started_at")),
+        )
+        return LoginThrottle.objects.get(key=key)
+
+
+def _address_key(address: str | None) -> str:
+    return f"address:{address or 'unknown'}"
+
+
+def _account_key(username: str) -> str:
+    return f"user:{username.lower()}"
+
+
+def remembered_device(cookie: str | None, username: str) -> str | None:
+    """The id of this browser for `username` if its signed device cookie names them."""
+    if not cookie:
+        return None
+    try:
+        pairs = signing.loads(cookie, salt=DEVICE_SALT, max_age=timedelta(days=settings.LOGIN_DEVICE_DAYS))
+    except signing.BadSignature:
+        return None
+    for name, device in pairs if isinstance(pairs, list) else []:
+        if name == username.lower():
+            return str(device)
+    return None
+
+
+def remember_device(cookie: str | None, username: str) -> str:
+    """The device cookie's new value after `username` signed in from this browser: their
+    own id (kept if they had one), before those of the few others who use it."""
+    pairs: list[list[str]] = []
+    if cookie:
+        try:
+            loaded = signing.loads(cookie, salt=DEVICE_SALT, max_age=timedelta(days=settings.LOGIN_DEVICE_DAYS))
+        except signing.BadSignature:
+            loaded = []
+        pairs = (
+            [pair for pair in loaded if isinstance(pair, list) and len(pair) == 2] if isinstance(loaded, list) else []
+        )
+    name = username.lower()
+    device = next((device for other, device in pairs if other == name), None) or secrets.token_urlsafe(16)
+    pairs = [[name, device]] + [pair for pair in pairs if pair[0] != name]
+    return signing.dumps(pairs[:DEVICES_REMEMBERED], salt=DEVICE_SALT, compress=True)
+
+
+def begin_password_attempt(
+    username: str, *, address: str | None, device_cookie: str | None = None, now: datetime | None = None
+) -> PasswordAttempt:
+    """Count a password attempt for `username` from `address` before the password is
+    checked.
+
+    From a browser the user has signed in from, only that browser's own count applies:
+    nobody else's guesses, from any address, can keep its owner out. From anywhere else
+    the address is counted first, and once it is over its limit its attempts no longer
+    count against any username: a refused guesser cannot go on locking accounts."""
+    now = now or timezone.now()
+    device = remembered_device(device_cookie, username)
+    if device is not None:
+        row = _count_attempt(f"device:{device}", now)
+        attempt = PasswordAttempt(account_key=row.key)
+    else:
+        address_row = _count_attempt(_address_key(address), now)
+        if address_row.failures > settings.LOGIN_ADDRESS_MAX_FAILURES:
+            return PasswordAttempt(
+                account_key=_account_key(username),
+                refused=ADDRESS,
+                locked_until=address_row.window_started_at + _window(),
+            )
+        row = _count_attempt(_account_key(username), now)
+        attempt = PasswordAttempt(account_key=row.key, address_key=address_row.key)
+    if row.failures > settings.LOGIN_MAX_FAILURES:
+        attempt.refused, attempt.locked_until = ACCOUNT, row.window_started_at + _window()
+    return attempt
+
+
+def password_attempt_succeeded(attempt: PasswordAttempt) -> None:
+    """The right password: the username's (or browser's) count starts again, and the
+    address gets back the attempt it spent (only that one, or a guesser holding one
+    account of their own could reset their address's count with it)."""
+    LoginThrottle.objects.filter(key=attempt.account_key).delete()
+    if attempt.address_key is not None:
+        LoginThrottle.objects.filter(key=attempt.address_key, failures__gt=0).update(failures=F("failures") - 1)
 
 
 def login_locked_until(username: str, *, now: datetime | None = None) -> datetime | None:
-    """When the lockout of `username` ends, or None if it may try to sign in now.
+    """When a username's lockout for unknown browsers ends, or None if it is not locked.
+    `now` is for tests."""
+    return _locked_until(_account_key(username), settings.LOGIN_MAX_FAILURES, now or timezone.now())
 
-    It is locked once LOGIN_MAX_FAILURES failures fall within the last
-    LOGIN_LOCKOUT_MINUTES and no successful login followed them; it opens again when the
-    oldest of those failures leaves the window. Refused attempts are not failures, so
-    retrying during a lockout does not prolong it. `now` is for tests."""
-    now = now or timezone.now()
-    window = timedelta(minutes=settings.LOGIN_LOCKOUT_MINUTES)
-    limit = settings.LOGIN_MAX_FAILURES
-    failures = AuditEvent.objects.filter(
-        action=LOGIN_FAILED, detail__username=username, at__gt=now - window, at__lte=now
-    )
-    last_success = (
-        AuditEvent.objects.filter(action=LOGIN_SUCCEEDED, actor_name=username, at__lte=now)
-        .order_by("-at")
-        .values_list("at", flat=True)
-        .first()
-    )
-    if last_success is not None:
-        failures = failures.filter(at__gt=last_success)
-    recent = list(failures.order_by("-at").values_list("at", flat=True)[:limit])
-    if len(recent) < limit:
+
+def address_locked_until(address: str, *, now: datetime | None = None) -> datetime | None:
+    """When the refusal of every login from `address` ends, or None."""
+    return _locked_until(_address_key(address), settings.LOGIN_ADDRESS_MAX_FAILURES, now or timezone.now())
+
+
+def _locked_until(key: str, limit: int, now: datetime) -> datetime | None:
+    row = LoginThrottle.objects.filter(key=key).first()
+    if row is None or row.failures < limit:
         return None
-    return recent[-1] + window
+    until = row.window_started_at + _window()
+    return until if until > now else None
 
 
 def search_audit(

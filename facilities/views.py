@@ -4,9 +4,12 @@ read here, never changed."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import PasswordChangeForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -16,7 +19,7 @@ from django.views.decorators.http import require_GET
 
 from facilities import services
 from facilities.access import ADMINISTRATOR, RADIOLOGIST, TECHNOLOGIST, has_role, role_required
-from facilities.forms import AuditSearchForm
+from facilities.forms import AuditSearchForm, LoginForm, ThrottledPasswordChangeForm
 
 AUDIT_PAGE_SIZE = 50
 
@@ -52,12 +55,37 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     )
 
 
+class LoginView(auth_views.LoginView):
+    """The login page. A successful sign-in remembers this browser for the user (a signed
+    cookie), so that a stranger's failed guesses at their name do not keep them out of it."""
+
+    authentication_form = LoginForm
+    redirect_authenticated_user = True
+
+    def form_valid(self, form: AuthenticationForm) -> HttpResponse:
+        response = super().form_valid(form)
+        response.set_cookie(
+            services.DEVICE_COOKIE,
+            services.remember_device(self.request.COOKIES.get(services.DEVICE_COOKIE), form.get_user().get_username()),
+            max_age=settings.LOGIN_DEVICE_DAYS * 24 * 3600,
+            secure=settings.SESSION_COOKIE_SECURE,
+            httponly=True,
+            samesite="Lax",
+        )
+        return response
+
+
 class PasswordChangeView(auth_views.PasswordChangeView):
     """Every signed-in user changes their own password here, under the password rules
-    (AUTH_PASSWORD_VALIDATORS); the change is audited and the session stays signed in."""
+    (AUTH_PASSWORD_VALIDATORS); wrong old passwords are counted like failed logins; the
+    change is audited and the session stays signed in."""
 
     template_name = "facilities/password_change.html"
     success_url = reverse_lazy("password_change_done")
+    form_class = ThrottledPasswordChangeForm
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "request": self.request}
 
     def form_valid(self, form: PasswordChangeForm) -> HttpResponse:
         response = super().form_valid(form)
@@ -65,5 +93,6 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         return response
 
 
+login = LoginView.as_view()
 password_change = PasswordChangeView.as_view()
 password_change_done = auth_views.PasswordChangeDoneView.as_view(template_name="facilities/password_change_done.html")
