@@ -12,6 +12,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from cloudpacs.personname import format_person_name
 from facilities.models import Facility, Modality
 
 
@@ -42,11 +43,12 @@ class Patient(models.Model):
         indexes = [models.Index(fields=["patient_id"], name="patient_id_search", opclasses=["varchar_pattern_ops"])]
 
     def __str__(self) -> str:
-        return f"{self.name_ideographic or self.name_alphabetic or self.name} ({self.patient_id})"
+        return f"{self.display_name} ({self.patient_id})"
 
     @property
     def display_name(self) -> str:
-        return self.name_ideographic or self.name_alphabetic.replace("^", " ").strip() or self.name
+        """The name as people read it, in the active language (cloudpacs.personname)."""
+        return format_person_name(self)
 
 
 class Study(models.Model):

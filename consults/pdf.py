@@ -26,6 +26,7 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import HRFlowable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from cloudpacs.personname import format_person_name, sex_label
 from consults.models import Consult, Report
 from facilities.services import county_hospital
 
@@ -96,10 +97,10 @@ def _render(consult: Consult, report: Report, font: str) -> bytes:
     ]
 
     facts = [
-        (_("姓名"), patient.display_name if patient else "—", _("患者 ID"), patient.patient_id if patient else "—"),
+        (_("姓名"), format_person_name(patient, empty="—"), _("患者 ID"), patient.patient_id if patient else "—"),
         (
             _("性别"),
-            (patient.sex if patient else "") or "—",
+            sex_label(patient.sex if patient else ""),
             _("出生日期"),
             _day(patient.birth_date) if patient else "—",
         ),

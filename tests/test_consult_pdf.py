@@ -285,3 +285,43 @@ def test_a_run_with_its_time_used_up_leaves_the_rest_for_the_next(township, ct_m
 
     assert delivery.deliver_due(budget_seconds=-1) == {}
     assert delivery.deliver_due() == {first.delivery.pk: "sent", second.delivery.pk: "sent"}
+
+
+@pytest.mark.parametrize("value", ["Wu^Chao=吴^超", "王^芳", "=张^三"])
+def test_the_report_sent_back_keeps_the_patients_name_as_received(
+    township, ct_modality, township_archive, tmp_path, value
+):
+    from consults.services import open_consult_for_study
+    from tests.dicomweb_support import ingest
+    from tests.factories import make_dataset
+
+    instance = ingest(
+        make_dataset(patient_name=value, character_set="ISO_IR 192", PatientSex="F"), ct_modality, tmp_path / "in"
+    )
+    consult = open_consult_for_study(instance.series.study)
+    reader = make_user(User.Role.RADIOLOGIST, None, username="li", display_name="李医生")
+    workflow.claim_consult(consult, reader)
+    workflow.sign_final(consult, reader, FINDINGS, IMPRESSION)
+
+    delivery.deliver_due()
+
+    (ds,) = township_archive.received
+    assert str(ds.PatientName) == value
+    assert ds.PatientSex == "F"
+
+
+def test_the_pdf_shows_the_name_without_separators_and_sex_as_a_word(township, ct_modality):
+    consult = signed_consult(township, ct_modality)
+    patient = consult.study.patient
+    patient.name, patient.name_alphabetic, patient.name_ideographic, patient.sex = (
+        "Wu^Chao=吴^超",
+        "Wu^Chao",
+        "吴^超",
+        "F",
+    )
+    patient.save()
+
+    text = text_of(render_report_pdf(consult, consult.report))
+
+    assert "吴超" in text and "吴^超" not in text
+    assert "性别女" in text

@@ -249,6 +249,7 @@ def test_a_ct_study_opens_with_the_files_window_and_its_overlay(live_server, bro
     # make_dataset's window: 40/400.
     assert np.abs(gray(page, centres) - expected_ct(1, 40, 400)).max() <= TOLERANCE
     assert "赵六" in overlay(page, "tl")
+    assert "男" in overlay(page, "tl")  # PatientSex M, as a word, as every page shows it
     assert "P300" in overlay(page, "tl")
     assert "2025-09-01" in overlay(page, "tr")
     assert "1/4" in overlay(page, "bl")

@@ -5,11 +5,26 @@ function first(json, tag) {
   return json?.[tag]?.Value?.[0];
 }
 
+// The page passes the name formatted by the server (cloudpacs.personname) as
+// labels.patientName; this is the fallback for a file of another patient: the
+// ideographic group without separators, else the alphabetic one with spaces.
+const CJK = /[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]/;
+
+function joinGroup(group) {
+  const parts = (group || '').split('^').slice(0, 3).map((part) => part.trim()).filter(Boolean);
+  return parts.every((part) => CJK.test(part)) ? parts.join('') : parts.join(' ');
+}
+
 export function personName(json, tag = '00100010') {
   const name = first(json, tag);
   if (!name) return '';
-  if (typeof name === 'string') return name.replace(/\^+/g, ' ').trim();
-  return (name.Ideographic || name.Alphabetic || name.Phonetic || '').replace(/\^+/g, ' ').trim();
+  const groups = typeof name === 'string' ? name.split('=') : [name.Alphabetic, name.Ideographic, name.Phonetic];
+  return joinGroup(groups[1]) || joinGroup(groups[0]) || joinGroup(groups[2]);
+}
+
+export function sexLabel(code, labels = {}) {
+  if (!code) return '';
+  return labels[`sex${code.charAt(0).toUpperCase()}${code.slice(1).toLowerCase()}`] || code;
 }
 
 export function formatDate(text) {
@@ -40,8 +55,8 @@ function round(number) {
 
 export function describeOverlay(state) {
   const { json, labels = {} } = state;
-  const sexAge = [first(json, '00100040') || '', age(json)].filter(Boolean).join(' / ');
-  const tl = [personName(json), first(json, '00100020') || '', sexAge].filter(Boolean);
+  const sexAge = [sexLabel(first(json, '00100040'), labels), age(json)].filter(Boolean).join(' / ');
+  const tl = [labels.patientName || personName(json), first(json, '00100020') || '', sexAge].filter(Boolean);
   const institution = first(json, '00080080') || '';
   const studyWhen = [formatDate(first(json, '00080020')), formatTime(first(json, '00080030'))]
     .filter(Boolean)

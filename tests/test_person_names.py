@@ -1,0 +1,80 @@
+"""The one Person Name formatter (cloudpacs.personname) and the sex label: what every page,
+the PDF and the viewer's overlay show for a DICOM PN value."""
+
+from __future__ import annotations
+
+import pytest
+from django.template import Context, Template
+from django.utils import translation
+
+from cloudpacs.models import Patient
+from cloudpacs.personname import format_person_name, sex_label
+
+
+@pytest.mark.parametrize(
+    ("value", "chinese", "english"),
+    [
+        ("Wu^Chao=吴^超", "吴超", "Wu Chao"),
+        ("王^芳", "王芳", "王芳"),
+        ("张三^", "张三", "张三"),
+        ("=张^三", "张三", "张三"),
+        ("ZHANG^SAN", "ZHANG SAN", "ZHANG SAN"),
+        ("Li^Si^^Dr.", "Li Si", "Li Si"),
+        ("Wu^Chao==wu^chao", "Wu Chao", "Wu Chao"),
+        ("==ウ^チャオ", "ウチャオ", "ウチャオ"),
+        ("^", "", ""),
+        ("", "", ""),
+    ],
+)
+def test_a_pn_value_is_shown_the_chinese_way_and_the_english_way(value, chinese, english):
+    assert format_person_name(value, "zh-hans") == chinese
+    assert format_person_name(value, "en") == english
+
+
+def test_the_active_language_decides_when_none_is_given():
+    with translation.override("zh-hans"):
+        assert format_person_name("Wu^Chao=吴^超") == "吴超"
+    with translation.override("en"):
+        assert format_person_name("Wu^Chao=吴^超") == "Wu Chao"
+
+
+def test_a_patient_is_shown_from_its_decoded_groups_and_else_from_its_whole_value():
+    patient = Patient(name="Wu^Chao=吴^超", name_alphabetic="Wu^Chao", name_ideographic="吴^超")
+    assert format_person_name(patient, "zh-hans") == "吴超"
+    assert format_person_name(patient, "en") == "Wu Chao"
+    legacy = Patient(name="王^芳")
+    assert format_person_name(legacy, "zh-hans") == "王芳"
+    assert format_person_name(Patient(name=""), "zh-hans", empty="—") == "—"
+    assert format_person_name(None, empty="—") == "—"
+
+
+def test_the_patients_display_name_and_str_use_the_formatter():
+    patient = Patient(patient_id="P1", name="Wu^Chao=吴^超", name_alphabetic="Wu^Chao", name_ideographic="吴^超")
+    with translation.override("zh-hans"):
+        assert patient.display_name == "吴超"
+        assert str(patient) == "吴超 (P1)"
+
+
+@pytest.mark.parametrize(
+    ("code", "chinese", "english"),
+    [
+        ("M", "男", "Male"),
+        ("F", "女", "Female"),
+        ("O", "其他", "Other"),
+        ("m", "男", "Male"),
+        ("", "—", "—"),
+        ("U", "U", "U"),
+    ],
+)
+def test_sex_is_shown_as_a_word(code, chinese, english):
+    with translation.override("zh-hans"):
+        assert sex_label(code) == chinese
+    with translation.override("en"):
+        assert sex_label(code) == english
+
+
+def test_the_template_filters_format_names_and_sex():
+    template = Template("{% load people %}{{ patient|person_name }}/{{ patient.sex|sex }}/{{ nobody|person_name }}")
+    patient = Patient(name="Wu^Chao=吴^超", name_alphabetic="Wu^Chao", name_ideographic="吴^超", sex="F")
+    with translation.override("zh-hans"):
+        assert template.render(Context({"patient": patient, "nobody": None})) == "吴超/女/—"
