@@ -26,7 +26,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from cloudpacs.models import Study
 from cloudpacs.viewer_views import viewer_context
-from consults import delivery, workflow
+from consults import delivery, services, workflow
 from consults.models import Consult, CriticalFinding, Escalation, Priority, Report, ReportDelivery
 from consults.pdf import render_report_pdf
 from facilities.access import CLINICAL_ROLES, RADIOLOGIST, TECHNOLOGIST, consults_for, has_role, role_required
@@ -149,9 +149,8 @@ def reading_page(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
         and not (consult.status in workflow.HELD_STATUSES and not held_by_me),
         "can_reassign": is_radiologist and consult.status in workflow.HELD_STATUSES and workflow.may_lead(user),  # type: ignore[arg-type]
         "can_acknowledge": has_role(user, TECHNOLOGIST) and user.facility_id == consult.facility_id,  # type: ignore[union-attr]
-        "can_correct": has_role(user, TECHNOLOGIST)
-        and consult.status in (Consult.Status.ARRIVED, Consult.Status.ASSIGNED)
-        and consult.opened_at is None,
+        "can_correct": workflow.can_correct_request(user, consult),  # type: ignore[arg-type]
+        "body_part": services.body_part_label(consult),
         "requires_review": requires_review,
         "can_retry_delivery": is_radiologist or has_role(user, TECHNOLOGIST),
         "templates": list(workflow.templates_for(consult).values("id", "name", "body_part", "findings", "impression"))
@@ -207,9 +206,11 @@ def save_report(request: HttpRequest, consult: Consult) -> HttpResponse:
     if action == "preliminary":
         workflow.sign_preliminary(consult, user, findings, impression)  # type: ignore[arg-type]
         messages.success(request, _("初诊报告已提交，等待上级医师审核。"))
-    elif action == "sign":
+    elif action in ("sign", "sign_next"):
         workflow.sign_final(consult, user, findings, impression)  # type: ignore[arg-type]
         messages.success(request, _("报告已签发。"))
+        if action == "sign_next":
+            return _take_next(request)
     else:
         workflow.save_draft(consult, user, findings, impression)  # type: ignore[arg-type]
         messages.success(request, _("草稿已保存。"))
@@ -230,10 +231,9 @@ def critical(request: HttpRequest, consult: Consult) -> HttpResponse:
     return redirect(_page(consult))
 
 
-@role_required(RADIOLOGIST)
-@require_POST
-def claim_next(request: HttpRequest) -> HttpResponse:
-    """The worklist's 'take the next one': the most urgent waiting consult this reader may read."""
+def _take_next(request: HttpRequest) -> HttpResponse:
+    """Claim the most urgent waiting consult this reader may read and open it; back to the
+    worklist when there is none."""
     user = request.user
     kinds = [kind for kind in ExamKind.values if user.can_read(kind)]  # type: ignore[union-attr]
     waiting = consults_for(user).filter(status=Consult.Status.ARRIVED, radiologist__isnull=True, kind__in=kinds)
@@ -245,6 +245,13 @@ def claim_next(request: HttpRequest) -> HttpResponse:
         return redirect(_page(consult))
     messages.info(request, _("没有待领取的会诊。"))
     return redirect(reverse("consults:worklist"))
+
+
+@role_required(RADIOLOGIST)
+@require_POST
+def claim_next(request: HttpRequest) -> HttpResponse:
+    """The worklist's 'take the next one': the most urgent waiting consult this reader may read."""
+    return _take_next(request)
 
 
 @role_required(TECHNOLOGIST)
@@ -260,7 +267,7 @@ def correct_request(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
             changes["body_parts"] = int(request.POST["body_parts"])
         except ValueError:
             messages.error(request, _("部位数至少为 1。"))
-            return redirect(_page(consult))
+            return redirect(_next_or(request, _page(consult)))
     try:
         workflow.correct_request(consult, request.user, **changes)  # type: ignore[arg-type]
     except workflow.NotAllowed as refused:
@@ -275,7 +282,7 @@ def correct_request(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
         messages.error(request, str(refused))
     else:
         messages.success(request, _("会诊申请已更新。"))
-    return redirect(_page(consult))
+    return redirect(_next_or(request, _page(consult)))
 
 
 @role_required(RADIOLOGIST, TECHNOLOGIST)

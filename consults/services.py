@@ -6,7 +6,7 @@ import logging
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from cloudpacs.models import Study
@@ -137,3 +137,50 @@ def request_consult(
     consult_pk = consult.pk
     transaction.on_commit(lambda: assign_consult.delay(consult_pk))
     return consult
+
+
+# The Chinese names of the BodyPartExamined values township consoles send (PS3.16 CID 4031
+# code meanings), until the consult carries the parts the technologist named. A value not
+# listed is shown as written.
+_BODY_PARTS = {
+    "HEAD": "头颅",
+    "BRAIN": "颅脑",
+    "SKULL": "颅骨",
+    "NECK": "颈部",
+    "CSPINE": "颈椎",
+    "TSPINE": "胸椎",
+    "LSPINE": "腰椎",
+    "SPINE": "脊柱",
+    "CHEST": "胸部",
+    "LUNG": "肺",
+    "HEART": "心脏",
+    "ABDOMEN": "腹部",
+    "PELVIS": "盆腔",
+    "SHOULDER": "肩关节",
+    "ELBOW": "肘关节",
+    "WRIST": "腕关节",
+    "HAND": "手",
+    "HIP": "髋关节",
+    "KNEE": "膝关节",
+    "ANKLE": "踝关节",
+    "FOOT": "足",
+    "EXTREMITY": "四肢",
+    "SINUS": "鼻窦",
+}
+
+
+def body_part_label(consult: Consult) -> str:
+    """What the exam is of, for people: the parts named in the request, else the Chinese
+    names of the series' BodyPartExamined values (CHEST -> 胸部), else ""."""
+    if consult.body_part_names:
+        return consult.body_part_names
+    study = consult.study
+    if study is None:
+        return ""
+    names: list[str] = []
+    for value in study.series.exclude(body_part_examined="").values_list("body_part_examined", flat=True):
+        code = value.strip().upper().replace(" ", "")
+        name = _BODY_PARTS.get(code, value.strip()) if translation.get_language() != "en" else value.strip().title()
+        if name and name not in names:
+            names.append(name)
+    return "、".join(names) if translation.get_language() != "en" else ", ".join(names)

@@ -15,7 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods
 
 from cloudpacs.models import Study
 from consults import services, workflow
@@ -83,14 +83,22 @@ def facility_page(request: HttpRequest, facility_uuid: UUID) -> HttpResponse:
 
 
 @role_required(TECHNOLOGIST)
-@require_POST
+@require_http_methods(["GET", "POST"])
 def request_consult(request: HttpRequest, study_uid: str) -> HttpResponse:
-    """The township's technologist asks for a reading of a stored study that has no consult."""
-    study = get_object_or_404(studies_for(request.user), study_uid=study_uid)
+    """The township's technologist asks for a reading of a stored study that has no consult:
+    GET shows the request form, POST submits it."""
+    study = get_object_or_404(studies_for(request.user).select_related("patient", "facility"), study_uid=study_uid)
     existing = Consult.objects.filter(study=study).first()
     if existing is not None:
-        messages.info(request, _("该检查已有会诊申请。"))
-        return redirect(reverse("reading:page", args=[existing.uuid]))
+        if request.method == "POST":
+            messages.info(request, _("该检查已有会诊申请。"))
+        return redirect(reverse("consults:detail", args=[existing.uuid]))
+    if request.method == "GET":
+        return render(
+            request,
+            "consults/request.html",
+            {"study": study, "patient": study.patient, "priorities": Priority.choices},
+        )
     try:
         body_parts = int(request.POST.get("body_parts") or 1)
     except ValueError:
@@ -109,9 +117,9 @@ def request_consult(request: HttpRequest, study_uid: str) -> HttpResponse:
         raise PermissionDenied(str(refused)) from refused
     except workflow.WorkflowError as refused:
         messages.error(request, str(refused))
-        return redirect(reverse("consults:facility", args=[study.facility.uuid]))
+        return redirect(reverse("consults:request", args=[study.study_uid]))
     messages.success(request, _("会诊申请已提交。"))
-    return redirect(reverse("reading:page", args=[consult.uuid]))
+    return redirect(reverse("consults:detail", args=[consult.uuid]))
 
 
 def _worklist_filters(request: HttpRequest, consults: QuerySet[Consult]) -> tuple[QuerySet[Consult], dict[str, Any]]:
@@ -157,7 +165,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
 
 @role_required(*CLINICAL_ROLES)
 def consult_detail(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
-    consult = get_object_or_404(consults_for(request.user), uuid=consult_uuid)
+    consult = get_object_or_404(consults_for(request.user).select_related("facility", "modality"), uuid=consult_uuid)
     report = (
         Report.objects.select_related("author", "preliminary_by", "signed_by")
         .prefetch_related("addenda__author")
@@ -165,9 +173,11 @@ def consult_detail(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
         .first()
     )
     study: Study | None = consult.study
-    audit("consults.report.viewed", request=request, obj=consult, signed=bool(report and report.is_signed))
-    if report is not None and report.is_signed and has_role(request.user, TECHNOLOGIST):
-        workflow.mark_delivered(consult, user=request.user)  # type: ignore[arg-type]
+    signed = bool(report and report.is_signed)
+    audit("consults.report.viewed", request=request, obj=consult, signed=signed)
+    user = request.user
+    if report is not None and report.is_signed and has_role(user, TECHNOLOGIST):
+        workflow.mark_delivered(consult, user=user)  # type: ignore[arg-type]
     return render(
         request,
         "consults/consult_detail.html",
@@ -175,7 +185,13 @@ def consult_detail(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
             "consult": consult,
             "study": study,
             "patient": study.patient if study is not None else None,
-            "report": report if report is not None and report.is_signed else None,
-            "can_retry_delivery": has_role(request.user, TECHNOLOGIST) or has_role(request.user, RADIOLOGIST),
+            "report": report if signed else None,
+            "body_part": services.body_part_label(consult),
+            "critical_findings": consult.critical_findings.select_related("flagged_by", "acknowledged_by"),
+            "can_acknowledge": has_role(user, TECHNOLOGIST) and user.facility_id == consult.facility_id,  # type: ignore[union-attr]
+            "can_correct": workflow.can_correct_request(user, consult),  # type: ignore[arg-type]
+            "can_view_images": study is not None and (has_role(user, TECHNOLOGIST) or has_role(user, RADIOLOGIST)),
+            "priorities": Priority.choices,
+            "can_retry_delivery": has_role(user, TECHNOLOGIST) or has_role(user, RADIOLOGIST),
         },
     )

@@ -321,6 +321,17 @@ def open_consult(consult: Consult, user: User, now: datetime | None = None) -> C
 REQUEST_FIELDS = ("clinical_history", "body_parts", "body_part_names", "priority", "question")
 
 
+def can_correct_request(user: User, consult: Consult) -> bool:
+    """The township's technologist may correct the request until a reader opens it."""
+    return bool(
+        user.is_active
+        and user.is_technologist
+        and user.facility_id == consult.facility_id
+        and consult.status in (Consult.Status.ARRIVED, Consult.Status.ASSIGNED)
+        and consult.opened_at is None
+    )
+
+
 def correct_request(consult: Consult, user: User, **changes: Any) -> Consult:
     """A technologist of the township corrects the request until a reader opens it."""
     if not (user.is_active and user.is_technologist and user.facility_id == consult.facility_id):

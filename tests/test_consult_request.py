@@ -57,7 +57,7 @@ def test_a_technologist_requests_a_consult_for_a_stored_study_with_its_details(
 
     consult = Consult.objects.get(study=study)
     assert response.status_code == 302
-    assert response["Location"] == reverse("reading:page", args=[consult.uuid])
+    assert response["Location"] == reverse("consults:detail", args=[consult.uuid])
     assert (consult.clinical_history, consult.body_part_names, consult.priority, consult.question) == (
         "突发头痛 2 小时，呕吐一次。",
         "头颅",
@@ -87,7 +87,7 @@ def test_a_study_that_already_has_a_consult_sends_the_technologist_to_it(townshi
     response = technologist_client.post(request_url(study), {"priority": "emergency"})
 
     assert response.status_code == 302
-    assert response["Location"] == reverse("reading:page", args=[existing.uuid])
+    assert response["Location"] == reverse("consults:detail", args=[existing.uuid])
     assert Consult.objects.get().priority == Priority.ROUTINE
 
 
@@ -103,3 +103,22 @@ def test_only_the_townships_technologist_may_request(study, outsider_client, rad
     assert radiologist_client.post(request_url(study)).status_code == 403
     assert client.post(request_url(study)).status_code == 302  # to the login page
     assert not Consult.objects.exists()
+
+
+def test_the_request_form_opens_on_get_for_the_townships_technologist(study, technologist_client, outsider_client):
+    response = technologist_client.get(request_url(study))
+
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'name="clinical_history"' in body and 'name="priority"' in body
+    assert '<label for="request-history">' in body
+    assert outsider_client.get(request_url(study)).status_code == 404
+
+
+def test_get_on_a_study_with_a_consult_goes_to_its_report_page(township, study, technologist_client):
+    existing = make_consult(township, study)
+
+    response = technologist_client.get(request_url(study))
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("consults:detail", args=[existing.uuid])

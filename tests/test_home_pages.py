@@ -298,3 +298,156 @@ def test_the_worklist_offers_a_claim_and_shows_the_time_left(radiologist_client,
     assert response.status_code == 302
     waiting.refresh_from_db()
     assert waiting.radiologist == radiologist
+
+
+def test_the_worklist_counts_down_the_time_left_of_a_consult_not_yet_due(radiologist_client, township):
+    now = timezone.now()
+    Consult.objects.create(
+        facility=township,
+        kind=ExamKind.DR,
+        exam_date=now.date(),
+        arrived_at=now,
+        due_at=now + timedelta(hours=2, minutes=30),
+    )
+
+    page = radiologist_client.get(reverse("consults:worklist")).content.decode()
+
+    cell = page.split('<td><span class="status status-arrived">')[0].rsplit("<td>", 1)[1]
+    assert "2\xa0小时" in cell and ("29\xa0分钟" in cell or "30\xa0分钟" in cell)
+    assert "0\xa0分钟" not in cell
+    assert "已超时" not in page
+
+
+def test_the_worklist_offers_to_take_the_next_case(radiologist_client):
+    page = radiologist_client.get(reverse("consults:worklist")).content.decode()
+
+    assert f'action="{reverse("reading:claim_next")}"' in page
+    assert "领取下一例" in page
+
+
+def test_pages_show_a_chinese_name_without_separators_and_sex_as_a_word(
+    technologist_client, radiologist_client, township, ct_modality
+):
+    study = make_study(township, ct_modality)
+    Patient.objects.filter(pk=study.patient_id).update(
+        name="Wu^Chao=吴^超", name_alphabetic="Wu^Chao", name_ideographic="吴^超", sex="F"
+    )
+    consult = make_consult(township, study)
+
+    pages = [
+        technologist_client.get(reverse("consults:facility", args=[township.uuid])),
+        technologist_client.get(reverse("consults:detail", args=[consult.uuid])),
+        technologist_client.get(reverse("cloudpacs:study", args=[study.study_uid])),
+        radiologist_client.get(reverse("consults:worklist")),
+        radiologist_client.get(reverse("reading:page", args=[consult.uuid])),
+    ]
+    for response in pages:
+        body = response.content.decode()
+        assert "吴超" in body, response.request["PATH_INFO"]
+        assert "吴^超" not in body and "吴 超" not in body
+    for response in pages[1:3] + pages[4:]:
+        assert "<dd>女</dd>" in response.content.decode() or '<dd id="patient-sex">女</dd>' in response.content.decode()
+
+
+def _signed(township, radiologist, *, preliminary_by=None):
+    consult = make_consult(
+        township, make_study(township), status=Consult.Status.SIGNED, signed_at=timezone.now(), body_part_names=""
+    )
+    Report.objects.create(
+        consult=consult,
+        findings="双肺纹理清晰。",
+        impression="胸部 CT 未见明显异常。",
+        author=preliminary_by or radiologist,
+        preliminary_by=preliminary_by,
+        signed_by=radiologist,
+        signed_at=timezone.now(),
+    )
+    return consult
+
+
+def test_the_technologists_report_page_has_the_pdf_the_viewer_and_the_critical_finding(
+    technologist_client, township, radiologist
+):
+    from consults import workflow
+
+    consult = _signed(township, radiologist)
+    workflow.flag_critical(consult, radiologist, "右侧气胸，请立即处理。")
+
+    page = technologist_client.get(reverse("consults:detail", args=[consult.uuid])).content.decode()
+
+    assert f'href="{reverse("reading:pdf", args=[consult.uuid])}"' in page
+    assert f'href="{reverse("viewer:study", args=[consult.study.study_uid])}"' in page
+    assert "右侧气胸，请立即处理。" in page
+    assert "确认收到危急值" in page  # the township acknowledges it here
+    assert "签发医师" in page and "审核医师" not in page
+
+
+def test_a_report_with_a_second_reader_names_both_signers(technologist_client, township, radiologist, county):
+    from facilities.models import User
+    from tests.factories import make_user
+
+    junior = make_user(User.Role.RADIOLOGIST, county, username="dr_junior", display_name="赵医生")
+    consult = _signed(township, radiologist, preliminary_by=junior)
+
+    page = technologist_client.get(reverse("consults:detail", args=[consult.uuid])).content.decode()
+
+    assert "初诊医师" in page and "审核医师" in page and "签发医师" not in page
+
+
+def test_the_study_page_links_to_the_viewer_and_to_the_consult_request(technologist_client, township, ct_modality):
+    study = make_study(township, ct_modality)
+
+    page = technologist_client.get(reverse("cloudpacs:study", args=[study.study_uid])).content.decode()
+
+    assert f'href="{reverse("viewer:study", args=[study.study_uid])}"' in page
+    assert f'href="{reverse("consults:request", args=[study.study_uid])}"' in page
+    assert technologist_client.get(reverse("viewer:study", args=[study.study_uid])).status_code == 200
+
+
+def test_the_body_part_is_named_in_chinese_from_the_files(technologist_client, township, ct_modality):
+    study = make_study(township, ct_modality)
+    Series.objects.filter(study=study).update(body_part_examined="CHEST")
+    consult = make_consult(township, study)
+
+    page = technologist_client.get(reverse("consults:detail", args=[consult.uuid])).content.decode()
+
+    assert '<dd id="body-part">胸部</dd>' in page
+
+
+def test_the_technologist_corrects_the_request_on_their_own_report_page(technologist_client, township, ct_modality):
+    consult = make_consult(township, make_study(township, ct_modality), clinical_history="咳嗽")
+    detail = reverse("consults:detail", args=[consult.uuid])
+
+    page = technologist_client.get(detail).content.decode()
+    assert f'action="{reverse("reading:request", args=[consult.uuid])}"' in page
+    assert '<label for="request-history">' in page
+
+    response = technologist_client.post(
+        reverse("reading:request", args=[consult.uuid]),
+        {"clinical_history": "咳嗽两周，发热", "priority": "urgent", "question": "排除肺炎", "next": detail},
+    )
+
+    assert response.status_code == 302 and response["Location"] == detail
+    consult.refresh_from_db()
+    assert (consult.clinical_history, consult.priority, consult.question) == (
+        "咳嗽两周，发热",
+        Priority.URGENT,
+        "排除肺炎",
+    )
+
+
+def test_the_correction_form_is_gone_once_a_reader_opened_the_consult(
+    technologist_client, radiologist, township, ct_modality
+):
+    consult = make_consult(
+        township,
+        make_study(township, ct_modality),
+        status=Consult.Status.OPENED,
+        radiologist=radiologist,
+        assigned_at=timezone.now(),
+        opened_at=timezone.now(),
+    )
+
+    page = technologist_client.get(reverse("consults:detail", args=[consult.uuid])).content.decode()
+
+    assert "修改会诊申请" not in page

@@ -68,7 +68,17 @@ def test_a_radiologist_claims_writes_and_signs_and_the_township_sees_the_report(
             radiologist.select_option("#template-select", label="胸部 · 胸部 CT 平扫（正常）")
             assert "双肺纹理清晰" in radiologist.input_value("#findings")
             radiologist.fill("#impression", "胸部 CT 平扫未见明显异常，建议随访。")
+            # Signing is final: the page asks first. Cancelled, nothing is signed.
             radiologist.click("button[value='sign']")
+            assert radiologist.locator("#sign-confirm").is_visible()
+            assert "建议随访" in radiologist.locator("#sign-confirm [data-confirm-impression]").inner_text()
+            radiologist.click("#sign-confirm-cancel")
+            assert not radiologist.locator("#sign-confirm").is_visible()
+            assert "阅片中" in radiologist.locator("#consult-status").inner_text()
+            # Ctrl+Enter asks the same question; confirmed, the report is signed.
+            radiologist.locator("#impression").press("Control+Enter")
+            radiologist.wait_for_selector("#sign-confirm[open]")
+            radiologist.click("#sign-confirm-ok")
             radiologist.wait_for_selector("#report-impression")
             assert "已签发" in radiologist.locator("#consult-status").inner_text()
             assert "建议随访" in radiologist.locator("#report-impression").inner_text()

@@ -365,3 +365,51 @@ def test_the_reporting_page_speaks_english_when_asked(settings, radiologist_clie
     body = radiologist_client.get(page(consult)).content.decode()
     assert "Reading and report" in body
     assert ">Claim<" in body
+
+
+def test_sign_and_next_signs_then_opens_the_most_urgent_waiting_consult(
+    radiologist, radiologist_client, township, consult
+):
+    routine = make_consult(township, make_study(township), arrived_at=timezone.now() - timedelta(hours=3))
+    emergency = make_consult(township, make_study(township), priority="emergency")
+    radiologist_client.post(url("claim", consult))
+
+    response = radiologist_client.post(
+        url("report", consult), {"findings": "双肺纹理清晰。", "impression": "未见异常。", "action": "sign_next"}
+    )
+
+    consult.refresh_from_db()
+    emergency.refresh_from_db()
+    assert consult.status == Consult.Status.SIGNED
+    assert response.status_code == 302 and response["Location"] == page(emergency)
+    assert emergency.radiologist == radiologist
+    assert Consult.objects.get(pk=routine.pk).radiologist is None
+
+
+def test_sign_and_next_with_nothing_waiting_goes_back_to_the_worklist(radiologist_client, consult):
+    radiologist_client.post(url("claim", consult))
+
+    response = radiologist_client.post(
+        url("report", consult), {"findings": "所见", "impression": "意见", "action": "sign_next"}, follow=True
+    )
+
+    assert response.redirect_chain[-1][0] == reverse("consults:worklist")
+    assert "没有待领取的会诊。" in response.content.decode()
+
+
+def test_the_report_form_offers_sign_and_next_shortcuts_and_a_confirmation(radiologist_client, consult):
+    radiologist_client.post(url("claim", consult))
+
+    body = radiologist_client.get(page(consult)).content.decode()
+
+    assert 'value="sign_next"' in body and "签发并下一例" in body
+    assert '<dialog id="sign-confirm"' in body and "确认签发" in body
+    assert "<kbd>Ctrl</kbd>+<kbd>Enter</kbd>" in body
+    assert "onclick" not in body and "onsubmit" not in body  # the behaviour is in static/js/reading.js
+
+
+def test_the_reading_page_shows_sex_as_a_word(radiologist_client, consult):
+    body = radiologist_client.get(page(consult)).content.decode()
+
+    assert "<dd>男</dd>" in body
+    assert "<dd>M</dd>" not in body
