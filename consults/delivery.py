@@ -24,6 +24,7 @@ from pynetdicom.sop_class import EncapsulatedPDFStorage  # type: ignore[attr-def
 from consults import workflow
 from consults.models import Consult, Report, ReportDelivery
 from consults.pdf import render_report_pdf
+from consults.rules import Step, require
 from facilities.models import User
 from facilities.services import audit
 
@@ -272,8 +273,10 @@ def deliver_due(now: datetime | None = None, limit: int = 20, budget_seconds: fl
 
 
 def retry(delivery: ReportDelivery, user: User, now: datetime | None = None) -> bool:
-    """Send a report whose attempts ran out once more, from the first delay on."""
+    """Send a report whose attempts ran out once more, from the first delay on. Raises the
+    rule's refusal (consults.rules) for a user who may not, or a row that has not failed."""
     now = now or timezone.now()
+    require(Step.RETRY_DELIVERY, user, delivery.consult, now)
     updated = ReportDelivery.objects.filter(pk=delivery.pk, status=ReportDelivery.Status.FAILED).update(
         status=ReportDelivery.Status.PENDING, attempts=0, next_attempt_at=now
     )

@@ -9,6 +9,7 @@ turns a refused step into 403 (someone else's lock, not a senior) or a message."
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import timedelta
 from functools import wraps
 from typing import Any
@@ -22,13 +23,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cloudpacs.models import Study
 from cloudpacs.viewer_views import viewer_context
 from consults import delivery, services, workflow
 from consults.models import Consult, CriticalFinding, Escalation, Priority, Report, ReportDelivery
 from consults.pdf import render_report_pdf
+from consults.rules import Step, may_acknowledge
 from facilities.access import CLINICAL_ROLES, RADIOLOGIST, TECHNOLOGIST, consults_for, has_role, role_required
 from facilities.models import ExamKind
 from facilities.services import audit
@@ -50,18 +52,18 @@ def _next_or(request: HttpRequest, default: str) -> str:
 
 
 def workflow_step(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """A POST that takes one step on a consult in the user's scope, as a radiologist.
+    """A POST that takes one step on a consult in the user's scope.
 
-    The consult is looked up before the role is checked, so a technologist of another
-    township gets the same 404 as for a consult that does not exist."""
+    The consult is looked up first, so a technologist of another township gets the same 404
+    as for a consult that does not exist. Whether this user may take the step is the rule's
+    (consults.rules), which the service applies: a refusal for who they are is a 403, one
+    for the consult's state a message on the page."""
 
     @role_required(*CLINICAL_ROLES)
     @require_POST
     @wraps(view)
     def wrapper(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
         consult = _consult(request, consult_uuid)
-        if not has_role(request.user, RADIOLOGIST):
-            raise PermissionDenied
         try:
             return view(request, consult)
         except workflow.NotAllowed as refused:
@@ -76,11 +78,11 @@ def workflow_step(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
 @role_required(*CLINICAL_ROLES)
 @require_GET
 def reading_page(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
+    """The consult's page. Viewing it changes nothing: opening the consult, claiming it and
+    confirming the report's receipt are the buttons' POSTs."""
     consult = _consult(request, consult_uuid)
     user = request.user
     is_radiologist = has_role(user, RADIOLOGIST)
-    if is_radiologist:
-        consult = workflow.open_consult(consult, user)  # type: ignore[arg-type]
     report = (
         Report.objects.select_related("author", "preliminary_by", "signed_by")
         .prefetch_related("addenda__author")
@@ -88,8 +90,6 @@ def reading_page(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
         .first()
     )
     signed = report is not None and report.is_signed
-    if not is_radiologist and signed:
-        workflow.mark_delivered(consult, user=user, channel="web")  # type: ignore[arg-type]
     audit("consults.report.viewed", request=request, obj=consult, signed=signed, page="reading")
 
     study: Study | None = consult.study
@@ -116,10 +116,8 @@ def reading_page(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
 
     now = timezone.now()
     due_at = consult.due_at or workflow.due_at_for(consult)
-    requires_review = consult.facility.requires_second_signature
+    steps = workflow.allowed_steps(user, consult, now)
     held_by_me = consult.radiologist_id == user.pk and consult.status in workflow.HELD_STATUSES
-    can_edit = is_radiologist and workflow.can_edit(user, consult)  # type: ignore[arg-type]
-    can_read_kind = is_radiologist and user.can_read(consult.kind)  # type: ignore[union-attr]
     findings = consult.critical_findings.select_related("flagged_by", "acknowledged_by")
     context: dict[str, Any] = {
         "consult": consult,
@@ -138,29 +136,18 @@ def reading_page(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
         "show_viewer": is_radiologist and study is not None,
         "held_by_me": held_by_me,
         "locked_by_other": consult.status in workflow.HELD_STATUSES and not held_by_me,
-        "can_claim": can_read_kind and consult.status == Consult.Status.ARRIVED,
-        "can_release": held_by_me,
-        "can_edit": can_edit,
-        "can_preliminary": held_by_me and requires_review,
-        "can_sign": can_edit and (not requires_review or consult.status == Consult.Status.PRELIMINARY),
-        "can_addendum": can_read_kind and signed,
-        "can_flag": can_read_kind
-        and consult.status != Consult.Status.CANCELLED
-        and not (consult.status in workflow.HELD_STATUSES and not held_by_me),
-        "can_reassign": is_radiologist and consult.status in workflow.HELD_STATUSES and workflow.may_lead(user),  # type: ignore[arg-type]
-        "can_acknowledge": has_role(user, TECHNOLOGIST) and user.facility_id == consult.facility_id,  # type: ignore[union-attr]
-        "can_correct": workflow.can_correct_request(user, consult),  # type: ignore[arg-type]
+        # What this user may do here: the page shows exactly these buttons (consults.rules).
+        "steps": steps,
         "body_part": services.body_part_label(consult),
-        "requires_review": requires_review,
-        "can_retry_delivery": is_radiologist or has_role(user, TECHNOLOGIST),
+        "requires_review": consult.facility.requires_second_signature,
         "templates": list(workflow.templates_for(consult).values("id", "name", "body_part", "findings", "impression"))
-        if can_edit
+        if Step.EDIT in steps
         else [],
         "due_at": due_at,
         "overdue": consult.status in workflow.OPEN_STATUSES and now >= due_at,
         "time_left": due_at - now if consult.status in workflow.OPEN_STATUSES else None,
         "priorities": Priority.choices,
-        "readers": workflow.on_duty(now, consult.kind) if is_radiologist else [],
+        "readers": workflow.on_duty(now, consult.kind) if Step.REASSIGN in steps else [],
     }
     if context["show_viewer"]:
         context.update(viewer_context(study, user))  # type: ignore[arg-type]
@@ -171,6 +158,21 @@ def reading_page(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
 def claim(request: HttpRequest, consult: Consult) -> HttpResponse:
     workflow.claim_consult(consult, request.user)  # type: ignore[arg-type]
     messages.success(request, _("已领取该会诊。"))
+    return redirect(_next_or(request, _page(consult)))
+
+
+@workflow_step
+def open_(request: HttpRequest, consult: Consult) -> HttpResponse:
+    """开始阅片: the reader of a consult given to them by the roster starts on it."""
+    workflow.open_consult(consult, request.user)  # type: ignore[arg-type]
+    return redirect(_page(consult))
+
+
+@workflow_step
+def receive(request: HttpRequest, consult: Consult) -> HttpResponse:
+    """已收到: the township's technologist confirms the signed report reached them."""
+    workflow.confirm_receipt(consult, request.user, channel="web")  # type: ignore[arg-type]
+    messages.success(request, _("已确认收到报告。"))
     return redirect(_next_or(request, _page(consult)))
 
 
@@ -290,11 +292,16 @@ def correct_request(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
 def retry_delivery(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
     """Send a report whose send-back to the township's archive failed once more."""
     consult = _consult(request, consult_uuid)
-    outbox = ReportDelivery.objects.filter(consult=consult).first()
-    if outbox is not None and delivery.retry(outbox, request.user):  # type: ignore[arg-type]
-        messages.success(request, _("报告将重新回传。"))
-    else:
-        messages.info(request, _("该报告的回传没有失败，无需重试。"))
+    outbox = ReportDelivery.objects.filter(consult=consult).select_related("consult").first()
+    try:
+        if outbox is None:
+            workflow.require(Step.RETRY_DELIVERY, request.user, consult)  # type: ignore[arg-type]
+        elif delivery.retry(outbox, request.user):  # type: ignore[arg-type]
+            messages.success(request, _("报告将重新回传。"))
+    except workflow.NotAllowed as refused:
+        raise PermissionDenied(str(refused)) from refused
+    except workflow.WorkflowError as refused:
+        messages.info(request, str(refused))
     return redirect(_next_or(request, _page(consult)))
 
 
@@ -343,7 +350,12 @@ def alerts(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         template,
-        {"findings": findings, "escalations": escalations, "can_acknowledge": has_role(user, TECHNOLOGIST)},
+        # A technologist's list is their own township's, and so all theirs to acknowledge.
+        {
+            "findings": findings,
+            "escalations": escalations,
+            "can_acknowledge": has_role(user, TECHNOLOGIST) and may_acknowledge(user, user.facility_id),  # type: ignore[union-attr]
+        },
     )
 
 
@@ -370,15 +382,19 @@ def templates(request: HttpRequest) -> HttpResponse:
 
 
 @role_required(*CLINICAL_ROLES)
-@require_GET
+@require_http_methods(["GET", "POST"])
 def report_pdf(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
+    """The signed report as a PDF. A GET only prints it; the township's print button posts,
+    and its first post counts as the report reaching the township (recorded once)."""
     consult = _consult(request, consult_uuid)
     report = Report.objects.select_related("author", "preliminary_by", "signed_by").filter(consult=consult).first()
     if report is None or not report.is_signed:
         raise Http404
+    if request.method == "POST" and Step.RECEIVE in workflow.allowed_steps(request.user, consult):
+        # Delivered meanwhile (its archive, another tab): the PDF is served all the same.
+        with suppress(workflow.WorkflowError):
+            workflow.confirm_receipt(consult, request.user, channel="pdf")  # type: ignore[arg-type]
     pdf = render_report_pdf(consult, report)
-    if has_role(request.user, TECHNOLOGIST):
-        workflow.mark_delivered(consult, user=request.user, channel="pdf")  # type: ignore[arg-type]
     audit("consults.report.printed", request=request, obj=consult)
     response = HttpResponse(pdf, content_type="application/pdf")
     response["Content-Disposition"] = f'inline; filename="report-{consult.uuid}.pdf"'

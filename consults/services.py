@@ -11,6 +11,7 @@ from django.utils.translation import gettext as _
 
 from cloudpacs.models import Study
 from consults.models import Consult, Priority
+from consults.rules import NotAllowed, WorkflowError, due_at_for, is_technologist_of
 from facilities.models import ExamKind, User
 from facilities.services import audit
 
@@ -44,7 +45,7 @@ def open_consult_for_study(study: Study) -> Consult:
     arrived_at = study.last_received_at or study.arrived_at or timezone.now()
     try:
         with transaction.atomic():
-            consult = Consult.objects.create(
+            consult = Consult(
                 study=study,
                 facility=study.facility,
                 modality=study.modality,
@@ -54,6 +55,9 @@ def open_consult_for_study(study: Study) -> Consult:
                 priority=Priority.ROUTINE,
                 arrived_at=arrived_at,
             )
+            # The time limit is fixed now, with the series (and their body parts) stored.
+            consult.due_at = due_at_for(consult)
+            consult.save()
             audit(
                 "consults.consult.created",
                 obj=consult,
@@ -90,20 +94,18 @@ def request_consult(
     with the request's details, without waiting for the study to be declared stable.
 
     When the stability sweep reaches the study later it finds this consult and leaves it."""
-    from consults import workflow  # workflow's errors and limits; it does not import this module
-
-    if not (user.is_active and user.is_technologist and user.facility_id == study.facility_id):
-        raise workflow.NotAllowed(_("只有申请机构的技师可以申请会诊。"))
+    if not is_technologist_of(user, study.facility_id):
+        raise NotAllowed(_("只有申请机构的技师可以申请会诊。"))
     if priority not in Priority.values:
-        raise workflow.WorkflowError(_("无效的优先级。"))
+        raise WorkflowError(_("无效的优先级。"))
     if body_parts < 1:
-        raise workflow.WorkflowError(_("部位数至少为 1。"))
+        raise WorkflowError(_("部位数至少为 1。"))
     now = now or timezone.now()
     arrived_at = min(study.last_received_at or study.arrived_at or now, now)
     try:
         with transaction.atomic():
             if Consult.objects.filter(study=study).exists():
-                raise workflow.WorkflowError(_("该检查已有会诊申请。"))
+                raise WorkflowError(_("该检查已有会诊申请。"))
             consult = Consult(
                 study=study,
                 facility=study.facility,
@@ -117,7 +119,7 @@ def request_consult(
                 question=question.strip(),
                 arrived_at=arrived_at,
             )
-            consult.due_at = workflow.due_at_for(consult)
+            consult.due_at = due_at_for(consult)
             consult.save()
             audit(
                 "consults.consult.requested",
@@ -131,7 +133,7 @@ def request_consult(
             )
     except IntegrityError:
         # The sweep opened it between the check and the insert (Consult.study is one-to-one).
-        raise workflow.WorkflowError(_("该检查已有会诊申请。")) from None
+        raise WorkflowError(_("该检查已有会诊申请。")) from None
     from consults.tasks import assign_consult
 
     consult_pk = consult.pk

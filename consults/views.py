@@ -20,6 +20,7 @@ from django.views.decorators.http import require_http_methods
 from cloudpacs.models import Study
 from consults import services, workflow
 from consults.models import Consult, Priority, Report
+from consults.rules import is_technologist_of, may_acknowledge
 from facilities.access import (
     CLINICAL_ROLES,
     RADIOLOGIST,
@@ -75,8 +76,8 @@ def facility_page(request: HttpRequest, facility_uuid: UUID) -> HttpResponse:
             "page": page,
             "pending_studies": pending_studies,
             "findings": findings,
-            "can_acknowledge": has_role(request.user, TECHNOLOGIST),
-            "can_request": has_role(request.user, TECHNOLOGIST) and request.user.facility_id == facility.pk,  # type: ignore[union-attr]
+            "can_acknowledge": may_acknowledge(request.user, facility.pk),
+            "can_request": is_technologist_of(request.user, facility.pk),
             "priorities": Priority.choices,
         },
     )
@@ -174,10 +175,9 @@ def consult_detail(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
     )
     study: Study | None = consult.study
     signed = bool(report and report.is_signed)
+    # Viewing changes nothing; the township says it has the report with the 已收到 button.
     audit("consults.report.viewed", request=request, obj=consult, signed=signed)
     user = request.user
-    if report is not None and report.is_signed and has_role(user, TECHNOLOGIST):
-        workflow.mark_delivered(consult, user=user)  # type: ignore[arg-type]
     return render(
         request,
         "consults/consult_detail.html",
@@ -188,10 +188,9 @@ def consult_detail(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
             "report": report if signed else None,
             "body_part": services.body_part_label(consult),
             "critical_findings": consult.critical_findings.select_related("flagged_by", "acknowledged_by"),
-            "can_acknowledge": has_role(user, TECHNOLOGIST) and user.facility_id == consult.facility_id,  # type: ignore[union-attr]
-            "can_correct": workflow.can_correct_request(user, consult),  # type: ignore[arg-type]
+            # What this user may do here: the buttons (consults.rules), as on the reading page.
+            "steps": workflow.allowed_steps(user, consult),
             "can_view_images": study is not None and (has_role(user, TECHNOLOGIST) or has_role(user, RADIOLOGIST)),
             "priorities": Priority.choices,
-            "can_retry_delivery": has_role(user, TECHNOLOGIST) or has_role(user, RADIOLOGIST),
         },
     )

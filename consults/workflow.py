@@ -32,64 +32,29 @@ from consults.models import (
     Report,
     ReportTemplate,
 )
+from consults.rules import DEFAULT_TIME_LIMITS as DEFAULT_TIME_LIMITS
+from consults.rules import HELD_STATUSES as HELD_STATUSES
+from consults.rules import OPEN_STATUSES as OPEN_STATUSES
+from consults.rules import NotAllowed as NotAllowed
+from consults.rules import RequestLocked as RequestLocked
+from consults.rules import Step as Step
+from consults.rules import WorkflowError as WorkflowError
+from consults.rules import allowed_steps as allowed_steps
+from consults.rules import due_at_for as due_at_for
+from consults.rules import is_head_exam as is_head_exam
+from consults.rules import may_lead as may_lead
+from consults.rules import may_write_templates, require
+from consults.rules import time_limit as time_limit
 from facilities.models import ExamKind, RosterShift, User
 from facilities.services import audit
 
 logger = logging.getLogger("consults")
 
-# Held by a reader and not yet signed by them: the lock applies.
-HELD_STATUSES = (Consult.Status.ASSIGNED, Consult.Status.OPENED)
-# Waiting for a report: the time limit runs.
-OPEN_STATUSES = (Consult.Status.ARRIVED, *HELD_STATUSES, Consult.Status.PRELIMINARY)
-
-DEFAULT_TIME_LIMITS: dict[str, dict[str, int]] = {
-    Priority.EMERGENCY: {"DR": 30, "CT": 60, "CT_HEAD": 30},
-    Priority.URGENT: {"DR": 60, "CT": 120, "CT_HEAD": 60},
-    Priority.ROUTINE: {"DR": 120, "CT": 240, "CT_HEAD": 240},
-}
-# Words that mark a head exam in the technologist's body parts or the series' BodyPartExamined.
-_HEAD_WORDS = ("头", "颅", "脑", "HEAD", "BRAIN", "SKULL")
-
-
-class WorkflowError(Exception):
-    """A step that the consult's present state does not allow."""
-
-
-class NotAllowed(WorkflowError):
-    """The user may not take this step: another reader's lock, not a senior, another township."""
-
-
-class RequestLocked(WorkflowError):
-    """The request can no longer be corrected: a reader has opened the consult."""
-
-
-# --- Time limits ---------------------------------------------------------------------------
-
-
-def is_head_exam(consult: Consult) -> bool:
-    names = [consult.body_part_names]
-    if consult.study is not None:
-        names += [part for part in consult.study.series.values_list("body_part_examined", flat=True) if part]
-    text = " ".join(names).upper()
-    return any(word in text for word in _HEAD_WORDS)
-
-
-def time_limit(consult: Consult) -> timedelta:
-    """The time from arrival to a signed report allowed for this priority and modality."""
-    table = getattr(settings, "CONSULT_TIME_LIMITS", DEFAULT_TIME_LIMITS)
-    limits = table.get(consult.priority) or DEFAULT_TIME_LIMITS[consult.priority]
-    key = "CT_HEAD" if consult.kind == ExamKind.CT and is_head_exam(consult) else consult.kind
-    minutes = limits.get(key, limits.get(consult.kind, DEFAULT_TIME_LIMITS[consult.priority][consult.kind]))
-    return timedelta(minutes=minutes)
-
-
-def due_at_for(consult: Consult) -> datetime:
-    return consult.arrived_at + time_limit(consult)
-
 
 def near_limit_at(consult: Consult) -> datetime:
     fraction = getattr(settings, "CONSULT_NEAR_LIMIT_FRACTION", 0.8)
-    return consult.arrived_at + time_limit(consult) * fraction
+    due = consult.due_at or due_at_for(consult)
+    return consult.arrived_at + (due - consult.arrived_at) * fraction
 
 
 # --- The roster ----------------------------------------------------------------------------
@@ -135,19 +100,8 @@ def is_on_duty(user: User, now: datetime) -> bool:
     return RosterShift.objects.filter(radiologist=user, starts_at__lte=now, ends_at__gt=now).exists()
 
 
-def may_lead(user: User, now: datetime | None = None) -> bool:
-    """Who may reassign another reader's consult: the duty lead on shift, or a senior."""
-    if not (user.is_authenticated and user.is_active and user.is_radiologist):
-        return False
-    now = _now(now)
-    return (
-        user.is_senior
-        or RosterShift.objects.filter(radiologist=user, is_lead=True, starts_at__lte=now, ends_at__gt=now).exists()
-    )
-
-
 def _require_reader(user: User, consult: Consult) -> None:
-    if not (user.is_active and user.can_read(consult.kind)):
+    if not (user.is_active and user.is_radiologist and user.can_read(consult.kind)):
         raise NotAllowed(_("您没有阅读此类检查的资格。"))
 
 
@@ -185,9 +139,12 @@ def _give(consult: Consult, reader: User, now: datetime, how: str) -> None:
     consult.radiologist = reader
     consult.assignment = how
     consult.assigned_at = _not_before(now, consult.arrived_at)
-    consult.claimed_at = consult.assigned_at if how == Assignment.CLAIMED else None
-    consult.opened_at = None
-    consult.status = Consult.Status.ASSIGNED
+    # A claim is the reader taking the consult to read now: it opens it. One given by the
+    # roster or a reassignment waits for its reader to open it (a POST, never a page view).
+    claimed = how == Assignment.CLAIMED
+    consult.claimed_at = consult.assigned_at if claimed else None
+    consult.opened_at = consult.assigned_at if claimed else None
+    consult.status = Consult.Status.OPENED if claimed else Consult.Status.ASSIGNED
     consult.save(update_fields=["radiologist", "assignment", "assigned_at", "claimed_at", "opened_at", "status"])
 
 
@@ -223,19 +180,14 @@ def assign_consult(consult: Consult, now: datetime | None = None) -> User | None
 
 
 def claim_consult(consult: Consult, user: User, now: datetime | None = None) -> Consult:
-    """Take a consult from the shared worklist; it is then locked to `user`."""
+    """Take a consult from the shared worklist and start reading it; it is then locked to `user`."""
     now = _now(now)
-    _require_reader(user, consult)
     with transaction.atomic():
         locked = _lock(consult)
-        if locked.radiologist_id == user.pk and locked.status in HELD_STATUSES:
-            return _refresh(consult, locked)
-        if locked.radiologist_id is not None and locked.status in HELD_STATUSES:
-            raise NotAllowed(_("该会诊已由其他医师领取。"))
-        if locked.status != Consult.Status.ARRIVED:
-            raise WorkflowError(_("该会诊已不在待分配状态。"))
+        require(Step.CLAIM, user, locked, now)
         _give(locked, user, now, Assignment.CLAIMED)
         audit("consults.consult.claimed", actor=user, obj=locked)
+        audit("consults.consult.opened", actor=user, obj=locked)
     return _refresh(consult, locked)
 
 
@@ -243,10 +195,7 @@ def release_consult(consult: Consult, user: User, now: datetime | None = None) -
     """The reader gives a held consult back to the shared worklist. A draft report stays."""
     with transaction.atomic():
         locked = _lock(consult)
-        if locked.status not in HELD_STATUSES:
-            raise WorkflowError(_("只有已分配或阅片中的会诊可以释放。"))
-        if locked.radiologist_id != user.pk:
-            raise NotAllowed(_("该会诊由其他医师负责。"))
+        require(Step.RELEASE, user, locked, now)
         _take_back(locked)
         audit("consults.consult.released", actor=user, obj=locked)
     return _refresh(consult, locked)
@@ -265,11 +214,11 @@ def reassign_consult(
 
     Returns the new reader or None."""
     now = _now(now)
-    if by is not None and not may_lead(by, now):
-        raise NotAllowed(_("只有值班组长或上级医师可以重新分配会诊。"))
     with transaction.atomic():
         locked = _lock(consult)
-        if locked.status not in (Consult.Status.ARRIVED, *HELD_STATUSES):
+        if by is not None:
+            require(Step.REASSIGN, by, locked, now)
+        elif locked.status not in (Consult.Status.ARRIVED, *HELD_STATUSES):
             raise WorkflowError(_("该会诊已初诊或签发，不能重新分配。"))
         previous = locked.radiologist
         if to is not None:
@@ -301,14 +250,12 @@ def reassign_consult(
 
 
 def open_consult(consult: Consult, user: User, now: datetime | None = None) -> Consult:
-    """The holder starts reading: once, when they first open the reporting page."""
-    if consult.status != Consult.Status.ASSIGNED or consult.radiologist_id != user.pk:
-        return consult
+    """The holder of a consult given to them starts reading it (开始阅片, a POST). Viewing the
+    page does not open it: a link followed or a page prefetched is not a reader at work."""
     now = _now(now)
     with transaction.atomic():
         locked = _lock(consult)
-        if locked.status != Consult.Status.ASSIGNED or locked.radiologist_id != user.pk:
-            return _refresh(consult, locked)
+        require(Step.OPEN, user, locked, now)
         locked.status = Consult.Status.OPENED
         locked.opened_at = _not_before(now, locked.arrived_at)
         locked.save(update_fields=["status", "opened_at"])
@@ -321,21 +268,9 @@ def open_consult(consult: Consult, user: User, now: datetime | None = None) -> C
 REQUEST_FIELDS = ("clinical_history", "body_parts", "body_part_names", "priority", "question")
 
 
-def can_correct_request(user: User, consult: Consult) -> bool:
-    """The township's technologist may correct the request until a reader opens it."""
-    return bool(
-        user.is_active
-        and user.is_technologist
-        and user.facility_id == consult.facility_id
-        and consult.status in (Consult.Status.ARRIVED, Consult.Status.ASSIGNED)
-        and consult.opened_at is None
-    )
-
-
 def correct_request(consult: Consult, user: User, **changes: Any) -> Consult:
     """A technologist of the township corrects the request until a reader opens it."""
-    if not (user.is_active and user.is_technologist and user.facility_id == consult.facility_id):
-        raise NotAllowed(_("只有申请机构的技师可以修改会诊申请。"))
+    require(Step.CORRECT_REQUEST, user, consult)
     unknown = set(changes) - set(REQUEST_FIELDS)
     if unknown:
         raise ValueError(f"not request fields: {sorted(unknown)}")
@@ -345,8 +280,7 @@ def correct_request(consult: Consult, user: User, **changes: Any) -> Consult:
         raise WorkflowError(_("部位数至少为 1。"))
     with transaction.atomic():
         locked = _lock(consult)
-        if locked.status not in (Consult.Status.ARRIVED, Consult.Status.ASSIGNED) or locked.opened_at:
-            raise RequestLocked(_("医师已开始阅片，申请不能再修改。"))
+        require(Step.CORRECT_REQUEST, user, locked)
         before = {name: getattr(locked, name) for name in changes}
         for name, value in changes.items():
             setattr(locked, name, value)
@@ -368,23 +302,8 @@ def report_for(consult: Consult) -> Report | None:
     return Report.objects.filter(consult=consult).first()
 
 
-def _is_reviewer(user: User, consult: Consult, report: Report | None) -> bool:
-    """A senior other than the preliminary reader may edit and sign a preliminary report."""
-    return (
-        consult.status == Consult.Status.PRELIMINARY
-        and user.is_active
-        and user.is_senior
-        and user.can_read(consult.kind)
-        and (report is None or report.preliminary_by_id != user.pk)
-    )
-
-
 def can_edit(user: User, consult: Consult) -> bool:
-    if consult.status in HELD_STATUSES:
-        return consult.radiologist_id == user.pk
-    if consult.status == Consult.Status.PRELIMINARY:
-        return _is_reviewer(user, consult, report_for(consult))
-    return False
+    return Step.EDIT in allowed_steps(user, consult)
 
 
 def _write(locked: Consult, user: User, findings: str | None, impression: str | None, *, as_reader: bool) -> Report:
@@ -402,26 +321,13 @@ def _write(locked: Consult, user: User, findings: str | None, impression: str | 
     return report
 
 
-def _check_editable(locked: Consult, user: User) -> bool:
-    """Whether `user` edits as the holder (True) or as the reviewer (False); raises otherwise."""
-    if locked.status in HELD_STATUSES:
-        if locked.radiologist_id != user.pk:
-            raise NotAllowed(_("该会诊由其他医师负责。"))
-        return True
-    if locked.status == Consult.Status.PRELIMINARY:
-        if not _is_reviewer(user, locked, report_for(locked)):
-            raise NotAllowed(_("初诊报告须由另一位上级医师审核。"))
-        return False
-    if locked.status in (Consult.Status.SIGNED, Consult.Status.DELIVERED):
-        raise WorkflowError(_("报告已签发，不能修改；请添加补充报告。"))
-    raise WorkflowError(_("请先领取该会诊。"))
-
-
 def save_draft(consult: Consult, user: User, findings: str, impression: str, now: datetime | None = None) -> Report:
     now = _now(now)
     with transaction.atomic():
         locked = _lock(consult)
-        as_reader = _check_editable(locked, user)
+        require(Step.EDIT, user, locked, now)
+        # The holder writes as the reader; a senior reviewing a preliminary does not take it over.
+        as_reader = locked.status in HELD_STATUSES
         if locked.status == Consult.Status.ASSIGNED:
             locked.status = Consult.Status.OPENED
             locked.opened_at = _not_before(now, locked.arrived_at)
@@ -449,12 +355,7 @@ def sign_preliminary(
     now = _now(now)
     with transaction.atomic():
         locked = _lock(consult)
-        if not locked.facility.requires_second_signature:
-            raise WorkflowError(_("本机构的报告无需审核，请直接签发。"))
-        if locked.status not in HELD_STATUSES:
-            raise WorkflowError(_("该会诊当前不能初诊签名。"))
-        if locked.radiologist_id != user.pk:
-            raise NotAllowed(_("该会诊由其他医师负责。"))
+        require(Step.PRELIMINARY, user, locked, now)
         report = _write(locked, user, findings, impression, as_reader=True)
         _require_text(report)
         report.preliminary_by = user
@@ -479,23 +380,8 @@ def sign_final(
     now = _now(now)
     with transaction.atomic():
         locked = _lock(consult)
-        if locked.facility.requires_second_signature:
-            if locked.status in HELD_STATUSES:
-                raise WorkflowError(_("本机构的报告须先初诊，再由上级医师审核签发。"))
-            if locked.status != Consult.Status.PRELIMINARY:
-                raise WorkflowError(_("该会诊当前不能签发。"))
-            report = report_for(locked)
-            if report is not None and report.preliminary_by_id == user.pk:
-                raise NotAllowed(_("初诊医师不能审核自己的报告。"))
-            if not _is_reviewer(user, locked, report):
-                raise NotAllowed(_("只有上级医师可以审核签发。"))
-            report = _write(locked, user, findings, impression, as_reader=False)
-        else:
-            if locked.status not in HELD_STATUSES:
-                raise WorkflowError(_("该会诊当前不能签发。"))
-            if locked.radiologist_id != user.pk:
-                raise NotAllowed(_("该会诊由其他医师负责。"))
-            report = _write(locked, user, findings, impression, as_reader=True)
+        require(Step.SIGN, user, locked, now)
+        report = _write(locked, user, findings, impression, as_reader=locked.status in HELD_STATUSES)
         _require_text(report)
         signed_at = _not_before(now, locked.preliminary_at or locked.opened_at or locked.arrived_at)
         report.signed_by = user
@@ -525,11 +411,11 @@ def sign_final(
 def add_addendum(consult: Consult, user: User, text: str) -> Addendum:
     """A later change to a signed report: appended with its author and time, never edited in."""
     text = text.strip()
-    if not text:
-        raise WorkflowError(_("补充内容不能为空。"))
-    _require_reader(user, consult)
     with transaction.atomic():
         locked = _lock(consult)
+        require(Step.ADDENDUM, user, locked)
+        if not text:
+            raise WorkflowError(_("补充内容不能为空。"))
         report = report_for(locked)
         if report is None or not report.is_signed:
             raise WorkflowError(_("报告签发后才能添加补充报告。"))
@@ -538,10 +424,24 @@ def add_addendum(consult: Consult, user: User, text: str) -> Addendum:
     return addendum
 
 
+def confirm_receipt(consult: Consult, user: User, channel: str = "web", now: datetime | None = None) -> bool:
+    """A technologist of the township says the signed report reached them (已收到), or takes
+    its PDF through the print button's POST (`channel="pdf"`). Returns whether this was the
+    delivery; a report already delivered stays as it was."""
+    with transaction.atomic():
+        locked = _lock(consult)
+        require(Step.RECEIVE, user, locked, now)
+        delivered = mark_delivered(locked, user=user, channel=channel, now=now)
+    _refresh(consult, locked)
+    return delivered
+
+
 def mark_delivered(
     consult: Consult, *, user: User | None = None, channel: str = "web", now: datetime | None = None
 ) -> bool:
-    """The signed report has reached the township: first opened there, or sent to its archive."""
+    """The signed report has reached the township, recorded once: the send-back's C-STORE
+    succeeded (`channel="dicom"`), or a technologist confirmed it (`confirm_receipt`).
+    Returns whether this call recorded it."""
     if consult.delivered_at is not None or consult.signed_at is None:
         return False
     now = _now(now)
@@ -566,7 +466,7 @@ def templates_for(consult: Consult) -> QuerySet[ReportTemplate]:
 
 
 def add_template(user: User, *, kind: str, body_part: str, name: str, findings: str, impression: str) -> ReportTemplate:
-    if not (user.is_active and user.is_radiologist):
+    if not may_write_templates(user):
         raise NotAllowed(_("只有诊断医师可以添加报告模板。"))
     if kind not in ExamKind.values:
         raise WorkflowError(_("无效的检查类型。"))
@@ -592,15 +492,11 @@ def flag_critical(consult: Consult, user: User, description: str, now: datetime 
     e-mail where the facility has an alert address."""
     now = _now(now)
     description = description.strip()
-    if not description:
-        raise WorkflowError(_("请填写危急值内容。"))
-    _require_reader(user, consult)
     with transaction.atomic():
         locked = _lock(consult)
-        if locked.status == Consult.Status.CANCELLED:
-            raise WorkflowError(_("该会诊已取消。"))
-        if locked.status in HELD_STATUSES and locked.radiologist_id != user.pk:
-            raise NotAllowed(_("该会诊由其他医师负责。"))
+        require(Step.FLAG_CRITICAL, user, locked, now)
+        if not description:
+            raise WorkflowError(_("请填写危急值内容。"))
         finding = CriticalFinding.objects.create(
             consult=locked, description=description, flagged_by=user, flagged_at=now
         )
@@ -623,10 +519,9 @@ def acknowledge_critical(finding: CriticalFinding, user: User, now: datetime | N
     """A township user confirms the alert reached them; the time is what the escalation watches."""
     now = _now(now)
     consult = finding.consult
-    if not (user.is_active and user.facility_id == consult.facility_id and not user.is_radiologist):
-        raise NotAllowed(_("只有申请机构的人员可以确认危急值。"))
     with transaction.atomic():
         locked = _lock(consult)
+        require(Step.ACKNOWLEDGE, user, locked, now)
         finding = CriticalFinding.objects.select_for_update().get(pk=finding.pk)
         if finding.acknowledged_at is not None:
             return finding
@@ -878,10 +773,12 @@ def check_consult_deadlines(now: datetime | None = None) -> CheckResult:
 
     open_consults = Consult.objects.filter(status__in=OPEN_STATUSES).select_related("radiologist", "study")
     for consult in _priority_order(open_consults):
-        due = due_at_for(consult)
-        if consult.due_at != due:
+        # The limit stored when the consult arrived (or its request was corrected) is the
+        # one that counts; one written before due_at was always stored gets it now.
+        due = consult.due_at
+        if due is None:
+            due = consult.due_at = due_at_for(consult)
             Consult.objects.filter(pk=consult.pk).update(due_at=due)
-            consult.due_at = due
         if now >= due and consult.escalated_at is None:
             _escalate_late(consult, now)
             result.escalated.append(consult.pk)

@@ -71,8 +71,7 @@ def test_a_consult_near_its_limit_is_flagged_and_one_past_it_escalated_to_the_du
     make_shift(holder, now - timedelta(hours=1))
     make_shift(lead, now - timedelta(hours=1), is_lead=True)
     consult = make_consult(township, kind=ExamKind.DR, arrived_at=now)
-    workflow.claim_consult(consult, holder, now)
-    workflow.open_consult(consult, holder, now)
+    workflow.claim_consult(consult, holder, now)  # a claim opens the consult
 
     assert workflow.check_consult_deadlines(now + timedelta(minutes=60)).flagged == []
     assert workflow.check_consult_deadlines(now + timedelta(minutes=97)).flagged == [consult.pk]
@@ -226,8 +225,7 @@ def test_a_consult_past_its_limit_emails_the_duty_lead_once(
     make_shift(holder, now - timedelta(hours=1))
     make_shift(lead, now - timedelta(hours=1), is_lead=True)
     consult = make_consult(township, kind=ExamKind.DR, priority=Priority.EMERGENCY, arrived_at=now)
-    workflow.claim_consult(consult, holder, now)
-    workflow.open_consult(consult, holder, now)
+    workflow.claim_consult(consult, holder, now)  # a claim opens the consult
 
     with django_capture_on_commit_callbacks(execute=True):
         workflow.check_consult_deadlines(now + timedelta(minutes=31))

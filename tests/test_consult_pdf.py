@@ -253,7 +253,8 @@ def test_a_failed_send_back_can_be_tried_again(settings, township, ct_modality, 
 
     assert delivery.deliver_due() == {outbox.pk: ReportDelivery.Status.SENT}
     assert len(archive.received) == 1
-    assert delivery.retry(outbox, consult.radiologist) is False  # only a failed one
+    with pytest.raises(workflow.WorkflowError, match="没有失败"):  # only a failed one
+        delivery.retry(outbox, consult.radiologist)
 
 
 def test_one_archive_that_is_down_is_dialled_once_per_run(township, ct_modality, archive):

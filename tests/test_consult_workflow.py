@@ -283,9 +283,8 @@ def test_the_technologist_corrects_the_request_until_a_reader_opens_it(township,
         workflow.correct_request(ct_consult, outsider, question="别院的修改")
 
     li = reader("li")
-    workflow.claim_consult(ct_consult, li)
-    workflow.open_consult(ct_consult, li)
-    with pytest.raises(workflow.WorkflowError):
+    workflow.claim_consult(ct_consult, li)  # a claim opens the consult
+    with pytest.raises(workflow.RequestLocked):
         workflow.correct_request(ct_consult, technologist, question="太晚的修改")
     assert "consults.consult.corrected" in actions(ct_consult)
 

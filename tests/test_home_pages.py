@@ -247,9 +247,11 @@ def test_the_consult_page_shows_the_signed_report_and_its_addenda(technologist_c
     assert "胸部 CT 未见明显异常。" in page
     assert "补充：建议随访。" in page
     assert str(radiologist) in page
+    # Reading it is not the receipt: the page offers the 已收到 button, whose POST records it.
+    assert reverse("reading:receive", args=[consult.uuid]) in page
     consult.refresh_from_db()
-    assert consult.status == Consult.Status.DELIVERED  # the township has it
-    assert consult.delivered_at is not None
+    assert consult.status == Consult.Status.SIGNED
+    assert consult.delivered_at is None
 
 
 def test_the_consult_page_withholds_a_report_that_is_not_signed(technologist_client, township, radiologist):
@@ -375,7 +377,8 @@ def test_the_technologists_report_page_has_the_pdf_the_viewer_and_the_critical_f
 
     page = technologist_client.get(reverse("consults:detail", args=[consult.uuid])).content.decode()
 
-    assert f'href="{reverse("reading:pdf", args=[consult.uuid])}"' in page
+    # Not yet delivered: its print button posts, and the first print records the receipt.
+    assert f'action="{reverse("reading:pdf", args=[consult.uuid])}"' in page
     assert f'href="{reverse("viewer:study", args=[consult.study.study_uid])}"' in page
     assert "右侧气胸，请立即处理。" in page
     assert "确认收到危急值" in page  # the township acknowledges it here

@@ -102,6 +102,11 @@ def test_a_radiologist_claims_writes_and_signs_and_the_township_sees_the_report(
             pdf = township_page.request.get(f"{reading}report.pdf")
             assert pdf.status == 200
             assert pdf.headers["content-type"] == "application/pdf"
+            # Looking at it is not receiving it: the township says so with its button.
+            assert "已签发" in township_page.locator("#consult-status").inner_text()
+            township_page.click("button[name='receive']")
+            township_page.wait_for_selector("#receipt .muted")
+            assert "送达" in township_page.locator("#receipt").inner_text()
         finally:
             browser.close()
 

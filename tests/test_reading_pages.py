@@ -164,8 +164,8 @@ def test_two_step_signing_through_the_page(township, consult, other_radiologist,
     assert consult.report.signed_by == radiologist
 
 
-def test_the_township_technologist_sees_the_signed_report_and_it_counts_as_delivered(
-    radiologist, consult, technologist_client
+def test_the_township_sees_the_signed_report_and_its_received_button_records_the_delivery_once(
+    radiologist, consult, technologist, technologist_client
 ):
     workflow.claim_consult(consult, radiologist)
     workflow.sign_final(consult, radiologist, "右肺下叶见斑片影。", "右肺下叶肺炎。")
@@ -177,13 +177,54 @@ def test_the_township_technologist_sees_the_signed_report_and_it_counts_as_deliv
     assert "右肺下叶肺炎。" in body
     assert "补充：建议抗感染治疗后复查。" in body
     assert url("pdf", consult) in body
+    assert url("receive", consult) in body
     assert url("claim", consult) not in body
+    # Seeing the report is not receiving it: a prefetch or a link followed changes nothing.
+    consult.refresh_from_db()
+    assert consult.status == Consult.Status.SIGNED
+    assert consult.delivered_at is None
+
+    response = technologist_client.post(url("receive", consult))
+
+    assert response.status_code == 302
     consult.refresh_from_db()
     assert consult.status == Consult.Status.DELIVERED
-    assert consult.delivered_at is not None
+    delivered_at = consult.delivered_at
+    assert delivered_at is not None
+    assert url("receive", consult) not in technologist_client.get(page(consult)).content.decode()
+    # A second confirmation (another tab) changes nothing and says so.
+    again = technologist_client.post(url("receive", consult), follow=True)
+    assert "报告已送达，无需再次确认。" in again.content.decode()
+    consult.refresh_from_db()
+    assert consult.delivered_at == delivered_at
+    assert AuditEvent.objects.filter(action="consults.report.delivered", object_id=str(consult.uuid)).count() == 1
     # The consult page of the township shows it too.
     detail = technologist_client.get(reverse("consults:detail", args=[consult.uuid])).content.decode()
     assert "右肺下叶肺炎。" in detail
+
+
+def test_the_first_pdf_posted_by_the_township_records_the_delivery_and_a_get_does_not(
+    radiologist, consult, technologist_client, radiologist_client
+):
+    workflow.claim_consult(consult, radiologist)
+    workflow.sign_final(consult, radiologist, "肝脏形态正常。", "上腹部未见异常。")
+
+    assert technologist_client.get(url("pdf", consult))["Content-Type"] == "application/pdf"
+    assert radiologist_client.post(url("pdf", consult))["Content-Type"] == "application/pdf"
+    consult.refresh_from_db()
+    assert consult.delivered_at is None
+
+    response = technologist_client.post(url("pdf", consult))
+
+    assert response["Content-Type"] == "application/pdf"
+    consult.refresh_from_db()
+    assert consult.status == Consult.Status.DELIVERED
+    first = consult.delivered_at
+    assert technologist_client.post(url("pdf", consult))["Content-Type"] == "application/pdf"
+    consult.refresh_from_db()
+    assert consult.delivered_at == first
+    event = AuditEvent.objects.get(action="consults.report.delivered", object_id=str(consult.uuid))
+    assert event.detail["channel"] == "pdf"
 
 
 def test_the_pdf_is_served_once_signed(radiologist, consult, technologist_client):

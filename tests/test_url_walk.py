@@ -212,8 +212,12 @@ TABLE: dict[str, Route] = {
         f"reading/<uuid:consult_uuid>/{step}/": clinical(
             f"/reading/{{consult}}/{step}/", technologist=FORBIDDEN, radiologist=REDIRECT, method="POST"
         )
-        for step in ("claim", "release", "reassign", "report", "addendum", "critical")
+        for step in ("claim", "open", "release", "reassign", "report", "addendum", "critical")
     },
+    # 已收到: the township's technologist says the signed report reached them.
+    "reading/<uuid:consult_uuid>/receive/": clinical(
+        "/reading/{consult}/receive/", technologist=REDIRECT, radiologist=FORBIDDEN, method="POST"
+    ),
     # A correction of the request once the reading has begun is a conflict.
     "reading/<uuid:consult_uuid>/request/": expect(
         "/reading/{consult}/request/", LOGIN, CONFLICT, NOT_FOUND, FORBIDDEN, FORBIDDEN, method="POST"
