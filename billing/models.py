@@ -42,7 +42,9 @@ class PriceSchedule(models.Model):
 class PriceItem(models.Model):
     """The price of one body part of one exam kind at one hospital level."""
 
-    schedule = models.ForeignKey(PriceSchedule, on_delete=models.CASCADE, related_name="items")
+    schedule = models.ForeignKey(
+        PriceSchedule, on_delete=models.CASCADE, related_name="items", verbose_name=_("价格标准")
+    )
     exam_kind = models.CharField(_("检查类型"), max_length=4, choices=ExamKind.choices)
     level = models.PositiveSmallIntegerField(_("医院等级"), choices=Facility.Level.choices)
     item_code = models.CharField(_("项目编码"), max_length=32, blank=True)
@@ -72,18 +74,31 @@ class LedgerEntryQuerySet(models.QuerySet["LedgerEntry"]):
 class LedgerEntry(models.Model):
     """One exam's saving. Append-only: a correction is a reversing entry with a reason."""
 
-    consult = models.ForeignKey(Consult, on_delete=models.PROTECT, related_name="ledger_entries")
-    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="ledger_entries")
-    exam_kind = models.CharField(max_length=4, choices=ExamKind.choices)
-    exam_date = models.DateField()
-    body_parts = models.SmallIntegerField(help_text=_("冲正记录为负数"))
-    schedule = models.ForeignKey(PriceSchedule, on_delete=models.PROTECT, related_name="ledger_entries")
-    county_price = models.DecimalField(max_digits=10, decimal_places=2)
-    township_price = models.DecimalField(max_digits=10, decimal_places=2)
-    saving = models.DecimalField(max_digits=12, decimal_places=2)
-    reverses = models.OneToOneField("self", on_delete=models.PROTECT, null=True, blank=True, related_name="reversed_by")
-    reason = models.CharField(max_length=255, blank=True)
-    recorded_at = models.DateTimeField(default=timezone.now)
+    consult = models.ForeignKey(
+        Consult, on_delete=models.PROTECT, related_name="ledger_entries", verbose_name=_("会诊")
+    )
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="ledger_entries", verbose_name=_("申请机构")
+    )
+    exam_kind = models.CharField(_("检查类型"), max_length=4, choices=ExamKind.choices)
+    exam_date = models.DateField(_("检查日期"))
+    body_parts = models.SmallIntegerField(_("部位数"), help_text=_("冲正记录为负数"))
+    schedule = models.ForeignKey(
+        PriceSchedule, on_delete=models.PROTECT, related_name="ledger_entries", verbose_name=_("价格标准")
+    )
+    county_price = models.DecimalField(_("县医院价格（元）"), max_digits=10, decimal_places=2)
+    township_price = models.DecimalField(_("乡镇价格（元）"), max_digits=10, decimal_places=2)
+    saving = models.DecimalField(_("节省（元）"), max_digits=12, decimal_places=2)
+    reverses = models.OneToOneField(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="reversed_by",
+        verbose_name=_("冲正的记录"),
+    )
+    reason = models.CharField(_("冲正原因"), max_length=255, blank=True)
+    recorded_at = models.DateTimeField(_("记账时间"), default=timezone.now)
 
     objects = LedgerEntryQuerySet.as_manager()
 

@@ -28,6 +28,7 @@ from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from rest_framework.authtoken.models import TokenProxy
 
+from facilities import auditlabels
 from facilities.forms import AdminLoginForm, AdminPasswordChangeForm
 from facilities.models import AuditEvent, Facility, Modality, RosterShift, User
 from facilities.services import PASSWORD_CHANGED, audit
@@ -308,10 +309,28 @@ class RosterShiftAdmin(AuditedAdmin, AdministratorPermissions, admin.ModelAdmin)
     date_hierarchy = "starts_at"
 
 
+class AuditActionFilter(admin.SimpleListFilter):
+    """The actions by their names, not their codes."""
+
+    title = _("操作")
+    parameter_name = "action"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        codes = AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct()
+        return [(code, auditlabels.action_label(code)) for code in codes]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        return queryset.filter(action=self.value()) if self.value() else queryset
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["at", "actor_name", "action", "object_type", "object_id", "facility", "address"]
-    list_filter = ["action", "facility"]
+    list_display = ["at", "actor_name", "action_name", "object_type", "object_id", "facility", "address"]
+    list_filter = [AuditActionFilter, "facility"]
     list_select_related = ["facility"]
     search_fields = ["object_id", "actor_name", "action"]
     date_hierarchy = "at"
+
+    @admin.display(description=_("操作"), ordering="action")
+    def action_name(self, event: AuditEvent) -> str:
+        return auditlabels.action_label(event.action)

@@ -96,7 +96,11 @@ class AdminPasswordChangeForm(ThrottledPasswordChangeForm):
 class AuditSearchForm(forms.Form):
     user = forms.CharField(label=_("用户"), required=False, max_length=150)
     action = forms.CharField(
-        label=_("操作代码"), required=False, max_length=64, help_text=_("按前缀匹配，如 consults.report")
+        label=_("操作"),
+        required=False,
+        max_length=64,
+        help_text=_("从列表中选择，或输入代码前缀，如 consults.report"),
+        widget=forms.TextInput(attrs={"list": "audit-actions"}),
     )
     object_id = forms.CharField(label=_("对象标识"), required=False, max_length=128)
     facility = forms.ModelChoiceField(

@@ -35,7 +35,7 @@ class Facility(models.Model):
         SECOND = 2, _("二级")
         THIRD = 3, _("三级")
 
-    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    uuid = models.UUIDField(_("标识"), default=uuid.uuid4, unique=True, editable=False)
     code = models.SlugField(_("代码"), max_length=32, unique=True, help_text=_("短代码，如 XUANWO"))
     name = models.CharField(_("名称"), max_length=100)
     short_name = models.CharField(_("简称"), max_length=32, help_text=_("如 漩涡"))
@@ -101,7 +101,7 @@ class User(AbstractUser):
         RADIOLOGIST = "radiologist", _("诊断医师")
         ADMINISTRATOR = "administrator", _("管理员")
 
-    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    uuid = models.UUIDField(_("标识"), default=uuid.uuid4, unique=True, editable=False)
     role = models.CharField(_("角色"), max_length=16, choices=Role.choices)
     facility = models.ForeignKey(
         Facility, on_delete=models.PROTECT, null=True, blank=True, related_name="users", verbose_name=_("所属机构")
@@ -194,16 +194,20 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
 class AuditEvent(models.Model):
     """One thing someone did: who, when, from where, to what. Written, never changed."""
 
-    at = models.DateTimeField(default=timezone.now, db_index=True)
+    at = models.DateTimeField(_("时间"), default=timezone.now, db_index=True)
     # PROTECT: a user with a history is deactivated, never deleted.
-    actor = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
-    actor_name = models.CharField(max_length=150, blank=True)
-    action = models.CharField(max_length=64, db_index=True)
-    address = models.GenericIPAddressField(null=True, blank=True)
-    object_type = models.CharField(max_length=64, blank=True)
-    object_id = models.CharField(max_length=128, blank=True, db_index=True)
-    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
-    detail = models.JSONField(default=dict, blank=True)
+    actor = models.ForeignKey(
+        User, on_delete=models.PROTECT, null=True, blank=True, related_name="+", verbose_name=_("用户")
+    )
+    actor_name = models.CharField(_("用户名"), max_length=150, blank=True)
+    action = models.CharField(_("操作代码"), max_length=64, db_index=True)
+    address = models.GenericIPAddressField(_("地址"), null=True, blank=True)
+    object_type = models.CharField(_("对象类型"), max_length=64, blank=True)
+    object_id = models.CharField(_("对象标识"), max_length=128, blank=True, db_index=True)
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, null=True, blank=True, related_name="+", verbose_name=_("机构")
+    )
+    detail = models.JSONField(_("详情"), default=dict, blank=True)
 
     objects = AuditEventQuerySet.as_manager()
 

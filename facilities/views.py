@@ -17,7 +17,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.views.decorators.http import require_GET
 
-from facilities import services
+from facilities import auditlabels, services
 from facilities.access import ADMINISTRATOR, RADIOLOGIST, TECHNOLOGIST, has_role, role_required
 from facilities.forms import AuditSearchForm, LoginForm, ThrottledPasswordChangeForm
 
@@ -51,7 +51,14 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "facilities/audit.html",
-        {"form": form, "page": page, "page_query": query.urlencode(), "count": page.paginator.count},
+        {
+            "form": form,
+            "page": page,
+            "rows": auditlabels.shown_events(page.object_list),
+            "actions": auditlabels.action_choices(),
+            "page_query": query.urlencode(),
+            "count": page.paginator.count,
+        },
     )
 
 

@@ -392,3 +392,38 @@ def test_groups_and_api_tokens_are_not_administered_in_the_admin():
 
     assert not admin.site.is_registered(Group)
     assert not admin.site.is_registered(TokenProxy)
+
+
+def test_every_field_an_admin_page_shows_has_a_chinese_name():
+    from django.contrib import admin
+
+    unnamed = [
+        f"{model._meta.label}.{field.name}"
+        for model in admin.site._registry
+        for field in model._meta.concrete_fields
+        if getattr(field, "_verbose_name", None) is None and not field.primary_key
+    ]
+    assert unnamed == []
+
+
+def test_the_ledger_admin_speaks_chinese_in_its_headers_and_filters(superuser_client, records):
+    page = superuser_client.get(reverse("admin:billing_ledgerentry_changelist")).content.decode()
+
+    for header in ("检查日期", "申请机构", "检查类型", "部位数", "县医院价格（元）", "乡镇价格（元）", "节省（元）"):
+        assert header in page, header
+    filters = " ".join(page.split())
+    assert "以 检查类型" in filters and "以 申请机构" in filters
+    assert "exam kind" not in page.lower() and "county price" not in page.lower()
+
+
+def test_the_audit_admin_names_its_actions(superuser_client, records):
+    page = superuser_client.get(reverse("admin:facilities_auditevent_changelist")).content.decode()
+
+    assert "签发报告" in page
+    assert "以 操作" in " ".join(page.split())
+
+
+def test_the_admin_has_the_favicon(superuser_client):
+    page = superuser_client.get(reverse("admin:index")).content.decode()
+
+    assert 'rel="icon" href="/static/img/favicon.svg"' in page

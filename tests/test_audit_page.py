@@ -164,3 +164,30 @@ def test_without_trusted_proxies_a_forwarded_header_is_ignored(client, technolog
         HTTP_X_FORWARDED_FOR="203.0.113.9",
     )
     assert AuditEvent.objects.get(action="facilities.login.succeeded").address == "10.0.0.2"
+
+
+def test_actions_objects_and_details_are_shown_in_chinese_with_links(administrator_client, township, technologist):
+    services.audit(services.LOGIN_SUCCEEDED, actor=technologist, obj=technologist)
+    services.audit("facilities.facility.changed", actor=technologist, obj=township, via="admin")
+    services.audit("consults.report.viewed", actor=technologist, object_type="consults.consult", object_id="gone")
+    services.audit("somebody.new.code", actor=technologist, signed=True)
+
+    page = administrator_client.get(URL).content.decode()
+
+    assert "登录成功" in page and ">facilities.login.succeeded<" not in page
+    assert "修改医疗机构" in page  # an admin change: the verb and the model's Chinese name
+    assert f'href="{reverse("admin:facilities_user_change", args=[technologist.pk])}"' in page
+    assert f"用户 · {technologist}" in page
+    assert f"医疗机构 · {township.short_name}" in page
+    # An object that no longer exists links to its history in the trail.
+    assert 'href="/audit/?object_id=gone"' in page
+    assert "somebody.new.code" in page  # a code without a name is shown as written
+    assert "途径" in page and "已签发" in page and "是" in page
+    assert "facilities.user " not in page
+
+
+def test_the_time_stays_on_one_line_and_the_table_has_fixed_columns(administrator_client, trail):
+    page = administrator_client.get(URL).content.decode()
+
+    assert '<td class="when"><time datetime="2026-03-03T09:00:00+08:00">2026-03-03 09:00:00</time></td>' in page
+    assert 'class="data audit"' in page and "<colgroup>" in page

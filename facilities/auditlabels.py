@@ -1,0 +1,257 @@
+"""What the audit page shows an administrator instead of codes: each dotted action code's
+name, each detail key's name, and each object's label with a link.
+
+The codes are written by every app (facilities.services.audit); their names are kept here,
+beside the trail, as plain strings, so this low app imports none of the apps above it.
+A code without a name (a new one) is shown as written."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from django.apps import apps
+from django.contrib import admin
+from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.db.models import Field, Model
+from django.urls import NoReverseMatch, reverse
+from django.utils.functional import Promise
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from facilities.models import AuditEvent
+
+ACTIONS: dict[str, Promise] = {
+    "facilities.login.succeeded": gettext_lazy("登录成功"),
+    "facilities.login.failed": gettext_lazy("登录失败"),
+    "facilities.login.locked": gettext_lazy("登录被锁定"),
+    "facilities.login.logged_out": gettext_lazy("退出登录"),
+    "facilities.password.changed": gettext_lazy("修改密码"),
+    "facilities.password.change_failed": gettext_lazy("修改密码失败"),
+    "cloudpacs.study.viewed": gettext_lazy("查看检查"),
+    "cloudpacs.study.retrieved": gettext_lazy("调阅影像"),
+    "cloudpacs.study.stored_over_web": gettext_lazy("网页上传影像"),
+    "consults.consult.created": gettext_lazy("生成会诊"),
+    "consults.consult.requested": gettext_lazy("申请会诊"),
+    "consults.consult.assigned": gettext_lazy("分配会诊"),
+    "consults.consult.claimed": gettext_lazy("领取会诊"),
+    "consults.consult.released": gettext_lazy("释放会诊"),
+    "consults.consult.reassigned": gettext_lazy("重新分配会诊"),
+    "consults.consult.opened": gettext_lazy("打开会诊"),
+    "consults.consult.corrected": gettext_lazy("修改会诊申请"),
+    "consults.consult.flagged": gettext_lazy("临近时限提醒"),
+    "consults.consult.escalated": gettext_lazy("超时上报"),
+    "consults.report.viewed": gettext_lazy("查看报告"),
+    "consults.report.saved": gettext_lazy("保存报告草稿"),
+    "consults.report.preliminary": gettext_lazy("初诊签名"),
+    "consults.report.signed": gettext_lazy("签发报告"),
+    "consults.report.addendum": gettext_lazy("添加补充报告"),
+    "consults.report.printed": gettext_lazy("打印报告"),
+    "consults.report.delivered": gettext_lazy("报告送达"),
+    "consults.report.send_queued": gettext_lazy("报告待回传"),
+    "consults.report.sent": gettext_lazy("报告已回传"),
+    "consults.report.send_failed": gettext_lazy("报告回传失败"),
+    "consults.report.send_retried": gettext_lazy("重新回传报告"),
+    "consults.report.verified": gettext_lazy("报告验真"),
+    "consults.report.verification_failed": gettext_lazy("报告验真失败"),
+    "consults.critical.flagged": gettext_lazy("报告危急值"),
+    "consults.critical.acknowledged": gettext_lazy("确认危急值"),
+    "consults.critical.emailed": gettext_lazy("危急值邮件已发送"),
+    "consults.critical.email_failed": gettext_lazy("危急值邮件发送失败"),
+    "consults.critical.escalated": gettext_lazy("危急值超时上报"),
+    "consults.escalation.emailed": gettext_lazy("上报邮件已发送"),
+    "consults.escalation.email_failed": gettext_lazy("上报邮件发送失败"),
+    "consults.template.created": gettext_lazy("新增报告模板"),
+    "billing.saving.recorded": gettext_lazy("记录节省"),
+    "billing.saving.reversed": gettext_lazy("冲销节省"),
+    "billing.saving.seeded": gettext_lazy("导入历史节省"),
+}
+
+# The admin writes `<app>.<model>.<verb>` for what it adds, changes and deletes.
+ADMIN_VERBS: dict[str, Promise] = {
+    "added": gettext_lazy("新增%(model)s"),
+    "changed": gettext_lazy("修改%(model)s"),
+    "deleted": gettext_lazy("删除%(model)s"),
+}
+
+DETAIL_KEYS: dict[str, Promise] = {
+    "via": gettext_lazy("途径"),
+    "page": gettext_lazy("页面"),
+    "signed": gettext_lazy("已签发"),
+    "channel": gettext_lazy("方式"),
+    "to": gettext_lazy("目标"),
+    "reason": gettext_lazy("原因"),
+    "error": gettext_lazy("错误"),
+    "attempt": gettext_lazy("尝试次数"),
+    "username": gettext_lazy("用户名"),
+    "changes": gettext_lazy("修改内容"),
+    "object": gettext_lazy("对象"),
+    "kind": gettext_lazy("检查类型"),
+    "body_parts": gettext_lazy("部位数"),
+    "priority": gettext_lazy("优先级"),
+    "instances": gettext_lazy("图像数"),
+    "study_uid": gettext_lazy("检查 UID"),
+    "finding": gettext_lazy("危急值"),
+    "radiologist": gettext_lazy("诊断医师"),
+    "minutes": gettext_lazy("分钟"),
+    "locked_until": gettext_lazy("锁定至"),
+    "saving": gettext_lazy("节省金额"),
+    "final": gettext_lazy("终审"),
+    "previous": gettext_lazy("原医师"),
+    "reassigned": gettext_lazy("已重新分配"),
+    "refused": gettext_lazy("拒绝原因"),
+}
+
+
+def action_label(code: str) -> str:
+    """The action's name in the active language, or the code when it has none."""
+    if code in ACTIONS:
+        return str(ACTIONS[code])
+    app_label, _dot, rest = code.partition(".")
+    model_name, _dot, verb = rest.rpartition(".")
+    if verb in ADMIN_VERBS and model_name:
+        try:
+            model = apps.get_model(app_label, model_name)
+        except LookupError:
+            return code
+        return str(ADMIN_VERBS[verb]) % {"model": model._meta.verbose_name}
+    return code
+
+
+def _value(value: Any) -> str:
+    if value is True:
+        return _("是")
+    if value is False:
+        return _("否")
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def detail_items(detail: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(str(DETAIL_KEYS.get(key, key)), _value(value)) for key, value in (detail or {}).items()]
+
+
+@dataclass
+class ShownEvent:
+    event: AuditEvent
+    action: str
+    object_label: str
+    object_url: str
+    details: list[tuple[str, str]]
+
+
+def _lookup_field(model: type[Model]) -> str:
+    for name in ("uuid", "study_uid", "sop_instance_uid"):
+        try:
+            model._meta.get_field(name)
+        except FieldDoesNotExist:
+            continue
+        return name
+    return "pk"
+
+
+def _valid_keys(model: type[Model], field: str, ids: Iterable[str]) -> list[Any]:
+    """The ids that can be keys of the model: a UUID column refuses a DICOM UID."""
+    if field == "pk":
+        return [key for key in ids if key.isdigit()]
+    column = model._meta.get_field(field)
+    assert isinstance(column, Field)
+    keys = []
+    for key in ids:
+        try:
+            keys.append(column.to_python(key))
+        except ValidationError:
+            continue
+    return keys
+
+
+def _label(obj: Model) -> str:
+    """A short label for an object, without a patient's name: the page is an
+    administrator's, and administrators are not shown patients."""
+    label = obj._meta.label_lower
+    if label == "consults.consult":
+        facility = getattr(obj, "facility", None)
+        kind = obj.get_kind_display()  # type: ignore[attr-defined]
+        exam_date = getattr(obj, "exam_date", None)
+        return " · ".join(
+            str(part) for part in (facility.short_name if facility else "", kind, exam_date or "") if part
+        )
+    if label == "cloudpacs.study":
+        facility = getattr(obj, "facility", None)
+        parts = (
+            facility.short_name if facility else "",
+            getattr(obj, "description", ""),
+            getattr(obj, "study_date", ""),
+        )
+        return " · ".join(str(part) for part in parts if part)
+    if label == "facilities.facility":
+        return str(getattr(obj, "short_name", "") or obj)
+    return str(obj)
+
+
+def shown_events(events: Iterable[AuditEvent]) -> list[ShownEvent]:
+    """The events of one page with their names, labels and links, a query per object type."""
+    events = list(events)
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for event in events:
+        if event.object_type and event.object_id:
+            wanted[event.object_type].add(event.object_id)
+    found: dict[tuple[str, str], Model] = {}
+    for object_type, ids in wanted.items():
+        app_label, _dot, model_name = object_type.partition(".")
+        try:
+            model = apps.get_model(app_label, model_name)
+        except (LookupError, ValueError):
+            continue
+        field = _lookup_field(model)
+        keys = _valid_keys(model, field, ids)
+        queryset = model._default_manager.filter(**{f"{field}__in": keys})  # type: ignore[attr-defined]
+        if object_type in ("consults.consult", "cloudpacs.study"):
+            queryset = queryset.select_related("facility")
+        for obj in queryset:
+            found[(object_type, str(getattr(obj, field)))] = obj
+    shown = []
+    for event in events:
+        label, url = "", ""
+        if event.object_type or event.object_id:
+            obj = found.get((event.object_type, event.object_id))
+            kind = event.object_type
+            try:
+                app_label, _dot, model_name = event.object_type.partition(".")
+                kind = str(apps.get_model(app_label, model_name)._meta.verbose_name)
+            except (LookupError, ValueError):
+                pass
+            label = f"{kind} · {_label(obj)}" if obj is not None else f"{kind} · {event.object_id[:12]}"
+            url = _admin_url(obj) if obj is not None else ""
+            if not url and event.object_id:
+                url = reverse("audit") + "?" + urlencode({"object_id": event.object_id})
+        shown.append(
+            ShownEvent(
+                event=event,
+                action=action_label(event.action),
+                object_label=label,
+                object_url=url,
+                details=detail_items(event.detail),
+            )
+        )
+    return shown
+
+
+def _admin_url(obj: Model) -> str:
+    if not admin.site.is_registered(type(obj)):
+        return ""
+    meta = obj._meta
+    try:
+        return reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk])
+    except NoReverseMatch:
+        return ""
+
+
+def action_choices() -> list[tuple[str, str]]:
+    """Every named action, for the search form's suggestions."""
+    return [(code, str(label)) for code, label in ACTIONS.items()]
