@@ -180,6 +180,13 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 if CELERY_BROKER_URL is not None and not CELERY_BROKER_URL.startswith(("redis://", "rediss://", "memory://")):
     raise ConfigError(f"CELERY_BROKER_URL={CELERY_BROKER_URL!r} must be a redis:// URL")
+# Seconds a broker that does not answer (down, or frozen and still accepting connections)
+# may hold anyone up: the socket and connect timeouts of every broker connection, and the
+# most a web request or the receiver waits to hand over a task. What the task was for is
+# saved first (an outbox row, a consult the periodic check looks at), so a task the broker
+# did not take is done by the next periodic run instead.
+BROKER_TIMEOUT = env_float("BROKER_TIMEOUT", 2.0, minimum=0.1)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": BROKER_TIMEOUT, "socket_connect_timeout": BROKER_TIMEOUT}
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
@@ -283,13 +290,19 @@ REPORT_FONT_PATH = env_path("REPORT_FONT_PATH", Path("/usr/share/fonts/truetype/
 REPORT_DELIVERY_TIMEOUT = env_int("REPORT_DELIVERY_TIMEOUT", 15, minimum=1)
 REPORT_DELIVERY_RETRY_SECONDS = env_int("REPORT_DELIVERY_RETRY_SECONDS", 60, minimum=1)
 REPORT_DELIVERY_MAX_ATTEMPTS = env_int("REPORT_DELIVERY_MAX_ATTEMPTS", 8, minimum=1)
-# The per-minute check of time limits, rosters and critical findings, and the report
-# outbox, when Celery beat runs (or `manage.py ticker` without a broker).
+# Alert e-mails (critical findings, escalations) go through an outbox too: the first retry
+# delay in seconds (doubled after each failure, at most ten minutes), and the attempts
+# before the alert is marked failed.
+MAIL_RETRY_SECONDS = env_int("MAIL_RETRY_SECONDS", 30, minimum=1)
+MAIL_MAX_ATTEMPTS = env_int("MAIL_MAX_ATTEMPTS", 12, minimum=1)
+# The per-minute check of time limits, rosters and critical findings, and the outboxes of
+# reports and alert e-mails, when Celery beat runs (or `manage.py ticker` without a broker).
 CELERY_BEAT_SCHEDULE = {
     # The receiver asks for the stability sweep every second itself; this one is for a
     # receiver started with --no-sweep-timer, and catches anything a broker outage left.
     "consults-sweep-stable-studies": {"task": "consults.tasks.sweep_stable_studies", "schedule": 10.0},
     "consults-check-deadlines": {"task": "consults.tasks.check_consult_deadlines", "schedule": 60.0},
     "consults-deliver-reports": {"task": "consults.tasks.deliver_due_reports", "schedule": 30.0},
+    "consults-send-notifications": {"task": "consults.tasks.send_due_notifications", "schedule": 10.0},
     "billing-record-savings": {"task": "billing.tasks.record_savings_for_signed_consults", "schedule": 60.0},
 }

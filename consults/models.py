@@ -337,3 +337,64 @@ class ReportDelivery(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status in (self.Status.PENDING, self.Status.SENDING, self.Status.RETRYING)
+
+
+class Notification(models.Model):
+    """The outbox of alert e-mails: a critical finding's alert to the township, or an
+    escalation's message to the reader or duty lead it went to. Written in the same
+    transaction as the finding or escalation, sent afterwards by a task (a worker's, the
+    periodic check's, or in-process without a broker), so that neither a broker nor a mail
+    server that is down loses an alert; failed attempts are retried with a growing delay.
+
+    Exactly one attempt is under way at a time (a conditional claim), and a row once sent
+    is never sent again."""
+
+    class Kind(models.TextChoices):
+        CRITICAL = "critical", _("危急值通知")
+        ESCALATION = "escalation", _("上报通知")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("等待发送")
+        SENDING = "sending", _("发送中")
+        RETRYING = "retrying", _("发送重试中")
+        SENT = "sent", _("已发送")
+        FAILED = "failed", _("发送失败")
+
+    kind = models.CharField(_("类型"), max_length=16, choices=Kind.choices)
+    consult = models.ForeignKey(Consult, on_delete=models.PROTECT, related_name="notifications")
+    critical_finding = models.OneToOneField(
+        CriticalFinding, on_delete=models.PROTECT, null=True, blank=True, related_name="notification"
+    )
+    escalation = models.OneToOneField(
+        Escalation, on_delete=models.PROTECT, null=True, blank=True, related_name="notification"
+    )
+    recipient = models.EmailField(_("收件人"))
+    status = models.CharField(_("发送状态"), max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(_("尝试次数"), default=0)
+    next_attempt_at = models.DateTimeField(_("下次尝试时间"))
+    # When the attempt now under way started: an attempt whose process died is taken up
+    # again once this is older than the attempt could possibly last.
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(_("最近尝试时间"), null=True, blank=True)
+    last_error = models.CharField(_("失败原因"), max_length=255, blank=True)
+    sent_at = models.DateTimeField(_("发送时间"), null=True, blank=True)
+    created_at = models.DateTimeField(_("创建时间"))
+
+    class Meta:
+        verbose_name = _("邮件通知")
+        verbose_name_plural = _("邮件通知")
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="notification_due")]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(kind="critical") & Q(critical_finding__isnull=False) & Q(escalation__isnull=True))
+                | (Q(kind="escalation") & Q(escalation__isnull=False) & Q(critical_finding__isnull=True)),
+                name="notification_about_one_thing",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} -> {self.recipient} ({self.status})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in (self.Status.PENDING, self.Status.SENDING, self.Status.RETRYING)

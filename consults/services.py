@@ -10,6 +10,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from cloudpacs.models import Study
+from cloudpacs.publish import publish_on_commit
 from consults.models import Consult, Priority
 from consults.rules import NotAllowed, WorkflowError, due_at_for, is_technologist_of
 from facilities.models import ExamKind, User
@@ -70,12 +71,11 @@ def open_consult_for_study(study: Study) -> Consult:
         # A concurrent sweep opened it first (Consult.study is one-to-one).
         return Consult.objects.get(study=study)
     logger.info("consult %s opened for study %s (%s)", consult.uuid, study.study_uid, consult.kind)
-    # Offer it to a reader on duty as soon as it is committed; without one on duty it
-    # waits in the shared worklist and the per-minute check tries again.
+    # Offer it to a reader on duty as soon as it is committed; without one on duty, or
+    # with the broker down, it waits in the shared worklist and the per-minute check tries again.
     from consults.tasks import assign_consult  # tasks import this module
 
-    consult_pk = consult.pk
-    transaction.on_commit(lambda: assign_consult.delay(consult_pk))
+    publish_on_commit(assign_consult, consult.pk)
     return consult
 
 
@@ -136,8 +136,7 @@ def request_consult(
         raise WorkflowError(_("该检查已有会诊申请。")) from None
     from consults.tasks import assign_consult
 
-    consult_pk = consult.pk
-    transaction.on_commit(lambda: assign_consult.delay(consult_pk))
+    publish_on_commit(assign_consult, consult.pk)
     return consult
 
 

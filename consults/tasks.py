@@ -53,28 +53,20 @@ def check_consult_deadlines() -> None:
 
 
 @shared_task(ignore_result=True)
-def send_critical_alert(finding_id: int) -> None:
-    from consults import workflow
-    from consults.models import CriticalFinding
+def send_notification(notification_id: int) -> None:
+    """One attempt at one alert e-mail of the outbox (a critical finding, an escalation)."""
+    from consults import notifications
 
-    finding = CriticalFinding.objects.select_related("consult__facility", "flagged_by").filter(pk=finding_id).first()
-    if finding is not None:
-        workflow.send_critical_alert(finding)
+    notifications.send(notification_id)
 
 
 @shared_task(ignore_result=True)
-def send_escalation_email(escalation_id: int) -> None:
-    """E-mail the new reader or the duty lead that a consult or a critical finding came to them."""
-    from consults import workflow
-    from consults.models import Escalation
+def send_due_notifications() -> None:
+    """Periodically (CELERY_BEAT_SCHEDULE, or the ticker without a broker): every alert
+    e-mail whose time has come, those whose task never reached a worker included."""
+    from consults import notifications
 
-    escalation = (
-        Escalation.objects.select_related("consult__facility", "to_user", "from_radiologist", "critical_finding")
-        .filter(pk=escalation_id)
-        .first()
-    )
-    if escalation is not None:
-        workflow.send_escalation_email(escalation)
+    notifications.send_due()
 
 
 @shared_task(ignore_result=True)

@@ -9,14 +9,12 @@ code, and leaves mail and send-back to Celery tasks queued on commit."""
 from __future__ import annotations
 
 import logging
-import smtplib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone, translation
@@ -28,6 +26,7 @@ from consults.models import (
     Consult,
     CriticalFinding,
     Escalation,
+    Notification,
     Priority,
     Report,
     ReportTemplate,
@@ -119,10 +118,12 @@ def _refresh(target: Consult, source: Consult) -> Consult:
 
 
 def _queue(task_name: str, *args: Any) -> None:
+    # On commit, one bounded attempt that never raises (cloudpacs.publish): what the task
+    # is about is saved, and the periodic check does it when the broker did not take it.
+    from cloudpacs.publish import publish_on_commit
     from consults import tasks
 
-    task = getattr(tasks, task_name)
-    transaction.on_commit(lambda: task.delay(*args))
+    publish_on_commit(getattr(tasks, task_name), *args)
 
 
 def queue_delivery(delivery_id: int) -> None:
@@ -502,7 +503,7 @@ def flag_critical(consult: Consult, user: User, description: str, now: datetime 
         )
         audit("consults.critical.flagged", actor=user, obj=locked, finding=str(finding.uuid))
         if locked.facility.alert_email:
-            _queue("send_critical_alert", finding.pk)
+            _queue_mail(locked, locked.facility.alert_email, now, finding=finding)
     return finding
 
 
@@ -541,11 +542,9 @@ def acknowledge_critical(finding: CriticalFinding, user: User, now: datetime | N
     return finding
 
 
-def send_critical_alert(finding: CriticalFinding) -> bool:
-    """E-mail the township's alert address. Returns whether a message went out."""
+def critical_alert_message(finding: CriticalFinding) -> tuple[str, str]:
+    """The subject and body of the e-mail to the township's alert address."""
     facility = finding.consult.facility
-    if not facility.alert_email:
-        return False
     with translation.override(settings.LANGUAGE_CODE):
         subject = _("【危急值】%(facility)s 的会诊") % {"facility": facility.short_name}
         body = _(
@@ -558,42 +557,45 @@ def send_critical_alert(finding: CriticalFinding) -> bool:
             "text": finding.description,
             "url": f"{settings.SITE_URL}/reading/{finding.consult.uuid}/",
         }
-    error = _mail(subject, body, facility.alert_email)
-    if error:
-        audit(
-            "consults.critical.email_failed",
-            obj=finding.consult,
-            finding=str(finding.uuid),
-            to=facility.alert_email,
-            error=error,
-        )
-        return False
-    CriticalFinding.objects.filter(pk=finding.pk, emailed_at__isnull=True).update(emailed_at=timezone.now())
-    audit("consults.critical.emailed", obj=finding.consult, finding=str(finding.uuid), to=facility.alert_email)
-    return True
+    return subject, body
 
 
 # --- E-mail ----------------------------------------------------------------------------------
 
 
-def _mail(subject: str, body: str, to: str) -> str:
-    """Send one message through Django's configured backend (EMAIL_*); an empty string when
-    the server took it, else why not. A mail server that is down must not stop the check
-    that escalates: the escalation is recorded and shown on the readers' alert page anyway."""
-    try:
-        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [to])
-    except (smtplib.SMTPException, OSError) as error:
-        logger.warning("mail to %s failed: %s", to, error)
-        return f"{type(error).__name__}: {error}"[:200]
-    return ""
+def _queue_mail(
+    consult: Consult,
+    recipient: str,
+    now: datetime,
+    *,
+    finding: CriticalFinding | None = None,
+    escalation: Escalation | None = None,
+) -> None:
+    """In the step's transaction: the alert's row in the mail outbox; on commit, one try to
+    hand it to a worker. The periodic check sends whatever that try did not (a broker or a
+    mail server that is down), so an alert is never lost with the task that was to send it."""
+    kind = Notification.Kind.CRITICAL if finding is not None else Notification.Kind.ESCALATION
+    row = Notification.objects.create(
+        kind=kind,
+        consult=consult,
+        critical_finding=finding,
+        escalation=escalation,
+        recipient=recipient,
+        # Due at once by the clock the sender reads, whatever `now` the step was given.
+        next_attempt_at=min(now, timezone.now()),
+        created_at=now,
+    )
+    audit(f"consults.{kind}.email_queued", obj=consult, to=recipient, notification=row.pk)
+    _queue("send_notification", row.pk)
 
 
 def _queue_escalation_email(escalation: Escalation) -> None:
     if escalation.to_user is not None and escalation.to_user.email:
-        _queue("send_escalation_email", escalation.pk)
+        _queue_mail(escalation.consult, escalation.to_user.email, escalation.at, escalation=escalation)
 
 
-def _escalation_message(escalation: Escalation) -> tuple[str, str]:
+def escalation_message(escalation: Escalation) -> tuple[str, str]:
+    """The subject and body of the e-mail to the person an escalation went to."""
     consult = escalation.consult
     recipient = escalation.to_user
     facts = {
@@ -645,29 +647,6 @@ def _escalation_message(escalation: Escalation) -> tuple[str, str]:
             % facts
         )
     return subject, body
-
-
-def send_escalation_email(escalation: Escalation) -> bool:
-    """E-mail the person an escalation went to (the new reader, or the duty lead), once.
-    Returns whether a message went out; a failure is logged and audited."""
-    recipient = escalation.to_user
-    if recipient is None or not recipient.email or escalation.emailed_at is not None:
-        return False
-    with translation.override(settings.LANGUAGE_CODE):
-        subject, body = _escalation_message(escalation)
-    error = _mail(subject, body, recipient.email)
-    if error:
-        audit(
-            "consults.escalation.email_failed",
-            obj=escalation.consult,
-            reason=escalation.reason,
-            to=recipient.email,
-            error=error,
-        )
-        return False
-    Escalation.objects.filter(pk=escalation.pk, emailed_at__isnull=True).update(emailed_at=timezone.now())
-    audit("consults.escalation.emailed", obj=escalation.consult, reason=escalation.reason, to=recipient.email)
-    return True
 
 
 # --- The periodic check --------------------------------------------------------------------

@@ -14,15 +14,12 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from cloudpacs.publish import send
 from cloudpacs.services import has_stable_studies
 
 logger = logging.getLogger("dicomnode")
 
 SWEEP_TASK = "consults.tasks.sweep_stable_studies"
-# A broker that accepts connections but does not answer (a stopped Redis, or one behind a
-# half-open connection) would block a publish, and so the sweep, for ever. The task is
-# sent again on the next tick anyway, so a publish gives up after this and is not retried.
-PUBLISH_TIMEOUT = 2.0
 
 
 class StabilityTimer:
@@ -56,9 +53,5 @@ class StabilityTimer:
 
     @staticmethod
     def _send(app: Celery, task: Task) -> None:
-        if app.conf.task_always_eager:
-            task.delay()
-            return
-        timeouts = {"socket_timeout": PUBLISH_TIMEOUT, "socket_connect_timeout": PUBLISH_TIMEOUT}
-        with app.connection_for_write(transport_options=timeouts) as broker:
-            task.apply_async(connection=broker, retry=False)
+        # Raises when the broker does not take it (logged above); sent again next tick.
+        send(task)

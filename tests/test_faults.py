@@ -1,5 +1,6 @@
 """Faults, with real processes: the receiver killed in the middle of a push, the broker
-down while a study arrives, and PostgreSQL restarted under the running receiver.
+down while a study arrives, the broker stopped and frozen under the reading workflow's
+pages, and PostgreSQL restarted under the running receiver.
 
 Each test runs `manage.py dicomnode` as a subprocess on the test database (or, for the
 PostgreSQL restart, on a private cluster it creates in a temporary directory), and sends
@@ -20,20 +21,26 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from glob import glob
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from django.conf import settings
 from django.db import connection
+from django.test import Client
+from django.utils.timezone import now as timezone_now
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
+from cloudpacs.celery import app
 from cloudpacs.models import Instance, Series, Study
-from consults.models import Consult
-from tests.factories import make_dataset
+from consults.models import Consult, CriticalFinding, Notification, ReportDelivery
+from facilities.models import ExamKind, User
+from tests.factories import make_consult, make_dataset, make_shift, make_study, make_user
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -379,6 +386,163 @@ def test_a_study_that_arrives_while_redis_is_down_is_stored_and_gets_one_consult
         assert Consult.objects.filter(study__study_uid=uid).count() == 1
         assert Study.objects.get(study_uid=uid).status == Study.Status.ARRIVED
     assert "sweep_stable_studies" in worker_log.read_text()
+
+
+# ---------------------------------------------------------------- Redis down under the pages
+
+
+class Mailbox:
+    """What an SMTP server on 127.0.0.1 received (aiosmtpd's handler contract)."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.envelopes.append(envelope)
+        return "250 Message accepted"
+
+
+class SmtpServer:
+    """A real SMTP server on a fixed free port: down until `start`."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.mailbox = Mailbox()
+        self.controller: Controller | None = None
+
+    def start(self) -> None:
+        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    def recipients(self) -> list[list[str]]:
+        return [envelope.rcpt_tos for envelope in self.mailbox.envelopes]
+
+
+def start_logged(argv: list[str], env: dict[str, str], log_path: Path, started: list[Any]) -> Path:
+    log = log_path.open("w")
+    process = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
+    started.append((process, log))
+    return log_path
+
+
+def timed_post(client: Client, url: str, data: dict[str, str]) -> tuple[int, float]:
+    started = time.monotonic()
+    response = client.post(url, data)
+    return response.status_code, time.monotonic() - started
+
+
+def test_with_redis_frozen_then_stopped_the_reading_pages_answer_and_everything_is_sent_after_recovery(
+    township, ct_modality, technologist, tmp_path, private_redis, monkeypatch
+):
+    """A critical finding flagged, a report signed and a consult requested, each once with
+    Redis frozen (it accepts connections and answers nothing) and once with it stopped: every
+    page answers its redirect within the broker timeout, nothing saved is lost, and once
+    Redis is back the real worker and beat send each alert and each report exactly once and
+    the per-minute check assigns the requested consults."""
+    from tests.test_consult_pdf import Archive
+
+    smtp = SmtpServer()
+    smtp.start()
+    archive = Archive()
+    archive.start()
+    township.alert_email = "yizhen@xuanwo.test"
+    township.save()
+    ct_modality.host, ct_modality.port = "127.0.0.1", archive.port
+    ct_modality.save()
+    li = make_user(User.Role.RADIOLOGIST, None, username="li", display_name="李医生", email="li@county.test")
+    make_shift(li, timezone_now() - timedelta(hours=1))
+    held = {}
+    requested = {}
+    for fault in ("frozen", "stopped"):
+        consult = make_consult(township, make_study(township, ct_modality), kind=ExamKind.CT)
+        Consult.objects.filter(pk=consult.pk).update(
+            status=Consult.Status.OPENED, radiologist=li, assigned_at=consult.arrived_at, opened_at=consult.arrived_at
+        )
+        held[fault] = consult
+        requested[fault] = make_study(township, ct_modality)
+
+    env = base_env(
+        shared_database_url(),
+        Path(settings.STORAGE_ROOT),
+        CELERY_BROKER_URL=private_redis.url,
+        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+        EMAIL_HOST="127.0.0.1",
+        EMAIL_PORT=str(smtp.port),
+    )
+    # This process is the web server: it queues to the private broker.
+    monkeypatch.setattr(settings, "CELERY_TASK_ALWAYS_EAGER", False)
+    monkeypatch.setitem(app.conf, "task_always_eager", False)
+    monkeypatch.setitem(app.conf, "broker_url", private_redis.url)
+    started: list[Any] = []
+    celery = [sys.executable, "-m", "celery", "-A", "cloudpacs"]
+    worker_log = start_logged([*celery, "worker", "--pool", "solo", "-l", "INFO"], env, tmp_path / "w.log", started)
+    beat_log = start_logged(
+        [*celery, "beat", "-l", "INFO", "--schedule", str(tmp_path / "beat-schedule")], env, tmp_path / "b.log", started
+    )
+    reader, township_tech = Client(), Client()
+    reader.force_login(li)
+    township_tech.force_login(technologist)
+    answers: dict[str, list[tuple[int, float]]] = {}
+    try:
+        assert wait_for(lambda: " ready." in worker_log.read_text(), 90), worker_log.read_text()
+        # A first request of each kind, so the times below are the broker's and not warm-up.
+        assert reader.get(f"/reading/{held['frozen'].uuid}/").status_code == 200
+        assert township_tech.get(f"/facilities/{township.uuid}/").status_code == 200
+        for fault, break_redis in (("frozen", private_redis.freeze), ("stopped", private_redis.kill)):
+            break_redis()
+            page = f"/reading/{held[fault].uuid}"
+            answers[fault] = [
+                timed_post(reader, f"{page}/critical/", {"description": f"气胸（{fault}）"}),
+                timed_post(
+                    reader,
+                    f"{page}/report/",
+                    {"action": "sign", "findings": "左肺压缩约 60%。", "impression": "左侧气胸。"},
+                ),
+                timed_post(township_tech, f"/studies/{requested[fault].study_uid}/consult/", {"priority": "urgent"}),
+            ]
+        private_redis.start()
+
+        def all_sent() -> bool:
+            return (
+                len(smtp.mailbox.envelopes) >= 2
+                and len(archive.received) >= 2
+                and Consult.objects.filter(study__in=requested.values(), radiologist=li).count() == 2
+            )
+
+        assert wait_for(all_sent, 180, interval=0.5), worker_log.read_text() + beat_log.read_text()
+        time.sleep(12)  # one more run of the outboxes' periodic tasks: nothing goes twice
+    finally:
+        for process, log in started:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+        archive.stop()
+        smtp.stop()
+
+    # No 500, and no page waited on the broker for longer than its timeout allows.
+    for fault, replies in answers.items():
+        assert [status for status, _ in replies] == [302, 302, 302], (fault, replies)
+        assert max(seconds for _, seconds in replies) < settings.BROKER_TIMEOUT + 2, (fault, replies)
+    # Nothing lost: each finding, report and request saved; each sent exactly once.
+    assert CriticalFinding.objects.filter(consult__in=held.values(), emailed_at__isnull=False).count() == 2
+    assert smtp.recipients() == [["yizhen@xuanwo.test"], ["yizhen@xuanwo.test"]]
+    assert set(Notification.objects.values_list("status", "attempts")) == {("sent", 1)}
+    assert sorted(ds.StudyInstanceUID for ds in archive.received) == sorted(c.study.study_uid for c in held.values())
+    assert set(ReportDelivery.objects.values_list("status", flat=True)) == {ReportDelivery.Status.SENT}
+    assert set(Consult.objects.filter(pk__in=[c.pk for c in held.values()]).values_list("status", flat=True)) == {
+        Consult.Status.DELIVERED
+    }
+    assert Consult.objects.filter(study__in=requested.values(), status=Consult.Status.ASSIGNED).count() == 2
+    assert "send_due_notifications" in worker_log.read_text()
 
 
 # ---------------------------------------------------------------- PostgreSQL restarted
