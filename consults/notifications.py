@@ -81,7 +81,7 @@ def _message(row: Notification) -> tuple[str, str]:
         return workflow.escalation_message(row.escalation)
 
 
-def _facts(row: Notification) -> dict[str, object]:
+def _facts(row: Notification) -> dict[str, str]:
     """What the audit entries of an attempt say about the alert."""
     if row.critical_finding is not None:
         return {"finding": str(row.critical_finding.uuid)}
