@@ -13,6 +13,7 @@ import logging
 import smtplib
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -81,12 +82,13 @@ def _message(row: Notification) -> tuple[str, str]:
         return workflow.escalation_message(row.escalation)
 
 
-def _facts(row: Notification) -> dict[str, str]:
-    """What the audit entries of an attempt say about the alert."""
+def _audit(outcome: str, row: Notification, **detail: Any) -> None:
+    """An attempt's audit entry: `consults.critical.emailed`, `consults.escalation.email_failed`..."""
     if row.critical_finding is not None:
-        return {"finding": str(row.critical_finding.uuid)}
-    assert row.escalation is not None
-    return {"reason": row.escalation.reason}
+        detail["finding"] = str(row.critical_finding.uuid)
+    if row.escalation is not None:
+        detail["reason"] = row.escalation.reason
+    audit(f"consults.{row.kind}.{outcome}", obj=row.consult, to=row.recipient, attempt=row.attempts, **detail)
 
 
 def send(notification_id: int, now: datetime | None = None) -> str | None:
@@ -124,15 +126,7 @@ def send(notification_id: int, now: datetime | None = None) -> str | None:
             )
         Notification.objects.filter(pk=row.pk).update(**fields)
         if error_text:
-            audit(
-                f"consults.{row.kind}.email_failed",
-                obj=row.consult,
-                to=row.recipient,
-                attempt=row.attempts,
-                error=error_text,
-                final=fields["status"] == Notification.Status.FAILED,
-                **_facts(row),
-            )
+            _audit("email_failed", row, error=error_text, final=fields["status"] == Notification.Status.FAILED)
         else:
             if row.critical_finding is not None:
                 CriticalFinding.objects.filter(pk=row.critical_finding.pk, emailed_at__isnull=True).update(
@@ -140,9 +134,7 @@ def send(notification_id: int, now: datetime | None = None) -> str | None:
                 )
             if row.escalation is not None:
                 Escalation.objects.filter(pk=row.escalation.pk, emailed_at__isnull=True).update(emailed_at=sent_at)
-            audit(
-                f"consults.{row.kind}.emailed", obj=row.consult, to=row.recipient, attempt=row.attempts, **_facts(row)
-            )
+            _audit("emailed", row)
     return str(fields["status"])
 
 
