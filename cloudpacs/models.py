@@ -27,6 +27,8 @@ class Patient(models.Model):
     name_alphabetic = models.CharField(max_length=108, blank=True, db_index=True)
     name_ideographic = models.CharField(max_length=108, blank=True, db_index=True)
     name_phonetic = models.CharField(max_length=108, blank=True)
+    # The name's initials in pinyin (吴^超 -> "wc"), for a search by them (cloudpacs.personname).
+    name_initials = models.CharField(_("姓名首字母"), max_length=32, blank=True, db_index=True)
     birth_date = models.DateField(_("出生日期"), null=True, blank=True)
     sex = models.CharField(_("性别"), max_length=16, blank=True)
 

@@ -88,3 +88,24 @@ def sex_label(code: str | None, *, empty: str = "—") -> str:
     if value == "O":
         return _("其他")
     return (code or "").strip() or empty
+
+
+def name_initials(alphabetic: str, ideographic: str) -> str:
+    """The initials a technologist types to find a patient: 吴^超 -> "wc".
+
+    From the ideographic group, each character's pinyin initial (pypinyin, its most common
+    reading: a surname read differently, 单 as Shan, gets the common reading's letter);
+    else from the alphabetic group's family and given names, each word's first letter
+    (Wu^Chao -> "wc", Ouyang^Xiu Ying -> "oxy"). Lower case; "" when neither gives any."""
+    written = "".join(_components(ideographic))
+    if written:
+        from pypinyin import Style, lazy_pinyin
+
+        letters = [
+            syllable[0] for syllable in lazy_pinyin(written, style=Style.FIRST_LETTER, errors="ignore") if syllable
+        ]
+        initials = "".join(letter for letter in letters if letter.isascii() and letter.isalpha())
+        if initials:
+            return initials.lower()[:32]
+    words = [word for part in _components(alphabetic) for word in re.split(r"[\s\-]+", part) if word]
+    return "".join(word[0] for word in words if word[0].isascii() and word[0].isalpha()).lower()[:32]

@@ -29,6 +29,7 @@ from pydicom.valuerep import PersonName
 from cloudpacs import storage
 from cloudpacs.dicomweb.json import metadata_document, with_instance_url
 from cloudpacs.models import Instance, InstanceMetadata, Patient, Series, Study
+from cloudpacs.personname import name_initials
 from facilities.models import Modality
 
 logger = logging.getLogger("cloudpacs.ingest")
@@ -377,6 +378,7 @@ def _index(
         "name_alphabetic": alphabetic,
         "name_ideographic": ideographic,
         "name_phonetic": phonetic,
+        "name_initials": name_initials(alphabetic, ideographic),
         "birth_date": _date(ds.get("PatientBirthDate")),
         "sex": _text(ds, "PatientSex", 16),
     }

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+import re
+from datetime import date, datetime
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
@@ -185,3 +187,42 @@ def body_part_label(consult: Consult) -> str:
         if name and name not in names:
             names.append(name)
     return "、".join(names) if translation.get_language() != "en" else ", ".join(names)
+
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def search_consults(
+    consults: QuerySet[Consult],
+    *,
+    q: str = "",
+    since: date | None = None,
+    until: date | None = None,
+    status: str = "",
+) -> QuerySet[Consult]:
+    """Consults whose patient or exam matches: `q` is a name in characters (吴超, matched
+    across the PN separator, 吴^超), pinyin initials (wc), a name in letters, a Patient ID
+    or an accession number; the dates bound the exam date, both included."""
+    q = " ".join(q.split())
+    if q:
+        match = Q(study__patient__patient_id__iexact=q) | Q(study__accession_number__iexact=q)
+        match |= Q(study__patient__patient_id__istartswith=q)
+        if _CJK.search(q):
+            # Any PN separators or spaces between the characters typed.
+            pattern = r"[\^ ]*".join(re.escape(char) for char in q.replace(" ", ""))
+            match |= Q(study__patient__name_ideographic__regex=pattern) | Q(
+                study__patient__name_alphabetic__regex=pattern
+            )
+        else:
+            words = [re.escape(word) for word in re.split(r"[\s^]+", q) if word]
+            match |= Q(study__patient__name_alphabetic__iregex=r"[\^ ]+".join(words))
+            if re.fullmatch(r"[A-Za-z]{2,6}", q):
+                match |= Q(study__patient__name_initials__startswith=q.lower())
+        consults = consults.filter(match)
+    if since is not None:
+        consults = consults.filter(exam_date__gte=since)
+    if until is not None:
+        consults = consults.filter(exam_date__lte=until)
+    if status in Consult.Status.values:
+        consults = consults.filter(status=status)
+    return consults

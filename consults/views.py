@@ -19,6 +19,7 @@ from django.views.decorators.http import require_http_methods
 
 from cloudpacs.models import Study
 from consults import services, workflow
+from consults.forms import ConsultSearchForm
 from consults.models import Consult, Priority, Report
 from consults.rules import is_technologist_of, may_acknowledge
 from facilities.access import (
@@ -59,7 +60,13 @@ def facility_page(request: HttpRequest, facility_uuid: UUID) -> HttpResponse:
         .select_related("study__patient", "delivery")
         .order_by("-arrived_at", "-id")
     )
+    search = ConsultSearchForm(request.GET)
+    # An invalid criterion (a date range back to front) shows nothing rather than everything.
+    consults = services.search_consults(consults, **search.cleaned_data) if search.is_valid() else consults.none()
+    searching = search.is_valid() and any(search.cleaned_data.values())
     page = Paginator(consults, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
     # Studies still arriving, or arrived but not yet turned into a consult.
     pending_studies = (
         studies_for(request.user)
@@ -74,6 +81,9 @@ def facility_page(request: HttpRequest, facility_uuid: UUID) -> HttpResponse:
         {
             "facility": facility,
             "page": page,
+            "search": search,
+            "searching": searching,
+            "query": query.urlencode(),
             "pending_studies": pending_studies,
             "findings": findings,
             "can_acknowledge": may_acknowledge(request.user, facility.pk),

@@ -454,3 +454,61 @@ def test_the_correction_form_is_gone_once_a_reader_opened_the_consult(
     page = technologist_client.get(reverse("consults:detail", args=[consult.uuid])).content.decode()
 
     assert "修改会诊申请" not in page
+
+
+def _patient_consult(township, name_ideographic, name_alphabetic, patient_id, accession, exam_date, **fields):
+    study = make_study(township)
+    Patient.objects.filter(pk=study.patient_id).update(
+        name=f"{name_alphabetic}={name_ideographic}",
+        name_ideographic=name_ideographic,
+        name_alphabetic=name_alphabetic,
+        name_initials="",
+        patient_id=patient_id,
+    )
+    Study.objects.filter(pk=study.pk).update(accession_number=accession)
+    from cloudpacs.personname import name_initials
+
+    Patient.objects.filter(pk=study.patient_id).update(name_initials=name_initials(name_alphabetic, name_ideographic))
+    return make_consult(township, study, exam_date=exam_date, **fields)
+
+
+def test_the_technologist_searches_consults_by_name_initials_id_accession_date_and_status(
+    technologist_client, township
+):
+    wu = _patient_consult(township, "吴^超", "Wu^Chao", "P10001", "A2025001", date(2025, 9, 1))
+    wang = _patient_consult(township, "王^芳", "", "P10002", "A2025002", date(2025, 9, 5), status=Consult.Status.SIGNED)
+    ouyang = _patient_consult(township, "欧阳^修", "Ouyang^Xiu", "Q20003", "B7", date(2025, 10, 1))
+    url = reverse("consults:facility", args=[township.uuid])
+
+    def found(**query):
+        response = technologist_client.get(url, query)
+        assert response.status_code == 200
+        return {consult.pk for consult in response.context["page"].object_list}
+
+    assert found(q="吴超") == {wu.pk}  # across the PN separator
+    assert found(q="吴") == {wu.pk}
+    assert found(q="wc") == {wu.pk}  # pinyin initials, from the characters
+    assert found(q="WF") == {wang.pk}  # 王芳 has no letters in its value: initials from pypinyin
+    assert found(q="oyx") == {ouyang.pk}
+    assert found(q="wu chao") == {wu.pk}
+    assert found(q="P10002") == {wang.pk}
+    assert found(q="P1") == {wu.pk, wang.pk}  # an ID's beginning
+    assert found(q="a2025001") == {wu.pk}  # accession number
+    assert found(since="2025-09-02", until="2025-09-30") == {wang.pk}
+    assert found(status="signed") == {wang.pk}
+    assert found(q="王芳", status="arrived") == set()
+    assert found() == {wu.pk, wang.pk, ouyang.pk}
+
+
+def test_a_search_keeps_its_terms_across_pages_and_refuses_a_backward_date_range(technologist_client, township):
+    for number in range(52):
+        _patient_consult(township, "吴^超", "Wu^Chao", f"P2{number:04d}", "", date(2025, 9, 1))
+    url = reverse("consults:facility", args=[township.uuid])
+
+    page = technologist_client.get(url, {"q": "吴超"}).content.decode()
+    assert "q=%E5%90%B4%E8%B6%85&amp;page=2" in page
+    assert "第 1 / 2 页" in page
+
+    response = technologist_client.get(url, {"since": "2025-09-30", "until": "2025-09-01"})
+    assert list(response.context["page"].object_list) == []
+    assert "起始日期不能晚于截止日期。" in response.content.decode()

@@ -105,6 +105,7 @@ def test_it_decodes_an_iso_2022_chinese_name(ct_modality, tmp_path):
     assert patient.name_alphabetic == "Zhang^Xiaodong"
     assert patient.name_ideographic == "张^小东"
     assert patient.display_name == "张小东"  # the ideographic group, shown without separators
+    assert patient.name_initials == "zxd"
 
 
 @pytest.mark.django_db

@@ -78,3 +78,28 @@ def test_the_template_filters_format_names_and_sex():
     patient = Patient(name="Wu^Chao=吴^超", name_alphabetic="Wu^Chao", name_ideographic="吴^超", sex="F")
     with translation.override("zh-hans"):
         assert template.render(Context({"patient": patient, "nobody": None})) == "吴超/女/—"
+
+
+@pytest.mark.parametrize(
+    ("alphabetic", "ideographic", "initials"),
+    [
+        ("Wu^Chao", "吴^超", "wc"),
+        ("", "王^芳", "wf"),
+        ("Ouyang^Xiu Ying", "", "oxy"),
+        ("ZHANG^SAN", "", "zs"),
+        ("", "", ""),
+    ],
+)
+def test_initials_come_from_the_characters_pinyin_else_from_the_letters(alphabetic, ideographic, initials):
+    from cloudpacs.personname import name_initials
+
+    assert name_initials(alphabetic, ideographic) == initials
+
+
+def test_a_patient_gets_their_initials_when_their_first_image_is_stored(ct_modality, tmp_path):
+    from tests.dicomweb_support import ingest
+    from tests.factories import make_dataset
+
+    instance = ingest(make_dataset(patient_name="=吴^超", character_set="ISO_IR 192"), ct_modality, tmp_path / "in")
+
+    assert instance.series.study.patient.name_initials == "wc"
