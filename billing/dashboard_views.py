@@ -27,7 +27,8 @@ from django.utils.translation import gettext_lazy as _
 from billing import dashboards, exports
 from billing.dashboards import Filters
 from billing.models import LedgerEntry
-from consults.models import Consult
+from consults.models import Priority
+from consults.services import time_limit_table
 from facilities.access import ADMINISTRATOR, RADIOLOGIST, TECHNOLOGIST, has_role, role_required
 from facilities.models import ExamKind, Facility, User
 from facilities.services import audit
@@ -294,6 +295,7 @@ def turnaround(request: HttpRequest) -> HttpResponse:
         ("kind", _("按检查类型"), data.by_kind),
         ("period", _("按时段"), data.by_period),
     ]
+    table = time_limit_table()
     return _render(
         request,
         "billing/dashboards/turnaround.html",
@@ -303,10 +305,8 @@ def turnaround(request: HttpRequest) -> HttpResponse:
             "groups": groups,
             "charts": charts,
             "stages": [str(label) for _k, label, _a, _b in dashboards.STAGES],
-            "limits": [
-                (Consult(priority=p).get_priority_display(), kind, minutes)
-                for (p, kind), minutes in dashboards.TIME_LIMITS_MINUTES.items()
-            ],
+            # The configured table each consult's limit was taken from when it arrived.
+            "limits": [(label, table[value]) for value, label in Priority.choices[::-1]],
             "period_query": urlencode({**scope.query, "period": period}),
         },
     )

@@ -44,17 +44,10 @@ ONE_DAY = timedelta(days=1)
 WAN = Decimal(10000)
 CENT = Decimal("0.01")
 
-# Time limits for a consult, arrival to signed report, in minutes, by priority and kind.
-# Emergency and routine follow the service agreement's defaults; urgent (加急) has none
-# written down, so the platform takes twice the emergency limit.
-TIME_LIMITS_MINUTES: dict[tuple[str, str], int] = {
-    (Priority.EMERGENCY, ExamKind.DR): 30,
-    (Priority.EMERGENCY, ExamKind.CT): 60,
-    (Priority.URGENT, ExamKind.DR): 60,
-    (Priority.URGENT, ExamKind.CT): 120,
-    (Priority.ROUTINE, ExamKind.DR): 120,
-    (Priority.ROUTINE, ExamKind.CT): 240,
-}
+# "Within the time limit" is the consult's own: signed by its stored due_at, which the
+# reading workflow set from CONSULT_TIME_LIMITS when it arrived (consults.rules). A consult
+# with no due_at, or not signed, is not within.
+_WITHIN_SQL = "(c.signed_at IS NOT NULL AND c.due_at IS NOT NULL AND c.signed_at <= c.due_at)"
 
 # The stages of a consult: (key, label, start column, end column).
 STAGES: tuple[tuple[str, Any, str, str], ...] = (
@@ -565,6 +558,7 @@ class _Signed:
     minutes: np.ndarray  # one row per measure: the consult, then each stage; NaN if not reached
     day: np.ndarray  # the exam date, in days since 1970-01-01
     parts: np.ndarray
+    within: np.ndarray  # 1 where signed by its due_at, else 0
 
 
 def _codes_sql(column: str, values: list[str]) -> str:
@@ -591,6 +585,7 @@ def _signed_postgresql(where: str, params: list[Any]) -> _Signed:
         ("priority", f"int2send(({_codes_sql('priority', Priority.values)})::int2)", ">i2"),
         ("exam_date", "date_send(c.exam_date)", ">i4"),
         ("parts", "int2send(c.body_parts)", ">i2"),
+        ("within", f"int2send(({_WITHIN_SQL})::int::int2)", ">i2"),
         *((name, f"timestamptz_send(COALESCE(c.{name}, '-infinity'))", ">i8") for name in _TIMES),
     ]
     record = np.dtype([(name, dtype) for name, _sql, dtype in columns])
@@ -626,6 +621,7 @@ def _signed_postgresql(where: str, params: list[Any]) -> _Signed:
         minutes,
         day,
         rows["parts"].astype(np.int64),
+        rows["within"].astype(np.int64),
     )
 
 
@@ -638,15 +634,16 @@ def _signed_sqlite(where: str, params: list[Any]) -> _Signed:
                {_codes_sql("priority", Priority.values)},
                CAST(strftime('%%Y', c.exam_date) AS INTEGER), CAST(strftime('%%m', c.exam_date) AS INTEGER),
                CAST(julianday(c.exam_date) - 2440587.5 AS INTEGER), c.body_parts,
+               CASE WHEN {_WITHIN_SQL} THEN 1 ELSE 0 END,
                {", ".join(minutes_sql(a, b) for a, b in _MEASURES)}
         FROM consults_consult c WHERE {where}
     """  # noqa: S608 -- only constants and placeholders are interpolated
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         # NULL (a stage not reached) becomes NaN.
-        table = np.array(cursor.fetchall(), dtype=float).reshape(-1, 8 + len(_MEASURES))
-    facility, radiologist, kind, priority, year, month, day, parts = table[:, :8].astype(np.int64).T
-    return _Signed(facility, radiologist, kind, priority, year, month, table[:, 8:].T.copy(), day, parts)
+        table = np.array(cursor.fetchall(), dtype=float).reshape(-1, 9 + len(_MEASURES))
+    facility, radiologist, kind, priority, year, month, day, parts, within = table[:, :9].astype(np.int64).T
+    return _Signed(facility, radiologist, kind, priority, year, month, table[:, 9:].T.copy(), day, parts, within)
 
 
 def read_consults(where: str, params: list[Any]) -> _Signed:
@@ -657,12 +654,8 @@ def read_consults(where: str, params: list[Any]) -> _Signed:
 
 
 def within_limit(signed: _Signed) -> np.ndarray:
-    """Whether each consult was signed within its time limit (False if not signed)."""
-    limits = np.full((len(Priority.values) + 1, len(ExamKind.values) + 1), np.nan)  # -1: no limit
-    for (priority, kind), limit in TIME_LIMITS_MINUTES.items():
-        limits[Priority.values.index(priority), ExamKind.values.index(kind)] = limit
-    with np.errstate(invalid="ignore"):
-        return np.asarray(signed.minutes[0] <= limits[signed.priority, signed.kind])
+    """Whether each consult was signed by its own due_at (False if not signed)."""
+    return signed.within.astype(bool)
 
 
 def _codes(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -95,6 +95,14 @@ def time_limit(consult: Consult) -> timedelta:
     return timedelta(minutes=minutes)
 
 
+def time_limit_table() -> dict[str, dict[str, int]]:
+    """The configured limits in minutes, {priority: {"DR", "CT", "CT_HEAD"}}, every cell filled."""
+    table = getattr(settings, "CONSULT_TIME_LIMITS", DEFAULT_TIME_LIMITS)
+    return {
+        priority: {**DEFAULT_TIME_LIMITS[priority], **(table.get(priority) or {})} for priority in DEFAULT_TIME_LIMITS
+    }
+
+
 def due_at_for(consult: Consult) -> datetime:
     return consult.arrived_at + time_limit(consult)
 

@@ -15,6 +15,7 @@ from cloudpacs.models import Study
 from cloudpacs.publish import publish_on_commit
 from consults.models import Consult, Priority
 from consults.rules import NotAllowed, WorkflowError, due_at_for, is_technologist_of
+from consults.rules import time_limit_table as time_limit_table  # for the dashboards
 from facilities.models import ExamKind, User
 from facilities.services import audit
 

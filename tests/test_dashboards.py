@@ -4,6 +4,7 @@ behind each number, and who may see what."""
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -11,6 +12,7 @@ from html.parser import HTMLParser
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.db.models import F
 from django.test import Client
 from django.urls import reverse
 
@@ -18,6 +20,7 @@ from billing import dashboards, histogram, rollup
 from billing.dashboards import Filters
 from billing.services import ensure_shaanxi_2021_schedule, record_saving, reverse_entry
 from consults.models import Consult, Priority
+from consults.rules import due_at_for
 from facilities.models import ExamKind, Facility, Modality, User
 from facilities.services import audit
 from tests.conftest import login
@@ -105,6 +108,9 @@ def make_exam(
         signed_at=arrived + total if signed else None,
         delivered_at=arrived + total + timedelta(seconds=30) if signed else None,
     )
+    # Its time limit, stored as the workflow stores it when a consult arrives.
+    Consult.objects.filter(pk=consult.pk).update(due_at=due_at_for(consult))
+    consult.refresh_from_db()
     audit("consults.consult.created", obj=consult)
     return consult
 
@@ -193,6 +199,41 @@ def test_the_share_within_the_time_limit_uses_priority_and_kind(exams) -> None:
     by_kind = {r.key: r for r in data.by_kind}
     assert by_kind["DR"].within_limit == 2
     assert by_kind["DR"].n == 3
+
+
+def test_within_the_limit_means_signed_by_the_consults_stored_due_at(exams, settings) -> None:
+    """One rule: the limit each consult got when it arrived (due_at), not a table of the
+    dashboards' own, and not today's settings."""
+    late_dr = Consult.objects.get(kind=ExamKind.DR, signed_at__gt=F("due_at"))  # routine DR, 130 min > 120
+    emergency_ct = Consult.objects.get(priority=Priority.EMERGENCY)  # 50 min <= 60
+    # The county lengthens routine DR and shortens emergency CT after the fact: the stored
+    # limits stand, as they do for the workflow's escalation.
+    settings.CONSULT_TIME_LIMITS = {**settings.CONSULT_TIME_LIMITS, "routine": {"DR": 240, "CT": 240, "CT_HEAD": 240}}
+    settings.CONSULT_TIME_LIMITS["emergency"] = {"DR": 30, "CT": 10, "CT_HEAD": 10}
+    rollup.rebuild()
+    assert dashboards.turnaround(Filters()).total.within_limit == 5
+    # A consult whose own due_at was later (its request's priority corrected) counts by it.
+    Consult.objects.filter(pk=late_dr.pk).update(due_at=late_dr.signed_at)
+    Consult.objects.filter(pk=emergency_ct.pk).update(due_at=emergency_ct.signed_at - timedelta(seconds=1))
+    rollup.rebuild()
+    data = dashboards.turnaround(Filters())
+    assert data.total.within_limit == 5
+    assert {r.key: r.within_limit for r in data.by_kind} == {"CT": 2, "DR": 3}
+    assert dashboards.turnaround(Filters(), source="raw").total.within_limit == 5
+
+
+def test_the_turnaround_page_shows_the_configured_limits(administrator_client, exams, settings) -> None:
+    settings.CONSULT_TIME_LIMITS = {
+        "emergency": {"DR": 25, "CT": 55, "CT_HEAD": 20},
+        "urgent": {"DR": 60, "CT": 120, "CT_HEAD": 60},
+        "routine": {"DR": 120, "CT": 180},
+    }
+    page = administrator_client.get(reverse("billing:dashboards:turnaround")).content.decode()
+    table = page[page.index('id="time-limits"') :]
+    table = table[: table.index("</table>")]
+    cells = re.findall(r'<td class="num">(\d+)</td>', table)
+    # Emergency, urgent, routine; DR, CT, head CT (a cell not configured keeps its default).
+    assert cells == ["25", "55", "20", "60", "120", "60", "120", "180", "240"]
 
 
 def test_figure_2_is_ordered_by_mean_and_figure_3_by_count(exams) -> None:
