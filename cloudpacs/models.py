@@ -10,6 +10,7 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from cloudpacs.personname import format_person_name
@@ -158,3 +159,148 @@ class InstanceMetadata(models.Model):
 
     def __str__(self) -> str:
         return f"metadata of {self.instance_id}"
+
+
+class BodyPart(models.Model):
+    """The one vocabulary of body parts: what an order selects, what a consult counts and the
+    ledger bills per part, and what the reading page and the dashboards name. Each part says
+    which DICOM BodyPartExamined values (PS3.16 CID 4031 code values) it stands for and
+    which exam kinds it applies to. The rows are data, shipped and changed by migrations."""
+
+    code = models.CharField(_("代码"), max_length=16, unique=True)
+    name_zh = models.CharField(_("中文名称"), max_length=32)
+    name_en = models.CharField(_("英文名称"), max_length=64)
+    # Backslash-separated, as multi-valued DICOM strings are: "CSPINE\NECK".
+    dicom_values = models.CharField(_("BodyPartExamined 取值"), max_length=128)
+    kinds = models.CharField(_("适用检查类型"), max_length=16, help_text=_("如 CT\\DR"))
+    sort_order = models.PositiveSmallIntegerField(_("排序"), default=0)
+    is_active = models.BooleanField(_("启用"), default=True)
+
+    class Meta:
+        verbose_name = _("检查部位")
+        verbose_name_plural = _("检查部位")
+        ordering = ["sort_order", "code"]
+
+    def __str__(self) -> str:
+        return f"{self.name_zh} ({self.code})"
+
+    @property
+    def dicom_value_list(self) -> list[str]:
+        return [value for value in self.dicom_values.split("\\") if value]
+
+    @property
+    def kind_list(self) -> list[str]:
+        return [kind for kind in self.kinds.split("\\") if kind]
+
+    def name(self, language: str = "zh-hans") -> str:
+        return self.name_en if language.lower().startswith("en") else self.name_zh
+
+
+class OrderPriority(models.TextChoices):
+    # The same values as the consult's priority, which takes it from the order.
+    ROUTINE = "routine", _("常规")
+    URGENT = "urgent", _("加急")
+    EMERGENCY = "emergency", _("急诊")
+
+
+class Order(models.Model):
+    """A scheduled exam (检查申请): registered at the township, offered to its console on the
+    Modality Worklist with its accession number, and linked to the study that comes back."""
+
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled", _("已预约")
+        IN_PROGRESS = "in_progress", _("检查中")
+        COMPLETED = "completed", _("已完成")
+        CANCELLED = "cancelled", _("已取消")
+
+    class Match(models.TextChoices):
+        ACCESSION = "accession", _("按检查号")
+        PATIENT_DATE = "patient_date", _("按患者 ID 与日期")
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="orders", verbose_name=_("机构"))
+    modality = models.ForeignKey(Modality, on_delete=models.PROTECT, related_name="orders", verbose_name=_("检查设备"))
+    kind = models.CharField(_("检查类型"), max_length=4)
+    # Issued by the platform, unique across townships (DICOM AccessionNumber, SH, 16 chars).
+    accession_number = models.CharField(_("检查号"), max_length=16, unique=True)
+    # Given to the console on the worklist, so the images carry it too.
+    study_instance_uid = models.CharField(_("检查 UID"), max_length=64, unique=True)
+    patient_id = models.CharField(_("患者 ID"), max_length=64)
+    patient_name = models.CharField(_("患者姓名"), max_length=64)
+    patient_name_pinyin = models.CharField(_("姓名拼音"), max_length=64, blank=True)
+    patient_sex = models.CharField(_("性别"), max_length=1, blank=True)
+    patient_birth_date = models.DateField(_("出生日期"), null=True, blank=True)
+    body_parts = models.ManyToManyField(BodyPart, related_name="orders", verbose_name=_("检查部位"))
+    priority = models.CharField(
+        _("优先级"), max_length=16, choices=OrderPriority.choices, default=OrderPriority.ROUTINE
+    )
+    clinical_history = models.TextField(_("病史摘要"), blank=True)
+    question = models.TextField(_("会诊目的"), blank=True)
+    scheduled_at = models.DateTimeField(_("预约时间"))
+    status = models.CharField(_("状态"), max_length=16, choices=Status.choices, default=Status.SCHEDULED)
+    study = models.OneToOneField(
+        Study, on_delete=models.SET_NULL, null=True, blank=True, related_name="order", verbose_name=_("检查")
+    )
+    matched_by = models.CharField(_("关联方式"), max_length=16, choices=Match.choices, blank=True)
+    # A link by patient ID and date is a guess until the technologist confirms it.
+    match_confirmed_at = models.DateTimeField(_("关联确认时间"), null=True, blank=True)
+    created_by = models.ForeignKey(
+        "facilities.User", on_delete=models.PROTECT, null=True, blank=True, related_name="+", verbose_name=_("登记人")
+    )
+    created_at = models.DateTimeField(_("登记时间"), default=timezone.now)
+    cancelled_at = models.DateTimeField(_("取消时间"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("检查申请")
+        verbose_name_plural = _("检查申请")
+        ordering = ["scheduled_at", "id"]
+        indexes = [
+            models.Index(fields=["facility", "status", "scheduled_at"], name="order_worklist"),
+            models.Index(fields=["facility", "patient_id"], name="order_patient"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.accession_number} {self.patient_name} {self.kind}"
+
+    @property
+    def needs_confirmation(self) -> bool:
+        return self.matched_by == self.Match.PATIENT_DATE and self.match_confirmed_at is None
+
+    @property
+    def is_open(self) -> bool:
+        """Not yet performed: on the worklist, and still cancellable."""
+        return self.status in (self.Status.SCHEDULED, self.Status.IN_PROGRESS) and self.study_id is None
+
+
+class PerformedProcedureStep(models.Model):
+    """One Modality Performed Procedure Step (PS3.4 F.7) a console reported: created IN
+    PROGRESS, then COMPLETED or DISCONTINUED. A completed step whose referenced images are
+    all stored makes their study arrive at once, without waiting for it to be quiet."""
+
+    class Status(models.TextChoices):
+        IN_PROGRESS = "IN PROGRESS", _("进行中")
+        COMPLETED = "COMPLETED", _("已完成")
+        DISCONTINUED = "DISCONTINUED", _("已中止")
+
+    sop_instance_uid = models.CharField(max_length=64, unique=True)
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    modality = models.ForeignKey(Modality, on_delete=models.PROTECT, related_name="+")
+    order = models.ForeignKey(Order, on_delete=models.SET_NULL, null=True, blank=True, related_name="performed_steps")
+    status = models.CharField(max_length=16, choices=Status.choices)
+    accession_number = models.CharField(max_length=64, blank=True)
+    study_instance_uid = models.CharField(max_length=64, blank=True)
+    # SOP Instance UIDs of the images the step produced (Performed Series Sequence).
+    referenced_instances = models.JSONField(default=list, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    # Completed, with images the sweep is still waiting for.
+    awaiting_images = models.BooleanField(default=False, db_index=True)
+
+    class Meta:
+        verbose_name = _("执行步骤 (MPPS)")
+        verbose_name_plural = _("执行步骤 (MPPS)")
+
+    def __str__(self) -> str:
+        return f"{self.sop_instance_uid} {self.status}"

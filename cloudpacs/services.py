@@ -28,7 +28,16 @@ from pydicom.valuerep import PersonName
 
 from cloudpacs import storage
 from cloudpacs.dicomweb.json import metadata_document, with_instance_url
-from cloudpacs.models import Instance, InstanceMetadata, Patient, Series, Study
+from cloudpacs.models import Instance, InstanceMetadata, Patient, PerformedProcedureStep, Series, Study
+from cloudpacs.orders import (  # noqa: F401 (the archive's services, as other apps call them)
+    body_part_for,
+    body_part_name,
+    body_part_names,
+    body_parts_for_kind,
+    order_for_study,
+    performed_studies_ready,
+    settle_performed_steps,
+)
 from cloudpacs.personname import name_initials
 from facilities.models import Modality
 
@@ -547,18 +556,24 @@ def has_stable_studies(now: datetime, stable_seconds: float) -> bool:
     """Whether claim_stable_studies would find anything: a plain read, so that a sweep
     with nothing to do never takes SQLite's write lock."""
     cutoff = now - timedelta(seconds=stable_seconds)
-    return Study.objects.filter(status=Study.Status.RECEIVING, last_received_at__lte=cutoff).exists()
+    if Study.objects.filter(status=Study.Status.RECEIVING, last_received_at__lte=cutoff).exists():
+        return True
+    return PerformedProcedureStep.objects.filter(awaiting_images=True).exists() and bool(performed_studies_ready(now))
 
 
 def claim_stable_studies(now: datetime, stable_seconds: float) -> list[Study]:
-    """Studies that have received nothing for `stable_seconds`, moved from receiving to
-    arrived. Each study is claimed by exactly one caller: the move is a conditional
+    """Studies that have received nothing for `stable_seconds`, and those whose images a
+    completed performed procedure step (MPPS) listed are all stored, moved from receiving
+    to arrived. Each study is claimed by exactly one caller: the move is a conditional
     UPDATE, so of two concurrent sweeps only one sees it change a row."""
     cutoff = now - timedelta(seconds=stable_seconds)
     candidates = list(
         Study.objects.filter(status=Study.Status.RECEIVING, last_received_at__lte=cutoff)
         .order_by("last_received_at")
         .values_list("pk", flat=True)[:200]
+    )
+    performed = (
+        performed_studies_ready(now) if PerformedProcedureStep.objects.filter(awaiting_images=True).exists() else []
     )
     claimed = [
         pk
@@ -567,4 +582,14 @@ def claim_stable_studies(now: datetime, stable_seconds: float) -> list[Study]:
             status=Study.Status.ARRIVED, arrived_at=now
         )
     ]
+    claimed += [
+        pk
+        for pk in dict.fromkeys(performed)
+        if pk not in claimed
+        and Study.objects.filter(pk=pk, status=Study.Status.RECEIVING).update(
+            status=Study.Status.ARRIVED, arrived_at=now
+        )
+    ]
+    if performed:
+        settle_performed_steps(claimed)
     return list(Study.objects.filter(pk__in=claimed).select_related("facility", "modality", "patient"))

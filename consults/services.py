@@ -13,6 +13,7 @@ from django.utils.translation import gettext as _
 
 from cloudpacs.models import Study
 from cloudpacs.publish import publish_on_commit
+from cloudpacs.services import body_part_names, order_for_study
 from consults.models import Consult, Priority
 from consults.rules import NotAllowed, WorkflowError, due_at_for, is_technologist_of
 from consults.rules import time_limit_table as time_limit_table  # for the dashboards
@@ -49,15 +50,27 @@ def open_consult_for_study(study: Study) -> Consult:
     arrived_at = study.last_received_at or study.arrived_at or timezone.now()
     try:
         with transaction.atomic():
+            # The order the township registered, if the study is one: its priority, history,
+            # question and body parts (the ledger counts the parts ordered).
+            order = order_for_study(study)
+            details: dict[str, object] = {"body_parts": 1, "priority": Priority.ROUTINE}
+            if order is not None:
+                parts = list(order.body_parts.all())
+                details = {
+                    "body_parts": max(1, len(parts)),
+                    "body_part_names": body_part_names(parts)[:128],
+                    "priority": order.priority,
+                    "clinical_history": order.clinical_history,
+                    "question": order.question,
+                }
             consult = Consult(
                 study=study,
                 facility=study.facility,
                 modality=study.modality,
                 kind=exam_kind_for_study(study),
                 exam_date=study.study_date or timezone.localdate(arrived_at),
-                body_parts=1,
-                priority=Priority.ROUTINE,
                 arrived_at=arrived_at,
+                **details,
             )
             # The time limit is fixed now, with the series (and their body parts) stored.
             consult.due_at = due_at_for(consult)
@@ -69,6 +82,7 @@ def open_consult_for_study(study: Study) -> Consult:
                 study_uid=study.study_uid,
                 kind=consult.kind,
                 instances=study.number_of_instances,
+                order=order.accession_number if order is not None else "",
             )
     except IntegrityError:
         # A concurrent sweep opened it first (Consult.study is one-to-one).
@@ -109,6 +123,8 @@ def request_consult(
         with transaction.atomic():
             if Consult.objects.filter(study=study).exists():
                 raise WorkflowError(_("该检查已有会诊申请。"))
+            # Linked now, so the order leaves the worklist; the request's own details stand.
+            order_for_study(study)
             consult = Consult(
                 study=study,
                 facility=study.facility,

@@ -40,6 +40,7 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from cloudpacs import services as archive
+from dicomnode import worklist
 from dicomnode.models import AssociationLog
 from facilities.models import Modality
 from facilities.services import modality_for_ae_title
@@ -426,6 +427,7 @@ HANDLERS: list[Any] = [
     (evt.EVT_DIMSE_RECV, handle_dimse),
     (evt.EVT_C_ECHO, handle_echo),
     (evt.EVT_C_STORE, handle_store),
+    *worklist.HANDLERS,
 ]
 
 
@@ -545,6 +547,8 @@ def build_ae() -> AE:
     ae.dimse_timeout = 60
     ae.network_timeout = 120
     ae.add_supported_context(VERIFICATION)
+    for sop_class in worklist.SOP_CLASSES:
+        ae.add_supported_context(sop_class)
     for sop_class in STORAGE_SOP_CLASSES:
         ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
     return ae

@@ -55,3 +55,17 @@ class StabilityTimer:
     def _send(app: Celery, task: Task) -> None:
         # Raises when the broker does not take it (logged above); sent again next tick.
         send(task)
+
+
+def request_sweep() -> None:
+    """Ask for a sweep now rather than at the next tick: a console reported a step
+    completed (MPPS), and its study may have arrived. Never raises: the timer's next tick
+    asks again anyway."""
+    from cloudpacs.celery import app
+
+    try:
+        app.loader.import_default_modules()
+        send(app.tasks[SWEEP_TASK])
+    except Exception:
+        logger.exception("could not ask for a stability sweep")
+        connection.close()

@@ -47,6 +47,28 @@ def _eager_tasks(request, settings, monkeypatch) -> None:
     monkeypatch.setitem(app.conf, "task_eager_propagates", True)
 
 
+@pytest.fixture(autouse=True)
+def _body_part_vocabulary(request) -> None:
+    """The body-part vocabulary is data that a migration loads. A transactional test
+    empties every table when it ends, so for each test that uses the database it is
+    loaded again (by the migration's own function) when it is missing."""
+    uses_db = request.node.get_closest_marker("django_db") is not None or bool(
+        {"db", "transactional_db"} & set(request.fixturenames)
+    )
+    if not uses_db:
+        return
+    request.getfixturevalue("_django_db_helper")
+    from django.apps import apps
+
+    from cloudpacs.models import BodyPart
+
+    if not BodyPart.objects.exists():
+        import importlib
+
+        migration = importlib.import_module("cloudpacs.migrations.0006_body_parts")
+        migration.add_body_parts(apps, None)
+
+
 @pytest.fixture
 def county(db) -> Facility:
     return make_facility("COUNTY", township=False, name="汉阴县人民医院", short_name="县医院", pinyin="Hanyin")
