@@ -41,6 +41,7 @@ MODALITY_CODES: dict[str, tuple[str, ...]] = {ExamKind.CT: ("CT",), ExamKind.DR:
 MAX_WORKLIST_MATCHES = 500
 # A completed step whose images never all arrive is left to the stability delay after this.
 PERFORMED_STEP_PATIENCE = timedelta(hours=24)
+EARLIEST_SCHEDULE, LATEST_SCHEDULE = 2000, 2100
 
 
 class OrderError(Exception):
@@ -140,6 +141,8 @@ def register_order(
         )
     if priority not in OrderPriority.values:
         raise OrderError(_("无效的优先级。"))
+    if not EARLIEST_SCHEDULE <= scheduled_at.year <= LATEST_SCHEDULE:
+        raise OrderError(_("预约时间超出范围。"))
     patient_id, patient_name = patient_id.strip(), patient_name.strip()
     if not patient_id or not patient_name:
         raise OrderError(_("患者 ID 和姓名不能为空。"))

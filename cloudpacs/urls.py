@@ -16,6 +16,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("facilities.urls")),
     path("", include("cloudpacs.archive_urls")),
+    path("", include("cloudpacs.order_urls")),
     path("", include("cloudpacs.viewer_urls")),
     path("", include("consults.urls")),
     path("reading/", include("consults.reading_urls")),

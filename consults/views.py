@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
-from cloudpacs.models import Study
+from cloudpacs.models import Order, Study
 from consults import services, workflow
 from consults.forms import ConsultSearchForm
 from consults.models import Consult, Priority, Report
@@ -29,6 +29,7 @@ from facilities.access import (
     consults_for,
     facilities_for,
     has_role,
+    orders_for,
     role_required,
     studies_for,
 )
@@ -75,6 +76,15 @@ def facility_page(request: HttpRequest, facility_uuid: UUID) -> HttpResponse:
     )
     # Critical findings the township has not yet acknowledged, at the top of its page.
     findings = list(workflow.open_critical_findings(facility.pk))
+    # The township's register (检查登记): what is on its consoles' worklist, and the links by
+    # patient ID and date that the technologist has still to confirm.
+    registered = orders_for(request.user).filter(facility=facility)
+    orders_waiting = registered.filter(
+        status__in=[Order.Status.SCHEDULED, Order.Status.IN_PROGRESS], study__isnull=True
+    )
+    orders_to_confirm = registered.filter(
+        matched_by=Order.Match.PATIENT_DATE, match_confirmed_at__isnull=True, study__isnull=False
+    )
     return render(
         request,
         "consults/facility.html",
@@ -89,6 +99,8 @@ def facility_page(request: HttpRequest, facility_uuid: UUID) -> HttpResponse:
             "can_acknowledge": may_acknowledge(request.user, facility.pk),
             "can_request": is_technologist_of(request.user, facility.pk),
             "priorities": Priority.choices,
+            "orders_waiting": orders_waiting.count(),
+            "orders_to_confirm": orders_to_confirm.count(),
         },
     )
 

@@ -29,7 +29,6 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 from pynetdicom import evt
-from pynetdicom.sop_class import ModalityPerformedProcedureStep, ModalityWorklistInformationFind
 
 from cloudpacs import orders
 from cloudpacs.models import Order, OrderPriority
@@ -50,7 +49,11 @@ PROCESSING_FAILURE = 0x0110
 ANSWER_CHARSETS = ("ISO_IR 192", "GB18030", "GBK")
 DEFAULT_CHARSET = "ISO_IR 192"
 
-PRIORITIES = {OrderPriority.EMERGENCY: "STAT", OrderPriority.URGENT: "HIGH", OrderPriority.ROUTINE: "ROUTINE"}
+PRIORITIES: dict[str, str] = {
+    OrderPriority.EMERGENCY: "STAT",
+    OrderPriority.URGENT: "HIGH",
+    OrderPriority.ROUTINE: "ROUTINE",
+}
 
 
 def _modality(event: evt.Event) -> Modality | None:
@@ -332,7 +335,8 @@ def handle_n_set(event: evt.Event) -> tuple[int, Dataset | None]:
     return SUCCESS, changes
 
 
-SOP_CLASSES = [ModalityWorklistInformationFind, ModalityPerformedProcedureStep]
+# Modality Worklist Information Model - FIND, and Modality Performed Procedure Step.
+SOP_CLASSES = ["1.2.840.10008.5.1.4.31", "1.2.840.10008.3.1.2.3.3"]
 
 HANDLERS: list[Any] = [
     (evt.EVT_C_FIND, handle_find),

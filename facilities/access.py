@@ -97,3 +97,13 @@ def consults_for(user: Any) -> QuerySet[Any]:
     consult_model = apps.get_model("consults", "Consult")
     queryset = consult_model.objects.select_related("facility", "modality", "radiologist", "study__patient")
     return scoped(queryset, user)
+
+
+def orders_for(user: Any) -> QuerySet[Any]:
+    """Orders (检查申请) the user may see and manage: a technologist's own township's. The
+    county reads the consults that orders become, not the townships' registers."""
+    order_model = apps.get_model("cloudpacs", "Order")
+    queryset = order_model.objects.select_related("modality", "facility", "study").prefetch_related("body_parts")
+    if has_role(user, TECHNOLOGIST) and user.facility_id is not None:
+        return queryset.filter(facility_id=user.facility_id)
+    return queryset.none()

@@ -24,7 +24,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from cloudpacs.dicomweb import urls as dicomweb_urls
+from cloudpacs.models import Order
 from cloudpacs.openapi import dicomweb_paths
+from cloudpacs.orders import body_parts_for_kind, register_order
 from tests.dicomweb_support import Archive, build_archive, token_for
 
 SCHEMA_URL = "/api/schema/?format=json"
@@ -90,7 +92,23 @@ def tokens(archive: Archive, technologist, radiologist) -> dict[str, str]:
 
 
 @pytest.fixture
-def api_schema(archive: Archive, tokens: dict[str, str]) -> Iterator[Any]:
+def order(technologist, ct_modality) -> Order:
+    from datetime import datetime
+
+    from django.utils import timezone
+
+    return register_order(
+        technologist,
+        modality=ct_modality,
+        patient_id="W0001",
+        patient_name="王五",
+        body_parts=body_parts_for_kind("CT")[:1],
+        scheduled_at=timezone.make_aware(datetime(2025, 9, 1, 9, 0)),
+    )
+
+
+@pytest.fixture
+def api_schema(archive: Archive, tokens: dict[str, str], order: Order) -> Iterator[Any]:
     """The schema as the application serves it, loaded through the application; half the
     cases name a study, series, instance and frame that exist, so the fuzzing goes past
     the 404s into QIDO, WADO, rendering and STOW themselves."""
@@ -102,7 +120,14 @@ def api_schema(archive: Archive, tokens: dict[str, str]) -> Iterator[Any]:
         SCHEMA_URL, get_wsgi_application(), headers={"Authorization": f"Token {tokens['radiologist']}"}
     )
     existing = [
-        {"study_uid": study, "series_uid": series, "sop_uid": sop, "frame_list": "1", "tag": "7FE00010"}
+        {
+            "study_uid": study,
+            "series_uid": series,
+            "sop_uid": sop,
+            "frame_list": "1",
+            "tag": "7FE00010",
+            "order_uuid": str(order.uuid),
+        }
         for study, series, instances in archive.studies.values()
         for sop in instances[:1]
     ]
@@ -156,7 +181,7 @@ def server_errors(schema: Any, token: str) -> tuple[list[str], Counter[int]]:
             @given(case=operation.as_strategy(generation_mode=mode))
             def run(case: Any) -> None:
                 headers = {"Authorization": f"Token {token}"}
-                if case.method == "POST":
+                if case.method == "POST" and case.path.startswith("/dicomweb/"):
                     headers["Content-Type"] = STOW_CONTENT_TYPE
                 response = case.call_and_validate(headers=headers, checks=[not_a_server_error])
                 statuses[response.status_code] += 1
