@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -21,9 +23,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, QuerySet, Value, When
 from django.utils import timezone
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
 from pydicom.valuerep import PersonName
 
 from cloudpacs import storage
@@ -43,9 +46,14 @@ from facilities.models import Modality
 
 logger = logging.getLogger("cloudpacs.ingest")
 
-PIXEL_DATA_TAG = Tag(0x7FE0, 0x0010)
+# Pixel Data, Float Pixel Data and Double Float Pixel Data, with the bits of a sample of
+# the float ones (Bits Allocated says for Pixel Data).
+PIXEL_DATA_TAGS: list[tuple[Any, int | None]] = [
+    (Tag(0x7FE0, 0x0010), None),
+    (Tag(0x7FE0, 0x0008), 32),
+    (Tag(0x7FE0, 0x0009), 64),
+]
 UNDEFINED_LENGTH = 0xFFFFFFFF
-SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 ESC_ISO_IR_58 = b"\x1b$)A"
 ESC_ASCII = b"\x1b(B"
 PERSON_NAME_TAGS = ["PatientName", "ReferringPhysicianName"]
@@ -211,25 +219,110 @@ def _repeat(existing: Instance, sha256: str, modality: Modality) -> IngestResult
     return IngestResult(IngestOutcome.CONFLICT, existing)
 
 
-def _check_pixel_data_complete(ds: Dataset, path: Path) -> None:
-    """A dataset cut short on the wire ends inside its pixel data, which the index never
-    reads: check that the declared length fits in the file, or for encapsulated pixel
-    data that the file ends with its sequence delimiter."""
-    raw: Any = ds.get_item(PIXEL_DATA_TAG, keep_deferred=True)
-    if raw is None or not hasattr(raw, "value_tell") or raw.value_tell is None:
-        return
-    size = path.stat().st_size
-    if raw.length == UNDEFINED_LENGTH:
-        with open(path, "rb") as stream:
-            stream.seek(max(size - 8, 0))
-            if stream.read(8) != SEQUENCE_DELIMITER:
+def _check_pixel_data_complete(ds: Dataset, path: Path, transfer_syntax_uid: str) -> None:
+    """Refuse pixel data that no viewer could show: encapsulated pixel data must be a run
+    of well-formed items ending in its sequence delimiter (wherever it lies: Data Set
+    Trailing Padding or Digital Signatures may follow it); native pixel data must be as
+    long as its image attributes say. A dataset cut short on the wire fails either check.
+    The index never reads pixel data, so neither check reads it into memory."""
+    for tag, bits in PIXEL_DATA_TAGS:
+        raw: Any = ds.get_item(tag, keep_deferred=True)
+        if raw is None:
+            continue
+        if isinstance(raw, RawDataElement):
+            offset, length, undefined = raw.value_tell, raw.length, raw.length == UNDEFINED_LENGTH
+        else:  # decoded already: a small value that was not deferred
+            value = raw.value
+            offset, undefined = raw.file_tell, raw.is_undefined_length
+            length = len(value) if isinstance(value, bytes | bytearray) else 0
+        if undefined:
+            if offset is not None and transfer_syntax_uid != DeflatedExplicitVRLittleEndian:
+                _check_encapsulated(path, offset, transfer_syntax_uid != ExplicitVRBigEndian)
+            return
+        _check_native_length(ds, length, bits)
+        # A deflated file's offsets are in the inflated stream, which pydicom read whole.
+        if offset is not None and transfer_syntax_uid != DeflatedExplicitVRLittleEndian:
+            size = path.stat().st_size
+            if offset + length > size:
                 raise UnreadableDataset(
-                    "the encapsulated pixel data has no sequence delimiter: the dataset is truncated"
+                    f"the pixel data declares {length} bytes but only {size - offset} arrived: the dataset is truncated"
                 )
-    elif raw.value_tell + raw.length > size:
+        return
+
+
+def _check_encapsulated(path: Path, offset: int, little_endian: bool) -> None:
+    """Walk the items of encapsulated pixel data (PS3.5 A.4) from the first to the
+    sequence delimiter, seeking over each fragment."""
+    order = "<" if little_endian else ">"
+    size = path.stat().st_size
+    items = 0
+    with open(path, "rb") as stream:
+        stream.seek(offset)
+        while True:
+            header = stream.read(8)
+            if len(header) < 8:
+                raise UnreadableDataset(
+                    f"the encapsulated pixel data ends after {items} items without its sequence delimiter: "
+                    "the dataset is truncated"
+                )
+            group, element, length = struct.unpack(order + "HHL", header)
+            if (group, element) == (0xFFFE, 0xE0DD):
+                break
+            if (group, element) != (0xFFFE, 0xE000):
+                raise UnreadableDataset(
+                    f"the encapsulated pixel data has ({group:04X},{element:04X}) where item {items + 1} "
+                    "or the sequence delimiter should be"
+                )
+            if length == UNDEFINED_LENGTH or stream.tell() + length > size:
+                raise UnreadableDataset(
+                    f"item {items + 1} of the encapsulated pixel data declares {length} bytes, more than arrived: "
+                    "the dataset is truncated"
+                )
+            stream.seek(length, io.SEEK_CUR)
+            items += 1
+    # The Basic Offset Table (perhaps empty) comes first, then at least one fragment.
+    if items < 2:
+        raise UnreadableDataset("the encapsulated pixel data has no fragment")
+
+
+def native_pixel_data_length(ds: Dataset | dict[str, Any], bits_allocated: int | None = None) -> int:
+    """The bytes of native pixel data the image attributes describe (PS3.5 8.1.1, 8.2):
+    Rows x Columns x Samples per Pixel x Bits Allocated / 8 x Number of Frames, where
+    Bits Allocated 1 packs the bits of all frames together, rounded up to whole bytes, and
+    YBR_FULL_422 holds two samples per pixel (each pair of pixels shares its Cb and Cr).
+    Without the pad byte an odd length is sent with. Raises UnreadableDataset when an
+    attribute is missing or not a positive number."""
+
+    def number(keyword: str, default: int | None = None) -> int:
+        value = ds.get(keyword)
+        if value in (None, "") and default is not None:
+            return default
+        try:
+            result = int(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise UnreadableDataset(f"the image has pixel data but {keyword} is {value!r}") from None
+        if result < 1:
+            raise UnreadableDataset(f"the image has pixel data but {keyword} is {result}")
+        return result
+
+    rows, columns = number("Rows"), number("Columns")
+    samples = number("SamplesPerPixel", 1)
+    frames = number("NumberOfFrames", 1)
+    bits = bits_allocated or number("BitsAllocated")
+    if str(ds.get("PhotometricInterpretation") or "").strip() == "YBR_FULL_422":
+        samples = 2
+    if bits == 1:
+        return (rows * columns * samples * frames + 7) // 8
+    return rows * columns * samples * frames * ((bits + 7) // 8)
+
+
+def _check_native_length(ds: Dataset, length: int, bits_allocated: int | None) -> None:
+    expected = native_pixel_data_length(ds, bits_allocated)
+    if length not in (expected, expected + expected % 2):
         raise UnreadableDataset(
-            f"the pixel data declares {raw.length} bytes but only {size - raw.value_tell} arrived: "
-            "the dataset is truncated"
+            f"pixel data is {length} bytes, not {expected}: {ds.get('Rows')} rows x {ds.get('Columns')} "
+            f"columns x {ds.get('SamplesPerPixel') or 1} samples x {bits_allocated or ds.get('BitsAllocated')} bits "
+            f"x {ds.get('NumberOfFrames') or 1} frames, {ds.get('PhotometricInterpretation') or 'no photometric'}"
         )
 
 
@@ -250,8 +343,7 @@ def _read_indexed_tags(path: Path, sop_class_uid: str, sop_instance_uid: str, tr
         # The payload began with file meta elements of its own, which a reader would take
         # for the header the receiver wrote: DICOM sends none over the network (PS3.7).
         raise UnreadableDataset("the dataset carries file meta elements (group 0002) of its own")
-    if transfer_syntax_uid != DeflatedExplicitVRLittleEndian:
-        _check_pixel_data_complete(ds, path)
+    _check_pixel_data_complete(ds, path, transfer_syntax_uid)
 
     def uid(keyword: str) -> str:
         value = values.get(keyword)

@@ -33,7 +33,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
-from pydicom import uid
+from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.pdu import P_DATA_TF
@@ -41,6 +41,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 
 from cloudpacs import services as archive
 from dicomnode import worklist
+from dicomnode.contexts import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from dicomnode.models import AssociationLog
 from facilities.models import Modality
 from facilities.services import modality_for_ae_title
@@ -64,45 +65,6 @@ RJ_CALLING_AE_NOT_RECOGNISED = 0x03
 RJ_CALLED_AE_NOT_RECOGNISED = 0x07
 
 VERIFICATION = "1.2.840.10008.1.1"
-
-STORAGE_SOP_CLASSES = [
-    uid.CTImageStorage,
-    uid.EnhancedCTImageStorage,
-    uid.DigitalXRayImageStorageForPresentation,
-    uid.DigitalXRayImageStorageForProcessing,
-    uid.ComputedRadiographyImageStorage,
-    uid.DigitalMammographyXRayImageStorageForPresentation,
-    uid.DigitalMammographyXRayImageStorageForProcessing,
-    uid.MRImageStorage,
-    uid.EnhancedMRImageStorage,
-    uid.SecondaryCaptureImageStorage,
-    uid.MultiFrameSingleBitSecondaryCaptureImageStorage,
-    uid.MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
-    uid.MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
-    uid.MultiFrameTrueColorSecondaryCaptureImageStorage,
-    uid.GrayscaleSoftcopyPresentationStateStorage,
-    uid.KeyObjectSelectionDocumentStorage,
-    uid.BasicTextSRStorage,
-    uid.EnhancedSRStorage,
-    uid.ComprehensiveSRStorage,
-    uid.EncapsulatedPDFStorage,
-]
-
-TRANSFER_SYNTAXES = [
-    uid.ExplicitVRLittleEndian,
-    uid.ImplicitVRLittleEndian,
-    uid.DeflatedExplicitVRLittleEndian,
-    uid.ExplicitVRBigEndian,
-    uid.JPEGBaseline8Bit,
-    uid.JPEGExtended12Bit,
-    uid.JPEGLossless,
-    uid.JPEGLosslessSV1,
-    uid.JPEGLSLossless,
-    uid.JPEGLSNearLossless,
-    uid.JPEG2000Lossless,
-    uid.JPEG2000,
-    uid.RLELossless,
-]
 
 
 class _Association:
@@ -332,7 +294,7 @@ def handle_echo(event: evt.Event) -> int:
     return SUCCESS
 
 
-def handle_store(event: evt.Event) -> int:
+def handle_store(event: evt.Event) -> int | Dataset:
     """Store one instance; answer only after the file and its index row are durable.
 
     The association's thread keeps one database connection from EVT_REQUESTED (which
@@ -370,7 +332,16 @@ def handle_store(event: evt.Event) -> int:
         status,
         why,
     )
-    return status
+    return _failure(status, why)
+
+
+def _failure(status: int, why: str) -> Dataset:
+    """The C-STORE response's status with the reason in Error Comment (0000,0902), so the
+    console's log says why, not only a number. LO: at most 64 characters, no backslash."""
+    response = Dataset()
+    response.Status = status
+    response.ErrorComment = why.replace("\\", "/").encode("ascii", "replace").decode()[:64]
+    return response
 
 
 def _received_size(event: evt.Event) -> int:
