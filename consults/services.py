@@ -11,7 +11,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from cloudpacs.models import Study
+from cloudpacs.models import Instance, Series, Study
 from cloudpacs.publish import publish_on_commit
 from cloudpacs.services import body_part_names, order_for_study
 from consults.models import Consult, Priority
@@ -22,24 +22,47 @@ from facilities.services import audit
 
 logger = logging.getLogger("consults")
 
-# DICOM Modality codes that the ledger counts as DR (digital radiography).
+# What the county reads remotely and has a price for: CT, and DR (digital radiography).
+# A study is of one of these kinds by its Modality codes, else by its SOP classes; the
+# machine that sent it does not decide (a CT console also forwards ultrasound and
+# reconstructions from other machines). Any other study is archived and viewable, and
+# opens no consult and so no ledger entry.
+_CT_CODES = {"CT"}
 _DR_CODES = {"CR", "DX", "DR", "RG"}
+_CT_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT Image Storage
+}
+_DR_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.1",  # Computed Radiography Image Storage
+    "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image Storage - For Presentation
+    "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image Storage - For Processing
+}
 
 
-def exam_kind_for_study(study: Study) -> str:
-    """CT or DR: from the modalities in the study, else the sending machine's kind."""
+def exam_kind_for_study(study: Study) -> str | None:
+    """CT or DR from the study's own data: its Modality codes, else its SOP classes. None
+    for a study of any other kind (ultrasound, XA, MG, NM, ECG, documents...)."""
     codes = set(filter(None, study.modalities_in_study.split("\\")))
-    if "CT" in codes:
+    if not codes & (_CT_CODES | _DR_CODES):
+        codes |= set(Series.objects.filter(study=study).values_list("modality", flat=True))
+    if codes & _CT_CODES:
         return ExamKind.CT
     if codes & _DR_CODES:
         return ExamKind.DR
-    if study.modality is not None:
-        return study.modality.kind
-    return ExamKind.DR
+    classes = set(Instance.objects.filter(series__study=study).values_list("sop_class_uid", flat=True).distinct())
+    if classes & _CT_SOP_CLASSES:
+        return ExamKind.CT
+    if classes & _DR_SOP_CLASSES:
+        return ExamKind.DR
+    return None
 
 
-def open_consult_for_study(study: Study) -> Consult:
-    """The consult for a study that has become stable, created once.
+def open_consult_for_study(study: Study) -> Consult | None:
+    """The consult for a study that has become stable, created once; None for a study of
+    a kind the county does not read remotely (see exam_kind_for_study), which stays
+    archived and viewable.
 
     Its arrival time is when the last image of the study arrived (Study.last_received_at):
     the moment the images were complete at the county, which is what the turnaround
@@ -47,6 +70,14 @@ def open_consult_for_study(study: Study) -> Consult:
     existing = Consult.objects.filter(study=study).first()
     if existing is not None:
         return existing
+    kind = exam_kind_for_study(study)
+    if kind is None:
+        logger.info(
+            "study %s (%s) archived without a consult: not a kind read remotely",
+            study.study_uid,
+            study.modalities_in_study or "no modality",
+        )
+        return None
     arrived_at = study.last_received_at or study.arrived_at or timezone.now()
     try:
         with transaction.atomic():
@@ -67,7 +98,7 @@ def open_consult_for_study(study: Study) -> Consult:
                 study=study,
                 facility=study.facility,
                 modality=study.modality,
-                kind=exam_kind_for_study(study),
+                kind=kind,
                 exam_date=study.study_date or timezone.localdate(arrived_at),
                 arrived_at=arrived_at,
                 **details,
@@ -117,6 +148,12 @@ def request_consult(
         raise WorkflowError(_("无效的优先级。"))
     if body_parts < 1:
         raise WorkflowError(_("部位数至少为 1。"))
+    kind = exam_kind_for_study(study)
+    if kind is None:
+        raise WorkflowError(
+            _("县医院只远程诊断 CT 和 DR 检查；此检查（%(modality)s）已归档，可在影像浏览器中查看。")
+            % {"modality": study.modalities_in_study or "—"}
+        )
     now = now or timezone.now()
     arrived_at = min(study.last_received_at or study.arrived_at or now, now)
     try:
@@ -129,7 +166,7 @@ def request_consult(
                 study=study,
                 facility=study.facility,
                 modality=study.modality,
-                kind=exam_kind_for_study(study),
+                kind=kind,
                 exam_date=study.study_date or timezone.localdate(arrived_at),
                 body_parts=body_parts,
                 body_part_names=body_part_names.strip(),

@@ -13,8 +13,9 @@ from consults.services import open_consult_for_study
 
 @shared_task(ignore_result=True)
 def sweep_stable_studies() -> list[int]:
-    """Hand every study that has become stable over to the readers, one consult each,
-    then store the WADO-RS metadata of its instances.
+    """Hand every study that has become stable over to the readers, one consult each
+    (none for a kind the county does not read remotely), then store the WADO-RS metadata
+    of its instances.
 
     The claim and the consults commit together, so a crash between them cannot leave
     a study arrived with no consult."""
@@ -23,7 +24,8 @@ def sweep_stable_studies() -> list[int]:
         return []
     with transaction.atomic():
         studies = claim_stable_studies(now, settings.STUDY_STABLE_SECONDS)
-        consults = [open_consult_for_study(study).pk for study in studies]
+        # A study of a kind not read remotely opens none: it stays archived and viewable.
+        consults = [consult.pk for study in studies if (consult := open_consult_for_study(study)) is not None]
     # The arrived studies' WADO-RS metadata, after the commit: the consults are open
     # already, and a document not stored here is computed on its first request instead.
     store_study_metadata([study.pk for study in studies])

@@ -69,11 +69,14 @@ def facility_page(request: HttpRequest, facility_uuid: UUID) -> HttpResponse:
     query = request.GET.copy()
     query.pop("page", None)
     # Studies still arriving, or arrived but not yet turned into a consult.
-    pending_studies = (
+    pending_studies = list(
         studies_for(request.user)
         .filter(facility=facility, consult__isnull=True)
         .order_by("-last_received_at", "-id")[:20]
     )
+    for study in pending_studies:
+        # Ultrasound, XA and the like are archived for viewing, not read remotely.
+        study.exam_kind = services.exam_kind_for_study(study)  # type: ignore[attr-defined]
     # Critical findings the township has not yet acknowledged, at the top of its page.
     findings = list(workflow.open_critical_findings(facility.pk))
     # The township's register (检查登记): what is on its consoles' worklist, and the links by
