@@ -1,11 +1,14 @@
 """Server-side rendering of a frame to JPEG or PNG, for /rendered, thumbnails, the
 township's pages and the key image of a report.
 
-The pipeline follows the grayscale standard display pipeline of PS3.3 C.11 and PS3.4
-N.2: stored values -> Modality LUT (rescale or Modality LUT Sequence) -> VOI (an explicit
-window, else the VOI LUT Sequence, else the dataset's window, else the image's range) ->
-MONOCHROME1 inversion -> 8 bits. A large image asked for at a small viewport is reduced
-by whole-block averaging before the LUTs run, so a 3000x3000 DX costs a 512x512 pipeline."""
+Colour images are shown as they are, with no window: RGB; YBR_FULL, YBR_FULL_422 and the
+other YBR forms, which pydicom converts to RGB as it decodes; PALETTE COLOR through the
+image's lookup tables. Grayscale follows the grayscale standard display pipeline of PS3.3
+C.11 and PS3.4 N.2: stored values -> Modality LUT (rescale or Modality LUT Sequence) ->
+VOI (an explicit window, else the VOI LUT Sequence, else the dataset's window, else the
+image's range) -> MONOCHROME1 inversion -> 8 bits. A large image asked for at a small
+viewport is reduced by whole-block averaging before the LUTs run, so a 3000x3000 DX
+costs a 512x512 pipeline. Video (MPEG-2, H.264, HEVC) is not decoded here."""
 
 from __future__ import annotations
 
@@ -18,9 +21,12 @@ import numpy as np
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut, apply_voi, pixel_array
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, pixel_array
+from pydicom.uid import MPEGTransferSyntaxes
 
 FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
+# MPEG-2, MPEG-4 AVC/H.264 and HEVC/H.265: nothing here decodes them.
+VIDEO_TRANSFER_SYNTAXES = {str(syntax) for syntax in MPEGTransferSyntaxes}
 VOI_FUNCTIONS = {"LINEAR", "LINEAR_EXACT", "SIGMOID"}
 
 
@@ -51,6 +57,8 @@ def render(path: Path | str, frame_index: int, options: RenderOptions) -> bytes:
     ds = dcmread(path, stop_before_pixels=True)
     if "Rows" not in ds:
         raise RenderingError("the instance has no image")
+    if str(ds.file_meta.get("TransferSyntaxUID", "")) in VIDEO_TRANSFER_SYNTAXES:
+        raise RenderingError("a video is not rendered here: retrieve its pixel data as bulk data and play it")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if not 0 <= frame_index < frames:
         raise RenderingError(f"frame {frame_index + 1} is outside 1..{frames}")
@@ -63,7 +71,11 @@ def render(path: Path | str, frame_index: int, options: RenderOptions) -> bytes:
 
 
 def render_array(arr: np.ndarray, ds: Dataset, options: RenderOptions) -> Image.Image:
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if photometric == "PALETTE COLOR" and arr.ndim == 2:
+        return _color(_palette(arr, ds), options)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        # RGB, and YBR_* which pydicom has converted to RGB while decoding.
         return _color(arr, options)
     if options.region is not None:
         sx, sy, sw, sh = options.region
@@ -175,6 +187,19 @@ def _lut_first(ds: Dataset) -> int:
 
 def _lut_entries(ds: Dataset) -> int:
     return int(ds.VOILUTSequence[0].LUTDescriptor[0]) or 65536
+
+
+def _palette(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Palette colour indices through the image's Red, Green and Blue lookup tables
+    (PS3.3 C.7.6.3.1.5), to 8 bits per channel from the tables' own bit depth."""
+    try:
+        rgb = apply_color_lut(arr, ds)
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+    except Exception as exc:
+        raise RenderingError(f"cannot apply the palette colour lookup tables: {type(exc).__name__}: {exc}") from exc
+    if bits > 8:
+        return (rgb.astype(np.uint32) >> (bits - 8)).astype(np.uint8)
+    return rgb.astype(np.uint8)
 
 
 def _color(arr: np.ndarray, options: RenderOptions) -> Image.Image:

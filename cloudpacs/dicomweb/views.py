@@ -506,6 +506,7 @@ def representative(instances: QuerySet[Instance]) -> Instance:
     """The middle image of a series (of the first series with images, for a study)."""
     ordered = list(
         instances.filter(rows__isnull=False)
+        .exclude(transfer_syntax_uid__in=list(wado.VIDEO_MEDIA_TYPES))
         .order_by("series__series_number", "series_id", "instance_number", "pk")
         .values_list("pk", "series_id")
     )

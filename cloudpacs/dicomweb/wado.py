@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 from pydicom import dcmread
-from pydicom.encaps import get_frame
+from pydicom.encaps import generate_fragments, get_frame
 from pydicom.pixels import pixel_array
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, MPEGTransferSyntaxes
 
 from cloudpacs.dicomweb.http import MediaRange, not_acceptable
 
@@ -49,8 +49,22 @@ FRAME_MEDIA_TYPES = {
 }
 
 
+# Video is kept as the one bit stream it arrived as; it has no frames to send one by one,
+# only its pixel data, whole, as bulk data in its video media type (PS3.18 8.7.3.5.2).
+VIDEO_MEDIA_TYPES = {
+    str(syntax): "video/mpeg"
+    if syntax.startswith(("1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.101"))
+    else "video/mp4"
+    for syntax in MPEGTransferSyntaxes
+}
+
+
 def frame_media_type(transfer_syntax: str) -> str:
     return FRAME_MEDIA_TYPES.get(transfer_syntax, OCTET_STREAM)
+
+
+def is_video(transfer_syntax: str) -> bool:
+    return transfer_syntax in VIDEO_MEDIA_TYPES
 
 
 # --- Instances ------------------------------------------------------------------
@@ -107,6 +121,10 @@ def choose_frame_syntax(ranges: list[MediaRange], stored: str) -> FrameChoice:
     """Frames as stored when the Accept header allows them, else decoded to native
     little endian when it asks for application/octet-stream with Explicit VR Little
     Endian (or with no transfer-syntax, whose default that is); otherwise 406."""
+    if is_video(stored):
+        raise not_acceptable(
+            f"this instance is a video ({VIDEO_MEDIA_TYPES[stored]}): retrieve its pixel data whole, as bulk data"
+        )
     native = stored in NATIVE_LE
     stored_type = frame_media_type(stored)
     as_stored = FrameChoice(stored_type, EXPLICIT_LE if native else stored, decode=False)
@@ -207,6 +225,9 @@ def bulk_value(path: Path, tag: str) -> tuple[list[bytes], str, str]:
     if number == 0x7FE00010:
         stored = str(ds.file_meta.TransferSyntaxUID)
         count = int(ds.get("NumberOfFrames", 1) or 1)
+        if is_video(stored):
+            stream = b"".join(generate_fragments(ds.PixelData))
+            return [stream], VIDEO_MEDIA_TYPES[stored], stored
         if UID(stored).is_encapsulated:
             return frames(path, list(range(1, count + 1)), decode=False), frame_media_type(stored), stored
         return [bytes(ds.PixelData)], OCTET_STREAM, EXPLICIT_LE
