@@ -26,7 +26,7 @@ from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
 from pydicom.valuerep import PersonName
 
 from cloudpacs import storage
@@ -53,6 +53,7 @@ PIXEL_DATA_TAGS: list[tuple[Any, int | None]] = [
     (Tag(0x7FE0, 0x0008), 32),
     (Tag(0x7FE0, 0x0009), 64),
 ]
+PIXEL_DATA_TAG_SET = {tag for tag, _ in PIXEL_DATA_TAGS}
 UNDEFINED_LENGTH = 0xFFFFFFFF
 ESC_ISO_IR_58 = b"\x1b$)A"
 ESC_ASCII = b"\x1b(B"
@@ -235,8 +236,10 @@ def _check_pixel_data_complete(ds: Dataset, path: Path, transfer_syntax_uid: str
             value = raw.value
             offset, undefined = raw.file_tell, raw.is_undefined_length
             length = len(value) if isinstance(value, bytes | bytearray) else 0
-        if undefined:
-            if offset is not None and transfer_syntax_uid != DeflatedExplicitVRLittleEndian:
+        if UID(transfer_syntax_uid).is_encapsulated and tag == PIXEL_DATA_TAGS[0][0]:
+            if not undefined:
+                raise UnreadableDataset(f"encapsulated pixel data has a defined length ({length} bytes)")
+            if offset is not None:
                 _check_encapsulated(path, offset, transfer_syntax_uid != ExplicitVRBigEndian)
             return
         _check_native_length(ds, length, bits)
@@ -338,6 +341,10 @@ def _read_indexed_tags(path: Path, sop_class_uid: str, sop_instance_uid: str, tr
         _decode_every_element(ds)
     except Exception as exc:
         raise UnreadableDataset(f"cannot parse the dataset: {type(exc).__name__}: {exc}") from exc
+    if not len(ds):
+        # pydicom keeps nothing (and only warns) when the file ends inside an element of
+        # undefined length: encapsulated pixel data that was cut short on the wire.
+        raise UnreadableDataset("truncated: the dataset ends inside an element of undefined length")
     written = (ds.file_meta.get("TransferSyntaxUID"), ds.file_meta.get("MediaStorageSOPInstanceUID"))
     if tuple(str(value or "") for value in written) != (transfer_syntax_uid, sop_instance_uid):
         # The payload began with file meta elements of its own, which a reader would take
@@ -369,8 +376,11 @@ def _read_indexed_tags(path: Path, sop_class_uid: str, sop_instance_uid: str, tr
 
 
 def _decode_every_element(ds: Dataset) -> None:
-    """Decode each element's value, in sequences too, except deferred bulk values."""
+    """Decode each element's value, in sequences too, except deferred bulk values and
+    pixel data (kept raw, for _check_pixel_data_complete to see how it was encoded)."""
     for tag in list(ds.keys()):
+        if tag in PIXEL_DATA_TAG_SET:
+            continue
         raw: Any = ds.get_item(tag, keep_deferred=True)
         if raw is not None and getattr(raw, "value", 0) is None and raw.length != 0:
             continue
