@@ -82,8 +82,11 @@ def instance_metadata(path: str, bulk_uri: Callable[[str], str], rows: int | Non
         key = f"{elem.tag:08X}"
         if key in result and "InlineBinary" in result[key] and len(elem.value or b"") > BULK_THRESHOLD:
             result[key] = {"vr": result[key]["vr"], "BulkDataURI": bulk_uri(key)}
+    transfer_syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2.1")))
+    # Available Transfer Syntax UID (0008,3002): the transfer syntax the instance is
+    # stored in, which a viewer needs to tell a video (MPEG) from frames it can decode.
+    result["00083002"] = {"vr": "UI", "Value": [str(transfer_syntax)]}
     if rows or "Rows" in ds:
-        transfer_syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2.1")))
         bits = int(ds.get("BitsAllocated", 16) or 16)
         vr = "OB" if transfer_syntax.is_compressed or bits <= 8 else "OW"
         result[PIXEL_DATA] = {"vr": vr, "BulkDataURI": bulk_uri(PIXEL_DATA)}

@@ -186,6 +186,49 @@ function value(json, tag, index = 0) {
   return json?.[tag]?.Value?.[index];
 }
 
+// The image loader reads a palette's Red, Green and Blue LUT Data (0028,1201-1203) as
+// numbers in the metadata's "Value"; DICOM JSON carries them as base64 (InlineBinary) or
+// behind a BulkDataURI. They are decoded here, once, into the instance's JSON.
+async function readPalette(json, fetchBulk) {
+  await Promise.all(
+    ['00281201', '00281202', '00281203'].map(async (tag) => {
+      const element = json[tag];
+      if (!element || element.Value) return;
+      let bytes;
+      if (element.InlineBinary) {
+        bytes = Uint8Array.from(atob(element.InlineBinary), (character) => character.charCodeAt(0));
+      } else if (element.BulkDataURI) {
+        bytes = new Uint8Array(await fetchBulk(element.BulkDataURI));
+      } else {
+        return;
+      }
+      const words = new Uint16Array(bytes.buffer, bytes.byteOffset, Math.floor(bytes.byteLength / 2));
+      json[tag] = { vr: 'US', Value: Array.from(words) };
+    }),
+  );
+}
+
+// MPEG-2, MPEG-4 AVC/H.264 and HEVC transfer syntaxes (1.2.840.10008.1.2.4.100 to .108,
+// with the fragmentable .1 variants): the metadata names the stored one in Available
+// Transfer Syntax UID (0008,3002).
+function isVideo(json) {
+  const syntax = String(value(json, '00083002') || '');
+  const match = /^1\.2\.840\.10008\.1\.2\.4\.(\d+)(\.1)?$/.exec(syntax);
+  return Boolean(match) && Number(match[1]) >= 100 && Number(match[1]) <= 108;
+}
+
+// A clip's own playback rate, frames per second: Recommended Display Frame Rate, else Cine
+// Rate, else 1000 / Frame Time (ms); null when it has none of them.
+function frameRate(json) {
+  const recommended = Number(value(json, '00082144'));
+  if (recommended > 0) return recommended;
+  const cine = Number(value(json, '00180040'));
+  if (cine > 0) return cine;
+  const frameTime = Number(value(json, '00181063'));
+  if (frameTime > 0) return 1000 / frameTime;
+  return null;
+}
+
 function absolute(path) {
   return new URL(path, window.location.href).href;
 }
@@ -270,14 +313,27 @@ class Pane {
     );
     const imageIds = [];
     const pending = [];
+    let videos = 0;
+    this.frameRate = null;
     for (const json of instances) {
       const sop = value(json, '00080018');
+      if (isVideo(json)) {
+        // One MPEG bit stream, not frames Cornerstone could decode: said in the status.
+        videos += 1;
+        continue;
+      }
       const frames = Number(value(json, '00280008') || 1);
+      if (frames > 1 && this.frameRate === null) this.frameRate = frameRate(json);
       for (let frame = 1; frame <= frames; frame++) {
         const imageId = `wadors:${absolute(`${base}/instances/${sop}/frames/${frame}`)}`;
         dicomImageLoader.wadors.metaDataManager.add(imageId, json);
         instanceMeta.set(imageId, json);
         imageIds.push(imageId);
+        if (frame === 1 && value(json, '00280004') === 'PALETTE COLOR') {
+          pending.push(
+            readPalette(json, fetchBulkData).catch((error) => console.warn('palette not read', imageId, error)),
+          );
+        }
         if (json['00283010']) {
           const instanceUrl = absolute(`${base}/instances/${sop}`);
           const fetchLut = (uri) => fetchBulkData(uri).catch(() => lutDataFromInstance(instanceUrl));
@@ -293,8 +349,10 @@ class Pane {
     if (generation !== this.generation) return;
     this.imageIds = imageIds;
     this.enable();
+    this.videos = videos;
+    this.viewer.onSeriesOpened(this);
     if (!imageIds.length) {
-      this.setStatus(this.viewer.label('empty'));
+      this.setStatus(this.viewer.label(videos ? 'video' : 'empty'));
       return;
     }
     const viewport = this.viewport;
@@ -345,7 +403,8 @@ class Pane {
 
   updateStatus() {
     const total = this.imageIds.length;
-    if (this.failed) this.setStatus(`${this.viewer.label('failed')} ${this.failed}/${total}`);
+    if (this.videos && this.loaded + this.failed === total) this.setStatus(this.viewer.label('video'));
+    else if (this.failed) this.setStatus(`${this.viewer.label('failed')} ${this.failed}/${total}`);
     else if (this.loaded < total) this.setStatus(`${this.viewer.label('cached')} ${this.loaded}/${total}`);
     else this.setStatus('');
   }
@@ -657,6 +716,16 @@ class Viewer {
   clearMeasurements(pane) {
     annotation.state.removeAllAnnotations();
     pane.viewport.render();
+  }
+
+  // A multi-frame clip (ultrasound, XA) opened in the active pane plays at its own rate:
+  // the frames-per-second box takes it, and a cine already running follows.
+  onSeriesOpened(pane) {
+    if (pane !== this.active || !pane.frameRate) return;
+    const input = this.element.querySelector('[data-fps]');
+    if (!input) return;
+    input.value = String(Math.round(Math.max(1, Math.min(60, pane.frameRate))));
+    if (this.cineTimer !== null) this.toggleCine(true);
   }
 
   fps() {
