@@ -343,11 +343,13 @@ def _name_matches(pattern: str, order: Order) -> bool:
     groups = [group for group in pattern.split("=") if group.strip()] or [pattern]
     forms = _name_forms(order)
     for group in groups:
-        compiled = _pattern(group)
-        if compiled is None:
-            return True
-        if any(compiled.fullmatch(form) for form in forms):
-            return True
+        # 张^三 and 张三 are the same name: the components' separator is not compared.
+        for candidate in dict.fromkeys([group, group.replace("^", "")]):
+            compiled = _pattern(candidate)
+            if compiled is None:
+                return True
+            if any(compiled.fullmatch(form) for form in forms):
+                return True
     return False
 
 
@@ -415,6 +417,10 @@ class InvalidStep(PerformedStepError):
     status = 0x0106
 
 
+class MissingStepStatus(PerformedStepError):
+    status = 0x0120
+
+
 class StepFinal(PerformedStepError):
     # PS3.4 F.7.2.2.4: "Processing failure: Performed Procedure Step Object may no longer be
     # updated", for a step that is COMPLETED or DISCONTINUED.
@@ -466,6 +472,8 @@ def create_performed_step(
     modality: Modality, sop_instance_uid: str, report: PerformedStepReport
 ) -> PerformedProcedureStep:
     """N-CREATE: a console started a step. It must be IN PROGRESS (PS3.4 F.7.2.1)."""
+    if report.status is None:
+        raise MissingStepStatus("Performed Procedure Step Status is missing")
     if report.status != PerformedProcedureStep.Status.IN_PROGRESS:
         raise InvalidStep(f"a new step must be IN PROGRESS, not {report.status!r}")
     facility = modality.facility

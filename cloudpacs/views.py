@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
+from cloudpacs.models import Order
 from facilities.access import CLINICAL_ROLES, role_required, studies_for
 from facilities.services import audit
 
@@ -14,9 +15,17 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
     study = get_object_or_404(studies_for(request.user), study_uid=study_uid)
     # The consult lives in a higher app; its reverse accessor is read without importing it.
     consult = getattr(study, "consult", None)
+    # The exam the township registered for it, if the study was linked to one.
+    order = Order.objects.filter(study=study).prefetch_related("body_parts").first()
     audit("cloudpacs.study.viewed", request=request, obj=study)
     return render(
         request,
         "cloudpacs/study_detail.html",
-        {"study": study, "patient": study.patient, "series_list": study.series.all(), "consult": consult},
+        {
+            "study": study,
+            "patient": study.patient,
+            "series_list": study.series.all(),
+            "consult": consult,
+            "order": order,
+        },
     )

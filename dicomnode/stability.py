@@ -59,13 +59,27 @@ class StabilityTimer:
 
 def request_sweep() -> None:
     """Ask for a sweep now rather than at the next tick: a console reported a step
-    completed (MPPS), and its study may have arrived. Never raises: the timer's next tick
+    completed (MPPS), and its study may have arrived. With a broker the task is published;
+    without one it runs on a thread of its own, so that the console's N-SET is answered
+    without waiting for the consult and the metadata. Never raises: the timer's next tick
     asks again anyway."""
     from cloudpacs.celery import app
 
     try:
         app.loader.import_default_modules()
-        send(app.tasks[SWEEP_TASK])
+        task = app.tasks[SWEEP_TASK]
+        if app.conf.task_always_eager:
+            threading.Thread(target=_sweep_now, args=(task,), name="mpps-sweep", daemon=True).start()
+        else:
+            send(task)
     except Exception:
         logger.exception("could not ask for a stability sweep")
+
+
+def _sweep_now(task: Task) -> None:
+    try:
+        task.delay()
+    except Exception:
+        logger.exception("study stability sweep failed")
+    finally:
         connection.close()

@@ -10,7 +10,8 @@ C-FIND statuses (see docs/dicom-conformance.md):
   0xFF00 pending, one per scheduled step; 0x0000 done; 0xFE00 cancelled by the SCU
   0xC000 unable to process: the identifier cannot be decoded, or a date or time is malformed
   0xA700 out of resources: the index is unavailable
-MPPS statuses: 0x0000; 0x0111 duplicate SOP instance; 0x0112 no such SOP instance (also
+MPPS statuses: 0x0000; 0x0120 missing attribute (no status at creation); 0x0111 duplicate
+SOP instance; 0x0112 no such SOP instance (also
 another township's step); 0x0106 invalid attribute value (a status other than IN PROGRESS
 at creation, an unknown status); 0x0110 processing failure, also for a finished step,
 which may no longer be updated (PS3.4 F.7.2.2.4).

@@ -196,3 +196,18 @@ def test_the_orders_api_is_in_the_openapi_schema(technologist):
     assert {"/api/orders/", "/api/orders/{order_uuid}/", "/api/orders/{order_uuid}/cancel/", "/api/body-parts/"} <= set(
         schema["paths"]
     )
+
+
+def test_the_study_page_shows_the_order_it_was_linked_to(
+    technologist, technologist_client, radiologist_client, ct_modality
+):
+    order = register(technologist, ct_modality, patient_id="XW0042")
+    study = make_study(ct_modality.facility, ct_modality, study_date=date(2025, 9, 1))
+    study.patient.patient_id = "XW0042"
+    study.patient.save()
+    from consults.services import open_consult_for_study
+
+    open_consult_for_study(study)
+    for client in (technologist_client, radiologist_client):
+        page = client.get(reverse("cloudpacs:study", args=[study.study_uid])).content.decode()
+        assert order.accession_number in page and "按患者 ID 与日期" in page and "待确认" in page

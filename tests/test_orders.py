@@ -210,6 +210,8 @@ def test_the_worklist_matches_names_with_wildcards_in_either_script(technologist
     facility = ct_modality.facility
     assert orders.scheduled_steps(facility, orders.WorklistQuery(patient_name="张*")) == [zhang]
     assert orders.scheduled_steps(facility, orders.WorklistQuery(patient_name="zhang*")) == [zhang]
+    assert orders.scheduled_steps(facility, orders.WorklistQuery(patient_name="张^三")) == [zhang]
+    assert orders.scheduled_steps(facility, orders.WorklistQuery(patient_name="ZHANG^SAN=张^三")) == [zhang]
     assert orders.scheduled_steps(facility, orders.WorklistQuery(patient_name="李?")) == [li]
     assert orders.scheduled_steps(facility, orders.WorklistQuery(patient_id="XW000?")) == [zhang, li]
     assert orders.scheduled_steps(facility, orders.WorklistQuery(patient_name="王*")) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -305,6 +306,14 @@ def mpps_end(status: str, images: list[Dataset]) -> Dataset:
     return ds
 
 
+def wait_for(probe, seconds: float = 20.0):
+    deadline = time.monotonic() + seconds
+    while (found := probe()) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert found is not None, "nothing within the time allowed"
+    return found
+
+
 def order_images(order: Order, count: int = 3) -> list[Dataset]:
     series_uid = generate_uid()
     return [
@@ -339,9 +348,10 @@ def test_mpps_completed_with_all_images_stored_makes_the_study_arrive_at_once(re
         assert status.Status == 0x0000
     finally:
         assoc.release()
+    # The receiver asked for a sweep at once (on a thread of its own here, without a broker).
+    consult = wait_for(lambda: Consult.objects.filter(study=study).first())
     study.refresh_from_db()
     assert study.status == Study.Status.ARRIVED
-    consult = Consult.objects.get(study=study)
     assert consult.body_parts == 2 and consult.priority == "urgent"
     zhang.refresh_from_db()
     assert zhang.status == Order.Status.COMPLETED and zhang.study == study
@@ -401,6 +411,9 @@ def test_mpps_requests_that_break_the_rules_get_their_failure_statuses(receiver,
         assert (
             assoc.send_n_create(completed_at_once, ModalityPerformedProcedureStep, generate_uid())[0].Status == 0x0106
         )
+        without_status = mpps_create(zhang)
+        del without_status.PerformedProcedureStepStatus
+        assert assoc.send_n_create(without_status, ModalityPerformedProcedureStep, generate_uid())[0].Status == 0x0120
         assert assoc.send_n_create(mpps_create(zhang), ModalityPerformedProcedureStep, step_uid)[0].Status == 0
         assert assoc.send_n_create(mpps_create(zhang), ModalityPerformedProcedureStep, step_uid)[0].Status == 0x0111
         unknown = assoc.send_n_set(mpps_end("COMPLETED", []), ModalityPerformedProcedureStep, generate_uid())
@@ -419,3 +432,33 @@ def test_mpps_requests_that_break_the_rules_get_their_failure_statuses(receiver,
     finally:
         assoc.release()
     assert PerformedProcedureStep.objects.get(sop_instance_uid=step_uid).status == "IN PROGRESS"
+
+
+def test_a_c_cancel_stops_the_answers(receiver, technologist, ct_modality):
+    chest = list(BodyPart.objects.filter(code="CHEST"))
+    for n in range(300):
+        orders.register_order(
+            technologist,
+            modality=ct_modality,
+            patient_id=f"XW{n:04d}",
+            patient_name="张三",
+            body_parts=chest,
+            scheduled_at=_aware(SCHEDULED),
+        )
+    assoc = scu(ct_modality.ae_title).associate(*receiver, ae_title="CLOUDPACS")
+    assert assoc.is_established
+    pending, final = 0, -1
+    try:
+        for status, _identifier in assoc.send_c_find(
+            worklist_query("ISO_IR 192"), ModalityWorklistInformationFind, msg_id=7
+        ):
+            if status.Status == 0xFF00:
+                pending += 1
+                if pending == 1:
+                    assoc.send_c_cancel(7, query_model=ModalityWorklistInformationFind)
+            else:
+                final = status.Status
+    finally:
+        assoc.release()
+    assert final == 0xFE00
+    assert 1 <= pending < 300
