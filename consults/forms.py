@@ -36,3 +36,9 @@ class ConsultSearchForm(forms.Form):
         if since and until and since > until:
             raise forms.ValidationError(_("起始日期不能晚于截止日期。"))
         return cleaned
+
+
+class BirthDateForm(forms.Form):
+    """The verification page's second factor."""
+
+    birth_date = forms.DateField(label=_("患者出生日期"), widget=forms.DateInput(attrs={"type": "date"}))

@@ -398,3 +398,26 @@ class Notification(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status in (self.Status.PENDING, self.Status.SENDING, self.Status.RETRYING)
+
+
+class ReportVerification(models.Model):
+    """What the QR code on a printed report proves: a random token (not the consult's
+    UUID) names this row, which keeps the SHA-256 of the report's signed content taken when
+    it was signed. The public verification page recomputes it from the report as it is now;
+    the PDF itself is rendered anew on each request, so the content is what is hashed."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    report = models.OneToOneField(Report, on_delete=models.PROTECT, related_name="verification")
+    token = models.CharField(_("验证码"), max_length=64, unique=True)
+    content_sha256 = models.CharField(_("签发内容摘要（SHA-256）"), max_length=64)
+    created_at = models.DateTimeField(_("生成时间"))
+    # False for a report signed before verification existed: its digest was taken when its
+    # first PDF was printed, and the page says so.
+    at_signing = models.BooleanField(_("签发时生成"), default=True)
+
+    class Meta:
+        verbose_name = _("报告验证")
+        verbose_name_plural = _("报告验证")
+
+    def __str__(self) -> str:
+        return f"verification of report {self.report_id}"

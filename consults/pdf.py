@@ -1,6 +1,7 @@
 """The printable report: a PDF with the county hospital's header, the township's name, the
 findings and impression in an embedded CJK TrueType font, the signers and their times, the
-addenda, and a QR code to the report's page.
+addenda, the critical findings, and a QR code to the public page that proves it genuine
+(consults.verification).
 
 reportlab embeds TrueType outlines only (not the CFF outlines of Noto CJK), hence the
 WenQuanYi Zen Hei font from fonts-wqy-zenhei (settings.REPORT_FONT_PATH)."""
@@ -13,21 +14,21 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from django.conf import settings
-from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from reportlab.graphics.barcode.qr import QrCodeWidget
 from reportlab.graphics.shapes import Drawing
-from reportlab.lib import colors
+from reportlab.lib import colors, textsplit
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
-from reportlab.platypus import HRFlowable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import HRFlowable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle, paragraph
 
 from cloudpacs.personname import format_person_name, sex_label
 from consults.models import Consult, Report
+from consults.verification import verification_for, verification_url
 from facilities.services import county_hospital
 
 FONT_NAME = "YunyingCJK"
@@ -54,8 +55,15 @@ def _register_font() -> str:
     raise FontMissing(f"no TrueType CJK font among {', '.join(str(p) for p in candidates)}")
 
 
-def report_url(consult: Consult) -> str:
-    return settings.SITE_URL + reverse("reading:page", args=[consult.uuid])
+# Chinese typesetting keeps closing punctuation with the text before it: a full-width
+# comma, colon or closing bracket never starts a line (避头点). reportlab's CJK wrapping
+# hangs the characters of ALL_CANNOT_START in the margin instead of carrying them over,
+# but its list lacks the full-width forms of the common marks; they are added here, once.
+_NOT_AT_LINE_START = "，。、；：？！）》」』】〉〕…—’”"
+# Both wrapping paths read it: textsplit's for a paragraph of one run of text, paragraph's
+# for one with line breaks or markup.
+textsplit.ALL_CANNOT_START = "".join(dict.fromkeys(textsplit.ALL_CANNOT_START + _NOT_AT_LINE_START))
+paragraph.ALL_CANNOT_START = textsplit.ALL_CANNOT_START
 
 
 def _when(moment: datetime | None) -> str:
@@ -83,6 +91,8 @@ def _render(consult: Consult, report: Report, font: str) -> bytes:
     subtitle = ParagraphStyle("subtitle", parent=base, fontSize=12, leading=18, alignment=1)
     heading = ParagraphStyle("heading", parent=base, fontSize=12, leading=18, spaceBefore=8, spaceAfter=2)
     small = ParagraphStyle("small", parent=base, fontSize=8.5, leading=12, textColor=colors.grey)
+    critical_heading = ParagraphStyle("critical_heading", parent=heading, textColor=colors.HexColor("#b3261e"))
+    critical = ParagraphStyle("critical", parent=base, textColor=colors.HexColor("#b3261e"))
 
     county = county_hospital()
     study = consult.study
@@ -134,6 +144,19 @@ def _render(consult: Consult, report: Report, font: str) -> bytes:
         Paragraph(_text(report.impression), base),
     ]
 
+    findings = list(consult.critical_findings.select_related("flagged_by", "acknowledged_by"))
+    if findings:
+        story.append(Paragraph(_("危急值"), critical_heading))
+        for finding in findings:
+            story.append(Paragraph(_text(finding.description), critical))
+            said = f"{finding.flagged_by} · {_when(finding.flagged_at)}"
+            if finding.acknowledged_at:
+                said += " · " + _("%(who)s 已于 %(when)s 确认") % {
+                    "who": finding.acknowledged_by or "—",
+                    "when": _when(finding.acknowledged_at),
+                }
+            story.append(Paragraph(escape(said), small))
+
     addenda = list(report.addenda.select_related("author"))
     if addenda:
         story.append(Paragraph(_("补充报告"), heading))
@@ -152,7 +175,7 @@ def _render(consult: Consult, report: Report, font: str) -> bytes:
         colWidths=[22 * mm, 48 * mm, 22 * mm, 40 * mm],
     )
 
-    url = report_url(consult)
+    url = verification_url(verification_for(report))
     qr = QrCodeWidget(url)
     left, bottom, right, top = qr.getBounds()
     size = 26 * mm
@@ -167,7 +190,7 @@ def _render(consult: Consult, report: Report, font: str) -> bytes:
         Spacer(1, 6 * mm),
         HRFlowable(width="100%", thickness=0.5, color=colors.grey),
         footer,
-        Paragraph(escape(_("扫码查看报告：%(url)s") % {"url": url}), small),
+        Paragraph(escape(_("扫码验证报告真伪：%(url)s") % {"url": url}), small),
         Paragraph(
             escape(_("本报告仅供临床参考。打印时间：%(at)s") % {"at": _when(timezone.now())}),
             small,

@@ -10,7 +10,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Case, IntegerField, QuerySet, Value, When
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -18,8 +18,8 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from cloudpacs.models import Order, Study
-from consults import services, workflow
-from consults.forms import ConsultSearchForm
+from consults import services, verification, workflow
+from consults.forms import BirthDateForm, ConsultSearchForm
 from consults.models import Consult, Priority, Report
 from consults.rules import is_technologist_of, may_acknowledge
 from facilities.access import (
@@ -34,7 +34,7 @@ from facilities.access import (
     studies_for,
 )
 from facilities.models import ExamKind, Facility
-from facilities.services import audit
+from facilities.services import audit, client_address, county_hospital
 
 # What a radiologist still has to act on; signed and delivered consults leave the worklist.
 OPEN_STATUSES = (
@@ -218,4 +218,65 @@ def consult_detail(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
             "can_view_images": study is not None and (has_role(user, TECHNOLOGIST) or has_role(user, RADIOLOGIST)),
             "priorities": Priority.choices,
         },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def verify_report(request: HttpRequest, token: str) -> HttpResponse:
+    """Public, no login: is the printed report that carries this token genuine? Facility,
+    exam, signer and whether the content still matches its digest taken at signing; the
+    clinical content only once the patient's birth date is given. Looks and wrong dates
+    are audited; wrong dates are limited per report and per address."""
+    found = verification.find(token)
+    if found is None:
+        raise Http404
+    report = found.report
+    consult = report.consult
+    intact = verification.is_intact(found)
+    form = BirthDateForm(request.POST if request.method == "POST" else None)
+    unlocked = refused = False
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        attempt = verification.check_birth_date(found, form.cleaned_data["birth_date"], client_address(request))
+        if not attempt.allowed:
+            refused = True
+            status = 429
+        elif attempt.matched:
+            unlocked = True
+        else:
+            audit(
+                verification.VERIFICATION_FAILED,
+                request=request,
+                object_type="consults.reportverification",
+                object_id=str(found.uuid),
+                facility=consult.facility,
+            )
+            form.add_error("birth_date", _("出生日期不符。"))
+    audit(
+        verification.VERIFIED,
+        request=request,
+        object_type="consults.reportverification",
+        object_id=str(found.uuid),
+        facility=consult.facility,
+        intact=intact,
+        unlocked=unlocked,
+    )
+    study = consult.study
+    return render(
+        request,
+        "consults/verify.html",
+        {
+            "verification": found,
+            "county": county_hospital(),
+            "report": report,
+            "consult": consult,
+            "patient": study.patient if study is not None else None,
+            "body_part": services.body_part_label(consult),
+            "intact": intact,
+            "form": form,
+            "unlocked": unlocked,
+            "refused": refused,
+            "addenda": report.addenda.select_related("author") if unlocked else [],
+        },
+        status=status,
     )

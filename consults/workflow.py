@@ -44,6 +44,7 @@ from consults.rules import is_head_exam as is_head_exam
 from consults.rules import may_lead as may_lead
 from consults.rules import may_write_templates, require
 from consults.rules import time_limit as time_limit
+from consults.verification import record_signature
 from facilities.models import ExamKind, RosterShift, User
 from facilities.services import audit
 
@@ -392,6 +393,8 @@ def sign_final(
         locked.status = Consult.Status.SIGNED
         locked.signed_at = signed_at
         locked.save(update_fields=["status", "opened_at", "signed_at"])
+        # The digest behind the printed report's QR code, of the content as signed.
+        record_signature(report, now)
         audit(
             "consults.report.signed",
             actor=user,

@@ -17,7 +17,8 @@ from pypdf import PdfReader
 
 from consults import delivery, workflow
 from consults.models import Consult, ReportDelivery
-from consults.pdf import render_report_pdf, report_url
+from consults.pdf import render_report_pdf
+from consults.verification import verification_url
 from facilities.models import AuditEvent, User
 from tests.factories import make_consult, make_study, make_user
 
@@ -76,7 +77,7 @@ def test_the_pdf_report_carries_the_chinese_text_header_township_and_signers(cou
         "初诊医师",
         "审核医师",
         "补充：纵隔窗未见肿大淋巴结。",
-        report_url(consult).replace(" ", ""),
+        verification_url(consult.report.verification).replace(" ", ""),
     ):
         assert expected in text, expected
 
@@ -87,10 +88,50 @@ def test_the_pdf_embeds_its_cjk_font(township, ct_modality):
     assert b"/FontFile2" in pdf
 
 
-def test_the_qr_code_points_at_the_report_page_on_the_site(settings, township, ct_modality):
+def test_the_qr_code_carries_a_random_token_to_the_public_verification_page(settings, township, ct_modality):
     settings.SITE_URL = "https://yunying.hanyin.example"
     consult = signed_consult(township, ct_modality)
-    assert report_url(consult) == f"https://yunying.hanyin.example/reading/{consult.uuid}/"
+    token = consult.report.verification.token
+
+    url = verification_url(consult.report.verification)
+
+    assert url == f"https://yunying.hanyin.example/verify/{token}/"
+    assert len(token) >= 32 and str(consult.uuid) not in url
+    assert url in text_of(render_report_pdf(consult, consult.report))
+    # Printed twice, the same report carries the same token.
+    assert url in text_of(render_report_pdf(consult, consult.report))
+
+
+def test_the_pdf_shows_the_critical_finding_and_its_acknowledgement(township, ct_modality, technologist):
+    consult = signed_consult(township, ct_modality)
+    finding = workflow.flag_critical(consult, consult.radiologist, "右侧张力性气胸，请立即处理。")
+    workflow.acknowledge_critical(finding, technologist)
+
+    text = text_of(render_report_pdf(consult, consult.report))
+
+    assert "危急值" in text
+    assert "右侧张力性气胸，请立即处理。" in text
+    assert "已于" in text and "确认" in text
+
+
+def _line_starts(pdf: bytes) -> list[str]:
+    reader = PdfReader(io.BytesIO(pdf))
+    lines = []
+    for page in reader.pages:
+        lines += [line.strip() for line in page.extract_text().splitlines() if line.strip()]
+    return [line[0] for line in lines]
+
+
+def test_no_line_of_the_report_starts_with_chinese_closing_punctuation(township, ct_modality):
+    consult = signed_consult(township, ct_modality)
+    report = consult.report
+    # Lines of text whose marks fall at every position near a line's end, in both of
+    # reportlab's wrapping paths: a paragraph with line breaks, and one without.
+    marks = "，。；：、）"
+    report.findings = "\n".join(f"{'影' * width}{mark}未见异常" for width in range(38, 50) for mark in marks)
+    report.impression = "".join(f"{'肺' * (n % 11)}{marks[n % len(marks)]}" for n in range(1, 200))
+    breaking = [line for line in _line_starts(render_report_pdf(consult, report)) if line in "，。、；：？！）》」』】"]
+    assert breaking == []
 
 
 class Archive:

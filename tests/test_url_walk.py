@@ -227,6 +227,8 @@ TABLE: dict[str, Route] = {
         "/reading/{consult}/delivery/retry/", technologist=REDIRECT, radiologist=REDIRECT, method="POST"
     ),
     "reading/<uuid:consult_uuid>/report.pdf": clinical("/reading/{consult}/report.pdf"),
+    # Public: the page a printed report's QR code opens, for anyone holding its token.
+    "^verify/(?P<token>[A-Za-z0-9_-]{16,64})/$": expect("/verify/{token}/", OK, OK, OK, OK, OK),
     # Dashboards and their exports: money for administrators and the township's own
     # technologist; turnaround and volume for every role.
     "dashboard/": expect("/dashboard/", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK),
@@ -347,6 +349,7 @@ def world(
         "order": str(order.uuid),
         "accession": order.accession_number,
         "finding": str(finding.uuid),
+        "token": consult.report.verification.token,
         "township": str(township.uuid),
         "facility": str(township.pk),
         "facility_type": str(ContentType.objects.get_for_model(township).pk),
@@ -407,7 +410,16 @@ def test_every_route_is_in_the_table_and_every_row_is_a_route():
 
 # What a route outside the admin may take: UUIDs, DICOM UIDs (digits and dots) and their
 # frame numbers and tags, and the names of export tables and formats.
-OPAQUE = {"UUIDConverter", "UIDConverter", "FrameListConverter", "TagConverter", "SlugConverter", "[0-9.]{1,64}"}
+# The report verification token is random (secrets.token_urlsafe), not a key.
+OPAQUE = {
+    "UUIDConverter",
+    "UIDConverter",
+    "FrameListConverter",
+    "TagConverter",
+    "SlugConverter",
+    "[0-9.]{1,64}",
+    "[A-Za-z0-9_-]{16,64}",
+}
 SLUG_PARAMETERS = {"table", "fmt", "kind"}
 
 
