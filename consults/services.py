@@ -13,7 +13,7 @@ from django.utils.translation import gettext as _
 
 from cloudpacs.models import Instance, Series, Study
 from cloudpacs.publish import publish_on_commit
-from cloudpacs.services import body_part_names, order_for_study
+from cloudpacs.services import body_part_name, body_part_names, order_for_study
 from consults.models import Consult, Priority
 from consults.rules import NotAllowed, WorkflowError, due_at_for, is_technologist_of
 from consults.rules import time_limit_table as time_limit_table  # for the dashboards
@@ -196,51 +196,22 @@ def request_consult(
     return consult
 
 
-# The Chinese names of the BodyPartExamined values township consoles send (PS3.16 CID 4031
-# code meanings), until the consult carries the parts the technologist named. A value not
-# listed is shown as written.
-_BODY_PARTS = {
-    "HEAD": "头颅",
-    "BRAIN": "颅脑",
-    "SKULL": "颅骨",
-    "NECK": "颈部",
-    "CSPINE": "颈椎",
-    "TSPINE": "胸椎",
-    "LSPINE": "腰椎",
-    "SPINE": "脊柱",
-    "CHEST": "胸部",
-    "LUNG": "肺",
-    "HEART": "心脏",
-    "ABDOMEN": "腹部",
-    "PELVIS": "盆腔",
-    "SHOULDER": "肩关节",
-    "ELBOW": "肘关节",
-    "WRIST": "腕关节",
-    "HAND": "手",
-    "HIP": "髋关节",
-    "KNEE": "膝关节",
-    "ANKLE": "踝关节",
-    "FOOT": "足",
-    "EXTREMITY": "四肢",
-    "SINUS": "鼻窦",
-}
-
-
 def body_part_label(consult: Consult) -> str:
-    """What the exam is of, for people: the parts named in the request, else the Chinese
-    names of the series' BodyPartExamined values (CHEST -> 胸部), else ""."""
+    """What the exam is of, for people: the parts named in the request, else the names of
+    the series' BodyPartExamined values in the body-part vocabulary (CHEST -> 胸部), a value
+    it does not know as written; "" when neither says."""
     if consult.body_part_names:
         return consult.body_part_names
     study = consult.study
     if study is None:
         return ""
+    language = translation.get_language() or "zh-hans"
     names: list[str] = []
     for value in study.series.exclude(body_part_examined="").values_list("body_part_examined", flat=True):
-        code = value.strip().upper().replace(" ", "")
-        name = _BODY_PARTS.get(code, value.strip()) if translation.get_language() != "en" else value.strip().title()
+        name = body_part_name(value, language)
         if name and name not in names:
             names.append(name)
-    return "、".join(names) if translation.get_language() != "en" else ", ".join(names)
+    return (", " if language.startswith("en") else "、").join(names)
 
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
