@@ -160,6 +160,14 @@ DICOM_TLS_KEY = env_file("DICOM_TLS_KEY")
 DICOM_TLS_CA = env_file("DICOM_TLS_CA")
 if (DICOM_TLS_KEY or DICOM_TLS_CA) and not DICOM_TLS_CERT:
     raise ConfigError("DICOM_TLS_KEY and DICOM_TLS_CA need DICOM_TLS_CERT, the receiver's certificate")
+# The receiver's front door (dicomnode.connections): seconds from connecting (a TLS handshake
+# included) to a complete A-ASSOCIATE-RQ; associations of registered AE titles at once;
+# connections waiting for their A-ASSOCIATE-RQ from addresses no registered title has come
+# from yet; connections of any kind from one peer address.
+DICOM_ASSOCIATE_TIMEOUT = env_float("DICOM_ASSOCIATE_TIMEOUT", 5.0, minimum=0.1)
+DICOM_MAX_ASSOCIATIONS = env_int("DICOM_MAX_ASSOCIATIONS", 64, minimum=1)
+DICOM_MAX_WAITING_CONNECTIONS = env_int("DICOM_MAX_WAITING_CONNECTIONS", 64, minimum=1)
+DICOM_MAX_CONNECTIONS_PER_ADDRESS = env_int("DICOM_MAX_CONNECTIONS_PER_ADDRESS", 16, minimum=1)
 # Limits per association: instances stored in one association, and bytes of one instance.
 DICOM_MAX_INSTANCES_PER_ASSOCIATION = env_int("DICOM_MAX_INSTANCES_PER_ASSOCIATION", 10000, minimum=1)
 DICOM_MAX_INSTANCE_BYTES = env_int("DICOM_MAX_INSTANCE_BYTES", 2 * 1024**3, minimum=1)

@@ -27,6 +27,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections import Counter, deque
 from typing import Any
 
@@ -36,11 +37,12 @@ from django.utils import timezone
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_messages import C_STORE_RQ
-from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from cloudpacs import services as archive
-from dicomnode import worklist
+from dicomnode import connections, worklist
+from dicomnode.connections import Admission, Limits, RefusalLog, Refused
 from dicomnode.contexts import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from dicomnode.models import AssociationLog
 from facilities.models import Modality
@@ -57,9 +59,14 @@ CANNOT_UNDERSTAND = 0xC000
 MISSING_IDENTIFIER = 0xC001
 PROCESSING_FAILURE = 0x0110
 
-# A-ASSOCIATE-RJ: rejected-permanent, by the service user, with the reason.
+# A-ASSOCIATE-RJ: rejected-permanent, by the service user, with the reason; or, when every
+# place for an association is taken, rejected-transient by the service provider
+# (presentation related), local limit exceeded.
 RJ_PERMANENT = 0x01
+RJ_TRANSIENT = 0x02
 RJ_SOURCE_SERVICE_USER = 0x01
+RJ_SOURCE_PROVIDER_PRESENTATION = 0x03
+RJ_LOCAL_LIMIT_EXCEEDED = 0x02
 RJ_NO_REASON = 0x01
 RJ_CALLING_AE_NOT_RECOGNISED = 0x03
 RJ_CALLED_AE_NOT_RECOGNISED = 0x07
@@ -84,7 +91,13 @@ class _Association:
         self.tls = isinstance(getattr(assoc.dul.socket, "socket", None), ssl.SSLSocket)
         self.modality: Modality | None = None
         self.accepted = False
+        # Whether this association took one of the DICOM_MAX_ASSOCIATIONS places.
+        self.holds_place = False
         self.logged = False
+        # Dataset bytes of the message being received (checked against
+        # DICOM_MAX_INSTANCE_BYTES as they arrive), and why the receiver aborted, if it did.
+        self.receiving = 0
+        self.abort_reason = ""
         self.counts: Counter[str] = Counter()
         # SHA-256 of each dataset, computed from the P-DATA fragments as they arrive (on
         # pynetdicom's reading thread): the running one, the completed ones not yet
@@ -134,14 +147,27 @@ def _peer(assoc: Any) -> str:
         return "?"
 
 
-def _reject(assoc: Any, reason: int, why: str) -> None:  # assoc: pynetdicom Association
+def _reject(
+    assoc: Any, reason: int, why: str, *, result: int = RJ_PERMANENT, source: int = RJ_SOURCE_SERVICE_USER
+) -> None:  # assoc: pynetdicom Association
+    """Send the A-ASSOCIATE-RJ; the log line and the association log row are rate-limited
+    per peer address and calling AE title, so a peer sending requests in a loop cannot
+    flood either."""
     calling = assoc.requestor.primitive.calling_ae_title
     called = assoc.requestor.primitive.called_ae_title
-    logger.warning("association rejected: %s (calling %r, called %r, peer %s)", why, calling, called, _peer(assoc))
     state = _state(assoc)
-    if state is not None:
-        state.write_log(AssociationLog.Outcome.REJECTED, why)
-    assoc.acse.send_reject(RJ_PERMANENT, RJ_SOURCE_SERVICE_USER, reason)
+    refusals: RefusalLog | None = getattr(assoc._server, "refusals", None)
+    address = state.address if state is not None else None
+    extra = refusals.allow((address or "?", "rejected", str(calling))) if refusals is not None else ""
+    if extra is not None:
+        logger.warning(
+            "association rejected: %s (calling %r, called %r, peer %s)%s", why, calling, called, _peer(assoc), extra
+        )
+        if state is not None:
+            state.write_log(AssociationLog.Outcome.REJECTED, why + extra)
+    elif state is not None:
+        state.logged = True
+    assoc.acse.send_reject(result, source, reason)
     assoc.kill()
 
 
@@ -169,7 +195,18 @@ def handle_requested(event: evt.Event) -> None:
         if settings.DICOM_CHECK_PEER_ADDRESS and modality.host and not _address_matches(modality.host, assoc):
             _reject(assoc, RJ_CALLING_AE_NOT_RECOGNISED, f"peer address is not {modality.host}")
             return
+        admission: Admission | None = getattr(assoc._server, "admission", None)
+        if admission is not None and not admission.take_association(state.address or "?"):
+            _reject(
+                assoc,
+                RJ_LOCAL_LIMIT_EXCEEDED,
+                f"all {admission.limits.max_associations} associations are in use (DICOM_MAX_ASSOCIATIONS)",
+                result=RJ_TRANSIENT,
+                source=RJ_SOURCE_PROVIDER_PRESENTATION,
+            )
+            return
         state.modality = modality
+        state.holds_place = admission is not None
         state.accepted = True
     except Exception:
         logger.exception("association policy failed; rejecting (peer %s)", _peer(assoc))
@@ -222,11 +259,14 @@ def handle_closed(event: evt.Event) -> None:
     """Released or aborted: log the counts, write the association's row and give back
     this thread's DB connection."""
     state = _accepted(event.assoc)
+    _discard_partial_dataset(event.assoc)
     if state is not None:
         released = event.event == evt.EVT_RELEASED
         how = "released" if released else "aborted"
         counts = state.counts
-        state.write_log(AssociationLog.Outcome.RELEASED if released else AssociationLog.Outcome.ABORTED)
+        state.write_log(
+            AssociationLog.Outcome.RELEASED if released else AssociationLog.Outcome.ABORTED, state.abort_reason
+        )
         logger.info(
             "association %s: %s from %s, stored %d, duplicate %d, warning %d, failed %d, echo %d, %d bytes"
             " (%d hashed on arrival)",
@@ -244,6 +284,39 @@ def handle_closed(event: evt.Event) -> None:
     connection.close()
 
 
+def _discard_partial_dataset(assoc: Any) -> None:
+    """An association that ends in the middle of a C-STORE leaves pynetdicom's file of
+    the dataset received so far: remove it, or every abort would leave one behind until
+    the receiver restarts."""
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    partial = getattr(message, "_data_set_file", None)
+    if partial is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        partial.close()
+    with contextlib.suppress(OSError):
+        os.unlink(partial.name)
+
+
+def _abort_oversized(assoc: Any, state: _Association) -> None:
+    """A C-STORE announces no length: once the dataset's bytes pass DICOM_MAX_INSTANCE_BYTES
+    the only way to stop it is to abort the association. Runs on pynetdicom's reading
+    thread, the one thread that writes to the socket, between two PDUs."""
+    limit = settings.DICOM_MAX_INSTANCE_BYTES
+    state.abort_reason = f"instance over {limit} bytes (DICOM_MAX_INSTANCE_BYTES): aborted after {state.receiving}"
+    logger.warning(
+        "aborting the association of %s from %s: an instance passed %d bytes (DICOM_MAX_INSTANCE_BYTES)"
+        " after %d bytes had arrived; nothing of it is kept",
+        state.calling,
+        _peer(assoc),
+        limit,
+        state.receiving,
+    )
+    socket_ = assoc.dul.socket
+    if isinstance(socket_, CappedAssociationSocket):
+        socket_.abort_now()
+
+
 def handle_pdu(event: evt.Event) -> None:
     """Hash each dataset while it is received, so that storing it need not read the file
     again to hash it: for a 15 MB radiograph that re-read was the largest single cost of
@@ -257,20 +330,30 @@ def handle_pdu(event: evt.Event) -> None:
     state = _accepted(event.assoc)
     if state is None:
         return
+    if state.abort_reason:
+        return
     for item in pdu.presentation_data_value_items:
         data = item.presentation_data_value
         if not data:
             continue
         header = data[0]
         if header & 1:
-            # The last fragment of a command set: a new message, whose dataset may follow.
+            # A command fragment: a new message; after its last, its dataset may follow.
+            state.receiving = 0
             if header & 2:
                 state.hashing = hashlib.sha256()
-        elif state.hashing is not None:
+            continue
+        state.receiving += len(data) - 1
+        if state.receiving > settings.DICOM_MAX_INSTANCE_BYTES:
+            _abort_oversized(event.assoc, state)
+            return
+        if state.hashing is not None:
             state.hashing.update(memoryview(data)[1:])
             if header & 2:
                 state.completed.append(state.hashing.hexdigest())
                 state.hashing = None
+        if header & 2:
+            state.receiving = 0
 
 
 def handle_dimse(event: evt.Event) -> None:
@@ -416,6 +499,18 @@ def pdu_ceiling() -> int:
 
 
 class CappedAssociationSocket(AssociationSocket):
+    """pynetdicom's socket with a ceiling on what it reads, the A-ASSOCIATE-RQ that the
+    front door read already given back first, and an abort that needs no state machine."""
+
+    prefix: bytearray
+    aborted = False
+
+    @property
+    def ready(self) -> bool:
+        if self.aborted or getattr(self, "prefix", None):
+            return True
+        return bool(super().ready)
+
     def recv(self, nr_bytes: int) -> bytearray:
         # pynetdicom asks for a PDU's header (6 bytes) and then for its whole body at once.
         if nr_bytes > pdu_ceiling():
@@ -426,23 +521,89 @@ class CappedAssociationSocket(AssociationSocket):
                 pdu_ceiling(),
             )
             return bytearray()  # pynetdicom treats a short read as the connection closed
+        if self.aborted:
+            return bytearray()
+        prefix = getattr(self, "prefix", None)
+        if prefix:
+            data = prefix[:nr_bytes]
+            del prefix[:nr_bytes]
+            if len(data) < nr_bytes:
+                data += super().recv(nr_bytes - len(data))
+            return data
         return super().recv(nr_bytes)
+
+    def abort_now(self) -> None:
+        """Send an A-ABORT (service user) and shut the connection: pynetdicom's reader then
+        finds it closed, as after a peer's abort, and ends the association at once. Only
+        from pynetdicom's reading thread, which alone writes to the socket."""
+        sock = self.socket
+        if sock is None:
+            return
+        self.aborted = True
+        pdu = A_ABORT_RQ()
+        pdu.source = 0x00
+        pdu.reason_diagnostic = 0x00
+        with contextlib.suppress(OSError, ValueError):
+            sock.sendall(pdu.encode())
+        with contextlib.suppress(OSError, ValueError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class CappedRequestHandler(RequestHandler):
+    """Hands a connection whose A-ASSOCIATE-RQ has arrived to pynetdicom, and gives its
+    place back to the front door when the association's thread ends."""
+
+    def __init__(self, request: Any, client_address: Any, server: Any, prefix: bytes = b"") -> None:
+        self.prefix = prefix
+        self.started = False
+        super().__init__(request, client_address, server)
+
+    def handle(self) -> None:
+        assoc = self._create_association()
+        evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+        assoc.start()
+        self.started = True
+
     def _create_association(self) -> Any:
         assoc = super()._create_association()
-        assoc.dul.socket.__class__ = CappedAssociationSocket
+        sock: Any = assoc.dul.socket
+        sock.__class__ = CappedAssociationSocket
+        sock.prefix = bytearray(self.prefix)
+        server = self.server
+        reactor = assoc.run
+
+        def run() -> None:
+            try:
+                reactor()
+            finally:
+                if isinstance(server, NoDelayAssociationServer):
+                    server.association_ended(assoc, _host(self.client_address))
+
+        assoc.run = run  # type: ignore[method-assign]
         return assoc
 
 
+def _host(client_address: Any) -> str:
+    return str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
+
+
 class NoDelayAssociationServer(ThreadedAssociationServer):
-    """Turns Nagle's algorithm off on every accepted socket (a C-STORE response is small
-    and the sender waits for it) and, with TLS, does the handshake on the association's
-    own thread: pynetdicom's would run in the accept loop, where one silent peer would
-    hold up every other console until the timeout."""
+    """The receiver's server: the front door of dicomnode.connections (per-address and
+    waiting-pool limits at accept, the A-ASSOCIATE-RQ deadline on the connection's own
+    thread, TLS handshake included), then pynetdicom for the association. Nagle's
+    algorithm is off on every accepted socket: a C-STORE response is small and the
+    sender waits for it."""
 
     tls_context: ssl.SSLContext | None = None
+    admission: Admission
+    refusals: RefusalLog
+    # A burst of connections (a flood, or every console after an outage) must not
+    # overflow the kernel's accept queue (5 by default), where a console's connection
+    # would wait seconds for its SYN to be retried.
+    request_queue_size = 128
+    # Connection threads wait at most DICOM_ASSOCIATE_TIMEOUT; shutting down need not.
+    daemon_threads = True
+    block_on_close = False
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
@@ -451,44 +612,75 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """On the accept loop: refuse at once what is over a limit (no thread, no wait on
+        the database), start the connection's thread for the rest."""
+        address = _host(client_address)
+        refused = self.admission.admit(address)
+        if refused is not None:
+            port = client_address[1] if isinstance(client_address, tuple) else None
+            self.refusals.record(address, port, refused, tls=self.tls_context is not None, write_row_here=False)
+            connections.close(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.admission.closed(address, waiting=True)
+            raise
+
     def finish_request(self, request: Any, client_address: Any) -> None:
-        if self.tls_context is not None:
-            timeout = request.gettimeout()
-            try:
-                request.settimeout(self.ae.acse_timeout)
-                request = self.tls_context.wrap_socket(request, server_side=True)
+        """On the connection's thread: the TLS handshake and the whole A-ASSOCIATE-RQ
+        within DICOM_ASSOCIATE_TIMEOUT, then the association."""
+        address = _host(client_address)
+        port = client_address[1] if isinstance(client_address, tuple) else None
+        timeout = self.admission.limits.associate_timeout
+        deadline = time.monotonic() + timeout
+        original_timeout = request.gettimeout()
+        try:
+            if self.tls_context is not None:
                 request.settimeout(timeout)
-            except (OSError, ValueError) as exc:
-                _refuse_tls(client_address, exc)
-                with contextlib.suppress(OSError):
-                    request.close()
-                return
-        super().finish_request(request, client_address)
+                try:
+                    request = self.tls_context.wrap_socket(request, server_side=True)
+                except (OSError, ValueError) as exc:
+                    raise Refused("tls", f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}") from None
+            data = connections.read_associate_rq(request, deadline, timeout)
+        except Refused as refused:
+            if refused.abort_reason is not None:
+                connections.send_abort(request, refused.abort_reason)
+            connections.close(request)
+            self.admission.closed(address, waiting=True)
+            if refused.kind == "connection-lost":
+                logger.debug("connection from %s:%s: %s", address, port, refused.why)
+            else:
+                self.refusals.record(address, port, refused, tls=self.tls_context is not None)
+            return
+        except BaseException:
+            self.admission.closed(address, waiting=True)
+            raise
+        request.settimeout(original_timeout)
+        self.admission.request_complete(address)
+        started = False
+        try:
+            handler: Any = CappedRequestHandler(request, client_address, self, prefix=data)
+            started = getattr(handler, "started", False)
+        finally:
+            if not started:
+                self.admission.closed(address, waiting=False)
+
+    def association_ended(self, assoc: Any, address: str) -> None:
+        state = _state(assoc)
+        if state is not None and state.holds_place:
+            self.admission.give_back_association()
+        self.admission.closed(address, waiting=False)
 
 
-def _refuse_tls(client_address: Any, exc: Exception) -> None:
-    """A connection that failed the TLS handshake never became an association, but the
-    administrator still sees it in the log: an expired or foreign certificate looks like
-    a console that stopped sending."""
-    why = f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}"
-    address, port = (client_address[0], client_address[1]) if isinstance(client_address, tuple) else (None, None)
-    logger.warning("connection refused: %s (peer %s:%s)", why, address, port)
-    try:
-        close_old_connections()
-        AssociationLog.objects.create(
-            calling_ae_title="",
-            called_ae_title="",
-            peer_address=address,
-            peer_port=port,
-            outcome=AssociationLog.Outcome.REJECTED,
-            reason=why[:255],
-            tls=True,
-            ended_at=timezone.now(),
-        )
-    except Exception:
-        logger.exception("could not write the association log for %s", address)
-    finally:
-        connection.close()
+def front_door_limits() -> Limits:
+    return Limits(
+        associate_timeout=settings.DICOM_ASSOCIATE_TIMEOUT,
+        max_associations=settings.DICOM_MAX_ASSOCIATIONS,
+        max_waiting=settings.DICOM_MAX_WAITING_CONNECTIONS,
+        max_per_address=settings.DICOM_MAX_CONNECTIONS_PER_ADDRESS,
+    )
 
 
 def tls_context() -> ssl.SSLContext | None:
@@ -513,7 +705,10 @@ def build_ae() -> AE:
     # The policy lives in handle_requested, against the registered modalities.
     ae.require_called_aet = False
     ae.require_calling_aet = []
-    ae.maximum_associations = 64
+    # pynetdicom counts every association thread alive, rejected ones still closing
+    # included; the receiver's own limit (DICOM_MAX_ASSOCIATIONS, in handle_requested)
+    # counts only registered titles' associations, and the front door bounds the rest.
+    ae.maximum_associations = 10 * (settings.DICOM_MAX_ASSOCIATIONS + settings.DICOM_MAX_WAITING_CONNECTIONS)
     ae.acse_timeout = 30
     ae.dimse_timeout = 60
     ae.network_timeout = 120
@@ -536,6 +731,8 @@ def start_server(host: str | None = None, port: int | None = None, *, block: boo
         address, evt_handlers=HANDLERS, server_class=NoDelayAssociationServer, request_handler=CappedRequestHandler
     )
     server.tls_context = tls
+    server.admission = Admission(front_door_limits)
+    server.refusals = RefusalLog()
     ae._servers.append(server)
     host_bound, port_bound = server.server_address[:2]
     logger.info(

@@ -97,22 +97,41 @@ def test_instances_over_the_count_limit_are_refused_and_the_next_association_is_
     assert (second.instances_stored, second.instances_failed) == (1, 0)
 
 
-def test_an_instance_over_the_size_limit_is_refused_and_nothing_of_it_is_kept(
+def test_an_instance_passing_the_size_limit_while_it_arrives_aborts_the_association_and_keeps_nothing_of_it(
     receiver, ct_modality, settings, caplog, receiving
 ):
-    small, large, after = make_dataset(), make_dataset(rows=512, columns=512), make_dataset()
-    settings.DICOM_MAX_INSTANCE_BYTES = 100_000  # the small one is about 9 KB, the large one 512 KB
+    small, large, after = make_dataset(), make_dataset(rows=1024, columns=1024), make_dataset()
+    settings.DICOM_MAX_INSTANCE_BYTES = 100_000  # the small one is about 9 KB, the large one 2 MB
+    ae = AE(ae_title=ct_modality.ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
     with caplog.at_level(logging.WARNING, logger="dicomnode"):
-        statuses = send(receiver, ct_modality.ae_title, [small, large, after])
-    assert statuses == [0x0000, OUT_OF_RESOURCES, 0x0000]
+        assoc = ae.associate(*receiver, ae_title="CLOUDPACS")
+        assert assoc.is_established
+        assert assoc.send_c_store(small).Status == 0x0000
+        started = time.monotonic()
+        answer = assoc.send_c_store(large)
+        elapsed = time.monotonic() - started
+        # A-ABORT: no response at all, at once, not after the whole 2 MB nor a timeout.
+        assert "Status" not in answer
+        assert elapsed < 5
+        deadline = time.monotonic() + 5
+        while assoc.is_established and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not assoc.is_established
+        [row] = logged(1)
+    assert row.outcome == AssociationLog.Outcome.ABORTED
+    assert "DICOM_MAX_INSTANCE_BYTES" in row.reason
+    received = int(row.reason.rsplit("aborted after ", 1)[1].split()[0])
+    assert 100_000 < received < 1024 * 1024 * 2 / 4  # stopped a fraction of the way in
+    assert (row.instances_stored, row.instances_failed) == (1, 0)
+    assert "aborting the association of XUANWO_CT" in caplog.text
     assert not Instance.objects.filter(sop_instance_uid=large.SOPInstanceUID).exists()
+    assert len(stored_files()) == 1
+    assert list(receiving.iterdir()) == []  # the partial file is gone too
+    # The receiver goes on serving this console.
+    assert send(receiver, ct_modality.ae_title, [after]) == [0x0000]
     assert Instance.objects.count() == 2
-    assert len(stored_files()) == 2
-    assert list(receiving.iterdir()) == []
-    assert "over the limit of 100000 bytes per instance" in caplog.text
-    [row] = logged(1)
-    assert (row.instances_stored, row.instances_failed) == (2, 1)
-    assert row.bytes_received > 512 * 512 * 2
 
 
 def test_a_pdu_larger_than_the_receiver_reads_closes_the_connection_without_waiting_for_it(receiver, settings):
