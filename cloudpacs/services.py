@@ -611,6 +611,11 @@ def instances_metadata(instances: QuerySet[Instance], instance_url: Callable[[st
     return documents
 
 
+# Documents written per INSERT by store_study_metadata: on SQLite each insert holds the one
+# write lock, which a receiver's C-STORE then waits for.
+METADATA_BATCH = 50
+
+
 def store_study_metadata(study_pks: Iterable[int]) -> int:
     """Compute and keep the WADO-RS metadata of the studies' instances that have none,
     reading each file once; returns how many were computed. Run by the stability
@@ -632,7 +637,7 @@ def store_study_metadata(study_pks: Iterable[int]) -> int:
             logger.warning("no metadata computed for %s", sop_uid, exc_info=True)
             continue
         batch.append(InstanceMetadata(instance_id=pk, document=document))
-        if len(batch) >= 200:
+        if len(batch) >= METADATA_BATCH:
             computed += len(InstanceMetadata.objects.bulk_create(batch, ignore_conflicts=True))
             batch = []
     if batch:
@@ -663,16 +668,17 @@ def has_stable_studies(now: datetime, stable_seconds: float) -> bool:
     return PerformedProcedureStep.objects.filter(awaiting_images=True).exists() and bool(performed_studies_ready(now))
 
 
-def claim_stable_studies(now: datetime, stable_seconds: float) -> list[Study]:
-    """Studies that have received nothing for `stable_seconds`, and those whose images a
-    completed performed procedure step (MPPS) listed are all stored, moved from receiving
-    to arrived. Each study is claimed by exactly one caller: the move is a conditional
-    UPDATE, so of two concurrent sweeps only one sees it change a row."""
+def claim_stable_studies(now: datetime, stable_seconds: float, limit: int = 200) -> list[Study]:
+    """Studies that have received nothing for `stable_seconds` (at most `limit` of them,
+    oldest first), and those whose images a completed performed procedure step (MPPS)
+    listed are all stored, moved from receiving to arrived. Each study is claimed by
+    exactly one caller: the move is a conditional UPDATE, so of two concurrent sweeps only
+    one sees it change a row."""
     cutoff = now - timedelta(seconds=stable_seconds)
     candidates = list(
         Study.objects.filter(status=Study.Status.RECEIVING, last_received_at__lte=cutoff)
         .order_by("last_received_at")
-        .values_list("pk", flat=True)[:200]
+        .values_list("pk", flat=True)[:limit]
     )
     performed = (
         performed_studies_ready(now) if PerformedProcedureStep.objects.filter(awaiting_images=True).exists() else []

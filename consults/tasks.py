@@ -10,25 +10,39 @@ from django.utils import timezone
 from cloudpacs.services import claim_stable_studies, has_stable_studies, store_study_metadata
 from consults.services import open_consult_for_study
 
+# Studies claimed, and their consults opened, per transaction; and per run of the sweep.
+# Short transactions: a C-STORE's index transaction never waits long behind one (on
+# SQLite, the one writer; on PostgreSQL, two sweeps claiming the same rows).
+SWEEP_BATCH = 10
+SWEEP_LIMIT = 200
+
 
 @shared_task(ignore_result=True)
 def sweep_stable_studies() -> list[int]:
     """Hand every study that has become stable over to the readers, one consult each
     (none for a kind the county does not read remotely), then store the WADO-RS metadata
-    of its instances.
+    of its instances: in batches of SWEEP_BATCH studies, at most SWEEP_LIMIT a run (the
+    next run, a second later, takes the rest).
 
-    The claim and the consults commit together, so a crash between them cannot leave
-    a study arrived with no consult."""
-    now = timezone.now()
-    if not has_stable_studies(now, settings.STUDY_STABLE_SECONDS):
-        return []
-    with transaction.atomic():
-        studies = claim_stable_studies(now, settings.STUDY_STABLE_SECONDS)
-        # A study of a kind not read remotely opens none: it stays archived and viewable.
-        consults = [consult.pk for study in studies if (consult := open_consult_for_study(study)) is not None]
-    # The arrived studies' WADO-RS metadata, after the commit: the consults are open
-    # already, and a document not stored here is computed on its first request instead.
-    store_study_metadata([study.pk for study in studies])
+    A batch's claim and its consults commit together, so a crash between them cannot
+    leave a study arrived with no consult."""
+    consults: list[int] = []
+    claimed = 0
+    while claimed < SWEEP_LIMIT:
+        now = timezone.now()
+        if not has_stable_studies(now, settings.STUDY_STABLE_SECONDS):
+            break
+        with transaction.atomic():
+            studies = claim_stable_studies(now, settings.STUDY_STABLE_SECONDS, limit=SWEEP_BATCH)
+            # A study of a kind not read remotely opens none: it stays archived and viewable.
+            opened = [consult.pk for study in studies if (consult := open_consult_for_study(study)) is not None]
+        if not studies:
+            break  # another sweep claimed them between the check and the claim
+        claimed += len(studies)
+        consults += opened
+        # The batch's WADO-RS metadata, after its commit: the consults are open already,
+        # and a document not stored here is computed on its first request instead.
+        store_study_metadata([study.pk for study in studies])
     return consults
 
 

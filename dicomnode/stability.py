@@ -1,13 +1,26 @@
 """The receiver's clock for study stability: once a second it asks for a sweep.
 
-Without a broker the task runs eagerly in this thread; with one, a worker runs it. The
-task is looked up by name in the Celery registry, so the receiver does not import the
-consults app that sits above the archive."""
+With a broker the timer is a thread of the receiver that only publishes the task (a
+read and a publish each second); a worker runs it. Without one the task would run
+eagerly wherever the timer is, and the sweep (claiming studies, opening consults,
+computing the WADO-RS metadata of every instance) must not run in the receiver: on its
+interpreter lock its threads would wait for the GIL behind the sweep's Python work, and
+its database work would sit beside the C-STOREs'. So without a broker the receiver
+starts the timer in a process of its own, `manage.py stability_sweep`
+(SweepProcess), and keeps it running.
+
+The task is looked up by name in the Celery registry, so the receiver does not import
+the consults app that sits above the archive."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 from celery import Celery, Task
 from django.conf import settings
@@ -20,27 +33,47 @@ from cloudpacs.services import has_stable_studies
 logger = logging.getLogger("dicomnode")
 
 SWEEP_TASK = "consults.tasks.sweep_stable_studies"
+# A sweep process that exits is started again after this.
+RESTART_DELAY = 2.0
 
 
 class StabilityTimer:
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stability-sweep", daemon=True)
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self.run, name="stability-sweep", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        self.request_stop()
         self._thread.join(timeout=10)
 
-    def _run(self) -> None:
+    def request_stop(self) -> None:
+        """Make run() return after the current tick (from a signal handler)."""
+        self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Tick now rather than at the end of the interval (from a signal handler)."""
+        self._wake.set()
+
+    def run(self, parent: int | None = None) -> None:
+        """Tick until stopped, or (with `parent`) until that process is gone."""
         from cloudpacs.celery import app
 
         app.loader.import_default_modules()
         task = app.tasks[SWEEP_TASK]
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            if parent is not None and os.getppid() != parent:
+                logger.info("the receiver is gone; the stability sweep stops")
+                break
             try:
                 # A cheap read first, so that an idle receiver sends no task to a broker.
                 if has_stable_studies(timezone.now(), settings.STUDY_STABLE_SECONDS):
@@ -57,21 +90,82 @@ class StabilityTimer:
         send(task)
 
 
+class SweepProcess:
+    """`manage.py stability_sweep` as a child of the receiver, started again if it exits,
+    stopped with the receiver. It stops by itself when the receiver dies."""
+
+    # The one started by this process, for request_sweep.
+    running: SweepProcess | None = None
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="stability-sweep-process", daemon=True)
+
+    def start(self) -> None:
+        self._spawn()
+        self._thread.start()
+        SweepProcess.running = self
+
+    def wake(self) -> bool:
+        """Have the sweep process sweep now; False when it is not running."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return False
+        try:
+            process.send_signal(signal.SIGUSR1)
+        except OSError:
+            return False
+        return True
+
+    def _spawn(self) -> None:
+        manage = str(Path(settings.BASE_DIR) / "manage.py")
+        self.process = subprocess.Popen(  # noqa: S603
+            [sys.executable, manage, "stability_sweep", "--parent", str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def _watch(self) -> None:
+        while not self._stop.wait(RESTART_DELAY):
+            process = self.process
+            if process is not None and process.poll() is not None:
+                logger.error("the stability sweep process exited with %s; starting it again", process.returncode)
+                self._spawn()
+
+    def stop(self) -> None:
+        SweepProcess.running = None
+        self._stop.set()
+        self._thread.join(timeout=10)
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def request_sweep() -> None:
     """Ask for a sweep now rather than at the next tick: a console reported a step
-    completed (MPPS), and its study may have arrived. With a broker the task is published;
-    without one it runs on a thread of its own, so that the console's N-SET is answered
-    without waiting for the consult and the metadata. Never raises: the timer's next tick
-    asks again anyway."""
+    completed (MPPS), and its study may have arrived. Called on an association's thread,
+    which must answer the N-SET without waiting for consults and metadata: with a broker
+    the task is published; without one the receiver's sweep process is woken (SIGUSR1),
+    and a receiver that has none (started in-process, as the tests do) runs the sweep on
+    a thread of its own. Never raises: the timer's next tick asks again anyway."""
     from cloudpacs.celery import app
 
     try:
         app.loader.import_default_modules()
         task = app.tasks[SWEEP_TASK]
-        if app.conf.task_always_eager:
-            threading.Thread(target=_sweep_now, args=(task,), name="mpps-sweep", daemon=True).start()
-        else:
+        if not app.conf.task_always_eager:
             send(task)
+            return
+        sweeper = SweepProcess.running
+        if sweeper is None or not sweeper.wake():
+            threading.Thread(target=_sweep_now, args=(task,), name="mpps-sweep", daemon=True).start()
     except Exception:
         logger.exception("could not ask for a stability sweep")
 

@@ -89,3 +89,58 @@ def test_the_command_serves_sweeps_and_stops_on_sigterm(ct_modality, tmp_path):
         out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "stopped" in out
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+def test_without_a_broker_the_sweep_runs_in_a_process_of_its_own_that_ends_with_the_receiver(ct_modality, tmp_path):
+    # Not on the receiver's threads: there it held the interpreter lock the association
+    # threads need (dicomnode.stability).
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "STORAGE_ROOT": str(settings.STORAGE_ROOT),
+        "STUDY_STABLE_SECONDS": "0",
+        "DICOM_AE_TITLE": "CLOUDPACS",
+        "CELERY_BROKER_URL": "",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "dicomnode", "--host", "127.0.0.1", "--port", "0"],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert "listening on 127.0.0.1:" in process.stdout.readline()
+        assert wait_for(lambda: any("stability_sweep" in command_line(c) for c in children(process.pid)), 30)
+        [sweeper] = [c for c in children(process.pid) if "stability_sweep" in command_line(c)]
+        assert f"--parent {process.pid}" in command_line(sweeper)
+        # It is started again if it dies.
+        os.kill(sweeper, signal.SIGKILL)
+        assert wait_for(
+            lambda: any("stability_sweep" in command_line(c) and c != sweeper for c in children(process.pid)), 30
+        )
+        [sweeper] = [c for c in children(process.pid) if "stability_sweep" in command_line(c)]
+        # A receiver killed outright leaves no sweep behind (it looks every second, once
+        # it has started: Django takes seconds to start on a busy machine).
+        process.kill()
+        process.wait(timeout=30)
+        assert wait_for(lambda: "stability_sweep" not in command_line(sweeper), 30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -261,3 +261,35 @@ def test_an_index_failure_on_a_re_send_keeps_the_stored_file(ct_modality, tmp_pa
         ingest(ds, ct_modality, tmp_path)
     assert storage.path_for(first.instance.storage_key).is_file()
     assert incoming_files() == []
+
+
+@pytest.mark.django_db
+def test_the_sweep_claims_in_short_batches_and_leaves_the_rest_to_its_next_run(
+    ct_modality, tmp_path, settings, monkeypatch
+):
+    # Short transactions, so that a C-STORE's index transaction never waits long behind
+    # one: each claim (and its consults, in the same transaction) takes at most SWEEP_BATCH.
+    from consults import tasks
+
+    settings.STUDY_STABLE_SECONDS = 0
+    monkeypatch.setattr(tasks, "SWEEP_LIMIT", 20)
+    for _ in range(25):
+        ingest(make_dataset(), ct_modality, tmp_path)
+    claimed: list[int] = []
+    real_claim = tasks.claim_stable_studies
+
+    def claim(*args, **kwargs):
+        studies = real_claim(*args, **kwargs)
+        claimed.append(len(studies))
+        return studies
+
+    monkeypatch.setattr(tasks, "claim_stable_studies", claim)
+    first = tasks.sweep_stable_studies.delay().get()
+    assert len(first) == 20
+    assert claimed == [tasks.SWEEP_BATCH, tasks.SWEEP_BATCH]
+    assert Study.objects.filter(status=Study.Status.RECEIVING).count() == 5
+    # Every claimed study has its consult and its instances' metadata.
+    assert Consult.objects.count() == 20
+    assert Instance.objects.filter(metadata__isnull=False).count() == 20
+    assert len(tasks.sweep_stable_studies.delay().get()) == 5
+    assert Consult.objects.count() == 25

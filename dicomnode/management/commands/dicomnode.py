@@ -16,7 +16,7 @@ from django.db import connection
 
 from cloudpacs.services import sweep_orphan_files
 from dicomnode.server import start_server
-from dicomnode.stability import StabilityTimer
+from dicomnode.stability import StabilityTimer, SweepProcess
 
 logger = logging.getLogger("dicomnode")
 
@@ -51,8 +51,11 @@ class Command(BaseCommand):
         host, port = server.server_address[:2]
         self.stdout.write(f"DICOM receiver {settings.DICOM_AE_TITLE} listening on {host}:{port}", ending="\n")
         self.stdout.flush()
-        timer = None if options["no_sweep_timer"] else StabilityTimer()
-        if timer is not None:
+        # With a broker this process only publishes the sweep; without one the sweep runs
+        # in a process of its own, never on the receiver's threads (dicomnode.stability).
+        timer: StabilityTimer | SweepProcess | None = None
+        if not options["no_sweep_timer"]:
+            timer = StabilityTimer() if settings.CELERY_BROKER_URL else SweepProcess()
             timer.start()
         stop = threading.Event()
 
