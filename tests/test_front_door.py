@@ -124,9 +124,12 @@ def test_a_console_echoes_and_stores_at_once_while_another_address_holds_200_idl
 def test_a_connection_that_sends_no_associate_rq_is_closed_at_the_deadline(receiver, ct_modality, settings, caplog):
     settings.DICOM_ASSOCIATE_TIMEOUT = 1.0
     half_a_request = pdu(0x01, associate_rq_body(ct_modality.ae_title))[:40]
-    with caplog.at_level(logging.WARNING, logger="dicomnode"), idle_connections(receiver, 2, "127.0.0.3") as (
-        silent,
-        slow,
+    with (
+        caplog.at_level(logging.WARNING, logger="dicomnode"),
+        idle_connections(receiver, 2, "127.0.0.3") as (
+            silent,
+            slow,
+        ),
     ):
         slow.sendall(half_a_request)
         started = time.monotonic()
