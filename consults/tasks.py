@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from celery import shared_task
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from cloudpacs.services import claim_stable_studies, has_stable_studies, store_study_metadata
@@ -15,6 +17,10 @@ from consults.services import open_consult_for_study
 # SQLite, the one writer; on PostgreSQL, two sweeps claiming the same rows).
 SWEEP_BATCH = 10
 SWEEP_LIMIT = 200
+# On SQLite a writer waiting for the lock polls, sleeping up to 100 ms between tries (its
+# busy handler), so back-to-back write transactions can keep a C-STORE out for seconds:
+# the sweep leaves the lock free this long between batches.
+SQLITE_PAUSE = 0.1
 
 
 @shared_task(ignore_result=True)
@@ -40,10 +46,17 @@ def sweep_stable_studies() -> list[int]:
             break  # another sweep claimed them between the check and the claim
         claimed += len(studies)
         consults += opened
+        _pause_for_other_writers()
         # The batch's WADO-RS metadata, after its commit: the consults are open already,
         # and a document not stored here is computed on its first request instead.
         store_study_metadata([study.pk for study in studies])
+        _pause_for_other_writers()
     return consults
+
+
+def _pause_for_other_writers() -> None:
+    if connection.vendor == "sqlite":
+        time.sleep(SQLITE_PAUSE)
 
 
 # --- The reading workflow (consults.workflow): thin wrappers taking primary keys, queued

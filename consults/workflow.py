@@ -733,7 +733,11 @@ def check_consult_deadlines(now: datetime | None = None) -> CheckResult:
     result = CheckResult()
 
     if getattr(settings, "CONSULT_AUTO_ASSIGN", True):
-        waiting = Consult.objects.filter(status=Consult.Status.ARRIVED, radiologist__isnull=True)
+        # Only kinds someone on duty reads: assign_consult is a write transaction, and on
+        # SQLite hundreds of them a minute, each finding nobody, queue the receiver's
+        # C-STOREs behind the one write lock.
+        kinds = [kind for kind in ExamKind.values if on_duty(now, kind).exists()]
+        waiting = Consult.objects.filter(status=Consult.Status.ARRIVED, radiologist__isnull=True, kind__in=kinds)
         for consult in _priority_order(waiting):
             if assign_consult(consult, now) is not None:
                 result.assigned.append(consult.pk)
