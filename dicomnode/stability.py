@@ -103,6 +103,9 @@ class SweepProcess:
         self._thread = threading.Thread(target=self._watch, name="stability-sweep-process", daemon=True)
 
     def start(self) -> None:
+        """From the main thread. The child inherits SIGUSR1 ignored, so that a wake before
+        it has set its handler (Django takes seconds to start) does not end it."""
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         self._spawn()
         self._thread.start()
         SweepProcess.running = self
