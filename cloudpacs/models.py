@@ -304,3 +304,25 @@ class PerformedProcedureStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sop_instance_uid} {self.status}"
+
+
+class Heartbeat(models.Model):
+    """The last sign of life of one part of the platform (the web server, the receiver, a
+    worker, beat or the ticker) on one host: each writes its row every HEARTBEAT_SECONDS,
+    so the administrators' status page knows what runs without asking a parent process,
+    as under docker-compose, where there is none."""
+
+    part = models.CharField(_("组件"), max_length=32)
+    host = models.CharField(_("主机"), max_length=255)
+    pid = models.PositiveIntegerField(_("进程号"))
+    started_at = models.DateTimeField(_("启动时间"))
+    at = models.DateTimeField(_("最近心跳"))
+    detail = models.CharField(_("说明"), max_length=255, blank=True)
+
+    class Meta:
+        verbose_name = _("心跳")
+        verbose_name_plural = _("心跳")
+        constraints = [models.UniqueConstraint(fields=["part", "host"], name="heartbeat_one_per_part_and_host")]
+
+    def __str__(self) -> str:
+        return f"{self.part}@{self.host} ({self.pid})"

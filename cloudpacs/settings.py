@@ -176,6 +176,11 @@ STUDY_STABLE_SECONDS = env_float("STUDY_STABLE_SECONDS", 10.0, minimum=0.0)
 # The web server started by `manage.py platform`.
 WEB_HOST = env_str("WEB_HOST", "127.0.0.1")
 WEB_PORT = env_int("WEB_PORT", 8000, minimum=1, maximum=65535)
+# Every part (web, receiver, worker, beat, ticker) writes a heartbeat this often; three
+# missed in a row show it as down on the status page and fail `manage.py alive`.
+HEARTBEAT_SECONDS = env_float("HEARTBEAT_SECONDS", 10.0, minimum=0.5)
+# The status page warns when the image store's filesystem has less free than this share.
+STORAGE_FREE_WARNING = env_float("STORAGE_FREE_WARNING", 0.1, minimum=0.0)
 
 # Tasks: in-process when no broker is configured, Celery workers over Redis when one is.
 CELERY_BROKER_URL = env_optional("CELERY_BROKER_URL")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -15,14 +16,16 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods
 
 from cloudpacs.models import Order, Study
 from consults import services, verification, workflow
 from consults.forms import BirthDateForm, ConsultSearchForm
 from consults.models import Consult, Priority, Report
 from consults.rules import is_technologist_of, may_acknowledge
+from consults.status import platform_status as gather_platform_status
 from facilities.access import (
+    ADMINISTRATOR,
     CLINICAL_ROLES,
     RADIOLOGIST,
     TECHNOLOGIST,
@@ -279,4 +282,20 @@ def verify_report(request: HttpRequest, token: str) -> HttpResponse:
             "addenda": report.addenda.select_related("author") if unlocked else [],
         },
         status=status,
+    )
+
+
+@role_required(ADMINISTRATOR)
+@require_GET
+def platform_status(request: HttpRequest) -> HttpResponse:
+    """Administrators: is every part of the platform running, and is anything waiting to go out?"""
+    state = gather_platform_status()
+    outboxes = [
+        (_("报告回传"), state.deliveries, "deliveries"),
+        (_("邮件通知"), state.notifications, "notifications"),
+    ]
+    return render(
+        request,
+        "consults/status.html",
+        {"state": state, "outboxes": outboxes, "heartbeat_seconds": settings.HEARTBEAT_SECONDS},
     )

@@ -188,6 +188,7 @@ TABLE: dict[str, Route] = {
     # Pages.
     "": expect("/", LOGIN, REDIRECT, REDIRECT, REDIRECT, REDIRECT),
     "audit/": expect("/audit/", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK),
+    "status/": expect("/status/", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK),
     "^studies/(?P<study_uid>[0-9.]{1,64})/$": clinical("/studies/{st}/"),
     "^viewer/(?P<study_uid>[0-9.]{1,64})/$": clinical("/viewer/{st}/"),
     "worklist/": expect("/worklist/", LOGIN, FORBIDDEN, FORBIDDEN, OK, FORBIDDEN),

@@ -1,12 +1,20 @@
 """`manage.py platform`: the whole platform in one command.
 
 Starts the web server, the DICOM receiver and, when a broker is configured, the Celery
-worker and beat, each as its own process; prints where to reach them; stops all of them
-on Ctrl-C or SIGTERM. A child that dies takes the platform down with a message, rather
-than leaving a half-working platform that answers the browser but loses studies."""
+worker and beat (without one, the ticker), each as its own process; prints where to reach
+them; stops all of them on Ctrl-C or SIGTERM.
+
+A child that dies is started again, after a delay that doubles with each quick death
+(1 s, 2 s, 4 s ... at most 30 s), and the log says so. On a hospital's single machine a
+platform that keeps receiving studies after its receiver crashed is worth more than one that
+stops whole for someone to notice. Only a child that dies within FAST_FAILURE_SECONDS of
+its start MAX_FAST_FAILURES times in a row (a port taken, a broken configuration) makes
+the platform give up: it says why, stops everything and exits non-zero, for a supervisor
+or a person to act on."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,9 +27,16 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 STOP_GRACE_SECONDS = 10.0
+# A child that dies sooner than this after its start died "fast"; this many fast deaths in
+# a row and the platform gives up on it.
+FAST_FAILURE_SECONDS = 30.0
+MAX_FAST_FAILURES = 5
+FIRST_RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 30.0
 
 
 @dataclass
@@ -29,6 +44,32 @@ class Child:
     name: str
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    # Deaths within FAST_FAILURE_SECONDS of the start, in a row; a start that lasts resets it.
+    fast_failures: int = 0
+    restarts: int = 0
+    restart_at: float | None = None
+
+    def start(self) -> None:
+        # Each child in its own process group, so Ctrl-C in the terminal reaches only the
+        # platform, which then stops the children in order, and so that what a dead child
+        # leaves behind (gunicorn's workers, Celery's pool) can be ended with it.
+        self.process = subprocess.Popen(self.argv, start_new_session=True)  # noqa: S603
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def kill_leftovers(self) -> None:
+        """End whatever of the dead child's process group still runs: a gunicorn worker
+        still holding the port would keep the new web server from binding it."""
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def restart_delay(fast_failures: int) -> float:
+    """The wait before the next start: 1 s after a child that ran a while, doubling with
+    each fast death in a row, at most MAX_RESTART_DELAY."""
+    return min(FIRST_RESTART_DELAY * 2 ** max(fast_failures - 1, 0), MAX_RESTART_DELAY)
 
 
 class Command(BaseCommand):
@@ -53,27 +94,68 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, request_stop)
 
         for child in children:
-            # Each child in its own process group, so Ctrl-C in the terminal reaches only
-            # this command, which then stops the children in order.
-            child.process = subprocess.Popen(child.argv, start_new_session=True)  # noqa: S603
+            child.start()
+            self._log_start(child)
         self._announce(options)
 
         exit_code = 0
         while not stopping:
+            now = time.monotonic()
             for child in children:
-                assert child.process is not None
+                if child.process is None or child.restart_at is not None:
+                    if child.restart_at is not None and now >= child.restart_at and not stopping:
+                        child.restarts += 1
+                        child.start()
+                        self._log_start(child)
+                    continue
                 code = child.process.poll()
-                if code is not None:
-                    self.stderr.write(
-                        _("%(name)s 已退出（代码 %(code)s），正在停止平台。") % {"name": child.name, "code": code}
-                    )
+                if code is None:
+                    if child.fast_failures and now - child.started_at >= FAST_FAILURE_SECONDS:
+                        child.fast_failures = 0
+                    continue
+                child.kill_leftovers()
+                ran = now - child.started_at
+                child.fast_failures = child.fast_failures + 1 if ran < FAST_FAILURE_SECONDS else 0
+                if child.fast_failures >= MAX_FAST_FAILURES:
+                    message = _(
+                        "%(name)s 连续 %(count)d 次在启动后 %(seconds)d 秒内退出（最后一次代码 %(code)s），"
+                        "不再重启，正在停止平台。"
+                    ) % {
+                        "name": child.name,
+                        "count": child.fast_failures,
+                        "seconds": FAST_FAILURE_SECONDS,
+                        "code": code,
+                    }
+                    self._say(message)
                     stopping = True
                     exit_code = 1
-            time.sleep(0.5)
+                    break
+                delay = restart_delay(child.fast_failures)
+                child.restart_at = now + delay
+                self._say(
+                    _("%(name)s 已退出（代码 %(code)s，运行了 %(ran).0f 秒），%(delay).0f 秒后重启。")
+                    % {"name": child.name, "code": code, "ran": ran, "delay": delay}
+                )
+            time.sleep(0.2)
 
         self._stop(children)
         if exit_code:
             sys.exit(exit_code)
+
+    def _say(self, message: str) -> None:
+        """One line of the platform's own log, on stderr beside the children's, with the time."""
+        self.stderr.write(f"{timezone.localtime():%Y-%m-%d %H:%M:%S} platform: {message}")
+        self.stderr.flush()
+
+    def _log_start(self, child: Child) -> None:
+        assert child.process is not None
+        if child.restarts:
+            self._say(
+                _("%(name)s 已重启（进程 %(pid)s，第 %(count)d 次重启）。")
+                % {"name": child.name, "pid": child.process.pid, "count": child.restarts}
+            )
+        else:
+            self._say(_("%(name)s 已启动（进程 %(pid)s）。") % {"name": child.name, "pid": child.process.pid})
 
     def _children(self, options: dict[str, Any]) -> list[Child]:
         python = sys.executable
@@ -157,7 +239,7 @@ class Command(BaseCommand):
                 os.killpg(child.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for child in order:
-            if child.process is None:
+            if child.process is None or child.process.returncode is not None:
                 continue
             try:
                 child.process.wait(timeout=max(0.1, deadline - time.monotonic()))

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection
 
+from cloudpacs import heartbeat
 from cloudpacs.services import sweep_orphan_files
 from dicomnode.server import start_server
 from dicomnode.stability import StabilityTimer, SweepProcess
@@ -57,6 +58,7 @@ class Command(BaseCommand):
         if not options["no_sweep_timer"]:
             timer = StabilityTimer() if settings.CELERY_BROKER_URL else SweepProcess()
             timer.start()
+        beats = heartbeat.start("dicomnode", lambda: f"{settings.DICOM_AE_TITLE} {host}:{port}")
         stop = threading.Event()
 
         def _stop(signum: int, frame: object) -> None:
@@ -68,6 +70,7 @@ class Command(BaseCommand):
             while not stop.wait(0.5):
                 pass
         finally:
+            beats.stop()
             if timer is not None:
                 timer.stop()
             server.shutdown()
