@@ -104,6 +104,8 @@ DETAIL_KEYS: dict[str, Promise] = {
     "previous": gettext_lazy("原医师"),
     "reassigned": gettext_lazy("已重新分配"),
     "refused": gettext_lazy("拒绝原因"),
+    "intact": gettext_lazy("内容一致"),
+    "unlocked": gettext_lazy("已查看内容"),
 }
 
 
@@ -189,6 +191,8 @@ def _label(obj: Model) -> str:
             getattr(obj, "study_date", ""),
         )
         return " · ".join(str(part) for part in parts if part)
+    if label == "consults.reportverification":
+        return _label(obj.report.consult)  # type: ignore[attr-defined]
     if label == "facilities.facility":
         return str(getattr(obj, "short_name", "") or obj)
     return str(obj)
@@ -213,6 +217,8 @@ def shown_events(events: Iterable[AuditEvent]) -> list[ShownEvent]:
         queryset = model._default_manager.filter(**{f"{field}__in": keys})  # type: ignore[attr-defined]
         if object_type in ("consults.consult", "cloudpacs.study"):
             queryset = queryset.select_related("facility")
+        elif object_type == "consults.reportverification":
+            queryset = queryset.select_related("report__consult__facility")
         for obj in queryset:
             found[(object_type, str(getattr(obj, field)))] = obj
     shown = []

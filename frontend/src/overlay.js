@@ -69,17 +69,19 @@ export function describeOverlay(state) {
   ].filter(Boolean);
   const [seriesNumber, seriesTotal] = state.seriesPosition || [0, 0];
   const [imageNumber, imageTotal] = state.imagePosition || [0, 0];
+  // The label's colon as the language writes it: full-width after Chinese (序列：1/4).
+  const colon = labels.colon || ': ';
   const bl = [
-    `${labels.series || 'Se'}: ${seriesNumber}/${seriesTotal}`,
-    `${labels.image || 'Im'}: ${imageNumber}/${imageTotal}`,
+    `${labels.series || 'Se'}${colon}${seriesNumber}/${seriesTotal}`,
+    `${labels.image || 'Im'}${colon}${imageNumber}/${imageTotal}`,
   ];
   const thickness = first(json, '00180050');
-  if (thickness) bl.push(`${labels.thickness || 'Thk'}: ${Number(thickness).toFixed(1)} mm`);
+  if (thickness) bl.push(`${labels.thickness || 'Thk'}${colon}${Number(thickness).toFixed(1)} mm`);
   const br = [];
   if (state.voiLut) br.push(`${state.voiLut}`);
   else if (state.window) br.push(`W: ${round(state.window.windowWidth)} L: ${round(state.window.windowCenter)}`);
   if (state.invert) br.push(labels.inverted || 'INV');
-  br.push(`${labels.zoom || 'Zoom'}: ${Math.round((state.zoom || 1) * 100)}%`);
+  br.push(`${labels.zoom || 'Zoom'}${colon}${Math.round((state.zoom || 1) * 100)}%`);
   const transform = [];
   if (state.rotation) transform.push(`${state.rotation}°`);
   if (state.flipHorizontal) transform.push(labels.fliph || 'H');
