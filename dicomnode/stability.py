@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from cloudpacs.publish import send
+from cloudpacs.publish import publish, send
 from cloudpacs.services import has_stable_studies
 
 logger = logging.getLogger("dicomnode")
@@ -164,7 +164,8 @@ def request_sweep() -> None:
         app.loader.import_default_modules()
         task = app.tasks[SWEEP_TASK]
         if not app.conf.task_always_eager:
-            send(task)
+            # Bounded by BROKER_TIMEOUT and never raising: the N-SET's answer waits for it.
+            publish(task)
             return
         sweeper = SweepProcess.running
         if sweeper is None or not sweeper.wake():
