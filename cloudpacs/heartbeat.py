@@ -35,16 +35,19 @@ def host_name() -> str:
     return socket.gethostname()[:255]
 
 
-def beat(part: str, detail: str = "", now: datetime | None = None) -> None:
+def beat(part: str, detail: str = "", now: datetime | None = None, *, forget: bool = False) -> None:
     """Write this process's beat for `part` (one row per part and host; a restarted
-    process takes the row over with its own pid and start time)."""
+    process takes the row over with its own pid and start time). With `forget`, also drop
+    the rows of `part` not heard from for FORGET_AFTER (done once, when a part starts:
+    on SQLite every write takes the one write lock the receiver needs too)."""
     now = now or timezone.now()
     Heartbeat.objects.update_or_create(
         part=part,
         host=host_name(),
         defaults={"pid": os.getpid(), "started_at": _started_at, "at": now, "detail": detail[:255]},
     )
-    Heartbeat.objects.filter(part=part, at__lt=now - FORGET_AFTER).delete()
+    if forget:
+        Heartbeat.objects.filter(part=part, at__lt=now - FORGET_AFTER).delete()
 
 
 def stale_after() -> timedelta:
@@ -63,6 +66,7 @@ class HeartbeatThread:
         self.detail = detail or (lambda: "")
         self._stop = threading.Event()
         self._failing = False
+        self._beaten = False
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{part}", daemon=True)
 
     def start(self) -> HeartbeatThread:
@@ -76,7 +80,8 @@ class HeartbeatThread:
     def beat_once(self) -> None:
         close_old_connections()
         try:
-            beat(self.part, self.detail())
+            beat(self.part, self.detail(), forget=not self._beaten)
+            self._beaten = True
         except DatabaseError as error:
             if not self._failing:
                 logger.warning("heartbeat of %s not written: %s", self.part, error)

@@ -76,6 +76,20 @@ def test_a_restarted_part_takes_its_row_over_with_its_new_pid(db):
     assert Heartbeat.objects.count() == 1
 
 
+def test_a_starting_part_forgets_hosts_not_heard_from_for_a_day(db):
+    Heartbeat.objects.create(
+        part="worker",
+        host="old-container",
+        pid=7,
+        started_at=timezone.now() - timedelta(days=3),
+        at=timezone.now() - timedelta(days=2),
+    )
+    heartbeat.beat("worker")
+    assert Heartbeat.objects.filter(host="old-container").exists()
+    heartbeat.beat("worker", forget=True)  # a HeartbeatThread's first beat
+    assert list(Heartbeat.objects.values_list("host", flat=True)) == [heartbeat.host_name()]
+
+
 def test_the_image_store_free_space_is_shown_and_warned_about_when_low(administrator_client, settings):
     Path(settings.STORAGE_ROOT).mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(settings.STORAGE_ROOT).free
