@@ -29,7 +29,15 @@ from billing.dashboards import Filters
 from billing.models import LedgerEntry
 from consults.models import Priority
 from consults.services import time_limit_table
-from facilities.access import ADMINISTRATOR, RADIOLOGIST, TECHNOLOGIST, has_role, role_required
+from facilities.access import (
+    ADMINISTRATOR,
+    RADIOLOGIST,
+    TECHNOLOGIST,
+    confined_to,
+    figure_townships,
+    has_role,
+    role_required,
+)
 from facilities.models import ExamKind, Facility, User
 from facilities.services import audit
 
@@ -124,27 +132,25 @@ class Scope:
         return {k: v for k, v in params.items() if v}
 
 
-def _townships_for(user: Any) -> QuerySet[Facility]:
-    townships = Facility.objects.filter(kind=Facility.Kind.TOWNSHIP_CENTRE)
-    if has_role(user, TECHNOLOGIST):
-        return townships.filter(pk=user.facility_id)
-    return townships
-
-
 def _scope(request: HttpRequest, form_class: type[FilterForm] = FilterForm) -> Scope:
     user: Any = request.user
-    if has_role(user, TECHNOLOGIST):
+    townships = figure_townships(user)
+    own = confined_to(user)
+    if own is not None:
         asked = request.GET.get("township", "")
-        if asked and asked != str(user.facility.uuid):
+        if asked and asked not in {str(uuid) for uuid in townships.values_list("uuid", flat=True)}:
             # Another township's figures, or one that does not exist: neither is theirs.
             raise Http404
-    form = form_class(request.GET or None, townships=_townships_for(user))
+    form = form_class(request.GET or None, townships=townships)
     if request.GET and not form.is_valid():
         return Scope(form, None)
     data = form.cleaned_data if request.GET else {}
     facility = data.get("township")
-    if has_role(user, TECHNOLOGIST):
-        facility = user.facility
+    if own is not None:
+        # Theirs, whatever the form said; a technologist always belongs to a facility.
+        facility = Facility.objects.filter(pk=own).first()
+        if facility is None:
+            raise Http404
     filters = Filters(
         date_from=data.get("date_from"),
         date_to=data.get("date_to"),

@@ -57,15 +57,23 @@ def role_required(*roles: str) -> Callable[[View], View]:
     return decorator
 
 
+def confined_to(user: Any) -> int | None:
+    """The one facility a user is confined to, for patients' rows and the dashboards'
+    figures alike: a technologist's own (0 when they have none). None for the roles that
+    see every township."""
+    if has_role(user, TECHNOLOGIST):
+        return int(user.facility_id or 0)
+    return None
+
+
 def scoped(queryset: QuerySet[Any], user: Any, facility_field: str = "facility") -> QuerySet[Any]:
     """The rows of `queryset` this user may see, given the path to their facility.
 
     Technologists see their own facility only; radiologists read for every township and
     see all; anyone else sees nothing clinical."""
-    if has_role(user, TECHNOLOGIST):
-        if user.facility_id is None:
-            return queryset.none()
-        return queryset.filter(**{f"{facility_field}_id": user.facility_id})
+    own = confined_to(user)
+    if own is not None:
+        return queryset.filter(**{f"{facility_field}_id": own}) if own else queryset.none()
     if has_role(user, RADIOLOGIST):
         return queryset
     return queryset.none()
@@ -73,8 +81,9 @@ def scoped(queryset: QuerySet[Any], user: Any, facility_field: str = "facility")
 
 def facilities_for(user: Any) -> QuerySet[Facility]:
     """Facilities whose pages the user may open."""
-    if has_role(user, TECHNOLOGIST):
-        return Facility.objects.filter(pk=user.facility_id)
+    own = confined_to(user)
+    if own is not None:
+        return Facility.objects.filter(pk=own)
     if has_role(user, RADIOLOGIST):
         return Facility.objects.all()
     return Facility.objects.none()
@@ -107,3 +116,11 @@ def orders_for(user: Any) -> QuerySet[Any]:
     if has_role(user, TECHNOLOGIST) and user.facility_id is not None:
         return queryset.filter(facility_id=user.facility_id)
     return queryset.none()
+
+
+def figure_townships(user: Any) -> QuerySet[Facility]:
+    """The townships whose figures (the dashboards) the user may see: a technologist's own;
+    every one for radiologists and administrators, who compare them."""
+    townships = Facility.objects.filter(kind=Facility.Kind.TOWNSHIP_CENTRE)
+    own = confined_to(user)
+    return townships if own is None else townships.filter(pk=own)

@@ -192,3 +192,26 @@ def test_urls_carry_opaque_ids_not_sequential_keys(technologist_client, township
     assert f"/studies/{study.study_uid}/" in page
     assert f"/consults/{consult.pk}/" not in page
     assert User.objects.filter(username="tech_xuanwo").exists()
+
+
+def test_the_dashboards_confine_a_technologist_by_the_same_rule_as_the_patients_pages(
+    technologist, outsider, radiologist, administrator, township, other_township, county
+):
+    """The dashboards had their own copy of "a technologist sees their own township"; both
+    now ask facilities.access.confined_to."""
+    from facilities.access import confined_to, facilities_for, figure_townships
+
+    for user in (technologist, outsider):
+        assert confined_to(user) == user.facility_id
+        assert list(figure_townships(user)) == list(facilities_for(user)) == [user.facility]
+    for user in (radiologist, administrator):
+        assert confined_to(user) is None
+        assert set(figure_townships(user)) == {township, other_township}
+
+
+def test_a_technologist_asking_for_a_township_that_is_not_a_uuid_gets_404(technologist_client, township):
+    for asked in ("not-a-uuid", str(township.uuid).upper().replace("-", "x")):
+        response = technologist_client.get(reverse("billing:dashboards:turnaround"), {"township": asked})
+        assert response.status_code == 404
+    page = technologist_client.get(reverse("billing:dashboards:turnaround"), {"township": str(township.uuid)})
+    assert page.status_code == 200
