@@ -24,6 +24,8 @@ from django.utils import timezone
 from billing.models import LedgerEntry, PriceSchedule
 from cloudpacs import orders
 from consults import workflow
+from consults.models import Addendum, Consult, CriticalFinding, Report, ReportDelivery
+from consults.rules import Step, refusal
 from consults.services import open_consult_for_study
 from dicomnode.models import AssociationLog
 from facilities.models import AuditEvent, ExamKind, RosterShift, User
@@ -530,3 +532,314 @@ def test_every_post_form_in_the_templates_carries_the_csrf_token():
             ):
                 missing.append(f"{path.name}: {form.group(0)[:60]}")
     assert missing == []
+
+
+# --- A GET never changes anything -------------------------------------------------------------
+
+# The apps whose rows are the platform's state (Django's sessions are left out).
+STATE_APPS = ("facilities", "cloudpacs", "consults", "billing", "dicomnode")
+# GETs of patient data are audited (who looked at what): those entries, named for a look,
+# are the one write a GET may make. Every other audit entry records a change, and no GET
+# may write one.
+VIEW_AUDIT = r"\.(viewed|printed|retrieved|downloaded|verified)$"  # a look: at a page, a PDF, an export
+
+
+def is_view_audit(action: str) -> bool:
+    return re.search(VIEW_AUDIT, action) is not None
+
+
+# Not state: how a visitor is recognised (the login throttle's counters), and a cache of
+# what an immutable file says (an instance's WADO-RS metadata, computed on its first
+# request when the stability sweep has not stored it yet; computing it again gives the
+# same text).
+NOT_STATE = {"facilities.LoginThrottle", "cloudpacs.InstanceMetadata"}
+
+
+def snapshot() -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the platform's own tables, but the audit trail's view entries, the
+    users' last login, and NOT_STATE."""
+    from django.apps import apps
+
+    tables: dict[str, list[tuple[Any, ...]]] = {}
+    for model in apps.get_models():
+        if model._meta.app_label not in STATE_APPS or model._meta.label in NOT_STATE:
+            continue
+        rows = model.objects.order_by("pk")
+        if model is AuditEvent:
+            rows = rows.exclude(action__regex=VIEW_AUDIT)
+        fields = [f.attname for f in model._meta.concrete_fields if f.attname != "last_login"]
+        tables[model._meta.label] = [
+            tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in rows.values_list(*fields)
+        ]
+    return tables
+
+
+def changed_tables(before: dict[str, list[tuple[Any, ...]]], after: dict[str, list[tuple[Any, ...]]]) -> list[str]:
+    return sorted(label for label in before if before[label] != after[label])
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_a_get_of_every_page_changes_nothing(world, persona):
+    """Every GET route of the walk and every probe, as each visitor: the state tables are
+    the same afterwards, row for row. A page view is audited where it shows patient data;
+    that is the only row a GET may add."""
+    client = client_as(world, persona)
+    gets = [route for route in [TABLE[key] for key in route_keys()] + PROBES if route.method == "GET"]
+    assert len(gets) > 60
+    before = snapshot()
+    events = AuditEvent.objects.count()
+    answers = set()
+    for route in gets:
+        response = client.get(route.url.format(**world.values))
+        answers.add(answer_of(response))
+        if response.streaming:
+            b"".join(response)
+    new_events = AuditEvent.objects.order_by("-pk")[: AuditEvent.objects.count() - events]
+    added = set(new_events.values_list("action", flat=True))
+    assert {action for action in added if not is_view_audit(action)} == set()
+    assert changed_tables(before, snapshot()) == []
+    if persona in ("technologist", "radiologist"):
+        assert OK in answers and "consults.report.viewed" in added  # the walk did reach the pages
+
+
+def test_the_snapshot_sees_a_change_of_clinical_state(world):
+    before = snapshot()
+    consult = Consult.objects.get(uuid=world.values["consult"])
+    workflow.confirm_receipt(consult, world.users["technologist"])
+    assert changed_tables(before, snapshot()) == ["consults.Consult", "facilities.AuditEvent"]
+
+
+# --- The POST side: every step on a consult, as each persona, against the one rule ---------
+
+# Each step's route (and what it posts) and what on the reading page offers it.
+STEPS: dict[Step, tuple[str, dict[str, str], str]] = {
+    Step.CLAIM: ("/reading/{consult}/claim/", {}, "/reading/{consult}/claim/"),
+    Step.OPEN: ("/reading/{consult}/open/", {}, "/reading/{consult}/open/"),
+    Step.RELEASE: ("/reading/{consult}/release/", {}, "/reading/{consult}/release/"),
+    Step.REASSIGN: ("/reading/{consult}/reassign/", {"to": ""}, "/reading/{consult}/reassign/"),
+    Step.EDIT: (
+        "/reading/{consult}/report/",
+        {"findings": "所见", "impression": "意见", "action": "save"},
+        'value="save"',
+    ),
+    Step.PRELIMINARY: (
+        "/reading/{consult}/report/",
+        {"findings": "所见", "impression": "初诊意见", "action": "preliminary"},
+        'value="preliminary"',
+    ),
+    Step.SIGN: (
+        "/reading/{consult}/report/",
+        {"findings": "所见", "impression": "意见", "action": "sign"},
+        'value="sign"',
+    ),
+    Step.ADDENDUM: ("/reading/{consult}/addendum/", {"text": "补充"}, "/reading/{consult}/addendum/"),
+    Step.FLAG_CRITICAL: ("/reading/{consult}/critical/", {"description": "气胸"}, "/reading/{consult}/critical/"),
+    Step.ACKNOWLEDGE: (
+        "/reading/critical/{finding}/acknowledge/",
+        {},
+        "/reading/critical/{finding}/acknowledge/",
+    ),
+    Step.CORRECT_REQUEST: ("/reading/{consult}/request/", {"question": "改正的问题"}, "/reading/{consult}/request/"),
+    Step.RETRY_DELIVERY: ("/reading/{consult}/delivery/retry/", {}, "/reading/{consult}/delivery/retry/"),
+    Step.RECEIVE: ("/reading/{consult}/receive/", {}, "/reading/{consult}/receive/"),
+}
+STEP_PERSONAS = ("technologist", "outsider", "township_admin", "administrator", "senior", "junior", "dr_only")
+SCENARIOS = ("arrived", "assigned", "opened", "preliminary", "signed_send_back_failed", "delivered")
+
+
+@pytest.fixture
+def step_world(county, township, other_township, ct_modality, technologist, outsider, radiologist, administrator):
+    """A consult in each state of the reading, each with a critical finding the township
+    has not yet acknowledged, and the people who might act on them."""
+    from tests.factories import make_consult, make_shift, make_study, make_user
+
+    ct_modality.host, ct_modality.port = "127.0.0.1", 104
+    ct_modality.save()
+    users = {
+        "technologist": technologist,
+        "outsider": outsider,
+        # An administrator who belongs to the township: not the one who acknowledges.
+        "township_admin": make_user(User.Role.ADMINISTRATOR, township, username="admin_xuanwo"),
+        "administrator": administrator,
+        "senior": radiologist,  # 李医生, a senior: may review and reassign
+        "junior": make_user(User.Role.RADIOLOGIST, county, username="dr_wang", display_name="王医生"),
+        "dr_only": make_user(User.Role.RADIOLOGIST, county, username="dr_zhou", reads_ct=False),
+    }
+    # The township's reports need a senior's review: every signature step is in play.
+    township.requires_second_signature = True
+    township.save()
+    now = timezone.now()
+    for reader in ("senior", "junior", "dr_only"):
+        make_shift(users[reader], now - timedelta(hours=1))
+    junior = users["junior"]
+
+    def consult(**fields: Any) -> Consult:
+        return make_consult(
+            township, make_study(township, ct_modality), arrived_at=now - timedelta(minutes=5), **fields
+        )
+
+    consults: dict[str, Consult] = {}
+    consults["arrived"] = consult()
+    consults["assigned"] = consult()
+    workflow.assign_consult(consults["assigned"], now)  # the roster gives it to the least loaded
+    consults["assigned"].refresh_from_db()
+    if consults["assigned"].radiologist != junior:
+        workflow.reassign_consult(consults["assigned"], to=junior, now=now)
+    consults["opened"] = consult()
+    workflow.claim_consult(consults["opened"], junior)
+    workflow.save_draft(consults["opened"], junior, "草稿", "")
+    consults["preliminary"] = consult()
+    workflow.claim_consult(consults["preliminary"], junior)
+    workflow.sign_preliminary(consults["preliminary"], junior, "所见", "初诊意见")
+    for name in ("signed_send_back_failed", "delivered"):
+        consults[name] = consult()
+        workflow.claim_consult(consults[name], junior)
+        workflow.sign_preliminary(consults[name], junior, "所见", "初诊意见")
+        workflow.sign_final(consults[name], users["senior"], "所见", "审核意见")
+    ReportDelivery.objects.filter(consult=consults["signed_send_back_failed"]).update(
+        status=ReportDelivery.Status.FAILED, last_error="refused"
+    )
+    workflow.confirm_receipt(consults["delivered"], technologist)
+    findings = {
+        name: CriticalFinding.objects.create(consult=c, description="气胸", flagged_by=radiologist, flagged_at=now)
+        for name, c in consults.items()
+    }
+    for c in consults.values():
+        c.refresh_from_db()
+    return users, consults, findings
+
+
+# The rule, written out: what each persona may do to a consult in each state (the
+# township's reports need a senior's review; 王医生, a junior, is the reader throughout).
+EXPECTED: dict[str, dict[str, set[Step]]] = {
+    "arrived": {
+        "technologist": {Step.ACKNOWLEDGE, Step.CORRECT_REQUEST},
+        "senior": {Step.CLAIM, Step.REASSIGN, Step.FLAG_CRITICAL},
+        "junior": {Step.CLAIM, Step.FLAG_CRITICAL},
+    },
+    "assigned": {
+        "technologist": {Step.ACKNOWLEDGE, Step.CORRECT_REQUEST},
+        "senior": {Step.REASSIGN},
+        "junior": {Step.OPEN, Step.RELEASE, Step.EDIT, Step.PRELIMINARY, Step.FLAG_CRITICAL},
+    },
+    "opened": {
+        "technologist": {Step.ACKNOWLEDGE},
+        "senior": {Step.REASSIGN},
+        "junior": {Step.RELEASE, Step.EDIT, Step.PRELIMINARY, Step.FLAG_CRITICAL},
+    },
+    "preliminary": {
+        "technologist": {Step.ACKNOWLEDGE},
+        "senior": {Step.EDIT, Step.SIGN, Step.FLAG_CRITICAL},
+        "junior": {Step.FLAG_CRITICAL},
+    },
+    "signed_send_back_failed": {
+        "technologist": {Step.ACKNOWLEDGE, Step.RETRY_DELIVERY, Step.RECEIVE},
+        "senior": {Step.ADDENDUM, Step.FLAG_CRITICAL, Step.RETRY_DELIVERY},
+        "junior": {Step.ADDENDUM, Step.FLAG_CRITICAL, Step.RETRY_DELIVERY},
+        "dr_only": {Step.RETRY_DELIVERY},
+    },
+    "delivered": {
+        "technologist": {Step.ACKNOWLEDGE},
+        "senior": {Step.ADDENDUM, Step.FLAG_CRITICAL},
+        "junior": {Step.ADDENDUM, Step.FLAG_CRITICAL},
+    },
+}
+
+
+def clinical_state(consult: Consult) -> tuple[Any, ...]:
+    """What any step changes: the consult's row, its report and addenda, its critical
+    findings, its send-back, and the audit entries of changes."""
+    return (
+        tuple(Consult.objects.filter(pk=consult.pk).values_list()),
+        tuple(Report.objects.filter(consult=consult).values_list()),
+        tuple(Addendum.objects.filter(report__consult=consult).values_list()),
+        tuple(CriticalFinding.objects.filter(consult=consult).values_list()),
+        tuple(ReportDelivery.objects.filter(consult=consult).values_list()),
+        AuditEvent.objects.exclude(action__regex=VIEW_AUDIT).count(),
+    )
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_each_step_is_offered_and_accepted_exactly_as_the_rule_says(step_world, scenario):
+    """For each persona on a consult in this state: the reading page offers a step if and
+    only if workflow.allowed_steps has it, and its POST changes the consult if and only if
+    so. A refusal answers as its kind says: 404 outside the user's scope, 403 for who the
+    user is (NotAllowed), 409 for a request already being read, else back to the page with
+    the message, and changes nothing."""
+    from django.db import transaction
+
+    users, consults, findings = step_world
+    consult = consults[scenario]
+    values = {"consult": str(consult.uuid), "finding": str(findings[scenario].uuid)}
+    wrong = []
+    for persona in STEP_PERSONAS:
+        user = users[persona]
+        client = Client()
+        client.force_login(user)
+        consult.refresh_from_db()
+        allowed = workflow.allowed_steps(user, consult)
+        if set(allowed) != EXPECTED[scenario].get(persona, set()):
+            wrong.append(
+                f"{persona}: allowed {sorted(allowed)}, the rule says {sorted(EXPECTED[scenario].get(persona, set()))}"
+            )
+        in_scope = persona not in ("outsider",)
+        page = client.get(f"/reading/{consult.uuid}/")
+        offered = set()
+        if page.status_code == OK:
+            body = page.content.decode()
+            offered = {step for step, (_u, _d, marker) in STEPS.items() if marker.format(**values) in body}
+        if offered != set(allowed):
+            wrong.append(f"{persona}: offered {sorted(offered)}, allowed {sorted(allowed)}")
+        for step, (url, data, _marker) in STEPS.items():
+            before = clinical_state(consult)
+            with transaction.atomic():
+                response = client.post(url.format(**values), data)
+                changed = clinical_state(consult) != before
+                transaction.set_rollback(True)
+            consult.refresh_from_db()
+            refused = refusal(step, user, consult)
+            if page.status_code == FORBIDDEN or user.is_administrator:
+                expected: Any = FORBIDDEN  # a role that does not read: no consult page at all
+            elif not in_scope:
+                expected = NOT_FOUND
+            elif step in allowed:
+                expected = REDIRECT
+            elif isinstance(refused, workflow.RequestLocked):
+                expected = CONFLICT
+            elif isinstance(refused, workflow.NotAllowed) or (
+                step == Step.CORRECT_REQUEST and not user.is_technologist
+            ):
+                expected = FORBIDDEN
+            else:
+                expected = REDIRECT  # back to the page, with the rule's message
+            got = answer_of(response)
+            if got != expected or changed != (step in allowed):
+                wrong.append(f"{persona} {step}: answered {got} (expected {expected}), changed {changed}")
+    assert not wrong, f"{scenario}:\n" + "\n".join(wrong)
+
+
+def test_the_township_print_button_delivers_once_and_nothing_else_does(step_world):
+    """The PDF's POST is a step too (the first print by the township is its receipt); its
+    GET, and a POST by anyone else, serve the PDF and change nothing."""
+    users, consults, _findings = step_world
+    consult = consults["signed_send_back_failed"]
+    url = f"/reading/{consult.uuid}/report.pdf"
+    for persona in ("senior", "junior", "technologist"):
+        client = Client()
+        client.force_login(users[persona])
+        before = clinical_state(consult)
+        assert client.get(url)["Content-Type"] == "application/pdf"
+        if persona != "technologist":
+            assert client.post(url)["Content-Type"] == "application/pdf"
+        assert clinical_state(consult) == before
+    client = Client()
+    client.force_login(users["technologist"])
+    assert client.post(url)["Content-Type"] == "application/pdf"
+    consult.refresh_from_db()
+    assert consult.status == Consult.Status.DELIVERED
+    once = clinical_state(consult)
+    assert client.post(url)["Content-Type"] == "application/pdf"
+    assert clinical_state(consult) == once
+    outsider = Client()
+    outsider.force_login(users["outsider"])
+    assert outsider.post(url).status_code == NOT_FOUND
