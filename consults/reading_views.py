@@ -20,12 +20,13 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cloudpacs.models import Study
+from cloudpacs.services import body_parts_for_kind
 from cloudpacs.viewer_views import viewer_context
 from consults import delivery, services, workflow
 from consults.models import Consult, CriticalFinding, Escalation, Priority, Report, ReportDelivery
@@ -378,7 +379,16 @@ def templates(request: HttpRequest) -> HttpResponse:
             messages.success(request, _("模板已添加。"))
         return redirect(reverse("reading:templates"))
     rows = workflow.ReportTemplate.objects.filter(is_active=True).select_related("author")
-    return render(request, "consults/reading/templates.html", {"templates": rows, "kinds": ExamKind.choices})
+    language = translation.get_language() or "zh-hans"
+    return render(
+        request,
+        "consults/reading/templates.html",
+        {
+            "templates": rows,
+            "kinds": ExamKind.choices,
+            "body_parts": [part.name(language) for part in body_parts_for_kind()],
+        },
+    )
 
 
 @role_required(*CLINICAL_ROLES)

@@ -454,3 +454,11 @@ def test_the_reading_page_shows_sex_as_a_word(radiologist_client, consult):
 
     assert "<dd>男</dd>" in body
     assert "<dd>M</dd>" not in body
+
+
+def test_the_template_form_labels_each_field_and_suggests_the_body_parts(radiologist_client):
+    body = radiologist_client.get(reverse("reading:templates")).content.decode()
+
+    for field in ("template-kind", "template-body-part", "template-name", "template-findings", "template-impression"):
+        assert f'<label for="{field}">' in body and f'id="{field}"' in body
+    assert '<option value="胸部">' in body  # from the body-part vocabulary
