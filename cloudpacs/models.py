@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -36,8 +37,14 @@ class Patient(models.Model):
     class Meta:
         verbose_name = _("患者")
         verbose_name_plural = _("患者")
+        # An empty Patient ID identifies nobody: each study without one gets a patient of
+        # its own (flagged for the technologist), so the unique key skips those rows.
         constraints = [
-            models.UniqueConstraint(fields=["facility", "patient_id"], name="patient_id_unique_per_facility")
+            models.UniqueConstraint(
+                fields=["facility", "patient_id"],
+                condition=~Q(patient_id=""),
+                name="patient_id_unique_per_facility",
+            )
         ]
         # A search across townships by Patient ID, exact or by prefix (P00123*): the
         # pattern operator class lets PostgreSQL use it for LIKE 'P00123%' whatever the
@@ -52,6 +59,10 @@ class Patient(models.Model):
     def display_name(self) -> str:
         """The name as people read it, in the active language (cloudpacs.personname)."""
         return format_person_name(self)
+
+    @property
+    def has_no_id(self) -> bool:
+        return not self.patient_id
 
 
 class Study(models.Model):
@@ -81,6 +92,18 @@ class Study(models.Model):
     first_received_at = models.DateTimeField(null=True, blank=True)
     last_received_at = models.DateTimeField(null=True, blank=True, db_index=True)
     arrived_at = models.DateTimeField(null=True, blank=True)
+    # PatientName as this study's images carry it. The Patient row keeps the first name
+    # received under the Patient ID; a study whose name differs is flagged, never written
+    # over the patient, so a wrong ID cannot rename someone else's record.
+    patient_name_received = models.CharField(_("收到的姓名"), max_length=324, blank=True)
+    patient_name_conflict = models.BooleanField(_("姓名与患者记录不一致"), default=False)
+    # Set by the reporting side when the study's report is signed: the archive decides
+    # from it what a corrected image may do, without knowing about consults.
+    report_signed_at = models.DateTimeField(_("报告签发时间"), null=True, blank=True)
+    # An image was replaced by a corrected one (DICOM_OVERWRITE_POLICY) ...
+    images_changed_at = models.DateTimeField(_("影像更正时间"), null=True, blank=True)
+    # ... or, the report being signed, a corrected one waits beside it.
+    pending_corrections = models.PositiveIntegerField(_("待处理的更正影像"), default=0)
 
     class Meta:
         verbose_name = _("检查")
@@ -96,6 +119,10 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return f"{self.study_uid} {self.description}"
+
+    @property
+    def patient_id_missing(self) -> bool:
+        return not self.patient.patient_id
 
 
 class Series(models.Model):
@@ -326,3 +353,87 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.part}@{self.host} ({self.pid})"
+
+
+class InstanceVersion(models.Model):
+    """Another content of an indexed SOP Instance UID, received as a correction: a prior
+    version that a correction replaced (the file stays in the store), or, once the
+    study's report was signed, a pending correction kept beside the images the report
+    was read from."""
+
+    class State(models.TextChoices):
+        PRIOR = "prior", _("已被替换的旧版本")
+        PENDING = "pending", _("待处理的更正")
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="versions")
+    state = models.CharField(_("状态"), max_length=16, choices=State.choices)
+    storage_key = models.CharField(max_length=255, db_index=True)
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    transfer_syntax_uid = models.CharField(max_length=64)
+    # The modality that sent the content this row describes (the new one for a pending
+    # correction, the replaced one for a prior version is not known: the sender of the study).
+    source_ae = models.CharField(_("发送设备 AE"), max_length=16, blank=True)
+    received_at = models.DateTimeField(_("接收时间"))
+
+    class Meta:
+        verbose_name = _("图像版本")
+        verbose_name_plural = _("图像版本")
+        ordering = ["received_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id} {self.state} {self.sha256[:16]}"
+
+
+class IngestConflict(models.Model):
+    """An instance refused because storing it would have mixed identities: a study or
+    series of another facility, a series of another study, another patient under the
+    study, or a correction the overwrite policy does not allow. Nothing of it was stored;
+    this row is what administrators see of it. `association` is the receiver's opaque
+    reference to its association log row (None for STOW-RS)."""
+
+    class Reason(models.TextChoices):
+        STUDY_OF_ANOTHER_FACILITY = "study_facility", _("检查属于其他机构")
+        SERIES_OF_ANOTHER_FACILITY = "series_facility", _("序列属于其他机构")
+        SERIES_OF_ANOTHER_STUDY = "series_study", _("序列属于其他检查")
+        PATIENT_MISMATCH = "patient", _("患者身份与检查不符")
+        INSTANCE_ELSEWHERE = "instance_elsewhere", _("图像 UID 已存于其他检查")
+        CORRECTION_REFUSED = "correction", _("更正图像未被接受")
+
+    class Channel(models.TextChoices):
+        DIMSE = "dimse", "DICOM C-STORE"
+        STOW = "stow", "STOW-RS"
+
+    at = models.DateTimeField(_("时间"), db_index=True)
+    reason = models.CharField(_("原因"), max_length=24, choices=Reason.choices)
+    channel = models.CharField(_("途径"), max_length=8, choices=Channel.choices)
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+", verbose_name=_("发送机构"))
+    modality = models.ForeignKey(
+        Modality, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("检查设备")
+    )
+    ae_title = models.CharField(_("发送设备 AE"), max_length=16, blank=True)
+    # Who stored it over STOW-RS.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("用户"),
+    )
+    association = models.UUIDField(_("连接记录"), null=True, blank=True, db_index=True)
+    sop_instance_uid = models.CharField(_("图像 UID"), max_length=64)
+    study_uid = models.CharField(_("检查 UID"), max_length=64)
+    series_uid = models.CharField(_("序列 UID"), max_length=64)
+    patient_id = models.CharField(_("收到的患者 ID"), max_length=64, blank=True)
+    # For administrators: what the archive holds under those UIDs (it may name the other
+    # facility; the sender's answer never does).
+    detail = models.CharField(_("详情"), max_length=255, blank=True)
+
+    class Meta:
+        verbose_name = _("接收冲突")
+        verbose_name_plural = _("接收冲突")
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.ae_title} {self.get_reason_display()}"

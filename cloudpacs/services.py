@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
+from uuid import UUID
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, QuerySet, Value, When
 from django.utils import timezone
@@ -31,7 +33,16 @@ from pydicom.valuerep import PersonName
 
 from cloudpacs import storage
 from cloudpacs.dicomweb.json import metadata_document, with_instance_url
-from cloudpacs.models import Instance, InstanceMetadata, Patient, PerformedProcedureStep, Series, Study
+from cloudpacs.models import (
+    IngestConflict,
+    Instance,
+    InstanceMetadata,
+    InstanceVersion,
+    Patient,
+    PerformedProcedureStep,
+    Series,
+    Study,
+)
 from cloudpacs.orders import (  # noqa: F401 (the archive's services, as other apps call them)
     body_part_for,
     body_part_name,
@@ -42,7 +53,8 @@ from cloudpacs.orders import (  # noqa: F401 (the archive's services, as other a
     settle_performed_steps,
 )
 from cloudpacs.personname import name_initials
-from facilities.models import Modality
+from facilities.models import Modality, User
+from facilities.services import audit
 
 logger = logging.getLogger("cloudpacs.ingest")
 
@@ -96,8 +108,11 @@ class IngestOutcome(StrEnum):
     STORED = "stored"
     # The same SOP Instance UID with the same content: answered as a success, kept once.
     DUPLICATE = "duplicate"
-    # The same SOP Instance UID with different content: the first one is kept.
-    CONFLICT = "conflict"
+    # The same SOP Instance UID with other content, a correction (DICOM_OVERWRITE_POLICY):
+    # it replaced the stored content, which is kept as a prior version ...
+    REPLACED = "replaced"
+    # ... or, the study's report being signed, it is kept beside it as a pending correction.
+    PENDING_CORRECTION = "pending_correction"
 
 
 @dataclass(frozen=True)
@@ -127,6 +142,80 @@ class OutOfResources(IngestError):
     """The store is full or the index is unavailable; the sender may retry later."""
 
 
+class IdentityConflict(IngestError):
+    """Storing the instance would mix identities: put it in another facility's study or
+    series, in another study, or under another patient, or replace an image the overwrite
+    policy keeps. Nothing is stored and the refusal is recorded (IngestConflict).
+
+    `status` is the answer's Failure status (PS3.4 B.2.3 "cannot understand", Cxxx), one
+    per reason, used by the DICOM receiver and STOW-RS alike; `comment` is the Error
+    Comment (an LO, at most 64 characters): it names the conflict, never the other
+    facility, study or patient. The exception's message adds, for the log, what the
+    archive holds."""
+
+    status: ClassVar[int]
+    comment: ClassVar[str]
+    reason: ClassVar[str]
+
+
+class StudyOfAnotherFacility(IdentityConflict):
+    status = 0xC010
+    comment = "StudyInstanceUID is in use by another facility"
+    reason = IngestConflict.Reason.STUDY_OF_ANOTHER_FACILITY
+
+
+class SeriesOfAnotherFacility(IdentityConflict):
+    status = 0xC011
+    comment = "SeriesInstanceUID is in use by another facility"
+    reason = IngestConflict.Reason.SERIES_OF_ANOTHER_FACILITY
+
+
+class SeriesOfAnotherStudy(IdentityConflict):
+    status = 0xC012
+    comment = "SeriesInstanceUID belongs to another study"
+    reason = IngestConflict.Reason.SERIES_OF_ANOTHER_STUDY
+
+
+class PatientMismatch(IdentityConflict):
+    status = 0xC013
+    comment = "PatientID or IssuerOfPatientID differs from the study's"
+    reason = IngestConflict.Reason.PATIENT_MISMATCH
+
+
+class InstanceElsewhere(IdentityConflict):
+    status = 0xC014
+    comment = "SOPInstanceUID is stored in another study"
+    reason = IngestConflict.Reason.INSTANCE_ELSEWHERE
+
+
+class CorrectionRefused(IdentityConflict):
+    status = 0xC015
+    comment = "SOPInstanceUID is stored with other content; not replaced"
+    reason = IngestConflict.Reason.CORRECTION_REFUSED
+
+
+IDENTITY_CONFLICTS: list[type[IdentityConflict]] = [
+    StudyOfAnotherFacility,
+    SeriesOfAnotherFacility,
+    SeriesOfAnotherStudy,
+    PatientMismatch,
+    InstanceElsewhere,
+    CorrectionRefused,
+]
+
+
+class OverwritePolicy(StrEnum):
+    """What a different content under a stored SOP Instance UID does (DICOM_OVERWRITE_POLICY)."""
+
+    # From the modality that sent the study: replaces the stored content until the report
+    # is signed, then waits beside it as a pending correction; from another, refused.
+    SAME_SOURCE = "same_source"
+    # The same from any modality of the study's facility.
+    ANY_SOURCE = "any_source"
+    # Never: every different content is refused (and listed as a conflict).
+    NEVER = "never"
+
+
 @dataclass(frozen=True)
 class IndexedTags:
     sop_class_uid: str
@@ -148,6 +237,9 @@ def ingest_instance(
     modality: Modality,
     adopt: bool = False,
     sha256: str | None = None,
+    channel: str = IngestConflict.Channel.DIMSE,
+    association: UUID | None = None,
+    user: User | None = None,
 ) -> IngestResult:
     """Store one received dataset and index it.
 
@@ -156,8 +248,10 @@ def ingest_instance(
     context's; `sop_class_uid` and `sop_instance_uid` come from the C-STORE request
     (the class is the context's abstract syntax). With `adopt`, a source file on the
     store's filesystem is moved into the store instead of copied; `sha256`, when the
-    receiver hashed the dataset bytes as they arrived, spares reading the moved file again. Raises an IngestError
-    subclass when nothing was stored."""
+    receiver hashed the dataset bytes as they arrived, spares reading the moved file again.
+    `channel`, `association` (the receiver's opaque reference to its association) and
+    `user` (STOW-RS) are only recorded with a refusal. Raises an IngestError subclass
+    when nothing was stored; an IdentityConflict is recorded as an IngestConflict first."""
     try:
         staged = storage.stage(
             source,
@@ -172,52 +266,214 @@ def ingest_instance(
         if exc.errno in {errno.ENOSPC, errno.EDQUOT}:
             raise OutOfResources(f"no space left in the image store: {exc}") from exc
         raise
+    tags: IndexedTags | None = None
     try:
         tags = _read_indexed_tags(staged.path, sop_class_uid, sop_instance_uid, transfer_syntax_uid)
-        key = storage.key_for(tags.study_uid, tags.sop_instance_uid, staged.sha256)
-        try:
-            created = storage.publish(staged, key)
-        except OSError as exc:
-            # Only a name this call made (a link to the staged file) may go: an existing
-            # one may be indexed.
-            with contextlib.suppress(OSError):
-                if storage.path_for(key).samefile(staged.path):
-                    storage.remove_key(key)
-            if exc.errno in {errno.ENOSPC, errno.EDQUOT}:
-                raise OutOfResources(f"no space left in the image store: {exc}") from exc
-            raise
-        try:
-            instance, study_created = _index(tags, staged, key, transfer_syntax_uid, modality)
-        except IntegrityError:
-            # This SOP Instance UID is indexed already: a re-send, or another association
-            # a moment ago. Which of the two files is kept is decided by the index.
-            existing = Instance.objects.filter(sop_instance_uid=tags.sop_instance_uid).first()
-            if created and (existing is None or existing.storage_key != key):
-                storage.remove_key(key)
-            if existing is None:
-                raise
-            return _repeat(existing, staged.sha256, modality)
-        except BaseException:
-            if created:
-                storage.remove_key(key)
-            raise
-        return IngestResult(IngestOutcome.STORED, instance, study_created)
+        return _store(tags, staged, transfer_syntax_uid, modality)
+    except IdentityConflict as conflict:
+        assert tags is not None
+        _record_conflict(conflict, tags, modality, channel, association, user)
+        raise
     finally:
         storage.discard(staged)
 
 
-def _repeat(existing: Instance, sha256: str, modality: Modality) -> IngestResult:
-    if existing.sha256 == sha256:
+def _store(tags: IndexedTags, staged: storage.StagedFile, transfer_syntax_uid: str, modality: Modality) -> IngestResult:
+    key = storage.key_for(tags.study_uid, tags.sop_instance_uid, staged.sha256)
+    try:
+        created = storage.publish(staged, key)
+    except OSError as exc:
+        # Only a name this call made (a link to the staged file) may go: an existing
+        # one may be indexed.
+        with contextlib.suppress(OSError):
+            if storage.path_for(key).samefile(staged.path):
+                storage.remove_key(key)
+        if exc.errno in {errno.ENOSPC, errno.EDQUOT}:
+            raise OutOfResources(f"no space left in the image store: {exc}") from exc
+        raise
+    try:
+        instance, study_created = _index(tags, staged, key, transfer_syntax_uid, modality)
+    except IntegrityError:
+        # This SOP Instance UID is indexed already: a re-send, a correction, or another
+        # association a moment ago.
+        existing = Instance.objects.filter(sop_instance_uid=tags.sop_instance_uid).first()
+        if existing is None:
+            if created:
+                storage.remove_key(key)
+            raise
+        kept = False
+        try:
+            result = _repeat(existing, tags, staged, key, transfer_syntax_uid, modality)
+            kept = result.outcome in (IngestOutcome.REPLACED, IngestOutcome.PENDING_CORRECTION)
+            return result
+        finally:
+            # A name this call made is kept only when the index now points at it.
+            if created and not kept and existing.storage_key != key:
+                storage.remove_key(key)
+    except BaseException:
+        if created:
+            storage.remove_key(key)
+        raise
+    return IngestResult(IngestOutcome.STORED, instance, study_created)
+
+
+def _record_conflict(
+    conflict: IdentityConflict,
+    tags: IndexedTags,
+    modality: Modality,
+    channel: str,
+    association: UUID | None,
+    user: User | None,
+) -> None:
+    """The administrators' record of a refusal. Never raises: the sender's answer is the
+    refusal whether or not the record could be written."""
+    logger.warning(
+        "instance %s from %s refused (%s): %s", tags.sop_instance_uid, modality.ae_title, conflict.reason, conflict
+    )
+    try:
+        IngestConflict.objects.create(
+            at=timezone.now(),
+            reason=conflict.reason,
+            channel=channel,
+            facility_id=modality.facility_id,
+            modality=modality,
+            ae_title=modality.ae_title[:16],
+            user=user,
+            association=association,
+            sop_instance_uid=tags.sop_instance_uid,
+            study_uid=tags.study_uid,
+            series_uid=tags.series_uid,
+            patient_id=_text(tags.values, "PatientID", 64),
+            detail=str(conflict)[:255],
+        )
+    except Exception:
+        logger.exception("could not record the refusal of %s", tags.sop_instance_uid)
+
+
+def _repeat(
+    existing: Instance,
+    tags: IndexedTags,
+    staged: storage.StagedFile,
+    key: str,
+    transfer_syntax_uid: str,
+    modality: Modality,
+) -> IngestResult:
+    """A SOP Instance UID that is indexed already: the same content is a duplicate; other
+    content is a correction, which the overwrite policy applies, keeps pending or refuses."""
+    home = (
+        Series.objects.filter(pk=existing.series_id)
+        .values_list("series_uid", "study__study_uid", "study__facility_id", "study_id")
+        .first()
+    )
+    assert home is not None
+    series_uid, study_uid, facility_id, study_pk = home
+    if facility_id != modality.facility_id or (series_uid, study_uid) != (tags.series_uid, tags.study_uid):
+        # Nothing is said about where it is: it may be another township's.
+        raise InstanceElsewhere(
+            f"SOP Instance UID {tags.sop_instance_uid} is indexed in series {series_uid} of study {study_uid}"
+            f" (facility {facility_id})"
+        )
+    if existing.sha256 == staged.sha256:
         logger.info("instance %s re-sent by %s with identical content", existing.sop_instance_uid, modality.ae_title)
         return IngestResult(IngestOutcome.DUPLICATE, existing)
+    return _correct(existing, study_pk, tags, staged, key, transfer_syntax_uid, modality)
+
+
+def _correct(
+    existing: Instance,
+    study_pk: int,
+    tags: IndexedTags,
+    staged: storage.StagedFile,
+    key: str,
+    transfer_syntax_uid: str,
+    modality: Modality,
+) -> IngestResult:
+    policy = OverwritePolicy(settings.DICOM_OVERWRITE_POLICY)
+    now = timezone.now()
+    with transaction.atomic():
+        # The study row is locked so that a signature cannot land between the check and
+        # the change (signing writes Study.report_signed_at).
+        study = (
+            Study.objects.select_for_update()
+            .only("pk", "study_uid", "facility_id", "modality_id", "report_signed_at")
+            .get(pk=study_pk)
+        )
+        signed = study.report_signed_at is not None
+        if policy == OverwritePolicy.NEVER:
+            raise CorrectionRefused(f"{existing.sop_instance_uid}: other content, and the overwrite policy is never")
+        if policy == OverwritePolicy.SAME_SOURCE and study.modality_id != modality.pk:
+            raise CorrectionRefused(
+                f"{existing.sop_instance_uid}: other content from {modality.ae_title}, "
+                "not the modality that sent the study"
+            )
+        detail: dict[str, Any] = {
+            "sop_instance_uid": existing.sop_instance_uid,
+            "ae_title": modality.ae_title,
+            "sha256": staged.sha256,
+            "stored_sha256": existing.sha256,
+        }
+        if signed:
+            if existing.versions.filter(state=InstanceVersion.State.PENDING, sha256=staged.sha256).exists():
+                return IngestResult(IngestOutcome.DUPLICATE, existing)
+            InstanceVersion.objects.create(
+                instance=existing,
+                state=InstanceVersion.State.PENDING,
+                storage_key=key,
+                sha256=staged.sha256,
+                size=staged.size,
+                transfer_syntax_uid=transfer_syntax_uid,
+                source_ae=modality.ae_title[:16],
+                received_at=now,
+            )
+            Study.objects.filter(pk=study_pk).update(pending_corrections=F("pending_corrections") + 1)
+            audit("cloudpacs.instance.correction_pending", obj=study, facility=modality.facility, **detail)
+            logger.warning(
+                "instance %s corrected by %s after the report was signed: kept as a pending correction",
+                existing.sop_instance_uid,
+                modality.ae_title,
+            )
+            return IngestResult(IngestOutcome.PENDING_CORRECTION, existing)
+        InstanceVersion.objects.create(
+            instance=existing,
+            state=InstanceVersion.State.PRIOR,
+            storage_key=existing.storage_key,
+            sha256=existing.sha256,
+            size=existing.size,
+            transfer_syntax_uid=existing.transfer_syntax_uid,
+            received_at=existing.received_at,
+        )
+        values = tags.values
+        changes: dict[str, Any] = {
+            "storage_key": key,
+            "sha256": staged.sha256,
+            "size": staged.size,
+            "transfer_syntax_uid": transfer_syntax_uid,
+            "instance_number": _int(values, "InstanceNumber"),
+            "rows": _int(values, "Rows"),
+            "columns": _int(values, "Columns"),
+            "number_of_frames": _int(values, "NumberOfFrames"),
+        }
+        Instance.objects.filter(pk=existing.pk).update(**changes)
+        # Its WADO-RS metadata described the old content.
+        InstanceMetadata.objects.filter(instance_id=existing.pk).delete()
+        Study.objects.filter(pk=study_pk).update(
+            images_changed_at=now,
+            status=Case(
+                When(status=Study.Status.ARRIVED, then=Value(Study.Status.UPDATED)),
+                default=F("status"),
+            ),
+        )
+        audit("cloudpacs.instance.replaced", obj=study, facility=modality.facility, **detail)
     logger.warning(
-        "instance %s re-sent by %s with different content (sha256 %s, stored %s): keeping the first",
+        "instance %s replaced by a correction from %s (sha256 %s, prior %s kept)",
         existing.sop_instance_uid,
         modality.ae_title,
-        sha256[:16],
+        staged.sha256[:16],
         existing.sha256[:16],
     )
-    return IngestResult(IngestOutcome.CONFLICT, existing)
+    for field, value in changes.items():
+        setattr(existing, field, value)
+    return IngestResult(IngestOutcome.REPLACED, existing)
 
 
 def _check_pixel_data_complete(ds: Dataset, path: Path, transfer_syntax_uid: str) -> None:
@@ -482,65 +738,43 @@ def _index(
     ds = tags.values
     now = timezone.now()
     facility = modality.facility
-    name, alphabetic, ideographic, phonetic = tags.names["PatientName"]
-    patient_fields = {
-        "issuer": _text(ds, "IssuerOfPatientID", 64),
-        "name": name,
-        "name_alphabetic": alphabetic,
-        "name_ideographic": ideographic,
-        "name_phonetic": phonetic,
-        "name_initials": name_initials(alphabetic, ideographic),
-        "birth_date": _date(ds.get("PatientBirthDate")),
-        "sex": _text(ds, "PatientSex", 16),
-    }
+    name = tags.names["PatientName"][0]
+    patient_id = _text(ds, "PatientID", 64)
+    issuer = _text(ds, "IssuerOfPatientID", 64)
     series_modality = _text(ds, "Modality", 16).upper()
     institution = _text(ds, "InstitutionName", 128)
     station = _text(ds, "StationName", 64)
+    study_changes: dict[str, Any] = {}
     with transaction.atomic():
-        # Most instances join a series that exists: one lookup finds it and its study.
-        known = (
-            Series.objects.filter(series_uid=tags.series_uid)
-            .values_list("pk", "study_id", "study__modalities_in_study")
-            .first()
-        )
+        # Most instances join a series that exists: one lookup finds it, its study and
+        # what the identity rules compare (the study's facility, UID and patient).
+        known = Series.objects.filter(series_uid=tags.series_uid).values_list(*_SERIES_FIELDS).first()
         study_created = series_created = False
         if known is not None:
-            series_pk, study_pk, modalities_in_study = known
+            series_pk, study_pk, study_uid, *study_identity = known
+            if study_identity[0] != facility.pk:
+                raise SeriesOfAnotherFacility(
+                    f"series {tags.series_uid} is in study {study_uid} of facility {study_identity[0]}"
+                )
+            if study_uid != tags.study_uid:
+                raise SeriesOfAnotherStudy(f"series {tags.series_uid} is in study {study_uid}, not {tags.study_uid}")
+            modalities_in_study = _check_study_identity(
+                tags, facility.pk, patient_id, issuer, name, study_identity, study_changes
+            )
         else:
-            study = Study.objects.filter(study_uid=tags.study_uid).only("pk", "modalities_in_study").first()
-            if study is None:
-                patient, created = Patient.objects.get_or_create(
-                    facility=facility, patient_id=_text(ds, "PatientID", 64), defaults=patient_fields
+            found = Study.objects.filter(study_uid=tags.study_uid).values_list("pk", *_STUDY_FIELDS).first()
+            if found is not None:
+                study_pk, *study_identity = found
+                modalities_in_study = _check_study_identity(
+                    tags, facility.pk, patient_id, issuer, name, study_identity, study_changes
                 )
-                if not created and any(
-                    value and getattr(patient, field) != value for field, value in patient_fields.items()
-                ):
-                    # The latest study carries the current demographics.
-                    changed = {field: value for field, value in patient_fields.items() if value}
-                    Patient.objects.filter(pk=patient.pk).update(**changed)
-                study, study_created = Study.objects.get_or_create(
-                    study_uid=tags.study_uid,
-                    defaults={
-                        "patient": patient,
-                        "facility": facility,
-                        "modality": modality,
-                        "study_date": _date(ds.get("StudyDate")),
-                        "study_time": _time(ds.get("StudyTime")),
-                        "accession_number": _text(ds, "AccessionNumber", 64),
-                        "study_id": _text(ds, "StudyID", 16),
-                        "description": _text(ds, "StudyDescription", 128),
-                        "referring_physician": tags.names["ReferringPhysicianName"][0],
-                        "institution_name": institution,
-                        "station_name": station,
-                        "specific_character_set": _text(ds, "SpecificCharacterSet", 128),
-                        "first_received_at": now,
-                        "last_received_at": now,
-                    },
-                )
+            else:
+                study_pk, study_created = _create_study(tags, modality, patient_id, issuer, now)
+                modalities_in_study = ""
             series, series_created = Series.objects.get_or_create(
                 series_uid=tags.series_uid,
                 defaults={
-                    "study": study,
+                    "study_id": study_pk,
                     "modality": series_modality,
                     "series_number": _int(ds, "SeriesNumber"),
                     "description": _text(ds, "SeriesDescription", 128),
@@ -550,7 +784,10 @@ def _index(
                     "manufacturer": _text(ds, "Manufacturer", 64),
                 },
             )
-            series_pk, study_pk, modalities_in_study = series.pk, study.pk, study.modalities_in_study
+            if not series_created and series.study_id != study_pk:
+                # Another association made this series a moment ago, in another study.
+                raise SeriesOfAnotherStudy(f"series {tags.series_uid} was just stored in study {series.study_id}")
+            series_pk = series.pk
         instance = Instance.objects.create(
             sop_instance_uid=tags.sop_instance_uid,
             sop_class_uid=tags.sop_class_uid,
@@ -565,15 +802,17 @@ def _index(
             number_of_frames=_int(ds, "NumberOfFrames"),
         )
         Series.objects.filter(pk=series_pk).update(number_of_instances=F("number_of_instances") + 1)
-        study_changes: dict[str, Any] = {
-            "number_of_instances": F("number_of_instances") + 1,
-            "last_received_at": now,
-            # A late instance for a study that was already handed over.
-            "status": Case(
-                When(status=Study.Status.ARRIVED, then=Value(Study.Status.UPDATED)),
-                default=F("status"),
-            ),
-        }
+        study_changes.update(
+            {
+                "number_of_instances": F("number_of_instances") + 1,
+                "last_received_at": now,
+                # A late instance for a study that was already handed over.
+                "status": Case(
+                    When(status=Study.Status.ARRIVED, then=Value(Study.Status.UPDATED)),
+                    default=F("status"),
+                ),
+            }
+        )
         if series_created:
             study_changes["number_of_series"] = F("number_of_series") + 1
         modalities = set(filter(None, modalities_in_study.split("\\")))
@@ -582,6 +821,130 @@ def _index(
         Study.objects.filter(pk=study_pk).update(**study_changes)
     logger.debug("stored %s from %s as %s", tags.sop_instance_uid, modality.ae_title, key)
     return instance, study_created
+
+
+# What the identity rules compare, read with the series (or the study) in one query.
+_STUDY_FIELDS = [
+    "facility_id",
+    "patient__patient_id",
+    "patient__issuer",
+    "patient_name_received",
+    "patient_name_conflict",
+    "modalities_in_study",
+]
+_SERIES_FIELDS = ["pk", "study_id", "study__study_uid", *(f"study__{field}" for field in _STUDY_FIELDS)]
+
+
+def _check_study_identity(
+    tags: IndexedTags,
+    facility_pk: int,
+    patient_id: str,
+    issuer: str,
+    name: str,
+    identity: list[Any],
+    study_changes: dict[str, Any],
+) -> str:
+    """Refuse an instance for a study of another facility or of another patient; flag the
+    study when the name differs. Returns the study's modalities."""
+    study_facility, study_patient_id, study_issuer, name_received, name_conflict, modalities_in_study = identity
+    if study_facility != facility_pk:
+        raise StudyOfAnotherFacility(f"study {tags.study_uid} belongs to facility {study_facility}")
+    if patient_id != study_patient_id or (issuer and study_issuer and issuer != study_issuer):
+        raise PatientMismatch(
+            f"study {tags.study_uid} is of Patient ID {study_patient_id!r} (issuer {study_issuer!r}),"
+            f" the instance of {patient_id!r} (issuer {issuer!r})"
+        )
+    if not name_conflict and name != name_received and not same_person_name(name, name_received):
+        study_changes["patient_name_conflict"] = True
+    return str(modalities_in_study)
+
+
+def _create_study(
+    tags: IndexedTags, modality: Modality, patient_id: str, issuer: str, now: datetime
+) -> tuple[int, bool]:
+    """A new study, and its patient: the facility's patient of that ID (whose stored
+    demographics a new study only completes, never overwrites), or, without an ID, a
+    patient of its own."""
+    ds = tags.values
+    facility = modality.facility
+    name, alphabetic, ideographic, phonetic = tags.names["PatientName"]
+    patient_fields = {
+        "issuer": issuer,
+        "name": name,
+        "name_alphabetic": alphabetic,
+        "name_ideographic": ideographic,
+        "name_phonetic": phonetic,
+        "name_initials": name_initials(alphabetic, ideographic),
+        "birth_date": _date(ds.get("PatientBirthDate")),
+        "sex": _text(ds, "PatientSex", 16),
+    }
+    name_conflict = False
+    if not patient_id:
+        patient = Patient.objects.create(facility=facility, patient_id="", **patient_fields)
+    else:
+        patient, created = Patient.objects.get_or_create(
+            facility=facility, patient_id=patient_id, defaults=patient_fields
+        )
+        if not created:
+            if issuer and patient.issuer and issuer != patient.issuer:
+                raise PatientMismatch(
+                    f"Patient ID {patient_id!r} is stored with issuer {patient.issuer!r}, received {issuer!r}"
+                )
+            name_conflict = bool(name) and bool(patient.name) and not same_person_name(name, patient.name)
+            blanks = {
+                field: value
+                for field, value in patient_fields.items()
+                if value and not getattr(patient, field) and not (field.startswith("name") and patient.name)
+            }
+            if blanks:
+                Patient.objects.filter(pk=patient.pk).update(**blanks)
+    study, study_created = Study.objects.get_or_create(
+        study_uid=tags.study_uid,
+        defaults={
+            "patient": patient,
+            "facility": facility,
+            "modality": modality,
+            "study_date": _date(ds.get("StudyDate")),
+            "study_time": _time(ds.get("StudyTime")),
+            "accession_number": _text(ds, "AccessionNumber", 64),
+            "study_id": _text(ds, "StudyID", 16),
+            "description": _text(ds, "StudyDescription", 128),
+            "referring_physician": tags.names["ReferringPhysicianName"][0],
+            "institution_name": _text(ds, "InstitutionName", 128),
+            "station_name": _text(ds, "StationName", 64),
+            "specific_character_set": _text(ds, "SpecificCharacterSet", 128),
+            "patient_name_received": name,
+            "patient_name_conflict": name_conflict,
+            "first_received_at": now,
+            "last_received_at": now,
+        },
+    )
+    if not study_created:
+        # Another association created it a moment ago: the same rules apply to it.
+        identity = Study.objects.filter(pk=study.pk).values_list(*_STUDY_FIELDS).first()
+        assert identity is not None
+        _check_study_identity(tags, facility.pk, patient_id, issuer, name, list(identity), {})
+    return study.pk, study_created
+
+
+def _name_groups(name: str) -> list[str]:
+    groups = [*name.split("="), "", ""][:2]
+    return ["".join(group.upper().split()).rstrip("^") for group in groups]
+
+
+def same_person_name(first: str, second: str) -> bool:
+    """Whether two PN values name the same person as far as can be told: their alphabetic
+    and ideographic groups agree wherever both have one (case and spaces aside), and
+    with no group to compare, the whole values agree. An empty name agrees with any."""
+    if not first or not second:
+        return True
+    compared = False
+    for a, b in zip(_name_groups(first), _name_groups(second), strict=True):
+        if a and b:
+            if a != b:
+                return False
+            compared = True
+    return compared or _name_groups(first) == _name_groups(second)
 
 
 def instances_metadata(instances: QuerySet[Instance], instance_url: Callable[[str, str], str]) -> list[str]:
@@ -651,6 +1014,8 @@ def indexed_keys(keys: Iterable[str]) -> set[str]:
     for start in range(0, len(wanted), 500):
         batch = wanted[start : start + 500]
         found.update(Instance.objects.filter(storage_key__in=batch).values_list("storage_key", flat=True))
+        # Prior versions and pending corrections keep their files too.
+        found.update(InstanceVersion.objects.filter(storage_key__in=batch).values_list("storage_key", flat=True))
     return found
 
 

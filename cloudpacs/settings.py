@@ -171,6 +171,10 @@ DICOM_MAX_CONNECTIONS_PER_ADDRESS = env_int("DICOM_MAX_CONNECTIONS_PER_ADDRESS",
 # Limits per association: instances stored in one association, and bytes of one instance.
 DICOM_MAX_INSTANCES_PER_ASSOCIATION = env_int("DICOM_MAX_INSTANCES_PER_ASSOCIATION", 10000, minimum=1)
 DICOM_MAX_INSTANCE_BYTES = env_int("DICOM_MAX_INSTANCE_BYTES", 2 * 1024**3, minimum=1)
+# Another content under a stored SOP Instance UID (a correction): same_source (the modality
+# that sent the study replaces it until the report is signed, then it waits as a pending
+# correction; other modalities are refused), any_source, or never (always refused).
+DICOM_OVERWRITE_POLICY = env_choice("DICOM_OVERWRITE_POLICY", "same_source", {"same_source", "any_source", "never"})
 STUDY_STABLE_SECONDS = env_float("STUDY_STABLE_SECONDS", 10.0, minimum=0.0)
 
 # The web server started by `manage.py platform`.

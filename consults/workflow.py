@@ -20,6 +20,7 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
+from cloudpacs.models import Study
 from consults.models import (
     Addendum,
     Assignment,
@@ -395,6 +396,10 @@ def sign_final(
         locked.save(update_fields=["status", "opened_at", "signed_at"])
         # The digest behind the printed report's QR code, of the content as signed.
         record_signature(report, now)
+        if locked.study_id is not None:
+            # The archive keeps corrections of a signed study's images pending (cloudpacs
+            # cannot ask consults): it reads this.
+            Study.objects.filter(pk=locked.study_id).update(report_signed_at=signed_at)
         audit(
             "consults.report.signed",
             actor=user,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -19,6 +21,9 @@ class AssociationLog(models.Model):
         ABORTED = "aborted", _("中止")
         REJECTED = "rejected", _("拒绝")
 
+    # Given when the association starts, so that what happens during it (an instance
+    # refused as an ingest conflict) can point at the row written when it ends.
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     calling_ae_title = models.CharField(_("发起方 AE"), max_length=16)
     called_ae_title = models.CharField(_("被叫 AE"), max_length=16)
     peer_address = models.GenericIPAddressField(_("对端地址"), null=True, blank=True)
@@ -39,6 +44,7 @@ class AssociationLog(models.Model):
     ended_at = models.DateTimeField(_("结束时间"), null=True, blank=True)
     instances_stored = models.PositiveIntegerField(_("已存储"), default=0)
     instances_duplicate = models.PositiveIntegerField(_("重复"), default=0)
+    # Refused for an identity conflict or a correction the overwrite policy refuses.
     instances_conflict = models.PositiveIntegerField(_("冲突"), default=0)
     instances_failed = models.PositiveIntegerField(_("失败"), default=0)
     bytes_received = models.PositiveBigIntegerField(_("接收字节数"), default=0)

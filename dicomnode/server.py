@@ -6,15 +6,16 @@ chunked to disk (pynetdicom's STORE_RECV_CHUNKED_DATASET), so a 30 MB radiograph
 never sits whole in memory, and are stored as received.
 
 Status codes answered to C-STORE (see docs/dicom-conformance.md):
-  0x0000 stored, or an identical re-send of a stored instance
-  0xB006 warning "elements discarded": same SOP Instance UID, different content; the
-         first is kept and this one discarded
+  0x0000 stored, an identical re-send of a stored instance, or a correction (same SOP
+         Instance UID, other content) that the overwrite policy applied or kept pending
   0xA700 out of resources: the image store is full, or a per-association limit
          (DICOM_MAX_INSTANCES_PER_ASSOCIATION, DICOM_MAX_INSTANCE_BYTES) is exceeded;
          0xA701: the index is unavailable
   0xA900 the dataset's SOP Class differs from its presentation context
   0xC000 cannot understand: the payload cannot be parsed
   0xC001 cannot understand: a Study, Series or SOP Instance UID is missing or invalid
+  0xC010-0xC015 cannot understand: an identity conflict (cloudpacs.services
+         IdentityConflict), with an Error Comment naming it
   0x0110 processing failure: anything unexpected (logged with its traceback)
 """
 
@@ -28,6 +29,7 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from typing import Any
 
@@ -51,7 +53,6 @@ from facilities.services import modality_for_ae_title
 logger = logging.getLogger("dicomnode")
 
 SUCCESS = 0x0000
-WARNING_DISCARDED = 0xB006
 OUT_OF_RESOURCES = 0xA700
 INDEX_UNAVAILABLE = 0xA701
 SOP_CLASS_MISMATCH = 0xA900
@@ -89,6 +90,8 @@ class _Association:
         except Exception:
             self.address, self.port = None, None
         self.tls = isinstance(getattr(assoc.dul.socket, "socket", None), ssl.SSLSocket)
+        # The log row's, given now: a refusal recorded during the association names it.
+        self.uuid = uuid.uuid4()
         self.modality: Modality | None = None
         self.accepted = False
         # Whether this association took one of the DICOM_MAX_ASSOCIATIONS places.
@@ -115,6 +118,7 @@ class _Association:
         counts = self.counts
         try:
             AssociationLog.objects.create(
+                uuid=self.uuid,
                 calling_ae_title=self.calling[:16],
                 called_ae_title=self.called[:16],
                 peer_address=self.address,
@@ -268,7 +272,7 @@ def handle_closed(event: evt.Event) -> None:
             AssociationLog.Outcome.RELEASED if released else AssociationLog.Outcome.ABORTED, state.abort_reason
         )
         logger.info(
-            "association %s: %s from %s, stored %d, duplicate %d, warning %d, failed %d, echo %d, %d bytes"
+            "association %s: %s from %s, stored %d, duplicate %d, conflict %d, failed %d, echo %d, %d bytes"
             " (%d hashed on arrival)",
             how,
             state.calling,
@@ -402,8 +406,22 @@ def handle_store(event: evt.Event) -> int | Dataset:
         status = OUT_OF_RESOURCES
         why = f"{size} bytes, over the limit of {settings.DICOM_MAX_INSTANCE_BYTES} bytes per instance"
     else:
-        status, why = _ingest(event, state, modality, sop_instance_uid, sha256)
-        if status in (SUCCESS, WARNING_DISCARDED):
+        try:
+            status, why = _ingest(event, state, modality, sop_instance_uid, sha256)
+        except archive.IdentityConflict as conflict:
+            # Recorded by the archive (IngestConflict, pointing at this association's log
+            # row); the answer names the conflict and nothing of what the archive holds.
+            state.counts["conflict"] += 1
+            logger.warning(
+                "C-STORE %s from %s (%s) refused with 0x%04X: %s",
+                sop_instance_uid,
+                modality.ae_title,
+                _peer(event.assoc),
+                conflict.status,
+                conflict,
+            )
+            return _failure(conflict.status, conflict.comment)
+        if status == SUCCESS:
             return status
     # Not stored: pynetdicom removes the received file after this handler returns.
     state.counts["failed"] += 1
@@ -449,7 +467,10 @@ def _ingest(
             # pynetdicom's file is ours to move: it only tries to unlink it afterwards.
             adopt=True,
             sha256=sha256,
+            association=state.uuid,
         )
+    except archive.IdentityConflict:
+        raise
     except archive.OutOfResources as exc:
         return OUT_OF_RESOURCES, str(exc)
     except archive.SOPClassMismatch as exc:
@@ -466,9 +487,9 @@ def _ingest(
     except Exception as exc:
         logger.exception("unexpected error storing %s from %s", sop_instance_uid, modality.ae_title)
         return PROCESSING_FAILURE, f"{type(exc).__name__}: {exc}"
-    state.counts[result.outcome.value] += 1
-    if result.outcome == archive.IngestOutcome.CONFLICT:
-        return WARNING_DISCARDED, "conflict"
+    # A correction applied or kept pending is stored content: counted as stored.
+    duplicate = result.outcome == archive.IngestOutcome.DUPLICATE
+    state.counts["duplicate" if duplicate else "stored"] += 1
     return SUCCESS, ""
 
 

@@ -285,17 +285,6 @@ def test_it_keeps_one_copy_of_an_identical_re_send(receiver, ct_modality):
     assert len(stored) == 1
 
 
-def test_it_keeps_the_first_of_two_different_instances_with_one_uid_and_warns(receiver, ct_modality):
-    first = make_dataset(patient_id="FIRST")
-    second = make_dataset(sop_instance_uid=first.SOPInstanceUID, study_uid=first.StudyInstanceUID, patient_id="FIRST")
-    second.PixelData = bytes(len(first.PixelData))
-    assert send(receiver, ct_modality.ae_title, [first]) == [0x0000]
-    assert send(receiver, ct_modality.ae_title, [second]) == [0xB006]
-    instance = Instance.objects.get(sop_instance_uid=first.SOPInstanceUID)
-    assert dcmread(path_for(instance.storage_key)).PixelData == first.PixelData
-    assert len(list(Path(settings.STORAGE_ROOT).rglob("*.dcm"))) == 1
-
-
 @pytest.mark.parametrize("missing", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
 def test_it_refuses_a_dataset_without_a_uid(receiver, ct_modality, missing):
     ds = make_dataset()

@@ -13,8 +13,10 @@ from pydicom import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from cloudpacs.dicomweb.multipart import OutPart, encode, new_boundary
-from cloudpacs.models import Instance, Study
+from cloudpacs.models import IngestConflict, Instance, InstanceVersion, Study
 from cloudpacs.storage import PREAMBLE, file_meta_bytes
+from consults import workflow
+from consults.models import Consult
 from facilities.models import AuditEvent
 from tests.dicomweb_support import Archive, build_archive, client_for, token_for, voi_lut_dx
 from tests.factories import make_dataset
@@ -103,7 +105,9 @@ def test_a_study_uid_of_another_township_is_refused(live_server, technologist, a
     body, content_type = multipart_body(part10(ds))
     response = post(live_server, technologist, body, content_type)
     assert response.status_code == 409
-    assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0x0124]
+    assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xC010]
+    assert response.headers["Warning"] == '299 yunying "StudyInstanceUID is in use by another facility"'
+    assert other_study not in response.text
 
 
 def test_the_same_instance_sent_twice_is_stored_once(live_server, technologist, archive):
@@ -155,3 +159,61 @@ def test_a_session_upload_needs_the_csrf_token(live_server, technologist, archiv
     client.cookies["csrftoken"] = token
     response = client.post("/dicomweb/studies", body, content_type=content_type, HTTP_X_CSRFTOKEN=token)
     assert response.status_code == 200
+
+
+def test_another_townships_series_uid_under_a_new_study_is_refused_without_naming_its_study(
+    live_server, outsider, archive
+):
+    """The series path: a new Study UID carrying XUANWO's Series UID, stored by PINGLIANG."""
+    study_uid, series_uid, _ = archive.uids("zhang_ct")
+    ds = make_dataset(series_uid=series_uid, patient_id="P9999")
+    body, content_type = multipart_body(part10(ds))
+    response = post(live_server, outsider, body, content_type)
+    assert response.status_code == 409
+    (failed,) = response.json()["00081198"]["Value"]
+    assert failed["00081197"]["Value"] == [0xC011]
+    assert response.headers["Warning"] == '299 yunying "SeriesInstanceUID is in use by another facility"'
+    assert study_uid not in response.text
+    assert "00081190" not in response.json()
+    assert not Instance.objects.filter(sop_instance_uid=ds.SOPInstanceUID).exists()
+    assert not Study.objects.filter(study_uid=ds.StudyInstanceUID).exists()
+    conflict = IngestConflict.objects.get()
+    assert (conflict.reason, conflict.channel, conflict.user) == (
+        IngestConflict.Reason.SERIES_OF_ANOTHER_FACILITY,
+        IngestConflict.Channel.STOW,
+        outsider,
+    )
+    assert conflict.association is None
+
+
+def test_another_patient_id_in_a_study_is_refused_over_the_web(live_server, technologist, archive):
+    study_uid, series_uid, _ = archive.uids("zhang_ct")
+    ds = make_dataset(study_uid=study_uid, series_uid=series_uid, patient_id="P0002", instance_number=7)
+    body, content_type = multipart_body(part10(ds))
+    response = post(live_server, technologist, body, content_type)
+    assert response.status_code == 409
+    assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xC013]
+    assert "PatientID or IssuerOfPatientID differs" in response.headers["Warning"]
+    assert Study.objects.get(study_uid=study_uid).number_of_instances == 3
+
+
+def test_a_correction_after_signing_is_kept_pending_over_the_web(live_server, technologist, radiologist, archive):
+    study_uid, series_uid, sop_uid = archive.uids("zhang_ct")
+    consult = Consult.objects.get(study__study_uid=study_uid)
+    workflow.claim_consult(consult, radiologist)
+    workflow.sign_final(consult, radiologist, "所见", "意见")
+    fix = make_dataset(
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_instance_uid=sop_uid,
+        patient_id="P0001",
+        patient_name="Zhang^San=张^三",
+        character_set="ISO_IR 192",
+    )
+    body, content_type = multipart_body(part10(fix))
+    response = post(live_server, technologist, body, content_type)
+    assert response.status_code == 200
+    assert "kept pending" in response.headers["Warning"]
+    instance = Instance.objects.get(sop_instance_uid=sop_uid)
+    assert instance.versions.get().state == InstanceVersion.State.PENDING
+    assert Study.objects.get(study_uid=study_uid).pending_corrections == 1

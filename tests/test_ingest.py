@@ -70,18 +70,41 @@ def test_it_accepts_a_stream_of_bare_dataset_bytes(ct_modality, tmp_path):
 
 
 @pytest.mark.django_db
-def test_a_re_send_is_a_duplicate_and_a_different_one_a_conflict(ct_modality, tmp_path):
+def test_a_re_send_is_a_duplicate_and_a_different_one_a_correction(ct_modality, tmp_path):
     ds = make_dataset()
     first = ingest(ds, ct_modality, tmp_path)
     again = ingest(ds, ct_modality, tmp_path)
     assert again.outcome == services.IngestOutcome.DUPLICATE
     assert again.instance.pk == first.instance.pk
-    ds.PatientName = "Li^Si"
-    conflict = ingest(ds, ct_modality, tmp_path)
-    assert conflict.outcome == services.IngestOutcome.CONFLICT
-    assert conflict.instance.sha256 == first.instance.sha256
+    ds.PixelData = bytes(len(ds.PixelData))
+    corrected = ingest(ds, ct_modality, tmp_path)
+    assert corrected.outcome == services.IngestOutcome.REPLACED
+    assert corrected.instance.pk == first.instance.pk
+    assert corrected.instance.sha256 != first.instance.sha256
     assert Instance.objects.count() == 1
     assert Study.objects.get().number_of_instances == 1
+    assert incoming_files() == []
+
+
+@pytest.mark.django_db
+def test_the_start_sweep_keeps_the_files_of_prior_versions(ct_modality, tmp_path):
+    ds = make_dataset()
+    first = ingest(ds, ct_modality, tmp_path)
+    prior_key = first.instance.storage_key
+    # The first content's staged file, as if its store had crashed after the commit.
+    source = write_dataset(ds, tmp_path / "first-again.dcm")
+    storage.stage(
+        source,
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+    )
+    ds.PixelData = bytes(len(ds.PixelData))
+    ingest(ds, ct_modality, tmp_path)
+    assert Instance.objects.get().storage_key != prior_key
+    services.sweep_orphan_files()
+    assert storage.path_for(prior_key).is_file()
+    assert storage.path_for(Instance.objects.get().storage_key).is_file()
     assert incoming_files() == []
 
 

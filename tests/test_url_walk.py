@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from billing.models import LedgerEntry, PriceSchedule
 from cloudpacs import orders
+from cloudpacs.models import IngestConflict
 from consults import workflow
 from consults.models import Addendum, Consult, CriticalFinding, Report, ReportDelivery
 from consults.rules import Step, refusal
@@ -155,7 +156,8 @@ TABLE: dict[str, Route] = {
     **model_admin("billing_priceschedule", "{schedule}"),
     **model_admin("billing_ledgerentry", "{ledger}", read_only=True),
     **model_admin("dicomnode_associationlog", "{association}", read_only=True),
-    "admin/^(?P<app_label>facilities|billing|dicomnode)/$": staff_only("/admin/facilities/"),
+    **model_admin("cloudpacs_ingestconflict", "{conflict}", read_only=True),
+    "admin/^(?P<app_label>facilities|cloudpacs|billing|dicomnode)/$": staff_only("/admin/facilities/"),
     "admin/(?P<url>.*)$": staff_only("/admin/no-such-page/", NOT_FOUND),
     # DICOMweb (PS3.18).
     "dicomweb/studies": dicomweb("/dicomweb/studies", outsider=OK),
@@ -367,6 +369,18 @@ def world(
                 calling_ae_title="XUANWO_CT", called_ae_title="CLOUDPACS", outcome=AssociationLog.Outcome.RELEASED
             ).pk
         ),
+        "conflict": str(
+            IngestConflict.objects.create(
+                at=timezone.now(),
+                reason=IngestConflict.Reason.STUDY_OF_ANOTHER_FACILITY,
+                channel=IngestConflict.Channel.DIMSE,
+                facility=other_township,
+                ae_title="PINGLIANG_CT",
+                sop_instance_uid="1.2.3.4",
+                study_uid="1.2.3",
+                series_uid="1.2.3.5",
+            ).pk
+        ),
     }
     users = {
         "technologist": technologist,
@@ -440,10 +454,13 @@ def test_no_route_outside_the_admin_takes_a_sequential_key():
 
 
 def test_no_clinical_record_is_in_the_admin():
+    """The archive's only admin is the read-only log of refused instances (ingest
+    conflicts): UIDs and the Patient ID received, no name, nothing that can be edited."""
     from django.contrib import admin
 
     clinical_apps = {"cloudpacs", "consults"}
-    assert [m._meta.label for m in admin.site._registry if m._meta.app_label in clinical_apps] == []
+    listed = [m._meta.label for m in admin.site._registry if m._meta.app_label in clinical_apps]
+    assert listed == ["cloudpacs.IngestConflict"]
 
 
 @pytest.mark.parametrize("persona", PERSONAS)

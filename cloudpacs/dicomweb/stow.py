@@ -19,8 +19,9 @@ from pydicom import dcmread
 from cloudpacs.dicomweb import json as dj
 from cloudpacs.dicomweb.http import DicomwebError
 from cloudpacs.dicomweb.multipart import MultipartError, parse_media_type, read_parts
-from cloudpacs.models import Study
+from cloudpacs.models import IngestConflict, Study
 from cloudpacs.services import (
+    IdentityConflict,
     IngestError,
     IngestOutcome,
     MissingIdentifier,
@@ -35,11 +36,12 @@ logger = logging.getLogger("cloudpacs.dicomweb")
 
 # Failure reasons (PS3.18 10.5.3, the C-STORE statuses of PS3.4 B.2.3 and PS3.7 C).
 PROCESSING_FAILURE = 0x0110
-DUPLICATE_SOP_INSTANCE = 0x0111
 NOT_AUTHORIZED = 0x0124
 OUT_OF_RESOURCES = 0xA700
 DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
+
+PENDING_COMMENT = "Corrected SOPInstanceUID kept pending: the report is signed"
 
 DR_CODES = {"CR", "DX", "DR", "RG", "PX", "MG", "IO"}
 READ_TAGS = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "Modality"]
@@ -50,6 +52,8 @@ class StoreReport:
     referenced: list[dj.JsonDataset] = field(default_factory=list)
     failed: list[dj.JsonDataset] = field(default_factory=list)
     studies: dict[str, Study] = field(default_factory=dict)
+    # The Error Comments of identity conflicts, sent as Warning header fields.
+    comments: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> int:
@@ -179,10 +183,6 @@ def _store_one(
         # The instance is not of the study the request was addressed to.
         report.failed.append(_failure(sop_class, sop_instance, DOES_NOT_MATCH))
         return
-    if Study.objects.filter(study_uid=study_uid).exclude(facility=user.facility).exists():
-        # The same Study Instance UID already belongs to another facility's archive.
-        report.failed.append(_failure(sop_class, sop_instance, NOT_AUTHORIZED))
-        return
     modality = modality_for(user, code)
     if modality is None:
         report.failed.append(_failure(sop_class, sop_instance, NOT_AUTHORIZED))
@@ -196,7 +196,17 @@ def _store_one(
             sop_class_uid=sop_class,
             sop_instance_uid=sop_instance,
             modality=modality,
+            channel=IngestConflict.Channel.STOW,
+            user=user,
         )
+    except IdentityConflict as conflict:
+        # The same rules and words as over DICOM (recorded by the archive); the failure
+        # names no study, so nothing of another township's is revealed.
+        logger.info("STOW instance %s refused: %s", sop_instance, conflict)
+        report.failed.append(_failure(sop_class, sop_instance, conflict.status))
+        if conflict.comment not in report.comments:
+            report.comments.append(conflict.comment)
+        return
     except (UnreadableDataset, MissingIdentifier) as exc:
         logger.info("STOW instance %s refused: %s", sop_instance, exc)
         report.failed.append(_failure(sop_class, sop_instance, CANNOT_UNDERSTAND))
@@ -217,13 +227,16 @@ def _store_one(
         logger.exception("STOW instance %s failed", sop_instance)
         report.failed.append(_failure(sop_class, sop_instance, PROCESSING_FAILURE))
         return
-    if result.outcome == IngestOutcome.CONFLICT:
-        # The same SOP Instance UID with other content: the first one is kept.
-        report.failed.append(_failure(sop_class, sop_instance, DUPLICATE_SOP_INSTANCE))
-        return
     instance = result.instance
     series = instance.series
     study = series.study
+    if study.facility_id != user.facility_id:
+        # Cannot happen past the identity rules; if it did, the answer must not name it.
+        logger.error("STOW instance %s resolved to another facility's study", sop_instance)
+        report.failed.append(_failure(sop_class, sop_instance, PROCESSING_FAILURE))
+        return
+    if result.outcome == IngestOutcome.PENDING_CORRECTION and PENDING_COMMENT not in report.comments:
+        report.comments.append(PENDING_COMMENT)
     report.studies[study.study_uid] = study
     report.referenced.append(
         {

@@ -250,7 +250,11 @@ def _store(request: HttpRequest, study_uid: str | None) -> HttpResponse:
             instances=len(report.referenced),
             failed=len(report.failed),
         )
-    return _json_response(report.as_json(lambda uid: _study_url(base, uid)), status=report.status)
+    response = _json_response(report.as_json(lambda uid: _study_url(base, uid)), status=report.status)
+    if report.comments:
+        # The Error Comments a DICOM sender would read (PS3.18 10.5.3 allows Warning fields).
+        response["Warning"] = ", ".join(f'299 yunying "{comment}"' for comment in report.comments)
+    return response
 
 
 # --- WADO-RS: instances ---------------------------------------------------------
