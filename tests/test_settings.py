@@ -33,6 +33,7 @@ def start_django(**env: str) -> subprocess.CompletedProcess[str]:
         ("DICOM_AE_TITLE", "A_TITLE_FAR_TOO_LONG"),
         ("CELERY_BROKER_URL", "amqp://guest@localhost//"),
         ("LANGUAGE_CODE", "fr"),
+        ("DICOM_OVERWRITE_POLICY", "always"),
     ],
 )
 def test_a_bad_value_stops_the_start_with_the_variables_name(variable, value):

@@ -26,7 +26,10 @@ from facilities.services import audit
 logger = logging.getLogger("cloudpacs.dicomweb")
 
 DICOM_JSON = "application/dicom+json"
-CACHE_IMMUTABLE = "private, max-age=86400"
+# A minute: long enough for the viewer's loader to reuse the first frame the page fetched
+# ahead of it, short enough that a corrected image (DICOM_OVERWRITE_POLICY replaces an
+# instance's content before signing) is not shown from a browser's cache for long.
+CACHE_IMMUTABLE = "private, max-age=60"
 THUMBNAIL_SIZE = (128, 128)
 MAX_VIEWPORT = 4096
 MORE_RESULTS = (
