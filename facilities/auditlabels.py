@@ -35,6 +35,8 @@ ACTIONS: dict[str, Promise] = {
     "cloudpacs.study.viewed": gettext_lazy("查看检查"),
     "cloudpacs.study.retrieved": gettext_lazy("调阅影像"),
     "cloudpacs.study.stored_over_web": gettext_lazy("网页上传影像"),
+    "cloudpacs.instance.replaced": gettext_lazy("更正影像替换原图"),
+    "cloudpacs.instance.correction_pending": gettext_lazy("签发后收到更正影像"),
     "consults.consult.created": gettext_lazy("生成会诊"),
     "consults.consult.requested": gettext_lazy("申请会诊"),
     "consults.consult.assigned": gettext_lazy("分配会诊"),
@@ -106,6 +108,10 @@ DETAIL_KEYS: dict[str, Promise] = {
     "refused": gettext_lazy("拒绝原因"),
     "intact": gettext_lazy("内容一致"),
     "unlocked": gettext_lazy("已查看内容"),
+    "sop_instance_uid": gettext_lazy("图像 UID"),
+    "ae_title": gettext_lazy("发送设备 AE"),
+    "sha256": gettext_lazy("新内容 SHA-256"),
+    "stored_sha256": gettext_lazy("原内容 SHA-256"),
 }
 
 

@@ -20,6 +20,7 @@ from cloudpacs.models import IngestConflict, Instance, InstanceMetadata, Instanc
 from consults import workflow
 from consults.models import Consult
 from consults.services import open_consult_for_study
+from facilities.auditlabels import action_label
 from facilities.models import AuditEvent, User
 from tests.factories import make_dataset
 from tests.store_clients import CLIENTS, SENDERS, send_pynetdicom
@@ -93,6 +94,7 @@ def test_before_signing_a_correction_from_the_same_console_replaces_the_image(
     assert event.object_id == original.StudyInstanceUID
     assert event.detail["stored_sha256"] == instance.sha256
     assert event.facility == ct_modality.facility
+    assert action_label(event.action) == "更正影像替换原图"
 
     client_ = Client()
     client_.force_login(radiologist)
