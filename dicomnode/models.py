@@ -23,7 +23,7 @@ class AssociationLog(models.Model):
 
     # Given when the association starts, so that what happens during it (an instance
     # refused as an ingest conflict) can point at the row written when it ends.
-    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    uuid = models.UUIDField(_("连接 UUID"), default=uuid.uuid4, unique=True, editable=False)
     calling_ae_title = models.CharField(_("发起方 AE"), max_length=16)
     called_ae_title = models.CharField(_("被叫 AE"), max_length=16)
     peer_address = models.GenericIPAddressField(_("对端地址"), null=True, blank=True)
