@@ -20,6 +20,7 @@ which may no longer be updated (PS3.4 F.7.2.2.4).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from datetime import date, datetime, time
 from typing import Any
@@ -33,6 +34,7 @@ from pynetdicom import evt
 
 from cloudpacs import orders
 from cloudpacs.models import Order, OrderPriority
+from cloudpacs.services import person_name_groups
 from facilities.models import Modality
 
 logger = logging.getLogger("dicomnode")
@@ -45,10 +47,16 @@ OUT_OF_RESOURCES = 0xA700
 PROCESSING_FAILURE = 0x0110
 
 # Answered in the character set the query asked for when it is one of these; otherwise
-# (none, Latin-1, ISO 2022 IR 58, whose escape sequences pydicom does not write) in UTF-8,
-# declared in every answer.
-ANSWER_CHARSETS = ("ISO_IR 192", "GB18030", "GBK")
+# (none, Latin-1, ...) in UTF-8, declared in every answer.
+ISO_2022_IR_58 = "ISO 2022 IR 58"
+ANSWER_CHARSETS = ("ISO_IR 192", "GB18030", "GBK", ISO_2022_IR_58)
 DEFAULT_CHARSET = "ISO_IR 192"
+# GB 2312 with code extensions (PS3.3 C.12.1.1.2, PS3.5 6.1.2.5): pydicom writes the bytes
+# but not the escape sequence that designates GB 2312 to G1, so those values are encoded
+# here. The designation lasts to the next delimiter (^ = \ and, in text, line breaks).
+ESC_GB2312_G1 = b"\x1b$)A"
+_DELIMITERS = re.compile(r"([\^=\\\r\n\t\f])")
+_TEXT_VRS = {"PN", "LO", "SH", "LT", "ST", "UT"}
 
 PRIORITIES: dict[str, str] = {
     OrderPriority.EMERGENCY: "STAT",
@@ -118,11 +126,22 @@ def _when(day: date | None, moment: time | None, default: time) -> datetime | No
     return timezone.make_aware(datetime.combine(day, moment or default))
 
 
+def _patient_name(identifier: Dataset, charset: str) -> str:
+    if charset == ISO_2022_IR_58 and "PatientName" in identifier:
+        # Decoded as the receiver decodes an image's name in this character set.
+        element: Any = identifier.get_item("PatientName", keep_deferred=True)
+        raw = element.value if isinstance(getattr(element, "value", None), bytes) else None
+        return person_name_groups(identifier, "PatientName", raw)[0]
+    return _text(identifier, "PatientName")
+
+
 def parse_query(identifier: Dataset) -> tuple[orders.WorklistQuery, str]:
     """The matching keys of a worklist query, and the character set to answer in."""
     requested = identifier.get("SpecificCharacterSet") or ""
     charsets = [requested] if isinstance(requested, str) else [str(value) for value in requested]
     charsets = [value.strip() for value in charsets if value and value.strip()]
+    # "\ISO 2022 IR 58" and "ISO 2022 IR 6\ISO 2022 IR 58" both ask for GB 2312 with code extensions.
+    charsets = [value for value in charsets if value != "ISO 2022 IR 6"]
     charset = charsets[0] if len(charsets) == 1 and charsets[0] in ANSWER_CHARSETS else DEFAULT_CHARSET
     steps = identifier.get("ScheduledProcedureStepSequence")
     step = steps[0] if steps else Dataset()
@@ -134,7 +153,7 @@ def parse_query(identifier: Dataset) -> tuple[orders.WorklistQuery, str]:
         station_ae_title=_text(step, "ScheduledStationAETitle"),
         start=_when(first_day, first_time, time.min),
         end=_when(last_day, last_time, time.max),
-        patient_name=_text(identifier, "PatientName"),
+        patient_name=_patient_name(identifier, charset),
         patient_id=_text(identifier, "PatientID"),
         accession_number=_text(identifier, "AccessionNumber"),
         requested_procedure_id=_text(identifier, "RequestedProcedureID"),
@@ -200,8 +219,40 @@ def _project(query: Dataset, full: Dataset) -> Dataset:
     return answer
 
 
+def _iso2022_ir58(text: str) -> bytes:
+    """A text value in GB 2312 with code extensions: each run between delimiters that is
+    not plain ASCII is preceded by ESC $ ) A. Raises UnicodeEncodeError for a character
+    GB 2312 lacks."""
+    encoded = b""
+    for piece in _DELIMITERS.split(text):
+        data = piece.encode("gb2312")
+        encoded += ESC_GB2312_G1 + data if not piece.isascii() else data
+    return encoded
+
+
+def _encode_iso2022_ir58(ds: Dataset) -> None:
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value:
+                _encode_iso2022_ir58(item)
+        elif element.VR in _TEXT_VRS and element.value is not None and not isinstance(element.value, bytes):
+            text = str(element.value)
+            if not text.isascii():
+                element.value = _iso2022_ir58(text)
+
+
 def answer_for(query: Dataset, order: Order, charset: str, modality_value: str) -> Dataset:
     answer = _project(query, order_dataset(order, modality_value))
+    if charset == ISO_2022_IR_58:
+        try:
+            _encode_iso2022_ir58(answer)
+        except UnicodeEncodeError:
+            # A character outside GB 2312 (a rare name): this answer goes in UTF-8, and says so.
+            answer = _project(query, order_dataset(order, modality_value))
+        else:
+            answer.SpecificCharacterSet = ["", ISO_2022_IR_58]
+            return answer
+        charset = DEFAULT_CHARSET
     answer.SpecificCharacterSet = charset
     return answer
 

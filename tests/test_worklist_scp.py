@@ -20,6 +20,7 @@ from pynetdicom.sop_class import CTImageStorage, ModalityPerformedProcedureStep,
 
 from cloudpacs import orders
 from cloudpacs.models import BodyPart, Order, OrderPriority, PerformedProcedureStep, Study
+from cloudpacs.services import person_name_groups
 from consults.models import Consult
 from consults.tasks import sweep_stable_studies
 from facilities.models import AuditEvent, ExamKind
@@ -153,6 +154,36 @@ def test_findscu_in_utf8_gets_the_chinese_name_in_utf8(receiver, zhang, ct_modal
     assert answer.SpecificCharacterSet == "ISO_IR 192"
     assert "张三".encode() in (tmp_path / "out" / "rsp0001.dcm").read_bytes()
     assert answer.PatientName.ideographic == "张三"
+
+
+def test_findscu_in_iso_2022_ir_58_gets_gb2312_with_its_escape_sequence(receiver, zhang, ct_modality, tmp_path):
+    ds = worklist_query("\\ISO 2022 IR 58")
+    # As a console writes it: GB 2312 designated to G1 by its escape sequence.
+    ds.add_new(0x00100010, "PN", b"\x1b$)A" + "张".encode("gb2312") + b"*")
+    query = write_query(ds, tmp_path / "query.dcm")
+    [answer] = findscu(receiver, ct_modality.ae_title, query, tmp_path / "out")
+    assert list(answer.SpecificCharacterSet) == ["", "ISO 2022 IR 58"]
+    raw = (tmp_path / "out" / "rsp0001.dcm").read_bytes()
+    assert b"ZHANG^SAN=\x1b$)A" + "张三".encode("gb2312") in raw
+    assert b"\x1b$)A" + "头痛三天".encode("gb2312") in raw
+    # Read back as the receiver reads an image in this character set.
+    raw_name = answer.get_item("PatientName", keep_deferred=True).value
+    assert person_name_groups(answer, "PatientName", raw_name)[2] == "张三"
+
+
+def test_a_name_gb2312_lacks_is_answered_in_utf8_to_an_iso_2022_ir_58_query(receiver, technologist, ct_modality):
+    orders.register_order(
+        technologist,
+        modality=ct_modality,
+        patient_id="XW0077",
+        patient_name="王堃",
+        body_parts=list(BodyPart.objects.filter(code="CHEST")),
+        scheduled_at=_aware(SCHEDULED),
+    )
+    answers, final = pynetdicom_find(receiver, ct_modality.ae_title, worklist_query("\\ISO 2022 IR 58"))
+    assert final == 0x0000
+    [answer] = answers
+    assert answer.SpecificCharacterSet == "ISO_IR 192" and answer.PatientName == "王堃"
 
 
 def test_a_query_without_a_character_set_is_answered_in_utf8_and_says_so(receiver, zhang, ct_modality):
