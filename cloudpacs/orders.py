@@ -208,7 +208,7 @@ def confirm_match(order: Order, user: User, *, request: object | None = None) ->
     if not may_manage_orders(user, order.facility):
         raise OrderNotAllowed(_("只有本院技师可以确认关联。"))
     with transaction.atomic():
-        locked = Order.objects.select_for_update().select_related("study").get(pk=order.pk)
+        locked = Order.objects.select_for_update(of=("self",)).select_related("study").get(pk=order.pk)
         if not locked.needs_confirmation:
             raise OrderError(_("该检查无需确认。"))
         locked.match_confirmed_at = timezone.now()
@@ -225,7 +225,7 @@ def reject_match(order: Order, user: User, *, request: object | None = None) -> 
     if not may_manage_orders(user, order.facility):
         raise OrderNotAllowed(_("只有本院技师可以确认关联。"))
     with transaction.atomic():
-        locked = Order.objects.select_for_update().select_related("study").get(pk=order.pk)
+        locked = Order.objects.select_for_update(of=("self",)).select_related("study").get(pk=order.pk)
         if not locked.needs_confirmation:
             raise OrderError(_("该检查无需确认。"))
         study_uid = locked.study.study_uid if locked.study else ""
