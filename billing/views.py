@@ -9,16 +9,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from billing.models import LedgerEntry
-from consults.models import Consult
+from consults.models import OPEN_STATUSES, Consult
 from facilities.access import ADMINISTRATOR, role_required
 
 WAN = Decimal(10000)
-OPEN_STATUSES = [
-    Consult.Status.ARRIVED,
-    Consult.Status.ASSIGNED,
-    Consult.Status.OPENED,
-    Consult.Status.PRELIMINARY,
-]
 
 
 @role_required(ADMINISTRATOR)

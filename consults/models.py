@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import Case, F, IntegerField, Q, Value, When
 from django.utils.translation import gettext_lazy as _
 
 from cloudpacs.models import Study
@@ -25,6 +25,26 @@ class Assignment(models.TextChoices):
     ROSTER = "roster", _("排班分配")
     CLAIMED = "claimed", _("主动领取")
     REASSIGNED = "reassigned", _("重新分配")
+
+
+class ConsultQuerySet(models.QuerySet["Consult"]):
+    def open(self) -> ConsultQuerySet:
+        """Waiting for a report: the time limit runs, and the worklist shows them."""
+        return self.filter(status__in=OPEN_STATUSES)
+
+    def held(self) -> ConsultQuerySet:
+        """Held by a reader who has not signed them yet: their lock applies."""
+        return self.filter(status__in=HELD_STATUSES)
+
+    def by_urgency(self) -> ConsultQuerySet:
+        """Emergency first, then urgent, then routine; within each, the longest waiting first."""
+        rank = Case(
+            When(priority=Priority.EMERGENCY, then=Value(0)),
+            When(priority=Priority.URGENT, then=Value(1)),
+            default=Value(2),
+            output_field=IntegerField(),
+        )
+        return self.annotate(urgency_rank=rank).order_by("urgency_rank", "arrived_at", "id")
 
 
 class Consult(models.Model):
@@ -79,6 +99,8 @@ class Consult(models.Model):
     # The township's acknowledgement of the consult's first critical finding (危急值).
     acknowledged_at = models.DateTimeField(_("危急值确认时间"), null=True, blank=True)
 
+    objects = ConsultQuerySet.as_manager()
+
     class Meta:
         verbose_name = _("会诊")
         verbose_name_plural = _("会诊")
@@ -118,6 +140,12 @@ class Consult(models.Model):
         if self.signed_at is None:
             return None
         return self.signed_at - self.arrived_at
+
+
+# Held by a reader and not yet signed by them: the lock applies.
+HELD_STATUSES = (Consult.Status.ASSIGNED, Consult.Status.OPENED)
+# Waiting for a report: the time limit runs.
+OPEN_STATUSES = (Consult.Status.ARRIVED, *HELD_STATUSES, Consult.Status.PRELIMINARY)
 
 
 class Report(models.Model):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from datetime import timedelta
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from django.contrib import messages
@@ -29,7 +29,16 @@ from cloudpacs.models import Study
 from cloudpacs.services import body_parts_for_kind
 from cloudpacs.viewer_views import viewer_context
 from consults import delivery, services, workflow
-from consults.models import Consult, CriticalFinding, Escalation, Priority, Report, ReportDelivery
+from consults.models import (
+    Consult,
+    ConsultQuerySet,
+    CriticalFinding,
+    Escalation,
+    Priority,
+    Report,
+    ReportDelivery,
+    ReportTemplate,
+)
 from consults.pdf import render_report_pdf
 from consults.rules import Step, may_acknowledge
 from facilities.access import CLINICAL_ROLES, RADIOLOGIST, TECHNOLOGIST, consults_for, has_role, role_required
@@ -239,8 +248,10 @@ def _take_next(request: HttpRequest) -> HttpResponse:
     worklist when there is none."""
     user = request.user
     kinds = [kind for kind in ExamKind.values if user.can_read(kind)]  # type: ignore[union-attr]
-    waiting = consults_for(user).filter(status=Consult.Status.ARRIVED, radiologist__isnull=True, kind__in=kinds)
-    for consult in workflow._priority_order(waiting[:200]):
+    waiting = cast(ConsultQuerySet, consults_for(user)).filter(
+        status=Consult.Status.ARRIVED, radiologist__isnull=True, kind__in=kinds
+    )
+    for consult in waiting.by_urgency()[:200]:
         try:
             workflow.claim_consult(consult, user)  # type: ignore[arg-type]
         except workflow.WorkflowError:
@@ -378,7 +389,7 @@ def templates(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("模板已添加。"))
         return redirect(reverse("reading:templates"))
-    rows = workflow.ReportTemplate.objects.filter(is_active=True).select_related("author")
+    rows = ReportTemplate.objects.filter(is_active=True).select_related("author")
     language = translation.get_language() or "zh-hans"
     return render(
         request,

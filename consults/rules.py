@@ -24,7 +24,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from consults.models import Consult, Priority, Report, ReportDelivery
+from consults.models import HELD_STATUSES, Consult, Priority, Report, ReportDelivery
 from facilities.models import ExamKind, RosterShift, User
 
 
@@ -56,12 +56,6 @@ class Step(enum.StrEnum):
     CORRECT_REQUEST = "request"
     RETRY_DELIVERY = "retry_delivery"
     RECEIVE = "receive"  # 已收到: the township has the signed report
-
-
-# Held by a reader and not yet signed by them: the lock applies.
-HELD_STATUSES = (Consult.Status.ASSIGNED, Consult.Status.OPENED)
-# Waiting for a report: the time limit runs.
-OPEN_STATUSES = (Consult.Status.ARRIVED, *HELD_STATUSES, Consult.Status.PRELIMINARY)
 
 
 # --- The time limit ------------------------------------------------------------------------

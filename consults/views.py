@@ -3,14 +3,13 @@ consult with its report. Every page is authorized and scoped in facilities.acces
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -21,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from cloudpacs.models import Order, Study
 from consults import services, verification, workflow
 from consults.forms import BirthDateForm, ConsultSearchForm
-from consults.models import Consult, Priority, Report
+from consults.models import OPEN_STATUSES, Consult, ConsultQuerySet, Priority, Report
 from consults.rules import is_technologist_of, may_acknowledge
 from consults.status import platform_status as gather_platform_status
 from facilities.access import (
@@ -39,19 +38,6 @@ from facilities.access import (
 from facilities.models import ExamKind, Facility
 from facilities.services import audit, client_address, county_hospital
 
-# What a radiologist still has to act on; signed and delivered consults leave the worklist.
-OPEN_STATUSES = (
-    Consult.Status.ARRIVED,
-    Consult.Status.ASSIGNED,
-    Consult.Status.OPENED,
-    Consult.Status.PRELIMINARY,
-)
-PRIORITY_RANK = Case(
-    When(priority=Priority.EMERGENCY, then=Value(0)),
-    When(priority=Priority.URGENT, then=Value(1)),
-    default=Value(2),
-    output_field=IntegerField(),
-)
 PAGE_SIZE = 50
 
 
@@ -151,7 +137,7 @@ def request_consult(request: HttpRequest, study_uid: str) -> HttpResponse:
     return redirect(reverse("consults:detail", args=[consult.uuid]))
 
 
-def _worklist_filters(request: HttpRequest, consults: QuerySet[Consult]) -> tuple[QuerySet[Consult], dict[str, Any]]:
+def _worklist_filters(request: HttpRequest, consults: ConsultQuerySet) -> tuple[ConsultQuerySet, dict[str, Any]]:
     chosen = {
         "facility": request.GET.get("facility", ""),
         "modality": request.GET.get("modality", ""),
@@ -171,9 +157,10 @@ def _worklist_filters(request: HttpRequest, consults: QuerySet[Consult]) -> tupl
 
 @role_required(RADIOLOGIST)
 def worklist(request: HttpRequest) -> HttpResponse:
-    consults = consults_for(request.user).filter(status__in=OPEN_STATUSES)
+    # What a radiologist still has to act on; signed and delivered consults leave the worklist.
+    consults = cast(ConsultQuerySet, consults_for(request.user)).open()
     consults, chosen = _worklist_filters(request, consults)
-    consults = consults.annotate(priority_rank=PRIORITY_RANK).order_by("priority_rank", "arrived_at", "id")
+    consults = consults.by_urgency()
     page = Paginator(consults, PAGE_SIZE * 2).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)

@@ -9,7 +9,6 @@ code, and leaves mail and send-back to Celery tasks queued on commit."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +20,8 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from cloudpacs.models import Study
+from consults.models import HELD_STATUSES as HELD_STATUSES
+from consults.models import OPEN_STATUSES as OPEN_STATUSES
 from consults.models import (
     Addendum,
     Assignment,
@@ -33,8 +34,6 @@ from consults.models import (
     ReportTemplate,
 )
 from consults.rules import DEFAULT_TIME_LIMITS as DEFAULT_TIME_LIMITS
-from consults.rules import HELD_STATUSES as HELD_STATUSES
-from consults.rules import OPEN_STATUSES as OPEN_STATUSES
 from consults.rules import NotAllowed as NotAllowed
 from consults.rules import RequestLocked as RequestLocked
 from consults.rules import Step as Step
@@ -669,11 +668,6 @@ class CheckResult:
     critical_escalated: list[int] = field(default_factory=list)
 
 
-def _priority_order(consults: Iterable[Consult]) -> list[Consult]:
-    rank: dict[str, int] = {Priority.EMERGENCY: 0, Priority.URGENT: 1, Priority.ROUTINE: 2}
-    return sorted(consults, key=lambda c: (rank.get(c.priority, 3), c.arrived_at, c.pk))
-
-
 def _escalate_late(consult: Consult, now: datetime) -> Escalation:
     """Past its limit: an unopened consult goes to another reader on duty; one being read,
     or one nobody else can take, goes to the duty lead."""
@@ -717,9 +711,7 @@ def _escalate_late(consult: Consult, now: datetime) -> Escalation:
 def _off_duty_holders(now: datetime) -> QuerySet[Consult]:
     """Held consults whose reader's shift has ended since they got it and who has no shift now."""
     current = RosterShift.objects.filter(starts_at__lte=now, ends_at__gt=now).values("radiologist")
-    consults = Consult.objects.filter(status__in=HELD_STATUSES, radiologist__isnull=False).exclude(
-        radiologist__in=current
-    )
+    consults = Consult.objects.held().filter(radiologist__isnull=False).exclude(radiologist__in=current)
     ended = [
         c.pk
         for c in consults.select_related("radiologist")
@@ -743,7 +735,7 @@ def check_consult_deadlines(now: datetime | None = None) -> CheckResult:
         # C-STOREs behind the one write lock.
         kinds = [kind for kind in ExamKind.values if on_duty(now, kind).exists()]
         waiting = Consult.objects.filter(status=Consult.Status.ARRIVED, radiologist__isnull=True, kind__in=kinds)
-        for consult in _priority_order(waiting):
+        for consult in waiting.by_urgency():
             if assign_consult(consult, now) is not None:
                 result.assigned.append(consult.pk)
 
@@ -762,8 +754,7 @@ def check_consult_deadlines(now: datetime | None = None) -> CheckResult:
             _queue_escalation_email(escalation)
         result.reassigned_off_duty.append(consult.pk)
 
-    open_consults = Consult.objects.filter(status__in=OPEN_STATUSES).select_related("radiologist", "study")
-    for consult in _priority_order(open_consults):
+    for consult in Consult.objects.open().select_related("radiologist", "study").by_urgency():
         # The limit stored when the consult arrived (or its request was corrected) is the
         # one that counts; one written before due_at was always stored gets it now.
         due = consult.due_at
