@@ -478,6 +478,8 @@ def test_with_redis_frozen_then_stopped_the_reading_pages_answer_and_everything_
     monkeypatch.setattr(settings, "CELERY_TASK_ALWAYS_EAGER", False)
     monkeypatch.setitem(app.conf, "task_always_eager", False)
     monkeypatch.setitem(app.conf, "broker_url", private_redis.url)
+    # Celery reads CELERY_BROKER_URL from the environment before its configuration (CI sets it).
+    monkeypatch.setenv("CELERY_BROKER_URL", private_redis.url)
     started: list[Any] = []
     celery = [sys.executable, "-m", "celery", "-A", "cloudpacs"]
     worker_log = start_logged([*celery, "worker", "--pool", "solo", "-l", "INFO"], env, tmp_path / "w.log", started)

@@ -51,9 +51,11 @@ def reading(township, now) -> tuple[Consult, User]:
 
 
 def broker_at(monkeypatch, url: str) -> None:
-    """Tasks go to the broker at `url` from this process, as from a web server with one."""
+    """Tasks go to the broker at `url` from this process, as from a web server with one.
+    Celery reads CELERY_BROKER_URL from the environment before its configuration (CI sets it)."""
     monkeypatch.setitem(app.conf, "task_always_eager", False)
     monkeypatch.setitem(app.conf, "broker_url", url)
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
 
 
 def test_a_critical_alert_is_a_row_in_the_outbox_sent_exactly_once(
