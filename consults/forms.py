@@ -7,7 +7,8 @@ from typing import Any
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from consults.models import Consult
+from consults.models import Consult, Priority
+from consults.rules import BAD_PRIORITY, TOO_FEW_BODY_PARTS, WorkflowError, check_request
 
 
 class ConsultSearchForm(forms.Form):
@@ -42,3 +43,35 @@ class BirthDateForm(forms.Form):
     """The verification page's second factor."""
 
     birth_date = forms.DateField(label=_("患者出生日期"), widget=forms.DateInput(attrs={"type": "date"}))
+
+
+class ConsultRequestForm(forms.Form):
+    """A consult request's fields, as the technologist asks for a reading or corrects one.
+    Every field may be left out of a correction: only those posted change. The values are
+    checked by the rule the services apply (consults.rules.check_request)."""
+
+    clinical_history = forms.CharField(required=False, strip=True)
+    body_part_names = forms.CharField(required=False, strip=True, max_length=128)
+    # A value that is no whole number, or no priority, gets the rule's own message.
+    body_parts = forms.IntegerField(required=False, error_messages={"invalid": TOO_FEW_BODY_PARTS})
+    priority = forms.ChoiceField(
+        required=False, choices=Priority.choices, error_messages={"invalid_choice": BAD_PRIORITY}
+    )
+    question = forms.CharField(required=False, strip=True)
+
+    FIELDS = ("clinical_history", "body_part_names", "body_parts", "priority", "question")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        try:
+            check_request(priority=cleaned.get("priority") or None, body_parts=cleaned.get("body_parts"))
+        except WorkflowError as refused:
+            raise forms.ValidationError(str(refused)) from refused
+        return cleaned
+
+    def posted(self) -> dict[str, Any]:
+        """The cleaned values of the fields that were posted: a correction's changes."""
+        return {name: self.cleaned_data[name] for name in self.FIELDS if name in self.data}
+
+    def first_error(self) -> str:
+        return next((str(message) for errors in self.errors.values() for message in errors), "")

@@ -29,6 +29,7 @@ from cloudpacs.models import Study
 from cloudpacs.services import body_parts_for_kind
 from cloudpacs.viewer_views import viewer_context
 from consults import delivery, services, workflow
+from consults.forms import ConsultRequestForm
 from consults.models import (
     Consult,
     ConsultQuerySet,
@@ -272,18 +273,12 @@ def claim_next(request: HttpRequest) -> HttpResponse:
 @require_POST
 def correct_request(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
     consult = _consult(request, consult_uuid)
-    changes: dict[str, Any] = {}
-    for name in ("clinical_history", "body_part_names", "question", "priority"):
-        if name in request.POST:
-            changes[name] = request.POST[name].strip()
-    if "body_parts" in request.POST:
-        try:
-            changes["body_parts"] = int(request.POST["body_parts"])
-        except ValueError:
-            messages.error(request, _("部位数至少为 1。"))
-            return redirect(_next_or(request, _page(consult)))
+    form = ConsultRequestForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form.first_error())
+        return redirect(_next_or(request, _page(consult)))
     try:
-        workflow.correct_request(consult, request.user, **changes)  # type: ignore[arg-type]
+        workflow.correct_request(consult, request.user, **form.posted())  # type: ignore[arg-type]
     except workflow.NotAllowed as refused:
         raise PermissionDenied(str(refused)) from refused
     except workflow.RequestLocked as refused:

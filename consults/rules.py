@@ -23,6 +23,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from consults.models import HELD_STATUSES, Consult, Priority, Report, ReportDelivery
 from facilities.models import ExamKind, RosterShift, User
@@ -99,6 +100,22 @@ def time_limit_table() -> dict[str, dict[str, int]]:
 
 def due_at_for(consult: Consult) -> datetime:
     return consult.arrived_at + time_limit(consult)
+
+
+# --- The request's own fields ------------------------------------------------------------------
+
+
+BAD_PRIORITY = gettext_lazy("无效的优先级。")
+TOO_FEW_BODY_PARTS = gettext_lazy("部位数至少为 1。")
+
+
+def check_request(*, priority: str | None = None, body_parts: int | None = None) -> None:
+    """The one check of a consult request's priority and body-part count, for the form that
+    asks and the services that store it alike."""
+    if priority is not None and priority not in Priority.values:
+        raise WorkflowError(str(BAD_PRIORITY))
+    if body_parts is not None and body_parts < 1:
+        raise WorkflowError(str(TOO_FEW_BODY_PARTS))
 
 
 # --- Predicates that do not need a consult -----------------------------------------------------

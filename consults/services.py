@@ -15,7 +15,7 @@ from cloudpacs.models import Instance, Series, Study
 from cloudpacs.publish import publish_on_commit
 from cloudpacs.services import body_part_name, body_part_names, order_for_study
 from consults.models import Consult, Priority
-from consults.rules import NotAllowed, WorkflowError, due_at_for, is_technologist_of
+from consults.rules import NotAllowed, WorkflowError, check_request, due_at_for, is_technologist_of
 from consults.rules import time_limit_table as time_limit_table  # for the dashboards
 from facilities.models import ExamKind, User
 from facilities.services import audit
@@ -144,10 +144,7 @@ def request_consult(
     When the stability sweep reaches the study later it finds this consult and leaves it."""
     if not is_technologist_of(user, study.facility_id):
         raise NotAllowed(_("只有申请机构的技师可以申请会诊。"))
-    if priority not in Priority.values:
-        raise WorkflowError(_("无效的优先级。"))
-    if body_parts < 1:
-        raise WorkflowError(_("部位数至少为 1。"))
+    check_request(priority=priority, body_parts=body_parts)
     kind = exam_kind_for_study(study)
     if kind is None:
         raise WorkflowError(

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from cloudpacs.models import Order, Study
 from consults import services, verification, workflow
-from consults.forms import BirthDateForm, ConsultSearchForm
+from consults.forms import BirthDateForm, ConsultRequestForm, ConsultSearchForm
 from consults.models import OPEN_STATUSES, Consult, ConsultQuerySet, Priority, Report
 from consults.rules import is_technologist_of, may_acknowledge
 from consults.status import platform_status as gather_platform_status
@@ -114,19 +114,20 @@ def request_consult(request: HttpRequest, study_uid: str) -> HttpResponse:
             "consults/request.html",
             {"study": study, "patient": study.patient, "priorities": Priority.choices},
         )
-    try:
-        body_parts = int(request.POST.get("body_parts") or 1)
-    except ValueError:
-        body_parts = 0
+    form = ConsultRequestForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form.first_error())
+        return redirect(reverse("consults:request", args=[study.study_uid]))
+    data = form.cleaned_data
     try:
         consult = services.request_consult(
             study,
             request.user,  # type: ignore[arg-type]
-            clinical_history=request.POST.get("clinical_history", ""),
-            body_parts=body_parts,
-            body_part_names=request.POST.get("body_part_names", ""),
-            priority=request.POST.get("priority", Priority.ROUTINE),
-            question=request.POST.get("question", ""),
+            clinical_history=data["clinical_history"],
+            body_parts=data["body_parts"] or 1,
+            body_part_names=data["body_part_names"],
+            priority=data["priority"] or Priority.ROUTINE,
+            question=data["question"],
         )
     except workflow.NotAllowed as refused:
         raise PermissionDenied(str(refused)) from refused

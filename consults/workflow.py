@@ -29,7 +29,6 @@ from consults.models import (
     CriticalFinding,
     Escalation,
     Notification,
-    Priority,
     Report,
     ReportTemplate,
 )
@@ -39,10 +38,10 @@ from consults.rules import RequestLocked as RequestLocked
 from consults.rules import Step as Step
 from consults.rules import WorkflowError as WorkflowError
 from consults.rules import allowed_steps as allowed_steps
+from consults.rules import check_request, may_write_templates, require
 from consults.rules import due_at_for as due_at_for
 from consults.rules import is_head_exam as is_head_exam
 from consults.rules import may_lead as may_lead
-from consults.rules import may_write_templates, require
 from consults.rules import time_limit as time_limit
 from consults.verification import record_signature
 from facilities.models import ExamKind, RosterShift, User
@@ -276,10 +275,7 @@ def correct_request(consult: Consult, user: User, **changes: Any) -> Consult:
     unknown = set(changes) - set(REQUEST_FIELDS)
     if unknown:
         raise ValueError(f"not request fields: {sorted(unknown)}")
-    if "priority" in changes and changes["priority"] not in Priority.values:
-        raise WorkflowError(_("无效的优先级。"))
-    if "body_parts" in changes and int(changes["body_parts"]) < 1:
-        raise WorkflowError(_("部位数至少为 1。"))
+    check_request(priority=changes.get("priority"), body_parts=changes.get("body_parts"))
     with transaction.atomic():
         locked = _lock(consult)
         require(Step.CORRECT_REQUEST, user, locked)

@@ -106,3 +106,33 @@ def test_opening_a_consult_given_by_the_roster_is_a_post_of_its_reader(consult, 
     consult.refresh_from_db()
     assert consult.status == "opened" and consult.opened_at is not None
     assert technologist_client.post(reverse("reading:open", args=[consult.uuid])).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("posted", "message"),
+    [
+        ({"body_parts": "0"}, "部位数至少为 1。"),
+        ({"body_parts": "两个"}, "部位数至少为 1。"),
+        ({"priority": "whenever"}, "无效的优先级。"),
+    ],
+)
+def test_a_bad_request_correction_gets_the_rules_message_and_changes_nothing(
+    consult, technologist_client, posted, message
+):
+    """One message per check, from consults.rules, whether the form or the service finds it."""
+    before = (consult.body_parts, consult.priority, consult.question)
+    page = reverse("reading:page", args=[consult.uuid])
+    response = technologist_client.post(
+        reverse("reading:request", args=[consult.uuid]), {**posted, "question": "改了"}, follow=True
+    )
+    assert response.redirect_chain[-1][0] == page
+    assert message in response.content.decode()
+    consult.refresh_from_db()
+    assert (consult.body_parts, consult.priority, consult.question) == before
+
+
+def test_the_service_refuses_a_bad_request_with_the_same_messages(consult, technologist):
+    with pytest.raises(workflow.WorkflowError, match="部位数至少为 1。"):
+        workflow.correct_request(consult, technologist, body_parts=0)
+    with pytest.raises(workflow.WorkflowError, match="无效的优先级。"):
+        workflow.correct_request(consult, technologist, priority="whenever")
