@@ -1,7 +1,8 @@
 """The orders API for a hospital information system (HIS): register an exam, list and read
 a township's orders, cancel one never performed, and read the body-part vocabulary.
 
-It authenticates like DICOMweb (a token, or the web session) and acts as the account's
+It authenticates like DICOMweb (an API token, or the web session; registering and
+cancelling need a token that may write) and acts as the account's
 technologist: the HIS of a township is given a technologist account of that township,
 and sees and registers that township's orders only. The serializers validate; the work is
 done by cloudpacs.orders, as for the web page."""
@@ -14,7 +15,7 @@ from django.db.models import QuerySet
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
@@ -27,14 +28,16 @@ from cloudpacs.models import BodyPart, Order, OrderPriority
 from facilities.access import TECHNOLOGIST, has_role, orders_for
 from facilities.models import Modality
 from facilities.services import audit
+from facilities.tokens import BearerAuthentication, TokenAuthentication, TokenScopePermission
 
 
+# The site's API tokens (facilities.tokens), under names the schema extensions below find.
 class _Token(TokenAuthentication):
-    keyword = "Token"
+    pass
 
 
-class _Bearer(TokenAuthentication):
-    keyword = "Bearer"
+class _Bearer(BearerAuthentication):
+    pass
 
 
 class _TokenScheme(OpenApiAuthenticationExtension):
@@ -156,7 +159,7 @@ class OrderCreateSerializer(serializers.Serializer):
 
 class OrderListView(APIView):
     authentication_classes = [_Token, _Bearer, SessionAuthentication]
-    permission_classes = [IsAuthenticated, IsTechnologist]
+    permission_classes = [IsAuthenticated, IsTechnologist, TokenScopePermission]
 
     def _orders(self, request: Request) -> QuerySet[Order]:
         return orders_for(request.user)
@@ -202,7 +205,7 @@ class OrderListView(APIView):
 
 class OrderDetailView(APIView):
     authentication_classes = [_Token, _Bearer, SessionAuthentication]
-    permission_classes = [IsAuthenticated, IsTechnologist]
+    permission_classes = [IsAuthenticated, IsTechnologist, TokenScopePermission]
 
     @extend_schema(tags=["Orders"], summary="One order of the township.", responses={200: OrderSerializer})
     def get(self, request: Request, order_uuid: Any) -> Response:
@@ -215,7 +218,7 @@ class OrderDetailView(APIView):
 
 class OrderCancelView(APIView):
     authentication_classes = [_Token, _Bearer, SessionAuthentication]
-    permission_classes = [IsAuthenticated, IsTechnologist]
+    permission_classes = [IsAuthenticated, IsTechnologist, TokenScopePermission]
 
     @extend_schema(
         tags=["Orders"],

@@ -16,10 +16,11 @@ from typing import Any
 from django.urls import URLPattern
 from django.urls.resolvers import RoutePattern
 from drf_spectacular.views import SpectacularAPIView
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import IsAuthenticated
 
 from cloudpacs.dicomweb import urls as dicomweb_urls
+from facilities.tokens import BearerAuthentication, TokenAuthentication
 
 DICOM_JSON = "application/dicom+json"
 MULTIPART = "multipart/related"
@@ -235,9 +236,14 @@ SECURITY_SCHEMES = {
         "type": "apiKey",
         "in": "header",
         "name": "Authorization",
-        "description": "`Token <key>`: a Django REST framework token (`manage.py drf_create_token <username>`).",
+        "description": (
+            "`Token <key>`: an API token, made by its owner on the site's API tokens page"
+            " (`/accounts/tokens/`) and shown once. It expires (at most API_TOKEN_MAX_DAYS days),"
+            " is revoked by its owner there, by a password change and by deactivation, and either"
+            " only reads or may also write (STOW-RS, the orders API); a read-only token's POST is 403."
+        ),
     },
-    "bearerAuth": {"type": "http", "scheme": "bearer", "description": "The same token as `Bearer <key>`."},
+    "bearerAuth": {"type": "http", "scheme": "bearer", "description": "The same API token as `Bearer <key>`."},
     "cookieAuth": {
         "type": "apiKey",
         "in": "cookie",
@@ -295,17 +301,9 @@ def add_dicomweb_paths(result: dict[str, Any], generator: Any, request: Any, pub
     return result
 
 
-class _Token(TokenAuthentication):
-    keyword = "Token"
-
-
-class _Bearer(TokenAuthentication):
-    keyword = "Bearer"
-
-
 # Authenticated like the APIs it describes: a token (401 with a challenge without one) or
 # the web session.
 schema_view = SpectacularAPIView.as_view(
-    authentication_classes=[_Token, _Bearer, SessionAuthentication],
+    authentication_classes=[TokenAuthentication, BearerAuthentication, SessionAuthentication],
     permission_classes=[IsAuthenticated],
 )

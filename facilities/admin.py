@@ -26,7 +26,6 @@ from django.db.models import Model
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
-from rest_framework.authtoken.models import TokenProxy
 
 from facilities import auditlabels
 from facilities.forms import AdminLoginForm, AdminPasswordChangeForm
@@ -38,12 +37,12 @@ admin.site.site_title = _("云影 Yunying")
 admin.site.index_title = _("系统管理")
 admin.site.login_form = AdminLoginForm
 
-# Not administered here: roles are a field of the user, not groups; DICOMweb tokens are
-# made and renewed with `manage.py drf_create_token` by whoever runs the server. Either
-# admin would be a way to change who may do what without an audit entry.
-for _model in (Group, TokenProxy):
-    if admin.site.is_registered(_model):
-        admin.site.unregister(_model)
+# Not administered here: roles are a field of the user, not groups; API tokens are made and
+# revoked by their owners on their "API tokens" page, and shown only once. Either admin
+# would be a way to change who may do what without an audit entry. (Knox's own token
+# admin registers nothing: its model is swapped for facilities.ApiToken.)
+if admin.site.is_registered(Group):
+    admin.site.unregister(Group)
 
 
 class AdminPasswordChangeView(auth_views.PasswordChangeView):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 from django.core.exceptions import ValidationError
@@ -14,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from facilities import services
-from facilities.models import Facility
+from facilities.models import ApiToken, Facility
 
 LOCKED_MESSAGE = _("登录失败次数过多，该账户已暂时锁定，请在 %(minutes)s 分钟后重试。")
 ADDRESS_LOCKED_MESSAGE = _("来自本地址的登录失败次数过多，请在 %(minutes)s 分钟后重试。")
@@ -108,3 +109,22 @@ class AuditSearchForm(forms.Form):
     )
     since = forms.DateField(label=_("起始日期"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(label=_("截止日期"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(label=_("名称"), max_length=64, help_text=_("用途，如 “OHIF 阅片站”"))
+    scope = forms.ChoiceField(label=_("令牌权限"), choices=ApiToken.Scope.choices, initial=ApiToken.Scope.READ)
+    days = forms.TypedChoiceField(
+        label=_("有效期"),
+        coerce=int,
+        initial=90,
+        choices=[(7, _("7 天")), (30, _("30 天")), (90, _("90 天")), (365, _("365 天"))],
+    )
+
+    def clean_days(self) -> int:
+        days: int = self.cleaned_data["days"]
+        if days > settings.API_TOKEN_MAX_DAYS:
+            raise ValidationError(
+                _("有效期不能超过 %(days)s 天。"), code="too_long", params={"days": settings.API_TOKEN_MAX_DAYS}
+            )
+        return days

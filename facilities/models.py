@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
@@ -14,6 +15,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from knox.models import AbstractAuthToken, AuthTokenManager
 
 # AE titles: 1-16 characters of the DICOM default repertoire without backslash or
 # control characters (PS3.5 6.2). Leading and trailing spaces are not significant, so
@@ -95,7 +97,8 @@ class Modality(models.Model):
         self.ae_title = self.ae_title.strip().upper()
 
 
-class User(AbstractUser):
+# The type checker cannot build the manager of ApiToken's relation (knox is untyped).
+class User(AbstractUser):  # type: ignore[django-manager-missing]
     class Role(models.TextChoices):
         TECHNOLOGIST = "technologist", _("技师")
         RADIOLOGIST = "radiologist", _("诊断医师")
@@ -130,6 +133,16 @@ class User(AbstractUser):
         super().clean()
         if self.role == self.Role.TECHNOLOGIST and self.facility_id is None:
             raise ValidationError({"facility": _("技师必须属于一个机构。")})
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # set_password() leaves the new password in _password until the save; a hash
+        # upgrade at login clears it first, so only a real change revokes the tokens.
+        password_changed = getattr(self, "_password", None) is not None
+        super().save(*args, **kwargs)
+        if password_changed:
+            ApiToken.objects.revoke_all(self, reason="password_changed")
+        elif not self.is_active:
+            ApiToken.objects.revoke_all(self, reason="deactivated")
 
     @property
     def is_technologist(self) -> bool:
@@ -245,3 +258,58 @@ class LoginThrottle(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}: {self.failures}"
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    def active(self) -> ApiTokenQuerySet:
+        return self.filter(Q(expiry__isnull=True) | Q(expiry__gt=timezone.now()))
+
+    def revoke_all(self, user: User, *, reason: str) -> int:
+        """Delete every token of `user`, with one audit entry naming them, and say how many."""
+        keys = list(self.filter(user=user).values_list("token_key", flat=True))
+        if not keys:
+            return 0
+        self.filter(user=user).delete()
+        AuditEvent.objects.create(
+            action="facilities.api_token.revoked",  # facilities.services.API_TOKEN_REVOKED
+            actor_name="",
+            object_type="facilities.user",
+            object_id=str(user.uuid),
+            facility=user.facility,
+            detail={"username": user.get_username(), "reason": reason, "tokens": keys},
+        )
+        return len(keys)
+
+
+class ApiToken(AbstractAuthToken):
+    """A DICOMweb / API token (django-rest-knox's token, KNOX_TOKEN_MODEL): kept only as a
+    SHA-512 digest and its first characters (`token_key`, shown to tell tokens apart),
+    with an expiry, a name its owner gave it and what it may do. Deleted when revoked, when
+    its owner's password changes and when they are deactivated; the audit trail keeps
+    its key."""
+
+    class Scope(models.TextChoices):
+        READ = "read", _("只读（查询与调阅）")
+        WRITE = "write", _("读写（含 STOW-RS 上传与检查登记）")
+
+    # Knox's own field, declared again so that the type checker sees the relation; knox
+    # finds a user's other tokens through its related name.
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="auth_token_set")
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(_("名称"), max_length=64)
+    scope = models.CharField(_("令牌权限"), max_length=8, choices=Scope.choices, default=Scope.READ)
+
+    # Knox's create() makes the secret and stores its digest; the queryset adds ours.
+    objects = AuthTokenManager.from_queryset(ApiTokenQuerySet)()
+
+    class Meta:
+        verbose_name = _("API 令牌")
+        verbose_name_plural = _("API 令牌")
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.token_key}…)"
+
+    @property
+    def may_write(self) -> bool:
+        return self.scope == self.Scope.WRITE

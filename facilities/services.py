@@ -15,7 +15,7 @@ from django.db.models import Case, F, Model, Q, QuerySet, Value, When
 from django.http import HttpRequest
 from django.utils import timezone
 
-from facilities.models import AuditEvent, Facility, LoginThrottle, Modality, User
+from facilities.models import ApiToken, AuditEvent, Facility, LoginThrottle, Modality, User
 
 
 def modality_for_ae_title(ae_title: str) -> Modality | None:
@@ -270,3 +270,57 @@ def search_audit(
     if until is not None:
         events = events.filter(at__date__lte=until)
     return events.order_by("-at", "-id")
+
+
+# API tokens: each user makes and revokes their own on the "API tokens" page.
+API_TOKEN_CREATED = "facilities.api_token.created"  # noqa: S105 (an action code)
+API_TOKEN_REVOKED = "facilities.api_token.revoked"  # noqa: S105 (an action code)
+API_TOKENS_PER_USER = 10
+
+
+class TooManyTokens(Exception):
+    pass
+
+
+def api_tokens_of(user: User) -> QuerySet[ApiToken]:
+    """The user's tokens still in force, newest first."""
+    return ApiToken.objects.filter(user=user).active().order_by("-created")
+
+
+def create_api_token(
+    user: User, *, name: str, scope: str, days: int, request: HttpRequest | None = None
+) -> tuple[ApiToken, str]:
+    """A new token for `user` and its secret, which is shown once and never stored: only
+    its digest is kept. Expired tokens of the user are cleared first."""
+    ApiToken.objects.filter(user=user, expiry__lte=timezone.now()).delete()
+    if api_tokens_of(user).count() >= API_TOKENS_PER_USER:
+        raise TooManyTokens
+    days = min(days, settings.API_TOKEN_MAX_DAYS)
+    token, secret = ApiToken.objects.create(user, expiry=timedelta(days=days), name=name, scope=scope)
+    audit(
+        API_TOKEN_CREATED,
+        actor=user,
+        request=request,
+        obj=token,
+        facility=user.facility,
+        token=token.token_key,
+        name=name,
+        scope=scope,
+        expiry=token.expiry.isoformat() if token.expiry else None,
+    )
+    return token, secret
+
+
+def revoke_api_token(user: User, token: ApiToken, *, request: HttpRequest | None = None) -> None:
+    token.delete()
+    audit(
+        API_TOKEN_REVOKED,
+        actor=user,
+        request=request,
+        object_type="facilities.apitoken",
+        object_id=str(token.uuid),
+        facility=user.facility,
+        tokens=[token.token_key],
+        name=token.name,
+        reason="revoked_by_owner",
+    )

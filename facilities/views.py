@@ -1,25 +1,30 @@
-"""The front door: "/" sends each person to the page their role works from; changing
-one's own password; and the administrator's search of the audit trail, which can only be
-read here, never changed."""
+"""The front door: "/" sends each person to the page their role works from; signing in;
+changing one's own password; one's own API tokens; and the administrator's search of the
+audit trail, which can only be read here, never changed."""
 
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse_lazy
-from django.views.decorators.http import require_GET
+from django.utils.cache import add_never_cache_headers
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
 
 from facilities import auditlabels, services
 from facilities.access import ADMINISTRATOR, RADIOLOGIST, TECHNOLOGIST, has_role, role_required
-from facilities.forms import AuditSearchForm, LoginForm, ThrottledPasswordChangeForm
+from facilities.forms import ApiTokenForm, AuditSearchForm, LoginForm, ThrottledPasswordChangeForm
+from facilities.models import ApiToken
 
 AUDIT_PAGE_SIZE = 50
 
@@ -103,3 +108,45 @@ class PasswordChangeView(auth_views.PasswordChangeView):
 login = LoginView.as_view()
 password_change = PasswordChangeView.as_view()
 password_change_done = auth_views.PasswordChangeDoneView.as_view(template_name="facilities/password_change_done.html")
+
+
+@login_required
+def api_tokens(request: HttpRequest) -> HttpResponse:
+    """The user's own API tokens: made here (the secret is shown on this one answer and
+    never again), listed by name and first characters, and revoked."""
+    created: tuple[ApiToken, str] | None = None
+    if request.method == "POST":
+        form = ApiTokenForm(request.POST)
+        if form.is_valid():
+            try:
+                created = services.create_api_token(request.user, request=request, **form.cleaned_data)  # type: ignore[arg-type]
+            except services.TooManyTokens:
+                form.add_error(
+                    None, _("最多可有 %(count)s 个有效令牌，请先吊销不用的。") % {"count": services.API_TOKENS_PER_USER}
+                )
+            else:
+                form = ApiTokenForm()
+    else:
+        form = ApiTokenForm()
+    response = render(
+        request,
+        "facilities/api_tokens.html",
+        {
+            "form": form,
+            "tokens": services.api_tokens_of(request.user),  # type: ignore[arg-type]
+            "created": created[0] if created else None,
+            "secret": created[1] if created else None,
+        },
+    )
+    # The secret must not stay in a cache or the browser's history.
+    add_never_cache_headers(response)
+    return response
+
+
+@login_required
+@require_POST
+def revoke_api_token(request: HttpRequest, token_uuid: UUID) -> HttpResponse:
+    token = get_object_or_404(ApiToken, uuid=token_uuid, user=request.user)
+    services.revoke_api_token(request.user, token, request=request)  # type: ignore[arg-type]
+    messages.success(request, _("令牌 %(name)s 已吊销。") % {"name": token.name})
+    return redirect("api_tokens")

@@ -13,11 +13,10 @@ import numpy as np
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, JPEG2000Lossless, generate_uid
-from rest_framework.authtoken.models import Token
 
 from cloudpacs.services import ingest_instance
 from consults.services import open_consult_for_study
-from facilities.models import ExamKind, Facility, Modality, User
+from facilities.models import ApiToken, ExamKind, Facility, Modality, User
 from tests.factories import make_dataset, make_modality, write_dataset
 
 
@@ -164,8 +163,9 @@ def build_archive(township: Facility, other_township: Facility, ct: Modality, dr
     return archive
 
 
-def token_for(user: User) -> str:
-    return Token.objects.get_or_create(user=user)[0].key
+def token_for(user: User, scope: str = ApiToken.Scope.WRITE) -> str:
+    """A new API token's secret (facilities.models.ApiToken, through knox)."""
+    return ApiToken.objects.create(user, name="test", scope=scope)[1]
 
 
 def client_for(live_server: Any, user: User, scheme: str = "Token") -> DICOMwebClient:

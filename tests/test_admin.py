@@ -388,10 +388,13 @@ def test_every_admin_that_can_change_something_writes_it_to_the_audit_trail():
 def test_groups_and_api_tokens_are_not_administered_in_the_admin():
     from django.contrib import admin
     from django.contrib.auth.models import Group
-    from rest_framework.authtoken.models import TokenProxy
+    from knox.models import AuthToken
+
+    from facilities.models import ApiToken
 
     assert not admin.site.is_registered(Group)
-    assert not admin.site.is_registered(TokenProxy)
+    assert not admin.site.is_registered(ApiToken)
+    assert not admin.site.is_registered(AuthToken)
 
 
 def test_every_field_an_admin_page_shows_has_a_chinese_name():

@@ -9,11 +9,11 @@ from datetime import date
 import pytest
 from django.test import Client
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 
 from cloudpacs import orders
 from cloudpacs.models import BodyPart, Order
-from facilities.models import AuditEvent
+from facilities.models import ApiToken, AuditEvent
+from tests.dicomweb_support import token_for
 from tests.factories import make_study
 
 pytestmark = pytest.mark.django_db
@@ -116,9 +116,8 @@ def test_a_guessed_link_is_confirmed_from_the_register(technologist, technologis
 # --- The JSON API ----------------------------------------------------------------------------
 
 
-def api(user) -> Client:
-    token = Token.objects.create(user=user)
-    return Client(HTTP_AUTHORIZATION=f"Token {token.key}")
+def api(user, scope: str = ApiToken.Scope.WRITE) -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Token {token_for(user, scope)}")
 
 
 def api_body(**extra):
@@ -151,6 +150,19 @@ def test_a_his_registers_an_exam_through_the_api(technologist, ct_modality):
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     again = client.post(reverse("orders:api-cancel", args=[body["uuid"]]))
     assert again.status_code == 409
+
+
+def test_a_read_only_token_lists_orders_but_cannot_register_or_cancel(technologist, ct_modality):
+    registered = api(technologist).post(
+        reverse("orders:api-list"), json.dumps(api_body()), content_type="application/json"
+    )
+    reader = api(technologist, ApiToken.Scope.READ)
+    assert reader.get(reverse("orders:api-list")).status_code == 200
+    refused = reader.post(reverse("orders:api-list"), json.dumps(api_body()), content_type="application/json")
+    assert refused.status_code == 403
+    assert "may only read" in refused.json()["detail"]
+    assert reader.post(reverse("orders:api-cancel", args=[registered.json()["uuid"]])).status_code == 403
+    assert Order.objects.count() == 1
 
 
 def test_the_api_refuses_bad_input_with_a_clear_400(technologist, ct_modality):

@@ -179,11 +179,10 @@ def load_ours(files: list[tuple[Path, int, str]]) -> str:
     recreate(OURS_DB)
     from django.core.management import call_command
     from django.db import connection
-    from rest_framework.authtoken.models import Token
 
     from cloudpacs.services import ingest_instance
     from consults.services import open_consult_for_study
-    from facilities.models import ExamKind, Facility, Modality, User
+    from facilities.models import ApiToken, ExamKind, Facility, Modality, User
 
     call_command("migrate", verbosity=0)
     townships = [
@@ -215,7 +214,7 @@ def load_ours(files: list[tuple[Path, int, str]]) -> str:
         cursor.execute("VACUUM ANALYZE")
     print(f"platform: stored {len(files)} studies in {time.perf_counter() - began:.0f} s", file=sys.stderr)
     radiologist = User.objects.create(username="bench_dr", role=User.Role.RADIOLOGIST, reads_ct=True, reads_dr=True)
-    token = Token.objects.create(user=radiologist).key
+    token = ApiToken.objects.create(radiologist, name="bench")[1]
     connection.close()
     return str(token)
 
@@ -325,9 +324,10 @@ def main() -> None:
     sys.stderr.write(inside.stderr)
     theirs = json.loads(inside.stdout.strip().splitlines()[-1])
     if args.reuse:
-        from rest_framework.authtoken.models import Token
+        # Tokens are kept only as digests: a reused database gets a new one.
+        from facilities.models import ApiToken, User
 
-        token = str(Token.objects.get(user__username="bench_dr").key)
+        token = str(ApiToken.objects.create(User.objects.get(username="bench_dr"), name="bench")[1])
         from django.db import connection
 
         connection.close()

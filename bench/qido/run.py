@@ -59,11 +59,10 @@ def seed(count: int) -> tuple[str, str]:
     """Insert `count` studies; return (radiologist token, technologist token)."""
     from django.utils import timezone
     from pydicom.uid import generate_uid
-    from rest_framework.authtoken.models import Token
 
     from cloudpacs.models import Patient, Series, Study
     from consults.models import Consult
-    from facilities.models import ExamKind, Facility, Modality, User
+    from facilities.models import ApiToken, ExamKind, Facility, Modality, User
 
     rng = random.Random(42)
     townships = [
@@ -151,7 +150,7 @@ def seed(count: int) -> tuple[str, str]:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
-    return Token.objects.create(user=radiologist).key, Token.objects.create(user=technologist).key
+    return ApiToken.objects.create(radiologist, name="bench")[1], ApiToken.objects.create(technologist, name="bench")[1]
 
 
 QUERIES = [
@@ -227,10 +226,11 @@ def main() -> None:
         call_command("migrate", verbosity=0)
         began = time.perf_counter()
         if args.reuse and url:
-            from rest_framework.authtoken.models import Token
+            # Tokens are kept only as digests: a reused database gets new ones.
+            from facilities.models import ApiToken, User
 
-            reader = Token.objects.get(user__username="bench_dr").key
-            tech = Token.objects.get(user__username="bench_tech").key
+            reader = ApiToken.objects.create(User.objects.get(username="bench_dr"), name="bench")[1]
+            tech = ApiToken.objects.create(User.objects.get(username="bench_tech"), name="bench")[1]
             print(f"reusing {Study.objects.count()} studies on {connection.vendor}")
         else:
             reader, tech = seed(args.studies)

@@ -15,10 +15,10 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf_exceptions
-from rest_framework.authentication import TokenAuthentication
 
 from cloudpacs.dicomweb.multipart import parse_media_type
 from facilities.access import CLINICAL_ROLES, has_role
+from facilities.tokens import BearerAuthentication, TokenAuthentication
 
 logger = logging.getLogger("cloudpacs.dicomweb")
 
@@ -44,25 +44,17 @@ def not_acceptable(reason: str) -> DicomwebError:
     return DicomwebError(406, reason)
 
 
-class _Token(TokenAuthentication):
-    keyword = "Token"
-
-
-class _Bearer(TokenAuthentication):
-    # The same DRF tokens, under the scheme OHIF and most DICOMweb clients send.
-    keyword = "Bearer"
-
-
-def authenticate(request: HttpRequest) -> tuple[Any, bool]:
-    """(user, by_token). A token in the Authorization header wins over the session."""
-    for backend in (_Token(), _Bearer()):
+def authenticate(request: HttpRequest) -> tuple[Any, Any]:
+    """(user, token): the API token in the Authorization header, which wins over the web
+    session, or None when the session is used."""
+    for backend in (TokenAuthentication(), BearerAuthentication()):
         try:
             result = backend.authenticate(request)  # type: ignore[arg-type]
         except drf_exceptions.AuthenticationFailed as exc:
             raise DicomwebError(401, str(exc.detail), {"WWW-Authenticate": REALM}) from exc
         if result is not None:
-            return result[0], True
-    return request.user, False
+            return result[0], result[1]
+    return request.user, None
 
 
 def _csrf_failure(request: HttpRequest) -> HttpResponseBase | None:
@@ -116,16 +108,17 @@ def dicomweb_view(*methods: str) -> Callable[[Callable[..., HttpResponseBase]], 
             try:
                 if request.method not in allowed:
                     raise DicomwebError(405, "method not allowed", {"Allow": ", ".join(sorted(allowed))})
-                user, by_token = authenticate(request)
+                user, token = authenticate(request)
                 if not user.is_authenticated:
                     raise DicomwebError(401, "authentication required", {"WWW-Authenticate": REALM})
                 request.user = user
                 if not has_role(user, *CLINICAL_ROLES):
                     raise DicomwebError(403, "this account may not read images")
-                if not by_token and request.method not in SAFE_METHODS:
-                    failure = _csrf_failure(request)
-                    if failure is not None:
+                if request.method not in SAFE_METHODS:
+                    if token is None and _csrf_failure(request) is not None:
                         raise DicomwebError(403, "CSRF verification failed")
+                    if token is not None and not token.may_write:
+                        raise DicomwebError(403, "this token may only read; make one that may write")
                 response = view(request, *args, **kwargs)
             except DicomwebError as error:
                 response = error_response(error)
