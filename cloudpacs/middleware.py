@@ -70,3 +70,24 @@ class RefuseNulMiddleware:
 
 
 FORM_CONTENT_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
+
+
+class ContentSecurityPolicyMiddleware:
+    """Send CONTENT_SECURITY_POLICY (settings) with every HTML page that does not set its
+    own: scripts only from the site's static files, so an injected <script> or inline
+    handler does not run. Other responses (images, DICOM, exports, the viewer's workers)
+    are not documents and go without it. CSP_REPORT_ONLY sends it as a report-only header,
+    to try a change of policy on a running site before enforcing it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.header = "Content-Security-Policy-Report-Only" if settings.CSP_REPORT_ONLY else "Content-Security-Policy"
+        self.policy = "; ".join(
+            " ".join([directive, *sources]) for directive, sources in settings.CONTENT_SECURITY_POLICY.items()
+        )
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.get("Content-Type", "").startswith("text/html") and self.header not in response:
+            response[self.header] = self.policy
+        return response

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "cloudpacs.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "cloudpacs.middleware.RefuseNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -275,6 +276,26 @@ TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 SESSION_COOKIE_HTTPONLY = True
 # No page of the platform is meant to be shown inside a frame.
 X_FRAME_OPTIONS = "DENY"
+# The Content-Security-Policy of every HTML page (cloudpacs.middleware): scripts and styles
+# only from the site's own files, never inline; style attributes, without which the
+# charts' tooltips do not show; blob: images, the viewer's tool cursors (SVGs it draws);
+# 'wasm-unsafe-eval' (compiling WebAssembly, not JavaScript eval) for the viewer's image
+# decoders should they run in the page rather than in their worker.
+# docs/operations.md, "Content-Security-Policy".
+CONTENT_SECURITY_POLICY = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'", "'wasm-unsafe-eval'"],
+    "style-src": ["'self'"],
+    "style-src-attr": ["'unsafe-inline'"],
+    "img-src": ["'self'", "blob:"],
+    "worker-src": ["'self'"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+CSP_REPORT_ONLY = env_bool("CSP_REPORT_ONLY", False)
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"})
 LOGGING = {

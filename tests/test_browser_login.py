@@ -53,7 +53,7 @@ def test_a_technologist_logs_in_sees_chinese_and_switches_to_english(live_server
 
             page.click(".language-switch button[value='en']")
 
-            page.wait_for_function("document.documentElement.lang === 'en'")
+            page.wait_for_function("() => document.documentElement.lang === 'en'")
             assert page.url == f"{live_server.url}/facilities/{township.uuid}/"
             assert "Our studies" in page.locator(".main-nav").inner_text()
             assert "Waiting" in page.locator("#facility-consults").inner_text()

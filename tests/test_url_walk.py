@@ -29,7 +29,7 @@ from consults.models import Addendum, Consult, CriticalFinding, Report, ReportDe
 from consults.rules import Step, refusal
 from consults.services import open_consult_for_study
 from dicomnode.models import AssociationLog
-from facilities.models import AuditEvent, ExamKind, RosterShift, User
+from facilities.models import ApiToken, AuditEvent, ExamKind, RosterShift, User
 from facilities.services import audit
 from tests.dicomweb_support import ingest
 from tests.factories import make_dataset, make_modality
@@ -189,6 +189,11 @@ TABLE: dict[str, Route] = {
     "accounts/logout/": expect("/accounts/logout/", *[LOGIN] * 5, method="POST"),
     "accounts/password/": expect("/accounts/password/", LOGIN, OK, OK, OK, OK),
     "accounts/password/done/": expect("/accounts/password/done/", LOGIN, OK, OK, OK, OK),
+    "accounts/tokens/": expect("/accounts/tokens/", LOGIN, OK, OK, OK, OK),
+    # The radiologist's own token: only its owner may revoke it.
+    "accounts/tokens/<uuid:token_uuid>/revoke/": expect(
+        "/accounts/tokens/{api_token}/revoke/", LOGIN, NOT_FOUND, NOT_FOUND, REDIRECT, NOT_FOUND, method="POST"
+    ),
     # Pages.
     "": expect("/", LOGIN, REDIRECT, REDIRECT, REDIRECT, REDIRECT),
     "audit/": expect("/audit/", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK),
@@ -364,6 +369,7 @@ def world(
         "event": str(event.pk),
         "schedule": str(schedule.pk),
         "ledger": str(ledger.pk),
+        "api_token": str(ApiToken.objects.create(radiologist, name="walk")[0].uuid),
         "association": str(
             AssociationLog.objects.create(
                 calling_ae_title="XUANWO_CT", called_ae_title="CLOUDPACS", outcome=AssociationLog.Outcome.RELEASED

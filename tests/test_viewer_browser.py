@@ -189,10 +189,12 @@ def browser_page(live_server, reading_data) -> Iterator[Any]:
 
 def open_viewer(page, url: str, panes: int = 1) -> None:
     page.goto(url)
+    # Conditions are functions, not expressions: Playwright evaluates an expression with
+    # eval, which the page's Content-Security-Policy refuses.
     # Every image of the stack in the cache: from here on nothing waits on the network.
     for index in range(panes):
         page.wait_for_function(
-            f"window.yunyingViewer?.viewers[0].panes[{index}].stackMs != null",
+            f"() => window.yunyingViewer?.viewers[0].panes[{index}].stackMs != null",
             timeout=60_000,
         )
     assert page.errors == []
@@ -264,7 +266,7 @@ def test_a_server_rendered_first_image_stands_in_until_cornerstone_draws(live_se
     # server at the file's window.
     page.route("**/viewer/viewer.js", lambda route: route.abort())
     page.goto(url)
-    page.wait_for_function("window.yunyingPreview?.shown != null", timeout=60_000)
+    page.wait_for_function("() => window.yunyingPreview?.shown != null", timeout=60_000)
     preview = page.locator('[data-pane="0"] img[data-preview]')
     assert preview.count() == 1
     assert "/rendered?" in (preview.get_attribute("src") or "")
@@ -288,7 +290,7 @@ def test_a_server_rendered_first_image_stands_in_until_cornerstone_draws(live_se
     page.unroute("**/viewer/viewer.js")
     page.errors.clear()
     open_viewer(page, url)
-    page.wait_for_function("window.yunyingPreview?.replaced != null")
+    page.wait_for_function("() => window.yunyingPreview?.replaced != null")
     assert page.locator("img[data-preview]").count() == 0
 
 
@@ -334,7 +336,7 @@ def test_a_window_preset_maps_hounsfield_units_as_its_window_says(
     centres = block_centres(CT_SIZE, CT_BLOCK)
     page.select_option("[data-preset]", preset)
     page.wait_for_function(
-        f"document.querySelector('[data-pane=\"0\"] [data-overlay=\"br\"]').textContent.includes('W: {width} ')"
+        f"() => document.querySelector('[data-pane=\"0\"] [data-overlay=\"br\"]').textContent.includes('W: {width} ')"
     )
     wait_for_image(page, 0)
     assert np.abs(gray(page, centres) - expected_ct(1, center, width)).max() <= TOLERANCE
@@ -464,7 +466,7 @@ def test_length_and_angle_measure_in_millimetres_and_degrees(live_server, browse
     assert page.locator('[data-tool="Length"]').get_attribute("aria-pressed") == "true"
     # 64 pixels of 0.5 mm.
     drag(page, (16, 64), (80, 64))
-    page.wait_for_function("window.yunyingViewer.viewers[0].measurements().some((m) => m.length)")
+    page.wait_for_function("() => window.yunyingViewer.viewers[0].measurements().some((m) => m.length)")
     (length,) = page.evaluate("window.yunyingViewer.viewers[0].measurements()")
     assert length["tool"] == "Length"
     assert abs(length["length"] - 32.0) < 0.5
@@ -474,7 +476,7 @@ def test_length_and_angle_measure_in_millimetres_and_degrees(live_server, browse
     for point in ([100, 64], [64, 64], [64, 100]):
         x, y = page.evaluate("(p) => window.yunyingViewer.viewers[0].panes[0].pagePoint(p)", point)
         page.mouse.click(x, y)
-    page.wait_for_function("window.yunyingViewer.viewers[0].measurements().some((m) => m.angle)")
+    page.wait_for_function("() => window.yunyingViewer.viewers[0].measurements().some((m) => m.angle)")
     angle = next(m for m in page.evaluate("window.yunyingViewer.viewers[0].measurements()") if m["tool"] == "Angle")
     assert abs(angle["angle"] - 90) < 1
 

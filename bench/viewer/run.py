@@ -133,7 +133,9 @@ def measure(url: str, session: str, runs: int) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {
         "visible": [], "first": [], "stack": [], "mb": [], "warm_visible": [], "warm_first": [], "warm_stack": [],
     }  # fmt: skip
-    wait = "window.yunyingViewer?.viewers[0].panes[0].stackMs != null"
+    # A function, not an expression: Playwright would eval an expression, which the
+    # page's Content-Security-Policy refuses.
+    wait = "() => window.yunyingViewer?.viewers[0].panes[0].stackMs != null"
     read = """() => {
         const pane = window.yunyingViewer.viewers[0].panes[0];
         const resources = performance.getEntriesByType('resource');
