@@ -2,19 +2,20 @@
 """Viewer benchmark: time to the first image and to the whole stack in headless Chromium.
 
 Stores, through the ingest service, a 200-slice 512 x 512 CT series, a 200-slice
-128 x 128 one (the size of the reference measurement in docs) and a 15 MB DX
-(2736 x 2736, 16-bit); serves the platform with gunicorn over loopback; and opens
-each study in /viewer/<study>/ with a cold browser cache, then once more with the
-viewer's JavaScript cached. Times are milliseconds from navigation start, as the page
-itself records them. Two times to the first image: "visible" is when the first image is
-on screen at all, which is the server-rendered JPEG (/rendered) the page shows in the
-pane while the viewer's code loads, unless Cornerstone was quicker; "Cornerstone" is the
-viewer's own first frame (window/level, scrolling and measuring work from then on). The
-whole stack is when every image of the series is decoded in the cache. Prints medians of
---runs.
+128 x 128 one (the size of the reference measurement in docs), a 15 MB DX (2736 x 2736,
+16-bit) and an ultrasound clip (100 frames of 800 x 600, YBR_FULL_422 JPEG: each frame
+an image of the stack, the whole stack the clip ready to play); serves the platform with
+gunicorn over loopback; and opens each study in /viewer/<study>/ with a cold browser
+cache, then once more with the viewer's JavaScript cached. Times are milliseconds from
+navigation start, as the page itself records them. Two times to the first image:
+"visible" is when the first image is on screen at all, which is the server-rendered JPEG
+(/rendered) the page shows in the pane while the viewer's code loads, unless Cornerstone
+was quicker; "Cornerstone" is the viewer's own first frame (window/level, scrolling and
+measuring work from then on). The whole stack is when every image of the series is
+decoded in the cache. Prints medians of --runs.
 
     bash scripts/build-viewer.sh
-    .venv/bin/python bench/viewer/run.py [--runs 5] [--only ct512,ct128,dx]
+    .venv/bin/python bench/viewer/run.py [--runs 5] [--only ct512,ct128,dx,us]
 
 Runs on a throwaway SQLite database and image store in a temporary directory unless
 DATABASE_URL is set.
@@ -98,6 +99,44 @@ def seed(cases: list[str]) -> tuple[dict[str, str], str]:
             ds.PixelData = np.clip(hu + 1024, 0, 4095).astype(np.uint16).tobytes()
             store(ds, ct)
         studies[case] = study_uid
+    if "us" in cases:
+        # An ultrasound clip as consoles send it: 100 frames of 600 x 800, YBR_FULL_422
+        # JPEG baseline, one fragment per frame (about 3 MB), at 30 frames a second.
+        from io import BytesIO
+
+        from PIL import Image
+        from pydicom.encaps import encapsulate
+        from pydicom.uid import JPEGBaseline8Bit, UltrasoundMultiFrameImageStorage
+
+        rows, columns, count = 600, 800, 100
+        yy, xx = np.mgrid[0:rows, 0:columns]
+        fragments = []
+        for number in range(count):
+            cone = ((xx - columns / 2) ** 2 + yy**2 < (rows * 0.95) ** 2) & (np.abs(xx - columns / 2) < yy * 0.7)
+            speckle = rng.gamma(2.0, 40.0, (rows, columns)) * (1 + 0.3 * np.sin(yy / 20.0 + number / 5))
+            gray = np.where(cone, np.clip(speckle, 0, 255), 0).astype(np.uint8)
+            rgb = np.repeat(gray[..., None], 3, axis=2)
+            rgb[40:80, 40 + number * 5 : 80 + number * 5] = (230, 60, 40)  # a moving colour marker
+            buffer = BytesIO()
+            Image.fromarray(rgb).save(buffer, format="JPEG", quality=90, subsampling=1)
+            fragments.append(buffer.getvalue())
+        ds = make_dataset(
+            sop_class_uid=UltrasoundMultiFrameImageStorage,
+            modality="US",
+            rows=rows,
+            columns=columns,
+            transfer_syntax_uid=JPEGBaseline8Bit,
+        )
+        for keyword in ("RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth"):
+            delattr(ds, keyword)
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        ds.NumberOfFrames, ds.FrameIncrementPointer, ds.FrameTime = count, 0x00181063, 33.3
+        ds.PixelData = encapsulate(fragments)
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+        store(ds, ct)
+        studies["us"] = ds.StudyInstanceUID
     if "dx" in cases:
         size = 2736
         yy, xx = np.mgrid[0:size, 0:size]
@@ -202,7 +241,7 @@ def measure(url: str, session: str, runs: int) -> dict[str, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--only", default="ct512,ct128,dx")
+    parser.add_argument("--only", default="ct512,ct128,dx,us")
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
     cases = args.only.split(",")
@@ -262,7 +301,12 @@ def main() -> None:
             f"{'case':<26}{'visible':>9}{'Cornerstone':>13}{'whole stack':>13}{'MB':>7}"
             f"{'JS cached: visible':>20}{'Cornerstone':>13}{'stack':>9}"
         )
-        names = {"ct512": "CT 200 x 512x512", "ct128": "CT 200 x 128x128", "dx": "DX 2736x2736 (15 MB)"}
+        names = {
+            "ct512": "CT 200 x 512x512",
+            "ct128": "CT 200 x 128x128",
+            "dx": "DX 2736x2736 (15 MB)",
+            "us": "US cine 100 x 800x600",
+        }
         for case in cases:
             result = measure(f"http://127.0.0.1:{port}/viewer/{studies[case]}/", session, args.runs)
             med = {key: statistics.median(values) for key, values in result.items()}
