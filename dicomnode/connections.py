@@ -185,12 +185,14 @@ class RefusalLog:
                 self._window_start, self._window_count = now, 0
             if self._window_count >= self.burst:
                 self._dropped += 1
-                self._suppressed[key] += 1
+                if len(self._suppressed) < 4 * KNOWN_ADDRESSES:  # bounded, whatever the keys
+                    self._suppressed[key] += 1
                 return None
             self._window_count += 1
             self._last[key] = now
             if len(self._last) > 4 * KNOWN_ADDRESSES:
                 self._last = {k: t for k, t in self._last.items() if now - t < self.interval}
+                self._suppressed = Counter({k: n for k, n in self._suppressed.items() if k in self._last})
             suppressed = self._suppressed.pop(key, 0)
             dropped, self._dropped = self._dropped, 0
         extra = ""

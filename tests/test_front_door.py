@@ -22,6 +22,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from cloudpacs.models import Instance
+from dicomnode.connections import RefusalLog
 from dicomnode.models import AssociationLog
 from tests.factories import make_dataset
 from tests.test_dicom_fuzz import associate_rq_body, item, pdu
@@ -244,3 +245,18 @@ def test_a_first_pdu_that_is_not_an_associate_rq_is_aborted_at_once(receiver, ca
     # A-ABORT from the service provider, reason 2: unexpected PDU.
     assert answer[:1] == bytes([A_ABORT]) and answer[8:10] == bytes([0x02, 0x02])
     assert refusal_lines(caplog, "the first PDU is of type 0x05")
+
+
+def test_the_refusal_log_is_rate_limited_per_address_and_reason_and_over_all_and_says_what_it_left_out():
+    log = RefusalLog(interval=0.3, burst=3)
+    assert log.allow(("127.0.0.9", "timeout")) == ""
+    assert log.allow(("127.0.0.9", "timeout")) is None
+    assert log.allow(("127.0.0.9", "timeout")) is None
+    assert log.allow(("127.0.0.9", "per-address")) == ""  # another reason, another line
+    assert log.allow(("127.0.0.8", "timeout")) == ""
+    assert log.allow(("127.0.0.7", "timeout")) is None  # the fourth line within the interval
+    time.sleep(0.35)
+    assert log.allow(("127.0.0.9", "timeout")) == (
+        "; 2 more like it from this address not logged; 1 refusals from other addresses not logged (over 3 a minute)"
+    )
+    assert log.allow(("127.0.0.7", "timeout")) == "; 1 more like it from this address not logged"
