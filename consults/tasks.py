@@ -69,7 +69,10 @@ def assign_consult(consult_id: int) -> None:
     from consults.models import Consult
 
     consult = Consult.objects.filter(pk=consult_id).first()
-    if consult is not None:
+    # A read first: with nobody on duty for its kind, assigning would be a write
+    # transaction that finds no reader, and the sweep queues ten of them per batch; on
+    # SQLite each holds the one write lock a C-STORE waits for.
+    if consult is not None and workflow.on_duty(timezone.now(), consult.kind).exists():
         workflow.assign_consult(consult)
 
 
