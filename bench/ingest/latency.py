@@ -40,6 +40,7 @@ PYTHON = sys.executable
 AE_TITLE = "CLOUDPACS"
 CALLING = "XUANWO_CT"
 PG_SOCKET_DIR = "/var/run/postgresql"
+WARMUP_SECONDS = 10.0
 CONFIGS = ["sqlite-nobroker", "sqlite-broker", "postgresql-nobroker", "postgresql-broker"]
 
 SEED = """
@@ -213,7 +214,9 @@ def preload(repo: Path, env: dict[str, str], files: list[Path], log) -> None:  #
     time.sleep(2.5)  # STUDY_STABLE_SECONDS
 
 
-def run(config: str, files: list[Path], repo: Path, workdir: Path, redis_url: str, backlog: list[Path]) -> Run:
+def run(
+    config: str, files: list[Path], repo: Path, workdir: Path, redis_url: str, backlog: list[Path], warmup: list[Path]
+) -> Run:
     kind, mode = config.split("-")
     rundir = Path(tempfile.mkdtemp(prefix=f"{config}-", dir=workdir))
     url = prepare_database(repo, rundir, kind)
@@ -244,6 +247,14 @@ def run(config: str, files: list[Path], repo: Path, workdir: Path, redis_url: st
     try:
         wait_for_port(port, receiver)
         ae = client_ae()
+        if warmup:
+            # Untimed: a receiver (and its sweep process) that has finished starting, not
+            # one still importing its code on a busy machine.
+            assoc = ae.associate("127.0.0.1", port, ae_title=AE_TITLE)
+            for path in warmup:
+                assoc.send_c_store(path)
+            assoc.release()
+            time.sleep(WARMUP_SECONDS)
         load_start = os.getloadavg()[0]
         started = time.perf_counter()
         for path in files:
@@ -269,7 +280,7 @@ def run(config: str, files: list[Path], repo: Path, workdir: Path, redis_url: st
         consults = 0
         while time.perf_counter() - drained < 600:
             consults = count(kind, url, "consults_consult")
-            if consults >= len(files) + len(backlog):
+            if consults >= len(files) + len(backlog) + len(warmup):
                 break
             time.sleep(0.5)
         drain = time.perf_counter() - drained
@@ -302,6 +313,11 @@ def main() -> None:
         default=0,
         help="studies already stable, unswept, when the receiver starts (its first sweep takes them at once)",
     )
+    parser.add_argument(
+        "--warmup",
+        action="store_true",
+        help=f"one untimed study first, then {WARMUP_SECONDS:g} s for the receiver's processes to finish starting",
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/3")
     parser.add_argument("--repo", type=Path, default=BASE_DIR, help="the checkout whose receiver is measured")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "yunying-bench-latency")
@@ -309,6 +325,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     files = generate(args.workdir / "studies", args.studies)
     backlog = generate(args.workdir / "backlog", args.backlog) if args.backlog else []
+    warmup = generate(args.workdir / "warmup", 1) if args.warmup else []
     configs = args.only or CONFIGS
     if not Path(PG_SOCKET_DIR, ".s.PGSQL.5432").exists():
         configs = [c for c in configs if not c.startswith("postgresql")]
@@ -322,7 +339,7 @@ def main() -> None:
     results = []
     for config in configs:
         print(f"{config} ...", flush=True)
-        result = run(config, files, repo, args.workdir, args.redis_url, backlog)
+        result = run(config, files, repo, args.workdir, args.redis_url, backlog, warmup)
         results.append(result)
         print(
             f"  p50 {statistics.median(result.store_ms):.0f} ms, p99 {percentile(result.store_ms, 0.99):.0f} ms, "
