@@ -300,10 +300,6 @@ def report_for(consult: Consult) -> Report | None:
     return Report.objects.filter(consult=consult).first()
 
 
-def can_edit(user: User, consult: Consult) -> bool:
-    return Step.EDIT in allowed_steps(user, consult)
-
-
 def _write(locked: Consult, user: User, findings: str | None, impression: str | None, *, as_reader: bool) -> Report:
     report = Report.objects.select_for_update().filter(consult=locked).first()
     if report is None:
