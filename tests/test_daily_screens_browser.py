@@ -283,7 +283,7 @@ def test_each_roles_day_shows_what_it_must_and_fits_the_screen(live_server, day,
             screens.take(tech, "technologist-3-report")
 
             tech.click("#open-viewer")
-            tech.wait_for_function("window.yunyingViewer?.viewers[0].panes[0].stackMs != null", timeout=60_000)
+            tech.wait_for_function("() => window.yunyingViewer?.viewers[0].panes[0].stackMs != null", timeout=60_000)
             overlay = tech.locator('[data-pane="0"] [data-overlay="tl"]').inner_text()
             assert "张伟" in overlay and "男" in overlay
             assert "序列：" in tech.locator('[data-pane="0"] [data-overlay="bl"]').inner_text()
