@@ -279,6 +279,8 @@ X_FRAME_OPTIONS = "DENY"
 # The Content-Security-Policy of every HTML page (cloudpacs.middleware): scripts and styles
 # only from the site's own files, never inline; style attributes, without which the
 # charts' tooltips do not show; blob: images, the viewer's tool cursors (SVGs it draws);
+# data: images, Cornerstone's decoder of baseline JPEG colour frames (YBR_FULL_422, as
+# ultrasound sends), which hands each frame to an <img> as a data: URL;
 # 'wasm-unsafe-eval' (compiling WebAssembly, not JavaScript eval) for the viewer's image
 # decoders should they run in the page rather than in their worker.
 # docs/operations.md, "Content-Security-Policy".
@@ -287,7 +289,7 @@ CONTENT_SECURITY_POLICY = {
     "script-src": ["'self'", "'wasm-unsafe-eval'"],
     "style-src": ["'self'"],
     "style-src-attr": ["'unsafe-inline'"],
-    "img-src": ["'self'", "blob:"],
+    "img-src": ["'self'", "blob:", "data:"],
     "worker-src": ["'self'"],
     "connect-src": ["'self'"],
     "object-src": ["'none'"],
