@@ -39,6 +39,9 @@ from facilities.models import ExamKind, Facility
 from facilities.services import audit, client_address, county_hospital
 
 PAGE_SIZE = 50
+# Studies without a consult looked at for the township page's two short lists, and shown in each.
+PENDING_SCAN = 60
+PENDING_SHOWN = 20
 
 
 @role_required(*CLINICAL_ROLES)
@@ -57,15 +60,22 @@ def facility_page(request: HttpRequest, facility_uuid: UUID) -> HttpResponse:
     page = Paginator(consults, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    # Studies still arriving, or arrived but not yet turned into a consult.
-    pending_studies = list(
+    # Studies without a consult: still arriving, or arrived and waiting for one; and apart,
+    # the ones of a kind the county does not read remotely (ultrasound, XA...), which have
+    # arrived and stay archived for viewing, so that they do not fill the first list for good.
+    pending_studies: list[Study] = []
+    archived_studies: list[Study] = []
+    for study in (
         studies_for(request.user)
         .filter(facility=facility, consult__isnull=True)
-        .order_by("-last_received_at", "-id")[:20]
-    )
-    for study in pending_studies:
-        # Ultrasound, XA and the like are archived for viewing, not read remotely.
+        .order_by("-last_received_at", "-id")[:PENDING_SCAN]
+    ):
         study.exam_kind = services.exam_kind_for_study(study)  # type: ignore[attr-defined]
+        if study.exam_kind is None and study.status != Study.Status.RECEIVING:  # type: ignore[attr-defined]
+            archived_studies.append(study)
+        else:
+            pending_studies.append(study)
+    pending_studies, archived_studies = pending_studies[:PENDING_SHOWN], archived_studies[:PENDING_SHOWN]
     # Critical findings the township has not yet acknowledged, at the top of its page.
     findings = list(workflow.open_critical_findings(facility.pk))
     # The township's register (检查登记): what is on its consoles' worklist, and the links by
@@ -87,6 +97,7 @@ def facility_page(request: HttpRequest, facility_uuid: UUID) -> HttpResponse:
             "searching": searching,
             "query": query.urlencode(),
             "pending_studies": pending_studies,
+            "archived_studies": archived_studies,
             "findings": findings,
             "can_acknowledge": may_acknowledge(request.user, facility.pk),
             "can_request": is_technologist_of(request.user, facility.pk),

@@ -390,6 +390,11 @@ def test_ultrasound_from_the_ct_console_is_archived_and_viewable_but_opens_no_co
     assert client.get(f"{url}/frames/3/rendered").status_code == 200
     page = client.get(reverse("consults:facility", args=[ct_modality.facility.uuid]))
     assert "仅归档" in page.content.decode()
+    # Once arrived it has a list of its own, with its viewer, and leaves the studies that
+    # are still arriving or waiting for a consult.
+    assert [s.study_uid for s in page.context["archived_studies"]] == [study.study_uid]
+    assert page.context["pending_studies"] == []
+    assert reverse("viewer:study", args=[study.study_uid]) in page.content.decode()
 
 
 @pytest.mark.parametrize(
