@@ -243,6 +243,9 @@ def test_each_roles_day_shows_what_it_must_and_fits_the_screen(live_server, day,
             fits(reader)
             screens.take(reader, "radiologist-2-reading")
 
+            # The confirmation is reading.js's (deferred): a click before the page has loaded
+            # would submit the form before the script has bound its handler.
+            reader.wait_for_load_state("load")
             reader.click("button[value='sign_next']")
             reader.wait_for_selector("#sign-confirm[open]")
             assert "不能再修改" in reader.locator("#sign-confirm").inner_text()
