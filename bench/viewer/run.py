@@ -180,13 +180,15 @@ def measure(url: str, session: str, runs: int) -> dict[str, list[float]]:
         const resources = performance.getEntriesByType('resource');
         const bytes = resources.reduce((sum, e) => sum + (e.encodedBodySize || 0), 0);
         const end = (pattern) => resources.find((e) => pattern.test(e.name))?.responseEnd;
+        // The viewer leaves User Timing marks (performance.mark) at its steps.
+        const mark = (name) => performance.getEntriesByName(name, 'mark')[0]?.startTime;
         const steps = {
             page: performance.getEntriesByType('navigation')[0].responseEnd,
             js: end(/viewer[.]js/),
             metadata: end(/[/]metadata$/),
-            code: window.yunyingViewer.timings.code,
-            init: window.yunyingViewer.timings.init,
-            parsed: pane.timings.metadata,
+            code: mark('yunying:code'),
+            init: mark('yunying:init'),
+            parsed: mark('yunying:pane0:metadata'),
             frame: end(/[/]frames[/]/),
         };
         const shown = window.yunyingPreview?.shown;

@@ -1,9 +1,6 @@
 // What the four corners of a pane say, from the shown instance's DICOM JSON and the
 // viewport's state. Pure: returns lines of text per corner.
-
-function first(json, tag) {
-  return json?.[tag]?.Value?.[0];
-}
+import { Tag, value as first } from './tags.js';
 
 // The page passes the name formatted by the server (cloudpacs.personname) as
 // labels.patientName; this is the fallback for a file of another patient: the
@@ -15,7 +12,7 @@ function joinGroup(group) {
   return parts.every((part) => CJK.test(part)) ? parts.join('') : parts.join(' ');
 }
 
-export function personName(json, tag = '00100010') {
+export function personName(json, tag = Tag.PatientName) {
   const name = first(json, tag);
   if (!name) return '';
   const groups = typeof name === 'string' ? name.split('=') : [name.Alphabetic, name.Ideographic, name.Phonetic];
@@ -39,10 +36,10 @@ export function formatTime(text) {
 
 // PatientAge as written ("045Y"), else years between birth and study dates.
 export function age(json) {
-  const written = first(json, '00101010');
+  const written = first(json, Tag.PatientAge);
   if (written) return written.replace(/^0+(?=\d)/, '');
-  const birth = first(json, '00100030');
-  const study = first(json, '00080020') || first(json, '00080022');
+  const birth = first(json, Tag.PatientBirthDate);
+  const study = first(json, Tag.StudyDate) || first(json, Tag.AcquisitionDate);
   if (!birth || !study || birth.length < 8 || study.length < 8) return '';
   let years = Number(study.slice(0, 4)) - Number(birth.slice(0, 4));
   if (study.slice(4, 8) < birth.slice(4, 8)) years -= 1;
@@ -55,17 +52,17 @@ function round(number) {
 
 export function describeOverlay(state) {
   const { json, labels = {} } = state;
-  const sexAge = [sexLabel(first(json, '00100040'), labels), age(json)].filter(Boolean).join(' / ');
-  const tl = [labels.patientName || personName(json), first(json, '00100020') || '', sexAge].filter(Boolean);
-  const institution = first(json, '00080080') || '';
-  const studyWhen = [formatDate(first(json, '00080020')), formatTime(first(json, '00080030'))]
+  const sexAge = [sexLabel(first(json, Tag.PatientSex), labels), age(json)].filter(Boolean).join(' / ');
+  const tl = [labels.patientName || personName(json), first(json, Tag.PatientID) || '', sexAge].filter(Boolean);
+  const institution = first(json, Tag.InstitutionName) || '';
+  const studyWhen = [formatDate(first(json, Tag.StudyDate)), formatTime(first(json, Tag.StudyTime))]
     .filter(Boolean)
     .join(' ');
   const tr = [
     institution,
     studyWhen,
-    first(json, '00081030') || '',
-    [first(json, '00080060') || '', first(json, '0008103E') || ''].filter(Boolean).join(' '),
+    first(json, Tag.StudyDescription) || '',
+    [first(json, Tag.Modality) || '', first(json, Tag.SeriesDescription) || ''].filter(Boolean).join(' '),
   ].filter(Boolean);
   const [seriesNumber, seriesTotal] = state.seriesPosition || [0, 0];
   const [imageNumber, imageTotal] = state.imagePosition || [0, 0];
@@ -75,7 +72,7 @@ export function describeOverlay(state) {
     `${labels.series || 'Se'}${colon}${seriesNumber}/${seriesTotal}`,
     `${labels.image || 'Im'}${colon}${imageNumber}/${imageTotal}`,
   ];
-  const thickness = first(json, '00180050');
+  const thickness = first(json, Tag.SliceThickness);
   if (thickness) bl.push(`${labels.thickness || 'Thk'}${colon}${Number(thickness).toFixed(1)} mm`);
   const br = [];
   if (state.voiLut) br.push(`${state.voiLut}`);

@@ -5,11 +5,13 @@
 // a linear window spanning the LUT's whole output range. Pure functions, no DOM: the
 // tests run them in Node against pydicom's apply_voi_lut.
 
-const VOI_LUT_SEQUENCE = '00283010';
-const LUT_DESCRIPTOR = '00283002';
-const LUT_DATA = '00283006';
-const LUT_EXPLANATION = '00283003';
-const PIXEL_REPRESENTATION = '00280103';
+import { Tag } from './tags.js';
+
+const VOI_LUT_SEQUENCE = Tag.VOILUTSequence;
+const LUT_DESCRIPTOR = Tag.LUTDescriptor;
+const LUT_DATA = Tag.LUTData;
+const LUT_EXPLANATION = Tag.LUTExplanation;
+const PIXEL_REPRESENTATION = Tag.PixelRepresentation;
 
 function decodeBase64(text) {
   if (typeof atob === 'function') {

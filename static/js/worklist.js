@@ -1,6 +1,6 @@
 // The worklist's filters apply as soon as one changes; the button stays for keyboards and no-JS.
-// The list refreshes itself every few seconds without a reload, so a consult that arrives or
-// is claimed by a colleague shows at once; it pauses while a claim form is being submitted.
+// The list refreshes itself every few seconds without a reload (poll.js), so a consult that
+// arrives or is claimed by a colleague shows at once; it stops once a claim form is submitted.
 (function () {
   "use strict";
   var form = document.getElementById("worklist-filters");
@@ -10,35 +10,21 @@
     });
   }
   var panel = document.getElementById("worklist-panel");
-  if (!panel || !window.fetch || !window.DOMParser) {
+  if (!panel || !window.yunyingPoll || !window.DOMParser) {
     return;
   }
-  var seconds = parseInt(panel.getAttribute("data-refresh-seconds"), 10) || 15;
-  var busy = false;
-  document.addEventListener("submit", function () {
-    busy = true;
+  window.yunyingPoll({
+    url: function () {
+      return window.location.href;
+    },
+    seconds: parseInt(panel.getAttribute("data-refresh-seconds"), 10) || 15,
+    headers: { "X-Requested-With": "worklist-refresh" },
+    apply: function (html) {
+      var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("worklist-panel");
+      var current = document.getElementById("worklist-panel");
+      if (fresh && current) {
+        current.replaceWith(fresh);
+      }
+    },
   });
-  function refresh() {
-    if (busy || document.hidden) {
-      return;
-    }
-    fetch(window.location.href, { credentials: "same-origin", headers: { "X-Requested-With": "worklist-refresh" } })
-      .then(function (response) {
-        return response.ok ? response.text() : null;
-      })
-      .then(function (html) {
-        if (!html || busy) {
-          return;
-        }
-        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("worklist-panel");
-        var current = document.getElementById("worklist-panel");
-        if (fresh && current) {
-          current.replaceWith(fresh);
-        }
-      })
-      .catch(function () {
-        // The network hiccuped: the next tick tries again.
-      });
-  }
-  window.setInterval(refresh, seconds * 1000);
 })();

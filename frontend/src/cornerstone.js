@@ -1,0 +1,103 @@
+// Cornerstone3D set up once per page: its core, its tools, and the DICOM image loader,
+// whose `wadors` scheme is wrapped so that an image carrying a VOI LUT is shown through it.
+import { Enums, imageLoader, init as initCore, utilities } from '@cornerstonejs/core';
+import {
+  AngleTool,
+  LengthTool,
+  PanTool,
+  StackScrollTool,
+  WindowLevelTool,
+  ZoomTool,
+  addTool,
+  init as initTools,
+} from '@cornerstonejs/tools';
+import dicomImageLoader from '@cornerstonejs/dicom-image-loader';
+
+import { applyVoiLut } from './voilut.js';
+
+const { windowLevel } = utilities;
+
+// The tools a pane's left button can take, by the toolbar's names.
+export const TOOL_NAMES = {
+  WindowLevel: WindowLevelTool.toolName,
+  Pan: PanTool.toolName,
+  Zoom: ZoomTool.toolName,
+  Length: LengthTool.toolName,
+  Angle: AngleTool.toolName,
+};
+
+// imageId -> the VOI LUT its instance carries; read by the wrapped wadors loader.
+export const voiLuts = new Map();
+// imageId -> the instance's DICOM JSON, for the overlay.
+export const instanceMeta = new Map();
+
+let started = null;
+
+export function start() {
+  if (started) return started;
+  started = (async () => {
+    await initCore();
+    initTools();
+    dicomImageLoader.init({ maxWebWorkers: Math.min(navigator.hardwareConcurrency || 2, 4) });
+    imageLoader.registerImageLoader('wadors', loadWithVoiLut);
+    for (const tool of [WindowLevelTool, PanTool, ZoomTool, StackScrollTool, LengthTool, AngleTool]) {
+      addTool(tool);
+    }
+    performance.mark('yunying:init');
+  })();
+  return started;
+}
+
+// Registers an instance's metadata for one of its frames' image id.
+export function addInstanceMetadata(imageId, json) {
+  dicomImageLoader.wadors.metaDataManager.add(imageId, json);
+  instanceMeta.set(imageId, json);
+}
+
+function loadWithVoiLut(imageId, options) {
+  const inner = dicomImageLoader.wadors.loadImage(imageId, options);
+  const lut = voiLuts.get(imageId);
+  if (!lut) return inner;
+  return { ...inner, promise: inner.promise.then((image) => mapThroughVoiLut(image, lut)) };
+}
+
+// Cornerstone3D draws with a linear window only; an image whose file carries a VOI LUT is
+// mapped through it once here, and then shown with a window over the LUT's whole output.
+function mapThroughVoiLut(image, lut) {
+  const stored = image.voxelManager ? image.voxelManager.getScalarData() : image.getPixelData();
+  let values = stored;
+  const slope = image.slope ?? 1;
+  const intercept = image.intercept ?? 0;
+  if (!image.preScale?.scaled && (slope !== 1 || intercept !== 0)) {
+    values = new Float32Array(stored.length);
+    for (let i = 0; i < stored.length; i++) values[i] = stored[i] * slope + intercept;
+  }
+  const mapped = applyVoiLut(values, lut);
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = 0; i < mapped.length; i++) {
+    if (mapped[i] < min) min = mapped[i];
+    if (mapped[i] > max) max = mapped[i];
+  }
+  image.voxelManager = utilities.VoxelManager.createImageVoxelManager({
+    scalarData: mapped,
+    width: image.columns,
+    height: image.rows,
+    numberOfComponents: 1,
+  });
+  image.getPixelData = () => mapped;
+  image.dataType = 'Uint16Array';
+  image.sizeInBytes = mapped.byteLength;
+  image.minPixelValue = min;
+  image.maxPixelValue = max;
+  image.slope = 1;
+  image.intercept = 0;
+  image.preScale = { enabled: false, scaled: false };
+  const full = windowLevel.toWindowLevel(0, lut.maxOutput);
+  image.windowWidth = full.windowWidth;
+  image.windowCenter = full.windowCenter;
+  image.voiLUTFunction = Enums.VOILUTFunctionType.LINEAR;
+  image.voiLUT = undefined;
+  image.yunyingVoiLut = lut.explanation || 'VOI LUT';
+  return image;
+}

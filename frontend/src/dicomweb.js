@@ -1,0 +1,147 @@
+// The DICOMweb side of the viewer: QIDO-RS and WADO-RS requests with the page's session
+// cookie, multipart bulk data, and what the viewer reads from an instance's DICOM JSON
+// (palette colour LUTs, video transfer syntaxes, a clip's frame rate). No Cornerstone, no DOM.
+import dicomParser from 'dicom-parser';
+
+import { Tag, value } from './tags.js';
+
+const DICOM_JSON = 'application/dicom+json';
+
+export function absolute(path) {
+  return new URL(path, window.location.href).href;
+}
+
+export async function fetchJson(url) {
+  // The page may have started this request before the viewer's code arrived
+  // (static/js/viewer-preview.js).
+  const early = window.yunyingEarly?.[url];
+  if (early) {
+    delete window.yunyingEarly[url];
+    try {
+      return await early;
+    } catch {
+      // Asked again below, as if never started.
+    }
+  }
+  const response = await fetch(url, { credentials: 'same-origin', headers: { Accept: DICOM_JSON } });
+  if (!response.ok) throw new Error(`${response.status} ${url}`);
+  return response.status === 204 ? [] : response.json();
+}
+
+// A study's series (QIDO-RS), as the viewer lists them.
+export async function fetchSeriesList(root, studyUid) {
+  return (await fetchJson(`${root}/studies/${studyUid}/series`)).map(seriesSummary);
+}
+
+export function seriesSummary(json) {
+  return {
+    uid: value(json, Tag.SeriesInstanceUID),
+    modality: value(json, Tag.Modality) || '',
+    number: value(json, Tag.SeriesNumber) ?? '',
+    description: value(json, Tag.SeriesDescription) || '',
+    count: value(json, Tag.NumberOfSeriesRelatedInstances) ?? '',
+  };
+}
+
+// Instances in reading order: Instance Number, then SOP Instance UID.
+export function sortInstances(instances) {
+  return instances.sort(
+    (a, b) =>
+      (value(a, Tag.InstanceNumber) ?? 0) - (value(b, Tag.InstanceNumber) ?? 0) ||
+      String(value(a, Tag.SOPInstanceUID)).localeCompare(String(value(b, Tag.SOPInstanceUID))),
+  );
+}
+
+// A BulkDataURI's bytes: WADO-RS answers multipart/related with the value as its one part.
+export async function fetchBulkData(uri) {
+  const response = await fetch(absolute(uri), {
+    credentials: 'same-origin',
+    headers: { Accept: 'multipart/related; type="application/octet-stream", application/octet-stream' },
+  });
+  if (!response.ok) throw new Error(`${response.status} ${uri}`);
+  const body = new Uint8Array(await response.arrayBuffer());
+  const type = response.headers.get('Content-Type') || '';
+  const boundary = /boundary="?([^";]+)"?/i.exec(type)?.[1];
+  if (!type.toLowerCase().startsWith('multipart/') || !boundary) return body.buffer;
+  return firstPart(body, boundary);
+}
+
+// When a server cannot resolve the LUT Data's BulkDataURI (it sits inside a sequence),
+// the LUT is read from the instance itself, retrieved as application/dicom.
+export async function lutDataFromInstance(url) {
+  const response = await fetch(url, {
+    credentials: 'same-origin',
+    headers: { Accept: 'multipart/related; type="application/dicom"' },
+  });
+  if (!response.ok) throw new Error(`${response.status} ${url}`);
+  const type = response.headers.get('Content-Type') || '';
+  const boundary = /boundary="?([^";]+)"?/i.exec(type)?.[1];
+  let body = new Uint8Array(await response.arrayBuffer());
+  if (boundary) body = new Uint8Array(firstPart(body, boundary));
+  const dataSet = dicomParser.parseDicom(body, { untilTag: 'x7fe00010' });
+  const item = dataSet.elements[`x${Tag.VOILUTSequence.toLowerCase()}`]?.items?.[0]?.dataSet;
+  const data = item?.elements[`x${Tag.LUTData.toLowerCase()}`];
+  if (!data) throw new Error(`no VOI LUT Data in ${url}`);
+  return item.byteArray.slice(data.dataOffset, data.dataOffset + data.length).buffer;
+}
+
+function indexOfBytes(haystack, needle, from) {
+  outer: for (let i = from; i <= haystack.length - needle.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+function firstPart(body, boundary) {
+  const encoder = new TextEncoder();
+  const delimiter = encoder.encode(`--${boundary}`);
+  const start = indexOfBytes(body, delimiter, 0);
+  const headersEnd = indexOfBytes(body, encoder.encode('\r\n\r\n'), start);
+  const end = indexOfBytes(body, encoder.encode(`\r\n--${boundary}`), headersEnd + 4);
+  if (start < 0 || headersEnd < 0 || end < 0) throw new Error('malformed multipart bulk data');
+  return body.slice(headersEnd + 4, end).buffer;
+}
+
+// The image loader reads a palette's Red, Green and Blue LUT Data as numbers in the
+// metadata's "Value"; DICOM JSON carries them as base64 (InlineBinary) or behind a
+// BulkDataURI. They are decoded here, once, into the instance's JSON.
+export async function readPalette(json, fetchBulk) {
+  await Promise.all(
+    [Tag.RedPaletteColorLUTData, Tag.GreenPaletteColorLUTData, Tag.BluePaletteColorLUTData].map(async (tag) => {
+      const element = json[tag];
+      if (!element || element.Value) return;
+      let bytes;
+      if (element.InlineBinary) {
+        bytes = Uint8Array.from(atob(element.InlineBinary), (character) => character.charCodeAt(0));
+      } else if (element.BulkDataURI) {
+        bytes = new Uint8Array(await fetchBulk(element.BulkDataURI));
+      } else {
+        return;
+      }
+      const words = new Uint16Array(bytes.buffer, bytes.byteOffset, Math.floor(bytes.byteLength / 2));
+      json[tag] = { vr: 'US', Value: Array.from(words) };
+    }),
+  );
+}
+
+// MPEG-2, MPEG-4 AVC/H.264 and HEVC transfer syntaxes (1.2.840.10008.1.2.4.100 to .108,
+// with the fragmentable .1 variants): the metadata names the stored one in Available
+// Transfer Syntax UID.
+export function isVideo(json) {
+  const syntax = String(value(json, Tag.AvailableTransferSyntaxUID) || '');
+  const match = /^1\.2\.840\.10008\.1\.2\.4\.(\d+)(\.1)?$/.exec(syntax);
+  return Boolean(match) && Number(match[1]) >= 100 && Number(match[1]) <= 108;
+}
+
+// A clip's own playback rate, frames per second: Recommended Display Frame Rate, else Cine
+// Rate, else 1000 / Frame Time (ms); null when it has none of them.
+export function frameRate(json) {
+  const recommended = Number(value(json, Tag.RecommendedDisplayFrameRate));
+  if (recommended > 0) return recommended;
+  const cine = Number(value(json, Tag.CineRate));
+  if (cine > 0) return cine;
+  const frameTime = Number(value(json, Tag.FrameTime));
+  if (frameTime > 0) return 1000 / frameTime;
+  return null;
+}

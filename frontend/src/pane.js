@@ -1,0 +1,276 @@
+// One pane of the viewer: a Cornerstone3D stack viewport showing one series of one study,
+// its four overlay corners and its status line. It fetches the series' metadata, builds the
+// stack's image ids (one per frame), prefetches the whole stack into the cache, and reports
+// its first frame and its full cache to the viewer.
+import { Enums, cache, imageLoader, utilities } from '@cornerstonejs/core';
+
+import { addInstanceMetadata, instanceMeta, voiLuts } from './cornerstone.js';
+import {
+  absolute,
+  fetchBulkData,
+  fetchJson,
+  fetchSeriesList,
+  frameRate,
+  isVideo,
+  lutDataFromInstance,
+  readPalette,
+  sortInstances,
+} from './dicomweb.js';
+import { describeOverlay } from './overlay.js';
+import { Tag, value } from './tags.js';
+import { readVoiLut } from './voilut.js';
+
+const { windowLevel } = utilities;
+
+export class Pane {
+  constructor(viewer, index, section) {
+    this.viewer = viewer;
+    this.index = index;
+    this.section = section;
+    this.element = section.querySelector('[data-viewport]');
+    this.overlay = {};
+    for (const corner of ['tl', 'tr', 'bl', 'br']) {
+      this.overlay[corner] = section.querySelector(`[data-overlay="${corner}"]`);
+    }
+    this.status = section.querySelector('[data-status]');
+    this.viewportId = `${viewer.id}-pane-${index}`;
+    this.studyUid = '';
+    this.seriesUid = '';
+    this.seriesList = [];
+    this.imageIds = [];
+    this.loaded = 0;
+    this.failed = 0;
+    this.firstImageMs = null;
+    this.stackMs = null;
+    this.generation = 0;
+    this.element.addEventListener('contextmenu', (event) => event.preventDefault());
+    this.element.addEventListener(Enums.Events.IMAGE_RENDERED, () => this.onRendered());
+    this.section.addEventListener('pointerdown', () => viewer.activate(this));
+  }
+
+  get viewport() {
+    return this.viewer.engine.getViewport(this.viewportId);
+  }
+
+  // A User Timing mark (`yunying:pane0:first`...), for the benchmark and the browser's
+  // performance panel; returns its time.
+  mark(step) {
+    return performance.mark(`yunying:pane${this.index}:${step}`).startTime;
+  }
+
+  enable() {
+    if (this.enabled) return;
+    this.viewer.engine.enableElement({
+      viewportId: this.viewportId,
+      type: Enums.ViewportType.STACK,
+      element: this.element,
+      defaultOptions: { background: [0, 0, 0] },
+    });
+    this.viewer.toolGroup.addViewport(this.viewportId, this.viewer.engine.id);
+    this.enabled = true;
+  }
+
+  async openStudy(studyUid, seriesList) {
+    this.studyUid = studyUid;
+    this.seriesList =
+      seriesList ||
+      (await fetchSeriesList(this.viewer.root, studyUid));
+    this.seriesList.sort((a, b) => (Number(a.number) || 0) - (Number(b.number) || 0));
+    this.viewer.renderThumbnails();
+    if (this.seriesList.length) await this.openSeries(this.seriesList[0].uid);
+  }
+
+  async openSeries(seriesUid) {
+    const generation = ++this.generation;
+    this.seriesUid = seriesUid;
+    this.loaded = 0;
+    this.failed = 0;
+    this.firstImageMs = null;
+    this.stackMs = null;
+    this.mark('open');
+    this.setStatus(this.viewer.label('loading'));
+    this.viewer.renderThumbnails();
+    const base = `${this.viewer.root}/studies/${this.studyUid}/series/${seriesUid}`;
+    const instances = await fetchJson(`${base}/metadata`);
+    if (generation !== this.generation) return;
+    this.mark('metadata');
+    sortInstances(instances);
+    const imageIds = [];
+    const pending = [];
+    let videos = 0;
+    this.frameRate = null;
+    for (const json of instances) {
+      const sop = value(json, Tag.SOPInstanceUID);
+      if (isVideo(json)) {
+        // One MPEG bit stream, not frames Cornerstone could decode: said in the status.
+        videos += 1;
+        continue;
+      }
+      const frames = Number(value(json, Tag.NumberOfFrames) || 1);
+      if (frames > 1 && this.frameRate === null) this.frameRate = frameRate(json);
+      for (let frame = 1; frame <= frames; frame++) {
+        const imageId = `wadors:${absolute(`${base}/instances/${sop}/frames/${frame}`)}`;
+        addInstanceMetadata(imageId, json);
+        imageIds.push(imageId);
+        if (frame === 1 && value(json, Tag.PhotometricInterpretation) === 'PALETTE COLOR') {
+          pending.push(
+            readPalette(json, fetchBulkData).catch((error) => console.warn('palette not read', imageId, error)),
+          );
+        }
+        if (json[Tag.VOILUTSequence]) {
+          const instanceUrl = absolute(`${base}/instances/${sop}`);
+          const fetchLut = (uri) => fetchBulkData(uri).catch(() => lutDataFromInstance(instanceUrl));
+          pending.push(
+            readVoiLut(json, fetchLut)
+              .then((lut) => lut && voiLuts.set(imageId, lut))
+              .catch((error) => console.warn('VOI LUT not read', imageId, error)),
+          );
+        }
+      }
+    }
+    await Promise.all(pending);
+    if (generation !== this.generation) return;
+    this.imageIds = imageIds;
+    this.enable();
+    this.videos = videos;
+    this.viewer.onSeriesOpened(this);
+    if (!imageIds.length) {
+      this.setStatus(this.viewer.label(videos ? 'video' : 'empty'));
+      return;
+    }
+    const viewport = this.viewport;
+    this.mark('stack');
+    await viewport.setStack(imageIds, 0);
+    if (generation !== this.generation) return;
+    viewport.render();
+    this.prefetch(generation);
+  }
+
+  // Every image of the stack is fetched and decoded into the cache once, so that scrolling
+  // and cine never wait on the network.
+  prefetch(generation) {
+    const total = this.imageIds.length;
+    const current = this.viewport.getCurrentImageIdIndex();
+    const order = [];
+    for (let step = 0; order.length < total; step++) {
+      if (current + step < total) order.push(current + step);
+      if (step > 0 && current - step >= 0) order.push(current - step);
+    }
+    const done = () => {
+      if (generation !== this.generation) return;
+      this.loaded += 1;
+      if (this.loaded + this.failed === total) {
+        this.stackMs = this.mark('stack-cached');
+        this.viewer.emit('stack', this);
+      }
+      this.updateStatus();
+    };
+    for (const index of order) {
+      const imageId = this.imageIds[index];
+      imageLoader
+        .loadAndCacheImage(imageId, { priority: 0, requestType: Enums.RequestType.Prefetch })
+        .then(done, () => {
+          this.failed += 1;
+          this.loaded -= 1;
+          done();
+        });
+    }
+  }
+
+  setStatus(text) {
+    if (this.status) {
+      this.status.textContent = text;
+      this.status.hidden = !text;
+    }
+  }
+
+  updateStatus() {
+    const total = this.imageIds.length;
+    if (this.videos && this.loaded + this.failed === total) this.setStatus(this.viewer.label('video'));
+    else if (this.failed) this.setStatus(`${this.viewer.label('failed')} ${this.failed}/${total}`);
+    else if (this.loaded < total) this.setStatus(`${this.viewer.label('cached')} ${this.loaded}/${total}`);
+    else this.setStatus('');
+  }
+
+  onRendered() {
+    const viewport = this.viewport;
+    if (!viewport || !this.imageIds.length) return;
+    if (this.firstImageMs === null && viewport.getCurrentImageId()) {
+      this.firstImageMs = this.mark('first');
+      this.viewer.emit('first-image', this);
+      this.updateStatus();
+    }
+    this.renderOverlay();
+  }
+
+  renderOverlay() {
+    const viewport = this.viewport;
+    const imageId = viewport.getCurrentImageId();
+    const image = imageId ? cache.getImage(imageId) : null;
+    const { voiRange, invert } = viewport.getProperties();
+    const presentation = viewport.getViewPresentation();
+    const seriesIndex = this.seriesList.findIndex((series) => series.uid === this.seriesUid);
+    const text = describeOverlay({
+      json: instanceMeta.get(imageId),
+      labels: this.viewer.labels,
+      seriesPosition: [seriesIndex + 1, this.seriesList.length],
+      imagePosition: [viewport.getCurrentImageIdIndex() + 1, this.imageIds.length],
+      window: voiRange ? windowLevel.toWindowLevel(voiRange.lower, voiRange.upper) : null,
+      voiLut: image?.yunyingVoiLut && this.isDefaultWindow(image, voiRange) ? image.yunyingVoiLut : '',
+      invert,
+      zoom: viewport.getZoom(),
+      rotation: presentation.rotation || 0,
+      flipHorizontal: presentation.flipHorizontal,
+      flipVertical: presentation.flipVertical,
+    });
+    for (const corner of Object.keys(this.overlay)) {
+      if (this.overlay[corner]) this.overlay[corner].textContent = text[corner].join('\n');
+    }
+  }
+
+  isDefaultWindow(image, voiRange) {
+    if (!voiRange) return false;
+    const initial = windowLevel.toLowHighRange(image.windowWidth, image.windowCenter);
+    return Math.abs(initial.lower - voiRange.lower) < 0.5 && Math.abs(initial.upper - voiRange.upper) < 0.5;
+  }
+
+  scrollTo(index) {
+    const total = this.imageIds.length;
+    if (!total) return;
+    const target = Math.max(0, Math.min(total - 1, index));
+    this.viewport.setImageIdIndex(target);
+  }
+
+  scrollBy(delta, loop = false) {
+    const total = this.imageIds.length;
+    if (!total) return;
+    let target = this.viewport.getCurrentImageIdIndex() + delta;
+    if (loop) target = ((target % total) + total) % total;
+    this.scrollTo(target);
+  }
+
+  // Where an image pixel's centre is on the page (CSS pixels), e.g. to drag a measurement.
+  pagePoint([column, row]) {
+    const viewport = this.viewport;
+    const world = utilities.imageToWorldCoords(viewport.getCurrentImageId(), [column + 0.5, row + 0.5]);
+    const [x, y] = viewport.worldToCanvas(world);
+    const box = viewport.getCanvas().getBoundingClientRect();
+    return [box.left + x, box.top + y];
+  }
+
+  // Pixel values under image coordinates, read back from the canvas: used by the tests
+  // and the benchmark to see what the reader sees.
+  sample(points) {
+    const viewport = this.viewport;
+    const canvas = viewport.getCanvas();
+    const context = canvas.getContext('2d');
+    const ratio = canvas.width / canvas.clientWidth;
+    const imageId = viewport.getCurrentImageId();
+    return points.map(([column, row]) => {
+      const world = utilities.imageToWorldCoords(imageId, [column + 0.5, row + 0.5]);
+      const [x, y] = viewport.worldToCanvas(world);
+      const pixel = context.getImageData(Math.floor(x * ratio), Math.floor(y * ratio), 1, 1).data;
+      return Array.from(pixel);
+    });
+  }
+}
