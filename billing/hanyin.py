@@ -7,10 +7,11 @@ Source: 李永亮 等,《云影像平台在分级诊疗制度中的作用与价�
 the seed never reads a file at run time.
 
 What the paper does not give, the demo chooses and documents here:
-- Body parts per exam: the paper prices exams "per part" but reports no parts. The demo
-  draws most exams with one part and a small share with two or three (BODY_PART_SHARES).
-  The paper's own savings (CT 459,490 yuan, DR 371,008 yuan) cannot be reproduced by any
-  choice: the DR figure is below one part per exam (47,168 x 8 = 377,344).
+- Body parts per exam: the paper prices exams "per part" but reports no parts; its totals
+  imply about one (fewer than one for DR, which no per-part ledger can express). The demo
+  gives every exam one part, so the ledger's headline is 831,454 yuan (CT 15,137 x 30 =
+  454,110, DR 47,168 x 8 = 377,344), 0.12 % above the paper's 830,498 (CT 459,490, DR
+  371,008; docs/savings-ledger.md explains the gap).
 - Who read what: nine fictional radiologists share the exams by READ_WEIGHTS, CT only to
   those who read CT (the paper's Figure 3 gives no numbers we could copy).
 - The spread of consult times around Figure 2's means: right-skewed (lognormal above a
@@ -120,12 +121,6 @@ RADIOLOGISTS: tuple[Radiologist, ...] = (
 
 ADMIN_USERNAME = "admin"
 ADMIN_DISPLAY_NAME = "汉阴县人民医院信息科"
-
-# Share of exams with 1, 2 and 3 body parts (a CT order often covers head and chest).
-BODY_PART_SHARES: dict[str, tuple[float, float, float]] = {
-    "CT": (0.92, 0.06, 0.02),
-    "DR": (0.95, 0.04, 0.01),
-}
 
 # Priority of an exam: routine, urgent, emergency. Emergencies arrive at any hour and are
 # read faster; the rest arrive in working hours.

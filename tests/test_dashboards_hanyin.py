@@ -126,6 +126,10 @@ def test_the_savings_page_totals_the_ledger(admin_client) -> None:
     assert Decimal(by_kind["CT"][2]) + Decimal(by_kind["DR"][2]) == ledger
     assert by_kind["CT"][0] == "15137"
     assert by_kind["DR"][0] == "47168"
+    # The headline: one body part per exam at the 2021 list's differences (30 and 8 yuan).
+    assert ledger == Decimal("831454.00")
+    assert Decimal(by_kind["CT"][2]) == Decimal("454110.00")
+    assert Decimal(by_kind["DR"][2]) == Decimal("377344.00")
     exported = {
         r[0]: r
         for r in read_csv(admin_client.get(reverse("billing:dashboards:savings_export", args=["township", "csv"])))

@@ -177,12 +177,20 @@ def test_the_timestamps_follow_the_workflow(seeded):
 
 
 @pytest.mark.django_db
-def test_most_exams_are_routine_and_of_one_body_part(seeded):
+def test_most_exams_are_routine_and_every_exam_is_of_one_body_part(seeded):
     total = history().count()
     assert history().filter(priority=Priority.ROUTINE).count() / total > 0.8
-    parts = dict(history().values_list("body_parts").annotate(n=Count("id")))
-    assert set(parts) == {1, 2, 3}
-    assert parts[1] / total > 0.9
+    assert set(history().values_list("body_parts", flat=True).distinct()) == {1}
+
+
+@pytest.mark.django_db
+def test_the_ledgers_headline_is_831454_yuan(seeded):
+    # The paper says 830,498 (CT 459,490, DR 371,008); at one part per exam its own exam
+    # counts give these, 0.12 % above (docs/savings-ledger.md).
+    entries = LedgerEntry.objects.filter(consult__study__isnull=True)
+    by_kind = dict(entries.values_list("exam_kind").annotate(s=Sum("saving")))
+    assert by_kind == {ExamKind.CT: Decimal("454110.00"), ExamKind.DR: Decimal("377344.00")}
+    assert entries.aggregate(s=Sum("saving"))["s"] == Decimal("831454.00")
 
 
 @pytest.mark.django_db

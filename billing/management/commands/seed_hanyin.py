@@ -504,7 +504,6 @@ def build_history(
     own random stream, so its exams are the same whichever others are built (`only`)."""
     calendar = {year: _days(year) for year in hanyin.YEARS}
     priority_cum = list(accumulate(hanyin.PRIORITY_SHARES))
-    parts_cum = {kind: list(accumulate(shares)) for kind, shares in hanyin.BODY_PART_SHARES.items()}
     readers: dict[str, tuple[list[User], list[float]]] = {}
     for exam_kind in (ExamKind.CT, ExamKind.DR):
         eligible = [r for r in hanyin.RADIOLOGISTS if (r.reads_ct if exam_kind == ExamKind.CT else r.reads_dr)]
@@ -532,7 +531,11 @@ def build_history(
                     else:
                         second = rng.randrange(WORKDAY_START_SECONDS, WORKDAY_END_SECONDS)
                     arrived = datetime(day.year, day.month, day.day, tzinfo=HANYIN_TZ) + timedelta(seconds=second)
-                    parts = _pick(rng, [1, 2, 3], parts_cum[kind])
+                    # One body part per exam (billing/hanyin.py). The draw that once chose
+                    # the parts is still taken, so every later draw (readers, times) and
+                    # with them the rollup's rows stay what they were.
+                    rng.random()
+                    parts = 1
                     radiologist = _pick(rng, *readers[kind])
                     exams.append((kind, arrived, priority, parts, radiologist))
         efforts = [KIND_EFFORT[kind] * PRIORITY_EFFORT[priority] for kind, _a, priority, _p, _r in exams]
