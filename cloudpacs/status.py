@@ -28,13 +28,14 @@ def part_labels() -> dict[str, str]:
         "worker": _("任务进程（Celery worker）"),
         "beat": _("定时任务（Celery beat）"),
         "ticker": _("定时任务（进程内）"),
+        "sweep": _("检查稳定扫描（进程内）"),
     }
 
 
 def expected_parts() -> list[str]:
     """The parts this configuration runs: with a broker, a worker and beat; without one,
-    the ticker in their place."""
-    return ["web", "dicomnode", *(["worker", "beat"] if settings.CELERY_BROKER_URL else ["ticker"])]
+    the ticker and the receiver's stability sweep process in their place."""
+    return ["web", "dicomnode", *(["worker", "beat"] if settings.CELERY_BROKER_URL else ["ticker", "sweep"])]
 
 
 @dataclass

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from celery import Celery, Task
@@ -27,6 +28,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from cloudpacs.heartbeat import HeartbeatThread
 from cloudpacs.publish import publish, send
 from cloudpacs.services import has_stable_studies
 
@@ -38,8 +40,15 @@ RESTART_DELAY = 2.0
 
 
 class StabilityTimer:
-    def __init__(self, interval: float = 1.0) -> None:
+    """With `heartbeat_part`, the loop itself writes that part's heartbeat (between ticks,
+    every HEARTBEAT_SECONDS): a sweep stuck in the database stops the beats, which a
+    heartbeat thread beside a stuck loop would not."""
+
+    def __init__(self, interval: float = 1.0, heartbeat_part: str | None = None) -> None:
         self.interval = interval
+        self.sweeps = 0
+        self._beats = HeartbeatThread(heartbeat_part, self._detail) if heartbeat_part else None
+        self._last_beat = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self.run, name="stability-sweep", daemon=True)
@@ -67,6 +76,7 @@ class StabilityTimer:
         app.loader.import_default_modules()
         task = app.tasks[SWEEP_TASK]
         while True:
+            self._beat()
             self._wake.wait(self.interval)
             self._wake.clear()
             if self._stop.is_set():
@@ -78,11 +88,20 @@ class StabilityTimer:
                 # A cheap read first, so that an idle receiver sends no task to a broker.
                 if has_stable_studies(timezone.now(), settings.STUDY_STABLE_SECONDS):
                     self._send(app, task)
+                    self.sweeps += 1
             except Exception:
                 logger.exception("study stability sweep failed")
                 # Reconnect next time; otherwise the thread keeps its one connection.
                 connection.close()
         connection.close()
+
+    def _beat(self) -> None:
+        if self._beats is not None and time.monotonic() - self._last_beat >= settings.HEARTBEAT_SECONDS:
+            self._beats.beat_once()
+            self._last_beat = time.monotonic()
+
+    def _detail(self) -> str:
+        return f"{self.sweeps} sweeps"
 
     @staticmethod
     def _send(app: Celery, task: Task) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -36,11 +37,13 @@ def test_the_page_shows_each_part_from_its_heartbeat(administrator_client, setti
     heartbeat.beat("dicomnode", "CLOUDPACS 127.0.0.1:11112", now=now - timedelta(seconds=5))
     # The ticker last beat a minute ago: three intervals of 10 s have passed.
     heartbeat.beat("ticker", now=now - timedelta(minutes=1))
+    heartbeat.beat("sweep", "12 sweeps", now=now)
 
     page = administrator_client.get("/status/").content.decode()
 
-    assert parts_on(page) == {"web": "up", "dicomnode": "up", "ticker": "down"}
+    assert parts_on(page) == {"web": "up", "dicomnode": "up", "ticker": "down", "sweep": "up"}
     assert "CLOUDPACS 127.0.0.1:11112" in page
+    assert "12 sweeps" in page
     assert 'data-problems="ticker"' in page
     assert "未配置（任务在进程内执行）" in page
     assert re.search(r'id="database">\s*正常（(sqlite3|postgresql)，', page)
@@ -162,3 +165,41 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+def test_the_sweep_beats_from_its_own_loop_so_a_stuck_sweep_stops_its_heartbeat(
+    transactional_db, settings, monkeypatch
+):
+    # A heartbeat thread beside a loop stuck in the database would go on beating; the
+    # stability sweep's beats come from between its ticks.
+    from dicomnode import stability
+
+    settings.CELERY_BROKER_URL = None
+    settings.HEARTBEAT_SECONDS = 0.05
+    stuck = threading.Event()
+    release = threading.Event()
+
+    def sweep_that_hangs(task: object) -> None:
+        stuck.set()
+        release.wait(10)
+
+    monkeypatch.setattr(stability, "has_stable_studies", lambda now, seconds: True)
+    monkeypatch.setattr(stability, "send", sweep_that_hangs)
+    timer = stability.StabilityTimer(0.01, heartbeat_part="sweep")
+    worker = threading.Thread(target=timer.run)
+    worker.start()
+    try:
+        assert stuck.wait(10)
+        first = Heartbeat.objects.get(part="sweep").at
+        time.sleep(0.3)
+        assert Heartbeat.objects.get(part="sweep").at == first
+        release.set()
+        deadline = time.monotonic() + 10
+        while Heartbeat.objects.get(part="sweep").at == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert Heartbeat.objects.get(part="sweep").at > first
+        assert Heartbeat.objects.get(part="sweep").detail.endswith("sweeps")
+    finally:
+        release.set()
+        timer.request_stop()
+        worker.join(10)

@@ -22,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, default=1.0, help="seconds between sweeps (default 1)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        timer = StabilityTimer(options["interval"])
+        timer = StabilityTimer(options["interval"], heartbeat_part="sweep")
 
         def _stop(signum: int, frame: object) -> None:
             timer.request_stop()
