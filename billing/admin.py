@@ -16,7 +16,7 @@ class PriceItemInline(AdministratorPermissions, admin.TabularInline):
 
 @admin.register(PriceSchedule)
 class PriceScheduleAdmin(AuditedAdmin, AdministratorPermissions, admin.ModelAdmin):
-    list_display = ["name", "code", "effective_from", "effective_to"]
+    list_display = ["name", "code", "effective_from", "effective_to", "published_on"]
     search_fields = ["name", "code"]
     inlines = [PriceItemInline]
 

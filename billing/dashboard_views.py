@@ -234,7 +234,13 @@ def savings(request: HttpRequest) -> HttpResponse:
         request,
         "billing/dashboards/savings.html",
         scope,
-        {"data": data, "townships": townships, "kind_totals": kind_totals, "figure1": figure1},
+        {
+            "data": data,
+            "townships": townships,
+            "kind_totals": kind_totals,
+            "figure1": figure1,
+            "editions": dashboards.editions(scope.filters),
+        },
     )
 
 

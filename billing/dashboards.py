@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from django.db import connection
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncMonth, TruncYear
 from django.utils.translation import gettext_lazy as _
 
@@ -35,6 +35,7 @@ from billing.models import (
     MonthlyReaderTurnaround,
     MonthlyRollup,
     MonthlyTownshipTurnaround,
+    PriceSchedule,
 )
 from consults.models import Consult, Priority
 from facilities.models import ExamKind, Facility, Modality, User
@@ -288,6 +289,42 @@ def savings(filters: Filters) -> Savings:
         by_month=[by_month[k] for k in sorted(by_month)],
         kinds=[k for k in ExamKind.values if k in by_kind],
     )
+
+
+@dataclass
+class EditionUse:
+    """A price edition and the exams it priced in the selection: which edition priced
+    which period, and how many of its entries are of exams before its notice's date."""
+
+    schedule: PriceSchedule
+    first: date
+    last: date
+    entries: int
+    before_publication: int
+
+
+def editions(filters: Filters) -> list[EditionUse]:
+    """The editions that priced the ledger entries of the filters, oldest first. The ledger
+    keeps each entry's edition, so this reads the entries (an index range on exam_date)."""
+    rows = (
+        LedgerEntry.objects.filter(filters.ledger_q())
+        .values("schedule_id")
+        .annotate(first=Min("exam_date"), last=Max("exam_date"), n=Count("id"))
+        .order_by()
+    )
+    found = {r["schedule_id"]: r for r in rows}
+    uses = []
+    for schedule in PriceSchedule.objects.filter(pk__in=found).order_by("effective_from"):
+        r = found[schedule.pk]
+        early = 0
+        if schedule.published_on is not None and r["first"] < schedule.published_on:
+            early = (
+                LedgerEntry.objects.filter(filters.ledger_q(), schedule=schedule, exam_date__lt=schedule.published_on)
+                .order_by()
+                .count()
+            )
+        uses.append(EditionUse(schedule, r["first"], r["last"], r["n"], early))
+    return uses
 
 
 # ---------------------------------------------------------------------------- volume

@@ -23,6 +23,17 @@ class PriceSchedule(models.Model):
     name = models.CharField(_("版本名称"), max_length=128)
     effective_from = models.DateField(_("生效日期"))
     effective_to = models.DateField(_("失效日期"), null=True, blank=True, help_text=_("留空表示仍有效（含当日）"))
+    # Where the prices come from, so an administrator can check them: the notice that
+    # published the edition, its date, and why the ledger applies it from effective_from
+    # (which may differ from the notice's date: docs/savings-ledger.md).
+    source = models.CharField(
+        _("来源"), max_length=255, blank=True, help_text=_("发布价格的文件，如发文机关与文件名称")
+    )
+    source_url = models.URLField(_("来源网址"), max_length=500, blank=True)
+    published_on = models.DateField(_("发布日期"), null=True, blank=True)
+    basis = models.TextField(
+        _("适用说明"), blank=True, help_text=_("为何自生效日期起按本版价格计算，尤其是早于发布日期的检查")
+    )
 
     class Meta:
         verbose_name = _("价格标准")

@@ -33,7 +33,21 @@ TOWNSHIP_LEVEL = Facility.Level.FIRST
 
 SHAANXI_2021_CODE = "shaanxi-2021"
 SHAANXI_2021_NAME = "陕西省医疗服务项目价格（2021 版）"
+# The edition's source: the Shaanxi healthcare security administration's notice, as the
+# paper cites it (its reference 5), dated 2022-02-23.
+SHAANXI_2021_SOURCE = "陕西省医疗保障局关于印发《陕西省医疗服务项目价格(2021版)》的通知"
+SHAANXI_2021_URL = "https://ybj.shaanxi.gov.cn/zfxxgk/fdzdgnr/tzgg/202202/t20220223_2369326.shtml"
+SHAANXI_2021_PUBLISHED = date(2022, 2, 23)
+# The ledger applies it from the start of the year of its edition, before the notice's
+# date: the paper prices every exam of its study (from 2022-01-01) with this list, and no
+# earlier edition's prices are on record here, so the exams of 2022-01-01 to 2022-02-22
+# are priced by it too, and marked as such on the savings page.
 SHAANXI_2021_FROM = date(2021, 1, 1)
+SHAANXI_2021_BASIS = (
+    "通知发布于 2022-02-23，本版名为 2021 版。台账自 2021-01-01 起按本版计价："
+    "论文按本版价格计算其全部检查（自 2022-01-01 起）的节省费用，且本系统没有更早版本的价格；"
+    "因此 2022-01-01 至 2022-02-22 的检查也按本版计价，早于通知发布日期。"
+)
 # (kind, level) -> (item name, yuan per body part), as the paper quotes the 2021 edition.
 SHAANXI_2021_PRICES: dict[tuple[str, int], tuple[str, Decimal]] = {
     (ExamKind.CT, COUNTY_LEVEL): ("多层螺旋CT平扫", Decimal("180.00")),
@@ -306,7 +320,15 @@ def ensure_shaanxi_2021_schedule() -> PriceSchedule:
     afterwards (entries already priced by it must stay traceable)."""
     schedule = PriceSchedule.objects.filter(code=SHAANXI_2021_CODE).first()
     if schedule is None:
-        return add_schedule(SHAANXI_2021_CODE, SHAANXI_2021_NAME, SHAANXI_2021_FROM, None, SHAANXI_2021_PRICES)
+        schedule = add_schedule(SHAANXI_2021_CODE, SHAANXI_2021_NAME, SHAANXI_2021_FROM, None, SHAANXI_2021_PRICES)
+    # Where the prices come from is filled in where it is missing; the prices and dates of
+    # an edition already in use are never touched.
+    if not schedule.source:
+        schedule.source = SHAANXI_2021_SOURCE
+        schedule.source_url = SHAANXI_2021_URL
+        schedule.published_on = SHAANXI_2021_PUBLISHED
+        schedule.basis = SHAANXI_2021_BASIS
+        schedule.save(update_fields=["source", "source_url", "published_on", "basis"])
     present = set(schedule.items.values_list("exam_kind", "level"))
     missing = [key for key in SHAANXI_2021_PRICES if key not in present]
     PriceItem.objects.bulk_create(
