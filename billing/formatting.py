@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 WAN = Decimal(10000)
 CENT = Decimal("0.01")
@@ -45,3 +46,14 @@ def yuan(value: Decimal | int | None) -> str:
 def wan(value: Decimal | int | None) -> str:
     """Yuan shown in 万元: 831,454.00 -> "83.15"."""
     return NONE if value is None else number(to_wan(value), 2)
+
+
+def place_name(facility: Any, language: str) -> str:
+    """A facility's short name in Chinese, its pinyin in English (where it has one)."""
+    if facility is None:
+        return NONE
+    pinyin: str = getattr(facility, "pinyin", "") or ""
+    if language.startswith("en") and pinyin:
+        return pinyin
+    short_name: str = getattr(facility, "short_name", "") or ""
+    return short_name or str(facility)

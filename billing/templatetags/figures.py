@@ -34,9 +34,4 @@ def wan(value: Decimal | int | None) -> str:
 @register.filter
 def place(facility: Any) -> str:
     """A facility's short name in Chinese, its pinyin in English (where it has one)."""
-    if facility is None:
-        return formatting.NONE
-    language = get_language() or ""
-    if language.startswith("en") and getattr(facility, "pinyin", ""):
-        return str(facility.pinyin)
-    return str(getattr(facility, "short_name", "") or facility)
+    return formatting.place_name(facility, get_language() or "")
