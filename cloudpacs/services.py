@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import io
 import logging
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -282,6 +283,11 @@ def _store(tags: IndexedTags, staged: storage.StagedFile, transfer_syntax_uid: s
     key = storage.key_for(tags.study_uid, tags.sop_instance_uid, staged.sha256)
     try:
         created = storage.publish(staged, key)
+    except storage.StoreUnavailable as exc:
+        # The object store is down, too slow or refused the PUT: nothing is indexed, and
+        # the sender is told to try again later. A PUT the store took after all is left
+        # to the orphan sweep (manage.py storage_verify --orphans).
+        raise OutOfResources(f"image store unavailable: {exc}") from exc
     except OSError as exc:
         # Only a name this call made (a link to the staged file) may go: an existing
         # one may be indexed.
@@ -980,7 +986,8 @@ def instances_metadata(instances: QuerySet[Instance], instance_url: Callable[[st
     for pk, series_uid, sop_uid, key, image_rows, document in rows:
         if document is None:
             try:
-                document = metadata_document(str(storage.path_for(key)), image_rows)
+                with storage.open_key(key) as stream:
+                    document = metadata_document(stream, image_rows)
             except OSError:
                 logger.error("stored file of %s is missing (%s)", sop_uid, key)
                 raise
@@ -1012,7 +1019,8 @@ def store_study_metadata(study_pks: Iterable[int]) -> int:
     batch: list[InstanceMetadata] = []
     for pk, sop_uid, key, image_rows in missing:
         try:
-            document = metadata_document(str(storage.path_for(key)), image_rows)
+            with storage.open_key(key) as stream:
+                document = metadata_document(stream, image_rows)
         except Exception:
             logger.warning("no metadata computed for %s", sop_uid, exc_info=True)
             continue
@@ -1034,6 +1042,36 @@ def indexed_keys(keys: Iterable[str]) -> set[str]:
         # Prior versions and pending corrections keep their files too.
         found.update(InstanceVersion.objects.filter(storage_key__in=batch).values_list("storage_key", flat=True))
     return found
+
+
+def _indexed_rows(
+    model: type[Instance] | type[InstanceVersion], after: str, batch: int
+) -> Iterator[tuple[str, str, int]]:
+    while True:
+        rows = list(
+            model.objects.filter(storage_key__gt=after)
+            .order_by("storage_key")
+            .values_list("storage_key", "sha256", "size")[:batch]
+        )
+        yield from rows
+        if len(rows) < batch:
+            return
+        after = rows[-1][0]
+
+
+def indexed_files(after: str = "", batch: int = 1000) -> Iterator[tuple[str, str, int]]:
+    """(storage key, dataset SHA-256, file size) of every stored file the index points
+    at (instances, their prior versions and pending corrections), in key order, from the
+    first key after `after`: what storage_copy and storage_verify walk, resumably."""
+    last = None
+    for row in heapq.merge(_indexed_rows(Instance, after, batch), _indexed_rows(InstanceVersion, after, batch)):
+        if row[0] != last:
+            last = row[0]
+            yield row
+
+
+def indexed_file_count() -> int:
+    return Instance.objects.count() + InstanceVersion.objects.count()
 
 
 def sweep_orphan_files() -> int:

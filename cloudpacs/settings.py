@@ -146,8 +146,22 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = DEBUG
 
-# The image store: DICOM files as received, under one root.
+# The image store: DICOM files as received, under one root (local), or objects in an
+# S3-compatible store (s3), STORAGE_ROOT then holding only the receiving node's spool.
 STORAGE_ROOT = env_path("STORAGE_ROOT", VAR_DIR / "storage")
+STORAGE_BACKEND = env_choice("STORAGE_BACKEND", "local", {"local", "s3"})
+S3_ENDPOINT_URL = env_optional("S3_ENDPOINT_URL")
+S3_BUCKET = env_str("S3_BUCKET", "")
+S3_PREFIX = env_str("S3_PREFIX", "")
+S3_REGION = env_str("S3_REGION", "us-east-1")
+S3_ACCESS_KEY_ID = env_optional("S3_ACCESS_KEY_ID")
+S3_SECRET_ACCESS_KEY = env_optional("S3_SECRET_ACCESS_KEY")
+S3_ADDRESSING_STYLE = env_choice("S3_ADDRESSING_STYLE", "path", {"path", "virtual", "auto"})
+S3_TIMEOUT = env_float("S3_TIMEOUT", 10.0, minimum=0.1)
+S3_MAX_ATTEMPTS = env_int("S3_MAX_ATTEMPTS", 3, minimum=1, maximum=10)
+S3_CA_BUNDLE = env_file("S3_CA_BUNDLE")
+if STORAGE_BACKEND == "s3" and not S3_BUCKET:
+    raise ConfigError("STORAGE_BACKEND=s3 needs S3_BUCKET")
 
 # The DICOM receiver.
 DICOM_AE_TITLE = env_ae_title("DICOM_AE_TITLE", "CLOUDPACS")

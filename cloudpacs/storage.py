@@ -8,25 +8,40 @@ a file in `.incoming/`, which `sweep_orphans()` resolves at the next start: if i
 was never indexed, both the temporary and the final file go. Keys are derived from the
 UIDs and the dataset's SHA-256, so an identical re-send lands on the same key and a
 conflicting one on a different key, never overwriting what the index points at.
+
+With STORAGE_BACKEND=s3 the files live in an S3-compatible object store instead
+(`cloudpacs.objectstore`): `.incoming/` under STORAGE_ROOT is then the receiving node's
+spool, `publish` PUTs the staged file at its key and returns once the store acknowledged
+it, and the rest is the same: the index row after that, the spool file dropped only after
+the commit, `sweep_orphans` resolving what a crash left in the spool. Every read of a
+stored file goes through `open_key` (a seekable file; ranged GETs on the object store) or
+`iter_key` (the bytes in order), never through a path, so that the same code serves both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import struct
+import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
+
+from cloudpacs.objectstore import S3Config, S3Store, StoreUnavailable
+
+__all__ = ["StoreUnavailable"]
 
 logger = logging.getLogger("cloudpacs.storage")
 
@@ -205,11 +220,66 @@ def _ensure_dir(path: Path) -> None:
         _fsync_dir(created.parent)
 
 
+# --- Which store ----------------------------------------------------------------------
+
+_stores: dict[S3Config, S3Store] = {}
+
+
+def s3_config() -> S3Config:
+    """The object store the S3_* settings name (whatever STORAGE_BACKEND says: the
+    commands that move an archive between backends use it either way)."""
+    if not getattr(settings, "S3_BUCKET", ""):
+        raise ImproperlyConfigured("S3_BUCKET is not set")
+    return S3Config(
+        bucket=settings.S3_BUCKET,
+        prefix=settings.S3_PREFIX,
+        endpoint_url=settings.S3_ENDPOINT_URL,
+        region=settings.S3_REGION,
+        access_key_id=settings.S3_ACCESS_KEY_ID,
+        secret_access_key=settings.S3_SECRET_ACCESS_KEY,
+        addressing_style=settings.S3_ADDRESSING_STYLE,
+        timeout=settings.S3_TIMEOUT,
+        max_attempts=settings.S3_MAX_ATTEMPTS,
+        ca_bundle=str(settings.S3_CA_BUNDLE) if settings.S3_CA_BUNDLE else None,
+    )
+
+
+def s3_store() -> S3Store:
+    config = s3_config()
+    store = _stores.get(config)
+    if store is None:
+        store = _stores.setdefault(config, S3Store(config))
+    return store
+
+
+def backend_name() -> str:
+    return str(getattr(settings, "STORAGE_BACKEND", "local"))
+
+
+def _object_store() -> S3Store | None:
+    return s3_store() if backend_name() == "s3" else None
+
+
+# --- Writing ----------------------------------------------------------------------------
+
+
 def publish(staged: StagedFile, key: str) -> bool:
     """Give the staged file its final name (a hard link, so that `.incoming/` still holds
     it until the index commits), then make its content and its name durable. Returns
     whether the name is new: when it is not, the same UID with the same content is there
-    already (a re-send, or a file left by a crash), and the caller must not remove it."""
+    already (a re-send, or a file left by a crash), and the caller must not remove it.
+
+    On the object store: the spool file is fsynced (so that a crash after the PUT leaves
+    it for `sweep_orphans`), then PUT at its key unless an object is there already; it
+    returns once the store acknowledged the PUT. Raises StoreUnavailable when the store
+    is down, too slow (S3_TIMEOUT, S3_MAX_ATTEMPTS) or refuses the PUT."""
+    store = _object_store()
+    if store is not None:
+        _fsync_file(staged.path)
+        if store.exists(key):
+            return False
+        store.put_file(staged.path, key, staged.sha256)
+        return True
     final = path_for(key)
     _ensure_dir(final.parent)
     created = True
@@ -228,12 +298,144 @@ def publish(staged: StagedFile, key: str) -> bool:
     return created
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def discard(staged: StagedFile) -> None:
     staged.path.unlink(missing_ok=True)
 
 
 def remove_key(key: str) -> None:
-    path_for(key).unlink(missing_ok=True)
+    """Remove a stored file that the index does not point at. On the object store, a
+    DELETE that fails is logged and left to the orphan sweep: this runs on failure paths,
+    where raising would hide the failure being handled."""
+    store = _object_store()
+    if store is None:
+        path_for(key).unlink(missing_ok=True)
+        return
+    try:
+        store.delete(key)
+    except StoreUnavailable as exc:
+        logger.warning("could not remove %s from the object store (left to the orphan sweep): %s", key, exc)
+
+
+# --- Reading ----------------------------------------------------------------------------
+
+
+def exists(key: str) -> bool:
+    store = _object_store()
+    return store.exists(key) if store is not None else path_for(key).is_file()
+
+
+def size_of(key: str) -> int:
+    store = _object_store()
+    return store.size(key) if store is not None else path_for(key).stat().st_size
+
+
+def open_key(key: str) -> BinaryIO:
+    """The stored file as a read-only, seekable binary file: what pydicom reads. On the
+    object store each read beyond the reader's window is a ranged GET, so opening an
+    instance to read its header or one frame never fetches the rest. Raises
+    FileNotFoundError when the file is not there, StoreUnavailable when the store is
+    unreachable."""
+    store = _object_store()
+    if store is not None:
+        return store.open(key)  # type: ignore[return-value]
+    return open(path_for(key), "rb")
+
+
+def iter_key(key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+    """The stored file's bytes in order, a chunk at a time (one streamed GET)."""
+    store = _object_store()
+    if store is not None:
+        yield from store.iter_chunks(key, chunk_size)
+        return
+    with open(path_for(key), "rb") as stream:
+        while chunk := stream.read(chunk_size):
+            yield chunk
+
+
+def dataset_sha256(key: str) -> tuple[str, int]:
+    """(SHA-256 of the dataset bytes, size of the whole file) of a stored file, read as a
+    stream: what the index's `sha256` and `size` say it should be."""
+    digest = hashlib.sha256()
+    head = b""
+    offset: int | None = None
+    size = 0
+    for chunk in iter_key(key):
+        size += len(chunk)
+        if offset is None:
+            head += chunk
+            if len(head) < 4096 and size < 4096:
+                continue
+            offset = part10_dataset_offset(head) or 0
+            digest.update(head[offset:])
+            head = b""
+            continue
+        digest.update(chunk)
+    if offset is None:
+        offset = part10_dataset_offset(head) or 0
+        digest.update(head[offset:])
+    return digest.hexdigest(), size
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    modified: float  # seconds since the epoch
+
+
+def stored_objects() -> Iterator[StoredObject]:
+    """Every stored file (not the spool), in key order on the object store and in
+    directory order on disk."""
+    store = _object_store()
+    if store is not None:
+        for key, size, modified in store.objects():
+            yield StoredObject(key, size, modified)
+        return
+    base = root()
+    for directory, subdirectories, files in os.walk(base):
+        # The spool (.incoming) and the commands' checkpoints (.commands) are not stored files.
+        subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
+        for name in sorted(files):
+            path = Path(directory) / name
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                yield StoredObject(path.relative_to(base).as_posix(), stat.st_size, stat.st_mtime)
+
+
+def sweep_unindexed(is_indexed: Callable[[Iterable[str]], set[str]], older_than: float, *, remove: bool) -> list[str]:
+    """Stored files the index does not know and that are older than `older_than`
+    seconds: what a PUT that timed out after the store had taken it, or a node lost
+    with its spool, leaves. Listed, and removed with `remove`. The age keeps it off files
+    whose index row is being written right now."""
+    cutoff = time.time() - older_than
+    found: list[str] = []
+    batch: list[StoredObject] = []
+
+    def settle() -> None:
+        known = is_indexed(item.key for item in batch)
+        for item in batch:
+            if item.key not in known and item.modified < cutoff:
+                found.append(item.key)
+                if remove:
+                    remove_key(item.key)
+                    logger.warning("removed unindexed stored file %s", item.key)
+        batch.clear()
+
+    for item in stored_objects():
+        batch.append(item)
+        if len(batch) >= 500:
+            settle()
+    if batch:
+        settle()
+    return found
 
 
 def _staged_identity(path: Path) -> tuple[str, str, str] | None:
@@ -270,12 +472,53 @@ def sweep_orphans(is_indexed: Callable[[Iterable[str]], set[str]]) -> int:
             removed += 1
     known = is_indexed(candidates.keys()) if candidates else set()
     for key, path in candidates.items():
-        if key not in known and path_for(key).exists():
-            remove_key(key)
-            removed += 1
-            logger.warning("removed unindexed file %s left by an interrupted store", key)
+        try:
+            if key not in known and exists(key):
+                remove_key(key)
+                removed += 1
+                logger.warning("removed unindexed file %s left by an interrupted store", key)
+        except StoreUnavailable as exc:
+            # The spool file stays, so that the next start resolves it.
+            logger.warning("object store unavailable, %s left in the spool: %s", path.name, exc)
+            continue
         path.unlink(missing_ok=True)
         removed += 1
     if removed:
         _fsync_dir(directory)
     return removed
+
+
+# --- Moving an archive between backends ------------------------------------------------
+
+
+def copy_key(key: str, source: str, destination: str) -> bool:
+    """Copy one stored file from backend `source` to `destination` ("local" or "s3") under
+    the same key, durably; returns False when the destination had it already (with the
+    same size). The index names files by key alone, so it needs no change when STORAGE_BACKEND
+    is switched after every key has been copied."""
+    if source == destination:
+        raise ValueError("source and destination are the same backend")
+    if destination == "s3":
+        store = s3_store()
+        with contextlib.suppress(FileNotFoundError):
+            if store.size(key) == path_for(key).stat().st_size:
+                return False
+        store.put_file(path_for(key), key)
+        return True
+    final = path_for(key)
+    store = s3_store()
+    if final.is_file() and final.stat().st_size == store.size(key):
+        return False
+    temp = incoming_dir() / f"{uuid.uuid4().hex}.copy"
+    try:
+        with open(temp, "wb") as out:
+            for chunk in store.iter_chunks(key):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        _ensure_dir(final.parent)
+        os.replace(temp, final)
+        _fsync_dir(final.parent)
+    finally:
+        temp.unlink(missing_ok=True)
+    return True

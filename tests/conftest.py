@@ -3,6 +3,7 @@ radiologist, and an outsider from another township) and an isolated image store.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,31 @@ from django.test import Client
 
 from facilities.models import ExamKind, Facility, Modality, User
 from tests.factories import PASSWORD, make_facility, make_modality, make_user
+from tests.s3_support import MotoS3, use_object_store
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoS3]:
+    """An S3-compatible server (moto's) on a free loopback port, for the session."""
+    server = MotoS3()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def object_store(settings, s3_server: MotoS3) -> str:
+    """STORAGE_BACKEND=s3 on a bucket of its own; returns the bucket's name."""
+    bucket = f"yunying-{uuid.uuid4().hex[:12]}"
+    use_object_store(settings, s3_server.endpoint, bucket)
+    return bucket
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage_backend(request) -> str:
+    """The test runs once on local disk and once on the object store."""
+    if request.param == "s3":
+        request.getfixturevalue("object_store")
+    return str(request.param)
 
 
 @pytest.fixture(autouse=True)

@@ -30,6 +30,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, Verification
 from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation as DXStorage
 
+from cloudpacs import storage
 from cloudpacs.models import Instance, Patient, Series, Study
 from cloudpacs.storage import path_for
 from consults.models import Consult
@@ -148,7 +149,7 @@ def test_it_rejects_a_peer_from_another_address_when_asked_to_check(receiver, ct
     good_association_still_works(receiver, ct_modality.ae_title)
 
 
-def test_it_stores_a_ct_series_and_indexes_it_for_the_facility(receiver, ct_modality):
+def test_it_stores_a_ct_series_and_indexes_it_for_the_facility(storage_backend, receiver, ct_modality):
     study_uid, series_uid = generate_uid(), generate_uid()
     datasets = [
         make_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=n, patient_id="CT1")
@@ -168,11 +169,12 @@ def test_it_stores_a_ct_series_and_indexes_it_for_the_facility(receiver, ct_moda
     assert study.patient.facility == ct_modality.facility
     for ds in datasets:
         instance = Instance.objects.get(sop_instance_uid=ds.SOPInstanceUID)
-        stored = dcmread(path_for(instance.storage_key))
+        with storage.open_key(instance.storage_key) as stream:
+            stored = dcmread(stream)
         assert stored.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
         assert stored.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
         assert stored.PixelData == ds.PixelData
-        assert path_for(instance.storage_key).stat().st_size == instance.size
+        assert storage.size_of(instance.storage_key) == instance.size
 
 
 def test_it_stores_the_received_bytes_without_re_encoding(receiver, ct_modality, tmp_path):

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def archive(township, other_township, ct_modality, dr_modality, tmp_path) -> Archive:
+def archive(storage_backend, township, other_township, ct_modality, dr_modality, tmp_path) -> Archive:
+    # Every retrieve here runs against local disk and against the object store.
     return build_archive(township, other_township, ct_modality, dr_modality, tmp_path / "in")
 
 

@@ -34,25 +34,31 @@ def ingest(ds, modality, tmp_path: Path):
     )
 
 
+def stored(key: str):
+    """The stored file's dataset, from whichever backend is configured."""
+    with storage.open_key(key) as stream:
+        return dcmread(stream)
+
+
 def incoming_files() -> list[Path]:
     directory = Path(settings.STORAGE_ROOT) / storage.INCOMING
     return list(directory.iterdir()) if directory.exists() else []
 
 
 @pytest.mark.django_db
-def test_it_stores_the_file_first_and_leaves_nothing_in_incoming(ct_modality, tmp_path):
+def test_it_stores_the_file_first_and_leaves_nothing_in_incoming(storage_backend, ct_modality, tmp_path):
     ds = make_dataset()
     result = ingest(ds, ct_modality, tmp_path)
     assert result.outcome == services.IngestOutcome.STORED
     assert result.study_created
-    stored = storage.path_for(result.instance.storage_key)
-    assert stored.is_file()
-    assert dcmread(stored).SOPInstanceUID == ds.SOPInstanceUID
+    assert storage.exists(result.instance.storage_key)
+    assert stored(result.instance.storage_key).SOPInstanceUID == ds.SOPInstanceUID
+    assert storage.size_of(result.instance.storage_key) == result.instance.size
     assert incoming_files() == []
 
 
 @pytest.mark.django_db
-def test_it_accepts_a_stream_of_bare_dataset_bytes(ct_modality, tmp_path):
+def test_it_accepts_a_stream_of_bare_dataset_bytes(storage_backend, ct_modality, tmp_path):
     ds = make_dataset()
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
@@ -66,11 +72,11 @@ def test_it_accepts_a_stream_of_bare_dataset_bytes(ct_modality, tmp_path):
         modality=ct_modality,
     )
     assert result.outcome == services.IngestOutcome.STORED
-    assert dcmread(storage.path_for(result.instance.storage_key)).PatientID == ds.PatientID
+    assert stored(result.instance.storage_key).PatientID == ds.PatientID
 
 
 @pytest.mark.django_db
-def test_a_re_send_is_a_duplicate_and_a_different_one_a_correction(ct_modality, tmp_path):
+def test_a_re_send_is_a_duplicate_and_a_different_one_a_correction(storage_backend, ct_modality, tmp_path):
     ds = make_dataset()
     first = ingest(ds, ct_modality, tmp_path)
     again = ingest(ds, ct_modality, tmp_path)
@@ -87,7 +93,7 @@ def test_a_re_send_is_a_duplicate_and_a_different_one_a_correction(ct_modality, 
 
 
 @pytest.mark.django_db
-def test_the_start_sweep_keeps_the_files_of_prior_versions(ct_modality, tmp_path):
+def test_the_start_sweep_keeps_the_files_of_prior_versions(storage_backend, ct_modality, tmp_path):
     ds = make_dataset()
     first = ingest(ds, ct_modality, tmp_path)
     prior_key = first.instance.storage_key
@@ -103,8 +109,8 @@ def test_the_start_sweep_keeps_the_files_of_prior_versions(ct_modality, tmp_path
     ingest(ds, ct_modality, tmp_path)
     assert Instance.objects.get().storage_key != prior_key
     services.sweep_orphan_files()
-    assert storage.path_for(prior_key).is_file()
-    assert storage.path_for(Instance.objects.get().storage_key).is_file()
+    assert storage.exists(prior_key)
+    assert storage.exists(Instance.objects.get().storage_key)
     assert incoming_files() == []
 
 
@@ -158,7 +164,7 @@ def test_a_sop_class_other_than_the_contexts_stores_nothing(ct_modality, tmp_pat
 
 
 @pytest.mark.django_db
-def test_a_failure_while_indexing_leaves_no_file(ct_modality, tmp_path, monkeypatch):
+def test_a_failure_while_indexing_leaves_no_file(storage_backend, ct_modality, tmp_path, monkeypatch):
     def broken_index(*args, **kwargs):
         raise RuntimeError("index went away")
 
@@ -166,11 +172,12 @@ def test_a_failure_while_indexing_leaves_no_file(ct_modality, tmp_path, monkeypa
     with pytest.raises(RuntimeError):
         ingest(make_dataset(), ct_modality, tmp_path)
     assert not list(Path(settings.STORAGE_ROOT).rglob("*.dcm"))
+    assert list(storage.stored_objects()) == []
     assert incoming_files() == []
 
 
 @pytest.mark.django_db
-def test_the_start_sweep_removes_what_a_crash_left_behind(ct_modality, tmp_path):
+def test_the_start_sweep_removes_what_a_crash_left_behind(storage_backend, ct_modality, tmp_path):
     kept = ingest(make_dataset(), ct_modality, tmp_path)
     # A crash after the final link but before the index commit: a staged file, and its
     # final name, with no row.
@@ -188,8 +195,8 @@ def test_the_start_sweep_removes_what_a_crash_left_behind(ct_modality, tmp_path)
     (storage.incoming_dir() / "half.part").write_bytes(b"\x00" * 100)
     removed = services.sweep_orphan_files()
     assert removed == 3
-    assert not storage.path_for(key).exists()
-    assert storage.path_for(kept.instance.storage_key).exists()
+    assert not storage.exists(key)
+    assert storage.exists(kept.instance.storage_key)
     assert incoming_files() == []
 
 
@@ -270,7 +277,7 @@ def test_a_cr_image_makes_a_dr_consult_even_from_a_ct_registered_machine(ct_moda
 
 
 @pytest.mark.django_db
-def test_an_index_failure_on_a_re_send_keeps_the_stored_file(ct_modality, tmp_path, monkeypatch):
+def test_an_index_failure_on_a_re_send_keeps_the_stored_file(storage_backend, ct_modality, tmp_path, monkeypatch):
     from django.db import OperationalError
 
     ds = make_dataset()
@@ -282,7 +289,7 @@ def test_an_index_failure_on_a_re_send_keeps_the_stored_file(ct_modality, tmp_pa
     monkeypatch.setattr(services, "_index", locked)
     with pytest.raises(OperationalError):
         ingest(ds, ct_modality, tmp_path)
-    assert storage.path_for(first.instance.storage_key).is_file()
+    assert storage.exists(first.instance.storage_key)
     assert incoming_files() == []
 
 

@@ -114,7 +114,20 @@ def make_dx_with_voi_lut(entries: int, first_mapped: int) -> Dataset:
 
 
 @pytest.fixture
-def reading_data(transactional_db, tmp_path) -> dict[str, Any]:
+def storage_backend(request) -> str:
+    """Local disk, unless a test asks for the object store too (indirect parametrize): the
+    whole module twice would double the slowest part of the suite."""
+    backend = getattr(request, "param", "local")
+    if backend == "s3":
+        request.getfixturevalue("object_store")
+    return str(backend)
+
+
+BOTH_BACKENDS = pytest.mark.parametrize("storage_backend", ["local", "s3"], indirect=True)
+
+
+@pytest.fixture
+def reading_data(transactional_db, storage_backend, tmp_path) -> dict[str, Any]:
     # The data goes in before Playwright starts: its event loop makes Django refuse ORM calls.
     township = make_facility("XUANWO", name="漩涡镇中心卫生院", short_name="漩涡")
     technologist = make_user(User.Role.TECHNOLOGIST, township, username="tech_xuanwo")
@@ -241,6 +254,7 @@ def overlay(page, corner: str) -> str:
     return page.locator(f'[data-pane="0"] [data-overlay="{corner}"]').inner_text()
 
 
+@BOTH_BACKENDS
 def test_a_ct_study_opens_with_the_files_window_and_its_overlay(live_server, browser_page, reading_data):
     page = browser_page
     open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
@@ -259,6 +273,7 @@ def test_a_ct_study_opens_with_the_files_window_and_its_overlay(live_server, bro
     assert page.locator(".yv-thumb img").count() == 1
 
 
+@BOTH_BACKENDS
 def test_a_server_rendered_first_image_stands_in_until_cornerstone_draws(live_server, browser_page, reading_data):
     page = browser_page
     url = f"{live_server.url}/viewer/{reading_data['ct']}/"
@@ -294,6 +309,7 @@ def test_a_server_rendered_first_image_stands_in_until_cornerstone_draws(live_se
     assert page.locator("img[data-preview]").count() == 0
 
 
+@BOTH_BACKENDS
 def test_scrolling_by_keys_and_wheel_shows_each_slice(live_server, browser_page, reading_data):
     page = browser_page
     open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from datetime import date, time
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.tag import Tag
@@ -71,7 +71,7 @@ def tag_key(keyword_or_tag: str) -> str | None:
     return f"{tag:08X}"
 
 
-def instance_metadata(path: str, bulk_uri: Callable[[str], str], rows: int | None) -> JsonDataset:
+def instance_metadata(path: str | BinaryIO, bulk_uri: Callable[[str], str], rows: int | None) -> JsonDataset:
     """The instance's dataset as DICOM JSON, read up to its pixel data. Top-level binary
     values over a few kilobytes, and the pixel data itself, are given as BulkDataURIs;
     binary values inside sequences (a VOI LUT's LUT Data, say) stay inline, since a viewer
@@ -98,7 +98,7 @@ def dumps(data: object) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-def metadata_document(path: str, rows: int | None) -> str:
+def metadata_document(path: str | BinaryIO, rows: int | None) -> str:
     """instance_metadata as stored JSON text, its BulkDataURIs relative ("bulkdata/<tag>")
     so that the text holds for any host the archive is reached by."""
     return dumps(instance_metadata(path, lambda tag: f"{RELATIVE_BULK}{tag}", rows))

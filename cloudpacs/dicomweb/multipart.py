@@ -27,12 +27,14 @@ def content_type(part_type: str, boundary: str, transfer_syntax: str | None = No
 
 @dataclass(frozen=True)
 class OutPart:
-    """One part of a response: its Content-Type and either bytes or a file to stream."""
+    """One part of a response: its Content-Type and either bytes, a file to stream, or
+    chunks to stream (a stored file's, `cloudpacs.storage.iter_key`, read as sent)."""
 
     content_type: str
     data: bytes | None = None
     path: Path | None = None
     location: str = ""
+    chunks: Iterable[bytes] | None = None
 
 
 def _head(boundary: str, part: OutPart) -> bytes:
@@ -49,6 +51,8 @@ def stream(parts: Iterable[OutPart], boundary: str) -> Iterator[bytes]:
         yield _head(boundary, part)
         if part.data is not None:
             yield part.data
+        elif part.chunks is not None:
+            yield from part.chunks
         elif part.path is not None:
             with open(part.path, "rb") as handle:
                 while chunk := handle.read(CHUNK):

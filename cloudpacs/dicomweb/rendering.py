@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -53,7 +53,9 @@ class RenderOptions:
     enlarge: bool = True
 
 
-def render(path: Path | str, frame_index: int, options: RenderOptions) -> bytes:
+def render(path: Path | str | BinaryIO, frame_index: int, options: RenderOptions) -> bytes:
+    """One frame as JPEG or PNG. `path` is a stored file's path or a seekable stream of
+    it (`cloudpacs.storage.open_key`): only the header and that frame are read."""
     ds = dcmread(path, stop_before_pixels=True)
     if "Rows" not in ds:
         raise RenderingError("the instance has no image")
@@ -62,6 +64,8 @@ def render(path: Path | str, frame_index: int, options: RenderOptions) -> bytes:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if not 0 <= frame_index < frames:
         raise RenderingError(f"frame {frame_index + 1} is outside 1..{frames}")
+    if not isinstance(path, str | Path):
+        path.seek(0)
     try:
         arr = pixel_array(path, index=frame_index if frames > 1 else None)
     except Exception as exc:  # a codec that is missing or fails says why
@@ -240,4 +244,5 @@ def render_instance(
     from cloudpacs import storage
 
     options = RenderOptions(media_type=media_type, window=window, viewport=viewport, quality=quality, enlarge=False)
-    return render(storage.path_for(instance.storage_key), frame - 1, options)
+    with storage.open_key(instance.storage_key) as stream:
+        return render(stream, frame - 1, options)

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
@@ -90,8 +89,15 @@ def _instance_url(base: str, study_uid: str, series_uid: str, sop_uid: str) -> s
     return f"{base}/{study_uid}/series/{series_uid}/instances/{sop_uid}"
 
 
-def _path(instance: Instance) -> Path:
-    return storage.path_for(instance.storage_key)
+def _open(instance: Instance) -> BinaryIO:
+    """The instance's stored file, opened for reading (ranged GETs on an object store).
+    A file that is missing, or a store that is down, is a 503: the index names it, so
+    the client may try again."""
+    try:
+        return storage.open_key(instance.storage_key)
+    except OSError as exc:
+        logger.error("stored file of %s cannot be read (%s): %s", instance.sop_instance_uid, instance.storage_key, exc)
+        raise DicomwebError(503, "the stored file cannot be read now") from exc
 
 
 def _audit_retrieve(request: HttpRequest, study: Study, what: str, **detail: Any) -> None:
@@ -276,11 +282,12 @@ def _retrieve(request: HttpRequest, study: Study, instances: list[Instance], lev
             if choice.transfer_syntax is None or instance.transfer_syntax_uid == choice.transfer_syntax:
                 yield multipart.OutPart(
                     f"{wado.DICOM}; transfer-syntax={instance.transfer_syntax_uid}",
-                    path=_path(instance),
+                    chunks=storage.iter_key(instance.storage_key),
                     location=location,
                 )
             else:
-                data = wado.converted_instance(_path(instance), choice.transfer_syntax)
+                with storage.open_key(instance.storage_key) as stream:
+                    data = wado.converted_instance(stream, choice.transfer_syntax)
                 yield multipart.OutPart(
                     f"{wado.DICOM}; transfer-syntax={choice.transfer_syntax}", data=data, location=location
                 )
@@ -366,7 +373,8 @@ def bulkdata(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str
     found = _study(request, study_uid)
     item = _instance(found, series_uid, sop_uid)
     try:
-        parts, media_type, transfer_syntax = wado.bulk_value(_path(item), tag)
+        with _open(item) as stream:
+            parts, media_type, transfer_syntax = wado.bulk_value(stream, tag)
     except LookupError:
         raise Http404 from None
     boundary = multipart.new_boundary()
@@ -397,7 +405,8 @@ def frames(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str, 
     item = _scoped_instance(request, study_uid, series_uid, sop_uid)
     choice = wado.choose_frame_syntax(accepted(request), item.transfer_syntax_uid)
     try:
-        data = wado.frames(_path(item), numbers, decode=choice.decode)
+        with _open(item) as stream:
+            data = wado.frames(stream, numbers, decode=choice.decode)
     except LookupError:
         raise Http404 from None
     part_type = f"{choice.media_type}; transfer-syntax={choice.transfer_syntax}"
@@ -484,7 +493,8 @@ def _rendered(item: Instance, frame_number: int, options: rendering.RenderOption
     if not 1 <= frame_number <= frames_in_file:
         raise Http404
     try:
-        data = rendering.render(_path(item), frame_number - 1, options)
+        with _open(item) as stream:
+            data = rendering.render(stream, frame_number - 1, options)
     except rendering.RenderingError as exc:
         raise DicomwebError(400, str(exc)) from exc
     response = HttpResponse(data, content_type=options.media_type)
@@ -574,9 +584,10 @@ def wado_uri(request: HttpRequest) -> HttpResponseBase:
         transfer_syntax = params.get("transferSyntax")
         _audit_retrieve(request, found, "wado-uri", instances=1)
         if not transfer_syntax or transfer_syntax in {item.transfer_syntax_uid, "*"}:
-            response: HttpResponseBase = FileResponse(open(_path(item), "rb"), content_type="application/dicom")  # noqa: SIM115
+            response: HttpResponseBase = FileResponse(_open(item), content_type="application/dicom")
         elif transfer_syntax == wado.EXPLICIT_LE:
-            data = wado.converted_instance(_path(item), transfer_syntax)
+            with _open(item) as stream:
+                data = wado.converted_instance(stream, transfer_syntax)
             response = HttpResponse(data, content_type="application/dicom")
         else:
             raise not_acceptable(f"the instance is stored as {item.transfer_syntax_uid}")

@@ -8,16 +8,19 @@ Explicit VR Little Endian (decompression), which every client can read."""
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from pydicom import dcmread
 from pydicom.encaps import generate_fragments, get_frame
 from pydicom.pixels import pixel_array
-from pydicom.uid import UID, ExplicitVRLittleEndian, MPEGTransferSyntaxes
+from pydicom.uid import UID, AllTransferSyntaxes, ExplicitVRLittleEndian, MPEGTransferSyntaxes
 
 from cloudpacs.dicomweb.http import MediaRange, not_acceptable
 
@@ -59,6 +62,15 @@ VIDEO_MEDIA_TYPES = {
 }
 
 
+# Encapsulated syntaxes whose frames are read through the offset table without parsing
+# the rest of the pixel data: every one but video (one bit stream, not frames).
+ENCAPSULATED_SEEKABLE = {
+    str(syntax)
+    for syntax in AllTransferSyntaxes
+    if UID(syntax).is_encapsulated and str(syntax) not in VIDEO_MEDIA_TYPES
+}
+
+
 def frame_media_type(transfer_syntax: str) -> str:
     return FRAME_MEDIA_TYPES.get(transfer_syntax, OCTET_STREAM)
 
@@ -94,11 +106,28 @@ def choose_instance_syntax(ranges: list[MediaRange], stored: set[str]) -> Instan
     raise not_acceptable('instances are sent as multipart/related; type="application/dicom"')
 
 
-def converted_instance(path: Path, transfer_syntax: str) -> bytes:
+Source = Path | BinaryIO
+
+
+@contextmanager
+def _opened(source: Source) -> Iterator[BinaryIO]:
+    """A stored file as a binary stream: opened here from a path, or the stream the
+    caller opened (`cloudpacs.storage.open_key`, ranged GETs on an object store)."""
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as stream:
+            yield stream
+    else:
+        source.seek(0)
+        yield source
+
+
+def converted_instance(source: Source, transfer_syntax: str) -> bytes:
     """The instance re-encoded as Explicit VR Little Endian (decompressed if need be)."""
-    ds = dcmread(path)
-    if ds.file_meta.TransferSyntaxUID == transfer_syntax:
-        return path.read_bytes()
+    with _opened(source) as stream:
+        ds = dcmread(stream)
+        if ds.file_meta.TransferSyntaxUID == transfer_syntax:
+            stream.seek(0)
+            return stream.read()
     if UID(ds.file_meta.TransferSyntaxUID).is_compressed:
         ds.decompress()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -147,19 +176,18 @@ def choose_frame_syntax(ranges: list[MediaRange], stored: str) -> FrameChoice:
     raise not_acceptable(f"frames are stored as {stored_type} (transfer syntax {stored})")
 
 
-def frame_count(path: Path) -> int:
-    ds = dcmread(path, stop_before_pixels=True, specific_tags=["NumberOfFrames"])
-    return int(ds.get("NumberOfFrames", 1) or 1)
-
-
-def frames(path: Path, numbers: list[int], decode: bool) -> list[bytes]:
+def frames(source: Source, numbers: list[int], decode: bool) -> list[bytes]:
     """The bytes of the frames `numbers` (1-based): as stored, or decoded to native
-    little endian pixel data."""
-    if not decode:
-        native = _native_frames(path, numbers)
-        if native is not None:
-            return native
-    ds = dcmread(path)
+    little endian pixel data. As stored, only the frames' own bytes are read (native
+    pixel data at their offsets, encapsulated frames through the offset table), which on
+    an object store are ranged GETs; decoding reads the instance."""
+    with _opened(source) as stream:
+        if not decode:
+            found = _stored_frames(stream, numbers)
+            if found is not None:
+                return found
+            stream.seek(0)
+        ds = dcmread(stream)
     count = int(ds.get("NumberOfFrames", 1) or 1)
     if "PixelData" not in ds:
         raise LookupError("the instance has no pixel data")
@@ -180,32 +208,42 @@ def frames(path: Path, numbers: list[int], decode: bool) -> list[bytes]:
     return [bytes(data[(number - 1) * length : number * length]) for number in numbers]
 
 
-def _native_frames(path: Path, numbers: list[int]) -> list[bytes] | None:
-    """Frames of native (uncompressed, not deflated) pixel data read straight from the
-    file at their offsets, the dataset parsed only up to the pixel data; None for any
-    other encoding, which frames() then reads the general way."""
-    ds = dcmread(path, defer_size=1024)
-    if str(ds.file_meta.get("TransferSyntaxUID", "")) not in {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}:
-        return None
+def _stored_frames(stream: BinaryIO, numbers: list[int]) -> list[bytes] | None:
+    """Frames as stored, read straight from the file at their offsets, the dataset
+    parsed only up to the pixel data: native (uncompressed, not deflated) frames by
+    their length, encapsulated ones through the Basic or Extended Offset Table. None
+    for any other encoding, which frames() then reads the general way."""
+    ds = dcmread(stream, defer_size=1024)
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
     raw: Any = ds.get_item(PIXEL_DATA_TAG, keep_deferred=True)
     if raw is None:
         raise LookupError("the instance has no pixel data")
     offset, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
-    if offset is None or length in (None, UNDEFINED_LENGTH) or "Rows" not in ds:
+    if offset is None or "Rows" not in ds:
         return None
     count = int(ds.get("NumberOfFrames", 1) or 1)
     for number in numbers:
         if not 1 <= number <= count:
             raise LookupError(f"frame {number} is outside 1..{count}")
+    if syntax in ENCAPSULATED_SEEKABLE and length == UNDEFINED_LENGTH:
+        extended = None
+        if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+            extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+        out = []
+        for number in numbers:
+            stream.seek(offset)
+            out.append(get_frame(stream, number - 1, number_of_frames=count, extended_offsets=extended))
+        return out
+    if syntax not in {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"} or length in (None, UNDEFINED_LENGTH):
+        return None
     size = _native_frame_length(ds)
     out = []
-    with open(path, "rb") as stream:
-        for number in numbers:
-            stream.seek(offset + (number - 1) * size)
-            data = stream.read(size)
-            if len(data) != size or (number * size > length):
-                raise LookupError(f"frame {number} is not all in the file")
-            out.append(data)
+    for number in numbers:
+        stream.seek(offset + (number - 1) * size)
+        data = stream.read(size)
+        if len(data) != size or (number * size > length):
+            raise LookupError(f"frame {number} is not all in the file")
+        out.append(data)
     return out
 
 
@@ -217,10 +255,11 @@ def _native_frame_length(ds: object) -> int:
     return (rows * columns * samples * bits + 7) // 8
 
 
-def bulk_value(path: Path, tag: str) -> tuple[list[bytes], str, str]:
+def bulk_value(source: Source, tag: str) -> tuple[list[bytes], str, str]:
     """A bulk data element's value: (parts, media type, transfer syntax). Pixel data that
     is encapsulated comes as one part per frame, in its compressed media type."""
-    ds = dcmread(path)
+    with _opened(source) as opened:
+        ds = dcmread(opened)
     number = int(tag, 16)
     if number == 0x7FE00010:
         stored = str(ds.file_meta.TransferSyntaxUID)
@@ -229,7 +268,8 @@ def bulk_value(path: Path, tag: str) -> tuple[list[bytes], str, str]:
             stream = b"".join(generate_fragments(ds.PixelData))
             return [stream], VIDEO_MEDIA_TYPES[stored], stored
         if UID(stored).is_encapsulated:
-            return frames(path, list(range(1, count + 1)), decode=False), frame_media_type(stored), stored
+            parts = [get_frame(ds.PixelData, index, number_of_frames=count) for index in range(count)]
+            return parts, frame_media_type(stored), stored
         return [bytes(ds.PixelData)], OCTET_STREAM, EXPLICIT_LE
     if number not in ds:
         raise LookupError(f"no element {tag}")
