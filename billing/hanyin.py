@@ -12,8 +12,12 @@ What the paper does not give, the demo chooses and documents here:
   gives every exam one part, so the ledger's headline is 831,454 yuan (CT 15,137 x 30 =
   454,110, DR 47,168 x 8 = 377,344), 0.12 % above the paper's 830,498 (CT 459,490, DR
   371,008; docs/savings-ledger.md explains the gap).
-- Who read what: nine fictional radiologists share the exams by READ_WEIGHTS, CT only to
-  those who read CT (the paper's Figure 3 gives no numbers we could copy).
+- Who read what: nine fictional radiologists on a rotating roster (by day three led by a
+  senior, by night one CT reader), each exam given at its arrival to the least loaded
+  qualified reader on duty, as the live workflow does (the paper's Figure 3 gives no
+  numbers we could copy).
+- When: the rhythm of a township's day and year (HALF_HOUR_WEIGHTS, HOLIDAYS below).
+- Who was examined and what was found: billing/hanyin_people.py, billing/hanyin_reports.py.
 - The spread of consult times around Figure 2's means: right-skewed (lognormal above a
   floor), rescaled so each township's mean is the published one.
 """
@@ -102,21 +106,19 @@ class Radiologist:
     reads_ct: bool
     reads_dr: bool
     is_senior: bool
-    # Relative share of the exams this radiologist read.
-    weight: float
 
 
 # Fictional people: any likeness to a real radiologist of the hospital is not intended.
 RADIOLOGISTS: tuple[Radiologist, ...] = (
-    Radiologist("dr_li", "李明远", reads_ct=True, reads_dr=True, is_senior=True, weight=1.30),
-    Radiologist("dr_wang", "王晓峰", reads_ct=True, reads_dr=True, is_senior=True, weight=1.20),
-    Radiologist("dr_zhang", "张静怡", reads_ct=True, reads_dr=True, is_senior=True, weight=1.10),
-    Radiologist("dr_liu", "刘振华", reads_ct=True, reads_dr=True, is_senior=False, weight=1.05),
-    Radiologist("dr_chen", "陈思远", reads_ct=True, reads_dr=True, is_senior=False, weight=1.00),
-    Radiologist("dr_yang", "杨帆", reads_ct=True, reads_dr=True, is_senior=False, weight=0.95),
-    Radiologist("dr_zhao", "赵磊", reads_ct=False, reads_dr=True, is_senior=False, weight=0.90),
-    Radiologist("dr_huang", "黄丽萍", reads_ct=False, reads_dr=True, is_senior=False, weight=0.80),
-    Radiologist("dr_zhou", "周敏", reads_ct=False, reads_dr=True, is_senior=False, weight=0.70),
+    Radiologist("dr_li", "李明远", reads_ct=True, reads_dr=True, is_senior=True),
+    Radiologist("dr_wang", "王晓峰", reads_ct=True, reads_dr=True, is_senior=True),
+    Radiologist("dr_zhang", "张静怡", reads_ct=True, reads_dr=True, is_senior=True),
+    Radiologist("dr_liu", "刘振华", reads_ct=True, reads_dr=True, is_senior=False),
+    Radiologist("dr_chen", "陈思远", reads_ct=True, reads_dr=True, is_senior=False),
+    Radiologist("dr_yang", "杨帆", reads_ct=True, reads_dr=True, is_senior=False),
+    Radiologist("dr_zhao", "赵磊", reads_ct=False, reads_dr=True, is_senior=False),
+    Radiologist("dr_huang", "黄丽萍", reads_ct=False, reads_dr=True, is_senior=False),
+    Radiologist("dr_zhou", "周敏", reads_ct=False, reads_dr=True, is_senior=False),
 )
 
 ADMIN_USERNAME = "admin"
@@ -128,3 +130,143 @@ PRIORITY_SHARES: tuple[float, float, float] = (0.88, 0.08, 0.04)
 
 # Township exams by weekday (Monday first): fewer at weekends.
 WEEKDAY_WEIGHTS: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 0.6, 0.4)
+
+# --- The rhythm of a working day and year ------------------------------------------------
+# What the paper does not give either, chosen from how township centres work: the
+# technologists scan from eight, break for lunch (12:00-13:30: hardly any exams), finish
+# at half past five; emergencies come at any hour, fewer at night.
+
+# Relative arrivals of non-emergency exams per half hour, from 08:00 to 17:30.
+HALF_HOUR_WEIGHTS: tuple[float, ...] = (
+    0.6,  # 08:00
+    1.0,  # 08:30
+    1.3,  # 09:00
+    1.4,  # 09:30
+    1.4,  # 10:00
+    1.3,  # 10:30
+    1.1,  # 11:00
+    0.7,  # 11:30
+    0.15,  # 12:00: lunch
+    0.1,  # 12:30
+    0.2,  # 13:00
+    0.6,  # 13:30
+    1.0,  # 14:00
+    1.1,  # 14:30
+    1.0,  # 15:00
+    0.9,  # 15:30
+    0.8,  # 16:00
+    0.6,  # 16:30
+    0.35,  # 17:00
+)
+FIRST_HALF_HOUR = 16  # 08:00
+
+# Relative arrivals of emergencies by hour, midnight first.
+EMERGENCY_HOUR_WEIGHTS: tuple[float, ...] = (
+    *(0.4,) * 7,  # 00-07
+    0.8,  # 07
+    *(1.2,) * 10,  # 08-18
+    *(0.9,) * 4,  # 18-22
+    0.6,  # 22
+    0.5,  # 23
+)
+
+# Public holidays (State Council notices, 2022-2025, up to the cut-off) and how many
+# exams a township centre does on them against an ordinary weekday: almost none in the
+# first days of the Spring Festival, few on the other holidays. Make-up working days
+# (调休) count as ordinary days.
+SPRING_FESTIVAL_FIRST_DAYS = 0.08
+SPRING_FESTIVAL_LATER_DAYS = 0.25
+HOLIDAY = 0.3
+
+
+def _span(first: date, days: int, weight: float) -> dict[date, float]:
+    return {date.fromordinal(first.toordinal() + i): weight for i in range(days)}
+
+
+def _spring_festival(first: date, days: int = 7) -> dict[date, float]:
+    return _span(first, 3, SPRING_FESTIVAL_FIRST_DAYS) | _span(
+        date.fromordinal(first.toordinal() + 3), days - 3, SPRING_FESTIVAL_LATER_DAYS
+    )
+
+
+HOLIDAYS: dict[date, float] = (
+    # 2022
+    _span(date(2022, 1, 1), 3, HOLIDAY)
+    | _spring_festival(date(2022, 1, 31))
+    | _span(date(2022, 4, 3), 3, HOLIDAY)
+    | _span(date(2022, 4, 30), 5, HOLIDAY)
+    | _span(date(2022, 6, 3), 3, HOLIDAY)
+    | _span(date(2022, 9, 10), 3, HOLIDAY)
+    | _span(date(2022, 10, 1), 7, HOLIDAY)
+    # 2023
+    | _span(date(2022, 12, 31), 3, HOLIDAY)
+    | _spring_festival(date(2023, 1, 21))
+    | _span(date(2023, 4, 5), 1, HOLIDAY)
+    | _span(date(2023, 4, 29), 5, HOLIDAY)
+    | _span(date(2023, 6, 22), 3, HOLIDAY)
+    | _span(date(2023, 9, 29), 8, HOLIDAY)
+    # 2024
+    | _span(date(2024, 1, 1), 1, HOLIDAY)
+    | _spring_festival(date(2024, 2, 10), 8)
+    | _span(date(2024, 4, 4), 3, HOLIDAY)
+    | _span(date(2024, 5, 1), 5, HOLIDAY)
+    | _span(date(2024, 6, 8), 3, HOLIDAY)
+    | _span(date(2024, 9, 15), 3, HOLIDAY)
+    | _span(date(2024, 10, 1), 7, HOLIDAY)
+    # 2025
+    | _span(date(2025, 1, 1), 1, HOLIDAY)
+    | _spring_festival(date(2025, 1, 28), 8)
+    | _span(date(2025, 4, 4), 3, HOLIDAY)
+    | _span(date(2025, 5, 1), 5, HOLIDAY)
+    | _span(date(2025, 5, 31), 3, HOLIDAY)
+)
+SPRING_FESTIVAL_DAYS: tuple[date, ...] = (date(2022, 2, 1), date(2023, 1, 22), date(2024, 2, 10), date(2025, 1, 29))
+
+
+def day_weight(day: date) -> float:
+    """Exams expected on `day` against an ordinary weekday."""
+    return WEEKDAY_WEIGHTS[day.weekday()] * HOLIDAYS.get(day, 1.0)
+
+
+# --- What was examined, and what was found -------------------------------------------------
+# One body part per exam (codes of the body-part vocabulary), with the share of each.
+BODY_PART_MIX: dict[str, tuple[tuple[str, float], ...]] = {
+    "CT": (
+        ("HEAD", 0.34),
+        ("CHEST", 0.33),
+        ("ABDOMEN", 0.10),
+        ("LSPINE", 0.08),
+        ("CSPINE", 0.05),
+        ("PELVIS", 0.03),
+        ("SINUS", 0.02),
+        ("KNEE", 0.02),
+        ("RIB", 0.03),
+    ),
+    "DR": (
+        ("CHEST", 0.52),
+        ("LSPINE", 0.10),
+        ("CSPINE", 0.07),
+        ("KNEE", 0.07),
+        ("PELVIS", 0.03),
+        ("SHOULDER", 0.03),
+        ("WRIST", 0.03),
+        ("HAND", 0.02),
+        ("ANKLE", 0.03),
+        ("FOOT", 0.02),
+        ("FOREARM", 0.02),
+        ("LEG", 0.02),
+        ("ABDOMEN", 0.02),
+        ("HIP", 0.02),
+    ),
+}
+
+# The share of reports with a finding rises with age (degeneration, chronic lung disease):
+# FINDING_BASE at 20, FINDING_BASE + FINDING_PER_DECADE for each decade above. A small
+# share has a critical finding (危急值), far more often among emergencies.
+FINDING_BASE = 0.25
+FINDING_PER_DECADE = 0.09
+FINDING_MAX = 0.85
+CRITICAL_SHARE: dict[str, float] = {"routine": 0.002, "urgent": 0.02, "emergency": 0.08}
+
+# A patient comes back for another exam now and then: the share of exams of a returning patient.
+RETURNING_SHARE = 0.18

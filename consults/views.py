@@ -217,7 +217,10 @@ def consult_detail(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
             "critical_findings": consult.critical_findings.select_related("flagged_by", "acknowledged_by"),
             # What this user may do here: the buttons (consults.rules), as on the reading page.
             "steps": workflow.allowed_steps(user, consult),
-            "can_view_images": study is not None and (has_role(user, TECHNOLOGIST) or has_role(user, RADIOLOGIST)),
+            # The demo's historical studies are index rows without images: nothing to open.
+            "can_view_images": study is not None
+            and study.number_of_instances > 0
+            and (has_role(user, TECHNOLOGIST) or has_role(user, RADIOLOGIST)),
             "priorities": Priority.choices,
         },
     )

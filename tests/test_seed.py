@@ -7,26 +7,31 @@ again, independently of billing/hanyin.py, so a typo in either shows up."""
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import call_command
 from django.db import connection, transaction
-from django.db.models import Count, F, QuerySet, Sum
+from django.db.models import Count, Exists, F, OuterRef, QuerySet, Sum
 from django.db.models.functions import ExtractYear
 from django.utils import timezone
 
-from billing.management.commands.seed_hanyin import build_history
+from billing.hanyin import HOLIDAYS, SPRING_FESTIVAL_DAYS
+from billing.management.commands.seed_hanyin import build_history, historical_consults
 from billing.models import LedgerEntry, PriceSchedule
-from consults.models import Consult, Priority
+from cloudpacs.models import BodyPart, Patient
+from cloudpacs.personname import name_initials
+from consults.models import Consult, CriticalFinding, Priority
 from facilities.models import AuditEvent, ExamKind, Facility, Modality, RosterShift, User
 
 YEARS = (2022, 2023, 2024, 2025)
+HANYIN = ZoneInfo("Asia/Shanghai")
 
 TABLE_1_CT = """
 漩涡 1590 2788 2455 2157
@@ -100,7 +105,7 @@ def seeded(django_db_setup, django_db_blocker) -> Iterator[str]:
 
 
 def history() -> QuerySet[Consult]:
-    return Consult.objects.filter(study__isnull=True)
+    return historical_consults()
 
 
 def minutes_by_township() -> dict[str, list[float]]:
@@ -157,6 +162,11 @@ def test_consult_times_are_right_skewed(seeded):
 @pytest.mark.django_db
 def test_every_exam_is_a_delivered_consult_without_images(seeded):
     assert set(history().values_list("status", flat=True).distinct()) == {Consult.Status.DELIVERED}
+    # Each has its study in the archive's index, with no image behind it.
+    assert history().filter(study__isnull=True).count() == 0
+    assert history().exclude(study__number_of_instances=0).count() == 0
+    assert history().exclude(study__facility=F("facility")).count() == 0
+    assert history().exclude(study__report_signed_at=F("signed_at")).count() == 0
     assert history().filter(modality__isnull=True).count() == 0
     assert history().exclude(modality__kind=F("kind")).count() == 0
     assert history().exclude(modality__facility=F("facility")).count() == 0
@@ -187,7 +197,7 @@ def test_most_exams_are_routine_and_every_exam_is_of_one_body_part(seeded):
 def test_the_ledgers_headline_is_831454_yuan(seeded):
     # The paper says 830,498 (CT 459,490, DR 371,008); at one part per exam its own exam
     # counts give these, 0.12 % above (docs/savings-ledger.md).
-    entries = LedgerEntry.objects.filter(consult__study__isnull=True)
+    entries = LedgerEntry.objects.filter(consult__in=history())
     by_kind = dict(entries.values_list("exam_kind").annotate(s=Sum("saving")))
     assert by_kind == {ExamKind.CT: Decimal("454110.00"), ExamKind.DR: Decimal("377344.00")}
     assert entries.aggregate(s=Sum("saving"))["s"] == Decimal("831454.00")
@@ -204,7 +214,7 @@ def test_nine_radiologists_read_and_only_ct_readers_read_ct(seeded):
 
 @pytest.mark.django_db
 def test_every_exam_has_one_ledger_entry_priced_by_the_2021_edition(seeded):
-    entries = LedgerEntry.objects.filter(consult__study__isnull=True)
+    entries = LedgerEntry.objects.filter(consult__in=history())
     assert entries.count() == history().count()
     assert entries.filter(reverses__isnull=True).values("consult").distinct().count() == history().count()
     assert set(entries.values_list("schedule__code", flat=True).distinct()) == {"shaanxi-2021"}
@@ -253,7 +263,9 @@ def test_it_creates_the_people_and_prints_their_logins(seeded):
 
 @pytest.mark.django_db
 def test_it_puts_radiologists_on_a_roster_with_a_lead_each_shift(seeded):
-    shifts = list(RosterShift.objects.select_related("radiologist").order_by("starts_at"))
+    today = timezone.localtime(timezone.now(), HANYIN).replace(hour=0, minute=0, second=0, microsecond=0)
+    coming = RosterShift.objects.filter(starts_at__gte=today)
+    shifts = list(coming.select_related("radiologist").order_by("starts_at"))
     assert len(shifts) == 14 * 4
     by_start = defaultdict(list)
     for shift in shifts:
@@ -294,9 +306,136 @@ def test_the_history_is_the_same_every_time(seeded):
     machines = {(m.facility.code, m.kind): m for m in Modality.objects.select_related("facility")}
     radiologists = {u.username: u for u in User.objects.filter(role=User.Role.RADIOLOGIST)}
     some = {"PUXI", "TIEFOSI", "GUANYINHE"}
-    fields = ("uuid", "facility_id", "kind", "exam_date", "arrived_at", "signed_at", "body_parts", "radiologist_id")
+    # Who read each exam follows the roster across all townships, so it is left out here.
+    fields = ("uuid", "facility_id", "kind", "exam_date", "arrived_at", "signed_at", "body_parts", "body_part_names")
     built = build_history(townships, machines, radiologists, only=some)
-    generated = [tuple(getattr(c, f) for f in fields) for c in built]
+    generated = [tuple(getattr(c, f) for f in fields) for c in built.consults]
     stored = list(history().filter(facility__code__in=some).order_by("arrived_at", "id").values_list(*fields))
     assert len(stored) == 1608 + 162 + 19
     assert stored == generated
+
+
+# --- The demo behind the figures: patients, studies, reports ---------------------------------
+
+
+@pytest.mark.django_db
+def test_every_exam_has_a_patient_a_study_and_a_signed_report_by_its_reader(seeded):
+    exams = history()
+    assert exams.filter(report__isnull=True).count() == 0
+    assert exams.exclude(report__author=F("radiologist")).count() == 0
+    assert exams.exclude(report__signed_at=F("signed_at")).count() == 0
+    assert exams.filter(report__impression="").count() == 0
+    assert exams.exclude(study__patient__facility=F("facility")).count() == 0
+    # One body part of the vocabulary, named on the consult and the study.
+    names = set(BodyPart.objects.values_list("name_zh", flat=True))
+    assert set(exams.values_list("body_part_names", flat=True).distinct()) <= names
+    assert exams.filter(body_part_names="").count() == 0
+
+
+@pytest.mark.django_db
+def test_patients_have_chinese_names_with_their_initials_and_plausible_ages(seeded):
+    patients = Patient.objects.filter(studies__consult__in=history()).distinct()
+    assert 40_000 < patients.count() < 62_305  # some came back for another exam
+    for p in patients.order_by("id")[:500]:
+        _family, given = p.name_ideographic.split("^")
+        assert 1 <= len(given) <= 2 and p.name == f"{p.name_alphabetic}={p.name_ideographic}"
+        assert p.name_initials == name_initials(p.name_alphabetic, p.name_ideographic)
+        assert p.sex in {"M", "F"}
+    ages = [
+        (exam_date - birth).days / 365.25
+        for exam_date, birth in history().values_list("exam_date", "study__patient__birth_date")
+    ]
+    assert min(ages) >= 0 and max(ages) < 100
+    assert 50 < statistics.fmean(ages) < 62  # townships are old: the young work in the cities
+    sexes = Counter(history().values_list("study__patient__sex", flat=True))
+    assert 0.4 < sexes["M"] / sum(sexes.values()) < 0.6
+
+
+@pytest.mark.django_db
+def test_reports_have_findings_at_realistic_rates_and_a_few_critical_ones(seeded):
+    total = history().count()
+    normal = history().filter(report__impression__contains="未见明显异常").count()
+    assert 0.3 < normal / total < 0.6
+    critical = CriticalFinding.objects.filter(consult__in=history())
+    assert 0.001 < critical.count() / total < 0.01
+    assert critical.filter(acknowledged_at__isnull=True).count() == 0
+    assert critical.exclude(flagged_by=F("consult__radiologist")).count() == 0
+    # Far more often among emergencies than routine exams.
+    share = {
+        p: critical.filter(consult__priority=p).count() / history().filter(priority=p).count()
+        for p in (Priority.ROUTINE, Priority.EMERGENCY)
+    }
+    assert share[Priority.EMERGENCY] > 10 * share[Priority.ROUTINE]
+
+
+# --- The rhythm ------------------------------------------------------------------------------
+
+
+def local_arrivals() -> list[datetime]:
+    return [a.astimezone(HANYIN) for a in history().values_list("arrived_at", flat=True)]
+
+
+@pytest.mark.django_db
+def test_arrivals_dip_at_lunch(seeded):
+    by_hour = Counter(a.hour for a in local_arrivals())
+    assert by_hour[12] < by_hour[10] / 4
+    assert by_hour[12] < by_hour[15] / 4
+    assert by_hour[13] < by_hour[14]
+
+
+@pytest.mark.django_db
+def test_few_exams_on_holidays_and_almost_none_at_the_spring_festival(seeded):
+    per_day = Counter(history().values_list("exam_date", flat=True))
+    ordinary = [n for day, n in per_day.items() if day.year == 2024 and day.weekday() < 5 and day not in HOLIDAYS]
+    typical = statistics.median(ordinary)
+    for day in SPRING_FESTIVAL_DAYS:
+        assert per_day.get(day, 0) < typical / 5, day
+    national_day = [per_day.get(date(2024, 10, d), 0) for d in range(1, 8)]
+    assert statistics.fmean(national_day) < typical / 2
+
+
+@pytest.mark.django_db
+def test_nights_are_read_by_the_reader_on_the_roster(seeded):
+    # Every exam was given to a radiologist whose shift covered that moment.
+    on_shift = RosterShift.objects.filter(
+        radiologist=OuterRef("radiologist"), starts_at__lte=OuterRef("assigned_at"), ends_at__gt=OuterRef("assigned_at")
+    )
+    assert history().exclude(Exists(on_shift)).count() == 0
+    nights = [
+        (a.astimezone(HANYIN), r)
+        for a, r in history().values_list("assigned_at", "radiologist_id")
+        if not 8 <= a.astimezone(HANYIN).hour < 18
+    ]
+    assert len(nights) > 500
+    # One reader a night: the night shift is one CT reader's.
+    readers_by_night = defaultdict(set)
+    for moment, reader in nights:
+        night = moment.date() if moment.hour >= 18 else moment.date() - timedelta(days=1)
+        readers_by_night[night].add(reader)
+    assert max(len(r) for r in readers_by_night.values()) == 1
+    ct_readers = set(User.objects.filter(reads_ct=True).values_list("id", flat=True))
+    assert {r for _m, r in nights} <= ct_readers
+
+
+def most_at_once(intervals: list[tuple[datetime, datetime]]) -> int:
+    events = sorted([(start, 1) for start, _e in intervals] + [(end, -1) for _s, end in intervals])
+    current = most = 0
+    for _moment, step in events:
+        current += step
+        most = max(most, current)
+    return most
+
+
+@pytest.mark.django_db
+def test_a_reader_has_at_most_two_studies_open_at_once(seeded):
+    reads: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
+    held: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
+    for reader, assigned, opened, signed in history().values_list(
+        "radiologist", "assigned_at", "opened_at", "signed_at"
+    ):
+        reads[reader].append((opened, signed))
+        held[reader].append((assigned, signed))
+    assert max(most_at_once(r) for r in reads.values()) <= 2
+    # Waiting in a reader's queue (assigned, not yet opened) is bounded by the roster's
+    # rule of giving each consult to the least loaded reader on duty.
+    assert max(most_at_once(h) for h in held.values()) <= 12

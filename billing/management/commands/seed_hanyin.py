@@ -13,12 +13,14 @@ history is skipped when present. Fast: the history is built in memory and bulk-i
 from __future__ import annotations
 
 import hashlib
+import heapq
 import random
 import time
 import uuid
 from bisect import bisect_left
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
 from operator import attrgetter
 from typing import Any, TypeVar
@@ -34,10 +36,11 @@ from django.db.models import Count, Field, Model, QuerySet, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from billing import hanyin, rollup
+from billing import hanyin, hanyin_people, hanyin_reports, rollup
 from billing.models import LedgerEntry
 from billing.services import PriceBook, ensure_shaanxi_2021_schedule, ledger_values_for
-from consults.models import Assignment, Consult, Priority
+from cloudpacs.models import BodyPart, Patient, Study
+from consults.models import Assignment, Consult, CriticalFinding, Priority, Report
 from facilities.demo import demo_accounts, demo_password
 from facilities.models import ExamKind, Facility, Modality, RosterShift, User
 from facilities.services import audit
@@ -55,6 +58,11 @@ CONSULT_SPREAD_SIGMA = 0.5
 KIND_EFFORT: dict[str, float] = {ExamKind.CT: 1.3, ExamKind.DR: 1.0}
 PRIORITY_EFFORT: dict[str, float] = {Priority.ROUTINE: 1.0, Priority.URGENT: 0.75, Priority.EMERGENCY: 0.5}
 PRIORITIES = (Priority.ROUTINE, Priority.URGENT, Priority.EMERGENCY)
+# Reading itself, from opening the study to signing (median, seconds), and how many studies
+# a reader has open at once at most: the rest of a consult's time it waits in their queue.
+READING_SECONDS: dict[str, float] = {ExamKind.CT: 480.0, ExamKind.DR: 210.0}
+MIN_READING_SECONDS = 45
+MAX_OPEN_READS = 2
 
 # Working hours at the townships, local time, for all but emergencies.
 WORKDAY_START_SECONDS = 8 * 3600
@@ -150,8 +158,11 @@ def technologist_username(township: hanyin.Township) -> str:
 
 
 def historical_consults() -> QuerySet[Consult]:
-    """The demo's past exams: at its townships, with no images in this archive."""
-    return Consult.objects.filter(study__isnull=True, facility__code__in=[t.code for t in hanyin.TOWNSHIPS])
+    """The demo's past exams: at its townships, up to the paper's cut-off (their studies are
+    index rows without images)."""
+    return Consult.objects.filter(
+        facility__code__in=[t.code for t in hanyin.TOWNSHIPS], exam_date__lte=hanyin.LAST_EXAM_DATE
+    )
 
 
 def _upsert(model: Any, lookup: dict[str, Any], fields: dict[str, Any]) -> Any:
@@ -308,17 +319,16 @@ def _rotated(people: list[User], k: int) -> list[User]:
     return people[k:] + people[:k]
 
 
-def ensure_roster(radiologists: list[User], now: datetime) -> int:
-    """Shifts for the coming two weeks: by day three readers led by a senior, by night one
-    CT reader, who has the next day off. Shifts already on the roster are left alone."""
+def plan_roster(radiologists: list[User], first_day: date, days: int, resting: User | None = None) -> list[RosterShift]:
+    """The shifts of `days` days from `first_day`, unsaved: by day three readers led by a
+    senior, by night one CT reader, who has the next day off. The same rotation gave the
+    history its readers, so the past and the coming weeks follow one roster."""
     seniors = [r for r in radiologists if r.is_senior]
     ct_readers = [r for r in radiologists if r.reads_ct]
     if not seniors or not ct_readers or len(radiologists) < DAY_SHIFT_SIZE + 2:
-        return 0
-    first_day = timezone.localtime(now, HANYIN_TZ).date()
+        return []
     wanted: list[RosterShift] = []
-    resting: User | None = None
-    for offset in range(ROSTER_DAYS):
+    for offset in range(days):
         day = first_day + timedelta(days=offset)
         n = day.toordinal()
         lead = next(r for r in _rotated(seniors, n) if r != resting)
@@ -333,6 +343,15 @@ def ensure_roster(radiologists: list[User], now: datetime) -> int:
         end = start + timedelta(hours=NIGHT_SHIFT[1])
         wanted.append(RosterShift(radiologist=night, starts_at=start, ends_at=end, is_lead=True))
         resting = night
+    return wanted
+
+
+def ensure_roster(radiologists: list[User], now: datetime) -> int:
+    """Shifts for the coming two weeks (plan_roster). Shifts already on the roster are left alone."""
+    first_day = timezone.localtime(now, HANYIN_TZ).date()
+    wanted = plan_roster(radiologists, first_day, ROSTER_DAYS)
+    if not wanted:
+        return 0
     present = set(
         RosterShift.objects.filter(
             radiologist__in=radiologists, starts_at__gte=wanted[0].starts_at, starts_at__lte=wanted[-1].starts_at
@@ -344,8 +363,9 @@ def ensure_roster(radiologists: list[User], now: datetime) -> int:
 
 
 def ensure_history(townships: dict[str, Facility], users: list[User]) -> int:
-    """Insert the historical exams and their ledger entries unless they are present; add
-    any ledger entry missing from exams that are. Returns the number of exams added."""
+    """Insert the historical exams (patients, studies, consults, reports, ledger entries and
+    the roster they were read on) unless they are present; add any ledger entry missing
+    from exams that are. Returns the number of exams added."""
     if historical_consults().exists():
         book = PriceBook.load()
         unpriced = list(historical_consults().filter(ledger_entries__isnull=True).order_by("id"))
@@ -353,13 +373,30 @@ def ensure_history(townships: dict[str, Facility], users: list[User]) -> int:
         return 0
     machines = {(m.facility.code, m.kind): m for m in Modality.objects.select_related("facility")}
     radiologists = {u.username: u for u in users if u.is_radiologist}
-    consults = build_history(townships, machines, radiologists)
+    technologists = {u.facility_id: u for u in users if u.is_technologist and u.facility_id is not None}
+    built = build_history(townships, machines, radiologists, technologists=technologists)
+    RosterShift.objects.bulk_create(built.shifts, batch_size=BATCH_SIZE)
+    bulk_insert(Patient, built.patients)
+    patient_ids = dict(Patient.objects.filter(facility__in=townships.values()).values_list("uuid", "id"))
+    for study in built.studies:
+        study.patient_id = patient_ids[study.patient.uuid]
+    bulk_insert(Study, built.studies)
+    study_ids = dict(Study.objects.filter(facility__in=townships.values()).values_list("study_uid", "id"))
+    consults = built.consults
+    for c in consults:
+        of = c.study
+        assert of is not None
+        c.study_id = study_ids[of.study_uid]
     bulk_insert(Consult, consults)
-    if any(c.pk is None for c in consults):
-        # The fast insert does not hand keys back: these are all the historical consults.
-        ids = dict(historical_consults().values_list("uuid", "id"))
-        for c in consults:
-            c.pk = ids[c.uuid]
+    ids = dict(historical_consults().values_list("uuid", "id"))
+    for c in consults:
+        c.pk = ids[c.uuid]
+    for report in built.reports:
+        report.consult_id = report.consult.pk
+    bulk_insert(Report, built.reports)
+    for finding in built.critical_findings:
+        finding.consult_id = finding.consult.pk
+    bulk_insert(CriticalFinding, built.critical_findings)
     _bulk_ledger(consults, PriceBook.load())
     audit(
         "billing.saving.seeded",
@@ -429,12 +466,45 @@ def _row_maker(fields: list[Field[Any, Any]], driver_types: set[str]) -> Callabl
     def prepare(field: Field[Any, Any]) -> Callable[[Model], Any]:
         return lambda obj: field.get_db_prep_save(field.pre_save(obj, True), connection)
 
+    # SQLite's adaptations, as Django's backend does them, without its per-value checks
+    # (most of the insert's time otherwise): aware datetimes as naive UTC text, dates and
+    # times as text, UUIDs as hex.
+    sqlite = connection.vendor == "sqlite" and settings.USE_TZ and connection.timezone_name == "UTC"
+
+    def sqlite_datetime(name: str) -> Callable[[Model], Any]:
+        def convert(obj: Model) -> Any:
+            value = getattr(obj, name)
+            return None if value is None else str(value.astimezone(UTC).replace(tzinfo=None))
+
+        return convert
+
+    def as_text(name: str) -> Callable[[Model], Any]:
+        def convert(obj: Model) -> Any:
+            value = getattr(obj, name)
+            return None if value is None else str(value)
+
+        return convert
+
+    def as_hex(name: str) -> Callable[[Model], Any]:
+        def convert(obj: Model) -> Any:
+            value = getattr(obj, name)
+            return None if value is None else value.hex
+
+        return convert
+
     converters: list[Callable[[Model], Any]] = []
     for f in fields:
         kind = f.get_internal_type()
+        automatic = getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
         if kind in driver_types:
             converters.append(attrgetter(f.attname))
-        elif kind == "DateTimeField" and not (getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)):
+        elif sqlite and kind == "DateTimeField" and not automatic:
+            converters.append(sqlite_datetime(f.attname))
+        elif sqlite and kind in ("DateField", "TimeField") and not automatic:
+            converters.append(as_text(f.attname))
+        elif sqlite and kind == "UUIDField":
+            converters.append(as_hex(f.attname))
+        elif kind == "DateTimeField" and not automatic:
             converters.append(adapt_datetime(f.attname))
         else:
             converters.append(prepare(f))
@@ -469,11 +539,25 @@ def _days(year: int) -> tuple[list[date], list[float]]:
     first = date(year, 1, 1)
     last = min(date(year, 12, 31), hanyin.LAST_EXAM_DATE)
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-    return days, list(accumulate(hanyin.WEEKDAY_WEIGHTS[d.weekday()] for d in days))
+    return days, list(accumulate(hanyin.day_weight(d) for d in days))
 
 
 def _pick(rng: random.Random, items: list[Any], cumulative: list[float]) -> Any:
     return items[bisect_left(cumulative, rng.random() * cumulative[-1])]
+
+
+def arrival_second(rng: random.Random, priority: str) -> int:
+    """Seconds after local midnight: emergencies at any hour (fewer at night), the rest in
+    working hours with a lunch break (hanyin.HALF_HOUR_WEIGHTS)."""
+    if priority == Priority.EMERGENCY:
+        hour = _pick(rng, list(range(24)), _EMERGENCY_HOURS)
+        return hour * 3600 + rng.randrange(3600)
+    slot = _pick(rng, list(range(len(hanyin.HALF_HOUR_WEIGHTS))), _HALF_HOURS)
+    return (hanyin.FIRST_HALF_HOUR + slot) * 1800 + rng.randrange(1800)
+
+
+_EMERGENCY_HOURS = list(accumulate(hanyin.EMERGENCY_HOUR_WEIGHTS))
+_HALF_HOURS = list(accumulate(hanyin.HALF_HOUR_WEIGHTS))
 
 
 def consult_seconds(rng: random.Random, efforts: list[float], mean_minutes: float) -> list[int]:
@@ -494,31 +578,76 @@ def consult_seconds(rng: random.Random, efforts: list[float], mean_minutes: floa
     return seconds
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=HANYIN_TZ)
+
+
+@dataclass
+class Exam:
+    """One historical exam while it is built: what the township did and what was read."""
+
+    kind: str
+    arrived: datetime
+    priority: str
+    part: BodyPart
+    seconds: int = 0
+    assigned: datetime = _EPOCH
+    signed: datetime = _EPOCH
+    reader: int = 0
+    consult: Consult | None = None
+
+
+@dataclass
+class History:
+    """The historical rows, unsaved: keys between them are set as they are inserted."""
+
+    consults: list[Consult] = field(default_factory=list)
+    patients: list[Patient] = field(default_factory=list)
+    studies: list[Study] = field(default_factory=list)
+    reports: list[Report] = field(default_factory=list)
+    critical_findings: list[CriticalFinding] = field(default_factory=list)
+    shifts: list[RosterShift] = field(default_factory=list)
+
+
+def _mix(kind: str, parts: dict[str, BodyPart]) -> tuple[list[BodyPart], list[float]]:
+    mix = [(parts[code], share) for code, share in hanyin.BODY_PART_MIX[kind] if code in parts]
+    return [p for p, _s in mix], list(accumulate(s for _p, s in mix))
+
+
+def _uid(rng: random.Random) -> str:
+    # A UID under 2.25 (a UUID as a decimal number, PS3.5 B.2): unique without a registered root.
+    return f"2.25.{rng.getrandbits(122)}"
+
+
 def build_history(
     townships: dict[str, Facility],
     machines: dict[tuple[str, str], Modality],
     radiologists: dict[str, User],
     only: set[str] | None = None,
-) -> list[Consult]:
-    """The historical consults, unsaved, in arrival order. Each township draws from its
-    own random stream, so its exams are the same whichever others are built (`only`)."""
+    technologists: dict[int, User] | None = None,
+) -> History:
+    """The historical rows, unsaved, consults in arrival order. Each township draws its
+    exams, patients and reports from its own random stream, so they are the same whichever
+    others are built (`only`); who read each exam follows the roster across all of them."""
     calendar = {year: _days(year) for year in hanyin.YEARS}
     priority_cum = list(accumulate(hanyin.PRIORITY_SHARES))
-    readers: dict[str, tuple[list[User], list[float]]] = {}
-    for exam_kind in (ExamKind.CT, ExamKind.DR):
-        eligible = [r for r in hanyin.RADIOLOGISTS if (r.reads_ct if exam_kind == ExamKind.CT else r.reads_dr)]
-        weights = list(accumulate(r.weight for r in eligible))
-        readers[exam_kind] = ([radiologists[r.username] for r in eligible], weights)
-
+    parts = {p.code: p for p in BodyPart.objects.all()}
+    mixes: dict[str, tuple[list[BodyPart], list[float]]] = {
+        kind: _mix(kind, parts) for kind in (ExamKind.CT, ExamKind.DR)
+    }
+    normal_report = hanyin_reports.normal_report_source()
     time_limits: dict[str, dict[str, int]] = settings.CONSULT_TIME_LIMITS
     new_consult = instance_factory(Consult)
-    consults: list[Consult] = []
+    new_patient = instance_factory(Patient)
+    new_study = instance_factory(Study)
+    new_report = instance_factory(Report)
+    history = History()
+    exams: list[Exam] = []
     for t in hanyin.TOWNSHIPS:
         if only is not None and t.code not in only:
             continue
         rng = random.Random(f"{SEED}-{t.code}")
         facility = townships[t.code]
-        exams: list[tuple[str, datetime, str, int, User]] = []
+        drafts: list[Exam] = []
         by_kind: tuple[tuple[str, tuple[int, ...]], ...] = ((ExamKind.CT, t.ct), (ExamKind.DR, t.dr))
         for kind, counts in by_kind:
             for year, n in zip(hanyin.YEARS, counts, strict=True):
@@ -526,44 +655,178 @@ def build_history(
                 for _i in range(n):
                     day = _pick(rng, days, day_cum)
                     priority = _pick(rng, list(PRIORITIES), priority_cum)
-                    if priority == Priority.EMERGENCY:
-                        second = rng.randrange(86_400)
-                    else:
-                        second = rng.randrange(WORKDAY_START_SECONDS, WORKDAY_END_SECONDS)
+                    second = arrival_second(rng, priority)
                     arrived = datetime(day.year, day.month, day.day, tzinfo=HANYIN_TZ) + timedelta(seconds=second)
-                    # One body part per exam (billing/hanyin.py). The draw that once chose
-                    # the parts is still taken, so every later draw (readers, times) and
-                    # with them the rollup's rows stay what they were.
-                    rng.random()
-                    parts = 1
-                    radiologist = _pick(rng, *readers[kind])
-                    exams.append((kind, arrived, priority, parts, radiologist))
-        efforts = [KIND_EFFORT[kind] * PRIORITY_EFFORT[priority] for kind, _a, priority, _p, _r in exams]
-        durations = consult_seconds(rng, efforts, t.mean_consult_minutes)
-        for (kind, arrived, priority, parts, radiologist), seconds in zip(exams, durations, strict=True):
-            assign_after = max(1, min(rng.randrange(5, 120), seconds // 10))
-            open_after = assign_after + int((seconds - assign_after) * rng.uniform(0.25, 0.7))
-            signed = arrived + timedelta(seconds=seconds)
-            consults.append(
-                new_consult(
+                    drafts.append(Exam(kind, arrived, priority, _pick(rng, *mixes[kind])))
+        efforts = [KIND_EFFORT[e.kind] * PRIORITY_EFFORT[e.priority] for e in drafts]
+        for exam, seconds in zip(drafts, consult_seconds(rng, efforts, t.mean_consult_minutes), strict=True):
+            exam.seconds = seconds
+        # Patients, studies and reports in the township's own order of arrival.
+        drafts.sort(key=attrgetter("arrived"))
+        seen: list[Patient] = []
+        per_day: dict[date, int] = {}
+        technologist = (technologists or {}).get(facility.pk)
+        for exam in drafts:
+            local = exam.arrived.astimezone(HANYIN_TZ)
+            day = local.date()
+            if seen and rng.random() < hanyin.RETURNING_SHARE:
+                patient = rng.choice(seen[-400:])
+            else:
+                draft = hanyin_people.invent_patient(rng, f"{t.code[:2]}{len(seen) + 1:06d}", exam.part.code, day)
+                patient = new_patient(
                     uuid=uuid.UUID(int=rng.getrandbits(128), version=4),
                     facility_id=facility.pk,
-                    modality_id=machines[(t.code, kind)].pk,
-                    kind=kind,
-                    exam_date=arrived.date(),
-                    body_parts=parts,
-                    priority=priority,
-                    status=Consult.Status.DELIVERED,
-                    radiologist_id=radiologist.pk,
-                    assignment=Assignment.ROSTER,
-                    arrived_at=arrived,
-                    due_at=arrived + timedelta(minutes=time_limits[priority][kind]),
-                    assigned_at=arrived + timedelta(seconds=assign_after),
-                    opened_at=arrived + timedelta(seconds=open_after),
-                    signed_at=signed,
-                    delivered_at=signed + timedelta(seconds=rng.randrange(2, 30)),
+                    patient_id=draft.patient_id,
+                    name=draft.name,
+                    name_alphabetic=draft.name_alphabetic,
+                    name_ideographic=draft.name_ideographic,
+                    name_initials=draft.name_initials,
+                    birth_date=draft.birth_date,
+                    sex=draft.sex,
                 )
+                seen.append(patient)
+                history.patients.append(patient)
+            per_day[day] = per_day.get(day, 0) + 1
+            seconds = exam.seconds
+            assign_after = max(1, min(rng.randrange(5, 120), seconds // 10))
+            signed = exam.signed = exam.arrived + timedelta(seconds=seconds)
+            exam.assigned = exam.arrived + timedelta(seconds=assign_after)
+            scanned = local - timedelta(seconds=rng.randrange(60, 600))
+            study = new_study(
+                study_uid=_uid(rng),
+                facility_id=facility.pk,
+                modality_id=machines[(t.code, exam.kind)].pk,
+                study_date=scanned.date(),
+                study_time=scanned.time().replace(microsecond=0),
+                accession_number=f"{t.code[:2]}{day:%y%m%d}{per_day[day]:03d}",
+                description=f"{exam.part.name_zh} {exam.kind}",
+                modalities_in_study="CT" if exam.kind == ExamKind.CT else "DX",
+                institution_name=facility.name,
+                station_name=machines[(t.code, exam.kind)].ae_title,
+                specific_character_set="ISO_IR 192",
+                status=Study.Status.ARRIVED,
+                first_received_at=exam.arrived - timedelta(seconds=rng.randrange(5, 60)),
+                last_received_at=exam.arrived,
+                arrived_at=exam.arrived,
+                patient_name_received=patient.name,
+                report_signed_at=signed,
             )
+            study.patient = patient
+            history.studies.append(study)
+            consult = new_consult(
+                uuid=uuid.UUID(int=rng.getrandbits(128), version=4),
+                facility_id=facility.pk,
+                modality_id=machines[(t.code, exam.kind)].pk,
+                kind=exam.kind,
+                exam_date=day,
+                body_parts=1,
+                body_part_names=exam.part.name_zh,
+                priority=exam.priority,
+                status=Consult.Status.DELIVERED,
+                assignment=Assignment.ROSTER,
+                arrived_at=exam.arrived,
+                due_at=exam.arrived + timedelta(minutes=time_limits[exam.priority][exam.kind]),
+                assigned_at=exam.assigned,
+                signed_at=signed,
+                delivered_at=signed + timedelta(seconds=rng.randrange(2, 30)),
+            )
+            consult.study = study
+            exam.consult = consult
+            # What the reader wrote.
+            age = (day - patient.birth_date).days // 365 if patient.birth_date else 50
+            finding_share = min(
+                hanyin.FINDING_MAX, hanyin.FINDING_BASE + hanyin.FINDING_PER_DECADE * max(0, age - 20) / 10
+            )
+            finding = hanyin_reports.draw_finding(
+                rng, exam.kind, exam.part.code, age, exam.priority, hanyin.CRITICAL_SHARE[exam.priority], finding_share
+            )
+            if finding is None:
+                findings, impression = normal_report(exam.kind, exam.part.code, exam.part.name_zh, "zh-hans")
+            else:
+                findings = finding.findings.format(part=exam.part.name_zh)
+                impression = finding.impression.format(part=exam.part.name_zh)
+            report = new_report(findings=findings, impression=impression, signed_at=signed)
+            report.consult = consult
+            history.reports.append(report)
+            if finding is not None and finding.critical:
+                acknowledged = signed + timedelta(seconds=rng.randrange(120, 1200))
+                flagged = CriticalFinding(
+                    uuid=uuid.UUID(int=rng.getrandbits(128), version=4),
+                    description=finding.critical,
+                    flagged_at=signed,
+                    emailed_at=signed + timedelta(seconds=rng.randrange(2, 20)),
+                    acknowledged_by=technologist,
+                    acknowledged_at=acknowledged if technologist is not None else None,
+                )
+                flagged.consult = consult
+                consult.acknowledged_at = flagged.acknowledged_at
+                history.critical_findings.append(flagged)
+        exams.extend(drafts)
+    history.shifts = assign_readers(exams, list(radiologists.values()), random.Random(f"{SEED}-readers"))
+    readers = {id(e.consult): e.reader for e in exams}
+    for report in history.reports:
+        report.author_id = report.signed_by_id = readers[id(report.consult)]
+    for flagged in history.critical_findings:
+        flagged.flagged_by_id = readers[id(flagged.consult)]
     # Insert in time order, so keys follow the calendar as they would have live.
-    consults.sort(key=lambda c: c.arrived_at)
-    return consults
+    exams.sort(key=attrgetter("arrived"))
+    history.consults = [e.consult for e in exams if e.consult is not None]
+    return history
+
+
+def _shift_key(moment: datetime) -> tuple[date, bool]:
+    """The shift covering `moment`: (its first day, whether it is a night)."""
+    local = moment.astimezone(HANYIN_TZ)
+    if DAY_SHIFT[0] <= local.hour < DAY_SHIFT[0] + DAY_SHIFT[1]:
+        return local.date(), False
+    if local.hour >= NIGHT_SHIFT[0]:
+        return local.date(), True
+    return local.date() - timedelta(days=1), True
+
+
+def assign_readers(exams: list[Exam], radiologists: list[User], rng: random.Random) -> list[RosterShift]:
+    """Who read each exam, and when they opened it, as the live workflow would have done:
+    at assignment the roster's qualified reader on duty who holds the fewest unsigned
+    consults; each reader opens a consult shortly before signing it and has at most
+    MAX_OPEN_READS open at once. Returns the roster (unsaved) that covers the exams."""
+    if not exams:
+        return []
+    radiologists = sorted(radiologists, key=attrgetter("pk"))
+    first = min(_shift_key(e.assigned)[0] for e in exams)
+    last = max(e.arrived for e in exams).astimezone(HANYIN_TZ).date()
+    shifts = plan_roster(radiologists, first, (last - first).days + 1)
+    on_duty: dict[tuple[date, bool], list[User]] = {}
+    for shift in shifts:
+        key = (shift.starts_at.date(), shift.starts_at.hour == NIGHT_SHIFT[0])
+        on_duty.setdefault(key, []).append(shift.radiologist)
+    held: dict[int, list[datetime]] = {r.pk: [] for r in radiologists}
+    exams.sort(key=attrgetter("assigned"))
+    for exam in exams:
+        crew = [r for r in on_duty[_shift_key(exam.assigned)] if r.can_read(exam.kind)]
+        for reader in crew:
+            queue = held[reader.pk]
+            while queue and queue[0] <= exam.assigned:
+                heapq.heappop(queue)
+        fewest = min(len(held[r.pk]) for r in crew)
+        reader = rng.choice([r for r in crew if len(held[r.pk]) == fewest])
+        heapq.heappush(held[reader.pk], exam.signed)
+        exam.reader = reader.pk
+        if exam.consult is not None:
+            exam.consult.radiologist_id = reader.pk
+    by_reader: dict[int, list[Exam]] = {}
+    for exam in exams:
+        by_reader.setdefault(exam.reader, []).append(exam)
+    for mine in by_reader.values():
+        mine.sort(key=attrgetter("signed"))
+        ends: list[datetime] = []
+        for exam in mine:
+            reading = READING_SECONDS[exam.kind] * rng.lognormvariate(0.0, 0.4) * PRIORITY_EFFORT[exam.priority]
+            opened = max(exam.assigned, exam.signed - timedelta(seconds=max(reading, MIN_READING_SECONDS)))
+            if len(ends) >= MAX_OPEN_READS:
+                # Two reads still open: this one waits until the earlier of them is signed
+                # (ends are in signing order, so the limit holds at every moment).
+                opened = min(max(opened, ends[-MAX_OPEN_READS]), exam.signed)
+            if exam.consult is not None:
+                exam.consult.opened_at = opened
+            ends.append(exam.signed)
+    return shifts
