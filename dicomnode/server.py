@@ -43,12 +43,12 @@ from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from cloudpacs import services as archive
-from dicomnode import connections, worklist
+from dicomnode import commitment, connections, permits, queryretrieve, worklist
 from dicomnode.connections import Admission, Limits, RefusalLog, Refused
 from dicomnode.contexts import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from dicomnode.models import AssociationLog
-from facilities.models import Modality
-from facilities.services import modality_for_ae_title
+from facilities.models import ApplicationEntity, Modality
+from facilities.services import application_entity_for_ae_title
 
 logger = logging.getLogger("dicomnode")
 
@@ -59,6 +59,7 @@ SOP_CLASS_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 MISSING_IDENTIFIER = 0xC001
 PROCESSING_FAILURE = 0x0110
+NOT_AUTHORIZED = permits.NOT_AUTHORIZED
 
 # A-ASSOCIATE-RJ: rejected-permanent, by the service user, with the reason; or, when every
 # place for an association is taken, rejected-transient by the service provider
@@ -93,6 +94,8 @@ class _Association:
         # The log row's, given now: a refusal recorded during the association names it.
         self.uuid = uuid.uuid4()
         self.modality: Modality | None = None
+        # The registered application entity (a console's has its modality above).
+        self.entity: ApplicationEntity | None = None
         self.accepted = False
         # Whether this association took one of the DICOM_MAX_ASSOCIATIONS places.
         self.holds_place = False
@@ -176,8 +179,9 @@ def _reject(
 
 
 def handle_requested(event: evt.Event) -> None:
-    """The association policy: a registered, active calling AE; our called AE; and,
-    when DICOM_CHECK_PEER_ADDRESS is on, the modality's registered host."""
+    """The association policy: a registered, active application entity calling; our
+    called AE; and, when DICOM_CHECK_PEER_ADDRESS is on, the entity's registered host.
+    What the entity may do once admitted is checked per service (dicomnode.permits)."""
     assoc: Any = event.assoc
     try:
         close_old_connections()
@@ -192,12 +196,13 @@ def handle_requested(event: evt.Event) -> None:
         if called != settings.DICOM_AE_TITLE:
             _reject(assoc, RJ_CALLED_AE_NOT_RECOGNISED, "called AE title is not ours")
             return
-        modality = modality_for_ae_title(calling)
-        if modality is None or not modality.facility.is_active:
+        entity = application_entity_for_ae_title(calling)
+        if entity is None:
             _reject(assoc, RJ_CALLING_AE_NOT_RECOGNISED, "calling AE title not recognised")
             return
-        if settings.DICOM_CHECK_PEER_ADDRESS and modality.host and not _address_matches(modality.host, assoc):
-            _reject(assoc, RJ_CALLING_AE_NOT_RECOGNISED, f"peer address is not {modality.host}")
+        host = entity.network_address[0]
+        if settings.DICOM_CHECK_PEER_ADDRESS and host and not _address_matches(host, assoc):
+            _reject(assoc, RJ_CALLING_AE_NOT_RECOGNISED, f"peer address is not {host}")
             return
         admission: Admission | None = getattr(assoc._server, "admission", None)
         if admission is not None and not admission.take_association(state.address or "?"):
@@ -209,7 +214,16 @@ def handle_requested(event: evt.Event) -> None:
                 source=RJ_SOURCE_PROVIDER_PRESENTATION,
             )
             return
-        state.modality = modality
+        if not entity.may_retrieve:
+            # C-MOVE answers nothing before it names its destination, so an entity that
+            # may not retrieve is offered no retrieve context at all.
+            assoc.acceptor.supported_contexts = [
+                cx
+                for cx in assoc.acceptor.supported_contexts
+                if cx.abstract_syntax not in queryretrieve.RETRIEVE_SOP_CLASSES
+            ]
+        state.entity = entity
+        state.modality = entity.modality
         state.holds_place = admission is not None
         state.accepted = True
     except Exception:
@@ -239,11 +253,12 @@ def _accepted(assoc: Any) -> _Association | None:
 
 def handle_accepted(event: evt.Event) -> None:
     state = _accepted(event.assoc)
-    if state is not None and state.modality is not None:
+    if state is not None and state.entity is not None:
         logger.info(
-            "association accepted: %s (%s) from %s%s",
-            state.modality.ae_title,
-            state.modality.facility.short_name,
+            "association accepted: %s (%s, %s) from %s%s",
+            state.entity.ae_title,
+            state.entity.facility.short_name,
+            state.entity.role,
             _peer(event.assoc),
             _certificate_subject(event.assoc),
         )
@@ -390,9 +405,13 @@ def handle_store(event: evt.Event) -> int | Dataset:
     state = _accepted(event.assoc)
     request: Any = event.request
     sop_instance_uid = str(request.AffectedSOPInstanceUID or "").strip()
-    if state is None or state.modality is None:
+    if state is None:
         return PROCESSING_FAILURE
     modality = state.modality
+    if modality is None or state.entity is None or not state.entity.may_store:
+        state.counts["failed"] += 1
+        logger.warning("C-STORE %s from %s refused: not permitted to store", sop_instance_uid, state.calling)
+        return _failure(NOT_AUTHORIZED, f"{state.calling} may not store here")
     sha256 = state.digests.pop(str(event.dataset_path), None)
     if sha256 is not None:
         state.counts["hashed"] += 1
@@ -502,7 +521,12 @@ HANDLERS: list[Any] = [
     (evt.EVT_DIMSE_RECV, handle_dimse),
     (evt.EVT_C_ECHO, handle_echo),
     (evt.EVT_C_STORE, handle_store),
-    *worklist.HANDLERS,
+    (evt.EVT_C_FIND, queryretrieve.handle_find),
+    (evt.EVT_C_MOVE, queryretrieve.handle_move),
+    (evt.EVT_C_GET, queryretrieve.handle_get),
+    (evt.EVT_N_ACTION, commitment.handle_n_action),
+    (evt.EVT_N_CREATE, permits.requiring(permits.STORE, "MPPS", worklist.handle_n_create)),
+    (evt.EVT_N_SET, permits.requiring(permits.STORE, "MPPS", worklist.handle_n_set)),
 ]
 
 
@@ -734,10 +758,12 @@ def build_ae() -> AE:
     ae.dimse_timeout = 60
     ae.network_timeout = 120
     ae.add_supported_context(VERIFICATION)
-    for sop_class in worklist.SOP_CLASSES:
+    for sop_class in [*worklist.SOP_CLASSES, *queryretrieve.SOP_CLASSES, *commitment.SOP_CLASSES]:
         ae.add_supported_context(sop_class)
     for sop_class in STORAGE_SOP_CLASSES:
-        ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
+        # Both roles as the requester proposes them: a C-GET's requester proposes the SCP
+        # role for the classes it takes back (PS3.4 C.4.3.1); a console proposes none.
+        ae.add_supported_context(sop_class, TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     return ae
 
 

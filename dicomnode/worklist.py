@@ -135,14 +135,25 @@ def _patient_name(identifier: Dataset, charset: str) -> str:
     return _text(identifier, "PatientName")
 
 
-def parse_query(identifier: Dataset) -> tuple[orders.WorklistQuery, str]:
-    """The matching keys of a worklist query, and the character set to answer in."""
+def answer_charset(identifier: Dataset) -> str:
+    """The character set to answer a query in: the query's own when it is one of
+    ANSWER_CHARSETS, else UTF-8."""
     requested = identifier.get("SpecificCharacterSet") or ""
     charsets = [requested] if isinstance(requested, str) else [str(value) for value in requested]
     charsets = [value.strip() for value in charsets if value and value.strip()]
     # "\ISO 2022 IR 58" and "ISO 2022 IR 6\ISO 2022 IR 58" both ask for GB 2312 with code extensions.
     charsets = [value for value in charsets if value != "ISO 2022 IR 6"]
-    charset = charsets[0] if len(charsets) == 1 and charsets[0] in ANSWER_CHARSETS else DEFAULT_CHARSET
+    return charsets[0] if len(charsets) == 1 and charsets[0] in ANSWER_CHARSETS else DEFAULT_CHARSET
+
+
+def query_patient_name(identifier: Dataset, charset: str) -> str:
+    """The query's Patient's Name as text, GB 2312 with code extensions included."""
+    return _patient_name(identifier, charset)
+
+
+def parse_query(identifier: Dataset) -> tuple[orders.WorklistQuery, str]:
+    """The matching keys of a worklist query, and the character set to answer in."""
+    charset = answer_charset(identifier)
     steps = identifier.get("ScheduledProcedureStepSequence")
     step = steps[0] if steps else Dataset()
     first_day, last_day = _range(_text(step, "ScheduledProcedureStepStartDate"), _parse_date)
@@ -196,7 +207,7 @@ def order_dataset(order: Order, modality_value: str = "") -> Dataset:
     return ds
 
 
-def _project(query: Dataset, full: Dataset) -> Dataset:
+def project(query: Dataset, full: Dataset) -> Dataset:
     """The return keys of `query`, with our values (PS3.4 C.2.2.1.2): a key we have no value
     for comes back empty; an empty sequence key asks for the whole item."""
     answer = Dataset()
@@ -210,7 +221,7 @@ def _project(query: Dataset, full: Dataset) -> Dataset:
             answer.add_new(
                 element.tag,
                 "SQ",
-                Sequence([_project(wanted, item) if wanted is not None and len(wanted) else item for item in items]),
+                Sequence([project(wanted, item) if wanted is not None and len(wanted) else item for item in items]),
             )
         elif ours is not None:
             answer.add(ours)
@@ -241,20 +252,26 @@ def _encode_iso2022_ir58(ds: Dataset) -> None:
                 element.value = _iso2022_ir58(text)
 
 
-def answer_for(query: Dataset, order: Order, charset: str, modality_value: str) -> Dataset:
-    answer = _project(query, order_dataset(order, modality_value))
+def encoded_answer(build: Any, charset: str) -> Dataset:
+    """The answer `build()` makes, in `charset`, declaring it. GB 2312 with code extensions
+    is written here; an answer with a character GB 2312 lacks goes in UTF-8 instead."""
+    answer: Dataset = build()
     if charset == ISO_2022_IR_58:
         try:
             _encode_iso2022_ir58(answer)
         except UnicodeEncodeError:
             # A character outside GB 2312 (a rare name): this answer goes in UTF-8, and says so.
-            answer = _project(query, order_dataset(order, modality_value))
+            answer = build()
         else:
             answer.SpecificCharacterSet = ["", ISO_2022_IR_58]
             return answer
         charset = DEFAULT_CHARSET
     answer.SpecificCharacterSet = charset
     return answer
+
+
+def answer_for(query: Dataset, order: Order, charset: str, modality_value: str) -> Dataset:
+    return encoded_answer(lambda: project(query, order_dataset(order, modality_value)), charset)
 
 
 def handle_find(event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
@@ -387,11 +404,7 @@ def handle_n_set(event: evt.Event) -> tuple[int, Dataset | None]:
     return SUCCESS, changes
 
 
-# Modality Worklist Information Model - FIND, and Modality Performed Procedure Step.
-SOP_CLASSES = ["1.2.840.10008.5.1.4.31", "1.2.840.10008.3.1.2.3.3"]
-
-HANDLERS: list[Any] = [
-    (evt.EVT_C_FIND, handle_find),
-    (evt.EVT_N_CREATE, handle_n_create),
-    (evt.EVT_N_SET, handle_n_set),
-]
+# Modality Worklist Information Model - FIND, and Modality Performed Procedure Step. The
+# server binds the handlers (dicomnode.server.HANDLERS), behind the permission checks.
+WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
+SOP_CLASSES = [WORKLIST_FIND, "1.2.840.10008.3.1.2.3.3"]

@@ -102,6 +102,19 @@ def studies_for(user: Any) -> QuerySet[Any]:
     return scoped(queryset, user)
 
 
+def studies_for_entity(entity: Any) -> QuerySet[Any]:
+    """Archive studies a registered application entity may query and retrieve over DIMSE,
+    by the same rule as the people at it: an entity of a township sees its own facility's
+    studies (as its technologists do); one of the county hospital sees the studies sent
+    for reading (as its radiologists do)."""
+    study_model = apps.get_model("cloudpacs", "Study")
+    queryset = study_model.objects.all()
+    if entity.facility.kind == Facility.Kind.COUNTY_HOSPITAL:
+        consult_model = apps.get_model("consults", "Consult")
+        return queryset.filter(Exists(consult_model.objects.filter(study=OuterRef("pk"))))
+    return queryset.filter(facility_id=entity.facility_id)
+
+
 def consults_for(user: Any) -> QuerySet[Any]:
     consult_model = apps.get_model("consults", "Consult")
     queryset = consult_model.objects.select_related("facility", "modality", "radiologist", "study__patient")

@@ -29,7 +29,7 @@ from django.utils.translation import gettext_lazy as _
 
 from facilities import auditlabels
 from facilities.forms import AdminLoginForm, AdminPasswordChangeForm
-from facilities.models import AuditEvent, Facility, Modality, RosterShift, User
+from facilities.models import ApplicationEntity, AuditEvent, Facility, Modality, RosterShift, User
 from facilities.services import PASSWORD_CHANGED, audit
 
 admin.site.site_header = _("云影 Yunying")
@@ -261,6 +261,59 @@ class ModalityAdmin(AuditedAdmin, AdministratorPermissions, admin.ModelAdmin):
     list_select_related = ["facility"]
     search_fields = ["ae_title", "facility__name", "facility__pinyin", "manufacturer", "model_name"]
     ordering = ["ae_title"]
+
+
+@admin.register(ApplicationEntity)
+class ApplicationEntityAdmin(AuditedAdmin, AdministratorPermissions, admin.ModelAdmin):
+    """Who may connect to the receiver and for what. Workstations and archives are added
+    here; a console's entity is made by its modality (检查设备), which owns its AE title,
+    facility, address and state: here only its permissions change."""
+
+    list_display = [
+        "ae_title",
+        "facility",
+        "role",
+        "description",
+        "host",
+        "port",
+        "may_store",
+        "may_query",
+        "may_retrieve",
+        "is_move_destination",
+        "is_active",
+    ]
+    list_filter = ["role", "may_query", "may_retrieve", "is_move_destination", "is_active", "facility"]
+    list_select_related = ["facility"]
+    search_fields = ["ae_title", "description", "host", "facility__name", "facility__pinyin"]
+    ordering = ["ae_title"]
+    fields = [
+        "ae_title",
+        "role",
+        "facility",
+        "modality",
+        "description",
+        "host",
+        "port",
+        "may_store",
+        "may_query",
+        "may_retrieve",
+        "is_move_destination",
+        "is_active",
+    ]
+    CONSOLE_OWNED = ["ae_title", "role", "facility", "modality", "host", "port", "is_active"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> Any:
+        if isinstance(obj, ApplicationEntity) and obj.modality_id is not None:
+            return self.CONSOLE_OWNED
+        return ["modality"]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        role: Any = form.base_fields.get("role")
+        if role is not None:
+            # A console is registered as a modality (检查设备), which makes its entity.
+            role.choices = [c for c in role.choices if c[0] != ApplicationEntity.Role.CONSOLE]
+        return form
 
 
 @admin.register(User)

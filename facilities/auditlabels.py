@@ -34,6 +34,7 @@ ACTIONS: dict[str, Promise] = {
     "facilities.password.change_failed": gettext_lazy("修改密码失败"),
     "cloudpacs.study.viewed": gettext_lazy("查看检查"),
     "cloudpacs.study.retrieved": gettext_lazy("调阅影像"),
+    "cloudpacs.storage_commitment.reported": gettext_lazy("存储确认"),
     "cloudpacs.study.stored_over_web": gettext_lazy("网页上传影像"),
     "cloudpacs.instance.replaced": gettext_lazy("更正影像替换原图"),
     "cloudpacs.instance.correction_pending": gettext_lazy("签发后收到更正影像"),
@@ -112,6 +113,10 @@ DETAIL_KEYS: dict[str, Promise] = {
     "ae_title": gettext_lazy("发送设备 AE"),
     "sha256": gettext_lazy("新内容 SHA-256"),
     "stored_sha256": gettext_lazy("原内容 SHA-256"),
+    "calling_ae": gettext_lazy("发起方 AE"),
+    "destination": gettext_lazy("目的地 AE"),
+    "committed": gettext_lazy("已确认"),
+    "failed": gettext_lazy("未确认"),
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -93,8 +93,106 @@ class Modality(models.Model):
     def __str__(self) -> str:
         return f"{self.ae_title} ({self.facility.short_name} {self.kind})"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """A console is an application entity too: saving the equipment record keeps its
+        entity's AE title, facility, address and state in step (created the first time
+        with a console's permissions: store and query), so the association policy has
+        one registry to ask and the console's title is written in one place."""
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            entity = ApplicationEntity.objects.filter(modality=self).first()
+            if entity is None:
+                entity = ApplicationEntity(
+                    modality=self, role=ApplicationEntity.Role.CONSOLE, may_store=True, may_query=True
+                )
+            entity.ae_title = self.ae_title
+            entity.facility_id = self.facility_id
+            entity.host = self.host
+            entity.port = self.port
+            entity.is_active = self.is_active
+            entity.save()
+
     def clean(self) -> None:
         self.ae_title = self.ae_title.strip().upper()
+        taken = ApplicationEntity.objects.filter(ae_title=self.ae_title)
+        if self.pk is not None:
+            taken = taken.exclude(modality_id=self.pk)
+        if taken.exists():
+            raise ValidationError({"ae_title": _("该 AE 标题已登记给另一个应用实体。")})
+
+
+class ApplicationEntity(models.Model):
+    """A DICOM application entity the county registers: who may open an association with
+    the receiver, and for what. Each console (a Modality) has one, kept in step by the
+    modality; workstations and archives are registered here alone."""
+
+    class Role(models.TextChoices):
+        CONSOLE = "console", _("检查设备")
+        WORKSTATION = "workstation", _("工作站")
+        ARCHIVE = "archive", _("影像归档 (PACS)")
+
+    ae_title = models.CharField(_("AE 标题"), max_length=16, unique=True, validators=[ae_title_validator])
+    role = models.CharField(_("角色"), max_length=16, choices=Role.choices)
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="application_entities", verbose_name=_("机构")
+    )
+    # A console's equipment record; its AE title, facility, host, port and state come
+    # from there.
+    modality = models.OneToOneField(
+        Modality,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="application_entity",
+        verbose_name=_("检查设备"),
+    )
+    description = models.CharField(_("说明"), max_length=128, blank=True, help_text=_("如 放射科阅片工作站 1"))
+    host = models.CharField(_("主机地址"), max_length=255, blank=True)
+    port = models.PositiveIntegerField(
+        _("端口"), null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    may_store = models.BooleanField(_("可发送影像"), default=False, help_text=_("C-STORE、MPPS 与存储确认"))
+    may_query = models.BooleanField(_("可查询"), default=False, help_text=_("C-FIND：检查查询与工作列表"))
+    may_retrieve = models.BooleanField(_("可调阅"), default=False, help_text=_("C-MOVE 与 C-GET"))
+    is_move_destination = models.BooleanField(
+        _("可作为 C-MOVE 目的地"), default=False, help_text=_("须填写主机地址与端口")
+    )
+    is_active = models.BooleanField(_("启用"), default=True)
+
+    class Meta:
+        verbose_name = _("DICOM 应用实体")
+        verbose_name_plural = _("DICOM 应用实体")
+        ordering = ["facility__pinyin", "ae_title"]
+
+    def __str__(self) -> str:
+        return f"{self.ae_title} ({self.facility.short_name} {self.get_role_display()})"
+
+    def clean(self) -> None:
+        self.ae_title = self.ae_title.strip().upper()
+        errors: dict[str, Any] = {}
+        if self.role == self.Role.CONSOLE and self.modality_id is None:
+            errors["role"] = _("检查设备的应用实体由“检查设备”登记。")
+        if self.role != self.Role.CONSOLE and self.modality_id is not None:
+            errors["role"] = _("关联检查设备的应用实体角色须为检查设备。")
+        if self.may_store and self.modality_id is None:
+            # Every stored study is filed under the console that sent it.
+            errors["may_store"] = _("只有检查设备可发送影像。")
+        if self.is_move_destination and (not self.host or not self.port):
+            errors["is_move_destination"] = _("C-MOVE 目的地须有主机地址与端口。")
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def is_console(self) -> bool:
+        return self.role == self.Role.CONSOLE
+
+    @property
+    def network_address(self) -> tuple[str, int | None]:
+        """Where the entity listens (and, with DICOM_CHECK_PEER_ADDRESS, the host it must
+        call from): a console's are its modality's."""
+        if self.modality is not None:
+            return self.modality.host, self.modality.port
+        return self.host, self.port
 
 
 # The type checker cannot build the manager of ApiToken's relation (knox is untyped).

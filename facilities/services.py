@@ -15,7 +15,7 @@ from django.db.models import Case, F, Model, Q, QuerySet, Value, When
 from django.http import HttpRequest
 from django.utils import timezone
 
-from facilities.models import ApiToken, AuditEvent, Facility, LoginThrottle, Modality, User
+from facilities.models import ApiToken, ApplicationEntity, AuditEvent, Facility, LoginThrottle, Modality, User
 
 
 def modality_for_ae_title(ae_title: str) -> Modality | None:
@@ -24,6 +24,34 @@ def modality_for_ae_title(ae_title: str) -> Modality | None:
     if not title:
         return None
     return Modality.objects.select_related("facility").filter(ae_title=title, is_active=True).first()
+
+
+def application_entity_for_ae_title(ae_title: str) -> ApplicationEntity | None:
+    """The registered application entity that calls itself ae_title, with its facility
+    and its console's modality, if it may connect now: it is active, its facility is, and
+    a console's modality is. None otherwise."""
+    title = ae_title.strip().upper()
+    if not title:
+        return None
+    entity = (
+        ApplicationEntity.objects.select_related("facility", "modality", "modality__facility")
+        .filter(ae_title=title, is_active=True, facility__is_active=True)
+        .first()
+    )
+    if entity is None or (entity.modality is not None and not entity.modality.is_active):
+        return None
+    return entity
+
+
+def move_destination(ae_title: str) -> ApplicationEntity | None:
+    """The registered, active move destination called ae_title, or None."""
+    entity = application_entity_for_ae_title(ae_title)
+    if entity is None or not entity.is_move_destination:
+        return None
+    host, port = entity.network_address
+    if not host or not port:
+        return None
+    return entity
 
 
 def county_hospital() -> Facility | None:

@@ -23,6 +23,7 @@ from tests.factories import PASSWORD, make_user
 REGISTERED = [
     "facilities_facility",
     "facilities_modality",
+    "facilities_applicationentity",
     "facilities_user",
     "facilities_rostershift",
     "facilities_auditevent",
@@ -77,6 +78,7 @@ def records(township, ct_modality, radiologist, county):
     return {
         "facilities_facility": township,
         "facilities_modality": ct_modality,
+        "facilities_applicationentity": ct_modality.application_entity,
         "facilities_user": radiologist,
         "facilities_rostershift": shift,
         "facilities_auditevent": event,

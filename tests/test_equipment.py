@@ -130,7 +130,6 @@ def refused(response: Dataset, ds: Dataset, words: str) -> None:
 def test_every_storage_class_is_accepted_and_other_classes_are_refused(receiver, ct_modality):
     assert len(STORAGE_SOP_CLASSES) == 170 + len(RETIRED_STORAGE_CLASSES)
     others = [
-        PatientRootQueryRetrieveInformationModelFind,
         BasicFilmSession,
         "1.2.826.0.1.3680043.9.7433.1.1",  # a private class nobody registered
         "1.2.840.10008.5.1.4.38.1",  # Hanging Protocol Storage: non-patient, no study to file under
@@ -151,6 +150,30 @@ def test_every_storage_class_is_accepted_and_other_classes_are_refused(receiver,
         assoc.release()
     assert set(STORAGE_SOP_CLASSES) <= accepted
     assert {str(other) for other in others} <= rejected
+
+
+def test_query_retrieve_and_commitment_are_accepted_and_other_query_models_refused(receiver, ct_modality):
+    entity = ct_modality.application_entity
+    entity.may_retrieve = True
+    entity.save()
+    services = [
+        PatientRootQueryRetrieveInformationModelFind,
+        "1.2.840.10008.5.1.4.1.2.2.2",  # Study Root MOVE
+        "1.2.840.10008.5.1.4.1.2.2.3",  # Study Root GET
+        "1.2.840.10008.1.20.1",  # Storage Commitment Push Model
+    ]
+    others = [
+        "1.2.840.10008.5.1.4.1.2.4.2",  # Composite Instance Root Retrieve - MOVE
+        "1.2.840.10008.5.1.4.1.2.5.3",  # Composite Instance Retrieve Without Bulk Data - GET
+        "1.2.840.10008.1.20.2",  # Storage Commitment Pull Model (retired)
+    ]
+    ae = client_ae(ct_modality.ae_title, [(abstract, [ExplicitVRLittleEndian]) for abstract in [*services, *others]])
+    assoc = ae.associate(*receiver, ae_title=CALLED)
+    assert assoc.is_established
+    accepted = {str(context.abstract_syntax) for context in assoc.accepted_contexts}
+    assoc.release()
+    assert set(services) <= accepted
+    assert not set(others) & accepted
 
 
 def test_each_transfer_syntax_is_accepted_on_its_own(receiver, ct_modality):

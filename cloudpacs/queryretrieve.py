@@ -1,0 +1,355 @@
+"""Services of the archive's DIMSE query/retrieve and storage commitment: which studies,
+series and instances a registered application entity finds and retrieves, what a
+retrieve records in the audit trail, and which instances are durably stored.
+
+The receiver (dicomnode.queryretrieve, dicomnode.commitment) parses the DICOM identifiers
+and hands their keys here. The scope is `facilities.access.studies_for_entity`, the same
+rule as the pages and DICOMweb; the matching is DICOMweb's (cloudpacs.dicomweb.qido), so
+a C-FIND and a QIDO-RS search with the same keys find the same studies."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import time
+from typing import Any
+
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from cloudpacs import storage
+from cloudpacs.dicomweb import qido
+from cloudpacs.dicomweb.http import DicomwebError
+from cloudpacs.models import Instance, Patient, Series, Study
+from facilities.access import studies_for_entity
+from facilities.models import ApplicationEntity
+from facilities.services import audit
+
+logger = logging.getLogger("cloudpacs.queryretrieve")
+
+PATIENT, STUDY, SERIES, IMAGE = "PATIENT", "STUDY", "SERIES", "IMAGE"
+LEVELS = (PATIENT, STUDY, SERIES, IMAGE)
+STUDY_RETRIEVED = "cloudpacs.study.retrieved"
+COMMITMENT_REPORTED = "cloudpacs.storage_commitment.reported"
+
+# The unique key of each level (PS3.4 C.3), by tag as the matching tables name them.
+UNIQUE_KEYS = {PATIENT: "00100020", STUDY: "0020000D", SERIES: "0020000E", IMAGE: "00080018"}
+PATIENT_KEYS = {"00100010", "00100020", "00100030", "00100040"}
+# At most this many instances in one C-MOVE or C-GET: its response counts sub-operations
+# in a US (PS3.4 C.4.2.3), and a retrieve of more is asked for in parts.
+MAX_RETRIEVE = 65535
+
+# Failure reasons of a Storage Commitment's Failed SOP Sequence (PS3.4 J.3.3.1.1).
+NO_SUCH_OBJECT_INSTANCE = 0x0112
+CLASS_INSTANCE_CONFLICT = 0x0119
+PROCESSING_FAILURE = 0x0110
+
+
+class QueryError(ValueError):
+    """A query or retrieve identifier that cannot be answered as given."""
+
+
+@dataclass
+class ArchiveQuery:
+    """The matching keys of a C-FIND, C-MOVE or C-GET identifier: {tag: value} as DICOM
+    text (multiple values joined by backslash), the level and the information model."""
+
+    level: str
+    keys: dict[str, str] = field(default_factory=dict)
+    patient_root: bool = False
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise QueryError(f"Query/Retrieve Level {self.level!r} is not one of {', '.join(LEVELS)}")
+        if self.level == PATIENT and not self.patient_root:
+            raise QueryError("the Study Root information model has no PATIENT level")
+
+
+# --- Matching ---------------------------------------------------------------------------
+
+STUDY_TIME = "00080030"
+
+
+def _condition(query: ArchiveQuery, study_prefix: str, series_prefix: str, *, upto: str) -> Q:
+    """The keys of the levels down to `upto` as one condition on the queried model."""
+    tables: dict[str, tuple[str, qido.Builder]] = dict(qido.STUDY_KEYS)
+    if LEVELS.index(upto) >= LEVELS.index(SERIES):
+        tables.update(qido.SERIES_KEYS)
+    if upto == IMAGE:
+        tables.update(qido.INSTANCE_KEYS)
+    condition = Q()
+    try:
+        for tag, value in query.keys.items():
+            if not value or tag not in tables:
+                continue
+            condition &= tables[tag][1](study_prefix, series_prefix, value)
+        if query.keys.get(STUDY_TIME):
+            condition &= _time_match(f"{study_prefix}study_time", query.keys[STUDY_TIME])
+    except DicomwebError as exc:
+        raise QueryError(str(exc.args[0] if exc.args else exc)) from None
+    return condition
+
+
+def _parse_time(text: str) -> time:
+    digits = text.strip().replace(":", "").split(".")[0]
+    if not digits.isdigit() or len(digits) % 2 or len(digits) > 6:
+        raise QueryError(f"time {text!r} is not HHMMSS")
+    parts = [int(digits[i : i + 2]) for i in range(0, len(digits), 2)] + [0, 0]
+    try:
+        return time(parts[0], parts[1], parts[2])
+    except ValueError:
+        raise QueryError(f"time {text!r} is not HHMMSS") from None
+
+
+def _time_match(path: str, value: str) -> Q:
+    """Single time or range (PS3.4 C.2.2.2.5), on its own: a combined date and time range
+    is matched on each separately."""
+    value = value.strip()
+    if "-" not in value:
+        return Q(**{path: _parse_time(value)})
+    low, high = value.split("-", 1)
+    condition = Q()
+    if low.strip():
+        condition &= Q(**{f"{path}__gte": _parse_time(low)})
+    if high.strip():
+        condition &= Q(**{f"{path}__lte": _parse_time(high)})
+    return condition
+
+
+def scoped_studies(entity: ApplicationEntity) -> QuerySet[Study]:
+    return studies_for_entity(entity)
+
+
+STUDY_FIELDS = (*qido.STUDY_FIELDS, "pk")
+SERIES_FIELDS = (
+    "pk",
+    "series_uid",
+    "modality",
+    "series_number",
+    "description",
+    "body_part_examined",
+    "station_name",
+    "institution_name",
+    "manufacturer",
+    "number_of_instances",
+)
+INSTANCE_FIELDS = (
+    "pk",
+    "sop_instance_uid",
+    "sop_class_uid",
+    "instance_number",
+    "transfer_syntax_uid",
+    "rows",
+    "columns",
+    "number_of_frames",
+)
+PATIENT_FIELDS = (
+    "pk",
+    "patient_id",
+    "issuer",
+    "name_alphabetic",
+    "name_ideographic",
+    "name_phonetic",
+    "birth_date",
+    "sex",
+)
+
+
+def _prefixed(prefix: str, names: tuple[str, ...]) -> list[str]:
+    return [f"{prefix}{name}" for name in names]
+
+
+def find(entity: ApplicationEntity, query: ArchiveQuery) -> Iterator[dict[str, Any]]:
+    """The rows a C-FIND at `query.level` matches within the entity's scope, as dicts of
+    values (study fields named as in qido.STUDY_FIELDS; series and instance fields
+    prefixed `series__` and `instance__`), newest study first. Read as the caller
+    iterates, in chunks, so a wide query streams instead of loading every row."""
+    studies = scoped_studies(entity)
+    if query.level == PATIENT:
+        yield from _find_patients(studies, query)
+        return
+    if query.level == STUDY:
+        queryset: QuerySet[Any] = studies.filter(_condition(query, "", "", upto=STUDY))
+        rows = queryset.order_by("-study_date", "-study_time", "-pk").values(*STUDY_FIELDS)
+        yield from rows.iterator(chunk_size=200)
+        return
+    if query.level == SERIES:
+        series = Series.objects.filter(study__in=studies.values("pk")).filter(
+            _condition(query, "study__", "", upto=SERIES)
+        )
+        names = [*_prefixed("study__", STUDY_FIELDS), *SERIES_FIELDS]
+        for row in series.order_by("study_id", "series_number", "pk").values(*names).iterator(chunk_size=200):
+            yield _renamed(row, "study__", "series__")
+        return
+    instances = Instance.objects.filter(series__study__in=studies.values("pk")).filter(
+        _condition(query, "series__study__", "series__", upto=IMAGE)
+    )
+    names = [*_prefixed("series__study__", STUDY_FIELDS), *_prefixed("series__", SERIES_FIELDS), *INSTANCE_FIELDS]
+    ordered = instances.order_by("series__study_id", "series_id", "instance_number", "pk")
+    for row in ordered.values(*names).iterator(chunk_size=500):
+        yield _renamed_instance(row)
+
+
+def _renamed(row: dict[str, Any], study_prefix: str, own_prefix: str) -> dict[str, Any]:
+    """Study fields without their path, the level's own with `own_prefix`."""
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if name.startswith(study_prefix):
+            out[name[len(study_prefix) :]] = value
+        else:
+            out[f"{own_prefix}{name}"] = value
+    return out
+
+
+def _renamed_instance(row: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if name.startswith("series__study__"):
+            out[name[len("series__study__") :]] = value
+        elif name.startswith("series__"):
+            out[name] = value
+        else:
+            out[f"instance__{name}"] = value
+    return out
+
+
+def _find_patients(studies: QuerySet[Study], query: ArchiveQuery) -> Iterator[dict[str, Any]]:
+    """Patients with at least one study in scope; their counts are of those studies."""
+    condition = Q()
+    patient_keys = {tag: value for tag, value in query.keys.items() if tag in PATIENT_KEYS}
+    try:
+        for tag, value in patient_keys.items():
+            if value:
+                condition &= qido.STUDY_KEYS[tag][1]("", "", value)
+    except DicomwebError as exc:
+        raise QueryError(str(exc.args[0] if exc.args else exc)) from None
+    # The study-level builders name the patient's fields through `patient__`: match the
+    # studies, and answer their patients.
+    in_scope = studies.filter(condition)
+    counted = in_scope.filter(patient=OuterRef("pk")).order_by().values("patient").annotate(studies=Count("pk"))
+    patients = Patient.objects.filter(pk__in=in_scope.values("patient_id")).annotate(
+        related_studies=Subquery(counted.values("studies")[:1])
+    )
+    rows = patients.order_by("patient_id", "pk").values(*PATIENT_FIELDS, "related_studies")
+    for row in rows.iterator(chunk_size=200):
+        out = {f"patient__{name}": row[name] for name in PATIENT_FIELDS if name != "pk"}
+        out["patient__pk"] = row["pk"]
+        out["related_studies"] = row["related_studies"] or 0
+        yield out
+
+
+# --- Retrieve ---------------------------------------------------------------------------
+
+
+@dataclass
+class RetrieveItem:
+    """One instance to send: what the C-STORE sub-operation needs, and its study."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    storage_key: str
+    study_pk: int
+
+
+def instances_to_retrieve(entity: ApplicationEntity, query: ArchiveQuery) -> list[RetrieveItem]:
+    """The instances a C-MOVE or C-GET at `query.level` asks for, within the entity's
+    scope. The level's unique key (or one above it) must be given: a retrieve names what
+    it wants (PS3.4 C.4.2.1.4)."""
+    upper = LEVELS[: LEVELS.index(query.level) + 1]
+    if not any(query.keys.get(UNIQUE_KEYS[level]) for level in upper if level != PATIENT or query.patient_root):
+        raise QueryError(f"a {query.level} retrieve needs its unique key ({UNIQUE_KEYS[query.level]})")
+    studies = scoped_studies(entity)
+    unique = {tag: value for tag, value in query.keys.items() if tag in UNIQUE_KEYS.values() and value and value != "*"}
+    restricted = ArchiveQuery(IMAGE, unique, patient_root=True)
+    instances = Instance.objects.filter(series__study__in=studies.values("pk")).filter(
+        _condition(restricted, "series__study__", "series__", upto=IMAGE)
+    )
+    rows = instances.order_by("series__study_id", "series_id", "instance_number", "pk").values_list(
+        "sop_class_uid", "sop_instance_uid", "transfer_syntax_uid", "storage_key", "series__study_id"
+    )
+    found = [RetrieveItem(*row) for row in rows[: MAX_RETRIEVE + 1]]
+    if len(found) > MAX_RETRIEVE:
+        raise QueryError(f"more than {MAX_RETRIEVE} instances match; retrieve them in parts")
+    return found
+
+
+def read_instance(item: RetrieveItem) -> Dataset:
+    """The stored instance as pydicom reads it, through the storage module (local disk or
+    the object store)."""
+    with storage.open_key(item.storage_key) as stream:
+        return dcmread(stream)
+
+
+def record_retrieval(entity: ApplicationEntity, items: list[RetrieveItem], *, via: str, destination: str = "") -> None:
+    """One audit entry per study retrieved: who (the calling AE title), how (C-MOVE to a
+    destination, or C-GET) and how many instances."""
+    per_study: dict[int, int] = {}
+    for item in items:
+        per_study[item.study_pk] = per_study.get(item.study_pk, 0) + 1
+    for study in Study.objects.filter(pk__in=per_study).select_related("facility"):
+        audit(
+            STUDY_RETRIEVED,
+            obj=study,
+            facility=study.facility,
+            via=via,
+            calling_ae=entity.ae_title,
+            destination=destination,
+            instances=per_study[study.pk],
+        )
+
+
+# --- Storage commitment -----------------------------------------------------------------
+
+
+@dataclass
+class CommitmentResult:
+    committed: list[tuple[str, str]] = field(default_factory=list)
+    # (SOP Class UID, SOP Instance UID, failure reason)
+    failed: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+def commitment(entity: ApplicationEntity, transaction_uid: str, references: list[tuple[str, str]]) -> CommitmentResult:
+    """Which of the referenced instances the archive holds durably for the entity's
+    facility: indexed with the same SOP Class, and the file in the store with its size.
+    An instance of another facility is "no such object instance", as one never stored."""
+    uids = [uid for _, uid in references]
+    stored = {
+        row["sop_instance_uid"]: row
+        for row in Instance.objects.filter(sop_instance_uid__in=uids, series__study__facility_id=entity.facility_id)
+        .values("sop_instance_uid", "sop_class_uid", "storage_key", "size")
+        .iterator(chunk_size=500)
+    }
+    result = CommitmentResult()
+    for class_uid, uid in references:
+        row = stored.get(uid)
+        if row is None:
+            result.failed.append((class_uid, uid, NO_SUCH_OBJECT_INSTANCE))
+        elif row["sop_class_uid"] != class_uid:
+            result.failed.append((class_uid, uid, CLASS_INSTANCE_CONFLICT))
+        elif not _durable(row["storage_key"], row["size"]):
+            result.failed.append((class_uid, uid, PROCESSING_FAILURE))
+        else:
+            result.committed.append((class_uid, uid))
+    audit(
+        COMMITMENT_REPORTED,
+        object_type="dicom.storage_commitment",
+        object_id=transaction_uid[:128],
+        facility=entity.facility,
+        calling_ae=entity.ae_title,
+        committed=len(result.committed),
+        failed=len(result.failed),
+    )
+    return result
+
+
+def _durable(key: str, size: int) -> bool:
+    """The file is in the store (on disk, or acknowledged by the object store) with the
+    size indexed."""
+    try:
+        return storage.size_of(key) == size
+    except Exception:
+        # Not there, or the store cannot be asked: not committed now; the console asks again.
+        return False

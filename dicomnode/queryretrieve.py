@@ -1,0 +1,323 @@
+"""The receiver's Query/Retrieve services (PS3.4 C): C-FIND, C-MOVE and C-GET on the
+Patient Root and Study Root information models, for registered workstations, archives
+and consoles.
+
+As for the worklist, the handlers only parse and hand off: the identifier's keys become an
+`ArchiveQuery` that `cloudpacs.queryretrieve` answers within the calling entity's scope
+(a township's entity: its own studies; the county's: the studies sent for reading). The
+DICOM side (levels, return keys, character sets, statuses, the sub-operations) stays here.
+
+C-FIND statuses: 0xFF00 pending, one per match; 0x0000 done; 0xFE00 cancelled; 0xC000
+unable to process (level or key malformed); 0xA700 out of resources (index unavailable);
+0x0124 not authorized (an entity without the query permission).
+C-MOVE: 0xA801 move destination unknown (not a registered move destination); 0xC514
+unable to process (an identifier that names nothing to retrieve); then pynetdicom's
+sub-operation statuses (0xFF00 pending, 0x0000, 0xB000 warning, 0xA702 all failed).
+C-GET: the same sub-operations on the association itself; 0xC000 / 0x0124 refusals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import date, time
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.presentation import PresentationContext, build_context
+
+from cloudpacs import queryretrieve as archive_qr
+from dicomnode import permits, worklist
+from facilities.services import move_destination
+
+logger = logging.getLogger("dicomnode")
+
+PENDING = 0xFF00
+SUCCESS = 0x0000
+CANCELLED = 0xFE00
+UNABLE_TO_PROCESS = 0xC000
+OUT_OF_RESOURCES = 0xA700
+
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+FIND_SOP_CLASSES = [PATIENT_ROOT_FIND, STUDY_ROOT_FIND]
+RETRIEVE_SOP_CLASSES = [PATIENT_ROOT_MOVE, PATIENT_ROOT_GET, STUDY_ROOT_MOVE, STUDY_ROOT_GET]
+SOP_CLASSES = [*FIND_SOP_CLASSES, *RETRIEVE_SOP_CLASSES]
+PATIENT_ROOT = {PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET}
+
+NATIVE = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+# PS3.8 9.3.2.2: odd presentation context IDs 1 to 255.
+MAX_CONTEXTS = 128
+
+
+def _entity(event: evt.Event) -> Any:
+    return permits.entity(event)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(item) for item in value)
+    return str(value).strip()
+
+
+def parse_identifier(identifier: Dataset, sop_class: str) -> tuple[archive_qr.ArchiveQuery, str]:
+    """The level and matching keys of a C-FIND/C-MOVE/C-GET identifier ({tag: text}, tags
+    as eight hex digits), and the character set to answer in."""
+    charset = worklist.answer_charset(identifier)
+    level = _text(identifier.get("QueryRetrieveLevel")).upper()
+    keys: dict[str, str] = {}
+    for element in identifier:
+        if element.tag.group in (0x0008,) and element.tag.element in (0x0005, 0x0052):
+            continue
+        if element.VR == "SQ":
+            continue
+        if element.keyword == "PatientName":
+            value = worklist.query_patient_name(identifier, charset)
+        else:
+            value = _text(element.value)
+        keys[f"{element.tag:08X}"] = value
+    return archive_qr.ArchiveQuery(level, keys, patient_root=sop_class in PATIENT_ROOT), charset
+
+
+# --- Answers ------------------------------------------------------------------------------
+
+
+def _da(value: date | None) -> str:
+    return value.strftime("%Y%m%d") if value else ""
+
+
+def _tm(value: time | None) -> str:
+    return value.strftime("%H%M%S") if value else ""
+
+
+def _pn(alphabetic: str, ideographic: str, phonetic: str) -> str:
+    groups = [alphabetic or "", ideographic or "", phonetic or ""]
+    while groups and not groups[-1]:
+        groups.pop()
+    return "=".join(groups)
+
+
+def _number(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def row_dataset(row: dict[str, Any], level: str) -> Dataset:
+    """Everything the archive answers about one match, at its level and those above."""
+    ds = Dataset()
+    ds.PatientName = _pn(
+        row["patient__name_alphabetic"], row["patient__name_ideographic"], row["patient__name_phonetic"]
+    )
+    ds.PatientID = row["patient__patient_id"]
+    ds.IssuerOfPatientID = row["patient__issuer"]
+    ds.PatientBirthDate = _da(row["patient__birth_date"])
+    ds.PatientSex = row["patient__sex"]
+    if level == archive_qr.PATIENT:
+        ds.NumberOfPatientRelatedStudies = _number(row["related_studies"])
+        return ds
+    ds.StudyDate = _da(row["study_date"])
+    ds.StudyTime = _tm(row["study_time"])
+    ds.AccessionNumber = row["accession_number"]
+    ds.StudyID = row["study_id"]
+    ds.StudyInstanceUID = row["study_uid"]
+    ds.StudyDescription = row["description"]
+    ds.ReferringPhysicianName = row["referring_physician"]
+    ds.ModalitiesInStudy = [code for code in row["modalities_in_study"].split("\\") if code]
+    ds.InstitutionName = row["institution_name"]
+    ds.NumberOfStudyRelatedSeries = _number(row["number_of_series"])
+    ds.NumberOfStudyRelatedInstances = _number(row["number_of_instances"])
+    if level == archive_qr.STUDY:
+        return ds
+    ds.Modality = row["series__modality"]
+    ds.SeriesInstanceUID = row["series__series_uid"]
+    ds.SeriesNumber = _number(row["series__series_number"])
+    ds.SeriesDescription = row["series__description"]
+    ds.BodyPartExamined = row["series__body_part_examined"]
+    ds.StationName = row["series__station_name"]
+    ds.Manufacturer = row["series__manufacturer"]
+    ds.NumberOfSeriesRelatedInstances = _number(row["series__number_of_instances"])
+    if level == archive_qr.SERIES:
+        return ds
+    ds.SOPInstanceUID = row["instance__sop_instance_uid"]
+    ds.SOPClassUID = row["instance__sop_class_uid"]
+    ds.InstanceNumber = _number(row["instance__instance_number"])
+    if row["instance__rows"] is not None:
+        ds.Rows = row["instance__rows"]
+        ds.Columns = row["instance__columns"]
+    ds.NumberOfFrames = _number(row["instance__number_of_frames"])
+    return ds
+
+
+def answer(query: Dataset, row: dict[str, Any], level: str, charset: str) -> Dataset:
+    """The query's return keys with our values (PS3.4 C.2.2.1.2), its level, and where
+    the match can be retrieved from."""
+
+    def build() -> Dataset:
+        full = row_dataset(row, level)
+        full.QueryRetrieveLevel = level
+        full.RetrieveAETitle = settings.DICOM_AE_TITLE
+        full.InstanceAvailability = "ONLINE"
+        projected = worklist.project(query, full)
+        projected.QueryRetrieveLevel = level
+        return projected
+
+    return worklist.encoded_answer(build, charset)
+
+
+# --- C-FIND -------------------------------------------------------------------------------
+
+
+def handle_find(event: evt.Event) -> Iterator[tuple[Any, Dataset | None]]:
+    """C-FIND, whichever information model: the worklist (dicomnode.worklist) or the
+    archive's Patient Root and Study Root models."""
+    sop_class = str(event.context.abstract_syntax)
+    if permits.permitted(event, permits.QUERY) is None:
+        service = "worklist queries" if sop_class == worklist.WORKLIST_FIND else "queries"
+        yield permits.refusal(event, service), None
+        return
+    if sop_class == worklist.WORKLIST_FIND:
+        yield from worklist.handle_find(event)
+        return
+    yield from _find(event, sop_class)
+
+
+def _find(event: evt.Event, sop_class: str) -> Iterator[tuple[Any, Dataset | None]]:
+    entity = _entity(event)
+    try:
+        identifier = event.identifier
+        query, charset = parse_identifier(identifier, sop_class)
+    except Exception as exc:
+        logger.warning("C-FIND from %s refused: %s", entity.ae_title, exc)
+        yield _failure(UNABLE_TO_PROCESS, str(exc)), None
+        return
+    count = 0
+    try:
+        for row in archive_qr.find(entity, query):
+            if event.is_cancelled:
+                logger.info("C-FIND from %s cancelled after %d matches", entity.ae_title, count)
+                yield CANCELLED, None
+                return
+            count += 1
+            yield PENDING, answer(identifier, row, query.level, charset)
+    except archive_qr.QueryError as exc:
+        logger.warning("C-FIND from %s refused: %s", entity.ae_title, exc)
+        yield _failure(UNABLE_TO_PROCESS, str(exc)), None
+        return
+    except DatabaseError:
+        logger.exception("C-FIND from %s: index unavailable", entity.ae_title)
+        connection.close()
+        yield OUT_OF_RESOURCES, None
+        return
+    logger.info("C-FIND %s from %s: %d matches", query.level, entity.ae_title, count)
+    yield SUCCESS, None
+
+
+def _failure(status: int, why: str) -> Dataset:
+    response = Dataset()
+    response.Status = status
+    response.ErrorComment = why.replace("\\", "/").encode("ascii", "replace").decode()[:64]
+    return response
+
+
+# --- C-MOVE and C-GET ---------------------------------------------------------------------
+
+
+def _retrieve_items(event: evt.Event, entity: Any) -> list[archive_qr.RetrieveItem]:
+    sop_class = str(event.context.abstract_syntax)
+    query, _charset = parse_identifier(event.identifier, sop_class)
+    return archive_qr.instances_to_retrieve(entity, query)
+
+
+UNREADABLE: Any = "unreadable"
+
+
+def _datasets(items: list[archive_qr.RetrieveItem], event: evt.Event) -> Iterator[tuple[int, Any]]:
+    """Each instance read from the store, as pynetdicom's sub-operation wants it."""
+    for item in items:
+        if event.is_cancelled:
+            yield CANCELLED, None
+            return
+        try:
+            dataset = archive_qr.read_instance(item)
+        except Exception as exc:
+            logger.warning("retrieve: instance %s could not be read: %s", item.sop_instance_uid, exc)
+            # Not a dataset: pynetdicom counts a failed sub-operation and goes on.
+            yield PENDING, UNREADABLE
+            continue
+        yield PENDING, dataset
+
+
+def destination_contexts(items: list[archive_qr.RetrieveItem]) -> list[PresentationContext]:
+    """The presentation contexts to propose to a move destination: each SOP class with
+    the transfer syntaxes its instances are stored in, and the native ones besides."""
+    wanted: dict[str, list[str]] = {}
+    for item in items:
+        syntaxes = wanted.setdefault(item.sop_class_uid, [])
+        if item.transfer_syntax_uid not in syntaxes:
+            syntaxes.append(item.transfer_syntax_uid)
+    contexts = []
+    for sop_class, syntaxes in wanted.items():
+        contexts.append(build_context(sop_class, list(dict.fromkeys([*syntaxes, *NATIVE]))))
+    return contexts[:MAX_CONTEXTS]
+
+
+def handle_move(event: evt.Event) -> Iterator[Any]:
+    """C-MOVE: the matching instances sent to a registered move destination over a new
+    association. pynetdicom wants the destination first, then the count, then each
+    dataset."""
+    entity = _entity(event)
+    request: Any = event.request
+    destination_title = str(request.MoveDestination or "").strip()
+    if entity is None or not entity.may_retrieve:
+        # The association policy offers no retrieve context to such an entity.
+        yield None, None
+        return
+    try:
+        items = _retrieve_items(event, entity)
+    except (archive_qr.QueryError, ValueError) as exc:
+        logger.warning("C-MOVE from %s refused: %s", entity.ae_title, exc)
+        raise
+    destination = move_destination(destination_title)
+    if destination is None:
+        logger.warning(
+            "C-MOVE from %s to %r refused: not a registered move destination", entity.ae_title, destination_title
+        )
+        yield None, None
+        return
+    host, port = destination.network_address
+    yield host, port, {"contexts": destination_contexts(items)} if items else {}
+    archive_qr.record_retrieval(entity, items, via="C-MOVE", destination=destination.ae_title)
+    logger.info(
+        "C-MOVE from %s: %d instances to %s (%s:%s)", entity.ae_title, len(items), destination.ae_title, host, port
+    )
+    yield len(items)
+    yield from _datasets(items, event)
+
+
+def handle_get(event: evt.Event) -> Iterator[Any]:
+    """C-GET: the matching instances sent back on the same association, over the storage
+    contexts the requester proposed with the SCP role."""
+    entity = _entity(event)
+    if entity is None or not entity.may_retrieve:
+        yield 1
+        yield permits.refusal(event, "retrieve"), None
+        return
+    try:
+        items = _retrieve_items(event, entity)
+    except (archive_qr.QueryError, ValueError) as exc:
+        logger.warning("C-GET from %s refused: %s", entity.ae_title, exc)
+        yield 1
+        yield _failure(UNABLE_TO_PROCESS, str(exc)), None
+        return
+    archive_qr.record_retrieval(entity, items, via="C-GET")
+    logger.info("C-GET from %s: %d instances", entity.ae_title, len(items))
+    yield len(items)
+    yield from _datasets(items, event)
