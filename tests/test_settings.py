@@ -34,6 +34,9 @@ def start_django(**env: str) -> subprocess.CompletedProcess[str]:
         ("CELERY_BROKER_URL", "amqp://guest@localhost//"),
         ("LANGUAGE_CODE", "fr"),
         ("DICOM_OVERWRITE_POLICY", "always"),
+        ("STORAGE_BACKEND", "ftp"),
+        ("S3_TIMEOUT", "soon"),
+        ("S3_ADDRESSING_STYLE", "sideways"),
     ],
 )
 def test_a_bad_value_stops_the_start_with_the_variables_name(variable, value):
@@ -41,6 +44,12 @@ def test_a_bad_value_stops_the_start_with_the_variables_name(variable, value):
     assert result.returncode != 0
     assert variable in result.stderr
     assert "ConfigError" in result.stderr
+
+
+def test_the_object_store_needs_a_bucket():
+    result = start_django(STORAGE_BACKEND="s3")
+    assert result.returncode != 0
+    assert "S3_BUCKET" in result.stderr
 
 
 def test_it_starts_with_nothing_configured(tmp_path):

@@ -17,6 +17,10 @@ maximum PDU.
 
     .venv/bin/python bench/ingest/run.py [--runs 3] [--memory-gb 3] [--only yunying-sqlite]
     .venv/bin/python bench/ingest/run.py --sets dx --parallel 1 --runs 1 --only yunying-sqlite --only storescp
+    .venv/bin/python bench/ingest/run.py --only yunying-sqlite --only yunying-sqlite-s3   # the object store beside disk
+
+yunying-sqlite-s3 is yunying-sqlite with STORAGE_BACKEND=s3 against moto's S3 server on
+loopback (a Python emulator, not a real store: it compares the code paths, not MinIO).
 
 It re-executes itself inside the namespace (needs root or user namespaces).
 """
@@ -24,6 +28,7 @@ It re-executes itself inside the namespace (needs root or user namespaces).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -314,6 +319,59 @@ def start_yunying_sqlite(workdir: Path) -> Callable[[Path, int], subprocess.Pope
     return start
 
 
+def start_object_store() -> str:
+    """moto's S3 server (the one the tests use: no S3-compatible server of Debian fits
+    this machine, docs/operations.md) on a free loopback port; its endpoint. Not in the
+    receiver's process tree, so not in its peak memory."""
+    port = free_port()
+    process = subprocess.Popen(
+        [PYTHON, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    atexit.register(stop, process)
+    wait_for_port(port, process)
+    return f"http://127.0.0.1:{port}"
+
+
+def start_yunying_sqlite_s3(workdir: Path) -> Callable[[Path, int], subprocess.Popen]:
+    """yunying-sqlite with STORAGE_BACKEND=s3: each run into a new bucket."""
+    import boto3
+
+    template = prepare_yunying_sqlite(workdir)
+    endpoint = start_object_store()
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",  # noqa: S106 (the emulator's)
+    )
+
+    def start(rundir: Path, port: int) -> subprocess.Popen:
+        database = rundir / "db.sqlite3"
+        shutil.copyfile(template, database)
+        bucket = f"bench-{rundir.name.lower().replace('_', '-')}"[:63]
+        client.create_bucket(Bucket=bucket)
+        env = {
+            **yunying_env(rundir, f"sqlite:///{database}"),
+            "STORAGE_BACKEND": "s3",
+            "S3_ENDPOINT_URL": endpoint,
+            "S3_BUCKET": bucket,
+            "S3_ACCESS_KEY_ID": "bench",
+            "S3_SECRET_ACCESS_KEY": "bench",
+        }
+        return subprocess.Popen(
+            [PYTHON, "manage.py", "dicomnode", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(rundir / "receiver.log", "w"),
+        )
+
+    return start
+
+
 def start_yunying_pg(workdir: Path) -> Callable[[Path, int], subprocess.Popen]:
     template = prepare_yunying_pg(workdir)
 
@@ -448,7 +506,7 @@ class Measure:
 
 def count_stored(receiver: str, rundir: Path) -> int:
     if receiver.startswith("yunying"):
-        if receiver == "yunying-sqlite":
+        if receiver.startswith("yunying-sqlite"):
             with sqlite3.connect(rundir / "db.sqlite3") as db:
                 return db.execute("SELECT count(*) FROM cloudpacs_instance").fetchone()[0]
         name = urlsplit((rundir / "database_url").read_text()).path.strip("/")
@@ -556,6 +614,8 @@ def main() -> None:
     print(f"load average at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
 
     receivers: list[Receiver] = [Receiver("yunying-sqlite", start_yunying_sqlite(workdir))]
+    if not args.only or "yunying-sqlite-s3" in args.only:
+        receivers.append(Receiver("yunying-sqlite-s3", start_yunying_sqlite_s3(workdir)))
     if Path(PG_SOCKET_DIR, ".s.PGSQL.5432").exists():
         receivers.append(Receiver("yunying-postgresql", start_yunying_pg(workdir)))
     if shutil.which("storescp"):

@@ -15,7 +15,11 @@ measuring work from then on). The whole stack is when every image of the series 
 decoded in the cache. Prints medians of --runs.
 
     bash scripts/build-viewer.sh
-    .venv/bin/python bench/viewer/run.py [--runs 5] [--only ct512,ct128,dx,us]
+    .venv/bin/python bench/viewer/run.py [--runs 5] [--only ct512,ct128,dx,us] [--storage local|s3|both]
+
+With --storage both, the images are also copied (manage.py storage_copy) to moto's S3
+server on loopback and a second gunicorn serves them from there (STORAGE_BACKEND=s3);
+each case is measured on one and then the other.
 
 Runs on a throwaway SQLite database and image store in a temporary directory unless
 DATABASE_URL is set.
@@ -245,6 +249,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", default="ct512,ct128,dx,us")
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument(
+        "--storage",
+        choices=["local", "s3", "both"],
+        default="local",
+        help="serve the images from local disk, the object store (moto's S3 server), or both side by side",
+    )
     args = parser.parse_args()
     cases = args.only.split(",")
     if not (ROOT / "static" / "viewer" / "viewer.js").exists():
@@ -272,35 +282,73 @@ def main() -> None:
     studies, session = seed(cases)
     print(f"stored {', '.join(studies)} in {time.monotonic() - started:.0f} s")
 
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            python,
-            "-m",
-            "gunicorn",
-            "cloudpacs.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(args.workers),
-            "--threads",
-            "4",
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        cwd=ROOT,
-    )
+    backends = ["local", "s3"] if args.storage == "both" else [args.storage]
+    envs = {"local": env}
+    helpers: list[subprocess.Popen] = []
+    if "s3" in backends:
+        # moto's S3 server (what the tests use; no S3-compatible server of Debian fits
+        # this machine): the images are copied there with storage_copy, so that both
+        # backends serve the same studies from the same index, side by side.
+        s3_port = free_port()
+        helpers.append(
+            subprocess.Popen(
+                [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        wait_port(s3_port)
+        s3_env = {
+            **env,
+            "S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
+            "S3_BUCKET": "viewer-bench",
+            "S3_ACCESS_KEY_ID": "bench",
+            "S3_SECRET_ACCESS_KEY": "bench",
+        }
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=s3_env["S3_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",  # noqa: S106 (the emulator's)
+        ).create_bucket(Bucket="viewer-bench")
+        copy_env = {**s3_env, "STORAGE_BACKEND": "local"}
+        subprocess.run([python, manage, "storage_copy", "--to", "s3", "--quiet"], check=True, env=copy_env, cwd=ROOT)
+        envs["s3"] = {**s3_env, "STORAGE_BACKEND": "s3"}
+
+    servers: dict[str, tuple[subprocess.Popen, int]] = {}
+    for backend in backends:
+        port = free_port()
+        servers[backend] = (
+            subprocess.Popen(
+                [
+                    python,
+                    "-m",
+                    "gunicorn",
+                    "cloudpacs.wsgi:application",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--workers",
+                    str(args.workers),
+                    "--threads",
+                    "4",
+                    "--log-level",
+                    "warning",
+                ],
+                env=envs[backend],
+                cwd=ROOT,
+            ),
+            port,
+        )
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        for _process, port in servers.values():
+            wait_port(port)
+        print(f"load average before: {' '.join(f'{value:.1f}' for value in os.getloadavg())} on {os.cpu_count()} CPUs")
         print(f"\nheadless Chromium (SwiftShader WebGL), gunicorn {args.workers}x4 on loopback, medians of {args.runs}")
         print(
-            f"{'case':<26}{'visible':>9}{'Cornerstone':>13}{'whole stack':>13}{'MB':>7}"
+            f"{'case':<31}{'visible':>9}{'Cornerstone':>13}{'whole stack':>13}{'MB':>7}"
             f"{'JS cached: visible':>20}{'Cornerstone':>13}{'stack':>9}"
         )
         names = {
@@ -310,21 +358,37 @@ def main() -> None:
             "us": "US cine 100 x 800x600",
         }
         for case in cases:
-            result = measure(f"http://127.0.0.1:{port}/viewer/{studies[case]}/", session, args.runs)
-            med = {key: statistics.median(values) for key, values in result.items()}
-            print(
-                f"{names[case]:<26}{med['visible']:>7.0f}ms{med['first']:>11.0f}ms{med['stack']:>11.0f}ms"
-                f"{med['mb']:>7.1f}{med['warm_visible']:>18.0f}ms{med['warm_first']:>11.0f}ms{med['warm_stack']:>7.0f}ms"
-            )
-            steps = [(key.removeprefix("step_"), value) for key, value in med.items() if key.startswith("step_")]
-            print("  cold, ms from navigation start: " + ", ".join(f"{name} {at:.0f}" for name, at in steps))
+            # Each case on each backend in turn, so that a change of the machine's load
+            # falls on both alike.
+            for backend, (_process, port) in servers.items():
+                result = measure(f"http://127.0.0.1:{port}/viewer/{studies[case]}/", session, args.runs)
+                med = {key: statistics.median(values) for key, values in result.items()}
+                label = f"{names[case]} ({backend})" if len(servers) > 1 else names[case]
+                print(
+                    f"{label:<31}{med['visible']:>7.0f}ms{med['first']:>11.0f}ms{med['stack']:>11.0f}ms"
+                    f"{med['mb']:>7.1f}{med['warm_visible']:>18.0f}ms{med['warm_first']:>11.0f}ms"
+                    f"{med['warm_stack']:>7.0f}ms"
+                )
+                steps = [(key.removeprefix("step_"), value) for key, value in med.items() if key.startswith("step_")]
+                print("  cold, ms from navigation start: " + ", ".join(f"{name} {at:.0f}" for name, at in steps))
+        print(f"load average after: {' '.join(f'{value:.1f}' for value in os.getloadavg())}")
     finally:
-        server.terminate()
+        for process in [*(process for process, _port in servers.values()), *helpers]:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_port(port: int) -> None:
+    for _ in range(300):
         try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
 
 
 if __name__ == "__main__":
