@@ -23,7 +23,7 @@ from pydicom.sequence import Sequence
 from pynetdicom import AE, build_role, evt
 
 from cloudpacs import queryretrieve as archive_qr
-from dicomnode import permits
+from dicomnode import permits, queryretrieve
 from facilities.models import ApplicationEntity
 
 logger = logging.getLogger("dicomnode")
@@ -173,7 +173,11 @@ def _report_on_new_association(
     ae.add_requested_context(STORAGE_COMMITMENT_PUSH)
     for attempt in range(1, NEW_ASSOCIATION_ATTEMPTS + 1):
         assoc = ae.associate(
-            host, port, ae_title=entity.ae_title, ext_neg=[build_role(STORAGE_COMMITMENT_PUSH, scp_role=True)]
+            host,
+            port,
+            ae_title=entity.ae_title,
+            ext_neg=[build_role(STORAGE_COMMITMENT_PUSH, scp_role=True)],
+            evt_handlers=queryretrieve.OPENED,
         )
         if assoc.is_established:
             try:

@@ -18,7 +18,9 @@ C-GET: the same sub-operations on the association itself; 0xC000 / 0x0124 refusa
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 from collections.abc import Iterator
 from datetime import date, time
 from typing import Any
@@ -269,6 +271,19 @@ def destination_contexts(items: list[archive_qr.RetrieveItem]) -> list[Presentat
     return contexts[:MAX_CONTEXTS]
 
 
+def no_delay(event: evt.Event) -> None:
+    """EVT_CONN_OPEN of an association the receiver opens (C-MOVE sub-operations, storage
+    commitment reports): Nagle's algorithm off, as on the connections it accepts. With it
+    on, each small message behind a larger one waits for the peer's delayed ACK (40 ms)."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+OPENED = [(evt.EVT_CONN_OPEN, no_delay)]
+
+
 def handle_move(event: evt.Event) -> Iterator[Any]:
     """C-MOVE: the matching instances sent to a registered move destination over a new
     association. pynetdicom wants the destination first, then the count, then each
@@ -293,7 +308,7 @@ def handle_move(event: evt.Event) -> Iterator[Any]:
         yield None, None
         return
     host, port = destination.network_address
-    yield host, port, {"contexts": destination_contexts(items)} if items else {}
+    yield host, port, {"contexts": destination_contexts(items), "evt_handlers": OPENED} if items else {}
     archive_qr.record_retrieval(entity, items, via="C-MOVE", destination=destination.ae_title)
     logger.info(
         "C-MOVE from %s: %d instances to %s (%s:%s)", entity.ae_title, len(items), destination.ae_title, host, port
