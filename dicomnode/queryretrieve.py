@@ -281,7 +281,7 @@ def no_delay(event: evt.Event) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-OPENED = [(evt.EVT_CONN_OPEN, no_delay)]
+OPENED: list[Any] = [(evt.EVT_CONN_OPEN, no_delay)]
 
 
 def handle_move(event: evt.Event) -> Iterator[Any]:
