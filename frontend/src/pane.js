@@ -9,7 +9,6 @@ import {
   absolute,
   fetchBulkData,
   fetchJson,
-  fetchSeriesList,
   frameRate,
   isVideo,
   lutDataFromInstance,
@@ -21,6 +20,18 @@ import { Tag, value } from './tags.js';
 import { readVoiLut } from './voilut.js';
 
 const { windowLevel } = utilities;
+
+// Where a slice lies along its own normal (mm): Image Position (Patient) projected on the
+// cross product of the Image Orientation (Patient) row and column directions. Scrolling two
+// panes together moves them the same distance through the patient.
+function slicePosition(json) {
+  const position = json[Tag.ImagePositionPatient]?.Value;
+  const orientation = json[Tag.ImageOrientationPatient]?.Value;
+  if (position?.length !== 3 || orientation?.length !== 6) return null;
+  const [r1, r2, r3, c1, c2, c3] = orientation.map(Number);
+  const normal = [r2 * c3 - r3 * c2, r3 * c1 - r1 * c3, r1 * c2 - r2 * c1];
+  return position.reduce((sum, coordinate, i) => sum + Number(coordinate) * normal[i], 0);
+}
 
 export class Pane {
   constructor(viewer, index, section) {
@@ -38,6 +49,7 @@ export class Pane {
     this.seriesUid = '';
     this.seriesList = [];
     this.imageIds = [];
+    this.positions = [];
     this.loaded = 0;
     this.failed = 0;
     this.firstImageMs = null;
@@ -45,6 +57,7 @@ export class Pane {
     this.generation = 0;
     this.element.addEventListener('contextmenu', (event) => event.preventDefault());
     this.element.addEventListener(Enums.Events.IMAGE_RENDERED, () => this.onRendered());
+    this.element.addEventListener(Enums.Events.STACK_NEW_IMAGE, () => this.onNewImage());
     this.section.addEventListener('pointerdown', () => viewer.activate(this));
   }
 
@@ -70,14 +83,31 @@ export class Pane {
     this.enabled = true;
   }
 
-  async openStudy(studyUid, seriesList) {
-    this.studyUid = studyUid;
-    this.seriesList =
-      seriesList ||
-      (await fetchSeriesList(this.viewer.root, studyUid));
-    this.seriesList.sort((a, b) => (Number(a.number) || 0) - (Number(b.number) || 0));
-    this.viewer.renderThumbnails();
-    if (this.seriesList.length) await this.openSeries(this.seriesList[0].uid);
+  // Shows a series of a study whose series the viewer has listed (viewer.studies).
+  async open(study, seriesUid) {
+    this.studyUid = study.uid;
+    this.seriesList = study.seriesList;
+    if (seriesUid === this.seriesUid && this.imageIds.length) return;
+    await this.openSeries(seriesUid);
+  }
+
+  // Nothing to hang here: the pane is emptied, and its viewport let go.
+  clear() {
+    this.generation += 1;
+    this.studyUid = '';
+    this.seriesUid = '';
+    this.seriesList = [];
+    this.imageIds = [];
+    this.positions = [];
+    this.loaded = 0;
+    this.failed = 0;
+    if (this.enabled) {
+      this.viewer.toolGroup.removeViewports(this.viewer.engine.id, this.viewportId);
+      this.viewer.engine.disableElement(this.viewportId);
+      this.enabled = false;
+    }
+    for (const corner of Object.keys(this.overlay)) if (this.overlay[corner]) this.overlay[corner].textContent = '';
+    this.setStatus('');
   }
 
   async openSeries(seriesUid) {
@@ -96,6 +126,7 @@ export class Pane {
     this.mark('metadata');
     sortInstances(instances);
     const imageIds = [];
+    const positions = [];
     const pending = [];
     let videos = 0;
     this.frameRate = null;
@@ -107,11 +138,13 @@ export class Pane {
         continue;
       }
       const frames = Number(value(json, Tag.NumberOfFrames) || 1);
+      const position = frames === 1 ? slicePosition(json) : null;
       if (frames > 1 && this.frameRate === null) this.frameRate = frameRate(json);
       for (let frame = 1; frame <= frames; frame++) {
         const imageId = `wadors:${absolute(`${base}/instances/${sop}/frames/${frame}`)}`;
         addInstanceMetadata(imageId, json);
         imageIds.push(imageId);
+        positions.push(position);
         if (frame === 1 && value(json, Tag.PhotometricInterpretation) === 'PALETTE COLOR') {
           pending.push(
             readPalette(json, fetchBulkData).catch((error) => console.warn('palette not read', imageId, error)),
@@ -131,6 +164,7 @@ export class Pane {
     await Promise.all(pending);
     if (generation !== this.generation) return;
     this.imageIds = imageIds;
+    this.positions = positions;
     this.enable();
     this.videos = videos;
     this.viewer.onSeriesOpened(this);
@@ -139,6 +173,8 @@ export class Pane {
       return;
     }
     const viewport = this.viewport;
+    this.shownIndex = 0;
+    this.syncTarget = null;
     this.mark('stack');
     await viewport.setStack(imageIds, 0);
     if (generation !== this.generation) return;
@@ -190,6 +226,19 @@ export class Pane {
     else if (this.failed) this.setStatus(`${this.viewer.label('failed')} ${this.failed}/${total}`);
     else if (this.loaded < total) this.setStatus(`${this.viewer.label('cached')} ${this.loaded}/${total}`);
     else this.setStatus('');
+  }
+
+  // The stack moved to another image: the viewer hears where from, for linked scrolling.
+  // A move the viewer itself asked for (syncTarget) is not passed on again.
+  onNewImage() {
+    const index = this.viewport?.getCurrentImageIdIndex();
+    const previous = this.shownIndex ?? index;
+    this.shownIndex = index;
+    if (this.syncTarget === index) {
+      this.syncTarget = null;
+      return;
+    }
+    this.viewer.onScrolled(this, index, previous);
   }
 
   onRendered() {

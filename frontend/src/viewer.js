@@ -11,6 +11,7 @@ import {
 } from '@cornerstonejs/tools';
 
 import { TOOL_NAMES, start } from './cornerstone.js';
+import { fetchSeriesList } from './dicomweb.js';
 import { Pane } from './pane.js';
 
 const { MouseBindings } = ToolEnums;
@@ -27,6 +28,14 @@ export class Viewer {
     this.thumbnailList = root.querySelector('[data-series-list]');
     this.panes = [...root.querySelectorAll('[data-pane]')].map((section, i) => new Pane(this, i, section));
     this.active = this.panes[0];
+    this.studies = new Map();
+    this.currentUid = '';
+    this.priorUid = '';
+    this.layout = root.dataset.layout || '1x1';
+    // Whether the layout became 1x2 only to show a prior (and goes back without one).
+    this.layoutForPrior = false;
+    this.sync = true;
+    this.links = null;
   }
 
   label(key) {
@@ -75,10 +84,25 @@ export class Viewer {
     if (document.body.classList.contains('viewer-page')) this.element.focus({ preventScroll: true });
     // Without a first image (an empty or failed series) the thumbnails still come.
     setTimeout(() => this.showThumbnails(), 5000);
+    this.currentUid = this.element.dataset.studyUid;
+    await this.loadStudy(this.currentUid, 'current', initialSeries.length ? initialSeries : null);
     const prior = this.element.dataset.priorStudyUid;
-    const opening = this.panes[0].openStudy(this.element.dataset.studyUid, initialSeries.length ? initialSeries : null);
     if (prior) await this.openPrior(prior);
-    await opening;
+    else await this.hang();
+  }
+
+  // A study's series, listed once (from the page's markup for the current study, else by
+  // QIDO-RS) and kept in this.studies for the thumbnails and the hanging.
+  async loadStudy(uid, role, seriesList) {
+    let study = this.studies.get(uid);
+    if (!study) {
+      const list = seriesList || (await fetchSeriesList(this.root, uid));
+      list.sort((a, b) => (Number(a.number) || 0) - (Number(b.number) || 0));
+      study = { uid, role, seriesList: list };
+      this.studies.set(uid, study);
+    }
+    study.role = role;
+    return study;
   }
 
   activate(pane) {
@@ -87,54 +111,199 @@ export class Viewer {
     for (const other of this.panes) other.section.classList.toggle('is-active', other === pane);
   }
 
+  // The panes a layout shows: 1x1 one, 1x2 two side by side, 2x2 four.
+  paneCount() {
+    return { '1x1': 1, '1x2': 2, '2x2': 4 }[this.layout] || 1;
+  }
+
+  async setLayout(layout) {
+    if (!['1x1', '1x2', '2x2'].includes(layout)) return;
+    this.layout = layout;
+    this.layoutForPrior = false;
+    await this.hang();
+  }
+
+  // The hanging: which series each pane shows. Without a prior, the current study's series
+  // in order (pane 1 keeps what the reader put in it); with a prior, the current study on
+  // the left and the prior on the right, row by row, each prior series beside the current
+  // series it matches (same modality and description, else same series number, else the
+  // same place in the list).
+  async hang() {
+    const count = Math.min(this.paneCount(), this.panes.length);
+    const panesElement = this.element.querySelector('[data-panes]');
+    panesElement.dataset.grid = this.layout;
+    for (const button of this.element.querySelectorAll('button[data-layout]')) {
+      button.setAttribute('aria-pressed', String(button.dataset.layout === this.layout));
+    }
+    const current = this.studies.get(this.currentUid);
+    const prior = this.priorUid ? this.studies.get(this.priorUid) : null;
+    const first = this.panes[0].seriesUid || current.seriesList[0]?.uid;
+    const currentSeries = [first, ...current.seriesList.map((s) => s.uid).filter((uid) => uid !== first)];
+    const plan = [];
+    if (prior) {
+      for (let row = 0; plan.length < count; row++) {
+        const uid = currentSeries[row];
+        plan.push(uid ? [current, uid] : null);
+        if (plan.length < count) plan.push(this.matchPrior(current, uid, prior, row));
+      }
+    } else {
+      for (let i = 0; i < count; i++) plan.push(currentSeries[i] ? [current, currentSeries[i]] : null);
+    }
+    for (const [index, pane] of this.panes.entries()) {
+      const shown = index < count;
+      pane.section.hidden = !shown;
+      if (!shown || !plan[index]) pane.clear();
+    }
+    if (this.panes.indexOf(this.active) >= count) this.activate(this.panes[0]);
+    // A new layout fits each image to its new pane.
+    this.engine.resize(true, false);
+    this.renderThumbnails();
+    const opening = [];
+    for (const [index, assignment] of plan.entries()) {
+      if (!assignment) continue;
+      const [study, seriesUid] = assignment;
+      const pane = this.panes[index];
+      if (pane.studyUid === study.uid && pane.seriesUid === seriesUid) continue;
+      opening.push(pane.open(study, seriesUid));
+    }
+    await Promise.all(opening);
+  }
+
+  matchPrior(current, seriesUid, prior, row) {
+    const list = prior.seriesList;
+    if (!list.length) return null;
+    const series = current.seriesList.find((s) => s.uid === seriesUid);
+    const same = (a, b) => a && b && a.modality === b.modality && a.description && a.description === b.description;
+    const found =
+      (series && list.find((s) => same(s, series))) ||
+      (series && series.number !== '' && list.find((s) => String(s.number) === String(series.number))) ||
+      list[Math.min(row, list.length - 1)];
+    return [prior, found.uid];
+  }
+
   async openPrior(studyUid) {
-    const pane = this.panes[1];
-    if (!pane) return;
     const select = this.element.querySelector('[data-prior]');
     if (select) select.value = studyUid;
-    if (!studyUid) {
-      pane.generation += 1;
-      pane.section.hidden = true;
-      pane.studyUid = '';
-      pane.seriesList = [];
-      this.activate(this.panes[0]);
-      this.renderThumbnails();
-      this.engine.resize(true, true);
-      return;
+    this.priorUid = studyUid || '';
+    if (studyUid) {
+      await this.loadStudy(studyUid, 'prior', null);
+      // The prior goes beside the current study: a single pane becomes two.
+      if (this.layout === '1x1') {
+        this.layout = '1x2';
+        this.layoutForPrior = true;
+      }
+      this.links = null;
+    } else if (this.layoutForPrior) {
+      this.layout = '1x1';
+      this.layoutForPrior = false;
     }
-    pane.section.hidden = false;
+    await this.hang();
+    if (studyUid && this.panes[1] && !this.panes[1].section.hidden) this.activate(this.panes[1]);
+  }
+
+  // Linked scrolling: while on, scrolling one pane moves every other shown pane the same
+  // distance through the patient (by slice positions; by the same fraction of the stack
+  // when a series has none), from where each pane was when they were linked.
+  setSync(on) {
+    this.sync = on;
+    this.links = null;
+    const button = this.element.querySelector('[data-action="sync"]');
+    if (button) button.setAttribute('aria-pressed', String(on));
+  }
+
+  onScrolled(pane, index, previous) {
+    if (!this.sync || !pane.imageIds.length) return;
+    const shown = this.panes.filter((p) => !p.section.hidden && p.imageIds.length && p.enabled);
+    if (shown.length < 2) return;
+    if (!this.links || shown.some((p) => this.links.get(p)?.seriesUid !== p.seriesUid)) {
+      // Linked now: each pane's present slice is where it stands against the others (the
+      // pane that moved, where it was before this move).
+      this.links = new Map(
+        shown.map((p) => [
+          p,
+          { seriesUid: p.seriesUid, index: p === pane ? previous : p.viewport.getCurrentImageIdIndex() },
+        ]),
+      );
+    }
+    const base = this.links.get(pane);
+    for (const other of shown) {
+      if (other === pane) continue;
+      const target = this.linkedIndex(pane, base.index, index, other, this.links.get(other).index);
+      const clamped = Math.max(0, Math.min(other.imageIds.length - 1, target));
+      if (clamped === other.viewport.getCurrentImageIdIndex()) continue;
+      other.syncTarget = clamped;
+      other.scrollTo(clamped);
+    }
+  }
+
+  linkedIndex(pane, baseIndex, index, other, otherBase) {
+    const from = pane.positions;
+    const to = other.positions;
+    if (from[index] != null && from[baseIndex] != null && to.length && to.every((p) => p != null)) {
+      const target = to[otherBase] + (from[index] - from[baseIndex]) * this.direction(from, to);
+      let best = 0;
+      for (let i = 1; i < to.length; i++) if (Math.abs(to[i] - target) < Math.abs(to[best] - target)) best = i;
+      return best;
+    }
+    const fraction = pane.imageIds.length > 1 ? (index - baseIndex) / (pane.imageIds.length - 1) : 0;
+    return Math.round(otherBase + fraction * (other.imageIds.length - 1));
+  }
+
+  // +1 when both stacks run the same way along the patient, -1 when one runs head to feet
+  // and the other feet to head, so that moving down in one moves down in the other.
+  direction(from, to) {
+    const a = Math.sign(from[from.length - 1] - from[0]) || 1;
+    const b = Math.sign(to[to.length - 1] - to[0]) || 1;
+    return a === b ? 1 : -1;
+  }
+
+  // Full screen: the viewer takes the whole screen (the Fullscreen API where the browser
+  // allows it, and a fixed layer over the page in any case); Escape or the button leaves.
+  toggleFullscreen() {
+    const on = !this.element.classList.contains('is-fullscreen');
+    this.element.classList.toggle('is-fullscreen', on);
+    document.body.classList.toggle('yv-fullscreen', on);
+    const button = this.element.querySelector('[data-action="fullscreen"]');
+    if (button) button.setAttribute('aria-pressed', String(on));
+    if (on && this.element.requestFullscreen && !document.fullscreenElement) {
+      this.element.requestFullscreen().catch(() => {});
+    } else if (!on && document.fullscreenElement === this.element) {
+      document.exitFullscreen().catch(() => {});
+    }
+    this.element.focus({ preventScroll: true });
     this.engine.resize(true, true);
-    this.activate(pane);
-    await pane.openStudy(studyUid, null);
   }
 
   renderThumbnails() {
     if (!this.thumbnailList) return;
     const list = this.thumbnailList;
     list.replaceChildren();
-    for (const pane of this.panes) {
-      if (!pane.studyUid) continue;
+    const studies = [this.studies.get(this.currentUid), this.priorUid && this.studies.get(this.priorUid)];
+    for (const study of studies) {
+      if (!study) continue;
       const group = document.createElement('div');
       group.className = 'yv-series-group';
-      if (this.panes.length > 1 && this.panes[1].studyUid) {
+      group.dataset.study = study.role;
+      if (this.priorUid) {
         const heading = document.createElement('div');
         heading.className = 'yv-series-heading';
-        heading.textContent = pane.index === 0 ? this.label('current') : this.label('prior');
+        heading.textContent = study.role === 'current' ? this.label('current') : this.label('prior');
         group.append(heading);
       }
-      for (const series of pane.seriesList) {
+      for (const series of study.seriesList) {
         const button = document.createElement('button');
         button.type = 'button';
         button.className = 'yv-thumb';
         button.dataset.seriesUid = series.uid;
-        button.dataset.forPane = pane.index;
-        if (series.uid === pane.seriesUid) button.classList.add('is-current');
+        const showing = this.panes.filter((p) => p.studyUid === study.uid && p.seriesUid === series.uid);
+        if (showing.length) button.classList.add('is-current');
+        button.dataset.inPanes = showing.map((p) => p.index).join(' ');
         const image = document.createElement('img');
         image.alt = '';
         image.loading = 'lazy';
         // Thumbnails are rendered by the server: asked for once the first image is up, so
         // that they do not compete with it.
-        image.dataset.src = `${this.root}/studies/${pane.studyUid}/series/${series.uid}/thumbnail?viewport=128,128`;
+        image.dataset.src = `${this.root}/studies/${study.uid}/series/${series.uid}/thumbnail?viewport=128,128`;
         if (this.thumbnailsWanted) image.src = image.dataset.src;
         image.addEventListener('error', () => image.remove(), { once: true });
         const caption = document.createElement('span');
@@ -146,10 +315,8 @@ export class Viewer {
         count.className = 'yv-thumb-count';
         count.textContent = series.count !== '' ? String(series.count) : '';
         button.append(image, caption, count);
-        button.addEventListener('click', () => {
-          this.activate(pane);
-          pane.openSeries(series.uid);
-        });
+        // A click hangs the series in the active pane.
+        button.addEventListener('click', () => this.active.open(study, series.uid));
         group.append(button);
       }
       list.append(group);
@@ -192,6 +359,14 @@ export class Viewer {
   }
 
   act(action) {
+    if (action === 'sync') {
+      this.setSync(!this.sync);
+      return;
+    }
+    if (action === 'fullscreen') {
+      this.toggleFullscreen();
+      return;
+    }
     const pane = this.active;
     const viewport = pane.viewport;
     if (!viewport) return;
@@ -290,6 +465,7 @@ export class Viewer {
       Home: () => pane.scrollTo(0),
       End: () => pane.scrollTo(pane.imageIds.length - 1),
       ' ': () => this.toggleCine(),
+      Escape: () => this.element.classList.contains('is-fullscreen') && this.toggleFullscreen(),
     };
     const presetKeys = [...this.element.querySelectorAll('[data-preset] option[data-key]')];
     const preset = presetKeys.find((option) => option.dataset.key === event.key);
@@ -315,6 +491,13 @@ export class Viewer {
     const fps = root.querySelector('[data-fps]');
     fps?.addEventListener('change', () => {
       if (this.cineTimer !== null) this.toggleCine(true);
+    });
+    for (const button of root.querySelectorAll('button[data-layout]')) {
+      button.addEventListener('click', () => this.setLayout(button.dataset.layout));
+    }
+    // Leaving the browser's full screen (Escape, F11) leaves the viewer's too.
+    document.addEventListener('fullscreenchange', () => {
+      if (!document.fullscreenElement && this.element.classList.contains('is-fullscreen')) this.toggleFullscreen();
     });
     const prior = root.querySelector('[data-prior]');
     prior?.addEventListener('change', () => this.openPrior(prior.value));
