@@ -65,6 +65,26 @@ class Patient(models.Model):
         return not self.patient_id
 
 
+class PatientIdentifier(models.Model):
+    """Another identifier of a patient, from the Other Patient IDs Sequence (0010,1002): a
+    value and the issuer that gave it. Where the issuer is one that every facility shares
+    (settings.SHARED_PATIENT_ID_ISSUERS, a national ID), the same value and issuer in two
+    facilities is the same person; a Patient ID alone never is (Patient IDs are per facility)."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="identifiers")
+    value = models.CharField(_("标识"), max_length=64)
+    issuer = models.CharField(_("签发者"), max_length=64)
+
+    class Meta:
+        verbose_name = _("患者其他标识")
+        verbose_name_plural = _("患者其他标识")
+        constraints = [models.UniqueConstraint(fields=["patient", "issuer", "value"], name="patient_identifier_unique")]
+        indexes = [models.Index(fields=["issuer", "value"], name="patient_identifier_lookup")]
+
+    def __str__(self) -> str:
+        return f"{self.issuer}:{self.value}"
+
+
 class Study(models.Model):
     class Status(models.TextChoices):
         RECEIVING = "receiving", _("接收中")

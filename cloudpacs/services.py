@@ -23,7 +23,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, F, QuerySet, Value, When
+from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.utils import timezone
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
@@ -40,6 +40,7 @@ from cloudpacs.models import (
     InstanceMetadata,
     InstanceVersion,
     Patient,
+    PatientIdentifier,
     PerformedProcedureStep,
     Series,
     Study,
@@ -82,6 +83,7 @@ INDEXED_TAGS = [
     "SeriesInstanceUID",
     "PatientID",
     "IssuerOfPatientID",
+    "OtherPatientIDsSequence",
     "PatientName",
     "PatientBirthDate",
     "PatientSex",
@@ -921,6 +923,7 @@ def _create_study(
             }
             if blanks:
                 Patient.objects.filter(pk=patient.pk).update(**blanks)
+    _record_identifiers(patient, ds.get("OtherPatientIDsSequence"))
     study, study_created = Study.objects.get_or_create(
         study_uid=tags.study_uid,
         defaults={
@@ -948,6 +951,46 @@ def _create_study(
         assert identity is not None
         _check_study_identity(tags, facility.pk, patient_id, issuer, name, list(identity), {})
     return study.pk, study_created
+
+
+def _record_identifiers(patient: Patient, sequence: Any) -> None:
+    """The patient's other identifiers with their issuers (Other Patient IDs Sequence), kept
+    once each. One without an issuer names nobody outside its facility and is not kept."""
+    found = set()
+    for item in sequence or []:
+        value = str(item.get("PatientID") or "").strip()[:64]
+        issuer = str(item.get("IssuerOfPatientID") or "").strip()[:64]
+        if value and issuer:
+            found.add((issuer, value))
+    if found:
+        PatientIdentifier.objects.bulk_create(
+            [PatientIdentifier(patient=patient, issuer=issuer, value=value) for issuer, value in sorted(found)],
+            ignore_conflicts=True,
+        )
+
+
+def same_patient_studies(study: Study) -> QuerySet[Study]:
+    """The other studies of the study's patient: those of the same facility's patient (its
+    Patient ID), and in any facility those of a patient who shares an identifier given by an
+    issuer every facility shares (settings.SHARED_PATIENT_ID_ISSUERS: a national ID as Patient
+    ID with that issuer, or in Other Patient IDs Sequence). Never by a Patient ID alone: two
+    townships' P0001 are two people. Not scoped to a user: callers intersect it with theirs."""
+    patient = study.patient
+    same = Q(patient=patient.pk)
+    shared = set(settings.SHARED_PATIENT_ID_ISSUERS)
+    if shared:
+        identities = {
+            (issuer, value)
+            for issuer, value in PatientIdentifier.objects.filter(patient=patient.pk, issuer__in=shared).values_list(
+                "issuer", "value"
+            )
+        }
+        if patient.patient_id and patient.issuer in shared:
+            identities.add((patient.issuer, patient.patient_id))
+        for issuer, value in identities:
+            same |= Q(patient__issuer=issuer, patient__patient_id=value)
+            same |= Q(patient__identifiers__issuer=issuer, patient__identifiers__value=value)
+    return Study.objects.filter(same).exclude(pk=study.pk).distinct()
 
 
 def _name_groups(name: str) -> list[str]:

@@ -192,6 +192,11 @@ DICOM_MAX_INSTANCE_BYTES = env_int("DICOM_MAX_INSTANCE_BYTES", 2 * 1024**3, mini
 # correction; other modalities are refused), any_source, or never (always refused).
 DICOM_OVERWRITE_POLICY = env_choice("DICOM_OVERWRITE_POLICY", "same_source", {"same_source", "any_source", "never"})
 STUDY_STABLE_SECONDS = env_float("STUDY_STABLE_SECONDS", 10.0, minimum=0.0)
+# Issuers of Patient ID whose identifiers name the same person in every facility (a
+# national ID, as the townships' systems write its issuer in Other Patient IDs Sequence or
+# as the Patient ID's own issuer). Only these link a patient's studies across facilities
+# (the priors beside a study); a bare Patient ID never does. Empty: no linking across.
+SHARED_PATIENT_ID_ISSUERS = env_list("SHARED_PATIENT_ID_ISSUERS", [])
 
 # The web server started by `manage.py platform`.
 WEB_HOST = env_str("WEB_HOST", "127.0.0.1")

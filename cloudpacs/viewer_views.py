@@ -11,6 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from cloudpacs.models import Study
+from cloudpacs.services import same_patient_studies
 from facilities.access import RADIOLOGIST, TECHNOLOGIST, role_required, studies_for
 from facilities.services import audit
 
@@ -26,8 +27,9 @@ def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, An
     partial still shows the study, with no prior pane."""
     # The same rule as the study page and /dicomweb/: facility-scoped, and for radiologists
     # the studies sent for reading; a prior the images could not be fetched for is not offered.
+    # The patient's other studies by the identity rules (cloudpacs.services.same_patient_studies).
     visible = studies_for(user)
-    priors = visible.filter(patient=study.patient).exclude(pk=study.pk).order_by("-study_date", "-study_time")
+    priors = visible.filter(pk__in=same_patient_studies(study).values("pk")).order_by("-study_date", "-study_time")
     prior = None
     if prior_uid:
         prior = get_object_or_404(visible, study_uid=prior_uid)

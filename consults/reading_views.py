@@ -26,7 +26,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cloudpacs.models import Study
-from cloudpacs.services import body_parts_for_kind
+from cloudpacs.services import body_parts_for_kind, same_patient_studies
 from cloudpacs.viewer_views import viewer_context
 from consults import delivery, services, workflow
 from consults.forms import ConsultRequestForm
@@ -42,7 +42,15 @@ from consults.models import (
 )
 from consults.pdf import render_report_pdf
 from consults.rules import Step, may_acknowledge
-from facilities.access import CLINICAL_ROLES, RADIOLOGIST, TECHNOLOGIST, consults_for, has_role, role_required
+from facilities.access import (
+    CLINICAL_ROLES,
+    RADIOLOGIST,
+    TECHNOLOGIST,
+    consults_for,
+    has_role,
+    role_required,
+    studies_for,
+)
 from facilities.models import ExamKind
 from facilities.services import audit
 
@@ -107,10 +115,12 @@ def reading_page(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
     series = list(study.series.all()) if study is not None else []
     priors = []
     if study is not None:
+        # The patient's earlier studies by the identity rules (the same facility's Patient ID,
+        # or across townships a shared national ID), as far as this user may open them.
         priors = list(
-            Study.objects.filter(patient=study.patient, facility=consult.facility)
-            .exclude(pk=study.pk)
-            .select_related("consult__report")
+            studies_for(user)
+            .filter(pk__in=same_patient_studies(study).values("pk"))
+            .select_related("consult__report", "facility")
             .order_by("-study_date", "-id")[:20]
         )
     prior_rows = []
