@@ -257,6 +257,42 @@ export class Viewer {
     return a === b ? 1 : -1;
   }
 
+  // MPR of the active pane's series: its code is fetched the first time (a chunk of its
+  // own), the panes give way to the three planes, and the slab box appears.
+  async toggleMpr() {
+    const panes = this.element.querySelector('[data-panes]');
+    const container = this.element.querySelector('[data-mpr]');
+    const slab = this.element.querySelector('[data-slab]');
+    const button = this.element.querySelector('[data-action="mpr"]');
+    if (!container) return;
+    if (this.mpr) {
+      this.mpr.close();
+      this.mpr = null;
+      container.hidden = true;
+      panes.hidden = false;
+      if (slab) slab.closest('label').hidden = true;
+      button?.setAttribute('aria-pressed', 'false');
+      this.engine.resize(true, false);
+      return;
+    }
+    const pane = this.active;
+    const { Mpr, canReformat } = await import('./mpr.js');
+    if (!canReformat(pane)) {
+      pane.setStatus(this.label('noMpr'));
+      return;
+    }
+    if (this.cineTimer !== null) this.toggleCine(false);
+    panes.hidden = true;
+    container.hidden = false;
+    if (slab) {
+      slab.value = '0';
+      slab.closest('label').hidden = false;
+    }
+    button?.setAttribute('aria-pressed', 'true');
+    this.mpr = new Mpr(this, pane);
+    await this.mpr.open(container);
+  }
+
   // Full screen: the viewer takes the whole screen (the Fullscreen API where the browser
   // allows it, and a fixed layer over the page in any case); Escape or the button leaves.
   toggleFullscreen() {
@@ -365,6 +401,10 @@ export class Viewer {
     }
     if (action === 'fullscreen') {
       this.toggleFullscreen();
+      return;
+    }
+    if (action === 'mpr') {
+      this.toggleMpr();
       return;
     }
     const pane = this.active;
@@ -499,6 +539,8 @@ export class Viewer {
     document.addEventListener('fullscreenchange', () => {
       if (!document.fullscreenElement && this.element.classList.contains('is-fullscreen')) this.toggleFullscreen();
     });
+    const slab = root.querySelector('[data-slab]');
+    slab?.addEventListener('change', () => this.mpr?.setSlab(Number(slab.value)));
     const prior = root.querySelector('[data-prior]');
     prior?.addEventListener('change', () => this.openPrior(prior.value));
     root.addEventListener('keydown', (event) => this.onKey(event));
