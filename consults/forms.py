@@ -7,8 +7,10 @@ from typing import Any
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from consults.models import Consult, Priority
+from cloudpacs.models import BodyPart
+from consults.models import Consult, Phrase, Priority, ReportLanguage
 from consults.rules import BAD_PRIORITY, TOO_FEW_BODY_PARTS, WorkflowError, check_request
+from facilities.models import ExamKind
 
 
 class ConsultSearchForm(forms.Form):
@@ -75,3 +77,45 @@ class ConsultRequestForm(forms.Form):
 
     def first_error(self) -> str:
         return next((str(message) for errors in self.errors.values() for message in errors), "")
+
+
+class ReportTemplateForm(forms.Form):
+    """A radiologist's own report template: the kind, the parts it is offered for (or a
+    label that names them), its name and text, and the report language."""
+
+    kind = forms.ChoiceField(label=_("检查类型"), choices=ExamKind.choices)
+    body_part = forms.CharField(label=_("检查部位"), max_length=32, strip=True)
+    parts = forms.ModelMultipleChoiceField(
+        label=_("适用部位"), required=False, queryset=BodyPart.objects.filter(is_active=True)
+    )
+    name = forms.CharField(label=_("名称"), max_length=64, strip=True)
+    findings = forms.CharField(label=_("影像所见"), required=False, strip=True, widget=forms.Textarea)
+    impression = forms.CharField(label=_("诊断意见"), strip=True, widget=forms.Textarea)
+    language = forms.ChoiceField(label=_("语言"), choices=ReportLanguage.choices, required=False)
+
+
+SHORTCUT_FORMAT = _("缩写只能由字母和数字组成。")
+
+
+class PhraseForm(forms.ModelForm):
+    """A phrase of the radiologist's own bank."""
+
+    class Meta:
+        model = Phrase
+        fields = ("shortcut", "text", "kind", "language")
+        widgets = {"text": forms.Textarea(attrs={"rows": 3})}
+
+    def clean_shortcut(self) -> str:
+        shortcut = (self.cleaned_data.get("shortcut") or "").strip()
+        if shortcut and not (shortcut.isascii() and shortcut.isalnum()):
+            raise forms.ValidationError(SHORTCUT_FORMAT)
+        return shortcut.lower()
+
+
+class PhraseDeleteForm(forms.Form):
+    phrase = forms.UUIDField()
+
+
+def first_error(form: forms.BaseForm) -> str:
+    """The first validation message of a form, for a page that shows one message."""
+    return next((str(message) for errors in form.errors.values() for message in errors), "")

@@ -12,6 +12,7 @@ from django.db.models import Case, F, IntegerField, Q, Value, When
 from django.utils.translation import gettext_lazy as _
 
 from cloudpacs.models import Study
+from consults.template_library import digest
 from facilities.models import ExamKind, Facility, Modality
 
 
@@ -214,14 +215,38 @@ class Addendum(models.Model):
         return f"{self.report_id} {self.created_at:%Y-%m-%d %H:%M}"
 
 
+class ReportLanguage(models.TextChoices):
+    """The languages a report text is written in: the interface's two."""
+
+    ZH_HANS = "zh-hans", _("中文")
+    EN = "en", _("英文")
+
+
+def report_language(language: str | None) -> str:
+    """The report language for an interface language code (en, en-us -> en; else Chinese)."""
+    return ReportLanguage.EN if (language or "").lower().startswith("en") else ReportLanguage.ZH_HANS
+
+
 class ReportTemplate(models.Model):
-    """A normal-findings text per modality and body part that a report starts from."""
+    """A normal-findings text per modality and body part that a report starts from.
+
+    The library's templates (consults.template_library) carry its key, the version they
+    were installed from and a digest of the text as installed: an upgrade rewrites a
+    template only while its text still matches that digest, so a hospital's edits stay."""
 
     name = models.CharField(_("名称"), max_length=64)
     kind = models.CharField(_("检查类型"), max_length=4, choices=ExamKind.choices)
+    # The label shown beside the name ("胸部", "四肢"); which studies it is offered for is `parts`.
     body_part = models.CharField(_("检查部位"), max_length=32)
+    parts = models.ManyToManyField(
+        "cloudpacs.BodyPart", blank=True, related_name="report_templates", verbose_name=_("适用部位")
+    )
+    language = models.CharField(_("语言"), max_length=8, choices=ReportLanguage.choices, default=ReportLanguage.ZH_HANS)
     findings = models.TextField(_("影像所见"))
     impression = models.TextField(_("诊断意见"))
+    library_key = models.CharField(_("模板库编号"), max_length=32, blank=True, db_index=True)
+    library_version = models.PositiveSmallIntegerField(_("模板库版本"), null=True, blank=True)
+    library_digest = models.CharField(_("安装时文本摘要"), max_length=64, blank=True, editable=False)
     # Null for the templates the platform ships with.
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -232,7 +257,7 @@ class ReportTemplate(models.Model):
         verbose_name=_("创建人"),
     )
     is_active = models.BooleanField(_("启用"), default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
 
     class Meta:
         verbose_name = _("报告模板")
@@ -241,6 +266,51 @@ class ReportTemplate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.body_part} {self.name}"
+
+    @property
+    def is_edited(self) -> bool:
+        """A library template whose text the hospital has changed since it was installed."""
+        return bool(self.library_key) and digest(self.name, self.findings, self.impression) != self.library_digest
+
+
+class Phrase(models.Model):
+    """A sentence a radiologist inserts into a report: their own (owner set) or the
+    department's (no owner, kept by administrators). Typed by its shortcut then Tab, or
+    found by searching its text on the reading page."""
+
+    uuid = models.UUIDField(_("标识"), default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="phrases",
+        verbose_name=_("所属医师"),
+        help_text=_("留空为全科室共用。"),
+    )
+    language = models.CharField(_("语言"), max_length=8, choices=ReportLanguage.choices, default=ReportLanguage.ZH_HANS)
+    kind = models.CharField(
+        _("检查类型"), max_length=4, choices=ExamKind.choices, blank=True, help_text=_("留空为不限。")
+    )
+    shortcut = models.CharField(
+        _("缩写"), max_length=16, blank=True, help_text=_("字母或数字，如 fjz；在报告中输入后按 Tab 插入。")
+    )
+    text = models.TextField(_("内容"))
+    is_active = models.BooleanField(_("启用"), default=True)
+    created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("修改时间"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("常用语")
+        verbose_name_plural = _("常用语")
+        ordering = ["shortcut", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.shortcut or '—'} {self.text[:30]}"
+
+    @property
+    def is_department(self) -> bool:
+        return self.owner_id is None
 
 
 class Escalation(models.Model):

@@ -28,8 +28,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from cloudpacs.models import Study
 from cloudpacs.services import body_parts_for_kind, same_patient_studies
 from cloudpacs.viewer_views import viewer_context
-from consults import delivery, services, workflow
-from consults.forms import ConsultRequestForm
+from consults import delivery, report_texts, services, workflow
+from consults.forms import ConsultRequestForm, PhraseDeleteForm, PhraseForm, ReportTemplateForm, first_error
 from consults.models import (
     Consult,
     ConsultQuerySet,
@@ -39,6 +39,7 @@ from consults.models import (
     Report,
     ReportDelivery,
     ReportTemplate,
+    report_language,
 )
 from consults.pdf import render_report_pdf
 from consults.rules import Step, may_acknowledge
@@ -161,9 +162,7 @@ def reading_page(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
         "steps": steps,
         "body_part": services.body_part_label(consult),
         "requires_review": consult.facility.requires_second_signature,
-        "templates": list(workflow.templates_for(consult).values("id", "name", "body_part", "findings", "impression"))
-        if Step.EDIT in steps
-        else [],
+        **(_report_texts(user, consult) if Step.EDIT in steps else {"templates": []}),
         "due_at": due_at,
         "overdue": consult.status in workflow.OPEN_STATUSES and now >= due_at,
         "time_left": due_at - now if consult.status in workflow.OPEN_STATUSES else None,
@@ -376,35 +375,114 @@ def alerts(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _report_texts(user: Any, consult: Consult) -> dict[str, Any]:
+    """What the report form is written from: the kind's templates (those for the study's
+    parts first), the normal report for its parts, and the reader's phrases."""
+    language = translation.get_language()
+    templates = report_texts.templates_for(consult, language)
+    normal = report_texts.normal_report_for(consult, language)
+    return {
+        "templates": [
+            {
+                "id": row.pk,
+                "name": row.name,
+                "body_part": row.body_part,
+                "findings": row.findings,
+                "impression": row.impression,
+                "fits": row.fits,  # type: ignore[attr-defined]
+            }
+            for row in templates
+        ],
+        "normal_report": normal.as_dict() if normal is not None else None,
+        "phrases": [
+            {"id": str(row.uuid), "shortcut": row.shortcut, "text": row.text, "department": row.is_department}
+            for row in report_texts.phrases_for(user, language, consult.kind)
+        ],
+    }
+
+
 @role_required(RADIOLOGIST)
+@require_http_methods(["GET", "POST"])
 def templates(request: HttpRequest) -> HttpResponse:
     """Report templates by modality and body part; a radiologist adds their own."""
+    language = translation.get_language()
     if request.method == "POST":
+        form = ReportTemplateForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, first_error(form))
+            return redirect(reverse("reading:templates"))
         try:
-            workflow.add_template(
+            report_texts.add_template(
                 request.user,  # type: ignore[arg-type]
-                kind=request.POST.get("kind", ""),
-                body_part=request.POST.get("body_part", ""),
-                name=request.POST.get("name", ""),
-                findings=request.POST.get("findings", ""),
-                impression=request.POST.get("impression", ""),
+                **{**form.cleaned_data, "language": form.cleaned_data["language"] or language},
             )
         except workflow.WorkflowError as refused:
             messages.error(request, str(refused))
         else:
             messages.success(request, _("模板已添加。"))
         return redirect(reverse("reading:templates"))
-    rows = ReportTemplate.objects.filter(is_active=True).select_related("author")
-    language = translation.get_language() or "zh-hans"
+    rows = (
+        ReportTemplate.objects.filter(is_active=True, language=report_language(language))
+        .select_related("author")
+        .prefetch_related("parts")
+    )
     return render(
         request,
         "consults/reading/templates.html",
         {
             "templates": rows,
             "kinds": ExamKind.choices,
-            "body_parts": [part.name(language) for part in body_parts_for_kind()],
+            "body_parts": body_parts_for_kind(),
+            "language": language,
         },
     )
+
+
+@role_required(RADIOLOGIST)
+@require_http_methods(["GET", "POST"])
+def phrases(request: HttpRequest) -> HttpResponse:
+    """The radiologist's own phrase bank, beside the department's (kept in the admin)."""
+    user = request.user
+    language = translation.get_language()
+    if request.method == "POST":
+        form = PhraseForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, first_error(form))
+            return redirect(reverse("reading:phrases"))
+        try:
+            report_texts.add_phrase(
+                user,  # type: ignore[arg-type]
+                **{**form.cleaned_data, "language": form.cleaned_data["language"] or language},
+            )
+        except workflow.WorkflowError as refused:
+            messages.error(request, str(refused))
+        else:
+            messages.success(request, _("常用语已添加。"))
+        return redirect(reverse("reading:phrases"))
+    rows = list(report_texts.phrases_for(user, language))  # type: ignore[arg-type]
+    return render(
+        request,
+        "consults/reading/phrases.html",
+        {
+            "own": [row for row in rows if not row.is_department],
+            "department": [row for row in rows if row.is_department],
+            "form": PhraseForm(initial={"language": report_language(language)}),
+        },
+    )
+
+
+@role_required(RADIOLOGIST)
+@require_POST
+def delete_phrase(request: HttpRequest) -> HttpResponse:
+    form = PhraseDeleteForm(request.POST)
+    if not form.is_valid():
+        raise Http404
+    try:
+        report_texts.delete_phrase(request.user, form.cleaned_data["phrase"])  # type: ignore[arg-type]
+    except workflow.NotAllowed as refused:
+        raise Http404 from refused
+    messages.success(request, _("常用语已删除。"))
+    return redirect(reverse("reading:phrases"))
 
 
 @role_required(*CLINICAL_ROLES)

@@ -156,6 +156,11 @@ def may_write_templates(user: Any) -> bool:
     return _active(user) and user.is_radiologist
 
 
+def may_write_phrases(user: Any) -> bool:
+    """A radiologist keeps their own phrase bank; the department's is the administrators' (admin)."""
+    return _active(user) and user.is_radiologist
+
+
 # --- The rules of each step --------------------------------------------------------------------
 
 

@@ -15,6 +15,8 @@ from cloudpacs.models import Instance, Series, Study
 from cloudpacs.publish import publish_on_commit
 from cloudpacs.services import body_part_name, body_part_names, order_for_study
 from consults.models import Consult, Priority
+from consults.report_texts import NormalReport as NormalReport
+from consults.report_texts import normal_report as normal_report  # the demo's and other apps' report text
 from consults.rules import NotAllowed, WorkflowError, check_request, due_at_for, is_technologist_of
 from consults.rules import time_limit_table as time_limit_table  # for the dashboards
 from facilities.models import ExamKind, User

@@ -30,7 +30,6 @@ from consults.models import (
     Escalation,
     Notification,
     Report,
-    ReportTemplate,
 )
 from consults.rules import DEFAULT_TIME_LIMITS as DEFAULT_TIME_LIMITS
 from consults.rules import NotAllowed as NotAllowed
@@ -38,7 +37,7 @@ from consults.rules import RequestLocked as RequestLocked
 from consults.rules import Step as Step
 from consults.rules import WorkflowError as WorkflowError
 from consults.rules import allowed_steps as allowed_steps
-from consults.rules import check_request, may_write_templates, require
+from consults.rules import check_request, require
 from consults.rules import due_at_for as due_at_for
 from consults.rules import is_head_exam as is_head_exam
 from consults.rules import may_lead as may_lead
@@ -456,32 +455,6 @@ def mark_delivered(
         audit("consults.report.delivered", actor=user, obj=locked, channel=channel)
     _refresh(consult, locked)
     return True
-
-
-# --- Templates -----------------------------------------------------------------------------
-
-
-def templates_for(consult: Consult) -> QuerySet[ReportTemplate]:
-    return ReportTemplate.objects.filter(kind=consult.kind, is_active=True)
-
-
-def add_template(user: User, *, kind: str, body_part: str, name: str, findings: str, impression: str) -> ReportTemplate:
-    if not may_write_templates(user):
-        raise NotAllowed(_("只有诊断医师可以添加报告模板。"))
-    if kind not in ExamKind.values:
-        raise WorkflowError(_("无效的检查类型。"))
-    if not (name.strip() and body_part.strip() and impression.strip()):
-        raise WorkflowError(_("请填写名称、部位和诊断意见。"))
-    template = ReportTemplate.objects.create(
-        kind=kind,
-        body_part=body_part.strip(),
-        name=name.strip(),
-        findings=findings.strip(),
-        impression=impression.strip(),
-        author=user,
-    )
-    audit("consults.template.created", actor=user, obj=template, name=template.name)
-    return template
 
 
 # --- Critical findings (危急值) -------------------------------------------------------------

@@ -75,9 +75,9 @@ def _eager_tasks(request, settings, monkeypatch) -> None:
 
 @pytest.fixture(autouse=True)
 def _body_part_vocabulary(request) -> None:
-    """The body-part vocabulary is data that a migration loads. A transactional test
-    empties every table when it ends, so for each test that uses the database it is
-    loaded again (by the migration's own function) when it is missing."""
+    """The body-part vocabulary and the report-template library are data that migrations
+    load. A transactional test empties every table when it ends, so for each test that uses
+    the database they are loaded again (by the migrations' own functions) when missing."""
     uses_db = request.node.get_closest_marker("django_db") is not None or bool(
         {"db", "transactional_db"} & set(request.fixturenames)
     )
@@ -93,6 +93,13 @@ def _body_part_vocabulary(request) -> None:
 
         migration = importlib.import_module("cloudpacs.migrations.0006_body_parts")
         migration.add_body_parts(apps, None)
+    # The report-template library is data of the same kind, loaded the same way.
+    from consults import template_library
+    from consults.models import ReportTemplate
+    from consults.template_library import v1
+
+    if not ReportTemplate.objects.exclude(library_key="").exists():
+        template_library.install(ReportTemplate, BodyPart, v1.LIBRARY, v1.VERSION)
 
 
 @pytest.fixture

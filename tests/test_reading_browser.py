@@ -4,10 +4,7 @@ and acknowledges a critical finding."""
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
-from django.apps import apps as django_apps
 
 from consults.models import Consult, CriticalFinding
 from facilities.models import ExamKind, User
@@ -23,11 +20,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-def install_builtin_templates() -> None:
-    migration = importlib.import_module("consults.migrations.0003_builtin_report_templates")
-    migration.add_templates(django_apps, None)
-
-
 def log_in(page, base_url: str, username: str) -> None:
     page.goto(f"{base_url}/accounts/login/")
     page.fill("#id_username", username)
@@ -41,8 +33,6 @@ def test_a_radiologist_claims_writes_and_signs_and_the_township_sees_the_report(
     from playwright.sync_api import sync_playwright
 
     # The data goes in before Playwright starts: its event loop makes Django refuse ORM calls.
-    # Transactional tests flush the tables, and with them the templates the migration installs.
-    install_builtin_templates()
     make_facility("COUNTY", township=False, name="汉阴县人民医院", short_name="县医院", pinyin="Hanyin")
     township = make_facility("XUANWO", name="漩涡镇中心卫生院", short_name="漩涡", pinyin="Xuanwo")
     modality = make_modality(township, ExamKind.CT, "XUANWO_CT")

@@ -25,7 +25,7 @@ from billing.models import LedgerEntry, PriceSchedule
 from cloudpacs import orders
 from cloudpacs.models import IngestConflict
 from consults import workflow
-from consults.models import Addendum, Consult, CriticalFinding, Report, ReportDelivery
+from consults.models import Addendum, Consult, CriticalFinding, Phrase, Report, ReportDelivery, ReportTemplate
 from consults.rules import Step, refusal
 from consults.services import open_consult_for_study
 from dicomnode.models import AssociationLog
@@ -158,7 +158,9 @@ TABLE: dict[str, Route] = {
     **model_admin("billing_ledgerentry", "{ledger}", read_only=True),
     **model_admin("dicomnode_associationlog", "{association}", read_only=True),
     **model_admin("cloudpacs_ingestconflict", "{conflict}", read_only=True),
-    "admin/^(?P<app_label>facilities|cloudpacs|billing|dicomnode)/$": staff_only("/admin/facilities/"),
+    **model_admin("consults_reporttemplate", "{template}"),
+    **model_admin("consults_phrase", "{phrase}"),
+    "admin/^(?P<app_label>facilities|cloudpacs|consults|billing|dicomnode)/$": staff_only("/admin/facilities/"),
     "admin/(?P<url>.*)$": staff_only("/admin/no-such-page/", NOT_FOUND),
     # DICOMweb (PS3.18).
     "dicomweb/studies": dicomweb("/dicomweb/studies", outsider=OK),
@@ -213,6 +215,11 @@ TABLE: dict[str, Route] = {
     # refuses goes back to the page with a message, which still shows the door was open.
     "reading/alerts/": expect("/reading/alerts/", LOGIN, OK, OK, OK, FORBIDDEN),
     "reading/templates/": expect("/reading/templates/", LOGIN, FORBIDDEN, FORBIDDEN, OK, FORBIDDEN),
+    "reading/phrases/": expect("/reading/phrases/", LOGIN, FORBIDDEN, FORBIDDEN, OK, FORBIDDEN),
+    # No phrase posted: a radiologist's form comes back as not found, like another's phrase.
+    "reading/phrases/delete/": expect(
+        "/reading/phrases/delete/", LOGIN, FORBIDDEN, FORBIDDEN, NOT_FOUND, FORBIDDEN, method="POST"
+    ),
     "reading/claim-next/": expect(
         "/reading/claim-next/", LOGIN, FORBIDDEN, FORBIDDEN, REDIRECT, FORBIDDEN, method="POST"
     ),
@@ -377,6 +384,8 @@ def world(
                 calling_ae_title="XUANWO_CT", called_ae_title="CLOUDPACS", outcome=AssociationLog.Outcome.RELEASED
             ).pk
         ),
+        "template": str(ReportTemplate.objects.create(kind="CT", body_part="头颅", name="walk", impression="-").pk),
+        "phrase": str(Phrase.objects.create(text="walk").pk),
         "conflict": str(
             IngestConflict.objects.create(
                 at=timezone.now(),
@@ -468,7 +477,8 @@ def test_no_clinical_record_is_in_the_admin():
 
     clinical_apps = {"cloudpacs", "consults"}
     listed = [m._meta.label for m in admin.site._registry if m._meta.app_label in clinical_apps]
-    assert listed == ["cloudpacs.IngestConflict"]
+    # The department's report templates and phrases are wording, not records of a patient.
+    assert sorted(listed) == ["cloudpacs.IngestConflict", "consults.Phrase", "consults.ReportTemplate"]
 
 
 @pytest.mark.parametrize("persona", PERSONAS)

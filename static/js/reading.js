@@ -66,6 +66,12 @@
     });
   }
 
+  // The sign buttons are served disabled: one clicked before this script had bound the
+  // confirmation above would have signed without it.
+  form.querySelectorAll("button[data-confirm-sign]").forEach(function (button) {
+    button.disabled = false;
+  });
+
   function press(selector) {
     var button = form.querySelector(selector);
     if (button) { form.requestSubmit(button); }
