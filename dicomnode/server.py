@@ -8,7 +8,8 @@ never sits whole in memory, and are stored as received.
 Status codes answered to C-STORE (see docs/dicom-conformance.md):
   0x0000 stored, an identical re-send of a stored instance, or a correction (same SOP
          Instance UID, other content) that the overwrite policy applied or kept pending
-  0xA700 out of resources: the image store is full, or a per-association limit
+  0xA700 out of resources: the image store is full or (STORAGE_BACKEND=s3) the object
+         store is down, too slow or refused the PUT, or a per-association limit
          (DICOM_MAX_INSTANCES_PER_ASSOCIATION, DICOM_MAX_INSTANCE_BYTES) is exceeded;
          0xA701: the index is unavailable
   0xA900 the dataset's SOP Class differs from its presentation context
