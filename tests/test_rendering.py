@@ -21,7 +21,19 @@ BROWSER_IMAGE_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*
 
 
 @pytest.fixture
-def archive(township, other_township, ct_modality, dr_modality, tmp_path) -> Archive:
+def storage_backend(request) -> str:
+    """Local disk, unless a test asks for the object store too (indirect parametrize)."""
+    backend = getattr(request, "param", "local")
+    if backend == "s3":
+        request.getfixturevalue("object_store")
+    return str(backend)
+
+
+BOTH_BACKENDS = pytest.mark.parametrize("storage_backend", ["local", "s3"], indirect=True)
+
+
+@pytest.fixture
+def archive(storage_backend, township, other_township, ct_modality, dr_modality, tmp_path) -> Archive:
     return build_archive(township, other_township, ct_modality, dr_modality, tmp_path / "in")
 
 
@@ -63,6 +75,7 @@ def test_rendered_and_thumbnails_come_back_as_images_through_dicomweb_client(liv
     assert Image.open(BytesIO(frame)).size == (64, 64)
 
 
+@BOTH_BACKENDS
 def test_a_dx_with_a_voi_lut_renders_like_the_pydicom_reference(client, archive):
     response = client.get(url(archive, "li_dx", "/rendered"), HTTP_ACCEPT="image/png")
     assert response.status_code == 200
@@ -140,6 +153,7 @@ def test_window_viewport_and_quality_are_honoured_and_bad_values_refused(client,
         assert client.get(target, bad).status_code == 400, bad
 
 
+@BOTH_BACKENDS
 def test_thumbnails_are_small_images_of_the_study_series_and_instance(client, archive):
     st, se, _sop = archive.uids("li_dx")
     for target in (
@@ -156,6 +170,7 @@ def test_thumbnails_are_small_images_of_the_study_series_and_instance(client, ar
     assert decode(client.get(f"/dicomweb/studies/{st}/thumbnail", {"viewport": "64,64"}).content).shape == (50, 64)
 
 
+@BOTH_BACKENDS
 def test_compressed_frames_render_each_frame(client, archive):
     # A window over the whole range (stored 0..4095 are -1024..3071 HU).
     whole = {"window": "1024,4096"}
