@@ -80,15 +80,24 @@ def percentile(values: list[float], share: float) -> float:
 def register_entities() -> None:
     from facilities.models import ApplicationEntity, Facility
 
-    county = Facility.objects.create(
-        code="COUNTY", name="县医院", short_name="县医院", pinyin="County", kind=Facility.Kind.COUNTY_HOSPITAL, level=2
+    county, _ = Facility.objects.get_or_create(
+        code="COUNTY",
+        defaults={
+            "name": "县医院",
+            "short_name": "县医院",
+            "pinyin": "County",
+            "kind": Facility.Kind.COUNTY_HOSPITAL,
+            "level": 2,
+        },
     )
     township = Facility.objects.get(code="T00")
-    ApplicationEntity.objects.create(
-        ae_title="BENCH_COUNTY", role="workstation", facility=county, may_query=True, may_retrieve=True
+    ApplicationEntity.objects.get_or_create(
+        ae_title="BENCH_COUNTY",
+        defaults={"role": "workstation", "facility": county, "may_query": True, "may_retrieve": True},
     )
-    ApplicationEntity.objects.create(
-        ae_title="BENCH_TOWN", role="workstation", facility=township, may_query=True, may_retrieve=True
+    ApplicationEntity.objects.get_or_create(
+        ae_title="BENCH_TOWN",
+        defaults={"role": "workstation", "facility": township, "may_query": True, "may_retrieve": True},
     )
 
 
@@ -185,13 +194,15 @@ def measure_move(address: tuple[str, int], instances: int, workdir: Path) -> tup
     destination.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     server = destination.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     township = ApplicationEntity.objects.get(ae_title="BENCH_TOWN").facility
-    ApplicationEntity.objects.create(
+    ApplicationEntity.objects.update_or_create(
         ae_title="BENCH_DEST",
-        role="workstation",
-        facility=township,
-        host="127.0.0.1",
-        port=server.server_address[1],
-        is_move_destination=True,
+        defaults={
+            "role": "workstation",
+            "facility": township,
+            "host": "127.0.0.1",
+            "port": server.server_address[1],
+            "is_move_destination": True,
+        },
     )
     try:
         ae = AE(ae_title="BENCH_TOWN")
@@ -225,12 +236,14 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--instances", type=int, default=200, help="instances in the series moved")
+    parser.add_argument("--reuse", action="store_true", help="measure the PostgreSQL database seeded by a previous run")
     args = parser.parse_args()
     qido_bench = _qido_bench()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         url = os.environ.get("BENCH_DATABASE_URL")
-        os.environ["DATABASE_URL"] = qido_bench.fresh_database(url, workdir)  # type: ignore[attr-defined]
+        reuse = bool(args.reuse and url)
+        os.environ["DATABASE_URL"] = url if reuse else qido_bench.fresh_database(url, workdir)  # type: ignore[attr-defined]
         os.environ["STORAGE_ROOT"] = str(workdir / "storage")
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloudpacs.settings")
         sys.path.insert(0, str(ROOT))
@@ -250,9 +263,14 @@ def main() -> None:
         settings.DICOM_AE_TITLE = "CLOUDPACS"
         call_command("migrate", verbosity=0)
         began = time.perf_counter()
-        qido_bench.seed(args.studies)  # type: ignore[attr-defined]
+        if reuse:
+            from cloudpacs.models import Study
+
+            print(f"reusing {Study.objects.count()} studies on {connection.vendor}")
+        else:
+            qido_bench.seed(args.studies)  # type: ignore[attr-defined]
+            print(f"seeded {args.studies} studies on {connection.vendor} in {time.perf_counter() - began:.0f} s")
         register_entities()
-        print(f"seeded {args.studies} studies on {connection.vendor} in {time.perf_counter() - began:.0f} s")
         connection.close()
         receiver = dicomnode.start_server("127.0.0.1", 0, block=False)
         address = ("127.0.0.1", receiver.server_address[1])
