@@ -231,6 +231,13 @@ class IndexedTags:
     names: dict[str, tuple[str, str, str, str]]
 
 
+def warm_up_ingest() -> None:
+    """Load now what storing the first instances would load inside a C-STORE: pypinyin's
+    dictionaries (a new study's patient initials) take seconds on a loaded machine, and
+    the console waits for that answer. The receiver calls it before it listens."""
+    name_initials("", "云影")
+
+
 def ingest_instance(
     source: Path | BinaryIO,
     *,
@@ -809,26 +816,96 @@ def _index(
             columns=_int(ds, "Columns"),
             number_of_frames=_int(ds, "NumberOfFrames"),
         )
-        Series.objects.filter(pk=series_pk).update(number_of_instances=F("number_of_instances") + 1)
-        study_changes.update(
-            {
-                "number_of_instances": F("number_of_instances") + 1,
-                "last_received_at": now,
-                # A late instance for a study that was already handed over.
-                "status": Case(
-                    When(status=Study.Status.ARRIVED, then=Value(Study.Status.UPDATED)),
-                    default=F("status"),
-                ),
-            }
-        )
-        if series_created:
-            study_changes["number_of_series"] = F("number_of_series") + 1
         modalities = set(filter(None, modalities_in_study.split("\\")))
+        new_modalities = None
         if series_modality and series_modality not in modalities:
-            study_changes["modalities_in_study"] = "\\".join(sorted(modalities | {series_modality}))[:64]
-        Study.objects.filter(pk=study_pk).update(**study_changes)
+            new_modalities = "\\".join(sorted(modalities | {series_modality}))[:64]
+        if study_changes:
+            # An identity flag to set too (rare): the ORM's update, compiled each time.
+            _update_counts_with_orm(series_pk, study_pk, now, series_created, new_modalities, study_changes)
+        else:
+            _update_counts(series_pk, study_pk, now, series_created, new_modalities)
     logger.debug("stored %s from %s as %s", tags.sop_instance_uid, modality.ae_title, key)
     return instance, study_created
+
+
+def _update_counts_with_orm(
+    series_pk: int,
+    study_pk: int,
+    now: datetime,
+    series_created: bool,
+    new_modalities: str | None,
+    study_changes: dict[str, Any],
+) -> None:
+    Series.objects.filter(pk=series_pk).update(number_of_instances=F("number_of_instances") + 1)
+    study_changes.update(
+        {
+            "number_of_instances": F("number_of_instances") + 1,
+            "last_received_at": now,
+            # A late instance for a study that was already handed over.
+            "status": Case(
+                When(status=Study.Status.ARRIVED, then=Value(Study.Status.UPDATED)),
+                default=F("status"),
+            ),
+        }
+    )
+    if series_created:
+        study_changes["number_of_series"] = F("number_of_series") + 1
+    if new_modalities is not None:
+        study_changes["modalities_in_study"] = new_modalities
+    Study.objects.filter(pk=study_pk).update(**study_changes)
+
+
+_COUNTS_SQL: dict[tuple[str, bool, bool], tuple[str, str]] = {}
+
+
+def _update_counts(
+    series_pk: int, study_pk: int, now: datetime, series_created: bool, new_modalities: str | None
+) -> None:
+    """The series' and the study's counters, the study's last arrival and its status (a
+    late instance makes an arrived study updated), as _update_counts_with_orm writes them,
+    with the two statements compiled once: compiling the ORM's update expressions cost
+    more than running them, for every instance."""
+    shape = (connection.vendor, series_created, new_modalities is not None)
+    compiled = _COUNTS_SQL.get(shape)
+    if compiled is None:
+        quote = connection.ops.quote_name
+
+        def column(model: Any, name: str) -> str:
+            return str(quote(model._meta.get_field(name).column))
+
+        instances, series_count = column(Study, "number_of_instances"), column(Study, "number_of_series")
+        status = column(Study, "status")
+        study_set = [
+            f"{instances} = {instances} + 1",
+            f"{column(Study, 'last_received_at')} = %s",
+            f"{status} = CASE WHEN {status} = %s THEN %s ELSE {status} END",
+        ]
+        if series_created:
+            study_set.append(f"{series_count} = {series_count} + 1")
+        if new_modalities is not None:
+            study_set.append(f"{column(Study, 'modalities_in_study')} = %s")
+        series_instances = column(Series, "number_of_instances")
+        # Only the models' own table and column names go into the text; values are parameters.
+        compiled = (
+            f"UPDATE {quote(Series._meta.db_table)} SET {series_instances} = {series_instances} + 1"  # noqa: S608
+            f" WHERE {column(Series, 'id')} = %s",
+            f"UPDATE {quote(Study._meta.db_table)} SET {', '.join(study_set)}"  # noqa: S608
+            f" WHERE {column(Study, 'id')} = %s",
+        )
+        _COUNTS_SQL[shape] = compiled
+    series_sql, study_sql = compiled
+    params: list[Any] = [
+        connection.ops.adapt_datetimefield_value(now),
+        Study.Status.ARRIVED.value,
+        Study.Status.UPDATED.value,
+    ]
+    if new_modalities is not None:
+        params.append(new_modalities)
+    params.append(study_pk)
+    with connection.cursor() as cursor:
+        cursor.execute(series_sql, [series_pk])
+        cursor.execute(study_sql, params)
 
 
 # What the identity rules compare, read with the series (or the study) in one query.

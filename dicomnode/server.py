@@ -44,7 +44,7 @@ from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from cloudpacs import services as archive
-from dicomnode import commitment, connections, permits, queryretrieve, worklist
+from dicomnode import commitment, connections, permits, queryretrieve, reactor, worklist
 from dicomnode.connections import Admission, Limits, RefusalLog, Refused
 from dicomnode.contexts import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from dicomnode.models import AssociationLog
@@ -612,15 +612,16 @@ class CappedRequestHandler(RequestHandler):
 
     def _create_association(self) -> Any:
         assoc = super()._create_association()
+        reactor.install(assoc)
         sock: Any = assoc.dul.socket
         sock.__class__ = CappedAssociationSocket
         sock.prefix = bytearray(self.prefix)
         server = self.server
-        reactor = assoc.run
+        association_loop = assoc.run
 
         def run() -> None:
             try:
-                reactor()
+                association_loop()
             finally:
                 if isinstance(server, NoDelayAssociationServer):
                     server.association_ended(assoc, _host(self.client_address))
@@ -772,6 +773,7 @@ def start_server(host: str | None = None, port: int | None = None, *, block: boo
     """Start the receiver. With block=False it serves from a daemon thread and returns at
     once; call `.shutdown()` on the result to stop it. With block=True it returns after
     `.shutdown()` is called from another thread (or a signal handler)."""
+    archive.warm_up_ingest()
     ae = build_ae()
     tls = tls_context()
     address = (host if host is not None else settings.DICOM_HOST, settings.DICOM_PORT if port is None else port)

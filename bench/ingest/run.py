@@ -1,10 +1,15 @@
 #!/usr/bin/env python
-"""DICOM ingest benchmark: the Yunying receiver beside dcmtk storescp and Orthanc.
+"""DICOM ingest benchmark: the Yunying receiver beside a bare pynetdicom SCP, dcmtk storescp
+and Orthanc.
 
 Pushes three sets with dcmtk storescu over loopback, once with one association and once
-with four in parallel, each run into an empty receiver, and prints instances/s, MB/s and
-the receiver's peak memory (resident set of the receiver's process tree, sampled), with
-ratios to storescp and Orthanc:
+with four in parallel, each run into an empty receiver, and prints instances/s, MB/s, the
+receiver's peak memory (resident set of the receiver's process tree and of its largest
+process, sampled) and its CPU time per instance, with ratios to the references: a bare
+pynetdicom SCP that only writes (and with `pynetdicom-fsync` fsyncs) the received bytes
+(bench/ingest/bare_scp.py: what pynetdicom allows), storescp and Orthanc.
+`--yunying-processes 1,2` also runs Yunying with DICOM_RECEIVER_PROCESSES=2
+(`yunying-sqlite-x2`, `yunying-postgresql-x2`).
 
   (a) 200-instance small CT series (about 40 KB each)
   (b) 100-slice 512 x 512 16-bit CT series
@@ -203,33 +208,63 @@ def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60) -> 
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def tree_rss_kb(pid: int) -> int:
-    total = 0
+def tree_pids(pid: int) -> list[int]:
+    found = []
     pending = [pid]
     while pending:
         current = pending.pop()
+        found.append(current)
         try:
-            with open(f"/proc/{current}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
             for task in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{task}/children") as children:
                     pending.extend(int(child) for child in children.read().split())
         except (FileNotFoundError, ProcessLookupError, ValueError):
             continue
-    return total
+    return found
+
+
+def rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        pass
+    return 0
+
+
+def tree_rss_kb(pid: int) -> int:
+    return sum(rss_kb(current) for current in tree_pids(pid))
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process tree so far (children that exited not
+    included: the receivers' processes live as long as the run)."""
+    ticks = 0
+    for current in tree_pids(pid):
+        try:
+            with open(f"/proc/{current}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class PeakSampler:
     def __init__(self, pid: int, interval: float = 0.02) -> None:
         self.pid, self.interval, self.peak = pid, interval, 0
+        # The largest single process of the tree (several receiver processes share the port).
+        self.peak_process = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss_kb(self.pid))
+            sizes = [rss_kb(current) for current in tree_pids(self.pid)]
+            self.peak = max(self.peak, sum(sizes))
+            self.peak_process = max([self.peak_process, *sizes])
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakSampler:
@@ -248,8 +283,9 @@ class Receiver:
     extra: dict = field(default_factory=dict)
 
 
-def yunying_env(rundir: Path, database_url: str) -> dict[str, str]:
+def yunying_env(rundir: Path, database_url: str, processes: int = 1) -> dict[str, str]:
     return {
+        "DICOM_RECEIVER_PROCESSES": str(processes),
         **os.environ,
         "DATABASE_URL": database_url,
         "STORAGE_ROOT": str(rundir / "storage"),
@@ -291,8 +327,14 @@ def psql(sql: str) -> None:
     subprocess.run(["psql", "-h", PG_SOCKET_DIR, "-U", "postgres", "-qtAc", sql], check=True, capture_output=True)
 
 
+_pg_template: list[str] = []
+
+
 def prepare_yunying_pg(workdir: Path) -> str:
     template = "yunying_bench_ingest_template"
+    if _pg_template:
+        return template
+    _pg_template.append(template)
     psql(f"DROP DATABASE IF EXISTS {template}")
     psql(f"CREATE DATABASE {template}")
     env = yunying_env(workdir, pg_url(template))
@@ -301,16 +343,18 @@ def prepare_yunying_pg(workdir: Path) -> str:
     return template
 
 
-def start_yunying_sqlite(workdir: Path) -> Callable[[Path, int], subprocess.Popen]:
+def start_yunying_sqlite(
+    workdir: Path, processes: int = 1, repo: Path = BASE_DIR
+) -> Callable[[Path, int], subprocess.Popen]:
     template = prepare_yunying_sqlite(workdir)
 
     def start(rundir: Path, port: int) -> subprocess.Popen:
         database = rundir / "db.sqlite3"
         shutil.copyfile(template, database)
-        env = yunying_env(rundir, f"sqlite:///{database}")
+        env = yunying_env(rundir, f"sqlite:///{database}", processes)
         return subprocess.Popen(
             [PYTHON, "manage.py", "dicomnode", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=BASE_DIR,
+            cwd=repo,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=open(rundir / "receiver.log", "w"),
@@ -372,7 +416,9 @@ def start_yunying_sqlite_s3(workdir: Path) -> Callable[[Path, int], subprocess.P
     return start
 
 
-def start_yunying_pg(workdir: Path) -> Callable[[Path, int], subprocess.Popen]:
+def start_yunying_pg(
+    workdir: Path, processes: int = 1, repo: Path = BASE_DIR
+) -> Callable[[Path, int], subprocess.Popen]:
     template = prepare_yunying_pg(workdir)
 
     def start(rundir: Path, port: int) -> subprocess.Popen:
@@ -380,10 +426,10 @@ def start_yunying_pg(workdir: Path) -> Callable[[Path, int], subprocess.Popen]:
         psql(f"DROP DATABASE IF EXISTS {name}")
         psql(f"CREATE DATABASE {name} TEMPLATE {template}")
         (rundir / "database_url").write_text(pg_url(name))
-        env = yunying_env(rundir, pg_url(name))
+        env = yunying_env(rundir, pg_url(name), processes)
         return subprocess.Popen(
             [PYTHON, "manage.py", "dicomnode", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=BASE_DIR,
+            cwd=repo,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=open(rundir / "receiver.log", "w"),
@@ -502,11 +548,13 @@ class Measure:
     seconds: float
     peak_kb: int
     stored_ok: bool
+    cpu_seconds: float = 0.0
+    peak_process_kb: int = 0
 
 
 def count_stored(receiver: str, rundir: Path) -> int:
-    if receiver.startswith("yunying"):
-        if receiver.startswith("yunying-sqlite"):
+    if receiver.startswith(("yunying", "before")):
+        if receiver.startswith(("yunying-sqlite", "before-sqlite")):
             with sqlite3.connect(rundir / "db.sqlite3") as db:
                 return db.execute("SELECT count(*) FROM cloudpacs_instance").fetchone()[0]
         name = urlsplit((rundir / "database_url").read_text()).path.strip("/")
@@ -530,6 +578,19 @@ def count_stored(receiver: str, rundir: Path) -> int:
     return sum(1 for path in (rundir / "storage").rglob("*") if path.is_file() and path.name != "SQLite.db")
 
 
+def start_pynetdicom(fsync: bool) -> Callable[[Path, int], subprocess.Popen]:
+    def start(rundir: Path, port: int) -> subprocess.Popen:
+        return subprocess.Popen(
+            [PYTHON, str(BASE_DIR / "bench" / "ingest" / "bare_scp.py"), "--port", str(port)]
+            + ["--out", str(rundir / "storage"), "--aet", AE_TITLE, "--max-pdu", str(MAX_PDU)]
+            + (["--fsync"] if fsync else []),
+            stdout=subprocess.DEVNULL,
+            stderr=open(rundir / "receiver.log", "w"),
+        )
+
+    return start
+
+
 def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path, warmup: DataSet) -> Measure:
     rundir = Path(tempfile.mkdtemp(prefix=f"{receiver.name}-", dir=workdir / "runs"))
     port = free_port()
@@ -540,15 +601,17 @@ def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path,
         # for a while, not one that is still loading code and opening its index.
         push(port, warmup.files, 1)
         time.sleep(0.3)
+        cpu_before = tree_cpu_seconds(process.pid)
         with PeakSampler(process.pid) as sampler:
             seconds = push(port, dataset.files, parallel)
+        cpu = tree_cpu_seconds(process.pid) - cpu_before
         expected = len(dataset.files) + len(warmup.files)
         stored = count_stored(receiver.name, rundir) if receiver.name != "orthanc-postgresql" else expected
     finally:
         stop(process)
     ok = stored >= expected
     shutil.rmtree(rundir, ignore_errors=True)
-    return Measure(seconds, sampler.peak, ok)
+    return Measure(seconds, sampler.peak, ok, cpu, sampler.peak_process)
 
 
 def time_to_consult(workdir: Path, start: Callable[[Path, int], subprocess.Popen], dataset: DataSet) -> float:
@@ -593,6 +656,18 @@ def main() -> None:
         help="associations in parallel, comma-separated (default 1,4)",
     )
     parser.add_argument("--memory-gb", type=float, default=0.0, help="also push this many GB of DX to Yunying")
+    parser.add_argument(
+        "--before-repo",
+        type=Path,
+        default=None,
+        help="also run the receiver of this checkout (same migrations), as before-sqlite and before-postgresql",
+    )
+    parser.add_argument(
+        "--yunying-processes",
+        default="1",
+        help="DICOM_RECEIVER_PROCESSES values to run Yunying with, comma-separated (e.g. 1,2: receivers"
+        " yunying-sqlite and yunying-sqlite-x2); default 1",
+    )
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -613,11 +688,22 @@ def main() -> None:
     parallels = [int(n) for n in args.parallel.split(",")]
     print(f"load average at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
 
-    receivers: list[Receiver] = [Receiver("yunying-sqlite", start_yunying_sqlite(workdir))]
+    receivers: list[Receiver] = []
+    for processes in (int(n) for n in args.yunying_processes.split(",")):
+        suffix = f"-x{processes}" if processes > 1 else ""
+        receivers.append(Receiver(f"yunying-sqlite{suffix}", start_yunying_sqlite(workdir, processes)))
+        if Path(PG_SOCKET_DIR, ".s.PGSQL.5432").exists():
+            receivers.append(Receiver(f"yunying-postgresql{suffix}", start_yunying_pg(workdir, processes)))
     if not args.only or "yunying-sqlite-s3" in args.only:
         receivers.append(Receiver("yunying-sqlite-s3", start_yunying_sqlite_s3(workdir)))
-    if Path(PG_SOCKET_DIR, ".s.PGSQL.5432").exists():
-        receivers.append(Receiver("yunying-postgresql", start_yunying_pg(workdir)))
+    if args.before_repo:
+        # Another checkout's receiver (the code before a change), on the same templates.
+        receivers.append(Receiver("before-sqlite", start_yunying_sqlite(workdir, 1, args.before_repo)))
+        if Path(PG_SOCKET_DIR, ".s.PGSQL.5432").exists():
+            receivers.append(Receiver("before-postgresql", start_yunying_pg(workdir, 1, args.before_repo)))
+    # The reference for the receiver's own path: stock pynetdicom writing the bytes.
+    receivers.append(Receiver("pynetdicom", start_pynetdicom(fsync=False)))
+    receivers.append(Receiver("pynetdicom-fsync", start_pynetdicom(fsync=True)))
     if shutil.which("storescp"):
         receivers.append(Receiver("storescp", start_storescp))
     if shutil.which("Orthanc"):
@@ -643,6 +729,8 @@ def main() -> None:
                 print(
                     f"{dataset.name} x{parallel} {receiver.name:20s} {len(dataset.files) / seconds:7.1f} inst/s "
                     f"{size / seconds / 1e6:7.1f} MB/s peak {max(m.peak_kb for m in runs) / 1024:6.0f} MB"
+                    f" (largest process {max(m.peak_process_kb for m in runs) / 1024:.0f} MB)"
+                    f" CPU {statistics.median(m.cpu_seconds for m in runs) * 1000 / len(dataset.files):6.2f} ms/inst"
                     f"{'' if all(m.stored_ok for m in runs) else '  (INCOMPLETE)'}",
                     flush=True,
                 )
@@ -665,32 +753,44 @@ def main() -> None:
         )
 
 
+REFERENCES = ("pynetdicom-fsync", "storescp", "orthanc-sqlite", "orthanc-postgresql")
+
+
 def print_table(sets: list[DataSet], receivers: list[Receiver], results: dict, parallels: list[int]) -> None:
-    def rate(name: str, dataset: DataSet, parallel: int) -> tuple[float, float, float] | None:
+    def rate(name: str, dataset: DataSet, parallel: int) -> tuple[float, float, float, float, float] | None:
         runs = results.get((name, dataset.name, parallel))
         if not runs:
             return None
         seconds = statistics.median(m.seconds for m in runs)
-        return len(dataset.files) / seconds, dataset.total_bytes / seconds / 1e6, max(m.peak_kb for m in runs) / 1024
+        return (
+            len(dataset.files) / seconds,
+            dataset.total_bytes / seconds / 1e6,
+            max(m.peak_kb for m in runs) / 1024,
+            max(m.peak_process_kb for m in runs) / 1024,
+            statistics.median(m.cpu_seconds for m in runs) * 1000 / len(dataset.files),
+        )
 
-    print("| set | assocs | receiver | inst/s | MB/s | peak RSS MB | vs storescp | vs Orthanc SQLite | vs Orthanc PG |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| set | assocs | receiver | inst/s | MB/s | peak RSS MB (largest process) | CPU ms/inst |"
+        " vs pynetdicom+fsync | vs storescp | vs Orthanc SQLite | vs Orthanc PG | vs 1 assoc |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for dataset in sets:
         for parallel in parallels:
-            references = {
-                ref: rate(ref, dataset, parallel) for ref in ("storescp", "orthanc-sqlite", "orthanc-postgresql")
-            }
+            references = {ref: rate(ref, dataset, parallel) for ref in REFERENCES}
             for receiver in receivers:
                 value = rate(receiver.name, dataset, parallel)
                 if value is None:
                     continue
                 ratios = []
-                for ref in ("storescp", "orthanc-sqlite", "orthanc-postgresql"):
+                for ref in REFERENCES:
                     base = references[ref]
                     ratios.append(f"{value[1] / base[1]:.2f}" if base and receiver.name != ref else "")
+                one = rate(receiver.name, dataset, 1)
+                ratios.append(f"{value[1] / one[1]:.2f}" if one and parallel != 1 else "")
                 print(
                     f"| {dataset.label} | {parallel} | {receiver.name} | {value[0]:.1f} | {value[1]:.1f} | "
-                    f"{value[2]:.0f} | {' | '.join(ratios)} |"
+                    f"{value[2]:.0f} ({value[3]:.0f}) | {value[4]:.2f} | {' | '.join(ratios)} |"
                 )
 
 

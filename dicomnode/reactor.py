@@ -1,0 +1,276 @@
+"""pynetdicom's two association loops, woken by events instead of polling every millisecond.
+
+Stock pynetdicom runs two threads per association that poll: the DUL thread (the socket
+and the queue of PDUs to send) sleeps 1 ms whenever it finds nothing to do, and the
+association thread (decoded DIMSE messages, release and abort requests) sleeps 1 ms on
+every turn. A C-STORE waits on both between its last PDU and its response, and a
+response waits once more before it is sent: about 2 ms of a small instance's 5-6 ms
+(docs/benchmarks-ingest.md, run 6), which no change to the handler removes.
+
+Here the DUL thread waits in select() on its socket and on an eventfd written whenever a
+primitive is queued for it (and when it is told to stop); the association thread waits
+on a threading.Event set whenever a DIMSE message or a release/abort primitive is queued
+for it (and when the DUL thread ends). Both still wake every IDLE_WAIT seconds when
+nothing happens, for the timers (ARTIM, the network idle timeout) that they check as
+pynetdicom's loops do: an idle association wakes 20 times a second, not 2000.
+
+The loops below are the stock ones with the sleeps replaced; they depend on pynetdicom's
+internals, so they are installed only on the version whose loops they were written
+against (PINNED_VERSION, with the source digests of the two stock loops). On any other
+version `install` leaves the association as it is, logs once, and
+tests/test_dicomnode_reactor.py fails until the loops are checked against the new code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import logging
+import os
+import queue
+import select
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pynetdicom
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
+
+logger = logging.getLogger("dicomnode")
+
+IDLE_WAIT = 0.05
+
+PINNED_VERSION = "3.0.4"
+# SHA-256 of inspect.getsource() of the two loops this module replaces, on PINNED_VERSION.
+PINNED_SOURCES = {
+    "DULServiceProvider.run_reactor": "e3a10eb3a0931e4854af33b9496e92d9679522aca26b0e04da8967559b9e2803",
+    "Association._run_reactor": "f28838c5559e462a563750cfc9f3790027f4bb7e2223baf42c9f5d682c359dee",
+}
+
+
+def stock_sources() -> dict[str, str]:
+    return {
+        "DULServiceProvider.run_reactor": _digest(DULServiceProvider.run_reactor),
+        "Association._run_reactor": _digest(Association._run_reactor),
+    }
+
+
+def _digest(function: Callable[..., Any]) -> str:
+    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
+
+
+_compatible: bool | None = None
+
+
+def compatible() -> bool:
+    """Whether the installed pynetdicom is the one these loops were written against."""
+    global _compatible
+    if _compatible is None:
+        _compatible = pynetdicom.__version__ == PINNED_VERSION and stock_sources() == PINNED_SOURCES
+        if not _compatible:
+            logger.warning(
+                "pynetdicom %s is not %s (or its association loops changed): the receiver uses pynetdicom's"
+                " polling loops",
+                pynetdicom.__version__,
+                PINNED_VERSION,
+            )
+    return _compatible
+
+
+class _Waker:
+    """An eventfd that other threads write to wake the DUL thread's select(). Closed once,
+    under the lock, so a late write never lands on a reused descriptor."""
+
+    def __init__(self) -> None:
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def wake(self) -> None:
+        with self._lock:
+            if not self._closed:
+                with contextlib.suppress(OSError):
+                    os.eventfd_write(self.fd, 1)
+
+    def drain(self) -> None:
+        with contextlib.suppress(OSError):
+            os.eventfd_read(self.fd)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self.fd)
+
+
+class _WakingQueue(queue.Queue):  # type: ignore[type-arg]
+    """A queue that calls `wake` after each put."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._wake()
+
+
+class EventDrivenDUL(DULServiceProvider):
+    """pynetdicom's DUL provider whose idle wait is select() on the socket and the waker."""
+
+    _waker: _Waker
+    _assoc_wake: threading.Event
+
+    def kill_dul(self) -> None:
+        super().kill_dul()
+        self._waker.wake()
+
+    def _idle_wait(self) -> None:
+        transport: Any = self.socket
+        raw = getattr(transport, "socket", None)
+        if raw is None:
+            # No connection (yet, or any more): the stock loop's pace.
+            time.sleep(0.001)
+            return
+        if getattr(transport, "aborted", False) or getattr(transport, "prefix", None):
+            return
+        if isinstance(raw, ssl.SSLSocket) and raw.pending():
+            return
+        try:
+            readable, _, _ = select.select([raw, self._waker.fd], [], [], IDLE_WAIT)
+        except (OSError, ValueError):
+            # A closed socket: the loop's next transport check finds out.
+            time.sleep(0.001)
+            return
+        if self._waker.fd in readable:
+            self._waker.drain()
+
+    def run_reactor(self) -> None:
+        try:
+            self._event_loop()
+        finally:
+            self._waker.close()
+            self._assoc_wake.set()
+
+    def _event_loop(self) -> None:
+        self._idle_timer.start()
+        idle = False
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+                idle = True
+            if idle:
+                self._idle_wait()
+            if self._kill_thread:
+                break
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+            try:
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception as exc:
+                # As pynetdicom does: an A-ABORT straight on the socket, both loops stopped.
+                logger.error("Exception in the DUL loop, aborting the association: %s", exc)
+                abort = A_ABORT_RQ()
+                abort.source = 0x02
+                abort.reason_diagnostic = 0x00
+                with contextlib.suppress(Exception):
+                    self.socket.send(abort.encode())  # type: ignore[union-attr]
+                self.assoc.is_aborted = True
+                self.assoc.is_established = False
+                self.assoc._kill = True
+                self._kill_thread = True
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                idle = True
+                continue
+            self.state_machine.do_action(event)
+            idle = False
+
+
+class EventDrivenAssociation(Association):
+    """pynetdicom's acceptor whose loop waits on an event instead of sleeping 1 ms a turn."""
+
+    _wake: threading.Event
+
+    def kill(self) -> None:
+        super().kill()
+        wake = getattr(self, "_wake", None)
+        if wake is not None:
+            wake.set()
+
+    def _run_reactor(self) -> None:
+        self._is_paused = False
+        wake = self._wake
+        while not self._kill:
+            wake.wait(IDLE_WAIT)
+            wake.clear()
+            # The pause that send_*() and release() use, as in pynetdicom.
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+            # Every message that arrived, then the rest of pynetdicom's checks.
+            while True:
+                context_id, message = self.dimse.get_msg(block=False)
+                if not message:
+                    break
+                self._serve_request(message, context_id)  # type: ignore[arg-type]
+                if self._kill:
+                    return
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+            if self.acse.is_aborted():
+                self.dul.receive_pdu(wait=False)
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+            if not self.dul.is_alive():
+                self.kill()
+                return
+            if self.dul.idle_timer_expired():
+                logger.error("Network timeout reached")
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()
+                return
+
+
+def install(assoc: Association) -> bool:
+    """Make a just-created acceptor association (not started) use the event-driven loops.
+    Returns False, changing nothing, on a pynetdicom these loops were not written for."""
+    if not compatible():
+        return False
+    dul: Any = assoc.dul
+    wake = threading.Event()
+    waker = _Waker()
+    dul.__class__ = EventDrivenDUL
+    dul._waker = waker
+    dul._assoc_wake = wake
+    dul.to_provider_queue = _WakingQueue(waker.wake)
+    dul.to_user_queue = _WakingQueue(wake.set)
+    assoc.dimse.msg_queue = _WakingQueue(wake.set)
+    assoc.__class__ = EventDrivenAssociation
+    assoc._wake = wake  # type: ignore[attr-defined]
+    return True
