@@ -19,6 +19,7 @@ from cloudpacs.env import (
     env_float,
     env_int,
     env_list,
+    env_networks,
     env_optional,
     env_path,
     env_str,
@@ -184,6 +185,15 @@ DICOM_ASSOCIATE_TIMEOUT = env_float("DICOM_ASSOCIATE_TIMEOUT", 5.0, minimum=0.1)
 DICOM_MAX_ASSOCIATIONS = env_int("DICOM_MAX_ASSOCIATIONS", 64, minimum=1)
 DICOM_MAX_WAITING_CONNECTIONS = env_int("DICOM_MAX_WAITING_CONNECTIONS", 64, minimum=1)
 DICOM_MAX_CONNECTIONS_PER_ADDRESS = env_int("DICOM_MAX_CONNECTIONS_PER_ADDRESS", 16, minimum=1)
+# Processes serving associations on the one port (dicomnode.processes): 1 serves them from
+# threads of the receiver's own process; more, from that many worker processes, with the
+# front door's limits kept by the parent for all of them.
+DICOM_RECEIVER_PROCESSES = env_int("DICOM_RECEIVER_PROCESSES", 1, minimum=1, maximum=64)
+# Addresses (or networks) of TCP proxies (HAProxy in TCP mode, send-proxy-v2) whose
+# connections begin with a PROXY protocol v2 header naming the real peer; the limits per
+# address, DICOM_CHECK_PEER_ADDRESS and the association log then see that peer. A PROXY
+# header from any other address is refused.
+DICOM_PROXY_ADDRESSES = env_networks("DICOM_PROXY_ADDRESSES")
 # Limits per association: instances stored in one association, and bytes of one instance.
 DICOM_MAX_INSTANCES_PER_ASSOCIATION = env_int("DICOM_MAX_INSTANCES_PER_ASSOCIATION", 10000, minimum=1)
 DICOM_MAX_INSTANCE_BYTES = env_int("DICOM_MAX_INSTANCE_BYTES", 2 * 1024**3, minimum=1)

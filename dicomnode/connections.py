@@ -21,6 +21,7 @@ how many were not logged), so a flood of connections cannot flood the log or its
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import socket
 import ssl
@@ -92,26 +93,51 @@ class Admission:
     def limits(self) -> Limits:
         return self._limits()
 
-    def admit(self, address: str) -> Refused | None:
-        """Take a just-accepted connection into the waiting pool, or say why not."""
+    def admit(self, address: str, *, proxied: bool = False) -> Refused | None:
+        """Take a just-accepted connection into the waiting pool, or say why not. A
+        connection from a trusted proxy (`proxied`) is never refused here: it is counted
+        under the proxy's key until its PROXY header names the peer (`readdress`)."""
         limits = self.limits
         with self._lock:
-            if self._by_address[address] >= limits.max_per_address:
-                return Refused(
-                    "per-address",
-                    f"{self._by_address[address]} connections from this address already,"
-                    f" the limit is {limits.max_per_address} (DICOM_MAX_CONNECTIONS_PER_ADDRESS)",
-                )
-            if self._waiting_total >= limits.max_waiting and address not in self._known:
-                return Refused(
-                    "waiting-pool",
-                    f"{self._waiting_total} connections are waiting for their A-ASSOCIATE-RQ,"
-                    f" the limit is {limits.max_waiting} (DICOM_MAX_WAITING_CONNECTIONS)",
-                )
-            self._by_address[address] += 1
-            self._waiting[address] += 1
-            self._waiting_total += 1
-            return None
+            if proxied:
+                self._take(address)
+                return None
+            return self._admit(address, limits)
+
+    def readdress(self, proxy_key: str, address: str) -> Refused | None:
+        """A proxied connection's PROXY header named its peer: it leaves the proxy's count
+        and is admitted as the peer's, or refused (and then counted nowhere)."""
+        limits = self.limits
+        with self._lock:
+            self._leave_waiting(proxy_key)
+            self._release(proxy_key)
+            return self._admit(address, limits)
+
+    def _take(self, address: str) -> None:
+        self._by_address[address] += 1
+        self._waiting[address] += 1
+        self._waiting_total += 1
+
+    def _release(self, address: str) -> None:
+        self._by_address[address] -= 1
+        if self._by_address[address] <= 0:
+            del self._by_address[address]
+
+    def _admit(self, address: str, limits: Limits) -> Refused | None:
+        if self._by_address[address] >= limits.max_per_address:
+            return Refused(
+                "per-address",
+                f"{self._by_address[address]} connections from this address already,"
+                f" the limit is {limits.max_per_address} (DICOM_MAX_CONNECTIONS_PER_ADDRESS)",
+            )
+        if self._waiting_total >= limits.max_waiting and address not in self._known:
+            return Refused(
+                "waiting-pool",
+                f"{self._waiting_total} connections are waiting for their A-ASSOCIATE-RQ,"
+                f" the limit is {limits.max_waiting} (DICOM_MAX_WAITING_CONNECTIONS)",
+            )
+        self._take(address)
+        return None
 
     def request_complete(self, address: str) -> None:
         """The connection's A-ASSOCIATE-RQ arrived: it leaves the waiting pool."""
@@ -122,9 +148,7 @@ class Admission:
         with self._lock:
             if waiting:
                 self._leave_waiting(address)
-            self._by_address[address] -= 1
-            if self._by_address[address] <= 0:
-                del self._by_address[address]
+            self._release(address)
 
     def _leave_waiting(self, address: str) -> None:
         self._waiting[address] -= 1
@@ -253,6 +277,53 @@ def write_refusal_row(address: str | None, port: int | None, refused: Refused, w
         connection.close()
 
 
+# PROXY protocol version 2 (HAProxy's proxy-protocol.txt, section 2.2): a 12-byte
+# signature, version and command, address family and protocol, the length of the rest.
+PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+PROXY_COMMAND_LOCAL = 0x0
+PROXY_COMMAND_PROXY = 0x1
+PROXY_TCP4 = 0x11
+PROXY_TCP6 = 0x21
+# The addresses and a few TLVs: HAProxy sends far less than this.
+PROXY_HEADER_CEILING = 4096
+
+
+def trusted_proxy(address: str, proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    if not proxies:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in proxies)
+
+
+def read_proxy_header(sock: socket.socket, deadline: float, timeout: float) -> tuple[str, int] | None:
+    """The peer (address, port) that a trusted proxy's PROXY v2 header names, read before
+    `deadline`; None for a LOCAL header (the proxy's own connection: a health check).
+    Raises Refused when the connection does not start with a valid v2 header: a trusted
+    proxy always sends one, so anything else is not from it."""
+    head = _read(sock, 16, deadline, timeout)
+    if head[:12] != PROXY_V2_SIGNATURE:
+        raise Refused("proxy-header", "a connection from a trusted proxy without a PROXY protocol v2 header")
+    version_command, family, length = head[12], head[13], struct.unpack(">H", head[14:16])[0]
+    if version_command >> 4 != 2:
+        raise Refused("proxy-header", f"PROXY protocol version {version_command >> 4}, not 2")
+    if length > PROXY_HEADER_CEILING:
+        raise Refused("proxy-header", f"a PROXY header of {length} bytes")
+    body = _read(sock, length, deadline, timeout) if length else b""
+    command = version_command & 0x0F
+    if command == PROXY_COMMAND_LOCAL:
+        return None
+    if command != PROXY_COMMAND_PROXY:
+        raise Refused("proxy-header", f"PROXY protocol command {command}")
+    if family == PROXY_TCP4 and length >= 12:
+        return str(ipaddress.IPv4Address(body[0:4])), struct.unpack(">H", body[8:10])[0]
+    if family == PROXY_TCP6 and length >= 36:
+        return str(ipaddress.IPv6Address(body[0:16])), struct.unpack(">H", body[32:34])[0]
+    raise Refused("proxy-header", f"a PROXY header for address family 0x{family:02X}, not TCP over IPv4 or IPv6")
+
+
 def read_associate_rq(sock: socket.socket, deadline: float, timeout: float) -> bytes:
     """The connection's first PDU, whole, read before `deadline` (time.monotonic()); it
     must be an A-ASSOCIATE-RQ that pynetdicom can decode and turn into its primitive (an
@@ -260,6 +331,11 @@ def read_associate_rq(sock: socket.socket, deadline: float, timeout: float) -> b
     thread, leaving the peer to wait out the ACSE timeout). Raises Refused."""
     header = _read(sock, 6, deadline, timeout)
     pdu_type, _, length = struct.unpack(">BBL", header)
+    if header == PROXY_V2_SIGNATURE[:6]:
+        raise Refused(
+            "proxy-untrusted",
+            "a PROXY protocol header from an address that is not a trusted proxy (DICOM_PROXY_ADDRESSES)",
+        )
     if pdu_type != ASSOCIATE_RQ:
         raise Refused(
             "not-an-associate-rq",

@@ -48,6 +48,7 @@ from dicomnode import commitment, connections, permits, queryretrieve, reactor, 
 from dicomnode.connections import Admission, Limits, RefusalLog, Refused
 from dicomnode.contexts import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from dicomnode.models import AssociationLog
+from dicomnode.processes import HandoffMixin
 from facilities.models import ApplicationEntity, Modality
 from facilities.services import application_entity_for_ae_title
 
@@ -75,6 +76,9 @@ RJ_CALLING_AE_NOT_RECOGNISED = 0x03
 RJ_CALLED_AE_NOT_RECOGNISED = 0x07
 
 VERIFICATION = "1.2.840.10008.1.1"
+
+# ", worker N" in the log lines of a worker process (DICOM_RECEIVER_PROCESSES > 1).
+PROCESS_NAME = ""
 
 
 class _Association:
@@ -256,12 +260,13 @@ def handle_accepted(event: evt.Event) -> None:
     state = _accepted(event.assoc)
     if state is not None and state.entity is not None:
         logger.info(
-            "association accepted: %s (%s, %s) from %s%s",
+            "association accepted: %s (%s, %s) from %s%s%s",
             state.entity.ae_title,
             state.entity.facility.short_name,
             state.entity.role,
             _peer(event.assoc),
             _certificate_subject(event.assoc),
+            PROCESS_NAME,
         )
 
 
@@ -599,9 +604,13 @@ class CappedRequestHandler(RequestHandler):
     """Hands a connection whose A-ASSOCIATE-RQ has arrived to pynetdicom, and gives its
     place back to the front door when the association's thread ends."""
 
-    def __init__(self, request: Any, client_address: Any, server: Any, prefix: bytes = b"") -> None:
+    def __init__(
+        self, request: Any, client_address: Any, server: Any, prefix: bytes = b"", key: str | None = None
+    ) -> None:
         self.prefix = prefix
         self.started = False
+        # What the front door counts this connection under (its peer's address).
+        self.key = key if key is not None else _host(client_address)
         super().__init__(request, client_address, server)
 
     def handle(self) -> None:
@@ -624,7 +633,7 @@ class CappedRequestHandler(RequestHandler):
                 association_loop()
             finally:
                 if isinstance(server, NoDelayAssociationServer):
-                    server.association_ended(assoc, _host(self.client_address))
+                    server.association_ended(assoc, self.key)
 
         assoc.run = run  # type: ignore[method-assign]
         return assoc
@@ -632,6 +641,15 @@ class CappedRequestHandler(RequestHandler):
 
 def _host(client_address: Any) -> str:
     return str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
+
+
+def admission_key(address: str) -> tuple[str, bool]:
+    """(what the front door counts a new connection under, whether it is a trusted
+    proxy's): a proxied connection is counted under its proxy until its PROXY header
+    names the peer."""
+    if connections.trusted_proxy(address, settings.DICOM_PROXY_ADDRESSES):
+        return f"proxy {address}", True
+    return address, False
 
 
 class NoDelayAssociationServer(ThreadedAssociationServer):
@@ -663,7 +681,8 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
         """On the accept loop: refuse at once what is over a limit (no thread, no wait on
         the database), start the connection's thread for the rest."""
         address = _host(client_address)
-        refused = self.admission.admit(address)
+        key, proxied = admission_key(address)
+        refused = self.admission.admit(key, proxied=proxied)
         if refused is not None:
             port = client_address[1] if isinstance(client_address, tuple) else None
             self.refusals.record(address, port, refused, tls=self.tls_context is not None, write_row_here=False)
@@ -672,18 +691,34 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self.admission.closed(address, waiting=True)
+            self.admission.closed(key, waiting=True)
             raise
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        """On the connection's thread: the TLS handshake and the whole A-ASSOCIATE-RQ
-        within DICOM_ASSOCIATE_TIMEOUT, then the association."""
+        """On the connection's thread: from a trusted proxy its PROXY header, then the TLS
+        handshake and the whole A-ASSOCIATE-RQ, all within DICOM_ASSOCIATE_TIMEOUT, then
+        the association."""
         address = _host(client_address)
         port = client_address[1] if isinstance(client_address, tuple) else None
+        # What the admission counts this connection under: the proxy's key until its
+        # PROXY header names the peer; None once a refusal took it out of every count.
+        key: str | None
+        key, proxied = admission_key(address)
         timeout = self.admission.limits.associate_timeout
         deadline = time.monotonic() + timeout
         original_timeout = request.gettimeout()
         try:
+            if proxied:
+                request.settimeout(timeout)
+                peer = connections.read_proxy_header(request, deadline, timeout)
+                if peer is not None:
+                    address, port = peer
+                    client_address = peer
+                    refused = self.admission.readdress(key, address)
+                    if refused is not None:
+                        key = None
+                        raise refused
+                    key = address
             if self.tls_context is not None:
                 request.settimeout(timeout)
                 try:
@@ -695,30 +730,53 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
             if refused.abort_reason is not None:
                 connections.send_abort(request, refused.abort_reason)
             connections.close(request)
-            self.admission.closed(address, waiting=True)
+            if key is not None:
+                self.admission.closed(key, waiting=True)
             if refused.kind == "connection-lost":
                 logger.debug("connection from %s:%s: %s", address, port, refused.why)
             else:
                 self.refusals.record(address, port, refused, tls=self.tls_context is not None)
             return
         except BaseException:
-            self.admission.closed(address, waiting=True)
+            if key is not None:
+                self.admission.closed(key, waiting=True)
             raise
         request.settimeout(original_timeout)
-        self.admission.request_complete(address)
+        self.admission.request_complete(key)
         started = False
         try:
-            handler: Any = CappedRequestHandler(request, client_address, self, prefix=data)
+            handler: Any = CappedRequestHandler(request, client_address, self, prefix=data, key=key)
             started = getattr(handler, "started", False)
         finally:
             if not started:
-                self.admission.closed(address, waiting=False)
+                self.admission.closed(key, waiting=False)
 
     def association_ended(self, assoc: Any, address: str) -> None:
         state = _state(assoc)
         if state is not None and state.holds_place:
             self.admission.give_back_association()
         self.admission.closed(address, waiting=False)
+
+
+class WorkerServer(HandoffMixin, NoDelayAssociationServer):
+    """The server of one worker process (DICOM_RECEIVER_PROCESSES > 1): connections come
+    from the parent (dicomnode.processes), admitted already; everything after the accept
+    is as in a single process, with the limits asked of the parent."""
+
+    admission: Any
+
+    def server_bind(self) -> None:
+        # No socket of its own: the parent's handoff socket is put in its place.
+        pass
+
+    def server_activate(self) -> None:
+        pass
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        ThreadedAssociationServer.process_request(self, request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logger.exception("receiver worker: an error serving %s", client_address)
 
 
 def front_door_limits() -> Limits:
@@ -767,6 +825,26 @@ def build_ae() -> AE:
         # role for the classes it takes back (PS3.4 C.4.3.1); a console proposes none.
         ae.add_supported_context(sop_class, TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     return ae
+
+
+def start_worker_server(handoff: socket.socket, admission: Any, address: tuple[str, int]) -> WorkerServer:
+    """A worker's server, serving from a daemon thread the connections the parent hands
+    over on `handoff`, with `admission` the parent's limits (dicomnode.processes)."""
+    archive.warm_up_ingest()
+    ae = build_ae()
+    server: WorkerServer = ae.make_server(  # type: ignore[assignment]
+        address, evt_handlers=HANDLERS, server_class=WorkerServer, request_handler=CappedRequestHandler
+    )
+    if server.socket is not None:
+        server.socket.close()
+    server.socket = handoff
+    server.parent_gone = threading.Event()
+    server.tls_context = tls_context()
+    server.admission = admission
+    server.refusals = RefusalLog()
+    ae._servers.append(server)
+    threading.Thread(target=server.serve_forever, name="dicomnode-worker", daemon=True).start()
+    return server
 
 
 def start_server(host: str | None = None, port: int | None = None, *, block: bool = True) -> NoDelayAssociationServer:

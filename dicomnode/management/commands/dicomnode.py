@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import shutil
 import signal
 import tempfile
 import threading
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -16,7 +16,8 @@ from django.db import connection
 
 from cloudpacs import heartbeat
 from cloudpacs.services import sweep_orphan_files
-from dicomnode.server import start_server
+from dicomnode.processes import FrontDoor, receiving_dir, run_worker, start_front_door
+from dicomnode.server import NoDelayAssociationServer, start_server
 from dicomnode.stability import StabilityTimer, SweepProcess
 
 logger = logging.getLogger("dicomnode")
@@ -29,6 +30,14 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=None, help="listen address (default DICOM_HOST)")
         parser.add_argument("--port", type=int, default=None, help="listen port (default DICOM_PORT)")
         parser.add_argument(
+            "--processes",
+            type=int,
+            default=None,
+            help="worker processes serving associations on the port (default DICOM_RECEIVER_PROCESSES)",
+        )
+        # A worker process started by the parent (dicomnode.processes): its two sockets and index.
+        parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+        parser.add_argument(
             "--no-sweep-timer",
             action="store_true",
             help=(
@@ -38,19 +47,33 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["worker"]:
+            handoff, calls, index = (int(part) for part in options["worker"].split(","))
+            run_worker(handoff, calls, index, options["host"], options["port"])
+            return
+        processes = options["processes"] or settings.DICOM_RECEIVER_PROCESSES
         # pynetdicom receives each dataset into a temporary file; keep those on the
         # store's filesystem so that storing one is a rename, not a copy.
-        receiving = Path(settings.STORAGE_ROOT) / ".receiving"
+        receiving = receiving_dir()
         shutil.rmtree(receiving, ignore_errors=True)
         receiving.mkdir(parents=True, exist_ok=True)
         tempfile.tempdir = str(receiving)
+        # Before any worker stores: what an interrupted store left is resolved here only.
         removed = sweep_orphan_files()
         if removed:
             logger.warning("removed %d files left by an interrupted store", removed)
         connection.close()
-        server = start_server(options["host"], options["port"], block=False)
+        server: NoDelayAssociationServer | FrontDoor
+        if processes > 1:
+            server = start_front_door(options["host"], options["port"], processes)
+        else:
+            server = start_server(options["host"], options["port"], block=False)
         host, port = server.server_address[:2]
-        self.stdout.write(f"DICOM receiver {settings.DICOM_AE_TITLE} listening on {host}:{port}", ending="\n")
+        self.stdout.write(
+            f"DICOM receiver {settings.DICOM_AE_TITLE} listening on {host}:{port}"
+            + (f" ({processes} processes)" if processes > 1 else ""),
+            ending="\n",
+        )
         self.stdout.flush()
         # With a broker this process only publishes the sweep; without one the sweep runs
         # in a process of its own, never on the receiver's threads (dicomnode.stability).
