@@ -196,7 +196,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60) -> None:
+def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 300) -> None:
+    # Generous: several receiver processes load Django before the port listens, which
+    # takes a minute or more on a loaded machine.
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
