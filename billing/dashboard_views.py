@@ -18,19 +18,21 @@ from typing import Any, cast
 from django import forms
 from django.core.paginator import Paginator
 from django.db.models import Exists, OuterRef, QuerySet, Subquery, Sum
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import urlencode
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
-from billing import dashboards, exports
+from billing import dashboards, exports, formatting
 from billing.dashboards import Filters
 from billing.models import LedgerEntry
 from consults.models import Priority
 from consults.services import time_limit_table
 from facilities.access import (
     ADMINISTRATOR,
+    CLINICAL_ROLES,
     RADIOLOGIST,
     TECHNOLOGIST,
     confined_to,
@@ -56,9 +58,16 @@ ALL_ROLES = (ADMINISTRATOR, TECHNOLOGIST, RADIOLOGIST)
 PAGE_SIZE = 50
 
 
+def _date_input() -> forms.DateInput:
+    """A text field that static/js/dashboards.js turns into a calendar in the page's
+    language; typed by hand it takes YYYY-MM-DD, the one format it shows."""
+    attrs = {"data-datepicker": "1", "placeholder": "YYYY-MM-DD", "autocomplete": "off", "inputmode": "numeric"}
+    return forms.DateInput(format="%Y-%m-%d", attrs=attrs)
+
+
 class FilterForm(forms.Form):
-    date_from = forms.DateField(label=_("起始日期"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(label=_("截止日期"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    date_from = forms.DateField(label=_("起始日期"), required=False, widget=_date_input())
+    date_to = forms.DateField(label=_("截止日期"), required=False, widget=_date_input())
     township = forms.ModelChoiceField(
         label=_("乡镇"),
         queryset=Facility.objects.none(),
@@ -161,11 +170,22 @@ def _scope(request: HttpRequest, form_class: type[FilterForm] = FilterForm) -> S
     return Scope(form, filters)
 
 
+def _place(facility: Facility) -> str:
+    return formatting.place_name(facility, get_language() or "")
+
+
+def _mark_partial(rows: list[Any], filters: Filters) -> None:
+    """Set `partial` on the rows of periods the page covers only in part."""
+    partial = dashboards.partial_periods([r.key for r in rows], filters)
+    for row in rows:
+        row.partial = partial.get(row.key)
+
+
 def _exams_href(scope: Scope, basis: str, drill: dict[str, str]) -> str:
     return reverse("billing:dashboards:exams") + "?" + urlencode({**scope.query, **drill, "basis": basis})
 
 
-def _download(request: HttpRequest, scope: Scope, sheet: exports.Sheet, name: str, fmt: str) -> HttpResponse:
+def _download(request: HttpRequest, scope: Scope, sheet: exports.Sheet, name: str, fmt: str) -> HttpResponseBase:
     """An export, audited: who took which table, in which format, under which filters."""
     audit(
         "billing.export.downloaded",
@@ -201,20 +221,23 @@ def savings(request: HttpRequest) -> HttpResponse:
     data = dashboards.savings(scope.filters)
     for row in [data.total, *data.by_kind, *data.by_year, *data.by_month]:
         row.href = _exams_href(scope, "ledger", row.drill)
+    _mark_partial(data.by_year, scope.filters)
+    _mark_partial(data.by_month, scope.filters)
     townships = [
         {
-            "label": t.facility.short_name,
+            "label": _place(t.facility),
             "href": _exams_href(scope, "ledger", {"township": str(t.facility.uuid)}),
+            # None where the township has no entry of the kind (a DR-only township's CT):
+            # the page shows "-", not a linked 0.00.
             "by_kind": [
                 (
-                    t.by_kind.get(k, dashboards.ZERO),
+                    t.by_kind.get(k),
                     _exams_href(scope, "ledger", {"township": str(t.facility.uuid), "modality": k}),
                 )
                 for k in data.kinds
             ],
             "entries": t.entries,
             "saving": t.saving,
-            "saving_wan": t.saving_wan,
         }
         for t in data.by_township
     ]
@@ -222,13 +245,14 @@ def savings(request: HttpRequest) -> HttpResponse:
         (sum((t.by_kind.get(k, dashboards.ZERO) for t in data.by_township), dashboards.ZERO), k) for k in data.kinds
     ]
     figure1 = {
-        "title": str(_("图1 各乡镇节省费用（元）")),
-        "categories": [t.facility.short_name for t in data.by_township],
+        "title": str(_("各乡镇节省费用（元）")),
+        "categories": [_place(t.facility) for t in data.by_township],
         "series": [
             {"name": k, "data": [float(t.by_kind.get(k, dashboards.ZERO)) for t in data.by_township]}
             for k in data.kinds
         ],
         "unit": str(_("元")),
+        "axis": str(_("乡镇")),
     }
     return _render(
         request,
@@ -240,6 +264,9 @@ def savings(request: HttpRequest) -> HttpResponse:
             "kind_totals": kind_totals,
             "figure1": figure1,
             "editions": dashboards.editions(scope.filters),
+            "unconfirmed": dashboards.unconfirmed_parts(scope.filters),
+            "partial_rows": [r for r in data.by_year if r.partial],
+            "partial_months": [r for r in data.by_month if r.partial],
         },
     )
 
@@ -248,7 +275,7 @@ SAVINGS_TABLES = ("township", "kind", "year", "month", "entries")
 
 
 @role_required(*MONEY_ROLES)
-def savings_export(request: HttpRequest, table: str, fmt: str) -> HttpResponse:
+def savings_export(request: HttpRequest, table: str, fmt: str) -> HttpResponseBase:
     if table not in SAVINGS_TABLES or fmt not in exports.FORMATS:
         raise Http404
     scope = _scope(request)
@@ -281,24 +308,31 @@ def turnaround(request: HttpRequest) -> HttpResponse:
     for row in [data.total, *data.by_township, *data.by_radiologist, *data.by_kind, *data.by_period]:
         row.href = exams_url + "?" + urlencode({**scope.query, **row.drill, "basis": "signed"})
         row.text = row.cells()
+    _mark_partial(data.by_period, scope.filters)
+    for row in data.by_township:
+        if row.facility is not None:
+            row.label = _place(row.facility)
     charts = {
         "figure2": {
-            "title": str(_("图2 各乡镇平均会诊时间（分钟）")),
+            "title": str(_("各乡镇平均会诊时间（分钟）")),
             "categories": [r.label for r in data.figure2],
             "series": [{"name": str(_("平均会诊时间")), "data": [round(r.consult.mean or 0, 2) for r in data.figure2]}],
             "unit": str(_("分钟")),
+            "axis": str(_("乡镇")),
         },
         "figure3": {
-            "title": str(_("图3 各诊断医师会诊量")),
+            "title": str(_("各诊断医师会诊量")),
             "categories": [r.label for r in data.figure3],
             "series": [{"name": str(_("会诊数")), "data": [r.n for r in data.figure3]}],
             "unit": str(_("例")),
+            "axis": str(_("诊断医师")),
         },
         "histogram": {
-            "title": str(_("会诊时间分布（分钟）")),
+            "title": str(_("会诊时间分布")),
             "categories": [label for label, _n in data.histogram],
             "series": [{"name": str(_("会诊数")), "data": [n for _label, n in data.histogram]}],
             "unit": str(_("例")),
+            "axis": str(_("会诊时间（分钟）")),
         },
     }
     groups = [
@@ -320,6 +354,7 @@ def turnaround(request: HttpRequest) -> HttpResponse:
             # The configured table each consult's limit was taken from when it arrived.
             "limits": [(label, table[value]) for value, label in Priority.choices[::-1]],
             "period_query": urlencode({**scope.query, "period": period}),
+            "partial_rows": [r for r in data.by_period if r.partial],
         },
     )
 
@@ -328,7 +363,7 @@ TURNAROUND_TABLES = ("township", "radiologist", "kind", "period")
 
 
 @role_required(*ALL_ROLES)
-def turnaround_export(request: HttpRequest, table: str, fmt: str) -> HttpResponse:
+def turnaround_export(request: HttpRequest, table: str, fmt: str) -> HttpResponseBase:
     if table not in TURNAROUND_TABLES or fmt not in exports.FORMATS:
         raise Http404
     scope = _scope(request, TurnaroundForm)
@@ -354,7 +389,7 @@ def volume(request: HttpRequest) -> HttpResponse:
             cell = {"township": str(r.facility.uuid), "modality": table.kind}
             rows.append(
                 {
-                    "label": r.facility.short_name,
+                    "label": _place(r.facility),
                     "cells": [
                         (n, _exams_href(scope, "all", {**cell, "year": str(y)}))
                         for n, y in zip(r.counts, table.years, strict=True)
@@ -366,10 +401,12 @@ def volume(request: HttpRequest) -> HttpResponse:
             (n, _exams_href(scope, "all", {"modality": table.kind, "year": str(y)}))
             for n, y in zip(table.year_totals, table.years, strict=True)
         ]
+        partial = dashboards.partial_periods([str(y) for y in table.years], scope.filters)
         laid_out.append(
             {
                 "number": number,
                 "table": table,
+                "years": [(y, partial.get(str(y))) for y in table.years],
                 "rows": rows,
                 "totals": totals,
                 "total": (table.total, _exams_href(scope, "all", {"modality": table.kind})),
@@ -379,7 +416,7 @@ def volume(request: HttpRequest) -> HttpResponse:
 
 
 @role_required(*ALL_ROLES)
-def volume_export(request: HttpRequest, kind: str, fmt: str) -> HttpResponse:
+def volume_export(request: HttpRequest, kind: str, fmt: str) -> HttpResponseBase:
     if kind not in ExamKind.values or fmt not in exports.FORMATS:
         raise Http404
     scope = _scope(request)
@@ -437,5 +474,12 @@ def exams(request: HttpRequest) -> HttpResponse:
         request,
         "billing/dashboards/exams.html",
         scope,
-        {"page": page, "page_query": query.urlencode(), "basis": basis, "count": page.paginator.count},
+        {
+            "page": page,
+            "page_query": query.urlencode(),
+            "basis": basis,
+            "count": page.paginator.count,
+            # The consult page is the technologists' and radiologists' (consults_for).
+            "links_consults": has_role(request.user, *CLINICAL_ROLES),
+        },
     )

@@ -14,11 +14,10 @@ Which exams each page counts:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncMonth, TruncYear
 from django.utils.translation import gettext_lazy as _
 
-from billing import hanyin, histogram
+from billing import formatting, hanyin, histogram
 from billing.models import (
     MEASURES,
     DailyRollup,
@@ -119,19 +118,58 @@ def money(value: Decimal | None) -> Decimal:
 
 
 def fixed(value: float | None, places: int = 2) -> str:
-    """A number to `places` decimals as the template filter floatformat prints it (its
-    shortest decimal form rounded half up, no minus sign on a zero), "" for None."""
+    """A number to `places` decimals in the pages' one format (billing.formatting: its
+    shortest decimal form rounded half up, thousands separated), "" for None."""
     if value is None:
         return ""
-    if math.isnan(value) or math.isinf(value):
-        return str(value)
-    rounded = Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
-    return f"{rounded if rounded else abs(rounded):f}"
+    return formatting.number(value, places)
 
 
 def wan(yuan: Decimal) -> Decimal:
-    """Yuan in 万元 (ten thousand yuan), to the cent of a 万元 as the pages show it."""
-    return (yuan / WAN).quantize(CENT, rounding=ROUND_HALF_UP)
+    """Yuan in 万元 (ten thousand yuan), by the one rule of billing.formatting."""
+    return formatting.to_wan(yuan)
+
+
+# ---------------------------------------------------------------------------- partial periods
+
+
+def recorded_span() -> tuple[date, date] | None:
+    """The first and last exam date the platform has recorded (any township, any kind):
+    a year or month outside it, or cut by it, holds only part of its days' exams."""
+    found = DailyRollup.objects.aggregate(first=Min("day"), last=Max("day"))
+    if found["first"] is None:
+        return None
+    return found["first"], found["last"]
+
+
+def period_bounds(key: str) -> tuple[date, date]:
+    """The first and last day of a period key: "2025", "2025-Q3" or "2025-09"."""
+    if "-Q" in key:
+        year, quarter = (int(x) for x in key.split("-Q"))
+        first = date(year, 3 * (quarter - 1) + 1, 1)
+        return first, _month_end(date(year, 3 * quarter, 1))
+    if "-" in key:
+        year, month = (int(x) for x in key.split("-"))
+        return date(year, month, 1), _month_end(date(year, month, 1))
+    return date(int(key), 1, 1), date(int(key), 12, 31)
+
+
+def partial_periods(keys: Iterable[str], filters: Filters) -> dict[str, tuple[date, date]]:
+    """The periods of `keys` that the page covers only in part, with the days it covers:
+    cut by the date filter, or by the first or last exam recorded (the demo's history stops
+    at 2025-09-28, so its 2025 is nine months)."""
+    span = recorded_span()
+    if span is None:
+        return {}
+    low = max(span[0], filters.date_from or span[0])
+    high = min(span[1], filters.date_to or span[1])
+    partial = {}
+    for key in keys:
+        first, last = period_bounds(key)
+        covered = (max(first, low), min(last, high))
+        if covered != (first, last) and covered[0] <= covered[1]:
+            partial[key] = covered
+    return partial
 
 
 def township_order(facilities: Iterable[Facility]) -> list[Facility]:
@@ -152,6 +190,7 @@ class SavingRow:
     saving: Decimal
     drill: dict[str, str] = field(default_factory=dict)
     href: str = ""  # set by the view: the exams behind the row
+    partial: tuple[date, date] | None = None  # set by the view: the days a partial period covers
 
     @property
     def saving_wan(self) -> Decimal:
@@ -327,6 +366,12 @@ def editions(filters: Filters) -> list[EditionUse]:
     return uses
 
 
+def unconfirmed_parts(filters: Filters) -> int:
+    """How many exams of the selection are billed for a count of body parts nobody named
+    (no order or request gave them: counted as one part)."""
+    return LedgerEntry.objects.filter(filters.ledger_q(), reverses__isnull=True, parts_confirmed=False).count()
+
+
 # ---------------------------------------------------------------------------- volume
 
 
@@ -437,6 +482,8 @@ class TurnaroundRow:
     drill: dict[str, str] = field(default_factory=dict)
     href: str = ""  # set by the view: the exams behind the row
     text: dict[str, Any] = field(default_factory=dict)  # set by the view: cells()
+    partial: tuple[date, date] | None = None  # set by the view: the days a partial period covers
+    facility: Facility | None = None  # of a row by township
 
     @property
     def n(self) -> int:
@@ -454,6 +501,7 @@ class TurnaroundRow:
 
         c = self.consult
         return {
+            "n": formatting.number(self.n),
             "mean": fixed(c.mean),
             "sd": fixed(c.sd) or "–",
             "median": median_iqr(c) if c.n else " (–)",
@@ -1074,6 +1122,11 @@ def turnaround(filters: Filters, period: str = "year", *, source: str = "rollup"
         g = groups.get((kind, key), empty)
         return TurnaroundRow(key, label, g.consult, g.stages, g.within_limit, drill)
 
+    def by_township(f: Facility) -> TurnaroundRow:
+        township = row("facility", str(f.pk), f.short_name, {"township": str(f.uuid)})
+        township.facility = f
+        return township
+
     facility_ids = [int(k) for (kind, k) in groups if kind == "facility"]
     facilities = township_order(Facility.objects.filter(pk__in=facility_ids))
     radiologist_ids = [int(k) for (kind, k) in groups if kind == "radiologist" and k != "None"]
@@ -1091,7 +1144,7 @@ def turnaround(filters: Filters, period: str = "year", *, source: str = "rollup"
     ]
     return Turnaround(
         total=row("all", "", str(_("合计")), {}),
-        by_township=[row("facility", str(f.pk), f.short_name, {"township": str(f.uuid)}) for f in facilities],
+        by_township=[by_township(f) for f in facilities],
         by_radiologist=[row("radiologist", str(u.pk), str(u), {"radiologist": str(u.uuid)}) for u in radiologists],
         by_kind=[row("kind", k, str(ExamKind(k).label), {"modality": k}) for k in kinds],
         by_period=[row("period", p, p, period_drill(p, period)) for p in periods],

@@ -94,6 +94,10 @@ class LedgerEntry(models.Model):
     exam_kind = models.CharField(_("检查类型"), max_length=4, choices=ExamKind.choices)
     exam_date = models.DateField(_("检查日期"))
     body_parts = models.SmallIntegerField(_("部位数"), help_text=_("冲正记录为负数"))
+    # Whether the count was ordered: the exam's order (or the township's request) named its
+    # body parts. A consult that arrived with none named is counted as one part, and its
+    # entry says the count is unconfirmed. None: recorded before this was kept.
+    parts_confirmed = models.BooleanField(_("部位数已确认"), null=True, blank=True)
     schedule = models.ForeignKey(
         PriceSchedule, on_delete=models.PROTECT, related_name="ledger_entries", verbose_name=_("价格标准")
     )

@@ -45,7 +45,7 @@ SHAANXI_2021_PUBLISHED = date(2022, 2, 23)
 SHAANXI_2021_FROM = date(2021, 1, 1)
 SHAANXI_2021_BASIS = (
     "通知发布于 2022-02-23，本版名为 2021 版。台账自 2021-01-01 起按本版计价："
-    "论文按本版价格计算其全部检查（自 2022-01-01 起）的节省费用，且本系统没有更早版本的价格；"
+    "汉阴县自 2022-01-01 起的全部检查一律按本版价格计算节省费用，本系统也没有更早版本的价格；"
     "因此 2022-01-01 至 2022-02-22 的检查也按本版计价，早于通知发布日期。"
 )
 # (kind, level) -> (item name, yuan per body part), as the paper quotes the 2021 edition.
@@ -158,6 +158,9 @@ def ledger_values_for(consult: Consult, book: PriceBook | None = None) -> dict[s
         "exam_kind": consult.kind,
         "exam_date": consult.exam_date,
         "body_parts": consult.body_parts,
+        # The parts are confirmed when they were named (by the order or the request);
+        # otherwise the consult's count is the default of one part.
+        "parts_confirmed": bool(consult.body_part_names.strip()),
         "schedule_id": schedule.pk,
         "county_price": county_price,
         "township_price": township_price,
@@ -249,6 +252,7 @@ def reverse_entry(entry: LedgerEntry, reason: str, actor: User | None) -> Ledger
         exam_kind=entry.exam_kind,
         exam_date=entry.exam_date,
         body_parts=-entry.body_parts,
+        parts_confirmed=entry.parts_confirmed,
         schedule_id=entry.schedule_id,
         county_price=entry.county_price,
         township_price=entry.township_price,

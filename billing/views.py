@@ -8,11 +8,10 @@ from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from billing import formatting
 from billing.models import LedgerEntry
 from consults.models import OPEN_STATUSES, Consult
 from facilities.access import ADMINISTRATOR, role_required
-
-WAN = Decimal(10000)
 
 
 @role_required(ADMINISTRATOR)
@@ -29,9 +28,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         {
             "consult_count": consults["total"],
             "open_count": consults["open"],
-            "consult_count_text": f"{consults['total']:,}",
-            "open_count_text": f"{consults['open']:,}",
-            "saving_yuan": f"{saving:,.2f}",
-            "saving_wan": f"{saving / WAN:,.2f}",
+            "consult_count_text": formatting.number(consults["total"]),
+            "open_count_text": formatting.number(consults["open"]),
+            "saving_yuan": formatting.yuan(saving),
+            "saving_wan": formatting.wan(saving),
         },
     )

@@ -18,11 +18,12 @@ from django.apps import apps
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponseBase
 
 from facilities.models import Facility, User
 
-View = TypeVar("View", bound=Callable[..., HttpResponse])
+# Any response: a streamed export (StreamingHttpResponse, FileResponse) as much as a page.
+View = TypeVar("View", bound=Callable[..., HttpResponseBase])
 
 TECHNOLOGIST = User.Role.TECHNOLOGIST
 RADIOLOGIST = User.Role.RADIOLOGIST
@@ -45,7 +46,7 @@ def role_required(*roles: str) -> Callable[[View], View]:
 
     def decorator(view: View) -> View:
         @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             if not has_role(request.user, *roles):

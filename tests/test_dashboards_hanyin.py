@@ -17,7 +17,7 @@ from django.urls import reverse
 from billing.models import LedgerEntry
 from facilities.models import Facility, User
 from tests.test_dashboards import page_tables, rows_by_label
-from tests.test_exports import read_csv
+from tests.test_exports import as_exported, read_csv
 
 YEARS = ["2022", "2023", "2024", "2025"]
 # Table 1: CT exams per township per year ("-": none).
@@ -84,7 +84,8 @@ def without_totals(table: list[list[str]]) -> dict[str, list[str]]:
     rows = rows_by_label(table)
     rows.pop("乡镇")
     rows.pop("合计")
-    return {label: values[:-1] for label, values in rows.items()}
+    # The page separates thousands (5,473); the paper's tables do not.
+    return {label: [v.replace(",", "") for v in values[:-1]] for label, values in rows.items()}
 
 
 def test_the_volume_page_shows_tables_1_and_2_exactly(admin_client) -> None:
@@ -94,8 +95,8 @@ def test_the_volume_page_shows_tables_1_and_2_exactly(admin_client) -> None:
     assert list(without_totals(tables["volume-CT"])) == list(TABLE_1)
     assert without_totals(tables["volume-DR"]) == TABLE_2
     assert list(without_totals(tables["volume-DR"])) == list(TABLE_2)
-    assert rows_by_label(tables["volume-CT"])["合计"][-1] == "15137"
-    assert rows_by_label(tables["volume-DR"])["合计"][-1] == "47168"
+    assert rows_by_label(tables["volume-CT"])["合计"][-1] == "15,137"
+    assert rows_by_label(tables["volume-DR"])["合计"][-1] == "47,168"
 
 
 def test_the_turnaround_page_shows_figure_2_within_one_percent(admin_client) -> None:
@@ -122,21 +123,27 @@ def test_the_savings_page_totals_the_ledger(admin_client) -> None:
     tables = page_tables(response)
     ledger = LedgerEntry.objects.aggregate(total=Sum("saving"))["total"]
     by_kind = rows_by_label(tables["by-kind"])
-    assert Decimal(rows_by_label(tables["by-township"])["合计"][-2]) == ledger
-    assert Decimal(by_kind["CT"][2]) + Decimal(by_kind["DR"][2]) == ledger
-    assert by_kind["CT"][0] == "15137"
-    assert by_kind["DR"][0] == "47168"
-    # The headline: one body part per exam at the 2021 list's differences (30 and 8 yuan).
+    assert rows_by_label(tables["by-township"])["合计"][-2] == "831,454.00"
+    assert by_kind["CT"][0] == "15,137"
+    assert by_kind["DR"][0] == "47,168"
+    # The headline: one body part per exam at the 2021 list's differences (30 and 8 yuan),
+    # in yuan and in 万元 by the one rule (half up to the cent of a 万元).
     assert ledger == Decimal("831454.00")
-    assert Decimal(by_kind["CT"][2]) == Decimal("454110.00")
-    assert Decimal(by_kind["DR"][2]) == Decimal("377344.00")
+    assert by_kind["CT"][2:] == ["454,110.00", "45.41"]
+    assert by_kind["DR"][2:] == ["377,344.00", "37.73"]
+    page = response.content.decode()
+    assert 'id="total-yuan" href="' in page
+    assert ">831,454.00</a>" in page
+    assert ">83.15</a>" in page
+    # Hanyin's 2025 stops at 2025-09-28, and the page says so.
+    assert "2025 只含部分时段：2025-01-01 至 2025-09-28 的检查。" in page
     exported = {
         r[0]: r
         for r in read_csv(admin_client.get(reverse("billing:dashboards:savings_export", args=["township", "csv"])))
     }
     for label, values in rows_by_label(tables["by-township"]).items():
         if label != "乡镇":
-            assert exported[label][1:] == values
+            assert exported[label][1:] == as_exported(values)
 
 
 def test_a_townships_technologist_sees_its_own_rows_of_the_tables(hanyin, db) -> None:

@@ -138,7 +138,14 @@ def test_group_codes_number_the_distinct_values_in_order(spread) -> None:
 # ---------------------------------------------------------------------------- the table's cells, formatted once
 
 
-def test_fixed_prints_numbers_as_floatformat_does() -> None:
+def grouped(text: str) -> str:
+    """floatformat's text with its thousands separated by commas."""
+    sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
+    whole, _dot, fraction = digits.partition(".")
+    return sign + f"{int(whole):,}" + (f".{fraction}" if fraction else "")
+
+
+def test_fixed_prints_numbers_as_floatformat_does_with_thousands_separated() -> None:
     from django.template.defaultfilters import floatformat
 
     rng = random.Random(6)
@@ -146,24 +153,34 @@ def test_fixed_prints_numbers_as_floatformat_does() -> None:
     values += [rng.uniform(-50, 5000) for _i in range(500)] + [round(rng.uniform(0, 300), 3) for _i in range(500)]
     for value in values:
         for places in (1, 2):
-            assert dashboards.fixed(value, places) == floatformat(value, places), (value, places)
+            expected = "" if value is None else grouped(floatformat(value, places))
+            assert dashboards.fixed(value, places) == expected, (value, places)
 
 
-# The row as the template printed it with floatformat, before the cells were formatted in the view.
+# The row as the template would print it with the pages' number filters (billing.templatetags
+# .figures), before the cells were formatted in the view: the lead row, then the stages.
 FILTERED_ROW = "\n".join(
     [
+        "{% load figures %}",
         '<tr><th scope="row"><a href="{{ r.href }}">{{ r.label }}</a></th>',
-        '<td class="num"><a href="{{ r.href }}">{{ r.n }}</a></td>',
-        '<td class="num mean"><a href="{{ r.href }}">{{ r.consult.mean|floatformat:2 }}</a>',
-        '± {{ r.consult.sd|floatformat:2|default:"–" }}</td>',
-        '<td class="num">{{ r.consult.median|floatformat:2 }}',
-        "({{ r.consult.q1|floatformat:2 }}–{{ r.consult.q3|floatformat:2 }})</td>",
-        '<td class="num share">{% if r.n %}{{ r.share_percent|floatformat:1 }} %{% endif %}</td>',
+        '<td class="num"><a href="{{ r.href }}">{{ r.n|num }}</a></td>',
+        '<td class="num mean"><a href="{{ r.href }}">{% if r.n %}{{ r.consult.mean|num:2 }}{% endif %}</a>',
+        "± {% if r.consult.sd is None %}–{% else %}{{ r.consult.sd|num:2 }}{% endif %}</td>",
+        '<td class="num">{% if r.n %}{{ r.consult.median|num:2 }}',
+        "({{ r.consult.q1|num:2 }}–{{ r.consult.q3|num:2 }}){% else %} (–){% endif %}</td>",
+        '<td class="num share">{% if r.n %}{{ r.share_percent|num:1 }} %{% endif %}</td>',
+        "</tr>",
+    ]
+)
+FILTERED_STAGES = "\n".join(
+    [
+        "{% load figures %}",
+        '<tr><th scope="row">{{ r.label }}</th>',
         "{% for label, s in r.stage_list %}",
-        '<td class="num">{% if s.n %}{{ s.mean|floatformat:2 }}',
-        '± {{ s.sd|floatformat:2|default:"–" }}{% else %}–{% endif %}</td>',
-        '<td class="num">{% if s.n %}{{ s.median|floatformat:2 }}',
-        "({{ s.q1|floatformat:2 }}–{{ s.q3|floatformat:2 }}){% else %}–{% endif %}</td>",
+        '<td class="num">{% if s.n %}{{ s.mean|num:2 }}',
+        "± {% if s.sd is None %}–{% else %}{{ s.sd|num:2 }}{% endif %}{% else %}–{% endif %}</td>",
+        '<td class="num">{% if s.n %}{{ s.median|num:2 }}',
+        "({{ s.q1|num:2 }}–{{ s.q3|num:2 }}){% else %}–{% endif %}</td>",
         "{% endfor %}</tr>",
     ]
 )
@@ -189,4 +206,7 @@ def test_the_rows_cells_read_as_the_template_filters_printed_them(many_exams) ->
         row.text = row.cells()
         filtered = Template(FILTERED_ROW).render(Context({"r": row}))
         formatted = render_to_string("billing/dashboards/_turnaround_row.html", {"r": row})
+        assert squeezed(formatted) == squeezed(filtered)
+        filtered = Template(FILTERED_STAGES).render(Context({"r": row}))
+        formatted = render_to_string("billing/dashboards/_turnaround_stages_row.html", {"r": row})
         assert squeezed(formatted) == squeezed(filtered)

@@ -1,8 +1,17 @@
 // Draws the dashboards' charts with the vendored Apache ECharts. Each chart is a
 // <div class="chart" data-chart="ID"> whose data the server renders into a JSON script
-// element with that ID: {title, categories, series: [{name, data}], unit}.
+// element with that ID: {title, categories, series: [{name, data}], unit, axis}.
+// Numbers are printed as the pages print them (billing.formatting): thousands separated
+// by commas whatever the browser's locale, so a bar reads like the table beside it.
 (function () {
   "use strict";
+
+  function formatted(value) {
+    var places = Math.round(value) === value ? 0 : 2;
+    var parts = Math.abs(value).toFixed(places).split(".");
+    parts[0] = parts[0].replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+    return (value < 0 ? "-" : "") + parts.join(".");
+  }
 
   function draw(element) {
     var source = document.getElementById(element.dataset.chart);
@@ -12,27 +21,48 @@
     var spec = JSON.parse(source.textContent);
     var histogram = element.dataset.type === "histogram";
     var stacked = element.dataset.stack === "1";
+    var totals = spec.categories.map(function (_c, i) {
+      return spec.series.reduce(function (sum, s) {
+        return sum + (s.data[i] || 0);
+      }, 0);
+    });
+    var last = spec.series.length - 1;
     var chart = echarts.init(element, null, { renderer: "canvas" });
     chart.setOption({
       // The panel's heading names the figure; the title stays for screen readers.
       aria: { enabled: true, label: { description: spec.title } },
-      tooltip: { trigger: "axis", axisPointer: { type: "shadow" } },
+      tooltip: { trigger: "axis", axisPointer: { type: "shadow" }, valueFormatter: formatted },
       legend: spec.series.length > 1 ? { top: 0 } : undefined,
-      grid: { left: 60, right: 20, top: 40, bottom: 60 },
+      grid: { left: 70, right: 30, top: 40, bottom: 70, containLabel: true },
       xAxis: {
         type: "category",
         data: spec.categories,
+        name: spec.axis,
+        nameLocation: "middle",
+        nameGap: spec.categories.length > 8 ? 55 : 30,
         axisLabel: { interval: 0, rotate: spec.categories.length > 8 ? 30 : 0 },
       },
-      yAxis: { type: "value", name: spec.unit },
-      series: spec.series.map(function (s) {
+      yAxis: { type: "value", name: spec.unit, axisLabel: { formatter: formatted } },
+      series: spec.series.map(function (s, index) {
+        // Every bar carries its value; a stack carries its total on its top segment.
+        var label = { show: true, position: "top", fontSize: histogram ? 10 : 12 };
+        if (stacked) {
+          label.show = index === last;
+          label.formatter = function (p) {
+            return formatted(totals[p.dataIndex]);
+          };
+        } else {
+          label.formatter = function (p) {
+            return formatted(p.value);
+          };
+        }
         return {
           name: s.name,
           type: "bar",
           data: s.data,
           stack: stacked ? "total" : undefined,
           barCategoryGap: histogram ? "2%" : "30%",
-          label: { show: !stacked && !histogram && s.data.length <= 12, position: "top" },
+          label: label,
         };
       }),
     });
@@ -41,7 +71,21 @@
     });
   }
 
+  // The date filters: a calendar in the page's language (flatpickr), not the browser's
+  // own date input, which speaks the browser's locale whatever the page's. Without the
+  // script the field still takes a date typed as YYYY-MM-DD.
+  function pickDates() {
+    if (typeof flatpickr === "undefined") {
+      return;
+    }
+    var chinese = (document.documentElement.lang || "zh-hans").indexOf("zh") === 0;
+    document.querySelectorAll("input[data-datepicker]").forEach(function (input) {
+      flatpickr(input, { dateFormat: "Y-m-d", allowInput: true, locale: chinese ? "zh" : "default" });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll(".chart[data-chart]").forEach(draw);
+    pickDates();
   });
 })();
