@@ -23,7 +23,6 @@ from django.db import connection, transaction
 from django.db.models import Count, Max, Min, Q, Sum
 
 from billing import histogram
-from billing.dashboards import Filters, _where, read_consults, within_limit
 from billing.models import (
     MEASURES,
     DailyRollup,
@@ -33,6 +32,8 @@ from billing.models import (
     MonthlyTownshipTurnaround,
     RollupCursor,
 )
+from billing.reports.filters import Filters
+from billing.reports.turnaround_raw import read_consults, within_limit
 from consults.models import Consult
 from facilities.models import AuditEvent, ExamKind, Facility
 
@@ -63,7 +64,7 @@ Row = list[Any]
 def _compute(filters: Filters) -> list[Row]:
     """The rollup rows (values in COLUMNS order) of the consults and ledger entries that
     `filters` selects (by date and facility only), computed from the raw rows."""
-    consults = read_consults(*_where(filters, signed_only=False))
+    consults = read_consults(*filters.consults_sql(signed_only=False))
     rows: dict[tuple[date, int, str, int | None], Row] = {}
     if consults.facility.size:
         keys = np.stack([consults.day, consults.facility, consults.kind, consults.radiologist], axis=1)

@@ -1,10 +1,22 @@
+"""billing's URLs: the overview, and the dashboards as the `billing:dashboards` namespace."""
+
 from django.urls import include, path
 
-from billing import views
+from billing.views import exams, overview, savings, turnaround, volume
 
 app_name = "billing"
 
+dashboards = [
+    path("savings/", savings.savings, name="savings"),
+    path("savings/<slug:table>.<slug:fmt>", savings.savings_export, name="savings_export"),
+    path("turnaround/", turnaround.turnaround, name="turnaround"),
+    path("turnaround/<slug:table>.<slug:fmt>", turnaround.turnaround_export, name="turnaround_export"),
+    path("volume/", volume.volume, name="volume"),
+    path("volume/<slug:kind>.<slug:fmt>", volume.volume_export, name="volume_export"),
+    path("exams/", exams.exams, name="exams"),
+]
+
 urlpatterns = [
-    path("dashboard/", views.dashboard, name="dashboard"),
-    path("dashboards/", include("billing.dashboard_urls")),
+    path("dashboard/", overview.dashboard, name="dashboard"),
+    path("dashboards/", include((dashboards, "dashboards"))),
 ]

@@ -23,6 +23,7 @@ from billing.models import (
     MonthlyRollup,
     MonthlyTownshipTurnaround,
 )
+from billing.reports import turnaround_rollup
 from billing.services import ensure_shaanxi_2021_schedule, record_saving, reverse_entry
 from consults.models import Consult
 from facilities.models import ExamKind, User
@@ -335,11 +336,11 @@ def test_the_turnaround_from_those_months_is_the_turnaround_from_the_monthly_row
         Filters(date_from=date(2024, 6, 15), date_to=date(2025, 3, 10)),
         Filters(date_from=date(2024, 7, 1), date_to=date(2025, 6, 30)),
     ):
-        assert dashboards._grain_parts(filters) is not None
+        assert turnaround_rollup.grain_parts(filters) is not None
         fast = dashboards.turnaround(filters, period)
-        plain = dashboards._rollup_groups(filters, period, grains=False)
-        assert dashboards._rollup_groups(filters, period)[1] == plain[1]  # the distribution plot
-        groups = dashboards._rollup_groups(filters, period)[0]
+        plain = turnaround_rollup.rollup_groups(filters, period, grains=False)
+        assert turnaround_rollup.rollup_groups(filters, period)[1] == plain[1]  # the distribution plot
+        groups = turnaround_rollup.rollup_groups(filters, period)[0]
         assert groups.keys() == plain[0].keys()
         for key, group in groups.items():
             other = plain[0][key]
@@ -355,9 +356,9 @@ def test_the_turnaround_from_those_months_is_the_turnaround_from_the_monthly_row
 
 
 def test_a_township_or_radiologist_filter_reads_the_monthly_rows(township, radiologist) -> None:
-    assert dashboards._grain_parts(Filters(facility=township)) is None
-    assert dashboards._grain_parts(Filters(radiologist=radiologist)) is None
-    assert dashboards._grain_parts(Filters(date_from=date(2024, 6, 2), date_to=date(2024, 6, 20))) is None
+    assert turnaround_rollup.grain_parts(Filters(facility=township)) is None
+    assert turnaround_rollup.grain_parts(Filters(radiologist=radiologist)) is None
+    assert turnaround_rollup.grain_parts(Filters(date_from=date(2024, 6, 2), date_to=date(2024, 6, 20))) is None
 
 
 def test_a_consult_handed_to_another_radiologist_moves_between_their_months(two_readers, radiologist) -> None:

@@ -16,6 +16,7 @@ from django.db import connection
 
 from billing import dashboards, rollup
 from billing.dashboards import Filters, Summary
+from billing.reports.measures import group_codes
 from consults.models import Consult
 from facilities.models import ExamKind
 from tests.test_dashboards import make_exam
@@ -130,7 +131,7 @@ def test_the_figures_equal_percentile_cont_on_postgresql(many_exams) -> None:
 @pytest.mark.parametrize("spread", [1, 10_000_000], ids=["ids-close-together", "ids-far-apart"])
 def test_group_codes_number_the_distinct_values_in_order(spread) -> None:
     column = np.array([5, 3, 5, 9, 3]) * spread
-    values, codes = dashboards._codes(column)
+    values, codes = group_codes(column)
     assert values.tolist() == [3 * spread, 5 * spread, 9 * spread]
     assert codes.tolist() == [1, 0, 1, 2, 0]
 

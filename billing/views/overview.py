@@ -1,4 +1,4 @@
-"""The administrators' dashboard: headline figures now, the full dashboards later."""
+"""The administrators' overview: headline figures, and a way into each dashboard."""
 
 from __future__ import annotations
 
