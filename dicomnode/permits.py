@@ -7,7 +7,7 @@ with the services it may use."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -56,19 +56,4 @@ def requiring(permission: str, service: str, handler: Callable[[evt.Event], Any]
 
     guarded.__name__ = handler.__name__
     guarded.__doc__ = handler.__doc__
-    return guarded
-
-
-def requiring_generator(
-    permission: str, service: str, handler: Callable[[evt.Event], Iterator[Any]]
-) -> Callable[[evt.Event], Iterator[Any]]:
-    """The same for a C-FIND handler, which yields its answers."""
-
-    def guarded(event: evt.Event) -> Iterator[Any]:
-        if permitted(event, permission) is None:
-            yield refusal(event, service), None
-            return
-        yield from handler(event)
-
-    guarded.__name__ = handler.__name__
     return guarded
