@@ -12,7 +12,9 @@ navigation start, as the page itself records them. Two times to the first image:
 (/rendered) the page shows in the pane while the viewer's code loads, unless Cornerstone
 was quicker; "Cornerstone" is the viewer's own first frame (window/level, scrolling and
 measuring work from then on). The whole stack is when every image of the series is
-decoded in the cache. Prints medians of --runs.
+decoded in the cache. For the CT cases, once the stack is cached, the MPR button is
+pressed and the time until the three planes are drawn from the whole volume is printed
+("MPR ready", its code chunk fetched then). Prints medians of --runs.
 
     bash scripts/build-viewer.sh
     .venv/bin/python bench/viewer/run.py [--runs 5] [--only ct512,ct128,dx,us] [--storage local|s3|both]
@@ -100,6 +102,10 @@ def seed(cases: list[str]) -> tuple[dict[str, str], str]:
                 study_uid=study_uid, series_uid=series_uid, instance_number=number, rows=size, columns=size
             )
             ds.SliceThickness = 1.25
+            # Where each slice lies, as a scanner writes it: the MPR needs it.
+            ds.PixelSpacing = [0.7, 0.7]
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+            ds.ImagePositionPatient = [-size * 0.35, -size * 0.35, -1.25 * number]
             ds.PixelData = np.clip(hu + 1024, 0, 4095).astype(np.uint16).tobytes()
             store(ds, ct)
         studies[case] = study_uid
@@ -170,7 +176,7 @@ TRACE = """() => [
 ]"""
 
 
-def measure(url: str, session: str, runs: int) -> dict[str, list[float]]:
+def measure(url: str, session: str, runs: int, mpr: bool = False) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
 
     results: dict[str, list[float]] = {
@@ -230,6 +236,16 @@ def measure(url: str, session: str, runs: int) -> dict[str, list[float]]:
                     results.setdefault(f"step_{step}", []).append(at or 0)
                 results["stack"].append(cold["stack"])
                 results["mb"].append(cold["bytes"] / 1e6)
+                if mpr:
+                    # MPR from the button (its chunk fetched then) to the three planes drawn
+                    # from the whole volume.
+                    page.click('[data-action="mpr"]')
+                    page.wait_for_function(
+                        "() => window.yunyingViewer.viewers[0].mpr?.readyMs != null", timeout=300_000
+                    )
+                    results.setdefault("mpr", []).append(
+                        page.evaluate("() => window.yunyingViewer.viewers[0].mpr.openedInMs")
+                    )
                 # Again in the same context: the viewer's code from the HTTP cache, the images
                 # fetched again (WADO-RS answers are not cached).
                 page.goto(url)
@@ -361,7 +377,8 @@ def main() -> None:
             # Each case on each backend in turn, so that a change of the machine's load
             # falls on both alike.
             for backend, (_process, port) in servers.items():
-                result = measure(f"http://127.0.0.1:{port}/viewer/{studies[case]}/", session, args.runs)
+                url = f"http://127.0.0.1:{port}/viewer/{studies[case]}/"
+                result = measure(url, session, args.runs, mpr=case.startswith("ct"))
                 med = {key: statistics.median(values) for key, values in result.items()}
                 label = f"{names[case]} ({backend})" if len(servers) > 1 else names[case]
                 print(
@@ -369,6 +386,8 @@ def main() -> None:
                     f"{med['mb']:>7.1f}{med['warm_visible']:>18.0f}ms{med['warm_first']:>11.0f}ms"
                     f"{med['warm_stack']:>7.0f}ms"
                 )
+                if "mpr" in med:
+                    print(f"  MPR ready {med['mpr']:.0f} ms after the button (cold chunk, the stack in the cache)")
                 steps = [(key.removeprefix("step_"), value) for key, value in med.items() if key.startswith("step_")]
                 print("  cold, ms from navigation start: " + ", ".join(f"{name} {at:.0f}" for name, at in steps))
         print(f"load average after: {' '.join(f'{value:.1f}' for value in os.getloadavg())}")
