@@ -165,9 +165,12 @@ def database_from_url(name: str, url: str, *, sqlite_timeout: float) -> dict[str
                 # WAL lets the DICOM receiver write while the web server reads; IMMEDIATE
                 # transactions take the write lock up front, so two writers queue on the
                 # busy timeout instead of failing with "database is locked" on upgrade.
+                # synchronous=FULL fsyncs the WAL at every commit: the receiver answers
+                # Success after the index commit, which must then survive a power cut,
+                # not only the process's death (NORMAL). About 0.5-0.8 ms a commit here.
                 "timeout": sqlite_timeout,
                 "transaction_mode": "IMMEDIATE",
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
             },
         }
     if scheme in {"postgres", "postgresql", "pgsql"}:

@@ -85,6 +85,8 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
     db = database_from_url("DATABASE_URL", f"sqlite:///{tmp_path}/x.sqlite3", sqlite_timeout=30)
     assert db["NAME"] == f"{tmp_path}/x.sqlite3"
     assert "journal_mode=WAL" in db["OPTIONS"]["init_command"]
+    # A row committed before the receiver's Success survives a power cut, not only a kill.
+    assert "synchronous=FULL" in db["OPTIONS"]["init_command"]
     assert db["OPTIONS"]["timeout"] == 30
 
 
