@@ -1,9 +1,9 @@
 """The demo's report text: a normal report for the exam's kind and body part, or one with
 a finding, now and then a critical one (危急值).
 
-The normal text has one source, `normal_report`: for now the report templates the platform
-ships with (consults' built-in ReportTemplate rows), and for the parts they do not cover,
-the few normal texts below. The findings are this project's own wording, written for a
+The normal text has one source, `normal_report_source`: the report template library
+(consults.services.normal_report), and for the parts it does not cover, the few normal
+texts below. The findings are this project's own wording, written for a
 demo: plausible, not clinical guidance."""
 
 from __future__ import annotations
@@ -12,25 +12,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from consults.models import ReportTemplate
+from consults.services import normal_report as library_normal_report
 
-# Which built-in template (its body_part) serves which part of the vocabulary, by kind.
-_BUILT_IN_FOR: dict[tuple[str, str], str] = {
-    ("CT", "HEAD"): "头颅",
-    ("CT", "CHEST"): "胸部",
-    ("CT", "ABDOMEN"): "腹部",
-    ("DR", "CHEST"): "胸部",
-    **{("DR", code): "脊柱" for code in ("CSPINE", "TSPINE", "LSPINE", "SSPINE")},
-    **{
-        ("DR", code): "四肢"
-        for code in (
-            *("SHOULDER", "CLAVICLE", "ARM", "ELBOW", "FOREARM", "WRIST", "HAND"),
-            *("THIGH", "KNEE", "LEG", "ANKLE", "FOOT", "RIB"),
-        )
-    },
-}
-
-# Normal texts for the parts the built-in templates leave out ({part}: the part's name).
+# Normal texts for the parts the template library leaves out ({part}: the part's name).
 _NORMAL_FALLBACK: dict[tuple[str, str], tuple[str, str]] = {
     ("CT", "SPINE"): (
         "{part}序列连续，生理曲度存在。各椎体形态、大小及密度未见异常，未见骨质破坏。"
@@ -266,21 +250,19 @@ def region(kind: str, code: str) -> str:
 
 def normal_report_source() -> Callable[[str, str, str, str], tuple[str, str]]:
     """`normal_report(kind, part_code, part_name, language)`: the normal findings and
-    impression. Reads the built-in templates once; the one place to point at a template
-    library instead."""
-    built_in = {
-        (t.kind, t.body_part): (t.findings, t.impression)
-        for t in ReportTemplate.objects.filter(author__isnull=True, is_active=True).order_by("id")
-    }
+    impression, from the report template library (consults.services.normal_report), asked
+    once per kind, part and language; for a part it has no template for, the normal texts
+    above."""
+    known: dict[tuple[str, str, str], tuple[str, str] | None] = {}
 
     def normal_report(kind: str, code: str, name: str, language: str = "zh-hans") -> tuple[str, str]:
-        template = built_in.get((kind, _BUILT_IN_FOR.get((kind, code), "")))
-        if template is not None:
-            findings, impression = template
-            if _BUILT_IN_FOR.get((kind, code)) == "脊柱":
-                # The built-in spine template is the lumbar spine's.
-                findings, impression = findings.replace("腰椎", name), impression.replace("腰椎", name)
-            return findings, impression
+        key = (kind, code, language)
+        if key not in known:
+            found = library_normal_report(kind, [code], language)
+            known[key] = (found.findings, found.impression) if found is not None else None
+        text = known[key]
+        if text is not None:
+            return text
         fallback = _NORMAL_FALLBACK.get((kind, region(kind, code)))
         if fallback is None:
             fallback = _NORMAL_FALLBACK[("CT", "JOINT")] if kind == "CT" else _NORMAL_FALLBACK[("DR", "PELVIS")]

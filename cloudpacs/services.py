@@ -52,6 +52,7 @@ from cloudpacs.orders import (  # noqa: F401 (the archive's services, as other a
     body_parts_for_kind,
     order_for_study,
     performed_studies_ready,
+    register_order,
     settle_performed_steps,
 )
 from cloudpacs.personname import name_initials

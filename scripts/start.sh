@@ -9,5 +9,5 @@ bash scripts/build-viewer.sh
 mkdir -p var
 .venv/bin/python manage.py migrate --noinput
 .venv/bin/python manage.py collectstatic --noinput --verbosity 0
-.venv/bin/python manage.py seed_hanyin
+.venv/bin/python manage.py seed_hanyin --with-images
 exec .venv/bin/python manage.py platform "$@"

@@ -4,7 +4,9 @@ the seed and the pages are checked against the publication itself."""
 
 from __future__ import annotations
 
+import html
 import io
+import re
 from decimal import Decimal
 
 import pytest
@@ -163,3 +165,33 @@ def test_a_year_filter_keeps_the_tables_to_that_year(admin_client) -> None:
     tables = page_tables(response)
     assert "volume-CT" not in tables
     assert without_totals(tables["volume-DR"]) == {k: [v[2]] for k, v in TABLE_2.items()}
+
+
+def links(response, marker: str) -> list[str]:
+    hrefs = re.findall(r'href="([^"]+)"', response.content.decode())
+    return list(dict.fromkeys(html.unescape(h) for h in hrefs if marker in h))
+
+
+def test_every_drill_down_opens_a_consult_with_a_patient_and_a_report(hanyin, db) -> None:
+    # A radiologist (the administrator's pages show money, and the consult page is the
+    # clinicians'): each number on the volume and turnaround pages leads to its exams, and
+    # the first exam of each list to its consult, which names the patient and shows the report.
+    client = Client()
+    client.force_login(User.objects.get(username="dr_li"))
+    drill_downs: list[str] = []
+    for page in ("volume", "turnaround"):
+        drill_downs += links(client.get(reverse(f"billing:dashboards:{page}")), "/exams/")
+    assert len(drill_downs) > 60
+    consult_path = re.compile(r"/consults/[0-9a-f-]{36}/$")
+    opened = set()
+    for href in dict.fromkeys(drill_downs):
+        listed = client.get(href)
+        assert listed.status_code == 200, href
+        consults = [h for h in links(listed, "/consults/") if consult_path.search(h)]
+        assert consults, href
+        detail = client.get(consults[0])
+        assert detail.status_code == 200, consults[0]
+        text = detail.content.decode()
+        assert 'id="patient-name"' in text and 'id="report-impression"' in text, consults[0]
+        opened.add(consults[0])
+    assert len(opened) > 10

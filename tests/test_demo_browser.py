@@ -1,0 +1,113 @@
+"""The seeded Hanyin demo (`seed_hanyin --with-images`) in a real headless Chromium: the
+administrator's day on the dashboards, down to the exams behind a number, and the
+radiologist's, from the recent studies on the worklist, read with their images and signed.
+
+A live server needs committed rows, so this test seeds its own transactional database
+(the shared seeded session cannot serve it). With YUNYING_SCREENS set to a folder, each
+step is saved there as a PNG."""
+
+from __future__ import annotations
+
+import os
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+from consults.models import Consult
+from facilities.demo import demo_password
+from facilities.models import User
+from tests.test_daily_screens_browser import BUILT_VIEWER, CHROMIUM_ARGS, Screens, fits
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture
+def demo(transactional_db, settings, tmp_path: Path) -> dict[str, str]:
+    out = StringIO()
+    call_command("seed_hanyin", "--with-images", stdout=out)
+    recent = Consult.objects.filter(study__number_of_instances__gt=0).select_related("radiologist")
+    reader = recent.exclude(radiologist__isnull=True).values_list("radiologist__username", flat=True).first()
+    assert recent.count() == 6 and reader is not None
+    pages = {page: reverse(f"billing:dashboards:{page}") for page in ("savings", "volume", "turnaround")}
+    return {"reader": reader, "output": out.getvalue()} | pages
+
+
+def log_in(browser, options: dict, base: str, username: str, password: str):
+    page = browser.new_context(**options).new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.errors = errors
+    page.goto(f"{base}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button.primary")
+    page.wait_for_load_state()
+    return page
+
+
+def test_the_administrators_and_the_radiologists_day_on_the_seeded_demo(live_server, demo):
+    from playwright.sync_api import sync_playwright
+
+    assert BUILT_VIEWER.exists(), "the viewer is not built: run scripts/build-viewer.sh"
+    screens = Screens("1366x768")
+    base = live_server.url
+    options = {"viewport": {"width": 1366, "height": 768}, "locale": "zh-CN"}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=CHROMIUM_ARGS,
+            env={**os.environ, "LANGUAGE": "zh_CN", "LANG": "zh_CN.UTF-8"},
+        )
+        try:
+            # The administrator: the savings headline, the volume tables, the turnaround.
+            admin = log_in(browser, options, base, "admin", demo_password(User.Role.ADMINISTRATOR))
+            admin.goto(base + demo["savings"])
+            assert "831" in admin.locator("#total-yuan").inner_text()
+            screens.take(admin, "demo-admin-1-savings")
+            admin.goto(base + demo["volume"])
+            volume = admin.content()
+            assert "5473" in volume.replace(",", "") and "1590" in volume.replace(",", "")
+            fits(admin)
+            screens.take(admin, "demo-admin-2-volume")
+            admin.goto(base + demo["turnaround"])
+            assert "龙垭" in admin.content()
+            screens.take(admin, "demo-admin-3-turnaround")
+            admin.locator("table a[href*='/exams/']").first.click()
+            admin.wait_for_load_state()
+            assert admin.locator("#exams tbody tr").count() > 10
+            screens.take(admin, "demo-admin-4-exams")
+            assert admin.errors == []
+
+            # The radiologist on duty: the recent studies wait on the worklist.
+            reader = log_in(browser, options, base, demo["reader"], demo_password(User.Role.RADIOLOGIST))
+            assert reader.url.endswith("/worklist/")
+            worklist = reader.locator("#worklist").inner_text()
+            assert "头颅" in worklist and "膝关节" in worklist
+            fits(reader)
+            screens.take(reader, "demo-radiologist-1-worklist")
+            reader.locator("#worklist a[href*='/reading/']").first.click()
+            reader.wait_for_load_state()
+            first = reader.url
+            reader.click("button[name='open']")  # given by the roster: the reader opens it
+            reader.wait_for_selector("#report-form")
+            reader.wait_for_load_state("load")
+            reader.wait_for_function("() => window.yunyingViewer?.viewers[0].panes[0].stackMs != null", timeout=90_000)
+            facts = reader.locator(".facts").first.inner_text()
+            assert "头颅" in facts  # the emergency first
+            screens.take(reader, "demo-radiologist-2-reading")
+            reader.fill("#findings", "右侧基底节区见团块状高密度影，周围见低密度水肿带，中线结构居中。")
+            reader.fill("#impression", "右侧基底节区脑出血。")
+            reader.click("button[value='sign_next']")
+            reader.wait_for_selector("#sign-confirm[open]")
+            reader.click("#sign-confirm-ok")
+            reader.wait_for_url(lambda url: url != first)
+            reader.wait_for_load_state()
+            assert "报告已签发。" in reader.content()
+            screens.take(reader, "demo-radiologist-3-next")
+
+            assert reader.errors == []
+        finally:
+            browser.close()
