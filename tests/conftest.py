@@ -1,5 +1,6 @@
 """Fixtures shared by the suite: three personas (a township technologist, a county
-radiologist, and an outsider from another township) and an isolated image store."""
+radiologist, and an outsider from another township), an isolated image store, a small
+DICOMweb archive, a private Redis, and the Hanyin demo seeded once for the session."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 from django.test import Client
 
 from facilities.models import ExamKind, Facility, Modality, User
+from tests.dicomweb_support import Archive, build_archive
 from tests.factories import PASSWORD, make_facility, make_modality, make_user
+from tests.processes import RedisServer
 from tests.s3_support import MotoS3, use_object_store
 
 
@@ -39,6 +42,56 @@ def storage_backend(request) -> str:
     if request.param == "s3":
         request.getfixturevalue("object_store")
     return str(request.param)
+
+
+# Tests that use the seeded demo run last, after every other test, so that the session's
+# one seeded transaction (held open from the first of them to the end) is seen by them only.
+SEEDED_DEMO = "hanyin"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """pytest-django has already ordered the tests (database tests, then transactional
+    ones, then the rest); move those of the seeded demo to the end, keeping their order."""
+    items.sort(key=lambda item: SEEDED_DEMO in getattr(item, "fixturenames", ()))
+    for item in items:
+        if SEEDED_DEMO in getattr(item, "fixturenames", ()) and (
+            {"transactional_db", "live_server"} & set(getattr(item, "fixturenames", ()))
+        ):
+            raise pytest.UsageError(
+                f"{item.nodeid}: the seeded demo lives in a transaction that is never committed; "
+                "a transactional test or a live server cannot use it"
+            )
+
+
+@pytest.fixture(scope="session")
+def hanyin(django_db_setup, django_db_blocker) -> Iterator[str]:
+    """The Hanyin demo (`manage.py seed_hanyin`, with its history), loaded once for the whole
+    session inside a transaction that is rolled back at the end, so no other test sees its
+    rows; yields what the command printed. Each test that uses it also takes `db` and runs
+    in a savepoint of that transaction, so what it writes is undone after it. The tests
+    that use it are run last (see `pytest_collection_modifyitems`)."""
+    import io
+
+    from django.core.management import call_command
+    from django.db import connection, transaction
+
+    out = io.StringIO()
+    with django_db_blocker.unblock():
+        atomic = transaction.atomic()
+        atomic.__enter__()
+        try:
+            # These tests run last, after transactional tests have emptied every table: the
+            # data the migrations load goes back first, as a fresh database has it.
+            load_migration_data()
+            call_command("seed_hanyin", stdout=out)
+            # Fire the deferred foreign-key checks of the seed's rows now, once; left
+            # pending, every test's teardown would check them again inside its savepoint.
+            connection.check_constraints()
+            yield out.getvalue()
+        finally:
+            transaction.set_rollback(True)
+            atomic.__exit__(None, None, None)
 
 
 @pytest.fixture(autouse=True)
@@ -84,18 +137,23 @@ def _body_part_vocabulary(request) -> None:
     if not uses_db:
         return
     request.getfixturevalue("_django_db_helper")
+    load_migration_data()
+
+
+def load_migration_data() -> None:
+    """Put back what data migrations load (the body-part vocabulary, the report-template
+    library) where a transactional test's flush took it, with the loaders' own functions."""
+    import importlib
+
     from django.apps import apps
 
     from cloudpacs.models import BodyPart
+    from consults.models import ReportTemplate
 
     if not BodyPart.objects.exists():
-        import importlib
-
-        migration = importlib.import_module("cloudpacs.migrations.0006_body_parts")
-        migration.add_body_parts(apps, None)
+        importlib.import_module("cloudpacs.migrations.0006_body_parts").add_body_parts(apps, None)
     # The report-template library is data of the same kind, loaded the same way.
     from consults import template_library
-    from consults.models import ReportTemplate
     from consults.template_library import v1
 
     if not ReportTemplate.objects.exclude(library_key="").exists():
@@ -145,6 +203,49 @@ def radiologist(county: Facility) -> User:
 @pytest.fixture
 def administrator(county: Facility) -> User:
     return make_user(User.Role.ADMINISTRATOR, county, username="admin_wang", display_name="王管理员")
+
+
+@pytest.fixture
+def archive(township, other_township, ct_modality, dr_modality, tmp_path: Path) -> Archive:
+    """A small archive made through the real ingest service (tests/dicomweb_support.py)."""
+    return build_archive(township, other_township, ct_modality, dr_modality, tmp_path / "in")
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own on a free port, which the test may freeze or kill."""
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server (apt-get install redis-server)")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """A headless Chromium (Playwright's sync API), closed after the test. Request it after
+    the fixtures that write the test's data: while Playwright's event loop runs in this
+    thread, Django refuses ORM calls from it."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import BUILT_VIEWER, CHROMIUM, CHROMIUM_ARGS
+
+    assert BUILT_VIEWER.exists(), "the viewer is not built: run scripts/build-viewer.sh"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            env={**os.environ, "LANGUAGE": "zh_CN", "LANG": "zh_CN.UTF-8"},
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def login(user: User) -> Client:

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, DigitalXRayImageStorageForPresentation
+from pynetdicom.sop_class import CTImageStorage, DigitalXRayImageStorageForPresentation, Verification
 
 from tests.factories import write_dataset
 
@@ -53,6 +53,28 @@ def send_dcmtk(address: tuple[str, int], calling: str, ds: Dataset, tmp_path: Pa
     assert status is not None, output[-2000:]
     comment = re.search(r"\(0000,0902\) LO \[(.*?)\]", output)
     return Answer(int(status.group(1), 16), comment.group(1) if comment else "")
+
+
+def client_ae(
+    title: str,
+    contexts: list[tuple[str, list[str]]] | None = None,
+    *,
+    acse_timeout: float = 30,
+    timeout: float = 30,
+) -> AE:
+    """A calling AE for the tests: by default C-ECHO and CT in Explicit VR Little Endian,
+    else exactly the (SOP class, transfer syntaxes) contexts given."""
+    ae = AE(ae_title=title)
+    ae.acse_timeout = acse_timeout
+    ae.dimse_timeout = ae.network_timeout = timeout
+    if contexts is None:
+        contexts = [(Verification, []), (CTImageStorage, [ExplicitVRLittleEndian])]
+    for abstract, syntaxes in contexts:
+        if syntaxes:
+            ae.add_requested_context(abstract, syntaxes)
+        else:
+            ae.add_requested_context(abstract)
+    return ae
 
 
 SENDERS = {"pynetdicom": send_pynetdicom, "dcmtk": send_dcmtk}

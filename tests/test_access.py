@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import itertools
 import re
-from datetime import date, timedelta
+from datetime import date
 
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 from pydicom.uid import generate_uid
 
 from cloudpacs.models import Patient, Study
-from consults.models import Consult
 from facilities.access import consults_for, studies_for
-from facilities.models import AuditEvent, ExamKind, User
-from tests.factories import PASSWORD, make_user
+from facilities.models import AuditEvent, User
+from tests.factories import PASSWORD, make_consult, make_user
 
 _ids = itertools.count(1)
 
@@ -26,16 +24,6 @@ def make_study(facility):
     )
     return Study.objects.create(
         study_uid=generate_uid(), patient=patient, facility=facility, study_date=date(2025, 9, 1), description="胸部"
-    )
-
-
-def make_consult(facility, study=None):
-    return Consult.objects.create(
-        facility=facility,
-        study=study,
-        kind=ExamKind.CT,
-        exam_date=date(2025, 9, 1),
-        arrived_at=timezone.now() - timedelta(minutes=10),
     )
 
 

@@ -9,23 +9,13 @@ import time
 import pytest
 from django.test import Client
 from django.urls import reverse
-from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, Verification
 
 from dicomnode.models import AssociationLog
 from facilities.models import User
 from tests.factories import PASSWORD, make_dataset, make_user
+from tests.store_clients import client_ae
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def client_ae(title: str) -> AE:
-    ae = AE(ae_title=title)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    ae.add_requested_context(Verification)
-    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
-    return ae
 
 
 def logged_rows(count: int) -> list[AssociationLog]:

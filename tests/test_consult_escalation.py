@@ -19,11 +19,6 @@ from facilities.models import AuditEvent, ExamKind, User
 from tests.factories import make_consult, make_shift, make_study, make_user
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def now():
     return timezone.now().replace(microsecond=0)

@@ -26,11 +26,6 @@ FINDINGS = "右肺上叶尖段见一磨玻璃结节，直径约 8 mm，边界清
 IMPRESSION = "右肺上叶磨玻璃结节，建议 3 个月后复查。"
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def text_of(pdf: bytes) -> str:
     reader = PdfReader(io.BytesIO(pdf))
     return "".join(page.extract_text() for page in reader.pages).replace(" ", "").replace("\n", "")

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from django.conf import settings
 from django.utils import timezone
 from pydicom.uid import generate_uid
 
@@ -30,24 +29,12 @@ from consults.models import Consult, Priority
 from consults.services import open_consult_for_study
 from facilities.models import ExamKind, User
 from facilities.services import audit
+from tests.browser import watched_page
 from tests.factories import PASSWORD, make_dataset, make_facility, make_modality, make_user, write_dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    # Date fields in the order a Chinese browser shows them (年/月/日).
-    "--lang=zh-CN",
-]
 SIZES = {"1366x768": (1366, 768), "1920x1080": (1920, 1080)}
-BUILT_VIEWER = Path(settings.BASE_DIR) / "static" / "viewer" / "viewer.js"
 
 
 def chest_slice(number: int, size: int = 192) -> np.ndarray:
@@ -194,10 +181,7 @@ def fits(page) -> None:
 
 
 def log_in(context, base_url: str, username: str):
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.errors = errors
+    page = watched_page(context)
     page.goto(f"{base_url}/accounts/login/")
     page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
@@ -207,128 +191,117 @@ def log_in(context, base_url: str, username: str):
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_each_roles_day_shows_what_it_must_and_fits_the_screen(live_server, day, size):
-    from playwright.sync_api import sync_playwright
-
-    assert BUILT_VIEWER.exists(), "the viewer is not built: run scripts/build-viewer.sh"
+def test_each_roles_day_shows_what_it_must_and_fits_the_screen(live_server, day, size, chromium):
+    browser = chromium
     width, height = SIZES[size]
     screens = Screens(size)
     base = live_server.url
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=CHROMIUM_ARGS,
-            env={**os.environ, "LANGUAGE": "zh_CN", "LANG": "zh_CN.UTF-8"},
-        )
-        try:
-            options = {"viewport": {"width": width, "height": height}, "locale": "zh-CN"}
+    options = {"viewport": {"width": width, "height": height}, "locale": "zh-CN"}
 
-            # The radiologist.
-            reader = log_in(browser.new_context(**options), base, "dr_li")
-            assert reader.url.endswith("/worklist/")
-            worklist = reader.locator("#worklist").inner_text()
-            assert "吴超" in worklist and "王芳" in worklist and "吴^超" not in worklist
-            assert "0 分钟" not in worklist and "小时" in worklist
-            fits(reader)
-            screens.take(reader, "radiologist-1-worklist")
+    # The radiologist.
+    reader = log_in(browser.new_context(**options), base, "dr_li")
+    assert reader.url.endswith("/worklist/")
+    worklist = reader.locator("#worklist").inner_text()
+    assert "吴超" in worklist and "王芳" in worklist and "吴^超" not in worklist
+    assert "0 分钟" not in worklist and "小时" in worklist
+    fits(reader)
+    screens.take(reader, "radiologist-1-worklist")
 
-            reader.click("#claim-next button")
-            reader.wait_for_selector("#report-form")
-            assert f"/reading/{day['wang']}/" in reader.url  # the emergency first
-            facts = reader.locator(".facts").first.inner_text()
-            assert "王芳" in facts and "女" in facts and "胸部" in facts
-            assert "签发并下一例" in reader.content()
-            reader.fill("#findings", "右侧第 4、5 肋骨骨折，断端轻度错位；右侧少量气胸，肺组织压缩约 15%。")
-            reader.fill("#impression", "右侧第 4、5 肋骨骨折；右侧少量气胸。")
-            fits(reader)
-            screens.take(reader, "radiologist-2-reading")
+    reader.click("#claim-next button")
+    reader.wait_for_selector("#report-form")
+    assert f"/reading/{day['wang']}/" in reader.url  # the emergency first
+    facts = reader.locator(".facts").first.inner_text()
+    assert "王芳" in facts and "女" in facts and "胸部" in facts
+    assert "签发并下一例" in reader.content()
+    reader.fill("#findings", "右侧第 4、5 肋骨骨折，断端轻度错位；右侧少量气胸，肺组织压缩约 15%。")
+    reader.fill("#impression", "右侧第 4、5 肋骨骨折；右侧少量气胸。")
+    fits(reader)
+    screens.take(reader, "radiologist-2-reading")
 
-            # The confirmation is reading.js's (deferred): a click before the page has loaded
-            # would submit the form before the script has bound its handler.
-            reader.wait_for_load_state("load")
-            reader.click("button[value='sign_next']")
-            reader.wait_for_selector("#sign-confirm[open]")
-            assert "不能再修改" in reader.locator("#sign-confirm").inner_text()
-            screens.take(reader, "radiologist-3-confirm")
-            reader.click("#sign-confirm-ok")
-            reader.wait_for_url(f"**/reading/{day['wu']}/")  # and on to the next
-            reader.wait_for_selector("#report-form")
-            assert "报告已签发。" in reader.content()
-            assert "吴超" in reader.locator(".facts").first.inner_text()
-            screens.take(reader, "radiologist-4-next-case")
-            assert reader.errors == []
+    # The confirmation is reading.js's (deferred): a click before the page has loaded
+    # would submit the form before the script has bound its handler.
+    reader.wait_for_load_state("load")
+    reader.click("button[value='sign_next']")
+    reader.wait_for_selector("#sign-confirm[open]")
+    assert "不能再修改" in reader.locator("#sign-confirm").inner_text()
+    screens.take(reader, "radiologist-3-confirm")
+    reader.click("#sign-confirm-ok")
+    reader.wait_for_url(f"**/reading/{day['wu']}/")  # and on to the next
+    reader.wait_for_selector("#report-form")
+    assert "报告已签发。" in reader.content()
+    assert "吴超" in reader.locator(".facts").first.inner_text()
+    screens.take(reader, "radiologist-4-next-case")
+    assert reader.errors == []
 
-            # The township's technologist.
-            tech = log_in(browser.new_context(**options), base, "tech_xuanwo")
-            assert f"/facilities/{day['township']}/" in tech.url
-            assert "右肺上叶占位" in tech.locator("#critical-alerts").inner_text()
-            fits(tech)
-            screens.take(tech, "technologist-1-home")
+    # The township's technologist.
+    tech = log_in(browser.new_context(**options), base, "tech_xuanwo")
+    assert f"/facilities/{day['township']}/" in tech.url
+    assert "右肺上叶占位" in tech.locator("#critical-alerts").inner_text()
+    fits(tech)
+    screens.take(tech, "technologist-1-home")
 
-            tech.fill("#id_q", "wc")
-            tech.click("#consult-search button")
-            tech.wait_for_load_state()
-            rows = tech.locator("#facility-consults tbody tr")
-            assert rows.count() == 1 and "吴超" in rows.inner_text()
-            fits(tech)
-            screens.take(tech, "technologist-2-search")
+    tech.fill("#id_q", "wc")
+    tech.click("#consult-search button")
+    tech.wait_for_load_state()
+    rows = tech.locator("#facility-consults tbody tr")
+    assert rows.count() == 1 and "吴超" in rows.inner_text()
+    fits(tech)
+    screens.take(tech, "technologist-2-search")
 
-            tech.goto(f"{base}/consults/{day['signed']}/")
-            page = tech.content()
-            assert "右肺上叶占位" in tech.locator("#critical-findings").inner_text()
-            assert "签发医师" in tech.locator("#signers").inner_text() and "审核医师" not in page
-            assert "张伟" in tech.locator("#patient-name").inner_text()
-            assert tech.locator("#patient-sex").inner_text() == "男"
-            assert tech.locator("#body-part").inner_text() == "胸部"
-            assert tech.locator("#open-viewer").is_visible()
-            assert tech.locator("#report-pdf").is_visible()
-            fits(tech)
-            screens.take(tech, "technologist-3-report")
+    tech.goto(f"{base}/consults/{day['signed']}/")
+    page = tech.content()
+    assert "右肺上叶占位" in tech.locator("#critical-findings").inner_text()
+    assert "签发医师" in tech.locator("#signers").inner_text() and "审核医师" not in page
+    assert "张伟" in tech.locator("#patient-name").inner_text()
+    assert tech.locator("#patient-sex").inner_text() == "男"
+    assert tech.locator("#body-part").inner_text() == "胸部"
+    assert tech.locator("#open-viewer").is_visible()
+    assert tech.locator("#report-pdf").is_visible()
+    fits(tech)
+    screens.take(tech, "technologist-3-report")
 
-            tech.click("#open-viewer")
-            tech.wait_for_function("() => window.yunyingViewer?.viewers[0].panes[0].stackMs != null", timeout=60_000)
-            overlay = tech.locator('[data-pane="0"] [data-overlay="tl"]').inner_text()
-            assert "张伟" in overlay and "男" in overlay
-            assert "序列：" in tech.locator('[data-pane="0"] [data-overlay="bl"]').inner_text()
-            screens.take(tech, "technologist-4-viewer")
+    tech.click("#open-viewer")
+    tech.wait_for_function("() => window.yunyingViewer?.viewers[0].panes[0].stackMs != null", timeout=60_000)
+    overlay = tech.locator('[data-pane="0"] [data-overlay="tl"]').inner_text()
+    assert "张伟" in overlay and "男" in overlay
+    assert "序列：" in tech.locator('[data-pane="0"] [data-overlay="bl"]').inner_text()
+    screens.take(tech, "technologist-4-viewer")
 
-            tech.goto(f"{base}/consults/{day['wu']}/")
-            assert tech.locator("#request-correction").count() == 0  # the reader has opened it
-            tech.goto(f"{base}/studies/{day['signed_study']}/")
-            assert tech.locator("#open-viewer").is_visible()
-            fits(tech)
-            assert tech.errors == []
+    tech.goto(f"{base}/consults/{day['wu']}/")
+    assert tech.locator("#request-correction").count() == 0  # the reader has opened it
+    tech.goto(f"{base}/studies/{day['signed_study']}/")
+    assert tech.locator("#open-viewer").is_visible()
+    fits(tech)
+    assert tech.errors == []
 
-            # Anyone holding the printed report, with no account.
-            public = browser.new_context(**options).new_page()
-            public.goto(f"{base}/verify/{day['token']}/")
-            assert "报告真实" in public.locator("#verdict").inner_text()
-            assert "磨玻璃" not in public.content() and "张伟" not in public.content()
-            public.fill("#id_birth_date", "1955-02-20")
-            public.click("#verify-form button")
-            public.wait_for_selector("#verified-report")
-            assert "周围型肺癌" in public.locator("#verified-report").inner_text()
-            fits(public)
-            screens.take(public, "public-1-verify")
+    # Anyone holding the printed report, with no account.
+    public = browser.new_context(**options).new_page()
+    public.goto(f"{base}/verify/{day['token']}/")
+    assert "报告真实" in public.locator("#verdict").inner_text()
+    assert "磨玻璃" not in public.content() and "张伟" not in public.content()
+    public.fill("#id_birth_date", "1955-02-20")
+    public.click("#verify-form button")
+    public.wait_for_selector("#verified-report")
+    assert "周围型肺癌" in public.locator("#verified-report").inner_text()
+    fits(public)
+    screens.take(public, "public-1-verify")
 
-            # The administrator.
-            admin = log_in(browser.new_context(**options), base, "admin_zhao")
-            admin.goto(f"{base}/audit/")
-            table = admin.locator("#audit-events").inner_text()
-            assert "签发报告" in table and "登录成功" in table and "修改医疗机构" in table
-            assert "consults.report.signed" not in table and "facilities.user " not in table
-            fits(admin)
-            one_line = admin.evaluate(
-                """() => [...document.querySelectorAll('#audit-events td.when time')].every(
-                    (time) => time.getClientRects().length === 1)"""
-            )
-            assert one_line, "a time in the audit trail wraps"
-            screens.take(admin, "admin-1-audit")
+    # The administrator.
+    admin = log_in(browser.new_context(**options), base, "admin_zhao")
+    admin.goto(f"{base}/audit/")
+    table = admin.locator("#audit-events").inner_text()
+    assert "签发报告" in table and "登录成功" in table and "修改医疗机构" in table
+    assert "consults.report.signed" not in table and "facilities.user " not in table
+    fits(admin)
+    one_line = admin.evaluate(
+        """() => [...document.querySelectorAll('#audit-events td.when time')].every(
+            (time) => time.getClientRects().length === 1)"""
+    )
+    assert one_line, "a time in the audit trail wraps"
+    screens.take(admin, "admin-1-audit")
 
-            admin.goto(f"{base}/admin/billing/ledgerentry/")
-            headers = admin.locator("#result_list thead").inner_text()
-            assert "县医院价格" in headers and "EXAM DATE" not in headers.upper()
-            assert admin.locator("link[rel='icon']").count() == 1
-            screens.take(admin, "admin-2-ledger")
-        finally:
-            browser.close()
+    admin.goto(f"{base}/admin/billing/ledgerentry/")
+    headers = admin.locator("#result_list thead").inner_text()
+    assert "县医院价格" in headers and "EXAM DATE" not in headers.upper()
+    assert admin.locator("link[rel='icon']").count() == 1
+    screens.take(admin, "admin-2-ledger")

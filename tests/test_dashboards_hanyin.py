@@ -5,13 +5,10 @@ the seed and the pages are checked against the publication itself."""
 from __future__ import annotations
 
 import html
-import io
 import re
 from decimal import Decimal
 
 import pytest
-from django.core.management import call_command
-from django.db import connection, transaction
 from django.db.models import Sum
 from django.test import Client
 from django.urls import reverse
@@ -55,24 +52,6 @@ FIGURE_2 = {
     "蒲溪": 65.73,
     "铁佛寺": 77.89,
 }
-
-
-@pytest.fixture(scope="module")
-def hanyin(django_db_setup, django_db_blocker):
-    """The demo, loaded once for the module inside a transaction rolled back at its end,
-    so the other modules start from an empty database."""
-    with django_db_blocker.unblock():
-        atomic = transaction.atomic()
-        atomic.__enter__()
-        try:
-            call_command("seed_hanyin", stdout=io.StringIO())
-            # Fire the deferred foreign-key checks of the seed's rows now, once; left
-            # pending, every test's teardown would check them again inside its savepoint.
-            connection.check_constraints()
-            yield
-        finally:
-            transaction.set_rollback(True)
-            atomic.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ from pynetdicom.sop_class import Verification
 
 from cloudpacs.models import Instance, Patient, Study
 from cloudpacs.storage import INCOMING, path_for
+from tests import store_clients
 from tests.factories import make_dataset
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -68,15 +69,10 @@ TRANSFER_SYNTAXES = [
 
 def client_ae(title: str) -> AE:
     """One presentation context per transfer syntax, so each case picks its own."""
-    ae = AE(ae_title=title)
-    ae.acse_timeout = 10
-    ae.dimse_timeout = 20
-    ae.network_timeout = 20
-    ae.add_requested_context(Verification)
-    for sop_class in (CTImageStorage, MRImageStorage):
-        for syntax in TRANSFER_SYNTAXES:
-            ae.add_requested_context(sop_class, syntax)
-    return ae
+    contexts = [(Verification, [])] + [
+        (sop_class, [syntax]) for sop_class in (CTImageStorage, MRImageStorage) for syntax in TRANSFER_SYNTAXES
+    ]
+    return store_clients.client_ae(title, contexts, acse_timeout=10, timeout=20)
 
 
 def echo(address: tuple[str, int], calling: str) -> int | None:

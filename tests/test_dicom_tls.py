@@ -13,14 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, Verification
 
 from cloudpacs.models import Instance
 from dicomnode import server as dicomnode
 from dicomnode.models import AssociationLog
 from tests.factories import make_dataset, write_dataset
+from tests.store_clients import client_ae
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -109,14 +107,6 @@ def server_only_tls_receiver(settings, certificates) -> Iterator[tuple[str, int]
         yield "127.0.0.1", server.server_address[1]
     finally:
         server.shutdown()
-
-
-def client_ae(title: str) -> AE:
-    ae = AE(ae_title=title)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    ae.add_requested_context(Verification)
-    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
-    return ae
 
 
 def client_tls(certificates: Certificates, identity: str | None) -> tuple[ssl.SSLContext, str]:

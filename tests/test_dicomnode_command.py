@@ -7,38 +7,20 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 from pydicom.uid import generate_uid
 
 from cloudpacs.models import Study
 from consults.models import Consult
 from tests.factories import make_dataset, write_dataset
+from tests.processes import shared_database_url, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-def wait_for(condition, seconds: float = 30.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_the_command_serves_sweeps_and_stops_on_sigterm(ct_modality, tmp_path):
@@ -48,7 +30,7 @@ def test_the_command_serves_sweeps_and_stops_on_sigterm(ct_modality, tmp_path):
     orphan.write_bytes(b"\x00" * 64)
     env = {
         **os.environ,
-        "DATABASE_URL": database_url(),
+        "DATABASE_URL": shared_database_url(),
         "STORAGE_ROOT": str(storage_root),
         "STUDY_STABLE_SECONDS": "1",
         "DICOM_AE_TITLE": "CLOUDPACS",
@@ -110,7 +92,7 @@ def test_without_a_broker_the_sweep_runs_in_a_process_of_its_own_that_ends_with_
     # threads need (dicomnode.stability).
     env = {
         **os.environ,
-        "DATABASE_URL": database_url(),
+        "DATABASE_URL": shared_database_url(),
         "STORAGE_ROOT": str(settings.STORAGE_ROOT),
         "STUDY_STABLE_SECONDS": "0",
         "DICOM_AE_TITLE": "CLOUDPACS",

@@ -36,6 +36,7 @@ from cloudpacs.storage import path_for
 from consults.models import Consult
 from consults.tasks import sweep_stable_studies
 from facilities.models import AuditEvent, ExamKind, Modality
+from tests import store_clients
 from tests.factories import make_dataset, make_facility, make_modality, write_dataset
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,20 +44,17 @@ pytestmark = pytest.mark.django_db(transaction=True)
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
+# What a township console offers: C-ECHO, CT in either little-endian syntax, DX and MR.
+CONSOLE_CONTEXTS = [
+    (Verification, []),
+    (CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]),
+    (DXStorage, [ExplicitVRLittleEndian]),
+    (MRImageStorage, [ExplicitVRLittleEndian]),
+]
+
+
 def client_ae(title: str, contexts: list[tuple[str, list[str]]] | None = None) -> AE:
-    ae = AE(ae_title=title)
-    ae.acse_timeout = 10
-    ae.dimse_timeout = 30
-    ae.network_timeout = 30
-    if contexts is None:
-        ae.add_requested_context(Verification)
-        ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        ae.add_requested_context(DXStorage, [ExplicitVRLittleEndian])
-        ae.add_requested_context(MRImageStorage, [ExplicitVRLittleEndian])
-    else:
-        for abstract, syntaxes in contexts:
-            ae.add_requested_context(abstract, syntaxes)
-    return ae
+    return store_clients.client_ae(title, contexts or CONSOLE_CONTEXTS, acse_timeout=10)
 
 
 def send(

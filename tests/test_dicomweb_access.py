@@ -5,10 +5,9 @@ tokens under both schemes; CORS for a configured viewer origin."""
 
 from __future__ import annotations
 
-import pytest
 from django.test import Client
 
-from tests.dicomweb_support import Archive, build_archive, token_for
+from tests.dicomweb_support import Archive, token_for
 
 STUDY_ROUTES = [
     "/studies/{st}",
@@ -32,11 +31,6 @@ STUDY_ROUTES = [
     "/wado?requestType=WADO&studyUID={st}&seriesUID={se}&objectUID={sop}&contentType=application/dicom",
 ]
 SEARCH_ROUTES = ["/studies", "/series", "/instances"]
-
-
-@pytest.fixture
-def archive(township, other_township, ct_modality, dr_modality, tmp_path) -> Archive:
-    return build_archive(township, other_township, ct_modality, dr_modality, tmp_path / "in")
 
 
 def routes(archive: Archive) -> list[str]:

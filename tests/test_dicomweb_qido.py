@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.dicomweb_support import Archive, build_archive, client_for
+from tests.dicomweb_support import client_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def archive(township, other_township, ct_modality, dr_modality, tmp_path) -> Archive:
-    return build_archive(township, other_township, ct_modality, dr_modality, tmp_path / "in")
 
 
 @pytest.fixture

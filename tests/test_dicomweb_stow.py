@@ -18,15 +18,10 @@ from cloudpacs.storage import PREAMBLE, file_meta_bytes
 from consults import workflow
 from consults.models import Consult
 from facilities.models import AuditEvent
-from tests.dicomweb_support import Archive, build_archive, client_for, token_for, voi_lut_dx
+from tests.dicomweb_support import client_for, token_for, voi_lut_dx
 from tests.factories import make_dataset
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def archive(township, other_township, ct_modality, dr_modality, tmp_path) -> Archive:
-    return build_archive(township, other_township, ct_modality, dr_modality, tmp_path / "in")
 
 
 def part10(ds) -> bytes:

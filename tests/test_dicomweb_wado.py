@@ -14,15 +14,15 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
 from cloudpacs.dicomweb.multipart import parse_media_type
 from facilities.models import AuditEvent
-from tests.dicomweb_support import Archive, build_archive, client_for, token_for, voi_lut_dx
+from tests.dicomweb_support import client_for, token_for, voi_lut_dx
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def archive(storage_backend, township, other_township, ct_modality, dr_modality, tmp_path) -> Archive:
-    # Every retrieve here runs against local disk and against the object store.
-    return build_archive(township, other_township, ct_modality, dr_modality, tmp_path / "in")
+@pytest.fixture(autouse=True)
+def _every_backend(storage_backend) -> None:
+    """Every retrieve here runs against local disk and against the object store (before
+    conftest's `archive` stores its files)."""
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from pydicom.uid import (
     UltrasoundMultiFrameImageStorage,
     generate_uid,
 )
-from pynetdicom import AE, _config
+from pynetdicom import _config
 from pynetdicom.sop_class import (
     BasicFilmSession,
     PatientRootQueryRetrieveInformationModelFind,
@@ -53,22 +53,13 @@ from dicomnode.contexts import RETIRED_STORAGE_CLASSES, STORAGE_SOP_CLASSES, TRA
 from tests import equipment
 from tests.conftest import login
 from tests.factories import make_dataset
+from tests.store_clients import client_ae
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CALLED = "CLOUDPACS"
 SUCCESS = 0x0000
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-def client_ae(title: str, contexts: list[tuple[str, list[str]]]) -> AE:
-    ae = AE(ae_title=title)
-    ae.acse_timeout = 10
-    ae.dimse_timeout = 30
-    ae.network_timeout = 30
-    for abstract, syntaxes in contexts:
-        ae.add_requested_context(abstract, syntaxes)
-    return ae
 
 
 def send(address: tuple[str, int], calling: str, ds: Dataset, syntax: str | None = None) -> Dataset:

@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,9 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from django.conf import settings
-from django.db import connection
 from django.test import Client
 from django.utils.timezone import now as timezone_now
 from pydicom.dataset import Dataset
@@ -41,6 +38,7 @@ from cloudpacs.models import Instance, Series, Study
 from consults.models import Consult, CriticalFinding, Notification, ReportDelivery
 from facilities.models import ExamKind, User
 from tests.factories import make_consult, make_dataset, make_shift, make_study, make_user
+from tests.processes import SmtpServer, free_port, shared_database_url, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -50,30 +48,6 @@ INDEX_UNAVAILABLE = 0xA701
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 60.0, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
-
-
-def shared_database_url() -> str:
-    """The test database, as a URL for the processes a test starts."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 def base_env(database_url: str, storage_root: Path, **extra: str) -> dict[str, str]:
@@ -254,63 +228,6 @@ def test_a_receiver_killed_mid_push_keeps_what_it_acknowledged_and_stores_a_rese
 # ---------------------------------------------------------------- Redis down
 
 
-class RedisServer:
-    """A private redis-server on a free port, without persistence, like the broker's
-    container after a crash: what it held is gone when it comes back."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            cwd=self.workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        assert wait_for(self._answers, 30), "redis-server did not start"
-
-    def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def freeze(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.send_signal(signal.SIGCONT)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.send_signal(signal.SIGCONT)
-            self.process.wait(timeout=30)
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server (apt-get install redis-server)")
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def worker_on(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Path]]:
     """Start a real Celery worker with the given environment; returns its log's path."""
@@ -389,38 +306,6 @@ def test_a_study_that_arrives_while_redis_is_down_is_stored_and_gets_one_consult
 
 
 # ---------------------------------------------------------------- Redis down under the pages
-
-
-class Mailbox:
-    """What an SMTP server on 127.0.0.1 received (aiosmtpd's handler contract)."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.envelopes.append(envelope)
-        return "250 Message accepted"
-
-
-class SmtpServer:
-    """A real SMTP server on a fixed free port: down until `start`."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.mailbox = Mailbox()
-        self.controller: Controller | None = None
-
-    def start(self) -> None:
-        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def stop(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
-
-    def recipients(self) -> list[list[str]]:
-        return [envelope.rcpt_tos for envelope in self.mailbox.envelopes]
 
 
 def start_logged(argv: list[str], env: dict[str, str], log_path: Path, started: list[Any]) -> Path:

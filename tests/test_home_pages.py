@@ -14,6 +14,7 @@ from billing.models import LedgerEntry, PriceSchedule
 from cloudpacs.models import Patient, Series, Study
 from consults.models import Addendum, Consult, Priority, Report
 from facilities.models import ExamKind
+from tests import factories
 
 _ids = itertools.count(1)
 
@@ -45,10 +46,9 @@ def make_study(facility, modality=None, *, name="张三", description="胸部平
 
 
 def make_consult(facility, study=None, **fields):
-    fields.setdefault("kind", ExamKind.CT)
-    fields.setdefault("exam_date", date(2025, 9, 1))
+    """The factory's consult, arrived 20 minutes ago: a wait the pages show in minutes."""
     fields.setdefault("arrived_at", timezone.now() - timedelta(minutes=20))
-    return Consult.objects.create(facility=facility, study=study, **fields)
+    return factories.make_consult(facility, study, **fields)
 
 
 def test_an_anonymous_visitor_is_sent_to_the_login_page(client):

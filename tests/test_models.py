@@ -15,15 +15,13 @@ from cloudpacs.models import Patient
 from consults.models import Consult, Report
 from facilities.models import AuditEvent, ExamKind, Modality, RosterShift, User
 from facilities.services import audit
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
 
 def make_consult(township, **fields) -> Consult:
-    now = timezone.now()
-    values = {"facility": township, "kind": ExamKind.DR, "exam_date": now.date(), "arrived_at": now}
-    values.update(fields)
-    return Consult.objects.create(**values)
+    return factories.make_consult(township, kind=ExamKind.DR, exam_date=timezone.localdate(), **fields)
 
 
 def test_a_technologist_must_belong_to_a_facility():

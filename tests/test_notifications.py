@@ -7,11 +7,9 @@ handed in as `now`."""
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -22,7 +20,7 @@ from consults import notifications, tasks, workflow
 from consults.models import Consult, CriticalFinding, Escalation, Notification
 from facilities.models import AuditEvent, ExamKind, User
 from tests.factories import make_consult, make_shift, make_user
-from tests.test_faults import RedisServer, SmtpServer
+from tests.processes import SmtpServer
 
 
 @pytest.fixture
@@ -161,16 +159,6 @@ def test_an_escalation_mail_is_an_outbox_row_too(township, now, smtp, django_cap
 
 
 # --- The broker stopped or frozen -------------------------------------------------------------
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server (apt-get install redis-server)")
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +26,7 @@ from cloudpacs.dicomweb import urls as dicomweb_urls
 from cloudpacs.models import Order
 from cloudpacs.openapi import dicomweb_paths
 from cloudpacs.orders import body_parts_for_kind, register_order
-from tests.dicomweb_support import Archive, build_archive, token_for
+from tests.dicomweb_support import Archive, token_for
 
 SCHEMA_URL = "/api/schema/?format=json"
 
@@ -79,11 +78,6 @@ def test_a_dicomweb_route_without_a_description_stops_the_schema(monkeypatch):
 
 
 # --- schemathesis -------------------------------------------------------------------
-
-
-@pytest.fixture
-def archive(township, other_township, ct_modality, dr_modality, tmp_path: Path) -> Archive:
-    return build_archive(township, other_township, ct_modality, dr_modality, tmp_path)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -26,24 +25,11 @@ import yaml
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
+from tests.processes import free_port, wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def web_answers(url: str) -> bool:
@@ -290,18 +276,6 @@ def compose_health_checks_pass(platform: Platform, env: dict[str, str], parts: l
     return all(
         subprocess.run(check, cwd=ROOT, env=env, capture_output=True, timeout=120).returncode == 0 for check in checks
     )
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path):
-    from tests.test_faults import RedisServer
-
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server (apt-get install redis-server)")
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_with_a_broker_the_worker_and_beat_killed_come_back_too(tmp_path, running, private_redis):

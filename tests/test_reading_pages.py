@@ -20,11 +20,6 @@ from tests.conftest import login
 from tests.factories import make_consult, make_study, make_user
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def consult(township, ct_modality) -> Consult:
     study = make_study(township, ct_modality, description="胸部 CT 平扫")

@@ -1,14 +1,13 @@
 """`manage.py seed_hanyin`: the demo reproduces the paper's Tables 1 and 2 and Figure 2.
 
-The full seed runs once for the module, inside a transaction rolled back at the end, so
-the other test modules never see its rows. The paper's figures are transcribed here
+The full seed is loaded once for the session (conftest's `hanyin`), inside a transaction
+rolled back at the end, so the other test modules never see its rows. The paper's figures are transcribed here
 again, independently of billing/hanyin.py, so a typo in either shows up."""
 
 from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
@@ -17,7 +16,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import call_command
-from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, QuerySet, Sum
 from django.db.models.functions import ExtractYear
 from django.utils import timezone
@@ -92,16 +90,10 @@ def test_without_history_it_loads_facilities_people_and_prices_only():
     assert "tech_guanyinhe" in out.getvalue()
 
 
-@pytest.fixture(scope="module")
-def seeded(django_db_setup, django_db_blocker) -> Iterator[str]:
-    out = StringIO()
-    with django_db_blocker.unblock(), transaction.atomic():
-        call_command("seed_hanyin", stdout=out)
-        # Check the deferred foreign keys now, in the outer transaction: checked inside a
-        # test's savepoint, the check would be undone with it and repeated by every test.
-        connection.check_constraints()
-        yield out.getvalue()
-        transaction.set_rollback(True)
+@pytest.fixture
+def seeded(hanyin: str, db) -> str:
+    """What the command printed when the session's seeded demo was loaded (conftest)."""
+    return hanyin
 
 
 def history() -> QuerySet[Consult]:

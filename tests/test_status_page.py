@@ -8,7 +8,6 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from consults import workflow
 from consults.models import Notification, ReportDelivery
 from facilities.models import ExamKind, User
 from tests.factories import make_consult, make_user
-from tests.test_faults import RedisServer
 
 
 def parts_on(page: str) -> dict[str, str]:
@@ -155,16 +153,6 @@ def test_alive_passes_for_a_fresh_heartbeat_of_this_host_and_fails_otherwise(db,
     Heartbeat.objects.filter(part="worker").update(at=timezone.now() - timedelta(minutes=5))
     with pytest.raises(CommandError, match="last heartbeat 300 s ago"):
         call_command("alive", "worker")
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server (apt-get install redis-server)")
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_the_sweep_beats_from_its_own_loop_so_a_stuck_sweep_stops_its_heartbeat(

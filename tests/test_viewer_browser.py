@@ -5,7 +5,6 @@ constant value, so that interpolation at the edges does not matter."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +21,10 @@ from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
 from cloudpacs.models import Study
 from cloudpacs.services import ingest_instance
 from facilities.models import ExamKind, User
+from tests.browser import session_context, watched_page
 from tests.factories import make_dataset, make_facility, make_modality, make_user, write_dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    # Cornerstone3D draws with WebGL; without a GPU, SwiftShader provides it.
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
-BUILT_VIEWER = Path(settings.BASE_DIR) / "static" / "viewer" / "viewer.js"
 
 CT_SLICES = 4
 CT_SIZE = 128
@@ -180,24 +167,8 @@ def reading_data(transactional_db, storage_backend, tmp_path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def browser_page(live_server, reading_data) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert BUILT_VIEWER.exists(), "the viewer is not built: run `npm ci && npx vite build` in frontend/"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1200, "height": 800}, locale="zh-CN")
-            context.add_cookies(
-                [{"name": settings.SESSION_COOKIE_NAME, "value": reading_data["session"], "url": live_server.url}]
-            )
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.errors = errors
-            yield page
-        finally:
-            browser.close()
+def browser_page(live_server, reading_data, chromium) -> Any:
+    return watched_page(session_context(chromium, live_server.url, reading_data["session"]))
 
 
 def open_viewer(page, url: str, panes: int = 1) -> None:

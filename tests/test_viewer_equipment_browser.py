@@ -5,8 +5,6 @@ canvas, and a video series says that it is a video instead of failing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,8 +14,9 @@ from django.test import Client
 
 from facilities.models import ExamKind, User
 from tests import equipment
+from tests.browser import session_context, watched_page
 from tests.factories import make_facility, make_modality, make_user
-from tests.test_viewer_browser import BUILT_VIEWER, CHROMIUM_ARGS, ingest, open_viewer
+from tests.test_viewer_browser import ingest, open_viewer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -61,24 +60,8 @@ def equipment_data(transactional_db, tmp_path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def page(live_server, equipment_data) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(BUILT_VIEWER).exists(), "the viewer is not built: run scripts/build-viewer.sh"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1200, "height": 800}, locale="zh-CN")
-            context.add_cookies(
-                [{"name": settings.SESSION_COOKIE_NAME, "value": equipment_data["session"], "url": live_server.url}]
-            )
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.errors = errors
-            yield page
-        finally:
-            browser.close()
+def page(live_server, equipment_data, chromium) -> Any:
+    return watched_page(session_context(chromium, live_server.url, equipment_data["session"]))
 
 
 def sample(page, points: list[tuple[int, int]]) -> np.ndarray:

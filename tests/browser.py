@@ -1,0 +1,42 @@
+"""What the browser tests share: how Chromium is started and a page that records the
+script errors it meets. The `chromium` fixture (conftest.py) uses them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    # Cornerstone3D draws with WebGL; without a GPU, SwiftShader provides it.
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    # Date fields in the order a Chinese browser shows them (年/月/日).
+    "--lang=zh-CN",
+]
+BUILT_VIEWER = Path(settings.BASE_DIR) / "static" / "viewer" / "viewer.js"
+
+
+def watched_page(context: Any) -> Any:
+    """A new page of `context` whose uncaught script errors collect in `page.errors`."""
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.errors = errors
+    return page
+
+
+def session_context(browser: Any, base_url: str, session: str, **options: Any) -> Any:
+    """A browser context at 1200x800 in Chinese, signed in with the session cookie given."""
+    options = {"viewport": {"width": 1200, "height": 800}, "locale": "zh-CN", **options}
+    context = browser.new_context(**options)
+    context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": base_url}])
+    return context
