@@ -14,14 +14,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import EncapsulatedPDFStorage  # type: ignore[attr-defined]
 
-from consults import workflow
+from consults import outbox, workflow
 from consults.models import Consult, Report, ReportDelivery
 from consults.pdf import render_report_pdf
 from consults.rules import Step, require
@@ -75,48 +74,9 @@ def encapsulated_pdf(
     return ds
 
 
-Address = tuple[str, str, int]
-
-
-def address_of(consult: Consult) -> Address | None:
-    """The township archive's AE title, host and port: its modality's, where it has one."""
-    modality = consult.modality
-    if modality is None or not modality.host or not modality.port:
-        return None
-    return modality.ae_title, modality.host, modality.port
-
-
-def _label(address: Address) -> str:
-    ae_title, host, port = address
-    return f"{ae_title}@{host}:{port}"
-
-
-def write_outbox(consult: Consult, now: datetime) -> ReportDelivery | None:
-    """In the signing transaction: the row that says this report is still to be sent back.
-
-    None where the township's modality has no address: it reads the report on the web."""
-    address = address_of(consult)
-    if address is None:
-        return None
-    delivery, created = ReportDelivery.objects.get_or_create(
-        consult=consult,
-        defaults={
-            "destination": _label(address),
-            "sop_instance_uid": generate_uid(),
-            "series_instance_uid": generate_uid(),
-            "next_attempt_at": now,
-            "created_at": now,
-        },
-    )
-    if created:
-        audit("consults.report.send_queued", obj=consult, to=delivery.destination)
-    return delivery
-
-
 def backoff(attempts: int) -> timedelta:
     """The wait after the n-th failed attempt: the base delay, doubled each time, at most an hour."""
-    base = settings.REPORT_DELIVERY_RETRY_SECONDS
-    return timedelta(seconds=min(base * 2 ** max(attempts - 1, 0), 3600))
+    return outbox.backoff(attempts, timedelta(seconds=settings.REPORT_DELIVERY_RETRY_SECONDS), timedelta(hours=1))
 
 
 def _lease() -> timedelta:
@@ -125,30 +85,10 @@ def _lease() -> timedelta:
     return timedelta(seconds=3 * settings.REPORT_DELIVERY_TIMEOUT + 60)
 
 
-def _due(now: datetime) -> Q:
-    return Q(status__in=[ReportDelivery.Status.PENDING, ReportDelivery.Status.RETRYING], next_attempt_at__lte=now) | Q(
-        status=ReportDelivery.Status.SENDING, claimed_at__lt=now - _lease()
-    )
-
-
-def _claim(delivery_id: int, now: datetime) -> bool:
-    """Take the row for one attempt. A conditional UPDATE: of a worker's task and the
-    periodic run reaching the same row at once, exactly one goes on to send."""
-    return (
-        ReportDelivery.objects.filter(_due(now), pk=delivery_id).update(
-            status=ReportDelivery.Status.SENDING,
-            claimed_at=now,
-            last_attempt_at=now,
-            attempts=F("attempts") + 1,
-        )
-        == 1
-    )
-
-
-def _send(delivery: ReportDelivery, address: Address) -> str:
+def _send(delivery: ReportDelivery, address: outbox.Address) -> str:
     """One C-STORE of the report; an empty string when the archive stored it, else why not."""
     consult = delivery.consult
-    report = workflow.report_for(consult)
+    report = Report.objects.filter(consult=consult).first()
     if report is None or not report.is_signed:
         return "the report is not signed"
     try:
@@ -191,19 +131,19 @@ def deliver(delivery_id: int, now: datetime | None = None, *, skip_reason: str =
     None when it was not attempted. With `skip_reason` the attempt is counted as failed
     without a connection (its archive just failed for another row of the same run)."""
     now = now or timezone.now()
-    if not _claim(delivery_id, now):
+    if not outbox.claim(ReportDelivery, delivery_id, now, _lease()):
         return None
     delivery = ReportDelivery.objects.select_related(
         "consult__facility", "consult__modality", "consult__study__patient"
     ).get(pk=delivery_id)
     consult = delivery.consult
-    address = address_of(consult)
+    address = outbox.address_of(consult)
     if skip_reason:
         error = skip_reason
     elif address is None:
         error = "the modality has no address any more"
     else:
-        delivery.destination = _label(address)
+        delivery.destination = outbox.address_label(address)
         error = _send(delivery, address)
     with transaction.atomic():
         fields: dict[str, object] = {"destination": delivery.destination, "claimed_at": None}
@@ -253,7 +193,7 @@ def deliver_due(now: datetime | None = None, limit: int = 20, budget_seconds: fl
     now = now or timezone.now()
     started = time.monotonic()
     rows = list(
-        ReportDelivery.objects.filter(_due(now))
+        ReportDelivery.objects.filter(outbox.due(ReportDelivery, now, _lease()))
         .order_by("next_attempt_at", "id")
         .values_list("pk", "consult__modality__host", "consult__modality__port")[:limit]
     )

@@ -18,11 +18,12 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
-from consults import workflow
+from consults import outbox
 from consults.models import CriticalFinding, Escalation, Notification
+from consults.rules import due_at_for
 from facilities.services import audit
 
 logger = logging.getLogger("consults")
@@ -33,8 +34,7 @@ MAX_DELAY = timedelta(minutes=10)
 
 def backoff(attempts: int) -> timedelta:
     """The wait after the n-th failed attempt: the base delay, doubled each time, at most ten minutes."""
-    base = timedelta(seconds=settings.MAIL_RETRY_SECONDS)
-    return min(base * 2 ** max(attempts - 1, 0), MAX_DELAY)
+    return outbox.backoff(attempts, timedelta(seconds=settings.MAIL_RETRY_SECONDS), MAX_DELAY)
 
 
 def _lease() -> timedelta:
@@ -43,24 +43,77 @@ def _lease() -> timedelta:
     return timedelta(seconds=2 * settings.EMAIL_TIMEOUT + 60)
 
 
-def _due(now: datetime) -> Q:
-    return Q(status__in=[Notification.Status.PENDING, Notification.Status.RETRYING], next_attempt_at__lte=now) | Q(
-        status=Notification.Status.SENDING, claimed_at__lt=now - _lease()
-    )
+def critical_alert_message(finding: CriticalFinding) -> tuple[str, str]:
+    """The subject and body of the e-mail to the township's alert address."""
+    facility = finding.consult.facility
+    with translation.override(settings.LANGUAGE_CODE):
+        subject = _("【危急值】%(facility)s 的会诊") % {"facility": facility.short_name}
+        body = _(
+            "%(facility)s：\n\n诊断医师 %(reader)s 于 %(at)s 报告危急值：\n%(text)s\n\n"
+            "请立即处理，并在平台上确认：%(url)s\n"
+        ) % {
+            "facility": facility.name,
+            "reader": finding.flagged_by,
+            "at": timezone.localtime(finding.flagged_at).strftime("%Y-%m-%d %H:%M"),
+            "text": finding.description,
+            "url": f"{settings.SITE_URL}/reading/{finding.consult.uuid}/",
+        }
+    return subject, body
 
 
-def _claim(notification_id: int, now: datetime) -> bool:
-    """Take the row for one attempt. A conditional UPDATE: of a worker's task and the
-    periodic run reaching the same row at once, exactly one goes on to send."""
-    return (
-        Notification.objects.filter(_due(now), pk=notification_id).update(
-            status=Notification.Status.SENDING,
-            claimed_at=now,
-            last_attempt_at=now,
-            attempts=F("attempts") + 1,
+def escalation_message(escalation: Escalation) -> tuple[str, str]:
+    """The subject and body of the e-mail to the person an escalation went to."""
+    consult = escalation.consult
+    recipient = escalation.to_user
+    facts = {
+        "name": recipient,
+        "facility": consult.facility.name,
+        "short": consult.facility.short_name,
+        "priority": consult.get_priority_display(),
+        "kind": consult.get_kind_display(),
+        "arrived": timezone.localtime(consult.arrived_at).strftime("%Y-%m-%d %H:%M"),
+        "due": timezone.localtime(consult.due_at or due_at_for(consult)).strftime("%Y-%m-%d %H:%M"),
+        "previous": escalation.from_radiologist or _("无"),
+        "holder": consult.radiologist or _("无人领取"),
+        "url": f"{settings.SITE_URL}/reading/{consult.uuid}/",
+    }
+    if escalation.reason == Escalation.Reason.CRITICAL_UNACKNOWLEDGED and escalation.critical_finding is not None:
+        finding = escalation.critical_finding
+        subject = _("【危急值未确认】%(facility)s") % {"facility": consult.facility.short_name}
+        body = _("%(facility)s 尚未确认 %(at)s 报告的危急值：\n%(text)s\n请电话联系该院。\n%(url)s\n") % {
+            "facility": consult.facility.name,
+            "at": timezone.localtime(finding.flagged_at).strftime("%Y-%m-%d %H:%M"),
+            "text": finding.description,
+            "url": facts["url"],
+        }
+    elif escalation.reason == Escalation.Reason.OFF_DUTY:
+        subject = _("【交班转派】%(short)s %(priority)s %(kind)s 会诊") % facts
+        body = (
+            _(
+                "%(name)s：\n\n原诊断医师 %(previous)s 已下班，%(facility)s 的%(priority)s %(kind)s 会诊"
+                "（到达 %(arrived)s，时限 %(due)s）现转给您阅片：\n%(url)s\n"
+            )
+            % facts
         )
-        == 1
-    )
+    elif escalation.reassigned:
+        subject = _("【超时转派】%(short)s %(priority)s %(kind)s 会诊") % facts
+        body = (
+            _(
+                "%(name)s：\n\n%(facility)s 的%(priority)s %(kind)s 会诊（到达 %(arrived)s，时限 %(due)s）"
+                "已超过诊断时限，原诊断医师 %(previous)s 尚未阅片，现转给您：\n%(url)s\n"
+            )
+            % facts
+        )
+    else:
+        subject = _("【会诊超时】%(short)s %(priority)s %(kind)s 会诊") % facts
+        body = (
+            _(
+                "%(name)s：\n\n%(facility)s 的%(priority)s %(kind)s 会诊（到达 %(arrived)s，时限 %(due)s）"
+                "已超过诊断时限，目前诊断医师：%(holder)s，没有其他在班医师可以接手。请安排处理：\n%(url)s\n"
+            )
+            % facts
+        )
+    return subject, body
 
 
 def _mail(subject: str, body: str, to: str) -> str:
@@ -77,9 +130,9 @@ def _mail(subject: str, body: str, to: str) -> str:
 def _message(row: Notification) -> tuple[str, str]:
     with translation.override(settings.LANGUAGE_CODE):
         if row.critical_finding is not None:
-            return workflow.critical_alert_message(row.critical_finding)
+            return critical_alert_message(row.critical_finding)
         assert row.escalation is not None
-        return workflow.escalation_message(row.escalation)
+        return escalation_message(row.escalation)
 
 
 def _audit(outcome: str, row: Notification, **detail: Any) -> None:
@@ -95,7 +148,7 @@ def send(notification_id: int, now: datetime | None = None) -> str | None:
     """One attempt at one row, if it is due and nobody else is on it: the new status, or
     None when it was not attempted."""
     now = now or timezone.now()
-    if not _claim(notification_id, now):
+    if not outbox.claim(Notification, notification_id, now, _lease()):
         return None
     row = Notification.objects.select_related(
         "consult__facility",
@@ -146,7 +199,9 @@ def send_due(now: datetime | None = None, limit: int = 50, budget_seconds: float
     now = now or timezone.now()
     started = time.monotonic()
     rows = list(
-        Notification.objects.filter(_due(now)).order_by("next_attempt_at", "id").values_list("pk", flat=True)[:limit]
+        Notification.objects.filter(outbox.due(Notification, now, _lease()))
+        .order_by("next_attempt_at", "id")
+        .values_list("pk", flat=True)[:limit]
     )
     outcome: dict[int, str] = {}
     for pk in rows:

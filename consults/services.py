@@ -12,8 +12,8 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from cloudpacs.models import Instance, Series, Study
-from cloudpacs.publish import publish_on_commit
 from cloudpacs.services import body_part_name, body_part_names, order_for_study
+from consults import handoff
 from consults.models import Consult, Priority
 from consults.report_texts import NormalReport as NormalReport
 from consults.report_texts import normal_report as normal_report  # the demo's and other apps' report text
@@ -123,9 +123,7 @@ def open_consult_for_study(study: Study) -> Consult | None:
     logger.info("consult %s opened for study %s (%s)", consult.uuid, study.study_uid, consult.kind)
     # Offer it to a reader on duty as soon as it is committed; without one on duty, or
     # with the broker down, it waits in the shared worklist and the per-minute check tries again.
-    from consults.tasks import assign_consult  # tasks import this module
-
-    publish_on_commit(assign_consult, consult.pk)
+    handoff.slots.assign_consult(consult.pk)
     return consult
 
 
@@ -189,9 +187,7 @@ def request_consult(
     except IntegrityError:
         # The sweep opened it between the check and the insert (Consult.study is one-to-one).
         raise WorkflowError(_("该检查已有会诊申请。")) from None
-    from consults.tasks import assign_consult
-
-    publish_on_commit(assign_consult, consult.pk)
+    handoff.slots.assign_consult(consult.pk)
     return consult
 
 

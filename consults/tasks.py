@@ -1,4 +1,6 @@
-"""Celery tasks of the consults app: thin wrappers around services."""
+"""Celery tasks of the consults app: thin wrappers around services. The only module of
+the app that imports all the others; the workflow and the services hand work to these
+tasks through consults.handoff, which the end of this module fills."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from cloudpacs.publish import publish_on_commit
 from cloudpacs.services import claim_stable_studies, has_stable_studies, store_study_metadata
+from consults import delivery, handoff, notifications, workflow
+from consults.models import Consult
 from consults.services import open_consult_for_study
 
 # Studies claimed, and their consults opened, per transaction; and per run of the sweep.
@@ -65,8 +70,6 @@ def _pause_for_other_writers() -> None:
 
 @shared_task(ignore_result=True)
 def assign_consult(consult_id: int) -> None:
-    from consults import workflow
-    from consults.models import Consult
 
     consult = Consult.objects.filter(pk=consult_id).first()
     # A read first: with nobody on duty for its kind, assigning would be a write
@@ -79,7 +82,6 @@ def assign_consult(consult_id: int) -> None:
 @shared_task(ignore_result=True)
 def check_consult_deadlines() -> None:
     """Every minute (CELERY_BEAT_SCHEDULE): assignment, time limits, critical findings."""
-    from consults import workflow
 
     workflow.check_consult_deadlines()
 
@@ -87,7 +89,6 @@ def check_consult_deadlines() -> None:
 @shared_task(ignore_result=True)
 def send_notification(notification_id: int) -> None:
     """One attempt at one alert e-mail of the outbox (a critical finding, an escalation)."""
-    from consults import notifications
 
     notifications.send(notification_id)
 
@@ -96,7 +97,6 @@ def send_notification(notification_id: int) -> None:
 def send_due_notifications() -> None:
     """Periodically (CELERY_BEAT_SCHEDULE, or the ticker without a broker): every alert
     e-mail whose time has come, those whose task never reached a worker included."""
-    from consults import notifications
 
     notifications.send_due()
 
@@ -104,7 +104,6 @@ def send_due_notifications() -> None:
 @shared_task(ignore_result=True)
 def deliver_report(delivery_id: int) -> None:
     """One attempt to send a signed report back to the township's archive (the outbox row)."""
-    from consults import delivery
 
     delivery.deliver(delivery_id)
 
@@ -113,6 +112,12 @@ def deliver_report(delivery_id: int) -> None:
 def deliver_due_reports() -> None:
     """Periodically (CELERY_BEAT_SCHEDULE, or the ticker without a broker): every outbox row
     whose time has come, first attempts and retries alike."""
-    from consults import delivery
 
     delivery.deliver_due()
+
+
+# On commit, one bounded attempt that never raises (cloudpacs.publish): what the task is
+# about is saved, and the periodic run does it when the broker did not take it.
+handoff.slots.assign_consult = lambda pk: publish_on_commit(assign_consult, pk)
+handoff.slots.deliver_report = lambda pk: publish_on_commit(deliver_report, pk)
+handoff.slots.send_notification = lambda pk: publish_on_commit(send_notification, pk)

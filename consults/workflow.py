@@ -16,10 +16,12 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
-from django.utils import timezone, translation
+from django.utils import timezone
 from django.utils.translation import gettext as _
+from pydicom.uid import generate_uid
 
 from cloudpacs.models import Study
+from consults import handoff, outbox
 from consults.models import HELD_STATUSES as HELD_STATUSES
 from consults.models import OPEN_STATUSES as OPEN_STATUSES
 from consults.models import (
@@ -30,6 +32,7 @@ from consults.models import (
     Escalation,
     Notification,
     Report,
+    ReportDelivery,
 )
 from consults.rules import DEFAULT_TIME_LIMITS as DEFAULT_TIME_LIMITS
 from consults.rules import NotAllowed as NotAllowed
@@ -116,20 +119,11 @@ def _refresh(target: Consult, source: Consult) -> Consult:
     return target
 
 
-def _queue(task_name: str, *args: Any) -> None:
-    # On commit, one bounded attempt that never raises (cloudpacs.publish): what the task
-    # is about is saved, and the periodic check does it when the broker did not take it.
-    from cloudpacs.publish import publish_on_commit
-    from consults import tasks
-
-    publish_on_commit(getattr(tasks, task_name), *args)
-
-
 def queue_delivery(delivery_id: int) -> None:
-    """Hand an outbox row to a worker on commit. Without a broker a task would run right
-    here, in the signing request; the ticker's periodic run sends it instead."""
+    """Hand an outbox row to a worker on commit (consults.handoff). Without a broker a task
+    would run right here, in the signing request; the ticker's periodic run sends it instead."""
     if not getattr(settings, "CELERY_TASK_ALWAYS_EAGER", True):
-        _queue("deliver_report", delivery_id)
+        handoff.slots.deliver_report(delivery_id)
 
 
 # --- Assignment, claim, release, reassignment ----------------------------------------------
@@ -398,13 +392,33 @@ def sign_final(
         )
         # The send-back to the township's archive: a row in the outbox now, the C-STORE
         # later, so an archive that is down never holds up the signature.
-        from consults.delivery import write_outbox  # delivery imports this module
-
-        outbox = write_outbox(locked, now)
+        outbox = _write_outbox(locked, now)
         if outbox is not None:
             queue_delivery(outbox.pk)
     _refresh(consult, locked)
     return report
+
+
+def _write_outbox(consult: Consult, now: datetime) -> ReportDelivery | None:
+    """In the signing transaction: the row that says this report is still to be sent back.
+
+    None where the township's modality has no address: it reads the report on the web."""
+    address = outbox.address_of(consult)
+    if address is None:
+        return None
+    delivery, created = ReportDelivery.objects.get_or_create(
+        consult=consult,
+        defaults={
+            "destination": outbox.address_label(address),
+            "sop_instance_uid": generate_uid(),
+            "series_instance_uid": generate_uid(),
+            "next_attempt_at": now,
+            "created_at": now,
+        },
+    )
+    if created:
+        audit("consults.report.send_queued", obj=consult, to=delivery.destination)
+    return delivery
 
 
 def add_addendum(consult: Consult, user: User, text: str) -> Addendum:
@@ -514,24 +528,6 @@ def acknowledge_critical(finding: CriticalFinding, user: User, now: datetime | N
     return finding
 
 
-def critical_alert_message(finding: CriticalFinding) -> tuple[str, str]:
-    """The subject and body of the e-mail to the township's alert address."""
-    facility = finding.consult.facility
-    with translation.override(settings.LANGUAGE_CODE):
-        subject = _("【危急值】%(facility)s 的会诊") % {"facility": facility.short_name}
-        body = _(
-            "%(facility)s：\n\n诊断医师 %(reader)s 于 %(at)s 报告危急值：\n%(text)s\n\n"
-            "请立即处理，并在平台上确认：%(url)s\n"
-        ) % {
-            "facility": facility.name,
-            "reader": finding.flagged_by,
-            "at": timezone.localtime(finding.flagged_at).strftime("%Y-%m-%d %H:%M"),
-            "text": finding.description,
-            "url": f"{settings.SITE_URL}/reading/{finding.consult.uuid}/",
-        }
-    return subject, body
-
-
 # --- E-mail ----------------------------------------------------------------------------------
 
 
@@ -558,67 +554,12 @@ def _queue_mail(
         created_at=now,
     )
     audit(f"consults.{kind}.email_queued", obj=consult, to=recipient, notification=row.pk)
-    _queue("send_notification", row.pk)
+    handoff.slots.send_notification(row.pk)
 
 
 def _queue_escalation_email(escalation: Escalation) -> None:
     if escalation.to_user is not None and escalation.to_user.email:
         _queue_mail(escalation.consult, escalation.to_user.email, escalation.at, escalation=escalation)
-
-
-def escalation_message(escalation: Escalation) -> tuple[str, str]:
-    """The subject and body of the e-mail to the person an escalation went to."""
-    consult = escalation.consult
-    recipient = escalation.to_user
-    facts = {
-        "name": recipient,
-        "facility": consult.facility.name,
-        "short": consult.facility.short_name,
-        "priority": consult.get_priority_display(),
-        "kind": consult.get_kind_display(),
-        "arrived": timezone.localtime(consult.arrived_at).strftime("%Y-%m-%d %H:%M"),
-        "due": timezone.localtime(consult.due_at or due_at_for(consult)).strftime("%Y-%m-%d %H:%M"),
-        "previous": escalation.from_radiologist or _("无"),
-        "holder": consult.radiologist or _("无人领取"),
-        "url": f"{settings.SITE_URL}/reading/{consult.uuid}/",
-    }
-    if escalation.reason == Escalation.Reason.CRITICAL_UNACKNOWLEDGED and escalation.critical_finding is not None:
-        finding = escalation.critical_finding
-        subject = _("【危急值未确认】%(facility)s") % {"facility": consult.facility.short_name}
-        body = _("%(facility)s 尚未确认 %(at)s 报告的危急值：\n%(text)s\n请电话联系该院。\n%(url)s\n") % {
-            "facility": consult.facility.name,
-            "at": timezone.localtime(finding.flagged_at).strftime("%Y-%m-%d %H:%M"),
-            "text": finding.description,
-            "url": facts["url"],
-        }
-    elif escalation.reason == Escalation.Reason.OFF_DUTY:
-        subject = _("【交班转派】%(short)s %(priority)s %(kind)s 会诊") % facts
-        body = (
-            _(
-                "%(name)s：\n\n原诊断医师 %(previous)s 已下班，%(facility)s 的%(priority)s %(kind)s 会诊"
-                "（到达 %(arrived)s，时限 %(due)s）现转给您阅片：\n%(url)s\n"
-            )
-            % facts
-        )
-    elif escalation.reassigned:
-        subject = _("【超时转派】%(short)s %(priority)s %(kind)s 会诊") % facts
-        body = (
-            _(
-                "%(name)s：\n\n%(facility)s 的%(priority)s %(kind)s 会诊（到达 %(arrived)s，时限 %(due)s）"
-                "已超过诊断时限，原诊断医师 %(previous)s 尚未阅片，现转给您：\n%(url)s\n"
-            )
-            % facts
-        )
-    else:
-        subject = _("【会诊超时】%(short)s %(priority)s %(kind)s 会诊") % facts
-        body = (
-            _(
-                "%(name)s：\n\n%(facility)s 的%(priority)s %(kind)s 会诊（到达 %(arrived)s，时限 %(due)s）"
-                "已超过诊断时限，目前诊断医师：%(holder)s，没有其他在班医师可以接手。请安排处理：\n%(url)s\n"
-            )
-            % facts
-        )
-    return subject, body
 
 
 # --- The periodic check --------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import EncapsulatedPDFStorage
 from pypdf import PdfReader
 
-from consults import delivery, workflow
+from consults import delivery, outbox, workflow
 from consults.models import Consult, ReportDelivery
 from consults.pdf import render_report_pdf
 from consults.verification import verification_url
@@ -307,7 +307,8 @@ def test_one_archive_that_is_down_is_dialled_once_per_run(township, ct_modality,
 def test_a_row_claimed_by_one_run_is_not_sent_by_another(township, ct_modality, township_archive):
     consult = signed_consult(township, ct_modality)
     now = timezone.now()
-    assert delivery._claim(consult.delivery.pk, now) is True  # another process is sending it
+    # Another process is sending it.
+    assert outbox.claim(ReportDelivery, consult.delivery.pk, now, delivery._lease()) is True
 
     assert delivery.deliver_due(now) == {}
     assert township_archive.received == []
