@@ -1,6 +1,6 @@
 """What the administrators' status page shows about the platform's parts: each part's
 last heartbeat, the broker and the database as they answer now, and the image store's
-free space. The consults app adds its outboxes (consults.views.platform_status)."""
+free space. The consults app adds its outboxes (consults.views.pages.platform_status)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from pydicom.sequence import Sequence
 
 from cloudpacs.models import PatientIdentifier, Study
 from cloudpacs.services import ingest_instance, same_patient_studies
-from cloudpacs.viewer_views import viewer_context
+from cloudpacs.views.viewer import viewer_context
 from consults.models import Consult
 from facilities.models import ExamKind
 from tests.factories import make_consult, make_dataset, make_modality, write_dataset

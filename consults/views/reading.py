@@ -27,7 +27,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from cloudpacs.models import Study
 from cloudpacs.services import body_parts_for_kind, same_patient_studies
-from cloudpacs.viewer_views import viewer_context
+from cloudpacs.views.viewer import viewer_context
 from consults import delivery, report_texts, services, workflow
 from consults.forms import ConsultRequestForm, PhraseDeleteForm, PhraseForm, ReportTemplateForm, first_error
 from consults.models import (
