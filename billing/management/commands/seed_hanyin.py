@@ -526,7 +526,11 @@ def _row_maker(fields: list[Field[Any, Any]], driver_types: set[str]) -> Callabl
     for f in fields:
         kind = f.get_internal_type()
         automatic = getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
-        if kind in driver_types:
+        if automatic:
+            # auto_now / auto_now_add: the field's own pre_save sets it, as save() would
+            # (the driver types would pass the unset attribute, a null, through).
+            converters.append(prepare(f))
+        elif kind in driver_types:
             converters.append(attrgetter(f.attname))
         elif sqlite and kind == "DateTimeField" and not automatic:
             converters.append(sqlite_datetime(f.attname))
