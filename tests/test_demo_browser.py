@@ -1,6 +1,7 @@
 """The seeded Hanyin demo (`seed_hanyin --with-images`) in a real headless Chromium: the
 administrator's day on the dashboards, down to the exams behind a number, and the
-radiologist's, from the recent studies on the worklist, read with their images and signed.
+radiologist's, from the recent studies on the worklist (read with their images and
+signed) to a historical consult behind a dashboard figure, with its patient and report.
 
 A live server needs committed rows, so this test seeds its own transactional database
 (the shared seeded session cannot serve it). With YUNYING_SCREENS set to a folder, each
@@ -107,6 +108,18 @@ def test_the_administrators_and_the_radiologists_day_on_the_seeded_demo(live_ser
             reader.wait_for_load_state()
             assert "报告已签发。" in reader.content()
             screens.take(reader, "demo-radiologist-3-next")
+
+            # ... and behind a dashboard figure, a historical consult with its patient and report.
+            reader.goto(base + demo["volume"])
+            reader.locator("table a[href*='/exams/']").first.click()
+            reader.wait_for_load_state()
+            reader.locator("#exams a[href*='/consults/']").first.click()
+            reader.wait_for_load_state()
+            assert reader.locator("#patient-name").inner_text().strip()
+            assert reader.locator("#report-impression").inner_text().strip() not in ("", "—")
+            assert reader.locator("#open-viewer").count() == 0  # no images behind the history
+            fits(reader)
+            screens.take(reader, "demo-radiologist-4-history")
 
             assert reader.errors == []
         finally:
