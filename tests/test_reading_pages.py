@@ -422,6 +422,31 @@ def test_sign_and_next_signs_then_opens_the_most_urgent_waiting_consult(
     assert Consult.objects.get(pk=routine.pk).radiologist is None
 
 
+def test_sign_and_next_opens_the_readers_own_assigned_consults_before_claiming_waiting_ones(
+    radiologist, radiologist_client, township, consult
+):
+    # The roster gave this reader two consults; an emergency waits unassigned. The reader's
+    # own come first, the more urgent of them first, and is opened (the POST is the reader
+    # at work), so no one is left holding consults the "next" button never reaches.
+    routine_mine = make_consult(township, make_study(township), radiologist=radiologist, status=Consult.Status.ASSIGNED)
+    urgent_mine = make_consult(
+        township, make_study(township), radiologist=radiologist, status=Consult.Status.ASSIGNED, priority="urgent"
+    )
+    waiting = make_consult(township, make_study(township), priority="emergency")
+    radiologist_client.post(url("claim", consult))
+
+    response = radiologist_client.post(
+        url("report", consult), {"findings": "所见", "impression": "意见", "action": "sign_next"}
+    )
+
+    assert response.status_code == 302 and response["Location"] == page(urgent_mine)
+    urgent_mine.refresh_from_db()
+    assert urgent_mine.status == Consult.Status.OPENED and urgent_mine.opened_at is not None
+    assert Consult.objects.get(pk=routine_mine.pk).status == Consult.Status.ASSIGNED
+    assert Consult.objects.get(pk=waiting.pk).radiologist is None
+    assert AuditEvent.objects.filter(action="consults.consult.opened", object_id=str(urgent_mine.uuid)).exists()
+
+
 def test_sign_and_next_with_nothing_waiting_goes_back_to_the_worklist(radiologist_client, consult):
     radiologist_client.post(url("claim", consult))
 

@@ -254,10 +254,21 @@ def critical(request: HttpRequest, consult: Consult) -> HttpResponse:
 
 
 def _take_next(request: HttpRequest) -> HttpResponse:
-    """Claim the most urgent waiting consult this reader may read and open it; back to the
-    worklist when there is none."""
+    """Open this reader's next consult: first the most urgent of those already given to
+    them (assigned by the roster, or opened and not yet reported), then the most urgent
+    waiting one they may claim; back to the worklist when there is none."""
     user = request.user
     kinds = [kind for kind in ExamKind.values if user.can_read(kind)]  # type: ignore[union-attr]
+    held = cast(ConsultQuerySet, consults_for(user)).filter(
+        radiologist=user, status__in=[Consult.Status.ASSIGNED, Consult.Status.OPENED]
+    )
+    for consult in held.by_urgency()[:200]:
+        if consult.status == Consult.Status.ASSIGNED:
+            try:
+                workflow.open_consult(consult, user)  # type: ignore[arg-type]
+            except workflow.WorkflowError:
+                continue  # reassigned meanwhile
+        return redirect(_page(consult))
     waiting = cast(ConsultQuerySet, consults_for(user)).filter(
         status=Consult.Status.ARRIVED, radiologist__isnull=True, kind__in=kinds
     )
