@@ -38,7 +38,6 @@ import selectors
 import shutil
 import signal
 import socket
-import socketserver
 import subprocess
 import sys
 import threading
@@ -52,10 +51,10 @@ from django.conf import settings
 
 from dicomnode import connections
 from dicomnode.connections import Admission, Limits, RefusalLog, Refused
+from dicomnode.handoff import MESSAGE_SIZE
 
 logger = logging.getLogger("dicomnode")
 
-MESSAGE_SIZE = 4096
 WORKER_START_TIMEOUT = 120.0
 WORKER_STOP_TIMEOUT = 10.0
 # A worker that dies is started again, but not more often than this.
@@ -465,19 +464,3 @@ def run_worker(handoff_fd: int, calls_fd: int, index: int, host: str, port: int)
                 break
     finally:
         server.shutdown()
-
-
-class HandoffMixin(socketserver.BaseServer):
-    """The worker side of the handoff: `get_request` takes a connection's descriptor from
-    the parent instead of accepting one."""
-
-    parent_gone: threading.Event
-
-    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        sock: Any = self.socket  # type: ignore[attr-defined]
-        message, fds, _, _ = socket.recv_fds(sock, MESSAGE_SIZE, 1)
-        if not message or not fds:
-            self.parent_gone.set()
-            raise OSError("the receiver's parent closed the handoff socket")
-        details = json.loads(message)
-        return socket.socket(fileno=fds[0]), (details["address"], int(details["port"]))

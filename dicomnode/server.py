@@ -47,8 +47,8 @@ from cloudpacs import services as archive
 from dicomnode import commitment, connections, permits, queryretrieve, reactor, worklist
 from dicomnode.connections import Admission, Limits, RefusalLog, Refused
 from dicomnode.contexts import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from dicomnode.handoff import HandoffMixin
 from dicomnode.models import AssociationLog
-from dicomnode.processes import HandoffMixin
 from facilities.models import ApplicationEntity, Modality
 from facilities.services import application_entity_for_ae_title
 

@@ -260,7 +260,7 @@ def _take_next(request: HttpRequest) -> HttpResponse:
     user = request.user
     kinds = [kind for kind in ExamKind.values if user.can_read(kind)]  # type: ignore[union-attr]
     held = cast(ConsultQuerySet, consults_for(user)).filter(
-        radiologist=user, status__in=[Consult.Status.ASSIGNED, Consult.Status.OPENED]
+        radiologist=user.pk, status__in=[Consult.Status.ASSIGNED, Consult.Status.OPENED]
     )
     for consult in held.by_urgency()[:200]:
         if consult.status == Consult.Status.ASSIGNED:
