@@ -20,7 +20,8 @@ from django.urls import reverse
 from consults.models import Consult
 from facilities.demo import demo_password
 from facilities.models import User
-from tests.test_daily_screens_browser import BUILT_VIEWER, CHROMIUM_ARGS, Screens, fits
+from tests.browser import BUILT_VIEWER, CHROMIUM_ARGS
+from tests.test_daily_screens_browser import Screens, fits
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
