@@ -41,10 +41,11 @@ def migrate(target: str) -> None:
 
 
 def migrate_to_latest() -> None:
-    """Back to every cloudpacs migration, not only 0003: the tests after this one need the
-    later ones' tables and columns."""
+    """Back to every app's latest migration, not only cloudpacs 0003: reverting cloudpacs
+    reverted the other apps' migrations that depend on it (consults' template library), and
+    the tests after this one need all their tables and columns."""
     executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes("cloudpacs"))
+    executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 @pytest.mark.django_db(transaction=True)
