@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 YUNYING_EXTRAS=test bash scripts/setup.sh \
   storescu:dcmtk \
   chromium:chromium \
+  haproxy:haproxy \
   /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc:fonts-noto-cjk \
   /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc:fonts-wqy-zenhei
 bash scripts/build-viewer.sh
