@@ -314,7 +314,9 @@ class MonthlyReaderTurnaround(TurnaroundFigures):
 
 
 class RollupCursor(models.Model):
-    """How far billing has followed the consults' audit trail to refresh the rollup."""
+    """A named row to lock (`billing.rollup.GRAIN_LOCK`: refreshes of the per-radiologist
+    months take turns on it). It once also held how far the rollup had followed the audit
+    trail; the rollup now follows consults' change feed (billing 0010)."""
 
     name = models.CharField(max_length=32, unique=True)
     last_event_id = models.BigIntegerField(default=0)

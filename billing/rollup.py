@@ -5,11 +5,31 @@ that day's consults and ledger entries and replaced, so a refresh can only make 
 It is refreshed
 - in the same transaction as each ledger entry or reversal (billing.services), which is
   when billing learns that a township's consult was signed;
-- for the consults the audit trail shows changed since the last run (created, assigned,
-  opened, signed, delivered...), by the periodic task `refresh_rollup` (consults sit below
-  billing and cannot call it; like the ledger, billing follows them);
+- for the consults that changed (created, assigned, opened, signed, delivered...): the
+  workflow publishes each change on the consults' change feed (consults.changes, an outbox
+  written in the step's transaction) and `follow_consult_changes` takes them, every minute
+  from the task that records pending savings (consults sit below billing and cannot call
+  it; billing follows them). Following a change twice gives the same rows, and changes
+  are taken in the refresh's transaction, so a crash leaves them to the next run;
 - for any range of days by `manage.py rebuild_rollup`, and by `seed_hanyin` after loading
-  the history."""
+  the history.
+
+The rollup's interface, for the reports that read it (billing/reports/):
+- `DailyRollup` (day) and `MonthlyRollup` (month: its days added up), one row per
+  township (`facility`), exam `kind` and `radiologist` (None: not read yet), with the
+  columns of `COLUMNS`: `exams` and `exam_parts` (consults not cancelled, by exam date),
+  `signed`, `within_limit` (signed by `due_at`), per measure of `billing.models.MEASURES`
+  its count, sum and sum of squares in minutes, `histograms` (billing.histogram), and the
+  ledger's `ledger_entries`, `ledger_parts` and `saving` (reversals included);
+- `MonthlyTownshipTurnaround` (month x township x kind) and `MonthlyReaderTurnaround`
+  (month x radiologist x kind): the turnaround columns (`TURNAROUND_SUMMED` and
+  `histograms`) with the radiologists, respectively the townships, added up;
+- `billing.reports.filters.rollup_parts`/`rollup_split` choose the monthly rows of whole
+  months and the daily rows of the days at either end of a range.
+A new column is computed in `_compute` from the raw rows (`read_consults` and the
+ledger), summed into the months by `_refresh_months` (every column but the histograms
+adds up), and needs a migration that rebuilds the rollup (as billing 0007 does); the
+tests hold every column to the raw rows."""
 
 from __future__ import annotations
 
@@ -35,11 +55,11 @@ from billing.models import (
 from billing.reports.filters import Filters
 from billing.reports.turnaround_raw import read_consults, within_limit
 from consults.models import Consult
-from facilities.models import AuditEvent, ExamKind, Facility
+from consults.services import taken_changes
+from facilities.models import ExamKind, Facility
 
 _EPOCH = date(1970, 1, 1)
 _BATCH = 2000
-CURSOR = "consults-audit"
 
 
 COLUMNS = (
@@ -76,24 +96,25 @@ def _compute(filters: Filters) -> list[Row]:
             sums = np.bincount(group, weights=weights, minlength=size)
             return sums.round().astype(np.int64).tolist() if whole else sums.tolist()
 
+        signed = ~np.isnan(consults.minutes[0])
         columns: list[list[Any]] = [
             total(),
             total(consults.parts.astype(float)),
-            total((~np.isnan(consults.minutes[0])).astype(float)),
+            total(signed.astype(float)),
             total(within_limit(consults).astype(float)),
         ]
         histogram_keys = []
         histogram_groups = []
         for m in range(len(MEASURES)):
             minutes = consults.minutes[m]
-            present = ~np.isnan(minutes)
+            # The turnaround is of signed consults: a consult assigned or opened but not yet
+            # signed keeps its stages out, as the raw figures do (turnaround_raw).
+            present = signed & ~np.isnan(minutes)
             x = np.where(present, minutes, 0.0)
             columns += [total(present.astype(float)), total(x, whole=False), total(x * x, whole=False)]
             histogram_keys.append(m * histogram.KEY_STRIDE + histogram.bins_of(minutes[present] * 60))
             histogram_groups.append(group[present])
-        consult_minutes = consults.minutes[0]
-        signed = ~np.isnan(consult_minutes)
-        plot = histogram.plot_bins_of(consult_minutes[signed])
+        plot = histogram.plot_bins_of(consults.minutes[0][signed])
         histogram_keys.append(histogram.PLOT_MEASURE * histogram.KEY_STRIDE + plot)
         histogram_groups.append(group[signed])
         # One sorted run of (group, key) pairs with their counts, cut at each group.
@@ -331,28 +352,15 @@ def rebuild(date_from: date | None = None, date_to: date | None = None) -> int:
     return written
 
 
-def refresh_from_audit_trail(limit: int = 5000) -> int:
-    """Refresh the days of the consults whose audit events came after the last ones seen;
-    returns the number of events read. The cursor moves in the same transaction as the
-    refresh, so a crash reads the same events again."""
-    with transaction.atomic():
-        cursor, _created = RollupCursor.objects.select_for_update().get_or_create(name=CURSOR)
-        events = list(
-            AuditEvent.objects.filter(pk__gt=cursor.last_event_id, object_type="consults.consult")
-            .order_by("pk")
-            .values_list("pk", "object_id")[:limit]
-        )
-        if not events:
-            return 0
-        uuids = {object_id for _pk, object_id in events}
-        days = Consult.objects.filter(uuid__in=uuids).values_list("exam_date", "facility_id").distinct()
-        refresh_days(days)
-        cursor.last_event_id = events[-1][0]
-        cursor.save(update_fields=["last_event_id"])
-        return len(events)
-
-
-def start_cursor_at_the_end() -> None:
-    """After a full rebuild every event so far is accounted for."""
-    last = AuditEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-    RollupCursor.objects.update_or_create(name=CURSOR, defaults={"last_event_id": last})
+def follow_consult_changes(limit: int = 5000) -> int:
+    """Refresh the days of the consults the workflow reported changed since the last run
+    (consults' change feed), `limit` changes per transaction, until none is left; returns
+    the number of changes followed. The changes are taken in the refresh's transaction:
+    if it fails they are still there for the next run."""
+    followed = 0
+    while True:
+        with taken_changes(limit) as changes:
+            refresh_days((c.exam_date, c.facility_id) for c in changes)
+        followed += len(changes)
+        if len(changes) < limit:
+            return followed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from billing.rollup import refresh_from_audit_trail
+from billing.rollup import follow_consult_changes
 from billing.services import record_pending_savings
 
 
@@ -14,8 +14,8 @@ def record_savings_for_signed_consults() -> int:
 
     The consults app cannot call billing (it sits below it), so billing collects what was
     signed, like an outbox: an entry missed by a crash is picked up on the next run. Then
-    the dashboards' rollup follows the consults' audit trail the same way (new, assigned,
-    delivered consults: what a ledger entry does not cover)."""
+    the dashboards' rollup follows the consults' change feed (new, assigned, delivered
+    consults: what a ledger entry does not cover)."""
     recorded = len(record_pending_savings())
-    refresh_from_audit_trail()
+    follow_consult_changes()
     return recorded

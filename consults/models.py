@@ -143,6 +143,25 @@ class Consult(models.Model):
         return self.signed_at - self.arrived_at
 
 
+class ConsultChange(models.Model):
+    """The consults' change feed: an outbox row written by the workflow in the same
+    transaction as each change to a consult (consults.changes.publish), for the apps above
+    consults to follow without consults calling them. Billing's rollup takes the rows and
+    deletes them in its own transaction (consults.changes.taken): a row is there until the
+    change it reports has been followed. Not the audit trail, which keeps who did what
+    forever; a row here says only which consult, of which township and exam date, changed."""
+
+    consult = models.ForeignKey(Consult, on_delete=models.CASCADE, related_name="+")
+    facility = models.ForeignKey(Facility, on_delete=models.CASCADE, related_name="+")
+    exam_date = models.DateField()
+    # consults.changes.Change: the step that changed it.
+    change = models.CharField(max_length=16)
+    at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.consult_id} {self.change} {self.at:%Y-%m-%d %H:%M:%S}"
+
+
 # Held by a reader and not yet signed by them: the lock applies.
 HELD_STATUSES = (Consult.Status.ASSIGNED, Consult.Status.OPENED)
 # Waiting for a report: the time limit runs.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from contextlib import AbstractContextManager
 from datetime import date, datetime
 
 from django.db import IntegrityError, transaction
@@ -13,7 +14,8 @@ from django.utils.translation import gettext as _
 
 from cloudpacs.models import Instance, Series, Study
 from cloudpacs.services import body_part_name, body_part_names, order_for_study
-from consults import handoff
+from consults import changes, handoff
+from consults.changes import ConsultChanged as ConsultChanged
 from consults.models import Consult, Priority
 from consults.report_texts import NormalReport as NormalReport
 from consults.report_texts import normal_report as normal_report  # the demo's and other apps' report text
@@ -59,6 +61,12 @@ def exam_kind_for_study(study: Study) -> str | None:
     if classes & _DR_SOP_CLASSES:
         return ExamKind.DR
     return None
+
+
+def taken_changes(limit: int = 5000) -> AbstractContextManager[list[ConsultChanged]]:
+    """Consults' change feed, for the apps above consults: the oldest changes not yet
+    followed, deleted when the `with` block ends without an exception (consults.changes)."""
+    return changes.taken(limit)
 
 
 def open_consult_for_study(study: Study) -> Consult | None:
@@ -108,6 +116,7 @@ def open_consult_for_study(study: Study) -> Consult | None:
             # The time limit is fixed now, with the series (and their body parts) stored.
             consult.due_at = due_at_for(consult)
             consult.save()
+            changes.publish(consult, changes.Change.CREATED)
             audit(
                 "consults.consult.created",
                 obj=consult,
@@ -174,6 +183,7 @@ def request_consult(
             )
             consult.due_at = due_at_for(consult)
             consult.save()
+            changes.publish(consult, changes.Change.CREATED)
             audit(
                 "consults.consult.requested",
                 actor=user,

@@ -22,6 +22,7 @@ from pydicom.uid import generate_uid
 
 from cloudpacs.models import Study
 from consults import handoff, outbox
+from consults.changes import Change, publish
 from consults.models import HELD_STATUSES as HELD_STATUSES
 from consults.models import OPEN_STATUSES as OPEN_STATUSES
 from consults.models import (
@@ -140,6 +141,7 @@ def _give(consult: Consult, reader: User, now: datetime, how: str) -> None:
     consult.opened_at = consult.assigned_at if claimed else None
     consult.status = Consult.Status.OPENED if claimed else Consult.Status.ASSIGNED
     consult.save(update_fields=["radiologist", "assignment", "assigned_at", "claimed_at", "opened_at", "status"])
+    publish(consult, Change.ASSIGNED)
 
 
 def _take_back(consult: Consult) -> None:
@@ -150,6 +152,7 @@ def _take_back(consult: Consult) -> None:
     consult.opened_at = None
     consult.status = Consult.Status.ARRIVED
     consult.save(update_fields=["radiologist", "assignment", "assigned_at", "claimed_at", "opened_at", "status"])
+    publish(consult, Change.RELEASED)
 
 
 def assign_consult(consult: Consult, now: datetime | None = None) -> User | None:
@@ -253,6 +256,7 @@ def open_consult(consult: Consult, user: User, now: datetime | None = None) -> C
         locked.status = Consult.Status.OPENED
         locked.opened_at = _not_before(now, locked.arrived_at)
         locked.save(update_fields=["status", "opened_at"])
+        publish(locked, Change.OPENED)
         audit("consults.consult.opened", actor=user, obj=locked)
     return _refresh(consult, locked)
 
@@ -277,6 +281,7 @@ def correct_request(consult: Consult, user: User, **changes: Any) -> Consult:
             setattr(locked, name, value)
         locked.due_at = due_at_for(locked)
         locked.save(update_fields=[*changes, "due_at"])
+        publish(locked, Change.CORRECTED)
         audit(
             "consults.consult.corrected",
             actor=user,
@@ -319,6 +324,7 @@ def save_draft(consult: Consult, user: User, findings: str, impression: str, now
             locked.status = Consult.Status.OPENED
             locked.opened_at = _not_before(now, locked.arrived_at)
             locked.save(update_fields=["status", "opened_at"])
+            publish(locked, Change.OPENED)
             audit("consults.consult.opened", actor=user, obj=locked)
         report = _write(locked, user, findings, impression, as_reader=as_reader)
         audit("consults.report.saved", actor=user, obj=locked)
@@ -351,6 +357,7 @@ def sign_preliminary(
         locked.opened_at = locked.opened_at or _not_before(now, locked.arrived_at)
         locked.preliminary_at = _not_before(now, locked.opened_at)
         locked.save(update_fields=["status", "opened_at", "preliminary_at"])
+        publish(locked, Change.PRELIMINARY)
         audit("consults.report.preliminary", actor=user, obj=locked)
     _refresh(consult, locked)
     return report
@@ -378,6 +385,7 @@ def sign_final(
         locked.status = Consult.Status.SIGNED
         locked.signed_at = signed_at
         locked.save(update_fields=["status", "opened_at", "signed_at"])
+        publish(locked, Change.SIGNED)
         # The digest behind the printed report's QR code, of the content as signed.
         record_signature(report, now)
         if locked.study_id is not None:
@@ -466,6 +474,7 @@ def mark_delivered(
         locked.delivered_at = _not_before(now, locked.signed_at)
         locked.status = Consult.Status.DELIVERED
         locked.save(update_fields=["delivered_at", "status"])
+        publish(locked, Change.DELIVERED)
         audit("consults.report.delivered", actor=user, obj=locked, channel=channel)
     _refresh(consult, locked)
     return True
@@ -518,6 +527,7 @@ def acknowledge_critical(finding: CriticalFinding, user: User, now: datetime | N
         if locked.acknowledged_at is None:
             locked.acknowledged_at = finding.acknowledged_at
             locked.save(update_fields=["acknowledged_at"])
+            publish(locked, Change.ACKNOWLEDGED)
         audit(
             "consults.critical.acknowledged",
             actor=user,
@@ -602,6 +612,7 @@ def _escalate_late(consult: Consult, now: datetime) -> Escalation:
         locked.escalated_at = now
         locked.flagged_at = locked.flagged_at or now
         locked.save(update_fields=["escalated_at", "flagged_at"])
+        publish(locked, Change.ESCALATED)
         _queue_escalation_email(escalation)
         audit(
             "consults.consult.escalated",
@@ -666,13 +677,17 @@ def check_consult_deadlines(now: datetime | None = None) -> CheckResult:
         due = consult.due_at
         if due is None:
             due = consult.due_at = due_at_for(consult)
-            Consult.objects.filter(pk=consult.pk).update(due_at=due)
+            with transaction.atomic():
+                Consult.objects.filter(pk=consult.pk).update(due_at=due)
+                publish(consult, Change.DUE)
         if now >= due and consult.escalated_at is None:
             _escalate_late(consult, now)
             result.escalated.append(consult.pk)
         elif now >= near_limit_at(consult) and consult.flagged_at is None:
-            Consult.objects.filter(pk=consult.pk).update(flagged_at=now)
-            audit("consults.consult.flagged", obj=consult, due_at=due.isoformat())
+            with transaction.atomic():
+                Consult.objects.filter(pk=consult.pk).update(flagged_at=now)
+                publish(consult, Change.FLAGGED)
+                audit("consults.consult.flagged", obj=consult, due_at=due.isoformat())
             result.flagged.append(consult.pk)
 
     ack_minutes = getattr(settings, "CRITICAL_ACK_MINUTES", 15)

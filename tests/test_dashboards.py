@@ -19,10 +19,10 @@ from django.urls import reverse
 from billing import dashboards, histogram, rollup
 from billing.dashboards import Filters
 from billing.services import ensure_shaanxi_2021_schedule, record_saving, reverse_entry
+from consults.changes import Change, publish
 from consults.models import Consult, Priority
 from consults.rules import due_at_for
 from facilities.models import ExamKind, Facility, Modality, User
-from facilities.services import audit
 from tests.conftest import login
 from tests.factories import make_user
 
@@ -89,8 +89,8 @@ def make_exam(
     signed: bool = True,
     hour: int = 9,
 ) -> Consult:
-    """A consult as the reading workflow leaves it, with the audit event of its creation
-    (which the rollup follows, as it follows the consults app's)."""
+    """A consult as the reading workflow leaves it, with the change it publishes when it
+    arrives (consults' change feed, which the rollup follows)."""
     arrived = datetime(day.year, day.month, day.day, hour, tzinfo=TZ)
     total = timedelta(minutes=minutes)
     consult = Consult.objects.create(
@@ -111,7 +111,7 @@ def make_exam(
     # Its time limit, stored as the workflow stores it when a consult arrives.
     Consult.objects.filter(pk=consult.pk).update(due_at=due_at_for(consult))
     consult.refresh_from_db()
-    audit("consults.consult.created", obj=consult)
+    publish(consult, Change.CREATED)
     return consult
 
 
@@ -132,8 +132,8 @@ def exams(township, other_township, ct_modality, dr_modality, radiologist) -> di
     unsigned = [make_exam(township, ExamKind.CT, date(2025, 2, 4), 0, None, signed=False)]
     for consult in xuanwo + pingliang:
         record_saving(consult)
-    # The unsigned exam has no ledger entry: the rollup learns of it from the audit trail.
-    rollup.refresh_from_audit_trail()
+    # The unsigned exam has no ledger entry: the rollup learns of it from the change feed.
+    rollup.follow_consult_changes()
     return {"xuanwo": xuanwo, "pingliang": pingliang, "unsigned": unsigned}
 
 

@@ -25,6 +25,7 @@ from billing.models import (
 )
 from billing.reports import turnaround_rollup
 from billing.services import ensure_shaanxi_2021_schedule, record_saving, reverse_entry
+from consults import workflow
 from consults.models import Consult
 from facilities.models import ExamKind, User
 from facilities.services import audit
@@ -227,24 +228,25 @@ def test_a_reversal_reaches_the_rollup_at_once(signed_exam, administrator) -> No
     assert dashboards.savings(Filters()).total.saving == Decimal("0.00")
 
 
-def test_the_periodic_task_follows_the_audit_trail(signed_exam, township, radiologist) -> None:
+def test_the_periodic_task_follows_the_consults_change_feed(signed_exam, township, radiologist) -> None:
     tasks.record_savings_for_signed_consults()  # bills the signed exam; the rollup follows
     unsigned = make_exam(township, ExamKind.CT, date(2025, 3, 3), 0, radiologist, signed=False)
     assert DailyRollup.objects.get().exams == 1
     tasks.record_savings_for_signed_consults()
     assert DailyRollup.objects.get().exams == 2
-    # Delivered later: the last stage appears once the event is followed.
-    signed_exam.delivered_at = None
-    signed_exam.save()
+    # Delivered later, by the workflow: the last stage appears once its change is followed.
+    Consult.objects.filter(pk=signed_exam.pk).update(delivered_at=None, status=Consult.Status.SIGNED)
+    signed_exam.refresh_from_db()
     rollup.rebuild()
     assert DailyRollup.objects.get().deliver_n == 0
-    signed_exam.delivered_at = signed_exam.signed_at + timedelta(minutes=2)
-    signed_exam.save()
-    audit("consults.report.delivered", obj=signed_exam)
-    assert rollup.refresh_from_audit_trail() == 1
+    assert workflow.mark_delivered(signed_exam, channel="dicom", now=signed_exam.signed_at + timedelta(minutes=2))
+    assert DailyRollup.objects.get().deliver_n == 0  # not yet followed
+    assert rollup.follow_consult_changes() == 1
     assert DailyRollup.objects.get().deliver_n == 1
-    assert rollup.refresh_from_audit_trail() == 0  # nothing new
-    assert unsigned.pk
+    assert rollup.follow_consult_changes() == 0  # nothing new
+    # The audit trail is only the audit trail: an event written there is not a change.
+    audit("consults.report.delivered", obj=unsigned)
+    assert rollup.follow_consult_changes() == 0
 
 
 def test_the_command_rebuilds_a_range_of_days(signed_exam, township, radiologist) -> None:

@@ -33,7 +33,7 @@ PROJECT_ROOT = {"cloudpacs.urls"}
 CONSULTS_LAYERS = [
     {"template_library"},
     {"models"},
-    {"rules", "verification", "outbox", "handoff"},
+    {"rules", "verification", "outbox", "handoff", "changes"},
     {"pdf", "forms", "status", "report_texts"},
     {"services", "workflow"},
     {"delivery", "notifications"},

@@ -173,7 +173,6 @@ def rebuild_rollup() -> None:
 
     started = time.monotonic()
     rows = rollup.rebuild()
-    rollup.start_cursor_at_the_end()
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE billing_dailyrollup")
     print(f"rollup rebuilt: {rows:,} rows in {time.monotonic() - started:.0f} s", flush=True)

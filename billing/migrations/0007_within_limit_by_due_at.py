@@ -12,8 +12,9 @@ def rebuild(apps, schema_editor):
         return  # a new database: the rollup is built as consults arrive
     from billing import rollup
 
+    # (It also moved the audit-trail cursor the rollup then followed to the latest event;
+    # billing 0010 replaced that cursor with consults' change feed.)
     rollup.rebuild()
-    rollup.start_cursor_at_the_end()
 
 
 class Migration(migrations.Migration):

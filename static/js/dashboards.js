@@ -84,8 +84,27 @@
     });
   }
 
+  // A printed page shows the stage tables that are closed on screen: the print stylesheet
+  // opens them where the browser lets it style a closed <details> (::details-content);
+  // elsewhere they are opened for the printout and closed again after it.
+  function printStages() {
+    var opened = [];
+    window.addEventListener("beforeprint", function () {
+      document.querySelectorAll("details.stages:not([open])").forEach(function (details) {
+        details.open = true;
+        opened.push(details);
+      });
+    });
+    window.addEventListener("afterprint", function () {
+      opened.splice(0).forEach(function (details) {
+        details.open = false;
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll(".chart[data-chart]").forEach(draw);
     pickDates();
+    printStages();
   });
 })();

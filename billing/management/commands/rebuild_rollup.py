@@ -32,6 +32,4 @@ class Command(BaseCommand):
             raise CommandError("--from is after --to")
         started = time.monotonic()
         rows = rollup.rebuild(date_from, date_to)
-        if date_from is None and date_to is None:
-            rollup.start_cursor_at_the_end()
         self.stdout.write(f"rollup: {rows} rows in {time.monotonic() - started:.1f} s")

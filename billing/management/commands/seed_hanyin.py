@@ -103,7 +103,6 @@ class Command(BaseCommand):
             if not options["no_history"]:
                 # The dashboards read the daily rollup: it follows the history just loaded.
                 rollup.rebuild()
-                rollup.start_cursor_at_the_end()
             recent = []
             if options["with_images"]:
                 technologists = {u.facility_id: u for u in users if u.is_technologist and u.facility_id is not None}
