@@ -5,12 +5,13 @@ bulk data behind URIs, frames as stored and decompressed, and the audit of retri
 from __future__ import annotations
 
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit
 
 from cloudpacs.dicomweb.multipart import parse_media_type
 from facilities.models import AuditEvent
@@ -141,6 +142,59 @@ def test_each_frame_of_a_native_multiframe_instance_is_read_from_its_own_place(t
         assert wado.frames(path, [2], decode=True) == [pixels[1].tobytes()]
         with pytest.raises(LookupError):
             wado.frames(path, [4], decode=False)
+
+
+def test_encapsulated_frames_are_found_by_the_rules_of_the_offset_table_and_kept_mapped(tmp_path):
+    """PS3.5 A.4: one fragment per frame (with or without an offset table), several
+    fragments per frame grouped by the Basic Offset Table, every fragment of a single
+    frame; without a table, several fragments per frame are read the general way. The
+    map is kept by storage key: a second read of the same key does not parse again."""
+    from pydicom.encaps import encapsulate
+
+    from cloudpacs.dicomweb import wado
+    from tests.equipment import encapsulated
+    from tests.factories import make_dataset, write_dataset
+
+    parts = [bytes([index]) * (10 + index) for index in range(6)]  # even-length fragments below
+
+    def stored(name: str, pixel_data: bytes, frames: int):
+        ds = make_dataset(transfer_syntax_uid=JPEGBaseline8Bit, NumberOfFrames=frames)
+        ds.PixelData = pixel_data
+        encapsulated(ds)
+        return write_dataset(ds, tmp_path / f"{name}.dcm")
+
+    frames = [part + part[:1] * (len(part) % 2) for part in parts[:3]]
+    for has_bot in (False, True):
+        path = stored(f"one-each-{has_bot}", encapsulate(frames, has_bot=has_bot), 3)
+        assert wado.frames(path, [3, 1], decode=False) == [frames[2], frames[0]]
+    # Two fragments per frame, grouped by the table.
+    path = stored("grouped", encapsulate(frames, fragments_per_frame=2, has_bot=True), 3)
+    assert wado.frames(path, [2, 3], decode=False, cache_key="grouped") == [frames[1], frames[2]]
+    with open(path, "rb") as stream:
+        found = wado.frame_map(stream)
+    assert isinstance(found, wado.FrameMap) and [len(pieces) for pieces in found.pieces] == [2, 2, 2]
+    # A single frame in several fragments.
+    path = stored("single", encapsulate([frames[0] + frames[1]], fragments_per_frame=2, has_bot=False), 1)
+    assert wado.frames(path, [1], decode=False) == [frames[0] + frames[1]]
+    # Several fragments per frame and no table: not mapped here.
+    path = stored("untold", encapsulate(frames, fragments_per_frame=2, has_bot=False), 3)
+    with open(path, "rb") as stream:
+        assert wado.frame_map(stream) is wado.NOT_MAPPABLE
+    # A fragment whose item tag is damaged is not mapped either; a truncated file and a
+    # frame outside the instance are a LookupError (the view's 404).
+    data = Path(stored("damaged", encapsulate(frames, has_bot=False), 3)).read_bytes()
+    second = data.index(b"\xfe\xff\x00\xe0" + (12).to_bytes(4, "little"))
+    (tmp_path / "damaged.dcm").write_bytes(data[:second] + b"\x00\x00" + data[second + 2 :])
+    with open(tmp_path / "damaged.dcm", "rb") as stream:
+        assert wado.frame_map(stream) is wado.NOT_MAPPABLE
+    (tmp_path / "cut.dcm").write_bytes(data[:-20])
+    with pytest.raises(LookupError):
+        wado.frames(tmp_path / "cut.dcm", [3], decode=False)
+    with pytest.raises(LookupError):
+        wado.frames(stored("four", encapsulate(frames, has_bot=False), 3), [4], decode=False)
+    # Kept by key: the same key answers from the map without reading the header again.
+    wado.frames(stored("kept", encapsulate(frames, has_bot=False), 3), [1], decode=False, cache_key="kept-key")
+    assert isinstance(wado._FRAME_MAPS.get("kept-key"), wado.FrameMap)
 
 
 def test_compressed_frames_come_as_stored_or_decompressed_as_asked(reader, archive, http):

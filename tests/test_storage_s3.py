@@ -162,6 +162,36 @@ def test_a_frame_is_read_by_ranges_not_the_whole_instance(store_behind_proxy, pr
     assert dcmread(io.BytesIO(whole)).PixelData == ds.PixelData
 
 
+def test_a_cine_frame_costs_one_ranged_get_once_its_instance_is_mapped(
+    store_behind_proxy, proxy, ct_modality, tmp_path
+):
+    """An ultrasound clip without an offset table: the first frame request walks the
+    fragments in one ranged read; later ones, by the storage key, read only their frame
+    (before, each request walked every fragment before its frame in 256 KB windows: a
+    cold 100-frame clip took 34 s from the store against 4 s from disk)."""
+    from pydicom.encaps import encapsulate
+
+    from tests.equipment import encapsulated, jpeg, us_ybr_full_422_jpeg
+
+    rng = np.random.default_rng(7)
+    frames = [jpeg(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)) for _ in range(12)]
+    frames = [frame + b"\0" * (len(frame) % 2) for frame in frames]  # as stored: fragments are even
+    ds = us_ybr_full_422_jpeg(frames=12, rows=256, columns=256)
+    ds.PixelData = encapsulate(frames, has_bot=False)
+    encapsulated(ds)
+    instance = ingest(ds, ct_modality, tmp_path).instance
+    assert instance.size > 4 * 256 * 1024
+    wado._FRAME_MAPS.clear()
+    with proxy.counting(), storage.open_key(instance.storage_key) as stream:
+        assert wado.frames(stream, [12], decode=False, cache_key=instance.storage_key) == [frames[11]]
+    assert len(proxy.requests) <= 2  # the header's window, then the fragments with the frame
+    for number in (3, 9):
+        with proxy.counting(), storage.open_key(instance.storage_key) as stream:
+            assert wado.frames(stream, [number], decode=False, cache_key=instance.storage_key) == [frames[number - 1]]
+        assert len(proxy.requests) <= 2  # the reader's first window, the frame
+        assert proxy.get_bytes < instance.size // 2
+
+
 def test_a_missing_object_reads_as_a_missing_file(object_store):
     with pytest.raises(FileNotFoundError):
         storage.open_key("ab/nothing-here.dcm")

@@ -406,7 +406,7 @@ def frames(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str, 
     choice = wado.choose_frame_syntax(accepted(request), item.transfer_syntax_uid)
     try:
         with _open(item) as stream:
-            data = wado.frames(stream, numbers, decode=choice.decode)
+            data = wado.frames(stream, numbers, decode=choice.decode, cache_key=item.storage_key)
     except LookupError:
         raise Http404 from None
     part_type = f"{choice.media_type}; transfer-syntax={choice.transfer_syntax}"

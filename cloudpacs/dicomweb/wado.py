@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 from pydicom import dcmread
@@ -176,14 +179,14 @@ def choose_frame_syntax(ranges: list[MediaRange], stored: str) -> FrameChoice:
     raise not_acceptable(f"frames are stored as {stored_type} (transfer syntax {stored})")
 
 
-def frames(source: Source, numbers: list[int], decode: bool) -> list[bytes]:
+def frames(source: Source, numbers: list[int], decode: bool, cache_key: str | None = None) -> list[bytes]:
     """The bytes of the frames `numbers` (1-based): as stored, or decoded to native
     little endian pixel data. As stored, only the frames' own bytes are read (native
     pixel data at their offsets, encapsulated frames through the offset table), which on
     an object store are ranged GETs; decoding reads the instance."""
     with _opened(source) as stream:
         if not decode:
-            found = _stored_frames(stream, numbers)
+            found = _stored_frames(stream, numbers, cache_key)
             if found is not None:
                 return found
             stream.seek(0)
@@ -208,43 +211,187 @@ def frames(source: Source, numbers: list[int], decode: bool) -> list[bytes]:
     return [bytes(data[(number - 1) * length : number * length]) for number in numbers]
 
 
-def _stored_frames(stream: BinaryIO, numbers: list[int]) -> list[bytes] | None:
-    """Frames as stored, read straight from the file at their offsets, the dataset
-    parsed only up to the pixel data: native (uncompressed, not deflated) frames by
-    their length, encapsulated ones through the Basic or Extended Offset Table. None
-    for any other encoding, which frames() then reads the general way."""
-    ds = dcmread(stream, defer_size=1024)
-    syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
-    raw: Any = ds.get_item(PIXEL_DATA_TAG, keep_deferred=True)
-    if raw is None:
-        raise LookupError("the instance has no pixel data")
-    offset, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
-    if offset is None or "Rows" not in ds:
+def _stored_frames(stream: BinaryIO, numbers: list[int], cache_key: str | None = None) -> list[bytes] | None:
+    """Frames as stored, read straight from the file at their offsets: native (uncompressed,
+    not deflated) frames by their length, encapsulated ones by the fragments that make
+    them. None for any other encoding, which frames() then reads the general way.
+
+    Where the frames lie is worked out once per stored file (`frame_map`) and kept by
+    `cache_key` (the storage key, which names the file's content): a frame then costs one
+    read at its offset, which on an object store is one ranged GET, instead of parsing the
+    header and walking the fragments before it again (a cine loop of 100 frames without
+    an offset table cost a walk per frame)."""
+    found = _FRAME_MAPS.get(cache_key) if cache_key else None
+    if found is None:
+        found = frame_map(stream)
+        if cache_key:
+            _FRAME_MAPS.put(cache_key, found)
+    if found is NOT_MAPPABLE:
         return None
-    count = int(ds.get("NumberOfFrames", 1) or 1)
+    assert isinstance(found, FrameMap)
+    count = len(found.pieces)
     for number in numbers:
         if not 1 <= number <= count:
             raise LookupError(f"frame {number} is outside 1..{count}")
-    if syntax in ENCAPSULATED_SEEKABLE and length == UNDEFINED_LENGTH:
-        extended = None
-        if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
-            extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
-        out = []
-        for number in numbers:
-            stream.seek(offset)
-            out.append(get_frame(stream, number - 1, number_of_frames=count, extended_offsets=extended))
-        return out
-    if syntax not in {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"} or length in (None, UNDEFINED_LENGTH):
-        return None
-    size = _native_frame_length(ds)
     out = []
     for number in numbers:
-        stream.seek(offset + (number - 1) * size)
-        data = stream.read(size)
-        if len(data) != size or (number * size > length):
-            raise LookupError(f"frame {number} is not all in the file")
-        out.append(data)
+        parts = []
+        for offset, length in found.pieces[number - 1]:
+            stream.seek(offset)
+            data = stream.read(length) if offset + length <= found.end else b""
+            if len(data) != length:
+                raise LookupError(f"frame {number} is not all in the file")
+            parts.append(data)
+        out.append(b"".join(parts))
     return out
+
+
+@dataclass(frozen=True)
+class FrameMap:
+    """Where each frame's bytes lie in a stored file: per frame, the (offset, length) of
+    each piece, in order (one piece for native frames and for most encapsulated ones)."""
+
+    pieces: tuple[tuple[tuple[int, int], ...], ...]
+    # Where the pixel data ends in the file: a piece past it is not in the file.
+    end: int
+
+
+class _NotMappable:
+    """frame_map's answer for a file whose frames are read the general way."""
+
+
+NOT_MAPPABLE = _NotMappable()
+# The largest encapsulated pixel data walked in memory for its fragments (one read; on an
+# object store one ranged GET). Larger ones are read the general way.
+MAX_WALKED_BYTES = 256 * 1024 * 1024
+ITEM = (0xFFFE, 0xE000)
+SEQUENCE_DELIMITER = (0xFFFE, 0xE0DD)
+
+
+def frame_map(stream: BinaryIO) -> FrameMap | _NotMappable:
+    """Where the frames of the file in `stream` lie. The dataset is parsed up to its pixel
+    data and no further (pydicom would walk every fragment to find the end of encapsulated
+    data; on an object store a ranged GET per window); the Pixel Data element's header is
+    read here. Raises LookupError for a file without pixel data."""
+    stream.seek(0)
+    ds = dcmread(stream, stop_before_pixels=True)
+    start = stream.tell()
+    header = stream.read(12)
+    if len(header) < 8:
+        raise LookupError("the instance has no pixel data")
+    if struct.unpack_from("<HH", header) != (0x7FE0, 0x0010) or "Rows" not in ds:
+        return NOT_MAPPABLE  # float pixel data, or an image without its size: the general way
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    if syntax == "1.2.840.10008.1.2":
+        (length,), offset = struct.unpack_from("<I", header, 4), start + 8
+    elif syntax in ENCAPSULATED_SEEKABLE or syntax == "1.2.840.10008.1.2.1":
+        if len(header) < 12 or header[4:6] not in (b"OB", b"OW"):
+            return NOT_MAPPABLE
+        (length,), offset = struct.unpack_from("<I", header, 8), start + 12
+    else:
+        return NOT_MAPPABLE
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    if syntax in ENCAPSULATED_SEEKABLE:
+        return (_encapsulated_map(stream, offset, count) if length == UNDEFINED_LENGTH else None) or NOT_MAPPABLE
+    if length == UNDEFINED_LENGTH:
+        return NOT_MAPPABLE
+    size = _native_frame_length(ds)
+    # A frame past the element's end is mapped all the same: reading it finds it missing.
+    return FrameMap(tuple(((offset + index * size, size),) for index in range(count)), end=offset + length)
+
+
+def _encapsulated_map(stream: BinaryIO, offset: int, count: int) -> FrameMap | None:
+    """The frames of encapsulated pixel data starting at `offset` (its Basic Offset Table
+    item), by the rules of PS3.5 A.4: one fragment per frame when there are as many
+    fragments as frames, every fragment for a single frame, else grouped by the Basic
+    Offset Table. None when the fragments cannot be told apart that way (several
+    fragments per frame and no offset table), when the data is malformed or too large to
+    walk here: the general path then reads it with pydicom."""
+    stream.seek(0, os.SEEK_END)
+    end = stream.tell()
+    if end - offset > MAX_WALKED_BYTES:
+        return None
+    stream.seek(offset)
+    data = stream.read(end - offset)
+    view = memoryview(data)
+
+    def item_at(position: int) -> tuple[tuple[int, int], int] | None:
+        if position + 8 > len(data):
+            return None
+        group, element, item_length = struct.unpack_from("<HHI", view, position)
+        return (group, element), item_length
+
+    first = item_at(0)
+    if first is None or first[0] != ITEM or 8 + first[1] > len(data):
+        return None
+    table_length = first[1]
+    basic = list(struct.unpack_from(f"<{table_length // 4}I", view, 8)) if table_length >= 4 else []
+    fragments: list[tuple[int, int]] = []  # (position of the item tag relative to the first fragment, length)
+    start = position = 8 + table_length
+    while True:
+        item = item_at(position)
+        if item is None:
+            return None  # truncated: no sequence delimiter
+        tag, item_length = item
+        if tag == SEQUENCE_DELIMITER:
+            break
+        if tag != ITEM or item_length == UNDEFINED_LENGTH or position + 8 + item_length > len(data):
+            return None
+        fragments.append((position - start, item_length))
+        position += 8 + item_length
+    if not fragments:
+        return None
+
+    def piece(fragment: tuple[int, int]) -> tuple[int, int]:
+        return (offset + start + fragment[0] + 8, fragment[1])
+
+    end = offset + position
+    if len(fragments) == count:
+        return FrameMap(tuple((piece(fragment),) for fragment in fragments), end)
+    if count == 1:
+        return FrameMap((tuple(piece(fragment) for fragment in fragments),), end)
+    if len(basic) != count:
+        return None
+    starts = {fragment[0]: index for index, fragment in enumerate(fragments)}
+    if any(value not in starts for value in basic):
+        return None
+    bounds = [starts[value] for value in basic]
+    if bounds[0] != 0 or bounds != sorted(set(bounds)):
+        return None
+    ends = [*bounds[1:], len(fragments)]
+    grouped = (fragments[low:high] for low, high in zip(bounds, ends, strict=True))
+    return FrameMap(tuple(tuple(piece(fragment) for fragment in group) for group in grouped), end)
+
+
+class _FrameMapCache:
+    """The last few thousand frame maps, by storage key (a key names the file's content,
+    so a map never goes stale), shared by the threads of a process."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._maps: OrderedDict[str, FrameMap | _NotMappable] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> FrameMap | _NotMappable | None:
+        with self._lock:
+            found = self._maps.get(key)
+            if found is not None:
+                self._maps.move_to_end(key)
+            return found
+
+    def put(self, key: str, value: FrameMap | _NotMappable) -> None:
+        with self._lock:
+            self._maps[key] = value
+            self._maps.move_to_end(key)
+            while len(self._maps) > self.size:
+                self._maps.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._maps.clear()
+
+
+_FRAME_MAPS = _FrameMapCache(4096)
 
 
 def _native_frame_length(ds: object) -> int:
