@@ -59,6 +59,9 @@ class ArchiveQuery:
     level: str
     keys: dict[str, str] = field(default_factory=dict)
     patient_root: bool = False
+    # Study Date and Study Time as one date-time range (PS3.4 C.2.2.2.5.1), when the SCU
+    # asked for it in its extended negotiation; otherwise each is matched on its own.
+    combined_datetime: bool = False
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -69,6 +72,7 @@ class ArchiveQuery:
 
 # --- Matching ---------------------------------------------------------------------------
 
+STUDY_DATE = "00080020"
 STUDY_TIME = "00080030"
 
 
@@ -80,25 +84,32 @@ def _condition(query: ArchiveQuery, study_prefix: str, series_prefix: str, *, up
     if upto == IMAGE:
         tables.update(qido.INSTANCE_KEYS)
     condition = Q()
+    combined = _combined(query)
     try:
         for tag, value in query.keys.items():
-            if not value or tag not in tables:
+            if not value or tag not in tables or (combined and tag == STUDY_DATE):
                 continue
             condition &= tables[tag][1](study_prefix, series_prefix, value)
-        if query.keys.get(STUDY_TIME):
+        if combined:
+            condition &= _datetime_match(study_prefix, query.keys[STUDY_DATE], query.keys[STUDY_TIME])
+        elif query.keys.get(STUDY_TIME):
             condition &= _time_match(f"{study_prefix}study_time", query.keys[STUDY_TIME])
     except DicomwebError as exc:
         raise QueryError(str(exc.args[0] if exc.args else exc)) from None
     return condition
 
 
-def _parse_time(text: str) -> time:
+def _parse_time(text: str, *, upper: bool = False) -> time:
+    """HH, HHMM or HHMMSS (a fraction ignored). With `upper`, the last moment of what it
+    names: 18 is up to 18:59:59.999999, 1800 up to 18:00:59.999999."""
     digits = text.strip().replace(":", "").split(".")[0]
-    if not digits.isdigit() or len(digits) % 2 or len(digits) > 6:
+    if not digits or not digits.isdigit() or len(digits) % 2 or len(digits) > 6:
         raise QueryError(f"time {text!r} is not HHMMSS")
-    parts = [int(digits[i : i + 2]) for i in range(0, len(digits), 2)] + [0, 0]
+    given = [int(digits[i : i + 2]) for i in range(0, len(digits), 2)]
+    rest = [59, 59, 999999] if upper else [0, 0, 0]
+    hour, minute, second, fraction = [*given, *rest[len(given) - 1 :]]
     try:
-        return time(parts[0], parts[1], parts[2])
+        return time(hour, minute, second, fraction)
     except ValueError:
         raise QueryError(f"time {text!r} is not HHMMSS") from None
 
@@ -108,13 +119,52 @@ def _time_match(path: str, value: str) -> Q:
     is matched on each separately."""
     value = value.strip()
     if "-" not in value:
-        return Q(**{path: _parse_time(value)})
+        return Q(**{f"{path}__gte": _parse_time(value), f"{path}__lte": _parse_time(value, upper=True)})
     low, high = value.split("-", 1)
     condition = Q()
     if low.strip():
         condition &= Q(**{f"{path}__gte": _parse_time(low)})
     if high.strip():
-        condition &= Q(**{f"{path}__lte": _parse_time(high)})
+        condition &= Q(**{f"{path}__lte": _parse_time(high, upper=True)})
+    return condition
+
+
+def _combined(query: ArchiveQuery) -> bool:
+    """Whether Study Date and Study Time are matched as one range: negotiated, both given,
+    and the date a range (a single date with a time range is the same either way)."""
+    date_key = query.keys.get(STUDY_DATE, "").strip()
+    time_key = query.keys.get(STUDY_TIME, "").strip()
+    return query.combined_datetime and "-" in date_key and bool(time_key) and time_key != "*"
+
+
+def _datetime_match(prefix: str, date_value: str, time_value: str) -> Q:
+    """A date range with a time range as one date-time range (PS3.4 C.2.2.2.5.1):
+    20250901-20250903 with 2200-0600 is from 1 September 22:00 to 3 September 06:00. A
+    study strictly inside the dates matches whatever its time; on a boundary day its time
+    decides (a study with no time there does not match, as with the time key alone)."""
+    low_date, high_date = (part.strip() for part in date_value.split("-", 1))
+    if "-" in time_value:
+        low_time, high_time = (part.strip() for part in time_value.split("-", 1))
+    else:
+        low_time = high_time = time_value
+    day, at = f"{prefix}study_date", f"{prefix}study_time"
+    condition = Q()
+    if low_date:
+        first = qido._date(low_date)
+        after = Q(**{f"{day}__gt": first})
+        if low_time:
+            after |= Q(**{day: first, f"{at}__gte": _parse_time(low_time)})
+        else:
+            after |= Q(**{day: first})
+        condition &= after
+    if high_date:
+        last = qido._date(high_date)
+        before = Q(**{f"{day}__lt": last})
+        if high_time:
+            before |= Q(**{day: last, f"{at}__lte": _parse_time(high_time, upper=True)})
+        else:
+            before |= Q(**{day: last})
+        condition &= before
     return condition
 
 

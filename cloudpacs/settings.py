@@ -197,6 +197,9 @@ DICOM_PROXY_ADDRESSES = env_networks("DICOM_PROXY_ADDRESSES")
 # Limits per association: instances stored in one association, and bytes of one instance.
 DICOM_MAX_INSTANCES_PER_ASSOCIATION = env_int("DICOM_MAX_INSTANCES_PER_ASSOCIATION", 10000, minimum=1)
 DICOM_MAX_INSTANCE_BYTES = env_int("DICOM_MAX_INSTANCE_BYTES", 2 * 1024**3, minimum=1)
+# Matches one Query/Retrieve C-FIND answers (newest first); beyond it the answer ends with
+# 0xFE00 as Orthanc's LimitFindResults does. 0: no cap.
+DICOM_FIND_MAX_RESULTS = env_int("DICOM_FIND_MAX_RESULTS", 1000, minimum=0)
 # Another content under a stored SOP Instance UID (a correction): same_source (the modality
 # that sent the study replaces it until the report is signed, then it waits as a pending
 # correction; other modalities are refused), any_source, or never (always refused).

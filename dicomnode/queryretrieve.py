@@ -7,9 +7,15 @@ As for the worklist, the handlers only parse and hand off: the identifier's keys
 (a township's entity: its own studies; the county's: the studies sent for reading). The
 DICOM side (levels, return keys, character sets, statuses, the sub-operations) stays here.
 
-C-FIND statuses: 0xFF00 pending, one per match; 0x0000 done; 0xFE00 cancelled; 0xC000
-unable to process (level or key malformed); 0xA700 out of resources (index unavailable);
-0x0124 not authorized (an entity without the query permission).
+C-FIND statuses: 0xFF00 pending, one per match; 0x0000 done; 0xFE00 cancelled, or cut at
+DICOM_FIND_MAX_RESULTS matches (as Orthanc's LimitFindResults: DIMSE has no "more
+matches" status); 0xC000 unable to process (level or key malformed); 0xA700 out of
+resources (index unavailable); 0x0124 not authorized (an entity without the query
+permission).
+
+SOP Class Extended Negotiation of the two FIND classes (PS3.4 C.5.1.1): combined
+date-time matching and fuzzy semantic matching of person names are accepted when asked
+for; relational queries, timezone adjustment and enhanced multi-frame conversion are not.
 C-MOVE: 0xA801 move destination unknown (not a registered move destination); 0xC514
 unable to process (an identifier that names nothing to retrieve); then pynetdicom's
 sub-operation statuses (0xFF00 pending, 0x0000, 0xB000 warning, 0xA702 all failed).
@@ -21,18 +27,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, time
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import UID
 from pynetdicom import evt
 from pynetdicom.presentation import PresentationContext, build_context
 
 from cloudpacs import queryretrieve as archive_qr
-from dicomnode import permits, worklist
+from dicomnode import permits, reactor, worklist
 from facilities.services import move_destination
 
 logger = logging.getLogger("dicomnode")
@@ -59,6 +67,36 @@ NATIVE = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
 MAX_CONTEXTS = 128
 
 
+# Service-class application information of the FIND classes (PS3.4 C.5.1.1.1), byte by
+# byte: relational queries, combined date-time matching, fuzzy semantic matching of person
+# names, timezone query adjustment, enhanced multi-frame image conversion. 1: supported.
+RELATIONAL, COMBINED_DATETIME, FUZZY_NAMES, TIMEZONE, ENHANCED_MULTIFRAME = range(5)
+FIND_OPTIONS = (0, 1, 1, 0, 0)
+
+
+def handle_sop_extended(event: evt.Event) -> dict[str, bytes]:
+    """EVT_SOP_EXTENDED: answer each FIND class's extended negotiation with what the
+    archive does of what was asked (one byte per option asked, at most the five known);
+    other classes' items get no answer (the default: nothing extended)."""
+    answers: dict[str, bytes] = {}
+    requested: dict[str, bytes] = event.app_info  # type: ignore[attr-defined]
+    for sop_class, info in (requested or {}).items():
+        if str(sop_class) not in FIND_SOP_CLASSES or not info:
+            continue
+        asked = bytes(info)[: len(FIND_OPTIONS)]
+        answers[str(sop_class)] = bytes(int(flag == 1 and FIND_OPTIONS[n] == 1) for n, flag in enumerate(asked))
+    return answers
+
+
+def negotiated(event: evt.Event, sop_class: str, option: int) -> bool:
+    """Whether the association's extended negotiation agreed `option` for `sop_class`."""
+    try:
+        agreed = event.assoc.acceptor.sop_class_extended.get(UID(sop_class), b"")
+    except Exception:
+        return False
+    return len(agreed) > option and agreed[option] == 1
+
+
 def _entity(event: evt.Event) -> Any:
     return permits.entity(event)
 
@@ -71,7 +109,9 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def parse_identifier(identifier: Dataset, sop_class: str) -> tuple[archive_qr.ArchiveQuery, str]:
+def parse_identifier(
+    identifier: Dataset, sop_class: str, *, combined_datetime: bool = False
+) -> tuple[archive_qr.ArchiveQuery, str]:
     """The level and matching keys of a C-FIND/C-MOVE/C-GET identifier ({tag: text}, tags
     as eight hex digits), and the character set to answer in."""
     charset = worklist.answer_charset(identifier)
@@ -87,7 +127,10 @@ def parse_identifier(identifier: Dataset, sop_class: str) -> tuple[archive_qr.Ar
         else:
             value = _text(element.value)
         keys[f"{element.tag:08X}"] = value
-    return archive_qr.ArchiveQuery(level, keys, patient_root=sop_class in PATIENT_ROOT), charset
+    query = archive_qr.ArchiveQuery(
+        level, keys, patient_root=sop_class in PATIENT_ROOT, combined_datetime=combined_datetime
+    )
+    return query, charset
 
 
 # --- Answers ------------------------------------------------------------------------------
@@ -112,63 +155,106 @@ def _number(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def row_dataset(row: dict[str, Any], level: str) -> Dataset:
-    """Everything the archive answers about one match, at its level and those above."""
-    ds = Dataset()
-    ds.PatientName = _pn(
-        row["patient__name_alphabetic"], row["patient__name_ideographic"], row["patient__name_phonetic"]
-    )
-    ds.PatientID = row["patient__patient_id"]
-    ds.IssuerOfPatientID = row["patient__issuer"]
-    ds.PatientBirthDate = _da(row["patient__birth_date"])
-    ds.PatientSex = row["patient__sex"]
-    if level == archive_qr.PATIENT:
-        ds.NumberOfPatientRelatedStudies = _number(row["related_studies"])
-        return ds
-    ds.StudyDate = _da(row["study_date"])
-    ds.StudyTime = _tm(row["study_time"])
-    ds.AccessionNumber = row["accession_number"]
-    ds.StudyID = row["study_id"]
-    ds.StudyInstanceUID = row["study_uid"]
-    ds.StudyDescription = row["description"]
-    ds.ReferringPhysicianName = row["referring_physician"]
-    ds.ModalitiesInStudy = [code for code in row["modalities_in_study"].split("\\") if code]
-    ds.InstitutionName = row["institution_name"]
-    ds.NumberOfStudyRelatedSeries = _number(row["number_of_series"])
-    ds.NumberOfStudyRelatedInstances = _number(row["number_of_instances"])
-    if level == archive_qr.STUDY:
-        return ds
-    ds.Modality = row["series__modality"]
-    ds.SeriesInstanceUID = row["series__series_uid"]
-    ds.SeriesNumber = _number(row["series__series_number"])
-    ds.SeriesDescription = row["series__description"]
-    ds.BodyPartExamined = row["series__body_part_examined"]
-    ds.StationName = row["series__station_name"]
-    ds.Manufacturer = row["series__manufacturer"]
-    ds.NumberOfSeriesRelatedInstances = _number(row["series__number_of_instances"])
-    if level == archive_qr.SERIES:
-        return ds
-    ds.SOPInstanceUID = row["instance__sop_instance_uid"]
-    ds.SOPClassUID = row["instance__sop_class_uid"]
-    ds.InstanceNumber = _number(row["instance__instance_number"])
-    if row["instance__rows"] is not None:
-        ds.Rows = row["instance__rows"]
-        ds.Columns = row["instance__columns"]
-    ds.NumberOfFrames = _number(row["instance__number_of_frames"])
-    return ds
+Getter = Callable[[dict[str, Any]], Any]
+
+
+def _field(name: str) -> Getter:
+    return lambda row: row[name]
+
+
+def _count(name: str) -> Getter:
+    return lambda row: _number(row[name])
+
+
+PN_GROUPS = ("alphabetic", "ideographic", "phonetic")
+_PATIENT_ATTRIBUTES: list[tuple[int, str, Getter]] = [
+    (0x00100010, "PN", lambda row: _pn(*(row[f"patient__name_{group}"] for group in PN_GROUPS))),
+    (0x00100020, "LO", _field("patient__patient_id")),
+    (0x00100021, "LO", _field("patient__issuer")),
+    (0x00100030, "DA", lambda row: _da(row["patient__birth_date"])),
+    (0x00100040, "CS", _field("patient__sex")),
+]
+_STUDY_ATTRIBUTES: list[tuple[int, str, Getter]] = [
+    (0x00080020, "DA", lambda row: _da(row["study_date"])),
+    (0x00080030, "TM", lambda row: _tm(row["study_time"])),
+    (0x00080050, "SH", _field("accession_number")),
+    (0x00200010, "SH", _field("study_id")),
+    (0x0020000D, "UI", _field("study_uid")),
+    (0x00081030, "LO", _field("description")),
+    (0x00080090, "PN", _field("referring_physician")),
+    (0x00080061, "CS", lambda row: [code for code in row["modalities_in_study"].split("\\") if code]),
+    (0x00080080, "LO", _field("institution_name")),
+    (0x00201206, "IS", _count("number_of_series")),
+    (0x00201208, "IS", _count("number_of_instances")),
+]
+_SERIES_ATTRIBUTES: list[tuple[int, str, Getter]] = [
+    (0x00080060, "CS", _field("series__modality")),
+    (0x0020000E, "UI", _field("series__series_uid")),
+    (0x00200011, "IS", _count("series__series_number")),
+    (0x0008103E, "LO", _field("series__description")),
+    (0x00180015, "CS", _field("series__body_part_examined")),
+    (0x00081010, "SH", _field("series__station_name")),
+    (0x00080070, "LO", _field("series__manufacturer")),
+    (0x00201209, "IS", _count("series__number_of_instances")),
+]
+_IMAGE_ATTRIBUTES: list[tuple[int, str, Getter]] = [
+    (0x00080018, "UI", _field("instance__sop_instance_uid")),
+    (0x00080016, "UI", _field("instance__sop_class_uid")),
+    (0x00200013, "IS", _count("instance__instance_number")),
+    (0x00280010, "US", _field("instance__rows")),
+    (0x00280011, "US", _field("instance__columns")),
+    (0x00280008, "IS", _count("instance__number_of_frames")),
+]
+_EVERY_LEVEL: list[tuple[int, str, Getter]] = [
+    (0x00080054, "AE", lambda row: settings.DICOM_AE_TITLE),
+    (0x00080056, "CS", lambda row: "ONLINE"),
+]
+# What the archive answers at each level, its own attributes and those of the levels
+# above, by tag; everything else asked for comes back empty.
+ATTRIBUTES: dict[str, dict[int, tuple[str, Getter]]] = {
+    level: {tag: (vr, getter) for tag, vr, getter in attributes}
+    for level, attributes in {
+        archive_qr.PATIENT: [
+            *_PATIENT_ATTRIBUTES,
+            (0x00201200, "IS", _count("related_studies")),
+            *_EVERY_LEVEL,
+        ],
+        archive_qr.STUDY: [*_PATIENT_ATTRIBUTES, *_STUDY_ATTRIBUTES, *_EVERY_LEVEL],
+        archive_qr.SERIES: [*_PATIENT_ATTRIBUTES, *_STUDY_ATTRIBUTES, *_SERIES_ATTRIBUTES, *_EVERY_LEVEL],
+        archive_qr.IMAGE: [
+            *_PATIENT_ATTRIBUTES,
+            *_STUDY_ATTRIBUTES,
+            *_SERIES_ATTRIBUTES,
+            *_IMAGE_ATTRIBUTES,
+            *_EVERY_LEVEL,
+        ],
+    }.items()
+}
+SPECIFIC_CHARACTER_SET = 0x00080005
+QUERY_RETRIEVE_LEVEL = 0x00080052
 
 
 def answer(query: Dataset, row: dict[str, Any], level: str, charset: str) -> Dataset:
     """The query's return keys with our values (PS3.4 C.2.2.1.2), its level, and where
-    the match can be retrieved from."""
+    the match can be retrieved from. Only the keys asked for are built: an answer is built
+    per match, and a wide query has hundreds."""
+    attributes = ATTRIBUTES[level]
 
     def build() -> Dataset:
-        full = row_dataset(row, level)
-        full.QueryRetrieveLevel = level
-        full.RetrieveAETitle = settings.DICOM_AE_TITLE
-        full.InstanceAvailability = "ONLINE"
-        projected = worklist.project(query, full)
-        projected.QueryRetrieveLevel = level
+        projected = Dataset()
+        for element in query:
+            tag = element.tag
+            if tag in (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL):
+                continue
+            ours = attributes.get(tag)
+            if ours is not None:
+                vr, value = ours[0], ours[1](row)
+                projected.add_new(tag, vr, value)
+            elif element.VR == "SQ":
+                projected.add_new(tag, "SQ", Sequence())
+            else:
+                projected.add_new(tag, element.VR, None)
+        projected.add_new(QUERY_RETRIEVE_LEVEL, "CS", level)
         return projected
 
     return worklist.encoded_answer(build, charset)
@@ -195,16 +281,24 @@ def _find(event: evt.Event, sop_class: str) -> Iterator[tuple[Any, Dataset | Non
     entity = _entity(event)
     try:
         identifier = event.identifier
-        query, charset = parse_identifier(identifier, sop_class)
+        combined = negotiated(event, sop_class, COMBINED_DATETIME)
+        query, charset = parse_identifier(identifier, sop_class, combined_datetime=combined)
     except Exception as exc:
         logger.warning("C-FIND from %s refused: %s", entity.ae_title, exc)
         yield _failure(UNABLE_TO_PROCESS, str(exc)), None
         return
     count = 0
+    cap = settings.DICOM_FIND_MAX_RESULTS
     try:
         for row in archive_qr.find(entity, query):
             if event.is_cancelled:
                 logger.info("C-FIND from %s cancelled after %d matches", entity.ae_title, count)
+                yield CANCELLED, None
+                return
+            if cap and count >= cap:
+                # No DIMSE status says "more matches than sent": Orthanc's LimitFindResults
+                # ends with Cancel, which a workstation that did not cancel reads as cut.
+                logger.info("C-FIND %s from %s: cut at %d matches", query.level, entity.ae_title, cap)
                 yield CANCELLED, None
                 return
             count += 1
@@ -273,8 +367,11 @@ def destination_contexts(items: list[archive_qr.RetrieveItem]) -> list[Presentat
 
 def no_delay(event: evt.Event) -> None:
     """EVT_CONN_OPEN of an association the receiver opens (C-MOVE sub-operations, storage
-    commitment reports): Nagle's algorithm off, as on the connections it accepts. With it
-    on, each small message behind a larger one waits for the peer's delayed ACK (40 ms)."""
+    commitment reports): Nagle's algorithm off, as on the connections it accepts (with it
+    on, each small message behind a larger one waits for the peer's delayed ACK, 40 ms),
+    and the association loop's pause point checked (dicomnode.reactor.wait_while_paused:
+    pynetdicom's own could take a sub-operation's C-STORE response from under it)."""
+    reactor.install_requestor(event.assoc)
     sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
     if sock is not None:
         with contextlib.suppress(OSError):

@@ -19,6 +19,11 @@ internals, so they are installed only on the version whose loops they were writt
 against (PINNED_VERSION, with the source digests of the two stock loops). On any other
 version `install` leaves the association as it is, logs once, and
 tests/test_dicomnode_reactor.py fails until the loops are checked against the new code.
+
+Both loops, and those of the associations the receiver opens itself (C-MOVE
+sub-operations, storage commitment reports: `install_requestor`), pause for send_*() with
+a handshake that closes a gap in pynetdicom's (`wait_while_paused`): through it the loop
+could take a C-STORE sub-operation's response from under the sender.
 """
 
 from __future__ import annotations
@@ -198,7 +203,88 @@ class EventDrivenDUL(DULServiceProvider):
             idle = False
 
 
-class EventDrivenAssociation(Association):
+def wait_while_paused(assoc: Association) -> None:
+    """The association loop's pause point, where send_*() and release() stop it before
+    they read the DIMSE queue themselves.
+
+    pynetdicom's handshake has a gap: the loop says it is paused, waits on the checkpoint
+    and says it is running again, while the sender clears the checkpoint and waits until
+    the loop says it is paused. A sender that clears it just after a previous send set it
+    (a C-MOVE's C-STORE sub-operations, one after another) finds the loop still saying
+    "paused" while its wait has already returned; both then read the queue, and the loop
+    may take the sender's C-STORE response ("Received unexpected C-STORE service
+    message"): the sender waits its whole DIMSE timeout and aborts (pynetdicom issues
+    #435 and #875). Here the loop looks at the checkpoint again after saying it runs: if
+    a sender cleared it meanwhile, that sender saw "paused" and is sending, so the loop
+    pauses again; if not, a sender clearing it from now on sees "running" and waits."""
+    checkpoint = assoc._reactor_checkpoint
+    while True:
+        assoc._is_paused = True
+        checkpoint.wait()
+        assoc._is_paused = False
+        if checkpoint.is_set():
+            return
+
+
+class CheckedPauseAssociation(Association):
+    """pynetdicom's association loop with the pause point of `wait_while_paused`, polling
+    as pynetdicom's does: for the associations the receiver opens (C-MOVE sub-operations,
+    storage commitment reports), whose DUL thread is already running stock when they can
+    be changed."""
+
+    def _idle(self) -> None:
+        time.sleep(0.001)
+
+    def _run_reactor(self) -> None:
+        self._is_paused = False
+        while not self._kill:
+            self._idle()
+            wait_while_paused(self)
+            if self._turn():
+                return
+
+    def _turn(self) -> bool:
+        """One turn of the loop after the pause point; True when the association ended."""
+        # Every message that arrived, then the rest of pynetdicom's checks.
+        while True:
+            context_id, message = self.dimse.get_msg(block=False)
+            if not message:
+                break
+            self._serve_request(message, context_id)  # type: ignore[arg-type]
+            if self._kill:
+                return True
+        if self.is_established and self.acse.is_release_requested():
+            self.acse.send_release(is_response=True)
+            self.is_released = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_RELEASED, {})
+            self.kill()
+            return True
+        if self.acse.is_aborted():
+            self.dul.receive_pdu(wait=False)
+            self.is_aborted = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_ABORTED, {})
+            self.kill()
+            return True
+        if not self.dul.is_alive():
+            self.kill()
+            return True
+        if self.dul.idle_timer_expired():
+            logger.error("Network timeout reached")
+            if self.network_timeout_response == "A-RELEASE":
+                self._is_paused = True
+                self._reactor_checkpoint.wait()
+                self.release()
+                self._is_paused = False
+            else:
+                self.abort()
+            self.kill()
+            return True
+        return False
+
+
+class EventDrivenAssociation(CheckedPauseAssociation):
     """pynetdicom's acceptor whose loop waits on an event instead of sleeping 1 ms a turn."""
 
     _wake: threading.Event
@@ -209,52 +295,19 @@ class EventDrivenAssociation(Association):
         if wake is not None:
             wake.set()
 
-    def _run_reactor(self) -> None:
-        self._is_paused = False
-        wake = self._wake
-        while not self._kill:
-            wake.wait(IDLE_WAIT)
-            wake.clear()
-            # The pause that send_*() and release() use, as in pynetdicom.
-            self._is_paused = True
-            self._reactor_checkpoint.wait()
-            self._is_paused = False
-            # Every message that arrived, then the rest of pynetdicom's checks.
-            while True:
-                context_id, message = self.dimse.get_msg(block=False)
-                if not message:
-                    break
-                self._serve_request(message, context_id)  # type: ignore[arg-type]
-                if self._kill:
-                    return
-            if self.is_established and self.acse.is_release_requested():
-                self.acse.send_release(is_response=True)
-                self.is_released = True
-                self.is_established = False
-                evt.trigger(self, evt.EVT_RELEASED, {})
-                self.kill()
-                return
-            if self.acse.is_aborted():
-                self.dul.receive_pdu(wait=False)
-                self.is_aborted = True
-                self.is_established = False
-                evt.trigger(self, evt.EVT_ABORTED, {})
-                self.kill()
-                return
-            if not self.dul.is_alive():
-                self.kill()
-                return
-            if self.dul.idle_timer_expired():
-                logger.error("Network timeout reached")
-                if self.network_timeout_response == "A-RELEASE":
-                    self._is_paused = True
-                    self._reactor_checkpoint.wait()
-                    self.release()
-                    self._is_paused = False
-                else:
-                    self.abort()
-                self.kill()
-                return
+    def _idle(self) -> None:
+        self._wake.wait(IDLE_WAIT)
+        self._wake.clear()
+
+
+def install_requestor(assoc: Association) -> bool:
+    """Give an association the receiver requests the checked pause point (its loops stay
+    pynetdicom's polling ones). From its EVT_CONN_OPEN, before the association loop
+    starts. Returns False, changing nothing, on a pynetdicom this was not written for."""
+    if not compatible() or type(assoc) is not Association:
+        return False
+    assoc.__class__ = CheckedPauseAssociation
+    return True
 
 
 def install(assoc: Association) -> bool:

@@ -527,6 +527,7 @@ HANDLERS: list[Any] = [
     (evt.EVT_DIMSE_RECV, handle_dimse),
     (evt.EVT_C_ECHO, handle_echo),
     (evt.EVT_C_STORE, handle_store),
+    (evt.EVT_SOP_EXTENDED, queryretrieve.handle_sop_extended),
     (evt.EVT_C_FIND, queryretrieve.handle_find),
     (evt.EVT_C_MOVE, queryretrieve.handle_move),
     (evt.EVT_C_GET, queryretrieve.handle_get),
@@ -805,6 +806,10 @@ def tls_context() -> ssl.SSLContext | None:
 
 def build_ae() -> AE:
     _config.STORE_RECV_CHUNKED_DATASET = True
+    # pynetdicom formats every C-FIND/C-MOVE/C-GET identifier it sends or receives for its
+    # debug log, whether that log is on or not: a whole pretty-printed dataset per match.
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_REQUEST_IDENTIFIERS = False
     ae = AE(ae_title=settings.DICOM_AE_TITLE)
     ae.maximum_pdu_size = settings.DICOM_MAX_PDU
     # The policy lives in handle_requested, against the registered modalities.

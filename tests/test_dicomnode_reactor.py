@@ -67,3 +67,60 @@ def test_an_idle_association_is_released_promptly(receiver, ct_modality):
     assoc.release()
     assert assoc.is_released
     assert time.perf_counter() - started < 2.0
+
+
+class _Loop:
+    """What wait_while_paused touches on an association."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._reactor_checkpoint = threading.Event()
+        self._is_paused = False
+
+
+def test_the_loop_stays_paused_when_a_sender_pauses_it_again_at_once():
+    # A C-MOVE's sub-operations: one send_c_store sets the checkpoint and the next clears it
+    # before the loop has run. pynetdicom's loop, woken by the set, goes on reading the
+    # DIMSE queue while the second sender, which saw it "paused", reads it too.
+    import threading
+
+    loop = _Loop()
+    passed = threading.Event()
+
+    def run() -> None:
+        reactor.wait_while_paused(loop)  # type: ignore[arg-type]
+        passed.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not loop._is_paused and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert loop._is_paused
+    loop._reactor_checkpoint.set()
+    loop._reactor_checkpoint.clear()
+    # The loop's wait returned, and it saw the checkpoint cleared again: it pauses again.
+    assert not passed.wait(0.3)
+    assert loop._is_paused
+    loop._reactor_checkpoint.set()
+    assert passed.wait(10)
+    thread.join(10)
+
+
+def test_the_associations_the_receiver_opens_get_the_checked_pause(receiver):
+    from pynetdicom.association import Association
+
+    from dicomnode.queryretrieve import OPENED
+
+    ae = AE(ae_title="ANY")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(*receiver, ae_title="CLOUDPACS", evt_handlers=OPENED)
+    try:
+        assert isinstance(assoc, reactor.CheckedPauseAssociation)
+        assert isinstance(assoc, Association)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        else:
+            assoc.abort()

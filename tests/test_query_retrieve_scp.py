@@ -17,6 +17,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
+from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 from pynetdicom.sop_class import (
     CTImageStorage,
     PatientRootQueryRetrieveInformationModelFind,
@@ -180,9 +181,13 @@ def query(level: str, **keys: Any) -> Dataset:
 
 
 def find(
-    address: tuple[str, int], calling: str, ds: Dataset, model: str = StudyRootQueryRetrieveInformationModelFind
+    address: tuple[str, int],
+    calling: str,
+    ds: Dataset,
+    model: str = StudyRootQueryRetrieveInformationModelFind,
+    ext_neg: list[Any] | None = None,
 ) -> tuple[list[Dataset], int]:
-    assoc = scu(calling).associate(*address, ae_title="CLOUDPACS")
+    assoc = scu(calling).associate(*address, ae_title="CLOUDPACS", ext_neg=ext_neg)
     assert assoc.is_established
     answers: list[Dataset] = []
     final = -1
@@ -324,6 +329,78 @@ def test_answers_come_in_gb18030_when_the_query_asks(receiver, archive, county_w
     assert str(answer.PatientName) == "Wu^Chao=吴^超"
 
 
+def find_options(flags: bytes, model: str = StudyRootQueryRetrieveInformationModelFind) -> list[Any]:
+    """A SOP Class Extended Negotiation item for a FIND class (PS3.4 C.5.1.1.1): relational
+    queries, combined date-time, fuzzy names, timezone adjustment, multi-frame conversion."""
+    item = SOPClassExtendedNegotiation()
+    item.sop_class_uid = model
+    item.service_class_application_information = flags
+    return [item]
+
+
+def test_the_find_classes_negotiate_combined_datetime_and_fuzzy_names_only(receiver, archive, county_ws):
+    assoc = scu("COUNTY_WS").associate(*receiver, ae_title="CLOUDPACS", ext_neg=find_options(b"\x01\x01\x01\x01\x01"))
+    assert assoc.is_established
+    try:
+        agreed = assoc.acceptor.sop_class_extended
+    finally:
+        assoc.release()
+    assert agreed == {StudyRootQueryRetrieveInformationModelFind: b"\x00\x01\x01\x00\x00"}
+    # Asked only for relational queries: answered, refused.
+    assoc = scu("COUNTY_WS").associate(*receiver, ae_title="CLOUDPACS", ext_neg=find_options(b"\x01"))
+    try:
+        assert assoc.acceptor.sop_class_extended == {StudyRootQueryRetrieveInformationModelFind: b"\x00"}
+    finally:
+        assoc.release()
+
+
+@pytest.mark.parametrize(
+    ("date_key", "time_key", "separately", "combined"),
+    [
+        # 1 Sep 10:00 to 2 Sep 10:00:59: Wu (1 Sep 10:15) inside, Li (2 Sep 10:15) after.
+        ("20250901-20250902", "1000-1000", set(), {"wu"}),
+        # 31 Aug 22:00 to 2 Sep 08:00: a night shift's range; Wu on the day between.
+        ("20250831-20250902", "2200-0800", set(), {"wu"}),
+        ("20250901-", "1100-", set(), {"li"}),
+        ("-20250902", "-1100", {"wu", "li"}, {"wu", "li"}),
+        # One day and a time range: the same either way.
+        ("20250902", "1000-1100", {"li"}, {"li"}),
+    ],
+)
+def test_study_date_and_time_match_as_one_range_when_negotiated(
+    receiver, archive, county_ws, date_key, time_key, separately, combined
+):
+    names = {archive.wu.study_uid: "wu", archive.li.study_uid: "li", archive.zhang.study_uid: "zhang"}
+    ds = query("STUDY", StudyInstanceUID="", StudyDate=date_key, StudyTime=time_key)
+    answers, status = find(receiver, "COUNTY_WS", ds)
+    assert status == 0x0000
+    assert {names[uid] for uid in study_uids(answers)} == separately
+    answers, status = find(receiver, "COUNTY_WS", ds, ext_neg=find_options(b"\x00\x01"))
+    assert status == 0x0000
+    assert {names[uid] for uid in study_uids(answers)} == combined
+
+
+def test_a_bad_time_in_a_combined_range_is_refused(receiver, archive, county_ws):
+    ds = query("STUDY", StudyInstanceUID="", StudyDate="20250901-20250902", StudyTime="25xx-")
+    answers, status = find(receiver, "COUNTY_WS", ds, ext_neg=find_options(b"\x00\x01"))
+    assert (answers, status) == ([], 0xC000)
+
+
+def test_a_find_matching_more_than_the_cap_answers_the_newest_and_ends_with_cancel(
+    receiver, archive, county_ws, settings
+):
+    settings.DICOM_FIND_MAX_RESULTS = 1
+    answers, status = find(receiver, "COUNTY_WS", query("STUDY", StudyInstanceUID=""))
+    assert status == 0xFE00
+    assert study_uids(answers) == {archive.li.study_uid}
+    # At the cap exactly: every match, and Success.
+    answers, status = find(receiver, "COUNTY_WS", query("STUDY", StudyInstanceUID="", PatientID="XW001"))
+    assert (len(answers), status) == (1, 0x0000)
+    settings.DICOM_FIND_MAX_RESULTS = 0
+    answers, status = find(receiver, "COUNTY_WS", query("STUDY", StudyInstanceUID=""))
+    assert (len(answers), status) == (2, 0x0000)
+
+
 def test_a_workstation_without_query_permission_is_refused(receiver, archive, county):
     entity(county, "NOQUERY_WS", may_query=False)
     answers, status = find(receiver, "NOQUERY_WS", query("STUDY", StudyInstanceUID=""))
@@ -410,6 +487,17 @@ def test_a_series_moves_to_a_registered_destination_and_is_audited(
         "destination": "DEST_WS",
         "instances": 3,
     }
+
+
+def test_moves_one_after_another_lose_no_sub_operation(receiver, archive, county_ws, destination, storage_scp):
+    # pynetdicom's association loop could take a sub-operation's C-STORE response from
+    # under send_c_store (dicomnode.reactor.wait_while_paused); seen under load.
+    series_uid = next(iter(archive.series))
+    ds = query("SERIES", StudyInstanceUID=archive.wu.study_uid, SeriesInstanceUID=series_uid)
+    for _ in range(8):
+        final = move(receiver, "COUNTY_WS", ds, "DEST_WS")[-1]
+        assert (final.Status, final.NumberOfCompletedSuboperations) == (0x0000, 3)
+    assert len(storage_scp.received) == 8 * 3
 
 
 def test_a_move_to_an_unknown_or_unregistered_destination_is_refused_a801(
