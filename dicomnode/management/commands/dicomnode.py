@@ -17,7 +17,7 @@ from django.db import connection
 from cloudpacs import heartbeat
 from cloudpacs.services import sweep_orphan_files
 from dicomnode.processes import FrontDoor, receiving_dir, run_worker, start_front_door
-from dicomnode.server import NoDelayAssociationServer, start_server
+from dicomnode.server import NoDelayAssociationServer, settle_heap, start_server
 from dicomnode.stability import StabilityTimer, SweepProcess
 
 logger = logging.getLogger("dicomnode")
@@ -82,6 +82,7 @@ class Command(BaseCommand):
             timer = StabilityTimer() if settings.CELERY_BROKER_URL else SweepProcess()
             timer.start()
         beats = heartbeat.start("dicomnode", lambda: f"{settings.DICOM_AE_TITLE} {host}:{port}")
+        settle_heap()
         stop = threading.Event()
 
         def _stop(signum: int, frame: object) -> None:
