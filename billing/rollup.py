@@ -24,8 +24,13 @@ The rollup's interface, for the reports that read it (billing/reports/):
 - `MonthlyTownshipTurnaround` (month x township x kind) and `MonthlyReaderTurnaround`
   (month x radiologist x kind): the turnaround columns (`TURNAROUND_SUMMED` and
   `histograms`) with the radiologists, respectively the townships, added up;
+- `TownshipTurnaroundSpan` (year, or all time with `year` None, x township x kind): the
+  per-township months added up, for the table by township over whole years or all time;
+- `MonthlyTownshipRollup` (month x township x kind): `TOWNSHIP_SUMMED` (volume, signed,
+  ledger) with the radiologists added up, for reports not by radiologist;
 - `billing.reports.filters.rollup_parts`/`rollup_split` choose the monthly rows of whole
-  months and the daily rows of the days at either end of a range.
+  months (`by_radiologist=False`: the per-township months where no radiologist is asked
+  for) and the daily rows of the days at either end of a range.
 A new column is computed in `_compute` from the raw rows (`read_consults` and the
 ledger), summed into the months by `_refresh_months` (every column but the histograms
 adds up), and needs a migration that rebuilds the rollup (as billing 0007 does); the
@@ -41,6 +46,7 @@ from typing import Any
 import numpy as np
 from django.db import connection, transaction
 from django.db.models import Count, Max, Min, Q, Sum
+from django.db.models.functions import ExtractYear
 
 from billing import histogram
 from billing.models import (
@@ -49,8 +55,10 @@ from billing.models import (
     LedgerEntry,
     MonthlyReaderTurnaround,
     MonthlyRollup,
+    MonthlyTownshipRollup,
     MonthlyTownshipTurnaround,
     RollupCursor,
+    TownshipTurnaroundSpan,
 )
 from billing.reports.filters import Filters
 from billing.reports.turnaround_raw import read_consults, within_limit
@@ -205,8 +213,29 @@ def _refresh_months(first: date, last: date, facility: Facility | None) -> int:
     readers_before: set[int | None] = set(monthly.filter(signed__gt=0).values_list("radiologist_id", flat=True))
     monthly.delete()
     _write(MonthlyRollup, "month", rows)
+    refresh_township_months(start, end, facility)
     refresh_turnaround_grains(start, end, facility, readers_before)
     return len(rows)
+
+
+TOWNSHIP_SUMMED = ("exams", "exam_parts", "signed", "ledger_entries", "ledger_parts", "saving")
+
+
+def refresh_township_months(start: date, end: date, facility: Facility | None) -> None:
+    """Recompute the per-township monthly rows (MonthlyTownshipRollup) of the months from
+    `start` to before `end` (of one facility, or all) from the monthly rows."""
+    scope = Q(month__gte=start, month__lt=end)
+    if facility is not None:
+        scope &= Q(facility=facility)
+    rows = (
+        MonthlyRollup.objects.filter(scope)
+        .values_list("month", "facility_id", "kind")
+        .annotate(*(Sum(name) for name in TOWNSHIP_SUMMED))
+        .order_by()
+    )
+    computed = [list(row) for row in rows]
+    MonthlyTownshipRollup.objects.filter(scope).delete()
+    _insert(MonthlyTownshipRollup, ("month", "facility_id", "kind", *TOWNSHIP_SUMMED), computed)
 
 
 # The turnaround figures, as TurnaroundFigures holds them; all but the histograms add up.
@@ -264,6 +293,7 @@ def refresh_turnaround_grains(
     rows = merge_up(own.values_list("month", "facility_id", "kind", *summed).order_by(), 3)
     townships.delete()
     _insert(MonthlyTownshipTurnaround, ("month", "facility_id", "kind", *TURNAROUND_SUMMED, "histograms"), rows)
+    refresh_township_spans(set(range(start.year, (end - timedelta(days=1)).year + 1)), facility)
 
     RollupCursor.objects.select_for_update().get_or_create(name=GRAIN_LOCK)
     readers = MonthlyReaderTurnaround.objects.filter(months)
@@ -279,6 +309,23 @@ def refresh_turnaround_grains(
     rows = merge_up(source.values_list("month", "radiologist_id", "kind", *summed).order_by(), 3)
     readers.delete()
     _insert(MonthlyReaderTurnaround, ("month", "radiologist_id", "kind", *TURNAROUND_SUMMED, "histograms"), rows)
+
+
+def refresh_township_spans(years: set[int], facility: Facility | None) -> None:
+    """Recompute the per-township rows of those years (of one facility, or all) from the
+    per-township months, then the all-time rows from the yearly ones."""
+    summed = ("histograms", *TURNAROUND_SUMMED)
+    columns = ("year", "facility_id", "kind", *TURNAROUND_SUMMED, "histograms")
+    months = MonthlyTownshipTurnaround.objects.filter(month__year__in=years)
+    spans = TownshipTurnaroundSpan.objects.all()
+    if facility is not None:
+        months, spans = months.filter(facility=facility), spans.filter(facility=facility)
+    yearly = months.annotate(year=ExtractYear("month")).values_list("year", "facility_id", "kind", *summed)
+    rows = merge_up(yearly.order_by(), 3)
+    spans.filter(Q(year__in=years) | Q(year__isnull=True)).delete()
+    _insert(TownshipTurnaroundSpan, columns, rows)
+    every_year = spans.filter(year__isnull=False).values_list("facility_id", "kind", *summed).order_by()
+    _insert(TownshipTurnaroundSpan, columns, [[None, *row] for row in merge_up(every_year, 2)])
 
 
 def _replace(filters: Filters) -> int:
@@ -344,11 +391,18 @@ def rebuild(date_from: date | None = None, date_to: date | None = None) -> int:
             stale_months = stale_months.filter(Q(month__lt=_month(start)) | Q(month__gt=end))
         stale.delete()
         stale_months.delete()
-        grains = [MonthlyTownshipTurnaround.objects.all(), MonthlyReaderTurnaround.objects.all()]
+        grains = [
+            MonthlyTownshipTurnaround.objects.all(),
+            MonthlyReaderTurnaround.objects.all(),
+            MonthlyTownshipRollup.objects.all(),
+        ]
+        spans = TownshipTurnaroundSpan.objects.all()
         if start is not None and end is not None:
             grains = [g.filter(Q(month__lt=_month(start)) | Q(month__gt=end)) for g in grains]
+            spans = spans.filter(Q(year__lt=start.year) | Q(year__gt=end.year))
         for stale_grain in grains:
             stale_grain.delete()
+        spans.delete()
     return written
 
 

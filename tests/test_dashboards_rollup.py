@@ -21,7 +21,9 @@ from billing.models import (
     LedgerEntry,
     MonthlyReaderTurnaround,
     MonthlyRollup,
+    MonthlyTownshipRollup,
     MonthlyTownshipTurnaround,
+    TownshipTurnaroundSpan,
 )
 from billing.reports import turnaround_rollup
 from billing.services import ensure_shaanxi_2021_schedule, record_saving, reverse_entry
@@ -157,6 +159,10 @@ def test_volume_and_savings_from_the_rollup_are_the_raw_rows(many_exams, townshi
         assert rolled_volume(filters) == raw_volume(filters)
         total = dashboards.savings(filters).total
         assert (total.entries, total.body_parts, total.saving) == raw_savings(filters)
+    assert_township_months_add_up_the_monthly_rows()
+    # A radiologist's volume reads the monthly rows by radiologist, not the townships'.
+    by_reader = Filters(radiologist=many_exams[0].radiologist)
+    assert rolled_volume(by_reader) == raw_volume(by_reader)
 
 
 @pytest.mark.parametrize(
@@ -192,6 +198,19 @@ def test_the_monthly_rows_add_up_the_daily_ones(many_exams) -> None:  # noqa: F8
             assert getattr(month, name) == pytest.approx(sum(getattr(d, name) for d in days)), name
         counts = histogram.decode(bytes(month.histograms))["count"].sum()
         assert counts == sum(histogram.decode(bytes(d.histograms))["count"].sum() for d in days)
+    assert_township_months_add_up_the_monthly_rows()
+
+
+def assert_township_months_add_up_the_monthly_rows() -> None:
+    """The per-township months hold the monthly rows' volume and ledger figures, summed
+    over the radiologists."""
+    months = list(MonthlyRollup.objects.all())
+    townships = list(MonthlyTownshipRollup.objects.all())
+    assert {(t.month, t.facility_id, t.kind) for t in townships} == {(m.month, m.facility_id, m.kind) for m in months}
+    for t in townships:
+        own = [m for m in months if (m.month, m.facility_id, m.kind) == (t.month, t.facility_id, t.kind)]
+        for name in rollup.TOWNSHIP_SUMMED:
+            assert getattr(t, name) == sum(getattr(m, name) for m in own), name
 
 
 # ---------------------------------------------------------------------------- keeping it up to date
@@ -323,6 +342,26 @@ def assert_grains_add_up_the_monthly_rows() -> None:
                 for record in histogram.decode(bytes(m.histograms)).tolist():
                     merged[record[0]] = merged.get(record[0], 0) + record[1]
             assert histogram.decode(bytes(grain.histograms)).tolist() == sorted(merged.items())
+    assert_spans_add_up_the_township_months()
+
+
+def assert_spans_add_up_the_township_months() -> None:
+    """Each township's yearly and all-time rows are its monthly rows added up."""
+    spans = list(TownshipTurnaroundSpan.objects.all())
+    months = list(MonthlyTownshipTurnaround.objects.all())
+    expected = {(m.month.year, m.facility_id, m.kind) for m in months}
+    expected |= {(None, m.facility_id, m.kind) for m in months}
+    assert {(s.year, s.facility_id, s.kind) for s in spans} == expected
+    for span in spans:
+        own = [m for m in months if (m.facility_id, m.kind) == (span.facility_id, span.kind)]
+        own = [m for m in own if span.year is None or m.month.year == span.year]
+        for name in rollup.TURNAROUND_SUMMED:
+            assert getattr(span, name) == pytest.approx(sum(getattr(m, name) for m in own)), name
+        merged: dict[int, int] = {}
+        for m in own:
+            for record in histogram.decode(bytes(m.histograms)).tolist():
+                merged[record[0]] = merged.get(record[0], 0) + record[1]
+        assert histogram.decode(bytes(span.histograms)).tolist() == sorted(merged.items())
 
 
 def test_the_per_township_and_per_radiologist_months_add_up_the_monthly_rows(two_readers) -> None:
@@ -337,6 +376,11 @@ def test_the_turnaround_from_those_months_is_the_turnaround_from_the_monthly_row
         Filters(kind=ExamKind.CT),
         Filters(date_from=date(2024, 6, 15), date_to=date(2025, 3, 10)),
         Filters(date_from=date(2024, 7, 1), date_to=date(2025, 6, 30)),
+        # Whole years, read from the yearly rows, with the months and days around them.
+        Filters(date_from=date(2024, 1, 1), date_to=date(2024, 12, 31)),
+        Filters(date_from=date(2023, 11, 20), date_to=date(2025, 2, 3), kind=ExamKind.DR),
+        Filters(date_from=date(2024, 1, 1)),
+        Filters(date_to=date(2024, 12, 31)),
     ):
         assert turnaround_rollup.grain_parts(filters) is not None
         fast = dashboards.turnaround(filters, period)

@@ -159,7 +159,8 @@ def test_fixed_prints_numbers_as_floatformat_does_with_thousands_separated() -> 
 
 
 # The row as the template would print it with the pages' number filters (billing.templatetags
-# .figures), before the cells were formatted in the view: the lead row, then the stages.
+# .figures), before the cells were formatted in the view and the rows built there
+# (billing.views.turnaround.row_html, stages_html): the lead row, then the stages.
 FILTERED_ROW = "\n".join(
     [
         "{% load figures %}",
@@ -193,7 +194,8 @@ def squeezed(html: str) -> str:
 
 def test_the_rows_cells_read_as_the_template_filters_printed_them(many_exams) -> None:
     from django.template import Context, Template
-    from django.template.loader import render_to_string
+
+    from billing.views.turnaround import row_html, stages_html
 
     data = dashboards.turnaround(Filters())
     empty = dashboards.TurnaroundRow("x", "none", Summary(), {k: Summary() for k, *_r in dashboards.STAGES}, 0)
@@ -206,8 +208,8 @@ def test_the_rows_cells_read_as_the_template_filters_printed_them(many_exams) ->
         row.href = "/exams/?x=1"
         row.text = row.cells()
         filtered = Template(FILTERED_ROW).render(Context({"r": row}))
-        formatted = render_to_string("billing/dashboards/_turnaround_row.html", {"r": row})
+        formatted = row_html(row)
         assert squeezed(formatted) == squeezed(filtered)
         filtered = Template(FILTERED_STAGES).render(Context({"r": row}))
-        formatted = render_to_string("billing/dashboards/_turnaround_stages_row.html", {"r": row})
+        formatted = stages_html(row)
         assert squeezed(formatted) == squeezed(filtered)

@@ -54,3 +54,57 @@ def test_the_savings_page_says_which_edition_priced_which_exams(
     later = page_tables(administrator_client.get(SAVINGS, {"date_from": "2022-03-01"}))["editions-table"]
     assert later[1][4] == "2023-05-04 – 2023-05-04"
     assert len(later) == 2
+
+
+def edition_figures(uses) -> list[tuple[str, date, date, int, int]]:
+    return [(u.schedule.code, u.first, u.last, u.entries, u.before_publication) for u in uses]
+
+
+@pytest.mark.django_db
+def test_the_editions_from_the_rollup_are_the_editions_counted_from_the_entries(
+    township, other_township, dr_modality, radiologist, administrator
+):
+    from billing.dashboards import Filters, editions
+    from billing.reports import savings
+    from billing.services import reverse_entry
+
+    schedule = ensure_shaanxi_2021_schedule()
+    for facility, day in (
+        (township, date(2022, 1, 3)),
+        (township, date(2022, 2, 22)),
+        (other_township, date(2022, 2, 10)),
+        (township, date(2022, 3, 1)),
+        (other_township, date(2023, 5, 4)),
+    ):
+        entry = record_saving(make_exam(facility, ExamKind.DR, day, 20, radiologist))
+    reverse_entry(entry, "重复登记", administrator)
+    for filters in (
+        Filters(),
+        Filters(facility=township),
+        Filters(date_from=date(2022, 2, 1), date_to=date(2022, 12, 31)),
+        Filters(date_from=date(2022, 2, 23)),
+        Filters(kind=ExamKind.CT),
+        Filters(date_to=date(2021, 12, 31)),
+    ):
+        from_entries = [u for u in (savings._edition_from_ledger(schedule, filters),) if u is not None]
+        assert edition_figures(editions(filters)) == edition_figures(from_entries), filters
+    assert edition_figures(editions(Filters())) == [("shaanxi-2021", date(2022, 1, 3), date(2023, 5, 4), 6, 3)]
+
+
+@pytest.mark.django_db
+def test_an_edition_whose_dates_were_changed_after_it_priced_exams_is_counted_from_its_entries(
+    township, dr_modality, radiologist
+):
+    from billing.dashboards import Filters, editions
+
+    schedule = ensure_shaanxi_2021_schedule()
+    for day in (date(2022, 1, 3), date(2023, 5, 4)):
+        record_saving(make_exam(township, ExamKind.DR, day, 20, radiologist))
+    # Its dates no longer cover the first exam it priced: the rollup cannot say which
+    # entries are its own, its entries can.
+    PriceSchedule.objects.filter(pk=schedule.pk).update(effective_from=date(2023, 1, 1))
+    assert edition_figures(editions(Filters())) == [("shaanxi-2021", date(2022, 1, 3), date(2023, 5, 4), 2, 1)]
+    # And an edition whose dates overlap another's.
+    PriceSchedule.objects.filter(pk=schedule.pk).update(effective_from=date(2021, 1, 1))
+    PriceSchedule.objects.create(code="later", name="later", effective_from=date(2023, 1, 1))
+    assert edition_figures(editions(Filters())) == [("shaanxi-2021", date(2022, 1, 3), date(2023, 5, 4), 2, 1)]

@@ -10,6 +10,12 @@ consults (new UUIDs, same townships, dates and times) and prices a ledger entry 
 copy, so 100 x is 6,230,500 exams, a province's worth behind the same eleven townships.
 Secondary indexes are dropped during the load and rebuilt after, then ANALYZE.
 
+With --townships N (a province's shape: N townships, not N times the exams), the demo's
+eleven townships are copied until there are N, each copy with the rollup rows of the
+township it copies (daily and monthly), and the per-township and per-radiologist months
+are recomputed: a province's rollup for 62,305 x N / 11 exams. The consults are not
+copied, so the exam list is not timed there (--skip exams).
+
 Timed: each dashboard query function (billing.dashboards) and each page through Django's
 test client (view, query, template: the server's time, no network), median of --runs
 after one warm-up run. Prints a Markdown table."""
@@ -164,6 +170,88 @@ def grow_to(copies: int) -> None:
     rebuild_rollup()
 
 
+ROLLUP_COPIED = ("billing_dailyrollup", "billing_monthlyrollup")
+
+
+def spread_to_townships(townships: int) -> None:
+    """Copy the demo's townships, and their rollup rows, until there are `townships`."""
+    from datetime import date
+
+    from django.db import connection, transaction
+
+    from billing import rollup
+    from billing.models import MonthlyRollup
+    from facilities.models import Facility
+
+    originals = Facility.objects.filter(kind=Facility.Kind.TOWNSHIP_CENTRE).exclude(code__contains="-")
+    have = Facility.objects.filter(kind=Facility.Kind.TOWNSHIP_CENTRE).count()
+    per_copy = originals.count()
+    copies = -(-(townships - have) // per_copy)  # rounded up
+    if copies <= 0:
+        return
+    started = time.monotonic()
+    done = (have - per_copy) // per_copy
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT column_name FROM information_schema.columns
+               WHERE table_name = 'facilities_facility'
+                 AND column_name NOT IN ('id', 'uuid', 'code', 'name', 'short_name', 'pinyin')
+               ORDER BY ordinal_position"""
+        )
+        rest = [r[0] for r in cursor.fetchall()]
+        cursor.execute(
+            f"""
+            INSERT INTO facilities_facility (uuid, code, name, short_name, pinyin, {", ".join(rest)})
+            SELECT gen_random_uuid(), f.code || '-' || g, f.name || g, f.short_name || g, f.pinyin || g,
+                   {", ".join(f"f.{c}" for c in rest)}
+            FROM facilities_facility f CROSS JOIN generate_series(%s, %s) AS g
+            WHERE f.kind = 'township' AND f.code NOT LIKE '%%-%%'
+            """,  # noqa: S608 -- column names from the catalogue
+            [done + 1, done + copies],
+        )
+        cursor.execute(
+            """CREATE TEMP TABLE township_copy ON COMMIT DROP AS
+               SELECT n.id AS new_id, o.id AS old_id FROM facilities_facility n
+               JOIN facilities_facility o ON o.code = split_part(n.code, '-', 1)
+               WHERE n.code LIKE '%%-%%' AND n.id NOT IN (
+                   SELECT DISTINCT facility_id FROM billing_monthlyrollup)"""
+        )
+        for table in ROLLUP_COPIED:
+            cursor.execute(
+                """SELECT column_name FROM information_schema.columns WHERE table_name = %s
+                   AND column_name NOT IN ('id', 'facility_id') ORDER BY ordinal_position""",
+                [table],
+            )
+            columns = [r[0] for r in cursor.fetchall()]
+            cursor.execute(
+                f"""
+                INSERT INTO {table} (facility_id, {", ".join(columns)})
+                SELECT m.new_id, {", ".join(f"r.{c}" for c in columns)}
+                FROM {table} r JOIN township_copy m ON r.facility_id = m.old_id
+                """  # noqa: S608 -- names from the catalogue
+            )
+    print(
+        f"townships copied: {Facility.objects.filter(kind='township').count():,} in {time.monotonic() - started:.0f} s",
+        flush=True,
+    )
+    months = sorted(set(MonthlyRollup.objects.values_list("month", flat=True)))
+    for month in months:
+        following = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+        with transaction.atomic():
+            rollup.refresh_township_months(month, following, None)
+            rollup.refresh_turnaround_grains(month, following, None)
+    with connection.cursor() as cursor:
+        for table in (
+            *ROLLUP_COPIED,
+            "billing_monthlytownshiprollup",
+            "billing_monthlytownshipturnaround",
+            "billing_monthlyreaderturnaround",
+            "billing_townshipturnaroundspan",
+        ):
+            cursor.execute(f"VACUUM ANALYZE {table}")
+    print(f"province's rollup ready in {time.monotonic() - started:.0f} s", flush=True)
+
+
 def rebuild_rollup() -> None:
     """The dashboards read the daily rollup: recompute it from the copied rows, as
     `manage.py rebuild_rollup` does, and time it."""
@@ -247,6 +335,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--skip", default="", help="comma-separated parts of case names not to time")
+    parser.add_argument("--townships", type=int, default=0, help="copy the townships and their rollup to this many")
     args = parser.parse_args()
     admin_url, url = database_urls(args.database)
     ensure_database(admin_url, args.database)
@@ -257,6 +346,8 @@ def main() -> None:
     for scale in scales:
         grow_to(scale)
         ensure_rollup()
+        if args.townships:
+            spread_to_townships(args.townships)
         count = exam_count()
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"timing at {count:,} exams (load average {load} on {os.cpu_count()} CPUs)", flush=True)

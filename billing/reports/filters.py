@@ -13,6 +13,7 @@ from django.db.models import Q, QuerySet
 from billing.models import (
     DailyRollup,
     MonthlyRollup,
+    MonthlyTownshipRollup,
 )
 from facilities.models import Facility, User
 
@@ -113,9 +114,12 @@ def rollup_split(date_from: date | None, date_to: date | None) -> RollupSplit:
     return RollupSplit((first_full, last_full), tuple(days))
 
 
-def rollup_parts(filters: Filters) -> list[tuple[QuerySet[Any], str]]:
+def rollup_parts(filters: Filters, *, by_radiologist: bool = True) -> list[tuple[QuerySet[Any], str]]:
     """The rollup rows of the filters, as (queryset, name of its date field): monthly rows
-    for whole months, daily rows for the rest."""
+    for whole months, daily rows for the rest. With by_radiologist=False (a report that
+    neither groups nor filters by radiologist) and no radiologist in the filters, the
+    whole months come from the per-township months, which hold the volume, the signed
+    exams and the ledger's totals only (MonthlyTownshipRollup)."""
     split = rollup_split(filters.date_from, filters.date_to)
     parts: list[tuple[QuerySet[Any], str]] = []
     if split.months is not None:
@@ -125,7 +129,8 @@ def rollup_parts(filters: Filters) -> list[tuple[QuerySet[Any], str]]:
             q &= Q(month__gte=first)
         if last is not None:
             q &= Q(month__lte=last)
-        parts.append((MonthlyRollup.objects.filter(q), "month"))
+        townships = not by_radiologist and filters.radiologist is None
+        parts.append(((MonthlyTownshipRollup if townships else MonthlyRollup).objects.filter(q), "month"))
     if split.days:
         days = Q()
         for first, last in split.days:

@@ -9,16 +9,17 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Max, Min, QuerySet, Sum
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncMonth
 from django.utils.translation import gettext_lazy as _
 
 from billing.models import (
+    DailyRollup,
     LedgerEntry,
     PriceSchedule,
 )
 from billing.reports.common import ZERO, money, township_order, wan
-from billing.reports.filters import Filters, rollup_parts
+from billing.reports.filters import ONE_DAY, Filters, rollup_parts
 from facilities.models import ExamKind, Facility
 
 
@@ -80,7 +81,7 @@ def savings(filters: Filters) -> Savings:
     def grouped(*fields: str) -> list[dict[str, Any]]:
         return [
             r
-            for rows, date_field in rollup_parts(filters)
+            for rows, date_field in rollup_parts(filters, by_radiologist=False)
             for r in rows.filter(ledger_entries__gt=0)
             .annotate(period=TruncMonth(date_field))
             .values(*fields)
@@ -131,30 +132,89 @@ class EditionUse:
 
 
 def editions(filters: Filters) -> list[EditionUse]:
-    """The editions that priced the ledger entries of the filters, oldest first. The ledger
-    keeps each entry's edition, so this reads the entries (an index range on exam_date)."""
-    rows = (
-        LedgerEntry.objects.filter(filters.ledger_q())
-        .values("schedule_id")
-        .annotate(first=Min("exam_date"), last=Max("exam_date"), n=Count("id"))
-        .order_by()
-    )
-    found = {r["schedule_id"]: r for r in rows}
+    """The editions that priced the ledger entries of the filters, oldest first.
+
+    Each entry keeps the edition that priced it, and the ledger picks the edition in force
+    on the exam date, so an edition's entries are the entries of the exam dates it applies
+    to, as long as that still holds: its entries' first and last exam dates (two probes of
+    the index on edition and date) lie within its dates, and no other edition's dates
+    overlap them (an administrator may have edited them since). Then its figures come from
+    the rollup, which a province's millions of entries need; otherwise from its entries."""
+    schedules = list(PriceSchedule.objects.order_by("effective_from", "pk"))
     uses = []
-    for schedule in PriceSchedule.objects.filter(pk__in=found).order_by("effective_from"):
-        r = found[schedule.pk]
-        early = 0
-        if schedule.published_on is not None and r["first"] < schedule.published_on:
-            early = (
-                LedgerEntry.objects.filter(filters.ledger_q(), schedule=schedule, exam_date__lt=schedule.published_on)
-                .order_by()
-                .count()
-            )
-        uses.append(EditionUse(schedule, r["first"], r["last"], r["n"], early))
+    for schedule in schedules:
+        use = _edition_from_rollup(schedule, schedules, filters)
+        if use is _UNSURE:
+            use = _edition_from_ledger(schedule, filters)
+        if isinstance(use, EditionUse):
+            uses.append(use)
     return uses
+
+
+_UNSURE = object()
+
+
+def _applies(schedule: PriceSchedule) -> tuple[date, date]:
+    return schedule.effective_from, schedule.effective_to or date.max
+
+
+def _edition_from_rollup(schedule: PriceSchedule, schedules: list[PriceSchedule], filters: Filters) -> object:
+    """The EditionUse from the rollup, None if it priced nothing in the filters, or
+    _UNSURE where its entries are not the entries of its dates."""
+    start, end = _applies(schedule)
+    others = [_applies(other) for other in schedules if other.pk != schedule.pk]
+    if any(first <= end and start <= last for first, last in others):
+        return _UNSURE
+    entries = LedgerEntry.objects.filter(schedule=schedule)
+    first_ever = entries.order_by("exam_date").values_list("exam_date", flat=True).first()
+    if first_ever is None:
+        return None
+    last_ever = entries.order_by("-exam_date").values_list("exam_date", flat=True).first()
+    assert last_ever is not None
+    if first_ever < start or last_ever > end:
+        return _UNSURE
+    window_from = max(start, filters.date_from) if filters.date_from else start
+    window_to = min(end, filters.date_to) if filters.date_to else end
+    if window_from > window_to:
+        return None
+    window = Filters(window_from, None if window_to == date.max else window_to, filters.facility, filters.kind)
+    n = _ledger_entries(window)
+    if not n:
+        return None
+    days = DailyRollup.objects.filter(
+        window.rollup_q(), ~Q(ledger_entries=0), day__gte=window_from, day__lte=window_to
+    ).order_by()
+    first = days.order_by("day").values_list("day", flat=True).first()
+    last = days.order_by("-day").values_list("day", flat=True).first()
+    assert first is not None and last is not None
+    early = 0
+    if schedule.published_on is not None and first < schedule.published_on:
+        early = _ledger_entries(
+            Filters(window_from, min(window_to, schedule.published_on - ONE_DAY), filters.facility, filters.kind)
+        )
+    return EditionUse(schedule, first, last, n, early)
+
+
+def _ledger_entries(filters: Filters) -> int:
+    """Ledger entries (reversals included) of the filters, from the rollup."""
+    parts = rollup_parts(filters, by_radiologist=False)
+    return sum(rows.aggregate(n=Sum("ledger_entries"))["n"] or 0 for rows, _field in parts)
+
+
+def _edition_from_ledger(schedule: PriceSchedule, filters: Filters) -> EditionUse | None:
+    """The EditionUse counted from the edition's entries themselves."""
+    entries = LedgerEntry.objects.filter(filters.ledger_q(), schedule=schedule).order_by()
+    found = entries.aggregate(first=Min("exam_date"), last=Max("exam_date"), n=Count("id"))
+    if not found["n"]:
+        return None
+    early = 0
+    if schedule.published_on is not None and found["first"] < schedule.published_on:
+        early = entries.filter(exam_date__lt=schedule.published_on).count()
+    return EditionUse(schedule, found["first"], found["last"], found["n"], early)
 
 
 def unconfirmed_parts(filters: Filters) -> int:
     """How many exams of the selection are billed for a count of body parts nobody named
-    (no order or request gave them: counted as one part)."""
+    (no order or request gave them: counted as one part). A partial index holds only those
+    entries (ledger_unconfirmed_date), so this counts them, not the whole ledger."""
     return LedgerEntry.objects.filter(filters.ledger_q(), reverses__isnull=True, parts_confirmed=False).count()

@@ -36,6 +36,8 @@ class TurnaroundRow:
     text: dict[str, Any] = field(default_factory=dict)  # set by the view: cells()
     partial: tuple[date, date] | None = None  # set by the view: the days a partial period covers
     facility: Facility | None = None  # of a row by township
+    html: str = ""  # set by the view: the table's row
+    stages_html: str = ""  # set by the view: the row of the stages' table
 
     @property
     def n(self) -> int:

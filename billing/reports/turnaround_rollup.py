@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from billing.models import (
     MonthlyReaderTurnaround,
     MonthlyRollup,
     MonthlyTownshipTurnaround,
+    TownshipTurnaroundSpan,
 )
 from billing.reports.filters import Filters, rollup_split
 from billing.reports.measures import (
@@ -57,33 +59,65 @@ def _rollup_wheres(filters: Filters) -> list[_Part]:
             if bound is not None:
                 clauses.append(sql)
                 values.append(bound)
-        parts.append((MonthlyRollup._meta.db_table, "month", " AND ".join(clauses), values, *_ROW_KEYS))
+        parts.append((MonthlyRollup._meta.db_table, "r.month", " AND ".join(clauses), values, *_ROW_KEYS))
     if split.days:
         ranges = " OR ".join("r.day BETWEEN %s AND %s" for _range in split.days)
         values = [*params, *(d for days in split.days for d in days)]
-        parts.append((DailyRollup._meta.db_table, "day", " AND ".join([*common, f"({ranges})"]), values, *_ROW_KEYS))
+        parts.append((DailyRollup._meta.db_table, "r.day", " AND ".join([*common, f"({ranges})"]), values, *_ROW_KEYS))
     return parts
 
 
-def grain_parts(filters: Filters) -> tuple[_Part, _Part] | None:
-    """The whole months of the filters from the per-township and the per-radiologist
-    monthly rows, when they can serve: the filters name no township and no radiologist
-    (those rows add them up) and cover a whole month. None otherwise."""
+def grain_parts(filters: Filters) -> tuple[list[_Part], _Part] | None:
+    """The whole months of the filters from the per-township rows and from the
+    per-radiologist monthly rows, when they can serve: the filters name no township and no
+    radiologist (those rows add them up) and cover a whole month. None otherwise.
+
+    The township's table reads its all-time rows when the filters have no dates, its
+    yearly rows for the whole years inside them, and its monthly rows for the months left."""
     split = rollup_split(filters.date_from, filters.date_to)
     if filters.facility is not None or filters.radiologist is not None or split.months is None:
         return None
     # No township or radiologist is named here: the kind is all the filters can add.
-    kind_clauses, values = filters.sql("r", dates=False)
-    clauses = ["r.signed > 0", *kind_clauses]
-    for sql, bound in (("r.month >= %s", split.months[0]), ("r.month <= %s", split.months[1])):
-        if bound is not None:
-            clauses.append(sql)
-            values.append(bound)
-    where = " AND ".join(clauses)
-    return (
-        (MonthlyTownshipTurnaround._meta.db_table, "month", where, list(values), "r.facility_id", "0"),
-        (MonthlyReaderTurnaround._meta.db_table, "month", where, list(values), "0", "COALESCE(r.radiologist_id, 0)"),
+    kind_clauses, kind_values = filters.sql("r", dates=False)
+    first, last = split.months
+
+    def part(table: str, date_sql: str, bounds: list[tuple[str, Any]], facility: str, radiologist: str) -> _Part:
+        """Rows of `table` within `bounds` ((SQL, value or None for a clause without one))."""
+        clauses = ["r.signed > 0", *kind_clauses, *(sql for sql, _v in bounds)]
+        values = [*kind_values, *(v for _s, v in bounds if v is not None)]
+        return (table, date_sql, " AND ".join(clauses), values, facility, radiologist)
+
+    month_bounds = [(sql, bound) for sql, bound in (("r.month >= %s", first), ("r.month <= %s", last)) if bound]
+    readers = part(
+        MonthlyReaderTurnaround._meta.db_table, "r.month", month_bounds, "0", "COALESCE(r.radiologist_id, 0)"
     )
+    spans = TownshipTurnaroundSpan._meta.db_table
+    townships = MonthlyTownshipTurnaround._meta.db_table
+    if first is None and last is None:
+        return [part(spans, _year_sql(), [("r.year IS NULL", None)], "r.facility_id", "0")], readers
+    # The whole years inside the months, then the months before and after them.
+    first_year = None if first is None else (first.year if first.month == 1 else first.year + 1)
+    last_year = None if last is None else (last.year if last.month == 12 else last.year - 1)
+    if first_year is not None and last_year is not None and first_year > last_year:
+        return [part(townships, "r.month", month_bounds, "r.facility_id", "0")], readers
+    year_bounds: list[tuple[str, Any]] = [("r.year IS NOT NULL", None)]
+    year_bounds += [(sql, y) for sql, y in (("r.year >= %s", first_year), ("r.year <= %s", last_year)) if y]
+    parts = [part(spans, _year_sql(), year_bounds, "r.facility_id", "0")]
+    if first is not None and first_year is not None and first < date(first_year, 1, 1):
+        before = [("r.month >= %s", first), ("r.month < %s", date(first_year, 1, 1))]
+        parts.append(part(townships, "r.month", before, "r.facility_id", "0"))
+    if last is not None and last_year is not None and last > date(last_year, 12, 1):
+        after = [("r.month > %s", date(last_year, 12, 1)), ("r.month <= %s", last)]
+        parts.append(part(townships, "r.month", after, "r.facility_id", "0"))
+    return parts, readers
+
+
+def _year_sql() -> str:
+    """A date for a yearly or all-time row, which only the table by township reads (it is
+    grouped by township alone, so the date does not matter): January 1st of its year."""
+    if connection.vendor == "postgresql":
+        return "make_date(COALESCE(r.year, 2000)::int, 1, 1)"
+    return "(COALESCE(r.year, 2000) || '-01-01')"
 
 
 def _kind_code_sql() -> str:
@@ -98,7 +132,7 @@ _ROW_KEYS = ("r.facility_id", "COALESCE(r.radiologist_id, 0)")
 
 
 def _rolled_postgresql(
-    table: str, date_column: str, where: str, params: list[Any], facility: str, radiologist: str
+    table: str, date_sql: str, where: str, params: list[Any], facility: str, radiologist: str
 ) -> _Rolled:
     """As `_signed_postgresql`: fixed-width binary records, plus the rows' histograms
     concatenated in the same order, both read in place by numpy."""
@@ -106,7 +140,7 @@ def _rolled_postgresql(
         ("facility", f"int8send(({facility})::int8)", ">i8"),
         ("radiologist", f"int8send(({radiologist})::int8)", ">i8"),
         ("kind", f"int2send(({_kind_code_sql()})::int2)", ">i2"),
-        ("day", f"date_send(r.{date_column})", ">i4"),
+        ("day", f"date_send({date_sql})", ">i4"),
         ("within", "int4send(r.within_limit)", ">i4"),
         *(
             column
@@ -138,13 +172,13 @@ def _rolled_postgresql(
 
 
 def _rolled_sqlite(
-    table: str, date_column: str, where: str, params: list[Any], facility: str, radiologist: str
+    table: str, date_sql: str, where: str, params: list[Any], facility: str, radiologist: str
 ) -> _Rolled:
     names = ["facility", "radiologist", "kind", "day", "within"]
     names += [f"{m}_{part}" for m in MEASURES for part in ("n", "sum", "sumsq")]
     sql = f"""
         SELECT {facility}, {radiologist}, {_kind_code_sql()},
-               CAST(julianday(r.{date_column}) - 2440587.5 AS INTEGER), r.within_limit,
+               CAST(julianday({date_sql}) - 2440587.5 AS INTEGER), r.within_limit,
                {", ".join(f"r.{m}_n, r.{m}_sum, r.{m}_sumsq" for m in MEASURES)}, r.histograms
         FROM {table} r WHERE {where} ORDER BY r.id
     """  # noqa: S608 -- only constants and placeholders are interpolated
@@ -305,8 +339,10 @@ def rollup_groups(
         rolled = _concatenated([read(*part) for part in _rollup_wheres(filters)])
         _grouped(rolled, period, everything, groups)
         return groups, _plot_bins(rolled) if rolled.facility.size else []
-    days = [read(*part) for part in _rollup_wheres(filters) if part[1] == "day"]
-    townships, readers = (_concatenated([read(*part), *days]) for part in by_grain)
+    days = [read(*part) for part in _rollup_wheres(filters) if part[1] == "r.day"]
+    township_parts, reader_part = by_grain
+    townships = _concatenated([*(read(*part) for part in township_parts), *days])
+    readers = _concatenated([read(*reader_part), *days])
     _grouped(townships, period, ("facility",), groups)
     _grouped(readers, period, ("all", "radiologist", "kind", "period"), groups)
     return groups, _plot_bins(readers) if readers.facility.size else []

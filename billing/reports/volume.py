@@ -59,7 +59,8 @@ def exam_count(filters: Filters, basis: str, *, year: int | None = None, quarter
         if first > last:
             return 0
     scoped = Filters(first, last, filters.facility, filters.kind, filters.radiologist)
-    return sum(rows.aggregate(n=Sum(column))["n"] or 0 for rows, _field in rollup_parts(scoped))
+    parts = rollup_parts(scoped, by_radiologist=False)
+    return sum(rows.aggregate(n=Sum(column))["n"] or 0 for rows, _field in parts)
 
 
 def volume_consults(filters: Filters) -> QuerySet[Consult]:
@@ -70,7 +71,7 @@ def volume(filters: Filters) -> list[VolumeTable]:
     """Exams per township and year, one table per exam kind: the paper's Tables 1 (CT) and
     2 (DR). A township is a row when it has a machine of that kind or an exam of it."""
     cells: dict[tuple[str, int, int], int] = {}
-    for rows, date_field in rollup_parts(filters):
+    for rows, date_field in rollup_parts(filters, by_radiologist=False):
         counts = (
             rows.filter(exams__gt=0)
             .annotate(year=TruncYear(date_field))

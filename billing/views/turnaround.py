@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import reverse
+from django.utils.html import escape
 from django.utils.http import urlencode
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 
 from billing import dashboards, exports
@@ -23,6 +25,30 @@ from consults.services import time_limit_table
 from facilities.access import (
     role_required,
 )
+
+
+def row_html(r: dashboards.TurnaroundRow) -> SafeString:
+    """A row of a turnaround table, built here rather than by a template include per row:
+    a province's township table has 1,100 rows, and an include and a dozen variable
+    lookups a row cost more than the figures (docs/benchmarks-dashboards.md)."""
+    c = r.text
+    href = escape(r.href)
+    partial = ' class="partial"' if r.partial else ""
+    return mark_safe(  # noqa: S308 -- every value is a number formatted here or escaped
+        f'<tr><th scope="row"{partial}><a href="{href}">{escape(r.label)}</a></th>'
+        f'<td class="num"><a href="{href}">{c["n"]}</a></td>'
+        f'<td class="num mean"><a href="{href}">{c["mean"]}</a> ± {c["sd"]}</td>'
+        f'<td class="num">{c["median"]}</td><td class="num share">{c["share"]}</td></tr>'
+    )
+
+
+def stages_html(r: dashboards.TurnaroundRow) -> SafeString:
+    """A row of a table's stages (the same reason as row_html)."""
+    partial = ' class="partial"' if r.partial else ""
+    cells = "".join(
+        f'<td class="num">{mean_sd}</td><td class="num">{median}</td>' for mean_sd, median in r.text["stages"]
+    )
+    return mark_safe(f'<tr><th scope="row"{partial}>{escape(r.label)}</th>{cells}</tr>')  # noqa: S308 -- as row_html
 
 
 def period_of(scope: Scope) -> str:
@@ -46,6 +72,9 @@ def turnaround(request: HttpRequest) -> HttpResponse:
     for row in data.by_township:
         if row.facility is not None:
             row.label = place(row.facility)
+    for row in [data.total, *data.by_township, *data.by_radiologist, *data.by_kind, *data.by_period]:
+        row.html = row_html(row)
+        row.stages_html = stages_html(row)
     charts = {
         "figure2": {
             "title": str(_("各乡镇平均会诊时间（分钟）")),
