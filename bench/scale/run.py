@@ -607,8 +607,9 @@ def burst(port: int, files: list[Path], kind: str) -> float:
     with ThreadPoolExecutor(max_workers=BURST_ASSOCIATIONS) as pool:
         outcomes = list(pool.map(lambda group: send_study(port, township_ae(0, kind), kind, group, counter), groups))
     seconds = time.perf_counter() - started
-    if any(failed for _, _, failed in outcomes):
-        raise RuntimeError("a reference burst was refused")
+    lost = sum(failed for _, _, failed in outcomes)
+    if lost:
+        raise RuntimeError(f"{lost} of the burst's {len(files)} images refused or lost")
     return len(files) / seconds
 
 
@@ -743,7 +744,7 @@ def main(argv: list[str] | None = None) -> None:
     bare = subprocess.Popen(
         [PYTHON, str(BASE_DIR / "bench" / "ingest" / "bare_scp.py"), "--fsync", "--aet", AE_TITLE, *bare_args],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(workdir / "bare.log", "w"),  # noqa: SIM115
     )
     try:
         wait_for_port(bare_port, bare)
@@ -775,8 +776,13 @@ def report(
         platform_small = burst(platform.port, small_burst, "CT")
     with CpuMeter(platform, []) as real_cpu:
         platform_real = burst(platform.port, real_burst, "CT")
-    bare_small = burst(bare_port, small_burst, "CT")
-    bare_real = burst(bare_port, real_burst, "CT")
+    try:
+        bare_small = burst(bare_port, small_burst, "CT")
+        bare_real = burst(bare_port, real_burst, "CT")
+    except RuntimeError as error:
+        # The reference is missing, not the replay: say so and go on.
+        print(f"the bare pynetdicom reference failed ({error}); its ratios are not given", flush=True)
+        bare_small = bare_real = float("nan")
     time.sleep(args.stable_seconds + 3)
 
     size_query = f"SELECT pg_database_size('{platform.database}')"
@@ -954,6 +960,17 @@ def report(
         f" x 15 MB = {yearly['DR'] * dr_bytes / 1e12:.0f} TB; index rows a year"
         f" {rows_a_year:,.0f} instances, {rows_a_year * index_bytes / max(acknowledged, 1) / 1e9:,.0f} GB of index"
     )
+    # The receiver's own account of the associations that did not end in a release.
+    ended = psql(
+        "SELECT calling_ae_title, outcome, reason, started_at, ended_at, instances_stored, instances_failed"
+        " FROM dicomnode_associationlog WHERE outcome <> 'released' ORDER BY started_at LIMIT 10",
+        platform.database,
+    )
+    if ended:
+        print(
+            "associations not released, as the receiver logged them (AE, outcome, reason, start, end, stored, failed):"
+        )
+        print(ended)
     errors = [line for line in (workdir / "platform.log").read_text().splitlines() if " ERROR " in line]
     if errors:
         print(f"the platform logged {len(errors)} errors, the first ones:")
