@@ -48,6 +48,11 @@ def wan(value: Decimal | int | None) -> str:
     return NONE if value is None else number(to_wan(value), 2)
 
 
+def percent(share: float | None) -> str:
+    """A share (0.873) as a percentage to one decimal, as the turnaround page prints it: "87.3 %"."""
+    return NONE if share is None else f"{number(share * 100, 1)} %"
+
+
 def place_name(facility: Any, language: str) -> str:
     """A facility's short name in Chinese, its pinyin in English (where it has one)."""
     if facility is None:

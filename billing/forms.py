@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, cast
 
 from django import forms
 from django.db.models import QuerySet
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from facilities.models import ExamKind, Facility, User
@@ -72,3 +74,20 @@ class ExamListForm(FilterForm):
         if data.get("quarter") and not data.get("year"):
             raise forms.ValidationError(_("选择季度时须同时选择年份。"))
         return data
+
+
+class MonthlyReportForm(forms.Form):
+    """The month of a monthly report made on demand: one that has ended."""
+
+    month = forms.RegexField(
+        label=_("月份"),
+        regex=r"^\d{4}-(0[1-9]|1[0-2])$",
+        error_messages={"invalid": _("请按 YYYY-MM 选择月份。"), "required": _("请选择月份。")},
+        widget=forms.TextInput(attrs={"type": "month", "placeholder": "YYYY-MM"}),
+    )
+
+    def clean_month(self) -> date:
+        value = date.fromisoformat(f"{self.cleaned_data['month']}-01")
+        if value >= timezone.localdate().replace(day=1):
+            raise forms.ValidationError(_("只能生成已结束月份的月报。"))
+        return value

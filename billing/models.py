@@ -6,6 +6,8 @@ on the exam date, so every total can be traced to the exams behind it. Money is 
 
 from __future__ import annotations
 
+import uuid
+
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
@@ -386,3 +388,46 @@ class RollupCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.last_event_id}"
+
+
+class MonthlyReport(models.Model):
+    """A printed one-page monthly report (月报, PDF): made on the 1st of each month for the
+    month before by the periodic task, or on demand by an administrator; kept as printed,
+    so what was handed to the health commission can be downloaded again unchanged."""
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", _("定时生成")
+        DEMAND = "demand", _("手动生成")
+
+    uuid = models.UUIDField(_("标识"), default=uuid.uuid4, unique=True, editable=False)
+    month = models.DateField(_("月份"), help_text=_("当月第一天"))
+    trigger = models.CharField(_("生成方式"), max_length=16, choices=Trigger.choices)
+    made_at = models.DateTimeField(_("生成时间"), default=timezone.now)
+    made_by = models.ForeignKey(
+        "facilities.User", on_delete=models.PROTECT, null=True, blank=True, related_name="+", verbose_name=_("生成人")
+    )
+    language = models.CharField(_("语言"), max_length=8)
+    pdf = models.BinaryField(_("PDF"))
+    size = models.PositiveIntegerField(_("大小（字节）"))
+    sha256 = models.CharField(_("SHA-256"), max_length=64)
+    # The headline figures as printed, for the list of reports.
+    figures = models.JSONField(_("主要指标"), default=dict)
+
+    class Meta:
+        verbose_name = _("月报")
+        verbose_name_plural = _("月报")
+        ordering = ["-month", "-made_at"]
+        constraints = [
+            # The periodic task makes one a month, however often it runs or however many
+            # workers run it; on demand, as many as asked for.
+            models.UniqueConstraint(
+                fields=["month"], condition=Q(trigger="schedule"), name="one_scheduled_report_a_month"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m} ({self.get_trigger_display()})"
+
+    @property
+    def filename(self) -> str:
+        return f"yunying-monthly-{self.month:%Y-%m}.pdf"

@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from billing.views import exams, overview, savings, turnaround, volume
+from billing.views import exams, monthly, overview, savings, turnaround, volume
 
 app_name = "billing"
 
@@ -14,6 +14,8 @@ dashboards = [
     path("volume/", volume.volume, name="volume"),
     path("volume/<slug:kind>.<slug:fmt>", volume.volume_export, name="volume_export"),
     path("exams/", exams.exams, name="exams"),
+    path("monthly/", monthly.monthly_reports, name="monthly"),
+    path("monthly/<uuid:report_uuid>.pdf", monthly.monthly_pdf, name="monthly_pdf"),
 ]
 
 urlpatterns = [

@@ -394,4 +394,6 @@ CELERY_BEAT_SCHEDULE = {
     "consults-deliver-reports": {"task": "consults.tasks.deliver_due_reports", "schedule": 30.0},
     "consults-send-notifications": {"task": "consults.tasks.send_due_notifications", "schedule": 10.0},
     "billing-record-savings": {"task": "billing.tasks.record_savings_for_signed_consults", "schedule": 60.0},
+    # The month before's printed report, on the 1st (billing.monthly.make_due_report).
+    "billing-monthly-report": {"task": "billing.tasks.make_monthly_report", "schedule": 900.0},
 }

@@ -9,8 +9,15 @@ from django.utils.translation import gettext_lazy as _
 
 from cloudpacs.models import BodyPart
 from consults.models import Consult, Phrase, Priority, ReportLanguage
-from consults.rules import BAD_PRIORITY, TOO_FEW_BODY_PARTS, WorkflowError, check_request
-from facilities.models import ExamKind
+from consults.rules import (
+    BAD_PRIORITY,
+    CONSULTS_GONE,
+    NO_CONSULTS_CHOSEN,
+    TOO_FEW_BODY_PARTS,
+    WorkflowError,
+    check_request,
+)
+from facilities.models import ExamKind, Facility, User
 
 
 class ConsultSearchForm(forms.Form):
@@ -114,6 +121,60 @@ class PhraseForm(forms.ModelForm):
 
 class PhraseDeleteForm(forms.Form):
     phrase = forms.UUIDField()
+
+
+UNASSIGNED = "none"
+
+
+class OpenConsultsFilterForm(forms.Form):
+    """The administrators' view of open consults: which township, kind, priority and
+    reader ("none": the shared worklist, nobody holds them), and only the overdue."""
+
+    township = forms.ModelChoiceField(
+        label=_("乡镇"),
+        queryset=Facility.objects.filter(kind=Facility.Kind.TOWNSHIP_CENTRE),
+        to_field_name="uuid",
+        required=False,
+        empty_label=_("全部乡镇"),
+    )
+    kind = forms.ChoiceField(label=_("检查类型"), required=False, choices=[("", _("全部类型")), *ExamKind.choices])
+    priority = forms.ChoiceField(label=_("优先级"), required=False, choices=[("", _("全部")), *Priority.choices])
+    radiologist = forms.ChoiceField(label=_("诊断医师"), required=False)
+    overdue = forms.BooleanField(label=_("只看超时"), required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        readers = User.objects.filter(role=User.Role.RADIOLOGIST).order_by("display_name", "username")
+        radiologist = self.fields["radiologist"]
+        assert isinstance(radiologist, forms.ChoiceField)
+        radiologist.choices = [
+            ("", _("全部医师")),
+            (UNASSIGNED, _("未分配（共享工作列表）")),
+            *((str(u.uuid), str(u)) for u in readers),
+        ]
+
+
+class BulkReassignForm(forms.Form):
+    """The administrators' bulk reassignment: the consults ticked, the reader who takes
+    them, and why. Whether each consult may move and the reader may take it is the
+    workflow's (consults.workflow.reassign_consults), which names the consult it refuses."""
+
+    consults = forms.ModelMultipleChoiceField(
+        queryset=Consult.objects.all(),
+        to_field_name="uuid",
+        error_messages={
+            "required": NO_CONSULTS_CHOSEN,
+            "invalid_choice": CONSULTS_GONE,
+            "invalid_pk_value": CONSULTS_GONE,
+        },
+    )
+    to = forms.ModelChoiceField(
+        label=_("转给"),
+        queryset=User.objects.filter(role=User.Role.RADIOLOGIST),
+        to_field_name="uuid",
+        error_messages={"required": _("请选择接收会诊的医师。"), "invalid_choice": _("请选择接收会诊的医师。")},
+    )
+    note = forms.CharField(label=_("说明"), required=False, max_length=200, strip=True)
 
 
 def first_error(form: forms.BaseForm) -> str:

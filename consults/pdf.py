@@ -44,7 +44,8 @@ class FontMissing(RuntimeError):
     """No TrueType CJK font is installed: install fonts-wqy-zenhei or set REPORT_FONT_PATH."""
 
 
-def _register_font() -> str:
+def register_font() -> str:
+    """The embedded CJK font's name, registered with reportlab once (the monthly report uses it too)."""
     if FONT_NAME in pdfmetrics.getRegisteredFontNames():
         return FONT_NAME
     candidates = [Path(getattr(settings, "REPORT_FONT_PATH", "")), *_FALLBACK_FONTS]
@@ -80,7 +81,7 @@ def _text(value: str) -> str:
 
 def render_report_pdf(consult: Consult, report: Report, language: str | None = None) -> bytes:
     """The signed report as PDF bytes."""
-    font = _register_font()
+    font = register_font()
     with translation.override(language or settings.LANGUAGE_CODE):
         return _render(consult, report, font)
 

@@ -106,6 +106,9 @@ def due_at_for(consult: Consult) -> datetime:
 
 
 BAD_PRIORITY = gettext_lazy("无效的优先级。")
+# The administrators' bulk reassignment with nothing ticked: the form and the workflow say it alike.
+NO_CONSULTS_CHOSEN = gettext_lazy("请至少选择一个会诊。")
+CONSULTS_GONE = gettext_lazy("所选会诊中有已不存在的会诊。")
 TOO_FEW_BODY_PARTS = gettext_lazy("部位数至少为 1。")
 
 
@@ -150,6 +153,12 @@ def may_lead(user: Any, now: datetime | None = None) -> bool:
         user.is_senior
         or RosterShift.objects.filter(radiologist=user, is_lead=True, starts_at__lte=now, ends_at__gt=now).exists()
     )
+
+
+def may_oversee(user: Any) -> bool:
+    """Who sees every open consult and moves them between readers in bulk (the
+    administrators' view of open consults, when a reader is away): an administrator."""
+    return _active(user) and user.is_administrator
 
 
 def may_write_templates(user: Any) -> bool:
@@ -232,12 +241,17 @@ def _release(f: _Facts) -> Refusal:
     return None
 
 
+def _reassignable(consult: Consult) -> Refusal:
+    """Whether the consult's state lets it move to another reader, whoever moves it."""
+    if consult.status not in (Consult.Status.ARRIVED, *HELD_STATUSES):
+        return WorkflowError(_("该会诊已初诊或签发，不能重新分配。"))
+    return None
+
+
 def _reassign(f: _Facts) -> Refusal:
     if not f.lead:
         return NotAllowed(_("只有值班组长或上级医师可以重新分配会诊。"))
-    if f.consult.status not in (Consult.Status.ARRIVED, *HELD_STATUSES):
-        return WorkflowError(_("该会诊已初诊或签发，不能重新分配。"))
-    return None
+    return _reassignable(f.consult)
 
 
 def _is_reviewer(f: _Facts) -> bool:
@@ -390,6 +404,16 @@ def allowed_steps(user: Any, consult: Consult, now: datetime | None = None) -> f
     else:
         return frozenset()
     return frozenset(step for step in candidates if RULES[step](facts) is None)
+
+
+def move_refusal(user: Any, consult: Consult) -> WorkflowError | None:
+    """Why `user` may not move `consult` to another reader from the administrators' view of
+    open consults (consults.workflow.reassign_consults), or None if they may: an
+    administrator, a consult whose state allows a reassignment. Not a step of the reading
+    page, which administrators do not open; the state's rule is the reassignment's."""
+    if not may_oversee(user):
+        return NotAllowed(_("只有管理员可以批量转派会诊。"))
+    return _reassignable(consult)
 
 
 def require(step: Step, user: User, consult: Consult, now: datetime | None = None) -> None:

@@ -3,14 +3,16 @@
 
 from django.urls import path, re_path
 
+from consults.views import oversight, reading
 from consults.views import pages as views
-from consults.views import reading
 
 app_name = "consults"
 
 urlpatterns = [
     path("worklist/", views.worklist, name="worklist"),
     path("status/", views.platform_status, name="status"),
+    path("consults/open/", oversight.open_consults, name="open_consults"),
+    path("consults/open/reassign/", oversight.bulk_reassign, name="bulk_reassign"),
     path("facilities/<uuid:facility_uuid>/", views.facility_page, name="facility"),
     path("consults/<uuid:consult_uuid>/", views.consult_detail, name="detail"),
     re_path(r"^studies/(?P<study_uid>[0-9.]{1,64})/consult/$", views.request_consult, name="request"),

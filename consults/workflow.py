@@ -35,13 +35,13 @@ from consults.models import (
     Report,
     ReportDelivery,
 )
+from consults.rules import CONSULTS_GONE, NO_CONSULTS_CHOSEN, check_request, move_refusal, require
 from consults.rules import DEFAULT_TIME_LIMITS as DEFAULT_TIME_LIMITS
 from consults.rules import NotAllowed as NotAllowed
 from consults.rules import RequestLocked as RequestLocked
 from consults.rules import Step as Step
 from consults.rules import WorkflowError as WorkflowError
 from consults.rules import allowed_steps as allowed_steps
-from consults.rules import check_request, require
 from consults.rules import due_at_for as due_at_for
 from consults.rules import is_head_exam as is_head_exam
 from consults.rules import may_lead as may_lead
@@ -100,6 +100,62 @@ def duty_lead(now: datetime) -> User | None:
 
 def is_on_duty(user: User, now: datetime) -> bool:
     return RosterShift.objects.filter(radiologist=user, starts_at__lte=now, ends_at__gt=now).exists()
+
+
+@dataclass
+class Holder:
+    """What one reader holds of the open consults (the administrators' view): given to
+    them and not yet opened, being read, signed preliminary and waiting for a senior, and
+    how many of those are past their time limit. `radiologist` None is the shared
+    worklist: arrived consults nobody holds."""
+
+    radiologist: User | None
+    on_duty: bool
+    assigned: int = 0
+    opened: int = 0
+    preliminary: int = 0
+    waiting: int = 0
+    overdue: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.assigned + self.opened + self.preliminary + self.waiting
+
+
+def holders(now: datetime | None = None) -> list[Holder]:
+    """Who holds what among the open consults, one query: each active radiologist (and any
+    inactive one still holding consults: a reader gone away), most consults first, then the
+    shared worklist. Overdue is past the consult's stored due_at."""
+    now = _now(now)
+    counts = (
+        Consult.objects.open()
+        .values("radiologist_id", "status")
+        .annotate(n=Count("id"), late=Count("id", filter=Q(due_at__lt=now)))
+        .order_by()
+    )
+    on_shift = set(
+        RosterShift.objects.filter(starts_at__lte=now, ends_at__gt=now).values_list("radiologist_id", flat=True)
+    )
+    readers = User.objects.filter(
+        Q(role=User.Role.RADIOLOGIST, is_active=True) | Q(pk__in={r["radiologist_id"] for r in counts})
+    )
+    by_reader = {u.pk: Holder(u, u.pk in on_shift) for u in readers}
+    shared = Holder(None, False)
+    field_of: dict[str, str] = {
+        Consult.Status.ARRIVED: "waiting",
+        Consult.Status.ASSIGNED: "assigned",
+        Consult.Status.OPENED: "opened",
+        Consult.Status.PRELIMINARY: "preliminary",
+    }
+    for row in counts:
+        holder = shared if row["radiologist_id"] is None else by_reader[row["radiologist_id"]]
+        name = field_of[row["status"]]
+        setattr(holder, name, getattr(holder, name) + row["n"])
+        holder.overdue += row["late"]
+    ordered = sorted(
+        by_reader.values(), key=lambda h: (-h.total, str(h.radiologist), h.radiologist.pk if h.radiologist else 0)
+    )
+    return [*ordered, shared]
 
 
 def _require_reader(user: User, consult: Consult) -> None:
@@ -217,33 +273,106 @@ def reassign_consult(
             require(Step.REASSIGN, by, locked, now)
         elif locked.status not in (Consult.Status.ARRIVED, *HELD_STATUSES):
             raise WorkflowError(_("该会诊已初诊或签发，不能重新分配。"))
-        previous = locked.radiologist
-        if to is not None:
-            _require_reader(to, locked)
-            reader: User | None = to
-        else:
-            candidates = on_duty(now, locked.kind)
-            if previous is not None:
-                candidates = candidates.exclude(pk=previous.pk)
-            reader = candidates.first()
-        if reader is not None and reader == previous:
-            return _refresh(consult, locked).radiologist
-        if reader is None:
-            if previous is None:
-                return None
-            _take_back(locked)
-        else:
-            _give(locked, reader, now, Assignment.REASSIGNED)
-        audit(
-            "consults.consult.reassigned",
-            actor=by,
-            obj=locked,
-            previous=previous.get_username() if previous else "",
-            radiologist=reader.get_username() if reader else "",
-            reason=reason,
-        )
+        reader = _move(locked, by=by, to=to, now=now, reason=reason)
     _refresh(consult, locked)
     return reader
+
+
+def _move(
+    locked: Consult, *, by: User | None, to: User | None, now: datetime, reason: str, note: str = ""
+) -> User | None:
+    """A reassignment of a locked consult whose rule has been asked: to `to` (who must be
+    qualified), else to the least loaded other reader on duty, else back to the shared
+    worklist; audited (`consults.consult.reassigned`, with the `note` its mover wrote)."""
+    previous = locked.radiologist
+    if to is not None:
+        _require_reader(to, locked)
+        reader: User | None = to
+    else:
+        candidates = on_duty(now, locked.kind)
+        if previous is not None:
+            candidates = candidates.exclude(pk=previous.pk)
+        reader = candidates.first()
+    if reader is not None and reader == previous:
+        return reader
+    if reader is None:
+        if previous is None:
+            return None
+        _take_back(locked)
+    else:
+        _give(locked, reader, now, Assignment.REASSIGNED)
+    detail: dict[str, Any] = {
+        "previous": previous.get_username() if previous else "",
+        "radiologist": reader.get_username() if reader else "",
+        "reason": reason,
+    }
+    if note:
+        detail["note"] = note
+    audit("consults.consult.reassigned", actor=by, obj=locked, **detail)
+    return reader
+
+
+def consult_label(consult: Consult) -> str:
+    """How a refusal names one consult of many, without the patient (an administrator's
+    page shows no patients): township, kind, body parts, arrival."""
+    parts = [consult.facility.short_name, consult.get_kind_display(), consult.body_part_names]
+    arrived = timezone.localtime(consult.arrived_at).strftime("%Y-%m-%d %H:%M")
+    return " ".join(part for part in parts if part) + f"（{_('到达')} {arrived}）"
+
+
+@dataclass
+class BulkReassignment:
+    moved: list[Consult]
+    already_held: list[Consult]
+
+
+def reassign_consults(
+    consults: list[Consult],
+    *,
+    by: User,
+    to: User,
+    now: datetime | None = None,
+    note: str = "",
+) -> BulkReassignment:
+    """Move many consults to one reader at once: an administrator's answer to a reader who
+    is away. All or none, in one transaction: every consult must still be open to
+    reassignment (not preliminary, signed or cancelled), `to` must be an active radiologist
+    on duty now and qualified for each consult's kind, and `by` allowed to reassign; the
+    first refusal, naming its consult, undoes the lot. Each consult moved is moved as
+    `reassign_consult` moves one (its audit entry, the new reader's worklist), so its
+    history reads like a single reassignment. Consults `to` already holds stay as they are.
+    `note` is what the administrator wrote ("李医生请假")."""
+    now = _now(now)
+    if not consults:
+        raise WorkflowError(str(NO_CONSULTS_CHOSEN))
+    with transaction.atomic():
+        # Locked in one order, so two administrators moving overlapping sets cannot deadlock.
+        locked = list(
+            Consult.objects.select_for_update()
+            .select_related("facility")
+            .filter(pk__in=[c.pk for c in consults])
+            .order_by("pk")
+        )
+        if len(locked) != len({c.pk for c in consults}):
+            raise WorkflowError(str(CONSULTS_GONE))
+        if not (to.is_active and to.is_radiologist and is_on_duty(to, now)):
+            raise WorkflowError(_("%(reader)s 现在不在班，不能接收会诊。") % {"reader": to})
+        for consult in locked:
+            refused = move_refusal(by, consult)
+            if refused is None and not to.can_read(consult.kind):
+                refused = NotAllowed(
+                    _("%(reader)s 没有阅读%(kind)s的资格。") % {"reader": to, "kind": consult.get_kind_display()}
+                )
+            if refused is not None:
+                raise type(refused)(f"{consult_label(consult)}：{refused}")
+        result = BulkReassignment(moved=[], already_held=[])
+        for consult in locked:
+            if consult.radiologist_id == to.pk and consult.status in HELD_STATUSES:
+                result.already_held.append(consult)
+                continue
+            _move(consult, by=by, to=to, now=now, reason="administrator", note=note)
+            result.moved.append(consult)
+    return result
 
 
 def open_consult(consult: Consult, user: User, now: datetime | None = None) -> Consult:

@@ -72,6 +72,8 @@ ACTIONS: dict[str, Promise] = {
     "billing.saving.recorded": gettext_lazy("记录节省"),
     "billing.saving.reversed": gettext_lazy("冲销节省"),
     "billing.saving.seeded": gettext_lazy("导入历史节省"),
+    "billing.monthly_report.generated": gettext_lazy("生成月报"),
+    "billing.monthly_report.downloaded": gettext_lazy("下载月报"),
 }
 
 # The admin writes `<app>.<model>.<verb>` for what it adds, changes and deletes.
@@ -117,6 +119,9 @@ DETAIL_KEYS: dict[str, Promise] = {
     "destination": gettext_lazy("目的地 AE"),
     "committed": gettext_lazy("已确认"),
     "failed": gettext_lazy("未确认"),
+    "note": gettext_lazy("说明"),
+    "month": gettext_lazy("月份"),
+    "trigger": gettext_lazy("生成方式"),
 }
 
 

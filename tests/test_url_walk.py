@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
-from billing.models import LedgerEntry, PriceSchedule
+from billing.models import LedgerEntry, MonthlyReport, PriceSchedule
 from cloudpacs import orders
 from cloudpacs.models import IngestConflict
 from consults import workflow
@@ -201,6 +201,12 @@ TABLE: dict[str, Route] = {
     "": expect("/", LOGIN, REDIRECT, REDIRECT, REDIRECT, REDIRECT),
     "audit/": expect("/audit/", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK),
     "status/": expect("/status/", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK),
+    # The administrators' open consults; a bulk reassignment with nothing ticked comes back
+    # to the page with the form's message.
+    "consults/open/": expect("/consults/open/", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK),
+    "consults/open/reassign/": expect(
+        "/consults/open/reassign/", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, REDIRECT, method="POST"
+    ),
     "^studies/(?P<study_uid>[0-9.]{1,64})/$": clinical("/studies/{st}/"),
     "^viewer/(?P<study_uid>[0-9.]{1,64})/$": clinical("/viewer/{st}/"),
     "worklist/": expect("/worklist/", LOGIN, FORBIDDEN, FORBIDDEN, OK, FORBIDDEN),
@@ -261,6 +267,11 @@ TABLE: dict[str, Route] = {
     "dashboards/volume/": expect("/dashboards/volume/", LOGIN, OK, OK, OK, OK),
     "dashboards/volume/<slug:kind>.<slug:fmt>": expect("/dashboards/volume/CT.csv", LOGIN, OK, OK, OK, OK),
     "dashboards/exams/": expect("/dashboards/exams/", LOGIN, OK, OK, OK, OK),
+    # The monthly report: the county's, administrators only.
+    "dashboards/monthly/": expect("/dashboards/monthly/", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK),
+    "dashboards/monthly/<uuid:report_uuid>.pdf": expect(
+        "/dashboards/monthly/{monthly_report}.pdf", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK
+    ),
     # The township's register of exams: its own technologists; each township sees its own.
     "orders/": expect("/orders/", LOGIN, OK, OK, FORBIDDEN, FORBIDDEN),
     **{
@@ -377,6 +388,11 @@ def world(
         "shift": str(shift.pk),
         "event": str(event.pk),
         "schedule": str(schedule.pk),
+        "monthly_report": str(
+            MonthlyReport.objects.create(
+                month=date(2025, 8, 1), trigger="demand", language="zh-hans", pdf=b"%PDF", size=4, sha256="0" * 64
+            ).uuid
+        ),
         "ledger": str(ledger.pk),
         "api_token": str(ApiToken.objects.create(radiologist, name="walk")[0].uuid),
         "association": str(

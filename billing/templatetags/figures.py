@@ -32,6 +32,11 @@ def wan(value: Decimal | int | None) -> str:
 
 
 @register.filter
+def percent(share: float | None) -> str:
+    return formatting.percent(share)
+
+
+@register.filter
 def place(facility: Any) -> str:
     """A facility's short name in Chinese, its pinyin in English (where it has one)."""
     return formatting.place_name(facility, get_language() or "")
