@@ -657,7 +657,8 @@ def test_the_snapshot_sees_a_change_of_clinical_state(world):
     before = snapshot()
     consult = Consult.objects.get(uuid=world.values["consult"])
     workflow.confirm_receipt(consult, world.users["technologist"])
-    assert changed_tables(before, snapshot()) == ["consults.Consult", "facilities.AuditEvent"]
+    # The change feed row (consults.ConsultChange) is written in the step's transaction too.
+    assert changed_tables(before, snapshot()) == ["consults.Consult", "consults.ConsultChange", "facilities.AuditEvent"]
 
 
 # --- The POST side: every step on a consult, as each persona, against the one rule ---------
