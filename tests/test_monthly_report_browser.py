@@ -45,7 +45,7 @@ def test_an_administrator_prints_the_monthly_report_and_its_figures_are_the_data
     month = september["month"]
     assert formatting.yuan(month["saving"]) in row.inner_text()
     fits(page)
-    screens.take(page, "admin-monthly-report")
+    screens.take(page, "admin-5-monthly-report")
 
     with page.expect_download() as download:
         row.locator("a:has-text('下载 PDF')").click()

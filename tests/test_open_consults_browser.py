@@ -56,7 +56,7 @@ def test_an_administrator_moves_an_absent_readers_consults_in_bulk(live_server, 
     first = page.locator("#open-consults tbody tr").first
     assert "已超时" in first.inner_text() and "胸部" in first.inner_text()
     fits(page)
-    screens.take(page, "admin-open-consults")
+    screens.take(page, "admin-3-open-consults")
 
     page.select_option("#id_radiologist", label="赵医生")
     page.click("#open-filters button[type='submit']")
@@ -66,14 +66,13 @@ def test_an_administrator_moves_an_absent_readers_consults_in_bulk(live_server, 
     assert page.locator("#selected-count").inner_text() == "3"
     page.select_option("#reassign-to", index=1)
     page.fill("#reassign-note", "赵医生外出培训")
-    screens.take(page, "admin-open-consults-selected")
     page.click("#reassign-submit")
     page.wait_for_selector(".message.success")
     assert "已将 3 例会诊转给 钱医生。" in page.locator(".message.success").inner_text()
     assert holder_row(page, "dr_qian") == {"assigned": "4", "opened": "0", "overdue": "1"}
     assert holder_row(page, "dr_zhao") == {"assigned": "0", "opened": "0", "overdue": "0"}
     fits(page)
-    screens.take(page, "admin-open-consults-moved")
+    screens.take(page, "admin-4-open-consults-moved")
 
     # The consult's history: its audit trail names the move, the reader and the note.
     page.goto(f"{live_server.url}/consults/open/")
