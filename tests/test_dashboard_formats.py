@@ -3,6 +3,7 @@ page's language, and export times in local time (issue 20's page defects)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -193,3 +194,24 @@ def test_an_exam_with_no_body_parts_named_is_billed_as_unconfirmed(ledger, admin
     assert record_saving(consult).parts_confirmed is True
     page = administrator_client.get(SAVINGS).content.decode()
     assert "3 例检查的部位数未经确认" in page
+
+
+@pytest.mark.django_db
+def test_the_township_list_is_the_html_django_renders_selected_or_not(township, other_township) -> None:
+    from django import forms
+
+    from billing.forms import FilterForm
+    from facilities.models import Facility
+
+    townships = Facility.objects.filter(kind=Facility.Kind.TOWNSHIP_CENTRE)
+    for data in (None, {"township": str(other_township.uuid)}, {"township": "not-a-uuid"}):
+        form = FilterForm(data, townships=townships)
+        form.is_valid()
+        quick = str(form["township"])
+        form.fields["township"].widget = forms.Select(choices=form.fields["township"].widget.choices)
+        # The same elements and attributes; Django's templates add whitespace between them.
+        assert quick == re.sub(r">\s+<", "><", str(form["township"]).strip())
+        assert "漩涡镇中心卫生院" in quick and "&lt;" not in quick
+    assert f'value="{other_township.uuid}" selected' in str(
+        FilterForm({"township": str(other_township.uuid)}, townships=townships)["township"]
+    )
