@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from django import forms
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from cloudpacs import keyobjects
 from cloudpacs.models import BodyPart, OrderPriority
 from facilities.models import Facility, Modality
 
@@ -49,3 +52,69 @@ class OrderForm(forms.Form):
         super().__init__(*args, **kwargs)
         field: Any = self.fields["modality"]
         field.queryset = Modality.objects.filter(facility=facility, is_active=True).order_by("kind", "ae_title")
+
+
+UID_RE = re.compile(r"[0-9.]{1,64}")
+MAX_MARKS = 200
+
+
+class ReadingMarksForm(forms.Form):
+    """The viewer's key images and measurements, posted as two JSON lists (the viewer's
+    save button): key_images [{sop_instance_uid, frame}], measurements [{tool,
+    sop_instance_uid, frame, points: [[column, row], ...], text}], points in image pixel
+    coordinates. Whether the images are the study's is the service's to say."""
+
+    key_images = forms.JSONField(required=False)
+    measurements = forms.JSONField(required=False)
+
+    def _list(self, name: str) -> list[Any]:
+        value = self.cleaned_data.get(name) or []
+        if not isinstance(value, list):
+            raise forms.ValidationError(_("应为列表。"))
+        if len(value) > MAX_MARKS:
+            raise forms.ValidationError(_("最多 %(n)d 项。") % {"n": MAX_MARKS})
+        return value
+
+    @staticmethod
+    def _image(item: Any) -> dict[str, Any]:
+        if not isinstance(item, dict):
+            raise forms.ValidationError(_("每一项应为对象。"))
+        uid = item.get("sop_instance_uid")
+        if not isinstance(uid, str) or not UID_RE.fullmatch(uid):
+            raise forms.ValidationError(_("图像 UID 无效。"))
+        frame = item.get("frame", 1)
+        if not isinstance(frame, int) or isinstance(frame, bool) or not 1 <= frame <= 100_000:
+            raise forms.ValidationError(_("帧号无效。"))
+        return {"sop_instance_uid": uid, "frame": frame}
+
+    def clean_key_images(self) -> list[dict[str, Any]]:
+        return [self._image(item) for item in self._list("key_images")]
+
+    def clean_measurements(self) -> list[dict[str, Any]]:
+        cleaned = []
+        for item in self._list("measurements"):
+            image = self._image(item)
+            tool = item.get("tool")
+            if tool not in keyobjects.TOOLS:
+                raise forms.ValidationError(_("未知的测量工具：%(tool)s") % {"tool": str(tool)[:32]})
+            count = keyobjects.TOOLS[tool][0]
+            points = item.get("points")
+            if (
+                not isinstance(points, list)
+                or len(points) != count
+                or not all(
+                    isinstance(point, list)
+                    and len(point) == 2
+                    and all(
+                        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and abs(v) < 1e6
+                        for v in point
+                    )
+                    for point in points
+                )
+            ):
+                raise forms.ValidationError(_("%(tool)s 需要 %(n)d 个坐标点。") % {"tool": tool, "n": count})
+            text = item.get("text", "")
+            if not isinstance(text, str):
+                raise forms.ValidationError(_("测量文字无效。"))
+            cleaned.append({**image, "tool": tool, "points": points, "text": text.strip()[:64]})
+        return cleaned

@@ -23,16 +23,18 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, F, Q, QuerySet, Value, When
+from django.db.models import Case, F, Max, Q, QuerySet, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import PersonName
 
-from cloudpacs import storage
+from cloudpacs import keyobjects, storage
 from cloudpacs.dicomweb.json import metadata_document, with_instance_url
 from cloudpacs.models import (
     IngestConflict,
@@ -1242,3 +1244,244 @@ def claim_stable_studies(now: datetime, stable_seconds: float, limit: int = 200)
     if performed:
         settle_performed_steps(claimed)
     return list(Study.objects.filter(pk__in=claimed).select_related("facility", "modality", "patient"))
+
+
+# The reader's key images and measurements, kept in the study as a KOS and a GSPS
+# (cloudpacs.keyobjects) through the same ingest path as a console's images.
+
+
+class MarksRefused(ValueError):
+    """Key images or measurements that cannot be kept; the message says why."""
+
+
+@dataclass(frozen=True)
+class SavedMarks:
+    kos_uid: str
+    gsps_uid: str
+    instance_number: int
+
+
+OWN_OBJECT_CLASSES = (keyobjects.KOS_CLASS, keyobjects.GSPS_CLASS)
+
+
+def _own_objects(study: Study) -> QuerySet[Instance]:
+    return Instance.objects.filter(
+        series__study=study,
+        series__manufacturer=keyobjects.MANUFACTURER,
+        sop_class_uid__in=OWN_OBJECT_CLASSES,
+    )
+
+
+def _header(instance: Instance) -> Dataset:
+    with storage.open_key(instance.storage_key) as stream:
+        return dcmread(stream, stop_before_pixels=True)
+
+
+def save_reading_marks(
+    study: Study, user: User, key_images: list[dict[str, Any]], measurements: list[dict[str, Any]]
+) -> SavedMarks:
+    """Keep the reader's key images (a KOS) and measurements (a GSPS, which the KOS's key
+    images refer to) in the study: new instances of two series of the study's own
+    (Modality KO and PR, Manufacturer Yunying), stored and indexed like any received image,
+    so that DICOMweb and C-FIND/C-MOVE serve them. Each save is a new pair with the next
+    instance number; the newest pair is the study's current set (reading_marks). Images are
+    named by SOP Instance UID and frame, and must be images of this study. Raises
+    MarksRefused, with a message for the reader."""
+    if not key_images and not measurements:
+        raise MarksRefused(_("没有要保存的关键图像或测量。"))
+    wanted = {item["sop_instance_uid"] for item in [*key_images, *measurements]}
+    instances = {
+        instance.sop_instance_uid: instance
+        for instance in Instance.objects.filter(series__study=study, sop_instance_uid__in=wanted)
+        .exclude(sop_class_uid__in=OWN_OBJECT_CLASSES)
+        .select_related("series")
+    }
+    unknown = sorted(wanted - set(instances))
+    if unknown:
+        raise MarksRefused(_("图像 %(uid)s 不属于该检查。") % {"uid": unknown[0]})
+    headers = {uid: _header(instance) for uid, instance in instances.items()}
+
+    def image(item: dict[str, Any]) -> keyobjects.ImageRef:
+        instance = instances[item["sop_instance_uid"]]
+        frames = instance.number_of_frames or 1
+        frame = int(item.get("frame") or 1)
+        if frame > frames:
+            raise MarksRefused(
+                _("图像 %(uid)s 只有 %(frames)d 帧。") % {"uid": instance.sop_instance_uid, "frames": frames}
+            )
+        header = headers[instance.sop_instance_uid]
+        spacing = header.get("PixelSpacing")
+        return keyobjects.ImageRef(
+            sop_class_uid=instance.sop_class_uid,
+            sop_instance_uid=instance.sop_instance_uid,
+            series_uid=instance.series.series_uid,
+            frame=frame,
+            multi_frame=frames > 1,
+            rows=int(header.get("Rows") or instance.rows or 0),
+            columns=int(header.get("Columns") or instance.columns or 0),
+            pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing and len(spacing) == 2 else None,
+        )
+
+    marked = [
+        keyobjects.Measurement(
+            tool=item["tool"],
+            image=image(item),
+            points=tuple((float(x), float(y)) for x, y in item["points"]),
+            text=item.get("text", ""),
+        )
+        for item in measurements
+    ]
+    keys = list(dict.fromkeys(image(item) for item in key_images))
+    modality = study.modality
+    if modality is None or modality.facility_id != study.facility_id:
+        modality = Modality.objects.filter(facility_id=study.facility_id, is_active=True).first()
+    if modality is None:
+        raise MarksRefused(_("该机构没有可用的设备，无法保存。"))
+    own = _own_objects(study)
+    series_uids = dict(own.values_list("series__modality", "series__series_uid").distinct())
+    number = (own.aggregate(Max("instance_number"))["instance_number__max"] or 0) + 1
+    author = keyobjects.Author(keyobjects.person_name(str(user)), timezone.localtime())
+    source = headers[(key_images or measurements)[0]["sop_instance_uid"]]
+    gsps = None
+    if marked:
+        first = headers[marked[0].image.sop_instance_uid]
+        rescale = first if "RescaleSlope" in first and "RescaleIntercept" in first else None
+        if rescale is not None and "RescaleType" not in rescale:
+            rescale = Dataset()
+            rescale.RescaleSlope = first.RescaleSlope
+            rescale.RescaleIntercept = first.RescaleIntercept
+            rescale.RescaleType = "HU" if first.get("Modality") == "CT" else "US"
+        gsps = keyobjects.build_gsps(
+            source,
+            marked,
+            series_uid=series_uids.get("PR") or generate_uid(),
+            instance_number=number,
+            author=author,
+            modality_lut=rescale,
+            inverse=first.get("PhotometricInterpretation") == "MONOCHROME1",
+        )
+    kos = None
+    if keys:
+        kos = keyobjects.build_kos(
+            source, keys, series_uid=series_uids.get("KO") or generate_uid(), instance_number=number,
+            author=author, gsps=gsps,
+        )  # fmt: skip
+    for ds in filter(None, [gsps, kos]):
+        ingest_instance(
+            io.BytesIO(keyobjects.encode(ds)),
+            transfer_syntax_uid=ExplicitVRLittleEndian,
+            sop_class_uid=ds.SOPClassUID,
+            sop_instance_uid=ds.SOPInstanceUID,
+            modality=modality,
+            channel=IngestConflict.Channel.STOW,
+            user=user,
+        )
+    store_study_metadata([study.pk])
+    saved = SavedMarks(kos.SOPInstanceUID if kos else "", gsps.SOPInstanceUID if gsps else "", number)
+    audit(
+        "cloudpacs.study.marks_saved",
+        actor=user,
+        obj=study,
+        facility=study.facility,
+        key_images=len(keys),
+        measurements=len(marked),
+        kos=saved.kos_uid,
+        gsps=saved.gsps_uid,
+    )
+    return saved
+
+
+def reading_marks(study: Study) -> dict[str, Any]:
+    """The study's current key images and measurements (the newest pair save_reading_marks
+    kept), each image named by series, SOP Instance UID and frame, measurements with their
+    points in image pixel coordinates, for the viewer to show again."""
+    own = list(_own_objects(study).order_by("-instance_number", "-pk"))
+    empty: dict[str, Any] = {"key_images": [], "measurements": [], "saved": None}
+    if not own:
+        return empty
+    number = own[0].instance_number
+    current = [instance for instance in own if instance.instance_number == number]
+    key_images: list[keyobjects.KeyImage] = []
+    drawn: list[keyobjects.Drawn] = []
+    for instance in current:
+        ds = _header(instance)
+        if instance.sop_class_uid == keyobjects.KOS_CLASS:
+            key_images = keyobjects.read_kos(ds)
+        else:
+            drawn = keyobjects.read_gsps(ds)
+    uids = {k.sop_instance_uid for k in key_images} | {d.sop_instance_uid for d in drawn}
+    series_of = dict(
+        Instance.objects.filter(series__study=study, sop_instance_uid__in=uids).values_list(
+            "sop_instance_uid", "series__series_uid"
+        )
+    )
+    return {
+        "key_images": [
+            {"series_uid": series_of[k.sop_instance_uid], "sop_instance_uid": k.sop_instance_uid, "frame": k.frame}
+            for k in key_images
+            if k.sop_instance_uid in series_of
+        ],
+        "measurements": [
+            {
+                "tool": d.tool,
+                "series_uid": series_of[d.sop_instance_uid],
+                "sop_instance_uid": d.sop_instance_uid,
+                "frame": d.frame,
+                "points": d.points,
+                "text": d.text,
+            }
+            for d in drawn
+            if d.sop_instance_uid in series_of
+        ],
+        "saved": {"instance_number": number, "at": current[0].received_at.isoformat()},
+    }
+
+
+# Key object selections and presentation states are shown on the images they refer to,
+# never hung as series of their own.
+NOT_HUNG = ("KO", "PR")
+
+
+def image_series(study: Study) -> QuerySet[Series]:
+    """The study's series for thumbnails and the viewer's hanging: all but its key object
+    selections and presentation states."""
+    return study.series.exclude(modality__in=NOT_HUNG)
+
+
+def first_image(series: Series | None) -> dict[str, str] | None:
+    """The image the viewer shows first in `series` (the lowest Instance Number, a missing
+    one counting as 0), so that the page can ask for it before the series' metadata is in;
+    None when two images share that number (the viewer then picks from the metadata)."""
+    if series is None:
+        return None
+    first = list(
+        Instance.objects.filter(series=series)
+        .annotate(number=Coalesce("instance_number", 0))
+        .order_by("number", "sop_instance_uid")
+        .values_list("number", "sop_instance_uid")[:2]
+    )
+    if not first or (len(first) == 2 and first[0][0] == first[1][0]):
+        return None
+    return {"series_uid": series.series_uid, "sop_instance_uid": first[0][1]}
+
+
+def key_image_pictures(study: Study, size: int = 480) -> list[bytes]:
+    """The study's current key images rendered as JPEG (the file's own window), at most
+    `size` pixels a side, for the report's PDF; one that cannot be rendered is left out."""
+    from cloudpacs.dicomweb.rendering import render_instance
+
+    pictures = []
+    for instance, frame in key_image_instances(study):
+        try:
+            pictures.append(render_instance(instance, viewport=(size, size), frame=frame))
+        except Exception:
+            logger.warning("key image %s frame %d not rendered", instance.sop_instance_uid, frame, exc_info=True)
+    return pictures
+
+
+def key_image_instances(study: Study) -> list[tuple[Instance, int]]:
+    """The study's current key images as (instance, frame), in the KOS's order: the
+    report's PDF shows the same selection the viewer marked."""
+    marks = reading_marks(study)["key_images"]
+    instances = Instance.objects.in_bulk([k["sop_instance_uid"] for k in marks], field_name="sop_instance_uid")
+    return [(instances[k["sop_instance_uid"]], k["frame"]) for k in marks if k["sop_instance_uid"] in instances]

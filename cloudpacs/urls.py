@@ -29,6 +29,8 @@ order_urlpatterns = [
 
 viewer_urlpatterns = [
     re_path(rf"^viewer/(?P<study_uid>{viewer.UID_PATTERN})/$", viewer.viewer, name="study"),
+    re_path(rf"^viewer/(?P<study_uid>{viewer.UID_PATTERN})/marks/$", viewer.marks, name="marks"),
+    re_path(rf"^viewer/(?P<study_uid>{viewer.UID_PATTERN})/marks/save/$", viewer.save_marks, name="save_marks"),
 ]
 
 urlpatterns = [

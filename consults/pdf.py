@@ -24,9 +24,10 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
-from reportlab.platypus import HRFlowable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle, paragraph
+from reportlab.platypus import HRFlowable, Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle, paragraph
 
 from cloudpacs.personname import format_person_name, sex_label
+from cloudpacs.services import key_image_pictures
 from consults.models import Consult, Report
 from consults.verification import verification_for, verification_url
 from facilities.services import county_hospital
@@ -77,6 +78,27 @@ def _day(value: date | None) -> str:
 
 def _text(value: str) -> str:
     return escape(value or "—").replace("\n", "<br/>")
+
+
+KEY_IMAGES_PER_ROW = 4
+KEY_IMAGE_SIZE = 38 * mm
+
+
+def _picture_table(pictures: list[bytes]) -> Table:
+    cells = []
+    for picture in pictures:
+        image = Image(io.BytesIO(picture))
+        scale = min(KEY_IMAGE_SIZE / image.imageWidth, KEY_IMAGE_SIZE / image.imageHeight)
+        image.drawWidth, image.drawHeight = image.imageWidth * scale, image.imageHeight * scale
+        cells.append(image)
+    rows = [cells[i : i + KEY_IMAGES_PER_ROW] for i in range(0, len(cells), KEY_IMAGES_PER_ROW)]
+    rows[-1] += [""] * (KEY_IMAGES_PER_ROW - len(rows[-1]))
+    return Table(
+        rows,
+        colWidths=[KEY_IMAGE_SIZE + 3 * mm] * KEY_IMAGES_PER_ROW,
+        style=TableStyle([("ALIGN", (0, 0), (-1, -1), "CENTER"), ("VALIGN", (0, 0), (-1, -1), "MIDDLE")]),
+        hAlign="LEFT",
+    )
 
 
 def render_report_pdf(consult: Consult, report: Report, language: str | None = None) -> bytes:
@@ -144,6 +166,11 @@ def _render(consult: Consult, report: Report, font: str) -> bytes:
         Paragraph(_("诊断意见"), heading),
         Paragraph(_text(report.impression), base),
     ]
+    pictures = key_image_pictures(study) if study is not None else []
+    if pictures:
+        # The key images the reader marked in the viewer (the study's key object selection).
+        story.append(Paragraph(_("关键图像"), heading))
+        story.append(_picture_table(pictures))
 
     findings = list(consult.critical_findings.select_related("flagged_by", "acknowledged_by"))
     if findings:

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 YUNYING_EXTRAS=test bash scripts/setup.sh \
   storescu:dcmtk \
+  dciodvfy:dicom3tools \
   chromium:chromium \
   haproxy:haproxy \
   /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc:fonts-noto-cjk \

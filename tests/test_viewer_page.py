@@ -123,3 +123,46 @@ def test_a_prior_from_another_township_is_404_for_a_technologist(tmp_path, techn
 
 def test_a_prior_that_is_not_a_uid_is_404(radiologist_client, study):
     assert radiologist_client.get(url(study) + "?prior=abc").status_code == 404
+
+
+def test_the_page_names_the_first_image_so_that_its_stand_in_is_asked_for_at_once(
+    tmp_path, radiologist_client, ct_modality
+):
+    study_uid, series_uid = generate_uid(), generate_uid()
+    for number in (3, 1, 2):
+        ds = make_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=number)
+        path = write_dataset(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
+        ingest_instance(
+            path,
+            transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+            sop_class_uid=ds.SOPClassUID,
+            sop_instance_uid=ds.SOPInstanceUID,
+            modality=ct_modality,
+        )
+        if number == 1:
+            first = ds.SOPInstanceUID
+    study = Study.objects.get(study_uid=study_uid)
+    open_consult_for_study(study)
+    page = radiologist_client.get(url(study)).content.decode()
+    assert f'data-first-instance-url="/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{first}"' in page
+    # The script comes after the viewer's markup, so that the first pane has its size.
+    assert page.index("data-first-instance-url") > page.index("data-yunying-viewer")
+
+
+def test_two_first_images_with_one_number_leave_the_choice_to_the_metadata(tmp_path, radiologist_client, ct_modality):
+    study_uid, series_uid = generate_uid(), generate_uid()
+    for _ in range(2):
+        ds = make_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=1)
+        path = write_dataset(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
+        ingest_instance(
+            path,
+            transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+            sop_class_uid=ds.SOPClassUID,
+            sop_instance_uid=ds.SOPInstanceUID,
+            modality=ct_modality,
+        )
+    study = Study.objects.get(study_uid=study_uid)
+    open_consult_for_study(study)
+    page = radiologist_client.get(url(study)).content.decode()
+    assert "data-first-instance-url" not in page
+    assert f"/series/{series_uid}/metadata" in page

@@ -7,11 +7,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET, require_POST
 
+from cloudpacs.forms import ReadingMarksForm
 from cloudpacs.models import Study
-from cloudpacs.services import same_patient_studies
+from cloudpacs.services import (
+    MarksRefused,
+    first_image,
+    image_series,
+    reading_marks,
+    same_patient_studies,
+    save_reading_marks,
+)
 from facilities.access import RADIOLOGIST, TECHNOLOGIST, role_required, studies_for
 from facilities.services import audit
 
@@ -33,7 +42,13 @@ def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, An
     prior = None
     if prior_uid:
         prior = get_object_or_404(visible, study_uid=prior_uid)
-    return {"viewer_series": study.series.all(), "viewer_priors": priors, "prior_study": prior}
+    series = image_series(study)
+    return {
+        "viewer_series": series,
+        "viewer_priors": priors,
+        "prior_study": prior,
+        "viewer_first_instance": first_image(series.first()),
+    }
 
 
 @role_required(RADIOLOGIST, TECHNOLOGIST)
@@ -45,3 +60,33 @@ def viewer(request: HttpRequest, study_uid: str) -> HttpResponse:
     context = viewer_context(study, request.user, prior_uid if prior_uid != study_uid else "")
     audit("cloudpacs.study.viewed", request=request, obj=study, via="viewer")
     return render(request, "cloudpacs/viewer.html", {"study": study, "patient": study.patient, **context})
+
+
+@role_required(RADIOLOGIST, TECHNOLOGIST)
+@require_GET
+def marks(request: HttpRequest, study_uid: str) -> JsonResponse:
+    """The study's current key images and measurements (cloudpacs.services.reading_marks),
+    which the viewer shows again when the study is opened."""
+    study = get_object_or_404(studies_for(request.user), study_uid=study_uid)
+    return JsonResponse(reading_marks(study))
+
+
+@role_required(RADIOLOGIST)
+@require_POST
+def save_marks(request: HttpRequest, study_uid: str) -> JsonResponse:
+    """Keep the reader's key images and measurements in the study, as a KOS and a GSPS."""
+    study = get_object_or_404(studies_for(request.user), study_uid=study_uid)
+    form = ReadingMarksForm(request.POST)
+    if not form.is_valid():
+        errors = [str(message) for messages in form.errors.values() for message in messages]
+        return JsonResponse({"error": " ".join(errors)}, status=400)
+    try:
+        saved = save_reading_marks(
+            study,
+            request.user,  # type: ignore[arg-type]
+            form.cleaned_data["key_images"],
+            form.cleaned_data["measurements"],
+        )
+    except MarksRefused as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse({"kos": saved.kos_uid, "gsps": saved.gsps_uid, **reading_marks(study)})

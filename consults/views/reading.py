@@ -26,7 +26,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cloudpacs.models import Study
-from cloudpacs.services import body_parts_for_kind, same_patient_studies
+from cloudpacs.services import body_parts_for_kind, image_series, same_patient_studies
 from cloudpacs.views.viewer import viewer_context
 from consults import delivery, report_texts, services, workflow
 from consults.forms import ConsultRequestForm, PhraseDeleteForm, PhraseForm, ReportTemplateForm, first_error
@@ -113,7 +113,7 @@ def reading_page(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
     audit("consults.report.viewed", request=request, obj=consult, signed=signed, page="reading")
 
     study: Study | None = consult.study
-    series = list(study.series.all()) if study is not None else []
+    series = list(image_series(study)) if study is not None else []
     priors = []
     if study is not None:
         # The patient's earlier studies by the identity rules (the same facility's Patient ID,

@@ -3,6 +3,7 @@
 import { Enums, imageLoader, init as initCore, utilities } from '@cornerstonejs/core';
 import {
   AngleTool,
+  EllipticalROITool,
   LengthTool,
   PanTool,
   StackScrollTool,
@@ -24,6 +25,7 @@ export const TOOL_NAMES = {
   Zoom: ZoomTool.toolName,
   Length: LengthTool.toolName,
   Angle: AngleTool.toolName,
+  EllipticalROI: EllipticalROITool.toolName,
 };
 
 // imageId -> the VOI LUT its instance carries; read by the wrapped wadors loader.
@@ -40,7 +42,7 @@ export function start() {
     initTools();
     dicomImageLoader.init({ maxWebWorkers: Math.min(navigator.hardwareConcurrency || 2, 4) });
     imageLoader.registerImageLoader('wadors', loadWithVoiLut);
-    for (const tool of [WindowLevelTool, PanTool, ZoomTool, StackScrollTool, LengthTool, AngleTool]) {
+    for (const tool of [WindowLevelTool, PanTool, ZoomTool, StackScrollTool, LengthTool, AngleTool, EllipticalROITool]) {
       addTool(tool);
     }
     performance.mark('yunying:init');

@@ -44,6 +44,11 @@ export class Pane {
       this.overlay[corner] = section.querySelector(`[data-overlay="${corner}"]`);
     }
     this.status = section.querySelector('[data-status]');
+    // A key image says so in its corner (marks.js).
+    this.keyMark = document.createElement('div');
+    this.keyMark.className = 'yv-key-mark';
+    this.keyMark.hidden = true;
+    section.append(this.keyMark);
     this.viewportId = `${viewer.id}-pane-${index}`;
     this.studyUid = '';
     this.seriesUid = '';
@@ -107,6 +112,7 @@ export class Pane {
       this.enabled = false;
     }
     for (const corner of Object.keys(this.overlay)) if (this.overlay[corner]) this.overlay[corner].textContent = '';
+    this.keyMark.hidden = true;
     this.setStatus('');
   }
 
@@ -179,6 +185,7 @@ export class Pane {
     await viewport.setStack(imageIds, 0);
     if (generation !== this.generation) return;
     viewport.render();
+    this.viewer.marks.draw(this);
     this.prefetch(generation);
   }
 
@@ -250,6 +257,14 @@ export class Pane {
       this.updateStatus();
     }
     this.renderOverlay();
+    this.renderKeyMark();
+    if (this.viewer.active === this) this.viewer.updateKeyButton();
+  }
+
+  renderKeyMark() {
+    const shown = this.enabled && this.imageIds.length && this.viewer.marks.isKey(this.viewport.getCurrentImageId());
+    this.keyMark.hidden = !shown;
+    this.keyMark.textContent = shown ? `★ ${this.viewer.label('keyImage')}` : '';
   }
 
   renderOverlay() {

@@ -12,7 +12,11 @@ import {
 
 import { TOOL_NAMES, start } from './cornerstone.js';
 import { fetchSeriesList } from './dicomweb.js';
+import { Marks, parseImageId } from './marks.js';
 import { Pane } from './pane.js';
+
+// Key object selections and presentation states are shown on the images, not hung.
+const NOT_HUNG = new Set(['KO', 'PR']);
 
 const { MouseBindings } = ToolEnums;
 const { windowLevel } = utilities;
@@ -36,6 +40,7 @@ export class Viewer {
     this.layoutForPrior = false;
     this.sync = true;
     this.links = null;
+    this.marks = new Marks(this);
   }
 
   label(key) {
@@ -67,6 +72,9 @@ export class Viewer {
     this.toolGroup.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
     this.toolGroup.setToolActive(PanTool.toolName, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
     this.toolGroup.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
+    // Measurements are drawn (and can be moved) whichever tool the left button has; a tool
+    // never chosen would be disabled, and a kept measurement of it not drawn.
+    for (const name of ['Length', 'Angle', 'EllipticalROI']) this.toolGroup.setToolPassive(TOOL_NAMES[name]);
     this.selectTool('WindowLevel');
     this.bindToolbar();
     new ResizeObserver(() => this.engine.resize(true, true)).observe(this.element.querySelector('[data-panes]'));
@@ -87,8 +95,13 @@ export class Viewer {
     this.currentUid = this.element.dataset.studyUid;
     await this.loadStudy(this.currentUid, 'current', initialSeries.length ? initialSeries : null);
     const prior = this.element.dataset.priorStudyUid;
-    if (prior) await this.openPrior(prior);
-    else await this.hang();
+    // The kept key images and measurements, asked for once the first images are set (so
+    // as not to compete with them) and drawn as their series open.
+    const hung = prior ? this.openPrior(prior) : this.hang();
+    this.marksReady = hung
+      .then(() => this.marks.load())
+      .catch((error) => console.warn('key images not read', error));
+    await hung;
   }
 
   // A study's series, listed once (from the page's markup for the current study, else by
@@ -96,7 +109,7 @@ export class Viewer {
   async loadStudy(uid, role, seriesList) {
     let study = this.studies.get(uid);
     if (!study) {
-      const list = seriesList || (await fetchSeriesList(this.root, uid));
+      const list = (seriesList || (await fetchSeriesList(this.root, uid))).filter((s) => !NOT_HUNG.has(s.modality));
       list.sort((a, b) => (Number(a.number) || 0) - (Number(b.number) || 0));
       study = { uid, role, seriesList: list };
       this.studies.set(uid, study);
@@ -109,6 +122,7 @@ export class Viewer {
     if (this.active === pane) return;
     this.active = pane;
     for (const other of this.panes) other.section.classList.toggle('is-active', other === pane);
+    this.updateKeyButton();
   }
 
   // The panes a layout shows: 1x1 one, 1x2 two side by side, 2x2 four.
@@ -314,6 +328,9 @@ export class Viewer {
     if (!this.thumbnailList) return;
     const list = this.thumbnailList;
     list.replaceChildren();
+    this.renderKeyStrip(list);
+    const keyCounts = new Map();
+    for (const key of this.marks.keys.values()) keyCounts.set(key.series_uid, (keyCounts.get(key.series_uid) || 0) + 1);
     const studies = [this.studies.get(this.currentUid), this.priorUid && this.studies.get(this.priorUid)];
     for (const study of studies) {
       if (!study) continue;
@@ -351,12 +368,141 @@ export class Viewer {
         count.className = 'yv-thumb-count';
         count.textContent = series.count !== '' ? String(series.count) : '';
         button.append(image, caption, count);
+        const keys = study.uid === this.currentUid ? keyCounts.get(series.uid) : 0;
+        if (keys) {
+          const badge = document.createElement('span');
+          badge.className = 'yv-thumb-keys';
+          badge.title = this.label('keyImages');
+          badge.textContent = `★${keys}`;
+          button.append(badge);
+        }
         // A click hangs the series in the active pane.
         button.addEventListener('click', () => this.active.open(study, series.uid));
         group.append(button);
       }
       list.append(group);
     }
+  }
+
+  // The key images of the current study, above its series: a click shows the image in the
+  // active pane.
+  renderKeyStrip(list) {
+    const keys = [...this.marks.keys.values()];
+    if (!keys.length) return;
+    const group = document.createElement('div');
+    group.className = 'yv-series-group yv-key-strip';
+    group.dataset.keyImages = '';
+    const heading = document.createElement('div');
+    heading.className = 'yv-series-heading';
+    heading.textContent = `★ ${this.label('keyImages')} (${keys.length})`;
+    group.append(heading);
+    const study = this.studies.get(this.currentUid);
+    for (const key of keys) {
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'yv-key-thumb';
+      button.dataset.keyImage = `${key.sop_instance_uid}:${key.frame}`;
+      const image = document.createElement('img');
+      image.alt = '';
+      image.loading = 'lazy';
+      image.dataset.src =
+        `${this.root}/studies/${this.currentUid}/series/${key.series_uid}` +
+        `/instances/${key.sop_instance_uid}/frames/${key.frame}/thumbnail?viewport=96,96`;
+      if (this.thumbnailsWanted) image.src = image.dataset.src;
+      image.addEventListener('error', () => image.remove(), { once: true });
+      button.append(image);
+      button.addEventListener('click', () => this.showKeyImage(study, key));
+      group.append(button);
+    }
+    list.append(group);
+  }
+
+  async showKeyImage(study, key) {
+    if (!study) return;
+    const pane = this.active;
+    await pane.open(study, key.series_uid);
+    const index = pane.imageIds.findIndex((imageId) => {
+      const ref = parseImageId(imageId);
+      return ref && ref.sop === key.sop_instance_uid && ref.frame === key.frame;
+    });
+    if (index >= 0) pane.scrollTo(index);
+  }
+
+  // Key images changed (marked, unmarked, read from the server): the strip, the badges,
+  // the panes' marks and the button follow.
+  onMarksChanged() {
+    this.renderThumbnails();
+    for (const pane of this.panes) pane.renderKeyMark();
+    this.updateKeyButton();
+  }
+
+  updateKeyButton() {
+    const button = this.element.querySelector('[data-action="key-image"]');
+    const viewport = this.active?.enabled ? this.active.viewport : null;
+    if (button) button.setAttribute('aria-pressed', String(Boolean(viewport && this.marks.isKey(viewport.getCurrentImageId()))));
+  }
+
+  async saveMarks() {
+    const button = this.element.querySelector('[data-action="save-marks"]');
+    const original = button?.dataset.label || button?.textContent;
+    if (button) {
+      button.dataset.label = original;
+      button.disabled = true;
+      button.textContent = this.label('saving');
+    }
+    let text = this.label('saved');
+    try {
+      const answer = await this.marks.save();
+      this.marks.lastError = '';
+      if (button) button.title = '';
+      this.emit('marks-saved', this.active);
+      return answer;
+    } catch (error) {
+      text = this.label('saveFailed');
+      this.marks.lastError = String(error.message || error);
+      if (button) button.title = this.marks.lastError;
+      return null;
+    } finally {
+      if (button) {
+        button.disabled = false;
+        button.textContent = text;
+        clearTimeout(this.saveLabelTimer);
+        this.saveLabelTimer = setTimeout(() => {
+          button.textContent = original;
+        }, 4000);
+      }
+    }
+  }
+
+  // One row of tools: while the row is wider than the viewer, the groups marked
+  // data-overflow go into the 更多 menu, the lowest number first; they come back when
+  // there is room again.
+  fitToolbar() {
+    const toolbar = this.element.querySelector('[data-toolbar]');
+    const menu = this.element.querySelector('[data-more-menu]');
+    const more = this.element.querySelector('[data-more]');
+    if (!toolbar || !menu || !more) return;
+    const groups = [...this.element.querySelectorAll('[data-overflow]')];
+    groups.sort((a, b) => Number(b.dataset.overflow) - Number(a.dataset.overflow));
+    // Back in the row, in their own order (by their number, highest first), before 更多.
+    for (const group of groups) toolbar.insertBefore(group, more);
+    more.hidden = true;
+    const overflowing = () => toolbar.scrollWidth > toolbar.clientWidth + 1;
+    for (const group of [...groups].reverse()) {
+      if (!overflowing()) break;
+      more.hidden = false;
+      menu.prepend(group);
+    }
+    if (!menu.children.length) this.toggleMore(false);
+  }
+
+  toggleMore(force) {
+    const menu = this.element.querySelector('[data-more-menu]');
+    const more = this.element.querySelector('[data-more]');
+    if (!menu || !more) return;
+    const open = force ?? menu.hidden;
+    menu.hidden = !open;
+    more.setAttribute('aria-expanded', String(open));
   }
 
   selectTool(name) {
@@ -437,6 +583,12 @@ export class Viewer {
       case 'clear':
         this.clearMeasurements(pane);
         break;
+      case 'key-image':
+        this.marks.toggle(pane);
+        return;
+      case 'save-marks':
+        this.saveMarks();
+        return;
       default:
         return;
     }
@@ -453,6 +605,7 @@ export class Viewer {
 
   clearMeasurements(pane) {
     annotation.state.removeAllAnnotations();
+    this.marks.pending = [];
     pane.viewport.render();
   }
 
@@ -505,6 +658,8 @@ export class Viewer {
       Home: () => pane.scrollTo(0),
       End: () => pane.scrollTo(pane.imageIds.length - 1),
       ' ': () => this.toggleCine(),
+      k: () => this.marks.canSave && this.marks.toggle(pane),
+      K: () => this.marks.canSave && this.marks.toggle(pane),
       Escape: () => this.element.classList.contains('is-fullscreen') && this.toggleFullscreen(),
     };
     const presetKeys = [...this.element.querySelectorAll('[data-preset] option[data-key]')];
@@ -539,6 +694,13 @@ export class Viewer {
     document.addEventListener('fullscreenchange', () => {
       if (!document.fullscreenElement && this.element.classList.contains('is-fullscreen')) this.toggleFullscreen();
     });
+    root.querySelector('[data-more]')?.addEventListener('click', () => this.toggleMore());
+    document.addEventListener('pointerdown', (event) => {
+      if (!event.target.closest('[data-more-menu], [data-more]')) this.toggleMore(false);
+    });
+    const toolbar = root.querySelector('[data-toolbar]');
+    if (toolbar) new ResizeObserver(() => this.fitToolbar()).observe(toolbar);
+    this.fitToolbar();
     const slab = root.querySelector('[data-slab]');
     slab?.addEventListener('change', () => this.mpr?.setSlab(Number(slab.value)));
     const prior = root.querySelector('[data-prior]');

@@ -1,11 +1,13 @@
-// Loaded by templates/cloudpacs/_viewer_embed.html, just before the viewer's element, as a
-// plain (not deferred) script so that it starts at once; its one input is the script
-// element's data-metadata-url, the first series' /metadata.
+// Loaded by templates/cloudpacs/_viewer_embed.html, right after the viewer's element, as a
+// plain (not deferred) script so that it starts at once; its inputs are the script
+// element's data-metadata-url, the first series' /metadata, and, when the server could
+// tell, data-first-instance-url, the first image's instance.
 //
-// The first series' metadata is asked for now, in parallel with the viewer's code, and as
-// soon as it is in, the first image's frame: its answer is cacheable, so the image loader
-// finds it in the HTTP cache (or waits on this request) instead of asking again once
-// Cornerstone is ready. The first image is the one main.js puts first.
+// The first series' metadata is asked for now, in parallel with the viewer's code, and the
+// first image's frame as soon as its instance is known (at once with
+// data-first-instance-url, else when the metadata is in): its answer is cacheable, so the
+// image loader finds it in the HTTP cache (or waits on this request) instead of asking
+// again once Cornerstone is ready. The first image is the one main.js puts first.
 // Meanwhile the server renders that image (/rendered, the file's own window, at the pane's
 // size) and it stands in the first pane until Cornerstone draws its first frame: the
 // viewer's code takes a while to compile, the JPEG does not. It takes no input
@@ -16,7 +18,7 @@
   var preview = window.yunyingPreview = {shown: null, replaced: null, skipped: false};
   var picture = null;
   function viewerElement() {
-    for (var node = script.nextElementSibling; node; node = node.nextElementSibling) {
+    for (var node = script.previousElementSibling; node; node = node.previousElementSibling) {
       if (node.hasAttribute("data-yunying-viewer")) { return node; }
     }
     return null;
@@ -30,7 +32,7 @@
       if (picture) { picture.remove(); picture = null; } else { preview.skipped = true; }
     });
   }
-  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", watch); } else { watch(); }
+  watch();
   function showPreview(instanceUrl) {
     var root = viewerElement();
     var pane = root && root.querySelector('[data-pane="0"]');
@@ -52,8 +54,20 @@
       requestAnimationFrame(function () { preview.shown = performance.now(); });
     }).catch(function () {});
   }
+  function firstFrame(instanceUrl) {
+    fetch(instanceUrl + "/frames/1", {
+      credentials: "same-origin",
+      headers: {Accept: "multipart/related; type=application/octet-stream; transfer-syntax=*"}
+    }).then(function (response) { return response.arrayBuffer(); }).catch(function () {});
+  }
   var url = script.getAttribute("data-metadata-url");
   var series = url.slice(0, -"/metadata".length);
+  // The server named the first image: no need to wait for the metadata to know it.
+  var known = script.getAttribute("data-first-instance-url");
+  if (known) {
+    showPreview(known);
+    firstFrame(known);
+  }
   function value(json, tag) { return json[tag] && json[tag].Value ? json[tag].Value[0] : undefined; }
   window.yunyingEarly = window.yunyingEarly || {};
   window.yunyingEarly[url] = fetch(url, {credentials: "same-origin", headers: {Accept: "application/dicom+json"}})
@@ -64,12 +78,9 @@
         var order = (value(json, "00200013") || 0) - (first ? value(first, "00200013") || 0 : 0);
         if (!first || order < 0 || (order === 0 && String(value(json, "00080018")).localeCompare(String(value(first, "00080018"))) < 0)) { first = json; }
       });
-      if (first) {
+      if (first && !known) {
         showPreview(series + "/instances/" + value(first, "00080018"));
-        fetch(series + "/instances/" + value(first, "00080018") + "/frames/1", {
-          credentials: "same-origin",
-          headers: {Accept: "multipart/related; type=application/octet-stream; transfer-syntax=*"}
-        }).then(function (response) { return response.arrayBuffer(); }).catch(function () {});
+        firstFrame(series + "/instances/" + value(first, "00080018"));
       }
       return instances;
     });
