@@ -40,3 +40,20 @@ def session_context(browser: Any, base_url: str, session: str, **options: Any) -
     context = browser.new_context(**options)
     context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": base_url}])
     return context
+
+
+def press(page: Any, selector: str) -> None:
+    """Click a viewer tool, opening the toolbar's 更多 menu first when the tool is under it
+    (the row too narrow for every group)."""
+    button = page.locator(selector).first
+    if not button.is_visible() and page.locator("[data-more]").first.is_visible():
+        page.locator("[data-more]").first.click()
+    button.click()
+
+
+def choose(page: Any, selector: str, value: str) -> None:
+    """Select an option of a viewer toolbar list, through the 更多 menu when it is there."""
+    field = page.locator(selector).first
+    if not field.is_visible() and page.locator("[data-more]").first.is_visible():
+        page.locator("[data-more]").first.click()
+    field.select_option(value)

@@ -19,6 +19,7 @@ from cloudpacs.models import Study
 from cloudpacs.services import ingest_instance
 from consults.models import Consult
 from facilities.models import ExamKind, User
+from tests.browser import choose
 from tests.factories import PASSWORD, make_consult, make_dataset, make_facility, make_modality, make_user, write_dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -299,6 +300,6 @@ def test_a_prior_opens_beside_the_current_study_and_scrolls_with_it(reading_page
     assert shown(page)[1]["index"] == 4
 
     # No prior: back to one pane.
-    page.select_option("[data-prior]", "")
+    choose(page, "select[data-prior]", "")
     assert [p and p["series"] for p in shown(page)] == [workstation["series"][0], None, None, None]
     assert page.errors == []

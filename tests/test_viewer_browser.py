@@ -21,7 +21,7 @@ from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
 from cloudpacs.models import Study
 from cloudpacs.services import ingest_instance
 from facilities.models import ExamKind, User
-from tests.browser import session_context, watched_page
+from tests.browser import choose, press, session_context, watched_page
 from tests.factories import make_dataset, make_facility, make_modality, make_user, write_dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -321,7 +321,7 @@ def test_a_window_preset_maps_hounsfield_units_as_its_window_says(
     page = browser_page
     open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
     centres = block_centres(CT_SIZE, CT_BLOCK)
-    page.select_option("[data-preset]", preset)
+    choose(page, "select[data-preset]", preset)
     page.wait_for_function(
         f"() => document.querySelector('[data-pane=\"0\"] [data-overlay=\"br\"]').textContent.includes('W: {width} ')"
     )
@@ -338,11 +338,11 @@ def test_invert_and_the_files_default_window(live_server, browser_page, reading_
     page = browser_page
     open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
     centres = block_centres(CT_SIZE, CT_BLOCK)
-    page.click('[data-action="invert"]')
+    press(page, '[data-action="invert"]')
     wait_for_image(page, 0)
     assert np.abs(gray(page, centres) - (255 - expected_ct(1, 40, 400))).max() <= TOLERANCE
-    page.select_option("[data-preset]", "-600,1500")
-    page.select_option("[data-preset]", "default")
+    choose(page, "select[data-preset]", "-600,1500")
+    choose(page, "select[data-preset]", "default")
     wait_for_image(page, 0)
     assert np.abs(gray(page, centres) - expected_ct(1, 40, 400)).max() <= TOLERANCE
 
@@ -351,7 +351,7 @@ def test_cine_plays_through_the_stack_and_pauses(live_server, browser_page, read
     page = browser_page
     open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
     page.fill("[data-fps]", "20")
-    page.click('[data-action="cine"]')
+    press(page, '[data-action="cine"]')
     seen = page.evaluate(
         """() => new Promise((resolve) => {
             const viewport = window.yunyingViewer.viewers[0].panes[0].viewport;
@@ -363,7 +363,7 @@ def test_cine_plays_through_the_stack_and_pauses(live_server, browser_page, read
         })"""
     )
     assert seen == [0, 1, 2, 3]
-    page.click('[data-action="cine"]')
+    press(page, '[data-action="cine"]')
     assert page.locator('[data-action="cine"]').get_attribute("aria-pressed") == "false"
     still = pane_state(page)["index"]
     page.wait_for_timeout(300)
@@ -373,23 +373,23 @@ def test_cine_plays_through_the_stack_and_pauses(live_server, browser_page, read
 def test_rotate_flip_and_fit_move_the_image_on_the_canvas(live_server, browser_page, reading_data):
     page = browser_page
     open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
-    page.select_option("[data-preset]", "400,1800")
+    choose(page, "select[data-preset]", "400,1800")
     wait_for_image(page, 0)
     centres = block_centres(CT_SIZE, CT_BLOCK)
     upright = gray(page, centres)
-    page.click('[data-action="flip-h"]')
+    press(page, '[data-action="flip-h"]')
     wait_for_image(page, 0)
     # sample() follows the image: the same image pixel shows the same value however turned.
     assert np.abs(gray(page, centres) - upright).max() <= TOLERANCE
     assert "水平翻转" in overlay(page, "br")
-    page.click('[data-action="rotate"]')
+    press(page, '[data-action="rotate"]')
     wait_for_image(page, 0)
     assert np.abs(gray(page, centres) - upright).max() <= TOLERANCE
     assert "90°" in overlay(page, "br")
     presentation = page.evaluate("() => window.yunyingViewer.viewers[0].panes[0].viewport.getViewPresentation()")
     assert presentation["rotation"] == 90
     assert presentation["flipHorizontal"] is True
-    page.click('[data-action="reset"]')
+    press(page, '[data-action="reset"]')
     wait_for_image(page, 0)
     presentation = page.evaluate("() => window.yunyingViewer.viewers[0].panes[0].viewport.getViewPresentation()")
     assert presentation["rotation"] == 0
@@ -402,7 +402,7 @@ def test_a_prior_study_opens_in_the_second_pane(live_server, browser_page, readi
     assert page.locator('section[data-pane="1"]').is_visible()
     assert pane_state(page, 1)["total"] == 2
     assert "1/2" in page.locator('[data-pane="1"] [data-overlay="bl"]').inner_text()
-    page.select_option("[data-prior]", "")
+    choose(page, "select[data-prior]", "")
     assert page.locator('section[data-pane="1"]').is_hidden()
 
 
@@ -467,5 +467,5 @@ def test_length_and_angle_measure_in_millimetres_and_degrees(live_server, browse
     angle = next(m for m in page.evaluate("window.yunyingViewer.viewers[0].measurements()") if m["tool"] == "Angle")
     assert abs(angle["angle"] - 90) < 1
 
-    page.click('[data-action="clear"]')
+    press(page, '[data-action="clear"]')
     assert page.evaluate("window.yunyingViewer.viewers[0].measurements()") == []

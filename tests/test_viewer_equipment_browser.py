@@ -14,7 +14,7 @@ from django.test import Client
 
 from facilities.models import ExamKind, User
 from tests import equipment
-from tests.browser import session_context, watched_page
+from tests.browser import press, session_context, watched_page
 from tests.factories import make_facility, make_modality, make_user
 from tests.test_viewer_browser import ingest, open_viewer
 
@@ -89,7 +89,7 @@ def test_an_ultrasound_clip_plays_at_its_own_frame_rate_and_pauses(live_server, 
     # Frame Time 40 ms: 25 frames a second, taken from the file.
     assert page.input_value("[data-fps]") == "25"
     assert bar_column(page) == 0
-    page.click('[data-action="cine"]')
+    press(page, '[data-action="cine"]')
     assert page.locator('[data-action="cine"]').get_attribute("aria-pressed") == "true"
     seen = page.evaluate(
         """(frames) => new Promise((resolve) => {
@@ -107,7 +107,7 @@ def test_an_ultrasound_clip_plays_at_its_own_frame_rate_and_pauses(live_server, 
         FRAMES,
     )
     assert seen["frames"] == list(range(FRAMES))
-    page.click('[data-action="cine"]')
+    press(page, '[data-action="cine"]')
     assert page.locator('[data-action="cine"]').get_attribute("aria-pressed") == "false"
     still = current_index(page)
     page.wait_for_timeout(300)
@@ -119,7 +119,7 @@ def test_an_ultrasound_clip_plays_at_its_own_frame_rate_and_pauses(live_server, 
 
 def test_the_frame_rate_can_be_changed_while_a_clip_plays(live_server, page, equipment_data):
     open_viewer(page, f"{live_server.url}/viewer/{equipment_data['cine']}/")
-    page.click('[data-action="cine"]')
+    press(page, '[data-action="cine"]')
     page.fill("[data-fps]", "5")
     page.dispatch_event("[data-fps]", "change")
     first = current_index(page)
@@ -127,7 +127,7 @@ def test_the_frame_rate_can_be_changed_while_a_clip_plays(live_server, page, equ
     # About five frames a second now; at 25 it would have gone round the clip three times.
     steps = (current_index(page) - first) % FRAMES
     assert 2 <= steps <= 7, steps
-    page.click('[data-action="cine"]')
+    press(page, '[data-action="cine"]')
 
 
 @pytest.mark.parametrize("name", list(COLOUR_BUILDERS))
