@@ -8,7 +8,11 @@ its own module of billing/reports/, which this module only re-exports.
 - reports/turnaround.py: the turnaround page's rows, from the rollup
   (reports/turnaround_rollup.py) or from every signed consult (reports/turnaround_raw.py,
   the exact oracle the tests hold the rollup to);
-- reports/common.py: money, number format, township order, partial periods.
+- reports/common.py: money, number format, township order, partial periods;
+- reports/growth.py: exams and savings year over year and month over month;
+- reports/workload.py: each radiologist's reports by month (weekday days, nights,
+  weekends) with their turnaround, and the share within the time limit by priority and kind;
+- reports/travel.py: savings per exam and per patient, and the patients' travel saved.
 
 Which exams each page counts:
 - volume: every consult that is not cancelled, by exam date;
@@ -28,6 +32,7 @@ from billing.reports.common import (
     wan,
 )
 from billing.reports.filters import Filters, RollupSplit, rollup_parts, rollup_split
+from billing.reports.growth import Growth, GrowthRow, growth, growth_percent
 from billing.reports.measures import HISTOGRAM_BIN_MINUTES, HISTOGRAM_BINS, PERIODS, STAGES, Summary
 from billing.reports.savings import (
     EditionUse,
@@ -39,9 +44,11 @@ from billing.reports.savings import (
     savings,
     unconfirmed_parts,
 )
+from billing.reports.travel import TownshipTravel, Travel, billed_exams, travel
 from billing.reports.turnaround import Turnaround, TurnaroundRow, period_drill, turnaround
 from billing.reports.turnaround_raw import grouped_summaries, summarize
 from billing.reports.volume import VolumeRow, VolumeTable, exam_count, volume, volume_consults
+from billing.reports.workload import LimitCell, WithinLimit, Work, Workload, night_label, within_limit, workload
 
 __all__ = [
     "HISTOGRAM_BINS",
@@ -51,21 +58,33 @@ __all__ = [
     "ZERO",
     "EditionUse",
     "Filters",
+    "Growth",
+    "GrowthRow",
+    "LimitCell",
     "RollupSplit",
     "SavingRow",
     "Savings",
     "Summary",
     "TownshipSaving",
+    "TownshipTravel",
+    "Travel",
     "Turnaround",
     "TurnaroundRow",
     "VolumeRow",
     "VolumeTable",
+    "WithinLimit",
+    "Work",
+    "Workload",
+    "billed_exams",
     "editions",
     "exam_count",
     "fixed",
     "grouped_summaries",
+    "growth",
+    "growth_percent",
     "ledger_entries",
     "money",
+    "night_label",
     "partial_periods",
     "period_bounds",
     "period_drill",
@@ -75,9 +94,12 @@ __all__ = [
     "savings",
     "summarize",
     "township_order",
+    "travel",
     "turnaround",
     "unconfirmed_parts",
     "volume",
     "volume_consults",
     "wan",
+    "within_limit",
+    "workload",
 ]

@@ -22,9 +22,20 @@ from django.utils.translation import gettext as _
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 
-from billing.dashboards import STAGES, Savings, Summary, Turnaround, VolumeTable
+from billing.dashboards import (
+    STAGES,
+    GrowthRow,
+    Savings,
+    Summary,
+    Travel,
+    Turnaround,
+    VolumeTable,
+    WithinLimit,
+    Workload,
+)
 from billing.formatting import place_name
 from billing.models import LedgerEntry
+from consults.models import Priority
 from facilities.models import Facility
 
 
@@ -256,3 +267,135 @@ def turnaround_sheet(data: Turnaround, group: str) -> Sheet:
             line += _summary_cells(s)
         body.append(line)
     return Sheet(first, header, body)
+
+
+# ---------------------------------------------------------------------------- the administrators' reports
+
+
+def growth_sheet(rows: list[GrowthRow], *, money: bool, by_month: bool) -> Sheet:
+    """A growth table: each period, the same period a year before, the period before (for
+    months), and the growth over each in per cent (empty where the base is 0 or missing)."""
+    value = _("节省（元）") if money else _("检查量")
+    header = [_("月份") if by_month else _("年份"), value, _("上年同期"), _("同比增长（%）")]
+    if by_month:
+        header += [_("上月"), _("环比增长（%）")]
+    body = []
+    for r in rows:
+        line: list[Any] = [r.key + ("*" if r.partial else ""), r.value, r.year_before, r.year_over_year]
+        if by_month:
+            line += [r.period_before, r.period_over_period]
+        body.append(line)
+    return Sheet(value, header, body)
+
+
+def _work_cells(w: Any) -> list[Any]:
+    return [w.signed, w.weekday_day, w.weekday_night, w.weekend, w.mean_minutes, w.within_limit, w.within_percent]
+
+
+def _work_header() -> list[str]:
+    return [
+        _("签发报告"),
+        _("工作日白天"),
+        _("工作日夜间"),
+        _("周末"),
+        _("平均会诊时间（分钟）"),
+        _("时限内"),
+        _("时限内比例（%）"),
+    ]
+
+
+def workload_sheet(data: Workload, table: str) -> Sheet:
+    """ "radiologists": each radiologist's totals; "months": one line per radiologist and month."""
+    if table == "radiologists":
+        body = [[str(line.radiologist), *_work_cells(line.total)] for line in data.radiologists]
+        body.append([_("合计"), *_work_cells(data.total)])
+        return Sheet(_("医师工作量"), [_("诊断医师"), *_work_header()], body)
+    body = [
+        [str(line.radiologist), month, *_work_cells(line.months[month])]
+        for line in data.radiologists
+        for month in data.months
+        if month in line.months
+    ]
+    return Sheet(_("医师工作量（按月）"), [_("诊断医师"), _("月份"), *_work_header()], body)
+
+
+def within_limit_sheet(data: WithinLimit) -> Sheet:
+    labels = dict(Priority.choices)
+    header = [
+        _("优先级"),
+        _("检查类型"),
+        _("会诊数"),
+        _("已签发"),
+        _("时限内签发"),
+        _("超时签发"),
+        _("时限内比例（%）"),
+        _("未签发且已超时"),
+    ]
+
+    def cells(c: Any) -> list[Any]:
+        return [c.consults, c.signed, c.within_limit, c.late, c.within_percent, c.open_overdue]
+
+    body = [
+        [str(labels[p]), k, *cells(data.cells[(p, k)])]
+        for p in data.priorities
+        for k in data.kinds
+        if (p, k) in data.cells
+    ]
+    body.append([_("合计"), "", *cells(data.total)])
+    return Sheet(_("时限达标"), header, body)
+
+
+def travel_sheet(data: Travel) -> Sheet:
+    header = [
+        _("乡镇"),
+        _("检查数"),
+        _("患者数"),
+        _("节省（元）"),
+        _("每例节省（元）"),
+        _("每名患者节省（元）"),
+        _("距县医院（公里）"),
+        _("往返路费（元）"),
+        _("往返路上时间（分钟）"),
+        _("免去的路费（元）"),
+        _("免去的路程（公里）"),
+        _("免去的路上时间（小时）"),
+        _("路程数据来源"),
+    ]
+    body: list[list[Any]] = []
+    for t in data.townships:
+        f = t.facility
+        body.append(
+            [
+                _place(f),
+                t.exams,
+                t.patients,
+                t.saving,
+                t.saving_per_exam,
+                t.saving_per_patient,
+                f.county_distance_km,
+                f.round_trip_cost,
+                f.round_trip_minutes,
+                t.travel_cost,
+                t.travel_km,
+                t.travel_hours,
+                f.travel_source,
+            ]
+        )
+    body.append(
+        [
+            _("合计"),
+            data.exams,
+            data.patients,
+            data.saving,
+            data.saving_per_exam,
+            data.saving_per_patient,
+            None,
+            None,
+            None,
+            data.travel_cost,
+            data.travel_km,
+            data.travel_hours,
+            "",
+        ]
+    )
+    return Sheet(_("患者路程"), header, body)

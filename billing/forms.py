@@ -85,6 +85,16 @@ class TurnaroundForm(FilterForm):
     )
 
 
+class WorkloadForm(FilterForm):
+    radiologist = forms.ModelChoiceField(
+        label=_("诊断医师"),
+        queryset=User.objects.filter(role=User.Role.RADIOLOGIST),
+        to_field_name="uuid",
+        required=False,
+        empty_label=_("全部医师"),
+    )
+
+
 class ExamListForm(FilterForm):
     radiologist = forms.ModelChoiceField(
         label=_("诊断医师"),

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
+from typing import Any
 
 COUNTY_CODE = "HANYIN"
 COUNTY_NAME = "汉阴县人民医院"
@@ -270,3 +272,46 @@ CRITICAL_SHARE: dict[str, float] = {"routine": 0.002, "urgent": 0.02, "emergency
 
 # A patient comes back for another exam now and then: the share of exams of a returning patient.
 RETURNING_SHARE = 0.18
+
+
+# --- Patients' travel to the county hospital ----------------------------------------------
+# One-way road distance from each township's centre to the county seat (城关, where the
+# county hospital is), in km, with where the figure comes from. Two are published; for
+# the rest no public figure was found, and the distance is an estimate, said as such.
+# Every figure is a default: an administrator changes it per facility in the admin.
+_ESTIMATED = (
+    "估算：未找到公开的里程，按该镇相对县城的方位及有公开里程的邻镇（漩涡 51 公里、龙垭 6 公里）推估，"
+    "取整到 5 公里；请以县里的实测里程替换。"
+)
+TRAVEL_KM: dict[str, tuple[int, str]] = {
+    "XUANWO": (
+        51,
+        "三秦游《古镇漩涡》（2015-05-27）：漩涡镇“距离县城有51公里”。sanqinyou.com/minsu/info/1552718185450462.html",
+    ),
+    "LONGYA": (6, "乡镇介绍《龙垭镇》：“处于汉阴县城以北6公里”。jswhf.com/shanxi2/ankang01/4884.shtml"),
+    "JIANCHI": (10, _ESTIMATED),
+    "HANYANG": (35, _ESTIMATED),
+    "PUXI": (20, _ESTIMATED),
+    "PINGLIANG": (10, _ESTIMATED),
+    "SHANGQI": (65, _ESTIMATED),
+    "SHUANGRU": (15, _ESTIMATED),
+    "CHENGGUAN": (5, "估算：城关镇即县城所在地，取镇内往返县医院的距离 5 公里。"),
+    "TIEFOSI": (25, _ESTIMATED),
+    "GUANYINHE": (15, _ESTIMATED),
+}
+# The fare and the time on the road have no published figure either: both are estimated
+# from the distance, at a rural bus fare of 0.5 yuan a km and 30 km/h on mountain roads.
+FARE_PER_KM = Decimal("0.50")
+ROAD_KM_PER_HOUR = 30
+TRAVEL_COST_NOTE = "往返路费按每公里 0.5 元、路上时间按平均时速 30 公里估算。"
+
+
+def travel_defaults(code: str) -> dict[str, Any]:
+    """The facility fields of a Hanyin township's travel to the county hospital."""
+    km, source = TRAVEL_KM[code]
+    return {
+        "county_distance_km": Decimal(km),
+        "round_trip_cost": (2 * km * FARE_PER_KM).quantize(Decimal("1")),
+        "round_trip_minutes": round(2 * km * 60 / ROAD_KM_PER_HOUR),
+        "travel_source": f"{source} {TRAVEL_COST_NOTE}",
+    }

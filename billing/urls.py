@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from billing.views import exams, monthly, overview, savings, turnaround, volume
+from billing.views import exams, monthly, overview, reports, savings, turnaround, volume
 
 app_name = "billing"
 
@@ -16,6 +16,12 @@ dashboards = [
     path("exams/", exams.exams, name="exams"),
     path("monthly/", monthly.monthly_reports, name="monthly"),
     path("monthly/<uuid:report_uuid>.pdf", monthly.monthly_pdf, name="monthly_pdf"),
+    path("growth/", reports.growth, name="growth"),
+    path("growth/<slug:table>.<slug:fmt>", reports.growth_export, name="growth_export"),
+    path("workload/", reports.workload, name="workload"),
+    path("workload/<slug:table>.<slug:fmt>", reports.workload_export, name="workload_export"),
+    path("timeliness/", reports.timeliness, name="timeliness"),
+    path("timeliness/<slug:table>.<slug:fmt>", reports.timeliness_export, name="timeliness_export"),
 ]
 
 urlpatterns = [

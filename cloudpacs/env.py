@@ -118,6 +118,28 @@ def env_table(
     return table
 
 
+def env_hours(name: str, default: str) -> tuple[int, int]:
+    """A span of the day as HH:MM-HH:MM, e.g. 18:00-08:00 (it may run past midnight), as
+    minutes after midnight of its start and end. The start and end must differ."""
+    value = _raw(name) or default
+    try:
+        start_text, end_text = (part.strip() for part in value.split("-"))
+        minutes = []
+        for text in (start_text, end_text):
+            hours, _, mins = text.partition(":")
+            if not (hours.isdigit() and mins.isdigit() and len(mins) == 2):
+                raise ValueError(text)
+            h, m = int(hours), int(mins)
+            if h > 23 or m > 59:
+                raise ValueError(text)
+            minutes.append(h * 60 + m)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a span of the day like 18:00-08:00") from None
+    if minutes[0] == minutes[1]:
+        raise ConfigError(f"{name}={value!r} starts and ends at the same time")
+    return minutes[0], minutes[1]
+
+
 def env_path(name: str, default: Path) -> Path:
     value = _raw(name)
     return Path(value).expanduser() if value else default

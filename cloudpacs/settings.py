@@ -17,6 +17,7 @@ from cloudpacs.env import (
     env_choice,
     env_file,
     env_float,
+    env_hours,
     env_int,
     env_list,
     env_networks,
@@ -364,6 +365,9 @@ CONSULT_TIME_LIMITS = env_table(
     rows={"emergency", "urgent", "routine"},
     columns={"DR", "CT", "CT_HEAD"},
 )
+# The night of the radiologists' workload report, local time (TIME_ZONE): a report signed
+# from the start (inclusive) to the end (exclusive) on a weekday is a night's work.
+REPORT_NIGHT_HOURS = env_hours("REPORT_NIGHT_HOURS", "18:00-08:00")
 # A consult is flagged once this share of its limit has passed, and escalated past it.
 CONSULT_NEAR_LIMIT_FRACTION = env_float("CONSULT_NEAR_LIMIT_FRACTION", 0.8, minimum=0.0)
 # Arrived consults go to the least loaded qualified radiologist on duty; off, they wait

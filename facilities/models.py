@@ -50,6 +50,35 @@ class Facility(models.Model):
     requires_second_signature = models.BooleanField(
         _("报告需审核"), default=False, help_text=_("初诊后须由上级医师审核方可签发")
     )
+    # What a patient of a township saves in travel by being examined at home instead of at
+    # the county hospital: the administrators' reports multiply it by the exams billed.
+    county_distance_km = models.DecimalField(
+        _("距县医院（公里）"),
+        max_digits=6,
+        decimal_places=1,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text=_("单程道路里程；留空表示未知"),
+    )
+    round_trip_cost = models.DecimalField(
+        _("往返路费（元）"),
+        max_digits=8,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text=_("一名患者往返县医院的车费"),
+    )
+    round_trip_minutes = models.PositiveIntegerField(
+        _("往返路上时间（分钟）"), null=True, blank=True, help_text=_("一名患者往返县医院路上所用时间")
+    )
+    travel_source = models.CharField(
+        _("路程数据来源"),
+        max_length=500,
+        blank=True,
+        help_text=_("里程、路费和时间的出处；没有出处时写明“估算”及估算方法"),
+    )
 
     class Meta:
         verbose_name = _("医疗机构")

@@ -323,6 +323,13 @@ def cases() -> list[tuple[str, Callable[[], Any]]]:
         ("page: /dashboards/turnaround/", page("turnaround")),
         ("page: /dashboards/turnaround/?one year", page("turnaround", one_year)),
         ("page: /dashboards/turnaround/?Xuanwo", page("turnaround", {"township": str(xuanwo.uuid)})),
+        ("query: growth (year over year, month over month)", lambda: dashboards.growth(Filters())),
+        ("query: workload (radiologists by month, nights, weekends)", lambda: dashboards.workload(Filters())),
+        ("query: within the time limit by priority and kind", lambda: dashboards.within_limit(Filters())),
+        ("query: travel (per exam, per patient, journeys)", lambda: dashboards.travel(Filters())),
+        ("page: /dashboards/growth/", page("growth")),
+        ("page: /dashboards/workload/", page("workload")),
+        ("page: /dashboards/timeliness/", page("timeliness")),
         ("page: /dashboards/exams/ (first page)", page("exams")),
         ("page: /dashboards/exams/?Xuanwo CT 2024 (first page)", page("exams", xuanwo_ct_2024)),
     ]

@@ -60,6 +60,7 @@ class Scope:
             "date_to": f.date_to.isoformat() if f.date_to else "",
             "township": str(f.facility.uuid) if f.facility else "",
             "modality": f.kind or "",
+            "radiologist": str(f.radiologist.uuid) if f.radiologist else "",
         }
         return {k: v for k, v in params.items() if v}
 
@@ -140,6 +141,7 @@ def render_page(request: HttpRequest, template: str, scope: Scope, context: dict
         "form": scope.form,
         "query": urlencode(scope.query),
         "shows_money": has_role(request.user, *MONEY_ROLES),
+        "shows_reports": has_role(request.user, ADMINISTRATOR),
         **context,
     }
     return render(request, template, context, status=400 if scope.filters is None else 200)

@@ -56,6 +56,7 @@ def savings(request: HttpRequest) -> HttpResponse:
     mark_partial(data.by_year, scope.filters)
     mark_partial(data.by_month, scope.filters)
     townships = [township_row(scope, t, data.kinds) for t in data.by_township]
+    travel = dashboards.travel(scope.filters)
     kind_totals = [
         (sum((t.by_kind.get(k, dashboards.ZERO) for t in data.by_township), dashboards.ZERO), k) for k in data.kinds
     ]
@@ -79,6 +80,8 @@ def savings(request: HttpRequest) -> HttpResponse:
             "kind_totals": kind_totals,
             "figure1": figure1,
             "editions": dashboards.editions(scope.filters),
+            "travel": travel,
+            "travel_rows": [(place(t.facility), t) for t in travel.townships],
             "unconfirmed": dashboards.unconfirmed_parts(scope.filters),
             "partial_rows": [r for r in data.by_year if r.partial],
             "partial_months": [r for r in data.by_month if r.partial],
@@ -86,7 +89,7 @@ def savings(request: HttpRequest) -> HttpResponse:
     )
 
 
-SAVINGS_TABLES = ("township", "kind", "year", "month", "entries")
+SAVINGS_TABLES = ("township", "kind", "year", "month", "travel", "entries")
 
 
 @role_required(*MONEY_ROLES)
@@ -98,6 +101,8 @@ def savings_export(request: HttpRequest, table: str, fmt: str) -> HttpResponseBa
         return render_page(request, "billing/dashboards/savings.html", scope, {})
     if table == "entries":
         sheet = exports.entries_sheet(dashboards.ledger_entries(scope.filters))
+    elif table == "travel":
+        sheet = exports.travel_sheet(dashboards.travel(scope.filters))
     else:
         sheet = exports.savings_sheets(dashboards.savings(scope.filters))[table]
     return download(request, scope, sheet, f"savings-{table}", fmt)

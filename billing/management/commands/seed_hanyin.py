@@ -220,6 +220,7 @@ def upsert_facilities() -> tuple[Facility, dict[str, Facility]]:
                 "pinyin": t.pinyin,
                 "kind": Facility.Kind.TOWNSHIP_CENTRE,
                 "level": Facility.Level.FIRST,
+                **hanyin.travel_defaults(t.code),
             },
         )
         for t in hanyin.TOWNSHIPS
