@@ -286,9 +286,10 @@ _ESTIMATED = (
 TRAVEL_KM: dict[str, tuple[int, str]] = {
     "XUANWO": (
         51,
-        "三秦游《古镇漩涡》（2015-05-27）：漩涡镇“距离县城有51公里”。sanqinyou.com/minsu/info/1552718185450462.html",
+        "三秦游《古镇漩涡》（2015-05-27）：漩涡镇“距离县城有51公里”。"
+        " http://www.sanqinyou.com/minsu/info/1552718185450462.html",
     ),
-    "LONGYA": (6, "乡镇介绍《龙垭镇》：“处于汉阴县城以北6公里”。jswhf.com/shanxi2/ankang01/4884.shtml"),
+    "LONGYA": (6, "乡镇介绍《龙垭镇》：“处于汉阴县城以北6公里”。 http://jswhf.com/shanxi2/ankang01/4884.shtml"),
     "JIANCHI": (10, _ESTIMATED),
     "HANYANG": (35, _ESTIMATED),
     "PUXI": (20, _ESTIMATED),

@@ -402,8 +402,10 @@ def test_the_savings_page_shows_the_travel_beside_the_price_difference(history, 
     travel = dashboards.travel(Filters())
     xuanwo = next(t for t in travel.townships if t.facility == township)
     assert table["漩涡"][0] == f"{xuanwo.exams:,}" and table["漩涡"][5] == "51.0"
-    assert table["漩涡"][8] == f"{xuanwo.travel_cost:,.2f}"
-    assert "sanqinyou.com" in page and 'id="travel-unknown"' in page
+    assert table["漩涡"][6] == "51.00 元 · 204 分钟"
+    assert table["漩涡"][7] == f"{xuanwo.travel_cost:,.2f}"
+    assert 'href="http://www.sanqinyou.com/minsu/info/1552718185450462.html"' in page
+    assert 'id="travel-unknown"' in page
 
 
 @pytest.mark.parametrize("url", [GROWTH, WORKLOAD, TIMELINESS])

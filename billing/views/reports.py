@@ -108,6 +108,7 @@ def workload(request: HttpRequest) -> HttpResponse:
         )
         for month in data.months
     ]
+    partial_rows = _partial_months(data, scope)
     chart = {
         "title": str(_("各医师签发报告数")),
         "categories": [p["name"] for p in people],
@@ -129,7 +130,8 @@ def workload(request: HttpRequest) -> HttpResponse:
             "people": people,
             "matrix": matrix,
             "chart": chart,
-            "partial_rows": _partial_months(data, scope),
+            "partial_rows": partial_rows,
+            "partial_keys": {r.label for r in partial_rows},
         },
     )
 
