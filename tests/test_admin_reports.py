@@ -87,7 +87,8 @@ def build_history(
     cancelled = make_exam(township, ExamKind.CT, date(2024, 5, 6), 30, radiologist)
     Consult.objects.filter(pk=cancelled.pk).update(status=Consult.Status.CANCELLED)
     overdue = make_exam(township, ExamKind.DR, date(2025, 3, 28), 0, None, signed=False, priority=Priority.URGENT)
-    rollup.refresh_from_audit_trail()
+    rollup.follow_consult_changes()
+    rollup.refresh_day(cancelled.exam_date, township)
     return {"consults": consults, "cancelled": cancelled, "overdue": overdue, "second": second}
 
 
