@@ -5,15 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
 
 from cloudpacs.models import BodyPart
-from consults.models import Consult, Phrase, Priority, ReportLanguage
+from consults.models import OPEN_STATUSES, Consult, Phrase, Priority, ReportLanguage
 from consults.rules import (
     BAD_PRIORITY,
     CONSULTS_GONE,
+    EMPTY_ADDENDUM,
+    EMPTY_CRITICAL,
+    EMPTY_IMPRESSION,
     NO_CONSULTS_CHOSEN,
+    NOT_ON_DUTY,
     TOO_FEW_BODY_PARTS,
+    Step,
     WorkflowError,
     check_request,
 )
@@ -48,6 +54,32 @@ class ConsultSearchForm(forms.Form):
         return cleaned
 
 
+class WorklistFilterForm(forms.Form):
+    """The worklist's filters: a township (by code), a modality, one of the open statuses,
+    only the reader's own. A value that is none of these filters nothing, as before it was
+    chosen."""
+
+    facility = forms.CharField(required=False, max_length=32)
+    modality = forms.ChoiceField(required=False, choices=[("", ""), *ExamKind.choices])
+    status = forms.ChoiceField(
+        required=False,
+        choices=[("", ""), *((value, label) for value, label in Consult.Status.choices if value in OPEN_STATUSES)],
+    )
+    mine = forms.BooleanField(required=False)
+
+    def chosen(self) -> dict[str, Any]:
+        """Every filter's value, empty for one not chosen or not valid."""
+        self.is_valid()
+        cleaned = getattr(self, "cleaned_data", {})
+        return {name: cleaned.get(name, field.initial or "") for name, field in self.fields.items()}
+
+    @property
+    def statuses(self) -> list[tuple[str, str]]:
+        status = self.fields["status"]
+        assert isinstance(status, forms.ChoiceField)
+        return [(str(value), str(label)) for value, label in status.choices if value]
+
+
 class BirthDateForm(forms.Form):
     """The verification page's second factor."""
 
@@ -70,20 +102,113 @@ class ConsultRequestForm(forms.Form):
 
     FIELDS = ("clinical_history", "body_part_names", "body_parts", "priority", "question")
 
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
+    @classmethod
+    def of(cls, consult: Consult) -> ConsultRequestForm:
+        """The form filled with the consult's request as it stands, to be corrected."""
+        return cls(initial={name: getattr(consult, name) for name in cls.FIELDS})
+
+    def clean_priority(self) -> str | None:
+        priority = self.cleaned_data.get("priority") or None
+        self._check(priority=priority)
+        return priority
+
+    def clean_body_parts(self) -> int | None:
+        body_parts = self.cleaned_data.get("body_parts")
+        self._check(body_parts=body_parts)
+        return body_parts
+
+    @staticmethod
+    def _check(**value: Any) -> None:
         try:
-            check_request(priority=cleaned.get("priority") or None, body_parts=cleaned.get("body_parts"))
+            check_request(**value)
         except WorkflowError as refused:
             raise forms.ValidationError(str(refused)) from refused
-        return cleaned
 
     def posted(self) -> dict[str, Any]:
-        """The cleaned values of the fields that were posted: a correction's changes."""
-        return {name: self.cleaned_data[name] for name in self.FIELDS if name in self.data}
+        """The cleaned values of the fields that were posted: a correction's changes (a
+        priority or a count posted empty changes nothing)."""
+        return {
+            name: self.cleaned_data[name]
+            for name in self.FIELDS
+            if name in self.data and self.cleaned_data[name] is not None
+        }
 
-    def first_error(self) -> str:
-        return next((str(message) for errors in self.errors.values() for message in errors), "")
+
+# A report, an addendum or a critical finding longer than this is a paste gone wrong, not a text.
+TEXT_LIMIT = 20000
+
+UNKNOWN_ACTION = _("未知的报告操作。")
+
+
+class ReportForm(forms.Form):
+    """The reading page's report: its text and the button pressed. Save a draft, sign
+    preliminary (初诊), sign (签发, 审核签发), or sign and open the next case. A signature
+    needs an impression. A text left out of the POST is left as saved; the page shown again
+    after a refusal shows the text as posted, so nothing typed is lost."""
+
+    SAVE, PRELIMINARY, SIGN, SIGN_NEXT = "save", "preliminary", "sign", "sign_next"
+    STEPS = {SAVE: Step.EDIT, PRELIMINARY: Step.PRELIMINARY, SIGN: Step.SIGN, SIGN_NEXT: Step.SIGN}
+
+    findings = forms.CharField(label=_("影像所见"), required=False, max_length=TEXT_LIMIT)
+    impression = forms.CharField(label=_("诊断意见"), required=False, max_length=TEXT_LIMIT)
+    action = forms.ChoiceField(
+        required=False,
+        choices=[(SAVE, SAVE), (PRELIMINARY, PRELIMINARY), (SIGN, SIGN), (SIGN_NEXT, SIGN_NEXT)],
+        error_messages={"invalid_choice": UNKNOWN_ACTION},
+    )
+
+    def clean_action(self) -> str:
+        return self.cleaned_data.get("action") or self.SAVE
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        signs = cleaned.get("action") in (self.PRELIMINARY, self.SIGN, self.SIGN_NEXT)
+        # Left out of the POST, the saved impression is the one signed: the service checks it.
+        if signs and "impression" in self.data and not cleaned.get("impression"):
+            self.add_error("impression", EMPTY_IMPRESSION)
+        return cleaned
+
+    @property
+    def step(self) -> Step:
+        """The step the button asks for; a draft's for an unknown button (the form refuses it)."""
+        return self.STEPS.get(str(self.data.get("action") or self.SAVE), Step.EDIT)
+
+    def text(self) -> dict[str, str | None]:
+        """The cleaned findings and impression, None for one not posted (kept as saved)."""
+        return {name: self.cleaned_data[name] if name in self.data else None for name in ("findings", "impression")}
+
+
+class AddendumForm(forms.Form):
+    """A later addition to a signed report."""
+
+    text = forms.CharField(label=_("补充报告"), max_length=TEXT_LIMIT, error_messages={"required": EMPTY_ADDENDUM})
+
+
+class CriticalFindingForm(forms.Form):
+    """A critical finding (危急值) the reader reports to the township at once."""
+
+    description = forms.CharField(
+        label=_("危急值内容"), max_length=TEXT_LIMIT, error_messages={"required": EMPTY_CRITICAL}
+    )
+
+
+class ReassignForm(forms.Form):
+    """重新分配: to a named reader on duty for the consult's kind (`readers`), or, left
+    empty, to the least loaded of them."""
+
+    to = forms.ModelChoiceField(
+        label=_("重新分配给"),
+        queryset=User.objects.none(),
+        required=False,
+        to_field_name="uuid",
+        error_messages={"invalid_choice": NOT_ON_DUTY},
+    )
+
+    def __init__(self, *args: Any, readers: QuerySet[User], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        to = self.fields["to"]
+        assert isinstance(to, forms.ModelChoiceField)
+        to.queryset = readers
 
 
 class ReportTemplateForm(forms.Form):

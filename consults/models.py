@@ -136,6 +136,16 @@ class Consult(models.Model):
         return f"{self.facility.short_name} {self.kind} {self.exam_date} ({self.get_status_display()})"
 
     @property
+    def is_open(self) -> bool:
+        """Waiting for a report: the time limit runs (ConsultQuerySet.open())."""
+        return self.status in OPEN_STATUSES
+
+    @property
+    def is_held(self) -> bool:
+        """Held by a reader who has not signed it yet: their lock applies (ConsultQuerySet.held())."""
+        return self.status in HELD_STATUSES
+
+    @property
     def consult_time(self) -> timedelta | None:
         """Arrival to signed report: the turnaround the paper's Figure 2 reports."""
         if self.signed_at is None:

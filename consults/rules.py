@@ -111,6 +111,15 @@ NO_CONSULTS_CHOSEN = gettext_lazy("请至少选择一个会诊。")
 CONSULTS_GONE = gettext_lazy("所选会诊中有已不存在的会诊。")
 TOO_FEW_BODY_PARTS = gettext_lazy("部位数至少为 1。")
 
+# --- The report's and the reading steps' own fields ---------------------------------------------
+# Written once: the forms of the reading page show them beside the field, the workflow's
+# steps raise them for a caller that bypasses a form.
+
+EMPTY_IMPRESSION = gettext_lazy("诊断意见不能为空。")
+EMPTY_ADDENDUM = gettext_lazy("补充内容不能为空。")
+EMPTY_CRITICAL = gettext_lazy("请填写危急值内容。")
+NOT_ON_DUTY = gettext_lazy("该医师不在班或无相应阅片资格。")
+
 
 def check_request(*, priority: str | None = None, body_parts: int | None = None) -> None:
     """The one check of a consult request's priority and body-part count, for the form that

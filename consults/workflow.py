@@ -23,9 +23,8 @@ from pydicom.uid import generate_uid
 from cloudpacs.models import Study
 from consults import handoff, outbox
 from consults.changes import Change, publish
-from consults.models import HELD_STATUSES as HELD_STATUSES
-from consults.models import OPEN_STATUSES as OPEN_STATUSES
 from consults.models import (
+    HELD_STATUSES,
     Addendum,
     Assignment,
     Consult,
@@ -37,6 +36,7 @@ from consults.models import (
 )
 from consults.rules import CONSULTS_GONE, NO_CONSULTS_CHOSEN, check_request, move_refusal, require
 from consults.rules import DEFAULT_TIME_LIMITS as DEFAULT_TIME_LIMITS
+from consults.rules import EMPTY_ADDENDUM, EMPTY_CRITICAL, EMPTY_IMPRESSION, check_request, require
 from consults.rules import NotAllowed as NotAllowed
 from consults.rules import RequestLocked as RequestLocked
 from consults.rules import Step as Step
@@ -463,7 +463,7 @@ def save_draft(consult: Consult, user: User, findings: str, impression: str, now
 
 def _require_text(report: Report) -> None:
     if not report.impression.strip():
-        raise WorkflowError(_("诊断意见不能为空。"))
+        raise WorkflowError(str(EMPTY_IMPRESSION))
 
 
 def sign_preliminary(
@@ -565,7 +565,7 @@ def add_addendum(consult: Consult, user: User, text: str) -> Addendum:
         locked = _lock(consult)
         require(Step.ADDENDUM, user, locked)
         if not text:
-            raise WorkflowError(_("补充内容不能为空。"))
+            raise WorkflowError(str(EMPTY_ADDENDUM))
         report = report_for(locked)
         if report is None or not report.is_signed:
             raise WorkflowError(_("报告签发后才能添加补充报告。"))
@@ -621,7 +621,7 @@ def flag_critical(consult: Consult, user: User, description: str, now: datetime 
         locked = _lock(consult)
         require(Step.FLAG_CRITICAL, user, locked, now)
         if not description:
-            raise WorkflowError(_("请填写危急值内容。"))
+            raise WorkflowError(str(EMPTY_CRITICAL))
         finding = CriticalFinding.objects.create(
             consult=locked, description=description, flagged_by=user, flagged_at=now
         )

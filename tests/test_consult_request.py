@@ -91,10 +91,28 @@ def test_a_study_that_already_has_a_consult_sends_the_technologist_to_it(townshi
     assert Consult.objects.get().priority == Priority.ROUTINE
 
 
-def test_a_body_part_count_below_one_is_refused_with_a_message(township, study, technologist_client):
-    response = technologist_client.post(request_url(study), {"body_parts": "0"}, follow=True)
+def test_a_body_part_count_below_one_is_refused_beside_it_and_the_request_is_kept(township, study, technologist_client):
+    response = technologist_client.post(
+        request_url(study), {"body_parts": "0", "clinical_history": "摔伤后右腕肿痛", "priority": "emergency"}
+    )
 
-    assert "部位数至少为 1。" in response.content.decode()
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert 'id="request-part-count-errors"' in body and "部位数至少为 1。" in body
+    assert "摔伤后右腕肿痛</textarea>" in body
+    assert '<option value="emergency" selected>' in body
+    assert not Consult.objects.exists()
+
+
+def test_a_body_part_count_that_is_no_number_and_an_unknown_priority_are_each_refused_beside_them(
+    township, study, technologist_client
+):
+    response = technologist_client.post(request_url(study), {"body_parts": "两个", "priority": "soon"})
+
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert 'id="request-part-count-errors"' in body and "部位数至少为 1。" in body
+    assert 'id="request-priority-errors"' in body and "无效的优先级。" in body
     assert not Consult.objects.exists()
 
 

@@ -169,6 +169,9 @@ def test_the_worklist_filters_by_facility_modality_status_and_mine(
     assert listed(modality="CT") == {here_ct.uuid}
     assert listed(status="assigned") == {mine.uuid}
     assert listed(mine="1") == {mine.uuid}
+    # A value that is no filter (a signed status is never on the worklist) filters nothing.
+    assert listed(modality="MR", status="signed") == {here_ct.uuid, there_dr.uuid, mine.uuid}
+    assert listed(modality="MR", mine="1") == {mine.uuid}
 
 
 def test_an_administrator_is_sent_to_the_dashboard(administrator_client):

@@ -482,3 +482,152 @@ def test_the_template_form_labels_each_field_and_suggests_the_body_parts(radiolo
     for field in ("template-kind", "template-body-part", "template-name", "template-findings", "template-impression"):
         assert f'<label for="{field}">' in body and f'id="{field}"' in body
     assert '<option value="胸部">' in body  # from the body-part vocabulary
+
+
+# --- A bad field: its error beside it, in the user's language, and nothing typed lost ---------
+
+
+def test_signing_with_an_empty_impression_shows_the_error_beside_it_and_keeps_the_findings(radiologist_client, consult):
+    radiologist_client.post(url("claim", consult))
+    for action in ("sign", "sign_next", "preliminary"):
+        response = radiologist_client.post(
+            url("report", consult), {"findings": "右肺下叶见斑片影，边缘模糊。", "impression": "  ", "action": action}
+        )
+
+        assert response.status_code == 400, action
+        body = response.content.decode()
+        assert 'id="impression-errors"' in body and "诊断意见不能为空。" in body
+        assert "右肺下叶见斑片影，边缘模糊。</textarea>" in body  # the half-written report is still there
+    consult.refresh_from_db()
+    assert consult.signed_at is None and consult.status == Consult.Status.OPENED
+
+
+def test_a_refused_report_is_shown_in_english_to_an_english_reader(settings, radiologist_client, consult):
+    radiologist_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+    radiologist_client.post(url("claim", consult))
+
+    response = radiologist_client.post(url("report", consult), {"findings": "所见", "impression": "", "action": "sign"})
+
+    assert response.status_code == 400
+    assert "The impression cannot be empty." in response.content.decode()
+
+
+def test_an_unknown_report_action_is_refused_and_keeps_the_text(radiologist_client, consult):
+    radiologist_client.post(url("claim", consult))
+
+    response = radiologist_client.post(
+        url("report", consult), {"findings": "双肺纹理清晰。", "impression": "未见异常。", "action": "publish"}
+    )
+
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert 'id="action-errors"' in body and "未知的报告操作。" in body
+    assert "双肺纹理清晰。</textarea>" in body and "未见异常。</textarea>" in body
+    consult.refresh_from_db()
+    assert consult.signed_at is None
+    assert not hasattr(consult, "report") or consult.report.findings == ""
+
+
+def test_a_report_text_beyond_the_limit_is_refused_beside_its_field(radiologist_client, consult):
+    from consults.forms import TEXT_LIMIT
+
+    radiologist_client.post(url("claim", consult))
+
+    response = radiologist_client.post(
+        url("report", consult), {"findings": "影" * (TEXT_LIMIT + 1), "impression": "意见", "action": "save"}
+    )
+
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert 'id="findings-errors"' in body and str(TEXT_LIMIT) in body
+    assert "意见</textarea>" in body
+
+
+def test_a_draft_posted_without_its_impression_keeps_the_saved_one(radiologist_client, radiologist, consult):
+    workflow.claim_consult(consult, radiologist)
+    workflow.save_draft(consult, radiologist, "所见", "已写的意见")
+
+    response = radiologist_client.post(url("report", consult), {"findings": "新的所见", "action": "save"})
+
+    assert response.status_code == 302
+    consult.report.refresh_from_db()
+    assert (consult.report.findings, consult.report.impression) == ("新的所见", "已写的意见")
+
+
+def test_a_bad_field_from_someone_who_may_not_take_the_step_is_still_a_403(radiologist, other_radiologist, consult):
+    workflow.claim_consult(consult, radiologist)
+    client = login(other_radiologist)
+
+    assert client.post(url("report", consult), {"impression": "", "action": "sign"}).status_code == 403
+    assert client.post(url("report", consult), {"action": "publish"}).status_code == 403
+    assert client.post(url("critical", consult), {"description": ""}).status_code == 403
+
+
+def test_an_empty_addendum_is_refused_beside_its_field(radiologist_client, radiologist, consult):
+    workflow.claim_consult(consult, radiologist)
+    workflow.sign_final(consult, radiologist, "所见", "意见")
+
+    response = radiologist_client.post(url("addendum", consult), {"text": "   "})
+
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert 'id="addendum-errors"' in body and "补充内容不能为空。" in body
+    assert not consult.report.addenda.exists()
+
+
+def test_an_empty_critical_finding_is_refused_with_its_section_open(radiologist_client, radiologist, consult):
+    workflow.claim_consult(consult, radiologist)
+
+    response = radiologist_client.post(url("critical", consult), {"description": ""})
+
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert 'id="critical-errors"' in body and "请填写危急值内容。" in body
+    assert "<details open>" in body
+    assert not CriticalFinding.objects.exists()
+
+
+def test_reassigning_to_a_reader_not_on_duty_is_refused_beside_the_list(
+    radiologist_client, radiologist, other_radiologist, consult
+):
+    from tests.factories import make_shift
+
+    make_shift(radiologist, timezone.now() - timedelta(hours=1))
+    workflow.claim_consult(consult, radiologist)  # 李医生 is a senior: may reassign
+
+    for to in (str(other_radiologist.uuid), "not-a-uuid"):  # 王医生 has no shift now
+        response = radiologist_client.post(url("reassign", consult), {"to": to})
+
+        assert response.status_code == 400, to
+        body = response.content.decode()
+        assert 'id="reassign-errors"' in body and "该医师不在班或无相应阅片资格。" in body
+    consult.refresh_from_db()
+    assert consult.radiologist == radiologist
+
+
+def test_a_correction_with_a_bad_count_is_refused_beside_it_and_keeps_what_was_typed(technologist_client, consult):
+    detail = reverse("consults:detail", args=[consult.uuid])
+
+    response = technologist_client.post(
+        url("request", consult),
+        {"clinical_history": "外伤后胸痛 2 小时", "body_parts": "0", "priority": "urgent", "next": detail},
+    )
+
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert 'id="request-part-count-errors"' in body and "部位数至少为 1。" in body
+    assert "外伤后胸痛 2 小时</textarea>" in body
+    assert '<option value="urgent" selected>' in body
+    assert f'name="next" value="{detail}"' in body  # a second try returns where the first came from
+    consult.refresh_from_db()
+    assert (consult.clinical_history, consult.priority) == ("咳嗽两周，发热 3 天", "routine")
+
+
+def test_a_correction_with_an_unknown_priority_is_refused_beside_it(technologist_client, consult):
+    response = technologist_client.post(url("request", consult), {"priority": "whenever"})
+
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert 'id="request-priority-errors"' in body and "无效的优先级。" in body
+    consult.refresh_from_db()
+    assert consult.priority == "routine"

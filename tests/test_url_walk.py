@@ -68,7 +68,16 @@ def parameters(chain: tuple[Any, ...]) -> dict[str, str]:
 # other redirect (a form post that goes back to its page, the home page sending a user on).
 LOGIN = "login"
 REDIRECT = "redirect"
-OK, NO_CONTENT, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, NOT_ALLOWED, CONFLICT = 200, 204, 401, 403, 404, 405, 409
+OK, NO_CONTENT, BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, NOT_ALLOWED, CONFLICT = (
+    200,
+    204,
+    400,
+    401,
+    403,
+    404,
+    405,
+    409,
+)
 
 
 @dataclass(frozen=True)
@@ -237,7 +246,15 @@ TABLE: dict[str, Route] = {
         f"reading/<uuid:consult_uuid>/{step}/": clinical(
             f"/reading/{{consult}}/{step}/", technologist=FORBIDDEN, radiologist=REDIRECT, method="POST"
         )
-        for step in ("claim", "open", "release", "reassign", "report", "addendum", "critical")
+        for step in ("claim", "open", "release", "reassign", "report")
+    },
+    # Posted empty, an addendum or a critical finding says nothing: the page again, its
+    # field's error beside it.
+    **{
+        f"reading/<uuid:consult_uuid>/{step}/": clinical(
+            f"/reading/{{consult}}/{step}/", technologist=FORBIDDEN, radiologist=BAD_REQUEST, method="POST"
+        )
+        for step in ("addendum", "critical")
     },
     # 已收到: the township's technologist says the signed report reached them.
     "reading/<uuid:consult_uuid>/receive/": clinical(

@@ -19,9 +19,9 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from cloudpacs.models import Order, Study
 from consults import services, verification, workflow
-from consults.forms import BirthDateForm, ConsultRequestForm, ConsultSearchForm
-from consults.models import OPEN_STATUSES, Consult, ConsultQuerySet, Priority, Report
-from consults.rules import is_technologist_of, may_acknowledge
+from consults.forms import BirthDateForm, ConsultRequestForm, ConsultSearchForm, WorklistFilterForm
+from consults.models import Consult, ConsultQuerySet, Priority, Report
+from consults.rules import Step, is_technologist_of, may_acknowledge
 from consults.status import platform_status as gather_platform_status
 from facilities.access import (
     ADMINISTRATOR,
@@ -101,7 +101,6 @@ def facility_page(request: HttpRequest, facility_uuid: UUID) -> HttpResponse:
             "findings": findings,
             "can_acknowledge": may_acknowledge(request.user, facility.pk),
             "can_request": is_technologist_of(request.user, facility.pk),
-            "priorities": Priority.choices,
             "orders_waiting": orders_waiting.count(),
             "orders_to_confirm": orders_to_confirm.count(),
         },
@@ -120,15 +119,14 @@ def request_consult(request: HttpRequest, study_uid: str) -> HttpResponse:
             messages.info(request, _("该检查已有会诊申请。"))
         return redirect(reverse("consults:detail", args=[existing.uuid]))
     if request.method == "GET":
-        return render(
-            request,
-            "consults/request.html",
-            {"study": study, "patient": study.patient, "priorities": Priority.choices},
-        )
+        form = ConsultRequestForm(initial={"body_parts": 1, "priority": Priority.ROUTINE})
+        return render(request, "consults/request.html", {"study": study, "patient": study.patient, "form": form})
     form = ConsultRequestForm(request.POST)
     if not form.is_valid():
-        messages.error(request, form.first_error())
-        return redirect(reverse("consults:request", args=[study.study_uid]))
+        # The form again, as typed, each error beside its field.
+        return render(
+            request, "consults/request.html", {"study": study, "patient": study.patient, "form": form}, status=400
+        )
     data = form.cleaned_data
     try:
         consult = services.request_consult(
@@ -149,29 +147,27 @@ def request_consult(request: HttpRequest, study_uid: str) -> HttpResponse:
     return redirect(reverse("consults:detail", args=[consult.uuid]))
 
 
-def _worklist_filters(request: HttpRequest, consults: ConsultQuerySet) -> tuple[ConsultQuerySet, dict[str, Any]]:
-    chosen = {
-        "facility": request.GET.get("facility", ""),
-        "modality": request.GET.get("modality", ""),
-        "status": request.GET.get("status", ""),
-        "mine": request.GET.get("mine", "") == "1",
-    }
+def _worklist_filters(
+    request: HttpRequest, consults: ConsultQuerySet
+) -> tuple[ConsultQuerySet, WorklistFilterForm, dict[str, Any]]:
+    form = WorklistFilterForm(request.GET)
+    chosen = form.chosen()
     if chosen["facility"]:
         consults = consults.filter(facility__code=chosen["facility"])
-    if chosen["modality"] in ExamKind.values:
+    if chosen["modality"]:
         consults = consults.filter(kind=chosen["modality"])
-    if chosen["status"] in OPEN_STATUSES:
+    if chosen["status"]:
         consults = consults.filter(status=chosen["status"])
     if chosen["mine"]:
         consults = consults.filter(radiologist_id=request.user.pk)
-    return consults, chosen
+    return consults, form, chosen
 
 
 @role_required(RADIOLOGIST)
 def worklist(request: HttpRequest) -> HttpResponse:
     # What a radiologist still has to act on; signed and delivered consults leave the worklist.
     consults = cast(ConsultQuerySet, consults_for(request.user)).open()
-    consults, chosen = _worklist_filters(request, consults)
+    consults, filters, chosen = _worklist_filters(request, consults)
     consults = consults.by_urgency()
     page = Paginator(consults, PAGE_SIZE * 2).get_page(request.GET.get("page"))
     query = request.GET.copy()
@@ -184,7 +180,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
             "chosen": chosen,
             "facilities": facilities_for(request.user).filter(kind=Facility.Kind.TOWNSHIP_CENTRE, is_active=True),
             "kinds": ExamKind.choices,
-            "statuses": [(value, label) for value, label in Consult.Status.choices if value in OPEN_STATUSES],
+            "statuses": filters.statuses,
             "now": timezone.now(),
             "query": query.urlencode(),
         },
@@ -205,6 +201,7 @@ def consult_detail(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
     # Viewing changes nothing; the township says it has the report with the 已收到 button.
     audit("consults.report.viewed", request=request, obj=consult, signed=signed)
     user = request.user
+    steps = workflow.allowed_steps(user, consult)
     return render(
         request,
         "consults/consult_detail.html",
@@ -216,12 +213,12 @@ def consult_detail(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
             "body_part": services.body_part_label(consult),
             "critical_findings": consult.critical_findings.select_related("flagged_by", "acknowledged_by"),
             # What this user may do here: the buttons (consults.rules), as on the reading page.
-            "steps": workflow.allowed_steps(user, consult),
+            "steps": steps,
             # The demo's historical studies are index rows without images: nothing to open.
             "can_view_images": study is not None
             and study.number_of_instances > 0
             and (has_role(user, TECHNOLOGIST) or has_role(user, RADIOLOGIST)),
-            "priorities": Priority.choices,
+            "request_form": ConsultRequestForm.of(consult) if Step.CORRECT_REQUEST in steps else None,
         },
     )
 

@@ -15,6 +15,7 @@ from functools import wraps
 from typing import Any, cast
 from uuid import UUID
 
+from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
@@ -29,13 +30,22 @@ from cloudpacs.models import Study
 from cloudpacs.services import body_parts_for_kind, image_series, same_patient_studies
 from cloudpacs.views.viewer import viewer_context
 from consults import delivery, report_texts, services, workflow
-from consults.forms import ConsultRequestForm, PhraseDeleteForm, PhraseForm, ReportTemplateForm, first_error
+from consults.forms import (
+    AddendumForm,
+    ConsultRequestForm,
+    CriticalFindingForm,
+    PhraseDeleteForm,
+    PhraseForm,
+    ReassignForm,
+    ReportForm,
+    ReportTemplateForm,
+    first_error,
+)
 from consults.models import (
     Consult,
     ConsultQuerySet,
     CriticalFinding,
     Escalation,
-    Priority,
     Report,
     ReportDelivery,
     ReportTemplate,
@@ -52,7 +62,7 @@ from facilities.access import (
     role_required,
     studies_for,
 )
-from facilities.models import ExamKind
+from facilities.models import ExamKind, User
 from facilities.services import audit
 
 
@@ -100,7 +110,12 @@ def workflow_step(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
 def reading_page(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
     """The consult's page. Viewing it changes nothing: opening the consult, claiming it and
     confirming the report's receipt are the buttons' POSTs."""
-    consult = _consult(request, consult_uuid)
+    return _show(request, _consult(request, consult_uuid))
+
+
+def _show(request: HttpRequest, consult: Consult, refused: forms.Form | None = None) -> HttpResponse:
+    """The page, and again with a refused form (400): its errors beside its fields, and
+    what was typed in them as posted."""
     user = request.user
     is_radiologist = has_role(user, RADIOLOGIST)
     report = (
@@ -139,8 +154,21 @@ def reading_page(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
     now = timezone.now()
     due_at = consult.due_at or workflow.due_at_for(consult)
     steps = workflow.allowed_steps(user, consult, now)
-    held_by_me = consult.radiologist_id == user.pk and consult.status in workflow.HELD_STATUSES
+    held_by_me = consult.radiologist_id == user.pk and consult.is_held
     findings = consult.critical_findings.select_related("flagged_by", "acknowledged_by")
+    readers = workflow.on_duty(now, consult.kind) if Step.REASSIGN in steps else User.objects.none()
+    page_forms: dict[str, forms.Form] = {
+        "report_form": ReportForm(initial={"findings": report.findings, "impression": report.impression})
+        if report is not None
+        else ReportForm(),
+        "addendum_form": AddendumForm(),
+        "critical_form": CriticalFindingForm(),
+        "reassign_form": ReassignForm(readers=readers),
+        "request_form": ConsultRequestForm.of(consult),
+    }
+    for name, form in page_forms.items():
+        if refused is not None and type(refused) is type(form):
+            page_forms[name] = refused
     context: dict[str, Any] = {
         "consult": consult,
         "study": study,
@@ -157,21 +185,23 @@ def reading_page(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
         # Readers get the diagnostic viewer beside the report; the township, thumbnails.
         "show_viewer": is_radiologist and study is not None,
         "held_by_me": held_by_me,
-        "locked_by_other": consult.status in workflow.HELD_STATUSES and not held_by_me,
+        "locked_by_other": consult.is_held and not held_by_me,
         # What this user may do here: the page shows exactly these buttons (consults.rules).
         "steps": steps,
         "body_part": services.body_part_label(consult),
         "requires_review": consult.facility.requires_second_signature,
         **(_report_texts(user, consult) if Step.EDIT in steps else {"templates": []}),
         "due_at": due_at,
-        "overdue": consult.status in workflow.OPEN_STATUSES and now >= due_at,
-        "time_left": due_at - now if consult.status in workflow.OPEN_STATUSES else None,
-        "priorities": Priority.choices,
-        "readers": workflow.on_duty(now, consult.kind) if Step.REASSIGN in steps else [],
+        "overdue": consult.is_open and now >= due_at,
+        "time_left": due_at - now if consult.is_open else None,
+        "readers": readers,
+        **page_forms,
+        # Where the request's correction returns to: this page, or the one it was posted from.
+        "return_to": _next_or(request, _page(consult)) if refused is not None else request.get_full_path(),
     }
     if context["show_viewer"]:
         context.update(viewer_context(study, user))  # type: ignore[arg-type]
-    return render(request, "consults/reading/page.html", context)
+    return render(request, "consults/reading/page.html", context, status=200 if refused is None else 400)
 
 
 @workflow_step
@@ -205,12 +235,15 @@ def release(request: HttpRequest, consult: Consult) -> HttpResponse:
 
 @workflow_step
 def reassign(request: HttpRequest, consult: Consult) -> HttpResponse:
-    to = None
-    if request.POST.get("to"):
-        to = workflow.on_duty(timezone.now(), consult.kind).filter(uuid=request.POST["to"]).first()
-        if to is None:
-            raise workflow.WorkflowError(_("该医师不在班或无相应阅片资格。"))
-    reader = workflow.reassign_consult(consult, by=request.user, to=to, reason="lead")  # type: ignore[arg-type]
+    form = ReassignForm(request.POST, readers=workflow.on_duty(timezone.now(), consult.kind))
+    if not form.is_valid():
+        return _refuse(request, consult, form, Step.REASSIGN)
+    reader = workflow.reassign_consult(
+        consult,
+        by=request.user,  # type: ignore[arg-type]
+        to=form.cleaned_data["to"],
+        reason="lead",
+    )
     if reader is None:
         messages.info(request, _("没有其他在班医师，会诊已退回共享工作列表。"))
     else:
@@ -221,36 +254,51 @@ def reassign(request: HttpRequest, consult: Consult) -> HttpResponse:
 @workflow_step
 def save_report(request: HttpRequest, consult: Consult) -> HttpResponse:
     """The report form: save a draft, sign preliminary (初诊), or sign (签发/审核)."""
-    findings = request.POST.get("findings", "")
-    impression = request.POST.get("impression", "")
-    action = request.POST.get("action", "save")
+    form = ReportForm(request.POST)
+    if not form.is_valid():
+        return _refuse(request, consult, form, form.step)
     user = request.user
-    if action == "preliminary":
-        workflow.sign_preliminary(consult, user, findings, impression)  # type: ignore[arg-type]
+    action = form.cleaned_data["action"]
+    if action == ReportForm.PRELIMINARY:
+        workflow.sign_preliminary(consult, user, **form.text())  # type: ignore[arg-type]
         messages.success(request, _("初诊报告已提交，等待上级医师审核。"))
-    elif action in ("sign", "sign_next"):
-        workflow.sign_final(consult, user, findings, impression)  # type: ignore[arg-type]
+    elif action in (ReportForm.SIGN, ReportForm.SIGN_NEXT):
+        workflow.sign_final(consult, user, **form.text())  # type: ignore[arg-type]
         messages.success(request, _("报告已签发。"))
-        if action == "sign_next":
+        if action == ReportForm.SIGN_NEXT:
             return _take_next(request)
     else:
-        workflow.save_draft(consult, user, findings, impression)  # type: ignore[arg-type]
+        workflow.save_draft(consult, user, **form.text())  # type: ignore[arg-type]
         messages.success(request, _("草稿已保存。"))
     return redirect(_page(consult))
 
 
 @workflow_step
 def addendum(request: HttpRequest, consult: Consult) -> HttpResponse:
-    workflow.add_addendum(consult, request.user, request.POST.get("text", ""))  # type: ignore[arg-type]
+    form = AddendumForm(request.POST)
+    if not form.is_valid():
+        return _refuse(request, consult, form, Step.ADDENDUM)
+    workflow.add_addendum(consult, request.user, form.cleaned_data["text"])  # type: ignore[arg-type]
     messages.success(request, _("补充报告已添加。"))
     return redirect(_page(consult))
 
 
 @workflow_step
 def critical(request: HttpRequest, consult: Consult) -> HttpResponse:
-    workflow.flag_critical(consult, request.user, request.POST.get("description", ""))  # type: ignore[arg-type]
+    form = CriticalFindingForm(request.POST)
+    if not form.is_valid():
+        return _refuse(request, consult, form, Step.FLAG_CRITICAL)
+    workflow.flag_critical(consult, request.user, form.cleaned_data["description"])  # type: ignore[arg-type]
     messages.warning(request, _("危急值已报告，申请机构会立即收到提醒。"))
     return redirect(_page(consult))
+
+
+def _refuse(request: HttpRequest, consult: Consult, form: forms.Form, step: Step) -> HttpResponse:
+    """A form with a bad field: first the step's rule, so that a user who may not take it
+    gets the 403 (or the message) they would get with a good one; then the page again, the
+    form's errors beside its fields and its text as posted."""
+    workflow.require(step, request.user, consult)  # type: ignore[arg-type]
+    return _show(request, consult, refused=form)
 
 
 def _take_next(request: HttpRequest) -> HttpResponse:
@@ -294,10 +342,10 @@ def claim_next(request: HttpRequest) -> HttpResponse:
 def correct_request(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
     consult = _consult(request, consult_uuid)
     form = ConsultRequestForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, form.first_error())
-        return redirect(_next_or(request, _page(consult)))
     try:
+        if not form.is_valid():
+            workflow.require(Step.CORRECT_REQUEST, request.user, consult)  # type: ignore[arg-type]
+            return _show(request, consult, refused=form)
         workflow.correct_request(consult, request.user, **form.posted())  # type: ignore[arg-type]
     except workflow.NotAllowed as refused:
         raise PermissionDenied(str(refused)) from refused
