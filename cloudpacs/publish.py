@@ -7,7 +7,8 @@ not happen is a web request that answers 500, or waits for ever, because Redis i
 or frozen after the request's data was committed.
 
 `publish` makes one attempt, bounded by BROKER_TIMEOUT, and never raises. Without a
-broker (the embedded default) the task runs here and now, as before."""
+broker (the embedded default, cloudpacs.celery.runs_in_process) the task runs here and
+now, as before, unless it is one only a worker runs (cloudpacs.celery.WorkerOnlyTask)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from celery import Task
 from django.conf import settings
 from django.db import transaction
 
+from cloudpacs.celery import runs_in_process
+
 logger = logging.getLogger("cloudpacs")
 
 
@@ -26,7 +29,7 @@ def send(task: Task, *args: Any) -> None:
     """Publish `task` now over a connection of its own with the broker timeouts, without
     Celery's retries; raises when the broker does not take it. Without a broker the task
     runs in this process."""
-    if task.app.conf.task_always_eager:
+    if runs_in_process():
         task.delay(*args)
         return
     timeout = settings.BROKER_TIMEOUT
@@ -44,7 +47,7 @@ def publish(task: Task, *args: Any) -> bool:
     (redis-py 8.2, kombu 5.7); `send` turns kombu's retries off. The attempt also runs in a
     thread that this caller waits for at most BROKER_TIMEOUT, whatever the libraries do; a
     thread still waiting ends by its own socket timeouts."""
-    if task.app.conf.task_always_eager:
+    if runs_in_process():
         task.delay(*args)
         return True
     failure: list[BaseException] = []

@@ -20,7 +20,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import EncapsulatedPDFStorage  # type: ignore[attr-defined]
 
-from consults import outbox, workflow
+from consults import handoff, outbox, workflow
 from consults.models import Consult, Report, ReportDelivery
 from consults.pdf import render_report_pdf
 from consults.rules import Step, require
@@ -222,5 +222,5 @@ def retry(delivery: ReportDelivery, user: User, now: datetime | None = None) -> 
     )
     if updated:
         audit("consults.report.send_retried", actor=user, obj=delivery.consult, to=delivery.destination)
-        workflow.queue_delivery(delivery.pk)
+        handoff.slots.deliver_report(delivery.pk)
     return bool(updated)

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from cloudpacs.celery import WorkerOnlyTask
 from cloudpacs.publish import publish_on_commit
 from cloudpacs.services import claim_stable_studies, has_stable_studies, store_study_metadata
 from consults import delivery, handoff, notifications, workflow
@@ -101,9 +102,10 @@ def send_due_notifications() -> None:
     notifications.send_due()
 
 
-@shared_task(ignore_result=True)
+@shared_task(base=WorkerOnlyTask, ignore_result=True)
 def deliver_report(delivery_id: int) -> None:
-    """One attempt to send a signed report back to the township's archive (the outbox row)."""
+    """One attempt to send a signed report back to the township's archive (the outbox row).
+    Only a worker runs it: without a broker, deliver_due_reports (the ticker's) sends it."""
 
     delivery.deliver(delivery_id)
 

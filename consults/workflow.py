@@ -176,13 +176,6 @@ def _refresh(target: Consult, source: Consult) -> Consult:
     return target
 
 
-def queue_delivery(delivery_id: int) -> None:
-    """Hand an outbox row to a worker on commit (consults.handoff). Without a broker a task
-    would run right here, in the signing request; the ticker's periodic run sends it instead."""
-    if not getattr(settings, "CELERY_TASK_ALWAYS_EAGER", True):
-        handoff.slots.deliver_report(delivery_id)
-
-
 # --- Assignment, claim, release, reassignment ----------------------------------------------
 
 
@@ -531,7 +524,9 @@ def sign_final(
         # later, so an archive that is down never holds up the signature.
         outbox = _write_outbox(locked, now)
         if outbox is not None:
-            queue_delivery(outbox.pk)
+            # To a worker on commit; without a broker, to the ticker's periodic run
+            # (cloudpacs.celery.WorkerOnlyTask), never in this request.
+            handoff.slots.deliver_report(outbox.pk)
     _refresh(consult, locked)
     return report
 

@@ -1,13 +1,15 @@
 """The receiver's clock for study stability: once a second it asks for a sweep.
 
-With a broker the timer is a thread of the receiver that only publishes the task (a
-read and a publish each second); a worker runs it. Without one the task would run
-eagerly wherever the timer is, and the sweep (claiming studies, opening consults,
-computing the WADO-RS metadata of every instance) must not run in the receiver: on its
-interpreter lock its threads would wait for the GIL behind the sweep's Python work, and
-its database work would sit beside the C-STOREs'. So without a broker the receiver
-starts the timer in a process of its own, `manage.py stability_sweep`
-(SweepProcess), and keeps it running.
+Whether there is a broker is the Celery configuration's to say
+(cloudpacs.celery.runs_in_process); this module only queues the task, and the receiver
+(`manage.py dicomnode`) starts the clock that answer calls for. With a broker the timer
+is a thread of the receiver that only publishes the task (a read and a publish each
+second); a worker runs it. Without one the task runs eagerly wherever it is queued, and
+the sweep (claiming studies, opening consults, computing the WADO-RS metadata of every
+instance) must not run in the receiver: on its interpreter lock its threads would wait
+for the GIL behind the sweep's Python work, and its database work would sit beside the
+C-STOREs'. So without a broker the receiver starts the timer in a process of its own,
+`manage.py stability_sweep` (SweepProcess), and keeps it running.
 
 The task is looked up by name in the Celery registry, so the receiver does not import
 the consults app that sits above the archive."""
@@ -173,29 +175,27 @@ class SweepProcess:
 def request_sweep() -> None:
     """Ask for a sweep now rather than at the next tick: a console reported a step
     completed (MPPS), and its study may have arrived. Called on an association's thread,
-    which must answer the N-SET without waiting for consults and metadata: with a broker
-    the task is published; without one the receiver's sweep process is woken (SIGUSR1),
-    and a receiver that has none (started in-process, as the tests do) runs the sweep on
-    a thread of its own. Never raises: the timer's next tick asks again anyway."""
-    from cloudpacs.celery import app
-
+    which must answer the N-SET without waiting for consults and metadata: the receiver's
+    sweep process, where it has one, is woken (SIGUSR1); otherwise the task is queued on a
+    thread of its own, which publishes it to the broker, or, without one, runs the sweep
+    there (a receiver started in-process, as the tests do). Never raises: the timer's next
+    tick asks again anyway."""
+    sweeper = SweepProcess.running
+    if sweeper is not None and sweeper.wake():
+        return
     try:
-        app.loader.import_default_modules()
-        task = app.tasks[SWEEP_TASK]
-        if not app.conf.task_always_eager:
-            # Bounded by BROKER_TIMEOUT and never raising: the N-SET's answer waits for it.
-            publish(task)
-            return
-        sweeper = SweepProcess.running
-        if sweeper is None or not sweeper.wake():
-            threading.Thread(target=_sweep_now, args=(task,), name="mpps-sweep", daemon=True).start()
+        threading.Thread(target=_sweep_now, name="mpps-sweep", daemon=True).start()
     except Exception:
         logger.exception("could not ask for a stability sweep")
 
 
-def _sweep_now(task: Task) -> None:
+def _sweep_now() -> None:
+    from cloudpacs.celery import app
+
     try:
-        task.delay()
+        app.loader.import_default_modules()
+        # Bounded by BROKER_TIMEOUT and never raising with a broker; the sweep itself without.
+        publish(app.tasks[SWEEP_TASK])
     except Exception:
         logger.exception("study stability sweep failed")
     finally:

@@ -76,6 +76,27 @@ def test_the_ticker_runs_beats_schedule_in_process(township, radiologist):
     assert LedgerEntry.objects.count() == 1
 
 
+def test_without_a_broker_signing_hands_the_send_back_to_the_periodic_run_not_to_the_request(
+    township, ct_modality, django_capture_on_commit_callbacks
+):
+    from cloudpacs.celery import runs_in_process
+    from consults.tasks import deliver_report
+
+    ct_modality.host, ct_modality.port = "127.0.0.1", 104
+    ct_modality.save()
+    assert runs_in_process()  # no broker: the Celery configuration says so, and only it
+    with django_capture_on_commit_callbacks(execute=True) as queued:
+        consult = signed_consult(township, ct_modality)
+
+    assert queued  # the workflow queued the send-back, as with a broker...
+    outbox = ReportDelivery.objects.get(consult=consult)
+    # ...and it was not tried in the signing request: the ticker's deliver_due_reports will.
+    assert (outbox.status, outbox.attempts) == (ReportDelivery.Status.PENDING, 0)
+    assert deliver_report.delay(outbox.pk) is None
+    outbox.refresh_from_db()
+    assert outbox.attempts == 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_without_a_broker_the_ticker_sends_a_signed_report_once_its_archive_comes_up(township, ct_modality):
     archive = Archive()

@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection
 
 from cloudpacs import heartbeat
+from cloudpacs.celery import runs_in_process
 from cloudpacs.services import sweep_orphan_files
 from dicomnode.processes import FrontDoor, receiving_dir, run_worker, start_front_door
 from dicomnode.server import NoDelayAssociationServer, settle_heap, start_server
@@ -79,7 +80,7 @@ class Command(BaseCommand):
         # in a process of its own, never on the receiver's threads (dicomnode.stability).
         timer: StabilityTimer | SweepProcess | None = None
         if not options["no_sweep_timer"]:
-            timer = StabilityTimer() if settings.CELERY_BROKER_URL else SweepProcess()
+            timer = SweepProcess() if runs_in_process() else StabilityTimer()
             timer.start()
         beats = heartbeat.start("dicomnode", lambda: f"{settings.DICOM_AE_TITLE} {host}:{port}")
         settle_heap()
