@@ -24,101 +24,59 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
-AE_TITLE = "CLOUDPACS"
-CALLING = "XUANWO_CT"
-PG_SOCKET_DIR = "/var/run/postgresql"
+from harness import (
+    AE_TITLE,
+    BASE_DIR,
+    CALLING,
+    PG_SOCKET_DIR,
+    PYTHON,
+    free_port,
+    image,
+    pg_url,
+    psql,
+    random_pixels,
+    seed_database,
+    start_receiver,
+    stop,
+    wait_for_port,
+)
+
 WARMUP_SECONDS = 10.0
 CONFIGS = ["sqlite-nobroker", "sqlite-broker", "postgresql-nobroker", "postgresql-broker"]
 
-SEED = """
-from facilities.models import ExamKind, Facility, Modality
-f = Facility.objects.create(code="XUANWO", name="漩涡镇中心卫生院", short_name="漩涡", pinyin="Xuanwo",
-    kind=Facility.Kind.TOWNSHIP_CENTRE, level=Facility.Level.FIRST)
-Modality.objects.create(facility=f, kind=ExamKind.CT, ae_title="XUANWO_CT")
-"""
-
 
 def generate(directory: Path, count: int) -> list[Path]:
-    import numpy as np
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import CTImageStorage, generate_uid
 
     marker = directory / f".complete-{count}"
     if not marker.exists():
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
-        pixels = np.random.default_rng(1).integers(0, 4096, size=(140, 140), dtype=np.uint16).tobytes()
+        pixels = random_pixels(140, 140, 1)
         for number in range(count):
-            ds = Dataset()
-            ds.SpecificCharacterSet = "ISO_IR 192"
-            ds.SOPClassUID = CTImageStorage
-            ds.SOPInstanceUID = generate_uid()
-            ds.StudyInstanceUID = generate_uid()
-            ds.SeriesInstanceUID = generate_uid()
-            ds.PatientID = f"LAT{number:05d}"
-            ds.PatientName = "Zhang^San=张^三"
-            ds.PatientBirthDate = "19600101"
-            ds.PatientSex = "M"
-            ds.StudyDate = "20250901"
-            ds.StudyTime = "101500"
-            ds.AccessionNumber = f"L{number}"
-            ds.Modality = "CT"
-            ds.SeriesNumber = 1
-            ds.InstanceNumber = 1
-            ds.Rows, ds.Columns = 140, 140
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-            ds.PixelRepresentation = 0
-            ds.SamplesPerPixel = 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.PixelData = pixels
-            ds.file_meta = FileMetaDataset()
-            ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = image(
+                CTImageStorage,
+                "CT",
+                140,
+                140,
+                study=generate_uid(),
+                series=generate_uid(),
+                number=1,
+                patient_id=f"LAT{number:05d}",
+                accession=f"L{number}",
+                pixels=pixels,
+            )
             ds.save_as(directory / f"{number:05d}.dcm", enforce_file_format=True)
         marker.touch()
     return sorted(directory.glob("*.dcm"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"receiver exited with {process.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def psql(sql: str, database: str = "postgres") -> str:
-    out = subprocess.run(
-        ["psql", "-h", PG_SOCKET_DIR, "-U", "postgres", "-d", database, "-qtAc", sql],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip()
 
 
 @dataclass
@@ -156,10 +114,8 @@ def prepare_database(repo: Path, rundir: Path, kind: str) -> str:
         name = "yunying_bench_latency"
         psql(f"DROP DATABASE IF EXISTS {name}")
         psql(f"CREATE DATABASE {name}")
-        url = f"postgres://postgres@/{name}?host={PG_SOCKET_DIR}"
-    env = environment(repo, rundir, url, "")
-    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=repo, env=env, check=True)
-    subprocess.run([PYTHON, "manage.py", "shell", "-c", SEED], cwd=repo, env=env, check=True)
+        url = pg_url(name)
+    seed_database(repo, environment(repo, rundir, url, ""))
     return url
 
 
@@ -168,16 +124,6 @@ def count(kind: str, url: str, table: str) -> int:
         with sqlite3.connect(url.removeprefix("sqlite:///"), timeout=30) as db:
             return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
     return int(psql(f"SELECT count(*) FROM {table}", "yunying_bench_latency"))  # noqa: S608
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def client_ae():  # type: ignore[no-untyped-def]
@@ -195,13 +141,7 @@ def preload(repo: Path, env: dict[str, str], files: list[Path], log) -> None:  #
     receiver starts, its first sweep finds them all stable at once (up to 200 claimed in
     one go), as after a receiver restart or a sweep that fell behind."""
     port = free_port()
-    receiver = subprocess.Popen(
-        [PYTHON, "manage.py", "dicomnode", "--host", "127.0.0.1", "--port", str(port), "--no-sweep-timer"],
-        cwd=repo,
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
+    receiver = start_receiver(repo, env, port, log, log, "--no-sweep-timer")
     try:
         wait_for_port(port, receiver)
         ae = client_ae()
@@ -228,13 +168,7 @@ def run(
     log = open(rundir / "processes.log", "w")  # noqa: SIM115
     if backlog:
         preload(repo, env, backlog, log)
-    receiver = subprocess.Popen(
-        [PYTHON, "manage.py", "dicomnode", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=repo,
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
+    receiver = start_receiver(repo, env, port, log, log)
     if broker:
         helper_argv = [PYTHON, "-m", "celery", "-A", "cloudpacs", "worker", "--loglevel", "WARNING"]
         helper_argv += ["--concurrency", "2"]

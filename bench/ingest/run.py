@@ -37,8 +37,6 @@ import atexit
 import json
 import os
 import shutil
-import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -49,14 +47,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-BASE_DIR = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
-AE_TITLE = "CLOUDPACS"
-CALLING = "XUANWO_CT"
+from harness import (
+    AE_TITLE,
+    BASE_DIR,
+    CALLING,
+    PG_SOCKET_DIR,
+    PYTHON,
+    free_port,
+    image,
+    pg_url,
+    psql,
+    random_pixels,
+    seed_database,
+    start_receiver,
+    stop,
+    wait_for_port,
+)
+
 MAX_PDU = 131072
-PG_SOCKET_DIR = "/var/run/postgresql"
 SET_NAMES = {"small": "a", "ct": "b", "dx": "c"}
 
 
@@ -75,47 +86,24 @@ class DataSet:
 
 
 def generate(workdir: Path) -> list[DataSet]:
-    sys.path.insert(0, str(BASE_DIR))
-    import numpy as np
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import (
-        CTImageStorage,
-        DigitalXRayImageStorageForPresentation,
-        ExplicitVRLittleEndian,
-        generate_uid,
-    )
+    from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, generate_uid
 
-    def make(sop_class: str, modality: str, rows: int, cols: int, study: str, series: str, number: int) -> Dataset:
-        ds = Dataset()
-        ds.SpecificCharacterSet = "ISO_IR 192"
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = generate_uid()
-        ds.StudyInstanceUID = study
-        ds.SeriesInstanceUID = series
-        ds.PatientID = "BENCH1"
-        ds.PatientName = "Zhang^San=张^三"
-        ds.PatientBirthDate = "19600101"
-        ds.PatientSex = "M"
-        ds.StudyDate = "20250901"
-        ds.StudyTime = "101500"
-        ds.AccessionNumber = "A1"
-        ds.Modality = modality
-        ds.SeriesNumber = 1
-        ds.InstanceNumber = number
-        ds.InstitutionName = "漩涡镇中心卫生院"
-        ds.StationName = "CT01"
-        ds.Rows, ds.Columns = rows, cols
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-        ds.PixelRepresentation = 0
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        rng = np.random.default_rng(number)
-        ds.PixelData = rng.integers(0, 4096, size=(rows, cols), dtype=np.uint16).tobytes()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = sop_class
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        return ds
+    def make(sop_class: str, modality: str, rows: int, cols: int, study: str, series: str, number: int) -> Any:
+        pixels = random_pixels(rows, cols, number)
+        return image(
+            sop_class,
+            modality,
+            rows,
+            cols,
+            study=study,
+            series=series,
+            number=number,
+            patient_id="BENCH1",
+            accession="A1",
+            pixels=pixels,
+            institution="漩涡镇中心卫生院",
+            station="CT01",
+        )
 
     specs = [
         ("a", "small CT (200 x 40 KB)", CTImageStorage, "CT", 140, 140, 200),
@@ -188,26 +176,6 @@ def generate_memory_set(workdir: Path, gigabytes: float) -> DataSet:
 
 
 # ---------------------------------------------------------------- receivers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 300) -> None:
-    # Generous: several receiver processes load Django before the port listens, which
-    # takes a minute or more on a loaded machine.
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"receiver exited with {process.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def tree_pids(pid: int) -> list[int]:
@@ -300,33 +268,15 @@ def yunying_env(rundir: Path, database_url: str, processes: int = 1) -> dict[str
     }
 
 
-SEED = """
-from facilities.models import ExamKind, Facility, Modality
-f = Facility.objects.create(code="XUANWO", name="漩涡镇中心卫生院", short_name="漩涡", pinyin="Xuanwo",
-    kind=Facility.Kind.TOWNSHIP_CENTRE, level=Facility.Level.FIRST)
-Modality.objects.create(facility=f, kind=ExamKind.CT, ae_title="XUANWO_CT")
-"""
-
-
 def prepare_yunying_sqlite(workdir: Path) -> Path:
     template = workdir / "template.sqlite3"
     if not template.exists():
-        env = yunying_env(workdir, f"sqlite:///{template}")
-        subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True)
-        subprocess.run([PYTHON, "manage.py", "shell", "-c", SEED], cwd=BASE_DIR, env=env, check=True)
+        seed_database(BASE_DIR, yunying_env(workdir, f"sqlite:///{template}"))
         # One file, no WAL side files, so that a copy is a complete database.
         with sqlite3.connect(template) as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             db.execute("PRAGMA journal_mode=DELETE")
     return template
-
-
-def pg_url(name: str) -> str:
-    return f"postgres://postgres@/{name}?host={PG_SOCKET_DIR}"
-
-
-def psql(sql: str) -> None:
-    subprocess.run(["psql", "-h", PG_SOCKET_DIR, "-U", "postgres", "-qtAc", sql], check=True, capture_output=True)
 
 
 _pg_template: list[str] = []
@@ -339,9 +289,7 @@ def prepare_yunying_pg(workdir: Path) -> str:
     _pg_template.append(template)
     psql(f"DROP DATABASE IF EXISTS {template}")
     psql(f"CREATE DATABASE {template}")
-    env = yunying_env(workdir, pg_url(template))
-    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True)
-    subprocess.run([PYTHON, "manage.py", "shell", "-c", SEED], cwd=BASE_DIR, env=env, check=True)
+    seed_database(BASE_DIR, yunying_env(workdir, pg_url(template)))
     return template
 
 
@@ -354,13 +302,7 @@ def start_yunying_sqlite(
         database = rundir / "db.sqlite3"
         shutil.copyfile(template, database)
         env = yunying_env(rundir, f"sqlite:///{database}", processes)
-        return subprocess.Popen(
-            [PYTHON, "manage.py", "dicomnode", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=repo,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(rundir / "receiver.log", "w"),
-        )
+        return start_receiver(repo, env, port, subprocess.DEVNULL, open(rundir / "receiver.log", "w"))
 
     return start
 
@@ -407,13 +349,7 @@ def start_yunying_sqlite_s3(workdir: Path) -> Callable[[Path, int], subprocess.P
             "S3_ACCESS_KEY_ID": "bench",
             "S3_SECRET_ACCESS_KEY": "bench",
         }
-        return subprocess.Popen(
-            [PYTHON, "manage.py", "dicomnode", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(rundir / "receiver.log", "w"),
-        )
+        return start_receiver(BASE_DIR, env, port, subprocess.DEVNULL, open(rundir / "receiver.log", "w"))
 
     return start
 
@@ -429,13 +365,7 @@ def start_yunying_pg(
         psql(f"CREATE DATABASE {name} TEMPLATE {template}")
         (rundir / "database_url").write_text(pg_url(name))
         env = yunying_env(rundir, pg_url(name), processes)
-        return subprocess.Popen(
-            [PYTHON, "manage.py", "dicomnode", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=repo,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(rundir / "receiver.log", "w"),
-        )
+        return start_receiver(repo, env, port, subprocess.DEVNULL, open(rundir / "receiver.log", "w"))
 
     return start
 
@@ -533,16 +463,6 @@ def push(port: int, files: list[Path], parallel: int) -> float:
     if failures:
         raise RuntimeError("storescu failed: " + " | ".join(failures))
     return elapsed
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @dataclass
