@@ -36,7 +36,7 @@ def runs_in_process() -> bool:
     return bool(app.conf.task_always_eager)
 
 
-class WorkerOnlyTask(Task):  # type: ignore[misc]
+class WorkerOnlyTask(Task):
     """A task only a worker runs. Without a broker, queuing it does nothing: a periodic
     task does the same work (its rows are saved first), in the ticker, off the caller's
     request. For work that may wait on another machine, such as a C-STORE to an archive."""
