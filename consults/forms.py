@@ -61,10 +61,8 @@ class WorklistFilterForm(forms.Form):
 
     facility = forms.CharField(required=False, max_length=32)
     modality = forms.ChoiceField(required=False, choices=[("", ""), *ExamKind.choices])
-    status = forms.ChoiceField(
-        required=False,
-        choices=[("", ""), *((value, label) for value, label in Consult.Status.choices if value in OPEN_STATUSES)],
-    )
+    STATUSES = [(value, label) for value, label in Consult.Status.choices if value in OPEN_STATUSES]
+    status = forms.ChoiceField(required=False, choices=[("", ""), *STATUSES])
     mine = forms.BooleanField(required=False)
 
     def chosen(self) -> dict[str, Any]:
@@ -72,12 +70,6 @@ class WorklistFilterForm(forms.Form):
         self.is_valid()
         cleaned = getattr(self, "cleaned_data", {})
         return {name: cleaned.get(name, field.initial or "") for name, field in self.fields.items()}
-
-    @property
-    def statuses(self) -> list[tuple[str, str]]:
-        status = self.fields["status"]
-        assert isinstance(status, forms.ChoiceField)
-        return [(str(value), str(label)) for value, label in status.choices if value]
 
 
 class BirthDateForm(forms.Form):
@@ -196,19 +188,20 @@ class ReassignForm(forms.Form):
     """重新分配: to a named reader on duty for the consult's kind (`readers`), or, left
     empty, to the least loaded of them."""
 
-    to = forms.ModelChoiceField(
-        label=_("重新分配给"),
-        queryset=User.objects.none(),
-        required=False,
-        to_field_name="uuid",
-        error_messages={"invalid_choice": NOT_ON_DUTY},
-    )
+    to = forms.UUIDField(label=_("重新分配给"), required=False, error_messages={"invalid": NOT_ON_DUTY})
 
     def __init__(self, *args: Any, readers: QuerySet[User], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        to = self.fields["to"]
-        assert isinstance(to, forms.ModelChoiceField)
-        to.queryset = readers
+        self.readers = readers
+
+    def clean_to(self) -> User | None:
+        chosen = self.cleaned_data.get("to")
+        if chosen is None:
+            return None
+        reader = self.readers.filter(uuid=chosen).first()
+        if reader is None:
+            raise forms.ValidationError(NOT_ON_DUTY)
+        return reader
 
 
 class ReportTemplateForm(forms.Form):

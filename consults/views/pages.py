@@ -147,11 +147,8 @@ def request_consult(request: HttpRequest, study_uid: str) -> HttpResponse:
     return redirect(reverse("consults:detail", args=[consult.uuid]))
 
 
-def _worklist_filters(
-    request: HttpRequest, consults: ConsultQuerySet
-) -> tuple[ConsultQuerySet, WorklistFilterForm, dict[str, Any]]:
-    form = WorklistFilterForm(request.GET)
-    chosen = form.chosen()
+def _worklist_filters(request: HttpRequest, consults: ConsultQuerySet) -> tuple[ConsultQuerySet, dict[str, Any]]:
+    chosen = WorklistFilterForm(request.GET).chosen()
     if chosen["facility"]:
         consults = consults.filter(facility__code=chosen["facility"])
     if chosen["modality"]:
@@ -160,14 +157,14 @@ def _worklist_filters(
         consults = consults.filter(status=chosen["status"])
     if chosen["mine"]:
         consults = consults.filter(radiologist_id=request.user.pk)
-    return consults, form, chosen
+    return consults, chosen
 
 
 @role_required(RADIOLOGIST)
 def worklist(request: HttpRequest) -> HttpResponse:
     # What a radiologist still has to act on; signed and delivered consults leave the worklist.
     consults = cast(ConsultQuerySet, consults_for(request.user)).open()
-    consults, filters, chosen = _worklist_filters(request, consults)
+    consults, chosen = _worklist_filters(request, consults)
     consults = consults.by_urgency()
     page = Paginator(consults, PAGE_SIZE * 2).get_page(request.GET.get("page"))
     query = request.GET.copy()
@@ -180,7 +177,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
             "chosen": chosen,
             "facilities": facilities_for(request.user).filter(kind=Facility.Kind.TOWNSHIP_CENTRE, is_active=True),
             "kinds": ExamKind.choices,
-            "statuses": filters.statuses,
+            "statuses": WorklistFilterForm.STATUSES,
             "now": timezone.now(),
             "query": query.urlencode(),
         },
