@@ -34,9 +34,17 @@ from consults.models import (
     Report,
     ReportDelivery,
 )
-from consults.rules import CONSULTS_GONE, NO_CONSULTS_CHOSEN, check_request, move_refusal, require
+from consults.rules import (
+    CONSULTS_GONE,
+    EMPTY_ADDENDUM,
+    EMPTY_CRITICAL,
+    EMPTY_IMPRESSION,
+    NO_CONSULTS_CHOSEN,
+    check_request,
+    move_refusal,
+    require,
+)
 from consults.rules import DEFAULT_TIME_LIMITS as DEFAULT_TIME_LIMITS
-from consults.rules import EMPTY_ADDENDUM, EMPTY_CRITICAL, EMPTY_IMPRESSION, check_request, require
 from consults.rules import NotAllowed as NotAllowed
 from consults.rules import RequestLocked as RequestLocked
 from consults.rules import Step as Step
