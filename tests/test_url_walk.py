@@ -218,6 +218,12 @@ TABLE: dict[str, Route] = {
     ),
     "^studies/(?P<study_uid>[0-9.]{1,64})/$": clinical("/studies/{st}/"),
     "^viewer/(?P<study_uid>[0-9.]{1,64})/$": clinical("/viewer/{st}/"),
+    # The study's key images and measurements: read by whoever may open the study; kept
+    # by its readers only (nothing posted: the form's 400).
+    "^viewer/(?P<study_uid>[0-9.]{1,64})/marks/$": clinical("/viewer/{st}/marks/"),
+    "^viewer/(?P<study_uid>[0-9.]{1,64})/marks/save/$": expect(
+        "/viewer/{st}/marks/save/", LOGIN, FORBIDDEN, FORBIDDEN, BAD_REQUEST, FORBIDDEN, method="POST"
+    ),
     "worklist/": expect("/worklist/", LOGIN, FORBIDDEN, FORBIDDEN, OK, FORBIDDEN),
     "facilities/<uuid:facility_uuid>/": clinical("/facilities/{township}/"),
     "consults/<uuid:consult_uuid>/": clinical("/consults/{consult}/"),
@@ -285,6 +291,19 @@ TABLE: dict[str, Route] = {
     "dashboards/volume/<slug:kind>.<slug:fmt>": expect("/dashboards/volume/CT.csv", LOGIN, OK, OK, OK, OK),
     "dashboards/exams/": expect("/dashboards/exams/", LOGIN, OK, OK, OK, OK),
     # The monthly report: the county's, administrators only.
+    # The administrators' reports: growth, each reader's workload, the time limits.
+    "dashboards/growth/": expect("/dashboards/growth/", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK),
+    "dashboards/growth/<slug:table>.<slug:fmt>": expect(
+        "/dashboards/growth/exams-year.csv", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK
+    ),
+    "dashboards/workload/": expect("/dashboards/workload/", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK),
+    "dashboards/workload/<slug:table>.<slug:fmt>": expect(
+        "/dashboards/workload/radiologists.csv", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK
+    ),
+    "dashboards/timeliness/": expect("/dashboards/timeliness/", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK),
+    "dashboards/timeliness/<slug:table>.<slug:fmt>": expect(
+        "/dashboards/timeliness/priority-kind.csv", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK
+    ),
     "dashboards/monthly/": expect("/dashboards/monthly/", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK),
     "dashboards/monthly/<uuid:report_uuid>.pdf": expect(
         "/dashboards/monthly/{monthly_report}.pdf", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK
