@@ -1,8 +1,10 @@
-"""What the browser tests share: how Chromium is started and a page that records the
-script errors it meets. The `chromium` fixture (conftest.py) uses them."""
+"""What the browser tests (and bench/viewer) share: how Chromium is started and a page
+that records the script errors it meets. The `chromium` fixture (conftest.py) uses them;
+a test that must write its data after the fixtures calls `launch` itself."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,17 @@ CHROMIUM_ARGS = [
     # Date fields in the order a Chinese browser shows them (年/月/日).
     "--lang=zh-CN",
 ]
-BUILT_VIEWER = Path(settings.BASE_DIR) / "static" / "viewer" / "viewer.js"
+# Not through Django's settings, so that a benchmark can import this before it sets them up.
+BUILT_VIEWER = Path(__file__).resolve().parent.parent / "static" / "viewer" / "viewer.js"
+
+
+def launch(playwright: Any) -> Any:
+    """A headless Chromium started by `playwright` (its sync API), in Chinese."""
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=CHROMIUM_ARGS,
+        env={**os.environ, "LANGUAGE": "zh_CN", "LANG": "zh_CN.UTF-8"},
+    )
 
 
 def watched_page(context: Any) -> Any:

@@ -10,16 +10,8 @@ from django.utils import timezone
 
 from consults.models import Consult
 from facilities.models import ExamKind, User
+from tests.browser import launch
 from tests.factories import PASSWORD, make_facility, make_user
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.mark.browser
@@ -32,7 +24,7 @@ def test_a_technologist_logs_in_sees_chinese_and_switches_to_english(live_server
     Consult.objects.create(facility=township, kind=ExamKind.DR, exam_date=date(2025, 9, 1), arrived_at=timezone.now())
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch(playwright)
         try:
             # A Chinese browser, as at a township health centre.
             page = browser.new_page(locale="zh-CN")

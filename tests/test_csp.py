@@ -6,7 +6,6 @@ injected inline script is refused."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,17 +72,6 @@ def test_no_template_has_an_inline_script_or_handler():
 
 # --- In the browser ------------------------------------------------------------------------------
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
-BUILT_VIEWER = Path(settings.BASE_DIR) / "static" / "viewer" / "viewer.js"
 
 # Every violation the document reports, and every one Chromium logs (workers included).
 LISTEN = """
@@ -127,19 +115,6 @@ def site(transactional_db, county, township, other_township, ct_modality, dr_mod
         "open": str(open_consult.uuid),
         "user_pk": radiologist.pk,
     }
-
-
-@pytest.fixture
-def chromium(live_server) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert BUILT_VIEWER.exists(), "the viewer is not built: run scripts/build-viewer.sh"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 class Visit:

@@ -9,7 +9,6 @@ step is saved there as a PNG."""
 
 from __future__ import annotations
 
-import os
 from io import StringIO
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from django.urls import reverse
 from consults.models import Consult
 from facilities.demo import demo_password
 from facilities.models import User
-from tests.browser import BUILT_VIEWER, CHROMIUM_ARGS
+from tests.browser import BUILT_VIEWER, launch
 from tests.test_daily_screens_browser import Screens, fits
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -58,11 +57,7 @@ def test_the_administrators_and_the_radiologists_day_on_the_seeded_demo(live_ser
     base = live_server.url
     options = {"viewport": {"width": 1366, "height": 768}, "locale": "zh-CN"}
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=CHROMIUM_ARGS,
-            env={**os.environ, "LANGUAGE": "zh_CN", "LANG": "zh_CN.UTF-8"},
-        )
+        browser = launch(playwright)
         try:
             # The administrator: the savings headline, the volume tables, the turnaround.
             admin = log_in(browser, options, base, "admin", demo_password(User.Role.ADMINISTRATOR))

@@ -8,16 +8,8 @@ import pytest
 
 from consults.models import Consult, CriticalFinding
 from facilities.models import ExamKind, User
+from tests.browser import launch
 from tests.factories import PASSWORD, make_consult, make_facility, make_modality, make_study, make_user
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def log_in(page, base_url: str, username: str) -> None:
@@ -44,7 +36,7 @@ def test_a_radiologist_claims_writes_and_signs_and_the_township_sees_the_report(
     reading = f"{live_server.url}/reading/{consult.uuid}/"
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch(playwright)
         try:
             radiologist = browser.new_context(locale="zh-CN").new_page()
             log_in(radiologist, live_server.url, "dr_li")

@@ -12,30 +12,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-from django.conf import settings
 from pydicom.uid import generate_uid
 
 from cloudpacs.models import Study
 from cloudpacs.services import ingest_instance
 from consults.models import Consult
 from facilities.models import ExamKind, User
-from tests.browser import choose
+from tests.browser import choose, watched_page
 from tests.factories import PASSWORD, make_consult, make_dataset, make_facility, make_modality, make_user, write_dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
 SIZES = {"1366x768": (1366, 768), "1920x1080": (1920, 1080)}
-BUILT_VIEWER = Path(settings.BASE_DIR) / "static" / "viewer" / "viewer.js"
 SIZE = 64
 
 
@@ -124,33 +112,21 @@ class Screens:
 
 
 @pytest.fixture
-def reading_page(live_server, workstation, request):
-    from playwright.sync_api import sync_playwright
-
-    assert BUILT_VIEWER.exists(), "the viewer is not built: run scripts/build-viewer.sh"
+def reading_page(live_server, workstation, chromium, request):
     size = getattr(request, "param", "1366x768")
     width, height = SIZES[size]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN")
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.on("console", lambda message: message.type == "error" and errors.append(message.text))
-            page.errors = errors
-            page.size = size
-            page.goto(f"{live_server.url}/accounts/login/")
-            page.fill("#id_username", "dr_zhao")
-            page.fill("#id_password", PASSWORD)
-            page.click("button.primary")
-            page.wait_for_load_state()
-            page.goto(f"{live_server.url}/reading/{workstation['consult']}/")
-            page.wait_for_load_state("load")
-            stacked(page, [0])
-            yield page
-        finally:
-            browser.close()
+    page = watched_page(chromium.new_context(viewport={"width": width, "height": height}, locale="zh-CN"))
+    page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
+    page.size = size
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("#id_username", "dr_zhao")
+    page.fill("#id_password", PASSWORD)
+    page.click("button.primary")
+    page.wait_for_load_state()
+    page.goto(f"{live_server.url}/reading/{workstation['consult']}/")
+    page.wait_for_load_state("load")
+    stacked(page, [0])
+    return page
 
 
 def stacked(page, panes: list[int]) -> None:

@@ -11,24 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from django.conf import settings
 from pydicom.uid import DigitalXRayImageStorageForPresentation
 
 from cloudpacs.services import ingest_instance
 from consults.models import Consult, Phrase
 from consults.services import open_consult_for_study
 from facilities.models import ExamKind, User
+from tests.browser import BUILT_VIEWER, launch
 from tests.factories import PASSWORD, make_dataset, make_facility, make_modality, make_user, write_dataset
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-BUILT_VIEWER = Path(settings.BASE_DIR) / "static" / "viewer" / "viewer.js"
 
 NIPPLES = "双侧乳头影重叠于下肺野。"
 CLINICAL = "请结合临床。"
@@ -105,7 +95,7 @@ def test_a_radiologist_signs_a_normal_chest_radiograph_from_its_template(live_se
     assert BUILT_VIEWER.exists(), "the viewer is not built: run scripts/build-viewer.sh"
     reading = f"{live_server.url}/reading/{chest_dr.uuid}/"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch(playwright)
         try:
             page = browser.new_context(locale="zh-CN", viewport={"width": 1366, "height": 768}).new_page()
             errors: list[str] = []

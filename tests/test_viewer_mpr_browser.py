@@ -4,8 +4,6 @@ shown as its maximum intensity projection, and the way back gives the stack agai
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from django.conf import settings
@@ -14,21 +12,11 @@ from pydicom.uid import generate_uid
 
 from cloudpacs.services import ingest_instance
 from facilities.models import ExamKind, User
+from tests.browser import session_context, watched_page
 from tests.factories import make_dataset, make_facility, make_modality, make_user, write_dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
-BUILT_VIEWER = Path(settings.BASE_DIR) / "static" / "viewer" / "viewer.js"
 SLICES = 200
 SIZE = 64
 
@@ -65,58 +53,45 @@ def ct_series(transactional_db, tmp_path) -> dict[str, str]:
     return {"study": study_uid, "session": client.cookies[settings.SESSION_COOKIE_NAME].value}
 
 
-def test_mpr_shows_three_planes_of_a_200_slice_series_with_a_mip_slab(live_server, ct_series):
-    from playwright.sync_api import sync_playwright
-
-    assert BUILT_VIEWER.exists(), "the viewer is not built: run scripts/build-viewer.sh"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
-            context.add_cookies(
-                [{"name": settings.SESSION_COOKIE_NAME, "value": ct_series["session"], "url": live_server.url}]
-            )
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            chunks: list[str] = []
-            page.on("request", lambda request: "/viewer/chunks/mpr-" in request.url and chunks.append(request.url))
-            page.goto(f"{live_server.url}/viewer/{ct_series['study']}/")
-            page.wait_for_function("() => window.yunyingViewer?.viewers[0].panes[0].stackMs != null", timeout=120_000)
-            # The MPR code is not part of the first image's path.
-            assert chunks == []
-            page.click('[data-action="mpr"]')
-            page.wait_for_function("() => window.yunyingViewer.viewers[0].mpr?.readyMs != null", timeout=120_000)
-            assert len(chunks) == 1
-            assert page.locator("[data-panes]").is_hidden()
-            planes = page.evaluate(
-                """() => window.yunyingViewer.viewers[0].mpr.viewports.map((v) => ({
-                    normal: Array.from(v.getCamera().viewPlaneNormal).map(Math.round),
-                    width: v.getCanvas().clientWidth}))"""
-            )
-            normals = [[abs(c) for c in plane["normal"]] for plane in planes]
-            assert normals == [[0, 0, 1], [0, 1, 0], [1, 0, 0]]
-            assert all(plane["width"] > 100 for plane in planes)
-            # The volume holds every slice.
-            dimensions = page.evaluate(
-                "() => { const v = window.yunyingViewer.viewers[0].mpr.viewports[1];"
-                " return Array.from(v.getImageData().dimensions); }"
-            )
-            assert sorted(dimensions) == [SIZE, SIZE, SLICES]
-            # A 10 mm slab as its maximum intensity projection, in every plane.
-            page.locator("[data-slab]").select_option("10")
-            slabs = page.evaluate(
-                """() => window.yunyingViewer.viewers[0].mpr.viewports.map(
-                    (v) => [v.getSlabThickness(), v.getBlendMode()])"""
-            )
-            assert all(abs(thickness - 10) < 0.01 and mode == 1 for thickness, mode in slabs)
-            assert page.locator('.yv-mpr-pane[data-plane="coronal"]').is_visible()
-            opened = page.evaluate("() => window.yunyingViewer.viewers[0].mpr.openedInMs")
-            print(f"MPR ready {opened:.0f} ms after the button (200 x {SIZE} x {SIZE})")
-            # And back to the stack.
-            page.click('[data-action="mpr"]')
-            assert page.locator("[data-panes]").is_visible()
-            assert page.evaluate("() => window.yunyingViewer.viewers[0].mpr") is None
-            assert errors == []
-        finally:
-            browser.close()
+def test_mpr_shows_three_planes_of_a_200_slice_series_with_a_mip_slab(live_server, ct_series, chromium):
+    viewport = {"width": 1366, "height": 768}
+    page = watched_page(session_context(chromium, live_server.url, ct_series["session"], viewport=viewport))
+    chunks: list[str] = []
+    page.on("request", lambda request: "/viewer/chunks/mpr-" in request.url and chunks.append(request.url))
+    page.goto(f"{live_server.url}/viewer/{ct_series['study']}/")
+    page.wait_for_function("() => window.yunyingViewer?.viewers[0].panes[0].stackMs != null", timeout=120_000)
+    # The MPR code is not part of the first image's path.
+    assert chunks == []
+    page.click('[data-action="mpr"]')
+    page.wait_for_function("() => window.yunyingViewer.viewers[0].mpr?.readyMs != null", timeout=120_000)
+    assert len(chunks) == 1
+    assert page.locator("[data-panes]").is_hidden()
+    planes = page.evaluate(
+        """() => window.yunyingViewer.viewers[0].mpr.viewports.map((v) => ({
+            normal: Array.from(v.getCamera().viewPlaneNormal).map(Math.round),
+            width: v.getCanvas().clientWidth}))"""
+    )
+    normals = [[abs(c) for c in plane["normal"]] for plane in planes]
+    assert normals == [[0, 0, 1], [0, 1, 0], [1, 0, 0]]
+    assert all(plane["width"] > 100 for plane in planes)
+    # The volume holds every slice.
+    dimensions = page.evaluate(
+        "() => { const v = window.yunyingViewer.viewers[0].mpr.viewports[1];"
+        " return Array.from(v.getImageData().dimensions); }"
+    )
+    assert sorted(dimensions) == [SIZE, SIZE, SLICES]
+    # A 10 mm slab as its maximum intensity projection, in every plane.
+    page.locator("[data-slab]").select_option("10")
+    slabs = page.evaluate(
+        """() => window.yunyingViewer.viewers[0].mpr.viewports.map(
+            (v) => [v.getSlabThickness(), v.getBlendMode()])"""
+    )
+    assert all(abs(thickness - 10) < 0.01 and mode == 1 for thickness, mode in slabs)
+    assert page.locator('.yv-mpr-pane[data-plane="coronal"]').is_visible()
+    opened = page.evaluate("() => window.yunyingViewer.viewers[0].mpr.openedInMs")
+    print(f"MPR ready {opened:.0f} ms after the button (200 x {SIZE} x {SIZE})")
+    # And back to the stack.
+    page.click('[data-action="mpr"]')
+    assert page.locator("[data-panes]").is_visible()
+    assert page.evaluate("() => window.yunyingViewer.viewers[0].mpr") is None
+    assert page.errors == []

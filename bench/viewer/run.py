@@ -40,16 +40,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
 
 
 def free_port() -> int:
@@ -207,8 +197,10 @@ def measure(url: str, session: str, runs: int, mpr: bool = False) -> dict[str, l
         return {first: pane.firstImageMs, visible, stack: pane.stackMs, bytes, failed: pane.failed, steps};
     }"""
     origin = url.split("/viewer/")[0]
+    from tests.browser import launch
+
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch(playwright)
         try:
             # One load first, not counted: the server's workers import and compile what
             # a running server has long had in memory. "Cold" below is the browser's cache.
