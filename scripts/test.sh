@@ -15,4 +15,8 @@ bash scripts/build-viewer.sh
 .venv/bin/ruff check .
 .venv/bin/mypy cloudpacs facilities consults billing dicomnode
 .venv/bin/python manage.py makemigrations --check --dry-run >/dev/null
-exec .venv/bin/python -m pytest "$@"
+# Three pytest-xdist workers on two cores: many tests wait on sockets, processes and
+# sleeps, so a third worker uses what the other two leave idle (README, "The test suite");
+# each module runs on one worker, the seeded demo's tests together (conftest.py). Later
+# arguments win: `bash scripts/test.sh -n 0` runs in one process.
+exec .venv/bin/python -m pytest -n 3 --dist loadgroup "$@"

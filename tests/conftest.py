@@ -4,8 +4,10 @@ DICOMweb archive, a private Redis, and the Hanyin demo seeded once for the sessi
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,49 @@ from django.test import Client
 
 from facilities.models import ExamKind, Facility, Modality, User
 from tests.dicomweb_support import Archive, build_archive
-from tests.factories import PASSWORD, make_facility, make_modality, make_user
+from tests.factories import (
+    PASSWORD,
+    make_administrator,
+    make_county,
+    make_ct_modality,
+    make_modality,
+    make_other_township,
+    make_outsider,
+    make_radiologist,
+    make_technologist,
+    make_township,
+)
 from tests.processes import RedisServer
 from tests.s3_support import MotoS3, use_object_store
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker has its own test database (pytest-django adds _gw0,
+    _gw1, ... to its name) and its own Redis database: the one CELERY_BROKER_URL names plus
+    the worker's number, for this process, its Celery app and every process it starts."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    url = os.environ.get("CELERY_BROKER_URL")
+    if worker and url:
+        from django.conf import settings
+
+        url = worker_broker_url(url, worker)
+        os.environ["CELERY_BROKER_URL"] = url
+        settings.CELERY_BROKER_URL = url
+
+
+def worker_broker_url(url: str, worker: str) -> str:
+    """redis://host:port/N for xdist worker gwK: redis://host:port/(N+K)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    number = base + int(worker.removeprefix("gw"))
+    if number > 15:
+        raise pytest.UsageError(
+            f"CELERY_BROKER_URL={url!r} for xdist worker {worker}: Redis database {number} is past "
+            "the 16 a default redis-server has (0-15): name a lower database or run fewer workers"
+        )
+    return parts._replace(path=f"/{number}").geturl()
 
 
 @pytest.fixture(scope="session")
@@ -44,24 +86,70 @@ def storage_backend(request) -> str:
     return str(request.param)
 
 
-# Tests that use the seeded demo run last, after every other test, so that the session's
-# one seeded transaction (held open from the first of them to the end) is seen by them only.
+# Data built once for several tests lives in a transaction held open from the first test
+# that uses it to the end of its scope, then rolled back; each test that uses it runs in a
+# savepoint of that transaction, so what it writes is undone after it. No other test may
+# see those rows, so the tests that use them run after every other test of their scope:
+# the seeded demo's (`hanyin`) after every other test of the session, a module's shared
+# data (built on `module_transaction`) after every other test of its module. None of them
+# may be transactional (a transactional test cannot run inside a transaction).
 SEEDED_DEMO = "hanyin"
+MODULE_TRANSACTION = "module_transaction"
+HELD = (SEEDED_DEMO, MODULE_TRANSACTION)
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """pytest-django has already ordered the tests (database tests, then transactional
-    ones, then the rest); move those of the seeded demo to the end, keeping their order."""
-    items.sort(key=lambda item: SEEDED_DEMO in getattr(item, "fixturenames", ()))
+def _uses(item: pytest.Item, fixture: str) -> bool:
+    return fixture in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
+    """Before the other plugins: under pytest-xdist with `--dist loadgroup` (scripts/test.sh)
+    the seeded demo's tests go to one worker, so the demo is seeded once. After them (after
+    pytest-django's order): the tests of data held in a transaction go last in their scope."""
     for item in items:
-        if SEEDED_DEMO in getattr(item, "fixturenames", ()) and (
-            {"transactional_db", "live_server"} & set(getattr(item, "fixturenames", ()))
-        ):
+        if _uses(item, SEEDED_DEMO):
+            item.add_marker(pytest.mark.xdist_group(SEEDED_DEMO))
+    yield
+    items[:] = order_held_data(items)
+
+
+def order_held_data(items: list[pytest.Item]) -> list[pytest.Item]:
+    """pytest-django has already ordered the tests (database tests, then transactional
+    ones, then the rest). Move each module's users of `module_transaction` after the last
+    other test of their module, and the seeded demo's tests to the end, keeping the order
+    of each."""
+    for item in items:
+        transactional = {"transactional_db", "live_server"} & set(getattr(item, "fixturenames", ()))
+        if transactional and any(_uses(item, held) for held in HELD):
             raise pytest.UsageError(
-                f"{item.nodeid}: the seeded demo lives in a transaction that is never committed; "
-                "a transactional test or a live server cannot use it"
+                f"{item.nodeid}: data held in a transaction that is never committed "
+                "(the seeded demo, a module's shared data) cannot serve a transactional test or a live server"
             )
+
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    held: dict[str, list[pytest.Item]] = {}
+    last_other: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if _uses(item, MODULE_TRANSACTION) and not _uses(item, SEEDED_DEMO):
+            held.setdefault(module(item), []).append(item)
+        else:
+            last_other[module(item)] = index
+    moved = {id(item) for users in held.values() for item in users}
+    ordered: list[pytest.Item] = []
+    for index, item in enumerate(items):
+        name = module(item)
+        if id(item) in moved:
+            if name not in last_other and item is held[name][0]:
+                ordered.extend(held[name])  # no other test in the module: where they were
+            continue
+        ordered.append(item)
+        if last_other.get(name) == index:
+            ordered.extend(held.get(name, []))
+    ordered.sort(key=lambda item: _uses(item, SEEDED_DEMO))
+    return ordered
 
 
 @pytest.fixture(scope="session")
@@ -94,9 +182,68 @@ def hanyin(django_db_setup, django_db_blocker) -> Iterator[str]:
             atomic.__exit__(None, None, None)
 
 
+@dataclass
+class ModuleTransaction:
+    """What `module_transaction` gives a module's shared-data fixture: `building()`, the
+    setting in which to write the data (the database open, the tests' settings, tasks run
+    in-process), and the image store its tests share."""
+
+    directory: Path
+    blocker: Any
+
+    @property
+    def storage_root(self) -> Path:
+        return self.directory / "storage"
+
+    @contextmanager
+    def building(self) -> Iterator[None]:
+        from django.db import connection
+        from django.test import override_settings
+
+        from cloudpacs.celery import app
+
+        saved = {key: app.conf[key] for key in ("task_always_eager", "task_eager_propagates")}
+        settings = override_settings(
+            STORAGE_ROOT=self.storage_root, LANGUAGE_CODE="zh-hans", CELERY_TASK_ALWAYS_EAGER=True
+        )
+        with self.blocker.unblock(), settings:
+            app.conf.update(task_always_eager=True, task_eager_propagates=True)
+            try:
+                load_migration_data()
+                yield
+                # Fire the deferred foreign-key checks of the shared rows now, once, as
+                # `hanyin` does: left pending, each test's teardown would check them again.
+                connection.check_constraints()
+            finally:
+                app.conf.update(saved)
+
+
+@pytest.fixture(scope="module")
+def module_transaction(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[ModuleTransaction]:
+    """A transaction for data that a module's tests share, built once (in
+    `module_transaction.building()`) by a module-scoped fixture of that module, and rolled
+    back after the module's last test; see HELD above. The fixture's tests take `db` too
+    (each runs in a savepoint) and share its image store."""
+    from django.db import transaction
+
+    held = ModuleTransaction(tmp_path_factory.mktemp("module"), django_db_blocker)
+    with django_db_blocker.unblock():
+        atomic = transaction.atomic()
+        atomic.__enter__()
+    try:
+        yield held
+    finally:
+        with django_db_blocker.unblock():
+            transaction.set_rollback(True)
+            atomic.__exit__(None, None, None)
+
+
 @pytest.fixture(autouse=True)
-def _isolated_storage(settings, tmp_path: Path) -> None:
-    settings.STORAGE_ROOT = tmp_path / "storage"
+def _isolated_storage(request, settings, tmp_path: Path) -> None:
+    if _uses(request.node, MODULE_TRANSACTION):
+        settings.STORAGE_ROOT = request.getfixturevalue(MODULE_TRANSACTION).storage_root
+    else:
+        settings.STORAGE_ROOT = tmp_path / "storage"
     settings.LANGUAGE_CODE = "zh-hans"
 
 
@@ -162,22 +309,22 @@ def load_migration_data() -> None:
 
 @pytest.fixture
 def county(db) -> Facility:
-    return make_facility("COUNTY", township=False, name="汉阴县人民医院", short_name="县医院", pinyin="Hanyin")
+    return make_county()
 
 
 @pytest.fixture
 def township(db) -> Facility:
-    return make_facility("XUANWO", name="漩涡镇中心卫生院", short_name="漩涡", pinyin="Xuanwo")
+    return make_township()
 
 
 @pytest.fixture
 def other_township(db) -> Facility:
-    return make_facility("PINGLIANG", name="平梁镇卫生院", short_name="平梁", pinyin="Pingliang")
+    return make_other_township()
 
 
 @pytest.fixture
 def ct_modality(township: Facility) -> Modality:
-    return make_modality(township, ExamKind.CT, "XUANWO_CT", manufacturer="UIH", model_name="uCT 528")
+    return make_ct_modality(township)
 
 
 @pytest.fixture
@@ -187,22 +334,22 @@ def dr_modality(township: Facility) -> Modality:
 
 @pytest.fixture
 def technologist(township: Facility) -> User:
-    return make_user(User.Role.TECHNOLOGIST, township, username="tech_xuanwo", display_name="漩涡技师")
+    return make_technologist(township)
 
 
 @pytest.fixture
 def outsider(other_township: Facility) -> User:
-    return make_user(User.Role.TECHNOLOGIST, other_township, username="tech_pingliang", display_name="平梁技师")
+    return make_outsider(other_township)
 
 
 @pytest.fixture
 def radiologist(county: Facility) -> User:
-    return make_user(User.Role.RADIOLOGIST, county, username="dr_li", display_name="李医生", is_senior=True)
+    return make_radiologist(county)
 
 
 @pytest.fixture
 def administrator(county: Facility) -> User:
-    return make_user(User.Role.ADMINISTRATOR, county, username="admin_wang", display_name="王管理员")
+    return make_administrator(county)
 
 
 @pytest.fixture
@@ -229,19 +376,13 @@ def chromium() -> Iterator[Any]:
     """A headless Chromium (Playwright's sync API), closed after the test. Request it after
     the fixtures that write the test's data: while Playwright's event loop runs in this
     thread, Django refuses ORM calls from it."""
-    import os
-
     from playwright.sync_api import sync_playwright
 
-    from tests.browser import BUILT_VIEWER, CHROMIUM, CHROMIUM_ARGS
+    from tests.browser import BUILT_VIEWER, launch
 
     assert BUILT_VIEWER.exists(), "the viewer is not built: run scripts/build-viewer.sh"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            env={**os.environ, "LANGUAGE": "zh_CN", "LANG": "zh_CN.UTF-8"},
-        )
+        browser = launch(playwright)
         try:
             yield browser
         finally:

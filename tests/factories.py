@@ -49,6 +49,42 @@ def make_user(role: str, facility: Facility | None = None, username: str | None 
     return user
 
 
+# The personas of conftest.py's fixtures (county, township, ct_modality, technologist, ...),
+# as functions, for data that a module builds once (conftest's `module_transaction`).
+
+
+def make_county() -> Facility:
+    return make_facility("COUNTY", township=False, name="汉阴县人民医院", short_name="县医院", pinyin="Hanyin")
+
+
+def make_township() -> Facility:
+    return make_facility("XUANWO", name="漩涡镇中心卫生院", short_name="漩涡", pinyin="Xuanwo")
+
+
+def make_other_township() -> Facility:
+    return make_facility("PINGLIANG", name="平梁镇卫生院", short_name="平梁", pinyin="Pingliang")
+
+
+def make_ct_modality(township: Facility) -> Modality:
+    return make_modality(township, ExamKind.CT, "XUANWO_CT", manufacturer="UIH", model_name="uCT 528")
+
+
+def make_technologist(township: Facility) -> User:
+    return make_user(User.Role.TECHNOLOGIST, township, username="tech_xuanwo", display_name="漩涡技师")
+
+
+def make_outsider(other_township: Facility) -> User:
+    return make_user(User.Role.TECHNOLOGIST, other_township, username="tech_pingliang", display_name="平梁技师")
+
+
+def make_radiologist(county: Facility) -> User:
+    return make_user(User.Role.RADIOLOGIST, county, username="dr_li", display_name="李医生", is_senior=True)
+
+
+def make_administrator(county: Facility) -> User:
+    return make_user(User.Role.ADMINISTRATOR, county, username="admin_wang", display_name="王管理员")
+
+
 def make_dataset(
     *,
     sop_class_uid: str = CTImageStorage,

@@ -32,7 +32,18 @@ from dicomnode.models import AssociationLog
 from facilities.models import ApiToken, AuditEvent, ExamKind, RosterShift, User
 from facilities.services import audit
 from tests.dicomweb_support import ingest
-from tests.factories import make_dataset, make_modality
+from tests.factories import (
+    make_administrator,
+    make_county,
+    make_ct_modality,
+    make_dataset,
+    make_modality,
+    make_other_township,
+    make_outsider,
+    make_radiologist,
+    make_technologist,
+    make_township,
+)
 
 PERSONAS = ("anonymous", "technologist", "outsider", "radiologist", "administrator")
 
@@ -354,9 +365,32 @@ class World:
     secrets: list[str]
 
 
+@pytest.fixture(scope="module")
+def walk_world(module_transaction) -> World:
+    """The world is built once for the module (conftest's `module_transaction`): the walks
+    only read it, and what a test writes is undone after it."""
+    with module_transaction.building():
+        county, township, other_township = make_county(), make_township(), make_other_township()
+        ct_modality = make_ct_modality(township)
+        return build_world(
+            township,
+            other_township,
+            ct_modality,
+            make_technologist(township),
+            make_outsider(other_township),
+            make_radiologist(county),
+            make_administrator(county),
+            module_transaction.directory,
+        )
+
+
 @pytest.fixture
-def world(
-    county, township, other_township, ct_modality, technologist, outsider, radiologist, administrator, tmp_path: Path
+def world(walk_world: World, db) -> World:
+    return walk_world
+
+
+def build_world(
+    township, other_township, ct_modality, technologist, outsider, radiologist, administrator, directory: Path
 ) -> World:
     administrator.is_staff = True
     administrator.save()
@@ -366,13 +400,13 @@ def world(
     instance = ingest(
         make_dataset(patient_id="W0001", patient_name="Wang^Wu=王^五", character_set="ISO_IR 192"),
         ct_modality,
-        tmp_path / "in",
+        directory / "in",
     )
     study = instance.series.study
     study.refresh_from_db()
     # The outsider's township keeps a study of a patient with the same Patient ID.
     elsewhere = ingest(
-        make_dataset(patient_id="W0001", patient_name="Li^Si"), make_modality(other_township), tmp_path / "out"
+        make_dataset(patient_id="W0001", patient_name="Li^Si"), make_modality(other_township), directory / "out"
     )
     consult = open_consult_for_study(study)
     workflow.claim_consult(consult, radiologist)

@@ -1,0 +1,83 @@
+"""The suite's own machinery (conftest.py): data a module builds once in a held
+transaction, the order that keeps it from other tests, and what each pytest-xdist worker
+gets of its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from facilities.models import Facility
+from tests.conftest import order_held_data, worker_broker_url
+from tests.factories import make_facility
+
+
+@pytest.fixture(scope="module")
+def shared_facility(module_transaction) -> Facility:
+    with module_transaction.building():
+        return make_facility("SHARED")
+
+
+@pytest.fixture
+def shared(shared_facility: Facility, db) -> Facility:
+    return shared_facility
+
+
+def test_a_test_without_the_modules_shared_data_does_not_see_it(db):
+    # The users of module_transaction run after this test, so its rows are not there yet.
+    assert not Facility.objects.filter(code="SHARED").exists()
+
+
+def test_a_test_of_the_shared_data_sees_it_and_what_it_writes_is_undone(shared):
+    assert Facility.objects.filter(code="SHARED").count() == 1
+    make_facility("WRITTEN")
+    Facility.objects.filter(pk=shared.pk).update(name="改过")
+
+
+def test_the_next_test_of_the_shared_data_sees_it_as_built(shared):
+    assert Facility.objects.get(pk=shared.pk).name == "SHARED镇卫生院"
+    assert not Facility.objects.filter(code="WRITTEN").exists()
+
+
+def test_the_tests_of_the_shared_data_share_the_image_store_it_was_built_with(shared, settings, module_transaction):
+    # Each user of the module's data reads the image store the data was built with.
+    store, language = settings.STORAGE_ROOT, settings.LANGUAGE_CODE
+    assert (store, language) == (module_transaction.storage_root, "zh-hans")
+
+
+@dataclass
+class Item:
+    """What order_held_data reads of a pytest item."""
+
+    nodeid: str
+    fixturenames: list[str] = field(default_factory=list)
+
+
+def test_a_modules_users_of_held_data_go_after_its_other_tests_and_the_demos_last():
+    a1 = Item("tests/test_a.py::one", ["module_transaction", "db"])
+    a2 = Item("tests/test_a.py::two", ["db"])
+    demo = Item("tests/test_d.py::demo", ["hanyin", "db"])
+    b1 = Item("tests/test_b.py::one", ["db"])
+    a3 = Item("tests/test_a.py::three", [])  # no database: pytest-django put it later
+    c1 = Item("tests/test_c.py::only", ["module_transaction", "db"])
+    b2 = Item("tests/test_b.py::two", [])
+    ordered = order_held_data([a1, a2, demo, b1, a3, c1, b2])
+    assert ordered == [a2, b1, a3, a1, c1, b2, demo]
+
+
+def test_held_data_refuses_a_transactional_test():
+    item = Item("tests/test_a.py::one", ["module_transaction", "transactional_db"])
+    with pytest.raises(pytest.UsageError, match="transactional"):
+        order_held_data([item])
+
+
+def test_each_xdist_worker_gets_the_brokers_database_plus_its_number():
+    assert worker_broker_url("redis://127.0.0.1:6379/0", "gw0") == "redis://127.0.0.1:6379/0"
+    assert worker_broker_url("redis://127.0.0.1:6379/1", "gw3") == "redis://127.0.0.1:6379/4"
+    assert worker_broker_url("redis://:secret@redis:6379", "gw2") == "redis://:secret@redis:6379/2"
+
+
+def test_a_worker_past_redis_databases_is_refused_with_the_reason():
+    with pytest.raises(pytest.UsageError, match="Redis database 16"):
+        worker_broker_url("redis://127.0.0.1:6379/14", "gw2")
