@@ -24,6 +24,7 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 from billing import formatting
 from billing.reports.filters import month_end
 from billing.reports.monthly import MonthFigures
+from consults.models import Priority
 from consults.pdf import register_font
 from facilities.models import ExamKind, User
 
@@ -213,7 +214,7 @@ def _bar_chart(
 
 
 def _charts(figures: MonthFigures, font: str) -> Table:
-    width, height = WIDTH / 2 - 3 * mm, 78 * mm
+    width, height = WIDTH / 2 - 3 * mm, 60 * mm
     rows = figures.townships
     names = [t.label if t.facility is not None else _("其余") for t in rows]
     by_township = _bar_chart(
@@ -283,12 +284,76 @@ def _townships(figures: MonthFigures, s: dict[str, ParagraphStyle]) -> Table:
                 ("LINEABOVE", (0, -1), (-1, -1), 0.8, INK),
                 ("LINEBELOW", (0, -1), (-1, -1), 0.8, INK),
                 ("BACKGROUND", (0, -1), (-1, -1), colors.HexColor("#f5f7fa")),
-                ("TOPPADDING", (0, 0), (-1, -1), 2.5),
-                ("BOTTOMPADDING", (0, 0), (-1, -1), 2.5),
+                ("TOPPADDING", (0, 0), (-1, -1), 1.8),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 1.8),
                 ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
             ]
         )
     )
+    return table
+
+
+def _limits_and_travel(figures: MonthFigures, s: dict[str, ParagraphStyle]) -> Table:
+    """Beside each other: the share signed within the limit by priority and kind, and what
+    the patients saved (per exam, per patient, the trips to the county not made)."""
+    limits = figures.limits
+    kinds = limits.kinds or list(figures.kinds)
+
+    def cell(c: object) -> str:
+        if c is None or not getattr(c, "signed", 0):
+            return "—"
+        return percent(c.within_limit / c.signed)  # type: ignore[attr-defined]
+
+    rows = [
+        [Paragraph(escape(_("优先级")), s["label"])]
+        + [Paragraph(escape(str(ExamKind(k).label)), s["label_num"]) for k in kinds]
+        + [Paragraph(escape(_("合计")), s["label_num"])]
+    ]
+    for p in limits.priorities:
+        rows.append(
+            [Paragraph(escape(str(Priority(p).label)), s["cell"])]
+            + [Paragraph(cell(limits.cells.get((p, k))), s["num"]) for k in kinds]
+            + [Paragraph(cell(limits.by_priority.get(p)), s["num"])]
+        )
+    rows.append(
+        [Paragraph(escape(_("合计")), s["cell"])]
+        + [Paragraph(cell(limits.by_kind.get(k)), s["num"]) for k in kinds]
+        + [Paragraph(cell(limits.total), s["num"])]
+    )
+    left_width = WIDTH * 0.55
+    limit_table = Table(rows, colWidths=[left_width * 0.22] + [left_width * 0.78 / (len(kinds) + 1)] * (len(kinds) + 1))
+    limit_table.setStyle(
+        TableStyle(
+            [
+                ("LINEABOVE", (0, 0), (-1, 0), 0.8, INK),
+                ("LINEBELOW", (0, 0), (-1, 0), 0.5, LINE),
+                ("LINEABOVE", (0, -1), (-1, -1), 0.5, LINE),
+                ("LINEBELOW", (0, -1), (-1, -1), 0.8, INK),
+                ("TOPPADDING", (0, 0), (-1, -1), 2),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
+            ]
+        )
+    )
+    t = figures.travel
+    lines = [
+        _("每人次节省 %(yuan)s 元，每位患者 %(patient)s 元。")
+        % {"yuan": formatting.yuan(t.saving_per_exam), "patient": formatting.yuan(t.saving_per_patient)},
+        _("免去往返县医院 %(n)s 人次：路费约 %(cost)s 元，路程 %(km)s 公里，时间 %(hours)s 小时。")
+        % {
+            "n": formatting.number(t.exams),
+            "cost": formatting.yuan(t.travel_cost),
+            "km": formatting.number(t.travel_km),
+            "hours": formatting.number(t.travel_hours, 1),
+        },
+    ]
+    if t.unknown:
+        lines.append(_("%(n)s 个乡镇未登记到县医院的路程，未计入。") % {"n": len(t.unknown)})
+    travel_cell = [Paragraph(escape(_("群众少跑的路")), s["heading"])] + [
+        Paragraph(escape(line), s["cell"]) for line in lines
+    ]
+    limit_cell = [Paragraph(escape(_("时限内完成率（按优先级与检查类型）")), s["heading"]), limit_table]
+    table = Table([[limit_cell, travel_cell]], colWidths=[WIDTH * 0.58, WIDTH * 0.42])
+    table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (0, -1), 0)]))
     return table
 
 
@@ -329,6 +394,8 @@ def _render(figures: MonthFigures, made_at: datetime, made_by: User | None, font
         Spacer(1, 2 * mm),
         Paragraph(escape(_("各乡镇（检查量：人次；节省：元；会诊时间：分钟）")), s["heading"]),
         _townships(figures, s),
+        Spacer(1, 3 * mm),
+        _limits_and_travel(figures, s),
         Spacer(1, 3 * mm),
         Paragraph(
             escape(

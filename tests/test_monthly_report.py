@@ -139,6 +139,12 @@ def test_each_figure_in_the_pdf_equals_the_raw_rows(month_of_exams, township, ot
         f"{month['signed']} {minutes(month['mean'])} {formatting.percent(month['share'])}"
     )
     assert total in flat, total
+    # Signed within the limit by priority (h23a's within_limit), and the saving per exam.
+    emergency = [c for c in Consult.objects.filter(exam_date__month=9, exam_date__year=2025, priority="emergency")]
+    assert len(emergency) == 1 and emergency[0].signed_at <= emergency[0].due_at
+    assert "时限内完成率（按优先级与检查类型） 优先级 CT DR 合计 急诊 100.0 % — 100.0 %" in flat
+    per_exam = (month["saving"] / month["entries"]).quantize(Decimal("0.01"))
+    assert f"每人次节省 {formatting.yuan(per_exam)} 元" in flat
     # What the list of reports shows, kept with it.
     assert report.figures["exams"] == month["exams"]
     assert Decimal(report.figures["saving"]) == month["saving"]

@@ -20,8 +20,10 @@ from billing.reports.common import ZERO, township_order
 from billing.reports.filters import Filters, month_end, rollup_parts
 from billing.reports.measures import Summary
 from billing.reports.savings import savings
+from billing.reports.travel import Travel, travel
 from billing.reports.turnaround import turnaround
 from billing.reports.volume import volume
+from billing.reports.workload import WithinLimit, within_limit
 from facilities.models import ExamKind, Facility
 from facilities.services import county_hospital
 
@@ -101,6 +103,8 @@ class MonthFigures:
     previous: Comparison
     last_year: Comparison
     trend: list[tuple[date, int, Decimal]]  # month, exams, saving; the last TREND_MONTHS
+    limits: WithinLimit  # signed within the limit, by priority and kind (billing.reports.workload)
+    travel: Travel  # saving per exam and per patient, travel saved (billing.reports.travel)
     kinds: list[str] = field(default_factory=lambda: list(ExamKind.values))
 
     @property
@@ -235,4 +239,6 @@ def month_figures(month: date, *, township_rows: int = TOWNSHIP_ROWS) -> MonthFi
         previous=_compare(previous_month(first), total_exams, money_.total.saving),
         last_year=_compare(first.replace(year=first.year - 1), total_exams, money_.total.saving),
         trend=trend,
+        limits=within_limit(filters),
+        travel=travel(filters),
     )
