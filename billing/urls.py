@@ -9,6 +9,7 @@ app_name = "billing"
 dashboards = [
     path("savings/", savings.savings, name="savings"),
     path("savings/<slug:table>.<slug:fmt>", savings.savings_export, name="savings_export"),
+    path("travel/", savings.travel, name="travel"),
     path("turnaround/", turnaround.turnaround, name="turnaround"),
     path("turnaround/<slug:table>.<slug:fmt>", turnaround.turnaround_export, name="turnaround_export"),
     path("volume/", volume.volume, name="volume"),

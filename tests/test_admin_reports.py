@@ -37,6 +37,7 @@ GROWTH = reverse("billing:dashboards:growth")
 WORKLOAD = reverse("billing:dashboards:workload")
 TIMELINESS = reverse("billing:dashboards:timeliness")
 SAVINGS = reverse("billing:dashboards:savings")
+TRAVEL = reverse("billing:dashboards:travel")
 
 
 @pytest.fixture
@@ -397,7 +398,7 @@ def test_the_savings_page_shows_the_travel_beside_the_price_difference(history, 
     for field, value in hanyin.travel_defaults("XUANWO").items():
         setattr(township, field, value)
     township.save()
-    response = login(administrator).get(SAVINGS)
+    response = login(administrator).get(TRAVEL)
     page = response.content.decode()
     table = {row[0]: row[1:] for row in page_tables(response)["travel-table"][1:]}
     travel = dashboards.travel(Filters())
@@ -454,7 +455,7 @@ def test_an_unknown_report_table_is_404(administrator) -> None:
 
 def test_the_reports_are_in_the_dashboards_navigation(history, administrator, technologist_client) -> None:
     page = login(administrator).get(SAVINGS).content.decode()
-    for url in (GROWTH, WORKLOAD, TIMELINESS):
+    for url in (GROWTH, WORKLOAD, TIMELINESS, TRAVEL):
         assert f'href="{url}' in page
     assert f'href="{GROWTH}' not in technologist_client.get(SAVINGS).content.decode()
 

@@ -111,12 +111,13 @@ def test_the_timeliness_page_from_the_navigation(admin_page) -> None:
 
 def test_the_travel_beside_the_price_difference(admin_page) -> None:
     page = admin_page
-    page.locator("#travel").scroll_into_view_if_needed()
+    page.click("nav.dash-nav >> text=患者节省")
+    page.wait_for_selector("#travel-table")
     row = page.locator("#travel-table tbody tr", has_text="漩涡").inner_text()
     assert "51.0" in row
     page.click("#travel-sources summary")
     assert "sanqinyou.com" in page.locator("#travel-sources").inner_text()
     assert "估算" in page.locator("#travel-sources").inner_text()
     fits(page)
-    save(page, "savings-travel")
+    save(page, "travel")
     assert page.errors == []

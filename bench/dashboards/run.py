@@ -330,6 +330,7 @@ def cases() -> list[tuple[str, Callable[[], Any]]]:
         ("page: /dashboards/growth/", page("growth")),
         ("page: /dashboards/workload/", page("workload")),
         ("page: /dashboards/timeliness/", page("timeliness")),
+        ("page: /dashboards/travel/", page("travel")),
         ("page: /dashboards/exams/ (first page)", page("exams")),
         ("page: /dashboards/exams/?Xuanwo CT 2024 (first page)", page("exams", xuanwo_ct_2024)),
     ]

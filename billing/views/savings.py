@@ -56,7 +56,6 @@ def savings(request: HttpRequest) -> HttpResponse:
     mark_partial(data.by_year, scope.filters)
     mark_partial(data.by_month, scope.filters)
     townships = [township_row(scope, t, data.kinds) for t in data.by_township]
-    travel = dashboards.travel(scope.filters)
     kind_totals = [
         (sum((t.by_kind.get(k, dashboards.ZERO) for t in data.by_township), dashboards.ZERO), k) for k in data.kinds
     ]
@@ -80,13 +79,23 @@ def savings(request: HttpRequest) -> HttpResponse:
             "kind_totals": kind_totals,
             "figure1": figure1,
             "editions": dashboards.editions(scope.filters),
-            "travel": travel,
-            "travel_rows": [(place(t.facility), t) for t in travel.townships],
             "unconfirmed": dashboards.unconfirmed_parts(scope.filters),
             "partial_rows": [r for r in data.by_year if r.partial],
             "partial_months": [r for r in data.by_month if r.partial],
         },
     )
+
+
+@role_required(*MONEY_ROLES)
+def travel(request: HttpRequest) -> HttpResponse:
+    """What each exam read from a township saved its patient: the price difference per exam
+    and per patient, beside the journey to the county hospital not made."""
+    scope = scope_of(request)
+    if scope.filters is None:
+        return render_page(request, "billing/dashboards/travel.html", scope, {})
+    data = dashboards.travel(scope.filters)
+    rows = [(place(t.facility), t) for t in data.townships]
+    return render_page(request, "billing/dashboards/travel.html", scope, {"travel": data, "travel_rows": rows})
 
 
 SAVINGS_TABLES = ("township", "kind", "year", "month", "travel", "entries")
