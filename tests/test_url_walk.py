@@ -301,7 +301,8 @@ TABLE: dict[str, Route] = {
     "dashboards/volume/": expect("/dashboards/volume/", LOGIN, OK, OK, OK, OK),
     "dashboards/volume/<slug:kind>.<slug:fmt>": expect("/dashboards/volume/CT.csv", LOGIN, OK, OK, OK, OK),
     "dashboards/exams/": expect("/dashboards/exams/", LOGIN, OK, OK, OK, OK),
-    # The monthly report: the county's, administrators only.
+    # The patients' savings: as the savings page.
+    "dashboards/travel/": expect("/dashboards/travel/", LOGIN, OK, OK, FORBIDDEN, OK),
     # The administrators' reports: growth, each reader's workload, the time limits.
     "dashboards/growth/": expect("/dashboards/growth/", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK),
     "dashboards/growth/<slug:table>.<slug:fmt>": expect(
@@ -315,6 +316,7 @@ TABLE: dict[str, Route] = {
     "dashboards/timeliness/<slug:table>.<slug:fmt>": expect(
         "/dashboards/timeliness/priority-kind.csv", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK
     ),
+    # The monthly report: the county's, administrators only.
     "dashboards/monthly/": expect("/dashboards/monthly/", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK),
     "dashboards/monthly/<uuid:report_uuid>.pdf": expect(
         "/dashboards/monthly/{monthly_report}.pdf", LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK
