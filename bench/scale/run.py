@@ -39,8 +39,6 @@ import os
 import queue
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +52,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(BASE_DIR))
 
+from bench.ingest.harness import free_port, psql, stop, wait_for_port  # noqa: E402
 from bench.scale import model  # noqa: E402
 
 PYTHON = sys.executable
@@ -222,44 +221,6 @@ def write_study(directory: Path, exam: model.Exam, number: int, real: bool) -> t
 
 
 # ---------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[:4]} exited with {process.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def psql(sql: str, database: str = "postgres") -> str:
-    out = subprocess.run(
-        ["psql", "-h", PG_SOCKET_DIR, "-U", "postgres", "-d", database, "-qtAc", sql],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip()
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 SEED = """
