@@ -18,6 +18,7 @@ from django.db.models.functions import TruncMonth
 
 from billing.reports.common import ZERO, township_order
 from billing.reports.filters import Filters, month_end, rollup_parts
+from billing.reports.growth import growth_percent
 from billing.reports.measures import Summary
 from billing.reports.savings import savings
 from billing.reports.travel import Travel, travel
@@ -46,11 +47,11 @@ def month_range(month: date) -> tuple[date, date]:
 
 
 def growth(current: Decimal | int, before: Decimal | int) -> float | None:
-    """The change from `before` to `current` as a share of `before`; None when there was
-    nothing before to grow from."""
-    if not before:
-        return None
-    return float((Decimal(current) - Decimal(before)) / Decimal(before))
+    """The change from `before` to `current` as a share of `before` (what the PDF prints
+    as a percentage), by the growth pages' one rule (`growth_percent`: to 0.1 %, None
+    when there was nothing before to grow from)."""
+    percent = growth_percent(current, before)
+    return None if percent is None else float(percent) / 100
 
 
 @dataclass
