@@ -211,31 +211,74 @@ def tree_rss_kb(pid: int) -> int:
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU time of the process tree so far (children that exited not
     included: the receivers' processes live as long as the run)."""
-    ticks = 0
+    return sum(tree_cpu_split(pid))
+
+
+def tree_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of the process tree so far: threads that ended
+    included, processes that ended not."""
+    ticks = [0, 0]
     for current in tree_pids(pid):
         try:
             with open(f"/proc/{current}/stat") as stat:
                 fields = stat.read().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
+            ticks[0] += int(fields[11])
+            ticks[1] += int(fields[12])
         except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
             continue
-    return ticks / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return ticks[0] / tick, ticks[1] / tick
+
+
+def thread_switches(pid: int) -> dict[int, int]:
+    """Voluntary context switches of each thread alive in the process tree, by thread id.
+    A thread that waits for the interpreter lock, another lock or its socket sleeps: a
+    voluntary switch. The kernel forgets a thread's count when it ends (an association's
+    threads end with it), so PeakSampler samples them while the push runs."""
+    counts = {}
+    for current in tree_pids(pid):
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{current}/task/{task}/status") as status:
+                    for line in status:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            counts[int(task)] = int(line.split()[1])
+                            break
+            except (FileNotFoundError, ProcessLookupError, ValueError):
+                continue
+    return counts
 
 
 class PeakSampler:
+    """Peak memory of the process tree and, for each of its threads, the voluntary
+    context switches made while it runs (the last count seen of a thread that ended)."""
+
     def __init__(self, pid: int, interval: float = 0.02) -> None:
         self.pid, self.interval, self.peak = pid, interval, 0
         # The largest single process of the tree (several receiver processes share the port).
         self.peak_process = 0
+        self._start = thread_switches(pid)
+        self._last: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    @property
+    def switches(self) -> int:
+        return sum(count - self._start.get(tid, 0) for tid, count in self._last.items())
+
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while True:
             sizes = [rss_kb(current) for current in tree_pids(self.pid)]
             self.peak = max(self.peak, sum(sizes))
             self.peak_process = max([self.peak_process, *sizes])
-            self._stop.wait(self.interval)
+            self._last.update(thread_switches(self.pid))
+            if self._stop.wait(self.interval):
+                break
+        self._last.update(thread_switches(self.pid))
 
     def __enter__(self) -> PeakSampler:
         self._thread.start()
@@ -253,10 +296,15 @@ class Receiver:
     extra: dict = field(default_factory=dict)
 
 
+# NAME=VALUE pairs of --receiver-env, given to every Yunying receiver (not to the references).
+RECEIVER_ENV: dict[str, str] = {}
+
+
 def yunying_env(rundir: Path, database_url: str, processes: int = 1) -> dict[str, str]:
     return {
         "DICOM_RECEIVER_PROCESSES": str(processes),
         **os.environ,
+        **RECEIVER_ENV,
         "DATABASE_URL": database_url,
         "STORAGE_ROOT": str(rundir / "storage"),
         "DICOM_AE_TITLE": AE_TITLE,
@@ -472,6 +520,9 @@ class Measure:
     stored_ok: bool
     cpu_seconds: float = 0.0
     peak_process_kb: int = 0
+    system_seconds: float = 0.0
+    switches: int = 0  # voluntary context switches of the receiver's threads
+    load: float = 0.0  # the machine's load average (1 min) when the push ended
 
 
 def count_stored(receiver: str, rundir: Path) -> int:
@@ -523,17 +574,19 @@ def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path,
         # for a while, not one that is still loading code and opening its index.
         push(port, warmup.files, 1)
         time.sleep(0.3)
-        cpu_before = tree_cpu_seconds(process.pid)
+        before = tree_cpu_split(process.pid)
         with PeakSampler(process.pid) as sampler:
             seconds = push(port, dataset.files, parallel)
-        cpu = tree_cpu_seconds(process.pid) - cpu_before
+        after = tree_cpu_split(process.pid)
+        load = os.getloadavg()[0]
+        cpu = after[0] + after[1] - before[0] - before[1]
         expected = len(dataset.files) + len(warmup.files)
         stored = count_stored(receiver.name, rundir) if receiver.name != "orthanc-postgresql" else expected
     finally:
         stop(process)
     ok = stored >= expected
     shutil.rmtree(rundir, ignore_errors=True)
-    return Measure(seconds, sampler.peak, ok, cpu, sampler.peak_process)
+    return Measure(seconds, sampler.peak, ok, cpu, sampler.peak_process, after[1] - before[1], sampler.switches, load)
 
 
 def time_to_consult(workdir: Path, start: Callable[[Path, int], subprocess.Popen], dataset: DataSet) -> float:
@@ -590,8 +643,18 @@ def main() -> None:
         help="DICOM_RECEIVER_PROCESSES values to run Yunying with, comma-separated (e.g. 1,2: receivers"
         " yunying-sqlite and yunying-sqlite-x2); default 1",
     )
+    parser.add_argument(
+        "--receiver-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for every Yunying receiver (repeatable)",
+    )
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for pair in args.receiver_env:
+        name, _, value = pair.partition("=")
+        RECEIVER_ENV[name] = value
 
     if not args.inside:
         command = [PYTHON, __file__, "--inside", *sys.argv[1:]]
@@ -619,10 +682,14 @@ def main() -> None:
     if not args.only or "yunying-sqlite-s3" in args.only:
         receivers.append(Receiver("yunying-sqlite-s3", start_yunying_sqlite_s3(workdir)))
     if args.before_repo:
-        # Another checkout's receiver (the code before a change), on the same templates.
-        receivers.append(Receiver("before-sqlite", start_yunying_sqlite(workdir, 1, args.before_repo)))
-        if Path(PG_SOCKET_DIR, ".s.PGSQL.5432").exists():
-            receivers.append(Receiver("before-postgresql", start_yunying_pg(workdir, 1, args.before_repo)))
+        # Another checkout's receiver (the code before a change), on the same templates,
+        # with as many processes as this one's.
+        for processes in (int(n) for n in args.yunying_processes.split(",")):
+            suffix = f"-x{processes}" if processes > 1 else ""
+            before = args.before_repo
+            receivers.append(Receiver(f"before-sqlite{suffix}", start_yunying_sqlite(workdir, processes, before)))
+            if Path(PG_SOCKET_DIR, ".s.PGSQL.5432").exists():
+                receivers.append(Receiver(f"before-postgresql{suffix}", start_yunying_pg(workdir, processes, before)))
     # The reference for the receiver's own path: stock pynetdicom writing the bytes.
     receivers.append(Receiver("pynetdicom", start_pynetdicom(fsync=False)))
     receivers.append(Receiver("pynetdicom-fsync", start_pynetdicom(fsync=True)))
@@ -648,11 +715,15 @@ def main() -> None:
             for receiver in receivers:
                 runs = results[(receiver.name, dataset.name, parallel)]
                 seconds = statistics.median(m.seconds for m in runs)
+                count = len(dataset.files)
                 print(
-                    f"{dataset.name} x{parallel} {receiver.name:20s} {len(dataset.files) / seconds:7.1f} inst/s "
+                    f"{dataset.name} x{parallel} {receiver.name:20s} {count / seconds:7.1f} inst/s "
                     f"{size / seconds / 1e6:7.1f} MB/s peak {max(m.peak_kb for m in runs) / 1024:6.0f} MB"
                     f" (largest process {max(m.peak_process_kb for m in runs) / 1024:.0f} MB)"
-                    f" CPU {statistics.median(m.cpu_seconds for m in runs) * 1000 / len(dataset.files):6.2f} ms/inst"
+                    f" CPU {statistics.median(m.cpu_seconds for m in runs) * 1000 / count:6.2f} ms/inst"
+                    f" (system {statistics.median(m.system_seconds for m in runs) * 1000 / count:.2f})"
+                    f" {statistics.median(m.switches for m in runs) / count:6.1f} switches/inst"
+                    f" load {', '.join(f'{m.load:.1f}' for m in runs)}"
                     f"{'' if all(m.stored_ok for m in runs) else '  (INCOMPLETE)'}",
                     flush=True,
                 )
