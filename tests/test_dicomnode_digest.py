@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import subprocess
+import time
 
 import pytest
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -60,6 +61,11 @@ def test_digests_hashed_on_arrival_match_the_stored_files(receiver, ct_modality,
         assoc.release()
     assert statuses == [0x0000, 0x0000, 0x0000]
     assert_digests_match_files([str(ds.SOPInstanceUID) for ds in datasets])
+    # The receiver logs the association's end after its release answer, once its log row
+    # is written: on a loaded PostgreSQL, after release() has returned here.
+    deadline = time.monotonic() + 30
+    while "association released" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert "(3 hashed on arrival)" in caplog.text
 
 
@@ -98,4 +104,46 @@ def test_a_resent_instance_is_still_recognised_as_a_duplicate(receiver, ct_modal
         assert assoc.send_c_store(ds).Status == 0x0000
         assoc.release()
     assert Instance.objects.filter(sop_instance_uid=ds.SOPInstanceUID).count() == 1
+    assert_digests_match_files([str(ds.SOPInstanceUID)])
+
+
+def test_a_large_instance_is_moved_into_the_store_not_copied(receiver, dr_modality, monkeypatch):
+    """A radiograph's bytes are written once: into pynetdicom's file as they arrive (and
+    hashed then), which is renamed into `.incoming/` and linked at its key, as
+    `manage.py dicomnode` receives on the store's filesystem. Nothing copies it or reads
+    it back whole."""
+    import tempfile
+
+    from cloudpacs import storage
+    from dicomnode.processes import receiving_dir
+
+    receiving = receiving_dir()
+    receiving.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(receiving))
+    moved: list[tuple[int, int | None, bool]] = []
+    adopt = storage._adopt
+
+    def recording(source, temp, sha256=None):  # type: ignore[no-untyped-def]
+        inode = source.stat().st_ino
+        staged = adopt(source, temp, sha256)
+        moved.append((inode, staged.path.stat().st_ino if staged is not None else None, sha256 is not None))
+        return staged
+
+    monkeypatch.setattr(storage, "_adopt", recording)
+    copied: list[object] = []
+    monkeypatch.setattr(storage, "file_meta_bytes", lambda *args, **kwargs: copied.append(args) or b"")
+    ds = make_dataset(sop_class_uid=DigitalXRayImageStorageForPresentation, modality="DX", rows=1500, columns=1200)
+    ae = AE(ae_title=dr_modality.ae_title)
+    ae.add_requested_context(DXStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate(*receiver, ae_title="CLOUDPACS")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_store(ds).Status == 0x0000
+    finally:
+        assoc.release()
+    instance = Instance.objects.get(sop_instance_uid=ds.SOPInstanceUID)
+    stored = path_for(instance.storage_key).stat()
+    assert moved == [(stored.st_ino, stored.st_ino, True)]
+    assert copied == []  # the copying branch of storage.stage never ran
+    assert stored.st_size > 1500 * 1200 * 2
     assert_digests_match_files([str(ds.SOPInstanceUID)])
