@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from bench.scale import model
-from bench.scale.run import parse_arguments
+from bench.scale.run import parse_arguments, send_study
 from billing.hanyin import TOWNSHIPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +86,45 @@ def test_the_replay_refuses_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit):
         parse_arguments(argv)
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_replays_consoles_pause_their_loop_with_the_checked_handshake(
+    receiver, ct_modality, tmp_path: Path, monkeypatch
+):
+    """The replay's stalled associations (docs/benchmarks-scale.md, runs 1 and 2): its
+    consoles are pynetdicom clients sending C-STORE after C-STORE, and pynetdicom's pause
+    handshake let a loaded client's own association loop take a C-STORE response from
+    under its sender; the sender waited out its DIMSE timeout while the receiver, having
+    answered, timed the association out. The consoles now get the receiver's checked
+    pause (dicomnode.reactor.wait_while_paused, whose interleaving
+    tests/test_dicomnode_reactor.py checks)."""
+    import multiprocessing
+
+    from pydicom.uid import generate_uid
+
+    from dicomnode import reactor
+    from tests.factories import make_dataset
+
+    installed: list[str] = []
+    install = reactor.install_requestor
+
+    def recording(assoc):  # type: ignore[no-untyped-def]
+        done = install(assoc)
+        installed.append(type(assoc).__name__ if done else "stock")
+        return done
+
+    monkeypatch.setattr(reactor, "install_requestor", recording)
+    study, series = generate_uid(), generate_uid()
+    files = []
+    for number in range(1, 4):
+        path = tmp_path / f"{number}.dcm"
+        make_dataset(study_uid=study, series_uid=series, instance_number=number).save_as(path, enforce_file_format=True)
+        files.append(path)
+    progress = multiprocessing.Value("i", 0)
+    store_ms, answered, failed = send_study(receiver[1], ct_modality.ae_title, "CT", files, progress)
+    assert (len(store_ms), len(answered), failed) == (3, 3, 0)
+    assert installed == ["CheckedPauseAssociation"]
 
 
 def test_the_replay_defaults_are_a_thousand_townships_in_minutes():

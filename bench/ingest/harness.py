@@ -5,10 +5,12 @@ Imported by its name: a script's own directory comes first on its import path.""
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -89,6 +91,55 @@ def image(
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     return ds
+
+
+# ---------------------------------------------------------------- clients
+
+
+def console_handlers() -> list[Any]:
+    """pynetdicom event handlers for a client that sends message after message on one
+    association: its association loop gets dicomnode.reactor's checked pause.
+
+    pynetdicom's own pause handshake has a gap (pynetdicom issues #435 and #875, closed for
+    the receiver's loops in dicomnode/reactor.py): when send_c_store() follows another at
+    once and the client's loop thread has not run since the first one's answer, the loop
+    still says "paused", the second send goes ahead, and the loop may then take that
+    send's C-STORE response off the queue ("Received unexpected C-STORE service
+    message"). The sender waits out its DIMSE timeout while the receiver, having
+    answered, sees nothing more and ends the association after its network timeout
+    ("Network timeout reached"): the province replay's stalled associations."""
+    from pynetdicom import evt
+
+    if str(BASE_DIR) not in sys.path:
+        sys.path.insert(0, str(BASE_DIR))
+    from dicomnode import reactor
+
+    def opened(event: Any) -> None:
+        reactor.install_requestor(event.assoc)
+
+    return [(evt.EVT_CONN_OPEN, opened)]
+
+
+class TakenResponses(logging.Handler):
+    """Counts, in this process, the responses a pynetdicom client's own association loop
+    took from under their senders: pynetdicom logs each as "Received unexpected ...
+    service message" (console_handlers)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "unexpected" in record.getMessage():
+            with self._lock:
+                self.count += 1
+
+    @classmethod
+    def install(cls) -> TakenResponses:
+        handler = cls()
+        logging.getLogger("pynetdicom").addHandler(handler)
+        return handler
 
 
 # ---------------------------------------------------------------- processes

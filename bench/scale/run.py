@@ -52,7 +52,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.ingest.harness import free_port, psql, stop, wait_for_port  # noqa: E402
+from bench.ingest.harness import TakenResponses, console_handlers, free_port, psql, stop, wait_for_port  # noqa: E402
 from bench.scale import model  # noqa: E402
 
 PYTHON = sys.executable
@@ -460,7 +460,9 @@ def send_study(port: int, calling: str, kind: str, files: list[Path], progress) 
     ae = AE(ae_title=calling)
     ae.add_requested_context(CT_IMAGE if kind == "CT" else DX_IMAGE, EXPLICIT_LE)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = CLIENT_TIMEOUT
-    assoc = ae.associate("127.0.0.1", port, ae_title=AE_TITLE)
+    # The checked pause (bench/ingest/harness.console_handlers): with pynetdicom's own, a
+    # loaded client could take a C-STORE response from under its sender.
+    assoc = ae.associate("127.0.0.1", port, ae_title=AE_TITLE, evt_handlers=console_handlers())
     if not assoc.is_established:
         return [], [], len(files)
     store_ms: list[float] = []
@@ -489,6 +491,7 @@ def send_study(port: int, calling: str, kind: str, files: list[Path], progress) 
 
 def console_process(jobs: list[tuple], port: int, origin: float, speed: float, progress, results) -> None:  # type: ignore[no-untyped-def]
     """One console process: each job's association at its time, in threads of its own."""
+    taken = TakenResponses.install()
 
     def run(job: tuple) -> Sent:
         at, calling, kind, real, study_uid, files = job
@@ -508,6 +511,8 @@ def console_process(jobs: list[tuple], port: int, origin: float, speed: float, p
                 time.sleep(delay)
             futures.append(pool.submit(run, job))
         results.put([future.result() for future in futures])
+    if taken.count:
+        print(f"console: {taken.count} C-STORE responses taken by pynetdicom's own loop", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- consults
