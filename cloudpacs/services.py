@@ -656,7 +656,10 @@ def _decode_every_element(ds: Dataset) -> None:
         if tag in PIXEL_DATA_TAG_SET:
             continue
         raw: Any = ds.get_item(tag, keep_deferred=True)
-        if raw is not None and getattr(raw, "value", 0) is None and raw.length != 0:
+        # A deferred bulk value is a raw element whose value was not read. A decoded
+        # element whose value is None is an empty one (an empty Instance Number, say, a
+        # Type 2 attribute) and has no length to look at.
+        if isinstance(raw, RawDataElement) and raw.value is None and raw.length != 0:
             continue
         element = ds[tag]
         if element.VR == "SQ":

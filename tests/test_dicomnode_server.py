@@ -460,3 +460,19 @@ def test_it_stores_a_deflated_instance_as_received(receiver, ct_modality):
     assert instance.transfer_syntax_uid == DeflatedExplicitVRLittleEndian
     assert dcmread(path_for(instance.storage_key)).PixelData == ds.PixelData
     assert Patient.objects.get(patient_id=ds.PatientID).name_ideographic == "张^三"
+
+
+@pytest.mark.parametrize("client", store_clients.CLIENTS)
+def test_it_stores_an_instance_whose_type_2_numbers_are_empty(receiver, ct_modality, tmp_path, client):
+    # Series Number and Instance Number are Type 2 in most IODs: present, and often empty
+    # (ECG carts, RT planning systems, secondary captures). An empty IS decodes to None,
+    # which the receiver once took for a deferred bulk value and refused with 0xC000.
+    ds = make_dataset()
+    ds.SeriesNumber = None
+    ds.InstanceNumber = None
+    ds.AccessionNumber = ""
+    answer = store_clients.SENDERS[client](receiver, ct_modality.ae_title, ds, tmp_path)
+    assert (answer.status, answer.comment) == (0x0000, "")
+    instance = Instance.objects.select_related("series").get(sop_instance_uid=ds.SOPInstanceUID)
+    assert instance.instance_number is None
+    assert instance.series.series_number is None
