@@ -34,16 +34,23 @@ export function formatTime(text) {
   return `${text.slice(0, 2)}:${text.slice(2, 4)}`;
 }
 
-// PatientAge as written ("045Y"), else years between birth and study dates.
-export function age(json) {
+// PatientAge as written ("045Y": 45 years), else years between birth and study dates; the
+// unit as the page's language writes it (labels.ageY, ageM, ageW, ageD: 岁, 个月, 周, 天),
+// else the DICOM letter.
+export function age(json, labels = {}) {
   const written = first(json, Tag.PatientAge);
-  if (written) return written.replace(/^0+(?=\d)/, '');
+  if (written) {
+    const parts = /^0*(\d+)\s*([DWMY])$/i.exec(written.trim());
+    if (!parts) return written;
+    const unit = parts[2].toUpperCase();
+    return `${parts[1]}${labels[`age${unit}`] || unit}`;
+  }
   const birth = first(json, Tag.PatientBirthDate);
   const study = first(json, Tag.StudyDate) || first(json, Tag.AcquisitionDate);
   if (!birth || !study || birth.length < 8 || study.length < 8) return '';
   let years = Number(study.slice(0, 4)) - Number(birth.slice(0, 4));
   if (study.slice(4, 8) < birth.slice(4, 8)) years -= 1;
-  return years >= 0 ? `${years}Y` : '';
+  return years >= 0 ? `${years}${labels.ageY || 'Y'}` : '';
 }
 
 function round(number) {
@@ -52,7 +59,7 @@ function round(number) {
 
 export function describeOverlay(state) {
   const { json, labels = {} } = state;
-  const sexAge = [sexLabel(first(json, Tag.PatientSex), labels), age(json)].filter(Boolean).join(' / ');
+  const sexAge = [sexLabel(first(json, Tag.PatientSex), labels), age(json, labels)].filter(Boolean).join(' / ');
   const tl = [labels.patientName || personName(json), first(json, Tag.PatientID) || '', sexAge].filter(Boolean);
   const institution = first(json, Tag.InstitutionName) || '';
   const studyWhen = [formatDate(first(json, Tag.StudyDate)), formatTime(first(json, Tag.StudyTime))]
