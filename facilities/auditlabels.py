@@ -38,6 +38,15 @@ ACTIONS: dict[str, Promise] = {
     "cloudpacs.study.stored_over_web": gettext_lazy("网页上传影像"),
     "cloudpacs.instance.replaced": gettext_lazy("更正影像替换原图"),
     "cloudpacs.instance.correction_pending": gettext_lazy("签发后收到更正影像"),
+    "cloudpacs.study.marks_saved": gettext_lazy("保存关键图像与测量"),
+    "cloudpacs.order.registered": gettext_lazy("登记检查"),
+    "cloudpacs.order.cancelled": gettext_lazy("取消检查登记"),
+    "cloudpacs.order.linked": gettext_lazy("检查关联到登记"),
+    "cloudpacs.order.match_confirmed": gettext_lazy("确认检查关联"),
+    "cloudpacs.order.match_rejected": gettext_lazy("否认检查关联"),
+    "cloudpacs.order.viewed": gettext_lazy("查看检查登记"),
+    "cloudpacs.orders.viewed": gettext_lazy("查看检查登记列表"),
+    "cloudpacs.performed_step.reported": gettext_lazy("设备报告检查进度"),
     "consults.consult.created": gettext_lazy("生成会诊"),
     "consults.consult.requested": gettext_lazy("申请会诊"),
     "consults.consult.assigned": gettext_lazy("分配会诊"),
@@ -63,12 +72,18 @@ ACTIONS: dict[str, Promise] = {
     "consults.report.verification_failed": gettext_lazy("报告验真失败"),
     "consults.critical.flagged": gettext_lazy("报告危急值"),
     "consults.critical.acknowledged": gettext_lazy("确认危急值"),
+    "consults.critical.email_queued": gettext_lazy("危急值邮件待发送"),
     "consults.critical.emailed": gettext_lazy("危急值邮件已发送"),
     "consults.critical.email_failed": gettext_lazy("危急值邮件发送失败"),
     "consults.critical.escalated": gettext_lazy("危急值超时上报"),
+    "consults.escalation.email_queued": gettext_lazy("上报邮件待发送"),
     "consults.escalation.emailed": gettext_lazy("上报邮件已发送"),
     "consults.escalation.email_failed": gettext_lazy("上报邮件发送失败"),
     "consults.template.created": gettext_lazy("新增报告模板"),
+    "consults.phrase.created": gettext_lazy("新增常用语"),
+    "facilities.api_token.created": gettext_lazy("创建 API 令牌"),
+    "facilities.api_token.revoked": gettext_lazy("吊销 API 令牌"),
+    "billing.export.downloaded": gettext_lazy("导出报表"),
     "billing.saving.recorded": gettext_lazy("记录节省"),
     "billing.saving.reversed": gettext_lazy("冲销节省"),
     "billing.saving.seeded": gettext_lazy("导入历史节省"),
@@ -122,6 +137,76 @@ DETAIL_KEYS: dict[str, Promise] = {
     "note": gettext_lazy("说明"),
     "month": gettext_lazy("月份"),
     "trigger": gettext_lazy("生成方式"),
+    "accession_number": gettext_lazy("检查号"),
+    "order": gettext_lazy("检查号"),
+    "matched_by": gettext_lazy("关联方式"),
+    "status": gettext_lazy("状态"),
+    "count": gettext_lazy("条数"),
+    "addendum": gettext_lazy("补充报告"),
+    "preliminary_by": gettext_lazy("初诊医师"),
+    "method": gettext_lazy("分配方式"),
+    "due_at": gettext_lazy("诊断时限"),
+    "notification": gettext_lazy("通知"),
+    "consult": gettext_lazy("会诊"),
+    "exam_kind": gettext_lazy("检查类型"),
+    "schedule": gettext_lazy("价格标准"),
+    "reverses": gettext_lazy("冲正的记录"),
+    "exams": gettext_lazy("检查数"),
+    "seed": gettext_lazy("随机种子"),
+    "key_images": gettext_lazy("关键图像数"),
+    "measurements": gettext_lazy("测量数"),
+    "kos": gettext_lazy("关键图像对象 UID"),
+    "gsps": gettext_lazy("显示状态对象 UID"),
+    "parts": gettext_lazy("部位"),
+    "shortcut": gettext_lazy("缩写"),
+    "token": gettext_lazy("令牌"),
+    "tokens": gettext_lazy("令牌数"),
+    "name": gettext_lazy("名称"),
+    "scope": gettext_lazy("令牌权限"),
+    "expiry": gettext_lazy("有效期至"),
+    "limit": gettext_lazy("次数上限"),
+    "table": gettext_lazy("报表"),
+    "format": gettext_lazy("格式"),
+    "filters": gettext_lazy("筛选条件"),
+    "content_type": gettext_lazy("内容类型"),
+    "inlines": gettext_lazy("子项修改"),
+}
+
+# Values written as codes, by detail key: what the page shows instead.
+DETAIL_VALUES: dict[str, dict[str, Promise]] = {
+    "via": {
+        "viewer": gettext_lazy("影像浏览器"),
+        "admin": gettext_lazy("管理后台"),
+        "api": gettext_lazy("接口（API）"),
+        "study": gettext_lazy("WADO-RS 检查"),
+        "series": gettext_lazy("WADO-RS 序列"),
+        "instance": gettext_lazy("WADO-RS 图像"),
+        "study-metadata": gettext_lazy("WADO-RS 检查元数据"),
+        "series-metadata": gettext_lazy("WADO-RS 序列元数据"),
+    },
+    "matched_by": {
+        "accession": gettext_lazy("按检查号"),
+        "patient_date": gettext_lazy("按患者 ID 与日期"),
+    },
+    "method": {
+        "roster": gettext_lazy("排班分配"),
+        "claimed": gettext_lazy("主动领取"),
+        "reassigned": gettext_lazy("重新分配"),
+    },
+    "priority": {
+        "routine": gettext_lazy("常规"),
+        "urgent": gettext_lazy("加急"),
+        "emergency": gettext_lazy("急诊"),
+    },
+    "status": {
+        "IN PROGRESS": gettext_lazy("进行中"),
+        "COMPLETED": gettext_lazy("已完成"),
+        "DISCONTINUED": gettext_lazy("已中止"),
+    },
+    "scope": {
+        "read": gettext_lazy("只读（查询与调阅）"),
+        "write": gettext_lazy("读写（含 STOW-RS 上传与检查登记）"),
+    },
 }
 
 
@@ -151,7 +236,11 @@ def _value(value: Any) -> str:
 
 
 def detail_items(detail: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(str(DETAIL_KEYS.get(key, key)), _value(value)) for key, value in (detail or {}).items()]
+    items = []
+    for key, value in (detail or {}).items():
+        named = DETAIL_VALUES.get(key, {}).get(value) if isinstance(value, str) else None
+        items.append((str(DETAIL_KEYS.get(key, key)), str(named) if named is not None else _value(value)))
+    return items
 
 
 @dataclass
