@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, cast
 
 from django import forms
@@ -13,13 +13,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 
 from facilities.models import ExamKind, Facility, User
-
-
-def date_input() -> forms.DateInput:
-    """A text field that static/js/dashboards.js turns into a calendar in the page's
-    language; typed by hand it takes YYYY-MM-DD, the one format it shows."""
-    attrs = {"data-datepicker": "1", "placeholder": "YYYY-MM-DD", "autocomplete": "off", "inputmode": "numeric"}
-    return forms.DateInput(format="%Y-%m-%d", attrs=attrs)
+from facilities.widgets import date_input
 
 
 def _attrs(attrs: dict[str, Any]) -> str:
@@ -120,14 +114,34 @@ class ExamListForm(FilterForm):
 
 
 class MonthlyReportForm(forms.Form):
-    """The month of a monthly report made on demand: one that has ended."""
+    """The month of a monthly report made on demand: one that has ended. Chosen from a list
+    of the ended months (newest first), written YYYY-MM in either language: the browser's
+    own month field speaks the browser's language whatever the page's ("November 2026" on
+    a Chinese page)."""
+
+    # The list goes back at most this far (a study dated 1900 by a console's clock would
+    # otherwise list every month since).
+    LISTED_MONTHS = 120
 
     month = forms.RegexField(
         label=_("月份"),
         regex=r"^\d{4}-(0[1-9]|1[0-2])$",
         error_messages={"invalid": _("请按 YYYY-MM 选择月份。"), "required": _("请选择月份。")},
-        widget=forms.TextInput(attrs={"type": "month", "placeholder": "YYYY-MM"}),
+        widget=forms.Select,
     )
+
+    def __init__(self, *args: Any, first_month: date | None = None, **kwargs: Any) -> None:
+        """`first_month`: the month of the earliest exam on record, where the list ends."""
+        super().__init__(*args, **kwargs)
+        month = timezone.localdate().replace(day=1)
+        months: list[str] = []
+        while len(months) < self.LISTED_MONTHS:
+            month = (month - timedelta(days=1)).replace(day=1)
+            months.append(f"{month:%Y-%m}")
+            if first_month is None or month <= first_month:
+                break
+        widget = cast(forms.Select, self.fields["month"].widget)
+        widget.choices = [(value, value) for value in months]
 
     def clean_month(self) -> date:
         value = date.fromisoformat(f"{self.cleaned_data['month']}-01")

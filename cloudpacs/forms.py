@@ -13,6 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from cloudpacs import keyobjects
 from cloudpacs.models import BodyPart, OrderPriority
 from facilities.models import Facility, Modality
+from facilities.widgets import date_input, datetime_input
 
 SEXES = [("", _("未知")), ("M", _("男")), ("F", _("女")), ("O", _("其他"))]
 
@@ -29,9 +30,7 @@ class OrderForm(forms.Form):
     )
     patient_id = forms.CharField(label=_("患者 ID"), max_length=64)
     patient_sex = forms.ChoiceField(label=_("性别"), choices=SEXES, required=False)
-    patient_birth_date = forms.DateField(
-        label=_("出生日期"), required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
+    patient_birth_date = forms.DateField(label=_("出生日期"), required=False, widget=date_input())
     modality = forms.ModelChoiceField(label=_("检查设备"), queryset=Modality.objects.none(), empty_label=None)
     body_parts = BodyPartChoiceField(
         label=_("检查部位"), queryset=BodyPart.objects.filter(is_active=True), widget=forms.CheckboxSelectMultiple
@@ -41,7 +40,7 @@ class OrderForm(forms.Form):
     question = forms.CharField(label=_("会诊目的"), required=False, widget=forms.Textarea(attrs={"rows": 2}))
     scheduled_at = forms.DateTimeField(
         label=_("预约时间"),
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        widget=datetime_input(),
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"],
     )
 

@@ -24,6 +24,7 @@ from consults.rules import (
     check_request,
 )
 from facilities.models import ExamKind, Facility, User
+from facilities.widgets import date_input
 
 
 class ConsultSearchForm(forms.Form):
@@ -36,8 +37,8 @@ class ConsultSearchForm(forms.Form):
         max_length=64,
         widget=forms.TextInput(attrs={"type": "search", "placeholder": _("姓名、拼音首字母、患者 ID 或检查号")}),
     )
-    since = forms.DateField(label=_("检查日期自"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(label=_("至"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    since = forms.DateField(label=_("检查日期自"), required=False, widget=date_input())
+    until = forms.DateField(label=_("至"), required=False, widget=date_input())
     status = forms.ChoiceField(label=_("状态"), required=False)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -75,7 +76,7 @@ class WorklistFilterForm(forms.Form):
 class BirthDateForm(forms.Form):
     """The verification page's second factor."""
 
-    birth_date = forms.DateField(label=_("患者出生日期"), widget=forms.DateInput(attrs={"type": "date"}))
+    birth_date = forms.DateField(label=_("患者出生日期"), widget=date_input())
 
 
 class ConsultRequestForm(forms.Form):

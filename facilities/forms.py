@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy as _
 
 from facilities import services
 from facilities.models import ApiToken, Facility
+from facilities.widgets import date_input
 
 LOCKED_MESSAGE = _("登录失败次数过多，该账户已暂时锁定，请在 %(minutes)s 分钟后重试。")
 ADDRESS_LOCKED_MESSAGE = _("来自本地址的登录失败次数过多，请在 %(minutes)s 分钟后重试。")
@@ -107,8 +108,8 @@ class AuditSearchForm(forms.Form):
     facility = forms.ModelChoiceField(
         label=_("机构"), queryset=Facility.objects.all(), to_field_name="uuid", required=False, empty_label=_("全部")
     )
-    since = forms.DateField(label=_("起始日期"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(label=_("截止日期"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    since = forms.DateField(label=_("起始日期"), required=False, widget=date_input())
+    until = forms.DateField(label=_("截止日期"), required=False, widget=date_input())
 
 
 class ApiTokenForm(forms.Form):

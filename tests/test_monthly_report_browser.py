@@ -38,7 +38,7 @@ def test_an_administrator_prints_the_monthly_report_and_its_figures_are_the_data
     page = log_in(context, live_server.url, "admin_wang")
     page.click("#frame-monthly a")
     page.wait_for_selector("#monthly-form")
-    page.fill("#id_month", "2025-09")
+    page.select_option("#id_month", "2025-09")
     page.click("#monthly-form button[name='make']")
     page.wait_for_selector(".message.success")
     row = page.locator("#monthly-reports tr[data-month='2025-09']")

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from billing import monthly
 from billing.forms import MonthlyReportForm
 from billing.models import MonthlyReport
+from billing.reports.common import recorded_span
 from billing.reports.monthly import previous_month
 from facilities.access import ADMINISTRATOR, role_required
 from facilities.services import audit
@@ -26,15 +27,17 @@ LISTED = 36
 @role_required(ADMINISTRATOR)
 @require_http_methods(["GET", "POST"])
 def monthly_reports(request: HttpRequest) -> HttpResponse:
+    span = recorded_span()
+    first_month = span[0] if span else None
     if request.method == "POST":
-        form = MonthlyReportForm(request.POST)
+        form = MonthlyReportForm(request.POST, first_month=first_month)
         if form.is_valid():
             report = monthly.make_report(form.cleaned_data["month"], by=request.user)  # type: ignore[arg-type]
             messages.success(request, _("已生成 %(month)s 的月报。") % {"month": f"{report.month:%Y-%m}"})
             return redirect("billing:dashboards:monthly")
     else:
         last_month = previous_month(timezone.localdate())
-        form = MonthlyReportForm(initial={"month": f"{last_month:%Y-%m}"})
+        form = MonthlyReportForm(initial={"month": f"{last_month:%Y-%m}"}, first_month=first_month)
     reports = MonthlyReport.objects.select_related("made_by").defer("pdf")[:LISTED]
     return render(
         request,

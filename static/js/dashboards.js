@@ -71,19 +71,6 @@
     });
   }
 
-  // The date filters: a calendar in the page's language (flatpickr), not the browser's
-  // own date input, which speaks the browser's locale whatever the page's. Without the
-  // script the field still takes a date typed as YYYY-MM-DD.
-  function pickDates() {
-    if (typeof flatpickr === "undefined") {
-      return;
-    }
-    var chinese = (document.documentElement.lang || "zh-hans").indexOf("zh") === 0;
-    document.querySelectorAll("input[data-datepicker]").forEach(function (input) {
-      flatpickr(input, { dateFormat: "Y-m-d", allowInput: true, locale: chinese ? "zh" : "default" });
-    });
-  }
-
   // A printed page shows the stage tables that are closed on screen: the print stylesheet
   // opens them where the browser lets it style a closed <details> (::details-content);
   // elsewhere they are opened for the printout and closed again after it.
@@ -104,7 +91,6 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll(".chart[data-chart]").forEach(draw);
-    pickDates();
     printStages();
   });
 })();
