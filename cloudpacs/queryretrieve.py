@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import time
 from typing import Any
 
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
@@ -87,45 +86,16 @@ def _condition(query: ArchiveQuery, study_prefix: str, series_prefix: str, *, up
     combined = _combined(query)
     try:
         for tag, value in query.keys.items():
-            if not value or tag not in tables or (combined and tag == STUDY_DATE):
+            # Study Time is matched below, with Study Date when the two are combined.
+            if not value or tag not in tables or tag == STUDY_TIME or (combined and tag == STUDY_DATE):
                 continue
             condition &= tables[tag][1](study_prefix, series_prefix, value)
         if combined:
             condition &= _datetime_match(study_prefix, query.keys[STUDY_DATE], query.keys[STUDY_TIME])
         elif query.keys.get(STUDY_TIME):
-            condition &= _time_match(f"{study_prefix}study_time", query.keys[STUDY_TIME])
+            condition &= qido.time_match(f"{study_prefix}study_time", query.keys[STUDY_TIME])
     except DicomwebError as exc:
         raise QueryError(str(exc.args[0] if exc.args else exc)) from None
-    return condition
-
-
-def _parse_time(text: str, *, upper: bool = False) -> time:
-    """HH, HHMM or HHMMSS (a fraction ignored). With `upper`, the last moment of what it
-    names: 18 is up to 18:59:59.999999, 1800 up to 18:00:59.999999."""
-    digits = text.strip().replace(":", "").split(".")[0]
-    if not digits or not digits.isdigit() or len(digits) % 2 or len(digits) > 6:
-        raise QueryError(f"time {text!r} is not HHMMSS")
-    given = [int(digits[i : i + 2]) for i in range(0, len(digits), 2)]
-    rest = [59, 59, 999999] if upper else [0, 0, 0]
-    hour, minute, second, fraction = [*given, *rest[len(given) - 1 :]]
-    try:
-        return time(hour, minute, second, fraction)
-    except ValueError:
-        raise QueryError(f"time {text!r} is not HHMMSS") from None
-
-
-def _time_match(path: str, value: str) -> Q:
-    """Single time or range (PS3.4 C.2.2.2.5), on its own: a combined date and time range
-    is matched on each separately."""
-    value = value.strip()
-    if "-" not in value:
-        return Q(**{f"{path}__gte": _parse_time(value), f"{path}__lte": _parse_time(value, upper=True)})
-    low, high = value.split("-", 1)
-    condition = Q()
-    if low.strip():
-        condition &= Q(**{f"{path}__gte": _parse_time(low)})
-    if high.strip():
-        condition &= Q(**{f"{path}__lte": _parse_time(high, upper=True)})
     return condition
 
 
@@ -153,7 +123,7 @@ def _datetime_match(prefix: str, date_value: str, time_value: str) -> Q:
         first = qido._date(low_date)
         after = Q(**{f"{day}__gt": first})
         if low_time:
-            after |= Q(**{day: first, f"{at}__gte": _parse_time(low_time)})
+            after |= Q(**{day: first, f"{at}__gte": qido.parse_time(low_time)})
         else:
             after |= Q(**{day: first})
         condition &= after
@@ -161,7 +131,7 @@ def _datetime_match(prefix: str, date_value: str, time_value: str) -> Q:
         last = qido._date(high_date)
         before = Q(**{f"{day}__lt": last})
         if high_time:
-            before |= Q(**{day: last, f"{at}__lte": _parse_time(high_time, upper=True)})
+            before |= Q(**{day: last, f"{at}__lte": qido.parse_time(high_time, upper=True)})
         else:
             before |= Q(**{day: last})
         condition &= before

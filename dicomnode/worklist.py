@@ -46,17 +46,34 @@ UNABLE_TO_PROCESS = 0xC000
 OUT_OF_RESOURCES = 0xA700
 PROCESSING_FAILURE = 0x0110
 
-# Answered in the character set the query asked for when it is one of these; otherwise
-# (none, Latin-1, ...) in UTF-8, declared in every answer.
+# Answered in the character set the query asked for when it is one of these (PS3.4
+# C.4.1.1.3.2 lets the SCP answer in another, which the SCU may not read); otherwise (none,
+# or one not listed) in UTF-8, declared in every answer.
 ISO_2022_IR_58 = "ISO 2022 IR 58"
 ANSWER_CHARSETS = ("ISO_IR 192", "GB18030", "GBK", ISO_2022_IR_58)
 DEFAULT_CHARSET = "ISO_IR 192"
+# Character sets without code extensions that cannot hold every character (GBK lacks the
+# CJK extension A characters GB18030 has, such as 䶮; Latin-1 and the other ISO 8859 parts
+# lack Chinese): an answer goes in one of them only when all its text fits, else in UTF-8.
+PARTIAL_CHARSETS = {
+    "GBK": "gbk",
+    "ISO_IR 100": "latin_1",
+    "ISO_IR 101": "iso8859_2",
+    "ISO_IR 109": "iso8859_3",
+    "ISO_IR 110": "iso8859_4",
+    "ISO_IR 144": "iso8859_5",
+    "ISO_IR 127": "iso8859_6",
+    "ISO_IR 126": "iso8859_7",
+    "ISO_IR 138": "iso8859_8",
+    "ISO_IR 148": "iso8859_9",
+    "ISO_IR 203": "iso8859_15",
+}
 # GB 2312 with code extensions (PS3.3 C.12.1.1.2, PS3.5 6.1.2.5): pydicom writes the bytes
 # but not the escape sequence that designates GB 2312 to G1, so those values are encoded
 # here. The designation lasts to the next delimiter (^ = \ and, in text, line breaks).
 ESC_GB2312_G1 = b"\x1b$)A"
 _DELIMITERS = re.compile(r"([\^=\\\r\n\t\f])")
-_TEXT_VRS = {"PN", "LO", "SH", "LT", "ST", "UT"}
+_TEXT_VRS = {"PN", "LO", "SH", "LT", "ST", "UT", "UC"}
 
 PRIORITIES: dict[str, str] = {
     OrderPriority.EMERGENCY: "STAT",
@@ -143,7 +160,9 @@ def answer_charset(identifier: Dataset) -> str:
     charsets = [value.strip() for value in charsets if value and value.strip()]
     # "\ISO 2022 IR 58" and "ISO 2022 IR 6\ISO 2022 IR 58" both ask for GB 2312 with code extensions.
     charsets = [value for value in charsets if value != "ISO 2022 IR 6"]
-    return charsets[0] if len(charsets) == 1 and charsets[0] in ANSWER_CHARSETS else DEFAULT_CHARSET
+    if len(charsets) == 1 and (charsets[0] in ANSWER_CHARSETS or charsets[0] in PARTIAL_CHARSETS):
+        return charsets[0]
+    return DEFAULT_CHARSET
 
 
 def query_patient_name(identifier: Dataset, charset: str) -> str:
@@ -252,10 +271,27 @@ def _encode_iso2022_ir58(ds: Dataset) -> None:
                 element.value = _iso2022_ir58(text)
 
 
+def _fits(ds: Dataset, encoding: str) -> bool:
+    """Whether every text value of `ds` (in its sequences too) can be written in `encoding`."""
+    for element in ds:
+        if element.VR == "SQ":
+            if not all(_fits(item, encoding) for item in element.value):
+                return False
+        elif element.VR in _TEXT_VRS and element.value is not None and not isinstance(element.value, bytes):
+            try:
+                str(element.value).encode(encoding)
+            except UnicodeEncodeError:
+                return False
+    return True
+
+
 def encoded_answer(build: Any, charset: str) -> Dataset:
     """The answer `build()` makes, in `charset`, declaring it. GB 2312 with code extensions
-    is written here; an answer with a character GB 2312 lacks goes in UTF-8 instead."""
+    is written here; an answer with a character GB 2312 lacks, or one that does not fit a
+    character set of PARTIAL_CHARSETS, goes in UTF-8 instead."""
     answer: Dataset = build()
+    if charset in PARTIAL_CHARSETS and not _fits(answer, PARTIAL_CHARSETS[charset]):
+        charset = DEFAULT_CHARSET
     if charset == ISO_2022_IR_58:
         try:
             _encode_iso2022_ir58(answer)

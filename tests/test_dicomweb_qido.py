@@ -98,6 +98,39 @@ def test_it_matches_study_dates_and_ranges(tech, archive):
         assert found == {archive.studies[key][0] for key in expected}, value
 
 
+def test_it_matches_study_times_and_ranges(tech, archive, ct_modality, tmp_path, live_server, technologist):
+    # Study Time is a required matching key of QIDO-RS (PS3.18 Table 10.6.1-5), matched
+    # as C-FIND matches it (PS3.4 C.2.2.2.5): a single time names its whole minute or hour.
+    import requests
+
+    from tests.dicomweb_support import ingest, token_for
+    from tests.factories import make_dataset
+
+    night = ingest(make_dataset(patient_id="P0009", StudyTime="221030"), ct_modality, tmp_path / "night")
+    night_uid = night.series.study.study_uid
+    day = {archive.studies[key][0] for key in ("zhang_ct", "li_dx", "wang_j2k")}  # all at 10:15:00
+    cases = [
+        ("2200-", {night_uid}),
+        ("-1200", day),
+        ("1015", day),
+        ("22", {night_uid}),
+        ("221030", {night_uid}),
+        ("0000-0600", set()),
+        ("1000-2300", day | {night_uid}),
+        ("*", day | {night_uid}),
+    ]
+    for value, expected in cases:
+        assert study_uids(tech.search_for_studies(search_filters={"StudyTime": value})) == expected, value
+    response = requests.get(
+        live_server.url + "/dicomweb/studies",
+        params={"StudyTime": "25"},
+        headers={"Authorization": f"Token {token_for(technologist)}"},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert "Warning" not in response.headers or "StudyTime" not in response.headers["Warning"]
+
+
 def test_it_matches_accession_numbers_patient_ids_and_uid_lists(tech, archive):
     assert study_uids(tech.search_for_studies(search_filters={"AccessionNumber": "ACC002"})) == {
         archive.studies["li_dx"][0]

@@ -329,6 +329,58 @@ def test_answers_come_in_gb18030_when_the_query_asks(receiver, archive, county_w
     assert str(answer.PatientName) == "Wu^Chao=吴^超"
 
 
+def raw_value(answer: Dataset, keyword: str) -> bytes:
+    """A value of an answer as it came over the wire, before pydicom decodes it."""
+    return bytes(answer.get_item(keyword, keep_deferred=True).value)
+
+
+def test_answers_come_in_the_querys_own_character_set_when_their_text_fits_it(
+    receiver, archive, township_ws, ct_modality, tmp_path
+):
+    # A Latin-1 workstation (ISO_IR 100) that may not read UTF-8: a name Latin-1 holds is
+    # answered in Latin-1; a Chinese one cannot be, and comes in UTF-8, saying so.
+    ingest(
+        make_dataset(patient_id="LAT1", patient_name="Müller^Jürgen", character_set="ISO_IR 100"),
+        ct_modality,
+        tmp_path / "latin",
+    )
+    ds = query("STUDY", PatientName="Müller*", StudyInstanceUID="")
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    [answer], status = find(receiver, "XUANWO_WS", ds)
+    assert status == 0x0000
+    assert answer.SpecificCharacterSet == "ISO_IR 100"
+    assert raw_value(answer, "PatientName").rstrip() == "Müller^Jürgen".encode("latin-1")
+    ds = query("STUDY", PatientID="XW001", PatientName="")
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    [answer], _ = find(receiver, "XUANWO_WS", ds)
+    assert answer.SpecificCharacterSet == "ISO_IR 192"
+    assert str(answer.PatientName) == "Wu^Chao=吴^超"
+
+
+def test_a_gbk_query_gets_utf8_for_a_name_gbk_cannot_hold(receiver, township_ws, ct_modality, tmp_path):
+    # 䶮 (CJK extension A) is in GB18030 and Unicode, not in GBK: written in GBK it would
+    # become "?".
+    ingest(
+        make_dataset(patient_id="GBK1", patient_name="Liu^Yan=刘^䶮", character_set="GB18030"),
+        ct_modality,
+        tmp_path / "gbk",
+    )
+    ingest(
+        make_dataset(patient_id="GBK2", patient_name="Liu^Bei=刘^备", character_set="GB18030"),
+        ct_modality,
+        tmp_path / "gbk",
+    )
+    ds = query("STUDY", PatientName="刘*", PatientID="")
+    ds.SpecificCharacterSet = "GBK"
+    answers, status = find(receiver, "XUANWO_WS", ds)
+    assert status == 0x0000
+    by_id = {str(answer.PatientID): answer for answer in answers}
+    assert by_id["GBK1"].SpecificCharacterSet == "ISO_IR 192"
+    assert str(by_id["GBK1"].PatientName) == "Liu^Yan=刘^䶮"
+    assert by_id["GBK2"].SpecificCharacterSet == "GBK"
+    assert raw_value(by_id["GBK2"], "PatientName").rstrip() == "Liu^Bei=刘^备".encode("gbk")
+
+
 def find_options(flags: bytes, model: str = StudyRootQueryRetrieveInformationModelFind) -> list[Any]:
     """A SOP Class Extended Negotiation item for a FIND class (PS3.4 C.5.1.1.1): relational
     queries, combined date-time, fuzzy names, timezone adjustment, multi-frame conversion."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, time
 from typing import Any
 
 from django.db.models import Exists, F, Lookup, OuterRef, Q, QuerySet, Value
@@ -92,6 +92,39 @@ def date_match(path: str, value: str) -> Q:
     return Q(**{path: _date(value)})
 
 
+def parse_time(text: str, *, upper: bool = False) -> time:
+    """HH, HHMM or HHMMSS (a fraction ignored; a colon tolerated). With `upper`, the last
+    moment of what it names: 18 is up to 18:59:59.999999, 1800 up to 18:00:59.999999."""
+    digits = text.strip().replace(":", "").split(".")[0]
+    if not digits or not digits.isdigit() or len(digits) % 2 or len(digits) > 6:
+        raise bad_request(f"{text!r} is not a time (HHMMSS)")
+    given = [int(digits[i : i + 2]) for i in range(0, len(digits), 2)]
+    rest = [59, 59, 999999] if upper else [0, 0, 0]
+    hour, minute, second, fraction = [*given, *rest[len(given) - 1 :]]
+    try:
+        return time(hour, minute, second, fraction)
+    except ValueError:
+        raise bad_request(f"{text!r} is not a time (HHMMSS)") from None
+
+
+def time_match(path: str, value: str) -> Q:
+    """Single time or range (PS3.4 C.2.2.2.5): `1000` is 10:00:00 to 10:00:59, `-1800`
+    up to 18:00:59, `2200-` from 22:00. With a date key beside it, each is matched on its
+    own (cloudpacs.queryretrieve combines them when a C-FIND SCU negotiated that)."""
+    value = value.strip()
+    if value in {"", "*"}:
+        return Q()
+    if "-" not in value:
+        return Q(**{f"{path}__gte": parse_time(value), f"{path}__lte": parse_time(value, upper=True)})
+    low, high = value.split("-", 1)
+    condition = Q()
+    if low.strip():
+        condition &= Q(**{f"{path}__gte": parse_time(low)})
+    if high.strip():
+        condition &= Q(**{f"{path}__lte": parse_time(high, upper=True)})
+    return condition
+
+
 def person_name_match(prefix: str, value: str) -> Q:
     """Match a PN query against the alphabetic, ideographic and phonetic groups.
 
@@ -143,6 +176,7 @@ Builder = Callable[[str, str, str], Q]
 
 STUDY_KEYS: dict[str, tuple[str, Builder]] = {
     "00080020": ("StudyDate", lambda s, _r, v: date_match(f"{s}study_date", v)),
+    "00080030": ("StudyTime", lambda s, _r, v: time_match(f"{s}study_time", v)),
     "00080050": ("AccessionNumber", lambda s, _r, v: text_match(f"{s}accession_number", v)),
     "00080061": ("ModalitiesInStudy", lambda s, _r, v: modalities_match(s.removesuffix("__"), v)),
     "00080090": (
