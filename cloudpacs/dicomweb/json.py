@@ -5,13 +5,18 @@ BulkDataURI."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable
 from datetime import date, time
 from typing import Any, BinaryIO
 
 from pydicom import dcmread
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import UID
+
+logger = logging.getLogger("cloudpacs.dicomweb")
 
 Element = dict[str, Any]
 JsonDataset = dict[str, Element]
@@ -71,13 +76,49 @@ def tag_key(keyword_or_tag: str) -> str | None:
     return f"{tag:08X}"
 
 
+def dataset_json(ds: Dataset) -> JsonDataset:
+    """`ds` as DICOM JSON (F.2), element by element with pydicom's converter, mended where
+    it strays from F.2.5: a sequence of no items has no "Value" (pydicom writes an empty
+    list), and an empty value among the values of a DS or IS is null (pydicom fails on it,
+    and the whole element, or the sequence holding it, was left out)."""
+    result: JsonDataset = {}
+    for elem in ds:
+        key = f"{elem.tag:08X}"
+        if elem.VR == "SQ":
+            items = [dataset_json(item) for item in elem.value or []]
+            result[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+            continue
+        try:
+            result[key] = elem.to_json_dict(None, 2**62)
+        except Exception as exc:
+            numbers = _number_strings(elem)
+            if numbers is None:
+                logger.warning("metadata: element %s (%s) cannot be written as JSON: %s", key, elem.VR, exc)
+                continue
+            result[key] = numbers
+    return result
+
+
+def _number_strings(elem: DataElement) -> Element | None:
+    """A DS or IS element as JSON numbers, an empty value as null; None for anything else."""
+    if elem.VR not in ("DS", "IS"):
+        return None
+    values = list(elem.value) if elem.VM > 1 else [elem.value]
+    convert = float if elem.VR == "DS" else int
+    try:
+        numbers = [None if value in (None, "") else convert(value) for value in values]
+    except (TypeError, ValueError):
+        return None
+    return {"vr": elem.VR, "Value": numbers} if any(number is not None for number in numbers) else {"vr": elem.VR}
+
+
 def instance_metadata(path: str | BinaryIO, bulk_uri: Callable[[str], str], rows: int | None) -> JsonDataset:
     """The instance's dataset as DICOM JSON, read up to its pixel data. Top-level binary
     values over a few kilobytes, and the pixel data itself, are given as BulkDataURIs;
     binary values inside sequences (a VOI LUT's LUT Data, say) stay inline, since a viewer
     needs them to display the image and a URI can only name a top-level element."""
     ds = dcmread(path, stop_before_pixels=True)
-    result: JsonDataset = ds.to_json_dict(bulk_data_threshold=2**62, suppress_invalid_tags=True)
+    result = dataset_json(ds)
     for elem in ds:
         key = f"{elem.tag:08X}"
         if key in result and "InlineBinary" in result[key] and len(elem.value or b"") > BULK_THRESHOLD:

@@ -409,6 +409,12 @@ def frames(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str, 
             data = wado.frames(stream, numbers, decode=choice.decode, cache_key=item.storage_key)
     except LookupError:
         raise Http404 from None
+    except wado.CannotDecode as exc:
+        logger.warning("frames of %s cannot be decoded: %s", sop_uid, exc)
+        raise not_acceptable(
+            f"the frames are stored as {item.transfer_syntax_uid} and cannot be decoded here ({exc}); "
+            "ask for them as stored (transfer-syntax=*)"
+        ) from None
     part_type = f"{choice.media_type}; transfer-syntax={choice.transfer_syntax}"
     boundary = multipart.new_boundary()
     body = multipart.encode([multipart.OutPart(part_type, data=frame) for frame in data], boundary)

@@ -179,6 +179,10 @@ def choose_frame_syntax(ranges: list[MediaRange], stored: str) -> FrameChoice:
     raise not_acceptable(f"frames are stored as {stored_type} (transfer syntax {stored})")
 
 
+class CannotDecode(Exception):
+    """The frames were asked for decoded and cannot be: the client may take them as stored."""
+
+
 def frames(source: Source, numbers: list[int], decode: bool, cache_key: str | None = None) -> list[bytes]:
     """The bytes of the frames `numbers` (1-based): as stored, or decoded to native
     little endian pixel data. As stored, only the frames' own bytes are read (native
@@ -201,7 +205,10 @@ def frames(source: Source, numbers: list[int], decode: bool, cache_key: str | No
     if decode:
         out = []
         for number in numbers:
-            arr = pixel_array(ds, index=number - 1 if count > 1 else None)
+            try:
+                arr = pixel_array(ds, index=number - 1 if count > 1 else None)
+            except Exception as exc:  # no plugin decodes it, or the codestream is damaged
+                raise CannotDecode(f"{type(exc).__name__}: {exc}") from exc
             out.append(np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
         return out
     data = ds.PixelData
@@ -398,6 +405,10 @@ def _native_frame_length(ds: object) -> int:
     rows = int(ds.Rows)  # type: ignore[attr-defined]
     columns = int(ds.Columns)  # type: ignore[attr-defined]
     samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    if str(getattr(ds, "PhotometricInterpretation", "") or "").strip() == "YBR_FULL_422":
+        # Native YBR_FULL_422 holds two values a pixel: each pair of pixels shares its Cb
+        # and Cr (PS3.3 C.7.6.3.1.2), as the ingest's pixel data check counts them.
+        samples = 2
     bits = int(getattr(ds, "BitsAllocated", 16) or 16)
     return (rows * columns * samples * bits + 7) // 8
 
