@@ -1451,21 +1451,23 @@ def image_series(study: Study) -> QuerySet[Series]:
     return study.series.exclude(modality__in=NOT_HUNG)
 
 
-def first_image(series: Series | None) -> dict[str, str] | None:
+def first_image(series: Series | None) -> dict[str, Any] | None:
     """The image the viewer shows first in `series` (the lowest Instance Number, a missing
     one counting as 0), so that the page can ask for it before the series' metadata is in;
-    None when two images share that number (the viewer then picks from the metadata)."""
+    None when two images share that number (the viewer then picks from the metadata).
+    With its Rows and Columns (None when the index has none), for the stand-in's size."""
     if series is None:
         return None
     first = list(
         Instance.objects.filter(series=series)
         .annotate(number=Coalesce("instance_number", 0))
         .order_by("number", "sop_instance_uid")
-        .values_list("number", "sop_instance_uid")[:2]
+        .values_list("number", "sop_instance_uid", "rows", "columns")[:2]
     )
     if not first or (len(first) == 2 and first[0][0] == first[1][0]):
         return None
-    return {"series_uid": series.series_uid, "sop_instance_uid": first[0][1]}
+    _number, sop_instance_uid, rows, columns = first[0]
+    return {"series_uid": series.series_uid, "sop_instance_uid": sop_instance_uid, "rows": rows, "columns": columns}
 
 
 def key_image_pictures(study: Study, size: int = 480) -> list[bytes]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from pydicom.uid import generate_uid
 
-from cloudpacs.models import Study
+from cloudpacs.models import Instance, Study
 from cloudpacs.services import ingest_instance
+from cloudpacs.views.viewer import stand_in_url
 from consults.services import open_consult_for_study
 from facilities.models import AuditEvent
 from tests.factories import make_dataset, make_modality, write_dataset
@@ -149,6 +151,32 @@ def test_the_page_names_the_first_image_so_that_its_stand_in_is_asked_for_at_onc
     assert page.index("data-first-instance-url") > page.index("data-yunying-viewer")
 
 
+def test_the_head_preloads_the_first_images_stand_in_at_its_own_size(tmp_path, radiologist_client, ct_modality):
+    study = ingest(tmp_path, ct_modality, rows=48, columns=64)
+    instance = Instance.objects.get(series__study=study)
+    page = radiologist_client.get(url(study)).content.decode()
+    stand_in = (
+        f"/dicomweb/studies/{study.study_uid}/series/{instance.series.series_uid}"
+        f"/instances/{instance.sop_instance_uid}/rendered?accept=image/jpeg&amp;viewport=64,48"
+    )
+    # Asked for from the head, before the viewer's code and before the pane has a size;
+    # the page's script shows the very same URL, so the browser uses what it preloaded.
+    assert f'<link rel="preload" as="image" href="{stand_in}"' in page
+    assert page.index(stand_in) < page.index("viewer/viewer.js") < page.index("data-yunying-viewer")
+    assert f'data-stand-in-url="{stand_in}"' in page
+    assert radiologist_client.get(stand_in.replace("&amp;", "&"))["Content-Type"] == "image/jpeg"
+
+
+def test_the_stand_in_of_a_large_image_is_at_most_1024_pixels_a_side_and_never_enlarged():
+    study = Study(study_uid="1.2.3")
+    first = {"series_uid": "1.2.4", "sop_instance_uid": "1.2.5", "rows": 2000, "columns": 2736}
+    assert stand_in_url(study, first).endswith("/instances/1.2.5/rendered?accept=image/jpeg&viewport=1024,749")
+    assert stand_in_url(study, {**first, "rows": 128, "columns": 128}).endswith("&viewport=128,128")
+    # Without its size in the index the page's script asks at the pane's size.
+    assert stand_in_url(study, {**first, "rows": None}) == ""
+    assert stand_in_url(study, None) == ""
+
+
 def test_two_first_images_with_one_number_leave_the_choice_to_the_metadata(tmp_path, radiologist_client, ct_modality):
     study_uid, series_uid = generate_uid(), generate_uid()
     for _ in range(2):
@@ -166,3 +194,13 @@ def test_two_first_images_with_one_number_leave_the_choice_to_the_metadata(tmp_p
     page = radiologist_client.get(url(study)).content.decode()
     assert "data-first-instance-url" not in page
     assert f"/series/{series_uid}/metadata" in page
+
+
+def test_the_viewers_hashed_chunks_are_cached_for_good_and_its_entry_is_not(settings):
+    immutable = re.compile(settings.WHITENOISE_IMMUTABLE_FILE_TEST)
+    hashed = ("chunks/tools-DRJvwrGt.js", "workers/decodeImageFrameWorker-CXmznAEA.js", "assets/openjph-odeu-u12.wasm")
+    for name in hashed:
+        assert immutable.search(f"/static/viewer/{name}")
+    # The templates name these by fixed names: a new build must reach the browser within WhiteNoise's 60 s.
+    for url in ("/static/viewer/viewer.js", "/static/viewer/viewer.css", "/static/js/viewer-preview.js"):
+        assert not immutable.search(url)

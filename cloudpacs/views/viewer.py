@@ -9,6 +9,7 @@ from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from cloudpacs.forms import ReadingMarksForm
@@ -26,11 +27,30 @@ from facilities.services import audit
 
 # Study Instance UIDs are digits and dots, at most 64 characters.
 UID_PATTERN = r"[0-9.]{1,64}"
+# The server-rendered stand-in for the first image: at the image's own size, never
+# enlarged (the browser scales it to the pane), and at most this many pixels a side, so
+# that a 3000 x 3000 DX costs a 1024 x 1024 JPEG.
+STAND_IN_SIDE = 1024
+
+
+def stand_in_url(study: Study, first: dict[str, Any] | None) -> str:
+    """The /rendered URL of the first image's stand-in, fixed by the server so that the
+    page's head can ask for it (<link rel="preload">) before any script runs or the pane
+    has a size; "" when the index does not know the image's size (the page's script then
+    asks at the pane's size once it has one)."""
+    if not first or not first.get("rows") or not first.get("columns"):
+        return ""
+    rows, columns = int(first["rows"]), int(first["columns"])
+    scale = min(1.0, STAND_IN_SIDE / max(rows, columns))
+    width, height = max(1, round(columns * scale)), max(1, round(rows * scale))
+    path = reverse("dicomweb:instance-rendered", args=[study.study_uid, first["series_uid"], first["sop_instance_uid"]])
+    return f"{path}?accept=image/jpeg&viewport={width},{height}"
 
 
 def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, Any]:
     """What templates/cloudpacs/_viewer_embed.html needs beside `study`: the study's
-    series, the user's other studies of the same patient, and the prior to open.
+    series, the user's other studies of the same patient, the prior to open, the first
+    image and its stand-in's URL (which _viewer_assets.html preloads).
 
     The reporting page may call this to offer the same prior selector; without it the
     partial still shows the study, with no prior pane."""
@@ -43,11 +63,13 @@ def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, An
     if prior_uid:
         prior = get_object_or_404(visible, study_uid=prior_uid)
     series = image_series(study)
+    first = first_image(series.first())
     return {
         "viewer_series": series,
         "viewer_priors": priors,
         "prior_study": prior,
-        "viewer_first_instance": first_image(series.first()),
+        "viewer_first_instance": first,
+        "viewer_stand_in_url": stand_in_url(study, first),
     }
 
 

@@ -1,7 +1,8 @@
 // Loaded by templates/cloudpacs/_viewer_embed.html, right after the viewer's element, as a
 // plain (not deferred) script so that it starts at once; its inputs are the script
 // element's data-metadata-url, the first series' /metadata, and, when the server could
-// tell, data-first-instance-url, the first image's instance.
+// tell, data-first-instance-url, the first image's instance, and data-stand-in-url, its
+// server-rendered stand-in at the image's own size, which the page's head preloads.
 //
 // The first series' metadata is asked for now, in parallel with the viewer's code, and the
 // first image's frame as soon as its instance is known (at once with
@@ -33,7 +34,7 @@
     });
   }
   watch();
-  function showPreview(instanceUrl) {
+  function showPreview(instanceUrl, fixedUrl) {
     var root = viewerElement();
     var pane = root && root.querySelector('[data-pane="0"]');
     if (!pane || preview.replaced !== null) { return; }
@@ -46,7 +47,9 @@
     // Set through the CSSOM, which the Content-Security-Policy allows (a style attribute
     // in markup would need style-src-attr).
     image.style.cssText = "position:absolute;inset:0;width:100%;height:100%;object-fit:contain;z-index:1;pointer-events:none;background:#000";
-    image.src = instanceUrl + "/rendered?accept=image/jpeg" + (width > 0 && height > 0 ? "&viewport=" + width + "," + height : "");
+    // The page's own URL when it gave one: the head preloaded exactly that (the image's
+    // size, which the browser scales to the pane); else the pane's size.
+    image.src = fixedUrl || instanceUrl + "/rendered?accept=image/jpeg" + (width > 0 && height > 0 ? "&viewport=" + width + "," + height : "");
     image.decode().then(function () {
       if (preview.replaced !== null) { return; }
       picture = image;
@@ -65,7 +68,7 @@
   // The server named the first image: no need to wait for the metadata to know it.
   var known = script.getAttribute("data-first-instance-url");
   if (known) {
-    showPreview(known);
+    showPreview(known, script.getAttribute("data-stand-in-url"));
     firstFrame(known);
   }
   function value(json, tag) { return json[tag] && json[tag].Value ? json[tag].Value[0] : undefined; }
