@@ -181,6 +181,9 @@ def open_viewer(page, url: str, panes: int = 1) -> None:
             f"() => window.yunyingViewer?.viewers[0].panes[{index}].stackMs != null",
             timeout=60_000,
         )
+    # The tools (window/level, measuring, wheel scrolling) come in their own chunk after
+    # the first image.
+    page.evaluate("() => window.yunyingViewer.viewers[0].toolsReady.then(() => true)")
     assert page.errors == []
 
 

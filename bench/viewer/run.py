@@ -190,6 +190,7 @@ def measure(url: str, session: str, runs: int, mpr: bool = False) -> dict[str, l
             init: mark('yunying:init'),
             parsed: mark('yunying:pane0:metadata'),
             frame: end(/[/]frames[/]/),
+            tools: mark('yunying:tools'),
         };
         const shown = window.yunyingPreview?.shown;
         const visible = shown != null && shown < pane.firstImageMs ? shown : pane.firstImageMs;

@@ -1,32 +1,14 @@
-// Cornerstone3D set up once per page: its core, its tools, and the DICOM image loader,
-// whose `wadors` scheme is wrapped so that an image carrying a VOI LUT is shown through it.
+// Cornerstone3D set up once per page: its core and the DICOM image loader, whose `wadors`
+// scheme is wrapped so that an image carrying a VOI LUT is shown through it. The tools are
+// not here: they come in a chunk of their own after the first image (tools.js).
 import { Enums, imageLoader, init as initCore, utilities } from '@cornerstonejs/core';
-import {
-  AngleTool,
-  EllipticalROITool,
-  LengthTool,
-  PanTool,
-  StackScrollTool,
-  WindowLevelTool,
-  ZoomTool,
-  addTool,
-  init as initTools,
-} from '@cornerstonejs/tools';
-import dicomImageLoader from '@cornerstonejs/dicom-image-loader';
+// Named imports: the package's default export is an object holding every decoder, which
+// would keep them all (and their WebAssembly glue) in viewer.js; they run in the workers.
+import { init as initLoader, wadors } from '@cornerstonejs/dicom-image-loader';
 
 import { applyVoiLut } from './voilut.js';
 
 const { windowLevel } = utilities;
-
-// The tools a pane's left button can take, by the toolbar's names.
-export const TOOL_NAMES = {
-  WindowLevel: WindowLevelTool.toolName,
-  Pan: PanTool.toolName,
-  Zoom: ZoomTool.toolName,
-  Length: LengthTool.toolName,
-  Angle: AngleTool.toolName,
-  EllipticalROI: EllipticalROITool.toolName,
-};
 
 // imageId -> the VOI LUT its instance carries; read by the wrapped wadors loader.
 export const voiLuts = new Map();
@@ -38,13 +20,11 @@ let started = null;
 export function start() {
   if (started) return started;
   started = (async () => {
+    // The decode workers first: they fetch and compile their script while the core probes
+    // WebGL, so that they are ready when the first frame arrives.
+    initLoader({ maxWebWorkers: Math.min(navigator.hardwareConcurrency || 2, 4) });
     await initCore();
-    initTools();
-    dicomImageLoader.init({ maxWebWorkers: Math.min(navigator.hardwareConcurrency || 2, 4) });
     imageLoader.registerImageLoader('wadors', loadWithVoiLut);
-    for (const tool of [WindowLevelTool, PanTool, ZoomTool, StackScrollTool, LengthTool, AngleTool, EllipticalROITool]) {
-      addTool(tool);
-    }
     performance.mark('yunying:init');
   })();
   return started;
@@ -52,12 +32,12 @@ export function start() {
 
 // Registers an instance's metadata for one of its frames' image id.
 export function addInstanceMetadata(imageId, json) {
-  dicomImageLoader.wadors.metaDataManager.add(imageId, json);
+  wadors.metaDataManager.add(imageId, json);
   instanceMeta.set(imageId, json);
 }
 
 function loadWithVoiLut(imageId, options) {
-  const inner = dicomImageLoader.wadors.loadImage(imageId, options);
+  const inner = wadors.loadImage(imageId, options);
   const lut = voiLuts.get(imageId);
   if (!lut) return inner;
   return { ...inner, promise: inner.promise.then((image) => mapThroughVoiLut(image, lut)) };

@@ -3,13 +3,14 @@
 // them in the study as a Key Object Selection and a Grayscale Softcopy Presentation State
 // (cloudpacs/keyobjects.py). When the study opens again they come back from there: the key
 // images in a strip above the series and marked on the image, the measurements redrawn.
+// The drawings need Cornerstone's tools (viewer.tools, loaded after the first image): until
+// they are in, kept measurements wait in `pending` and are drawn when they arrive.
 import { utilities } from '@cornerstonejs/core';
-import { annotation } from '@cornerstonejs/tools';
 
-import { TOOL_NAMES } from './cornerstone.js';
+import { MEASURING } from './toolnames.js';
 
 // The tools whose drawings are kept, by their Cornerstone names (cloudpacs.keyobjects.TOOLS).
-const KEPT_TOOLS = new Set([TOOL_NAMES.Length, TOOL_NAMES.Angle, TOOL_NAMES.EllipticalROI]);
+const KEPT_TOOLS = new Set(MEASURING);
 const FRAME_URL = /\/studies\/([0-9.]+)\/series\/([0-9.]+)\/instances\/([0-9.]+)\/frames\/(\d+)$/;
 
 // The study, series, instance and frame of a pane's image id (wadors:<frame URL>).
@@ -95,9 +96,11 @@ export class Marks {
     this.viewer.onMarksChanged();
   }
 
-  // Redraws the kept measurements of the series a pane has just opened.
+  // Redraws the kept measurements of the series a pane has just opened (or, for the panes
+  // opened before the tools arrived, when they arrive).
   draw(pane) {
-    if (!pane.enabled || !pane.imageIds.length || pane.studyUid !== this.viewer.currentUid) return;
+    const annotation = this.viewer.tools?.annotation;
+    if (!annotation || !pane.enabled || !pane.imageIds.length || pane.studyUid !== this.viewer.currentUid) return;
     const byImage = new Map(pane.imageIds.map((imageId) => [imageId, parseImageId(imageId)]));
     const left = [];
     for (const item of this.pending) {
@@ -133,7 +136,8 @@ export class Marks {
   // read from the server whose series were never opened.
   measurements() {
     const drawn = [];
-    for (const item of annotation.state.getAllAnnotations()) {
+    const annotation = this.viewer.tools?.annotation;
+    for (const item of annotation ? annotation.state.getAllAnnotations() : []) {
       const imageId = item.metadata?.referencedImageId;
       const ref = parseImageId(imageId);
       if (!ref || ref.study !== this.viewer.currentUid || !KEPT_TOOLS.has(item.metadata.toolName)) continue;

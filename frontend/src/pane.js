@@ -84,7 +84,8 @@ export class Pane {
       element: this.element,
       defaultOptions: { background: [0, 0, 0] },
     });
-    this.viewer.toolGroup.addViewport(this.viewportId, this.viewer.engine.id);
+    // Until the tools are in there is no tool group; Viewer.loadTools adds the pane then.
+    this.viewer.toolGroup?.addViewport(this.viewportId, this.viewer.engine.id);
     this.enabled = true;
   }
 
@@ -107,7 +108,7 @@ export class Pane {
     this.loaded = 0;
     this.failed = 0;
     if (this.enabled) {
-      this.viewer.toolGroup.removeViewports(this.viewer.engine.id, this.viewportId);
+      this.viewer.toolGroup?.removeViewports(this.viewer.engine.id, this.viewportId);
       this.viewer.engine.disableElement(this.viewportId);
       this.enabled = false;
     }

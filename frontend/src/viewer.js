@@ -1,24 +1,19 @@
 // The viewer: its panes, the series thumbnails, the toolbar and the keys, bound to the
 // markup of templates/cloudpacs/_viewer_embed.html (the labels come translated from Django).
 import { RenderingEngine, cache, utilities } from '@cornerstonejs/core';
-import {
-  Enums as ToolEnums,
-  PanTool,
-  StackScrollTool,
-  ToolGroupManager,
-  ZoomTool,
-  annotation,
-} from '@cornerstonejs/tools';
 
-import { TOOL_NAMES, start } from './cornerstone.js';
+import { start } from './cornerstone.js';
 import { fetchSeriesList } from './dicomweb.js';
 import { Marks, parseImageId } from './marks.js';
 import { Pane } from './pane.js';
+import { MEASURING, STACK_SCROLL, TOOL_NAMES } from './toolnames.js';
 
 // Key object selections and presentation states are shown on the images, not hung.
 const NOT_HUNG = new Set(['KO', 'PR']);
+// The tools are asked for at the first image, or after this long without one (an empty
+// series), or at the reader's first click or key.
+const TOOLS_AT_THE_LATEST_MS = 3000;
 
-const { MouseBindings } = ToolEnums;
 const { windowLevel } = utilities;
 
 export class Viewer {
@@ -41,6 +36,16 @@ export class Viewer {
     this.sync = true;
     this.links = null;
     this.marks = new Marks(this);
+    // Cornerstone's tools (tools.js) and this viewer's tool group, once loaded; the tool
+    // the reader chose is kept until then.
+    this.tools = null;
+    this.toolGroup = null;
+    this.selectedTool = 'WindowLevel';
+    this.toolsReady = new Promise((resolve) => {
+      this.wantTools = resolve;
+    })
+      .then(() => this.loadTools())
+      .catch((error) => console.error('the viewer tools were not loaded', error));
   }
 
   label(key) {
@@ -58,7 +63,10 @@ export class Viewer {
   }
 
   emit(name, pane) {
-    if (name === 'first-image' || name === 'stack') this.showThumbnails();
+    if (name === 'first-image' || name === 'stack') {
+      this.showThumbnails();
+      this.wantTools();
+    }
     for (const callback of this.listeners[name] || []) callback(pane);
     this.element.dispatchEvent(new CustomEvent(`yunying:${name}`, { detail: { pane: pane.index } }));
   }
@@ -66,16 +74,7 @@ export class Viewer {
   async mount() {
     await start();
     this.engine = new RenderingEngine(this.id);
-    this.toolGroup = ToolGroupManager.createToolGroup(`${this.id}-tools`);
-    for (const name of Object.values(TOOL_NAMES)) this.toolGroup.addTool(name);
-    this.toolGroup.addTool(StackScrollTool.toolName);
-    this.toolGroup.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
-    this.toolGroup.setToolActive(PanTool.toolName, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
-    this.toolGroup.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
-    // Measurements are drawn (and can be moved) whichever tool the left button has; a tool
-    // never chosen would be disabled, and a kept measurement of it not drawn.
-    for (const name of ['Length', 'Angle', 'EllipticalROI']) this.toolGroup.setToolPassive(TOOL_NAMES[name]);
-    this.selectTool('WindowLevel');
+    this.selectTool(this.selectedTool);
     this.bindToolbar();
     new ResizeObserver(() => this.engine.resize(true, true)).observe(this.element.querySelector('[data-panes]'));
     const initialSeries = [...this.element.querySelectorAll('[data-initial-series] [data-series-uid]')].map(
@@ -90,8 +89,9 @@ export class Viewer {
     // On its own page the viewer takes the keys at once; embedded, it waits for a click so
     // that it never takes them from the report being typed beside it.
     if (document.body.classList.contains('viewer-page')) this.element.focus({ preventScroll: true });
-    // Without a first image (an empty or failed series) the thumbnails still come.
+    // Without a first image (an empty or failed series) the thumbnails and tools still come.
     setTimeout(() => this.showThumbnails(), 5000);
+    setTimeout(() => this.wantTools(), TOOLS_AT_THE_LATEST_MS);
     this.currentUid = this.element.dataset.studyUid;
     await this.loadStudy(this.currentUid, 'current', initialSeries.length ? initialSeries : null);
     const prior = this.element.dataset.priorStudyUid;
@@ -100,8 +100,38 @@ export class Viewer {
     const hung = prior ? this.openPrior(prior) : this.hang();
     this.marksReady = hung
       .then(() => this.marks.load())
-      .catch((error) => console.warn('key images not read', error));
+      .catch((error) => console.warn('key images not read', error))
+      .then(() => this.toolsReady);
     await hung;
+  }
+
+  // The tools' chunk, fetched and run once the first image is drawn: the tool group of
+  // this viewer (wheel scrolls, middle button pans, right button zooms, the left button
+  // the chosen tool, measurements drawn whatever it is), given every pane enabled so far;
+  // panes enabled later join it in Pane.enable.
+  async loadTools() {
+    const tools = await import('./tools.js');
+    tools.setUp();
+    const { MouseBindings } = tools;
+    const group = tools.ToolGroupManager.createToolGroup(`${this.id}-tools`);
+    for (const name of [...Object.values(TOOL_NAMES), STACK_SCROLL]) group.addTool(name);
+    group.setToolActive(STACK_SCROLL, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
+    group.setToolActive(TOOL_NAMES.Pan, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
+    group.setToolActive(TOOL_NAMES.Zoom, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
+    // Measurements are drawn (and can be moved) whichever tool the left button has; a tool
+    // never chosen would be disabled, and a kept measurement of it not drawn.
+    for (const name of MEASURING) group.setToolPassive(name);
+    this.tools = tools;
+    this.toolGroup = group;
+    for (const pane of this.panes) {
+      if (pane.enabled) group.addViewport(pane.viewportId, this.engine.id);
+    }
+    this.selectTool(this.selectedTool);
+    for (const pane of this.panes) {
+      if (pane.enabled) this.marks.draw(pane);
+    }
+    this.element.dispatchEvent(new CustomEvent('yunying:tools'));
+    return tools;
   }
 
   // A study's series, listed once (from the page's markup for the current study, else by
@@ -290,6 +320,8 @@ export class Viewer {
       return;
     }
     const pane = this.active;
+    this.wantTools();
+    await this.toolsReady;
     const { Mpr, canReformat } = await import('./mpr.js');
     if (!canReformat(pane)) {
       pane.setStatus(this.label('noMpr'));
@@ -505,19 +537,24 @@ export class Viewer {
     more.setAttribute('aria-expanded', String(open));
   }
 
+  // The left button's tool; chosen before the tools are in, it is taken when they arrive.
   selectTool(name) {
-    const current = this.toolGroup.getActivePrimaryMouseButtonTool();
-    if (current) this.toolGroup.setToolPassive(current);
-    this.toolGroup.setToolActive(TOOL_NAMES[name], { bindings: [{ mouseButton: MouseBindings.Primary }] });
-    // Middle and right buttons keep pan and zoom whatever the left button does.
-    if (name !== 'Pan') {
-      this.toolGroup.setToolActive(PanTool.toolName, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
-    }
-    if (name !== 'Zoom') {
-      this.toolGroup.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
-    }
+    this.selectedTool = name;
     for (const button of this.element.querySelectorAll('[data-tool]')) {
       button.setAttribute('aria-pressed', String(button.dataset.tool === name));
+    }
+    const group = this.toolGroup;
+    if (!group) return;
+    const { MouseBindings } = this.tools;
+    const current = group.getActivePrimaryMouseButtonTool();
+    if (current) group.setToolPassive(current);
+    group.setToolActive(TOOL_NAMES[name], { bindings: [{ mouseButton: MouseBindings.Primary }] });
+    // Middle and right buttons keep pan and zoom whatever the left button does.
+    if (name !== 'Pan') {
+      group.setToolActive(TOOL_NAMES.Pan, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
+    }
+    if (name !== 'Zoom') {
+      group.setToolActive(TOOL_NAMES.Zoom, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
     }
   }
 
@@ -597,14 +634,15 @@ export class Viewer {
 
   // The measurements drawn, with what they measure (mm, or px without a pixel spacing).
   measurements() {
-    return annotation.state.getAllAnnotations().map((item) => {
+    if (!this.tools) return [];
+    return this.tools.annotation.state.getAllAnnotations().map((item) => {
       const stats = Object.values(item.data?.cachedStats || {})[0] || {};
       return { tool: item.metadata.toolName, length: stats.length, angle: stats.angle, unit: stats.unit };
     });
   }
 
   clearMeasurements(pane) {
-    annotation.state.removeAllAnnotations();
+    this.tools?.annotation.state.removeAllAnnotations();
     this.marks.pending = [];
     pane.viewport.render();
   }
@@ -673,7 +711,10 @@ export class Viewer {
   bindToolbar() {
     const root = this.element;
     for (const button of root.querySelectorAll('[data-tool]')) {
-      button.addEventListener('click', () => this.selectTool(button.dataset.tool));
+      button.addEventListener('click', () => {
+        this.wantTools();
+        this.selectTool(button.dataset.tool);
+      });
     }
     for (const button of root.querySelectorAll('[data-action]')) {
       button.addEventListener('click', () => this.act(button.dataset.action));
@@ -707,6 +748,7 @@ export class Viewer {
     prior?.addEventListener('change', () => this.openPrior(prior.value));
     root.addEventListener('keydown', (event) => this.onKey(event));
     root.addEventListener('pointerdown', (event) => {
+      this.wantTools();
       if (!event.target.closest('input, select, textarea, button')) root.focus({ preventScroll: true });
     });
   }
