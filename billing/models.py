@@ -205,6 +205,23 @@ class RollupFigures(TurnaroundFigures):
     ledger_entries = models.IntegerField(default=0)
     ledger_parts = models.IntegerField(default=0)
     saving = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    # The exams billed (original entries not reversed: originals less reversals, since a
+    # reversal shares its original's day, township, kind and consult): the travel page's.
+    billed = models.IntegerField(default=0)
+    # When the reports were signed, in local time (TIME_ZONE), for the workload page:
+    # those signed on a Saturday or Sunday, and those signed on a weekday as records of
+    # (minute of the day, count) (billing.histogram.RECORD), so that any night hours
+    # (settings.REPORT_NIGHT_HOURS) are counted from them without the raw rows.
+    signed_weekend = models.PositiveIntegerField(default=0)
+    weekday_signing = models.BinaryField(default=b"")
+    # The exams, signed and within the limit of the emergency and urgent priorities (the
+    # routine ones are the rest): the time-limit page's, by priority.
+    emergency_exams = models.PositiveIntegerField(default=0)
+    emergency_signed = models.PositiveIntegerField(default=0)
+    emergency_within = models.PositiveIntegerField(default=0)
+    urgent_exams = models.PositiveIntegerField(default=0)
+    urgent_signed = models.PositiveIntegerField(default=0)
+    urgent_within = models.PositiveIntegerField(default=0)
 
     class Meta:
         abstract = True
@@ -272,7 +289,8 @@ class MonthlyRollup(RollupFigures):
 
 class MonthlyTownshipRollup(models.Model):
     """The monthly rows of a township and kind with their radiologists added up, for the
-    figures that are not by radiologist: volume, signed exams and the ledger's totals. A
+    figures that are not by radiologist: volume, signed exams, the ledger's totals and
+    the time-limit page's counts by priority. A
     province's monthly rows are one per radiologist (387,500 for 1,100 townships); these
     are a ninth of them. Read by `rollup_parts(..., by_radiologist=False)`."""
 
@@ -285,6 +303,14 @@ class MonthlyTownshipRollup(models.Model):
     ledger_entries = models.IntegerField(default=0)
     ledger_parts = models.IntegerField(default=0)
     saving = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    billed = models.IntegerField(default=0)
+    within_limit = models.PositiveIntegerField(default=0)
+    emergency_exams = models.PositiveIntegerField(default=0)
+    emergency_signed = models.PositiveIntegerField(default=0)
+    emergency_within = models.PositiveIntegerField(default=0)
+    urgent_exams = models.PositiveIntegerField(default=0)
+    urgent_signed = models.PositiveIntegerField(default=0)
+    urgent_within = models.PositiveIntegerField(default=0)
 
     class Meta:
         verbose_name = _("看板乡镇月汇总（检查量与节省）")
@@ -356,6 +382,9 @@ class MonthlyReaderTurnaround(TurnaroundFigures):
         "facilities.User", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
     kind = models.CharField(max_length=4, choices=ExamKind.choices)
+    # As RollupFigures': the workload page's nights and weekends by radiologist and month.
+    signed_weekend = models.PositiveIntegerField(default=0)
+    weekday_signing = models.BinaryField(default=b"")
 
     class Meta:
         verbose_name = _("看板医师月汇总")
@@ -376,6 +405,38 @@ class MonthlyReaderTurnaround(TurnaroundFigures):
 
     def __str__(self) -> str:
         return f"{self.month:%Y-%m} {self.radiologist_id} {self.kind}"
+
+
+class BilledPatients(models.Model):
+    """The patients of the exams billed (original ledger entries not reversed) at one
+    township: in one month and exam kind, or over every month (`month` None) of one kind
+    or of every kind (`kind` ""). Patients cannot be added up across months or kinds (a
+    patient who comes back counts once), so each row keeps its patients' keys, sorted and
+    distinct, as little-endian int64 (`keys`): the patient's id, or minus the consult's id
+    for an exam with no archived study (a patient of its own); `patients` is their number.
+    A range of months is the union of its rows' keys; all time is one row a township.
+    Derived data, recomputed with the rollup's months (billing.rollup.refresh_patients)."""
+
+    month = models.DateField(null=True, blank=True, help_text=_("当月第一天；留空表示全部月份"))
+    facility = models.ForeignKey(Facility, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=4, blank=True, help_text=_("留空表示全部检查类型"))
+    patients = models.PositiveIntegerField(default=0)
+    keys = models.BinaryField(default=b"")
+
+    class Meta:
+        verbose_name = _("看板乡镇患者汇总")
+        verbose_name_plural = _("看板乡镇患者汇总")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["month", "facility", "kind"], condition=Q(month__isnull=False), name="one_patient_set_a_month"
+            ),
+            models.UniqueConstraint(
+                fields=["facility", "kind"], condition=Q(month__isnull=True), name="one_patient_set_all_time"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.month or 'all'} {self.facility_id} {self.kind or '*'}: {self.patients}"
 
 
 class RollupCursor(models.Model):

@@ -19,11 +19,17 @@ The rollup's interface, for the reports that read it (billing/reports/):
   township (`facility`), exam `kind` and `radiologist` (None: not read yet), with the
   columns of `COLUMNS`: `exams` and `exam_parts` (consults not cancelled, by exam date),
   `signed`, `within_limit` (signed by `due_at`), per measure of `billing.models.MEASURES`
-  its count, sum and sum of squares in minutes, `histograms` (billing.histogram), and the
-  ledger's `ledger_entries`, `ledger_parts` and `saving` (reversals included);
+  its count, sum and sum of squares in minutes, `histograms` (billing.histogram), when the
+  reports were signed in local time (`signed_weekend`, and `weekday_signing`: records of
+  minute of the day and count, for any night hours), and the ledger's `ledger_entries`,
+  `ledger_parts` and `saving` (reversals included) and `billed` (originals not reversed);
 - `MonthlyTownshipTurnaround` (month x township x kind) and `MonthlyReaderTurnaround`
   (month x radiologist x kind): the turnaround columns (`TURNAROUND_SUMMED` and
-  `histograms`) with the radiologists, respectively the townships, added up;
+  `histograms`) with the radiologists, respectively the townships, added up; the
+  radiologists' also `signed_weekend` and `weekday_signing` (the workload page's);
+- `BilledPatients` (month x township x kind, and all time x township x kind or every
+  kind): the distinct patients of the exams billed, with their keys, since patients do
+  not add up across months (`refresh_patients`, from the ledger with the months);
 - `TownshipTurnaroundSpan` (year, or all time with `year` None, x township x kind): the
   per-township months added up, for the table by township over whole years or all time;
 - `MonthlyTownshipRollup` (month x township x kind): `TOWNSHIP_SUMMED` (volume, signed,
@@ -32,9 +38,9 @@ The rollup's interface, for the reports that read it (billing/reports/):
   months (`by_radiologist=False`: the per-township months where no radiologist is asked
   for) and the daily rows of the days at either end of a range.
 A new column is computed in `_compute` from the raw rows (`read_consults` and the
-ledger), summed into the months by `_refresh_months` (every column but the histograms
-adds up), and needs a migration that rebuilds the rollup (as billing 0007 does); the
-tests hold every column to the raw rows."""
+ledger), summed into the months by `_refresh_months` (every column but those of `BLOBS`
+adds up; those are merged key by key), and needs a migration that rebuilds the rollup (as
+billing 0007 and 0015 do); the tests hold every column to the raw rows."""
 
 from __future__ import annotations
 
@@ -51,6 +57,7 @@ from django.db.models.functions import ExtractYear
 from billing import histogram
 from billing.models import (
     MEASURES,
+    BilledPatients,
     DailyRollup,
     LedgerEntry,
     MonthlyReaderTurnaround,
@@ -62,11 +69,15 @@ from billing.models import (
 )
 from billing.reports.filters import Filters
 from billing.reports.turnaround_raw import read_consults, within_limit
-from consults.models import Consult
+from consults.models import Consult, Priority
 from consults.services import taken_changes
 from facilities.models import ExamKind, Facility
 
 _EPOCH = date(1970, 1, 1)
+# The exams, signed and within the limit of the priorities other than routine (routine's
+# are the rest): emergency_exams, emergency_signed, ... (billing.models.RollupFigures).
+RANKED_PRIORITIES = (Priority.EMERGENCY, Priority.URGENT)
+PRIORITY_COLUMNS = tuple(f"{p}_{c}" for p in RANKED_PRIORITIES for c in ("exams", "signed", "within"))
 _BATCH = 2000
 
 
@@ -79,14 +90,41 @@ COLUMNS = (
     "exam_parts",
     "signed",
     "within_limit",
+    "signed_weekend",
+    *PRIORITY_COLUMNS,
     *(f"{m}_{part}" for m in MEASURES for part in ("n", "sum", "sumsq")),
     "histograms",
+    "weekday_signing",
     "ledger_entries",
     "ledger_parts",
     "saving",
+    "billed",
 )
 _LEDGER_AT = COLUMNS.index("ledger_entries")
+# The columns of records (billing.histogram.RECORD) merged key by key; every other adds up.
+BLOBS = ("histograms", "weekday_signing")
 Row = list[Any]
+
+
+def _per_group(group: np.ndarray, keys: np.ndarray, size: int, counts: np.ndarray | None = None) -> list[bytes]:
+    """The records (key, count) of each group 0 to size - 1, keys ascending: the count of
+    each key in the group, or with `counts` the sum of those counts."""
+    combined = group.astype(np.int64) * 65536 + keys.astype(np.int64)
+    if counts is None:
+        pairs, summed = np.unique(combined, return_counts=True)
+    else:
+        pairs, where = np.unique(combined, return_inverse=True)
+        summed = np.bincount(where.reshape(-1), weights=counts, minlength=pairs.size).round().astype(np.int64)
+    blob = histogram.encode(pairs % 65536, summed)
+    bounds = (np.searchsorted(pairs // 65536, np.arange(size + 1)) * histogram.RECORD.itemsize).tolist()
+    return [blob[bounds[i] : bounds[i + 1]] for i in range(size)]
+
+
+def _merged(group: np.ndarray, blobs: list[bytes], size: int) -> list[bytes]:
+    """The records of many rows (`blobs`, row i in group[i]) merged key by key per group."""
+    lengths = np.array([len(b) for b in blobs], dtype=np.int64) // histogram.RECORD.itemsize
+    keys, counts = histogram.keys_and_counts(b"".join(blobs))
+    return _per_group(np.repeat(group, lengths), keys, size, counts)
 
 
 def _compute(filters: Filters) -> list[Row]:
@@ -105,12 +143,20 @@ def _compute(filters: Filters) -> list[Row]:
             return sums.round().astype(np.int64).tolist() if whole else sums.tolist()
 
         signed = ~np.isnan(consults.minutes[0])
+        weekend = signed & (consults.signed_weekday >= 6)
+        weekday = signed & ~weekend
         columns: list[list[Any]] = [
             total(),
             total(consults.parts.astype(float)),
             total(signed.astype(float)),
             total(within_limit(consults).astype(float)),
+            total(weekend.astype(float)),
         ]
+        within = within_limit(consults)
+        for priority in RANKED_PRIORITIES:
+            chosen = consults.priority == Priority.values.index(priority)
+            columns += [total(chosen.astype(float)), total((chosen & signed).astype(float))]
+            columns.append(total((chosen & within).astype(float)))
         histogram_keys = []
         histogram_groups = []
         for m in range(len(MEASURES)):
@@ -125,28 +171,34 @@ def _compute(filters: Filters) -> list[Row]:
         plot = histogram.plot_bins_of(consults.minutes[0][signed])
         histogram_keys.append(histogram.PLOT_MEASURE * histogram.KEY_STRIDE + plot)
         histogram_groups.append(group[signed])
-        # One sorted run of (group, key) pairs with their counts, cut at each group.
-        combined = np.concatenate(histogram_groups).astype(np.int64) * 65536 + np.concatenate(histogram_keys)
-        pairs, counts = np.unique(combined, return_counts=True)
-        blob = histogram.encode(pairs % 65536, counts)
-        bounds = (np.searchsorted(pairs // 65536, np.arange(size + 1)) * histogram.RECORD.itemsize).tolist()
+        histograms = _per_group(np.concatenate(histogram_groups), np.concatenate(histogram_keys), size)
+        signing = _per_group(group[weekday], consults.signed_minute[weekday], size)
         kinds = ExamKind.values
         for i, (day, facility, kind, radiologist) in enumerate(unique.tolist()):
             key = (_EPOCH + timedelta(days=day), facility, kinds[kind], radiologist or None)
-            rows[key] = [*key, *(c[i] for c in columns), blob[bounds[i] : bounds[i + 1]], 0, 0, Decimal("0.00")]
+            rows[key] = [*key, *(c[i] for c in columns), histograms[i], signing[i], 0, 0, Decimal("0.00"), 0]
     ledger = (
         LedgerEntry.objects.filter(filters.ledger_q())
         .values_list("exam_date", "facility_id", "exam_kind", "consult__radiologist_id")
-        .annotate(n=Count("id"), parts=Sum("body_parts"), saving=Sum("saving"))
+        .annotate(
+            n=Count("id"),
+            parts=Sum("body_parts"),
+            saving=Sum("saving"),
+            originals=Count("id", filter=Q(reverses__isnull=True)),
+        )
         .order_by()
     )
     empty: list[Any] = [0] * (_LEDGER_AT - 4)
-    empty[COLUMNS.index("histograms") - 4] = b""
-    for day, facility, kind, radiologist, n, parts, saving in ledger:
+    for name in BLOBS:
+        empty[COLUMNS.index(name) - 4] = b""
+    for day, facility, kind, radiologist, n, parts, saving, originals in ledger:
         key = (day, facility, kind, radiologist)
         if key not in rows:
-            rows[key] = [*key, *empty, 0, 0, Decimal("0.00")]
-        rows[key][_LEDGER_AT:] = [n, parts or 0, (saving or Decimal(0)).quantize(Decimal("0.01"))]
+            rows[key] = [*key, *empty, 0, 0, Decimal("0.00"), 0]
+        # A reversal is in its original's group (same consult and exam date): the originals
+        # less the reversals are the originals not reversed.
+        billed = originals - (n - originals)
+        rows[key][_LEDGER_AT:] = [n, parts or 0, (saving or Decimal(0)).quantize(Decimal("0.01")), billed]
     return list(rows.values())
 
 
@@ -179,46 +231,61 @@ def _next_month(month: date) -> date:
     return (month + timedelta(days=32)).replace(day=1)
 
 
-_SUMMED = [c for c in COLUMNS[4:] if c != "histograms"]
+_SUMMED = [c for c in COLUMNS[4:] if c not in BLOBS]
 
 
-def _refresh_months(first: date, last: date, facility: Facility | None) -> int:
+def _refresh_months(first: date, last: date, facility: Facility | None, *, all_time: bool = True) -> int:
     """Recompute the monthly rows of the months from first's to last's (of one facility,
-    or all) by adding up their daily rows; histograms are merged bin by bin."""
+    or all) by adding up their daily rows; histograms are merged bin by bin. With
+    all_time False the all-time patients are left to the caller (a rebuild does them once)."""
     start, end = _month(first), _next_month(_month(last))
     daily = DailyRollup.objects.filter(day__gte=start, day__lt=end)
     monthly = MonthlyRollup.objects.filter(month__gte=start, month__lt=end)
     if facility is not None:
         daily, monthly = daily.filter(facility=facility), monthly.filter(facility=facility)
     sums: dict[tuple[date, int, str, int | None], list[Any]] = {}
-    blobs: dict[tuple[date, int, str, int | None], list[bytes]] = {}
-    for day, facility_id, kind, radiologist_id, histograms, *figures in daily.values_list(
-        "day", "facility_id", "kind", "radiologist_id", "histograms", *_SUMMED
+    groups: dict[tuple[date, int, str, int | None], int] = {}
+    group: list[int] = []
+    blobs: list[list[bytes]] = [[] for _name in BLOBS]
+    for day, facility_id, kind, radiologist_id, *values in daily.values_list(
+        "day", "facility_id", "kind", "radiologist_id", *BLOBS, *_SUMMED
     ):
         key = (_month(day), facility_id, kind, radiologist_id)
+        figures = values[len(BLOBS) :]
         if key in sums:
             sums[key] = [x + y for x, y in zip(sums[key], figures, strict=True)]
-            blobs[key].append(bytes(histograms))
         else:
             sums[key] = list(figures)
-            blobs[key] = [bytes(histograms)]
+            groups[key] = len(groups)
+        group.append(groups[key])
+        for i in range(len(BLOBS)):
+            blobs[i].append(bytes(values[i]))
+    merged = [_merged(np.array(group, dtype=np.int64), b, len(groups)) for b in blobs]
     rows = []
     for key, figures in sums.items():
-        records = histogram.decode(b"".join(blobs[key]))
-        keys, where = np.unique(records["key"], return_inverse=True)
-        counts = np.bincount(where.reshape(-1), weights=records["count"], minlength=keys.size)
-        merged = histogram.encode(keys, counts.round().astype(np.int64))
         by_name = dict(zip(_SUMMED, figures, strict=True))
-        rows.append([*key, *(merged if c == "histograms" else by_name[c] for c in COLUMNS[4:])])
+        by_name.update({name: merged[i][groups[key]] for i, name in enumerate(BLOBS)})
+        rows.append([*key, *(by_name[c] for c in COLUMNS[4:])])
     readers_before: set[int | None] = set(monthly.filter(signed__gt=0).values_list("radiologist_id", flat=True))
     monthly.delete()
     _write(MonthlyRollup, "month", rows)
     refresh_township_months(start, end, facility)
     refresh_turnaround_grains(start, end, facility, readers_before)
+    refresh_patients(start, end, facility, all_time=all_time)
     return len(rows)
 
 
-TOWNSHIP_SUMMED = ("exams", "exam_parts", "signed", "ledger_entries", "ledger_parts", "saving")
+TOWNSHIP_SUMMED = (
+    "exams",
+    "exam_parts",
+    "signed",
+    "ledger_entries",
+    "ledger_parts",
+    "saving",
+    "billed",
+    "within_limit",
+    *PRIORITY_COLUMNS,
+)
 
 
 def refresh_township_months(start: date, end: date, facility: Facility | None) -> None:
@@ -240,40 +307,43 @@ def refresh_township_months(start: date, end: date, facility: Facility | None) -
 
 # The turnaround figures, as TurnaroundFigures holds them; all but the histograms add up.
 TURNAROUND_SUMMED = ("signed", "within_limit", *(f"{m}_{part}" for m in MEASURES for part in ("n", "sum", "sumsq")))
-_WHOLE = {"signed", "within_limit", *(f"{m}_n" for m in MEASURES)}
+_WHOLE = {"signed", "within_limit", "signed_weekend", *(f"{m}_n" for m in MEASURES)}
+# The per-radiologist months also keep when the reports were signed (the workload page's).
+READER_SUMMED = (*TURNAROUND_SUMMED, "signed_weekend")
+READER_BLOBS = ("histograms", "weekday_signing")
 GRAIN_LOCK = "turnaround-grains"
 
 
-def merge_up(source: Iterable[tuple[Any, ...]], width: int) -> list[Row]:
-    """Rows of (*key, histograms, *TURNAROUND_SUMMED), `width` values of key, added up by
-    key: the figures summed and the histograms merged bin by bin, all in bulk with numpy.
-    Returns rows of (*key, *TURNAROUND_SUMMED, histograms)."""
+def merge_up(
+    source: Iterable[tuple[Any, ...]],
+    width: int,
+    summed: tuple[str, ...] = TURNAROUND_SUMMED,
+    blobs: int = 1,
+) -> list[Row]:
+    """Rows of (*key, histograms[, weekday_signing], *summed), `width` values of key and
+    `blobs` columns of records, added up by key: the figures summed and the records merged
+    key by key, all in bulk with numpy. Returns rows of (*key, *summed, *records)."""
     index: dict[tuple[Any, ...], int] = {}
     groups: list[int] = []
-    blobs: list[bytes] = []
+    records: list[list[bytes]] = [[] for _b in range(blobs)]
     figures: list[tuple[Any, ...]] = []
     for row in source:
         groups.append(index.setdefault(tuple(row[:width]), len(index)))
-        blobs.append(bytes(row[width]))
-        figures.append(row[width + 1 :])
+        for b in range(blobs):
+            records[b].append(bytes(row[width + b]))
+        figures.append(row[width + blobs :])
     if not index:
         return []
     size = len(index)
     group = np.array(groups, dtype=np.int64)
-    table = np.array(figures, dtype=float).reshape(len(groups), len(TURNAROUND_SUMMED))
+    table = np.array(figures, dtype=float).reshape(len(groups), len(summed))
     sums = [np.bincount(group, weights=table[:, j], minlength=size) for j in range(table.shape[1])]
     columns: list[list[Any]] = [
         s.round().astype(np.int64).tolist() if name in _WHOLE else s.tolist()
-        for name, s in zip(TURNAROUND_SUMMED, sums, strict=True)
+        for name, s in zip(summed, sums, strict=True)
     ]
-    lengths = np.array([len(b) for b in blobs], dtype=np.int64) // histogram.RECORD.itemsize
-    keys, counts = histogram.keys_and_counts(b"".join(blobs))
-    combined = np.repeat(group, lengths) * 65536 + keys.astype(np.int64)
-    pairs, where = np.unique(combined, return_inverse=True)
-    merged = np.bincount(where.reshape(-1), weights=counts, minlength=pairs.size)
-    blob = histogram.encode(pairs % 65536, merged.round().astype(np.int64))
-    bounds = (np.searchsorted(pairs // 65536, np.arange(size + 1)) * histogram.RECORD.itemsize).tolist()
-    return [[*key, *(c[g] for c in columns), blob[bounds[g] : bounds[g + 1]]] for key, g in index.items()]
+    merged = [_merged(group, r, size) for r in records]
+    return [[*key, *(c[g] for c in columns), *(m[g] for m in merged)] for key, g in index.items()]
 
 
 def refresh_turnaround_grains(
@@ -306,9 +376,14 @@ def refresh_turnaround_grains(
         if None in affected:
             chosen |= Q(radiologist__isnull=True)
         readers, source = readers.filter(chosen), source.filter(chosen)
-    rows = merge_up(source.values_list("month", "radiologist_id", "kind", *summed).order_by(), 3)
+    rows = merge_up(
+        source.values_list("month", "radiologist_id", "kind", *READER_BLOBS, *READER_SUMMED).order_by(),
+        3,
+        READER_SUMMED,
+        len(READER_BLOBS),
+    )
     readers.delete()
-    _insert(MonthlyReaderTurnaround, ("month", "radiologist_id", "kind", *TURNAROUND_SUMMED, "histograms"), rows)
+    _insert(MonthlyReaderTurnaround, ("month", "radiologist_id", "kind", *READER_SUMMED, *READER_BLOBS), rows)
 
 
 def refresh_township_spans(years: set[int], facility: Facility | None) -> None:
@@ -328,7 +403,67 @@ def refresh_township_spans(years: set[int], facility: Facility | None) -> None:
     _insert(TownshipTurnaroundSpan, columns, [[None, *row] for row in merge_up(every_year, 2)])
 
 
-def _replace(filters: Filters) -> int:
+def patient_keys(entries: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], np.ndarray]:
+    """Rows of (*group, patient id or None, consult id), grouped: each group's patient keys,
+    sorted and distinct (BilledPatients.keys' rule: an exam with no study is a patient of
+    its own, keyed by minus its consult's id)."""
+    found: dict[tuple[Any, ...], list[int]] = {}
+    for *group, patient, consult in entries:
+        found.setdefault(tuple(group), []).append(patient if patient is not None else -consult)
+    return {group: np.unique(np.array(keys, dtype=np.int64)) for group, keys in found.items()}
+
+
+def billed_entries() -> Any:
+    """The ledger entries of the exams billed: originals not reversed (the travel page's)."""
+    return LedgerEntry.objects.filter(reverses__isnull=True, reversed_by__isnull=True)
+
+
+def refresh_patients(start: date, end: date, facility: Facility | None, *, all_time: bool = True) -> None:
+    """Recompute the patients billed (BilledPatients) in the months from `start` to before
+    `end` (at one facility, or all) from the ledger, then the all-time rows of the
+    facilities concerned from their months."""
+    months = Q(month__gte=start, month__lt=end)
+    entries = billed_entries().filter(exam_date__gte=start, exam_date__lt=end)
+    rows = BilledPatients.objects.filter(months)
+    if facility is not None:
+        entries, rows = entries.filter(facility=facility), rows.filter(facility=facility)
+    found = patient_keys(
+        (_month(day), facility_id, kind, patient, consult)
+        for day, facility_id, kind, patient, consult in entries.values_list(
+            "exam_date", "facility_id", "exam_kind", "consult__study__patient_id", "consult_id"
+        ).order_by()
+    )
+    rows.delete()
+    _insert(
+        BilledPatients,
+        ("month", "facility_id", "kind", "patients", "keys"),
+        [[*group, int(keys.size), keys.astype("<i8").tobytes()] for group, keys in found.items()],
+    )
+    if all_time:
+        refresh_all_time_patients(facility)
+
+
+def refresh_all_time_patients(facility: Facility | None) -> None:
+    """Each township's patients over every month, of each kind and of every kind, as the
+    union of its months' keys."""
+    monthly = BilledPatients.objects.filter(month__isnull=False)
+    all_time = BilledPatients.objects.filter(month__isnull=True)
+    if facility is not None:
+        monthly, all_time = monthly.filter(facility=facility), all_time.filter(facility=facility)
+    keys: dict[tuple[int, str], list[np.ndarray]] = {}
+    for facility_id, kind, blob in monthly.values_list("facility_id", "kind", "keys").order_by():
+        month_keys = np.frombuffer(bytes(blob), dtype="<i8")
+        keys.setdefault((facility_id, kind), []).append(month_keys)
+        keys.setdefault((facility_id, ""), []).append(month_keys)
+    rows = []
+    for (facility_id, kind), parts in keys.items():
+        union = np.unique(np.concatenate(parts)).astype("<i8")
+        rows.append([None, facility_id, kind, int(union.size), union.tobytes()])
+    all_time.delete()
+    _insert(BilledPatients, ("month", "facility_id", "kind", "patients", "keys"), rows)
+
+
+def _replace(filters: Filters, *, all_time: bool = True) -> int:
     """Recompute the daily rows of a date range (and facility), then their months."""
     if filters.date_from is None or filters.date_to is None:
         raise ValueError("a refresh of the rollup names its first and last day")
@@ -338,7 +473,7 @@ def _replace(filters: Filters) -> int:
     rows = _compute(filters)
     DailyRollup.objects.filter(scope).delete()
     _write(DailyRollup, "day", rows)
-    _refresh_months(filters.date_from, filters.date_to, filters.facility)
+    _refresh_months(filters.date_from, filters.date_to, filters.facility, all_time=all_time)
     return len(rows)
 
 
@@ -380,7 +515,8 @@ def rebuild(date_from: date | None = None, date_to: date | None = None) -> int:
             following = (month + timedelta(days=32)).replace(day=1)
             first, last = max(month, start), min(following - timedelta(days=1), end)
             with transaction.atomic():
-                written += _replace(Filters(date_from=first, date_to=last))
+                # Each township's all-time patients once at the end, not after every month.
+                written += _replace(Filters(date_from=first, date_to=last), all_time=False)
             month = following
     if date_from is None and date_to is None:
         # Days outside every exam's date (their consults since removed) go too.
@@ -403,6 +539,12 @@ def rebuild(date_from: date | None = None, date_to: date | None = None) -> int:
         for stale_grain in grains:
             stale_grain.delete()
         spans.delete()
+        patients = BilledPatients.objects.filter(month__isnull=False)
+        if start is not None and end is not None:
+            patients = patients.filter(Q(month__lt=_month(start)) | Q(month__gt=end))
+        patients.delete()
+    with transaction.atomic():
+        refresh_all_time_patients(None)
     return written
 
 

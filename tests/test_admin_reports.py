@@ -22,8 +22,10 @@ from openpyxl import load_workbook
 
 from billing import dashboards, hanyin, rollup
 from billing.dashboards import Filters
-from billing.models import LedgerEntry
+from billing.models import BilledPatients, LedgerEntry
 from billing.reports.growth import growth_percent
+from billing.reports.travel import travel_raw
+from billing.reports.workload import within_limit_raw, workload_raw
 from billing.services import ensure_shaanxi_2021_schedule, record_saving, reverse_entry
 from cloudpacs.env import ConfigError, env_hours
 from consults.models import Consult, Priority
@@ -347,6 +349,111 @@ def test_every_hanyin_township_has_travel_defaults_with_a_source_or_estimated() 
     assert xuanwo["round_trip_cost"] == 51 and xuanwo["round_trip_minutes"] == 204
 
 
+# ---------------------------------------------------------------------------- the rollup against the raw rows
+
+
+def filter_cases(history: dict[str, Any], township: Facility) -> list[Filters]:
+    """All time; whole months; days at either end of a range; a year; a township, a kind,
+    a radiologist: each way the rollup is read (per-radiologist or per-township months,
+    monthly rows, daily rows, all-time rows)."""
+    return [
+        Filters(),
+        Filters(date_from=date(2024, 1, 1), date_to=date(2024, 12, 31)),
+        Filters(date_from=date(2023, 12, 1), date_to=date(2024, 6, 30)),
+        Filters(date_from=date(2024, 1, 15), date_to=date(2024, 11, 10)),
+        Filters(date_from=date(2024, 3, 3), date_to=date(2024, 3, 20)),
+        Filters(date_from=date(2024, 10, 9)),
+        Filters(date_to=date(2024, 4, 17)),
+        Filters(facility=township),
+        Filters(facility=township, date_from=date(2024, 2, 10), date_to=date(2025, 1, 31)),
+        Filters(kind=ExamKind.DR),
+        Filters(kind=ExamKind.CT, date_from=date(2024, 5, 20)),
+        Filters(radiologist=history["second"]),
+        Filters(radiologist=history["second"], date_from=date(2024, 1, 20), date_to=date(2024, 9, 30)),
+    ]
+
+
+def work_table(data: dashboards.Workload) -> dict[tuple[int, str], tuple[Any, ...]]:
+    """Each radiologist's months: the counts, exactly, and the minutes to a millionth of a
+    minute (the rollup adds floats where the raw query adds intervals)."""
+    return {
+        (line.radiologist.pk, month): (
+            w.signed,
+            w.weekday_day,
+            w.weekday_night,
+            w.weekend,
+            w.within_limit,
+            w.minutes_total,
+        )
+        for line in data.radiologists
+        for month, w in line.months.items()
+    }
+
+
+def assert_same_work(rolled: dashboards.Workload, raw: dashboards.Workload) -> None:
+    a, b = work_table(rolled), work_table(raw)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key][:-1] == b[key][:-1], key
+        assert math.isclose(a[key][-1], b[key][-1], rel_tol=1e-9, abs_tol=1e-6), key
+    assert rolled.months == raw.months
+    assert [line.radiologist for line in rolled.radiologists] == [line.radiologist for line in raw.radiologists]
+
+
+def test_the_workload_from_the_rollup_is_the_raw_rows_under_every_filter(history, township, settings) -> None:
+    for night in ((18 * 60, 8 * 60), (12 * 60 + 30, 14 * 60 + 45)):
+        settings.REPORT_NIGHT_HOURS = night
+        for filters in filter_cases(history, township):
+            assert_same_work(dashboards.workload(filters), workload_raw(filters))
+    assert work_table(dashboards.workload(Filters()))  # not vacuous
+
+
+def test_the_share_within_the_limit_from_the_rollup_is_the_raw_rows_under_every_filter(history, township) -> None:
+    now = timezone.now()
+    for filters in filter_cases(history, township):
+        rolled, raw = dashboards.within_limit(filters, now=now), within_limit_raw(filters, now=now)
+        assert rolled == raw, filters
+    everything = dashboards.within_limit(Filters(), now=now)
+    assert everything.priorities == ["emergency", "urgent", "routine"]
+    assert everything.total.open_overdue == 1
+
+
+def travel_table(data: dashboards.Travel) -> dict[int, tuple[int, int, Decimal]]:
+    return {t.facility.pk: (t.exams, t.patients, t.saving) for t in data.townships}
+
+
+def test_the_patients_and_exams_billed_from_the_rollup_are_the_ledgers_under_every_filter(history, township) -> None:
+    # An exam with no archived study is a patient of its own.
+    alone = make_exam(township, ExamKind.DR, date(2024, 6, 11), 45, history["second"])
+    record_saving(alone)
+    for filters in filter_cases(history, township):
+        rolled, raw = dashboards.travel(filters), travel_raw(filters)
+        assert travel_table(rolled) == travel_table(raw), filters
+        assert (rolled.exams, rolled.patients, rolled.saving) == (raw.exams, raw.patients, raw.saving)
+    # Patients who came back in another month are counted once over both: the months'
+    # patients do not add up to all time's, so the union is tested, not a sum.
+    months = BilledPatients.objects.filter(month__isnull=False, facility=township)
+    all_time = BilledPatients.objects.get(month__isnull=True, facility=township, kind="")
+    assert sum(m.patients for m in months) > all_time.patients == travel_table(travel_raw(Filters()))[township.pk][1]
+
+
+def test_the_patients_follow_a_reversal_and_a_returning_patient(history, township, administrator) -> None:
+    consults = history["consults"]
+    # A patient billed before (consults[5]'s entry is the history's reversal).
+    patient = next(c.study.patient for c in consults if c.facility_id == township.pk and c != consults[5])
+    returning = make_exam(township, ExamKind.CT, date(2025, 3, 3), 30, history["second"])
+    Consult.objects.filter(pk=returning.pk).update(study=make_study(township, returning.modality, patient=patient))
+    returning.refresh_from_db()
+    before = travel_table(dashboards.travel(Filters()))[township.pk]
+    record_saving(returning)
+    after = travel_table(dashboards.travel(Filters()))[township.pk]
+    assert after[0] == before[0] + 1 and after[1] == before[1]  # one more exam, no new patient
+    reverse_entry(returning.ledger_entries.get(), "重复计费", administrator)
+    assert travel_table(dashboards.travel(Filters()))[township.pk] == before
+    for filters in filter_cases(history, township):
+        assert travel_table(dashboards.travel(filters)) == travel_table(travel_raw(filters)), filters
+
+
 # ---------------------------------------------------------------------------- the pages
 
 
@@ -480,3 +587,6 @@ def test_the_demos_savings_per_exam_and_travel_add_up_to_the_headline(hanyin) ->
     xuanwo = next(t for t in data.townships if t.facility.code == "XUANWO")
     assert xuanwo.facility.county_distance_km == 51
     assert data.patients < data.exams  # the demo's patients come back now and then
+    raw = travel_raw(Filters())
+    assert travel_table(data) == travel_table(raw)
+    assert (data.exams, data.patients) == (raw.exams, raw.patients)

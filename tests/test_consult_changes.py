@@ -19,12 +19,17 @@ from django.utils import timezone
 from billing import dashboards, rollup, tasks
 from billing.dashboards import Filters
 from billing.models import (
+    BilledPatients,
     DailyRollup,
     MonthlyReaderTurnaround,
     MonthlyRollup,
+    MonthlyTownshipRollup,
     MonthlyTownshipTurnaround,
     RollupCursor,
+    TownshipTurnaroundSpan,
 )
+from billing.reports.travel import travel_raw
+from billing.reports.workload import within_limit_raw, workload_raw
 from billing.services import ensure_shaanxi_2021_schedule
 from consults import changes, workflow
 from consults.models import Consult, ConsultChange, Priority
@@ -32,11 +37,20 @@ from consults.services import request_consult
 from facilities.models import ExamKind, User
 from facilities.services import audit
 from tests.factories import make_consult, make_study, make_user
+from tests.test_admin_reports import assert_same_work, travel_table
 from tests.test_dashboards import make_exam
 from tests.test_dashboards_rollup import assert_same_rows, raw_savings, raw_volume, rolled_volume
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLLUP_TABLES = (DailyRollup, MonthlyRollup, MonthlyTownshipTurnaround, MonthlyReaderTurnaround)
+ROLLUP_TABLES = (
+    DailyRollup,
+    MonthlyRollup,
+    MonthlyTownshipTurnaround,
+    MonthlyReaderTurnaround,
+    MonthlyTownshipRollup,
+    TownshipTurnaroundSpan,
+    BilledPatients,
+)
 
 
 def snapshot() -> dict[str, list[tuple[Any, ...]]]:
@@ -76,6 +90,11 @@ def assert_rollup_is_the_raw_rows() -> None:
     assert rolled_volume(Filters()) == raw_volume(Filters())
     saved = dashboards.savings(Filters()).total
     assert (saved.entries, saved.body_parts, saved.saving) == raw_savings(Filters())
+    # The administrators' reports read the rollup's signing times, priorities and patients.
+    assert_same_work(dashboards.workload(Filters()), workload_raw(Filters()))
+    now = timezone.now()
+    assert dashboards.within_limit(Filters(), now=now) == within_limit_raw(Filters(), now=now)
+    assert travel_table(dashboards.travel(Filters())) == travel_table(travel_raw(Filters()))
 
 
 def published(consult: Consult) -> list[str]:

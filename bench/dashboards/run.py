@@ -18,7 +18,8 @@ copied, so the exam list is not timed there (--skip exams).
 
 Timed: each dashboard query function (billing.dashboards) and each page through Django's
 test client (view, query, template: the server's time, no network), median of --runs
-after one warm-up run. Prints a Markdown table."""
+after one warm-up run. Prints a Markdown table. With --queries, each case is run once more
+with its SQL recorded, and its number of queries and their time are printed beside it."""
 
 from __future__ import annotations
 
@@ -170,7 +171,9 @@ def grow_to(copies: int) -> None:
     rebuild_rollup()
 
 
-ROLLUP_COPIED = ("billing_dailyrollup", "billing_monthlyrollup")
+# Copied per township with the township they copy; the patients' rows are the patients of
+# that township (a copy's patients are its original's, keyed the same: counted per township).
+ROLLUP_COPIED = ("billing_dailyrollup", "billing_monthlyrollup", "billing_billedpatients")
 
 
 def spread_to_townships(townships: int) -> None:
@@ -336,6 +339,20 @@ def cases() -> list[tuple[str, Callable[[], Any]]]:
     ]
 
 
+def query_counts(fn: Callable[[], Any]) -> tuple[int, float, str]:
+    """One more run of `fn` with its SQL recorded: how many queries, their time in ms (as
+    the database driver saw it) and the slowest one's first words."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        fn()
+    queries = captured.captured_queries
+    seconds = [float(q["time"]) for q in queries]
+    slowest = max(queries, key=lambda q: float(q["time"]))["sql"][:80] if queries else ""
+    return len(queries), sum(seconds) * 1000, slowest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", default="yunying_bench_dashboards")
@@ -344,6 +361,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--skip", default="", help="comma-separated parts of case names not to time")
     parser.add_argument("--townships", type=int, default=0, help="copy the townships and their rollup to this many")
+    parser.add_argument("--queries", action="store_true", help="also count each case's SQL queries and their time")
     args = parser.parse_args()
     admin_url, url = database_urls(args.database)
     ensure_database(admin_url, args.database)
@@ -365,7 +383,11 @@ def main() -> None:
             if any(part in name for part in skip):
                 continue
             results[count][name] = timed(fn, args.runs, args.warmup)
-            print(f"  {name}: {results[count][name]:,.0f} ms", flush=True)
+            line = f"  {name}: {results[count][name]:,.0f} ms"
+            if args.queries:
+                n, sql_ms, slowest = query_counts(fn)
+                line += f" ({n} queries, {sql_ms:,.0f} ms of SQL; slowest: {slowest})"
+            print(line, flush=True)
     counts = list(results)
     print()
     print(f"| ms (median of {args.runs}) | " + " | ".join(f"{c:,} exams" for c in counts) + " |")

@@ -71,9 +71,10 @@ class Growth:
 
 
 def _monthly(filters: Filters, column: str) -> dict[str, Any]:
-    """The rollup's `column` summed by month of the exam date ("2025-03")."""
+    """The rollup's `column` summed by month of the exam date ("2025-03"); whole months
+    from the per-township months (a ninth of the monthly rows: no radiologist is asked)."""
     totals: dict[str, Any] = {}
-    for rows, date_field in rollup_parts(filters):
+    for rows, date_field in rollup_parts(filters, by_radiologist=False):
         for r in rows.annotate(period=TruncMonth(date_field)).values("period").annotate(total=Sum(column)).order_by():
             key = f"{r['period']:%Y-%m}"
             totals[key] = totals.get(key, 0) + (r["total"] or 0)

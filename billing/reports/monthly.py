@@ -16,7 +16,7 @@ from decimal import Decimal
 from django.db.models import Sum
 from django.db.models.functions import TruncMonth
 
-from billing.reports.common import ZERO, township_order
+from billing.reports.common import ZERO, money, township_order
 from billing.reports.filters import Filters, month_end, rollup_parts
 from billing.reports.growth import growth_percent
 from billing.reports.measures import Summary
@@ -133,17 +133,20 @@ class MonthFigures:
 
 
 def _month_exams(first: date, last: date) -> tuple[int, Decimal]:
-    filters = Filters(date_from=first, date_to=last)
-    exams = sum(
-        rows.aggregate(n=Sum("exams"))["n"] or 0 for rows, _field in rollup_parts(filters)
-    )  # as the volume page counts: consults not cancelled
-    return exams, savings(filters).total.saving
+    """A month's exams (consults not cancelled, as the volume page counts) and saving (the
+    ledger's, as the savings page totals it), in one sum over the rollup."""
+    exams, saving = 0, ZERO
+    for rows, _field in rollup_parts(Filters(date_from=first, date_to=last), by_radiologist=False):
+        found = rows.aggregate(n=Sum("exams"), saving=Sum("saving"))
+        exams += found["n"] or 0
+        saving += money(found["saving"])
+    return exams, saving
 
 
 def exams_by_month(filters: Filters) -> dict[date, int]:
     """Exams (consults not cancelled) per month of exam date, from the rollup."""
     counts: dict[date, int] = {}
-    for rows, date_field in rollup_parts(filters):
+    for rows, date_field in rollup_parts(filters, by_radiologist=False):
         for r in rows.annotate(period=TruncMonth(date_field)).values("period").annotate(n=Sum("exams")).order_by():
             period = r["period"]
             month = period.date() if isinstance(period, datetime) else period

@@ -11,14 +11,16 @@ Hanyin defaults and their sources in billing/hanyin.py) times the exams."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
 
+import numpy as np
 from django.db.models import Case, Count, IntegerField, Q, QuerySet, Sum, Value, When
 
-from billing.models import LedgerEntry
+from billing import rollup
+from billing.models import BilledPatients, LedgerEntry
 from billing.reports.common import ZERO, money, township_order
-from billing.reports.filters import Filters
+from billing.reports.filters import Filters, rollup_parts, rollup_split
 from facilities.models import Facility
 
 CENT = Decimal("0.01")
@@ -90,8 +92,76 @@ def billed_exams(filters: Filters) -> QuerySet[LedgerEntry]:
     return LedgerEntry.objects.filter(filters.ledger_q(), reverses__isnull=True, reversed_by__isnull=True)
 
 
+def _billed(filters: Filters) -> dict[int, tuple[int, Decimal]]:
+    """Each township's exams billed and their saving, from the rollup (`billed`: originals
+    less reversals; `saving`: reversals included, which take out their original's)."""
+    found: dict[int, tuple[int, Decimal]] = {}
+    for rows, _date_field in rollup_parts(filters, by_radiologist=False):
+        sums = rows.values("facility_id").annotate(exams=Sum("billed"), saving=Sum("saving")).order_by()
+        for r in sums:
+            exams, saving = found.get(r["facility_id"], (0, ZERO))
+            found[r["facility_id"]] = (exams + (r["exams"] or 0), saving + money(r["saving"]))
+    return {f: (exams, saving) for f, (exams, saving) in found.items() if exams}
+
+
+def billed_patients(filters: Filters) -> dict[int, int]:
+    """Each township's patients of the exams billed in the filters (by date, township and
+    kind). All time is one stored count a township; otherwise the patients' keys of the
+    whole months (BilledPatients) and of the days at either end (the ledger) are united."""
+    split = rollup_split(filters.date_from, filters.date_to)
+    stored = BilledPatients.objects.all()
+    if filters.facility is not None:
+        stored = stored.filter(facility=filters.facility)
+    if split.months == (None, None) and not split.days:
+        rows = stored.filter(month__isnull=True, kind=filters.kind or "").values_list("facility_id", "patients")
+        return {facility: n for facility, n in rows if n}
+    keys: dict[int, list[np.ndarray]] = {}
+    if split.months is not None:
+        first, last = split.months
+        months = stored.filter(month__isnull=False)
+        if filters.kind:
+            months = months.filter(kind=filters.kind)
+        if first is not None:
+            months = months.filter(month__gte=first)
+        if last is not None:
+            months = months.filter(month__lte=last)
+        for facility, blob in months.values_list("facility_id", "keys").order_by():
+            keys.setdefault(facility, []).append(np.frombuffer(bytes(blob), dtype="<i8"))
+    if split.days:
+        days = Q()
+        for first_day, last_day in split.days:
+            days |= Q(exam_date__gte=first_day, exam_date__lte=last_day)
+        entries = billed_exams(Filters(facility=filters.facility, kind=filters.kind)).filter(days)
+        found = rollup.patient_keys(entries.values_list("facility_id", "consult__study__patient_id", "consult_id"))
+        for (facility,), day_keys in found.items():
+            keys.setdefault(facility, []).append(day_keys)
+    return {facility: int(np.unique(np.concatenate(parts)).size) for facility, parts in keys.items()}
+
+
 def travel(filters: Filters) -> Travel:
-    """The savings per exam and per patient and the travel saved, by township and in all."""
+    """The savings per exam and per patient and the travel saved, by township and in all.
+    From the rollup: the exams and saving of `_billed`, the patients of `billed_patients`
+    (tests hold both to the ledger's raw rows)."""
+    ledger_filters = replace(filters, radiologist=None)  # ledger entries carry no radiologist
+    found = _billed(ledger_filters)
+    patients = billed_patients(ledger_filters)
+    facilities = township_order(Facility.objects.filter(pk__in=found))
+    townships = [TownshipTravel(f, found[f.pk][0], patients.get(f.pk, 0), found[f.pk][1]) for f in facilities]
+    known = [t for t in townships if t.known]
+    return Travel(
+        townships=townships,
+        exams=sum(t.exams for t in townships),
+        patients=sum(t.patients for t in townships),
+        saving=sum((t.saving for t in townships), ZERO),
+        travel_cost=sum((t.travel_cost or ZERO for t in known), ZERO),
+        travel_km=sum((t.travel_km or ZERO for t in known), Decimal(0)),
+        travel_hours=sum((t.travel_hours or ZERO for t in known), Decimal(0)),
+        unknown=[t.facility for t in townships if not t.known],
+    )
+
+
+def travel_raw(filters: Filters) -> Travel:
+    """`travel` from the ledger's raw rows: the oracle the tests hold the rollup's to."""
     rows = (
         billed_exams(filters)
         .values("facility_id")

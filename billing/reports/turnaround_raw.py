@@ -4,9 +4,12 @@ hold the rollup to, and the reader the rollup itself is computed with."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
+from django.conf import settings
 from django.db import connection
 
 from billing.reports.filters import Filters
@@ -87,6 +90,10 @@ class Signed:
     day: np.ndarray  # the exam date, in days since 1970-01-01
     parts: np.ndarray
     within: np.ndarray  # 1 where signed by its due_at, else 0
+    # When it was signed in local time (TIME_ZONE): minute of the day and ISO weekday
+    # (1 Monday ... 7 Sunday); -1 where not signed.
+    signed_minute: np.ndarray
+    signed_weekday: np.ndarray
 
 
 def _codes_sql(column: str, values: list[str]) -> str:
@@ -113,10 +120,23 @@ def _signed_postgresql(where: str, params: list[Any]) -> Signed:
         ("parts", "int2send(c.body_parts)", ">i2"),
         ("within", f"int2send(({WITHIN_SQL})::int::int2)", ">i2"),
         *((name, f"timestamptz_send(COALESCE(c.{name}, '-infinity'))", ">i8") for name in _TIMES),
+        # Local time as the workload's raw query reads it (Django's Extract with tzinfo).
+        (
+            "signed_minute",
+            "int2send(COALESCE((EXTRACT(HOUR FROM c.signed_at AT TIME ZONE %(tz)s) * 60"
+            " + EXTRACT(MINUTE FROM c.signed_at AT TIME ZONE %(tz)s))::int2, -1::int2))",
+            ">i2",
+        ),
+        (
+            "signed_weekday",
+            "int2send(COALESCE(EXTRACT(ISODOW FROM c.signed_at AT TIME ZONE %(tz)s)::int2, -1::int2))",
+            ">i2",
+        ),
     ]
     record = np.dtype([(name, dtype) for name, _sql, dtype in columns])
-    concatenated = " || ".join(sql for _n, sql, _d in columns)
+    concatenated = " || ".join(sql for _n, sql, _d in columns) % {"tz": "%s"}
     sql = f"SELECT string_agg({concatenated}, ''::bytea) FROM consults_consult c WHERE {where}"  # noqa: S608
+    params = [settings.TIME_ZONE] * concatenated.count("%s") + params  # the time zone's, before the WHERE's
     # Django's cursors bind parameters on the client, which rules out binary results: as
     # text the bytea would travel as hex, twice its size and 40 ms more to decode. A plain
     # psycopg cursor on the same connection (same transaction) asks for it in binary.
@@ -148,6 +168,8 @@ def _signed_postgresql(where: str, params: list[Any]) -> Signed:
         day,
         rows["parts"].astype(np.int64),
         rows["within"].astype(np.int64),
+        rows["signed_minute"].astype(np.int64),
+        rows["signed_weekday"].astype(np.int64),
     )
 
 
@@ -161,15 +183,35 @@ def _signed_sqlite(where: str, params: list[Any]) -> Signed:
                CAST(strftime('%%Y', c.exam_date) AS INTEGER), CAST(strftime('%%m', c.exam_date) AS INTEGER),
                CAST(julianday(c.exam_date) - 2440587.5 AS INTEGER), c.body_parts,
                CASE WHEN {WITHIN_SQL} THEN 1 ELSE 0 END,
-               {", ".join(minutes_sql(a, b) for a, b in MEASURE_ENDS)}
+               {", ".join(minutes_sql(a, b) for a, b in MEASURE_ENDS)}, c.signed_at
         FROM consults_consult c WHERE {where}
     """  # noqa: S608 -- only constants and placeholders are interpolated
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        # NULL (a stage not reached) becomes NaN.
-        table = np.array(cursor.fetchall(), dtype=float).reshape(-1, 9 + len(MEASURE_ENDS))
+        fetched = cursor.fetchall()
+    # NULL (a stage not reached) becomes NaN.
+    table = np.array([r[:-1] for r in fetched], dtype=float).reshape(-1, 9 + len(MEASURE_ENDS))
     facility, radiologist, kind, priority, year, month, day, parts, within = table[:, :9].astype(np.int64).T
-    return Signed(facility, radiologist, kind, priority, year, month, table[:, 9:].T.copy(), day, parts, within)
+    minute, weekday = _local_signing([r[-1] for r in fetched])
+    return Signed(
+        facility, radiologist, kind, priority, year, month, table[:, 9:].T.copy(), day, parts, within, minute, weekday
+    )
+
+
+def _local_signing(stored: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """SQLite's stored signing times (UTC text) as local minute of the day and ISO weekday."""
+    tz = ZoneInfo(settings.TIME_ZONE)
+    minutes, weekdays = [], []
+    for value in stored:
+        if value is None:
+            minutes.append(-1)
+            weekdays.append(-1)
+            continue
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        local = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(tz)
+        minutes.append(local.hour * 60 + local.minute)
+        weekdays.append(local.isoweekday())
+    return np.array(minutes, dtype=np.int64), np.array(weekdays, dtype=np.int64)
 
 
 def read_consults(where: str, params: list[Any]) -> Signed:

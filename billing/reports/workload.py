@@ -6,14 +6,20 @@ and not cancelled, in the month of its exam date; its time runs from arrival to 
 it is within the limit when signed by its stored `due_at` (billing.reports.measures).
 A report's night or weekend is told by when it was signed, in local time (TIME_ZONE): a
 weekend is Saturday or Sunday at any hour, a night is settings.REPORT_NIGHT_HOURS on a
-weekday (by default 18:00 to 08:00), so the three columns add up to the month's reports."""
+weekday (by default 18:00 to 08:00), so the three columns add up to the month's reports.
+
+Both figures are read from the rollup (billing.rollup: signing times as weekend counts and
+weekday minutes, counts by priority), which is kept equal to the raw rows; `workload_raw`
+and `within_limit_raw` compute them from the consults, the oracle the tests compare with."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
 from django.conf import settings
 from django.db.models import (
     Case,
@@ -31,7 +37,9 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, ExtractHour, ExtractIsoWeekDay, ExtractMinute, TruncMonth
 from django.utils import timezone
 
-from billing.reports.filters import Filters
+from billing import histogram
+from billing.models import DailyRollup, MonthlyReaderTurnaround
+from billing.reports.filters import Filters, rollup_parts, rollup_split
 from consults.models import Consult, Priority
 from facilities.models import ExamKind, User
 
@@ -112,9 +120,80 @@ def _minutes(value: timedelta | float | None) -> float:
     return float(value) / 60_000_000  # SQLite may hand back microseconds
 
 
+def _assembled(per_radiologist: dict[int, dict[str, Work]]) -> Workload:
+    people = sorted(User.objects.filter(pk__in=per_radiologist), key=lambda u: (str(u), u.pk))
+    total = Work()
+    by_month: dict[str, Work] = {}
+    radiologists = []
+    for person in people:
+        months = per_radiologist[person.pk]
+        line = RadiologistWork(person, months)
+        for key, work in months.items():
+            line.total.add(work)
+            by_month.setdefault(key, Work()).add(work)
+        total.add(line.total)
+        radiologists.append(line)
+    return Workload(sorted(by_month), radiologists, total, by_month, night_label())
+
+
+def _at_night(minutes: np.ndarray) -> np.ndarray:
+    start, end = night_hours()
+    if start < end:
+        return (minutes >= start) & (minutes < end)
+    return (minutes >= start) | (minutes < end)
+
+
+_WORK_COLUMNS = ("radiologist_id", "signed", "signed_weekend", "within_limit", "consult_sum", "weekday_signing")
+
+
 def workload(filters: Filters) -> Workload:
     """Reports signed per radiologist and month, split into weekday days, weekday nights
-    and weekends, with the mean consult time and the share within the time limit."""
+    and weekends, with the mean consult time and the share within the time limit: from
+    the rollup (the per-radiologist months when no township is asked for, else the monthly
+    rows; the daily rows for the days at either end of a range). The night is counted
+    from each row's weekday signing minutes, so it follows the setting as it stands."""
+    parts: list[tuple[Any, str]] = []
+    split = rollup_split(filters.date_from, filters.date_to)
+    if filters.facility is None and split.months is not None:
+        q = Q(signed__gt=0, radiologist__isnull=False) & filters.q(dates=False)
+        first, last = split.months
+        if first is not None:
+            q &= Q(month__gte=first)
+        if last is not None:
+            q &= Q(month__lte=last)
+        parts.append((MonthlyReaderTurnaround.objects.filter(q), "month"))
+        if split.days:
+            parts += _day_parts(filters, split.days)
+    else:
+        parts = rollup_parts(filters)
+    rows: list[tuple[Any, ...]] = []
+    for queryset, date_field in parts:
+        rows += queryset.filter(signed__gt=0, radiologist__isnull=False).values_list(date_field, *_WORK_COLUMNS)
+    per_radiologist: dict[int, dict[str, Work]] = {}
+    if not rows:
+        return _assembled(per_radiologist)
+    blobs = [bytes(r[-1]) for r in rows]
+    lengths = np.array([len(b) for b in blobs], dtype=np.int64) // histogram.RECORD.itemsize
+    minutes, counts = histogram.keys_and_counts(b"".join(blobs))
+    row_of = np.repeat(np.arange(len(rows)), lengths)
+    at_night = np.where(_at_night(minutes.astype(np.int64)), counts, 0.0)
+    nights = np.bincount(row_of, weights=at_night, minlength=len(rows)).round().astype(np.int64).tolist()
+    for (day, radiologist, signed, weekend, within, consult_sum, _blob), night in zip(rows, nights, strict=True):
+        months = per_radiologist.setdefault(radiologist, {})
+        work = Work(signed, signed - weekend - night, night, weekend, within, consult_sum)
+        months.setdefault(f"{day:%Y-%m}", Work()).add(work)
+    return _assembled(per_radiologist)
+
+
+def _day_parts(filters: Filters, days: tuple[tuple[date, date], ...]) -> list[tuple[QuerySet[Any], str]]:
+    q = Q()
+    for first, last in days:
+        q |= Q(day__gte=first, day__lte=last)
+    return [(DailyRollup.objects.filter(filters.rollup_q() & q), "day")]
+
+
+def workload_raw(filters: Filters) -> Workload:
+    """`workload` from the consults' raw rows: the oracle the tests hold the rollup's to."""
     tz = ZoneInfo(settings.TIME_ZONE)
     start, end = night_hours()
     minute_of_day = ExtractHour("signed_at", tzinfo=tz) * 60 + ExtractMinute("signed_at", tzinfo=tz)
@@ -154,19 +233,7 @@ def workload(filters: Filters) -> Workload:
         )
         work.weekday_day = work.signed - work.weekday_night - work.weekend
         per_radiologist.setdefault(r["radiologist_id"], {})[key] = work
-    people = sorted(User.objects.filter(pk__in=per_radiologist), key=lambda u: (str(u), u.pk))
-    total = Work()
-    by_month: dict[str, Work] = {}
-    radiologists = []
-    for person in people:
-        months = per_radiologist[person.pk]
-        line = RadiologistWork(person, months)
-        for key, work in months.items():
-            line.total.add(work)
-            by_month.setdefault(key, Work()).add(work)
-        total.add(line.total)
-        radiologists.append(line)
-    return Workload(sorted(by_month), radiologists, total, by_month, night_label())
+    return _assembled(per_radiologist)
 
 
 @dataclass
@@ -199,8 +266,19 @@ class WithinLimit:
     total: LimitCell
 
 
-def within_limit(filters: Filters, now: datetime | None = None) -> WithinLimit:
-    """The share of consults signed within their time limit, by priority and exam kind."""
+# The rollup's counts by priority (billing.rollup.PRIORITY_COLUMNS); routine's are the rest.
+_RANKED = (Priority.EMERGENCY, Priority.URGENT)
+_LIMIT_SUMS = ("exams", "signed", "within_limit", *(f"{p}_{c}" for p in _RANKED for c in ("exams", "signed", "within")))
+
+
+def _add(cell: LimitCell, consults: int, signed: int, within: int) -> None:
+    cell.consults += consults
+    cell.signed += signed
+    cell.within_limit += within
+
+
+def within_limit_raw(filters: Filters, now: datetime | None = None) -> WithinLimit:
+    """`within_limit` from the consults' raw rows: the oracle the tests hold it to."""
     moment = now or timezone.now()
     rows = (
         _counted(filters)
@@ -216,6 +294,43 @@ def within_limit(filters: Filters, now: datetime | None = None) -> WithinLimit:
     cells: dict[tuple[str, str], LimitCell] = {}
     for r in rows:
         cells[(r["priority"], r["kind"])] = LimitCell(r["consults"], r["signed"], r["within"] or 0, r["overdue"] or 0)
+    return _limit_table(cells)
+
+
+def within_limit(filters: Filters, now: datetime | None = None) -> WithinLimit:
+    """The share of consults signed within their time limit, by priority and exam kind:
+    the consults, signed and within the limit from the rollup; the open consults already
+    past their limit (as of `now`, so never rolled up) from the consults not signed."""
+    moment = now or timezone.now()
+    cells: dict[tuple[str, str], LimitCell] = {}
+
+    def cell(priority: str, kind: str) -> LimitCell:
+        return cells.setdefault((priority, kind), LimitCell())
+
+    for rows, _date_field in rollup_parts(filters, by_radiologist=False):
+        for r in rows.values("kind").annotate(*(Sum(name) for name in _LIMIT_SUMS)).order_by():
+            total = [r[f"{name}__sum"] or 0 for name in _LIMIT_SUMS]
+            routine = list(total[:3])
+            for i, priority in enumerate(_RANKED):
+                ranked = total[3 + 3 * i : 6 + 3 * i]
+                routine = [a - b for a, b in zip(routine, ranked, strict=True)]
+                if ranked[0]:
+                    _add(cell(str(priority), r["kind"]), *ranked)
+            if routine[0]:
+                _add(cell(str(Priority.ROUTINE), r["kind"]), *routine)
+    overdue = (
+        _counted(filters)
+        .filter(signed_at__isnull=True, due_at__lt=moment)
+        .values("priority", "kind")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for r in overdue:
+        cell(r["priority"], r["kind"]).open_overdue += r["n"]
+    return _limit_table(cells)
+
+
+def _limit_table(cells: dict[tuple[str, str], LimitCell]) -> WithinLimit:
     priorities = [p for p in (Priority.EMERGENCY, Priority.URGENT, Priority.ROUTINE) if any(k[0] == p for k in cells)]
     kinds = [k for k in ExamKind.values if any(c[1] == k for c in cells)]
 
