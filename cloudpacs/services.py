@@ -722,6 +722,13 @@ def _decode_iso2022_ir58(raw: bytes) -> str:
     return raw.replace(ESC_ISO_IR_58, b"").replace(ESC_ASCII, b"").decode("gb2312", errors="replace")
 
 
+def trimmed_name_group(group: str) -> str:
+    """A PN component group without its trailing empty components: `Zhou^Li^^^` is
+    `Zhou^Li` (PS3.5 6.2.1.1: trailing component delimiters may be left out), and `^^^^`
+    is no name, so exact matching finds either form."""
+    return group.rstrip("^ ")
+
+
 def person_name_groups(
     ds: Dataset, keyword: str = "PatientName", raw: bytes | None = None
 ) -> tuple[str, str, str, str]:
@@ -742,7 +749,7 @@ def person_name_groups(
     if not isinstance(value, PersonName):
         value = PersonName(str(value))
     try:
-        groups = (value.alphabetic, value.ideographic, value.phonetic)
+        groups = tuple(trimmed_name_group(group) for group in (value.alphabetic, value.ideographic, value.phonetic))
         whole = "=".join(groups).rstrip("=")
     except Exception:
         return str(value)[:324], "", "", ""

@@ -103,3 +103,50 @@ def test_a_patient_gets_their_initials_when_their_first_image_is_stored(ct_modal
     instance = ingest(make_dataset(patient_name="=吴^超", character_set="ISO_IR 192"), ct_modality, tmp_path / "in")
 
     assert instance.series.study.patient.name_initials == "wc"
+
+
+@pytest.mark.django_db
+def test_names_padded_with_empty_components_are_indexed_and_found_without_them(ct_modality, technologist, tmp_path):
+    # Some consoles pad every component (`Zhou^Li^^^`); PS3.5 6.2.1.1 makes that the same
+    # name as `Zhou^Li`, which an exact QIDO-RS or C-FIND query names.
+    from django.test import Client
+
+    from tests.dicomweb_support import ingest, token_for
+    from tests.factories import make_dataset
+
+    ds = make_dataset(
+        patient_id="PAD1",
+        patient_name="Zhou^Li^^^=周^丽^^^",
+        character_set="ISO_IR 192",
+        ReferringPhysicianName="^^^^",
+    )
+    study = ingest(ds, ct_modality, tmp_path).series.study
+    patient = Patient.objects.get(pk=study.patient_id)
+    assert (patient.name, patient.name_alphabetic, patient.name_ideographic) == ("Zhou^Li=周^丽", "Zhou^Li", "周^丽")
+    api = Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}")
+    for query in ("Zhou^Li", "ZHOU^LI^^", "周^丽", "周丽", "Zhou^Li=周^丽"):
+        (found,) = api.get("/dicomweb/studies", {"PatientName": query}).json()
+        assert found["00100010"]["Value"] == [{"Alphabetic": "Zhou^Li", "Ideographic": "周^丽"}], query
+        assert found["00080090"] == {"vr": "PN"}, query
+
+
+@pytest.mark.django_db
+def test_a_migration_trims_names_indexed_with_their_padding(ct_modality, tmp_path):
+    import importlib
+
+    from django.apps import apps
+
+    from cloudpacs.models import Study
+    from tests.dicomweb_support import ingest
+    from tests.factories import make_dataset
+
+    study = ingest(make_dataset(patient_id="PAD2"), ct_modality, tmp_path).series.study
+    Patient.objects.filter(pk=study.patient_id).update(
+        name="Zhou^Li^^^=周^丽^^^", name_alphabetic="Zhou^Li^^^", name_ideographic="周^丽^^^"
+    )
+    Study.objects.filter(pk=study.pk).update(referring_physician="^^^^", patient_name_received="Zhou^Li^^^=周^丽^^^")
+    importlib.import_module("cloudpacs.migrations.0011_trimmed_person_names").trim_names(apps, None)
+    patient = Patient.objects.get(pk=study.patient_id)
+    assert (patient.name, patient.name_alphabetic, patient.name_ideographic) == ("Zhou^Li=周^丽", "Zhou^Li", "周^丽")
+    study.refresh_from_db()
+    assert (study.referring_physician, study.patient_name_received) == ("", "Zhou^Li=周^丽")

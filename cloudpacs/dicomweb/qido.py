@@ -130,7 +130,10 @@ def person_name_match(prefix: str, value: str) -> Q:
 
     A query with '=' names its groups; each given group must match its own. A query of
     one group matches a patient when any of their groups matches."""
-    groups = value.split("=")
+    # Trailing empty components say nothing (`Zhou^Li^^` is `Zhou^Li`); the index keeps
+    # names without them (cloudpacs.services.trimmed_name_group).
+    groups = [group.rstrip("^ ") for group in value.split("=")]
+    value = "=".join(groups).rstrip("=")
     fields = [f"{prefix}name_alphabetic", f"{prefix}name_ideographic", f"{prefix}name_phonetic"]
     if len(groups) > 1:
         condition = Q()
