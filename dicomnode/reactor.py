@@ -20,6 +20,15 @@ against (PINNED_VERSION, with the source digests of the two stock loops). On any
 version `install` leaves the association as it is, logs once, and
 tests/test_dicomnode_reactor.py fails until the loops are checked against the new code.
 
+The DUL thread reads through `read_ahead`: pynetdicom's socket reads 4 KB per recv()
+(3,700 calls for a 15 MB radiograph), after a select() for each PDU, and each of those
+calls lets go of the interpreter lock and must take it back. With one association that
+costs little; with several, each re-acquisition waits behind the other associations'
+Python work and hands the lock from thread to thread, from core to core (the "convoy" of
+threads doing I/O among threads computing): CPU per instance rose with the number of
+associations (docs/benchmarks-ingest.md, run 12). Here one recv() usually brings a whole
+PDU, often the next one's header too, and what it brought is looked at before the socket.
+
 Both loops, and those of the associations the receiver opens itself (C-MOVE
 sub-operations, storage commitment reports: `install_requestor`), pause for send_*() with
 a handshake that closes a gap in pynetdicom's (`wait_while_paused`): through it the loop
@@ -50,6 +59,10 @@ from pynetdicom.pdu import A_ABORT_RQ
 logger = logging.getLogger("dicomnode")
 
 IDLE_WAIT = 0.05
+
+# The least one recv() of the DUL thread asks for: a PDU of the receiver's default size
+# (DICOM_MAX_PDU, 128 KB) with its header and the next one's.
+READ_AHEAD = 256 * 1024
 
 PINNED_VERSION = "3.0.4"
 # SHA-256 of inspect.getsource() of the two loops this module replaces, on PINNED_VERSION.
@@ -86,6 +99,25 @@ def compatible() -> bool:
                 PINNED_VERSION,
             )
     return _compatible
+
+
+def read_ahead(sock: Any, pending: bytearray, nr_bytes: int) -> bytearray:
+    """`nr_bytes` for pynetdicom: from `pending` (bytes read from the connection earlier,
+    not yet handed over), then from `sock`, or fewer when the connection closes first
+    (pynetdicom's AssociationSocket.recv contract). Each recv() asks for READ_AHEAD bytes
+    at least, so that one call usually brings a PDU's header with its body, or several
+    small PDUs; what is left over stays in `pending`, which the DUL loop looks at before
+    the socket. What one call asks for grows with what arrived, never with what a PDU
+    header claims."""
+    while len(pending) < nr_bytes:
+        got = len(pending)
+        chunk = sock.recv(max(READ_AHEAD, min(nr_bytes - got, got)))
+        if not chunk:
+            break
+        pending += chunk
+    data = pending[:nr_bytes]
+    del pending[:nr_bytes]
+    return data
 
 
 class _Waker:

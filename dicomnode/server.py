@@ -553,7 +553,8 @@ def pdu_ceiling() -> int:
 
 class CappedAssociationSocket(AssociationSocket):
     """pynetdicom's socket with a ceiling on what it reads, the A-ASSOCIATE-RQ that the
-    front door read already given back first, and an abort that needs no state machine."""
+    front door read already given back first, reads ahead (`prefix` holds what was read
+    and not yet asked for), and an abort that needs no state machine."""
 
     prefix: bytearray
     aborted = False
@@ -576,14 +577,9 @@ class CappedAssociationSocket(AssociationSocket):
             return bytearray()  # pynetdicom treats a short read as the connection closed
         if self.aborted:
             return bytearray()
-        prefix = getattr(self, "prefix", None)
-        if prefix:
-            data = prefix[:nr_bytes]
-            del prefix[:nr_bytes]
-            if len(data) < nr_bytes:
-                data += super().recv(nr_bytes - len(data))
-            return data
-        return super().recv(nr_bytes)
+        # Not pynetdicom's loop of 4 KB reads: dicomnode.reactor.read_ahead, the bytes read
+        # ahead kept in `prefix` (which starts as the A-ASSOCIATE-RQ the front door read).
+        return reactor.read_ahead(self.socket, self.prefix, nr_bytes)
 
     def abort_now(self) -> None:
         """Send an A-ABORT (service user) and shut the connection: pynetdicom's reader then
