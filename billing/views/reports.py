@@ -8,9 +8,11 @@ from types import SimpleNamespace
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 
-from billing import dashboards, exports
+from billing import dashboards, exports, formatting
 from billing.forms import WorkloadForm
 from billing.views.common import Scope, download, exams_href, render_page, scope_of
 from consults.models import Priority
@@ -99,16 +101,18 @@ def workload(request: HttpRequest) -> HttpResponse:
         }
         for line in data.radiologists
     ]
-    matrix = [
-        (
+    partial_rows = _partial_months(data, scope)
+    partial_keys = {r.label for r in partial_rows}
+    month_rows = [
+        month_row(
             month,
             [line.months.get(month) for line in data.radiologists],
             data.by_month[month],
             exams_href(scope, "signed", {"month": month}),
+            partial=month in partial_keys,
         )
         for month in data.months
     ]
-    partial_rows = _partial_months(data, scope)
     chart = {
         "title": str(_("各医师签发报告数")),
         "categories": [p["name"] for p in people],
@@ -128,12 +132,37 @@ def workload(request: HttpRequest) -> HttpResponse:
             "data": data,
             "night": data.night,
             "people": people,
-            "matrix": matrix,
+            "month_rows": month_rows,
             "chart": chart,
             "partial_rows": partial_rows,
-            "partial_keys": {r.label for r in partial_rows},
         },
     )
+
+
+def month_row(
+    month: str, cells: list[dashboards.Work | None], total: dashboards.Work, href: str, *, partial: bool
+) -> SafeString:
+    """A month of the workload table, built here (views.common.linked says why): each
+    radiologist's reports with their nights and weekends, then the month's totals."""
+    marked = ' class="partial"' if partial else ""
+    parts = [f'<tr><th scope="row"{marked}><a href="{escape(href)}">{escape(month)}</a></th>']
+    for w in cells:
+        cell = formatting.NONE
+        if w is not None:
+            cell = formatting.number(w.signed)
+            if w.weekday_night or w.weekend:
+                night, weekend = formatting.number(w.weekday_night), formatting.number(w.weekend)
+                cell += f' <span class="aside">({night}/{weekend})</span>'
+        parts.append(f'<td class="num">{cell}</td>')
+    within = "" if total.within_percent is None else f"{formatting.number(total.within_percent, 1)} %"
+    parts += [
+        f'<td class="num">{formatting.number(total.signed)}</td>',
+        f'<td class="num">{formatting.number(total.weekday_night)}</td>',
+        f'<td class="num">{formatting.number(total.weekend)}</td>',
+        f'<td class="num">{formatting.number(total.mean_minutes, 1)}</td>',
+        f'<td class="num">{within}</td></tr>',
+    ]
+    return mark_safe("".join(parts))  # noqa: S308 -- the month and link are escaped, the cells are numbers
 
 
 def _partial_months(data: dashboards.Workload, scope: Scope) -> list[SimpleNamespace]:
