@@ -1,7 +1,7 @@
 // Cornerstone3D set up once per page: its core and the DICOM image loader, whose `wadors`
 // scheme is wrapped so that an image carrying a VOI LUT is shown through it. The tools are
 // not here: they come in a chunk of their own after the first image (tools.js).
-import { Enums, imageLoader, init as initCore, utilities } from '@cornerstonejs/core';
+import { Enums, imageLoader, imageRetrievalPoolManager, init as initCore, utilities } from '@cornerstonejs/core';
 // Named imports: the package's default export is an object holding every decoder, which
 // would keep them all (and their WebAssembly glue) in viewer.js; they run in the workers.
 import { init as initLoader, wadors } from '@cornerstonejs/dicom-image-loader';
@@ -24,6 +24,10 @@ export function start() {
     // WebGL, so that they are ready when the first frame arrives.
     initLoader({ maxWebWorkers: Math.min(navigator.hardwareConcurrency || 2, 4) });
     await initCore();
+    // At most four frames of a stack's prefetch in flight (Cornerstone asks for all at
+    // once): the browser opens six connections to a host, and the rest would queue every
+    // other request (the tools' chunk, thumbnails, an image scrolled to) behind the stack.
+    imageRetrievalPoolManager.setMaxSimultaneousRequests(Enums.RequestType.Prefetch, 4);
     imageLoader.registerImageLoader('wadors', loadWithVoiLut);
     performance.mark('yunying:init');
   })();
