@@ -157,3 +157,20 @@ def test_metadata_gives_empty_sequences_no_value_and_empty_numbers_null(api):
     assert document["00181050"] == {"vr": "DS", "Value": [0.15, None, -0.5]}
     assert document["00200012"] == {"vr": "IS"}
     check_json(document)
+
+
+def test_a_deflated_instance_is_rendered_and_its_frame_served(api):
+    # pydicom's pixel_array reads a deflated file without inflating it, and the frame map
+    # read the pixel data's header at a position in the compressed stream: /rendered was
+    # 400 "no Pixel Data" and /frames/1 404.
+    path = FILES / "image_dfl.dcm"
+    original = dcmread(path)
+    assert stow(api, path.read_bytes()).status_code == 200
+    url = instance_url(str(original.SOPInstanceUID))
+    rendered = api.get(url + "/rendered", HTTP_ACCEPT="image/png")
+    assert rendered.status_code == 200
+    assert rendered["Content-Type"] == "image/png"
+    response = api.get(url + "/frames/1", HTTP_ACCEPT='multipart/related; type="application/octet-stream"')
+    assert response.status_code == 200
+    (frame,) = parts(response)
+    assert frame == original.PixelData

@@ -22,7 +22,7 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, pixel_array
-from pydicom.uid import MPEGTransferSyntaxes
+from pydicom.uid import DeflatedExplicitVRLittleEndian, MPEGTransferSyntaxes
 
 FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
 # MPEG-2, MPEG-4 AVC/H.264 and HEVC/H.265: nothing here decodes them.
@@ -66,8 +66,12 @@ def render(path: Path | str | BinaryIO, frame_index: int, options: RenderOptions
         raise RenderingError(f"frame {frame_index + 1} is outside 1..{frames}")
     if not isinstance(path, str | Path):
         path.seek(0)
+    source: Any = path
+    if str(ds.file_meta.get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian:
+        # pixel_array reads a file without inflating it, and finds no pixel data there.
+        source = dcmread(path)
     try:
-        arr = pixel_array(path, index=frame_index if frames > 1 else None)
+        arr = pixel_array(source, index=frame_index if frames > 1 else None)
     except Exception as exc:  # a codec that is missing or fails says why
         raise RenderingError(f"cannot decode the pixel data: {type(exc).__name__}: {exc}") from exc
     image = render_array(arr, ds, options)

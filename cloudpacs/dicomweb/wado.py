@@ -282,21 +282,23 @@ def frame_map(stream: BinaryIO) -> FrameMap | _NotMappable:
     read here. Raises LookupError for a file without pixel data."""
     stream.seek(0)
     ds = dcmread(stream, stop_before_pixels=True)
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    if syntax not in ENCAPSULATED_SEEKABLE and syntax not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"):
+        # Big endian, or deflated: a deflated file's position after its header is in the
+        # compressed stream (pydicom may have read it to the end), not at the pixel data.
+        return NOT_MAPPABLE
     start = stream.tell()
     header = stream.read(12)
     if len(header) < 8:
         raise LookupError("the instance has no pixel data")
     if struct.unpack_from("<HH", header) != (0x7FE0, 0x0010) or "Rows" not in ds:
         return NOT_MAPPABLE  # float pixel data, or an image without its size: the general way
-    syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
     if syntax == "1.2.840.10008.1.2":
         (length,), offset = struct.unpack_from("<I", header, 4), start + 8
-    elif syntax in ENCAPSULATED_SEEKABLE or syntax == "1.2.840.10008.1.2.1":
+    else:
         if len(header) < 12 or header[4:6] not in (b"OB", b"OW"):
             return NOT_MAPPABLE
         (length,), offset = struct.unpack_from("<I", header, 8), start + 12
-    else:
-        return NOT_MAPPABLE
     count = int(ds.get("NumberOfFrames", 1) or 1)
     if syntax in ENCAPSULATED_SEEKABLE:
         return (_encapsulated_map(stream, offset, count) if length == UNDEFINED_LENGTH else None) or NOT_MAPPABLE
