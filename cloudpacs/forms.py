@@ -18,6 +18,16 @@ from facilities.widgets import date_input, datetime_input
 SEXES = [("", _("未知")), ("M", _("男")), ("F", _("女")), ("O", _("其他"))]
 
 
+# A Study Instance UID as the viewer's URLs and query take it: digits and dots, at most 64.
+UID_PATTERN = r"[0-9.]{1,64}"
+
+
+class ViewerForm(forms.Form):
+    """The viewer page's query: a prior study to open beside the study (`?prior=`)."""
+
+    prior = forms.RegexField(regex=rf"^{UID_PATTERN}$", required=False)
+
+
 class BodyPartChoiceField(forms.ModelMultipleChoiceField):
     def label_from_instance(self, obj: BodyPart) -> str:  # type: ignore[override]
         return f"{obj.name_zh} ({'/'.join(obj.kind_list)})"

@@ -8,6 +8,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
 from cloudpacs import api, openapi
+from cloudpacs.forms import UID_PATTERN
 from cloudpacs.views import archive, orders, viewer
 from consults import urls as consults_urls
 from facilities import views as facilities_views
@@ -28,9 +29,9 @@ order_urlpatterns = [
 ]
 
 viewer_urlpatterns = [
-    re_path(rf"^viewer/(?P<study_uid>{viewer.UID_PATTERN})/$", viewer.viewer, name="study"),
-    re_path(rf"^viewer/(?P<study_uid>{viewer.UID_PATTERN})/marks/$", viewer.marks, name="marks"),
-    re_path(rf"^viewer/(?P<study_uid>{viewer.UID_PATTERN})/marks/save/$", viewer.save_marks, name="save_marks"),
+    re_path(rf"^viewer/(?P<study_uid>{UID_PATTERN})/$", viewer.viewer, name="study"),
+    re_path(rf"^viewer/(?P<study_uid>{UID_PATTERN})/marks/$", viewer.marks, name="marks"),
+    re_path(rf"^viewer/(?P<study_uid>{UID_PATTERN})/marks/save/$", viewer.save_marks, name="save_marks"),
 ]
 
 urlpatterns = [

@@ -6,6 +6,8 @@ from typing import Any
 
 from django import forms
 from django.db.models import QuerySet
+from django.http import QueryDict
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 
 from cloudpacs.models import BodyPart
@@ -294,6 +296,58 @@ class BulkReassignForm(forms.Form):
         error_messages={"required": _("请选择接收会诊的医师。"), "invalid_choice": _("请选择接收会诊的医师。")},
     )
     note = forms.CharField(label=_("说明"), required=False, max_length=200, strip=True)
+
+
+class AlertsPageForm(forms.Form):
+    """The alerts page, or only its list (`?fragment=1`), which the open page polls for."""
+
+    fragment = forms.BooleanField(required=False)
+
+    def only_the_list(self) -> bool:
+        return bool(self.is_valid() and self.cleaned_data["fragment"])
+
+
+class ReturnToForm(forms.Form):
+    """Where a step's POST goes back to (its hidden `next`): a page of this site only; any
+    other address, or none, leaves the step's own default."""
+
+    next = forms.CharField(required=False, max_length=2000)
+
+    def __init__(self, data: Any, *, host: str, secure: bool) -> None:
+        super().__init__(data)
+        self.host = host
+        self.secure = secure
+
+    def clean_next(self) -> str:
+        target = str(self.cleaned_data["next"])
+        allowed = url_has_allowed_host_and_scheme(target, allowed_hosts={self.host}, require_https=self.secure)
+        return target if target and allowed else ""
+
+    def target(self, default: str) -> str:
+        return (self.cleaned_data["next"] if self.is_valid() else "") or default
+
+
+# What the open consults page's query string may carry back after a bulk reassignment.
+OPEN_CONSULTS_PARAMETERS = ("township", "kind", "priority", "radiologist", "overdue", "page")
+
+
+class OpenConsultsReturnForm(forms.Form):
+    """The open consults page's query string as it was when the bulk reassignment was
+    posted (`query`), so the page comes back with its filters: only its own parameters,
+    re-encoded."""
+
+    query = forms.CharField(required=False, max_length=2000)
+
+    def clean_query(self) -> str:
+        asked = QueryDict(self.cleaned_data["query"])
+        kept = QueryDict(mutable=True)
+        for name in OPEN_CONSULTS_PARAMETERS:
+            if name in asked:
+                kept[name] = asked[name]
+        return kept.urlencode()
+
+    def query_string(self) -> str:
+        return self.cleaned_data["query"] if self.is_valid() else ""
 
 
 def first_error(form: forms.BaseForm) -> str:

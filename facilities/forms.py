@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest
+from django.http import HttpRequest, QueryDict
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -129,3 +129,16 @@ class ApiTokenForm(forms.Form):
                 _("有效期不能超过 %(days)s 天。"), code="too_long", params={"days": settings.API_TOKEN_MAX_DAYS}
             )
         return days
+
+
+class PageForm(forms.Form):
+    """Which page of a long list (`?page=`): a number from 1."""
+
+    page = forms.IntegerField(required=False, min_value=1)
+
+
+def page_number(query: QueryDict) -> int:
+    """The page a list's query string asks for; the first for none or for anything but a
+    number from 1 (a number past the last page is the last page, the paginator's rule)."""
+    form = PageForm(query)
+    return (form.cleaned_data["page"] if form.is_valid() else None) or 1

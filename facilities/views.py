@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from facilities import auditlabels, services
 from facilities.access import ADMINISTRATOR, RADIOLOGIST, TECHNOLOGIST, has_role, role_required
-from facilities.forms import ApiTokenForm, AuditSearchForm, LoginForm, ThrottledPasswordChangeForm
+from facilities.forms import ApiTokenForm, AuditSearchForm, LoginForm, ThrottledPasswordChangeForm, page_number
 from facilities.models import ApiToken
 
 AUDIT_PAGE_SIZE = 50
@@ -50,7 +50,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     form = AuditSearchForm(request.GET)
     # An invalid criterion (a malformed date) shows nothing rather than everything.
     events = services.search_audit(**form.cleaned_data) if form.is_valid() else services.search_audit().none()
-    page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(events, AUDIT_PAGE_SIZE).get_page(page_number(request.GET))
     query = request.GET.copy()
     query.pop("page", None)
     return render(

@@ -134,6 +134,10 @@ def test_it_shows_one_page_at_a_time_and_keeps_the_filters_in_the_links(administ
     second = administrator_client.get(URL, {"action": "cloudpacs.study", "page": 2})
     assert len(shown(second)) == 5
     assert shown(second)[-1].at == start
+    # A page that is not a number from 1 is the first; one past the end, the last.
+    for asked in ("abc", "0", "-3", ""):
+        assert shown(administrator_client.get(URL, {"action": "cloudpacs.study", "page": asked})) == shown(first)
+    assert shown(administrator_client.get(URL, {"action": "cloudpacs.study", "page": 99})) == shown(second)
 
 
 def test_the_page_changes_nothing(administrator_client, trail):

@@ -182,6 +182,18 @@ def test_the_ticked_consults_go_to_the_reader_on_duty_each_audited(township, awa
     assert all(str(c.uuid) in worklist for c in consults)
 
 
+def test_after_a_bulk_reassignment_the_page_comes_back_with_its_own_filters_only(township, stand_in, administrator):
+    waiting = make_consult(township, kind=ExamKind.DR)
+    query = f"township={township.uuid}&kind=DR&page=2&next=https://evil.example/&overdue=on"
+    response = login(administrator).post(
+        reverse(BULK), {"consults": [str(waiting.uuid)], "to": str(stand_in.uuid), "query": query}
+    )
+    assert response["Location"] == f"{reverse(PAGE)}?township={township.uuid}&kind=DR&overdue=on&page=2"
+    # Refused (no consult ticked): back the same way.
+    response = login(administrator).post(reverse(BULK), {"to": str(stand_in.uuid), "query": "kind=CT&x=1"})
+    assert response["Location"] == f"{reverse(PAGE)}?kind=CT"
+
+
 def test_a_waiting_consult_can_be_given_too(township, stand_in, administrator):
     waiting = make_consult(township, kind=ExamKind.DR)
     login(administrator).post(reverse(BULK), {"consults": [str(waiting.uuid)], "to": str(stand_in.uuid)})

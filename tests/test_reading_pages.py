@@ -79,6 +79,12 @@ def test_a_claim_from_the_worklist_returns_to_the_worklist(radiologist_client, c
     assert response["Location"] == page(consult)
 
 
+def test_a_return_address_off_https_is_refused_on_an_https_request(radiologist_client, consult):
+    worklist = reverse("consults:worklist")
+    response = radiologist_client.post(url("claim", consult), {"next": f"http://testserver{worklist}"}, secure=True)
+    assert response["Location"] == page(consult)
+
+
 def test_claim_next_takes_the_most_urgent_waiting_consult(radiologist_client, radiologist, township, consult):
     emergency = make_consult(township, priority="emergency", kind="DR")
 

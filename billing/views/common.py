@@ -73,13 +73,12 @@ def scope_of(request: HttpRequest, form_class: type[FilterForm] = FilterForm) ->
     user: Any = request.user
     townships = figure_townships(user)
     own = confined_to(user)
-    if own is not None:
-        asked = request.GET.get("township", "")
-        if asked and asked not in {str(uuid) for uuid in townships.values_list("uuid", flat=True)}:
-            # Another township's figures, or one that does not exist: neither is theirs.
-            raise Http404
     form = form_class(request.GET or None, townships=townships)
     if request.GET and not form.is_valid():
+        if own is not None and "township" in form.errors:
+            # Another township's figures, or one that does not exist (the form offers
+            # a confined user their own only): neither is theirs.
+            raise Http404
         return Scope(form, None)
     data = form.cleaned_data if request.GET else {}
     facility = data.get("township")

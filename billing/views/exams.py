@@ -32,15 +32,17 @@ from facilities.access import (
     has_role,
     role_required,
 )
+from facilities.forms import page_number
 
 
 @role_required(*ALL_ROLES)
 def exams(request: HttpRequest) -> HttpResponse:
     """The exams behind a number: the page's filters plus the cell's own (year, month,
     radiologist) and which exams the page counted (all, signed, or in the ledger)."""
-    if has_role(request.user, RADIOLOGIST) and request.GET.get("basis") == "ledger":
-        raise Http404
     scope = scope_of(request, ExamListForm)
+    asked = scope.form.cleaned_data if scope.form.is_bound else {}
+    if has_role(request.user, RADIOLOGIST) and asked.get("basis") == "ledger":
+        raise Http404
     if scope.filters is None:
         return render_page(request, "billing/dashboards/exams.html", scope, {})
     data = scope.form.cleaned_data if scope.form.is_bound else {}
@@ -70,7 +72,7 @@ def exams(request: HttpRequest) -> HttpResponse:
         .annotate(net_saving=Subquery(net_saving))
         .order_by("exam_date", "arrived_at", "id")
     )
-    page = CountedPaginator(consults, PAGE_SIZE, count=count).get_page(request.GET.get("page"))
+    page = CountedPaginator(consults, PAGE_SIZE, count=count).get_page(page_number(request.GET))
     # The consult page is the technologists' and radiologists' (consults_for).
     links = has_role(request.user, *CLINICAL_ROLES)
     money = has_role(request.user, *MONEY_ROLES)

@@ -4,7 +4,6 @@ come over DICOMweb; this page only authorizes, names the study and lists its pri
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -12,7 +11,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from cloudpacs.forms import ReadingMarksForm
+from cloudpacs.forms import ReadingMarksForm, ViewerForm
 from cloudpacs.models import Study
 from cloudpacs.services import (
     MarksRefused,
@@ -25,8 +24,6 @@ from cloudpacs.services import (
 from facilities.access import RADIOLOGIST, TECHNOLOGIST, role_required, studies_for
 from facilities.services import audit
 
-# Study Instance UIDs are digits and dots, at most 64 characters.
-UID_PATTERN = r"[0-9.]{1,64}"
 # The server-rendered stand-in for the first image: at the image's own size, never
 # enlarged (the browser scales it to the pane), and at most this many pixels a side, so
 # that a 3000 x 3000 DX costs a 1024 x 1024 JPEG.
@@ -76,9 +73,10 @@ def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, An
 @role_required(RADIOLOGIST, TECHNOLOGIST)
 def viewer(request: HttpRequest, study_uid: str) -> HttpResponse:
     study = get_object_or_404(studies_for(request.user), study_uid=study_uid)
-    prior_uid = request.GET.get("prior", "")
-    if prior_uid and not re.fullmatch(UID_PATTERN, prior_uid):
+    form = ViewerForm(request.GET)
+    if not form.is_valid():
         raise Http404
+    prior_uid = form.cleaned_data["prior"]
     context = viewer_context(study, request.user, prior_uid if prior_uid != study_uid else "")
     audit("cloudpacs.study.viewed", request=request, obj=study, via="viewer")
     return render(request, "cloudpacs/viewer.html", {"study": study, "patient": study.patient, **context})

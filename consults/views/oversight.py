@@ -11,7 +11,7 @@ from typing import Any
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import F
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -19,10 +19,17 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from consults import workflow
-from consults.forms import UNASSIGNED, BulkReassignForm, OpenConsultsFilterForm, first_error
+from consults.forms import (
+    UNASSIGNED,
+    BulkReassignForm,
+    OpenConsultsFilterForm,
+    OpenConsultsReturnForm,
+    first_error,
+)
 from consults.models import Consult, ConsultQuerySet
 from consults.rules import move_refusal
 from facilities.access import ADMINISTRATOR, role_required
+from facilities.forms import page_number
 from facilities.models import Facility, User
 
 PAGE_SIZE = 100
@@ -56,7 +63,7 @@ def open_consults(request: HttpRequest) -> HttpResponse:
         consults = _filtered(consults, form.cleaned_data)
     # Past or nearest its limit first (the most overdue at the top), then the most urgent.
     consults = consults.by_urgency().order_by(F("due_at").asc(nulls_last=True), F("urgency_rank"), "arrived_at", "id")
-    page = Paginator(consults, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(consults, PAGE_SIZE).get_page(page_number(request.GET))
     query = request.GET.copy()
     query.pop("page", None)
     holders = workflow.holders(now)
@@ -83,14 +90,10 @@ def open_consults(request: HttpRequest) -> HttpResponse:
 
 
 def _back(request: HttpRequest) -> str:
-    # The page's filters come back as they were; only its own parameters, re-encoded.
-    asked = QueryDict(request.POST.get("query", ""))
-    kept = QueryDict(mutable=True)
-    for name in ("township", "kind", "priority", "radiologist", "overdue", "page"):
-        if name in asked:
-            kept[name] = asked[name]
+    # The page's filters come back as they were.
+    query = OpenConsultsReturnForm(request.POST).query_string()
     target = reverse("consults:open_consults")
-    return f"{target}?{kept.urlencode()}" if kept else target
+    return f"{target}?{query}" if query else target
 
 
 @role_required(ADMINISTRATOR)

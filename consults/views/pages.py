@@ -35,6 +35,7 @@ from facilities.access import (
     role_required,
     studies_for,
 )
+from facilities.forms import page_number
 from facilities.models import ExamKind, Facility
 from facilities.services import audit, client_address, county_hospital
 
@@ -57,7 +58,7 @@ def facility_page(request: HttpRequest, facility_uuid: UUID) -> HttpResponse:
     # An invalid criterion (a date range back to front) shows nothing rather than everything.
     consults = services.search_consults(consults, **search.cleaned_data) if search.is_valid() else consults.none()
     searching = search.is_valid() and any(search.cleaned_data.values())
-    page = Paginator(consults, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(consults, PAGE_SIZE).get_page(page_number(request.GET))
     query = request.GET.copy()
     query.pop("page", None)
     # Studies without a consult: still arriving, or arrived and waiting for one; and apart,
@@ -166,7 +167,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
     consults = cast(ConsultQuerySet, consults_for(request.user)).open()
     consults, chosen = _worklist_filters(request, consults)
     consults = consults.by_urgency()
-    page = Paginator(consults, PAGE_SIZE * 2).get_page(request.GET.get("page"))
+    page = Paginator(consults, PAGE_SIZE * 2).get_page(page_number(request.GET))
     query = request.GET.copy()
     query.pop("page", None)
     return render(

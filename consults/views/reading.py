@@ -22,7 +22,6 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone, translation
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -32,6 +31,7 @@ from cloudpacs.views.viewer import viewer_context
 from consults import delivery, report_texts, services, workflow
 from consults.forms import (
     AddendumForm,
+    AlertsPageForm,
     ConsultRequestForm,
     CriticalFindingForm,
     PhraseDeleteForm,
@@ -39,6 +39,7 @@ from consults.forms import (
     ReassignForm,
     ReportForm,
     ReportTemplateForm,
+    ReturnToForm,
     first_error,
 )
 from consults.models import (
@@ -75,10 +76,7 @@ def _page(consult: Consult) -> str:
 
 
 def _next_or(request: HttpRequest, default: str) -> str:
-    target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
-        return target
-    return default
+    return ReturnToForm(request.POST, host=request.get_host(), secure=request.is_secure()).target(default)
 
 
 def workflow_step(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -421,7 +419,8 @@ def alerts(request: HttpRequest) -> HttpResponse:
             .filter(to_user=user.pk, at__gte=timezone.now() - timedelta(days=1))
             .order_by("-at")[:50]
         )
-    template = "consults/reading/_alerts.html" if request.GET.get("fragment") else "consults/reading/alerts.html"
+    only_the_list = AlertsPageForm(request.GET).only_the_list()
+    template = "consults/reading/_alerts.html" if only_the_list else "consults/reading/alerts.html"
     return render(
         request,
         template,
