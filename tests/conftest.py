@@ -16,6 +16,7 @@ import pytest
 from django.test import Client
 
 from facilities.models import ExamKind, Facility, Modality, User
+from tests import template_database
 from tests.dicomweb_support import Archive, build_archive
 from tests.factories import (
     PASSWORD,
@@ -32,11 +33,16 @@ from tests.factories import (
 from tests.processes import RedisServer
 from tests.s3_support import MotoS3, use_object_store
 
+# pytester: the suite's own machinery is tested on small suites run in this process.
+pytest_plugins = ["pytester"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist each worker has its own test database (pytest-django adds _gw0,
-    _gw1, ... to its name) and its own Redis database: the one CELERY_BROKER_URL names plus
-    the worker's number, for this process, its Celery app and every process it starts."""
+    """Under pytest-xdist each worker has its own test database (`test_<name>_gw0`, ...,
+    cloned from one migrated once: tests/template_database.py) and its own Redis database:
+    the one CELERY_BROKER_URL names plus the worker's number, for this process, its Celery
+    app and every process it starts."""
+    template_database.register(config)
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     url = os.environ.get("CELERY_BROKER_URL")
     if worker and url:
@@ -89,10 +95,13 @@ def storage_backend(request) -> str:
 # Data built once for several tests lives in a transaction held open from the first test
 # that uses it to the end of its scope, then rolled back; each test that uses it runs in a
 # savepoint of that transaction, so what it writes is undone after it. No other test may
-# see those rows, so the tests that use them run after every other test of their scope:
-# the seeded demo's (`hanyin`) after every other test of the session, a module's shared
-# data (built on `module_transaction`) after every other test of its module. None of them
-# may be transactional (a transactional test cannot run inside a transaction).
+# see those rows, so the tests that use them run one after the other, apart from the rest:
+# a module's shared data (built on `module_transaction`) after every other test of its
+# module; the seeded demo's (`hanyin`) in one process after every other test, under
+# pytest-xdist as one group of their own, the demo rolled back after the last of them
+# (`pytest_runtest_teardown`). None of them may be transactional (a transactional test
+# cannot run inside a transaction); a browser reaches them through
+# `live_server_on_held_data`.
 SEEDED_DEMO = "hanyin"
 MODULE_TRANSACTION = "module_transaction"
 HELD = (SEEDED_DEMO, MODULE_TRANSACTION)
@@ -103,15 +112,51 @@ def _uses(item: pytest.Item, fixture: str) -> bool:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
     """Before the other plugins: under pytest-xdist with `--dist loadgroup` (scripts/test.sh)
-    the seeded demo's tests go to one worker, so the demo is seeded once. After them (after
-    pytest-django's order): the tests of data held in a transaction go last in their scope."""
+    each test is a unit of work of its own but for the groups named here: the seeded demo's
+    tests go to one worker, so the demo is seeded once, and so do all the tests of a module
+    with data held for its tests (`module_transaction`), so that data is built once. After
+    them (after pytest-django's order): the tests of data held in a transaction go last in
+    their scope."""
+    groups = work_groups(items)
+    for item, group in groups:
+        item.add_marker(pytest.mark.xdist_group(group))
+    yield
+    if config.getoption("loadgroup", False):
+        name_groups(groups)
+    items[:] = order_held_data(items)
+
+
+def name_groups(groups: list[tuple[pytest.Item, str]]) -> None:
+    """In a pytest-xdist worker, what pytest-xdist 3.8 means to do and does not on pytest 9:
+    the group's name after an @ at the end of each test's id, by which the controller hands
+    out one group as one unit of work. pytest-xdist sets `item._nodeid`, which pytest 9 no
+    longer reads (its id is `item._id`), so without this every test went alone."""
+    from _pytest.nodeid import NodeId
+
+    for item, group in groups:
+        if not item.nodeid.endswith(f"@{group}"):
+            item._id = NodeId.parse(f"{item.nodeid}@{group}")  # type: ignore[attr-defined]
+
+
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::")[0]
+
+
+def work_groups(items: list[pytest.Item]) -> list[tuple[pytest.Item, str]]:
+    """The pytest-xdist group of each test that has one: the seeded demo's tests are one
+    group; every other test of a module some of whose tests use `module_transaction` is
+    its module's group (the module's other tests too, so that on the worker that runs them
+    they come before the held data, in the order `order_held_data` gives them)."""
+    held = {_module(item) for item in items if _uses(item, MODULE_TRANSACTION) and not _uses(item, SEEDED_DEMO)}
+    groups: list[tuple[pytest.Item, str]] = []
     for item in items:
         if _uses(item, SEEDED_DEMO):
-            item.add_marker(pytest.mark.xdist_group(SEEDED_DEMO))
-    yield
-    items[:] = order_held_data(items)
+            groups.append((item, SEEDED_DEMO))
+        elif _module(item) in held:
+            groups.append((item, _module(item)))
+    return groups
 
 
 def order_held_data(items: list[pytest.Item]) -> list[pytest.Item]:
@@ -127,20 +172,17 @@ def order_held_data(items: list[pytest.Item]) -> list[pytest.Item]:
                 "(the seeded demo, a module's shared data) cannot serve a transactional test or a live server"
             )
 
-    def module(item: pytest.Item) -> str:
-        return item.nodeid.split("::")[0]
-
     held: dict[str, list[pytest.Item]] = {}
     last_other: dict[str, int] = {}
     for index, item in enumerate(items):
         if _uses(item, MODULE_TRANSACTION) and not _uses(item, SEEDED_DEMO):
-            held.setdefault(module(item), []).append(item)
+            held.setdefault(_module(item), []).append(item)
         else:
-            last_other[module(item)] = index
+            last_other[_module(item)] = index
     moved = {id(item) for users in held.values() for item in users}
     ordered: list[pytest.Item] = []
     for index, item in enumerate(items):
-        name = module(item)
+        name = _module(item)
         if id(item) in moved:
             if name not in last_other and item is held[name][0]:
                 ordered.extend(held[name])  # no other test in the module: where they were
@@ -154,11 +196,11 @@ def order_held_data(items: list[pytest.Item]) -> list[pytest.Item]:
 
 @pytest.fixture(scope="session")
 def hanyin(django_db_setup, django_db_blocker) -> Iterator[str]:
-    """The Hanyin demo (`manage.py seed_hanyin`, with its history), loaded once for the whole
-    session inside a transaction that is rolled back at the end, so no other test sees its
-    rows; yields what the command printed. Each test that uses it also takes `db` and runs
-    in a savepoint of that transaction, so what it writes is undone after it. The tests
-    that use it are run last (see `pytest_collection_modifyitems`)."""
+    """The Hanyin demo (`manage.py seed_hanyin`, with its history), loaded once inside a
+    transaction that is rolled back after the last test that uses it, so no other test sees
+    its rows; yields what the command printed. Each test that uses it also takes `db` and
+    runs in a savepoint of that transaction, so what it writes is undone after it. The
+    tests that use it run one after the other (see `pytest_collection_modifyitems`)."""
     import io
 
     from django.core.management import call_command
@@ -180,6 +222,24 @@ def hanyin(django_db_setup, django_db_blocker) -> Iterator[str]:
         finally:
             transaction.set_rollback(True)
             atomic.__exit__(None, None, None)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """The seeded demo's transaction is rolled back as soon as the next test does not use
+    it, not at the end of the session. Under pytest-xdist its tests are one group, which
+    goes first (the longest unit of work): the tests its worker runs after them see none of
+    its rows. A later test that asks for the demo again would seed it again."""
+    yield
+    if nextitem is not None and _uses(item, SEEDED_DEMO) and not _uses(nextitem, SEEDED_DEMO):
+        release_seeded_demo(item)
+
+
+def release_seeded_demo(item: pytest.Item) -> None:
+    # pytest's own way to end a fixture before its scope does: the fixture's definition
+    # runs its finalizers (the rollback in `hanyin`) and forgets its value.
+    fixturedef = item._fixtureinfo.name2fixturedefs[SEEDED_DEMO][-1]  # type: ignore[attr-defined]
+    fixturedef.finish(request=item._request)  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -277,7 +337,7 @@ def _eager_tasks(request, settings, monkeypatch) -> None:
 def _body_part_vocabulary(request) -> None:
     """The body-part vocabulary and the report-template library are data that migrations
     load. A transactional test empties every table when it ends, so for each test that uses
-    the database they are loaded again (by the migrations' own functions) when missing."""
+    the database they are put back when missing (`load_migration_data`)."""
     uses_db = request.node.get_closest_marker("django_db") is not None or bool(
         {"db", "transactional_db"} & set(request.fixturenames)
     )
@@ -287,9 +347,45 @@ def _body_part_vocabulary(request) -> None:
     load_migration_data()
 
 
+@dataclass
+class MigrationData:
+    """The rows that data migrations load, as the migrated test database has them, read
+    once in each process: after a transactional test's flush they go back in three bulk
+    inserts, with their own keys, instead of the loaders' few hundred queries."""
+
+    body_parts: list[dict[str, Any]]
+    templates: list[dict[str, Any]]
+    template_parts: list[dict[str, Any]]
+
+    @classmethod
+    def read(cls) -> MigrationData:
+        from cloudpacs.models import BodyPart
+        from consults.models import ReportTemplate
+
+        library = ReportTemplate.objects.exclude(library_key="")
+        return cls(
+            body_parts=list(BodyPart.objects.values()),
+            templates=list(library.values()),
+            template_parts=list(ReportTemplate.parts.through.objects.filter(reporttemplate__in=library).values()),
+        )
+
+    def write(self) -> None:
+        from cloudpacs.models import BodyPart
+        from consults.models import ReportTemplate
+
+        BodyPart.objects.bulk_create([BodyPart(**row) for row in self.body_parts])
+        ReportTemplate.objects.bulk_create([ReportTemplate(**row) for row in self.templates])
+        through = ReportTemplate.parts.through
+        through.objects.bulk_create([through(**row) for row in self.template_parts])
+
+
+_migration_data: MigrationData | None = None
+
+
 def load_migration_data() -> None:
     """Put back what data migrations load (the body-part vocabulary, the report-template
-    library) where a transactional test's flush took it, with the loaders' own functions."""
+    library) where a transactional test's flush took it: as this process first saw it, or
+    with the loaders' own functions."""
     import importlib
 
     from django.apps import apps
@@ -297,13 +393,22 @@ def load_migration_data() -> None:
     from cloudpacs.models import BodyPart
     from consults.models import ReportTemplate
 
-    if not BodyPart.objects.exists():
+    global _migration_data
+    parts, library = BodyPart.objects.exists(), ReportTemplate.objects.exclude(library_key="").exists()
+    if parts and library:
+        if _migration_data is None:
+            _migration_data = MigrationData.read()
+        return
+    if _migration_data is not None and not parts and not ReportTemplate.objects.exists():
+        _migration_data.write()  # what a flush leaves: both tables empty
+        return
+    if not parts:
         importlib.import_module("cloudpacs.migrations.0006_body_parts").add_body_parts(apps, None)
     # The report-template library is data of the same kind, loaded the same way.
     from consults import template_library
     from consults.template_library import v1
 
-    if not ReportTemplate.objects.exclude(library_key="").exists():
+    if not library:
         template_library.install(ReportTemplate, BodyPart, v1.LIBRARY, v1.VERSION)
 
 
@@ -387,6 +492,66 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def live_server_on_held_data(db) -> Iterator[str]:
+    """A web server for a browser, on a free loopback port, that answers with this test's
+    own database connection: it sees the rows of a transaction held open for several tests
+    (the seeded demo), which pytest-django's `live_server` cannot, since that one needs
+    committed rows (a transactional test) and the demo is never committed. Yields its URL.
+
+    Each connection from the browser has its thread, as in `runserver` (Chromium opens
+    connections before it has a request for them), but the requests are answered one at a
+    time, each response whole, while this thread waits on the browser (Playwright's calls
+    block it, and Django refuses ORM calls from it meanwhile): the connection is never used
+    by two threads at once. For the server's life Django does not close the connection at
+    the end of a request, as its test client does not."""
+    import socketserver
+    import threading
+
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.core.servers.basehttp import WSGIRequestHandler, WSGIServer
+    from django.core.signals import request_finished, request_started
+    from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
+
+    shared = connections[DEFAULT_DB_ALIAS]
+    django_app = StaticFilesHandler(WSGIHandler())
+    one_at_a_time = threading.Lock()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        with one_at_a_time:
+            connections[DEFAULT_DB_ALIAS] = shared
+            response = django_app(environ, start_response)
+            try:
+                return [b"".join(response)]
+            finally:
+                response.close()
+
+    class Server(socketserver.ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = Server(("127.0.0.1", 0), QuietHandler, allow_reuse_address=False)
+    server.set_app(app)
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    shared.inc_thread_sharing()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+        shared.dec_thread_sharing()
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
 
 
 def login(user: User) -> Client:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from facilities.models import Facility
-from tests.conftest import order_held_data, worker_broker_url
+from tests.conftest import order_held_data, work_groups, worker_broker_url
 from tests.factories import make_facility
 
 
@@ -64,6 +64,53 @@ def test_a_modules_users_of_held_data_go_after_its_other_tests_and_the_demos_las
     b2 = Item("tests/test_b.py::two", [])
     ordered = order_held_data([a1, a2, demo, b1, a3, c1, b2])
     assert ordered == [a2, b1, a3, a1, c1, b2, demo]
+
+
+def test_the_demo_is_one_group_and_a_module_with_held_data_another_of_all_its_tests():
+    a1 = Item("tests/test_a.py::one", ["module_transaction", "db"])
+    a2 = Item("tests/test_a.py::two", [])
+    a3 = Item("tests/test_a.py::demo", ["hanyin", "db"])
+    b1 = Item("tests/test_b.py::one", ["db"])
+    b2 = Item("tests/test_b.py::demo", ["hanyin", "db"])
+    groups = work_groups([a1, a2, a3, b1, b2])
+    assert groups == [(a1, "tests/test_a.py"), (a2, "tests/test_a.py"), (a3, "hanyin"), (b2, "hanyin")]
+
+
+DEMO_RELEASE = """
+import pytest
+
+EVENTS = []
+
+
+@pytest.fixture(scope="session")
+def hanyin():
+    EVENTS.append("seeded")
+    yield "the demo"
+    EVENTS.append("rolled back")
+
+
+def test_one(hanyin):
+    EVENTS.append("one")
+
+
+def test_two(hanyin):
+    EVENTS.append("two")
+
+
+def test_after():
+    assert EVENTS == ["seeded", "one", "two", "rolled back"]
+
+
+def test_again(hanyin):
+    assert EVENTS[-2:] == ["rolled back", "seeded"]
+"""
+
+
+def test_the_demo_is_rolled_back_after_the_last_of_its_tests_in_a_row_and_seeded_again_if_asked(pytester):
+    pytester.makeconftest("from tests.conftest import pytest_runtest_teardown  # the hook under test")
+    pytester.makepyfile(test_release=DEMO_RELEASE)
+    result = pytester.runpytest_inprocess("-p", "no:django", "-p", "no:xdist", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
 
 
 def test_held_data_refuses_a_transactional_test():
