@@ -31,7 +31,18 @@ from cloudpacs.env import ConfigError, env_hours
 from consults.models import Consult, Priority
 from facilities.models import ExamKind, Facility, Modality, User
 from tests.conftest import login
-from tests.factories import make_study, make_user
+from tests.factories import (
+    make_administrator,
+    make_county,
+    make_ct_modality,
+    make_modality,
+    make_other_township,
+    make_radiologist,
+    make_study,
+    make_technologist,
+    make_township,
+    make_user,
+)
 from tests.test_dashboards import make_exam, page_tables
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -42,9 +53,62 @@ SAVINGS = reverse("billing:dashboards:savings")
 TRAVEL = reverse("billing:dashboards:travel")
 
 
+@pytest.fixture(scope="module")
+def world(module_transaction) -> dict[str, Any]:
+    """The personas and the history, built once for the module (conftest's
+    `module_transaction`): the reports only read them, and what a test writes is undone
+    after it. The persona fixtures below are these rows, read again for each test, so that
+    a test changing one (a township's travel figures) leaves the next its own copy."""
+    with module_transaction.building():
+        county, township, other_township = make_county(), make_township(), make_other_township()
+        make_ct_modality(township)
+        make_modality(township, ExamKind.DR, "XUANWO_DR")
+        people = {
+            "radiologist": make_radiologist(county),
+            "administrator": make_administrator(county),
+            "technologist": make_technologist(township),
+        }
+        history = build_history(township, other_township, people["radiologist"], people["administrator"])
+        return {"county": county, "township": township, "other_township": other_township, **people, **history}
+
+
 @pytest.fixture
-def history(township, other_township, ct_modality, dr_modality, radiologist, administrator) -> dict[str, Any]:
-    return build_history(township, other_township, radiologist, administrator)
+def history(world: dict[str, Any], db) -> dict[str, Any]:
+    return world
+
+
+def _again(row: Any) -> Any:
+    return type(row).objects.get(pk=row.pk)
+
+
+@pytest.fixture
+def county(world: dict[str, Any], db) -> Facility:
+    return _again(world["county"])
+
+
+@pytest.fixture
+def township(world: dict[str, Any], db) -> Facility:
+    return _again(world["township"])
+
+
+@pytest.fixture
+def other_township(world: dict[str, Any], db) -> Facility:
+    return _again(world["other_township"])
+
+
+@pytest.fixture
+def radiologist(world: dict[str, Any], db) -> User:
+    return _again(world["radiologist"])
+
+
+@pytest.fixture
+def administrator(world: dict[str, Any], db) -> User:
+    return _again(world["administrator"])
+
+
+@pytest.fixture
+def technologist(world: dict[str, Any], db) -> User:
+    return _again(world["technologist"])
 
 
 def build_history(
