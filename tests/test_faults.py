@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -315,6 +316,15 @@ def start_logged(argv: list[str], env: dict[str, str], log_path: Path, started: 
     return log_path
 
 
+NOTIFICATIONS_TASK = "consults.tasks.send_due_notifications"
+
+
+def alert_runs(worker_log: Path, what: str) -> int:
+    """How many runs of the alerts' outbox (beat's, every 10 s) the worker's log says it
+    has `what` ("received", "succeeded")."""
+    return len(re.findall(rf"Task {re.escape(NOTIFICATIONS_TASK)}\[[^\]]+\] {what}", worker_log.read_text()))
+
+
 def timed_post(client: Client, url: str, data: dict[str, str]) -> tuple[int, float]:
     started = time.monotonic()
     response = client.post(url, data)
@@ -402,7 +412,12 @@ def test_with_redis_frozen_then_stopped_the_reading_pages_answer_and_everything_
             )
 
         assert wait_for(all_sent, 180, interval=0.5), worker_log.read_text() + beat_log.read_text()
-        time.sleep(12)  # one more run of the outboxes' periodic tasks: nothing goes twice
+        # One more run of the alerts' outbox after everything was sent, so that nothing goes
+        # twice: the worker (one at a time, in order) finishes a run it received after now.
+        received = alert_runs(worker_log, "received")
+        assert wait_for(lambda: alert_runs(worker_log, "succeeded") > received, 60, interval=0.2), (
+            worker_log.read_text() + beat_log.read_text()
+        )
     finally:
         for process, log in started:
             process.terminate()
