@@ -68,6 +68,8 @@ from harness import (
 )
 
 MAX_PDU = 131072
+# The databases of this run: two benchmarks at once on one PostgreSQL must not drop each other's.
+RUN_TAG = os.getpid()
 SET_NAMES = {"small": "a", "ct": "b", "dx": "c"}
 
 
@@ -331,10 +333,14 @@ _pg_template: list[str] = []
 
 
 def prepare_yunying_pg(workdir: Path) -> str:
-    template = "yunying_bench_ingest_template"
+    template = f"yunying_bench_ingest_template_{RUN_TAG}"
     if _pg_template:
         return template
     _pg_template.append(template)
+    # Dropped at the end (atexit runs last registered first: the runs' databases before it).
+    atexit.register(psql, f"DROP DATABASE IF EXISTS {template}")
+    atexit.register(psql, f"DROP DATABASE IF EXISTS yunying_bench_ingest_run_{RUN_TAG}")
+    atexit.register(psql, f"DROP DATABASE IF EXISTS orthanc_bench_ingest_run_{RUN_TAG}")
     psql(f"DROP DATABASE IF EXISTS {template}")
     psql(f"CREATE DATABASE {template}")
     seed_database(BASE_DIR, yunying_env(workdir, pg_url(template)))
@@ -408,7 +414,7 @@ def start_yunying_pg(
     template = prepare_yunying_pg(workdir)
 
     def start(rundir: Path, port: int) -> subprocess.Popen:
-        name = "yunying_bench_ingest_run"
+        name = f"yunying_bench_ingest_run_{RUN_TAG}"
         psql(f"DROP DATABASE IF EXISTS {name}")
         psql(f"CREATE DATABASE {name} TEMPLATE {template}")
         (rundir / "database_url").write_text(pg_url(name))
@@ -446,7 +452,7 @@ def start_orthanc(index: str) -> Callable[[Path, int], subprocess.Popen]:
             "Plugins": [],
         }
         if index == "postgresql":
-            name = "orthanc_bench_ingest_run"
+            name = f"orthanc_bench_ingest_run_{RUN_TAG}"
             psql(f"DROP DATABASE IF EXISTS {name}")
             psql(f"CREATE DATABASE {name}")
             config["Plugins"] = ["/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"]

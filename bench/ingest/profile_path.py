@@ -1,0 +1,299 @@
+#!/usr/bin/env python
+"""Where the receiver's CPU goes on one association: set (a) sent by dcmtk storescu to a
+receiver running in this process, every thread of it under cProfile (or set (b): `--set b`).
+
+run.py says how much CPU an instance costs beside a bare pynetdicom SCP; this says where
+it goes. The receiver is the one `manage.py dicomnode` starts (`start_server`, received
+datasets in the store's `.receiving/`), on a database of its own (SQLite in the work
+directory, or a PostgreSQL database made for the run). Each push is one association
+sending the set as a study of its own (set (a): 200 x 40 KB CT instances). It prints
+
+- the receiver's CPU per instance without the profiler (this process's CPU time over the
+  unprofiled pushes; storescu is another process),
+- the SQL statements per instance by kind, and the transactions per instance,
+- the functions by own time and by cumulative time over the profiled pushes, all threads
+  merged (cProfile inflates small calls: read it for where, not for how much).
+
+    .venv/bin/python bench/ingest/profile_path.py [--index postgresql] [--pushes 3] [--profiled 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    AE_TITLE,
+    BASE_DIR,
+    CALLING,
+    PG_SOCKET_DIR,
+    image,
+    pg_url,
+    psql,
+    random_pixels,
+    seed_database,
+)
+
+MAX_PDU = 131072
+# run.py's sets (a) and (b): instances per push, rows and columns.
+SETS = {"a": (200, 140, 140), "b": (100, 512, 512)}
+
+
+def generate(directory: Path, which: str, push: int) -> list[Path]:
+    """The set as a study of its own for each push."""
+    from pydicom.uid import CTImageStorage, generate_uid
+
+    count, rows, columns = SETS[which]
+    folder = directory / f"{which}{push:02d}"
+    marker = folder / ".complete"
+    if not marker.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        study, series = generate_uid(), generate_uid()
+        for number in range(1, count + 1):
+            image(
+                CTImageStorage,
+                "CT",
+                rows,
+                columns,
+                study=study,
+                series=series,
+                number=number,
+                patient_id=f"PROF{push:02d}",
+                accession=f"P{push}",
+                pixels=random_pixels(rows, columns, number),
+                institution="漩涡镇中心卫生院",
+                station="CT01",
+            ).save_as(folder / f"{number:04d}.dcm", enforce_file_format=True)
+        marker.touch()
+    return sorted(folder.glob("*.dcm"))
+
+
+def push(port: int, files: list[Path]) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        ["storescu", "-aet", CALLING, "-aec", AE_TITLE, "--max-pdu", str(MAX_PDU), "127.0.0.1", str(port)]
+        + [str(path) for path in files],
+        env={**os.environ, "TCP_NODELAY": "1"},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
+
+
+class ThreadProfiles:
+    """A cProfile.Profile for every thread started while on (the association's, its DUL's)."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.profiles: list[cProfile.Profile] = []
+        self._start = threading.Thread.start
+
+    def install(self) -> None:
+        owner = self
+        start = self._start
+
+        def profiled_start(thread: threading.Thread) -> None:
+            if owner.on:
+                inner = thread.run
+
+                def run() -> None:
+                    profile = cProfile.Profile()
+                    owner.profiles.append(profile)
+                    profile.enable()
+                    try:
+                        inner()
+                    finally:
+                        profile.disable()
+
+                thread.run = run  # type: ignore[method-assign]
+            start(thread)
+
+        threading.Thread.start = profiled_start  # type: ignore[method-assign]
+
+    def stats(self) -> pstats.Stats | None:
+        if not self.profiles:
+            return None
+        stats = pstats.Stats(self.profiles[0], stream=io.StringIO())
+        for profile in self.profiles[1:]:
+            stats.add(profile)
+        return stats
+
+
+class QueryCounter:
+    """SQL statements by their first words, and commits, from every thread."""
+
+    def __init__(self) -> None:
+        self.statements: Counter[str] = Counter()
+        self.commits = 0
+
+    def install(self) -> None:
+        from django.db.backends.base.base import BaseDatabaseWrapper
+        from django.db.backends.utils import CursorWrapper
+
+        counter = self
+        execute, commit = CursorWrapper.execute, BaseDatabaseWrapper.commit
+
+        def counted_execute(cursor: Any, sql: str, params: Any = None) -> Any:
+            words = " ".join(str(sql).split()[:3])
+            counter.statements[words[:60]] += 1
+            return execute(cursor, sql, params)
+
+        def counted_commit(wrapper: Any) -> Any:
+            counter.commits += 1
+            return commit(wrapper)
+
+        CursorWrapper.execute = counted_execute  # type: ignore[method-assign]
+        BaseDatabaseWrapper.commit = counted_commit  # type: ignore[method-assign]
+
+    def reset(self) -> None:
+        self.statements.clear()
+        self.commits = 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", choices=["sqlite", "postgresql"], default="postgresql")
+    parser.add_argument("--set", choices=sorted(SETS), default="a", help="run.py's set (a) or (b)")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "yunying-profile-path")
+    parser.add_argument("--pushes", type=int, default=3, help="unprofiled associations, one set each")
+    parser.add_argument("--profiled", type=int, default=2, help="profiled associations, one set each")
+    parser.add_argument("--top", type=int, default=45)
+    parser.add_argument("--dump", type=Path, default=None, help="also write the merged profile here (pstats)")
+    parser.add_argument(
+        "--template",
+        default=None,
+        help="a seeded database to copy instead of migrating each time (a PostgreSQL database name, or an"
+        " SQLite file), made first when it does not exist: to compare checkouts with the same migrations",
+    )
+    args = parser.parse_args()
+
+    workdir: Path = args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
+    env = {
+        "STORAGE_ROOT": str(run / "storage"),
+        "DICOM_AE_TITLE": AE_TITLE,
+        "DICOM_MAX_PDU": str(MAX_PDU),
+        "LOG_LEVEL": "WARNING",
+        "DEBUG": "false",
+        "CELERY_BROKER_URL": "",
+    }
+    database = f"yunying_profile_path_{os.getpid()}"
+    seeded = False
+    if args.index == "postgresql":
+        if not Path(PG_SOCKET_DIR, ".s.PGSQL.5432").exists():
+            sys.exit("no PostgreSQL at " + PG_SOCKET_DIR)
+        if args.template:
+            if not psql(f"SELECT 1 FROM pg_database WHERE datname = '{args.template}'"):  # noqa: S608 (our argument)
+                psql(f"CREATE DATABASE {args.template}")
+                seed_database(BASE_DIR, {**os.environ, **env, "DATABASE_URL": pg_url(args.template)})
+            psql(f"CREATE DATABASE {database} TEMPLATE {args.template}")
+            seeded = True
+        else:
+            psql(f"CREATE DATABASE {database}")
+        env["DATABASE_URL"] = pg_url(database)
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{run / 'db.sqlite3'}"
+        if args.template:
+            template = Path(args.template)
+            if not template.exists():
+                seed_database(BASE_DIR, {**os.environ, **env, "DATABASE_URL": f"sqlite:///{template}"})
+                with sqlite3.connect(template) as db:
+                    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            shutil.copyfile(template, run / "db.sqlite3")
+            seeded = True
+    os.environ.update(env)
+    sets = [generate(workdir / "sets", args.set, number) for number in range(args.pushes + args.profiled)]
+    try:
+        if not seeded:
+            seed_database(BASE_DIR, {**os.environ})
+        profile(args, sets)
+    finally:
+        if args.index == "postgresql":
+            psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def profile(args: argparse.Namespace, sets: list[list[Path]]) -> None:
+    sys.path.insert(0, str(BASE_DIR))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloudpacs.settings")
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from dicomnode.processes import receiving_dir
+    from dicomnode.server import settle_heap, start_server
+
+    receiving = receiving_dir()
+    receiving.mkdir(parents=True, exist_ok=True)
+    tempfile.tempdir = str(receiving)
+    connection.close()
+    queries = QueryCounter()
+    queries.install()
+    threads = ThreadProfiles()
+    threads.install()
+    server = start_server("127.0.0.1", 0, block=False)
+    settle_heap()
+    port = server.server_address[1]
+    try:
+        # One push untimed: code loaded, the index's connection open, as in run.py.
+        plain, profiled = sets[: args.pushes], sets[args.pushes :]
+        cpu = wall = 0.0
+        count = 0
+        for files in plain:
+            queries.reset()
+            before = time.process_time()
+            wall += push(port, files)
+            cpu += time.process_time() - before
+            count += len(files)
+        load = os.getloadavg()[0]
+        if count:
+            print(
+                f"{args.index}: {count} instances unprofiled, receiver CPU {cpu * 1000 / count:.2f} ms/instance,"
+                f" {count / wall:.0f} instances/s, load {load:.1f} on {os.cpu_count()} CPUs"
+            )
+            last = len(plain[-1])
+            print(
+                f"explicit COMMITs per instance (a statement in autocommit not counted): {queries.commits / last:.2f}"
+            )
+            print("SQL statements per instance (last push):")
+            for words, number in queries.statements.most_common():
+                print(f"  {number / last:6.2f}  {words}")
+        threads.on = True
+        profiled_count = 0
+        for files in profiled:
+            push(port, files)
+            profiled_count += len(files)
+        threads.on = False
+    finally:
+        server.shutdown()
+    stats = threads.stats()
+    if stats is None:
+        return
+    if args.dump:
+        stats.dump_stats(args.dump)
+    for order in ("tottime", "cumulative"):
+        out = io.StringIO()
+        stats.stream = out  # type: ignore[attr-defined]
+        stats.sort_stats(order).print_stats(args.top)
+        print(f"\n==== by {order}, {profiled_count} instances ====")
+        print(out.getvalue())
+
+
+if __name__ == "__main__":
+    main()
