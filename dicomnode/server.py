@@ -814,6 +814,10 @@ def build_ae() -> AE:
     # debug log, whether that log is on or not: a whole pretty-printed dataset per match.
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_REQUEST_IDENTIFIERS = False
+    # Nor its "standard" handlers, bound to every association: each PDU and each DIMSE
+    # message, received or sent, is described line by line for a debug log that the
+    # receiver keeps at WARNING (settings.LOGGING), four events per C-STORE.
+    _config.LOG_HANDLER_LEVEL = "none"
     ae = AE(ae_title=settings.DICOM_AE_TITLE)
     ae.maximum_pdu_size = settings.DICOM_MAX_PDU
     # The policy lives in handle_requested, against the registered modalities.
