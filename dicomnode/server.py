@@ -45,7 +45,7 @@ from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from cloudpacs import services as archive
-from dicomnode import commitment, connections, permits, queryretrieve, reactor, worklist
+from dicomnode import commitment, connections, fastpath, permits, queryretrieve, reactor, worklist
 from dicomnode.connections import Admission, Limits, RefusalLog, Refused
 from dicomnode.contexts import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from dicomnode.handoff import HandoffMixin
@@ -620,6 +620,7 @@ class CappedRequestHandler(RequestHandler):
     def _create_association(self) -> Any:
         assoc = super()._create_association()
         reactor.install(assoc)
+        fastpath.install(assoc)
         sock: Any = assoc.dul.socket
         sock.__class__ = CappedAssociationSocket
         sock.prefix = bytearray(self.prefix)
