@@ -772,22 +772,45 @@ def _index(
     series_modality = _text(ds, "Modality", 16).upper()
     institution = _text(ds, "InstitutionName", 128)
     station = _text(ds, "StationName", 64)
+    row = {
+        "sop_instance_uid": tags.sop_instance_uid,
+        "sop_class_uid": tags.sop_class_uid,
+        "instance_number": _int(ds, "InstanceNumber"),
+        "transfer_syntax_uid": transfer_syntax_uid,
+        "storage_key": key,
+        "size": staged.size,
+        "sha256": staged.sha256,
+        "rows": _int(ds, "Rows"),
+        "columns": _int(ds, "Columns"),
+        "number_of_frames": _int(ds, "NumberOfFrames"),
+        "received_at": now,
+    }
     study_changes: dict[str, Any] = {}
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        # Most instances join a series that exists and change nothing of their study but
+        # its counters: on PostgreSQL the row and the counters are one statement, which
+        # commits by itself (the checks before it only read), instead of six round trips
+        # (BEGIN, the lookup, the insert, two updates, COMMIT). Read Committed gives the
+        # lookup inside a transaction no more than outside it.
+        known = _series_identity(tags.series_uid)
+        if known is not None:
+            series_pk, study_pk, modalities_in_study = _join_known_series(
+                known, tags, facility.pk, patient_id, issuer, name, study_changes
+            )
+            if not study_changes:
+                new_modalities = _new_modalities(modalities_in_study, series_modality)
+                pk = _insert_counted(row, series_pk, study_pk, now, new_modalities)
+                logger.debug("stored %s from %s as %s", tags.sop_instance_uid, modality.ae_title, key)
+                return _instance(pk, series_pk, row), False
+            study_changes.clear()
     with transaction.atomic():
         # Most instances join a series that exists: one lookup finds it, its study and
         # what the identity rules compare (the study's facility, UID and patient).
         known = _series_identity(tags.series_uid)
         study_created = series_created = False
         if known is not None:
-            series_pk, study_pk, study_uid, *study_identity = known
-            if study_identity[0] != facility.pk:
-                raise SeriesOfAnotherFacility(
-                    f"series {tags.series_uid} is in study {study_uid} of facility {study_identity[0]}"
-                )
-            if study_uid != tags.study_uid:
-                raise SeriesOfAnotherStudy(f"series {tags.series_uid} is in study {study_uid}, not {tags.study_uid}")
-            modalities_in_study = _check_study_identity(
-                tags, facility.pk, patient_id, issuer, name, study_identity, study_changes
+            series_pk, study_pk, modalities_in_study = _join_known_series(
+                known, tags, facility.pk, patient_id, issuer, name, study_changes
             )
         else:
             found = Study.objects.filter(study_uid=tags.study_uid).values_list("pk", *_STUDY_FIELDS).first()
@@ -816,30 +839,132 @@ def _index(
                 # Another association made this series a moment ago, in another study.
                 raise SeriesOfAnotherStudy(f"series {tags.series_uid} was just stored in study {series.study_id}")
             series_pk = series.pk
-        instance = Instance.objects.create(
-            sop_instance_uid=tags.sop_instance_uid,
-            sop_class_uid=tags.sop_class_uid,
-            series_id=series_pk,
-            instance_number=_int(ds, "InstanceNumber"),
-            transfer_syntax_uid=transfer_syntax_uid,
-            storage_key=key,
-            size=staged.size,
-            sha256=staged.sha256,
-            rows=_int(ds, "Rows"),
-            columns=_int(ds, "Columns"),
-            number_of_frames=_int(ds, "NumberOfFrames"),
-        )
-        modalities = set(filter(None, modalities_in_study.split("\\")))
-        new_modalities = None
-        if series_modality and series_modality not in modalities:
-            new_modalities = "\\".join(sorted(modalities | {series_modality}))[:64]
+        pk = _insert_instance(row, series_pk)
+        new_modalities = _new_modalities(modalities_in_study, series_modality)
         if study_changes:
             # An identity flag to set too (rare): the ORM's update, compiled each time.
             _update_counts_with_orm(series_pk, study_pk, now, series_created, new_modalities, study_changes)
         else:
             _update_counts(series_pk, study_pk, now, series_created, new_modalities)
     logger.debug("stored %s from %s as %s", tags.sop_instance_uid, modality.ae_title, key)
-    return instance, study_created
+    return _instance(pk, series_pk, row), study_created
+
+
+def _join_known_series(
+    known: tuple[Any, ...],
+    tags: IndexedTags,
+    facility_pk: int,
+    patient_id: str,
+    issuer: str,
+    name: str,
+    study_changes: dict[str, Any],
+) -> tuple[int, int, str]:
+    """(series, study, the study's modalities) for an instance of a series the index
+    holds (`known`, its row of _SERIES_FIELDS), after the identity rules."""
+    series_pk, study_pk, study_uid, *study_identity = known
+    if study_identity[0] != facility_pk:
+        raise SeriesOfAnotherFacility(
+            f"series {tags.series_uid} is in study {study_uid} of facility {study_identity[0]}"
+        )
+    if study_uid != tags.study_uid:
+        raise SeriesOfAnotherStudy(f"series {tags.series_uid} is in study {study_uid}, not {tags.study_uid}")
+    modalities = _check_study_identity(tags, facility_pk, patient_id, issuer, name, study_identity, study_changes)
+    return series_pk, study_pk, modalities
+
+
+def _new_modalities(modalities_in_study: str, series_modality: str) -> str | None:
+    """The study's Modalities in Study with the series' added, or None when it has it."""
+    modalities = set(filter(None, modalities_in_study.split("\\")))
+    if series_modality and series_modality not in modalities:
+        return "\\".join(sorted(modalities | {series_modality}))[:64]
+    return None
+
+
+def _instance(pk: int, series_pk: int, row: dict[str, Any]) -> Instance:
+    """The Instance the index now holds, as the ORM would have returned it from create()."""
+    instance = Instance(pk=pk, series_id=series_pk, **row)
+    instance._state.adding = False
+    instance._state.db = connection.alias
+    return instance
+
+
+# The index's statements for every instance, compiled once per database vendor and shape:
+# building them with the ORM each time cost more than running them.
+_INSTANCE_COLUMNS = [
+    "sop_instance_uid",
+    "sop_class_uid",
+    "series",
+    "instance_number",
+    "transfer_syntax_uid",
+    "storage_key",
+    "size",
+    "sha256",
+    "rows",
+    "columns",
+    "number_of_frames",
+    "received_at",
+]
+_INSERT_SQL: dict[str, str] = {}
+
+
+def _column(model: Any, name: str) -> str:
+    return str(connection.ops.quote_name(model._meta.get_field(name).column))
+
+
+def _instance_params(row: dict[str, Any], series_pk: int) -> list[Any]:
+    values = {**row, "series": series_pk, "received_at": connection.ops.adapt_datetimefield_value(row["received_at"])}
+    return [values[name] for name in _INSTANCE_COLUMNS]
+
+
+def _insert_instance_sql() -> str:
+    sql = _INSERT_SQL.get(connection.vendor)
+    if sql is None:
+        quote = connection.ops.quote_name
+        columns = ", ".join(_column(Instance, name) for name in _INSTANCE_COLUMNS)
+        placeholders = ", ".join(["%s"] * len(_INSTANCE_COLUMNS))
+        # Only the model's own table and column names go into the text; values are parameters.
+        sql = f"INSERT INTO {quote(Instance._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
+        _INSERT_SQL[connection.vendor] = sql
+    return sql
+
+
+def _insert_instance(row: dict[str, Any], series_pk: int) -> int:
+    """The instance's row, as Instance.objects.create() writes it; its primary key."""
+    sql = _insert_instance_sql()
+    returning = connection.features.can_return_columns_from_insert
+    with connection.cursor() as cursor:
+        if returning:
+            cursor.execute(f"{sql} RETURNING {_column(Instance, 'id')}", _instance_params(row, series_pk))
+            return int(cursor.fetchone()[0])
+        cursor.execute(sql, _instance_params(row, series_pk))
+        return int(cursor.lastrowid)
+
+
+_INSERT_COUNTED_SQL: dict[bool, str] = {}
+
+
+def _insert_counted(
+    row: dict[str, Any], series_pk: int, study_pk: int, now: datetime, new_modalities: str | None
+) -> int:
+    """PostgreSQL: the instance's row and the counters of _update_counts in one statement
+    (data-modifying WITH: each part runs once and to completion, all or nothing); the
+    instance's primary key."""
+    shape = new_modalities is not None
+    sql = _INSERT_COUNTED_SQL.get(shape)
+    if sql is None:
+        series_sql, study_sql = _counts_sql(False, shape)
+        # Only compiled statements of the models' own names go into the text.
+        sql = (
+            f"WITH new_instance AS ({_insert_instance_sql()} RETURNING {_column(Instance, 'id')}),"  # noqa: S608
+            f" counted_series AS ({series_sql}), counted_study AS ({study_sql})"
+            f" SELECT {_column(Instance, 'id')} FROM new_instance"
+        )
+        _INSERT_COUNTED_SQL[shape] = sql
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql, [*_instance_params(row, series_pk), series_pk, *_study_params(study_pk, now, new_modalities)]
+        )
+        return int(cursor.fetchone()[0])
 
 
 def _update_counts_with_orm(
@@ -872,42 +997,36 @@ def _update_counts_with_orm(
 _COUNTS_SQL: dict[tuple[str, bool, bool], tuple[str, str]] = {}
 
 
-def _update_counts(
-    series_pk: int, study_pk: int, now: datetime, series_created: bool, new_modalities: str | None
-) -> None:
-    """The series' and the study's counters, the study's last arrival and its status (a
-    late instance makes an arrived study updated), as _update_counts_with_orm writes them,
-    with the two statements compiled once: compiling the ORM's update expressions cost
-    more than running them, for every instance."""
-    shape = (connection.vendor, series_created, new_modalities is not None)
+def _counts_sql(series_created: bool, new_modalities: bool) -> tuple[str, str]:
+    """The two UPDATEs of _update_counts, for this vendor and shape."""
+    shape = (connection.vendor, series_created, new_modalities)
     compiled = _COUNTS_SQL.get(shape)
     if compiled is None:
         quote = connection.ops.quote_name
-
-        def column(model: Any, name: str) -> str:
-            return str(quote(model._meta.get_field(name).column))
-
-        instances, series_count = column(Study, "number_of_instances"), column(Study, "number_of_series")
-        status = column(Study, "status")
+        instances, series_count = _column(Study, "number_of_instances"), _column(Study, "number_of_series")
+        status = _column(Study, "status")
         study_set = [
             f"{instances} = {instances} + 1",
-            f"{column(Study, 'last_received_at')} = %s",
+            f"{_column(Study, 'last_received_at')} = %s",
             f"{status} = CASE WHEN {status} = %s THEN %s ELSE {status} END",
         ]
         if series_created:
             study_set.append(f"{series_count} = {series_count} + 1")
-        if new_modalities is not None:
-            study_set.append(f"{column(Study, 'modalities_in_study')} = %s")
-        series_instances = column(Series, "number_of_instances")
+        if new_modalities:
+            study_set.append(f"{_column(Study, 'modalities_in_study')} = %s")
+        series_instances = _column(Series, "number_of_instances")
         # Only the models' own table and column names go into the text; values are parameters.
         compiled = (
             f"UPDATE {quote(Series._meta.db_table)} SET {series_instances} = {series_instances} + 1"  # noqa: S608
-            f" WHERE {column(Series, 'id')} = %s",
+            f" WHERE {_column(Series, 'id')} = %s",
             f"UPDATE {quote(Study._meta.db_table)} SET {', '.join(study_set)}"  # noqa: S608
-            f" WHERE {column(Study, 'id')} = %s",
+            f" WHERE {_column(Study, 'id')} = %s",
         )
         _COUNTS_SQL[shape] = compiled
-    series_sql, study_sql = compiled
+    return compiled
+
+
+def _study_params(study_pk: int, now: datetime, new_modalities: str | None) -> list[Any]:
     params: list[Any] = [
         connection.ops.adapt_datetimefield_value(now),
         Study.Status.ARRIVED.value,
@@ -916,9 +1035,20 @@ def _update_counts(
     if new_modalities is not None:
         params.append(new_modalities)
     params.append(study_pk)
+    return params
+
+
+def _update_counts(
+    series_pk: int, study_pk: int, now: datetime, series_created: bool, new_modalities: str | None
+) -> None:
+    """The series' and the study's counters, the study's last arrival and its status (a
+    late instance makes an arrived study updated), as _update_counts_with_orm writes them,
+    with the two statements compiled once: compiling the ORM's update expressions cost
+    more than running them, for every instance."""
+    series_sql, study_sql = _counts_sql(series_created, new_modalities is not None)
     with connection.cursor() as cursor:
         cursor.execute(series_sql, [series_pk])
-        cursor.execute(study_sql, params)
+        cursor.execute(study_sql, _study_params(study_pk, now, new_modalities))
 
 
 # What the identity rules compare, read with the series (or the study) in one query.

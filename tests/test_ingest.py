@@ -57,6 +57,47 @@ def test_it_stores_the_file_first_and_leaves_nothing_in_incoming(storage_backend
     assert incoming_files() == []
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_instance_of_a_known_series_is_indexed_in_few_statements(ct_modality, tmp_path):
+    from django.test.utils import CaptureQueriesContext
+
+    study_uid, series_uid = generate_uid(), generate_uid()
+    first = ingest(make_dataset(study_uid=study_uid, series_uid=series_uid), ct_modality, tmp_path)
+    Study.objects.filter(study_uid=study_uid).update(status=Study.Status.ARRIVED)
+    later = make_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=2, modality="CT", rows=32)
+    with CaptureQueriesContext(connection) as queries:
+        result = ingest(later, ct_modality, tmp_path)
+    statements = [query["sql"].split()[0].upper() for query in queries.captured_queries]
+    if connection.vendor == "postgresql":
+        # The lookup, then the row and the counters in one statement that commits itself.
+        assert statements == ["SELECT", "WITH"]
+    else:
+        assert statements.count("SELECT") == 1 and statements.count("INSERT") == 1 and statements.count("UPDATE") == 2
+    # What the ORM's create() and the counters' updates wrote, as before.
+    instance = Instance.objects.get(sop_instance_uid=later.SOPInstanceUID)
+    assert result.outcome == services.IngestOutcome.STORED and not result.study_created
+    assert result.instance.pk == instance.pk and not result.instance._state.adding
+    assert (instance.series_id, instance.instance_number, instance.rows, instance.columns) == (
+        first.instance.series_id,
+        2,
+        32,
+        64,
+    )
+    assert instance.number_of_frames is None and instance.transfer_syntax_uid == ExplicitVRLittleEndian
+    assert (instance.storage_key, instance.size, instance.sha256) == (
+        result.instance.storage_key,
+        result.instance.size,
+        result.instance.sha256,
+    )
+    assert first.instance.received_at <= instance.received_at <= timezone.now()
+    study = Study.objects.get(study_uid=study_uid)
+    assert (study.number_of_instances, study.number_of_series, study.modalities_in_study) == (2, 1, "CT")
+    assert study.series.get().number_of_instances == 2
+    # A late instance makes an arrived study updated.
+    assert study.status == Study.Status.UPDATED
+    assert study.last_received_at == instance.received_at
+
+
 @pytest.mark.django_db
 def test_it_accepts_a_stream_of_bare_dataset_bytes(storage_backend, ct_modality, tmp_path):
     ds = make_dataset()
