@@ -570,6 +570,27 @@ def start_pynetdicom(fsync: bool) -> Callable[[Path, int], subprocess.Popen]:
     return start
 
 
+# The warm-up's study becomes stable after STUDY_STABLE_SECONDS (2) and the sweep, once a
+# second, hands it over: wait that out too.
+SETTLE_SECONDS = 3.5
+
+
+def settle(pid: int, at_least: float = SETTLE_SECONDS, idle_cpu: float = 0.02, most: float = 60.0) -> None:
+    """Wait `at_least` seconds, then until the receiver's process tree uses less than
+    `idle_cpu` seconds of CPU in half a second: what a receiver starts beside its port (the
+    stability sweep's process loads Django for seconds after the port listens, on a loaded
+    machine longer) and the warm-up's hand-over would otherwise be counted as the set's."""
+    time.sleep(at_least)
+    deadline = time.monotonic() + most
+    before = tree_cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = tree_cpu_seconds(pid)
+        if now - before < idle_cpu:
+            return
+        before = now
+
+
 def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path, warmup: DataSet) -> Measure:
     rundir = Path(tempfile.mkdtemp(prefix=f"{receiver.name}-", dir=workdir / "runs"))
     port = free_port()
@@ -579,7 +600,7 @@ def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path,
         # One instance of another study first, untimed: a receiver that has been running
         # for a while, not one that is still loading code and opening its index.
         push(port, warmup.files, 1)
-        time.sleep(0.3)
+        settle(process.pid)
         before = tree_cpu_split(process.pid)
         with PeakSampler(process.pid) as sampler:
             seconds = push(port, dataset.files, parallel)
