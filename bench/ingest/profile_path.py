@@ -169,7 +169,9 @@ def main() -> None:
     parser.add_argument("--index", choices=["sqlite", "postgresql"], default="postgresql")
     parser.add_argument("--set", choices=sorted(SETS), default="a", help="run.py's set (a) or (b)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "yunying-profile-path")
-    parser.add_argument("--pushes", type=int, default=3, help="unprofiled associations, one set each")
+    parser.add_argument(
+        "--pushes", type=int, default=3, help="unprofiled associations, one set each, the first untimed"
+    )
     parser.add_argument("--profiled", type=int, default=2, help="profiled associations, one set each")
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--dump", type=Path, default=None, help="also write the merged profile here (pstats)")
@@ -252,7 +254,8 @@ def profile(args: argparse.Namespace, sets: list[list[Path]]) -> None:
     port = server.server_address[1]
     try:
         # One push untimed: code loaded, the index's connection open, as in run.py.
-        plain, profiled = sets[: args.pushes], sets[args.pushes :]
+        warmup, plain, profiled = sets[0], sets[1 : args.pushes], sets[args.pushes :]
+        push(port, warmup)
         cpu = wall = 0.0
         count = 0
         for files in plain:
