@@ -360,9 +360,10 @@ def plan_roster(radiologists: list[User], first_day: date, days: int, resting: U
 
 
 def ensure_roster(radiologists: list[User], now: datetime) -> int:
-    """Shifts for the coming two weeks (plan_roster). Shifts already on the roster are left alone."""
-    first_day = timezone.localtime(now, HANYIN_TZ).date()
-    wanted = plan_roster(radiologists, first_day, ROSTER_DAYS)
+    """Shifts for the coming two weeks (plan_roster), from yesterday's: before 08:00 the
+    reader on duty is yesterday's night shift. Shifts already on the roster are left alone."""
+    first_day = timezone.localtime(now, HANYIN_TZ).date() - timedelta(days=1)
+    wanted = plan_roster(radiologists, first_day, ROSTER_DAYS + 1)
     if not wanted:
         return 0
     present = set(
