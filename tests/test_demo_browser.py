@@ -3,14 +3,14 @@ administrator's day on the dashboards, down to the exams behind a number, and th
 radiologist's, from the recent studies on the worklist (read with their images and
 signed) to a historical consult behind a dashboard figure, with its patient and report.
 
-A live server needs committed rows, so this test seeds its own transactional database
-(the shared seeded session cannot serve it). With YUNYING_SCREENS set to a folder, each
-step is saved there as a PNG."""
+The demo is the session's (conftest's `hanyin`, never committed), with the recent studies
+sent in on top of it, and the browser's server answers with this test's own connection
+(conftest's `live_server_on_held_data`), so the 62,305 exams are not loaded a second time.
+With YUNYING_SCREENS set to a folder, each step is saved there as a PNG."""
 
 from __future__ import annotations
 
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -26,9 +26,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture
-def demo(transactional_db, settings, tmp_path: Path) -> dict[str, str]:
+def demo(hanyin, db, django_capture_on_commit_callbacks) -> dict[str, str]:
     out = StringIO()
-    call_command("seed_hanyin", "--with-images", stdout=out)
+    # The recent studies with their images, as `seed_hanyin --with-images` sends them; the
+    # roster gives them to readers once committed, which here is the end of this block.
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_hanyin", "--no-history", "--with-images", stdout=out)
     recent = Consult.objects.filter(study__number_of_instances__gt=0).select_related("radiologist")
     reader = recent.exclude(radiologist__isnull=True).values_list("radiologist__username", flat=True).first()
     assert recent.count() == 6 and reader is not None
@@ -49,12 +52,12 @@ def log_in(browser, options: dict, base: str, username: str, password: str):
     return page
 
 
-def test_the_administrators_and_the_radiologists_day_on_the_seeded_demo(live_server, demo):
+def test_the_administrators_and_the_radiologists_day_on_the_seeded_demo(demo, live_server_on_held_data):
     from playwright.sync_api import sync_playwright
 
     assert BUILT_VIEWER.exists(), "the viewer is not built: run scripts/build-viewer.sh"
     screens = Screens("1366x768")
-    base = live_server.url
+    base = live_server_on_held_data
     options = {"viewport": {"width": 1366, "height": 768}, "locale": "zh-CN"}
     with sync_playwright() as playwright:
         browser = launch(playwright)
