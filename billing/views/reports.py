@@ -239,6 +239,8 @@ def timeliness(request: HttpRequest) -> HttpResponse:
             for kind in data.kinds
         ],
         "unit": "%",
+        # As the table prints a share: 98.6 %, 100.0 %.
+        "places": 1,
         "axis": str(_("优先级")),
     }
     by_priority = [(labels[p], data.by_priority[p]) for p in data.priorities]

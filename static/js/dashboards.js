@@ -1,13 +1,17 @@
 // Draws the dashboards' charts with the vendored Apache ECharts. Each chart is a
 // <div class="chart" data-chart="ID"> whose data the server renders into a JSON script
-// element with that ID: {title, categories, series: [{name, data}], unit, axis}.
+// element with that ID: {title, categories, series: [{name, data}], unit, axis, places}.
 // Numbers are printed as the pages print them (billing.formatting): thousands separated
 // by commas whatever the browser's locale, so a bar reads like the table beside it.
 (function () {
   "use strict";
 
-  function formatted(value) {
-    var places = Math.round(value) === value ? 0 : 2;
+  // `places`: the decimals the page prints the figure with (the chart's "places", e.g. 1
+  // for a share in %, as its table); by default none for a whole number, else two.
+  function formatted(value, places) {
+    if (places === undefined) {
+      places = Math.round(value) === value ? 0 : 2;
+    }
     var parts = Math.abs(value).toFixed(places).split(".");
     parts[0] = parts[0].replace(/\B(?=(\d{3})+(?!\d))/g, ",");
     return (value < 0 ? "-" : "") + parts.join(".");
@@ -19,6 +23,9 @@
       return;
     }
     var spec = JSON.parse(source.textContent);
+    var figure = function (value) {
+      return formatted(value, spec.places);
+    };
     var histogram = element.dataset.type === "histogram";
     var stacked = element.dataset.stack === "1";
     var totals = spec.categories.map(function (_c, i) {
@@ -31,7 +38,7 @@
     chart.setOption({
       // The panel's heading names the figure; the title stays for screen readers.
       aria: { enabled: true, label: { description: spec.title } },
-      tooltip: { trigger: "axis", axisPointer: { type: "shadow" }, valueFormatter: formatted },
+      tooltip: { trigger: "axis", axisPointer: { type: "shadow" }, valueFormatter: figure },
       legend: spec.series.length > 1 ? { top: 0 } : undefined,
       grid: { left: 70, right: 30, top: 40, bottom: 70, containLabel: true },
       xAxis: {
@@ -49,11 +56,11 @@
         if (stacked) {
           label.show = index === last;
           label.formatter = function (p) {
-            return formatted(totals[p.dataIndex]);
+            return figure(totals[p.dataIndex]);
           };
         } else {
           label.formatter = function (p) {
-            return formatted(p.value);
+            return figure(p.value);
           };
         }
         return {
