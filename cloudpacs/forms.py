@@ -40,7 +40,7 @@ class OrderForm(forms.Form):
     )
     patient_id = forms.CharField(label=_("患者 ID"), max_length=64)
     patient_sex = forms.ChoiceField(label=_("性别"), choices=SEXES, required=False)
-    patient_birth_date = forms.DateField(label=_("出生日期"), required=False, widget=date_input())
+    patient_birth_date = forms.DateField(label=_("出生日期"), required=False, widget=date_input(calendar=False))
     modality = forms.ModelChoiceField(label=_("检查设备"), queryset=Modality.objects.none(), empty_label=None)
     body_parts = BodyPartChoiceField(
         label=_("检查部位"), queryset=BodyPart.objects.filter(is_active=True), widget=forms.CheckboxSelectMultiple

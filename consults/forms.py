@@ -78,7 +78,7 @@ class WorklistFilterForm(forms.Form):
 class BirthDateForm(forms.Form):
     """The verification page's second factor."""
 
-    birth_date = forms.DateField(label=_("患者出生日期"), widget=date_input())
+    birth_date = forms.DateField(label=_("患者出生日期"), widget=date_input(calendar=False))
 
 
 class ConsultRequestForm(forms.Form):

@@ -12,12 +12,25 @@
     var chinese = (document.documentElement.lang || "zh-hans").indexOf("zh") === 0;
     document.querySelectorAll("input[data-datepicker]").forEach(function (input) {
       var withTime = input.dataset.datepicker === "datetime";
-      flatpickr(input, {
+      var complete = withTime ? /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$/ : /^\d{4}-\d{2}-\d{2}$/;
+      var picker = flatpickr(input, {
         dateFormat: withTime ? "Y-m-d H:i" : "Y-m-d",
         enableTime: withTime,
         time_24hr: true,
         allowInput: true,
         locale: chinese ? "zh" : "default",
+      });
+      // A date typed in full is taken and the calendar closed, so that it no longer covers
+      // what is below the field (the form's button).
+      var taking = false;
+      input.addEventListener("input", function () {
+        if (taking || !picker.isOpen || !complete.test(input.value.trim())) {
+          return;
+        }
+        taking = true; // setDate writes the field again, which is another input event
+        picker.setDate(input.value.trim(), false);
+        picker.close();
+        taking = false;
       });
     });
   }
