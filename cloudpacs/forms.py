@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.utils import timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
 from cloudpacs import keyobjects
@@ -30,7 +31,7 @@ class ViewerForm(forms.Form):
 
 class BodyPartChoiceField(forms.ModelMultipleChoiceField):
     def label_from_instance(self, obj: BodyPart) -> str:  # type: ignore[override]
-        return f"{obj.name_zh} ({'/'.join(obj.kind_list)})"
+        return f"{obj.name(get_language() or 'zh-hans')} ({'/'.join(obj.kind_list)})"
 
 
 class OrderForm(forms.Form):

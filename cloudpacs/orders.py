@@ -89,6 +89,26 @@ def body_part_names(parts: Iterable[BodyPart], language: str = "zh-hans") -> str
     return ", ".join(names) if language.lower().startswith("en") else "、".join(names)
 
 
+def part_name_map(language: str = "zh-hans") -> dict[str, str]:
+    """Each part's Chinese name -> its name in `language`; empty for Chinese, the language
+    the names are stored in."""
+    if not language.lower().startswith("en"):
+        return {}
+    return {part.name_zh: part.name(language) for part in BodyPart.objects.all()}
+
+
+def named_parts_in(text: str, language: str = "zh-hans", names: dict[str, str] | None = None) -> str:
+    """A consult's parts as written (胸部、腹部: an order's names, or what the technologist
+    typed) in `language`: each name of the vocabulary in that language, anything else as
+    written. Chinese is how they are stored, so only another language looks them up
+    (`names`: part_name_map's, for a page of many)."""
+    if not text or not language.lower().startswith("en"):
+        return text
+    names = part_name_map(language) if names is None else names
+    written = [name.strip() for name in text.replace("，", "、").replace(",", "、").split("、") if name.strip()]
+    return ", ".join(names.get(name, name) for name in written)
+
+
 # --- Registering and cancelling ------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from cloudpacs.models import Instance, Series, Study
-from cloudpacs.services import body_part_name, body_part_names, order_for_study
+from cloudpacs.services import body_part_name, body_part_names, named_parts_in, order_for_study
 from consults import changes, handoff
 from consults.changes import ConsultChanged as ConsultChanged
 from consults.models import Consult, Priority
@@ -204,13 +204,13 @@ def request_consult(
 def body_part_label(consult: Consult) -> str:
     """What the exam is of, for people: the parts named in the request, else the names of
     the series' BodyPartExamined values in the body-part vocabulary (CHEST -> 胸部), a value
-    it does not know as written; "" when neither says."""
+    it does not know as written; "" when neither says. In the active language."""
+    language = translation.get_language() or "zh-hans"
     if consult.body_part_names:
-        return consult.body_part_names
+        return named_parts_in(consult.body_part_names, language)
     study = consult.study
     if study is None:
         return ""
-    language = translation.get_language() or "zh-hans"
     names: list[str] = []
     for value in study.series.exclude(body_part_examined="").values_list("body_part_examined", flat=True):
         name = body_part_name(value, language)

@@ -48,11 +48,21 @@ def calendar_of(page: Any, selector: str) -> str:
     return text
 
 
+def typed_only(page: Any, selector: str) -> None:
+    """A birth date: typed as YYYY-MM-DD, no calendar of decades to page through, and no
+    browser date input either."""
+    field = page.locator(selector)
+    assert field.get_attribute("type") in (None, "text")
+    assert field.get_attribute("placeholder") == "YYYY-MM-DD"
+    field.click()
+    assert page.locator(".flatpickr-calendar.open").count() == 0
+
+
 @pytest.mark.parametrize("language", ["zh-hans", "en"])
 def test_every_date_field_opens_a_calendar_in_the_pages_language(live_server, day, language, chromium):  # noqa: F811
     """The browser's own date fields wrote mm/dd/yyyy on the Chinese pages and the monthly
     report's month as "November 2026": every date is now a calendar in the page's language,
-    typed as YYYY-MM-DD."""
+    typed as YYYY-MM-DD (a birth date only typed)."""
     base = live_server.url
     weekday = WEEKDAYS[language]
     other = WEEKDAYS["en" if language == "zh-hans" else "zh-hans"]
@@ -63,7 +73,7 @@ def test_every_date_field_opens_a_calendar_in_the_pages_language(live_server, da
         text = calendar_of(tech, field)
         assert weekday in text and other not in text
     tech.goto(f"{base}/orders/")
-    assert weekday in calendar_of(tech, "#id_patient_birth_date")
+    typed_only(tech, "#id_patient_birth_date")
     scheduled = calendar_of(tech, "#id_scheduled_at")
     assert weekday in scheduled and other not in scheduled
     assert tech.locator(".flatpickr-calendar .flatpickr-time").count() == 1  # with the time of day
@@ -82,13 +92,14 @@ def test_every_date_field_opens_a_calendar_in_the_pages_language(live_server, da
 
     public = signed_in(chromium, base, None, language)
     public.goto(f"{base}/verify/{day['token']}/")
-    assert weekday in calendar_of(public, "#id_birth_date")
+    typed_only(public, "#id_birth_date")
     for page in (tech, admin, public):
         assert page.errors == []
 
 
 def test_a_date_typed_into_the_order_form_is_the_date_registered(live_server, day, chromium):  # noqa: F811
-    """The calendar takes a date typed by hand, as the form reads it."""
+    """The calendar takes a date typed by hand, as the form reads it, and closes so that the
+    button below it can be clicked."""
     base = live_server.url
     tech = signed_in(chromium, base, "tech_xuanwo", "zh-hans")
     tech.goto(f"{base}/orders/")
@@ -97,7 +108,8 @@ def test_a_date_typed_into_the_order_form_is_the_date_registered(live_server, da
     tech.fill("#id_patient_birth_date", "1962-05-17")
     tech.fill("#id_scheduled_at", "2026-12-06 09:30")
     tech.locator("#id_body_parts input[type=checkbox]").first.check()
-    tech.locator("h1").first.click()
+    tech.fill("#id_scheduled_at", "2026-12-06 09:30")  # the last field typed: its calendar closes
+    assert tech.locator(".flatpickr-calendar.open").count() == 0
     tech.click("#order-form button.primary")
     tech.wait_for_load_state()
     row = tech.locator("#orders-waiting tbody tr", has_text="XW9001")
@@ -118,3 +130,73 @@ def test_the_viewer_writes_the_patients_age_as_the_page_speaks(live_server, day,
     if language == "zh-hans":
         assert "70Y" not in overlay
     assert tech.errors == []
+
+
+@pytest.fixture
+def parts_as_written(day):  # noqa: F811
+    """吴超's request names its parts as an order writes them, in Chinese."""
+    from consults.models import Consult
+
+    Consult.objects.filter(uuid=day["wu"]).update(body_part_names="胸部、腹部", body_parts=2)
+    return day
+
+
+def test_body_parts_are_named_in_english_on_the_english_pages(live_server, parts_as_written, chromium):
+    """The English township page, worklist and consult wrote every exam as "CT · 胸部",
+    and the order form's parts in Chinese."""
+    ids = parts_as_written
+    base = live_server.url
+    tech = signed_in(chromium, base, "tech_xuanwo", "en")
+    tech.goto(f"{base}/facilities/{ids['township']}/")
+    row = tech.locator("#facility-consults tbody tr", has_text="Wu Chao").inner_text()
+    assert "Chest, Abdomen" in row and "胸部" not in row
+    tech.goto(f"{base}/consults/{ids['wu']}/")
+    assert tech.locator("#body-part").inner_text() == "Chest, Abdomen"
+    tech.goto(f"{base}/orders/")
+    parts = tech.locator("#id_body_parts").inner_text()
+    assert "Chest (CT/DR)" in parts and "胸部" not in parts
+
+    reader = signed_in(chromium, base, "dr_li", "en")
+    reader.goto(f"{base}/worklist/")
+    assert "CT · Chest, Abdomen" in reader.locator("#worklist").inner_text()
+    # In Chinese they stay as written.
+    chinese = signed_in(chromium, base, "dr_li", "zh-hans")
+    chinese.goto(f"{base}/worklist/")
+    assert "CT · 胸部、腹部" in chinese.locator("#worklist").inner_text()
+    for page in (tech, reader, chinese):
+        assert page.errors == []
+
+
+def test_the_timeliness_chart_prints_a_share_as_its_table_does(live_server, day, chromium):  # noqa: F811
+    """Its bars read 98.60 and 100 beside the table's 98.6 % and 100.0 %."""
+    base = live_server.url
+    admin = signed_in(chromium, base, "admin_zhao", "zh-hans")
+    admin.goto(f"{base}/dashboards/timeliness/")
+    admin.wait_for_function("() => window.echarts && echarts.getInstanceByDom(document.querySelector('.chart'))")
+    labels = admin.evaluate(
+        """() => {
+          const label = echarts.getInstanceByDom(document.querySelector('.chart')).getOption().series[0].label;
+          return [98.6, 100, 81.25].map((value) => label.formatter({ value }));
+        }"""
+    )
+    assert labels == ["98.6", "100.0", "81.3"]
+    assert admin.errors == []
+
+
+def test_the_report_templates_label_stays_on_one_line_beside_its_list(live_server, day, chromium):  # noqa: F811
+    """At 1366x768 the reading panel broke 报告模板 into 报告模 / 板."""
+    base = live_server.url
+    reader = signed_in(chromium, base, "dr_li", "zh-hans")
+    reader.goto(f"{base}/reading/{day['wang']}/")
+    reader.locator("#actions button[name=open], #actions button[name=claim]").first.click()
+    reader.wait_for_selector("#template-select")
+    lines = reader.evaluate(
+        """() => {
+          const label = document.querySelector('.template-pick');
+          const range = document.createRange();
+          range.selectNodeContents(label.firstChild);
+          return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+        }"""
+    )
+    assert lines == 1
+    assert reader.errors == []

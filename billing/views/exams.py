@@ -25,6 +25,7 @@ from billing.views.common import (
     render_page,
     scope_of,
 )
+from cloudpacs.services import named_parts_in, part_name_map
 from consults.models import Consult, Priority
 from facilities.access import (
     CLINICAL_ROLES,
@@ -102,6 +103,8 @@ class ExamLabels:
     statuses: dict[str, str]
     language: str
     consult_url: str
+    # The parts' names in the page's language, by their Chinese names (none for Chinese).
+    parts: dict[str, str]
 
     @classmethod
     def now(cls) -> ExamLabels:
@@ -110,6 +113,7 @@ class ExamLabels:
             {k: str(v) for k, v in Consult.Status.choices},
             get_language() or "",
             reverse("consults:detail", args=[_STAND_IN]),
+            part_name_map(get_language() or ""),
         )
 
 
@@ -127,7 +131,7 @@ def exam_row(c: Consult, labels: ExamLabels, *, links: bool, money: bool) -> Saf
     if links:
         day = f'<a href="{escape(labels.consult_url.replace(str(_STAND_IN), str(c.uuid)))}">{day}</a>'
     parts = escape(ngettext("%(n)s 个部位", "%(n)s 个部位", c.body_parts) % {"n": c.body_parts})
-    named = f"{escape(c.body_part_names)} " if c.body_part_names else ""
+    named = f"{escape(named_parts_in(c.body_part_names, labels.language, labels.parts))} " if c.body_part_names else ""
     minutes = ""
     if c.signed_at is not None and c.signed_at != c.arrived_at:
         minutes = str(round((c.signed_at - c.arrived_at).total_seconds() / 60))
