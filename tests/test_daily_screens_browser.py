@@ -216,6 +216,8 @@ def test_each_roles_day_shows_what_it_must_and_fits_the_screen(live_server, day,
     reader.fill("#findings", "右侧第 4、5 肋骨骨折，断端轻度错位；右侧少量气胸，肺组织压缩约 15%。")
     reader.fill("#impression", "右侧第 4、5 肋骨骨折；右侧少量气胸。")
     fits(reader)
+    # The screen as the reader works on it: the viewer loaded, its toolbar fitted to the row.
+    reader.wait_for_function("() => window.yunyingViewer?.viewers[0].panes[0].stackMs != null", timeout=60_000)
     screens.take(reader, "radiologist-2-reading")
 
     # The confirmation is reading.js's (deferred): a click before the page has loaded
