@@ -209,3 +209,30 @@ def test_the_report_templates_label_stays_on_one_line_beside_its_list(live_serve
     )
     assert lines == 1
     assert reader.errors == []
+
+
+@pytest.mark.parametrize("language", ["zh-hans", "en"])
+def test_the_order_form_puts_each_label_above_its_field_in_the_pages_font(live_server, day, language, chromium):  # noqa: F811
+    """Each label sat on its field's line, text areas wrote in the browser's monospace and
+    the 27 body parts made one long column."""
+    base = live_server.url
+    tech = signed_in(chromium, base, "tech_xuanwo", language)
+    tech.goto(f"{base}/orders/")
+    misplaced = tech.evaluate(
+        """() => [...document.querySelectorAll('#order-form form > label[for]')].filter((label) => {
+             const field = document.getElementById(label.htmlFor);
+             return field && label.getBoundingClientRect().bottom > field.getBoundingClientRect().top + 1;
+           }).map((label) => label.textContent)"""
+    )
+    assert misplaced == []
+    fonts = tech.evaluate(
+        """() => [document.body, ...document.querySelectorAll('#order-form textarea')].map(
+             (element) => getComputedStyle(element).fontFamily)"""
+    )
+    assert len(fonts) == 3 and len(set(fonts)) == 1, fonts
+    columns = tech.evaluate(
+        """() => new Set([...document.querySelectorAll('#id_body_parts input')].map(
+             (box) => Math.round(box.getBoundingClientRect().left))).size"""
+    )
+    assert columns > 1
+    assert tech.errors == []
