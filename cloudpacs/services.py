@@ -950,7 +950,13 @@ def _insert_counted(
 ) -> int:
     """PostgreSQL: the instance's row and the counters of _update_counts in one statement
     (data-modifying WITH: each part runs once and to completion, all or nothing); the
-    instance's primary key."""
+    instance's primary key.
+
+    The parts of a WITH run in no order PostgreSQL promises, and every other writer locks
+    the series' row before its study's (_update_counts): the study's update reads the
+    series' update (EXISTS), so it cannot take the study's row first. Without that, two
+    associations storing into one study locked the two rows in opposite orders and one
+    was refused as a deadlock (seen with four associations over two processes)."""
     shape = new_modalities is not None
     sql = _INSERT_COUNTED_SQL.get(shape)
     if sql is None:
@@ -958,7 +964,8 @@ def _insert_counted(
         # Only compiled statements of the models' own names go into the text.
         sql = (
             f"WITH new_instance AS ({_insert_instance_sql()} RETURNING {_column(Instance, 'id')}),"  # noqa: S608
-            f" counted_series AS ({series_sql}), counted_study AS ({study_sql})"
+            f" counted_series AS ({series_sql} RETURNING 1),"
+            f" counted_study AS ({study_sql} AND EXISTS (SELECT 1 FROM counted_series))"
             f" SELECT {_column(Instance, 'id')} FROM new_instance"
         )
         _INSERT_COUNTED_SQL[shape] = sql

@@ -98,6 +98,69 @@ def test_an_instance_of_a_known_series_is_indexed_in_few_statements(ct_modality,
     assert study.last_received_at == instance.received_at
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement path is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_the_one_statement_path_locks_the_series_before_its_study(ct_modality, tmp_path):
+    """Every writer locks a series' row before its study's; the one statement must too, or
+    two associations storing into one study deadlock (seen with four associations over
+    two receiver processes). Here another transaction holds the series' row: while the
+    statement waits for it, the study's row must still be free."""
+    import psycopg
+    from django.db import connections
+
+    from cloudpacs.models import Series
+
+    study_uid, series_uid = generate_uid(), generate_uid()
+    ingest(make_dataset(study_uid=study_uid, series_uid=series_uid), ct_modality, tmp_path)
+    series = Series.objects.get(series_uid=series_uid)
+    params = connections["default"].get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    holder = psycopg.connect(**params)
+    prober = psycopg.connect(**params, autocommit=True)
+    outcome: list[object] = []
+
+    def store_another() -> None:
+        try:
+            later = make_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=2)
+            outcome.append(ingest(later, ct_modality, tmp_path).outcome)
+        except Exception as exc:  # reported by the assertion below
+            outcome.append(exc)
+        finally:
+            connections.close_all()
+
+    try:
+        holder.execute(
+            f"UPDATE {Series._meta.db_table} SET number_of_instances = number_of_instances WHERE id = %s",  # noqa: S608
+            [series.pk],
+        )
+        writer = threading.Thread(target=store_another)
+        writer.start()
+        for _ in range(200):
+            waiting = prober.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH%%'"
+            ).fetchone()
+            if waiting and waiting[0]:
+                break
+            writer.join(0.05)
+        else:
+            pytest.fail("the statement never waited for the series' row")
+        # The study's row is free while the statement waits for the series'.
+        with prober.transaction():
+            prober.execute(
+                f"SELECT id FROM {Study._meta.db_table} WHERE id = %s FOR NO KEY UPDATE NOWAIT",  # noqa: S608
+                [series.study_id],
+            )
+    finally:
+        holder.rollback()
+        holder.close()
+        writer.join(30)
+        prober.close()
+    assert outcome == [services.IngestOutcome.STORED]
+    study = Study.objects.get(study_uid=study_uid)
+    assert (study.number_of_instances, study.series.get().number_of_instances) == (2, 2)
+
+
 @pytest.mark.django_db
 def test_it_accepts_a_stream_of_bare_dataset_bytes(storage_backend, ct_modality, tmp_path):
     ds = make_dataset()
