@@ -101,7 +101,12 @@ def django_db_setup(request, django_test_environment, django_db_blocker) -> Iter
     yield
     with django_db_blocker.unblock():
         for alias, name in configured.items():
-            connections[alias].creation.destroy_test_db(old_database_name=name, verbosity=0)
+            try:
+                connections[alias].creation.destroy_test_db(old_database_name=name, verbosity=0)
+            except Exception as error:
+                # As pytest-django's own teardown does: a connection a test left open (a
+                # thread's, a child process's) keeps the clone; the next run replaces it.
+                warnings.warn(f"the test database was not dropped: {error}", stacklevel=1)
 
 
 def register(config: pytest.Config) -> None:
