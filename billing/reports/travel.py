@@ -138,15 +138,8 @@ def billed_patients(filters: Filters) -> dict[int, int]:
     return {facility: int(np.unique(np.concatenate(parts)).size) for facility, parts in keys.items()}
 
 
-def travel(filters: Filters) -> Travel:
-    """The savings per exam and per patient and the travel saved, by township and in all.
-    From the rollup: the exams and saving of `_billed`, the patients of `billed_patients`
-    (tests hold both to the ledger's raw rows)."""
-    ledger_filters = replace(filters, radiologist=None)  # ledger entries carry no radiologist
-    found = _billed(ledger_filters)
-    patients = billed_patients(ledger_filters)
-    facilities = township_order(Facility.objects.filter(pk__in=found))
-    townships = [TownshipTravel(f, found[f.pk][0], patients.get(f.pk, 0), found[f.pk][1]) for f in facilities]
+def _totalled(townships: list[TownshipTravel]) -> Travel:
+    """The townships' rows with their totals; travel only where a township's is known."""
     known = [t for t in townships if t.known]
     return Travel(
         townships=townships,
@@ -158,6 +151,18 @@ def travel(filters: Filters) -> Travel:
         travel_hours=sum((t.travel_hours or ZERO for t in known), Decimal(0)),
         unknown=[t.facility for t in townships if not t.known],
     )
+
+
+def travel(filters: Filters) -> Travel:
+    """The savings per exam and per patient and the travel saved, by township and in all.
+    From the rollup: the exams and saving of `_billed`, the patients of `billed_patients`
+    (tests hold both to the ledger's raw rows)."""
+    ledger_filters = replace(filters, radiologist=None)  # ledger entries carry no radiologist
+    found = _billed(ledger_filters)
+    patients = billed_patients(ledger_filters)
+    facilities = township_order(Facility.objects.filter(pk__in=found))
+    townships = [TownshipTravel(f, found[f.pk][0], patients.get(f.pk, 0), found[f.pk][1]) for f in facilities]
+    return _totalled(townships)
 
 
 def travel_raw(filters: Filters) -> Travel:
@@ -186,14 +191,4 @@ def travel_raw(filters: Filters) -> Travel:
         )
         for f in facilities
     ]
-    known = [t for t in townships if t.known]
-    return Travel(
-        townships=townships,
-        exams=sum(t.exams for t in townships),
-        patients=sum(t.patients for t in townships),
-        saving=sum((t.saving for t in townships), ZERO),
-        travel_cost=sum((t.travel_cost or ZERO for t in known), ZERO),
-        travel_km=sum((t.travel_km or ZERO for t in known), Decimal(0)),
-        travel_hours=sum((t.travel_hours or ZERO for t in known), Decimal(0)),
-        unknown=[t.facility for t in townships if not t.known],
-    )
+    return _totalled(townships)
