@@ -171,6 +171,16 @@ def order_held_data(items: list[pytest.Item]) -> list[pytest.Item]:
                 f"{item.nodeid}: data held in a transaction that is never committed "
                 "(the seeded demo, a module's shared data) cannot serve a transactional test or a live server"
             )
+    demo_modules = {_module(item) for item in items if _uses(item, SEEDED_DEMO)}
+    for item in items:
+        if _uses(item, MODULE_TRANSACTION) and not _uses(item, SEEDED_DEMO) and _module(item) in demo_modules:
+            # The module's held data lives until the module's last test: the demo would be
+            # seeded on top of it when the module runs alone (the seed found the module's
+            # exams at a demo township and took the history for loaded).
+            raise pytest.UsageError(
+                f"{_module(item)}: a module that holds data in a transaction (module_transaction) "
+                "cannot also use the seeded demo: move its demo tests to a module of their own"
+            )
 
     held: dict[str, list[pytest.Item]] = {}
     last_other: dict[str, int] = {}

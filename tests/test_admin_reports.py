@@ -639,23 +639,6 @@ def test_the_reports_speak_english_too(history, administrator) -> None:
         assert words in page, url
 
 
-# ---------------------------------------------------------------------------- the demo
-
-
-@pytest.mark.django_db
-def test_the_demos_savings_per_exam_and_travel_add_up_to_the_headline(hanyin) -> None:
-    data = dashboards.travel(Filters())
-    assert data.saving == Decimal("831454.00")
-    assert data.saving_per_exam == (data.saving / data.exams).quantize(Decimal("0.01"))
-    assert data.unknown == []
-    xuanwo = next(t for t in data.townships if t.facility.code == "XUANWO")
-    assert xuanwo.facility.county_distance_km == 51
-    assert data.patients < data.exams  # the demo's patients come back now and then
-    raw = travel_raw(Filters())
-    assert travel_table(data) == travel_table(raw)
-    assert (data.exams, data.patients) == (raw.exams, raw.patients)
-
-
 # The workload table's month row as its template wrote it before the rows were built in
 # the view (billing.views.reports.month_row): the view's rows must stay this HTML.
 MONTH_ROW_TEMPLATE = """{% load figures %}{% for month, cells, all, href in matrix %}

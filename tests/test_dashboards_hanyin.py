@@ -13,8 +13,12 @@ from django.db.models import Sum
 from django.test import Client
 from django.urls import reverse
 
+from billing import dashboards
+from billing.dashboards import Filters
 from billing.models import LedgerEntry
+from billing.reports.travel import travel_raw
 from facilities.models import Facility, User
+from tests.test_admin_reports import travel_table
 from tests.test_dashboards import page_tables, rows_by_label
 from tests.test_exports import as_exported, read_csv
 
@@ -174,3 +178,18 @@ def test_every_drill_down_opens_a_consult_with_a_patient_and_a_report(hanyin, db
         assert 'id="patient-name"' in text and 'id="report-impression"' in text, consults[0]
         opened.add(consults[0])
     assert len(opened) > 10
+
+
+def test_the_demos_savings_per_exam_and_travel_add_up_to_the_headline(hanyin, db) -> None:
+    # Here, not in test_admin_reports: a module whose tests hold data in a transaction
+    # (module_transaction) cannot also use the seeded demo (conftest.order_held_data).
+    data = dashboards.travel(Filters())
+    assert data.saving == Decimal("831454.00")
+    assert data.saving_per_exam == (data.saving / data.exams).quantize(Decimal("0.01"))
+    assert data.unknown == []
+    xuanwo = next(t for t in data.townships if t.facility.code == "XUANWO")
+    assert xuanwo.facility.county_distance_km == 51
+    assert data.patients < data.exams  # the demo's patients come back now and then
+    raw = travel_raw(Filters())
+    assert travel_table(data) == travel_table(raw)
+    assert (data.exams, data.patients) == (raw.exams, raw.patients)

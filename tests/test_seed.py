@@ -291,6 +291,34 @@ def test_running_it_again_changes_nothing(seeded):
 
 
 @pytest.mark.django_db
+def test_running_it_again_bills_a_missing_signed_exam_but_not_an_open_one(seeded):
+    # Exams at a demo township before the cut-off without an entry: the signed one is
+    # billed as record_saving would; the one still being read is not, and its missing
+    # signing time does not stop the seed.
+    model = history().order_by("pk").first()
+    assert model is not None
+
+    def exam(status: str, signed_at: datetime | None) -> Consult:
+        return Consult.objects.create(
+            facility=model.facility,
+            modality=model.modality,
+            kind=model.kind,
+            exam_date=model.exam_date,
+            status=status,
+            arrived_at=model.arrived_at,
+            due_at=model.due_at,
+            signed_at=signed_at,
+        )
+
+    signed = exam(Consult.Status.DELIVERED, model.signed_at)
+    still_open = exam(Consult.Status.ASSIGNED, None)
+    call_command("seed_hanyin", stdout=StringIO())
+    entry = LedgerEntry.objects.get(consult=signed)
+    assert (entry.recorded_at, entry.saving) == (model.signed_at, LedgerEntry.objects.get(consult=model).saving)
+    assert not LedgerEntry.objects.filter(consult=still_open).exists()
+
+
+@pytest.mark.django_db
 def test_the_history_is_the_same_every_time(seeded):
     # The stored rows came from the command's run; building again from the same seed must
     # give them back, value for value (three small townships, to keep the test quick).

@@ -119,6 +119,15 @@ def test_held_data_refuses_a_transactional_test():
         order_held_data([item])
 
 
+def test_held_data_and_the_seeded_demo_are_refused_in_one_module():
+    held = Item("tests/test_a.py::held", ["module_transaction", "db"])
+    demo = Item("tests/test_a.py::demo", ["hanyin", "db"])
+    elsewhere = Item("tests/test_d.py::demo", ["hanyin", "db"])
+    with pytest.raises(pytest.UsageError, match="cannot also use the seeded demo"):
+        order_held_data([held, demo])
+    assert order_held_data([held, elsewhere]) == [held, elsewhere]
+
+
 def test_each_xdist_worker_gets_the_brokers_database_plus_its_number():
     assert worker_broker_url("redis://127.0.0.1:6379/0", "gw0") == "redis://127.0.0.1:6379/0"
     assert worker_broker_url("redis://127.0.0.1:6379/1", "gw3") == "redis://127.0.0.1:6379/4"

@@ -382,7 +382,17 @@ def ensure_history(townships: dict[str, Facility], users: list[User]) -> int:
     from exams that are. Returns the number of exams added."""
     if historical_consults().exists():
         book = PriceBook.load()
-        unpriced = list(historical_consults().filter(ledger_entries__isnull=True).order_by("id"))
+        # Only what record_saving would bill: a signed exam. An exam still open at a demo
+        # township (a real one, or one a user added) gets its entry when it is signed.
+        unpriced = list(
+            historical_consults()
+            .filter(
+                ledger_entries__isnull=True,
+                signed_at__isnull=False,
+                status__in=(Consult.Status.SIGNED, Consult.Status.DELIVERED),
+            )
+            .order_by("id")
+        )
         _bulk_ledger(unpriced, book)
         return 0
     machines = {(m.facility.code, m.kind): m for m in Modality.objects.select_related("facility")}
