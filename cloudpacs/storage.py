@@ -5,7 +5,10 @@ group built for it, then the dataset bytes exactly as received), linked to its f
 key, and fsynced with its directory; the index row comes after that, in the caller's
 transaction, and only then is the `.incoming/` name dropped. A crash at any step leaves
 a file in `.incoming/`, which `sweep_orphans()` resolves at the next start: if its key
-was never indexed, both the temporary and the final file go. Keys are derived from the
+was never indexed, both the temporary and the final file go. While a process stages a
+file it holds an exclusive lock on it (flock, released by the kernel when the process
+dies), so the sweep of a receiver starting beside a web server that is storing over
+STOW-RS passes over that file instead of taking it for a crash's. Keys are derived from the
 UIDs and the dataset's SHA-256, so an identical re-send lands on the same key and a
 conflicting one on a different key, never overwriting what the index points at.
 
@@ -21,6 +24,7 @@ stored file goes through `open_key` (a seekable file; ranged GETs on the object 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -59,6 +63,8 @@ class StagedFile:
     sha256: str  # of the dataset bytes as received, without the file meta group
     size: int  # of the whole Part 10 file
     dataset_offset: int
+    # A descriptor holding an exclusive flock on the file while it is staged (-1: none).
+    lock: int = -1
 
 
 def root() -> Path:
@@ -160,8 +166,10 @@ def stage(
             else:
                 head = head[offset:]
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        lock = -1
         try:
             with os.fdopen(fd, "wb", buffering=0) as out:
+                lock = _locked(temp)
                 out.write(PREAMBLE + meta)
                 size = len(PREAMBLE) + len(meta)
                 chunk = head
@@ -172,30 +180,55 @@ def stage(
                     chunk = stream.read(CHUNK)
         except BaseException:
             temp.unlink(missing_ok=True)
+            if lock >= 0:
+                os.close(lock)
             raise
     finally:
         if opened:
             stream.close()
-    return StagedFile(path=temp, sha256=digest.hexdigest(), size=size, dataset_offset=len(PREAMBLE) + len(meta))
+    return StagedFile(
+        path=temp, sha256=digest.hexdigest(), size=size, dataset_offset=len(PREAMBLE) + len(meta), lock=lock
+    )
+
+
+def _locked(path: Path | str) -> int:
+    """A read-only descriptor of `path` holding an exclusive flock on it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _adopt(source: Path, temp: Path, sha256: str | None = None) -> StagedFile | None:
     """Move `source` to `temp`. `sha256` is the dataset's digest when the caller computed
     it from the bytes it wrote there (the receiver, as they arrived)."""
+    lock = -1
     try:
         if source.stat().st_dev != temp.parent.stat().st_dev:
             return None
-        with open(source, "rb") as stream:
-            offset = part10_dataset_offset(stream.read(4096))
-            if offset is None:
-                return None
+        # Locked before it is moved, so that it is never in `.incoming/` unlocked.
+        lock = _locked(source)
+        offset = part10_dataset_offset(os.pread(lock, 4096, 0))
+        if offset is None:
+            os.close(lock)
+            return None
         os.rename(source, temp)
     except OSError:
+        if lock >= 0:
+            os.close(lock)
         return None
-    if sha256 is None:
-        with open(temp, "rb") as stream:
-            sha256 = _digest_from(stream, offset)
-    return StagedFile(path=temp, sha256=sha256, size=temp.stat().st_size, dataset_offset=offset)
+    try:
+        if sha256 is None:
+            with open(temp, "rb") as stream:
+                sha256 = _digest_from(stream, offset)
+        size = os.fstat(lock).st_size
+    except BaseException:
+        os.close(lock)
+        raise
+    return StagedFile(path=temp, sha256=sha256, size=size, dataset_offset=offset, lock=lock)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -308,6 +341,9 @@ def _fsync_file(path: Path) -> None:
 
 def discard(staged: StagedFile) -> None:
     staged.path.unlink(missing_ok=True)
+    if staged.lock >= 0:
+        with contextlib.suppress(OSError):
+            os.close(staged.lock)
 
 
 def remove_key(key: str) -> None:
@@ -461,31 +497,56 @@ def sweep_orphans(is_indexed: Callable[[Iterable[str]], set[str]]) -> int:
     removed = 0
     directory = incoming_dir()
     candidates: dict[str, Path] = {}
-    for path in directory.iterdir():
-        if not path.is_file():
-            continue
-        identity = _staged_identity(path) if path.suffix == ".part" else None
-        if identity is not None:
-            candidates[key_for(*identity)] = path
-        else:
+    locks: list[int] = []
+    try:
+        for path in directory.iterdir():
+            if not path.is_file():
+                continue
+            lock = _lock_if_free(path)
+            if lock is None:
+                # Staged by a live process (the web server's STOW-RS, say): not a crash's.
+                continue
+            locks.append(lock)
+            identity = _staged_identity(path) if path.suffix == ".part" else None
+            if identity is not None:
+                candidates[key_for(*identity)] = path
+            else:
+                path.unlink(missing_ok=True)
+                removed += 1
+        known = is_indexed(candidates.keys()) if candidates else set()
+        for key, path in candidates.items():
+            try:
+                if key not in known and exists(key):
+                    remove_key(key)
+                    removed += 1
+                    logger.warning("removed unindexed file %s left by an interrupted store", key)
+            except StoreUnavailable as exc:
+                # The spool file stays, so that the next start resolves it.
+                logger.warning("object store unavailable, %s left in the spool: %s", path.name, exc)
+                continue
             path.unlink(missing_ok=True)
             removed += 1
-    known = is_indexed(candidates.keys()) if candidates else set()
-    for key, path in candidates.items():
-        try:
-            if key not in known and exists(key):
-                remove_key(key)
-                removed += 1
-                logger.warning("removed unindexed file %s left by an interrupted store", key)
-        except StoreUnavailable as exc:
-            # The spool file stays, so that the next start resolves it.
-            logger.warning("object store unavailable, %s left in the spool: %s", path.name, exc)
-            continue
-        path.unlink(missing_ok=True)
-        removed += 1
+    finally:
+        for lock in locks:
+            os.close(lock)
     if removed:
         _fsync_dir(directory)
     return removed
+
+
+def _lock_if_free(path: Path) -> int | None:
+    """A descriptor holding the file's exclusive flock, or None when another process holds
+    it (or the file went meanwhile)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 # --- Moving an archive between backends ------------------------------------------------

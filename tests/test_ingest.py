@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
 import threading
 from datetime import date, timedelta
 from pathlib import Path
@@ -203,12 +205,13 @@ def test_the_start_sweep_keeps_the_files_of_prior_versions(storage_backend, ct_m
     prior_key = first.instance.storage_key
     # The first content's staged file, as if its store had crashed after the commit.
     source = write_dataset(ds, tmp_path / "first-again.dcm")
-    storage.stage(
+    staged = storage.stage(
         source,
         sop_class_uid=ds.SOPClassUID,
         sop_instance_uid=ds.SOPInstanceUID,
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
+    os.close(staged.lock)  # its process died: the kernel dropped its lock
     ds.PixelData = bytes(len(ds.PixelData))
     ingest(ds, ct_modality, tmp_path)
     assert Instance.objects.get().storage_key != prior_key
@@ -295,6 +298,7 @@ def test_the_start_sweep_removes_what_a_crash_left_behind(storage_backend, ct_mo
     )
     key = storage.key_for(ds.StudyInstanceUID, ds.SOPInstanceUID, staged.sha256)
     storage.publish(staged, key)
+    os.close(staged.lock)  # its process died: the kernel dropped its lock
     # And a crash half-way through writing another one.
     (storage.incoming_dir() / "half.part").write_bytes(b"\x00" * 100)
     removed = services.sweep_orphan_files()
@@ -302,6 +306,37 @@ def test_the_start_sweep_removes_what_a_crash_left_behind(storage_backend, ct_mo
     assert not storage.exists(key)
     assert storage.exists(kept.instance.storage_key)
     assert incoming_files() == []
+
+
+@pytest.mark.django_db
+def test_the_start_sweep_passes_over_a_file_another_process_is_storing(storage_backend, ct_modality, tmp_path):
+    # The web server stores over STOW-RS while the receiver starts and sweeps: a file
+    # linked at its key whose row is about to commit was taken for a crash's and removed,
+    # and the row then pointed at nothing (a Success answered, the image lost).
+    ds = make_dataset()
+    staged = storage.stage(
+        write_dataset(ds, tmp_path / "storing.dcm"),
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+    )
+    key = storage.key_for(ds.StudyInstanceUID, ds.SOPInstanceUID, staged.sha256)
+    storage.publish(staged, key)
+    # Another one still being written (the sweep's own descriptors are other open files,
+    # so the lock held here stands for another process's).
+    writing = storage.incoming_dir() / "writing.part"
+    writing.write_bytes(b"\x00" * 100)
+    held = os.open(writing, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        assert services.sweep_orphan_files() == 0
+        assert storage.exists(key)
+        assert sorted(path.name for path in incoming_files()) == sorted([staged.path.name, "writing.part"])
+    finally:
+        os.close(held)
+    storage.discard(staged)
+    assert services.sweep_orphan_files() == 1  # the writer died: its half file goes
+    assert storage.exists(key)
 
 
 @pytest.mark.django_db
