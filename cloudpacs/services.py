@@ -597,7 +597,18 @@ def native_pixel_data_length(ds: Dataset | dict[str, Any], bits_allocated: int |
 
 def _check_native_length(ds: Dataset, length: int, bits_allocated: int | None) -> None:
     expected = native_pixel_data_length(ds, bits_allocated)
-    if length not in (expected, expected + expected % 2):
+    frames = int(ds.get("NumberOfFrames") or 1)
+    # Excess padding after the frames, less than a frame: PS3.5 8.1.1 allows only the one
+    # pad byte, but its note asks receivers to accept more, which older applications send
+    # (pydicom's MR_small_padded: 128 bytes); the frames lie where the attributes say.
+    # More than a frame, or native YBR_FULL_422 at three values a pixel, says that the
+    # attributes do not describe the data.
+    padding = length - expected
+    if str(ds.get("PhotometricInterpretation") or "").strip() == "YBR_FULL_422":
+        padded = padding in (0, expected % 2)
+    else:
+        padded = 0 <= padding < max(expected // frames, 2)
+    if not padded:
         raise UnreadableDataset(
             f"pixel data is {length} bytes, not {expected}: {ds.get('Rows')} rows x {ds.get('Columns')} "
             f"columns x {ds.get('SamplesPerPixel') or 1} samples x {bits_allocated or ds.get('BitsAllocated')} bits "
@@ -621,6 +632,7 @@ def _read_indexed_tags(path: Path, sop_class_uid: str, sop_instance_uid: str, tr
         # pydicom keeps nothing (and only warns) when the file ends inside an element of
         # undefined length: encapsulated pixel data that was cut short on the wire.
         raise UnreadableDataset("truncated: the dataset ends inside an element of undefined length")
+    _check_encoding(ds, transfer_syntax_uid)
     written = (ds.file_meta.get("TransferSyntaxUID"), ds.file_meta.get("MediaStorageSOPInstanceUID"))
     if tuple(str(value or "") for value in written) != (transfer_syntax_uid, sop_instance_uid):
         # The payload began with file meta elements of its own, which a reader would take
@@ -649,6 +661,27 @@ def _read_indexed_tags(path: Path, sop_class_uid: str, sop_instance_uid: str, tr
         )
     names = {keyword: person_name_groups(ds, keyword, raw_names.get(keyword)) for keyword in PERSON_NAME_TAGS}
     return IndexedTags(dataset_class, dataset_instance, study_uid, series_uid, values, names)
+
+
+def _check_encoding(ds: Dataset, transfer_syntax_uid: str) -> None:
+    """Refuse a dataset not encoded in its transfer syntax: pydicom reads implicit VR where
+    explicit VR was declared (and only warns), but dcmtk, the viewer's parser and every
+    other reader of the stored file do not (pydicom's SC_rgb_jpeg: JPEG Baseline, whose
+    dataset is implicit VR). The first element not decoded yet says how it was read."""
+    syntax = UID(transfer_syntax_uid)
+    for tag in ds.keys():  # noqa: SIM118 (iterating the dataset itself would decode each element)
+        raw: Any = ds.get_item(tag, keep_deferred=True)
+        if not isinstance(raw, RawDataElement):
+            continue
+        if raw.is_implicit_VR != syntax.is_implicit_VR or raw.is_little_endian != syntax.is_little_endian:
+            found = (
+                ("implicit" if raw.is_implicit_VR else "explicit")
+                + " VR "
+                + ("little" if raw.is_little_endian else "big")
+                + " endian"
+            )
+            raise UnreadableDataset(f"the dataset is encoded in {found}, not as its transfer syntax {syntax} says")
+        return
 
 
 def _decode_every_element(ds: Dataset) -> None:

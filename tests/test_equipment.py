@@ -310,9 +310,18 @@ def test_native_pixel_data_one_frame_short_is_refused(receiver, ct_modality):
     refused(send(receiver, ct_modality.ae_title, ds), ds, "pixel data is 21504 bytes, not 24576")
 
 
-def test_native_pixel_data_longer_than_described_is_refused(receiver, ct_modality):
+def test_native_pixel_data_with_excess_padding_is_accepted(receiver, ct_modality):
+    # PS3.5 8.1.1: older applications pad pixel data beyond the one pad byte, and
+    # receivers should accept it (pydicom's MR_small_padded: 128 bytes more).
     ds = make_dataset()
     ds.PixelData = ds.PixelData + b"\0" * 64
+    assert send(receiver, ct_modality.ae_title, ds).Status == SUCCESS
+    assert dcmread(path_for(stored(ds).storage_key)).PixelData == ds.PixelData
+
+
+def test_native_pixel_data_a_frame_longer_than_described_is_refused(receiver, ct_modality):
+    ds = make_dataset()
+    ds.PixelData = ds.PixelData * 2
     refused(send(receiver, ct_modality.ae_title, ds), ds, "not 8192")
 
 
@@ -322,6 +331,15 @@ def test_a_short_native_image_re_encoded_by_a_client_is_refused_not_archived_unv
     refused(send(receiver, ct_modality.ae_title, ds, ImplicitVRLittleEndian), ds, "pixel data is 6000 bytes")
     response = send(receiver, ct_modality.ae_title, make_dataset(patient_id="AFTER"))
     assert response.Status == SUCCESS
+
+
+def test_a_dataset_not_encoded_in_its_transfer_syntax_is_refused(receiver, ct_modality):
+    # Implicit VR on the wire in an explicit VR context (pydicom's SC_rgb_jpeg is such a
+    # file): pydicom reads it anyway, dcmtk and the viewer's parser do not, so it was
+    # archived and then shown by nothing.
+    ds = make_dataset()
+    response = send_raw(receiver, ct_modality.ae_title, ds, encode(ds, implicit=True), ExplicitVRLittleEndian)
+    refused(response, ds, "encoded in implicit VR little endian")
 
 
 def test_an_odd_length_padded_to_even_is_accepted(receiver, ct_modality):
