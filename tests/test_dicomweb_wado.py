@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from PIL import Image
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit
 
@@ -142,6 +143,36 @@ def test_each_frame_of_a_native_multiframe_instance_is_read_from_its_own_place(t
         assert wado.frames(path, [2], decode=True) == [pixels[1].tobytes()]
         with pytest.raises(LookupError):
             wado.frames(path, [4], decode=False)
+
+
+def test_single_bit_frames_that_do_not_end_on_a_byte_boundary_each_start_a_byte_of_their_own(tmp_path):
+    # 3 frames of 5 x 5 bits, packed one after another (PS3.5 8.1.1): 75 bits in 10 bytes.
+    # A frame is sent starting at a byte, its last byte's unused bits zero (PS3.18
+    # 8.7.3.3.1); it was cut at whole bytes, so frames 2 and 3 began inside frame 1 and 2.
+    from pydicom.uid import MultiFrameSingleBitSecondaryCaptureImageStorage
+
+    from cloudpacs.dicomweb import wado
+    from cloudpacs.dicomweb.rendering import RenderOptions, render
+    from tests.factories import make_dataset, write_dataset
+
+    rng = np.random.default_rng(7)
+    bits = rng.integers(0, 2, size=(3, 5, 5), dtype=np.uint8)
+    for syntax in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2"):
+        ds = make_dataset(
+            sop_class_uid=MultiFrameSingleBitSecondaryCaptureImageStorage, rows=5, columns=5,
+            transfer_syntax_uid=syntax, NumberOfFrames=3,
+        )  # fmt: skip
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
+        for keyword in ("RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth"):
+            delattr(ds, keyword)
+        ds.PixelData = np.packbits(bits.ravel(), bitorder="little").tobytes()
+        path = write_dataset(ds, tmp_path / f"bits-{syntax}.dcm")
+        expected = [np.packbits(frame.ravel(), bitorder="little").tobytes() for frame in bits]
+        assert wado.frames(path, [2, 3, 1], decode=False) == [expected[1], expected[2], expected[0]]
+        # And rendered: frame 2's pixels, not frame 1's bits from the second byte on.
+        picture = render(path, 1, RenderOptions(media_type="image/png"))
+        shown = np.asarray(Image.open(BytesIO(picture)))
+        assert np.array_equal(shown > 127, bits[1] == 1)
 
 
 def test_encapsulated_frames_are_found_by_the_rules_of_the_offset_table_and_kept_mapped(tmp_path):

@@ -12,6 +12,7 @@ costs a 512x512 pipeline. Video (MPEG-2, H.264, HEVC) is not decoded here."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -21,8 +22,9 @@ import numpy as np
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate, get_frame
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, pixel_array
-from pydicom.uid import DeflatedExplicitVRLittleEndian, MPEGTransferSyntaxes
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGExtended12Bit, MPEGTransferSyntaxes
 
 FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
 # MPEG-2, MPEG-4 AVC/H.264 and HEVC/H.265: nothing here decodes them.
@@ -32,6 +34,10 @@ VOI_FUNCTIONS = {"LINEAR", "LINEAR_EXACT", "SIGMOID"}
 
 class RenderingError(ValueError):
     """The frame cannot be rendered (no pixel data, or an encoding nothing decodes)."""
+
+
+class CannotDecode(RenderingError):
+    """The pixel data is there, and no installed decoder decodes it (a damaged codestream)."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +79,80 @@ def render(path: Path | str | BinaryIO, frame_index: int, options: RenderOptions
     try:
         arr = pixel_array(source, index=frame_index if frames > 1 else None)
     except Exception as exc:  # a codec that is missing or fails says why
-        raise RenderingError(f"cannot decode the pixel data: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(path, str | Path):
+            path.seek(0)
+        arr = decoded_frame(dcmread(path), frame_index, exc)
     image = render_array(arr, ds, options)
     return encode(image, options)
+
+
+SEQUENTIAL_JPEG = {str(JPEGBaseline8Bit), str(JPEGExtended12Bit)}
+
+
+def decoded_frame(ds: Dataset, index: int, failure: Exception | None = None) -> np.ndarray:
+    """Frame `index` (0-based) of a whole dataset, decoded. A sequential JPEG frame whose
+    scan header gives the parameters of another process (Ss, Se, Ah, Al: ITU-T T.81 B.2.3
+    fixes them at 0, 63, 0, 0 for sequential DCT) is decoded with those put right, as
+    dcmtk (libijg) decodes it with a warning and libjpeg refuses it: pydicom's JPEG-lossy,
+    12-bit JPEG Extended. `failure`, when given, is what decoding it as it is raised."""
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if failure is None:
+        try:
+            return pixel_array(ds, index=index if frames > 1 else None)
+        except Exception as exc:  # a codec that is missing or fails says why
+            failure = exc
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    if syntax in SEQUENTIAL_JPEG and "PixelData" in ds:
+        try:
+            repaired = _sequential_scan_header(get_frame(ds.PixelData, index, number_of_frames=frames))
+        except Exception:
+            repaired = None
+        if repaired is not None:
+            single = ds.copy()
+            single.PixelData = encapsulate([repaired])
+            single.NumberOfFrames = 1
+            with contextlib.suppress(Exception):
+                return pixel_array(single)
+    raise CannotDecode(f"cannot decode the pixel data: {type(failure).__name__}: {failure}") from failure
+
+
+def _sequential_scan_header(frame: bytes) -> bytes | None:
+    """`frame` with each scan header's spectral selection and approximation set to what a
+    sequential DCT process (SOF0, SOF1) requires, or None when it is not such a stream or
+    needed no change."""
+    data = bytearray(frame)
+    position, sequential, changed = 2, False, False
+    if data[:2] != b"\xff\xd8":
+        return None
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker in (0xC0, 0xC1):
+            sequential = True
+        elif 0xC2 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return None  # progressive, lossless or arithmetic: nothing to put right
+        if marker == 0xDA:
+            if not sequential:
+                return None
+            components = data[position + 4]
+            at = position + 5 + 2 * components
+            if bytes(data[at : at + 3]) != b"\x00\x3f\x00":
+                data[at : at + 3] = b"\x00\x3f\x00"
+                changed = True
+            # The entropy-coded data follows; a later scan (non-interleaved components)
+            # starts at the next SOS marker, which stuffed data cannot imitate.
+            following = data.find(b"\xff\xda", position + 2 + length)
+            if following < 0:
+                break
+            position = following
+            continue
+        position += 2 + length
+    return bytes(data) if changed else None
 
 
 def render_array(arr: np.ndarray, ds: Dataset, options: RenderOptions) -> Image.Image:

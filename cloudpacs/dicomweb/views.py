@@ -501,6 +501,10 @@ def _rendered(item: Instance, frame_number: int, options: rendering.RenderOption
     try:
         with _open(item) as stream:
             data = rendering.render(stream, frame_number - 1, options)
+    except rendering.CannotDecode as exc:
+        # The request is sound; no image can be made of what is stored (as for frames).
+        logger.warning("%s cannot be rendered: %s", item.sop_instance_uid, exc)
+        raise not_acceptable(f"{exc}; the instance itself can be retrieved as stored") from exc
     except rendering.RenderingError as exc:
         raise DicomwebError(400, str(exc)) from exc
     response = HttpResponse(data, content_type=options.media_type)

@@ -22,9 +22,9 @@ from typing import BinaryIO
 import numpy as np
 from pydicom import dcmread
 from pydicom.encaps import generate_fragments, get_frame
-from pydicom.pixels import pixel_array
 from pydicom.uid import UID, AllTransferSyntaxes, ExplicitVRLittleEndian, MPEGTransferSyntaxes
 
+from cloudpacs.dicomweb import rendering
 from cloudpacs.dicomweb.http import MediaRange, not_acceptable
 
 logger = logging.getLogger("cloudpacs.dicomweb")
@@ -206,16 +206,30 @@ def frames(source: Source, numbers: list[int], decode: bool, cache_key: str | No
         out = []
         for number in numbers:
             try:
-                arr = pixel_array(ds, index=number - 1 if count > 1 else None)
-            except Exception as exc:  # no plugin decodes it, or the codestream is damaged
-                raise CannotDecode(f"{type(exc).__name__}: {exc}") from exc
+                arr = rendering.decoded_frame(ds, number - 1)
+            except rendering.CannotDecode as exc:  # no plugin decodes it, or the codestream is damaged
+                raise CannotDecode(str(exc).removeprefix("cannot decode the pixel data: ")) from exc
             out.append(np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
         return out
     data = ds.PixelData
     if transfer_syntax.is_encapsulated:
         return [get_frame(data, number - 1, number_of_frames=count) for number in numbers]
+    bits = _frame_bits(ds)
+    if bits % 8:
+        return [_bit_frame(data, number - 1, bits) for number in numbers]
     length = _native_frame_length(ds)
     return [bytes(data[(number - 1) * length : number * length]) for number in numbers]
+
+
+def _bit_frame(data: bytes, index: int, bits: int) -> bytes:
+    """Frame `index` of single-bit pixel data whose frames do not end on a byte boundary
+    (the frames are packed one after another, PS3.5 8.1.1): its bits moved to start at a
+    byte of their own, the last byte's unused high bits zero (PS3.18 8.7.3.3.1)."""
+    start = index * bits
+    first, last = start // 8, (start + bits + 7) // 8
+    unpacked = np.unpackbits(np.frombuffer(data[first:last], dtype=np.uint8), bitorder="little")
+    shift = start - first * 8
+    return np.packbits(unpacked[shift : shift + bits], bitorder="little").tobytes()
 
 
 def _stored_frames(stream: BinaryIO, numbers: list[int], cache_key: str | None = None) -> list[bytes] | None:
@@ -302,7 +316,8 @@ def frame_map(stream: BinaryIO) -> FrameMap | _NotMappable:
     count = int(ds.get("NumberOfFrames", 1) or 1)
     if syntax in ENCAPSULATED_SEEKABLE:
         return (_encapsulated_map(stream, offset, count) if length == UNDEFINED_LENGTH else None) or NOT_MAPPABLE
-    if length == UNDEFINED_LENGTH:
+    if length == UNDEFINED_LENGTH or _frame_bits(ds) % 8:
+        # Single-bit frames that do not end on a byte boundary: the general way cuts them.
         return NOT_MAPPABLE
     size = _native_frame_length(ds)
     # A frame past the element's end is mapped all the same: reading it finds it missing.
@@ -403,7 +418,8 @@ class _FrameMapCache:
 _FRAME_MAPS = _FrameMapCache(4096)
 
 
-def _native_frame_length(ds: object) -> int:
+def _frame_bits(ds: object) -> int:
+    """The bits one native frame occupies."""
     rows = int(ds.Rows)  # type: ignore[attr-defined]
     columns = int(ds.Columns)  # type: ignore[attr-defined]
     samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
@@ -412,7 +428,11 @@ def _native_frame_length(ds: object) -> int:
         # and Cr (PS3.3 C.7.6.3.1.2), as the ingest's pixel data check counts them.
         samples = 2
     bits = int(getattr(ds, "BitsAllocated", 16) or 16)
-    return (rows * columns * samples * bits + 7) // 8
+    return rows * columns * samples * bits
+
+
+def _native_frame_length(ds: object) -> int:
+    return (_frame_bits(ds) + 7) // 8
 
 
 def bulk_value(source: Source, tag: str) -> tuple[list[bytes], str, str]:
