@@ -153,3 +153,50 @@ def test_bulk_data_uris_are_made_absolute_only_where_they_are_keys():
     made = dj.with_instance_url(document, "http://host/i")
     assert '"BulkDataURI":"http://host/i/bulkdata/7FE00010"' in made
     assert json.loads(made[: made.index("}}") + 2])["00081030"]["Value"] == ['"BulkDataURI":"bulkdata/x']
+
+
+def test_group_lengths_are_left_out_and_the_attributes_come_in_the_order_of_their_tags(
+    technologist_api, ct_modality, tmp_path
+):
+    # PS3.18 F.2.2: no Group Length (gggg,0000) element in the DICOM JSON model, at the
+    # top or in an item, and the attributes in ascending order of their tags. Older
+    # equipment writes group lengths (here with a wrong value, which nothing must trust);
+    # Available Transfer Syntax UID (0008,3002) came after Patient's Name.
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = make_dataset(patient_id="GROUPS")
+    ds.add_new(0x00080000, "UL", 12345)
+    ds.add_new(0x00100000, "UL", 1)
+    item = Dataset()
+    item.add_new(0x00080000, "UL", 7)
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "T-D1100", "SRT", "Head"
+    ds.AnatomicRegionSequence = Sequence([item])
+    (instance,) = store([ds], ct_modality, tmp_path)
+    response = technologist_api.get(f"{series_url(instance)}/instances/{instance.sop_instance_uid}/metadata")
+    (document,) = response.json()
+    assert not [key for key in document if key.endswith("0000")]
+    assert list(document) == sorted(document)
+    (region,) = document["00082218"]["Value"]
+    assert list(region) == ["00080100", "00080102", "00080104"]
+    assert document["00083002"]["Value"] == ["1.2.840.10008.1.2.1"]
+
+
+def test_a_migration_drops_stored_documents_that_hold_group_lengths(ct_modality, tmp_path):
+    import importlib
+
+    from django.apps import apps
+
+    with_groups = make_dataset(patient_id="GROUPS")
+    with_groups.add_new(0x00080000, "UL", 12345)
+    instances = store([with_groups, make_dataset(patient_id="PLAIN")], ct_modality, tmp_path)
+    store_study_metadata({item.series.study_id for item in instances})
+    # As documents were stored before group lengths were left out.
+    old = json.loads(InstanceMetadata.objects.get(instance=instances[0]).document)
+    old["00080000"] = {"vr": "UL", "Value": [12345]}
+    InstanceMetadata.objects.filter(instance=instances[0]).update(document=dj.dumps(dict(sorted(old.items()))))
+
+    importlib.import_module("cloudpacs.migrations.0012_metadata_without_group_lengths").drop_documents(apps, None)
+
+    assert not InstanceMetadata.objects.filter(instance=instances[0]).exists()
+    assert InstanceMetadata.objects.filter(instance=instances[1]).exists()

@@ -78,11 +78,14 @@ def tag_key(keyword_or_tag: str) -> str | None:
 
 def dataset_json(ds: Dataset) -> JsonDataset:
     """`ds` as DICOM JSON (F.2), element by element with pydicom's converter, mended where
-    it strays from F.2.5: a sequence of no items has no "Value" (pydicom writes an empty
-    list), and an empty value among the values of a DS or IS is null (pydicom fails on it,
-    and the whole element, or the sequence holding it, was left out)."""
+    it strays from F.2: Group Length (gggg,0000) elements, which older equipment still
+    writes, are left out (F.2.2); a sequence of no items has no "Value" (pydicom writes an
+    empty list, F.2.5), and an empty value among the values of a DS or IS is null (pydicom
+    fails on it, and the whole element, or the sequence holding it, was left out)."""
     result: JsonDataset = {}
     for elem in ds:
+        if elem.tag.element == 0:
+            continue
         key = f"{elem.tag:08X}"
         if elem.VR == "SQ":
             items = [dataset_json(item) for item in elem.value or []]
@@ -131,7 +134,8 @@ def instance_metadata(path: str | BinaryIO, bulk_uri: Callable[[str], str], rows
         bits = int(ds.get("BitsAllocated", 16) or 16)
         vr = "OB" if transfer_syntax.is_compressed or bits <= 8 else "OW"
         result[PIXEL_DATA] = {"vr": vr, "BulkDataURI": bulk_uri(PIXEL_DATA)}
-    return result
+    # Attributes in ascending order of their tags (F.2.2): 00083002 was added last.
+    return dict(sorted(result.items()))
 
 
 def dumps(data: object) -> str:
