@@ -125,6 +125,29 @@ def test_a_dataset_whose_class_differs_from_its_file_meta_is_refused(live_server
     assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]
 
 
+def test_a_class_or_transfer_syntax_the_receiver_refuses_is_refused_over_the_web_too(
+    live_server, technologist, archive
+):
+    # C-STORE refuses a private class and JPIP referenced pixel data at negotiation; STOW
+    # stored both (PS3.18 Table I.2-2: 0x0122 SOP class, 0xC122 transfer syntax).
+    private = make_dataset(patient_id="P0105", sop_class_uid="1.2.826.0.1.3680043.9.7433.1.1")
+    jpip = make_dataset(patient_id="P0106")
+    jpip.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.94"  # JPIP Referenced, explicit VR LE
+    del jpip.PixelData  # the pixels live on a JPIP server
+    jpip.PixelDataProviderURL = "jpip://jpip.example/P0106"
+    stored = make_dataset(patient_id="P0107")
+    body, content_type = multipart_body(part10(private), part10(jpip), part10(stored))
+    response = post(live_server, technologist, body, content_type)
+    assert response.status_code == 202
+    reasons = {
+        item["00081155"]["Value"][0]: item["00081197"]["Value"][0] for item in response.json()["00081198"]["Value"]
+    }
+    assert reasons == {private.SOPInstanceUID: 0x0122, jpip.SOPInstanceUID: 0xC122}
+    assert list(Instance.objects.filter(sop_instance_uid__in=[*reasons, stored.SOPInstanceUID]).values_list(
+        "sop_instance_uid", flat=True
+    )) == [stored.SOPInstanceUID]  # fmt: skip
+
+
 def test_other_media_types_are_415_and_a_body_without_parts_is_400(live_server, technologist, archive):
     assert post(live_server, technologist, b"{}", "application/dicom+json").status_code == 415
     boundary = new_boundary()

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from pydicom import dcmread
 
+from cloudpacs.conformance import ACCEPTED_SOP_CLASSES, ACCEPTED_TRANSFER_SYNTAXES
 from cloudpacs.dicomweb import json as dj
 from cloudpacs.dicomweb.http import DicomwebError
 from cloudpacs.dicomweb.multipart import MultipartError, parse_media_type, read_parts
@@ -37,6 +38,8 @@ logger = logging.getLogger("cloudpacs.dicomweb")
 # Failure reasons (PS3.18 10.5.3, the C-STORE statuses of PS3.4 B.2.3 and PS3.7 C).
 PROCESSING_FAILURE = 0x0110
 NOT_AUTHORIZED = 0x0124
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
 OUT_OF_RESOURCES = 0xA700
 DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
@@ -178,6 +181,15 @@ def _store_one(
         return
     if not sop_class or not sop_instance or not study_uid:
         report.failed.append(_failure(sop_class, sop_instance, CANNOT_UNDERSTAND))
+        return
+    if sop_class not in ACCEPTED_SOP_CLASSES:
+        # The classes the receiver refuses at negotiation (PS3.18 Table I.2-2).
+        logger.info("STOW instance %s refused: SOP class %s is not stored here", sop_instance, sop_class)
+        report.failed.append(_failure(sop_class, sop_instance, SOP_CLASS_NOT_SUPPORTED))
+        return
+    if transfer_syntax not in ACCEPTED_TRANSFER_SYNTAXES:
+        logger.info("STOW instance %s refused: transfer syntax %s is not stored here", sop_instance, transfer_syntax)
+        report.failed.append(_failure(sop_class, sop_instance, TRANSFER_SYNTAX_NOT_SUPPORTED))
         return
     if target_study is not None and study_uid != target_study:
         # The instance is not of the study the request was addressed to.
