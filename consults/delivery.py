@@ -57,6 +57,8 @@ def encapsulated_pdf(
     ds.SeriesNumber = 9901
     ds.InstanceNumber = 1
     ds.Manufacturer = "Yunying"
+    # SC Equipment module (Type 1): a document made on a workstation.
+    ds.ConversionType = "WSD"
     ds.ContentDate = now.strftime("%Y%m%d")
     ds.ContentTime = now.strftime("%H%M%S")
     ds.AcquisitionDateTime = now.strftime("%Y%m%d%H%M%S")

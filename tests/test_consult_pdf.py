@@ -5,7 +5,9 @@ to the township's archive as DICOM Encapsulated PDF over a real association."""
 from __future__ import annotations
 
 import io
+import shutil
 import socket
+import subprocess
 from datetime import timedelta
 
 import pytest
@@ -363,3 +365,20 @@ def test_the_pdf_shows_the_name_without_separators_and_sex_as_a_word(township, c
 
     assert "吴超" in text and "吴^超" not in text
     assert "性别女" in text
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="needs dciodvfy (apt-get install dicom3tools)")
+def test_dciodvfy_finds_no_error_in_the_report_sent_back(township, ct_modality, tmp_path):
+    # What the platform makes must be valid DICOM (PS3.3 A.45.1 Encapsulated PDF IOD):
+    # the SC Equipment module's Conversion Type (Type 1) was missing.
+    from consults.models import Report
+
+    consult = signed_consult(township, ct_modality)
+    report = Report.objects.get(consult=consult)
+    ds = delivery.encapsulated_pdf(consult, report, render_report_pdf(consult, report))
+    path = tmp_path / "report.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+    said = (result.stdout + result.stderr).splitlines()
+    print("\n".join(said))
+    assert [line for line in said if line.startswith("Error")] == []
