@@ -188,6 +188,8 @@ def test_includefield_adds_attributes_and_all_adds_every_indexed_one(tech, archi
     (everything,) = tech.search_for_studies(search_filters={"PatientID": "P0001"}, fields=["all"])
     assert everything["00080080"]["Value"] == ["Test Township Health Centre"]
     assert everything["00081030"]["Value"] == ["头颅平扫"]
+    # In the order of their tags (PS3.18 F.2.2): the included ones came after the rest.
+    assert list(everything) == sorted(everything)
 
 
 def test_fuzzymatching_is_accepted_and_ignored(tech, archive):

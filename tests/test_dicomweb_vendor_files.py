@@ -242,3 +242,16 @@ def test_a_padded_image_is_rendered_as_its_attributes_describe_it(api):
     assert api.get(url + "/rendered").status_code == 200
     (frame,) = parts(api.get(url + "/frames/1", HTTP_ACCEPT='multipart/related; type="application/octet-stream"'))
     assert frame == original.PixelData[: original.Rows * original.Columns * 2]
+
+
+def test_an_image_without_pixel_data_is_400_when_rendered_not_undecodable(api):
+    # Rows and Columns but no Pixel Data (a header a console sent alone): the request asks
+    # for what the instance does not have, unlike a codestream nothing decodes (406).
+    ds = make_dataset(patient_id="NOPIXELS")
+    del ds.PixelData
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    assert stow(api, buffer.getvalue()).status_code == 200
+    response = api.get(instance_url(str(ds.SOPInstanceUID)) + "/rendered")
+    assert response.status_code == 400
+    assert b"no pixel data" in response.content

@@ -96,6 +96,8 @@ def decoded_frame(ds: Dataset, index: int, failure: Exception | None = None) -> 
     dcmtk (libijg) decodes it with a warning and libjpeg refuses it: pydicom's JPEG-lossy,
     12-bit JPEG Extended. `failure`, when given, is what decoding it as it is raised."""
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if not any(keyword in ds for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise RenderingError("the instance has no pixel data")
     if failure is None:
         try:
             return pixel_array(ds, index=index if frames > 1 else None)

@@ -144,7 +144,9 @@ def _search_studies(request: HttpRequest) -> HttpResponse:
     queryset = queryset.filter(query.condition).order_by("-study_date", "-study_time", "-pk")
     rows, more = qido.study_page(queryset, query)
     base = _base(request)
-    results = [qido.study_attributes(row, _study_url(base, row["study_uid"]), query) for row in rows]
+    results = [
+        qido.sorted_dataset(qido.study_attributes(row, _study_url(base, row["study_uid"]), query)) for row in rows
+    ]
     return _search_response(results, more, query)
 
 
