@@ -160,6 +160,16 @@ def test_other_media_types_are_415_and_a_body_without_parts_is_400(live_server, 
     assert response.status_code == 400
 
 
+def test_a_boundary_that_is_not_printable_ascii_is_400_not_a_server_error(live_server, technologist, archive):
+    # A non-ASCII boundary could not be looked for in the body: 500.
+    for boundary in ("bé", "x" * 201, "ends in a space "):
+        content_type = f'multipart/related; type="application/dicom"; boundary="{boundary}"'
+        body = f"--{boundary}\r\n\r\nxx\r\n--{boundary}--\r\n".encode("latin-1")
+        response = post(live_server, technologist, body, content_type)
+        assert response.status_code == 400, boundary
+        assert "RFC 2046" in response.text
+
+
 def test_a_radiologist_may_not_store(live_server, radiologist, archive):
     body, content_type = multipart_body(part10(make_dataset(sop_instance_uid=generate_uid())))
     assert post(live_server, radiologist, body, content_type).status_code == 403

@@ -9,6 +9,7 @@ with no active modality cannot receive images, over DICOM or over the web."""
 from __future__ import annotations
 
 import logging
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ CANNOT_UNDERSTAND = 0xC000
 PENDING_COMMENT = "Corrected SOPInstanceUID kept pending: the report is signed"
 
 DR_CODES = {"CR", "DX", "DR", "RG", "PX", "MG", "IO"}
+# RFC 2046 5.1.1 allows 70 of a few ASCII characters; clients stray from that in length
+# and characters, so any printable ASCII is taken, up to 200.
+BOUNDARY = re.compile(r"[\x20-\x7e]{0,199}[\x21-\x7e]")
 READ_TAGS = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "Modality"]
 
 
@@ -84,6 +88,9 @@ def check_content_type(value: str) -> str:
     boundary = params.get("boundary")
     if not boundary:
         raise DicomwebError(400, "the Content-Type has no boundary")
+    if not BOUNDARY.fullmatch(boundary):
+        # A non-ASCII boundary could not be looked for in the body: a server error.
+        raise DicomwebError(400, "the boundary is not printable ASCII (RFC 2046 5.1.1)")
     return boundary
 
 
