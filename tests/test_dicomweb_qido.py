@@ -210,6 +210,9 @@ def test_it_searches_series_in_a_study_and_across_studies(tech, archive):
     assert dx[0]["00100020"]["Value"] == ["P0002"]
     by_uid = tech.search_for_series(search_filters={"SeriesInstanceUID": series_uid})
     assert [item["0020000D"]["Value"][0] for item in by_uid] == [study_uid]
+    # An empty Series Number is universal matching (it was 400 'not an integer').
+    everything = tech.search_for_series(study_instance_uid=study_uid, search_filters={"SeriesNumber": ""})
+    assert [item["0020000E"]["Value"][0] for item in everything] == [series_uid]
     assert tech.search_for_series(search_filters={"PatientName": "王*"})[0]["0020000E"]["Value"] == [
         archive.studies["wang_j2k"][1]
     ]

@@ -167,6 +167,8 @@ def modalities_match(study_path: str, value: str) -> Q:
 
 
 def int_match(path: str, value: str) -> Q:
+    if not value.strip():
+        return Q()  # an empty value is universal matching, as for every other key
     try:
         return Q(**{path: int(value)})
     except ValueError:
