@@ -106,6 +106,25 @@ def test_monochrome1_is_inverted():
     assert np.array_equal(normal + inverted, np.full_like(normal, 255))
 
 
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+@pytest.mark.parametrize(
+    "window", [None, Window(40, 400), Window(40, 400, "SIGMOID"), Window(100, 2, "LINEAR_EXACT"), Window(0, 1)]
+)
+@pytest.mark.parametrize("stored", [(np.uint16, 0, 4096), (np.int16, -2000, 3000), (np.uint8, 0, 256)])
+def test_an_integer_image_through_its_table_of_stored_values_is_the_pixel_by_pixel_pipeline(
+    stored, window, photometric
+):
+    dtype, low, high = stored
+    pixels = np.random.default_rng(7).integers(low, high, (64, 64)).astype(dtype)
+    for keeps_its_window in (True, False):
+        ds = make_dataset(rows=64, columns=64)
+        ds.PhotometricInterpretation = photometric
+        if not keeps_its_window:  # the image's own range then decides the window
+            del ds.WindowCenter, ds.WindowWidth
+        by_pixel = rendering._display(apply_modality_lut(pixels, ds), ds, window)
+        assert np.array_equal(rendering.eight_bits(pixels, ds, window), by_pixel)
+
+
 def test_a_large_dx_is_reduced_before_its_luts_and_rendered_at_the_viewport(client, technologist, tmp_path):
     ds = voi_lut_dx()
     big = np.tile(ds.pixel_array, (15, 12))[:3000, :3000]

@@ -206,8 +206,32 @@ def reduce(arr: np.ndarray, target: tuple[int, int]) -> np.ndarray:
 
 
 def eight_bits(arr: np.ndarray, ds: Dataset, window: Window | None = None) -> np.ndarray:
-    """Stored grayscale values to display values 0..255."""
-    values = apply_modality_lut(arr, ds)
+    """Stored grayscale values to display values 0..255.
+
+    Every step after the image's range is known works value by value, so an image of
+    integers (every CT, MR, CR and DX) is mapped through a table of its stored values,
+    low to high, computed once: 4,096 values instead of 262,144 pixels for a 512 x 512 CT
+    (the whole pipeline per pixel was most of the CPU of a /rendered image)."""
+    if np.issubdtype(arr.dtype, np.integer) and arr.size:
+        low, high = int(arr.min()), int(arr.max())
+        if high - low < min(arr.size, 1 << 16):
+            index = np.subtract(arr, low, dtype=np.intp)
+            stored = np.arange(low, high + 1, dtype=np.int64).astype(arr.dtype)
+            values = apply_modality_lut(stored, ds)
+            if window is None and not ds.get("VOILUTSequence") and window_from(ds) is None:
+                # The image's own range: of the values it holds, not of the whole table.
+                window = _range_window(np.take(values, index))
+            return np.take(_display(values, ds, window), index)
+    return _display(apply_modality_lut(arr, ds), ds, window)
+
+
+def _range_window(values: np.ndarray) -> Window:
+    low, high = float(np.min(values)), float(np.max(values))
+    return Window((low + high) / 2, max(high - low, 1.0), "LINEAR_EXACT")
+
+
+def _display(values: np.ndarray, ds: Dataset, window: Window | None) -> np.ndarray:
+    """Modality values to display values 0..255: the VOI, then MONOCHROME1's inversion."""
     if window is not None:
         out = windowed(values, window)
     elif ds.get("VOILUTSequence"):
@@ -215,8 +239,7 @@ def eight_bits(arr: np.ndarray, ds: Dataset, window: Window | None = None) -> np
     elif (dataset_window := window_from(ds)) is not None:
         out = windowed(values, dataset_window)
     else:
-        low, high = float(np.min(values)), float(np.max(values))
-        out = windowed(values, Window((low + high) / 2, max(high - low, 1.0), "LINEAR_EXACT"))
+        out = windowed(values, _range_window(values))
     if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
         out = 255.0 - out
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
