@@ -516,9 +516,10 @@ def _rendered(item: Instance, frame_number: int, options: rendering.RenderOption
 
 @dicomweb_view("GET")
 def instance_rendered(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str) -> HttpResponseBase:
+    # The viewer's first image (its stand-in) comes this way: the scope and the instance in
+    # one query, as for frames.
     options = render_options(request)
-    found = _study(request, study_uid)
-    return _rendered(_instance(found, series_uid, sop_uid), 1, options)
+    return _rendered(_scoped_instance(request, study_uid, series_uid, sop_uid), 1, options)
 
 
 @dicomweb_view("GET")
@@ -527,8 +528,7 @@ def frame_rendered(
 ) -> HttpResponseBase:
     numbers = _frame_numbers(frame_list)
     options = render_options(request)
-    found = _study(request, study_uid)
-    return _rendered(_instance(found, series_uid, sop_uid), numbers[0], options)
+    return _rendered(_scoped_instance(request, study_uid, series_uid, sop_uid), numbers[0], options)
 
 
 def representative(instances: QuerySet[Instance]) -> Instance:

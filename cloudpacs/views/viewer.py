@@ -59,8 +59,9 @@ def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, An
     prior = None
     if prior_uid:
         prior = get_object_or_404(visible, study_uid=prior_uid)
-    series = image_series(study)
-    first = first_image(series.first())
+    # A list, read once: the page lists the series and names the first one's first image.
+    series = list(image_series(study))
+    first = first_image(series[0] if series else None)
     return {
         "viewer_series": series,
         "viewer_priors": priors,
