@@ -283,6 +283,26 @@ def test_a_server_rendered_first_image_stands_in_until_cornerstone_draws(live_se
     assert page.locator("img[data-preview]").count() == 0
 
 
+@pytest.mark.parametrize("storage_backend", ["local"], indirect=True)
+def test_the_stand_in_is_painted_without_any_script(live_server, browser_page, reading_data):
+    page = browser_page
+    # Neither the viewer's code nor the page's own script: the stand-in is in the markup.
+    page.route("**/viewer/viewer.js", lambda route: route.abort())
+    page.route("**/js/viewer-preview.js", lambda route: route.abort())
+    page.goto(f"{live_server.url}/viewer/{reading_data['ct']}/")
+    page.wait_for_function(
+        "() => { const image = document.querySelector('[data-pane=\"0\"] > img[data-preview]');"
+        " return image && image.complete && image.naturalWidth > 0; }",
+        timeout=60_000,
+    )
+    image = page.locator('[data-pane="0"] > img[data-preview]').bounding_box()
+    pane = page.locator('[data-pane="0"]').bounding_box()
+    # Over the whole pane (scaled to it by the browser), the image at its own size.
+    assert image is not None and pane is not None
+    assert (round(image["width"]), round(image["height"])) == (round(pane["width"]), round(pane["height"]))
+    assert page.evaluate("() => document.querySelector('img[data-preview]').naturalWidth") == CT_SIZE
+
+
 @BOTH_BACKENDS
 def test_scrolling_by_keys_and_wheel_shows_each_slice(live_server, browser_page, reading_data):
     page = browser_page

@@ -163,8 +163,37 @@ def test_the_head_preloads_the_first_images_stand_in_at_its_own_size(tmp_path, r
     # the page's script shows the very same URL, so the browser uses what it preloaded.
     assert f'<link rel="preload" as="image" href="{stand_in}"' in page
     assert page.index(stand_in) < page.index("viewer/viewer.js") < page.index("data-yunying-viewer")
-    assert f'data-stand-in-url="{stand_in}"' in page
+    # The first pane shows that very URL in its markup: painted as soon as the browser has
+    # it, before (and without) any script.
+    shown = f'<img class="yv-stand-in" data-preview src="{stand_in}"'
+    assert page.count(shown) == 1
+    assert page.index('data-pane="0"') < page.index(shown) < page.index('data-pane="1"')
     assert radiologist_client.get(stand_in.replace("&amp;", "&"))["Content-Type"] == "image/jpeg"
+
+
+def test_without_the_images_size_the_pane_has_no_stand_in_in_its_markup(tmp_path, radiologist_client, ct_modality):
+    study = ingest(tmp_path, ct_modality)
+    Instance.objects.filter(series__study=study).update(rows=None)
+    page = radiologist_client.get(url(study)).content.decode()
+    # The page's script asks for it at the pane's size instead, once the pane has one.
+    assert "data-preview" not in page
+    assert 'rel="preload" as="image"' not in page
+    assert "data-first-instance-url" in page
+
+
+def test_the_page_and_its_stand_in_take_few_queries(
+    tmp_path, radiologist_client, ct_modality, django_assert_max_num_queries
+):
+    study = ingest(tmp_path, ct_modality, rows=48, columns=64)
+    radiologist_client.get(url(study))  # the session's renewal (at most once a minute) done
+    with django_assert_max_num_queries(8):
+        # The session, the user and their facility; the study in the reader's scope, its
+        # series, the first image, the priors; the audit entry.
+        page = radiologist_client.get(url(study)).content.decode()
+    stand_in = re.search(r'rel="preload" as="image" href="([^"]+)"', page).group(1).replace("&amp;", "&")
+    with django_assert_max_num_queries(3):
+        # The session, the user, and the instance within the reader's scope.
+        assert radiologist_client.get(stand_in).status_code == 200
 
 
 def test_the_stand_in_of_a_large_image_is_at_most_1024_pixels_a_side_and_never_enlarged():

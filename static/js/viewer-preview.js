@@ -1,23 +1,50 @@
 // Loaded by templates/cloudpacs/_viewer_embed.html, right after the viewer's element, as a
 // plain (not deferred) script so that it starts at once; its inputs are the script
 // element's data-metadata-url, the first series' /metadata, and, when the server could
-// tell, data-first-instance-url, the first image's instance, and data-stand-in-url, its
-// server-rendered stand-in at the image's own size, which the page's head preloads.
+// tell, data-first-instance-url, the first image's instance.
 //
 // The first series' metadata is asked for now, in parallel with the viewer's code, and the
 // first image's frame as soon as its instance is known (at once with
 // data-first-instance-url, else when the metadata is in): its answer is cacheable, so the
 // image loader finds it in the HTTP cache (or waits on this request) instead of asking
 // again once Cornerstone is ready. The first image is the one main.js puts first.
-// Meanwhile the server renders that image (/rendered, the file's own window, at the pane's
-// size) and it stands in the first pane until Cornerstone draws its first frame: the
-// viewer's code takes a while to compile, the JPEG does not. It takes no input
+// Meanwhile the server renders that image (/rendered, the file's own window) and it stands
+// in the first pane until Cornerstone draws its first frame: the viewer's code takes a while
+// to compile, the JPEG does not. When the server knew the image's size, the stand-in is
+// already in the page's markup (img[data-preview], its URL preloaded by the head), so the
+// browser paints it as soon as it has it, without waiting for this script; otherwise this
+// script asks for it at the pane's size once the metadata names the image. It takes no input
 // (pointer-events: none) and is removed at the "yunying:first-image" event.
-// window.yunyingPreview records when it was shown and when Cornerstone replaced it.
+// window.yunyingPreview records when it was painted (shown) and when Cornerstone replaced it.
 (function () {
   var script = document.currentScript;
   var preview = window.yunyingPreview = {shown: null, replaced: null, skipped: false};
   var picture = null;
+  var TIMING = "yunying-stand-in";
+  // When the stand-in was painted: the Element Timing API's renderTime (the frame that put it
+  // on screen), where the browser has it; else the first frame after it was decoded.
+  function recordShown(image) {
+    var types = window.PerformanceObserver && PerformanceObserver.supportedEntryTypes;
+    if (types && types.indexOf("element") >= 0) {
+      var observer = new PerformanceObserver(function (list) {
+        list.getEntries().forEach(function (entry) {
+          if (entry.identifier !== TIMING || preview.shown !== null) { return; }
+          var at = entry.renderTime || entry.loadTime;
+          if (preview.replaced !== null && at > preview.replaced) { return; }
+          preview.shown = at;
+          preview.skipped = false;
+          observer.disconnect();
+        });
+      });
+      observer.observe({type: "element", buffered: true});
+      return;
+    }
+    image.decode().then(function () {
+      requestAnimationFrame(function () {
+        if (preview.shown === null && preview.replaced === null) { preview.shown = performance.now(); }
+      });
+    }).catch(function () {});
+  }
   function viewerElement() {
     for (var node = script.previousElementSibling; node; node = node.previousElementSibling) {
       if (node.hasAttribute("data-yunying-viewer")) { return node; }
@@ -30,31 +57,45 @@
     root.addEventListener("yunying:first-image", function (event) {
       if (event.detail && event.detail.pane !== 0) { return; }
       preview.replaced = performance.now();
-      if (picture) { picture.remove(); picture = null; } else { preview.skipped = true; }
+      if (preview.shown === null) { preview.skipped = true; }
+      if (picture) { picture.remove(); picture = null; }
     });
   }
   watch();
-  function showPreview(instanceUrl, fixedUrl) {
+  // The stand-in the server put in the markup: an image that cannot be rendered (400) is
+  // taken away rather than left as an empty black box over the pane.
+  function adopt() {
+    var root = viewerElement();
+    var image = root && root.querySelector('[data-pane="0"] > img[data-preview]');
+    if (!image) { return false; }
+    picture = image;
+    var failed = function () { if (picture === image) { image.remove(); picture = null; } };
+    if (image.complete && image.naturalWidth === 0) { failed(); return true; }
+    image.addEventListener("error", failed);
+    recordShown(image);
+    return true;
+  }
+  var inMarkup = adopt();
+  // Without a stand-in in the markup (the index did not know the image's size): at the
+  // pane's size, put in the pane once decoded.
+  function showPreview(instanceUrl) {
     var root = viewerElement();
     var pane = root && root.querySelector('[data-pane="0"]');
-    if (!pane || preview.replaced !== null) { return; }
+    if (!pane || picture || preview.replaced !== null) { return; }
     var ratio = window.devicePixelRatio || 1;
     var width = Math.min(Math.round(pane.clientWidth * ratio), 4096);
     var height = Math.min(Math.round(pane.clientHeight * ratio), 4096);
     var image = new Image();
     image.alt = "";
+    image.className = "yv-stand-in";
     image.setAttribute("data-preview", "");
-    // Set through the CSSOM, which the Content-Security-Policy allows (a style attribute
-    // in markup would need style-src-attr).
-    image.style.cssText = "position:absolute;inset:0;width:100%;height:100%;object-fit:contain;z-index:1;pointer-events:none;background:#000";
-    // The page's own URL when it gave one: the head preloaded exactly that (the image's
-    // size, which the browser scales to the pane); else the pane's size.
-    image.src = fixedUrl || instanceUrl + "/rendered?accept=image/jpeg" + (width > 0 && height > 0 ? "&viewport=" + width + "," + height : "");
+    image.setAttribute("elementtiming", TIMING);
+    image.src = instanceUrl + "/rendered?accept=image/jpeg" + (width > 0 && height > 0 ? "&viewport=" + width + "," + height : "");
     image.decode().then(function () {
-      if (preview.replaced !== null) { return; }
+      if (preview.replaced !== null || picture) { return; }
       picture = image;
+      recordShown(image);
       pane.insertBefore(image, pane.querySelector("[data-overlay]"));
-      requestAnimationFrame(function () { preview.shown = performance.now(); });
     }).catch(function () {});
   }
   function firstFrame(instanceUrl) {
@@ -68,7 +109,7 @@
   // The server named the first image: no need to wait for the metadata to know it.
   var known = script.getAttribute("data-first-instance-url");
   if (known) {
-    showPreview(known, script.getAttribute("data-stand-in-url"));
+    if (!inMarkup) { showPreview(known); }
     firstFrame(known);
   }
   function value(json, tag) { return json[tag] && json[tag].Value ? json[tag].Value[0] : undefined; }
