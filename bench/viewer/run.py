@@ -166,7 +166,7 @@ TRACE = """() => [
 ]"""
 
 
-def measure(url: str, session: str, runs: int, mpr: bool = False) -> dict[str, list[float]]:
+def measure(url: str, session: str, runs: int, mpr: bool = False, warmup: bool = True) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
 
     results: dict[str, list[float]] = {
@@ -175,8 +175,16 @@ def measure(url: str, session: str, runs: int, mpr: bool = False) -> dict[str, l
     # A function, not an expression: Playwright would eval an expression, which the
     # page's Content-Security-Policy refuses.
     wait = "() => window.yunyingViewer?.viewers[0].panes[0].stackMs != null"
-    read = """() => {
+    read = """async () => {
         const pane = window.yunyingViewer.viewers[0].panes[0];
+        // When the stand-in was painted, by the browser's own record (Largest Contentful
+        // Paint), the same way whichever way the page put it there.
+        const largest = await new Promise((resolve) => {
+            new PerformanceObserver((list, observer) => { observer.disconnect(); resolve(list.getEntries()); })
+                .observe({type: 'largest-contentful-paint', buffered: true});
+            setTimeout(() => resolve([]), 200);
+        });
+        const standIn = largest.find((e) => /[/]rendered[?]/.test(e.url || ''));
         const resources = performance.getEntriesByType('resource');
         const bytes = resources.reduce((sum, e) => sum + (e.encodedBodySize || 0), 0);
         const end = (pattern) => resources.find((e) => pattern.test(e.name))?.responseEnd;
@@ -195,6 +203,7 @@ def measure(url: str, session: str, runs: int, mpr: bool = False) -> dict[str, l
         const shown = window.yunyingPreview?.shown;
         const visible = shown != null && shown < pane.firstImageMs ? shown : pane.firstImageMs;
         steps.preview = shown ?? 0;
+        steps.painted = standIn ? (standIn.renderTime || standIn.loadTime) : 0;
         return {first: pane.firstImageMs, visible, stack: pane.stackMs, bytes, failed: pane.failed, steps};
     }"""
     origin = url.split("/viewer/")[0]
@@ -207,10 +216,10 @@ def measure(url: str, session: str, runs: int, mpr: bool = False) -> dict[str, l
             # a running server has long had in memory. "Cold" below is the browser's cache.
             context = browser.new_context()
             context.add_cookies([{"name": "sessionid", "value": session, "url": origin}])
-            warmup = context.new_page()
-            for _ in range(2):
-                warmup.goto(url)
-                warmup.wait_for_function(wait, timeout=300_000)
+            untimed = context.new_page()
+            for _ in range(2 if warmup else 0):
+                untimed.goto(url)
+                untimed.wait_for_function(wait, timeout=300_000)
             context.close()
             for _ in range(runs):
                 context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -264,7 +273,15 @@ def main() -> None:
         default="local",
         help="serve the images from local disk, the object store (moto's S3 server), or both side by side",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (a clone of main with its viewer built): served by a second gunicorn from the same "
+        "database and images, each case measured on it (before) and on this checkout (after) run by run",
+    )
     args = parser.parse_args()
+    if args.baseline and args.storage != "local":
+        sys.exit("--baseline compares two checkouts on local storage")
     cases = args.only.split(",")
     if not (ROOT / "static" / "viewer" / "viewer.js").exists():
         sys.exit("build the viewer first: bash scripts/build-viewer.sh")
@@ -327,10 +344,22 @@ def main() -> None:
         subprocess.run([python, manage, "storage_copy", "--to", "s3", "--quiet"], check=True, env=copy_env, cwd=ROOT)
         envs["s3"] = {**s3_env, "STORAGE_BACKEND": "s3"}
 
+    # (label, environment, checkout) of each server.
+    served = [(backend, envs[backend], ROOT) for backend in backends]
+    if args.baseline:
+        baseline = args.baseline.resolve()
+        before_env = {**env, "STATIC_ROOT": str(work / "static-before")}
+        subprocess.run(
+            [python, str(baseline / "manage.py"), "collectstatic", "--noinput", "-v0"],
+            check=True,
+            env=before_env,
+            cwd=baseline,
+        )
+        served = [("before", before_env, baseline), ("after", env, ROOT)]
     servers: dict[str, tuple[subprocess.Popen, int]] = {}
-    for backend in backends:
+    for label, server_env, checkout in served:
         port = free_port()
-        servers[backend] = (
+        servers[label] = (
             subprocess.Popen(
                 [
                     python,
@@ -345,9 +374,11 @@ def main() -> None:
                     "4",
                     "--log-level",
                     "warning",
+                    "--chdir",
+                    str(checkout),
                 ],
-                env=envs[backend],
-                cwd=ROOT,
+                env=server_env,
+                cwd=checkout,
             ),
             port,
         )
@@ -369,9 +400,18 @@ def main() -> None:
         for case in cases:
             # Each case on each backend in turn, so that a change of the machine's load
             # falls on both alike.
-            for backend, (_process, port) in servers.items():
-                url = f"http://127.0.0.1:{port}/viewer/{studies[case]}/"
-                result = measure(url, session, args.runs, mpr=case.startswith("ct"))
+            # With --baseline, run by run (before, after, before, ...): the load of this shared
+            # machine changes within a case.
+            rounds = args.runs if args.baseline else 1
+            results: dict[str, dict[str, list[float]]] = {backend: {} for backend in servers}
+            for number in range(rounds):
+                for backend, (_process, port) in servers.items():
+                    url = f"http://127.0.0.1:{port}/viewer/{studies[case]}/"
+                    runs = 1 if args.baseline else args.runs
+                    result = measure(url, session, runs, mpr=case.startswith("ct"), warmup=number == 0)
+                    for key, values in result.items():
+                        results[backend].setdefault(key, []).extend(values)
+            for backend, result in results.items():
                 med = {key: statistics.median(values) for key, values in result.items()}
                 label = f"{names[case]} ({backend})" if len(servers) > 1 else names[case]
                 print(
