@@ -7,30 +7,15 @@ Pages call these through the template filters of `billing.templatetags.figures`
 
 from __future__ import annotations
 
-import math
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from cloudpacs.numbers import NONE, number
+
+__all__ = ["NONE", "number", "percent", "place_name", "to_wan", "wan", "yuan"]
+
 WAN = Decimal(10000)
 CENT = Decimal("0.01")
-NONE = "-"
-
-
-def _decimal(value: Decimal | float | int, places: int) -> Decimal:
-    exact = value if isinstance(value, Decimal) else Decimal(repr(value) if isinstance(value, float) else value)
-    rounded = exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
-    return rounded if rounded else abs(rounded)  # no "-0.00"
-
-
-def number(value: Decimal | float | int | None, places: int = 0, *, grouped: bool = True) -> str:
-    """`value` to `places` decimals, thousands separated: 831454 -> "831,454",
-    Decimal("831454") with 2 places -> "831,454.00". None (no figure) -> "-"."""
-    if value is None or value == "":
-        return NONE
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return NONE
-    rounded = _decimal(value, places)
-    return f"{rounded:,.{places}f}" if grouped else f"{rounded:.{places}f}"
 
 
 def to_wan(yuan: Decimal | int) -> Decimal:
@@ -57,8 +42,5 @@ def place_name(facility: Any, language: str) -> str:
     """A facility's short name in Chinese, its pinyin in English (where it has one)."""
     if facility is None:
         return NONE
-    pinyin: str = getattr(facility, "pinyin", "") or ""
-    if language.startswith("en") and pinyin:
-        return pinyin
-    short_name: str = getattr(facility, "short_name", "") or ""
-    return short_name or str(facility)
+    short_name_in = getattr(facility, "short_name_in", None)
+    return short_name_in(language) if short_name_in is not None else str(facility)

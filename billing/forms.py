@@ -13,6 +13,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 
 from facilities.models import ExamKind, Facility, User
+from facilities.names import PinyinModelChoiceField
 from facilities.widgets import date_input
 
 
@@ -80,7 +81,7 @@ class TurnaroundForm(FilterForm):
 
 
 class WorkloadForm(FilterForm):
-    radiologist = forms.ModelChoiceField(
+    radiologist = PinyinModelChoiceField(
         label=_("诊断医师"),
         queryset=User.objects.filter(role=User.Role.RADIOLOGIST),
         to_field_name="uuid",
@@ -90,7 +91,7 @@ class WorkloadForm(FilterForm):
 
 
 class ExamListForm(FilterForm):
-    radiologist = forms.ModelChoiceField(
+    radiologist = PinyinModelChoiceField(
         label=_("诊断医师"),
         queryset=User.objects.filter(role=User.Role.RADIOLOGIST),
         to_field_name="uuid",
@@ -98,8 +99,22 @@ class ExamListForm(FilterForm):
         empty_label=_("全部医师"),
     )
     year = forms.IntegerField(label=_("年份"), required=False, min_value=1900, max_value=2999)
-    quarter = forms.IntegerField(label=_("季度"), required=False, min_value=1, max_value=4)
-    month = forms.RegexField(label=_("月份"), required=False, regex=r"^\d{4}-(0[1-9]|1[0-2])$")
+    # A list, not a number field: a number field one digit wide was too narrow to read, and
+    # the browser told "1 to 4" in its own language.
+    quarter = forms.TypedChoiceField(
+        label=_("季度"),
+        required=False,
+        coerce=int,
+        empty_value=None,
+        choices=[("", _("全年")), (1, _("第一季度")), (2, _("第二季度")), (3, _("第三季度")), (4, _("第四季度"))],
+    )
+    month = forms.RegexField(
+        label=_("月份"),
+        required=False,
+        regex=r"^\d{4}-(0[1-9]|1[0-2])$",
+        error_messages={"invalid": _("请按 YYYY-MM 选择月份。")},
+        widget=forms.TextInput(attrs={"placeholder": "YYYY-MM", "inputmode": "numeric", "autocomplete": "off"}),
+    )
     basis = forms.ChoiceField(
         label=_("范围"),
         required=False,

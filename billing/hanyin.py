@@ -31,6 +31,7 @@ from typing import Any
 
 COUNTY_CODE = "HANYIN"
 COUNTY_NAME = "汉阴县人民医院"
+COUNTY_NAME_EN = "Hanyin County People's Hospital"
 COUNTY_SHORT_NAME = "县医院"
 COUNTY_PINYIN = "Hanyin"
 
@@ -54,6 +55,13 @@ class Township:
     @property
     def code(self) -> str:
         return self.pinyin.upper()
+
+    @property
+    def name_en(self) -> str:
+        """The English name of the pages in English: 涧池镇卫生院 -> Jianchi Township Health
+        Centre, 漩涡镇中心卫生院 (a central health centre) -> Xuanwo Central Township Health Centre."""
+        central = "Central " if "中心" in self.name else ""
+        return f"{self.pinyin} {central}Township Health Centre"
 
 
 TOWNSHIPS: tuple[Township, ...] = (

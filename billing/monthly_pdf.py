@@ -36,21 +36,31 @@ KIND_COLOURS = {ExamKind.CT: colors.HexColor("#1d6fa5"), ExamKind.DR: colors.Hex
 WIDTH = 180 * mm
 
 
+# No figure is printed as the pages print it (formatting.NONE, "-"): a share or mean of
+# nothing, and a table's count or sum with nothing behind it (a DR-only township's CT, as
+# the volume page's table). A total of the month stays a number, 0 when there was none.
+
+
 def percent(share: float | None) -> str:
-    return "—" if share is None else formatting.percent(share)
+    return formatting.percent(share)
+
+
+def count(n: int) -> str:
+    """A table cell's count: "-" when nothing was counted, as on the pages."""
+    return formatting.number(n) if n else formatting.NONE
 
 
 def change(share: float | None) -> str:
-    """A growth as "+3.2 %" or "-1.5 %"; "—" where there was nothing before."""
+    """A growth as "+3.2 %" or "-1.5 %"; "-" where there was nothing before."""
     if share is None:
-        return "—"
+        return formatting.NONE
     text = formatting.percent(abs(share))
     # An ASCII minus: the embedded font has no U+2212.
     return f"+{text}" if share >= 0 else f"-{text}"
 
 
 def minutes(value: float | None) -> str:
-    return "—" if value is None else formatting.number(value, 1)
+    return formatting.number(value, 1)
 
 
 def month_label(month: date) -> str:
@@ -216,7 +226,7 @@ def _bar_chart(
 def _charts(figures: MonthFigures, font: str) -> Table:
     width, height = WIDTH / 2 - 3 * mm, 60 * mm
     rows = figures.townships
-    names = [t.label if t.facility is not None else _("其余") for t in rows]
+    names = [t.facility.short_name_in() if t.facility is not None else _("其余") for t in rows]
     by_township = _bar_chart(
         _("各乡镇检查量（人次）"),
         names,
@@ -256,18 +266,19 @@ def _townships(figures: MonthFigures, s: dict[str, ParagraphStyle]) -> Table:
     ]
 
     def line(label: str, exams: dict[str, int], saving: Decimal, signed: int, mean: float | None, share: float | None):
+        total: int = sum(exams.values())
         return [
             Paragraph(escape(label), s["cell"]),
-            *(Paragraph(formatting.number(exams.get(k, 0)), s["num"]) for k in kinds),
-            Paragraph(formatting.number(sum(exams.values())), s["num"]),
-            Paragraph(formatting.yuan(saving), s["num"]),
-            Paragraph(formatting.number(signed), s["num"]),
+            *(Paragraph(count(exams.get(k, 0)), s["num"]) for k in kinds),
+            Paragraph(count(total), s["num"]),
+            Paragraph(formatting.yuan(saving) if saving or total else formatting.NONE, s["num"]),
+            Paragraph(count(signed), s["num"]),
             Paragraph(minutes(mean), s["num"]),
             Paragraph(percent(share), s["num"]),
         ]
 
     for t in figures.townships:
-        label = t.label if t.facility is not None else _("其余 %(n)s 个乡镇") % {"n": t.label}
+        label = t.facility.short_name_in() if t.facility is not None else _("其余 %(n)s 个乡镇") % {"n": t.label}
         rows.append(line(label, t.exams, t.saving, t.signed, t.mean_minutes, t.within_share))
     rows.append(
         line(_("合计"), figures.exams, figures.saving, figures.signed, figures.turnaround.mean, figures.within_share)
@@ -301,7 +312,7 @@ def _limits_and_travel(figures: MonthFigures, s: dict[str, ParagraphStyle]) -> T
 
     def cell(c: object) -> str:
         if c is None or not getattr(c, "signed", 0):
-            return "—"
+            return formatting.NONE
         return percent(c.within_limit / c.signed)  # type: ignore[attr-defined]
 
     rows = [
@@ -360,7 +371,8 @@ def _limits_and_travel(figures: MonthFigures, s: dict[str, ParagraphStyle]) -> T
 def _render(figures: MonthFigures, made_at: datetime, made_by: User | None, font: str) -> bytes:
     s = _styles(font)
     first = figures.month
-    title = _("%(county)s远程影像会诊月报") % {"county": figures.county or _("县域")}
+    county = figures.county.name_in() if figures.county is not None else ""
+    title = _("%(county)s远程影像会诊月报") % {"county": county or _("县域")}
     story: list = [
         Paragraph(escape(title), s["title"]),
         Paragraph(
@@ -428,7 +440,7 @@ def _render(figures: MonthFigures, made_at: datetime, made_by: User | None, font
         bottomMargin=12 * mm,
         title=title,
         subject=f"{first:%Y-%m}",
-        author=figures.county,
+        author=county,
         creator="Yunying",
     )
     document.build(story)

@@ -26,6 +26,7 @@ from consults.rules import (
     check_request,
 )
 from facilities.models import ExamKind, Facility, User
+from facilities.names import by_pinyin
 from facilities.widgets import date_input
 
 
@@ -265,7 +266,7 @@ class OpenConsultsFilterForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        readers = User.objects.filter(role=User.Role.RADIOLOGIST).order_by("display_name", "username")
+        readers = by_pinyin(User.objects.filter(role=User.Role.RADIOLOGIST))
         radiologist = self.fields["radiologist"]
         assert isinstance(radiologist, forms.ChoiceField)
         radiologist.choices = [

@@ -136,7 +136,7 @@ class Consult(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.facility.short_name} {self.kind} {self.exam_date} ({self.get_status_display()})"
+        return f"{self.facility.short_name_in()} {self.kind} {self.exam_date} ({self.get_status_display()})"
 
     @property
     def is_open(self) -> bool:

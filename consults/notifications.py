@@ -47,12 +47,12 @@ def critical_alert_message(finding: CriticalFinding) -> tuple[str, str]:
     """The subject and body of the e-mail to the township's alert address."""
     facility = finding.consult.facility
     with translation.override(settings.LANGUAGE_CODE):
-        subject = _("【危急值】%(facility)s 的会诊") % {"facility": facility.short_name}
+        subject = _("【危急值】%(facility)s 的会诊") % {"facility": facility.short_name_in()}
         body = _(
             "%(facility)s：\n\n诊断医师 %(reader)s 于 %(at)s 报告危急值：\n%(text)s\n\n"
             "请立即处理，并在平台上确认：%(url)s\n"
         ) % {
-            "facility": facility.name,
+            "facility": facility.name_in(),
             "reader": finding.flagged_by,
             "at": timezone.localtime(finding.flagged_at).strftime("%Y-%m-%d %H:%M"),
             "text": finding.description,
@@ -67,8 +67,8 @@ def escalation_message(escalation: Escalation) -> tuple[str, str]:
     recipient = escalation.to_user
     facts = {
         "name": recipient,
-        "facility": consult.facility.name,
-        "short": consult.facility.short_name,
+        "facility": consult.facility.name_in(),
+        "short": consult.facility.short_name_in(),
         "priority": consult.get_priority_display(),
         "kind": consult.get_kind_display(),
         "arrived": timezone.localtime(consult.arrived_at).strftime("%Y-%m-%d %H:%M"),
@@ -79,9 +79,9 @@ def escalation_message(escalation: Escalation) -> tuple[str, str]:
     }
     if escalation.reason == Escalation.Reason.CRITICAL_UNACKNOWLEDGED and escalation.critical_finding is not None:
         finding = escalation.critical_finding
-        subject = _("【危急值未确认】%(facility)s") % {"facility": consult.facility.short_name}
+        subject = _("【危急值未确认】%(facility)s") % {"facility": consult.facility.short_name_in()}
         body = _("%(facility)s 尚未确认 %(at)s 报告的危急值：\n%(text)s\n请电话联系该院。\n%(url)s\n") % {
-            "facility": consult.facility.name,
+            "facility": consult.facility.name_in(),
             "at": timezone.localtime(finding.flagged_at).strftime("%Y-%m-%d %H:%M"),
             "text": finding.description,
             "url": facts["url"],

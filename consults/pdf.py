@@ -121,9 +121,9 @@ def _render(consult: Consult, report: Report, font: str) -> bytes:
     study = consult.study
     patient = study.patient if study is not None else None
     story: list = [
-        Paragraph(escape(county.name if county else _("县医院")), title),
+        Paragraph(escape(county.name_in() if county else _("县医院")), title),
         Paragraph(_("医学影像诊断报告"), subtitle),
-        Paragraph(escape(_("远程会诊 · 申请机构：%(facility)s") % {"facility": consult.facility.name}), subtitle),
+        Paragraph(escape(_("远程会诊 · 申请机构：%(facility)s") % {"facility": consult.facility.name_in()}), subtitle),
         Spacer(1, 4 * mm),
         HRFlowable(width="100%", thickness=0.8, color=colors.black),
         Spacer(1, 2 * mm),

@@ -56,6 +56,7 @@ from consults.rules import may_lead as may_lead
 from consults.rules import time_limit as time_limit
 from consults.verification import record_signature
 from facilities.models import ExamKind, RosterShift, User
+from facilities.names import pinyin_key
 from facilities.services import audit
 
 logger = logging.getLogger("consults")
@@ -161,7 +162,8 @@ def holders(now: datetime | None = None) -> list[Holder]:
         setattr(holder, name, getattr(holder, name) + row["n"])
         holder.overdue += row["late"]
     ordered = sorted(
-        by_reader.values(), key=lambda h: (-h.total, str(h.radiologist), h.radiologist.pk if h.radiologist else 0)
+        by_reader.values(),
+        key=lambda h: (-h.total, pinyin_key(str(h.radiologist)), h.radiologist.pk if h.radiologist else 0),
     )
     return [*ordered, shared]
 
@@ -316,7 +318,7 @@ def _move(
 def consult_label(consult: Consult) -> str:
     """How a refusal names one consult of many, without the patient (an administrator's
     page shows no patients): township, kind, body parts, arrival."""
-    parts = [consult.facility.short_name, consult.get_kind_display(), consult.body_part_names]
+    parts = [consult.facility.short_name_in(), consult.get_kind_display(), consult.body_part_names]
     arrived = timezone.localtime(consult.arrived_at).strftime("%Y-%m-%d %H:%M")
     return " ".join(part for part in parts if part) + f"（{_('到达')} {arrived}）"
 

@@ -241,9 +241,9 @@ class ModalityInline(AdministratorPermissions, admin.TabularInline):
 
 @admin.register(Facility)
 class FacilityAdmin(AuditedAdmin, AdministratorPermissions, admin.ModelAdmin):
-    list_display = ["name", "short_name", "pinyin", "code", "kind", "level", "ae_titles", "is_active"]
+    list_display = ["name", "name_en", "short_name", "pinyin", "code", "kind", "level", "ae_titles", "is_active"]
     list_filter = ["kind", "level", "is_active"]
-    search_fields = ["name", "short_name", "pinyin", "code"]
+    search_fields = ["name", "name_en", "short_name", "pinyin", "code"]
     inlines = [ModalityInline]
 
     def get_queryset(self, request: HttpRequest) -> Any:

@@ -11,6 +11,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,6 +20,7 @@ from django.contrib import admin
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db.models import Field, Model
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -207,6 +209,65 @@ DETAIL_VALUES: dict[str, dict[str, Promise]] = {
         "read": gettext_lazy("只读（查询与调阅）"),
         "write": gettext_lazy("读写（含 STOW-RS 上传与检查登记）"),
     },
+    "page": {
+        "reading": gettext_lazy("阅片与报告"),
+    },
+    "channel": {
+        "web": gettext_lazy("网页确认"),
+        "pdf": gettext_lazy("打印或下载 PDF"),
+        "dicom": gettext_lazy("DICOM 回传"),
+    },
+    "reason": {
+        # An escalation's (consults.Escalation.Reason) and an API token's revocation.
+        "time_limit": gettext_lazy("超过诊断时限"),
+        "off_duty": gettext_lazy("诊断医师下班"),
+        "critical": gettext_lazy("危急值未确认"),
+        "revoked_by_owner": gettext_lazy("本人吊销"),
+        "password_changed": gettext_lazy("修改了密码"),
+        "deactivated": gettext_lazy("账户已停用"),
+    },
+    "limit": {
+        "address": gettext_lazy("同一地址失败次数"),
+        "account": gettext_lazy("同一账户失败次数"),
+    },
+    "trigger": {
+        "schedule": gettext_lazy("定时生成"),
+        "demand": gettext_lazy("手动生成"),
+    },
+    "format": {
+        "csv": gettext_lazy("CSV"),
+        "xlsx": gettext_lazy("Excel（XLSX）"),
+    },
+}
+
+# Values written as ISO 8601 times (UTC): shown in local time, to the minute.
+DETAIL_TIMES = {"due_at", "locked_until", "expiry"}
+
+# The exports' tables (billing.views, `billing.export.downloaded`'s table), by the name
+# written: the page's, then its table's.
+EXPORT_PAGES: dict[str, Promise] = {
+    "savings": gettext_lazy("节省费用"),
+    "turnaround": gettext_lazy("会诊周转时间"),
+    "volume": gettext_lazy("检查量"),
+    "growth": gettext_lazy("同比环比"),
+    "workload": gettext_lazy("医师工作量"),
+    "timeliness": gettext_lazy("时限达标"),
+}
+EXPORT_TABLES: dict[str, Promise] = {
+    "township": gettext_lazy("按乡镇"),
+    "kind": gettext_lazy("按检查类型"),
+    "year": gettext_lazy("按年"),
+    "month": gettext_lazy("按月"),
+    "travel": gettext_lazy("患者节省"),
+    "entries": gettext_lazy("台账明细"),
+    "radiologist": gettext_lazy("按医师"),
+    "radiologists": gettext_lazy("按医师"),
+    "months": gettext_lazy("按月"),
+    "period": gettext_lazy("按时段"),
+    "exams-year": gettext_lazy("检查量，按年"),
+    "exams-month": gettext_lazy("检查量，按月"),
+    "savings-year": gettext_lazy("节省费用，按年"),
+    "savings-month": gettext_lazy("节省费用，按月"),
 }
 
 
@@ -226,6 +287,8 @@ def action_label(code: str) -> str:
 
 
 def _value(value: Any) -> str:
+    if value is None or value == "":
+        return "—"
     if value is True:
         return _("是")
     if value is False:
@@ -235,11 +298,112 @@ def _value(value: Any) -> str:
     return str(value)
 
 
-def detail_items(detail: dict[str, Any]) -> list[tuple[str, str]]:
+def _time(value: str) -> str:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if timezone.is_naive(moment):
+        return value
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M")
+
+
+def _field(model: type[Model] | None, name: str) -> Field | None:
+    if model is None:
+        return None
+    try:
+        field = model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return None
+    return field if isinstance(field, Field) else None
+
+
+def _field_name(model: type[Model] | None, name: str) -> str:
+    field = _field(model, name)
+    return str(field.verbose_name) if field is not None else str(DETAIL_KEYS.get(name, name))
+
+
+def _field_value(model: type[Model] | None, name: str, value: Any) -> str:
+    """A field's value before or after an edit: a choice by its label (角色：诊断医师, not
+    radiologist), yes and no for a box, "—" for nothing."""
+    if value is None or value == "":
+        return "—"
+    field = _field(model, name)
+    if field is not None and field.choices:
+        labels = {str(code): label for code, label in field.flatchoices}
+        if str(value) in labels:
+            return str(labels[str(value)])
+    return _value(value)
+
+
+def _changes(value: Any, model: type[Model] | None) -> str:
+    """An edit's fields as "字段：之前 → 之后" ("字段：值" for an object added), each field by
+    its name on the form (the model's verbose name where the object is known)."""
+    if not isinstance(value, dict):
+        return _value(value)
+    parts = []
+    for name, change in value.items():
+        field = _field(model, name)
+        # A change is [before, after]; an addition's value is the value (a list for a
+        # many-to-many field, whose change is two lists).
+        many = field is not None and field.many_to_many
+        paired = isinstance(change, list) and len(change) == 2
+        if paired and (not many or all(isinstance(side, list) for side in change)):
+            before, after = (_field_value(model, name, v) for v in change)
+            parts.append(f"{_field_name(model, name)}{_('：')}{before} → {after}")
+        else:
+            parts.append(f"{_field_name(model, name)}{_('：')}{_field_value(model, name, change)}")
+    return _("；").join(parts)
+
+
+def _inlines(value: Any) -> str:
+    """The rows an admin form's inlines added, changed and deleted."""
+    if not isinstance(value, list):
+        return _value(value)
+    parts = []
+    for row in value:
+        if not isinstance(row, dict):
+            parts.append(_value(row))
+            continue
+        model = _model(str(row.get("model", "")))
+        verb = ADMIN_VERBS.get(str(row.get("action", "")))
+        kind = str(model._meta.verbose_name) if model is not None else str(row.get("model", ""))
+        text = f"{str(verb) % {'model': kind} if verb is not None else kind} {row.get('object', '')}".strip()
+        if row.get("changes"):
+            text += _("（%(changes)s）") % {"changes": _changes(row["changes"], model)}
+        parts.append(text)
+    return _("；").join(parts)
+
+
+def _export_table(value: str) -> str:
+    page, _dash, table = value.partition("-")
+    if page not in EXPORT_PAGES:
+        return value
+    if not table:
+        return str(EXPORT_PAGES[page])
+    named = EXPORT_TABLES.get(table, table)
+    return f"{EXPORT_PAGES[page]}" + _("（%(changes)s）") % {"changes": named}
+
+
+def detail_items(detail: dict[str, Any], model: type[Model] | None = None) -> list[tuple[str, str]]:
+    """The details' names and values as the page shows them: codes by their names, times
+    in local time, an edit's fields by the names `model` gives them."""
     items = []
     for key, value in (detail or {}).items():
         named = DETAIL_VALUES.get(key, {}).get(value) if isinstance(value, str) else None
-        items.append((str(DETAIL_KEYS.get(key, key)), str(named) if named is not None else _value(value)))
+        if named is not None:
+            shown = str(named)
+        elif key in DETAIL_TIMES and isinstance(value, str):
+            shown = _time(value)
+        elif key == "changes":
+            shown = _changes(value, model)
+        elif key == "inlines":
+            shown = _inlines(value)
+        elif key == "table" and isinstance(value, str):
+            shown = _export_table(value)
+        else:
+            shown = _value(value)
+        items.append((str(DETAIL_KEYS.get(key, key)), shown))
     return items
 
 
@@ -286,20 +450,25 @@ def _label(obj: Model) -> str:
         kind = obj.get_kind_display()  # type: ignore[attr-defined]
         exam_date = getattr(obj, "exam_date", None)
         return " · ".join(
-            str(part) for part in (facility.short_name if facility else "", kind, exam_date or "") if part
+            str(part) for part in (facility.short_name_in() if facility else "", kind, exam_date or "") if part
         )
     if label == "cloudpacs.study":
         facility = getattr(obj, "facility", None)
         parts = (
-            facility.short_name if facility else "",
+            facility.short_name_in() if facility else "",
             getattr(obj, "description", ""),
             getattr(obj, "study_date", ""),
         )
         return " · ".join(str(part) for part in parts if part)
     if label == "consults.reportverification":
         return _label(obj.report.consult)  # type: ignore[attr-defined]
+    if label == "cloudpacs.order":
+        # Its own name holds the patient's.
+        return " · ".join(
+            str(part) for part in (getattr(obj, "accession_number", ""), getattr(obj, "kind", "")) if part
+        )
     if label == "facilities.facility":
-        return str(getattr(obj, "short_name", "") or obj)
+        return obj.short_name_in()  # type: ignore[attr-defined]
     return str(obj)
 
 
@@ -337,7 +506,10 @@ def shown_events(events: Iterable[AuditEvent]) -> list[ShownEvent]:
                 kind = str(apps.get_model(app_label, model_name)._meta.verbose_name)
             except (LookupError, ValueError):
                 pass
-            label = f"{kind} · {_label(obj)}" if obj is not None else f"{kind} · {event.object_id[:12]}"
+            if obj is not None:
+                label = f"{kind} · {_label(obj)}"
+            else:
+                label = f"{kind} · {event.object_id[:12]}" if event.object_id else kind
             url = _admin_url(obj) if obj is not None else ""
             if not url and event.object_id:
                 url = reverse("audit") + "?" + urlencode({"object_id": event.object_id})
@@ -347,10 +519,18 @@ def shown_events(events: Iterable[AuditEvent]) -> list[ShownEvent]:
                 action=action_label(event.action),
                 object_label=label,
                 object_url=url,
-                details=detail_items(event.detail),
+                details=detail_items(event.detail, _model(event.object_type)),
             )
         )
     return shown
+
+
+def _model(object_type: str) -> type[Model] | None:
+    app_label, _dot, model_name = object_type.partition(".")
+    try:
+        return apps.get_model(app_label, model_name)
+    except (LookupError, ValueError):
+        return None
 
 
 def _admin_url(obj: Model) -> str:

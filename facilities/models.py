@@ -14,6 +14,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 from knox.models import AbstractAuthToken, AuthTokenManager
 
@@ -40,6 +41,12 @@ class Facility(models.Model):
     uuid = models.UUIDField(_("标识"), default=uuid.uuid4, unique=True, editable=False)
     code = models.SlugField(_("代码"), max_length=32, unique=True, help_text=_("短代码，如 XUANWO"))
     name = models.CharField(_("名称"), max_length=100)
+    name_en = models.CharField(
+        _("英文名称"),
+        max_length=100,
+        blank=True,
+        help_text=_("英文页面上的名称，如 Xuanwo Central Township Health Centre；留空时英文页面也显示中文名称"),
+    )
     short_name = models.CharField(_("简称"), max_length=32, help_text=_("如 漩涡"))
     pinyin = models.CharField(_("拼音"), max_length=64, help_text=_("如 Xuanwo"))
     kind = models.CharField(_("类型"), max_length=16, choices=Kind.choices)
@@ -86,7 +93,22 @@ class Facility(models.Model):
         ordering = ["kind", "pinyin"]
 
     def __str__(self) -> str:
+        # In the active language: the admin's lists and the pages' choice lists name it so.
+        return self.name_in()
+
+    def name_in(self, language: str | None = None) -> str:
+        """The full name in `language` (the active one when not given): the English name
+        on English pages where there is one, else the Chinese name."""
+        if (language or get_language() or "").startswith("en") and self.name_en:
+            return self.name_en
         return self.name
+
+    def short_name_in(self, language: str | None = None) -> str:
+        """The short name in `language` (the active one when not given): the pinyin on
+        English pages (Xuanwo for 漩涡), else the short name."""
+        if (language or get_language() or "").startswith("en") and self.pinyin:
+            return self.pinyin
+        return self.short_name or self.name
 
     @property
     def is_township(self) -> bool:
@@ -120,7 +142,7 @@ class Modality(models.Model):
         ordering = ["facility__pinyin", "kind"]
 
     def __str__(self) -> str:
-        return f"{self.ae_title} ({self.facility.short_name} {self.kind})"
+        return f"{self.ae_title} ({self.facility.short_name_in()} {self.kind})"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """A console is an application entity too: saving the equipment record keeps its
@@ -194,7 +216,7 @@ class ApplicationEntity(models.Model):
         ordering = ["facility__pinyin", "ae_title"]
 
     def __str__(self) -> str:
-        return f"{self.ae_title} ({self.facility.short_name} {self.get_role_display()})"
+        return f"{self.ae_title} ({self.facility.short_name_in()} {self.get_role_display()})"
 
     def clean(self) -> None:
         self.ae_title = self.ae_title.strip().upper()

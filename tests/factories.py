@@ -54,15 +54,34 @@ def make_user(role: str, facility: Facility | None = None, username: str | None 
 
 
 def make_county() -> Facility:
-    return make_facility("COUNTY", township=False, name="汉阴县人民医院", short_name="县医院", pinyin="Hanyin")
+    return make_facility(
+        "COUNTY",
+        township=False,
+        name="汉阴县人民医院",
+        short_name="县医院",
+        pinyin="Hanyin",
+        name_en="Hanyin County People's Hospital",
+    )
 
 
 def make_township() -> Facility:
-    return make_facility("XUANWO", name="漩涡镇中心卫生院", short_name="漩涡", pinyin="Xuanwo")
+    return make_facility(
+        "XUANWO",
+        name="漩涡镇中心卫生院",
+        short_name="漩涡",
+        pinyin="Xuanwo",
+        name_en="Xuanwo Central Township Health Centre",
+    )
 
 
 def make_other_township() -> Facility:
-    return make_facility("PINGLIANG", name="平梁镇卫生院", short_name="平梁", pinyin="Pingliang")
+    return make_facility(
+        "PINGLIANG",
+        name="平梁镇卫生院",
+        short_name="平梁",
+        pinyin="Pingliang",
+        name_en="Pingliang Township Health Centre",
+    )
 
 
 def make_ct_modality(township: Facility) -> Modality:

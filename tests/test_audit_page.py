@@ -271,3 +271,80 @@ def test_codes_written_as_values_are_named_in_either_language(administrator_clie
     english = administrator_client.get(URL).content.decode()
     assert "Study linked to its registration" in english and "By accession number" in english
     assert "WADO-RS series metadata" in english and "Assigned by the roster" in english
+
+
+def test_times_edits_and_the_remaining_codes_are_shown_as_a_reader_reads_them(
+    administrator_client, township, technologist
+):
+    """Left as written until now: an escalation's reason (off_duty), a delivery's channel
+    (pdf), a monthly report's trigger (schedule), times in UTC ISO form, an admin edit's
+    fields by their code names with True/False and choice codes, and an export's table."""
+    services.audit("consults.consult.escalated", facility=township, reason="off_duty", reassigned=True)
+    services.audit("consults.report.delivered", actor=technologist, facility=township, channel="pdf")
+    services.audit("billing.monthly_report.generated", month="2025-09", trigger="schedule")
+    services.audit("consults.consult.flagged", facility=township, due_at="2025-09-01T02:30:00+00:00")
+    services.audit(
+        "facilities.user.changed",
+        obj=technologist,
+        via="admin",
+        changes={"role": ["technologist", "radiologist"], "reads_ct": [False, True], "display_name": ["", "漩涡技师"]},
+        inlines=[{"model": "facilities.modality", "object": "XUANWO_DR", "action": "added", "changes": {"port": 104}}],
+    )
+    services.audit("billing.export.downloaded", object_type="billing.export", table="savings-township", format="xlsx")
+    services.audit("consults.report.viewed", facility=township, signed=False, page="reading")
+    services.audit("consults.consult.created", facility=township, kind="CT", accession_number="", instances=5)
+
+    page = administrator_client.get(URL).content.decode()
+
+    assert "原因：</span>诊断医师下班" in page
+    assert "方式：</span>打印或下载 PDF" in page
+    assert "生成方式：</span>定时生成" in page
+    assert "诊断时限：</span>2025-09-01 10:30" in page  # Beijing time
+    assert "角色：技师 → 诊断医师；可阅 CT：否 → 是；姓名：— → 漩涡技师" in page
+    assert "新增检查设备 XUANWO_DR（端口：104）" in page
+    assert "报表：</span>节省费用（按乡镇）" in page and "Excel（XLSX）" in page
+    assert "页面：</span>阅片与报告" in page
+    assert "检查号：</span>—" in page  # none, not an empty value
+    for code in (
+        "off_duty",
+        ">pdf<",
+        "schedule<",
+        "T02:30:00",
+        "technologist →",
+        "False",
+        '"role"',
+        "savings-township",
+        ">reading<",
+    ):
+        assert code not in page, code
+
+    administrator_client.post(reverse("set_language"), {"language": "en", "next": URL})
+    english = administrator_client.get(URL).content.decode()
+    assert "off duty" in english.lower()
+    assert "2025-09-01 10:30" in english and "Excel (XLSX)" in english
+    assert "Role: Technologist → Radiologist; Reads CT: no → yes" in english
+
+
+def test_an_order_is_named_without_its_patient_and_a_list_without_a_dangling_dot(
+    administrator_client, township, technologist, ct_modality
+):
+    """检查申请 · Y2612070006 陈兰芳 DR named the patient on the administrator's page (its
+    own name holds the patient's), and viewing the list of orders read "检查申请 ·"."""
+    from cloudpacs import orders
+    from cloudpacs.models import BodyPart
+
+    orders.register_order(
+        technologist,
+        modality=ct_modality,
+        patient_id="XW0001",
+        patient_name="陈兰芳",
+        body_parts=[BodyPart.objects.get(code="CHEST")],
+        scheduled_at=timezone.make_aware(datetime(2025, 9, 1, 9, 30)),
+    )
+    services.audit("cloudpacs.orders.viewed", actor=technologist, object_type="cloudpacs.order", via="api", count=3)
+
+    page = administrator_client.get(URL).content.decode()
+
+    assert "陈兰芳" not in page
+    assert re.search(r"检查申请 · \w+ · CT</a>", page)
+    assert "检查申请 ·</td>" not in page and '<td class="object">检查申请</td>' in page

@@ -30,7 +30,15 @@ from consults.services import open_consult_for_study
 from facilities.models import ExamKind, User
 from facilities.services import audit
 from tests.browser import watched_page
-from tests.factories import PASSWORD, make_dataset, make_facility, make_modality, make_user, write_dataset
+from tests.factories import (
+    PASSWORD,
+    make_county,
+    make_dataset,
+    make_modality,
+    make_township,
+    make_user,
+    write_dataset,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -88,8 +96,8 @@ def ingest_study(directory: Path, modality, *, name: str, patient_id: str, sex: 
 @pytest.fixture
 def day(transactional_db, tmp_path) -> dict[str, Any]:
     # The data goes in before Playwright starts: its event loop makes Django refuse ORM calls.
-    make_facility("COUNTY", township=False, name="汉阴县人民医院", short_name="县医院", pinyin="Hanyin")
-    township = make_facility("XUANWO", name="漩涡镇中心卫生院", short_name="漩涡", pinyin="Xuanwo")
+    make_county()
+    township = make_township()
     ct = make_modality(township, ExamKind.CT, "XUANWO_CT")
     reader = make_user(User.Role.RADIOLOGIST, None, username="dr_li", display_name="李明", is_senior=True)
     make_user(User.Role.TECHNOLOGIST, township, username="tech_xuanwo", display_name="漩涡技师")

@@ -256,3 +256,26 @@ def test_the_exam_lists_rows_are_the_html_its_template_gave(ledger, radiologist,
                 expected = re.sub(r">\s+<", "><", Template(EXAM_ROW_TEMPLATE).render(context).strip())
                 built = "".join(exam_row(c, labels, links=links, money=money) for c in consults)
                 assert built == expected
+
+
+def test_counts_on_the_consults_and_audit_pages_separate_thousands(administrator_client, township) -> None:
+    """The open consults' and the audit trail's counts read 1234 where the dashboards read
+    1,234: one number format on every page (cloudpacs.numbers), in either language."""
+    from facilities.models import AuditEvent
+
+    arrived = timezone.now()
+    Consult.objects.bulk_create(
+        Consult(facility=township, kind=ExamKind.DR, exam_date=date(2025, 9, 1), arrived_at=arrived)
+        for _n in range(1234)
+    )
+    AuditEvent.objects.bulk_create(
+        AuditEvent(action="facilities.login.succeeded", actor_name="x") for _n in range(1234)
+    )
+    for language in ("zh-hans", "en"):
+        administrator_client.post(reverse("set_language"), {"language": language, "next": "/"})
+        page = administrator_client.get(reverse("consults:open_consults")).content.decode()
+        assert re.search(r'id="open-total">1,234<', page)
+        assert ("共 1,234 例" if language == "zh-hans" else "1,234 consults") in page
+        page = administrator_client.get(reverse("audit")).content.decode()
+        events = f"{AuditEvent.objects.count():,}"  # 1,234 and the page's own sign-ins
+        assert (f"共 {events} 条记录" if language == "zh-hans" else f"{events} records") in page

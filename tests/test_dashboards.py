@@ -243,6 +243,25 @@ def test_figure_2_is_ordered_by_mean_and_figure_3_by_count(exams) -> None:
     assert [(r.label, r.n) for r in data.figure3] == [("李医生", 3), ("王医生", 3)]
 
 
+def test_radiologists_are_listed_by_pinyin_not_by_code_point(township, ct_modality, county) -> None:
+    """The turnaround and workload tables and the filters' lists put 刘 before 张 before 李
+    before 王 before 陈 (code points); a Chinese reader looks for 陈 李 刘 王 张."""
+    from billing.forms import ExamListForm, WorkloadForm
+
+    names = ["张伟", "王芳", "刘洋", "李娜", "陈静"]
+    for n, name in enumerate(names):
+        reader = make_user(User.Role.RADIOLOGIST, county, username=f"dr_{n}", display_name=name)
+        make_exam(township, ExamKind.CT, date(2025, 3, 3), 30, reader)
+    rollup.follow_consult_changes()
+    by_pinyin = ["陈静", "李娜", "刘洋", "王芳", "张伟"]
+    assert sorted(names) != by_pinyin
+    for source in ("rollup", "raw"):
+        assert [r.label for r in dashboards.turnaround(Filters(), source=source).by_radiologist] == by_pinyin
+    assert [str(w.radiologist) for w in dashboards.workload(Filters()).radiologists] == by_pinyin
+    for form in (WorkloadForm(townships=Facility.objects.all()), ExamListForm(townships=Facility.objects.all())):
+        assert [label for _value, label in form.fields["radiologist"].choices][1:] == by_pinyin
+
+
 def test_turnaround_periods_can_be_quarters_or_months(exams) -> None:
     quarters = dashboards.turnaround(Filters(), "quarter")
     by_quarter = [(r.key, r.n) for r in quarters.by_period]
@@ -314,6 +333,19 @@ def test_the_exam_list_is_paginated(exams, administrator_client) -> None:
     response = administrator_client.get(EXAMS, {"page": "2"})
     assert response.status_code == 200
     assert response.context["page"].number == 1  # one page only: get_page falls back to the last
+
+
+def test_the_quarter_is_chosen_from_a_list_and_a_quarters_link_still_filters(exams, administrator_client) -> None:
+    """The 季度 box was a number field one digit wide."""
+    response = administrator_client.get(EXAMS, {"year": "2024", "quarter": "1"})
+    assert response.context["count"] == 2
+    page = response.content.decode()
+    quarter = re.search(r'<select name="quarter"[^>]*>(.*?)</select>', page, re.S)
+    assert quarter is not None
+    options = re.findall(r'<option value="(\d?)"[^>]*>([^<]*)</option>', quarter.group(1))
+    assert options == [("", "全年"), ("1", "第一季度"), ("2", "第二季度"), ("3", "第三季度"), ("4", "第四季度")]
+    assert '<option value="1" selected>' in quarter.group(1)
+    assert administrator_client.get(EXAMS, {"year": "2024", "quarter": "5"}).status_code == 400
 
 
 def test_a_bad_date_is_a_form_error_not_a_server_error(exams, administrator_client) -> None:

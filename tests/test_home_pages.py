@@ -6,6 +6,7 @@ import itertools
 from datetime import date, timedelta
 from decimal import Decimal
 
+import pytest
 from django.urls import reverse
 from django.utils import timezone
 from pydicom.uid import generate_uid
@@ -210,6 +211,19 @@ def test_the_dashboard_shows_empty_frames_and_real_headline_numbers(administrato
         assert f'id="{frame}"' in page
     for name in ("savings", "turnaround", "volume"):
         assert f'href="{reverse(f"billing:dashboards:{name}")}"' in page
+
+
+@pytest.mark.parametrize("language", ["zh-hans", "en"])
+def test_the_overview_links_every_report(administrator_client, township, language):
+    """It linked five of the ten: the patients' savings, growth, workload, time limits and
+    the exam list (the administrators' newer reports) were only in the dashboards' own bar."""
+    administrator_client.post(reverse("set_language"), {"language": language, "next": "/"})
+    page = administrator_client.get(reverse("billing:dashboard")).content.decode()
+    names = ("savings", "travel", "turnaround", "volume", "growth", "workload", "timeliness", "exams", "monthly")
+    for name in names:
+        assert f'id="frame-{name}"' in page, name
+        assert f'href="{reverse(f"billing:dashboards:{name}")}"' in page, name
+    assert f'href="{reverse("consults:open_consults")}"' in page
 
 
 def test_the_dashboard_is_not_for_technologists_or_radiologists(technologist_client, radiologist_client):

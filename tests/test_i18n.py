@@ -77,19 +77,28 @@ def test_the_radiologists_worklist_and_the_dashboard_have_english_headings(radio
 
 
 def parse_po(path: Path) -> dict[str, list[str]]:
-    """msgid -> its msgstr values (one, or one per plural form), fuzzy-free entries only."""
+    """msgid -> its msgstr values (one, or one per plural form), fuzzy-free entries only.
+    A msgid with a context is keyed as gettext keeps it: "context\x04msgid"."""
     entries: dict[str, list[str]] = {}
+    context = ""
     msgid: list[str] = []
     strings: list[list[str]] = []
     current: list[str] | None = None
 
     def flush() -> None:
         if msgid and "".join(msgid):
-            entries["".join(msgid)] = ["".join(s) for s in strings]
+            key = "".join(msgid)
+            entries[f"{context}\x04{key}" if context else key] = ["".join(s) for s in strings]
 
     for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("msgid "):
+        if line.startswith("msgctxt "):
             flush()
+            msgid, strings, current = [], [], None
+            context = ast.literal_eval(line[8:])
+        elif line.startswith("msgid "):
+            if msgid:
+                flush()
+                context = ""
             msgid, strings = [ast.literal_eval(line[6:])], []
             current = msgid
         elif line.startswith("msgid_plural "):
@@ -126,3 +135,42 @@ def test_model_labels_and_choices_are_translated():
         assert str(Consult.Status.ARRIVED.label) == "Waiting"
     with translation.override("zh-hans"):
         assert str(Consult._meta.verbose_name) == "会诊"
+
+
+def test_the_admins_sections_and_facilities_are_named_in_english(county, township):
+    """The English admin headed its sections 机构与人员, 影像归档, 费用节省 and 远程会诊 (the
+    apps' names were not marked for translation), and listed facilities by Chinese name only."""
+    from facilities.models import User
+    from tests.conftest import login
+    from tests.factories import make_user
+
+    administrator_client = login(make_user(User.Role.ADMINISTRATOR, county, username="admin_staff", is_staff=True))
+    switch_to_english(administrator_client, reverse("admin:index"))
+    index = administrator_client.get(reverse("admin:index")).content.decode()
+    for english, chinese in [
+        ("Facilities and people", "机构与人员"),
+        ("Image archive", "影像归档"),
+        ("Savings", "费用节省"),
+        ("Teleradiology consults", "远程会诊"),
+    ]:
+        assert english in index and chinese not in index
+    facilities = administrator_client.get(reverse("admin:facilities_facility_changelist")).content.decode()
+    assert "Xuanwo Central Township Health Centre" in facilities
+
+
+def test_the_overdue_count_reads_overdue_and_a_late_consult_overdue_by(administrator_client, township):
+    """The open consults' figure and column read "Overdue by" (with no duration after it)."""
+    from datetime import timedelta
+
+    now = timezone.now()
+    Consult.objects.create(
+        facility=township,
+        kind=ExamKind.CT,
+        exam_date=date(2025, 9, 1),
+        arrived_at=now - timedelta(hours=3),
+        due_at=now - timedelta(hours=1),
+    )
+    switch_to_english(administrator_client)
+    page = administrator_client.get(reverse("consults:open_consults")).content.decode()
+    assert '<span class="label">Overdue</span>' in page
+    assert '<span class="overdue">Overdue by 1' in page

@@ -95,7 +95,12 @@ def raw(first: date, last: date, facility: Facility | None = None) -> dict:
 
 
 def minutes(value: float | None) -> str:
-    return "—" if value is None else formatting.number(value, 1)
+    return "-" if value is None else formatting.number(value, 1)
+
+
+def cell(n: int) -> str:
+    """A table's count as the pages print it: "-" for nothing counted."""
+    return formatting.number(n) if n else "-"
 
 
 def test_each_figure_in_the_pdf_equals_the_raw_rows(month_of_exams, township, other_township):
@@ -130,8 +135,8 @@ def test_each_figure_in_the_pdf_equals_the_raw_rows(month_of_exams, township, ot
     for facility in (township, other_township):
         t = raw(date(2025, 9, 1), date(2025, 9, 30), facility)
         row = (
-            f"{facility.short_name} {t['CT']} {t['DR']} {t['exams']} {formatting.yuan(t['saving'])} "
-            f"{t['signed']} {minutes(t['mean'])} {formatting.percent(t['share'])}"
+            f"{facility.short_name} {cell(t['CT'])} {cell(t['DR'])} {cell(t['exams'])} {formatting.yuan(t['saving'])} "
+            f"{cell(t['signed'])} {minutes(t['mean'])} {formatting.percent(t['share'])}"
         )
         assert row in flat, row
     total = (
@@ -142,7 +147,7 @@ def test_each_figure_in_the_pdf_equals_the_raw_rows(month_of_exams, township, ot
     # Signed within the limit by priority (h23a's within_limit), and the saving per exam.
     emergency = [c for c in Consult.objects.filter(exam_date__month=9, exam_date__year=2025, priority="emergency")]
     assert len(emergency) == 1 and emergency[0].signed_at <= emergency[0].due_at
-    assert "时限内完成率（按优先级与检查类型） 优先级 CT DR 合计 急诊 100.0 % — 100.0 %" in flat
+    assert "时限内完成率（按优先级与检查类型） 优先级 CT DR 合计 急诊 100.0 % - 100.0 %" in flat
     per_exam = (month["saving"] / month["entries"]).quantize(Decimal("0.01"))
     assert f"每人次节省 {formatting.yuan(per_exam)} 元" in flat
     # What the list of reports shows, kept with it.
@@ -154,7 +159,32 @@ def test_a_month_without_exams_prints_dashes_not_errors(month_of_exams):
     text, pages = pdf_text(bytes(monthly.make_report(date(2025, 6, 1)).pdf))
     flat = squeeze(text)
     assert pages == 1
-    assert "检查量（人次） 0" in flat and "时限内完成率 —" in flat
+    assert "检查量（人次） 0" in flat and "时限内完成率 -" in flat
+
+
+def test_the_pdf_prints_no_figure_as_the_pages_do(month_of_exams, administrator_client):
+    """The PDF printed 0 (and "—") where the pages print "-": Pingliang has no CT, and the
+    savings page's table shows "-" in its CT column; the PDF's townships' table did "0"."""
+    flat = squeeze(pdf_text(bytes(monthly.make_report(SEPTEMBER).pdf))[0])
+    pingliang = raw(SEPTEMBER, date(2025, 9, 30), Facility.objects.get(code="PINGLIANG"))
+    assert (pingliang["CT"], pingliang["DR"]) == (0, 1)
+    assert f"平梁 - 1 1 {formatting.yuan(pingliang['saving'])} 1 " in flat
+    page = administrator_client.get(
+        reverse("billing:dashboards:savings"), {"date_from": "2025-09-01", "date_to": "2025-09-30"}
+    ).content.decode()
+    assert re.search(r"平梁</a></th><td class=\"num\">-</td>", page)
+    assert "—" not in flat
+
+
+def test_an_english_pdf_names_the_county_and_townships_in_english(month_of_exams):
+    from billing.monthly_pdf import render_monthly_pdf
+
+    figures = month_figures(SEPTEMBER)
+    pdf = render_monthly_pdf(figures, made_at=timezone.now(), made_by=None, language="en")
+    flat = squeeze(pdf_text(pdf)[0])
+    assert "Hanyin County People's Hospital: remote imaging consults, monthly report" in flat
+    assert "Xuanwo" in flat and "Pingliang" in flat
+    assert "漩涡" not in flat and "汉阴" not in flat
 
 
 def test_a_province_fits_on_one_page_with_the_rest_added_up(month_of_exams, ct_modality):
@@ -248,6 +278,13 @@ def test_an_administrator_makes_one_from_the_page_and_downloads_it(month_of_exam
         ("billing.monthly_report.downloaded", administrator.pk),
         ("billing.monthly_report.generated", administrator.pk),
     ]
+
+
+def test_the_monthly_page_links_every_report_as_the_others_do(administrator_client):
+    """Its bar of dashboards left out the growth, workload and time-limit pages."""
+    page = administrator_client.get(reverse("billing:dashboards:monthly")).content.decode()
+    for name in ("savings", "travel", "turnaround", "volume", "growth", "workload", "timeliness", "exams"):
+        assert f'href="{reverse(f"billing:dashboards:{name}")}"' in page, name
 
 
 @pytest.mark.parametrize(

@@ -288,3 +288,11 @@ def test_consults_the_reader_already_holds_stay_as_they_are(township, away, stan
     assert [c.pk for c in result.already_held] == [theirs.pk]
     theirs.refresh_from_db()
     assert theirs.status == Consult.Status.OPENED
+
+
+def test_readers_holding_as_many_are_listed_by_pinyin(county):
+    """赵医生 came before 钱医生 (code points); a Chinese reader looks for 陈, 钱, 赵."""
+    for username, name in (("dr_zhao", "赵医生"), ("dr_qian", "钱医生"), ("dr_chen", "陈医生")):
+        make_user(User.Role.RADIOLOGIST, county, username=username, display_name=name)
+    readers = [str(h.radiologist) for h in workflow.holders() if h.radiologist is not None]
+    assert readers == ["陈医生", "钱医生", "赵医生"]

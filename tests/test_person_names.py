@@ -4,6 +4,7 @@ the PDF and the viewer's overlay show for a DICOM PN value."""
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 from django.template import Context, Template
 from django.utils import translation
 
@@ -150,3 +151,42 @@ def test_a_migration_trims_names_indexed_with_their_padding(ct_modality, tmp_pat
     assert (patient.name, patient.name_alphabetic, patient.name_ideographic) == ("Zhou^Li=周^丽", "Zhou^Li", "周^丽")
     study.refresh_from_db()
     assert (study.referring_physician, study.patient_name_received) == ("", "Zhou^Li=周^丽")
+
+
+NAMES = [
+    "李明远",
+    "王晓峰",
+    "张静怡",
+    "刘振华",
+    "陈思远",
+    "杨帆",
+    "赵磊",
+    "黄丽萍",
+    "周敏",
+    "吕伟",
+    "卢",
+    "陈静",
+    "Anna",
+]
+
+
+def test_names_sort_by_pinyin_as_a_dictionary_does():
+    from facilities.names import by_pinyin
+
+    expected = "Anna 陈静 陈思远 黄丽萍 李明远 刘振华 卢 吕伟 王晓峰 杨帆 张静怡 赵磊 周敏"
+    assert by_pinyin(NAMES) == expected.split()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the ICU collation is PostgreSQL's")
+def test_the_pinyin_order_is_postgresqls_chinese_collation(db):
+    """The order Python gives on either database is ICU's Chinese (zh-x-icu), which only a
+    PostgreSQL built with ICU has."""
+    from facilities.names import by_pinyin
+
+    chinese = [name for name in NAMES if not name.isascii()]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_collation WHERE collname = 'zh-x-icu'")
+        if cursor.fetchone() is None:
+            pytest.skip("this PostgreSQL has no ICU collations")
+        cursor.execute('SELECT n FROM unnest(%s::text[]) AS n ORDER BY n COLLATE "zh-x-icu"', [chinese])
+        assert [row[0] for row in cursor.fetchall()] == by_pinyin(chinese)

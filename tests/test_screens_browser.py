@@ -192,6 +192,23 @@ def test_the_timeliness_chart_prints_a_share_as_its_table_does(live_server, roll
     assert admin.errors == []
 
 
+def test_a_charts_axis_prints_its_ticks_as_the_tables_print_figures(live_server, rolled_up, chromium):
+    """The value axis read 0, 3,000.0, 6,000.00, 9,000.000 ...: ECharts hands its label
+    formatter the tick's index, which was taken for the number of decimals."""
+    base = live_server.url
+    admin = signed_in(chromium, base, "admin_zhao", "zh-hans")
+    admin.goto(f"{base}/dashboards/turnaround/")
+    admin.wait_for_function("() => window.echarts && echarts.getInstanceByDom(document.querySelector('.chart'))")
+    ticks = admin.evaluate(
+        """() => {
+          const axis = echarts.getInstanceByDom(document.querySelector('.chart')).getOption().yAxis[0];
+          return [0, 3000, 6000, 9000, 12000, 2.5].map((value, index) => axis.axisLabel.formatter(value, index));
+        }"""
+    )
+    assert ticks == ["0", "3,000", "6,000", "9,000", "12,000", "2.50"]
+    assert admin.errors == []
+
+
 def test_the_report_templates_label_stays_on_one_line_beside_its_list(live_server, day, chromium):  # noqa: F811
     """At 1366x768 the reading panel broke 报告模板 into 报告模 / 板."""
     base = live_server.url
@@ -236,3 +253,75 @@ def test_the_order_form_puts_each_label_above_its_field_in_the_pages_font(live_s
     )
     assert columns > 1
     assert tech.errors == []
+
+
+@pytest.mark.parametrize(
+    ("language", "township", "county", "short"),
+    [
+        ("zh-hans", "漩涡镇中心卫生院", "汉阴县人民医院", "漩涡"),
+        ("en", "Xuanwo Central Township Health Centre", "Hanyin County People's Hospital", "Xuanwo"),
+    ],
+)
+def test_facilities_are_named_in_the_pages_language(live_server, day, language, township, county, short, chromium):  # noqa: F811
+    """The English pages wrote every facility's name in Chinese (漩涡镇中心卫生院 as the
+    township page's heading, 汉阴县人民医院 on the verification page)."""
+    base = live_server.url
+    tech = signed_in(chromium, base, "tech_xuanwo", language)
+    tech.goto(f"{base}/facilities/{day['township']}/")
+    assert tech.locator("h1").inner_text() == township
+    assert tech.locator(".who-facility").inner_text() == short
+    tech.goto(f"{base}/consults/{day['wu']}/")
+    assert township in tech.locator("p.lead").inner_text()
+    public = signed_in(chromium, base, None, language)
+    public.goto(f"{base}/verify/{day['token']}/")
+    assert public.locator("#verify-county").inner_text() == county
+    assert public.locator("#verify-facility").inner_text() == township
+    for page in (tech, public):
+        assert page.errors == []
+
+
+@pytest.mark.parametrize(
+    ("language", "too_few", "required"),
+    [
+        ("zh-hans", "部位数至少为 1。", "该字段是必填项。"),
+        ("en", "There must be at least one body part.", "This field is required."),
+    ],
+)
+def test_a_refused_field_is_told_in_the_pages_language(live_server, day, language, too_few, required, chromium):  # noqa: F811
+    """The browser's own message for min=1 ("Value must be greater than or equal to 1.") was in
+    the browser's language on a Chinese page, and not the form's words."""
+    base = live_server.url
+    tech = signed_in(chromium, base, "tech_xuanwo", language)
+    tech.goto(f"{base}/consults/{day['wu']}/")
+    tech.locator("#request-correction summary").click()
+    tech.fill("#request-part-count", "0")
+    tech.click("#request-correction button[name=correct]")
+    assert tech.url.endswith(f"/consults/{day['wu']}/")  # not posted
+    message = tech.evaluate("() => document.querySelector('#request-part-count').validationMessage")
+    assert message == too_few
+    tech.fill("#request-part-count", "2")  # mended: the message goes
+    assert tech.evaluate("() => document.querySelector('#request-part-count').validity.valid")
+
+    reader = signed_in(chromium, base, "dr_li", language)
+    reader.goto(f"{base}/reading/templates/")
+    reader.click("#template-form button[type=submit]")
+    assert reader.evaluate("() => document.querySelector('#template-body-part').validationMessage") == required
+    for page in (tech, reader):
+        assert page.errors == []
+
+
+def test_the_admins_calendar_names_the_weekdays_in_chinese(live_server, day, chromium):  # noqa: F811
+    """The roster's date picker in the Django admin headed its days S M T W T F S on the
+    Chinese page (Django's Chinese catalogue leaves the one-letter weekdays in English)."""
+    base = live_server.url
+    admin = signed_in(chromium, base, "admin_zhao", "zh-hans")
+    admin.goto(f"{base}/admin/facilities/rostershift/add/")
+    admin.click("#calendarlink0")
+    box = admin.locator("#calendarbox0")
+    box.wait_for()
+    weekdays = box.locator("table th").all_inner_texts()
+    assert weekdays == ["一", "二", "三", "四", "五", "六", "日"]
+    caption = box.locator("caption").inner_text()
+    assert "月" in caption and not any(letter.isascii() and letter.isalpha() for letter in caption)
+    assert "今天" in box.inner_text()
+    assert admin.errors == []

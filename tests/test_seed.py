@@ -6,6 +6,7 @@ again, independently of billing/hanyin.py, so a typo in either shows up."""
 
 from __future__ import annotations
 
+import importlib
 import statistics
 from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta
@@ -88,6 +89,21 @@ def test_without_history_it_loads_facilities_people_and_prices_only():
     assert User.objects.filter(username__in=["admin", "dr_li", "tech_guanyinhe"]).count() == 3
     assert PriceSchedule.objects.get(code="shaanxi-2021").items.count() == 4
     assert "tech_guanyinhe" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_every_facility_has_its_english_name():
+    """The English pages name the demo's facilities in English (Facility.name_in)."""
+    call_command("seed_hanyin", "--no-history", stdout=StringIO())
+    english = dict(Facility.objects.values_list("code", "name_en"))
+    assert english["HANYIN"] == "Hanyin County People's Hospital"
+    assert english["JIANCHI"] == "Jianchi Township Health Centre"
+    assert english["XUANWO"] == "Xuanwo Central Township Health Centre"
+    assert english["TIEFOSI"] == "Tiefosi Township Health Centre"
+    assert all(english.values())
+    # The migration names a database seeded before it the same way.
+    demo_names = importlib.import_module("facilities.migrations.0007_facility_name_en").DEMO_NAMES
+    assert {code: name_en for code, (_name, name_en) in demo_names.items()} == english
 
 
 @pytest.fixture

@@ -93,7 +93,7 @@ class TownshipMonth:
 @dataclass
 class MonthFigures:
     month: date
-    county: str
+    county: Facility | None
     exams: dict[str, int]  # by kind
     saving: Decimal
     ledger_entries: int
@@ -232,7 +232,7 @@ def month_figures(month: date, *, township_rows: int = TOWNSHIP_ROWS) -> MonthFi
     county = county_hospital()
     return MonthFigures(
         month=first,
-        county=county.name if county else "",
+        county=county,
         exams=exams,
         saving=money_.total.saving,
         ledger_entries=money_.total.entries,

@@ -22,6 +22,7 @@ from billing.reports.measures import (
 from billing.reports.turnaround_raw import signed_groups
 from billing.reports.turnaround_rollup import rollup_groups
 from facilities.models import ExamKind, Facility, User
+from facilities.names import by_pinyin
 
 
 @dataclass
@@ -128,7 +129,7 @@ def turnaround(filters: Filters, period: str = "year", *, source: str = "rollup"
     facility_ids = [int(k) for (kind, k) in groups if kind == "facility"]
     facilities = township_order(Facility.objects.filter(pk__in=facility_ids))
     radiologist_ids = [int(k) for (kind, k) in groups if kind == "radiologist" and k != "None"]
-    radiologists = sorted(User.objects.filter(pk__in=radiologist_ids), key=lambda u: (str(u), u.pk))
+    radiologists = by_pinyin(User.objects.filter(pk__in=radiologist_ids))
     kinds = sorted(k for (kind, k) in groups if kind == "kind")
     periods = sorted(k for (kind, k) in groups if kind == "period")
     histogram = [

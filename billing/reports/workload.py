@@ -42,6 +42,7 @@ from billing.models import DailyRollup, MonthlyReaderTurnaround
 from billing.reports.filters import Filters, rollup_parts, rollup_split
 from consults.models import Consult, Priority
 from facilities.models import ExamKind, User
+from facilities.names import by_pinyin
 
 
 def night_hours() -> tuple[int, int]:
@@ -121,7 +122,7 @@ def _minutes(value: timedelta | float | None) -> float:
 
 
 def _assembled(per_radiologist: dict[int, dict[str, Work]]) -> Workload:
-    people = sorted(User.objects.filter(pk__in=per_radiologist), key=lambda u: (str(u), u.pk))
+    people = by_pinyin(User.objects.filter(pk__in=per_radiologist))
     total = Work()
     by_month: dict[str, Work] = {}
     radiologists = []

@@ -42,7 +42,7 @@ def monthly_reports(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "billing/dashboards/monthly.html",
-        {"form": form, "reports": reports, "current": "monthly", "shows_money": True},
+        {"form": form, "reports": reports, "current": "monthly", "shows_money": True, "shows_reports": True},
         status=400 if form.is_bound and not form.is_valid() else 200,
     )
 

@@ -49,7 +49,17 @@
         nameGap: spec.categories.length > 8 ? 55 : 30,
         axisLabel: { interval: 0, rotate: spec.categories.length > 8 ? 30 : 0 },
       },
-      yAxis: { type: "value", name: spec.unit, axisLabel: { formatter: formatted } },
+      // ECharts calls an axis label's formatter with (value, index): the index is no
+      // number of decimals (the ticks read 0, 3,000.0, 6,000.00, 9,000.000, ...).
+      yAxis: {
+        type: "value",
+        name: spec.unit,
+        axisLabel: {
+          formatter: function (value) {
+            return formatted(value);
+          },
+        },
+      },
       series: spec.series.map(function (s, index) {
         // Every bar carries its value; a stack carries its total on its top segment.
         var label = { show: true, position: "top", fontSize: histogram ? 10 : 12 };

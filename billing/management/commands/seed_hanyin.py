@@ -204,6 +204,7 @@ def upsert_facilities() -> tuple[Facility, dict[str, Facility]]:
         {"code": hanyin.COUNTY_CODE},
         {
             "name": hanyin.COUNTY_NAME,
+            "name_en": hanyin.COUNTY_NAME_EN,
             "short_name": hanyin.COUNTY_SHORT_NAME,
             "pinyin": hanyin.COUNTY_PINYIN,
             "kind": Facility.Kind.COUNTY_HOSPITAL,
@@ -216,6 +217,7 @@ def upsert_facilities() -> tuple[Facility, dict[str, Facility]]:
             {"code": t.code},
             {
                 "name": t.name,
+                "name_en": t.name_en,
                 "short_name": t.short_name,
                 "pinyin": t.pinyin,
                 "kind": Facility.Kind.TOWNSHIP_CENTRE,
