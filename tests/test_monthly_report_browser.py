@@ -13,7 +13,7 @@ import pytest
 
 from billing import formatting
 from tests.test_daily_screens_browser import Screens, fits, log_in
-from tests.test_monthly_report import minutes, month_of_exams, pdf_text, raw, squeeze  # noqa: F401 -- a fixture
+from tests.test_monthly_report import cell, minutes, month_of_exams, pdf_text, raw, squeeze  # noqa: F401 -- a fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -64,8 +64,8 @@ def test_an_administrator_prints_the_monthly_report_and_its_figures_are_the_data
     assert f"时限内完成率 {formatting.percent(month['share'])}" in flat
     for name, t in september["townships"]:
         row_text = (
-            f"{name} {t['CT']} {t['DR']} {t['exams']} {formatting.yuan(t['saving'])} "
-            f"{t['signed']} {minutes(t['mean'])} {formatting.percent(t['share'])}"
+            f"{name} {cell(t['CT'])} {cell(t['DR'])} {cell(t['exams'])} {formatting.yuan(t['saving'])} "
+            f"{cell(t['signed'])} {minutes(t['mean'])} {formatting.percent(t['share'])}"
         )
         assert row_text in flat, row_text
     assert re.search(r"生成：王管理员", flat)
