@@ -23,16 +23,13 @@ Element (the receiver's failures), a peer whose maximum PDU would need the comma
 into fragments, or a handler bound to EVT_DIMSE_SENT go pynetdicom's way.
 
 The provider below relies on how pynetdicom 3.0's DIMSE provider receives and sends
-(PINNED_VERSION and the digests of the functions it stands in for); on any other version
+(`PIN`: the version and the digests of the functions it stands in for); on any other version
 `install` changes nothing. tests/test_dicomnode_fastpath.py compares both directions with
 pynetdicom's own, byte for byte and field by field.
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import logging
 import struct
 from io import BytesIO
 from pathlib import Path
@@ -50,15 +47,17 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import decode
 from pynetdicom.pdu_primitives import P_DATA
 
-logger = logging.getLogger("dicomnode")
+from dicomnode import pinning
 
-PINNED_VERSION = "3.0.4"
-PINNED_SOURCES = {
-    "DIMSEServiceProvider.send_msg": "a839cf2fb46976d9da29cf06fea41c04416b38d14fab612af12e5d869bd5b3f0",
-    "DIMSEServiceProvider.receive_primitive": "5f99c86b14a15cefa87d914cda3591ec4d636d4c53a982e945ec9c1828c6e43f",
-    "DIMSEMessage.decode_msg": "f51c777e841a76beeaadfe3015bd4f4a68387229a72f13f3a3b7846d01d72284",
-    "DIMSEMessage.message_to_primitive": "f8f43d34e43450efa31bd308677b85b370f8ca7600c0e067e854f8095ce665ac",
-}
+# What this module stands in for on pynetdicom 3.0.4 (dicomnode.pinning).
+PIN = pinning.Pin(
+    "3.0.4",
+    (DIMSEServiceProvider.send_msg, "a839cf2fb46976d9da29cf06fea41c04416b38d14fab612af12e5d869bd5b3f0"),
+    (DIMSEServiceProvider.receive_primitive, "5f99c86b14a15cefa87d914cda3591ec4d636d4c53a982e945ec9c1828c6e43f"),
+    (DIMSEMessage.decode_msg, "f51c777e841a76beeaadfe3015bd4f4a68387229a72f13f3a3b7846d01d72284"),
+    (DIMSEMessage.message_to_primitive, "f8f43d34e43450efa31bd308677b85b370f8ca7600c0e067e854f8095ce665ac"),
+    otherwise="C-STORE requests are read, and answers encoded, by pynetdicom",
+)
 
 # (0000,0100) Command Field of a C-STORE-RSP; (0000,0800) Command Data Set Type: none.
 C_STORE_RSP_COMMAND = 0x8001
@@ -68,35 +67,6 @@ LAST_COMMAND_FRAGMENT = b"\x03"
 # What pynetdicom keeps back from the peer's maximum PDU length for each fragment: a
 # command longer than the rest is cut in two.
 PDV_ITEM_OVERHEAD = 6
-
-
-def stock_sources() -> dict[str, str]:
-    return {
-        "DIMSEServiceProvider.send_msg": _digest(DIMSEServiceProvider.send_msg),
-        "DIMSEServiceProvider.receive_primitive": _digest(DIMSEServiceProvider.receive_primitive),
-        "DIMSEMessage.decode_msg": _digest(DIMSEMessage.decode_msg),
-        "DIMSEMessage.message_to_primitive": _digest(DIMSEMessage.message_to_primitive),
-    }
-
-
-def _digest(function: Any) -> str:
-    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
-
-
-_compatible: bool | None = None
-
-
-def compatible() -> bool:
-    global _compatible
-    if _compatible is None:
-        _compatible = pynetdicom.__version__ == PINNED_VERSION and stock_sources() == PINNED_SOURCES
-        if not _compatible:
-            logger.warning(
-                "pynetdicom %s is not %s (or its DIMSE provider changed): C-STORE answers are encoded by pynetdicom",
-                pynetdicom.__version__,
-                PINNED_VERSION,
-            )
-    return _compatible
 
 
 def _uid(tag_element: int, value: Any) -> bytes:
@@ -290,7 +260,7 @@ class PlainStoreDIMSE(DIMSEServiceProvider):
 def install(assoc: Any) -> bool:
     """Give a just-created acceptor association (not started) the provider above.
     Returns False, changing nothing, on a pynetdicom this was not written for."""
-    if not compatible() or type(assoc.dimse) is not DIMSEServiceProvider:
+    if not PIN.compatible() or type(assoc.dimse) is not DIMSEServiceProvider:
         return False
     dimse: Any = assoc.dimse
     dimse.__class__ = PlainStoreDIMSE

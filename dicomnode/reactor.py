@@ -16,9 +16,17 @@ pynetdicom's loops do: an idle association wakes 20 times a second, not 2000.
 
 The loops below are the stock ones with the sleeps replaced; they depend on pynetdicom's
 internals, so they are installed only on the version whose loops they were written
-against (PINNED_VERSION, with the source digests of the two stock loops). On any other
-version `install` leaves the association as it is, logs once, and
-tests/test_dicomnode_reactor.py fails until the loops are checked against the new code.
+against (`PIN`: the version, with the source digests of the two stock loops and of what
+`install` relies on). On any other version `install` leaves the association as it is,
+logs once, and tests/test_dicomnode_reactor.py fails until the loops are checked against
+the new code.
+
+pynetdicom's DUL provider is a thread whose target, its own polling loop, is bound when
+the provider is made, before `install` can change its class: changing the class alone
+left that loop running (until run 14 of docs/benchmarks-ingest.md the event-driven DUL
+loop never ran). `EventDrivenDUL.run`, which the thread calls when it starts, runs the
+event-driven loop instead; tests/test_dicomnode_reactor.py counts the receiver's DUL
+threads' polling sleeps (none) to show it is the one running.
 
 The DUL thread reads through `read_ahead`: pynetdicom's socket reads 4 KB per recv()
 (3,700 calls for a 15 MB radiograph), after a select() for each PDU, and each of those
@@ -38,8 +46,6 @@ could take a C-STORE sub-operation's response from under the sender.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import inspect
 import logging
 import os
 import queue
@@ -50,11 +56,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pynetdicom
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.utils import make_target
+
+from dicomnode import pinning
 
 logger = logging.getLogger("dicomnode")
 
@@ -64,41 +72,18 @@ IDLE_WAIT = 0.05
 # (DICOM_MAX_PDU, 128 KB) with its header and the next one's.
 READ_AHEAD = 256 * 1024
 
-PINNED_VERSION = "3.0.4"
-# SHA-256 of inspect.getsource() of the two loops this module replaces, on PINNED_VERSION.
-PINNED_SOURCES = {
-    "DULServiceProvider.run_reactor": "e3a10eb3a0931e4854af33b9496e92d9679522aca26b0e04da8967559b9e2803",
-    "Association._run_reactor": "f28838c5559e462a563750cfc9f3790027f4bb7e2223baf42c9f5d682c359dee",
-}
-
-
-def stock_sources() -> dict[str, str]:
-    return {
-        "DULServiceProvider.run_reactor": _digest(DULServiceProvider.run_reactor),
-        "Association._run_reactor": _digest(Association._run_reactor),
-    }
-
-
-def _digest(function: Callable[..., Any]) -> str:
-    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
-
-
-_compatible: bool | None = None
-
-
-def compatible() -> bool:
-    """Whether the installed pynetdicom is the one these loops were written against."""
-    global _compatible
-    if _compatible is None:
-        _compatible = pynetdicom.__version__ == PINNED_VERSION and stock_sources() == PINNED_SOURCES
-        if not _compatible:
-            logger.warning(
-                "pynetdicom %s is not %s (or its association loops changed): the receiver uses pynetdicom's"
-                " polling loops",
-                pynetdicom.__version__,
-                PINNED_VERSION,
-            )
-    return _compatible
+# What this module replaces on pynetdicom 3.0.4 (dicomnode.pinning): the two loops, and
+# what `install` relies on to put its own in their place: the DUL provider's constructor
+# (its queues, and the thread's target, fixed there to pynetdicom's loop) and the
+# association's run_reactor (which starts the DUL thread and calls _run_reactor).
+PIN = pinning.Pin(
+    "3.0.4",
+    (DULServiceProvider.run_reactor, "e3a10eb3a0931e4854af33b9496e92d9679522aca26b0e04da8967559b9e2803"),
+    (Association._run_reactor, "f28838c5559e462a563750cfc9f3790027f4bb7e2223baf42c9f5d682c359dee"),
+    (DULServiceProvider.__init__, "c82dafa9438ddf70685917cb15d2bfbc814aa0ad5233ffb0ae650faedc7570f0"),
+    (Association.run_reactor, "ed8bbbe3b3d6ddaee3e8673ba25b2ab2a4c45f25bc1d8ae7b48ebafd09499e6d"),
+    otherwise="the receiver uses pynetdicom's polling association loops",
+)
 
 
 def read_ahead(sock: Any, pending: bytearray, nr_bytes: int) -> bytearray:
@@ -163,6 +148,13 @@ class EventDrivenDUL(DULServiceProvider):
 
     _waker: _Waker
     _assoc_wake: threading.Event
+    # The event-driven loop as the thread's entry point (set by `install`).
+    _loop: Callable[[], None]
+
+    def run(self) -> None:
+        # Not Thread.run: it calls the target pynetdicom bound to its own polling loop
+        # when it made the provider, before `install` changed the class.
+        self._loop()
 
     def kill_dul(self) -> None:
         super().kill_dul()
@@ -336,7 +328,7 @@ def install_requestor(assoc: Association) -> bool:
     """Give an association the receiver requests the checked pause point (its loops stay
     pynetdicom's polling ones). From its EVT_CONN_OPEN, before the association loop
     starts. Returns False, changing nothing, on a pynetdicom this was not written for."""
-    if not compatible() or type(assoc) is not Association:
+    if not PIN.compatible() or type(assoc) is not Association:
         return False
     assoc.__class__ = CheckedPauseAssociation
     return True
@@ -345,12 +337,15 @@ def install_requestor(assoc: Association) -> bool:
 def install(assoc: Association) -> bool:
     """Make a just-created acceptor association (not started) use the event-driven loops.
     Returns False, changing nothing, on a pynetdicom these loops were not written for."""
-    if not compatible():
+    if not PIN.compatible():
         return False
     dul: Any = assoc.dul
     wake = threading.Event()
     waker = _Waker()
     dul.__class__ = EventDrivenDUL
+    # As pynetdicom makes the thread's target: run in a copy of this context when
+    # pynetdicom is set to pass context variables to its threads.
+    dul._loop = make_target(dul.run_reactor)
     dul._waker = waker
     dul._assoc_wake = wake
     dul.to_provider_queue = _WakingQueue(waker.wake)

@@ -19,6 +19,7 @@ from pynetdicom.sop_class import (
 )
 
 from cloudpacs.models import Instance
+from dicomnode.queryretrieve import OPENED
 from facilities.models import ApplicationEntity, AuditEvent, Facility
 from facilities.services import application_entity_for_ae_title
 from tests.factories import make_dataset
@@ -123,7 +124,7 @@ def test_it_rejects_an_unknown_ae(receiver):
 
 def test_a_workstation_is_admitted_but_may_not_store_or_report_steps(receiver, county):
     workstation(county)
-    assoc = scu("COUNTY_WS1").associate(*receiver, ae_title="CLOUDPACS")
+    assoc = scu("COUNTY_WS1").associate(*receiver, ae_title="CLOUDPACS", evt_handlers=OPENED)
     assert assoc.is_established
     try:
         assert assoc.send_c_echo().Status == 0x0000
@@ -144,7 +145,7 @@ def test_a_console_without_query_permission_is_refused_the_worklist(receiver, ct
     entity = ct_modality.application_entity
     entity.may_query = False
     entity.save()
-    assoc = scu("XUANWO_CT").associate(*receiver, ae_title="CLOUDPACS")
+    assoc = scu("XUANWO_CT").associate(*receiver, ae_title="CLOUDPACS", evt_handlers=OPENED)
     assert assoc.is_established
     try:
         query = Dataset()

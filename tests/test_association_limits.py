@@ -22,6 +22,7 @@ from pynetdicom.sop_class import CTImageStorage
 from cloudpacs.models import Instance
 from dicomnode import server as dicomnode
 from dicomnode.models import AssociationLog
+from dicomnode.queryretrieve import OPENED
 from tests.factories import make_dataset
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -52,7 +53,7 @@ def send(address: tuple[str, int], calling: str, datasets: list) -> list[int]:
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
-    assoc = ae.associate(*address, ae_title="CLOUDPACS")
+    assoc = ae.associate(*address, ae_title="CLOUDPACS", evt_handlers=OPENED)
     assert assoc.is_established
     try:
         return [assoc.send_c_store(ds).Status for ds in datasets]
@@ -106,7 +107,7 @@ def test_an_instance_passing_the_size_limit_while_it_arrives_aborts_the_associat
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
     with caplog.at_level(logging.WARNING, logger="dicomnode"):
-        assoc = ae.associate(*receiver, ae_title="CLOUDPACS")
+        assoc = ae.associate(*receiver, ae_title="CLOUDPACS", evt_handlers=OPENED)
         assert assoc.is_established
         assert assoc.send_c_store(small).Status == 0x0000
         started = time.monotonic()

@@ -11,6 +11,7 @@ from django.test import Client
 from django.urls import reverse
 
 from dicomnode.models import AssociationLog
+from dicomnode.queryretrieve import OPENED
 from facilities.models import User
 from tests.factories import PASSWORD, make_dataset, make_user
 from tests.store_clients import client_ae
@@ -32,7 +33,7 @@ def logged_rows(count: int) -> list[AssociationLog]:
 def test_an_accepted_association_is_logged_with_its_peer_and_counts(receiver, ct_modality):
     first, second = make_dataset(), make_dataset()
     ae = client_ae(ct_modality.ae_title)
-    assoc = ae.associate(*receiver, ae_title="CLOUDPACS")
+    assoc = ae.associate(*receiver, ae_title="CLOUDPACS", evt_handlers=OPENED)
     assert assoc.is_established
     local_port = assoc.requestor.port
     assert assoc.send_c_echo().Status == 0x0000

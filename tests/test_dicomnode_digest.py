@@ -18,6 +18,7 @@ from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation as DXSto
 
 from cloudpacs.models import Instance
 from cloudpacs.storage import part10_dataset_offset, path_for
+from dicomnode.queryretrieve import OPENED
 from tests.factories import make_dataset, write_dataset
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -52,7 +53,7 @@ def test_digests_hashed_on_arrival_match_the_stored_files(receiver, ct_modality,
         make_dataset(transfer_syntax_uid=ImplicitVRLittleEndian, rows=16, columns=16),
     ]
     with caplog.at_level(logging.INFO, logger="dicomnode"):
-        assoc = ae.associate(*receiver, ae_title="CLOUDPACS", max_pdu=16384)
+        assoc = ae.associate(*receiver, ae_title="CLOUDPACS", max_pdu=16384, evt_handlers=OPENED)
         assert assoc.is_established
         statuses = []
         for ds in datasets:

@@ -26,6 +26,7 @@ from pynetdicom.dsutils import create_file_meta, decode, encode
 
 from cloudpacs.models import Instance
 from dicomnode import fastpath
+from dicomnode.queryretrieve import OPENED
 from tests.factories import make_dataset
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,10 +35,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_it_is_written_against_the_installed_pynetdicom():
     # Fails on a pynetdicom upgrade: compare DIMSEServiceProvider.send_msg and
     # .receive_primitive, DIMSEMessage.decode_msg and .message_to_primitive with what
-    # dicomnode.fastpath does in their place, then update PINNED_VERSION and PINNED_SOURCES.
-    assert pynetdicom.__version__ == fastpath.PINNED_VERSION
-    assert fastpath.stock_sources() == fastpath.PINNED_SOURCES
-    assert fastpath.compatible()
+    # dicomnode.fastpath does in their place, then update fastpath.PIN.
+    assert pynetdicom.__version__ == fastpath.PIN.version
+    assert fastpath.PIN.stock_sources() == fastpath.PIN.sources
+    assert fastpath.PIN.compatible()
 
 
 def answer(message_id: int, status: int, instance: str, sop_class: str = CTImageStorage) -> C_STORE:
@@ -123,7 +124,8 @@ def test_the_receiver_reads_plain_stores_this_way_and_answers_failures_pynetdico
     monkeypatch.setattr(fastpath.PlainStoreRequest, "start", spy_start)
     ae = AE(ae_title=ct_modality.ae_title)
     ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
-    assoc = ae.associate(*receiver, ae_title="CLOUDPACS")
+    # Three C-STOREs one after another: the checked pause (dicomnode.reactor) on the client's loop.
+    assoc = ae.associate(*receiver, ae_title="CLOUDPACS", evt_handlers=OPENED)
     assert assoc.is_established
     try:
         stored = make_dataset()

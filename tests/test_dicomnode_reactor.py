@@ -3,15 +3,19 @@ were written against, and used by the receiver's associations."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
 
 import pynetdicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
+from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from dicomnode import reactor
+from dicomnode.queryretrieve import OPENED
 from tests.factories import make_dataset
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,14 +23,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_it_is_written_against_the_installed_pynetdicom():
     # Fails on a pynetdicom upgrade: compare the two stock loops with dicomnode.reactor's,
-    # then update PINNED_VERSION and PINNED_SOURCES.
-    assert pynetdicom.__version__ == reactor.PINNED_VERSION
-    assert reactor.stock_sources() == reactor.PINNED_SOURCES
-    assert reactor.compatible()
+    # and what `install` relies on (the DUL provider's constructor, the association's
+    # run_reactor) with how it uses them, then update reactor.PIN.
+    assert pynetdicom.__version__ == reactor.PIN.version
+    assert reactor.PIN.stock_sources() == reactor.PIN.sources
+    assert reactor.PIN.compatible()
 
 
 def test_it_relies_on_the_internals_it_replaces():
-    from pynetdicom.association import Association
     from pynetdicom.dimse import DIMSEServiceProvider
     from pynetdicom.dul import DULServiceProvider
 
@@ -35,13 +39,64 @@ def test_it_relies_on_the_internals_it_replaces():
     for name in ("_serve_request", "kill", "_run_reactor"):
         assert callable(getattr(Association, name))
     assert callable(DIMSEServiceProvider.get_msg)
+    # The DUL provider is the thread itself: its start() runs its class's run(), which
+    # EventDrivenDUL overrides.
+    assert issubclass(DULServiceProvider, threading.Thread)
+
+
+def console_association(receiver: tuple[str, int], calling: str) -> Association:
+    """C-ECHO and CT storage, message after message: the client's loop gets the checked
+    pause (dicomnode.reactor), or a loaded client can take an answer from under its own
+    sender."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    return ae.associate(*receiver, ae_title="CLOUDPACS", evt_handlers=OPENED)
+
+
+def test_the_receivers_loops_wait_on_events_and_never_poll(receiver, ct_modality, monkeypatch):
+    """pynetdicom's loops sleep 1 ms whenever they find nothing to do; the receiver's DUL
+    thread waits in select() and its association thread on an event. Fails when
+    pynetdicom's polling DUL loop runs in place of the event-driven one, as it did while
+    only the provider's class was changed: pynetdicom binds the thread's target to its
+    own loop when it makes the provider."""
+    counting = False
+    sleeps: Counter[str] = Counter()
+    waits: Counter[str] = Counter()
+    sleep = time.sleep
+    idle_wait = reactor.EventDrivenDUL._idle_wait
+
+    def counted_sleep(seconds: float) -> None:
+        thread = threading.current_thread()
+        if counting and isinstance(thread, (reactor.EventDrivenDUL, reactor.EventDrivenAssociation)):
+            sleeps[type(thread).__name__] += 1
+        sleep(seconds)
+
+    def counted_idle_wait(dul: reactor.EventDrivenDUL) -> None:
+        if counting:
+            waits["on its own thread" if threading.current_thread() is dul else "elsewhere"] += 1
+        idle_wait(dul)
+
+    monkeypatch.setattr(time, "sleep", counted_sleep)
+    monkeypatch.setattr(reactor.EventDrivenDUL, "_idle_wait", counted_idle_wait)
+    assoc = console_association(receiver, ct_modality.ae_title)
+    assert assoc.is_established
+    try:
+        counting = True
+        for _ in range(10):
+            assert assoc.send_c_echo().Status == 0x0000
+        assert assoc.send_c_store(make_dataset()).Status == 0x0000
+        sleep(0.2)  # idle: pynetdicom's DUL loop would sleep 1 ms at a time throughout
+        counting = False
+    finally:
+        assoc.release()
+    assert assoc.is_released
+    assert sleeps == {}
+    assert waits["on its own thread"] > 0 and waits["elsewhere"] == 0
 
 
 def test_the_receivers_associations_use_it_and_answer_at_once(receiver, ct_modality):
-    ae = AE(ae_title=ct_modality.ae_title)
-    ae.add_requested_context(Verification)
-    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
-    assoc = ae.associate(*receiver, ae_title="CLOUDPACS")
+    assoc = console_association(receiver, ct_modality.ae_title)
     assert assoc.is_established
     try:
         started = time.perf_counter()
@@ -73,8 +128,6 @@ class _Loop:
     """What wait_while_paused touches on an association."""
 
     def __init__(self) -> None:
-        import threading
-
         self._reactor_checkpoint = threading.Event()
         self._is_paused = False
 
@@ -83,8 +136,6 @@ def test_the_loop_stays_paused_when_a_sender_pauses_it_again_at_once():
     # A C-MOVE's sub-operations: one send_c_store sets the checkpoint and the next clears it
     # before the loop has run. pynetdicom's loop, woken by the set, goes on reading the
     # DIMSE queue while the second sender, which saw it "paused", reads it too.
-    import threading
-
     loop = _Loop()
     passed = threading.Event()
 
@@ -109,10 +160,6 @@ def test_the_loop_stays_paused_when_a_sender_pauses_it_again_at_once():
 
 
 def test_the_associations_the_receiver_opens_get_the_checked_pause(receiver):
-    from pynetdicom.association import Association
-
-    from dicomnode.queryretrieve import OPENED
-
     ae = AE(ae_title="ANY")
     ae.add_requested_context(Verification)
     assoc = ae.associate(*receiver, ae_title="CLOUDPACS", evt_handlers=OPENED)

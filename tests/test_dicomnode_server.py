@@ -35,6 +35,7 @@ from cloudpacs.models import Instance, Patient, Series, Study
 from cloudpacs.storage import path_for
 from consults.models import Consult
 from consults.tasks import sweep_stable_studies
+from dicomnode.queryretrieve import OPENED
 from facilities.models import AuditEvent, ExamKind, Modality
 from tests import store_clients
 from tests.factories import make_dataset, make_facility, make_modality, write_dataset
@@ -61,7 +62,7 @@ def send(
     address: tuple[str, int], calling: str, datasets: list, called: str = "CLOUDPACS", ae: AE | None = None
 ) -> list:
     ae = ae or client_ae(calling)
-    assoc = ae.associate(address[0], address[1], ae_title=called)
+    assoc = ae.associate(address[0], address[1], ae_title=called, evt_handlers=OPENED)
     assert assoc.is_established
     try:
         return [assoc.send_c_store(ds).Status for ds in datasets]

@@ -37,6 +37,7 @@ from pynetdicom import AE
 from cloudpacs.celery import app
 from cloudpacs.models import Instance, Series, Study
 from consults.models import Consult, CriticalFinding, Notification, ReportDelivery
+from dicomnode.queryretrieve import OPENED
 from facilities.models import ExamKind, User
 from tests.factories import make_consult, make_dataset, make_shift, make_study, make_user
 from tests.processes import SmtpServer, free_port, shared_database_url, wait_for
@@ -126,7 +127,7 @@ def push(
     """Send over one association; the status of each instance, None when no answer came
     (the association is gone, and the rest are not sent)."""
     statuses: dict[str, int | None] = {ds.SOPInstanceUID: None for ds in datasets}
-    assoc = client(calling).associate("127.0.0.1", port, ae_title="CLOUDPACS")
+    assoc = client(calling).associate("127.0.0.1", port, ae_title="CLOUDPACS", evt_handlers=OPENED)
     if not assoc.is_established:
         return statuses
     try:
@@ -535,7 +536,7 @@ def test_the_receiver_answers_a_failure_while_postgresql_restarts_and_reconnects
     receiver = Receiver(env, tmp_path / "receiver.log", "--no-sweep-timer")
     first, during, after, next_one = series_of(4)
     try:
-        assoc = client("XUANWO_CT").associate("127.0.0.1", receiver.port, ae_title="CLOUDPACS")
+        assoc = client("XUANWO_CT").associate("127.0.0.1", receiver.port, ae_title="CLOUDPACS", evt_handlers=OPENED)
         assert assoc.is_established
         assert assoc.send_c_store(first).Status == SUCCESS
 

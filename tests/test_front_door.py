@@ -24,6 +24,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification
 from cloudpacs.models import Instance
 from dicomnode.connections import RefusalLog
 from dicomnode.models import AssociationLog
+from dicomnode.queryretrieve import OPENED
 from tests.factories import make_dataset
 from tests.test_dicom_fuzz import associate_rq_body, item, pdu
 
@@ -45,7 +46,7 @@ def echo_and_store(address: tuple[str, int], calling: str, *, source: str = "127
     """C-ECHO and one C-STORE in one association: their statuses and the seconds taken,
     from connecting to the release."""
     started = time.monotonic()
-    assoc = console(calling).associate(*address, ae_title="CLOUDPACS", bind_address=(source, 0))
+    assoc = console(calling).associate(*address, ae_title="CLOUDPACS", bind_address=(source, 0), evt_handlers=OPENED)
     assert assoc.is_established, "the console's association was not accepted"
     try:
         echoed = assoc.send_c_echo().Status

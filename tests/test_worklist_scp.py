@@ -23,6 +23,7 @@ from cloudpacs.models import BodyPart, Order, OrderPriority, PerformedProcedureS
 from cloudpacs.services import person_name_groups
 from consults.models import Consult
 from consults.tasks import sweep_stable_studies
+from dicomnode.queryretrieve import OPENED
 from facilities.models import AuditEvent, ExamKind
 from tests.factories import make_dataset, make_modality
 
@@ -254,7 +255,7 @@ def test_a_malformed_date_is_refused_with_unable_to_process(receiver, zhang, ct_
 
 
 def store(address: tuple[str, int], calling: str, datasets: list[Dataset]) -> None:
-    assoc = scu(calling).associate(*address, ae_title="CLOUDPACS")
+    assoc = scu(calling).associate(*address, ae_title="CLOUDPACS", evt_handlers=OPENED)
     assert assoc.is_established
     try:
         assert [assoc.send_c_store(ds).Status for ds in datasets] == [0] * len(datasets)
@@ -362,7 +363,7 @@ def order_images(order: Order, count: int = 3) -> list[Dataset]:
 def test_mpps_completed_with_all_images_stored_makes_the_study_arrive_at_once(receiver, zhang, ct_modality, settings):
     settings.STUDY_STABLE_SECONDS = 3600
     step_uid = generate_uid()
-    assoc = scu(ct_modality.ae_title).associate(*receiver, ae_title="CLOUDPACS")
+    assoc = scu(ct_modality.ae_title).associate(*receiver, ae_title="CLOUDPACS", evt_handlers=OPENED)
     assert assoc.is_established
     try:
         status, _ = assoc.send_n_create(mpps_create(zhang), ModalityPerformedProcedureStep, step_uid)
@@ -396,7 +397,7 @@ def test_mpps_completed_before_the_last_image_makes_the_study_arrive_when_it_is_
     settings.STUDY_STABLE_SECONDS = 3600
     step_uid = generate_uid()
     images = order_images(zhang, 2)
-    assoc = scu(ct_modality.ae_title).associate(*receiver, ae_title="CLOUDPACS")
+    assoc = scu(ct_modality.ae_title).associate(*receiver, ae_title="CLOUDPACS", evt_handlers=OPENED)
     assert assoc.is_established
     try:
         assert assoc.send_n_create(mpps_create(zhang), ModalityPerformedProcedureStep, step_uid)[0].Status == 0

@@ -1,0 +1,58 @@
+"""Code that stands in for pynetdicom's internals, used only on the pynetdicom it was
+written against.
+
+dicomnode.reactor (the association loops) and dicomnode.fastpath (a plain C-STORE's
+command and answer) each replace a few of pynetdicom's functions. Each names the version
+it was written for and the SHA-256 of the source of every function it replaces or relies
+on; on any other version, or when one of those functions changed, the module is not
+installed and pynetdicom's own code runs (logged once), and the module's test fails until
+someone has compared the new code with what stands in for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pynetdicom
+
+logger = logging.getLogger("dicomnode")
+
+
+def digest(function: Callable[..., Any]) -> str:
+    """SHA-256 of a function's source, as inspect.getsource() gives it."""
+    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
+
+
+class Pin:
+    """A pynetdicom version and the functions replaced (or relied on) there, each with
+    its source's digest on that version."""
+
+    def __init__(self, version: str, *replaced: tuple[Callable[..., Any], str], otherwise: str) -> None:
+        self.version = version
+        self._functions = [function for function, _ in replaced]
+        # By qualified name ("DULServiceProvider.run_reactor"), as the tests compare them.
+        self.sources = {function.__qualname__: source for function, source in replaced}
+        # What runs instead when the pin does not hold, for the log.
+        self._otherwise = otherwise
+        self._compatible: bool | None = None
+
+    def stock_sources(self) -> dict[str, str]:
+        """The digests of the replaced functions on the installed pynetdicom."""
+        return {function.__qualname__: digest(function) for function in self._functions}
+
+    def compatible(self) -> bool:
+        """Whether the installed pynetdicom is the one pinned (worked out once)."""
+        if self._compatible is None:
+            self._compatible = pynetdicom.__version__ == self.version and self.stock_sources() == self.sources
+            if not self._compatible:
+                logger.warning(
+                    "pynetdicom %s is not %s (or the functions replaced on it changed): %s",
+                    pynetdicom.__version__,
+                    self.version,
+                    self._otherwise,
+                )
+        return self._compatible
