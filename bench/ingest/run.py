@@ -24,6 +24,11 @@ maximum PDU.
     .venv/bin/python bench/ingest/run.py --sets dx --parallel 1 --runs 1 --only yunying-sqlite --only storescp
     .venv/bin/python bench/ingest/run.py --only yunying-sqlite --only yunying-sqlite-s3   # the object store beside disk
 
+`--where` also prints, for each cell, the CPU per instance of each receiver process (the
+parent, each worker, the stability sweep's), of the PostgreSQL backends and of the storescu
+clients, and what the run's active PostgreSQL backends waited for (sampled every 20 ms):
+where the time of four associations goes.
+
 yunying-sqlite-s3 is yunying-sqlite with STORAGE_BACKEND=s3 against moto's S3 server on
 loopback (a Python emulator, not a real store: it compares the code paths, not MinIO).
 
@@ -34,8 +39,10 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -44,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,6 +299,121 @@ class PeakSampler:
         self._thread.join()
 
 
+def process_ticks(pid: int) -> int:
+    """User + system CPU ticks of one process (its threads that ended included)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+        return 0
+
+
+def command_line(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return [part.decode(errors="replace") for part in cmdline.read().split(b"\0") if part]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def postmaster_pid() -> int | None:
+    """The PostgreSQL server's main process (its backends are its children)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            args = command_line(int(entry))
+            if args and args[0].endswith("/postgres") and "-D" in args:
+                return int(entry)
+    return None
+
+
+class WhereSampler:
+    """--where: where the time of a push goes. Every `interval` it notes the CPU of each
+    receiver process (the parent, each worker, the stability sweep's process), of the
+    PostgreSQL backends serving the run's database (one per association: they end with
+    it, so the last figure seen is kept) and, on PostgreSQL, what each active backend of
+    that database waits for (pg_stat_activity: a row lock held by another association's
+    transaction is Lock:transactionid or Lock:tuple, the WAL's fsync IO:WALSync, a
+    client that has not sent the next statement Client:ClientRead)."""
+
+    def __init__(self, pid: int, database: str | None, interval: float = 0.02) -> None:
+        self.pid, self.database, self.interval = pid, database, interval
+        self.postmaster = postmaster_pid() if database else None
+        self.start: dict[int, int] = {current: process_ticks(current) for current in tree_pids(pid)}
+        self.labels: dict[int, str] = {}
+        self.last: dict[int, int] = {}
+        self.waits: Counter[str] = Counter()
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _label(self, current: int) -> str:
+        label = self.labels.get(current)
+        if label is None:
+            args = command_line(current)
+            if current == self.pid:
+                label = "receiver"
+            elif "--worker" in args:
+                label = "worker " + args[args.index("--worker") + 1].rsplit(",", 1)[-1]
+            elif args and args[0].startswith("postgres:"):
+                label = "postgres"
+            else:
+                label = "other"
+            self.labels[current] = label
+        return label
+
+    def _backends(self) -> list[int]:
+        if self.postmaster is None or self.database is None:
+            return []
+        found = []
+        for child in tree_pids(self.postmaster)[1:]:
+            args = command_line(child)
+            if args and args[0].startswith("postgres:") and f" {self.database} " in args[0]:
+                found.append(child)
+        return found
+
+    def _run(self) -> None:
+        cursor = None
+        if self.database is not None:
+            import psycopg
+
+            connection = psycopg.connect(host=PG_SOCKET_DIR, user="postgres", dbname=self.database, autocommit=True)
+            cursor = connection.cursor()
+        try:
+            while True:
+                for current in [*tree_pids(self.pid), *self._backends()]:
+                    self._label(current)
+                    self.last[current] = process_ticks(current)
+                if cursor is not None:
+                    cursor.execute(
+                        "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()"
+                    )
+                    self.samples += 1
+                    self.waits.update(row[0] for row in cursor.fetchall())
+                if self._stop.wait(self.interval):
+                    break
+        finally:
+            if cursor is not None:
+                cursor.connection.close()
+
+    def cpu_by_label(self) -> dict[str, float]:
+        """CPU seconds of the push by process label (every PostgreSQL backend together)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        seconds: Counter[str] = Counter()
+        for current, ticks in self.last.items():
+            seconds[self.labels[current]] += (ticks - self.start.get(current, 0)) / tick
+        return dict(seconds)
+
+    def __enter__(self) -> WhereSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @dataclass
 class Receiver:
     name: str
@@ -529,6 +652,11 @@ class Measure:
     system_seconds: float = 0.0
     switches: int = 0  # voluntary context switches of the receiver's threads
     load: float = 0.0  # the machine's load average (1 min) when the push ended
+    # --where: CPU seconds by process (receiver, worker N, other, postgres, storescu) and
+    # the active PostgreSQL backends' wait events, counted per sample.
+    where: dict[str, float] = field(default_factory=dict)
+    waits: Counter[str] = field(default_factory=Counter)
+    wait_samples: int = 0
 
 
 def count_stored(receiver: str, rundir: Path) -> int:
@@ -591,6 +719,10 @@ def settle(pid: int, at_least: float = SETTLE_SECONDS, idle_cpu: float = 0.02, m
         before = now
 
 
+# --where: sample where the time goes during each push (WhereSampler).
+WHERE = False
+
+
 def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path, warmup: DataSet) -> Measure:
     rundir = Path(tempfile.mkdtemp(prefix=f"{receiver.name}-", dir=workdir / "runs"))
     port = free_port()
@@ -602,8 +734,14 @@ def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path,
         push(port, warmup.files, 1)
         settle(process.pid)
         before = tree_cpu_split(process.pid)
-        with PeakSampler(process.pid) as sampler:
+        database = None
+        if receiver.name.startswith(("yunying-postgresql", "before-postgresql")):
+            database = urlsplit((rundir / "database_url").read_text()).path.strip("/")
+        where = WhereSampler(process.pid, database) if WHERE else contextlib.nullcontext()
+        clients_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with PeakSampler(process.pid) as sampler, where:
             seconds = push(port, dataset.files, parallel)
+        clients_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         after = tree_cpu_split(process.pid)
         load = os.getloadavg()[0]
         cpu = after[0] + after[1] - before[0] - before[1]
@@ -613,7 +751,31 @@ def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path,
         stop(process)
     ok = stored >= expected
     shutil.rmtree(rundir, ignore_errors=True)
-    return Measure(seconds, sampler.peak, ok, cpu, sampler.peak_process, after[1] - before[1], sampler.switches, load)
+    measure = Measure(
+        seconds, sampler.peak, ok, cpu, sampler.peak_process, after[1] - before[1], sampler.switches, load
+    )
+    if isinstance(where, WhereSampler):
+        # The storescu clients are the only children waited for during the push.
+        measure.where = {
+            **where.cpu_by_label(),
+            "storescu": (clients_after.ru_utime + clients_after.ru_stime)
+            - (clients_before.ru_utime + clients_before.ru_stime),
+        }
+        measure.waits, measure.wait_samples = where.waits, where.samples
+    return measure
+
+
+def where_line(runs: list[Measure], count: int) -> str:
+    """--where's line for a cell: CPU ms per instance by process (medians over the runs),
+    then the share of samples in which an active backend waited for each thing."""
+    labels = sorted({label for m in runs for label in m.where})
+    cpu = ", ".join(
+        f"{label} {statistics.median(m.where.get(label, 0.0) for m in runs) * 1000 / count:.2f}" for label in labels
+    )
+    samples = sum(m.wait_samples for m in runs)
+    waits: Counter[str] = sum((m.waits for m in runs), Counter())
+    shares = ", ".join(f"{event} {n / samples:.2f}" for event, n in waits.most_common(6)) if samples else ""
+    return f"    where (CPU ms/inst): {cpu}" + (f"; active backends per sample: {shares}" if shares else "")
 
 
 def time_to_consult(workdir: Path, start: Callable[[Path, int], subprocess.Popen], dataset: DataSet) -> float:
@@ -677,8 +839,16 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="an environment variable for every Yunying receiver (repeatable)",
     )
+    parser.add_argument(
+        "--where",
+        action="store_true",
+        help="also print where each cell's time went: CPU per instance of each receiver process, of the"
+        " PostgreSQL backends and of the storescu clients, and what active backends waited for",
+    )
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global WHERE
+    WHERE = args.where
     for pair in args.receiver_env:
         name, _, value = pair.partition("=")
         RECEIVER_ENV[name] = value
@@ -754,6 +924,8 @@ def main() -> None:
                     f"{'' if all(m.stored_ok for m in runs) else '  (INCOMPLETE)'}",
                     flush=True,
                 )
+                if WHERE:
+                    print(where_line(runs, count), flush=True)
 
     print()
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
