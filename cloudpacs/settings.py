@@ -191,9 +191,12 @@ DICOM_MAX_ASSOCIATIONS = env_int("DICOM_MAX_ASSOCIATIONS", 64, minimum=1)
 DICOM_MAX_WAITING_CONNECTIONS = env_int("DICOM_MAX_WAITING_CONNECTIONS", 64, minimum=1)
 DICOM_MAX_CONNECTIONS_PER_ADDRESS = env_int("DICOM_MAX_CONNECTIONS_PER_ADDRESS", 16, minimum=1)
 # Processes serving associations on the one port (dicomnode.processes): 1 serves them from
-# threads of the receiver's own process; more, from that many worker processes, with the
-# front door's limits kept by the parent for all of them.
-DICOM_RECEIVER_PROCESSES = env_int("DICOM_RECEIVER_PROCESSES", 1, minimum=1, maximum=64)
+# threads of the receiver's own process, under one interpreter lock; more, from that many
+# worker processes, with the front door's limits kept by the parent for all of them. By
+# default one per core the receiver may run on (1 on a single core).
+DICOM_RECEIVER_PROCESSES = env_int(
+    "DICOM_RECEIVER_PROCESSES", min(len(os.sched_getaffinity(0)), 64), minimum=1, maximum=64
+)
 # Addresses (or networks) of TCP proxies (HAProxy in TCP mode, send-proxy-v2) whose
 # connections begin with a PROXY protocol v2 header naming the real peer; the limits per
 # address, DICOM_CHECK_PEER_ADDRESS and the association log then see that peer. A PROXY

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,17 +82,19 @@ class Receiver:
 def multi_receiver(tmp_path: Path) -> Iterator[Callable[..., Receiver]]:
     started: list[Receiver] = []
 
-    def start(processes: int = 2, **env: str) -> Receiver:
+    def start(processes: int | None = 2, **env: str) -> Receiver:
+        """`processes` None: DICOM_RECEIVER_PROCESSES unset, the default."""
         log = tmp_path / f"receiver-{len(started)}.log"
+        inherited = {name: value for name, value in os.environ.items() if name != "DICOM_RECEIVER_PROCESSES"}
         process = subprocess.Popen(
             [sys.executable, "manage.py", "dicomnode", "--host", "127.0.0.1", "--port", "0", "--no-sweep-timer"],
             cwd=BASE_DIR,
             env={
-                **os.environ,
+                **inherited,
                 "DATABASE_URL": database_url(),
                 "STORAGE_ROOT": str(settings.STORAGE_ROOT),
                 "DICOM_AE_TITLE": "CLOUDPACS",
-                "DICOM_RECEIVER_PROCESSES": str(processes),
+                **({} if processes is None else {"DICOM_RECEIVER_PROCESSES": str(processes)}),
                 "CELERY_BROKER_URL": "",
                 "LOG_LEVEL": "INFO",
                 **env,
@@ -188,6 +191,36 @@ def test_eleven_townships_push_at_once_across_processes(multi_receiver):
     # Served by more than one process: the accepted lines name their worker.
     workers = set(re.findall(r"association accepted: .*, worker (\d+)", receiver.log.read_text()))
     assert len(workers) >= 2, receiver.log.read_text()[-3000:]
+
+
+def test_the_receiver_serves_from_one_process_per_core_by_default(multi_receiver, ct_modality):
+    """One process serves its associations under one interpreter lock: by default the
+    receiver starts a worker per core it may run on (one process of its own on a single
+    core), and four associations at once are spread over them."""
+    cores = len(os.sched_getaffinity(0))
+    receiver = multi_receiver(processes=None)
+    if cores == 1:
+        time.sleep(1)
+        assert receiver.workers() == []
+        return
+    receiver.wait_for_workers(cores)
+    study, one_series = "1.2.826.0.1.3680043.10.1.99", "1.2.826.0.1.3680043.10.2.99"
+    series = [make_dataset(study_uid=study, series_uid=one_series, instance_number=n) for n in range(1, 9)]
+    statuses: list[int] = []
+    held = [associate(receiver.address, ct_modality.ae_title) for _ in range(4)]
+    try:
+        assert all(assoc.is_established for assoc in held)
+        for number, ds in enumerate(series):
+            statuses.append(held[number % 4].send_c_store(ds).Status)
+    finally:
+        for assoc in held:
+            assoc.release()
+    assert statuses == [0x0000] * 8
+    assert Instance.objects.filter(series__series_uid=one_series).count() == 8
+    # The four held at once, each handed to the worker holding the fewest: 2 + 2 on two cores.
+    served = Counter(re.findall(r"association accepted: .*, worker (\d+)", receiver.log.read_text()))
+    assert sum(served.values()) == 4 and len(served) == min(cores, 4), receiver.log.read_text()[-3000:]
+    assert max(served.values()) - min(served.values()) <= 1, served
 
 
 def test_the_association_limit_holds_for_all_processes_together(multi_receiver, ct_modality):

@@ -60,6 +60,9 @@ def base_env(database_url: str, storage_root: Path, **extra: str) -> dict[str, s
         "DICOM_AE_TITLE": "CLOUDPACS",
         "CELERY_BROKER_URL": "",
         "LOG_LEVEL": "INFO",
+        # One process, the one these tests stop and kill in the middle of a store (the
+        # worker processes' faults are tests/test_dicomnode_processes.py's).
+        "DICOM_RECEIVER_PROCESSES": "1",
         **extra,
     }
 
