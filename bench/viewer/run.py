@@ -23,6 +23,11 @@ With --storage both, the images are also copied (manage.py storage_copy) to moto
 server on loopback and a second gunicorn serves them from there (STORAGE_BACKEND=s3);
 each case is measured on one and then the other.
 
+--trace DIR records one more cold load per case and server (not counted) as a Chrome trace
+(DIR/<case>-<server>.json) and prints where the browser's time went until Cornerstone's
+first frame (bench/viewer/chrometrace.py): the page's main thread, its workers and the GPU
+process, by trace event and by JavaScript function (the sampling profiler).
+
 Runs on a throwaway SQLite database and image store in a temporary directory unless
 DATABASE_URL is set.
 """
@@ -30,6 +35,7 @@ DATABASE_URL is set.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -166,7 +172,9 @@ TRACE = """() => [
 ]"""
 
 
-def measure(url: str, session: str, runs: int, mpr: bool = False, warmup: bool = True) -> dict[str, list[float]]:
+def measure(
+    url: str, session: str, runs: int, mpr: bool = False, warmup: bool = True, trace: Path | None = None
+) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
 
     results: dict[str, list[float]] = {
@@ -192,7 +200,7 @@ def measure(url: str, session: str, runs: int, mpr: bool = False, warmup: bool =
         const mark = (name) => performance.getEntriesByName(name, 'mark')[0]?.startTime;
         const steps = {
             page: performance.getEntriesByType('navigation')[0].responseEnd,
-            js: end(/viewer[.]js/),
+            js: end(/[/]viewer(-[^/]+)?[.]js$/),
             metadata: end(/[/]metadata$/),
             code: mark('yunying:code'),
             init: mark('yunying:init'),
@@ -221,6 +229,19 @@ def measure(url: str, session: str, runs: int, mpr: bool = False, warmup: bool =
                 untimed.goto(url)
                 untimed.wait_for_function(wait, timeout=300_000)
             context.close()
+            if trace is not None:
+                # One cold load more, traced (not counted: tracing slows the page).
+                from chrometrace import CATEGORIES, summary
+
+                context = browser.new_context(viewport={"width": 1280, "height": 900})
+                context.add_cookies([{"name": "sessionid", "value": session, "url": origin}])
+                page = context.new_page()
+                browser.start_tracing(categories=CATEGORIES, path=str(trace))
+                page.goto(url)
+                page.wait_for_function(wait, timeout=300_000)
+                browser.stop_tracing()
+                context.close()
+                print(f"\n{trace}:\n{summary(json.loads(trace.read_text()))}\n")
             for _ in range(runs):
                 context = browser.new_context(viewport={"width": 1280, "height": 900})
                 context.add_cookies([{"name": "sessionid", "value": session, "url": origin}])
@@ -279,11 +300,18 @@ def main() -> None:
         help="another checkout (a clone of main with its viewer built): served by a second gunicorn from the same "
         "database and images, each case measured on it (before) and on this checkout (after) run by run",
     )
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        metavar="DIR",
+        help="record one more cold load per case and server as a Chrome trace in DIR (<case>-<server>.json) and "
+        "print where the browser's time went until Cornerstone's first frame (bench/viewer/chrometrace.py)",
+    )
     args = parser.parse_args()
     if args.baseline and args.storage != "local":
         sys.exit("--baseline compares two checkouts on local storage")
     cases = args.only.split(",")
-    if not (ROOT / "static" / "viewer" / "viewer.js").exists():
+    if not (ROOT / "static" / "viewer" / "manifest.json").exists():
         sys.exit("build the viewer first: bash scripts/build-viewer.sh")
 
     work = Path(tempfile.mkdtemp(prefix="viewer-bench-"))
@@ -408,7 +436,11 @@ def main() -> None:
                 for backend, (_process, port) in servers.items():
                     url = f"http://127.0.0.1:{port}/viewer/{studies[case]}/"
                     runs = 1 if args.baseline else args.runs
-                    result = measure(url, session, runs, mpr=case.startswith("ct"), warmup=number == 0)
+                    trace = None
+                    if args.trace and number == 0:
+                        args.trace.mkdir(parents=True, exist_ok=True)
+                        trace = args.trace / f"{case}-{backend}.json"
+                    result = measure(url, session, runs, mpr=case.startswith("ct"), warmup=number == 0, trace=trace)
                     for key, values in result.items():
                         results[backend].setdefault(key, []).extend(values)
             for backend, result in results.items():
