@@ -147,10 +147,13 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = DEBUG
-# The viewer's code-split chunks, workers and WebAssembly are named by their content's hash
-# (frontend/vite.config.js): cached for good, never asked again. viewer.js and viewer.css
-# keep fixed names (the templates name them), so they keep WhiteNoise's 60 s.
-WHITENOISE_IMMUTABLE_FILE_TEST = r"/viewer/(?:chunks|workers|assets)/[^/]+-[A-Za-z0-9_-]{8}\.(?:js|wasm|css)$"
+# Every file of the built viewer is named by its content's hash (frontend/vite.config.js):
+# the entry viewer-<hash>.js and viewer-<hash>.css, which the templates find through the
+# build's manifest (cloudpacs/templatetags/viewer_build.py), its chunks, workers and
+# WebAssembly. Cached for good, never asked again.
+WHITENOISE_IMMUTABLE_FILE_TEST = (
+    r"/viewer/(?:(?:chunks|workers|assets)/[^/]+|viewer)-[A-Za-z0-9_-]{8}\.(?:js|wasm|css)$"
+)
 
 # The image store: DICOM files as received, under one root (local), or objects in an
 # S3-compatible store (s3), STORAGE_ROOT then holding only the receiving node's spool.

@@ -1,9 +1,11 @@
-// Builds the viewer into ../static/viewer/ with fixed names, so that the Django template
-// loads viewer.js and viewer.css without a manifest. The decoders (web workers and their
+// Builds the viewer into ../static/viewer/, every file named by its content's hash (the
+// entry viewer-<hash>.js and its viewer-<hash>.css too), so that browsers keep them for good;
+// the Django templates find the entry's current names in manifest.json
+// (cloudpacs/templatetags/viewer_build.py). The decoders (web workers and their
 // WebAssembly) are split off and loaded only when an image needs them; Cornerstone's tools
 // and the MPR are chunks loaded after the first image (src/tools.js, src/mpr.js), so that
-// viewer.js holds what the first image needs (docs/viewer.md, "Building").
-import { readFileSync, writeFileSync } from 'node:fs';
+// the entry holds what the first image needs (docs/viewer.md, "Building").
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { brotliCompressSync, constants } from 'node:zlib';
@@ -43,9 +45,55 @@ const noWebGpu = {
   },
 };
 
+// dcmjs as Cornerstone3D imports it, replaced by src/stubs/dcmjs.js (which says why), and the
+// dictionary entries that stub serves, read from dcmjs's own dictionary here at build time:
+// those of every attribute keyword Cornerstone3D's code names (the metadata modules' tags,
+// the display set rules' attributes...: about 200 words of its sources that are keywords).
+const dcmjsStub = fileURLToPath(new URL('./src/stubs/dcmjs.js', import.meta.url));
+const TAGS_MODULE = 'virtual:yunying-dcmjs-tags';
+const cornerstone = fileURLToPath(new URL('./node_modules/@cornerstonejs/', import.meta.url));
+
+function wordsOfSources(folder, words = new Set()) {
+  for (const entry of readdirSync(folder, { withFileTypes: true })) {
+    const path = join(folder, entry.name);
+    if (entry.isDirectory()) wordsOfSources(path, words);
+    else if (entry.name.endsWith('.js')) for (const [word] of readFileSync(path, 'utf8').matchAll(/\b[A-Z][A-Za-z0-9]{2,}\b/g)) words.add(word);
+  }
+  return words;
+}
+
+const noDcmjs = {
+  name: 'yunying-no-dcmjs',
+  enforce: 'pre',
+  resolveId(source, importer) {
+    if (source === TAGS_MODULE) return `\0${TAGS_MODULE}`;
+    if (source === 'dcmjs' && importer && /[\\/]@cornerstonejs[\\/](metadata|utils)[\\/]/.test(importer)) return dcmjsStub;
+    return null;
+  },
+  async load(id) {
+    if (id !== `\0${TAGS_MODULE}`) return null;
+    const { default: dcmjs } = await import('dcmjs');
+    const { nameMap } = dcmjs.data.DicomMetaDictionary;
+    const words = new Set();
+    for (const name of readdirSync(cornerstone)) {
+      const sources = join(cornerstone, name, 'dist', 'esm');
+      if (existsSync(sources)) wordsOfSources(sources, words);
+    }
+    // [tag as 8 hex digits, VR, VM, keyword], sorted by keyword for a reproducible build.
+    const rows = [...words]
+      .filter((word) => Object.prototype.hasOwnProperty.call(nameMap, word))
+      .sort()
+      .map((word) => {
+        const { tag, vr, vm } = nameMap[word];
+        return [tag.slice(1, 5) + tag.slice(6, 10), vr, vm, word];
+      });
+    return `export const rows = ${JSON.stringify(rows)};\n`;
+  },
+};
+
 export default defineConfig({
   base: './',
-  plugins: [noWebGpu, brotli],
+  plugins: [noDcmjs, noWebGpu, brotli],
   resolve: {
     alias: [
       // src/stubs/vtk-xml-polydata-reader.js says why.
@@ -61,6 +109,8 @@ export default defineConfig({
     target: 'es2022',
     sourcemap: false,
     chunkSizeWarningLimit: 8000,
+    // static/viewer/manifest.json: src/main.js -> its file and style sheets.
+    manifest: 'manifest.json',
     lib: false,
     rollupOptions: {
       input: fileURLToPath(new URL('./src/main.js', import.meta.url)),
@@ -71,9 +121,10 @@ export default defineConfig({
         moduleSideEffects: (id) => !/[\\/]node_modules[\\/]@cornerstonejs[\\/](dicom-image-loader|codec-[^\\/]+)[\\/]/.test(id),
       },
       output: {
-        entryFileNames: 'viewer.js',
+        entryFileNames: 'viewer-[hash].js',
         chunkFileNames: 'chunks/[name]-[hash].js',
-        assetFileNames: (asset) => (asset.names?.[0]?.endsWith('.css') ? 'viewer.css' : 'assets/[name]-[hash][extname]'),
+        assetFileNames: (asset) =>
+          asset.names?.[0]?.endsWith('.css') ? 'viewer-[hash][extname]' : 'assets/[name]-[hash][extname]',
       },
     },
   },

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the browser viewer (frontend/, Cornerstone3D with vite) into static/viewer/.
 # npm ci runs only when package-lock.json changed since the last install, and vite only
-# when a source is newer than the built viewer.js; the built files are not committed.
+# when a source is newer than the last build (its manifest.json); the built files are not committed.
 set -euo pipefail
 cd "$(dirname "$0")/../frontend"
 
@@ -18,7 +18,7 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-built=../static/viewer/viewer.js
+built=../static/viewer/manifest.json
 if [ ! -f "$built" ] || [ -n "$(find src package.json package-lock.json vite.config.js -newer "$built" -print -quit)" ]; then
   npx vite build --logLevel error
 fi

@@ -25,7 +25,10 @@ CHROMIUM_ARGS = [
     "--lang=zh-CN",
 ]
 # Not through Django's settings, so that a benchmark can import this before it sets them up.
-BUILT_VIEWER = Path(__file__).resolve().parent.parent / "static" / "viewer" / "viewer.js"
+# The build's manifest (frontend/vite.config.js): it names the entry, viewer-<hash>.js.
+BUILT_VIEWER = Path(__file__).resolve().parent.parent / "static" / "viewer" / "manifest.json"
+# The entry script's URL, whatever its hash, for page.route.
+VIEWER_ENTRY = "**/viewer/viewer-*.js"
 
 
 def launch(playwright: Any) -> Any:

@@ -21,7 +21,7 @@ from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
 from cloudpacs.models import Study
 from cloudpacs.services import ingest_instance
 from facilities.models import ExamKind, User
-from tests.browser import choose, press, session_context, watched_page
+from tests.browser import VIEWER_ENTRY, choose, press, session_context, watched_page
 from tests.factories import make_dataset, make_facility, make_modality, make_user, write_dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -253,7 +253,7 @@ def test_a_server_rendered_first_image_stands_in_until_cornerstone_draws(live_se
     url = f"{live_server.url}/viewer/{reading_data['ct']}/"
     # Without the viewer's code the stand-in stays: it is the first slice, rendered by the
     # server at the file's window.
-    page.route("**/viewer/viewer.js", lambda route: route.abort())
+    page.route(VIEWER_ENTRY, lambda route: route.abort())
     page.goto(url)
     page.wait_for_function("() => window.yunyingPreview?.shown != null", timeout=60_000)
     preview = page.locator('[data-pane="0"] img[data-preview]')
@@ -276,7 +276,7 @@ def test_a_server_rendered_first_image_stands_in_until_cornerstone_draws(live_se
     # A JPEG: a few levels of error on top of the window's arithmetic.
     assert np.abs(np.array(pixels, dtype=float)[:, 0] - expected_ct(1, 40, 400)).max() <= 8
     # With the code, Cornerstone's first frame takes its place.
-    page.unroute("**/viewer/viewer.js")
+    page.unroute(VIEWER_ENTRY)
     page.errors.clear()
     open_viewer(page, url)
     page.wait_for_function("() => window.yunyingPreview?.replaced != null")
@@ -287,7 +287,7 @@ def test_a_server_rendered_first_image_stands_in_until_cornerstone_draws(live_se
 def test_the_stand_in_is_painted_without_any_script(live_server, browser_page, reading_data):
     page = browser_page
     # Neither the viewer's code nor the page's own script: the stand-in is in the markup.
-    page.route("**/viewer/viewer.js", lambda route: route.abort())
+    page.route(VIEWER_ENTRY, lambda route: route.abort())
     page.route("**/js/viewer-preview.js", lambda route: route.abort())
     page.goto(f"{live_server.url}/viewer/{reading_data['ct']}/")
     page.wait_for_function(
@@ -427,6 +427,40 @@ def test_a_prior_study_opens_in_the_second_pane(live_server, browser_page, readi
     assert "1/2" in page.locator('[data-pane="1"] [data-overlay="bl"]').inner_text()
     choose(page, "select[data-prior]", "")
     assert page.locator('section[data-pane="1"]').is_hidden()
+
+
+# Counts the WebGL contexts the page's render windows create (vtk.js's get3DContext; the
+# probes of what WebGL can do make their own), run before the page's scripts.
+COUNT_WEBGL_CONTEXTS = """(() => {
+    const contexts = new Set();
+    const getContext = HTMLCanvasElement.prototype.getContext;
+    HTMLCanvasElement.prototype.getContext = function (type, ...rest) {
+        const context = getContext.call(this, type, ...rest);
+        if (context && /webgl/.test(type) && /get3DContext/.test(new Error().stack)) contexts.add(context);
+        return context;
+    };
+    window.renderWindowContexts = () => contexts.size;
+})()"""
+
+
+def test_every_pane_is_drawn_through_one_webgl_context(live_server, browser_page, reading_data):
+    page = browser_page
+    page.add_init_script(COUNT_WEBGL_CONTEXTS)
+    open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/?prior={reading_data['prior']}", panes=2)
+    # The one context the panes share (Cornerstone's default made seven, each costly in
+    # software WebGL).
+    assert page.evaluate("() => window.renderWindowContexts()") == 1
+    # Both panes drawn, each with its own image: the current study's first slice stays in
+    # the first pane while the prior is drawn in the second, and after both have moved
+    # (the prior to its second image, the current study with it by linked scrolling to its
+    # last: the prior's images have no positions, so by the same fraction of the stack).
+    assert page.evaluate("() => window.yunyingViewer.viewers[0].panes[1].firstImageMs != null")
+    centres = block_centres(CT_SIZE, CT_BLOCK)
+    assert np.abs(gray(page, centres) - expected_ct(1, 40, 400)).max() <= TOLERANCE
+    page.evaluate("() => window.yunyingViewer.viewers[0].panes[1].scrollTo(1)")
+    wait_for_image(page, CT_SLICES - 1)
+    assert np.abs(gray(page, centres) - expected_ct(CT_SLICES, 40, 400)).max() <= TOLERANCE
+    assert "2/2" in page.locator('[data-pane="1"] [data-overlay="bl"]').inner_text()
 
 
 @pytest.mark.parametrize("lut", list(VOI_LUTS))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from pathlib import Path
 
@@ -16,6 +18,35 @@ from facilities.models import AuditEvent
 from tests.factories import make_dataset, make_modality, write_dataset
 
 pytestmark = pytest.mark.django_db
+
+# What a build of the viewer names its entry (frontend/vite.config.js, its manifest.json).
+ENTRY = "viewer/viewer-AbC_12-9.js"
+STYLES = "viewer/viewer-Zz0_xy-8.css"
+
+
+@pytest.fixture(autouse=True)
+def built_viewer(tmp_path_factory, settings) -> Path:
+    """A build's manifest in a static directory of its own, so that these tests read the
+    names it gives, whether or not the viewer was built in this checkout."""
+    static = tmp_path_factory.mktemp("static")
+    (static / "viewer").mkdir()
+    manifest = {
+        "src/main.js": {
+            "file": ENTRY.removeprefix("viewer/"),
+            "isEntry": True,
+            "css": [STYLES.removeprefix("viewer/")],
+        },
+        "src/tools.js": {
+            "file": "chunks/tools-DRJvwrGt.js",
+            "isDynamicEntry": True,
+            "imports": ["src/main.js", "_ZoomTool-Qq1_2-3w.js"],
+        },
+        "_ZoomTool-Qq1_2-3w.js": {"file": "chunks/ZoomTool-Qq1_2-3w.js", "imports": ["src/main.js"]},
+        "src/mpr.js": {"file": "chunks/mpr-C1LvV-6E.js", "isDynamicEntry": True, "imports": ["src/main.js"]},
+    }
+    (static / "viewer" / "manifest.json").write_text(json.dumps(manifest))
+    settings.STATICFILES_DIRS = [static]
+    return static
 
 
 def ingest(tmp_path: Path, modality, *, sent_for_reading: bool = True, **fields) -> Study:
@@ -50,8 +81,9 @@ def test_the_radiologist_gets_the_viewer_for_the_study(radiologist_client, study
     assert response.status_code == 200
     page = response.content.decode()
     assert f'data-study-uid="{study.study_uid}"' in page
-    assert "viewer/viewer.js" in page
-    assert "viewer/viewer.css" in page
+    # The build's entry and its styles by the names its manifest gives them.
+    assert f'<script type="module" src="/static/{ENTRY}"></script>' in page
+    assert f'<link rel="stylesheet" href="/static/{STYLES}">' in page
     series_uid = study.series.get().series_uid
     assert f'data-series-uid="{series_uid}"' in page
     # The first series' metadata is asked for before the viewer's code has arrived.
@@ -162,7 +194,7 @@ def test_the_head_preloads_the_first_images_stand_in_at_its_own_size(tmp_path, r
     # Asked for from the head, before the viewer's code and before the pane has a size;
     # the page's script shows the very same URL, so the browser uses what it preloaded.
     assert f'<link rel="preload" as="image" href="{stand_in}"' in page
-    assert page.index(stand_in) < page.index("viewer/viewer.js") < page.index("data-yunying-viewer")
+    assert page.index(stand_in) < page.index(ENTRY) < page.index("data-yunying-viewer")
     # The first pane shows that very URL in its markup: painted as soon as the browser has
     # it, before (and without) any script.
     shown = f'<img class="yv-stand-in" data-preview src="{stand_in}"'
@@ -225,11 +257,49 @@ def test_two_first_images_with_one_number_leave_the_choice_to_the_metadata(tmp_p
     assert f"/series/{series_uid}/metadata" in page
 
 
-def test_the_viewers_hashed_chunks_are_cached_for_good_and_its_entry_is_not(settings):
+def test_every_file_of_the_built_viewer_is_cached_for_good_and_its_manifest_is_not(settings):
     immutable = re.compile(settings.WHITENOISE_IMMUTABLE_FILE_TEST)
-    hashed = ("chunks/tools-DRJvwrGt.js", "workers/decodeImageFrameWorker-CXmznAEA.js", "assets/openjph-odeu-u12.wasm")
+    hashed = (
+        ENTRY,
+        STYLES,
+        "viewer/chunks/tools-DRJvwrGt.js",
+        "viewer/workers/decodeImageFrameWorker-CXmznAEA.js",
+        "viewer/assets/openjph-odeu-u12.wasm",
+    )
     for name in hashed:
-        assert immutable.search(f"/static/viewer/{name}")
-    # The templates name these by fixed names: a new build must reach the browser within WhiteNoise's 60 s.
-    for url in ("/static/viewer/viewer.js", "/static/viewer/viewer.css", "/static/js/viewer-preview.js"):
-        assert not immutable.search(url)
+        assert immutable.search(f"/static/{name}")
+    # Named by fixed names: a new build (or a new page script) must reach the browser within WhiteNoise's 60 s.
+    for name in ("viewer/manifest.json", "js/viewer-preview.js", "viewer/viewer.js", "css/app.css"):
+        assert not immutable.search(f"/static/{name}")
+
+
+def test_the_page_has_the_browser_fetch_the_tools_chunks_but_not_the_mpr(radiologist_client, study):
+    page = radiologist_client.get(url(study)).content.decode()
+    # Fetched and compiled while the first image loads, run after it (viewer.js loadTools):
+    # the tools and the chunk they share with the MPR; not the entry again, nor the MPR.
+    preloads = re.findall(r'<link rel="modulepreload" href="([^"]+)">', page)
+    assert preloads == ["/static/viewer/chunks/tools-DRJvwrGt.js", "/static/viewer/chunks/ZoomTool-Qq1_2-3w.js"]
+    assert page.index(ENTRY) < page.index(preloads[0])
+
+
+def test_the_page_names_the_entry_of_the_build_it_finds_now(radiologist_client, study, built_viewer):
+    manifest = built_viewer / "viewer" / "manifest.json"
+    assert ENTRY in radiologist_client.get(url(study)).content.decode()
+    # A rebuild while the server runs: the next page names the new entry.
+    manifest.write_text(json.dumps({"src/main.js": {"file": "viewer-NEW12345.js", "css": []}}))
+    stat = manifest.stat()
+    os.utime(manifest, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    page = radiologist_client.get(url(study)).content.decode()
+    assert '<script type="module" src="/static/viewer/viewer-NEW12345.js"></script>' in page
+    assert ENTRY not in page
+
+
+def test_without_a_build_the_page_keeps_its_server_rendered_first_image(
+    radiologist_client, study, settings, tmp_path, caplog
+):
+    settings.STATICFILES_DIRS = [tmp_path]
+    settings.STATIC_ROOT = tmp_path / "collected"
+    page = radiologist_client.get(url(study)).content.decode()
+    assert 'type="module"' not in page
+    assert "/rendered?accept=image/jpeg" in page
+    assert "the viewer is not built" in caplog.text

@@ -23,7 +23,12 @@ export function start() {
     // The decode workers first: they fetch and compile their script while the core probes
     // WebGL, so that they are ready when the first frame arrives.
     initLoader({ maxWebWorkers: Math.min(navigator.hardwareConcurrency || 2, 4) });
-    await initCore();
+    // One WebGL context for all the panes (and the MPR's planes, which Cornerstone puts in
+    // the first context whatever the count): its default, 7, has the rendering engine
+    // create and first draw seven offscreen WebGL2 contexts before it can show anything,
+    // each costly in software WebGL (SwiftShader) and a share of the browser's limit of
+    // 16 per page. The panes take turns in the one context, as they do beyond seven.
+    await initCore({ rendering: { webGlContextCount: 1 } });
     // At most four frames of a stack's prefetch in flight (Cornerstone asks for all at
     // once): the browser opens six connections to a host, and the rest would queue every
     // other request (the tools' chunk, thumbnails, an image scrolled to) behind the stack.
