@@ -7,7 +7,7 @@ every turn. A C-STORE waits on both between its last PDU and its response, and a
 response waits once more before it is sent: about 2 ms of a small instance's 5-6 ms
 (docs/benchmarks-ingest.md, run 6), which no change to the handler removes.
 
-Here the DUL thread waits in select() on its socket and on an eventfd written whenever a
+Here the DUL thread waits in poll() on its socket and on an eventfd written whenever a
 primitive is queued for it (and when it is told to stop); the association thread waits
 on a threading.Event set whenever a DIMSE message or a release/abort primitive is queued
 for it (and when the DUL thread ends). Both still wake every IDLE_WAIT seconds when
@@ -105,8 +105,29 @@ def read_ahead(sock: Any, pending: bytearray, nr_bytes: int) -> bytearray:
     return data
 
 
+def readable(fds: list[Any], timeout: float) -> set[int]:
+    """The descriptors among `fds` (sockets or numbers) that have something to read, or
+    have hung up or failed, within `timeout` seconds: poll(), not select(), which cannot
+    watch a descriptor numbered 1024 or more (ValueError). A closed socket (number -1) or
+    a descriptor that is not open raises OSError, as select() did."""
+    poller = select.poll()
+    numbers = []
+    for f in fds:
+        number = f if isinstance(f, int) else f.fileno()
+        if number < 0:
+            raise OSError("the socket is closed")
+        numbers.append(number)
+        poller.register(number, select.POLLIN | select.POLLPRI)
+    found: set[int] = set()
+    for number, events in poller.poll(max(0, round(timeout * 1000))):
+        if events & select.POLLNVAL:
+            raise OSError(f"descriptor {number} is not open")
+        found.add(number)
+    return found
+
+
 class _Waker:
-    """An eventfd that other threads write to wake the DUL thread's select(). Closed once,
+    """An eventfd that other threads write to wake the DUL thread's poll(). Closed once,
     under the lock, so a late write never lands on a reused descriptor."""
 
     def __init__(self) -> None:
@@ -144,7 +165,7 @@ class _WakingQueue(queue.Queue):  # type: ignore[type-arg]
 
 
 class EventDrivenDUL(DULServiceProvider):
-    """pynetdicom's DUL provider whose idle wait is select() on the socket and the waker."""
+    """pynetdicom's DUL provider whose idle wait is poll() on the socket and the waker."""
 
     _waker: _Waker
     _assoc_wake: threading.Event
@@ -172,12 +193,12 @@ class EventDrivenDUL(DULServiceProvider):
         if isinstance(raw, ssl.SSLSocket) and raw.pending():
             return
         try:
-            readable, _, _ = select.select([raw, self._waker.fd], [], [], IDLE_WAIT)
-        except (OSError, ValueError):
+            woken = self._waker.fd in readable([raw, self._waker.fd], IDLE_WAIT)
+        except OSError:
             # A closed socket: the loop's next transport check finds out.
             time.sleep(0.001)
             return
-        if self._waker.fd in readable:
+        if woken:
             self._waker.drain()
 
     def run_reactor(self) -> None:

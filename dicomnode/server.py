@@ -563,7 +563,19 @@ class CappedAssociationSocket(AssociationSocket):
     def ready(self) -> bool:
         if self.aborted or getattr(self, "prefix", None):
             return True
-        return bool(super().ready)
+        # pynetdicom's own asks select(), which raises for a descriptor numbered 1024 or
+        # more: a process holding many connections (and files, and database connections)
+        # would take every newer connection for closed (Evt17). poll() has no such limit.
+        sock = self.socket
+        if sock is None or self._is_connected is False:
+            return False
+        try:
+            found = bool(reactor.readable([sock], 0))
+        except OSError:
+            self.event_queue.put("Evt17")  # the transport connection closed
+            return False
+        # An SSL socket may hold decrypted bytes that poll() cannot see.
+        return found or (isinstance(sock, ssl.SSLSocket) and bool(sock.pending()))
 
     def recv(self, nr_bytes: int) -> bytearray:
         # pynetdicom asks for a PDU's header (6 bytes) and then for its whole body at once.
