@@ -30,6 +30,7 @@ from django.utils.translation import gettext as _
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filereader import data_element_generator
 from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import PersonName
@@ -282,37 +283,98 @@ def ingest_instance(
             raise OutOfResources(f"no space left in the image store: {exc}") from exc
         raise
     tags: IndexedTags | None = None
+    ahead: storage.Publishing | None = None
     try:
+        # The file's fsyncs wait on the disk while its tags are read: its key needs only
+        # the Study Instance UID, read first from the dataset's first elements. What the
+        # tags then say decides whether it is indexed, under that key or not at all.
+        study_uid = _study_uid_ahead(staged.path, staged.dataset_offset, transfer_syntax_uid)
+        if study_uid is not None:
+            ahead = storage.publish_ahead(staged, storage.key_for(study_uid, sop_instance_uid, staged.sha256))
         tags = _read_indexed_tags(staged.path, sop_class_uid, sop_instance_uid, transfer_syntax_uid)
-        return _store(tags, staged, transfer_syntax_uid, modality)
+        return _store(tags, staged, transfer_syntax_uid, modality, ahead)
     except IdentityConflict as conflict:
         assert tags is not None
         _record_conflict(conflict, tags, modality, channel, association, user)
         raise
     finally:
+        if ahead is not None:
+            # Refused before it was indexed (or its key was not the one guessed).
+            ahead.abandon()
         storage.discard(staged)
 
 
-def _store(tags: IndexedTags, staged: storage.StagedFile, transfer_syntax_uid: str, modality: Modality) -> IngestResult:
+STUDY_INSTANCE_UID = 0x0020000D
+
+
+def _study_uid_ahead(path: Path, offset: int, transfer_syntax_uid: str) -> str | None:
+    """The Study Instance UID from the dataset's first elements, read by pydicom's own
+    element reader up to (0020,000D) without converting a value, or None when it cannot
+    tell (a deflated dataset, no such element at the top level, anything unreadable).
+    Only a guess of the key: the tags read in full decide."""
+    try:
+        syntax = UID(transfer_syntax_uid)
+        if syntax == DeflatedExplicitVRLittleEndian or not syntax.is_transfer_syntax:
+            return None
+        with open(path, "rb") as stream:
+            stream.seek(offset)
+            for element in data_element_generator(
+                stream,
+                syntax.is_implicit_VR,
+                syntax.is_little_endian,
+                stop_when=lambda tag, vr, length: tag > STUDY_INSTANCE_UID,
+                defer_size=256,
+            ):
+                if element.tag == STUDY_INSTANCE_UID:
+                    value = element.value
+                    text = value.decode("ascii").strip("\0 ") if isinstance(value, bytes) else ""
+                    return text or None
+    except Exception:
+        return None
+    return None
+
+
+def _store(
+    tags: IndexedTags,
+    staged: storage.StagedFile,
+    transfer_syntax_uid: str,
+    modality: Modality,
+    ahead: storage.Publishing | None = None,
+) -> IngestResult:
     key = storage.key_for(tags.study_uid, tags.sop_instance_uid, staged.sha256)
+    if ahead is not None and ahead.key != key:
+        ahead.abandon()
+        ahead = None
+    # Whether the file's name is new (see storage.publish), once it is durable.
+    created: bool | None = None
+
+    def durable() -> None:
+        """The file durable at its key: called by _index before it writes anything, so
+        that the lookups before its first write wait on the database while the disk
+        syncs the file (publishing ahead), and nothing is indexed before that."""
+        nonlocal created
+        if created is not None:
+            return
+        try:
+            created = ahead.result() if ahead is not None else storage.publish(staged, key)
+        except storage.StoreUnavailable as exc:
+            # The object store is down, too slow or refused the PUT: nothing is indexed,
+            # and the sender is told to try again later. A PUT the store took after all
+            # is left to the orphan sweep (manage.py storage_verify --orphans).
+            raise OutOfResources(f"image store unavailable: {exc}") from exc
+        except OSError as exc:
+            # Only a name this call made (a link to the staged file) may go: an existing
+            # one may be indexed.
+            with contextlib.suppress(OSError):
+                if storage.path_for(key).samefile(staged.path):
+                    storage.remove_key(key)
+            if exc.errno in {errno.ENOSPC, errno.EDQUOT}:
+                raise OutOfResources(f"no space left in the image store: {exc}") from exc
+            raise
+
     try:
-        created = storage.publish(staged, key)
-    except storage.StoreUnavailable as exc:
-        # The object store is down, too slow or refused the PUT: nothing is indexed, and
-        # the sender is told to try again later. A PUT the store took after all is left
-        # to the orphan sweep (manage.py storage_verify --orphans).
-        raise OutOfResources(f"image store unavailable: {exc}") from exc
-    except OSError as exc:
-        # Only a name this call made (a link to the staged file) may go: an existing
-        # one may be indexed.
-        with contextlib.suppress(OSError):
-            if storage.path_for(key).samefile(staged.path):
-                storage.remove_key(key)
-        if exc.errno in {errno.ENOSPC, errno.EDQUOT}:
-            raise OutOfResources(f"no space left in the image store: {exc}") from exc
-        raise
-    try:
-        instance, study_created = _index(tags, staged, key, transfer_syntax_uid, modality)
+        instance, study_created = _index(tags, staged, key, transfer_syntax_uid, modality, durable)
+        durable()
     except IntegrityError:
         # This SOP Instance UID is indexed already: a re-send, a correction, or another
         # association a moment ago.
@@ -797,7 +859,10 @@ def _index(
     key: str,
     transfer_syntax_uid: str,
     modality: Modality,
+    durable: Callable[[], None] = lambda: None,
 ) -> tuple[Instance, bool]:
+    """The instance's row and its series', study's and patient's; `durable` is called
+    before the first write (the file durable first, then the index)."""
     ds = tags.values
     now = timezone.now()
     facility = modality.facility
@@ -834,10 +899,12 @@ def _index(
             )
             if not study_changes:
                 new_modalities = _new_modalities(modalities_in_study, series_modality)
+                durable()
                 pk = _insert_counted(row, series_pk, study_pk, now, new_modalities)
                 logger.debug("stored %s from %s as %s", tags.sop_instance_uid, modality.ae_title, key)
                 return _instance(pk, series_pk, row), False
             study_changes.clear()
+    durable()
     with transaction.atomic():
         # Most instances join a series that exists: one lookup finds it, its study and
         # what the identity rules compare (the study's facility, UID and patient).

@@ -29,9 +29,11 @@ import hashlib
 import logging
 import os
 import struct
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -320,15 +322,92 @@ def publish(staged: StagedFile, key: str) -> bool:
         os.link(staged.path, final)
     except FileExistsError:
         created = False
-    # The data first, then the directory entry; on ext4 the first fsync commits the
-    # journal that holds the new entry too, which makes the second one cheap.
-    fd = os.open(final, os.O_RDONLY)
+    # The data and the directory's new entry, each fsynced, both at once: each makes
+    # durable what was written before it began (the link, the data), and one after the
+    # other they cost two device flushes (on ext4 the directory's, its journal already
+    # committed by the file's, still flushed the disk's cache: 4.3 ms after a 4.7 ms
+    # fsync of the file, loaded), at once about one.
+    directory = _pool(_SYNCING).submit(_fsync_dir, final.parent)
     try:
-        os.fsync(fd)
+        _fsync_file(final)
     finally:
-        os.close(fd)
-    _fsync_dir(final.parent)
+        wait([directory])
+    directory.result()
     return created
+
+
+class Publishing:
+    """`publish(staged, key)` running on a thread of its own, begun before the caller
+    knows that it will index the file: its fsyncs (and on the object store its PUT) wait
+    on the disk or the network while the caller reads the dataset's tags. The caller
+    either takes its `result()` before indexing (the durability rule: the data durable,
+    then the index row) or `abandon()`s it, which removes the name it made."""
+
+    def __init__(self, staged: StagedFile, key: str) -> None:
+        self.staged = staged
+        self.key = key
+        self.settled = False
+        self._future: Future[bool] = _pool(_PUBLISHING).submit(publish, staged, key)
+
+    def result(self) -> bool:
+        """What `publish` returned, or what it raised, once it has finished."""
+        self.settled = True
+        return self._future.result()
+
+    def abandon(self) -> None:
+        """Wait for it, then remove the name it made (or a link to the staged file it
+        left on failure): nothing will index it. Never raises."""
+        if self.settled:
+            return
+        self.settled = True
+        try:
+            created = self._future.result()
+        except Exception:
+            # Only a name that is a link to the staged file may go (as in
+            # cloudpacs.services): an existing one may be indexed.
+            with contextlib.suppress(Exception):
+                if _object_store() is None and path_for(self.key).samefile(self.staged.path):
+                    remove_key(self.key)
+            return
+        if created:
+            with contextlib.suppress(Exception):
+                remove_key(self.key)
+
+
+def publish_ahead(staged: StagedFile, key: str) -> Publishing:
+    """Begin `publish(staged, key)` on another thread (see Publishing)."""
+    return Publishing(staged, key)
+
+
+# Threads that wait on the disk (fsync) or the object store (PUT), which release the
+# GIL: one per association in flight is enough, more wait their turn. Two pools, so that
+# a publish waiting for its directory's fsync never waits for a thread held by another
+# publish: a directory's fsync waits on nothing else.
+_PUBLISHING = "publish"
+_SYNCING = "fsync-directory"
+POOL_THREADS = 16
+_pools_lock = threading.Lock()
+_pools: dict[str, ThreadPoolExecutor] = {}
+
+
+def _pool(name: str) -> ThreadPoolExecutor:
+    pool = _pools.get(name)
+    if pool is None:
+        with _pools_lock:
+            pool = _pools.get(name)
+            if pool is None:
+                pool = _pools[name] = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix=name)
+    return pool
+
+
+def _forget_pools() -> None:
+    # A forked child (a receiver worker process) has none of its parent's threads.
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
 
 
 def _fsync_file(path: Path) -> None:

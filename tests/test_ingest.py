@@ -552,3 +552,98 @@ def test_the_sweep_claims_in_short_batches_and_leaves_the_rest_to_its_next_run(
     assert Instance.objects.filter(metadata__isnull=False).count() == 20
     assert len(tasks.sweep_stable_studies.delay().get()) == 5
     assert Consult.objects.count() == 25
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_file_is_durable_before_the_index_is_written(storage_backend, ct_modality, tmp_path, monkeypatch):
+    """The file is published (synced; on the object store, PUT) on a thread of its own
+    while the tags are read and the series looked up, and the index's first write waits
+    for it: data durable, then the index."""
+    events: list[str] = []
+    threads: list[threading.Thread] = []
+    real_publish = storage.publish
+
+    def publish(staged, key):
+        created = real_publish(staged, key)
+        threads.append(threading.current_thread())
+        events.append("published")
+        return created
+
+    def record(execute, sql, params, many, context):
+        events.append(sql.split()[0].upper())
+        return execute(sql, params, many, context)
+
+    monkeypatch.setattr(storage, "publish", publish)
+    study_uid, series_uid = generate_uid(), generate_uid()
+    ingest(make_dataset(study_uid=study_uid, series_uid=series_uid), ct_modality, tmp_path)
+    for number in (2, 3):
+        events.clear()
+        with connection.execute_wrapper(record):
+            later = make_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=number)
+            result = ingest(later, ct_modality, tmp_path)
+        assert result.outcome == services.IngestOutcome.STORED
+        writes = [index for index, event in enumerate(events) if event in {"INSERT", "UPDATE", "WITH"}]
+        assert writes and events.index("published") < writes[0], events
+        assert storage.exists(result.instance.storage_key)
+    assert threads and all(thread is not threading.current_thread() for thread in threads)
+    assert incoming_files() == []
+
+
+@pytest.mark.django_db
+def test_a_key_guessed_wrong_ahead_is_removed_and_the_right_one_stored(
+    storage_backend, ct_modality, tmp_path, monkeypatch
+):
+    ds = make_dataset()
+    monkeypatch.setattr(services, "_study_uid_ahead", lambda *args: "1.2.3.999")
+    result = ingest(ds, ct_modality, tmp_path)
+    assert result.outcome == services.IngestOutcome.STORED
+    assert result.instance.storage_key == storage.key_for(
+        ds.StudyInstanceUID, ds.SOPInstanceUID, result.instance.sha256
+    )
+    assert [item.key for item in storage.stored_objects()] == [result.instance.storage_key]
+    assert stored(result.instance.storage_key).SOPInstanceUID == ds.SOPInstanceUID
+    assert incoming_files() == []
+
+
+@pytest.mark.django_db
+def test_a_refused_dataset_published_ahead_leaves_no_file(storage_backend, ct_modality, tmp_path):
+    """Its Study Instance UID is read ahead and its file published while its tags are read;
+    the tags refuse it, and the file goes."""
+    ds = make_dataset()
+    path = write_dataset(ds, tmp_path / "ct.dcm")
+    offset = storage.part10_dataset_offset(path.read_bytes()[:4096])
+    assert services._study_uid_ahead(path, offset, ExplicitVRLittleEndian) == ds.StudyInstanceUID
+    with pytest.raises(services.SOPClassMismatch):
+        services.ingest_instance(
+            path,
+            transfer_syntax_uid=ExplicitVRLittleEndian,
+            sop_class_uid=DigitalXRayImageStorageForPresentation,
+            sop_instance_uid=ds.SOPInstanceUID,
+            modality=ct_modality,
+        )
+    assert not Instance.objects.exists()
+    assert list(storage.stored_objects()) == []
+    assert incoming_files() == []
+
+
+def test_publish_syncs_the_file_and_its_directory_before_it_returns(tmp_path, monkeypatch):
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        real_fsync(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    ds = make_dataset()
+    staged = storage.stage(
+        write_dataset(ds, tmp_path / "ct.dcm"),
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+    )
+    key = storage.key_for(ds.StudyInstanceUID, ds.SOPInstanceUID, staged.sha256)
+    assert storage.publish(staged, key) is True
+    final = storage.path_for(key).resolve()
+    assert str(final) in synced and str(final.parent) in synced
+    storage.discard(staged)
