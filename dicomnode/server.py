@@ -42,6 +42,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from cloudpacs import services as archive
@@ -797,6 +798,26 @@ class WorkerServer(HandoffMixin, NoDelayAssociationServer):
         logger.exception("receiver worker: an error serving %s", client_address)
 
 
+class SupportedContexts(list[PresentationContext]):
+    """The server's presentation contexts, which pynetdicom deep-copies for every
+    association (transport.RequestHandler._create_association), so that negotiating one
+    association never changes another's. `copy.deepcopy` walked ~200 contexts and rebuilt
+    each of their ~4,000 transfer syntax UIDs; this copy makes the same independent
+    objects by copying what a context holds: its list of transfer syntaxes, and values
+    that cannot change (UIDs are strings, the rest numbers, booleans or None: pinned by
+    tests/test_dicomnode_server.py)."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[PresentationContext]:
+        return [_copied_context(context) for context in self]
+
+
+def _copied_context(context: PresentationContext) -> PresentationContext:
+    copied = PresentationContext.__new__(type(context))
+    copied.__dict__.update(context.__dict__)
+    copied._transfer_syntax = list(context._transfer_syntax)
+    return copied
+
+
 def front_door_limits() -> Limits:
     return Limits(
         associate_timeout=settings.DICOM_ASSOCIATE_TIMEOUT,
@@ -874,6 +895,7 @@ def start_worker_server(handoff: socket.socket, admission: Any, address: tuple[s
     if server.socket is not None:
         server.socket.close()
     server.socket = handoff
+    server.contexts = SupportedContexts(server.contexts)
     server.parent_gone = threading.Event()
     server.tls_context = tls_context()
     server.admission = admission
@@ -896,6 +918,7 @@ def start_server(host: str | None = None, port: int | None = None, *, block: boo
         address, evt_handlers=HANDLERS, server_class=NoDelayAssociationServer, request_handler=CappedRequestHandler
     )
     server.tls_context = tls
+    server.contexts = SupportedContexts(server.contexts)
     server.admission = Admission(front_door_limits)
     server.refusals = RefusalLog()
     ae._servers.append(server)

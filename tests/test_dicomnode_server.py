@@ -520,3 +520,55 @@ def test_it_stores_an_instance_whose_type_2_numbers_are_empty(receiver, ct_modal
     instance = Instance.objects.select_related("series").get(sop_instance_uid=ds.SOPInstanceUID)
     assert instance.instance_number is None
     assert instance.series.series_number is None
+
+
+def test_each_association_gets_its_own_copy_of_the_servers_contexts():
+    """The contexts pynetdicom copies for every association: equal to what copy.deepcopy
+    made, and sharing nothing that can change with the server's or another association's.
+    A pynetdicom whose contexts hold anything else that can change fails here."""
+    import copy
+
+    from dicomnode.server import SupportedContexts, build_ae
+
+    contexts = SupportedContexts(build_ae().supported_contexts)
+    deep = copy.deepcopy(list(contexts))
+    copied = copy.deepcopy(contexts)
+    assert len(copied) == len(contexts) > 150
+    for original, made, reference in zip(contexts, copied, deep, strict=True):
+        assert type(made) is type(original)
+        assert made is not original
+        assert vars(made) == vars(reference)
+        assert made._transfer_syntax is not original._transfer_syntax
+        for name, value in vars(made).items():
+            if name != "_transfer_syntax":
+                assert value is None or isinstance(value, str | int), name
+        assert all(isinstance(syntax, str) for syntax in made._transfer_syntax)
+    copied[0].context_id = 1
+    copied[0].scp_role = True
+    copied[0].add_transfer_syntax("1.2.3.4")
+    assert contexts[0].context_id is None
+    assert contexts[0].scp_role is not True
+    assert "1.2.3.4" not in contexts[0].transfer_syntax
+
+
+def test_the_receivers_associations_negotiate_on_copies_of_its_contexts(settings, ct_modality):
+    from dicomnode.server import SupportedContexts, start_server
+
+    settings.DICOM_AE_TITLE = "CLOUDPACS"
+    server = start_server("127.0.0.1", 0, block=False)
+    try:
+        assert isinstance(server.contexts, SupportedContexts)
+        for _ in range(2):
+            ae = client_ae(ct_modality.ae_title)
+            assoc = ae.associate("127.0.0.1", server.server_address[1], ae_title="CLOUDPACS")
+            try:
+                assert assoc.is_established
+                accepted = {str(context.abstract_syntax) for context in assoc.accepted_contexts}
+                assert {CTImageStorage, DXStorage, MRImageStorage, Verification} <= accepted
+                assert assoc.send_c_echo().Status == 0x0000
+            finally:
+                assoc.release()
+        # Negotiation numbered and answered the association's copies, not the server's.
+        assert all(context.context_id is None and context.result is None for context in server.contexts)
+    finally:
+        server.shutdown()
