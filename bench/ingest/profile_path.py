@@ -15,6 +15,11 @@ sending the set as a study of its own (set (a): 200 x 40 KB CT instances). It pr
   merged (cProfile inflates small calls: read it for where, not for how much).
 
     .venv/bin/python bench/ingest/profile_path.py [--index postgresql] [--pushes 3] [--profiled 2]
+
+With `--answer-times` it also prints the wall-clock from each C-STORE's last PDU to its
+answer and the handler's parts (tags read, file published, series lookup, the committing
+statement, the wait for a file published ahead): with one association the sender waits
+for each answer, so that time, not CPU, bounds the rate.
 """
 
 from __future__ import annotations
@@ -164,6 +169,109 @@ class QueryCounter:
         self.commits = 0
 
 
+class AnswerTimes:
+    """Wall-clock of each C-STORE on the receiver's side, unprofiled pushes only: from its
+    last PDU (EVT_DIMSE_RECV) to its answer handed to the DUL, and the parts of the
+    handler in between (each a function's own duration, in whichever thread it ran). With
+    one association the sender waits for each answer, so this is what limits it."""
+
+    PARTS = [
+        ("cloudpacs.services", "_read_indexed_tags", "tags read"),
+        ("cloudpacs.services", "_study_uid_ahead", "study UID read ahead"),
+        ("cloudpacs.storage", "stage", "staged"),
+        ("cloudpacs.storage", "publish", "published (link, fsyncs)"),
+        ("cloudpacs.services", "_series_identity", "series looked up"),
+        ("cloudpacs.services", "_insert_counted", "one statement, committed"),
+        ("cloudpacs.storage", "discard", "staged name removed"),
+    ]
+
+    def __init__(self) -> None:
+        self.on = False
+        self.lock = threading.Lock()
+        self.received: dict[int, float] = {}
+        self.answers: list[float] = []
+        self.handler: list[float] = []
+        self.waits: list[float] = []
+        self.parts: dict[str, list[float]] = {label: [] for _, _, label in self.PARTS}
+
+    def install(self) -> None:
+        import importlib
+
+        from dicomnode import fastpath, server
+
+        owner = self
+        for module_name, name, label in self.PARTS:
+            module = importlib.import_module(module_name)
+            if hasattr(module, name):
+                setattr(module, name, self._timed(getattr(module, name), self.parts[label]))
+        publishing = getattr(importlib.import_module("cloudpacs.storage"), "Publishing", None)
+        if publishing is not None:
+            publishing.result = self._timed(publishing.result, self.waits)
+        dimse_recv = server.handle_dimse
+
+        def handle_dimse(event: Any) -> None:
+            message = getattr(event, "message", None)
+            values = getattr(message, "_values", None)
+            if owner.on and values is not None:
+                owner.received[values[0x0110]] = time.perf_counter()
+            dimse_recv(event)
+
+        server.HANDLERS[:] = [
+            (kind, handle_dimse if handler is dimse_recv else handler) for kind, handler in server.HANDLERS
+        ]
+        store = server.handle_store
+
+        def handle_store(event: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return store(event)
+            finally:
+                if owner.on:
+                    owner.handler.append(time.perf_counter() - started)
+
+        server.HANDLERS[:] = [
+            (kind, handle_store if handler is store else handler) for kind, handler in server.HANDLERS
+        ]
+        send_msg = fastpath.PlainStoreDIMSE.send_msg
+
+        def answered(dimse: Any, primitive: Any, context_id: int) -> None:
+            send_msg(dimse, primitive, context_id)
+            received = owner.received.pop(getattr(primitive, "MessageIDBeingRespondedTo", None), None)
+            if owner.on and received is not None:
+                owner.answers.append(time.perf_counter() - received)
+
+        fastpath.PlainStoreDIMSE.send_msg = answered  # type: ignore[method-assign]
+
+    def _timed(self, function: Any, into: list[float]) -> Any:
+        owner = self
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                if owner.on:
+                    with owner.lock:
+                        into.append(time.perf_counter() - started)
+
+        return timed
+
+    def report(self, instances: int) -> None:
+        def line(label: str, values: list[float]) -> None:
+            if values:
+                ordered = sorted(values)
+                median = ordered[len(ordered) // 2] * 1000
+                p90 = ordered[int(len(ordered) * 0.9)] * 1000
+                print(f"  {label:<34} {len(values) / instances:5.2f}/inst  median {median:6.2f} ms  p90 {p90:6.2f} ms")
+
+        print("wall-clock per C-STORE (unprofiled pushes):")
+        line("last PDU to the answer", self.answers)
+        line("handle_store", self.handler)
+        for label, values in self.parts.items():
+            line(label, values)
+        line("waited for the file published ahead", self.waits)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", choices=["sqlite", "postgresql"], default="postgresql")
@@ -173,6 +281,12 @@ def main() -> None:
         "--pushes", type=int, default=3, help="unprofiled associations, one set each, the first untimed"
     )
     parser.add_argument("--profiled", type=int, default=2, help="profiled associations, one set each")
+    parser.add_argument(
+        "--answer-times",
+        action="store_true",
+        help="time each C-STORE from its last PDU to its answer, and the handler's parts (wall-clock; the"
+        " timers' own cost is then in the CPU figure)",
+    )
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--dump", type=Path, default=None, help="also write the merged profile here (pstats)")
     parser.add_argument(
@@ -249,6 +363,9 @@ def profile(args: argparse.Namespace, sets: list[list[Path]]) -> None:
     queries.install()
     threads = ThreadProfiles()
     threads.install()
+    answers = AnswerTimes()
+    if args.answer_times:
+        answers.install()
     server = start_server("127.0.0.1", 0, block=False)
     settle_heap()
     port = server.server_address[1]
@@ -258,12 +375,14 @@ def profile(args: argparse.Namespace, sets: list[list[Path]]) -> None:
         push(port, warmup)
         cpu = wall = 0.0
         count = 0
+        answers.on = args.answer_times
         for files in plain:
             queries.reset()
             before = time.process_time()
             wall += push(port, files)
             cpu += time.process_time() - before
             count += len(files)
+        answers.on = False
         load = os.getloadavg()[0]
         if count:
             print(
@@ -277,6 +396,8 @@ def profile(args: argparse.Namespace, sets: list[list[Path]]) -> None:
             print("SQL statements per instance (last push):")
             for words, number in queries.statements.most_common():
                 print(f"  {number / last:6.2f}  {words}")
+            if args.answer_times:
+                answers.report(count)
         threads.on = True
         profiled_count = 0
         for files in profiled:
