@@ -1056,16 +1056,7 @@ def _insert_counted(
     the series' row before its study's (_update_counts): the study's update reads the
     series' update (EXISTS), so it cannot take the study's row first. Without that, two
     associations storing into one study locked the two rows in opposite orders and one
-    was refused as a deadlock (seen with four associations over two processes).
-
-    Every instance of a series updates the same two rows, and a transaction holds their
-    locks until its commit: with the commit waiting for its WAL fsync, associations
-    storing into one study took turns for the whole of each other's fsync. So the
-    statement commits without waiting (synchronous_commit off for its own transaction),
-    which lets the rows go at once, and _flush_wal then waits for the WAL up to that
-    commit to be on disk before this returns: the instance and its counters are durable
-    before the Success, as before, and the fsyncs of several associations are shared
-    (PostgreSQL's group commit) instead of taken in turn."""
+    was refused as a deadlock (seen with four associations over two processes)."""
     shape = new_modalities is not None
     sql = _INSERT_COUNTED_SQL.get(shape)
     if sql is None:
@@ -1074,31 +1065,15 @@ def _insert_counted(
         sql = (
             f"WITH new_instance AS ({_insert_instance_sql()} RETURNING {_column(Instance, 'id')}),"  # noqa: S608
             f" counted_series AS ({series_sql} RETURNING 1),"
-            f" counted_study AS ({study_sql} AND EXISTS (SELECT 1 FROM counted_series)),"
-            # For this statement's own transaction only (it commits itself).
-            " unflushed AS (SELECT set_config('synchronous_commit', 'off', true))"
-            f" SELECT {_column(Instance, 'id')} FROM new_instance, unflushed"
+            f" counted_study AS ({study_sql} AND EXISTS (SELECT 1 FROM counted_series))"
+            f" SELECT {_column(Instance, 'id')} FROM new_instance"
         )
         _INSERT_COUNTED_SQL[shape] = sql
     with connection.cursor() as cursor:
         cursor.execute(
             sql, [*_instance_params(row, series_pk), series_pk, *_study_params(study_pk, now, new_modalities)]
         )
-        pk = int(cursor.fetchone()[0])
-    _flush_wal()
-    return pk
-
-
-def _flush_wal() -> None:
-    """Return once the WAL written so far by this connection is on disk. A commit waits
-    for the WAL's fsync only when its transaction wrote WAL (a bare transaction id, as
-    txid_current() takes, does not: its commit is left to the WAL writer), so this one
-    writes a record of its own, a transactional logical message (an empty one, no table
-    touched; decoders skip prefixes they do not know), and its synchronous commit (the
-    session's setting) flushes the WAL up to it, everything before it included. Several
-    associations waiting here at once share one fsync."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_logical_emit_message(true, 'yunying.flush', '')")
+        return int(cursor.fetchone()[0])
 
 
 def _update_counts_with_orm(

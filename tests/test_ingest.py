@@ -71,13 +71,8 @@ def test_an_instance_of_a_known_series_is_indexed_in_few_statements(ct_modality,
         result = ingest(later, ct_modality, tmp_path)
     statements = [query["sql"].split()[0].upper() for query in queries.captured_queries]
     if connection.vendor == "postgresql":
-        # The lookup, then the row and the counters in one statement that commits itself,
-        # then the wait for its WAL to be on disk (_flush_wal).
-        assert statements == ["SELECT", "WITH", "SELECT"]
-        with connection.cursor() as cursor:
-            # The statement's synchronous_commit was its own transaction's only.
-            cursor.execute("SHOW synchronous_commit")
-            assert cursor.fetchone()[0] == "on"
+        # The lookup, then the row and the counters in one statement that commits itself.
+        assert statements == ["SELECT", "WITH"]
     else:
         assert statements.count("SELECT") == 1 and statements.count("INSERT") == 1 and statements.count("UPDATE") == 2
     # What the ORM's create() and the counters' updates wrote, as before.
@@ -166,91 +161,6 @@ def test_the_one_statement_path_locks_the_series_before_its_study(ct_modality, t
     assert outcome == [services.IngestOutcome.STORED]
     study = Study.objects.get(study_uid=study_uid)
     assert (study.number_of_instances, study.series.get().number_of_instances) == (2, 2)
-
-
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement path is PostgreSQL's")
-@pytest.mark.django_db(transaction=True)
-def test_the_one_statement_path_lets_the_series_go_before_it_waits_for_the_wal(ct_modality, tmp_path, monkeypatch):
-    """Associations storing into one study update the same series and study rows: the
-    statement must not hold them while its commit waits for the WAL's fsync, or the
-    associations store one after another. Here the wait for the WAL is held up: meanwhile
-    another transaction takes both rows at once and sees the instance, and the ingest
-    returns only after the WAL up to the statement's commit is on disk."""
-    import psycopg
-    from django.db import connections
-
-    from cloudpacs.models import Series
-
-    study_uid, series_uid = generate_uid(), generate_uid()
-    ingest(make_dataset(study_uid=study_uid, series_uid=series_uid), ct_modality, tmp_path)
-    series = Series.objects.get(series_uid=series_uid)
-    later = make_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=2)
-    flushing, release = threading.Event(), threading.Event()
-    committed_at: list[str] = []
-    real_flush = services._flush_wal
-
-    def held_flush() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
-            committed_at.append(cursor.fetchone()[0])
-        flushing.set()
-        assert release.wait(30)
-        real_flush()
-
-    monkeypatch.setattr(services, "_flush_wal", held_flush)
-    outcome: list[object] = []
-
-    def store_another() -> None:
-        try:
-            outcome.append(ingest(later, ct_modality, tmp_path).outcome)
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", [committed_at[0]])
-                outcome.append(cursor.fetchone()[0])
-        except Exception as exc:  # reported by the assertion below
-            outcome.append(exc)
-        finally:
-            connections.close_all()
-
-    params = connections["default"].get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    writer = threading.Thread(target=store_another)
-    writer.start()
-    try:
-        assert flushing.wait(30), outcome
-        with psycopg.connect(**params) as prober, prober.transaction():
-            for table, pk in ((Series._meta.db_table, series.pk), (Study._meta.db_table, series.study_id)):
-                prober.execute(f"SELECT id FROM {table} WHERE id = %s FOR NO KEY UPDATE NOWAIT", [pk])  # noqa: S608
-            seen = prober.execute(
-                f"SELECT count(*) FROM {Instance._meta.db_table} WHERE sop_instance_uid = %s",  # noqa: S608
-                [later.SOPInstanceUID],
-            ).fetchone()
-        assert seen == (1,)
-        assert outcome == []
-    finally:
-        release.set()
-        writer.join(30)
-    assert outcome == [services.IngestOutcome.STORED, True]
-    study = Study.objects.get(study_uid=study_uid)
-    assert (study.number_of_instances, study.series.get().number_of_instances) == (2, 2)
-
-
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement path is PostgreSQL's")
-@pytest.mark.django_db(transaction=True)
-def test_the_wal_flush_puts_a_commit_that_did_not_wait_on_disk():
-    """What the one statement commits without waiting (synchronous_commit off) is on disk
-    once _flush_wal returns: the WAL flushed up to at least where it was written. Twenty
-    times in a row, so that the WAL writer's own flushes (every 200 ms) cannot pass it."""
-    with connection.cursor() as cursor:
-        for _ in range(20):
-            cursor.execute(
-                "SELECT set_config('synchronous_commit', 'off', true), pg_logical_emit_message(true, 'test', 'x')"
-            )
-            cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
-            written = cursor.fetchone()[0]
-            services._flush_wal()
-            cursor.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", [written])
-            assert cursor.fetchone()[0], written
 
 
 @pytest.mark.django_db
