@@ -54,6 +54,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def prepare(work: Path) -> tuple[dict[str, str], str, str]:
+    """The environment of a benchmark's server in `work` (its SQLite database unless
+    DATABASE_URL is set, its store, its static files), set in this process too, with the
+    database migrated and the static files collected; and the python and manage.py to run."""
+    env = dict(os.environ)
+    env.setdefault("DATABASE_URL", f"sqlite:///{work / 'bench.sqlite3'}")
+    env.update(
+        {
+            "YUNYING_VAR_DIR": str(work),
+            "STORAGE_ROOT": str(work / "storage"),
+            "STATIC_ROOT": str(work / "static"),
+            "DJANGO_SETTINGS_MODULE": "cloudpacs.settings",
+            "DEBUG": "false",
+        }
+    )
+    os.environ.update(env)
+    sys.path.insert(0, str(ROOT))
+    python = sys.executable
+    manage = str(ROOT / "manage.py")
+    subprocess.run([python, manage, "migrate", "--noinput", "-v0"], check=True, env=env, cwd=ROOT)
+    subprocess.run([python, manage, "collectstatic", "--noinput", "-v0"], check=True, env=env, cwd=ROOT)
+    return env, python, manage
+
+
 def seed(cases: list[str]) -> tuple[dict[str, str], str]:
     """Store the studies; return {case: study UID} and a session cookie value."""
     import django
@@ -315,23 +339,7 @@ def main() -> None:
         sys.exit("build the viewer first: bash scripts/build-viewer.sh")
 
     work = Path(tempfile.mkdtemp(prefix="viewer-bench-"))
-    env = dict(os.environ)
-    env.setdefault("DATABASE_URL", f"sqlite:///{work / 'bench.sqlite3'}")
-    env.update(
-        {
-            "YUNYING_VAR_DIR": str(work),
-            "STORAGE_ROOT": str(work / "storage"),
-            "STATIC_ROOT": str(work / "static"),
-            "DJANGO_SETTINGS_MODULE": "cloudpacs.settings",
-            "DEBUG": "false",
-        }
-    )
-    os.environ.update(env)
-    sys.path.insert(0, str(ROOT))
-    python = sys.executable
-    manage = str(ROOT / "manage.py")
-    subprocess.run([python, manage, "migrate", "--noinput", "-v0"], check=True, env=env, cwd=ROOT)
-    subprocess.run([python, manage, "collectstatic", "--noinput", "-v0"], check=True, env=env, cwd=ROOT)
+    env, python, manage = prepare(work)
     started = time.monotonic()
     studies, session = seed(cases)
     print(f"stored {', '.join(studies)} in {time.monotonic() - started:.0f} s")

@@ -149,23 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     cases = args.only.split(",")
     work = Path(tempfile.mkdtemp(prefix="viewer-waterfall-"))
-    env = dict(os.environ)
-    env.setdefault("DATABASE_URL", f"sqlite:///{work / 'bench.sqlite3'}")
-    env.update(
-        {
-            "YUNYING_VAR_DIR": str(work),
-            "STORAGE_ROOT": str(work / "storage"),
-            "STATIC_ROOT": str(work / "static"),
-            "DJANGO_SETTINGS_MODULE": "cloudpacs.settings",
-            "DEBUG": "false",
-        }
-    )
-    os.environ.update(env)
-    sys.path.insert(0, str(ROOT))
-    python = sys.executable
-    manage = str(ROOT / "manage.py")
-    subprocess.run([python, manage, "migrate", "--noinput", "-v0"], check=True, env=env, cwd=ROOT)
-    subprocess.run([python, manage, "collectstatic", "--noinput", "-v0"], check=True, env=env, cwd=ROOT)
+    env, python, _manage = run.prepare(work)
     studies, session = run.seed(cases)
     port = run.free_port()
     server = subprocess.Popen(
