@@ -95,6 +95,9 @@ class Receiver:
         if not leftovers(storage_root):
             return False
         self.process.send_signal(signal.SIGSTOP)
+        # The signal is delivered, not taken, when send_signal returns: until every
+        # thread has stopped, the store under way may still finish and discard its file.
+        assert wait_for(lambda: all_threads_stopped(self.process.pid), 10, interval=0.001)
         if leftovers(storage_root):
             return True
         self.process.send_signal(signal.SIGCONT)
@@ -115,6 +118,16 @@ class Receiver:
                 self.process.kill()
                 self.process.communicate()
         self._log.close()
+
+
+def all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of the process is stopped (state T in /proc)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            # The state follows the command's name, which is in parentheses.
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(state in ("T", "t") for state in states)
 
 
 def client(calling: str) -> AE:
