@@ -300,7 +300,7 @@ def ingest_instance(
     finally:
         if ahead is not None:
             # Refused before it was indexed (or its key was not the one guessed).
-            ahead.abandon()
+            ahead.abandon(indexed_keys)
         storage.discard(staged)
 
 
@@ -343,7 +343,7 @@ def _store(
 ) -> IngestResult:
     key = storage.key_for(tags.study_uid, tags.sop_instance_uid, staged.sha256)
     if ahead is not None and ahead.key != key:
-        ahead.abandon()
+        ahead.abandon(indexed_keys)
         ahead = None
     # Whether the file's name is new (see storage.publish), once it is durable.
     created: bool | None = None
@@ -367,7 +367,7 @@ def _store(
             # one may be indexed.
             with contextlib.suppress(OSError):
                 if storage.path_for(key).samefile(staged.path):
-                    storage.remove_key(key)
+                    storage.remove_unindexed(key, indexed_keys)
             if exc.errno in {errno.ENOSPC, errno.EDQUOT}:
                 raise OutOfResources(f"no space left in the image store: {exc}") from exc
             raise
@@ -381,7 +381,7 @@ def _store(
         existing = Instance.objects.filter(sop_instance_uid=tags.sop_instance_uid).first()
         if existing is None:
             if created:
-                storage.remove_key(key)
+                storage.remove_unindexed(key, indexed_keys)
             raise
         kept = False
         try:
@@ -391,11 +391,17 @@ def _store(
         finally:
             # A name this call made is kept only when the index now points at it.
             if created and not kept and existing.storage_key != key:
-                storage.remove_key(key)
+                storage.remove_unindexed(key, indexed_keys)
+            elif created is False and kept:
+                storage.keep_published(staged, key)
     except BaseException:
         if created:
-            storage.remove_key(key)
+            storage.remove_unindexed(key, indexed_keys)
         raise
+    if created is False:
+        # The name was there already: one that another association made and may be
+        # removing, having refused its own instance (storage.remove_unindexed).
+        storage.keep_published(staged, key)
     return IngestResult(IngestOutcome.STORED, instance, study_created)
 
 

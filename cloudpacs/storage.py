@@ -341,7 +341,8 @@ class Publishing:
     knows that it will index the file: its fsyncs (and on the object store its PUT) wait
     on the disk or the network while the caller reads the dataset's tags. The caller
     either takes its `result()` before indexing (the durability rule: the data durable,
-    then the index row) or `abandon()`s it, which removes the name it made."""
+    then the index row) or `abandon()`s it, which removes the name it made unless an
+    identical re-send indexed it meanwhile."""
 
     def __init__(self, staged: StagedFile, key: str) -> None:
         self.staged = staged
@@ -354,9 +355,10 @@ class Publishing:
         self.settled = True
         return self._future.result()
 
-    def abandon(self) -> None:
+    def abandon(self, is_indexed: Callable[[Iterable[str]], set[str]]) -> None:
         """Wait for it, then remove the name it made (or a link to the staged file it
-        left on failure): nothing will index it. Never raises."""
+        left on failure) unless the index points at it: nothing will index it here, but
+        an identical re-send may have (see remove_unindexed). Never raises."""
         if self.settled:
             return
         self.settled = True
@@ -367,11 +369,10 @@ class Publishing:
             # cloudpacs.services): an existing one may be indexed.
             with contextlib.suppress(Exception):
                 if _object_store() is None and path_for(self.key).samefile(self.staged.path):
-                    remove_key(self.key)
+                    remove_unindexed(self.key, is_indexed)
             return
         if created:
-            with contextlib.suppress(Exception):
-                remove_key(self.key)
+            remove_unindexed(self.key, is_indexed)
 
 
 def publish_ahead(staged: StagedFile, key: str) -> Publishing:
@@ -423,6 +424,77 @@ def discard(staged: StagedFile) -> None:
     if staged.lock >= 0:
         with contextlib.suppress(OSError):
             os.close(staged.lock)
+
+
+@contextlib.contextmanager
+def _study_directory_lock(key: str, *, exclusive: bool) -> Iterator[None]:
+    """A flock on the directory that holds the key's file (a study's files share one),
+    across threads and processes: removing a name the index may point at (exclusive)
+    against keeping one that an index row now points at (shared). Files of other studies
+    never wait for it."""
+    directory = path_for(key).parent
+    _ensure_dir(directory)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_unindexed(key: str, is_indexed: Callable[[Iterable[str]], set[str]]) -> bool:
+    """Remove the file at `key` that the caller made (publish returned True) and then did
+    not index (refused, or its index write failed), unless the index points at it: the
+    same study, SOP Instance UID and content from another association land on the same
+    key, find the name there (publish returns False for them) and may have indexed it
+    meanwhile. On local disk the check and the removal hold the study directory's lock
+    exclusively, and `keep_published` holds it shared after the other's commit, so the
+    name is either kept for a committed row or put back by the other before it answers.
+    On the object store the check comes right before the DELETE and `keep_published`
+    PUTs again what is gone, which narrows the window without a lock across nodes.
+    Returns whether it removed the file. Never raises: a file kept on an error is left to
+    the orphan sweep (manage.py storage_verify --orphans)."""
+    try:
+        if _object_store() is not None:
+            if key in is_indexed([key]):
+                return False
+            remove_key(key)
+            return True
+        with _study_directory_lock(key, exclusive=True):
+            if key in is_indexed([key]):
+                return False
+            remove_key(key)
+            return True
+    except Exception:
+        logger.warning("kept %s, not known to be unindexed (left to the orphan sweep)", key, exc_info=True)
+        return False
+
+
+def keep_published(staged: StagedFile, key: str) -> None:
+    """For a caller whose `publish` found the name there already (returned False) and
+    whose index row pointing at it is committed, before it answers and before the staged
+    file goes: the name is still there, or it is put back from the staged file (made
+    durable as publish does). Another caller that had made the name and then refused its
+    own instance may have removed it between this caller's publish and its commit (see
+    remove_unindexed)."""
+    store = _object_store()
+    if store is not None:
+        if not store.exists(key):
+            logger.warning("%s was removed while its index row was written: stored again", key)
+            store.put_file(staged.path, key, staged.sha256)
+        return
+    with _study_directory_lock(key, exclusive=False):
+        final = path_for(key)
+        if final.exists():
+            return
+        logger.warning("%s was removed while its index row was written: linked again", key)
+        os.link(staged.path, final)
+        directory = _pool(_SYNCING).submit(_fsync_dir, final.parent)
+        try:
+            _fsync_file(final)
+        finally:
+            wait([directory])
+        directory.result()
 
 
 def remove_key(key: str) -> None:
@@ -539,8 +611,9 @@ def sweep_unindexed(is_indexed: Callable[[Iterable[str]], set[str]], older_than:
         for item in batch:
             if item.key not in known and item.modified < cutoff:
                 found.append(item.key)
-                if remove:
-                    remove_key(item.key)
+                # Checked again under the study directory's lock: a re-send of the same
+                # content may be indexing this key right now.
+                if remove and remove_unindexed(item.key, is_indexed):
                     logger.warning("removed unindexed stored file %s", item.key)
         batch.clear()
 
@@ -595,8 +668,7 @@ def sweep_orphans(is_indexed: Callable[[Iterable[str]], set[str]]) -> int:
         known = is_indexed(candidates.keys()) if candidates else set()
         for key, path in candidates.items():
             try:
-                if key not in known and exists(key):
-                    remove_key(key)
+                if key not in known and exists(key) and remove_unindexed(key, is_indexed):
                     removed += 1
                     logger.warning("removed unindexed file %s left by an interrupted store", key)
             except StoreUnavailable as exc:

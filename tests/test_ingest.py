@@ -536,6 +536,106 @@ def test_a_refused_dataset_published_ahead_leaves_no_file(storage_backend, ct_mo
     assert incoming_files() == []
 
 
+def _push_refused(ds, modality, tmp_path):
+    """The dataset sent with a SOP Class the data does not bear: published ahead under
+    its key, then refused once its tags are read."""
+    path = write_dataset(ds, tmp_path / f"refused-{ds.SOPInstanceUID}.dcm")
+    with pytest.raises(services.SOPClassMismatch):
+        services.ingest_instance(
+            path,
+            transfer_syntax_uid=ExplicitVRLittleEndian,
+            sop_class_uid=DigitalXRayImageStorageForPresentation,
+            sop_instance_uid=ds.SOPInstanceUID,
+            modality=modality,
+        )
+
+
+def _study_files(ds) -> list[Path]:
+    directory = storage.path_for(storage.key_for(ds.StudyInstanceUID, ds.SOPInstanceUID, "0" * 64)).parent
+    return list(directory.glob("*.dcm")) if directory.is_dir() else []
+
+
+def _wait_for(condition, what: str) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"waited 10 s for {what}")
+
+
+@pytest.mark.django_db
+def test_a_refused_push_keeps_the_file_an_identical_resend_indexed_meanwhile(ct_modality, tmp_path, monkeypatch):
+    """One association's push is published ahead (the name is new) and then refused; in
+    between, the same bytes from another association found the name there and indexed
+    it. The refused one must not remove the file the other's row points at."""
+    ds = make_dataset()
+    real_read = services._read_indexed_tags
+    indexed: list[services.IngestResult] = []
+    resending = threading.Event()
+
+    def read_tags(path, *args):
+        if not resending.is_set():
+            resending.set()
+            _wait_for(lambda: _study_files(ds), "the refused push's name")
+            indexed.append(ingest(ds, ct_modality, tmp_path))
+        return real_read(path, *args)
+
+    monkeypatch.setattr(services, "_read_indexed_tags", read_tags)
+    _push_refused(ds, ct_modality, tmp_path)
+    [result] = indexed
+    assert result.outcome == services.IngestOutcome.STORED
+    assert storage.exists(result.instance.storage_key)
+    assert stored(result.instance.storage_key).SOPInstanceUID == ds.SOPInstanceUID
+    assert incoming_files() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_identical_resend_puts_back_the_name_a_refused_push_removed(ct_modality, tmp_path, monkeypatch):
+    """The other order: the refused push removes its name after the re-send found it there
+    but before the re-send's row is committed; the re-send links it again from its staged
+    file before it answers."""
+    ds = make_dataset()
+    real_read, real_index = services._read_indexed_tags, services._index
+    resend_published, refused_done = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def index(tags, staged, key, transfer_syntax_uid, modality, durable):
+        durable()  # the re-send's publish: the name was there (made by the refused push)
+        resend_published.set()
+        assert refused_done.wait(10)
+        return real_index(tags, staged, key, transfer_syntax_uid, modality, durable)
+
+    def resend():
+        try:
+            outcome.append(ingest(ds, ct_modality, tmp_path))
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=resend)
+
+    def read_tags(path, *args):
+        if not thread.is_alive() and not outcome:
+            _wait_for(lambda: _study_files(ds), "the refused push's name")
+            thread.start()
+            assert resend_published.wait(10)
+        return real_read(path, *args)
+
+    monkeypatch.setattr(services, "_read_indexed_tags", read_tags)
+    monkeypatch.setattr(services, "_index", index)
+    try:
+        _push_refused(ds, ct_modality, tmp_path)
+    finally:
+        refused_done.set()
+        thread.join(20)
+    [result] = outcome
+    assert isinstance(result, services.IngestResult), result
+    assert result.outcome == services.IngestOutcome.STORED
+    assert stored(result.instance.storage_key).SOPInstanceUID == ds.SOPInstanceUID
+    assert incoming_files() == []
+
+
 def test_publish_syncs_the_file_and_its_directory_before_it_returns(tmp_path, monkeypatch):
     synced: list[str] = []
     real_fsync = os.fsync
