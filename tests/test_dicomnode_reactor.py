@@ -99,17 +99,18 @@ def test_the_receivers_associations_use_it_and_answer_at_once(receiver, ct_modal
     assoc = console_association(receiver, ct_modality.ae_title)
     assert assoc.is_established
     try:
-        started = time.perf_counter()
+        # The receiver's side of this association runs on the event-driven loop (a DUL is
+        # a thread); the client's own, pynetdicom's, is a plain one.
+        loops = [thread for thread in threading.enumerate() if isinstance(thread, reactor.EventDrivenDUL)]
+        assert len(loops) == 1 and assoc.dul not in loops
         for _ in range(20):
             assert assoc.send_c_echo().Status == 0x0000
-        per_echo = (time.perf_counter() - started) / 20
         assert assoc.send_c_store(make_dataset()).Status == 0x0000
     finally:
         assoc.release()
     assert assoc.is_released
-    # The client's own loops poll (1 ms each); the receiver's add no polling of their own.
-    # Loose: the machine running the tests may be loaded.
-    assert per_echo < 0.5
+    # How fast it answers is measured by bench/ingest (latency.py, idle_cpu.py), not here;
+    # that it never polls, by test_the_receivers_loops_wait_on_events_and_never_poll.
 
 
 def test_an_idle_association_is_released_promptly(receiver, ct_modality):
