@@ -25,6 +25,7 @@ STUDY_ROUTES = [
     "/studies/{st}/series/{se}/instances/{sop}/thumbnail",
     "/studies/{st}/series/{se}/instances/{sop}/bulkdata/7FE00010",
     "/studies/{st}/series/{se}/instances/{sop}/frames/1",
+    "/studies/{st}/series/{se}/frames?instances={sop}",
     "/studies/{st}/series/{se}/instances/{sop}/frames/1/rendered",
     "/studies/{st}/series/{se}/instances/{sop}/frames/1/thumbnail",
     "/wado?requestType=WADO&studyUID={st}&seriesUID={se}&objectUID={sop}",

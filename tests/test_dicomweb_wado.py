@@ -266,6 +266,62 @@ def test_frames_refuse_an_encoding_they_cannot_give_and_a_frame_that_does_not_ex
     assert http.get(url.replace("/frames/1", "/frames/0"), timeout=10).status_code == 400
 
 
+def multipart_parts(response) -> list[tuple[dict[str, str], bytes]]:
+    """(headers, body) of each part of a multipart/related answer, found by the boundary."""
+    boundary = parse_media_type(response.headers["Content-Type"])[1]["boundary"].encode()
+    parts = []
+    for chunk in response.content.split(b"--" + boundary)[1:-1]:
+        head, _, body = chunk.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n"))
+        parts.append((headers, body.removesuffix(b"\r\n")))
+    return parts
+
+
+def test_the_frames_of_several_instances_come_in_one_answer_each_part_named_by_its_url(http, archive):
+    study_uid, series_uid, sop_uids = archive.studies["zhang_ct"]
+    asked = [sop_uids[2], sop_uids[0], sop_uids[1]]
+    accept = {"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"}
+    response = http.get(
+        f"{http.base}/studies/{study_uid}/series/{series_uid}/frames",
+        params={"instances": ",".join(asked)},
+        headers=accept,
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert parse_media_type(response.headers["Content-Type"])[0] == "multipart/related"
+    assert response.headers["Cache-Control"] == "private, max-age=60"
+    parts = multipart_parts(response)
+    # In the order asked, each as its own frame request answers, with its URL and length.
+    assert [headers["Content-Location"] for headers, _ in parts] == [
+        f"{http.base}/studies/{study_uid}/series/{series_uid}/instances/{sop}/frames/1" for sop in asked
+    ]
+    for (headers, body), sop in zip(parts, asked, strict=True):
+        single = http.get(
+            f"{http.base}/studies/{study_uid}/series/{series_uid}/instances/{sop}/frames/1", headers=accept, timeout=10
+        )
+        ((single_headers, single_body),) = multipart_parts(single)
+        assert body == single_body
+        assert int(headers["Content-Length"]) == len(body) == len(single_body)
+        assert headers["Content-Type"] == single_headers["Content-Type"]
+        assert "transfer-syntax=1.2.840.10008.1.2.1" in headers["Content-Type"]
+
+
+def test_the_frames_of_several_instances_refuse_a_bad_list_and_an_instance_not_in_the_series(http, archive):
+    study_uid, series_uid, sop_uids = archive.studies["zhang_ct"]
+    url = f"{http.base}/studies/{study_uid}/series/{series_uid}/frames"
+    assert http.get(url, timeout=10).status_code == 400
+    assert http.get(url, params={"instances": f"{sop_uids[0]},{sop_uids[0]}"}, timeout=10).status_code == 400
+    assert (
+        http.get(
+            url, params={"instances": ",".join(["1.2.3"] * 1 + [f"1.2.{n}" for n in range(64)])}, timeout=10
+        ).status_code
+        == 400
+    )
+    # One UID the series does not hold (another study's image): nothing is sent.
+    other = archive.studies["li_dx"][2][0]
+    assert http.get(url, params={"instances": f"{sop_uids[0]},{other}"}, timeout=10).status_code == 404
+
+
 def test_an_unknown_study_series_or_instance_is_404(reader, http, archive):
     study_uid, series_uid, _sop_uid = archive.uids("zhang_ct")
     for path in (

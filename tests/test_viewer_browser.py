@@ -333,6 +333,46 @@ def test_scrolling_by_keys_and_wheel_shows_each_slice(live_server, browser_page,
     assert np.abs(gray(page, centres) - expected_ct(3, 40, 400)).max() <= TOLERANCE
 
 
+def frame_requests(page) -> dict[str, list[str]]:
+    """The page's requests for frames, from its resource timing (which lists an answer the
+    HTTP cache gave too): one frame at a time, and several instances' frames at once."""
+    names = page.evaluate("() => performance.getEntriesByType('resource').map((entry) => entry.name)")
+    return {
+        "single": [name for name in names if "/frames/" in name],
+        "batched": [name for name in names if "/frames?instances=" in name],
+    }
+
+
+def test_the_stack_comes_in_batches_and_the_first_frame_is_fetched_once(live_server, browser_page, reading_data):
+    page = browser_page
+    open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
+    assert pane_state(page) == {"index": 0, "total": CT_SLICES, "loaded": CT_SLICES, "failed": 0}
+    requests = frame_requests(page)
+    # The first image: the page's own request, whose bytes the image loader decodes (it
+    # does not ask again); the three others in one request for several instances.
+    assert len(requests["single"]) == 1 and requests["single"][0].endswith("/frames/1")
+    assert len(requests["batched"]) == 1
+    assert requests["batched"][0].split("instances=")[1].count(",") == CT_SLICES - 2
+    centres = block_centres(CT_SIZE, CT_BLOCK)
+    page.locator("[data-yunying-viewer]").focus()
+    page.keyboard.press("End")
+    wait_for_image(page, CT_SLICES - 1)
+    assert np.abs(gray(page, centres) - expected_ct(CT_SLICES, 40, 400)).max() <= TOLERANCE
+
+
+def test_a_batch_that_fails_is_fetched_a_frame_at_a_time(live_server, browser_page, reading_data):
+    page = browser_page
+    page.route("**/frames?instances=*", lambda route: route.fulfill(status=503, body="busy"))
+    open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
+    assert pane_state(page) == {"index": 0, "total": CT_SLICES, "loaded": CT_SLICES, "failed": 0}
+    assert len(frame_requests(page)["single"]) == CT_SLICES
+    centres = block_centres(CT_SIZE, CT_BLOCK)
+    page.locator("[data-yunying-viewer]").focus()
+    page.keyboard.press("End")
+    wait_for_image(page, CT_SLICES - 1)
+    assert np.abs(gray(page, centres) - expected_ct(CT_SLICES, 40, 400)).max() <= TOLERANCE
+
+
 @pytest.mark.parametrize(
     ("preset", "center", "width"),
     [("40,80", 40, 80), ("-600,1500", -600, 1500), ("40,400", 40, 400), ("40,350", 40, 350), ("400,1800", 400, 1800)],

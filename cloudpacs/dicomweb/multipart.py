@@ -35,12 +35,17 @@ class OutPart:
     path: Path | None = None
     location: str = ""
     chunks: Iterable[bytes] | None = None
+    # Sent as the part's Content-Length when set: a reader can then step over the part
+    # without searching its bytes for the boundary (RFC 2046 allows any header in a part).
+    length: int | None = None
 
 
 def _head(boundary: str, part: OutPart) -> bytes:
     lines = [f"--{boundary}", f"Content-Type: {part.content_type}"]
     if part.location:
         lines.append(f"Content-Location: {part.location}")
+    if part.length is not None:
+        lines.append(f"Content-Length: {part.length}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 

@@ -61,6 +61,7 @@ urlpatterns = [
     path(f"{SERIES}/metadata", views.series_metadata, name="series-metadata"),
     path(f"{SERIES}/thumbnail", views.series_thumbnail, name="series-thumbnail"),
     path(f"{SERIES}/instances", views.series_instances, name="series-instances"),
+    path(f"{SERIES}/frames", views.series_frames, name="series-frames"),
     path(INSTANCE, views.instance, name="instance"),
     path(f"{INSTANCE}/metadata", views.instance_metadata, name="instance-metadata"),
     path(f"{INSTANCE}/rendered", views.instance_rendered, name="instance-rendered"),

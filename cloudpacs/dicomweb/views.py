@@ -401,28 +401,86 @@ def _frame_numbers(text: str) -> list[int]:
     return numbers
 
 
-@dicomweb_view("GET")
-def frames(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> HttpResponseBase:
-    numbers = _frame_numbers(frame_list)
-    item = _scoped_instance(request, study_uid, series_uid, sop_uid)
+def _instance_frames(request: HttpRequest, item: Instance, numbers: list[int]) -> tuple[wado.FrameChoice, list[bytes]]:
+    """The frames `numbers` of an instance in the encoding the Accept header allows."""
     choice = wado.choose_frame_syntax(accepted(request), item.transfer_syntax_uid)
     try:
         with _open(item) as stream:
-            data = wado.frames(stream, numbers, decode=choice.decode, cache_key=item.storage_key)
+            return choice, wado.frames(stream, numbers, decode=choice.decode, cache_key=item.storage_key)
     except LookupError:
         raise Http404 from None
     except wado.CannotDecode as exc:
-        logger.warning("frames of %s cannot be decoded: %s", sop_uid, exc)
+        logger.warning("frames of %s cannot be decoded: %s", item.sop_instance_uid, exc)
         raise not_acceptable(
             f"the frames are stored as {item.transfer_syntax_uid} and cannot be decoded here ({exc}); "
             "ask for them as stored (transfer-syntax=*)"
         ) from None
+
+
+@dicomweb_view("GET")
+def frames(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> HttpResponseBase:
+    numbers = _frame_numbers(frame_list)
+    item = _scoped_instance(request, study_uid, series_uid, sop_uid)
+    choice, data = _instance_frames(request, item, numbers)
     part_type = f"{choice.media_type}; transfer-syntax={choice.transfer_syntax}"
     boundary = multipart.new_boundary()
-    body = multipart.encode([multipart.OutPart(part_type, data=frame) for frame in data], boundary)
+    body = multipart.encode([multipart.OutPart(part_type, data=frame, length=len(frame)) for frame in data], boundary)
     response = HttpResponse(
         body, content_type=multipart.content_type(choice.media_type, boundary, choice.transfer_syntax)
     )
+    response["Cache-Control"] = CACHE_IMMUTABLE
+    return response
+
+
+# At most this many instances, and frames, in one request for the frames of several instances.
+MAX_BATCH_INSTANCES = 64
+MAX_BATCH_FRAMES = 256
+
+
+@dicomweb_view("GET")
+def series_frames(request: HttpRequest, study_uid: str, series_uid: str) -> HttpResponseBase:
+    """The frames of several instances of a series in one multipart/related answer
+    (`?instances=<SOP Instance UID>,...`): every frame of each instance, in the order asked,
+    each part as `/instances/{i}/frames/{n}` would send it, with that URL as its
+    Content-Location and its Content-Length. Not in PS3.18, where a request's frames are
+    those of one instance: a CT series is hundreds of single-frame instances, and one
+    request each costs more than the frame. The same scope as a frame's request, and, like
+    it, not audited on its own: the series' metadata, which the viewer reads first, is."""
+    uids = [uid for uid in request.GET.get("instances", "").split(",") if uid]
+    if not uids or len(uids) > MAX_BATCH_INSTANCES or len(set(uids)) != len(uids):
+        raise bad_request(f"instances: 1 to {MAX_BATCH_INSTANCES} different SOP Instance UIDs, comma-separated")
+    found = {
+        item.sop_instance_uid: item
+        for item in Instance.objects.only(
+            "pk", "sop_instance_uid", "storage_key", "transfer_syntax_uid", "number_of_frames"
+        ).filter(
+            sop_instance_uid__in=uids,
+            series__series_uid=series_uid,
+            series__study__study_uid=study_uid,
+            series__study__in=_studies(request).select_related(None).values("pk"),
+        )
+    }
+    if len(found) != len(uids):
+        raise Http404
+    if sum(item.number_of_frames or 1 for item in found.values()) > MAX_BATCH_FRAMES:
+        raise bad_request(f"more than {MAX_BATCH_FRAMES} frames: ask for fewer instances at a time")
+    base = _base(request)
+    parts: list[multipart.OutPart] = []
+    for uid in uids:
+        item = found[uid]
+        numbers = list(range(1, (item.number_of_frames or 1) + 1))
+        choice, data = _instance_frames(request, item, numbers)
+        part_type = f"{choice.media_type}; transfer-syntax={choice.transfer_syntax}"
+        location = _instance_url(base, study_uid, series_uid, uid)
+        parts.extend(
+            multipart.OutPart(part_type, data=frame, location=f"{location}/frames/{number}", length=len(frame))
+            for number, frame in zip(numbers, data, strict=True)
+        )
+    boundary = multipart.new_boundary()
+    # The parts' types may differ (each instance's own transfer syntax): the whole says
+    # the first's, as a frames answer does.
+    first = parts[0].content_type.split(";")[0]
+    response = HttpResponse(multipart.encode(parts, boundary), content_type=multipart.content_type(first, boundary))
     response["Cache-Control"] = CACHE_IMMUTABLE
     return response
 

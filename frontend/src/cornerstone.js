@@ -4,7 +4,7 @@
 import { Enums, imageLoader, imageRetrievalPoolManager, init as initCore, utilities } from '@cornerstonejs/core';
 // Named imports: the package's default export is an object holding every decoder, which
 // would keep them all (and their WebAssembly glue) in viewer.js; they run in the workers.
-import { init as initLoader, wadors } from '@cornerstonejs/dicom-image-loader';
+import { createImage, init as initLoader, wadors } from '@cornerstonejs/dicom-image-loader';
 
 import { applyVoiLut } from './voilut.js';
 
@@ -45,8 +45,31 @@ export function addInstanceMetadata(imageId, json) {
   instanceMeta.set(imageId, json);
 }
 
+// A frame whose bytes the viewer already has or is fetching with others (options.frame: a
+// promise of {pixelData, transferSyntax}, pane.js) is decoded from them; any other, or one
+// whose request failed, is fetched alone by the wadors loader.
+function loadFrame(imageId, options) {
+  const { frame, ...rest } = options || {};
+  if (!frame) return wadors.loadImage(imageId, rest);
+  const promise = frame.then(
+    async ({ pixelData, transferSyntax }) => {
+      const started = Date.now();
+      const image = await createImage(imageId, pixelData, transferSyntax, { ...rest, decodeLevel: 0 });
+      image.loadTimeInMS = Date.now() - started;
+      image.transferSyntaxUID = transferSyntax;
+      image.imageQualityStatus = Enums.ImageQualityStatus.FULL_RESOLUTION;
+      return image;
+    },
+    (error) => {
+      console.warn('frame fetched alone', imageId, error);
+      return wadors.loadImage(imageId, rest).promise;
+    },
+  );
+  return { promise, cancelFn: undefined };
+}
+
 function loadWithVoiLut(imageId, options) {
-  const inner = wadors.loadImage(imageId, options);
+  const inner = loadFrame(imageId, options);
   const lut = voiLuts.get(imageId);
   if (!lut) return inner;
   return { ...inner, promise: inner.promise.then((image) => mapThroughVoiLut(image, lut)) };

@@ -11,12 +11,17 @@ export function absolute(path) {
   return new URL(path, window.location.href).href;
 }
 
-export async function fetchJson(url) {
-  // The page may have started this request before the viewer's code arrived
-  // (static/js/viewer-preview.js).
+// A request the page started before the viewer's code arrived (static/js/viewer-preview.js:
+// the first series' metadata, the first image's frame), taken once.
+function takeEarly(url) {
   const early = window.yunyingEarly?.[url];
+  if (early) delete window.yunyingEarly[url];
+  return early;
+}
+
+export async function fetchJson(url) {
+  const early = takeEarly(url);
   if (early) {
-    delete window.yunyingEarly[url];
     try {
       return await early;
     } catch {
@@ -86,11 +91,93 @@ export async function lutDataFromInstance(url) {
 }
 
 function indexOfBytes(haystack, needle, from) {
-  outer: for (let i = from; i <= haystack.length - needle.length; i++) {
-    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
-    return i;
+  // Candidates by the first byte (TypedArray.indexOf, native), then the rest compared.
+  for (let i = haystack.indexOf(needle[0], from); i >= 0 && i <= haystack.length - needle.length; ) {
+    let j = 1;
+    while (j < needle.length && haystack[i + j] === needle[j]) j++;
+    if (j === needle.length) return i;
+    i = haystack.indexOf(needle[0], i + 1);
   }
   return -1;
+}
+
+// The parts of a multipart/related body: [{headers (lower-case names), data}], each part's
+// data a copy of its own (a view into the whole body would send all of it to a decode
+// worker). A part with a Content-Length is stepped over without searching its bytes.
+export function multipartParts(body, boundary) {
+  const encoder = new TextEncoder();
+  const delimiter = encoder.encode(`--${boundary}`);
+  const closing = encoder.encode(`\r\n--${boundary}`);
+  const blank = encoder.encode('\r\n\r\n');
+  const decoder = new TextDecoder();
+  const parts = [];
+  let at = indexOfBytes(body, delimiter, 0);
+  if (at < 0) throw new Error('malformed multipart: no boundary');
+  for (;;) {
+    at += delimiter.length;
+    if (body[at] === 45 && body[at + 1] === 45) return parts; // "--": the last boundary
+    const headersEnd = indexOfBytes(body, blank, at);
+    if (headersEnd < 0) throw new Error('malformed multipart: a part without headers');
+    const headers = {};
+    for (const line of decoder.decode(body.subarray(at, headersEnd)).split('\r\n')) {
+      const colon = line.indexOf(':');
+      if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+    }
+    const start = headersEnd + blank.length;
+    const length = Number(headers['content-length']);
+    let end = Number.isInteger(length) && length >= 0 ? start + length : indexOfBytes(body, closing, start);
+    if (end < 0 || end > body.length) throw new Error('malformed multipart: a part without its end');
+    parts.push({ headers, data: body.slice(start, end) });
+    at = end + 2; // past the CRLF before the next boundary
+    if (indexOfBytes(body, delimiter, at) !== at) {
+      end = indexOfBytes(body, closing, start);
+      if (end < 0) throw new Error('malformed multipart: no closing boundary');
+      at = end + 2;
+    }
+  }
+}
+
+// A part's transfer syntax, from its Content-Type's transfer-syntax parameter (the server
+// always names it); Implicit VR Little Endian without one, as the image loader assumes.
+export function transferSyntaxOf(contentType) {
+  return /transfer-syntax="?([0-9.]+)"?/i.exec(contentType || '')?.[1] || '1.2.840.10008.1.2';
+}
+
+// The first image's frame as the page's script fetched it: a promise of {pixelData,
+// transferSyntax} for the image loader (cornerstone.js), or undefined.
+export function earlyFrame(url) {
+  return takeEarly(url)?.then(({ contentType, body }) => {
+    const boundary = /boundary="?([^";]+)"?/i.exec(contentType)?.[1];
+    if (!boundary) return { pixelData: new Uint8Array(body), transferSyntax: transferSyntaxOf(contentType) };
+    const [part] = multipartParts(new Uint8Array(body), boundary);
+    if (!part) throw new Error(`no frame in ${url}`);
+    return { pixelData: part.data, transferSyntax: transferSyntaxOf(part.headers['content-type']) };
+  });
+}
+
+const FRAMES_ACCEPT = 'multipart/related; type=application/octet-stream; transfer-syntax=*';
+
+// The frames of several instances of a series in one request (the server's
+// `.../series/{uid}/frames?instances=...`, docs/dicomweb.md): a Map from "<SOP Instance
+// UID>/<frame number>" to {pixelData, transferSyntax}, as stored.
+export async function fetchFrames(seriesUrl, sopUids) {
+  const response = await fetch(`${seriesUrl}/frames?instances=${sopUids.join(',')}`, {
+    credentials: 'same-origin',
+    headers: { Accept: FRAMES_ACCEPT },
+  });
+  if (!response.ok) throw new Error(`${response.status} ${seriesUrl}/frames`);
+  const boundary = /boundary="?([^";]+)"?/i.exec(response.headers.get('Content-Type') || '')?.[1];
+  if (!boundary) throw new Error('the frames did not come as multipart');
+  const frames = new Map();
+  for (const part of multipartParts(new Uint8Array(await response.arrayBuffer()), boundary)) {
+    const found = /instances\/([0-9.]+)\/frames\/(\d+)$/.exec(part.headers['content-location'] || '');
+    if (!found) continue;
+    frames.set(`${found[1]}/${found[2]}`, {
+      pixelData: part.data,
+      transferSyntax: transferSyntaxOf(part.headers['content-type']),
+    });
+  }
+  return frames;
 }
 
 function firstPart(body, boundary) {

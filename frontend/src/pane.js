@@ -7,7 +7,9 @@ import { Enums, cache, imageLoader, utilities } from '@cornerstonejs/core';
 import { addInstanceMetadata, instanceMeta, voiLuts } from './cornerstone.js';
 import {
   absolute,
+  earlyFrame,
   fetchBulkData,
+  fetchFrames,
   fetchJson,
   frameRate,
   isVideo,
@@ -20,6 +22,22 @@ import { Tag, value } from './tags.js';
 import { readVoiLut } from './voilut.js';
 
 const { windowLevel } = utilities;
+
+// The stack's prefetch asks for the frames of several single-frame instances at once (one
+// request per image cost more, in the server and the browser, than a CT image's bytes):
+// about this many bytes of pixel data a request (at most 32 images), this many requests at
+// a time (Chromium opens six connections to a host: the rest stay free for the tools,
+// the thumbnails and an image scrolled to).
+const BATCH_BYTES = 4 * 1024 * 1024;
+const BATCH_IMAGES = 32;
+const BATCHES_IN_FLIGHT = 3;
+
+// An image's size as stored, uncompressed: what a batch is counted in.
+function frameBytes(json) {
+  const samples = Number(value(json, Tag.SamplesPerPixel) || 1);
+  const bits = Number(value(json, Tag.BitsAllocated) || 16);
+  return Number(value(json, Tag.Rows) || 512) * Number(value(json, Tag.Columns) || 512) * samples * Math.ceil(bits / 8);
+}
 
 // Where a slice lies along its own normal (mm): Image Position (Patient) projected on the
 // cross product of the Image Orientation (Patient) row and column directions. Scrolling two
@@ -55,6 +73,9 @@ export class Pane {
     this.seriesList = [];
     this.imageIds = [];
     this.positions = [];
+    // Per image: its instance's SOP Instance UID and size when the instance has one frame
+    // (fetched with others), else null.
+    this.single = [];
     this.loaded = 0;
     this.failed = 0;
     this.firstImageMs = null;
@@ -105,6 +126,7 @@ export class Pane {
     this.seriesList = [];
     this.imageIds = [];
     this.positions = [];
+    this.single = [];
     this.loaded = 0;
     this.failed = 0;
     if (this.enabled) {
@@ -134,7 +156,9 @@ export class Pane {
     sortInstances(instances);
     const imageIds = [];
     const positions = [];
+    const single = [];
     const pending = [];
+    let firstFrameUrl = null;
     let videos = 0;
     this.frameRate = null;
     for (const json of instances) {
@@ -147,11 +171,13 @@ export class Pane {
       const frames = Number(value(json, Tag.NumberOfFrames) || 1);
       const position = frames === 1 ? slicePosition(json) : null;
       if (frames > 1 && this.frameRate === null) this.frameRate = frameRate(json);
+      firstFrameUrl ??= `${base}/instances/${sop}/frames/1`;
       for (let frame = 1; frame <= frames; frame++) {
         const imageId = `wadors:${absolute(`${base}/instances/${sop}/frames/${frame}`)}`;
         addInstanceMetadata(imageId, json);
         imageIds.push(imageId);
         positions.push(position);
+        single.push(frames === 1 ? { sop, bytes: frameBytes(json) } : null);
         if (frame === 1 && value(json, Tag.PhotometricInterpretation) === 'PALETTE COLOR') {
           pending.push(
             readPalette(json, fetchBulkData).catch((error) => console.warn('palette not read', imageId, error)),
@@ -172,6 +198,8 @@ export class Pane {
     if (generation !== this.generation) return;
     this.imageIds = imageIds;
     this.positions = positions;
+    this.single = single;
+    this.seriesUrl = absolute(base);
     this.enable();
     this.videos = videos;
     this.viewer.onSeriesOpened(this);
@@ -183,6 +211,14 @@ export class Pane {
     this.shownIndex = 0;
     this.syncTarget = null;
     this.mark('stack');
+    // The first image from the bytes the page's script fetched before this code ran, when
+    // it did: in the cache before the stack asks for it.
+    const early = earlyFrame(firstFrameUrl);
+    if (early) {
+      imageLoader
+        .loadAndCacheImage(imageIds[0], { priority: -5, requestType: Enums.RequestType.Interaction, frame: early })
+        .catch(() => {});
+    }
     await viewport.setStack(imageIds, 0);
     if (generation !== this.generation) return;
     viewport.render();
@@ -191,7 +227,9 @@ export class Pane {
   }
 
   // Every image of the stack is fetched and decoded into the cache once, so that scrolling
-  // and cine never wait on the network.
+  // and cine never wait on the network: outward from the current image, the images of
+  // single-frame instances a batch at a time (fetchFrames), the frames of multi-frame
+  // instances one request each through Cornerstone's prefetch pool.
   prefetch(generation) {
     const total = this.imageIds.length;
     const current = this.viewport.getCurrentImageIdIndex();
@@ -200,25 +238,60 @@ export class Pane {
       if (current + step < total) order.push(current + step);
       if (step > 0 && current - step >= 0) order.push(current - step);
     }
-    const done = () => {
+    const settled = (ok) => {
       if (generation !== this.generation) return;
-      this.loaded += 1;
+      if (ok) this.loaded += 1;
+      else this.failed += 1;
       if (this.loaded + this.failed === total) {
         this.stackMs = this.mark('stack-cached');
         this.viewer.emit('stack', this);
       }
       this.updateStatus();
     };
-    for (const index of order) {
-      const imageId = this.imageIds[index];
+    const load = (index, frame) =>
       imageLoader
-        .loadAndCacheImage(imageId, { priority: 0, requestType: Enums.RequestType.Prefetch })
-        .then(done, () => {
-          this.failed += 1;
-          this.loaded -= 1;
-          done();
-        });
+        .loadAndCacheImage(this.imageIds[index], { priority: 0, requestType: Enums.RequestType.Prefetch, frame })
+        .then(
+          () => settled(true),
+          () => settled(false),
+        );
+    const batches = [];
+    let batch = null;
+    for (const index of order) {
+      const single = this.single[index];
+      // Already in the cache or on its way (the current image): asked for as before, which
+      // answers from there.
+      if (!single || cache.getImageLoadObject(this.imageIds[index]) || cache.getImage(this.imageIds[index])) {
+        load(index);
+        continue;
+      }
+      if (!batch || batch.bytes + single.bytes > BATCH_BYTES || batch.indexes.length >= BATCH_IMAGES) {
+        batch = { indexes: [], bytes: 0 };
+        batches.push(batch);
+      }
+      batch.indexes.push(index);
+      batch.bytes += single.bytes;
     }
+    const seriesUrl = this.seriesUrl;
+    const next = async () => {
+      while (batches.length && generation === this.generation) {
+        const { indexes } = batches.shift();
+        const frames = fetchFrames(
+          seriesUrl,
+          indexes.map((index) => this.single[index].sop),
+        );
+        for (const index of indexes) {
+          const key = `${this.single[index].sop}/1`;
+          load(
+            index,
+            frames.then((found) => found.get(key) || Promise.reject(new Error(`${key} not in the answer`))),
+          );
+        }
+        // The next request once this one's bytes are in; their decoding goes on meanwhile.
+        await frames.catch(() => {});
+      }
+    };
+    for (let i = 0; i < BATCHES_IN_FLIGHT; i++) next();
   }
 
   setStatus(text) {

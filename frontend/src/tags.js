@@ -30,6 +30,10 @@ export const Tag = Object.freeze({
   SliceThickness: '00180050',
   NumberOfFrames: '00280008',
   PhotometricInterpretation: '00280004',
+  SamplesPerPixel: '00280002',
+  Rows: '00280010',
+  Columns: '00280011',
+  BitsAllocated: '00280100',
   PixelRepresentation: '00280103',
   AvailableTransferSyntaxUID: '00083002',
   // Cine (C.7.6.5)

@@ -98,11 +98,21 @@
       pane.insertBefore(image, pane.querySelector("[data-overlay]"));
     }).catch(function () {});
   }
+  // The first frame's answer is kept for the viewer's image loader, which decodes it from
+  // these bytes (frontend/src/dicomweb.js, earlyFrame) instead of asking again.
+  window.yunyingEarly = window.yunyingEarly || {};
   function firstFrame(instanceUrl) {
-    fetch(instanceUrl + "/frames/1", {
+    var frameUrl = instanceUrl + "/frames/1";
+    var early = window.yunyingEarly[frameUrl] = fetch(frameUrl, {
       credentials: "same-origin",
       headers: {Accept: "multipart/related; type=application/octet-stream; transfer-syntax=*"}
-    }).then(function (response) { return response.arrayBuffer(); }).catch(function () {});
+    }).then(function (response) {
+      if (!response.ok) { throw new Error(response.status); }
+      return response.arrayBuffer().then(function (body) {
+        return {contentType: response.headers.get("Content-Type") || "", body: body};
+      });
+    });
+    early.catch(function () {});
   }
   var url = script.getAttribute("data-metadata-url");
   var series = url.slice(0, -"/metadata".length);
@@ -113,7 +123,6 @@
     firstFrame(known);
   }
   function value(json, tag) { return json[tag] && json[tag].Value ? json[tag].Value[0] : undefined; }
-  window.yunyingEarly = window.yunyingEarly || {};
   window.yunyingEarly[url] = fetch(url, {credentials: "same-origin", headers: {Accept: "application/dicom+json"}})
     .then(function (response) { if (!response.ok) { throw new Error(response.status); } return response.status === 204 ? [] : response.json(); })
     .then(function (instances) {
