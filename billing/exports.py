@@ -17,7 +17,7 @@ from typing import IO, Any
 from django.db.models import QuerySet
 from django.http import FileResponse, StreamingHttpResponse
 from django.utils import timezone
-from django.utils.translation import get_language
+from django.utils.translation import get_language, pgettext
 from django.utils.translation import gettext as _
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
@@ -294,7 +294,7 @@ def _work_cells(w: Any) -> list[Any]:
 
 def _work_header() -> list[str]:
     return [
-        _("签发报告"),
+        pgettext("count", "签发报告"),
         _("工作日白天"),
         _("工作日夜间"),
         _("周末"),

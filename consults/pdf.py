@@ -26,6 +26,8 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import HRFlowable, Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle, paragraph
 
+from cloudpacs.descriptions import description_in
+from cloudpacs.orders import named_parts_in
 from cloudpacs.personname import format_person_name, sex_label
 from cloudpacs.services import key_image_pictures
 from consults.models import Consult, Report
@@ -141,7 +143,10 @@ def _render(consult: Consult, report: Report, font: str) -> bytes:
             _("检查类型"),
             consult.get_kind_display(),
             _("检查部位"),
-            consult.body_part_names or (study.description if study else "") or "—",
+            # In the report's language: the parts of the vocabulary, the console's words.
+            named_parts_in(consult.body_part_names, translation.get_language() or "zh-hans")
+            or description_in(study.description if study else "")
+            or "—",
         ),
         (
             _("检查日期"),

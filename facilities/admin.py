@@ -30,6 +30,7 @@ from django.utils.translation import gettext_lazy as _
 from facilities import auditlabels
 from facilities.forms import AdminLoginForm, AdminPasswordChangeForm
 from facilities.models import ApplicationEntity, AuditEvent, Facility, Modality, RosterShift, User
+from facilities.names import PinyinModelChoiceField, by_pinyin
 from facilities.services import PASSWORD_CHANGED, audit
 
 admin.site.site_header = _("云影 Yunying")
@@ -353,12 +354,26 @@ class UserAdmin(AuditedAdmin, AdministratorPermissions, BaseUserAdmin):
         super().save_model(request, obj, form, change)
 
 
+class RadiologistListFilter(admin.RelatedFieldListFilter):
+    """The roster's filter by radiologist, the names by pinyin as everywhere else."""
+
+    def field_choices(self, field: Any, request: HttpRequest, model_admin: Any) -> Any:
+        people = User.objects.filter(role=User.Role.RADIOLOGIST)
+        return [(str(person.pk), str(person)) for person in by_pinyin(people)]
+
+
 @admin.register(RosterShift)
 class RosterShiftAdmin(AuditedAdmin, AdministratorPermissions, admin.ModelAdmin):
     list_display = ["radiologist", "starts_at", "ends_at", "is_lead"]
-    list_filter = ["is_lead", "radiologist"]
+    list_filter = ["is_lead", ("radiologist", RadiologistListFilter)]
     list_select_related = ["radiologist"]
     date_hierarchy = "starts_at"
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "radiologist":
+            # Listed by the pinyin of the name shown (李 before 刘 before 王), not by username.
+            kwargs["form_class"] = PinyinModelChoiceField
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 class AuditActionFilter(admin.SimpleListFilter):
@@ -377,11 +392,19 @@ class AuditActionFilter(admin.SimpleListFilter):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["at", "actor_name", "action_name", "object_type", "object_id", "facility", "address"]
+    list_display = ["at", "who", "action_name", "object_type", "object_id", "facility", "address"]
     list_filter = [AuditActionFilter, "facility"]
-    list_select_related = ["facility"]
-    search_fields = ["object_id", "actor_name", "action"]
+    list_select_related = ["facility", "actor"]
+    search_fields = ["object_id", "actor_name", "actor__display_name", "action"]
     date_hierarchy = "at"
+
+    @admin.display(description=_("用户"), ordering="actor_name")
+    def who(self, event: AuditEvent) -> str:
+        """The person's name with the username they signed in with, as on the audit page."""
+        name = event.actor.display_name if event.actor is not None else ""
+        if name and event.actor_name:
+            return auditlabels.with_username(name, event.actor_name)
+        return event.actor_name or name or "—"
 
     @admin.display(description=_("操作"), ordering="action")
     def action_name(self, event: AuditEvent) -> str:

@@ -25,7 +25,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from facilities.models import AuditEvent
+from facilities.models import AuditEvent, User
 
 ACTIONS: dict[str, Promise] = {
     "facilities.login.succeeded": gettext_lazy("登录成功"),
@@ -385,13 +385,29 @@ def _export_table(value: str) -> str:
     return f"{EXPORT_PAGES[page]}" + _("（%(changes)s）") % {"changes": named}
 
 
-def detail_items(detail: dict[str, Any], model: type[Model] | None = None) -> list[tuple[str, str]]:
+# Detail keys whose value may be a username (a reader, the one before, a notice's
+# recipient): shown with the person's name.
+DETAIL_PEOPLE = {"radiologist", "previous", "preliminary_by", "to", "username"}
+
+
+def with_username(name: str, username: str) -> str:
+    """A person as the audit trail shows them: 李明远（dr_li）."""
+    return _("%(name)s（%(username)s）") % {"name": name, "username": username}
+
+
+def detail_items(
+    detail: dict[str, Any], model: type[Model] | None = None, people: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
     """The details' names and values as the page shows them: codes by their names, times
-    in local time, an edit's fields by the names `model` gives them."""
+    in local time, an edit's fields by the names `model` gives them, a username with the
+    person's name (`people`: username -> name)."""
     items = []
+    people = people or {}
     for key, value in (detail or {}).items():
         named = DETAIL_VALUES.get(key, {}).get(value) if isinstance(value, str) else None
-        if named is not None:
+        if key in DETAIL_PEOPLE and isinstance(value, str) and value in people:
+            shown = with_username(people[value], value)
+        elif named is not None:
             shown = str(named)
         elif key in DETAIL_TIMES and isinstance(value, str):
             shown = _time(value)
@@ -414,6 +430,16 @@ class ShownEvent:
     object_label: str
     object_url: str
     details: list[tuple[str, str]]
+    # Who: the person's name as their colleagues know it, and the username they signed in
+    # with (the only one kept when the name is not known, as for a name tried at login).
+    person: str = ""
+    username: str = ""
+
+    @property
+    def object_parts(self) -> list[str]:
+        """The label's parts (检查 · 漩涡 · 胸部 CT · 2025-09-01), each kept on one line: a
+        narrow column broke the date after its hyphen."""
+        return self.object_label.split(" · ") if self.object_label else []
 
 
 def _lookup_field(model: type[Model]) -> str:
@@ -495,6 +521,7 @@ def shown_events(events: Iterable[AuditEvent]) -> list[ShownEvent]:
             queryset = queryset.select_related("report__consult__facility")
         for obj in queryset:
             found[(object_type, str(getattr(obj, field)))] = obj
+    people = _people(events)
     shown = []
     for event in events:
         label, url = "", ""
@@ -519,10 +546,39 @@ def shown_events(events: Iterable[AuditEvent]) -> list[ShownEvent]:
                 action=action_label(event.action),
                 object_label=label,
                 object_url=url,
-                details=detail_items(event.detail, _model(event.object_type)),
+                details=detail_items(event.detail, _model(event.object_type), people),
+                **_who(event, people),
             )
         )
     return shown
+
+
+def _named_username(event: AuditEvent) -> str:
+    """The username an event is by: its actor's, or the one tried at a failed login."""
+    if event.actor_name:
+        return event.actor_name
+    tried = (event.detail or {}).get("username") if isinstance(event.detail, dict) else None
+    return tried if isinstance(tried, str) else ""
+
+
+def _people(events: list[AuditEvent]) -> dict[str, str]:
+    """{username: display name} of the people the events name (who did it, and the readers
+    and recipients of their details), in one query: the trail keeps usernames, and a name
+    is shown as the person's record has it today."""
+    usernames = {name for name in map(_named_username, events) if name}
+    for event in events:
+        detail = event.detail if isinstance(event.detail, dict) else {}
+        usernames.update(value for key, value in detail.items() if key in DETAIL_PEOPLE and isinstance(value, str))
+    usernames.discard("")
+    if not usernames:
+        return {}
+    rows = User.objects.filter(username__in=usernames).exclude(display_name="")
+    return dict(rows.values_list("username", "display_name"))
+
+
+def _who(event: AuditEvent, people: dict[str, str]) -> dict[str, str]:
+    username = _named_username(event)
+    return {"person": people.get(username, ""), "username": username}
 
 
 def _model(object_type: str) -> type[Model] | None:

@@ -282,11 +282,18 @@ def search_audit(
     until: date | None = None,
 ) -> QuerySet[AuditEvent]:
     """Audit events matching every given criterion, newest first. `user` matches the actor's
-    username or the name tried in a failed login; `action` is a prefix of the dotted code;
-    the dates are whole days, both included, in the site's time zone."""
+    username or the name tried in a failed login, or the name of the person with that
+    username (李, 李医生); `action` is a prefix of the dotted code; the dates are whole days,
+    both included, in the site's time zone."""
     events = AuditEvent.objects.select_related("facility")
     if user:
-        events = events.filter(Q(actor_name__icontains=user) | Q(detail__username__icontains=user))
+        named = list(User.objects.filter(display_name__icontains=user).values_list("username", flat=True))
+        events = events.filter(
+            Q(actor_name__icontains=user)
+            | Q(detail__username__icontains=user)
+            | Q(actor_name__in=named)
+            | Q(detail__username__in=named)
+        )
     if action:
         events = events.filter(action__startswith=action)
     if object_id:

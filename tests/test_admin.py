@@ -432,3 +432,25 @@ def test_the_admin_has_the_favicon(superuser_client):
     page = superuser_client.get(reverse("admin:index")).content.decode()
 
     assert 'rel="icon" href="/static/img/favicon.svg"' in page
+
+
+def test_the_audit_admin_names_each_person_with_their_username(superuser_client, records):
+    page = superuser_client.get(reverse("admin:facilities_auditevent_changelist")).content.decode()
+
+    assert "李医生（dr_li）" in page
+
+
+def test_the_roster_lists_radiologists_by_pinyin_in_its_form_and_filter(staff_administrator_client, county):
+    # Usernames in another order, and code points (张 < 李 < 王) in a third.
+    for username, name in [("a_wang", "王五"), ("b_zhang", "张三"), ("c_li", "李四")]:
+        make_user(User.Role.RADIOLOGIST, county, username=username, display_name=name)
+    make_user(User.Role.TECHNOLOGIST, county, username="a_tech", display_name="艾技师")
+
+    form = staff_administrator_client.get(reverse("admin:facilities_rostershift_add")).content.decode()
+    select = form[form.index('name="radiologist"') : form.index("</select>", form.index('name="radiologist"'))]
+    options = [text for text in (part.split(">", 1)[1] for part in select.split("<option")[2:])]
+    assert [text.split("<", 1)[0] for text in options] == ["李四", "王五", "张三"]  # no technologist
+
+    listing = staff_administrator_client.get(reverse("admin:facilities_rostershift_changelist")).content.decode()
+    assert listing.index("李四") < listing.index("王五") < listing.index("张三")
+    assert "艾技师" not in listing

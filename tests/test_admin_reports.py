@@ -639,6 +639,14 @@ def test_the_reports_speak_english_too(history, administrator) -> None:
         assert words in page, url
 
 
+def test_the_workload_counts_reports_signed_not_a_button_to_sign_one(history, administrator) -> None:
+    """Its first figure and column read "Sign report", the reading page's button."""
+    client = login(administrator)
+    client.cookies["django_language"] = "en"
+    page = client.get(WORKLOAD).content.decode()
+    assert "Reports signed" in page and "Sign report" not in page
+
+
 # The workload table's month row as its template wrote it before the rows were built in
 # the view (billing.views.reports.month_row): the view's rows must stay this HTML.
 MONTH_ROW_TEMPLATE = """{% load figures %}{% for month, cells, all, href in matrix %}

@@ -21,6 +21,7 @@ from facilities.auditlabels import ACTIONS, ADMIN_VERBS, DETAIL_KEYS
 from facilities.models import AuditEvent
 from facilities.views import AUDIT_PAGE_SIZE
 from tests.factories import PASSWORD
+from tests.test_i18n import switch_to_english
 
 URL = "/audit/"
 
@@ -97,6 +98,29 @@ def test_the_user_filter_finds_failed_logins_by_the_name_tried(administrator_cli
     response = administrator_client.get(URL, {"user": "tech_xuanwo", "action": "facilities.login.failed"})
     assert len(shown(response)) == 1
     assert "tech_xuanwo" in response.content.decode()
+
+
+def test_each_event_names_the_person_with_the_username_they_signed_in_with(administrator_client, trail):
+    Client().post(reverse("login"), {"username": "nobody_here", "password": "wrong-password"})
+    page = administrator_client.get(URL).content.decode()
+
+    assert '<span class="person">漩涡技师</span> <span class="username muted">tech_xuanwo</span>' in page
+    assert '<span class="person">李医生</span> <span class="username muted">dr_li</span>' in page
+    # A name tried at login that is nobody's is shown as typed.
+    assert '<td class="actor"><span class="username">nobody_here</span></td>' in page
+
+
+def test_a_reader_named_in_the_details_is_shown_by_name_too(administrator_client, township, radiologist):
+    services.audit("consults.consult.assigned", facility=township, radiologist="dr_li", method="roster")
+
+    assert "李医生（dr_li）" in administrator_client.get(URL).content.decode()
+    switch_to_english(administrator_client)
+    assert "李医生 (dr_li)" in administrator_client.get(URL).content.decode()
+
+
+def test_the_user_filter_finds_people_by_their_name_too(administrator_client, trail):
+    events = shown(administrator_client.get(URL, {"user": "李医", "since": "2026-03-01"}))
+    assert events == [trail["other"], trail["signed"]]
 
 
 def test_it_filters_by_action_prefix(administrator_client, trail):
@@ -188,8 +212,8 @@ def test_actions_objects_and_details_are_shown_in_chinese_with_links(administrat
     assert "登录成功" in page and ">facilities.login.succeeded<" not in page
     assert "修改医疗机构" in page  # an admin change: the verb and the model's Chinese name
     assert f'href="{reverse("admin:facilities_user_change", args=[technologist.pk])}"' in page
-    assert f"用户 · {technologist}" in page
-    assert f"医疗机构 · {township.short_name}" in page
+    assert f'<span class="part">用户</span> · <span class="part">{technologist}</span>' in page
+    assert f'<span class="part">医疗机构</span> · <span class="part">{township.short_name}</span>' in page
     # An object that no longer exists links to its history in the trail.
     assert 'href="/audit/?object_id=gone"' in page
     assert "somebody.new.code" in page  # a code without a name is shown as written
@@ -346,5 +370,7 @@ def test_an_order_is_named_without_its_patient_and_a_list_without_a_dangling_dot
     page = administrator_client.get(URL).content.decode()
 
     assert "陈兰芳" not in page
-    assert re.search(r"检查申请 · \w+ · CT</a>", page)
-    assert "检查申请 ·</td>" not in page and '<td class="object">检查申请</td>' in page
+    part = r'<span class="part">{}</span>'
+    assert re.search(" · ".join([part.format("检查申请"), part.format(r"\w+"), part.format("CT")]) + "</a>", page)
+    assert '<td class="object"><span class="part">检查申请</span></td>' in page
+    assert not re.search(r" · (</a>)?</td>", page)

@@ -367,6 +367,19 @@ def test_the_pdf_shows_the_name_without_separators_and_sex_as_a_word(township, c
     assert "性别女" in text
 
 
+def test_the_english_pdf_names_the_body_part_in_english(township, ct_modality):
+    """The English report printed 检查部位 as the consult stores it: 胸部."""
+    consult = signed_consult(township, ct_modality)
+
+    text = text_of(render_report_pdf(consult, consult.report, language="en"))
+
+    assert "Chest" in text and "胸部" not in text
+    # Without parts, the console's description, in English where its words are known.
+    type(consult).objects.filter(pk=consult.pk).update(body_part_names="")
+    consult.refresh_from_db()
+    assert "ChestCTnon-contrast" in text_of(render_report_pdf(consult, consult.report, language="en"))
+
+
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="needs dciodvfy (apt-get install dicom3tools)")
 def test_dciodvfy_finds_no_error_in_the_report_sent_back(township, ct_modality, tmp_path):
     # What the platform makes must be valid DICOM (PS3.3 A.45.1 Encapsulated PDF IOD):

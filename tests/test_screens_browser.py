@@ -325,3 +325,34 @@ def test_the_admins_calendar_names_the_weekdays_in_chinese(live_server, day, chr
     assert "月" in caption and not any(letter.isascii() and letter.isalpha() for letter in caption)
     assert "今天" in box.inner_text()
     assert admin.errors == []
+
+
+@pytest.mark.parametrize("language", ["zh-hans", "en"])
+def test_the_turnaround_headline_keeps_each_figure_on_one_line(live_server, rolled_up, language, chromium):
+    """At 1366x768 the English page broke the median's box into "36.30 (26.32–" / "50.83)"."""
+    base = live_server.url
+    admin = signed_in(chromium, base, "admin_zhao", language)
+    admin.goto(f"{base}/dashboards/turnaround/")
+    # In the wide Latin font a Linux browser gives English pages (the test's Chromium,
+    # started in Chinese, would take the CJK font's narrower Latin letters).
+    admin.evaluate("""() => { document.body.style.fontFamily = '"DejaVu Sans", sans-serif'; }""")
+    lines = admin.evaluate(
+        """() => ['#total-n', '#total-mean', '#total-median', '#total-share'].map((selector) => {
+             const range = document.createRange();
+             range.selectNodeContents(document.querySelector(selector));
+             // Text boxes of one line overlap; a wrapped line starts below the one before.
+             const boxes = [...range.getClientRects()].filter((r) => r.width > 0).sort((a, b) => a.top - b.top);
+             let lines = 0, bottom = -Infinity;
+             for (const box of boxes) {
+               if (box.top >= bottom - 2) {
+                 lines += 1;
+                 bottom = box.bottom;
+               } else {
+                 bottom = Math.max(bottom, box.bottom);
+               }
+             }
+             return lines;
+           })"""
+    )
+    assert lines == [1, 1, 1, 1]
+    assert admin.errors == []
