@@ -356,3 +356,17 @@ def test_the_turnaround_headline_keeps_each_figure_on_one_line(live_server, roll
     )
     assert lines == [1, 1, 1, 1]
     assert admin.errors == []
+
+
+def test_the_signers_time_stays_on_one_line_in_the_english_report_panel(live_server, day, chromium):  # noqa: F811
+    """At 1366x768 the reading page's report panel wrote "李明 · 2026-12-" / "07 07:03"."""
+    base = live_server.url
+    for username, url in (("dr_li", f"/reading/{day['signed']}/"), ("tech_xuanwo", f"/consults/{day['signed']}/")):
+        page = signed_in(chromium, base, username, "en")
+        page.goto(f"{base}{url}")
+        page.evaluate("""() => { document.body.style.fontFamily = '"DejaVu Sans", sans-serif'; }""")
+        heights = page.evaluate(
+            """() => [...document.querySelectorAll('dl.signature time')].map((time) => time.getClientRects().length)"""
+        )
+        assert heights and all(rects == 1 for rects in heights), (url, heights)
+        assert page.errors == []
