@@ -60,6 +60,7 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.transport import AssociationSocket
 from pynetdicom.utils import make_target
 
 from dicomnode import pinning
@@ -83,6 +84,19 @@ PIN = pinning.Pin(
     (DULServiceProvider.__init__, "c82dafa9438ddf70685917cb15d2bfbc814aa0ad5233ffb0ae650faedc7570f0"),
     (Association.run_reactor, "ed8bbbe3b3d6ddaee3e8673ba25b2ab2a4c45f25bc1d8ae7b48ebafd09499e6d"),
     otherwise="the receiver uses pynetdicom's polling association loops",
+)
+
+
+# What `PollingSocket.ready` stands in for on pynetdicom 3.0.4: the check for bytes to
+# read that both of pynetdicom's DUL loops make.
+SOCKET_PIN = pinning.Pin(
+    "3.0.4",
+    (
+        AssociationSocket.ready.fget,  # type: ignore[attr-defined]
+        "3eb58e3d39dc076df7a04c804ca183ffd3f4d1b34361039e9e6f11de3d45579c",
+    ),
+    otherwise="the associations the receiver opens check their sockets with select(), which takes a descriptor"
+    " numbered 1024 or more for a closed connection",
 )
 
 
@@ -124,6 +138,27 @@ def readable(fds: list[Any], timeout: float) -> set[int]:
             raise OSError(f"descriptor {number} is not open")
         found.add(number)
     return found
+
+
+class PollingSocket(AssociationSocket):
+    """pynetdicom's socket whose check for bytes to read asks poll(): pynetdicom's asks
+    select(), which raises for a descriptor numbered 1024 or more, and a process holding
+    many connections (and files, and database connections) then took every newer
+    connection for closed (Evt17). The receiver's accepted connections
+    (dicomnode.server.CappedAssociationSocket) and the ones it opens (`install_requestor`)."""
+
+    @property
+    def ready(self) -> bool:
+        sock = self.socket
+        if sock is None or self._is_connected is False:
+            return False
+        try:
+            found = bool(readable([sock], 0))
+        except OSError:
+            self.event_queue.put("Evt17")  # the transport connection closed
+            return False
+        # An SSL socket may hold decrypted bytes that poll() cannot see.
+        return found or (isinstance(sock, ssl.SSLSocket) and bool(sock.pending()))
 
 
 class _Waker:
@@ -347,8 +382,12 @@ class EventDrivenAssociation(CheckedPauseAssociation):
 
 def install_requestor(assoc: Association) -> bool:
     """Give an association the receiver requests the checked pause point (its loops stay
-    pynetdicom's polling ones). From its EVT_CONN_OPEN, before the association loop
-    starts. Returns False, changing nothing, on a pynetdicom this was not written for."""
+    pynetdicom's polling ones) and a socket checked with poll() (`PollingSocket`). From
+    its EVT_CONN_OPEN, before the association loop starts. Returns False, changing
+    nothing, on a pynetdicom this was not written for."""
+    sock: Any = getattr(assoc.dul, "socket", None)
+    if SOCKET_PIN.compatible() and type(sock) is AssociationSocket:
+        sock.__class__ = PollingSocket
     if not PIN.compatible() or type(assoc) is not Association:
         return False
     assoc.__class__ = CheckedPauseAssociation

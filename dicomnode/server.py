@@ -43,7 +43,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from cloudpacs import services as archive
 from dicomnode import commitment, connections, fastpath, permits, queryretrieve, reactor, worklist
@@ -552,10 +552,11 @@ def pdu_ceiling() -> int:
     return max(offered, ASSOCIATE_RQ_CEILING)
 
 
-class CappedAssociationSocket(AssociationSocket):
+class CappedAssociationSocket(reactor.PollingSocket):
     """pynetdicom's socket with a ceiling on what it reads, the A-ASSOCIATE-RQ that the
     front door read already given back first, reads ahead (`prefix` holds what was read
-    and not yet asked for), and an abort that needs no state machine."""
+    and not yet asked for), an abort that needs no state machine, and the check for bytes
+    to read asking poll() (dicomnode.reactor.PollingSocket)."""
 
     prefix: bytearray
     aborted = False
@@ -564,19 +565,7 @@ class CappedAssociationSocket(AssociationSocket):
     def ready(self) -> bool:
         if self.aborted or getattr(self, "prefix", None):
             return True
-        # pynetdicom's own asks select(), which raises for a descriptor numbered 1024 or
-        # more: a process holding many connections (and files, and database connections)
-        # would take every newer connection for closed (Evt17). poll() has no such limit.
-        sock = self.socket
-        if sock is None or self._is_connected is False:
-            return False
-        try:
-            found = bool(reactor.readable([sock], 0))
-        except OSError:
-            self.event_queue.put("Evt17")  # the transport connection closed
-            return False
-        # An SSL socket may hold decrypted bytes that poll() cannot see.
-        return found or (isinstance(sock, ssl.SSLSocket) and bool(sock.pending()))
+        return super().ready
 
     def recv(self, nr_bytes: int) -> bytearray:
         # pynetdicom asks for a PDU's header (6 bytes) and then for its whole body at once.

@@ -30,6 +30,14 @@ def test_it_is_written_against_the_installed_pynetdicom():
     assert reactor.PIN.compatible()
 
 
+def test_its_socket_check_is_written_against_the_installed_pynetdicom():
+    # Fails on a pynetdicom upgrade: compare AssociationSocket.ready with
+    # reactor.PollingSocket.ready, then update reactor.SOCKET_PIN.
+    assert pynetdicom.__version__ == reactor.SOCKET_PIN.version
+    assert reactor.SOCKET_PIN.stock_sources() == reactor.SOCKET_PIN.sources
+    assert reactor.SOCKET_PIN.compatible()
+
+
 def test_it_relies_on_the_internals_it_replaces():
     from pynetdicom.dimse import DIMSEServiceProvider
     from pynetdicom.dul import DULServiceProvider

@@ -593,6 +593,70 @@ def test_movescu_moves_a_study(receiver, archive, county_ws, destination, storag
     assert len(storage_scp.received) == 5
 
 
+# A move destination in a process of its own: its sockets are not among the test's.
+DESTINATION_SCRIPT = """
+import sys
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage
+
+def on_store(event):
+    print(event.request.AffectedSOPInstanceUID, flush=True)
+    return 0x0000
+
+ae = AE(ae_title="FAR_WS")
+ae.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+print(server.server_address[1], flush=True)
+sys.stdin.read()
+server.shutdown()
+"""
+
+
+def test_a_move_is_sent_on_a_descriptor_past_1024(receiver, archive, county, county_ws, monkeypatch):
+    """The association the receiver opens to a move destination checked its socket with
+    pynetdicom's select(), which raises for a descriptor numbered 1024 or more: in a
+    receiver holding that many descriptors every sub-operation failed, the connection
+    taken for closed. Here the receiver's process holds over 1,100; movescu and the
+    destination run in processes of their own."""
+    import resource
+    import sys
+
+    from dicomnode import queryretrieve
+
+    destination_process = subprocess.Popen(
+        [sys.executable, "-c", DESTINATION_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert destination_process.stdout is not None
+    port = int(destination_process.stdout.readline())
+    entity(county, "FAR_WS", may_query=False, may_retrieve=False, is_move_destination=True, host="127.0.0.1", port=port)
+    opened: list[int] = []
+
+    def record(event: evt.Event) -> None:
+        opened.append(event.assoc.dul.socket.socket.fileno())
+
+    monkeypatch.setattr(queryretrieve, "OPENED", [*queryretrieve.OPENED, (evt.EVT_CONN_OPEN, record)])
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(limits[0], min(4096, limits[1])), limits[1]))
+    fillers: list[int] = []
+    try:
+        while not fillers or fillers[-1] < 1100:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        result = dcmtk(
+            "movescu", "-S", "-aet", "COUNTY_WS", "-aec", "CLOUDPACS", "-aem", "FAR_WS",
+            "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={archive.wu.study_uid}",
+            *map(str, receiver),
+        )  # fmt: skip
+    finally:
+        for number in fillers:
+            os.close(number)
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+        received, _ = destination_process.communicate("", timeout=30)
+    assert len(opened) == 1 and opened[0] >= 1024, opened
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert sorted(received.split()) == sorted(uid for uids in archive.series.values() for uid in uids)
+
+
 # --- C-GET ------------------------------------------------------------------------------
 
 
