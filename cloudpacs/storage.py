@@ -722,8 +722,13 @@ def copy_key(key: str, source: str, destination: str) -> bool:
     if final.is_file() and final.stat().st_size == store.size(key):
         return False
     temp = incoming_dir() / f"{uuid.uuid4().hex}.copy"
+    # Locked from its creation to its rename, as a staged file is: the start-up sweep of a
+    # receiver (sweep_orphans) passes over it instead of taking it for a crash's.
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    lock = -1
     try:
-        with open(temp, "wb") as out:
+        with os.fdopen(fd, "wb") as out:
+            lock = _locked(temp)
             for chunk in store.iter_chunks(key):
                 out.write(chunk)
             out.flush()
@@ -733,4 +738,6 @@ def copy_key(key: str, source: str, destination: str) -> bool:
         _fsync_dir(final.parent)
     finally:
         temp.unlink(missing_ok=True)
+        if lock >= 0:
+            os.close(lock)
     return True

@@ -271,3 +271,26 @@ def test_a_copy_stopped_by_the_store_going_down_resumes_after_the_last_key_it_fi
     out = capsys.readouterr().out
     assert f"resuming after {calls[0]}" in out
     assert "2 copied, 0 already there" in out
+
+
+def test_the_start_sweep_passes_over_a_file_a_copy_is_writing(monkeypatch):
+    # storage_copy --to local writes each file in the spool before renaming it to its
+    # key; a receiver starting meanwhile swept it away as a crash's (the copy then failed
+    # at the rename). Written under its flock, as a staged file is, it is passed over.
+    key = f"{generate_uid()}/{generate_uid()}.dcm"
+    swept: list[int] = []
+    spooled: list[list[str]] = []
+
+    class Store:
+        def iter_chunks(self, key: str):
+            yield b"first half "
+            spooled.append([path.name for path in spool()])
+            swept.append(storage.sweep_orphans(lambda keys: set()))
+            yield b"second half"
+
+    monkeypatch.setattr(storage, "s3_store", Store)
+    assert storage.copy_key(key, "s3", "local") is True
+    assert swept == [0]
+    assert len(spooled[0]) == 1 and spooled[0][0].endswith(".copy")
+    assert storage.path_for(key).read_bytes() == b"first half second half"
+    assert spool() == []
