@@ -200,3 +200,26 @@ def test_a_migration_drops_stored_documents_that_hold_group_lengths(ct_modality,
 
     assert not InstanceMetadata.objects.filter(instance=instances[0]).exists()
     assert InstanceMetadata.objects.filter(instance=instances[1]).exists()
+
+
+def test_a_migration_puts_the_available_transfer_syntax_of_stored_documents_in_tag_order(ct_modality, tmp_path):
+    import importlib
+
+    from django.apps import apps
+
+    datasets = [make_dataset(patient_id=name) for name in ("BEFORE_PIXELS", "LAST", "SORTED")]
+    instances = store(datasets, ct_modality, tmp_path)
+    store_study_metadata({item.series.study_id for item in instances})
+    computed = {item.pk: InstanceMetadata.objects.get(instance=item).document for item in instances}
+    # As documents were stored before the attributes were sorted: (0008,3002) after the
+    # dataset's attributes, before Pixel Data (or last, for an instance without).
+    for item, keys in zip(instances[:2], (["00083002", "7FE00010"], ["7FE00010", "00083002"]), strict=True):
+        old = json.loads(computed[item.pk])
+        moved = {key: old.pop(key) for key in keys}
+        InstanceMetadata.objects.filter(instance=item).update(document=dj.dumps(old | moved))
+        assert InstanceMetadata.objects.get(instance=item).document != computed[item.pk]
+
+    importlib.import_module("cloudpacs.migrations.0013_metadata_in_tag_order").sort_documents(apps, None)
+
+    for item in instances:
+        assert InstanceMetadata.objects.get(instance=item).document == computed[item.pk]
