@@ -1,7 +1,9 @@
 """What the archive accepts, over DICOM (the receiver's presentation contexts) and over
 the web (STOW-RS) alike: every Storage SOP Class of PS3.4 Annex B and four retired ones,
 each in the transfer syntaxes that equipment sends, stored as received. One list, so that
-a file one door refuses is not taken by the other."""
+a file one door refuses is not taken by the other; and one set of failure statuses, the
+C-STORE response's (PS3.4 B.2.3) and the same code as STOW-RS's FailureReason (PS3.18
+10.5.3), each raised with its reason by cloudpacs.services."""
 
 from __future__ import annotations
 
@@ -76,3 +78,19 @@ TRANSFER_SYNTAXES: list[str] = [*NATIVE_TRANSFER_SYNTAXES, *IMAGE_TRANSFER_SYNTA
 # What STOW-RS asks of each instance (the receiver asks it at negotiation).
 ACCEPTED_SOP_CLASSES = frozenset(STORAGE_SOP_CLASSES)
 ACCEPTED_TRANSFER_SYNTAXES = frozenset(str(syntax) for syntax in TRANSFER_SYNTAXES)
+
+# Failure statuses of a dataset the archive did not store (PS3.4 Table B.2-1), whichever
+# door it came in by. The identity rules' 0xC010-0xC015 are cloudpacs.services'.
+OUT_OF_RESOURCES = 0xA700
+# The index database failed: out of resources too, for the sender to retry.
+INDEX_UNAVAILABLE = 0xA701
+# The dataset's SOP Class UID is not the one it was announced as: the presentation
+# context's over DICOM, the File Meta Information's over the web.
+DOES_NOT_MATCH_SOP_CLASS = 0xA900
+# The payload cannot be parsed, or is not encoded as its transfer syntax says.
+CANNOT_UNDERSTAND = 0xC000
+# A Study, Series or SOP Instance UID missing or not a UID, or a SOP Instance UID that is
+# not the one it was announced as (the C-STORE request's Affected SOP Instance UID, the
+# File Meta Information's Media Storage SOP Instance UID).
+BAD_IDENTIFIER = 0xC001
+PROCESSING_FAILURE = 0x0110

@@ -35,7 +35,7 @@ from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import PersonName
 
-from cloudpacs import keyobjects, storage
+from cloudpacs import conformance, keyobjects, storage
 from cloudpacs.dicomweb.json import metadata_document, with_instance_url
 from cloudpacs.models import (
     IngestConflict,
@@ -132,23 +132,36 @@ class IngestResult:
 
 
 class IngestError(Exception):
-    """A received dataset that was not stored; the message says why, for the log."""
+    """A received dataset that was not stored; the message says why, for the log and the
+    sender. `status` is the failure status both doors answer (cloudpacs.conformance)."""
+
+    status: ClassVar[int] = conformance.PROCESSING_FAILURE
 
 
 class UnreadableDataset(IngestError):
     """The payload cannot be parsed as a DICOM dataset in its transfer syntax."""
 
+    status = conformance.CANNOT_UNDERSTAND
+
 
 class MissingIdentifier(IngestError):
-    """A Study, Series or SOP Instance UID is missing or unusable."""
+    """A Study, Series or SOP Instance UID is missing or unusable, or the SOP Instance UID
+    is not the one the dataset was announced as."""
+
+    status = conformance.BAD_IDENTIFIER
 
 
 class SOPClassMismatch(IngestError):
-    """The dataset's SOP Class is not the one its presentation context was negotiated for."""
+    """The dataset's SOP Class is not the one it was announced as (its presentation
+    context, or its File Meta Information)."""
+
+    status = conformance.DOES_NOT_MATCH_SOP_CLASS
 
 
 class OutOfResources(IngestError):
     """The store is full or the index is unavailable; the sender may retry later."""
+
+    status = conformance.OUT_OF_RESOURCES
 
 
 class IdentityConflict(IngestError):
@@ -291,7 +304,13 @@ def ingest_instance(
         study_uid = _study_uid_ahead(staged.path, staged.dataset_offset, transfer_syntax_uid)
         if study_uid is not None:
             ahead = storage.publish_ahead(staged, storage.key_for(study_uid, sop_instance_uid, staged.sha256))
-        tags = _read_indexed_tags(staged.path, sop_class_uid, sop_instance_uid, transfer_syntax_uid)
+        try:
+            tags = _read_indexed_tags(staged.path, sop_class_uid, sop_instance_uid, transfer_syntax_uid, channel)
+        except IngestError:
+            # Read in the wrong byte order a dataset yields garbage tags, and a refusal
+            # for a missing UID or an odd value: say what is wrong instead.
+            _check_byte_order(staged.path, staged.dataset_offset, transfer_syntax_uid)
+            raise
         return _store(tags, staged, transfer_syntax_uid, modality, ahead)
     except IdentityConflict as conflict:
         assert tags is not None
@@ -684,7 +703,37 @@ def _check_native_length(ds: Dataset, length: int, bits_allocated: int | None) -
         )
 
 
-def _read_indexed_tags(path: Path, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> IndexedTags:
+# The lowest group a stored dataset may begin with: SOP Common (0008,0016) and (0008,0018)
+# are in every instance, and nothing may come before group 0008 (0002 is the File Meta
+# Information's, 0004 a DICOMDIR's, and the odd 0001-0007 are not private groups).
+FIRST_GROUP = 0x0008
+
+
+def _check_byte_order(path: Path, offset: int, transfer_syntax_uid: str) -> None:
+    """Raise UnreadableDataset when the dataset is encoded in the other byte order than
+    its transfer syntax says: its first tag's group, read as declared, is past group 0008
+    while read the other way it is not (big endian data in a little endian context is
+    read as group 0800). pydicom takes the transfer syntax's byte order on trust."""
+    syntax = UID(transfer_syntax_uid)
+    if not syntax.is_transfer_syntax or syntax.is_deflated:
+        return
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(offset)
+            head = stream.read(2)
+    except OSError:
+        return
+    if len(head) < 2:
+        return
+    declared, other = ("<H", ">H") if syntax.is_little_endian else (">H", "<H")
+    if struct.unpack(declared, head)[0] > FIRST_GROUP >= struct.unpack(other, head)[0]:
+        found, said = ("big", "little") if syntax.is_little_endian else ("little", "big")
+        raise UnreadableDataset(f"the dataset is encoded {found} endian, not {said} endian as {syntax.name} says")
+
+
+def _read_indexed_tags(
+    path: Path, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, channel: str
+) -> IndexedTags:
     try:
         # Bulk values are deferred: they are skipped over, never read into memory.
         ds = dcmread(path, defer_size=4096)
@@ -721,12 +770,16 @@ def _read_indexed_tags(path: Path, sop_class_uid: str, sop_instance_uid: str, tr
     dataset_instance = uid("SOPInstanceUID")
     study_uid = uid("StudyInstanceUID")
     series_uid = uid("SeriesInstanceUID")
+    # What announced the dataset: a C-STORE's presentation context and request, or the File
+    # Meta Information of a Part 10 file sent over the web (PS3.10 7.1: its Media Storage
+    # SOP Class and Instance UIDs are the dataset's). Refused alike when it says otherwise.
+    web = channel == IngestConflict.Channel.STOW
     if dataset_class != sop_class_uid:
-        raise SOPClassMismatch(f"dataset SOP Class {dataset_class} but presentation context {sop_class_uid}")
+        announced = "the file meta's" if web else "the presentation context's"
+        raise SOPClassMismatch(f"SOPClassUID is not {announced}: dataset {dataset_class}, {sop_class_uid}")
     if dataset_instance != sop_instance_uid:
-        raise MissingIdentifier(
-            f"dataset SOP Instance UID {dataset_instance} differs from the request's {sop_instance_uid}"
-        )
+        announced = "the file meta's" if web else "the request's"
+        raise MissingIdentifier(f"SOPInstanceUID is not {announced}: dataset {dataset_instance}, {sop_instance_uid}")
     names = {keyword: person_name_groups(ds, keyword, raw_names.get(keyword)) for keyword in PERSON_NAME_TAGS}
     return IndexedTags(dataset_class, dataset_instance, study_uid, series_uid, values, names)
 

@@ -5,7 +5,8 @@ map its known failures to DICOM statuses and never raise. Datasets are received
 chunked to disk (pynetdicom's STORE_RECV_CHUNKED_DATASET), so a 30 MB radiograph
 never sits whole in memory, and are stored as received.
 
-Status codes answered to C-STORE (see docs/dicom-conformance.md):
+Status codes answered to C-STORE, the same as STOW-RS's FailureReason for the same
+refusal (cloudpacs.conformance; see docs/dicom-conformance.md):
   0x0000 stored, an identical re-send of a stored instance, or a correction (same SOP
          Instance UID, other content) that the overwrite policy applied or kept pending
   0xA700 out of resources: the image store is full or (STORAGE_BACKEND=s3) the object
@@ -13,8 +14,10 @@ Status codes answered to C-STORE (see docs/dicom-conformance.md):
          (DICOM_MAX_INSTANCES_PER_ASSOCIATION, DICOM_MAX_INSTANCE_BYTES) is exceeded;
          0xA701: the index is unavailable
   0xA900 the dataset's SOP Class differs from its presentation context
-  0xC000 cannot understand: the payload cannot be parsed
-  0xC001 cannot understand: a Study, Series or SOP Instance UID is missing or invalid
+  0xC000 cannot understand: the payload cannot be parsed, or is not encoded as its
+         transfer syntax says (big endian in a little endian context, say)
+  0xC001 cannot understand: a Study, Series or SOP Instance UID is missing or invalid,
+         or the SOP Instance UID is not the request's
   0xC010-0xC015 cannot understand: an identity conflict (cloudpacs.services
          IdentityConflict), with an Error Comment naming it
   0x0110 processing failure: anything unexpected (logged with its traceback)
@@ -45,6 +48,7 @@ from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from cloudpacs import conformance
 from cloudpacs import services as archive
 from dicomnode import commitment, connections, fastpath, permits, queryretrieve, reactor, worklist
 from dicomnode.connections import Admission, Limits, RefusalLog, Refused
@@ -57,12 +61,9 @@ from facilities.services import application_entity_for_ae_title
 logger = logging.getLogger("dicomnode")
 
 SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-INDEX_UNAVAILABLE = 0xA701
-SOP_CLASS_MISMATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC000
-MISSING_IDENTIFIER = 0xC001
-PROCESSING_FAILURE = 0x0110
+OUT_OF_RESOURCES = conformance.OUT_OF_RESOURCES
+INDEX_UNAVAILABLE = conformance.INDEX_UNAVAILABLE
+PROCESSING_FAILURE = conformance.PROCESSING_FAILURE
 NOT_AUTHORIZED = permits.NOT_AUTHORIZED
 
 # A-ASSOCIATE-RJ: rejected-permanent, by the service user, with the reason; or, when every
@@ -498,14 +499,9 @@ def _ingest(
         )
     except archive.IdentityConflict:
         raise
-    except archive.OutOfResources as exc:
-        return OUT_OF_RESOURCES, str(exc)
-    except archive.SOPClassMismatch as exc:
-        return SOP_CLASS_MISMATCH, str(exc)
-    except archive.MissingIdentifier as exc:
-        return MISSING_IDENTIFIER, str(exc)
-    except archive.UnreadableDataset as exc:
-        return CANNOT_UNDERSTAND, str(exc)
+    except archive.IngestError as exc:
+        # The status STOW-RS gives for the same refusal (cloudpacs.conformance).
+        return exc.status, str(exc)
     except DatabaseError as exc:
         logger.exception("index error storing %s from %s", sop_instance_uid, modality.ae_title)
         # Reconnect for the next instance of this association.

@@ -4,13 +4,16 @@ back per instance with the PS3.18 statuses."""
 
 from __future__ import annotations
 
+import copy
 from datetime import date
 from io import BytesIO
 
 import pytest
 import requests
 from pydicom import dcmwrite
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, _config
 
 from cloudpacs.dicomweb.multipart import OutPart, encode, new_boundary
 from cloudpacs.models import IngestConflict, Instance, InstanceVersion, Study
@@ -123,6 +126,84 @@ def test_a_dataset_whose_class_differs_from_its_file_meta_is_refused(live_server
     response = post(live_server, technologist, body, content_type)
     assert response.status_code == 409
     assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]
+
+
+def bare(ds, *, little_endian: bool = True) -> bytes:
+    """The dataset alone, explicit VR in the byte order asked for."""
+    ds = copy.deepcopy(ds)
+    del ds.file_meta
+    buffer = BytesIO()
+    dcmwrite(buffer, ds, implicit_vr=False, little_endian=little_endian)
+    return buffer.getvalue()
+
+
+def c_store(receiver, calling: str, part10_file: bytes, sop_class: str, syntax: str, tmp_path) -> Dataset:
+    """The C-STORE of a Part 10 file's dataset bytes as they are, by pynetdicom, which
+    takes the request's SOP Class and Instance UIDs and the context from the file's meta."""
+    path = tmp_path / f"{generate_uid()}.dcm"
+    path.write_bytes(part10_file)
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(sop_class, [syntax])
+    assoc = ae.associate(*receiver, ae_title="CLOUDPACS")
+    assert assoc.is_established
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        return assoc.send_c_store(path)
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = False
+        assoc.release()
+
+
+def test_a_dataset_announced_as_another_instance_is_refused_alike_over_dicom_and_the_web(
+    live_server, receiver, technologist, archive, tmp_path
+):
+    # PS3.10 7.1: a file's Media Storage SOP Instance UID is its dataset's, as a C-STORE
+    # request's Affected SOP Instance UID is (PS3.7 9.1.1.1). The receiver refused a
+    # dataset announced as another instance with 0xC001 and why; STOW-RS with 0xC000 and
+    # not a word of why. (storescu takes the request's UID from the dataset, never from
+    # the meta, so the file it sends is stored: the receiver never sees that meta.)
+    ds = make_dataset(patient_id="P0110")
+    announced = generate_uid()
+    payload = PREAMBLE + file_meta_bytes(ds.SOPClassUID, announced, ExplicitVRLittleEndian) + bare(ds)
+    response = post(live_server, technologist, *multipart_body(payload))
+    assert response.status_code == 409
+    (failed,) = response.json()["00081198"]["Value"]
+    assert failed["00081155"]["Value"] == [announced]
+    assert failed["00081197"]["Value"] == [0xC001]
+    why = f"SOPInstanceUID is not the file meta's: dataset {ds.SOPInstanceUID}, {announced}"
+    assert response.headers["Warning"] == f'299 yunying "{why}"'
+    answer = c_store(receiver, archive.ct.ae_title, payload, ds.SOPClassUID, ExplicitVRLittleEndian, tmp_path)
+    assert answer.Status == 0xC001
+    assert answer.ErrorComment.startswith("SOPInstanceUID is not the request's: dataset ")
+    assert not Instance.objects.filter(sop_instance_uid__in=[ds.SOPInstanceUID, announced]).exists()
+
+
+@pytest.mark.parametrize(
+    ("syntax", "little_endian", "words"),
+    [
+        (ExplicitVRLittleEndian, False, "encoded big endian, not little endian"),
+        (ExplicitVRBigEndian, True, "encoded little endian, not big endian"),
+    ],
+)
+def test_a_dataset_in_the_other_byte_order_is_not_understood_alike_over_dicom_and_the_web(
+    live_server, receiver, technologist, archive, tmp_path, syntax, little_endian, words
+):
+    # PS3.4 B.2.3: a dataset not encoded as its transfer syntax says cannot be understood
+    # (0xC000), as implicit VR data in an explicit VR context is. Read in the wrong byte
+    # order its tags came out as garbage, and the receiver answered 0xC001 "SOPClassUID is
+    # missing"; STOW-RS 0xC000 with no reason.
+    ds = make_dataset(patient_id="P0111")
+    payload = (
+        PREAMBLE + file_meta_bytes(ds.SOPClassUID, ds.SOPInstanceUID, syntax) + bare(ds, little_endian=little_endian)
+    )
+    response = post(live_server, technologist, *multipart_body(payload))
+    assert response.status_code == 409
+    assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
+    assert f"the dataset is {words} as" in response.headers["Warning"]
+    answer = c_store(receiver, archive.ct.ae_title, payload, ds.SOPClassUID, syntax, tmp_path)
+    assert answer.Status == 0xC000
+    assert answer.ErrorComment.startswith(f"the dataset is {words}")
+    assert not Instance.objects.filter(sop_instance_uid=ds.SOPInstanceUID).exists()
 
 
 def test_a_class_or_transfer_syntax_the_receiver_refuses_is_refused_over_the_web_too(

@@ -17,33 +17,26 @@ from typing import IO, Any
 
 from pydicom import dcmread
 
+from cloudpacs import conformance
 from cloudpacs.conformance import ACCEPTED_SOP_CLASSES, ACCEPTED_TRANSFER_SYNTAXES
 from cloudpacs.dicomweb import json as dj
 from cloudpacs.dicomweb.http import DicomwebError
 from cloudpacs.dicomweb.multipart import MultipartError, parse_media_type, read_parts
 from cloudpacs.models import IngestConflict, Study
-from cloudpacs.services import (
-    IdentityConflict,
-    IngestError,
-    IngestOutcome,
-    MissingIdentifier,
-    OutOfResources,
-    SOPClassMismatch,
-    UnreadableDataset,
-    ingest_instance,
-)
+from cloudpacs.services import IdentityConflict, IngestError, IngestOutcome, OutOfResources, ingest_instance
 from facilities.models import ExamKind, Modality, User
 
 logger = logging.getLogger("cloudpacs.dicomweb")
 
-# Failure reasons (PS3.18 10.5.3, the C-STORE statuses of PS3.4 B.2.3 and PS3.7 C).
-PROCESSING_FAILURE = 0x0110
+# Failure reasons (PS3.18 10.5.3, the C-STORE statuses of PS3.4 B.2.3 and PS3.7 C): a
+# refusal the receiver makes too has its status (cloudpacs.conformance).
+PROCESSING_FAILURE = conformance.PROCESSING_FAILURE
 NOT_AUTHORIZED = 0x0124
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
-OUT_OF_RESOURCES = 0xA700
-DOES_NOT_MATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC000
+OUT_OF_RESOURCES = conformance.OUT_OF_RESOURCES
+DOES_NOT_MATCH = conformance.DOES_NOT_MATCH_SOP_CLASS
+CANNOT_UNDERSTAND = conformance.CANNOT_UNDERSTAND
 
 PENDING_COMMENT = "Corrected SOPInstanceUID kept pending: the report is signed"
 
@@ -52,6 +45,8 @@ DR_CODES = {"CR", "DX", "DR", "RG", "PX", "MG", "IO"}
 # and characters, so any printable ASCII is taken, up to 200.
 BOUNDARY = re.compile(r"[\x20-\x7e]{0,199}[\x21-\x7e]")
 READ_TAGS = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "Modality"]
+# The longest reason given: a UID or two with what is wrong.
+COMMENT_LIMIT = 200
 
 
 @dataclass
@@ -59,8 +54,20 @@ class StoreReport:
     referenced: list[dj.JsonDataset] = field(default_factory=list)
     failed: list[dj.JsonDataset] = field(default_factory=list)
     studies: dict[str, Study] = field(default_factory=dict)
-    # The Error Comments of identity conflicts, sent as Warning header fields.
+    # Why each failure failed, in the words of a C-STORE's Error Comment for the same
+    # refusal, and the note on a correction kept pending: sent as Warning header fields
+    # (FailureReason alone is a number, and the Failed SOP Sequence's items hold no text).
     comments: list[str] = field(default_factory=list)
+
+    def fail(self, sop_class: str, sop_instance: str, reason: int, comment: str) -> None:
+        self.failed.append(_failure(sop_class, sop_instance, reason))
+        self.comment(comment)
+
+    def comment(self, text: str) -> None:
+        # A quoted-string of printable ASCII (RFC 9110 5.6.4), without quotes or backslashes.
+        text = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "?" for ch in text)[:COMMENT_LIMIT]
+        if text and text not in self.comments:
+            self.comments.append(text)
 
     @property
     def status(self) -> int:
@@ -112,7 +119,7 @@ def store(
             try:
                 part_type = parse_media_type(part.content_type or "application/dicom")[0]
                 if part_type != "application/dicom":
-                    report.failed.append(_failure("", "", CANNOT_UNDERSTAND))
+                    report.fail("", "", CANNOT_UNDERSTAND, f"a part of type {part_type}, not application/dicom")
                     continue
                 _store_one(part.file, user, target_study, instance_url, report)
             finally:
@@ -120,7 +127,7 @@ def store(
     except MultipartError as exc:
         if not report.referenced and not report.failed:
             raise DicomwebError(400, f"malformed multipart body: {exc}") from exc
-        report.failed.append(_failure("", "", CANNOT_UNDERSTAND))
+        report.fail("", "", CANNOT_UNDERSTAND, f"the body ends in a malformed part: {exc}")
     if not report.referenced and not report.failed:
         raise DicomwebError(400, "the body holds no instance")
     return report
@@ -171,7 +178,7 @@ def _store_one(
     dataset_offset = _dataset_offset(file)
     if dataset_offset is None:
         logger.info("STOW part refused: not a DICOM file with a File Meta Information header")
-        report.failed.append(_failure("", "", CANNOT_UNDERSTAND))
+        report.fail("", "", CANNOT_UNDERSTAND, "not a DICOM file with a File Meta Information header (PS3.10)")
         return
     try:
         file.seek(0)
@@ -184,27 +191,34 @@ def _store_one(
         code = str(ds.get("Modality") or "").strip().upper()
     except Exception as exc:
         logger.info("STOW part refused: not a DICOM Part 10 file (%s)", exc)
-        report.failed.append(_failure("", "", CANNOT_UNDERSTAND))
+        report.fail("", "", CANNOT_UNDERSTAND, f"not a DICOM Part 10 file: {type(exc).__name__}: {exc}")
         return
-    if not sop_class or not sop_instance or not study_uid:
-        report.failed.append(_failure(sop_class, sop_instance, CANNOT_UNDERSTAND))
+    if not sop_class or not sop_instance:
+        # Neither in the meta nor in the dataset (0xC001 over DICOM too).
+        missing = " and ".join(
+            name for name, value in (("SOPClassUID", sop_class), ("SOPInstanceUID", sop_instance)) if not value
+        )
+        report.fail(sop_class, sop_instance, conformance.BAD_IDENTIFIER, f"{missing} missing")
         return
     if sop_class not in ACCEPTED_SOP_CLASSES:
         # The classes the receiver refuses at negotiation (PS3.18 Table I.2-2).
         logger.info("STOW instance %s refused: SOP class %s is not stored here", sop_instance, sop_class)
-        report.failed.append(_failure(sop_class, sop_instance, SOP_CLASS_NOT_SUPPORTED))
+        report.fail(sop_class, sop_instance, SOP_CLASS_NOT_SUPPORTED, f"SOP Class {sop_class} is not stored here")
         return
     if transfer_syntax not in ACCEPTED_TRANSFER_SYNTAXES:
         logger.info("STOW instance %s refused: transfer syntax %s is not stored here", sop_instance, transfer_syntax)
-        report.failed.append(_failure(sop_class, sop_instance, TRANSFER_SYNTAX_NOT_SUPPORTED))
+        why = f"transfer syntax {transfer_syntax} is not stored here"
+        report.fail(sop_class, sop_instance, TRANSFER_SYNTAX_NOT_SUPPORTED, why)
         return
-    if target_study is not None and study_uid != target_study:
+    # No Study Instance UID found here is the ingest's to refuse, with the receiver's words
+    # (it may say why: a dataset in the other byte order has none that can be read).
+    if target_study is not None and study_uid and study_uid != target_study:
         # The instance is not of the study the request was addressed to.
-        report.failed.append(_failure(sop_class, sop_instance, DOES_NOT_MATCH))
+        report.fail(sop_class, sop_instance, DOES_NOT_MATCH, "StudyInstanceUID is not the one the request names")
         return
     modality = modality_for(user, code)
     if modality is None:
-        report.failed.append(_failure(sop_class, sop_instance, NOT_AUTHORIZED))
+        report.fail(sop_class, sop_instance, NOT_AUTHORIZED, "the facility has no active modality to store under")
         return
     # The bare dataset follows the meta group; ingest builds its own meta group for it.
     file.seek(dataset_offset)
@@ -222,29 +236,21 @@ def _store_one(
         # The same rules and words as over DICOM (recorded by the archive); the failure
         # names no study, so nothing of another township's is revealed.
         logger.info("STOW instance %s refused: %s", sop_instance, conflict)
-        report.failed.append(_failure(sop_class, sop_instance, conflict.status))
-        if conflict.comment not in report.comments:
-            report.comments.append(conflict.comment)
-        return
-    except (UnreadableDataset, MissingIdentifier) as exc:
-        logger.info("STOW instance %s refused: %s", sop_instance, exc)
-        report.failed.append(_failure(sop_class, sop_instance, CANNOT_UNDERSTAND))
-        return
-    except SOPClassMismatch as exc:
-        logger.info("STOW instance %s refused: %s", sop_instance, exc)
-        report.failed.append(_failure(sop_class, sop_instance, DOES_NOT_MATCH))
+        report.fail(sop_class, sop_instance, conflict.status, conflict.comment)
         return
     except OutOfResources as exc:
+        # Its message may name the store's paths: the sender is told only to retry.
         logger.error("STOW instance %s not stored: %s", sop_instance, exc)
-        report.failed.append(_failure(sop_class, sop_instance, OUT_OF_RESOURCES))
+        report.fail(sop_class, sop_instance, exc.status, "out of resources: the image store is full or unavailable")
         return
     except IngestError as exc:
-        logger.warning("STOW instance %s not stored: %s", sop_instance, exc)
-        report.failed.append(_failure(sop_class, sop_instance, PROCESSING_FAILURE))
+        # The status and words a C-STORE of the same dataset is answered with.
+        logger.info("STOW instance %s refused: %s", sop_instance, exc)
+        report.fail(sop_class, sop_instance, exc.status, str(exc))
         return
     except Exception:
         logger.exception("STOW instance %s failed", sop_instance)
-        report.failed.append(_failure(sop_class, sop_instance, PROCESSING_FAILURE))
+        report.fail(sop_class, sop_instance, PROCESSING_FAILURE, "processing failure")
         return
     instance = result.instance
     series = instance.series
@@ -252,10 +258,10 @@ def _store_one(
     if study.facility_id != user.facility_id:
         # Cannot happen past the identity rules; if it did, the answer must not name it.
         logger.error("STOW instance %s resolved to another facility's study", sop_instance)
-        report.failed.append(_failure(sop_class, sop_instance, PROCESSING_FAILURE))
+        report.fail(sop_class, sop_instance, PROCESSING_FAILURE, "processing failure")
         return
-    if result.outcome == IngestOutcome.PENDING_CORRECTION and PENDING_COMMENT not in report.comments:
-        report.comments.append(PENDING_COMMENT)
+    if result.outcome == IngestOutcome.PENDING_CORRECTION:
+        report.comment(PENDING_COMMENT)
     report.studies[study.study_uid] = study
     report.referenced.append(
         {
