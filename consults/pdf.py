@@ -27,10 +27,10 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import HRFlowable, Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle, paragraph
 
 from cloudpacs.descriptions import description_in
-from cloudpacs.orders import named_parts_in
 from cloudpacs.personname import format_person_name, sex_label
 from cloudpacs.services import key_image_pictures
 from consults.models import Consult, Report
+from consults.rules import body_part_label
 from consults.verification import verification_for, verification_url
 from facilities.services import county_hospital
 
@@ -143,10 +143,8 @@ def _render(consult: Consult, report: Report, font: str) -> bytes:
             _("检查类型"),
             consult.get_kind_display(),
             _("检查部位"),
-            # In the report's language: the parts of the vocabulary, the console's words.
-            named_parts_in(consult.body_part_names, translation.get_language() or "zh-hans")
-            or description_in(study.description if study else "")
-            or "—",
+            # As the pages name it, in the report's language; else the console's words.
+            body_part_label(consult) or description_in(study.description if study else "") or "—",
         ),
         (
             _("检查日期"),

@@ -21,10 +21,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from cloudpacs.orders import body_part_name, named_parts_in
 from consults.models import HELD_STATUSES, Consult, Priority, Report, ReportDelivery
 from facilities.models import ExamKind, RosterShift, User
 
@@ -430,3 +431,21 @@ def require(step: Step, user: User, consult: Consult, now: datetime | None = Non
     refused = refusal(step, user, consult, now)
     if refused is not None:
         raise refused
+
+
+def body_part_label(consult: Consult) -> str:
+    """What the exam is of, for people: the parts named in the request, else the names of
+    the series' BodyPartExamined values in the body-part vocabulary (CHEST -> 胸部), a value
+    it does not know as written; "" when neither says. In the active language."""
+    language = translation.get_language() or "zh-hans"
+    if consult.body_part_names:
+        return named_parts_in(consult.body_part_names, language)
+    study = consult.study
+    if study is None:
+        return ""
+    names: list[str] = []
+    for value in study.series.exclude(body_part_examined="").values_list("body_part_examined", flat=True):
+        name = body_part_name(value, language)
+        if name and name not in names:
+            names.append(name)
+    return (", " if language.startswith("en") else "、").join(names)

@@ -9,17 +9,18 @@ from datetime import date, datetime
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
-from django.utils import timezone, translation
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from cloudpacs.models import Instance, Series, Study
-from cloudpacs.services import body_part_name, body_part_names, named_parts_in, order_for_study
+from cloudpacs.services import body_part_names, order_for_study
 from consults import changes, handoff
 from consults.changes import ConsultChanged as ConsultChanged
 from consults.models import Consult, Priority
 from consults.report_texts import NormalReport as NormalReport
 from consults.report_texts import normal_report as normal_report  # the demo's and other apps' report text
 from consults.rules import NotAllowed, WorkflowError, check_request, due_at_for, is_technologist_of
+from consults.rules import body_part_label as body_part_label  # the pages' and the PDF's
 from consults.rules import time_limit_table as time_limit_table  # for the dashboards
 from facilities.models import ExamKind, User
 from facilities.services import audit
@@ -199,24 +200,6 @@ def request_consult(
         raise WorkflowError(_("该检查已有会诊申请。")) from None
     handoff.slots.assign_consult(consult.pk)
     return consult
-
-
-def body_part_label(consult: Consult) -> str:
-    """What the exam is of, for people: the parts named in the request, else the names of
-    the series' BodyPartExamined values in the body-part vocabulary (CHEST -> 胸部), a value
-    it does not know as written; "" when neither says. In the active language."""
-    language = translation.get_language() or "zh-hans"
-    if consult.body_part_names:
-        return named_parts_in(consult.body_part_names, language)
-    study = consult.study
-    if study is None:
-        return ""
-    names: list[str] = []
-    for value in study.series.exclude(body_part_examined="").values_list("body_part_examined", flat=True):
-        name = body_part_name(value, language)
-        if name and name not in names:
-            names.append(name)
-    return (", " if language.startswith("en") else "、").join(names)
 
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")

@@ -380,6 +380,17 @@ def test_the_english_pdf_names_the_body_part_in_english(township, ct_modality):
     assert "ChestCTnon-contrast" in text_of(render_report_pdf(consult, consult.report, language="en"))
 
 
+def test_the_pdf_names_the_body_part_as_the_pages_do(township, ct_modality):
+    """Pushed without an order, a study's consult names no parts: the pages showed its
+    series' BodyPartExamined (胸部), the PDF printed the console's description (胸部 CT 平扫)."""
+    consult = signed_consult(township, ct_modality)
+    type(consult).objects.filter(pk=consult.pk).update(body_part_names="")
+    consult.study.series.update(body_part_examined="CHEST")
+    consult.refresh_from_db()
+
+    assert "检查部位胸部检查日期" in text_of(render_report_pdf(consult, consult.report))
+
+
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="needs dciodvfy (apt-get install dicom3tools)")
 def test_dciodvfy_finds_no_error_in_the_report_sent_back(township, ct_modality, tmp_path):
     # What the platform makes must be valid DICOM (PS3.3 A.45.1 Encapsulated PDF IOD):
