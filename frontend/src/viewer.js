@@ -73,6 +73,11 @@ export class Viewer {
 
   async mount() {
     await start();
+    // One turn of the event loop before the first series is opened: the decode workers
+    // (created in start()) are started from this thread's tasks, and the series' metadata,
+    // already in, would otherwise be parsed and its stack set in one stretch of microtasks
+    // before they could start, leaving the first frame to wait for them.
+    await new Promise((resolve) => setTimeout(resolve));
     this.engine = new RenderingEngine(this.id);
     this.selectTool(this.selectedTool);
     this.bindToolbar();
