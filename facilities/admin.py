@@ -368,6 +368,9 @@ class RosterShiftAdmin(AuditedAdmin, AdministratorPermissions, admin.ModelAdmin)
     list_filter = ["is_lead", ("radiologist", RadiologistListFilter)]
     list_select_related = ["radiologist"]
     date_hierarchy = "starts_at"
+    # The latest first: the model's order (oldest first) opened the list on the demo's
+    # first shifts, years back, and the roster being planned was pages away.
+    ordering = ["-starts_at"]
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "radiologist":

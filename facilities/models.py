@@ -278,6 +278,10 @@ class User(AbstractUser):  # type: ignore[django-manager-missing]
     def __str__(self) -> str:
         return self.display_name or self.username
 
+    def get_short_name(self) -> str:
+        # The Django admin greets by it (欢迎，汉阴县人民医院信息科), not by the username.
+        return self.display_name or self.first_name or self.username
+
     def clean(self) -> None:
         super().clean()
         if self.role == self.Role.TECHNOLOGIST and self.facility_id is None:

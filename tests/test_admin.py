@@ -454,3 +454,21 @@ def test_the_roster_lists_radiologists_by_pinyin_in_its_form_and_filter(staff_ad
     listing = staff_administrator_client.get(reverse("admin:facilities_rostershift_changelist")).content.decode()
     assert listing.index("李四") < listing.index("王五") < listing.index("张三")
     assert "艾技师" not in listing
+
+
+def test_the_roster_opens_on_its_latest_shifts(staff_administrator_client, radiologist):
+    now = timezone.now()
+    old = RosterShift.objects.create(radiologist=radiologist, starts_at=now - timedelta(days=900), ends_at=now)
+    new = RosterShift.objects.create(radiologist=radiologist, starts_at=now, ends_at=now + timedelta(hours=8))
+
+    listing = staff_administrator_client.get(reverse("admin:facilities_rostershift_changelist"))
+    shown = list(listing.context["cl"].result_list)
+    assert shown.index(new) < shown.index(old)
+
+
+def test_the_admin_greets_a_person_by_their_name(superuser_client, county):
+    make_user(User.Role.ADMINISTRATOR, county, username="admin_li", display_name="李管理员", is_staff=True)
+    client = Client()
+    assert client.login(username="admin_li", password=PASSWORD)
+    page = client.get(reverse("admin:index")).content.decode()
+    assert "<strong>李管理员</strong>" in page
