@@ -208,6 +208,27 @@ class InstanceMetadata(models.Model):
         return f"metadata of {self.instance_id}"
 
 
+class UnsyncedFile(models.Model):
+    """An instance whose index row was committed while its file's fsync was still under
+    way (cloudpacs.services._store: the commit and the fsync run at once, Success is
+    answered after both). Written in the row's own statement and removed, a few at a
+    time, once the fsync has returned: a row left here by a crash or a power cut names a
+    file that may be missing, empty or short, and the next start of the receiver checks
+    it (cloudpacs.services.resolve_unsynced_files). No database constraint: the
+    statement that inserts it is the hottest in the archive."""
+
+    instance = models.OneToOneField(
+        Instance, on_delete=models.CASCADE, primary_key=True, db_constraint=False, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = _("待同步的图像文件")
+        verbose_name_plural = _("待同步的图像文件")
+
+    def __str__(self) -> str:
+        return f"file of {self.instance_id} not yet known durable"
+
+
 class BodyPart(models.Model):
     """The one vocabulary of body parts: what an order selects, what a consult counts and the
     ledger bills per part, and what the reading page and the dashboards name. Each part says

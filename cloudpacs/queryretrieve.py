@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from cloudpacs import storage
 from cloudpacs.dicomweb import qido
 from cloudpacs.dicomweb.http import DicomwebError
-from cloudpacs.models import Instance, Patient, Series, Study
+from cloudpacs.models import Instance, Patient, Series, Study, UnsyncedFile
 from facilities.access import studies_for_entity
 from facilities.models import ApplicationEntity
 from facilities.services import audit
@@ -352,8 +352,15 @@ class CommitmentResult:
 def commitment(entity: ApplicationEntity, transaction_uid: str, references: list[tuple[str, str]]) -> CommitmentResult:
     """Which of the referenced instances the archive holds durably for the entity's
     facility: indexed with the same SOP Class, and the file in the store with its size.
-    An instance of another facility is "no such object instance", as one never stored."""
+    An instance of another facility is "no such object instance", as one never stored.
+    One whose row was committed before its file's fsync returned (an UnsyncedFile row:
+    being stored now, or not yet cleared) has its file synced here before it counts."""
     uids = [uid for _, uid in references]
+    unsynced = set(
+        UnsyncedFile.objects.filter(instance__sop_instance_uid__in=uids).values_list(
+            "instance__sop_instance_uid", flat=True
+        )
+    )
     stored = {
         row["sop_instance_uid"]: row
         for row in Instance.objects.filter(sop_instance_uid__in=uids, series__study__facility_id=entity.facility_id)
@@ -367,7 +374,7 @@ def commitment(entity: ApplicationEntity, transaction_uid: str, references: list
             result.failed.append((class_uid, uid, NO_SUCH_OBJECT_INSTANCE))
         elif row["sop_class_uid"] != class_uid:
             result.failed.append((class_uid, uid, CLASS_INSTANCE_CONFLICT))
-        elif not _durable(row["storage_key"], row["size"]):
+        elif not _durable(row["storage_key"], row["size"], sync=uid in unsynced):
             result.failed.append((class_uid, uid, PROCESSING_FAILURE))
         else:
             result.committed.append((class_uid, uid))
@@ -383,11 +390,15 @@ def commitment(entity: ApplicationEntity, transaction_uid: str, references: list
     return result
 
 
-def _durable(key: str, size: int) -> bool:
+def _durable(key: str, size: int, sync: bool = False) -> bool:
     """The file is in the store (on disk, or acknowledged by the object store) with the
-    size indexed."""
+    size indexed; with `sync`, and now fsynced with its directory."""
     try:
-        return storage.size_of(key) == size
+        if storage.size_of(key) != size:
+            return False
+        if sync:
+            storage.sync_key(key)
+        return True
     except Exception:
         # Not there, or the store cannot be asked: not committed now; the console asks again.
         return False

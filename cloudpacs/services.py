@@ -1,8 +1,11 @@
 """Services of the archive: storing a received instance, and deciding when a study is stable.
 
 `ingest_instance` is the one way an image enters the archive. It writes the dataset as
-received (never decoded and re-encoded), fsyncs it, gives it its final name, and only
-then indexes it in one transaction; the DICOM receiver answers Success only after that.
+received (never decoded and re-encoded), gives it its final name, fsyncs it, and indexes
+it; it returns, and the DICOM receiver answers Success, only once the file is durable and
+the index committed. The index waits for the fsync, except for the one statement of an
+instance of a known series on PostgreSQL (local disk), which commits while the fsync runs
+and records so (UnsyncedFile) for the next start to resolve after a crash.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import errno
 import heapq
 import io
 import logging
+import os
 import struct
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -47,6 +52,7 @@ from cloudpacs.models import (
     PerformedProcedureStep,
     Series,
     Study,
+    UnsyncedFile,
 )
 from cloudpacs.orders import (  # noqa: F401 (the archive's services, as other apps call them)
     body_part_for,
@@ -364,18 +370,15 @@ def _store(
     if ahead is not None and ahead.key != key:
         ahead.abandon(indexed_keys)
         ahead = None
-    # Whether the file's name is new (see storage.publish), once it is durable.
+    # Whether the file's name is new (see storage.publish), once it has it.
     created: bool | None = None
+    synced = False
+    # Whether the index row was committed with an UnsyncedFile row (before the fsync returned).
+    unsynced = False
 
-    def durable() -> None:
-        """The file durable at its key: called by _index before it writes anything, so
-        that the lookups before its first write wait on the database while the disk
-        syncs the file (publishing ahead), and nothing is indexed before that."""
-        nonlocal created
-        if created is not None:
-            return
+    def published(wait: Callable[[], bool]) -> bool:
         try:
-            created = ahead.result() if ahead is not None else storage.publish(staged, key)
+            return wait()
         except storage.StoreUnavailable as exc:
             # The object store is down, too slow or refused the PUT: nothing is indexed,
             # and the sender is told to try again later. A PUT the store took after all
@@ -391,12 +394,52 @@ def _store(
                 raise OutOfResources(f"no space left in the image store: {exc}") from exc
             raise
 
+    def durable() -> None:
+        """The file durable at its key. Called by _index before it writes anything, so
+        that the lookups before its first write wait on the database while the disk
+        syncs the file (publishing ahead), and nothing is indexed before that; and before
+        any answer."""
+        nonlocal created, synced
+        if synced:
+            return
+        created = published(ahead.result if ahead is not None else lambda: storage.publish(staged, key))
+        synced = True
+
+    def linked() -> None:
+        """The file whole at its key, its fsyncs perhaps still under way: called by _index
+        instead of durable() before a row it writes with an UnsyncedFile row, so that the
+        commit's WAL flush and the file's fsync wait on the disk at once."""
+        nonlocal created, unsynced
+        if ahead is None:
+            durable()
+            return
+        if created is None:
+            created = published(ahead.linked)
+        unsynced = True
+
+    # On the object store the name comes with the PUT's acknowledgement: nothing to overlap.
+    overlap = ahead is not None and storage.backend_name() == "local"
     try:
-        instance, study_created = _index(tags, staged, key, transfer_syntax_uid, modality, durable)
-        durable()
+        instance, study_created = _index(
+            tags, staged, key, transfer_syntax_uid, modality, durable, linked if overlap else None
+        )
+        try:
+            durable()
+        except BaseException:
+            if unsynced and not synced:
+                # Committed, and its file will never be durable: the row goes again (a
+                # crash here leaves it to resolve_unsynced_files, at the next start).
+                with contextlib.suppress(Exception):
+                    _unindex_unsynced(instance.pk, key)
+            raise
+        if unsynced:
+            _file_synced(instance.pk)
     except IntegrityError:
         # This SOP Instance UID is indexed already: a re-send, a correction, or another
-        # association a moment ago.
+        # association a moment ago. Its row may have been committed before its file's
+        # fsync returned: this file (the same one for the same content) durable, then
+        # the answer.
+        durable()
         existing = Instance.objects.filter(sop_instance_uid=tags.sop_instance_uid).first()
         if existing is None:
             if created:
@@ -919,9 +962,15 @@ def _index(
     transfer_syntax_uid: str,
     modality: Modality,
     durable: Callable[[], None] = lambda: None,
+    linked: Callable[[], None] | None = None,
 ) -> tuple[Instance, bool]:
     """The instance's row and its series', study's and patient's; `durable` is called
-    before the first write (the file durable first, then the index)."""
+    before the first write (the file durable first, then the index). With `linked`, an
+    instance of a known series is written with its UnsyncedFile row once the file is
+    whole at its key (`linked()`), while its fsync may still run: the caller answers only
+    once `durable()` has returned too. The first instance of a series and one that
+    changes its study still wait for `durable()`: a row found unsynced after a crash is
+    then only ever an instance and two counters to take back (_unindex_unsynced)."""
     ds = tags.values
     now = timezone.now()
     facility = modality.facility
@@ -958,8 +1007,13 @@ def _index(
             )
             if not study_changes:
                 new_modalities = _new_modalities(modalities_in_study, series_modality)
-                durable()
-                pk = _insert_counted(row, series_pk, study_pk, now, new_modalities)
+                unsynced = linked is not None and new_modalities is None
+                if unsynced:
+                    assert linked is not None
+                    linked()
+                else:
+                    durable()
+                pk = _insert_counted(row, series_pk, study_pk, now, new_modalities, unsynced=unsynced)
                 logger.debug("stored %s from %s as %s", tags.sop_instance_uid, modality.ae_title, key)
                 return _instance(pk, series_pk, row), False
             study_changes.clear()
@@ -1101,38 +1155,61 @@ def _insert_instance(row: dict[str, Any], series_pk: int) -> int:
         return int(cursor.lastrowid)
 
 
-_INSERT_COUNTED_SQL: dict[bool, str] = {}
+_INSERT_COUNTED_SQL: dict[tuple[bool, bool], str] = {}
 
 
 def _insert_counted(
-    row: dict[str, Any], series_pk: int, study_pk: int, now: datetime, new_modalities: str | None
+    row: dict[str, Any],
+    series_pk: int,
+    study_pk: int,
+    now: datetime,
+    new_modalities: str | None,
+    *,
+    unsynced: bool = False,
 ) -> int:
     """PostgreSQL: the instance's row and the counters of _update_counts in one statement
     (data-modifying WITH: each part runs once and to completion, all or nothing); the
-    instance's primary key.
+    instance's primary key. With `unsynced`, its UnsyncedFile row too, and the
+    UnsyncedFile rows of the files synced since the last such statement go (_file_synced):
+    no statement of their own.
 
     The parts of a WITH run in no order PostgreSQL promises, and every other writer locks
     the series' row before its study's (_update_counts): the study's update reads the
     series' update (EXISTS), so it cannot take the study's row first. Without that, two
     associations storing into one study locked the two rows in opposite orders and one
     was refused as a deadlock (seen with four associations over two processes)."""
-    shape = new_modalities is not None
+    shape = (new_modalities is not None, unsynced)
     sql = _INSERT_COUNTED_SQL.get(shape)
     if sql is None:
-        series_sql, study_sql = _counts_sql(False, shape)
+        series_sql, study_sql = _counts_sql(False, shape[0])
+        instance_id = _column(Instance, "id")
+        unsynced_table = connection.ops.quote_name(UnsyncedFile._meta.db_table)
+        unsynced_id = _column(UnsyncedFile, "instance")
         # Only compiled statements of the models' own names go into the text.
         sql = (
-            f"WITH new_instance AS ({_insert_instance_sql()} RETURNING {_column(Instance, 'id')}),"  # noqa: S608
+            f"WITH new_instance AS ({_insert_instance_sql()} RETURNING {instance_id}),"  # noqa: S608
             f" counted_series AS ({series_sql} RETURNING 1),"
             f" counted_study AS ({study_sql} AND EXISTS (SELECT 1 FROM counted_series))"
-            f" SELECT {_column(Instance, 'id')} FROM new_instance"
         )
+        if unsynced:
+            sql += (
+                f", unsynced AS (INSERT INTO {unsynced_table} ({unsynced_id})"  # noqa: S608
+                f" SELECT {instance_id} FROM new_instance),"
+                f" synced AS (DELETE FROM {unsynced_table} WHERE {unsynced_id} = ANY(%s::bigint[]))"
+            )
+        sql += f" SELECT {instance_id} FROM new_instance"  # noqa: S608
         _INSERT_COUNTED_SQL[shape] = sql
-    with connection.cursor() as cursor:
-        cursor.execute(
-            sql, [*_instance_params(row, series_pk), series_pk, *_study_params(study_pk, now, new_modalities)]
-        )
-        return int(cursor.fetchone()[0])
+    params = [*_instance_params(row, series_pk), series_pk, *_study_params(study_pk, now, new_modalities)]
+    synced = _take_synced_files() if unsynced else []
+    if unsynced:
+        params.append(synced)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return int(cursor.fetchone()[0])
+    except BaseException:
+        _file_synced(*synced)
+        raise
 
 
 def _update_counts_with_orm(
@@ -1503,6 +1580,134 @@ def indexed_files(after: str = "", batch: int = 1000) -> Iterator[tuple[str, str
 
 def indexed_file_count() -> int:
     return Instance.objects.count() + InstanceVersion.objects.count()
+
+
+# UnsyncedFile rows whose files' fsyncs have returned, to go with the next instance's
+# statement (_insert_counted) or at the end of the association (clear_synced_files).
+_synced_lock = threading.Lock()
+_synced: list[int] = []
+
+
+def _file_synced(*instance_pks: int) -> None:
+    with _synced_lock:
+        _synced.extend(instance_pks)
+
+
+def _take_synced_files() -> list[int]:
+    with _synced_lock:
+        taken = _synced[:]
+        _synced.clear()
+    return taken
+
+
+def _forget_synced_files() -> None:
+    # A forked child has its parent's list but none of its statements to come.
+    global _synced_lock
+    _synced.clear()
+    _synced_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_synced_files)
+
+
+def clear_synced_files() -> int:
+    """Remove the UnsyncedFile rows of files synced since the last instance's statement
+    took them; the receiver calls it when an association ends. Their loss in a crash is
+    harmless (resolve_unsynced_files finds their files whole), so on PostgreSQL the
+    commit does not wait for the WAL. Never raises; returns how many it removed."""
+    taken = _take_synced_files()
+    if not taken:
+        return 0
+    try:
+        outermost = not connection.in_atomic_block
+        with transaction.atomic():
+            if outermost and connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            UnsyncedFile.objects.filter(instance_id__in=taken).delete()
+    except Exception:
+        # Left for the next start, which finds their files whole.
+        logger.warning("could not clear %d synced files' rows", len(taken), exc_info=True)
+        return 0
+    return len(taken)
+
+
+def _unindex_unsynced(pk: int, key: str) -> bool:
+    """Take back an instance whose row was committed before its file's fsync returned, and
+    whose file will never be durable (the fsync failed, or a crash lost it): its rows and
+    the counters its statement bumped (_insert_counted). Never acknowledged: the sender was
+    not told Success. Whether the row was still there, pointing at `key`."""
+    with transaction.atomic():
+        found = Instance.objects.filter(pk=pk, storage_key=key).values_list("series_id", "series__study_id").first()
+        removed = False
+        if found is not None:
+            series_pk, study_pk = found
+            # Locked in the order of every other writer: the series, its study, then the instance.
+            list(Series.objects.select_for_update().filter(pk=series_pk).values_list("pk"))
+            list(Study.objects.select_for_update().filter(pk=study_pk).values_list("pk"))
+            _, deleted = Instance.objects.filter(pk=pk, storage_key=key).delete()
+            removed = deleted.get(Instance._meta.label, 0) > 0
+            if removed:
+                Series.objects.filter(pk=series_pk).update(number_of_instances=F("number_of_instances") - 1)
+                Study.objects.filter(pk=study_pk).update(number_of_instances=F("number_of_instances") - 1)
+        UnsyncedFile.objects.filter(instance_id=pk).delete()
+    return removed
+
+
+def resolve_unsynced_files(batch: int = 500) -> tuple[int, int]:
+    """Settle the index rows committed before their file's fsync returned whose
+    UnsyncedFile row is still there: after a crash or a power cut, the instances whose
+    answer may not have been sent. A file whole at its key (the size and the dataset's
+    SHA-256 its row says) is synced now and kept; a missing, empty or short one (what
+    ext4 can leave of a file whose fsync never returned) was never acknowledged, and its
+    row goes (_unindex_unsynced) with whatever is left of the file: the sender re-sends
+    it. Safe beside processes storing now: their rows are written only once their files
+    are whole at their keys. Returns (kept, taken back). The receiver runs it at its start."""
+    kept = taken_back = 0
+    after = 0
+    while True:
+        pks = list(
+            UnsyncedFile.objects.filter(instance_id__gt=after)
+            .order_by("instance_id")
+            .values_list("instance_id", flat=True)[:batch]
+        )
+        if not pks:
+            break
+        after = pks[-1]
+        rows = {
+            pk: (uid, key, size, sha256)
+            for pk, uid, key, size, sha256 in Instance.objects.filter(pk__in=pks).values_list(
+                "pk", "sop_instance_uid", "storage_key", "size", "sha256"
+            )
+        }
+        for pk in pks:
+            if pk not in rows:
+                UnsyncedFile.objects.filter(instance_id=pk).delete()
+                continue
+            uid, key, size, sha256 = rows[pk]
+            try:
+                try:
+                    whole = storage.dataset_sha256(key) == (sha256, size)
+                except FileNotFoundError:
+                    whole = False
+                if whole:
+                    storage.sync_key(key)
+                    UnsyncedFile.objects.filter(instance_id=pk).delete()
+                    kept += 1
+                    continue
+            except (OSError, storage.StoreUnavailable):
+                logger.exception("could not check the file of %s (%s): left for the next start", uid, key)
+                continue
+            if _unindex_unsynced(pk, key):
+                storage.remove_unindexed(key, indexed_keys)
+                taken_back += 1
+                logger.warning(
+                    "instance %s taken back: its row was committed but its file (%s) never became durable"
+                    " (a crash before its answer); the sender was not told Success",
+                    uid,
+                    key,
+                )
+    return kept, taken_back
 
 
 def sweep_orphan_files() -> int:

@@ -3,7 +3,9 @@
 A received dataset is put into `.incoming/` as a Part 10 file (preamble, a file meta
 group built for it, then the dataset bytes exactly as received), linked to its final
 key, and fsynced with its directory; the index row comes after that, in the caller's
-transaction, and only then is the `.incoming/` name dropped. A crash at any step leaves
+transaction (or, for an instance of a known series, beside the fsync: see
+cloudpacs.services._store and UnsyncedFile), and only once both are done is the
+`.incoming/` name dropped. A crash at any step leaves
 a file in `.incoming/`, which `sweep_orphans()` resolves at the next start: if its key
 was never indexed, both the temporary and the final file go. While a process stages a
 file it holds an exclusive lock on it (flock, released by the kernel when the process
@@ -33,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -298,11 +300,13 @@ def _object_store() -> S3Store | None:
 # --- Writing ----------------------------------------------------------------------------
 
 
-def publish(staged: StagedFile, key: str) -> bool:
+def publish(staged: StagedFile, key: str, linked: Callable[[bool], None] | None = None) -> bool:
     """Give the staged file its final name (a hard link, so that `.incoming/` still holds
     it until the index commits), then make its content and its name durable. Returns
     whether the name is new: when it is not, the same UID with the same content is there
     already (a re-send, or a file left by a crash), and the caller must not remove it.
+    `linked` is told the same as soon as the name is there, before the fsyncs (on the
+    object store, once the PUT is acknowledged).
 
     On the object store: the spool file is fsynced (so that a crash after the PUT leaves
     it for `sweep_orphans`), then PUT at its key unless an object is there already; it
@@ -311,10 +315,12 @@ def publish(staged: StagedFile, key: str) -> bool:
     store = _object_store()
     if store is not None:
         _fsync_file(staged.path)
-        if store.exists(key):
-            return False
-        store.put_file(staged.path, key, staged.sha256)
-        return True
+        put = not store.exists(key)
+        if put:
+            store.put_file(staged.path, key, staged.sha256)
+        if linked is not None:
+            linked(put)
+        return put
     final = path_for(key)
     _ensure_dir(final.parent)
     created = True
@@ -322,6 +328,8 @@ def publish(staged: StagedFile, key: str) -> bool:
         os.link(staged.path, final)
     except FileExistsError:
         created = False
+    if linked is not None:
+        linked(created)
     # The data and the directory's new entry, each fsynced, both at once: each makes
     # durable what was written before it began (the link, the data), and one after the
     # other they cost two device flushes (on ext4 the directory's, its journal already
@@ -340,19 +348,30 @@ class Publishing:
     """`publish(staged, key)` running on a thread of its own, begun before the caller
     knows that it will index the file: its fsyncs (and on the object store its PUT) wait
     on the disk or the network while the caller reads the dataset's tags. The caller
-    either takes its `result()` before indexing (the durability rule: the data durable,
-    then the index row) or `abandon()`s it, which removes the name it made unless an
-    identical re-send indexed it meanwhile."""
+    either indexes the file and takes its `result()` before answering, or `abandon()`s it,
+    which removes the name it made unless an identical re-send indexed it meanwhile. An
+    index row may be written once `linked()` has returned, before `result()`, only together
+    with its UnsyncedFile row (see cloudpacs.services._store): the file is whole at its key
+    by then, durable only after."""
 
     def __init__(self, staged: StagedFile, key: str) -> None:
         self.staged = staged
         self.key = key
         self.settled = False
-        self._future: Future[bool] = _pool(_PUBLISHING).submit(publish, staged, key)
+        self._linked: Future[bool] = Future()
+        self._future: Future[bool] = _pool(_PUBLISHING).submit(publish, staged, key, self._linked.set_result)
 
     def result(self) -> bool:
         """What `publish` returned, or what it raised, once it has finished."""
         self.settled = True
+        return self._future.result()
+
+    def linked(self) -> bool:
+        """Whether the name is new, once the file has it (its fsyncs may still be under
+        way: `result()` waits for them), or what `publish` raised before that."""
+        wait([self._linked, self._future], return_when=FIRST_COMPLETED)
+        if self._linked.done():
+            return self._linked.result()
         return self._future.result()
 
     def abandon(self, is_indexed: Callable[[Iterable[str]], set[str]]) -> None:
@@ -417,6 +436,17 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_key(key: str) -> None:
+    """Make a stored file and its name durable now (its fsync and its directory's): for a
+    file found at the next start whose fsync may never have returned. Nothing to do on the
+    object store, which acknowledged the PUT before anything was indexed."""
+    if _object_store() is not None:
+        return
+    final = path_for(key)
+    _fsync_file(final)
+    _fsync_dir(final.parent)
 
 
 def discard(staged: StagedFile) -> None:

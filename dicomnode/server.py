@@ -309,6 +309,9 @@ def handle_closed(event: evt.Event) -> None:
             counts["bytes"],
             counts["hashed"],
         )
+    # The rows of the files synced since the last instance's statement, with this thread's
+    # connection before it goes.
+    archive.clear_synced_files()
     connection.close()
 
 

@@ -35,7 +35,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
 from cloudpacs.celery import app
-from cloudpacs.models import Instance, Series, Study
+from cloudpacs.models import Instance, Series, Study, UnsyncedFile
 from consults.models import Consult, CriticalFinding, Notification, ReportDelivery
 from dicomnode.queryretrieve import OPENED
 from facilities.models import ExamKind, User
@@ -70,12 +70,13 @@ def base_env(database_url: str, storage_root: Path, **extra: str) -> dict[str, s
 class Receiver:
     """`manage.py dicomnode` as its own process; its log (stderr) goes to a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str, program: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.log_path = log_path
         self._log = log_path.open("a")
+        program = program or (sys.executable, "manage.py")
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "dicomnode", "--host", "127.0.0.1", "--port", str(self.port), *args],
+            [*program, "dicomnode", "--host", "127.0.0.1", "--port", str(self.port), *args],
             cwd=BASE_DIR,
             env=env,
             stdout=subprocess.PIPE,
@@ -241,6 +242,66 @@ def test_a_receiver_killed_mid_push_keeps_what_it_acknowledged_and_stores_a_rese
     assert files_in_store(storage_root) == set(keys)
     assert all((storage_root / key).stat().st_size == size for key, size in keys.items())
     assert leftovers(storage_root) == []
+
+
+# ---------------------------------------------------------------- a power cut between index and file
+
+
+@pytest.mark.parametrize("lost", ["truncated", "missing"])
+def test_a_row_committed_before_its_file_was_lost_is_taken_back_at_the_next_start_and_never_acknowledged(
+    ct_modality, tmp_path, lost
+):
+    """The index row of an instance of a known series commits while its file's fsync runs
+    (cloudpacs.services._store); here the file is lost right after the commit (emptied, as
+    ext4 leaves a file whose data never reached the disk, or its name gone) and the receiver
+    killed before it answers."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the row and the file's fsync overlap on PostgreSQL only")
+    storage_root = Path(settings.STORAGE_ROOT)
+    env = base_env(shared_database_url(), storage_root)
+    datasets = series_of(30)
+    study_uid = datasets[0].StudyInstanceUID
+    record = tmp_path / "crashed"
+    crashing = (sys.executable, "-m", "tests.crashing_receiver", lost, "10", str(record))
+    first = Receiver(env, tmp_path / "receiver.log", "--no-sweep-timer", program=crashing)
+    try:
+        pushed = push(first.port, "XUANWO_CT", datasets)
+        assert first.process.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        first.kill()
+    crashed = record.read_text()
+    # The first instance made the series; the tenth after it was lost with its row committed.
+    assert crashed == datasets[10].SOPInstanceUID
+    assert pushed[crashed] is None
+    acknowledged = [uid for uid, status in pushed.items() if status == SUCCESS]
+    assert acknowledged == [ds.SOPInstanceUID for ds in datasets[:10]]
+    row = Instance.objects.get(sop_instance_uid=crashed)
+    assert UnsyncedFile.objects.filter(instance=row).exists()
+
+    second = Receiver(env, tmp_path / "receiver.log", "--no-sweep-timer")
+    try:
+        # The start took the row back and removed what was left of its file.
+        assert not Instance.objects.filter(sop_instance_uid=crashed).exists()
+        assert not (storage_root / row.storage_key).exists()
+        assert not UnsyncedFile.objects.exists()
+        assert leftovers(storage_root) == []
+        study = Study.objects.get(study_uid=study_uid)
+        assert study.number_of_instances == 10
+        assert Series.objects.get(study=study).number_of_instances == 10
+        assert "taken back" in second.log()
+
+        resent = push(second.port, "XUANWO_CT", datasets)
+    finally:
+        second.stop()
+    assert set(resent.values()) == {SUCCESS}
+    instances = Instance.objects.filter(series__study__study_uid=study_uid)
+    keys = dict(instances.values_list("storage_key", "size"))
+    assert len(keys) == 30
+    assert Study.objects.get(study_uid=study_uid).number_of_instances == 30
+    assert files_in_store(storage_root) == set(keys)
+    assert all((storage_root / key).stat().st_size == size for key, size in keys.items())
 
 
 # ---------------------------------------------------------------- Redis down

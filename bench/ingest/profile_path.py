@@ -192,6 +192,7 @@ class AnswerTimes:
         self.answers: list[float] = []
         self.handler: list[float] = []
         self.waits: list[float] = []
+        self.link_waits: list[float] = []
         self.parts: dict[str, list[float]] = {label: [] for _, _, label in self.PARTS}
 
     def install(self) -> None:
@@ -207,6 +208,8 @@ class AnswerTimes:
         publishing = getattr(importlib.import_module("cloudpacs.storage"), "Publishing", None)
         if publishing is not None:
             publishing.result = self._timed(publishing.result, self.waits)
+            if hasattr(publishing, "linked"):
+                publishing.linked = self._timed(publishing.linked, self.link_waits)
         dimse_recv = server.handle_dimse
 
         def handle_dimse(event: Any) -> None:
@@ -269,6 +272,7 @@ class AnswerTimes:
         line("handle_store", self.handler)
         for label, values in self.parts.items():
             line(label, values)
+        line("waited for the file's name (row after)", self.link_waits)
         line("waited for the file published ahead", self.waits)
 
 

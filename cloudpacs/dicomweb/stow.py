@@ -23,7 +23,14 @@ from cloudpacs.dicomweb import json as dj
 from cloudpacs.dicomweb.http import DicomwebError
 from cloudpacs.dicomweb.multipart import MultipartError, parse_media_type, read_parts
 from cloudpacs.models import IngestConflict, Study
-from cloudpacs.services import IdentityConflict, IngestError, IngestOutcome, OutOfResources, ingest_instance
+from cloudpacs.services import (
+    IdentityConflict,
+    IngestError,
+    IngestOutcome,
+    OutOfResources,
+    clear_synced_files,
+    ingest_instance,
+)
 from facilities.models import ExamKind, Modality, User
 
 logger = logging.getLogger("cloudpacs.dicomweb")
@@ -128,6 +135,9 @@ def store(
         if not report.referenced and not report.failed:
             raise DicomwebError(400, f"malformed multipart body: {exc}") from exc
         report.fail("", "", CANNOT_UNDERSTAND, f"the body ends in a malformed part: {exc}")
+    finally:
+        # The rows recording files whose fsync had not returned at their commit, now synced.
+        clear_synced_files()
     if not report.referenced and not report.failed:
         raise DicomwebError(400, "the body holds no instance")
     return report

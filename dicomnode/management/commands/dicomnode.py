@@ -16,7 +16,7 @@ from django.db import connection
 
 from cloudpacs import heartbeat
 from cloudpacs.celery import runs_in_process
-from cloudpacs.services import sweep_orphan_files
+from cloudpacs.services import resolve_unsynced_files, sweep_orphan_files
 from dicomnode.processes import FrontDoor, receiving_dir, run_worker, start_front_door
 from dicomnode.server import NoDelayAssociationServer, settle_heap, start_server
 from dicomnode.stability import StabilityTimer, SweepProcess
@@ -60,6 +60,16 @@ class Command(BaseCommand):
         receiving.mkdir(parents=True, exist_ok=True)
         tempfile.tempdir = str(receiving)
         # Before any worker stores: what an interrupted store left is resolved here only.
+        # First the rows committed before their file's fsync returned, then the spool.
+        kept, taken_back = resolve_unsynced_files()
+        if kept or taken_back:
+            logger.warning(
+                "%d instances whose file's fsync had not returned before a stop: %d files whole and now"
+                " synced, %d lost and unindexed (never acknowledged)",
+                kept + taken_back,
+                kept,
+                taken_back,
+            )
         removed = sweep_orphan_files()
         if removed:
             logger.warning("removed %d files left by an interrupted store", removed)
