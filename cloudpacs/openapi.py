@@ -115,8 +115,12 @@ SEARCH = {
 }
 METADATA = {
     "200": {
-        "description": "Every instance's attributes, bulk data as BulkDataURIs.",
-        "content": {DICOM_JSON: {"schema": {"type": "array", "items": DICOM_JSON_DATASET}}},
+        "description": "Every instance's attributes, bulk data as BulkDataURIs (or, for an Accept of "
+        'multipart/related; type="application/dicom+xml", each instance as a PS3.19 NativeDicomModel part).',
+        "content": {
+            DICOM_JSON: {"schema": {"type": "array", "items": DICOM_JSON_DATASET}},
+            MULTIPART: {"schema": BINARY},
+        },
     },
 }
 INSTANCES = {
@@ -192,6 +196,9 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "study-metadata": {"get": _get("WADO-RS: a study's metadata", METADATA)},
     "study-thumbnail": {"get": _get("A study's thumbnail", IMAGE, RENDER_PARAMETERS)},
+    "study-rendered": {
+        "get": _get("WADO-RS: a study rendered (every image, or the representative one)", IMAGE, RENDER_PARAMETERS)
+    },
     "study-series": {"get": _get("QIDO-RS: a study's series", SEARCH, _qido_parameters(SERIES_KEYS))},
     "study-instances": {
         "get": _get("QIDO-RS: a study's instances", SEARCH, _qido_parameters(SERIES_KEYS + INSTANCE_KEYS))
@@ -199,6 +206,9 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "series": {"get": _get("WADO-RS: retrieve a series", INSTANCES)},
     "series-metadata": {"get": _get("WADO-RS: a series' metadata", METADATA)},
     "series-thumbnail": {"get": _get("A series' thumbnail", IMAGE, RENDER_PARAMETERS)},
+    "series-rendered": {
+        "get": _get("WADO-RS: a series rendered (every image, or the representative one)", IMAGE, RENDER_PARAMETERS)
+    },
     "series-instances": {"get": _get("QIDO-RS: a series' instances", SEARCH, _qido_parameters(INSTANCE_KEYS))},
     "instance": {"get": _get("WADO-RS: retrieve an instance", INSTANCES)},
     "instance-metadata": {"get": _get("WADO-RS: an instance's metadata", METADATA)},

@@ -36,6 +36,7 @@ ACTIONS: dict[str, Promise] = {
     "facilities.password.change_failed": gettext_lazy("修改密码失败"),
     "cloudpacs.study.viewed": gettext_lazy("查看检查"),
     "cloudpacs.study.retrieved": gettext_lazy("调阅影像"),
+    "cloudpacs.study.access_refused": gettext_lazy("越权调阅被拒"),
     "cloudpacs.storage_commitment.reported": gettext_lazy("存储确认"),
     "cloudpacs.study.stored_over_web": gettext_lazy("网页上传影像"),
     "cloudpacs.instance.replaced": gettext_lazy("更正影像替换原图"),

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 from django.test import Client
 
+from facilities.models import AuditEvent
 from tests.dicomweb_support import Archive, token_for
 
 STUDY_ROUTES = [
     "/studies/{st}",
     "/studies/{st}/metadata",
+    "/studies/{st}/rendered",
     "/studies/{st}/thumbnail",
     "/studies/{st}/series",
     "/studies/{st}/instances",
     "/studies/{st}/series/{se}",
     "/studies/{st}/series/{se}/metadata",
+    "/studies/{st}/series/{se}/rendered",
     "/studies/{st}/series/{se}/thumbnail",
     "/studies/{st}/series/{se}/instances",
     "/studies/{st}/series/{se}/instances/{sop}",
@@ -46,7 +49,12 @@ def token_client(user, scheme: str = "Token") -> Client:
 def test_the_township_technologist_reaches_every_route_of_their_study(technologist, archive):
     client = token_client(technologist)
     for url in routes(archive) + ["/dicomweb" + route for route in SEARCH_ROUTES]:
-        assert client.get(url).status_code == 200, url
+        got = client.get(url)
+        assert got.status_code == 200, url
+        # HEAD wherever GET (RFC 9110 9.1), the same media type; it was 405.
+        head = client.head(url)
+        assert head.status_code == 200, url
+        assert head["Content-Type"].split(";")[0] == got["Content-Type"].split(";")[0], url
 
 
 def test_the_radiologist_reaches_every_route_with_a_bearer_token_or_the_session(
@@ -63,6 +71,22 @@ def test_another_townships_technologist_gets_404_on_every_route(outsider, outsid
     for url in routes(archive):
         assert client.get(url).status_code == 404, url
         assert outsider_client.get(url).status_code == 404, url
+
+
+def test_each_refusal_of_a_study_that_exists_is_audited_under_its_township(outsider, archive):
+    client = token_client(outsider)
+    zhang = archive.studies["zhang_ct"][0]
+    for url in routes(archive):
+        assert client.get(url).status_code == 404, url
+    refused = AuditEvent.objects.filter(action="cloudpacs.study.access_refused").order_by("pk")
+    assert refused.count() == len(STUDY_ROUTES)
+    assert {event.object_id for event in refused} == {zhang}
+    assert {event.facility_id for event in refused} == {archive.township.pk}
+    assert {event.actor_id for event in refused} == {outsider.pk}
+    assert {event.detail["via"] for event in refused} >= {"study", "frames", "wado-uri", "study-rendered"}
+    # What is never refused, because it does not exist, leaves nothing to record.
+    assert client.get("/dicomweb/studies/1.2.3.4.5/metadata").status_code == 404
+    assert refused.count() == len(STUDY_ROUTES)
 
 
 def test_another_townships_technologist_finds_nothing_of_it(outsider, archive):

@@ -6,7 +6,9 @@ documents computed once, on request, for instances that have none yet."""
 from __future__ import annotations
 
 import json
+from io import BytesIO
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from django.test import Client
@@ -14,6 +16,7 @@ from pydicom.uid import generate_uid
 
 from cloudpacs import storage
 from cloudpacs.dicomweb import json as dj
+from cloudpacs.dicomweb.multipart import parse_media_type, read_parts
 from cloudpacs.models import Instance, InstanceMetadata
 from cloudpacs.services import store_study_metadata
 from consults.tasks import sweep_stable_studies
@@ -97,6 +100,30 @@ def test_study_and_instance_metadata_match_reading_the_files_too(technologist_ap
     one = instances[1]
     response = technologist_api.get(f"{series_url(one)}/instances/{one.sop_instance_uid}/metadata")
     assert response.content == read_from_files([one])
+
+
+def test_metadata_comes_as_the_native_dicom_model_when_asked_for_in_xml(technologist_api, dr_modality, tmp_path):
+    # PS3.18 Table 10.4.4-1 requires multipart/related; type="application/dicom+xml" for
+    # metadata resources (PS3.19 A.1); it was 406.
+    instances = store(CASES["dx_voi_lut"](), dr_modality, tmp_path)
+    url = series_url(instances[0]) + "/metadata"
+    as_json = technologist_api.get(url).json()[0]
+    response = technologist_api.get(url, HTTP_ACCEPT='multipart/related; type="application/dicom+xml"')
+    assert response.status_code == 200
+    media_type, params = parse_media_type(response["Content-Type"])
+    assert (media_type, params["type"]) == ("multipart/related", "application/dicom+xml")
+    (part,) = read_parts(BytesIO(response.content), params["boundary"])
+    assert part.content_type == "application/dicom+xml"
+    root = ElementTree.fromstring(part.file.read())  # noqa: S314 - the platform's own answer
+    assert root.tag == "NativeDicomModel"
+    assert [element.get("tag") for element in root.findall("DicomAttribute")] == list(as_json)
+    assert root.find("DicomAttribute[@tag='00080018']").get("keyword") == "SOPInstanceUID"
+    name = root.find("DicomAttribute[@tag='00100010']/PersonName[@number='1']")
+    assert (name.findtext("Alphabetic/FamilyName"), name.findtext("Ideographic/GivenName")) == ("Li", "四")
+    assert root.find("DicomAttribute[@tag='7FE00010']/BulkData").get("uri") == as_json["7FE00010"]["BulkDataURI"]
+    descriptor = root.find("DicomAttribute[@tag='00283010']/Item[@number='1']/DicomAttribute[@tag='00283002']")
+    assert [value.text for value in descriptor.findall("Value")] == ["4096", "0", "12"]
+    assert technologist_api.get(url, HTTP_ACCEPT="application/dicom+xml").status_code == 406
 
 
 def test_the_stability_sweep_stores_each_instance_s_metadata_with_relative_bulk_data_uris(

@@ -3,9 +3,14 @@ names, Chinese names with wildcards, limit/offset, includefield, and the facilit
 
 from __future__ import annotations
 
-import pytest
+from io import BytesIO
+from xml.etree import ElementTree
 
-from tests.dicomweb_support import client_for
+import pytest
+import requests
+
+from cloudpacs.dicomweb.multipart import parse_media_type, read_parts
+from tests.dicomweb_support import client_for, token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -190,6 +195,54 @@ def test_includefield_adds_attributes_and_all_adds_every_indexed_one(tech, archi
     assert everything["00081030"]["Value"] == ["头颅平扫"]
     # In the order of their tags (PS3.18 F.2.2): the included ones came after the rest.
     assert list(everything) == sorted(everything)
+
+
+def test_a_matching_key_comes_back_in_each_answer_as_an_included_one_does(tech, archive):
+    # PS3.18 10.6.3.3.1: "all other Study level Attributes passed as match ... parameters".
+    (study,) = tech.search_for_studies(search_filters={"StudyDescription": "头颅*"})
+    assert study["00081030"]["Value"] == ["头颅平扫"]
+    study_uid, _series_uid, _ = archive.studies["zhang_ct"]
+    (series,) = tech.search_for_series(study_instance_uid=study_uid, search_filters={"BodyPartExamined": ""})
+    assert "00180015" in series
+    assert list(series) == sorted(series)
+
+
+def test_a_search_within_a_study_or_series_answers_with_the_higher_attributes_it_names(tech, archive):
+    # PS3.18 10.6.3.3.2 and 10.6.3.3.3: "Series or Study Level Attributes passed as
+    # includefield parameters"; those not named stay out.
+    study_uid, series_uid, _ = archive.studies["zhang_ct"]
+    (series,) = tech.search_for_series(study_instance_uid=study_uid, fields=["PatientID", "StudyDescription"])
+    assert series["00100020"]["Value"] == ["P0001"]
+    assert series["00081030"]["Value"] == ["头颅平扫"]
+    assert "00100010" not in series
+    assert list(series) == sorted(series)
+    first = tech.search_for_instances(
+        study_instance_uid=study_uid, series_instance_uid=series_uid, fields=["AccessionNumber", "Modality"]
+    )[0]
+    assert first["00080050"]["Value"] == ["ACC001"]
+    assert first["00080060"]["Value"] == ["CT"]
+    assert "00100020" not in first
+    assert "0008103E" not in first
+    in_study = tech.search_for_instances(study_instance_uid=study_uid, fields=["PatientID"])[0]
+    assert in_study["00100020"]["Value"] == ["P0001"]
+    assert "00080060" in in_study  # the series' attributes come whole within a study
+
+
+def test_a_search_answers_in_xml_when_asked_for_it(live_server, technologist, archive):
+    # PS3.18 requires multipart/related; type="application/dicom+xml" beside DICOM JSON.
+    session = requests.Session()
+    session.headers["Authorization"] = f"Token {token_for(technologist)}"
+    url = f"{live_server.url}/dicomweb/studies?PatientID=P0001&includefield=StudyDescription"
+    as_json = session.get(url, timeout=10).json()
+    response = session.get(url, headers={"Accept": 'multipart/related; type="application/dicom+xml"'}, timeout=10)
+    media_type, params = parse_media_type(response.headers["Content-Type"])
+    assert (response.status_code, media_type, params["type"]) == (200, "multipart/related", "application/dicom+xml")
+    (part,) = read_parts(BytesIO(response.content), params["boundary"])
+    root = ElementTree.fromstring(part.file.read())  # noqa: S314 - the platform's own answer
+    assert [element.get("tag") for element in root.findall("DicomAttribute")] == list(as_json[0])
+    assert root.findtext("DicomAttribute[@tag='00081030']/Value") == "头颅平扫"
+    assert root.findtext("DicomAttribute[@tag='00100010']/PersonName/Ideographic/FamilyName") == "张"
+    assert session.get(url, headers={"Accept": "application/dicom+xml"}, timeout=10).status_code == 406
 
 
 def test_fuzzymatching_is_accepted_and_ignored(tech, archive):

@@ -10,11 +10,14 @@ from io import BytesIO
 
 import pytest
 import requests
+from django.core.handlers.wsgi import LimitedStream
+from django.test import RequestFactory
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
 
+from cloudpacs.dicomweb import views
 from cloudpacs.dicomweb.multipart import OutPart, encode, new_boundary
 from cloudpacs.models import IngestConflict, Instance, InstanceVersion, Study
 from cloudpacs.storage import PREAMBLE, file_meta_bytes
@@ -326,3 +329,33 @@ def test_a_correction_after_signing_is_kept_pending_over_the_web(live_server, te
     instance = Instance.objects.get(sop_instance_uid=sop_uid)
     assert instance.versions.get().state == InstanceVersion.State.PENDING
     assert Study.objects.get(study_uid=study_uid).pending_corrections == 1
+
+
+def chunked_request(user, body: bytes, content_type: str, *, terminated: bool):
+    """A STOW-RS request as a WSGI server hands over a chunked body: no Content-Length, the
+    Transfer-Encoding header, and the decoded body as its input, which gunicorn marks as
+    ending where the body ends (wsgi.input_terminated)."""
+    request = RequestFactory().post(
+        "/dicomweb/studies",
+        data=body,
+        content_type=content_type,
+        HTTP_AUTHORIZATION=f"Token {token_for(user)}",
+        HTTP_TRANSFER_ENCODING="chunked",
+    )
+    del request.META["CONTENT_LENGTH"]
+    request.META["wsgi.input"] = BytesIO(body)
+    request.META["wsgi.input_terminated"] = terminated
+    request._stream = LimitedStream(request.META["wsgi.input"], 0)  # what Django makes of it
+    return request
+
+
+def test_a_chunked_upload_is_read_whole_behind_a_server_that_decodes_it(technologist, archive):
+    # Orthanc's STOW-RS client sends chunked bodies by default; Django reads Content-Length
+    # bytes, none, and the store was 400 "no boundary found".
+    ds = make_dataset(patient_id="P0001", patient_name="Zhang^San")
+    body, content_type = multipart_body(part10(ds))
+    response = views.studies(chunked_request(technologist, body, content_type, terminated=True))
+    assert response.status_code == 200, response.content
+    assert Instance.objects.filter(sop_instance_uid=ds.SOPInstanceUID).exists()
+    refused = views.studies(chunked_request(technologist, body, content_type, terminated=False))
+    assert refused.status_code == 411

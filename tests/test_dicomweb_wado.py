@@ -12,11 +12,12 @@ import pytest
 import requests
 from PIL import Image
 from pydicom import dcmread
+from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit
 
 from cloudpacs.dicomweb.multipart import parse_media_type
 from facilities.models import AuditEvent
-from tests.dicomweb_support import client_for, token_for, voi_lut_dx
+from tests.dicomweb_support import client_for, ingest, token_for, voi_lut_dx
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,6 +80,29 @@ def test_a_study_retrieve_streams_and_says_its_part_type(http, archive):
     assert params["type"] == "application/dicom"
     assert "Content-Length" not in response.headers
     assert response.raw.read().count(params["boundary"].encode()) == 4
+
+
+def test_one_instance_comes_alone_as_application_dicom_and_a_study_does_not(http, archive):
+    # PS3.18 Table 10.4.4-1: application/dicom without multipart/related is one object, for
+    # an instance only; it was answered with a multipart body the client had not accepted.
+    study_uid, series_uid, sop_uid = archive.uids("wang_j2k")
+    url = f"{http.base}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+    alone = http.get(url, headers={"Accept": "application/dicom"}, timeout=10)
+    assert alone.status_code == 200
+    media_type, params = parse_media_type(alone.headers["Content-Type"])
+    assert (media_type, params["transfer-syntax"]) == ("application/dicom", JPEG2000Lossless)
+    assert dcmread(BytesIO(alone.content)).SOPInstanceUID == sop_uid
+    plain = http.get(
+        url, headers={"Accept": f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}"}, timeout=10
+    )
+    assert parse_media_type(plain.headers["Content-Type"])[0] == "application/dicom"
+    assert dcmread(BytesIO(plain.content)).file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    study = f"{http.base}/studies/{study_uid}"
+    assert http.get(study, headers={"Accept": "application/dicom"}, timeout=10).status_code == 406
+    either = http.get(
+        study, headers={"Accept": 'application/dicom, multipart/related; type="application/dicom"'}, timeout=10
+    )
+    assert parse_media_type(either.headers["Content-Type"])[0] == "multipart/related"
 
 
 def test_each_retrieve_writes_one_audit_event(reader, archive):
@@ -258,6 +282,32 @@ def test_compressed_frames_come_as_stored_or_decompressed_as_asked(reader, archi
     assert "image/jp2" in response.headers["Content-Type"]
 
 
+def test_big_endian_frames_come_little_endian_unless_asked_for_as_stored(
+    live_server, technologist, archive, ct_modality, tmp_path
+):
+    # They were sent as stored (big endian, labelled so) to a client that asked for
+    # application/octet-stream with no transfer syntax, which means Explicit VR Little Endian.
+    ds = dcmread(get_testdata_file("MR_small_bigendian.dcm"))
+    item = ingest(ds, ct_modality, tmp_path)
+    http = requests.Session()
+    http.headers["Authorization"] = f"Token {token_for(technologist)}"
+    base = f"{live_server.url}/dicomweb/studies/{item.series.study.study_uid}"
+    url = f"{base}/series/{item.series.series_uid}/instances/{item.sop_instance_uid}"
+    expected = ds.pixel_array.astype(ds.pixel_array.dtype.newbyteorder("<")).tobytes()
+    for accept in ('multipart/related; type="application/octet-stream"', "*/*"):
+        response = http.get(f"{url}/frames/1", headers={"Accept": accept}, timeout=10)
+        params = parse_media_type(response.headers["Content-Type"])[1]
+        assert params["transfer-syntax"] == ExplicitVRLittleEndian, accept
+        assert expected in response.content, accept
+    stored = http.get(
+        f"{url}/frames/1",
+        headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'},
+        timeout=10,
+    )
+    assert parse_media_type(stored.headers["Content-Type"])[1]["transfer-syntax"] == "1.2.840.10008.1.2.2"
+    assert bytes(ds.PixelData) in stored.content
+
+
 def test_frames_refuse_an_encoding_they_cannot_give_and_a_frame_that_does_not_exist(http, archive):
     study_uid, series_uid, sop_uid = archive.uids("wang_j2k")
     url = f"{http.base}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/1"
@@ -352,7 +402,6 @@ def test_nested_binary_values_stay_inline_and_top_level_ones_resolve(radiologist
     from django.test import Client
 
     from consults.services import open_consult_for_study
-    from tests.dicomweb_support import ingest
 
     ds = voi_lut_dx(patient_id="P0200")
     lut = ds.VOILUTSequence[0]

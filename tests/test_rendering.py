@@ -13,6 +13,7 @@ from PIL import Image
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from cloudpacs.dicomweb import rendering
+from cloudpacs.dicomweb.multipart import parse_media_type, read_parts
 from cloudpacs.dicomweb.rendering import RenderOptions, Window
 from tests.dicomweb_support import Archive, build_archive, client_for, token_for, voi_lut_dx
 from tests.factories import make_dataset
@@ -73,6 +74,33 @@ def test_rendered_and_thumbnails_come_back_as_images_through_dicomweb_client(liv
     assert (image.format, image.size) == ("PNG", (128, 128))
     frame = dicomweb.retrieve_instance_frames_rendered(st, se, sop, frame_numbers=[1])
     assert Image.open(BytesIO(frame)).size == (64, 64)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_study_and_a_series_render_as_the_image_their_thumbnail_shows(live_server, radiologist, archive):
+    # PS3.18 Table 10.3-2 makes the rendered study and series mandatory; they were 404.
+    dicomweb = client_for(live_server, radiologist)
+    st, se, _sop = archive.uids("zhang_ct")
+    middle = archive.studies["zhang_ct"][2][1]
+    expected = decode(dicomweb.retrieve_instance_rendered(st, se, middle, media_types=("image/png",)))
+    series = dicomweb.retrieve_series_rendered(st, se, media_types=("image/png",))
+    assert np.array_equal(decode(series), expected)
+    client = Client(HTTP_AUTHORIZATION=f"Token {token_for(radiologist)}")
+    study = client.get(f"/dicomweb/studies/{st}/rendered", {"viewport": "32,32"}, HTTP_ACCEPT="image/jpeg")
+    assert study.status_code == 200
+    assert study["Content-Type"] == "image/jpeg"
+    assert Image.open(BytesIO(study.content)).size == (32, 32)
+    assert client.get(f"/dicomweb/studies/{st}/rendered", HTTP_ACCEPT="image/gif").status_code == 406
+    # Asked for as parts, every image of the series comes, each rendered, in order.
+    response = client.get(
+        f"/dicomweb/studies/{st}/series/{se}/rendered", HTTP_ACCEPT='multipart/related; type="image/png"'
+    )
+    media_type, params = parse_media_type(response["Content-Type"])
+    assert (media_type, params["type"]) == ("multipart/related", "image/png")
+    parts = list(read_parts(BytesIO(b"".join(response.streaming_content)), params["boundary"]))
+    assert [part.content_type for part in parts] == ["image/png"] * 3
+    assert [part.headers["content-location"].split("/")[-2] for part in parts] == archive.studies["zhang_ct"][2]
+    assert np.array_equal(decode(parts[1].file.read()), expected)
 
 
 @BOTH_BACKENDS

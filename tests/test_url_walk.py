@@ -189,11 +189,13 @@ TABLE: dict[str, Route] = {
     "dicomweb/wado": dicomweb(WADO),
     DW: dicomweb(f"/dicomweb/studies/{ST}"),
     f"{DW}/metadata": dicomweb(f"/dicomweb/studies/{ST}/metadata"),
+    f"{DW}/rendered": dicomweb(f"/dicomweb/studies/{ST}/rendered"),
     f"{DW}/thumbnail": dicomweb(f"/dicomweb/studies/{ST}/thumbnail"),
     f"{DW}/series": dicomweb(f"/dicomweb/studies/{ST}/series"),
     f"{DW}/instances": dicomweb(f"/dicomweb/studies/{ST}/instances"),
     DW_SE: dicomweb(f"/dicomweb/studies/{SE}"),
     f"{DW_SE}/metadata": dicomweb(f"/dicomweb/studies/{SE}/metadata"),
+    f"{DW_SE}/rendered": dicomweb(f"/dicomweb/studies/{SE}/rendered"),
     f"{DW_SE}/thumbnail": dicomweb(f"/dicomweb/studies/{SE}/thumbnail"),
     f"{DW_SE}/instances": dicomweb(f"/dicomweb/studies/{SE}/instances"),
     DW_SOP: dicomweb(f"/dicomweb/studies/{SOP}"),
@@ -661,10 +663,11 @@ def test_every_post_form_in_the_templates_carries_the_csrf_token():
 
 # The apps whose rows are the platform's state (Django's sessions are left out).
 STATE_APPS = ("facilities", "cloudpacs", "consults", "billing", "dicomnode")
-# GETs of patient data are audited (who looked at what): those entries, named for a look,
-# are the one write a GET may make. Every other audit entry records a change, and no GET
-# may write one.
-VIEW_AUDIT = r"\.(viewed|printed|retrieved|downloaded|verified)$"  # a look: at a page, a PDF, an export
+# GETs of patient data are audited (who looked at what): those entries, named for a look
+# (or for a look refused: DICOMweb records a route naming another township's study), are
+# the one write a GET may make. Every other audit entry records a change, and no GET may
+# write one.
+VIEW_AUDIT = r"\.(viewed|printed|retrieved|downloaded|verified|access_refused)$"  # a look: a page, a PDF, an export
 
 
 def is_view_audit(action: str) -> bool:

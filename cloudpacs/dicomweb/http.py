@@ -57,6 +57,22 @@ def authenticate(request: HttpRequest) -> tuple[Any, Any]:
     return request.user, None
 
 
+def request_body(request: HttpRequest) -> Any:
+    """The request's body, to be read as a stream.
+
+    A chunked body (Transfer-Encoding: chunked and no Content-Length, as Orthanc's STOW-RS
+    client sends by default) is one Django does not see: it reads Content-Length bytes,
+    none. A server that has decoded the chunks and ends its input where the body ends says
+    so with `wsgi.input_terminated` (gunicorn, which `manage.py platform` runs); its input
+    is the body. Behind any other server such a body is refused with 411."""
+    meta = request.META
+    if "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower() and not meta.get("CONTENT_LENGTH"):
+        if meta.get("wsgi.input_terminated"):
+            return meta["wsgi.input"]
+        raise DicomwebError(411, "a chunked body is not read by this server; send it with a Content-Length")
+    return request
+
+
 def _csrf_failure(request: HttpRequest) -> HttpResponseBase | None:
     check = CsrfViewMiddleware(lambda _request: HttpResponse())
     check.process_request(request)
@@ -97,7 +113,8 @@ def dicomweb_view(*methods: str) -> Callable[[Callable[..., HttpResponseBase]], 
 
     Anonymous callers get 401 with a WWW-Authenticate challenge, not the login page:
     these routes are for programs. Other roles (administrators) get 403."""
-    allowed = set(methods) | {"OPTIONS"}
+    # HEAD wherever GET (RFC 9110 9.1): the same answer's header fields, without its body.
+    allowed = set(methods) | {"OPTIONS"} | ({"HEAD"} if "GET" in methods else set())
 
     def decorator(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
         @csrf_exempt
@@ -124,6 +141,10 @@ def dicomweb_view(*methods: str) -> Callable[[Callable[..., HttpResponseBase]], 
                 response = error_response(error)
             except Http404:
                 response = error_response(DicomwebError(404, "not found"))
+            if request.method == "HEAD" and response.streaming:
+                # Not one stored file is read for an answer whose body is not sent (an open
+                # file is still closed with the response, by the server).
+                response.streaming_content = []  # type: ignore[attr-defined]
             return cors_headers(request, response)
 
         return wrapper

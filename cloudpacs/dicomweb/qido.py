@@ -233,6 +233,7 @@ def parse(params: QueryDict, level: str) -> Query:
     series_prefix = {"study": "", "series": "", "instance": "series__"}[level]
     condition = Q()
     ignored: list[str] = []
+    matched: set[str] = set()
     for name in params:
         if name.lower() in CONTROL_PARAMETERS:
             continue
@@ -243,6 +244,9 @@ def parse(params: QueryDict, level: str) -> Query:
         builder = keys[key][1]
         for value in params.getlist(name):
             condition &= builder(study_prefix, series_prefix, value)
+        # A matching key is returned in each answer, as an included one is (PS3.18
+        # 10.6.3.3: "all other ... Attributes passed as match ... parameters").
+        matched.add(key)
     explicit_limit = "limit" in params
     limit = _non_negative(params.get("limit"), DEFAULT_LIMIT)
     offset = min(_non_negative(params.get("offset"), 0), MAX_OFFSET)
@@ -257,7 +261,9 @@ def parse(params: QueryDict, level: str) -> Query:
                 if key is None:
                     raise bad_request(f"includefield {item!r} names no attribute")
                 include.add(key)
-    return Query(condition, min(limit, MAX_LIMIT) or MAX_LIMIT, offset, explicit_limit, include, include_all, ignored)
+    return Query(
+        condition, min(limit, MAX_LIMIT) or MAX_LIMIT, offset, explicit_limit, include | matched, include_all, ignored
+    )
 
 
 def _non_negative(value: str | None, default: int) -> int:
@@ -405,6 +411,14 @@ def _add_optional(result: dj.JsonDataset, optional: dict[str, Callable[[], dj.El
     for key, build in optional.items():
         if query.include_all or key in query.include:
             result[key] = build()
+
+
+def named(attributes: dj.JsonDataset, query: Query) -> dj.JsonDataset:
+    """Those of a higher level's `attributes` that the query names (by includefield or as a
+    matching key): a search within a study or series answers with them too (PS3.18
+    10.6.3.3.2 and 10.6.3.3.3: "Series or Study Level Attributes passed as includefield
+    parameters")."""
+    return {key: value for key, value in attributes.items() if key in query.include}
 
 
 def sorted_dataset(dataset: dj.JsonDataset) -> dj.JsonDataset:

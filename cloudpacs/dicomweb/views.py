@@ -16,8 +16,15 @@ from django.urls import reverse
 
 from cloudpacs import services, storage
 from cloudpacs.dicomweb import json as dj
-from cloudpacs.dicomweb import multipart, qido, rendering, stow, wado
-from cloudpacs.dicomweb.http import DicomwebError, accepted, bad_request, dicomweb_view, not_acceptable
+from cloudpacs.dicomweb import multipart, nativexml, qido, rendering, stow, wado
+from cloudpacs.dicomweb.http import (
+    DicomwebError,
+    accepted,
+    bad_request,
+    dicomweb_view,
+    not_acceptable,
+    request_body,
+)
 from cloudpacs.models import Instance, Series, Study
 from facilities.access import TECHNOLOGIST, has_role, studies_for
 from facilities.services import audit
@@ -25,6 +32,7 @@ from facilities.services import audit
 logger = logging.getLogger("cloudpacs.dicomweb")
 
 DICOM_JSON = "application/dicom+json"
+STUDY_REFUSED = "cloudpacs.study.access_refused"
 # A minute: long enough for the viewer's loader to reuse the first frame the page fetched
 # ahead of it, short enough that a corrected image (DICOM_OVERWRITE_POLICY replaces an
 # instance's content before signing) is not shown from a browser's cache for long.
@@ -45,19 +53,44 @@ def _studies(request: HttpRequest) -> QuerySet[Study]:
 
 
 def _study(request: HttpRequest, study_uid: str) -> Study:
-    return get_object_or_404(_studies(request).select_related(None).select_related("patient"), study_uid=study_uid)
+    try:
+        return get_object_or_404(_studies(request).select_related(None).select_related("patient"), study_uid=study_uid)
+    except Http404:
+        _audit_refused(request, study_uid)
+        raise
 
 
 def _scoped_instance(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str) -> Instance:
     """An instance of a study the user may open, in one query: what a frame request needs
     (it comes 200 times for a CT series, so the study is not read separately)."""
-    return get_object_or_404(
-        Instance.objects.only("pk", "storage_key", "transfer_syntax_uid", "number_of_frames"),
-        sop_instance_uid=sop_uid,
-        series__series_uid=series_uid,
-        series__study__study_uid=study_uid,
-        series__study__in=_studies(request).select_related(None).values("pk"),
-    )
+    try:
+        return get_object_or_404(
+            Instance.objects.only("pk", "storage_key", "transfer_syntax_uid", "number_of_frames"),
+            sop_instance_uid=sop_uid,
+            series__series_uid=series_uid,
+            series__study__study_uid=study_uid,
+            series__study__in=_studies(request).select_related(None).values("pk"),
+        )
+    except Http404:
+        if not _studies(request).filter(study_uid=study_uid).exists():
+            _audit_refused(request, study_uid)
+        raise
+
+
+def _audit_refused(request: HttpRequest, study_uid: str) -> None:
+    """A route that names a study the user may not open answers 404, as for a study that
+    does not exist; when it does exist (another township's, or one not sent for reading),
+    the attempt goes into the audit trail, under the study's facility, for its
+    administrators to see (the same trail as the retrieves that were allowed)."""
+    found = Study.objects.select_related("facility").filter(study_uid=study_uid).first()
+    if found is not None:
+        audit(
+            STUDY_REFUSED,
+            request=request,
+            obj=found,
+            facility=found.facility,
+            via=request.resolver_match.url_name if request.resolver_match else "",
+        )
 
 
 def _series(study: Study, series_uid: str) -> Series:
@@ -112,17 +145,40 @@ def _json_response(data: Any, status: int = 200) -> HttpResponse:
     return HttpResponse(body, status=status, content_type=DICOM_JSON)
 
 
-def _check_json_accept(request: HttpRequest) -> None:
+def _wants_xml(request: HttpRequest) -> bool:
+    """DICOM JSON (the default), or the Native DICOM Model (PS3.19) for an Accept of
+    multipart/related; type="application/dicom+xml" preferred to it, which PS3.18 requires
+    for metadata (Table 10.4.4-1) and searches alike; else 406."""
     for item in accepted(request):
         if item.matches(DICOM_JSON) or item.matches("application/json"):
-            return
-    raise not_acceptable("this resource is sent as application/dicom+json")
+            return False
+        if item.media_type == "multipart/related" and item.part_type == nativexml.DICOM_XML:
+            return True
+    raise not_acceptable(
+        'this resource is sent as application/dicom+json or multipart/related; type="application/dicom+xml"'
+    )
 
 
-def _search_response(results: list[dj.JsonDataset], more: bool, query: qido.Query) -> HttpResponse:
+def _xml_response(datasets: list[dict[str, Any]], status: int = 200) -> HttpResponse:
+    boundary = multipart.new_boundary()
+    parts = [
+        multipart.OutPart(nativexml.DICOM_XML, data=nativexml.dataset_xml(dataset).encode("utf-8"))
+        for dataset in datasets
+    ]
+    return HttpResponse(
+        multipart.encode(parts, boundary),
+        status=status,
+        content_type=multipart.content_type(nativexml.DICOM_XML, boundary),
+    )
+
+
+def _search_response(results: list[dj.JsonDataset], more: bool, query: qido.Query, as_xml: bool) -> HttpResponse:
     # PS3.18 8.3.4.4.1: no match is 204 No Content (CP-2473 would make it 200 with an
     # empty array; dicomweb-client and OHIF read both).
-    response = HttpResponse(status=204) if not results else _json_response(results)
+    if not results:
+        response = HttpResponse(status=204)
+    else:
+        response = _xml_response(results) if as_xml else _json_response(results)
     warnings = []
     if more:
         warnings.append(MORE_RESULTS)
@@ -135,7 +191,7 @@ def _search_response(results: list[dj.JsonDataset], more: bool, query: qido.Quer
 
 
 def _search_studies(request: HttpRequest) -> HttpResponse:
-    _check_json_accept(request)
+    as_xml = _wants_xml(request)
     query = qido.parse(request.GET, "study")
     # No filter is added beside the scope's: a redundant one (the patient's facility) made
     # PostgreSQL misjudge how many rows match and sort a whole township instead of walking
@@ -147,11 +203,11 @@ def _search_studies(request: HttpRequest) -> HttpResponse:
     results = [
         qido.sorted_dataset(qido.study_attributes(row, _study_url(base, row["study_uid"]), query)) for row in rows
     ]
-    return _search_response(results, more, query)
+    return _search_response(results, more, query, as_xml)
 
 
 def _search_series(request: HttpRequest, study: Study | None) -> HttpResponse:
-    _check_json_accept(request)
+    as_xml = _wants_xml(request)
     query = qido.parse(request.GET, "series")
     if study is None:
         queryset = Series.objects.filter(study__in=_studies(request).values("pk")).select_related("study__patient")
@@ -164,18 +220,18 @@ def _search_series(request: HttpRequest, study: Study | None) -> HttpResponse:
     for series in rows:
         url = _series_url(base, series.study.study_uid, series.series_uid)
         attributes = qido.series_attributes(series, url, query)
-        if study is None:
-            # Searching across studies answers with the study's attributes too.
-            study_part = qido.study_attributes(
-                qido.study_row(series.study), _study_url(base, series.study.study_uid), query
-            )
-            attributes = {**study_part, **attributes}
+        study_part = qido.study_attributes(
+            qido.study_row(series.study), _study_url(base, series.study.study_uid), query
+        )
+        # Searching across studies answers with the study's attributes too; within a
+        # study, with those the query names.
+        attributes = {**(study_part if study is None else qido.named(study_part, query)), **attributes}
         results.append(qido.sorted_dataset(attributes))
-    return _search_response(results, more, query)
+    return _search_response(results, more, query, as_xml)
 
 
 def _search_instances(request: HttpRequest, study: Study | None, series: Series | None) -> HttpResponse:
-    _check_json_accept(request)
+    as_xml = _wants_xml(request)
     query = qido.parse(request.GET, "instance")
     queryset = Instance.objects.select_related("series__study__patient")
     if series is not None:
@@ -192,14 +248,17 @@ def _search_instances(request: HttpRequest, study: Study | None, series: Series 
         s = instance.series
         url = _instance_url(base, s.study.study_uid, s.series_uid, instance.sop_instance_uid)
         attributes = qido.instance_attributes(instance, url)
-        if series is None:
-            series_part = qido.series_attributes(s, _series_url(base, s.study.study_uid, s.series_uid), query)
-            attributes = {**series_part, **attributes}
-        if study is None:
-            study_part = qido.study_attributes(qido.study_row(s.study), _study_url(base, s.study.study_uid), query)
-            attributes = {**study_part, **attributes}
+        series_part = qido.series_attributes(s, _series_url(base, s.study.study_uid, s.series_uid), query)
+        study_part = qido.study_attributes(qido.study_row(s.study), _study_url(base, s.study.study_uid), query)
+        # The levels above the one searched within come whole; the others, as far as the
+        # query names their attributes.
+        attributes = {
+            **(study_part if study is None else qido.named(study_part, query)),
+            **(series_part if series is None else qido.named(series_part, query)),
+            **attributes,
+        }
         results.append(qido.sorted_dataset(attributes))
-    return _search_response(results, more, query)
+    return _search_response(results, more, query, as_xml)
 
 
 @dicomweb_view("GET", "POST")
@@ -246,7 +305,7 @@ def _store(request: HttpRequest, study_uid: str | None) -> HttpResponse:
     boundary = stow.check_content_type(request.headers.get("Content-Type", ""))
     base = _base(request)
     report = stow.store(
-        request,
+        request_body(request),
         boundary,
         request.user,  # type: ignore[arg-type]
         study_uid,
@@ -275,7 +334,11 @@ def _retrieve(request: HttpRequest, study: Study, instances: list[Instance], lev
     if not instances:
         raise Http404
     ranges = accepted(request, default='multipart/related; type="application/dicom"')
-    choice = wado.choose_instance_syntax(ranges, {instance.transfer_syntax_uid for instance in instances})
+    choice = wado.choose_instance_syntax(
+        ranges, {instance.transfer_syntax_uid for instance in instances}, one=level == "instance"
+    )
+    if choice.single_part:
+        return _retrieve_alone(request, study, instances[0], choice.transfer_syntax)
     base = _base(request)
 
     def parts() -> Iterator[multipart.OutPart]:
@@ -301,6 +364,21 @@ def _retrieve(request: HttpRequest, study: Study, instances: list[Instance], lev
         content_type=multipart.content_type(wado.DICOM, boundary, choice.transfer_syntax),
     )
     return response
+
+
+def _retrieve_alone(
+    request: HttpRequest, study: Study, item: Instance, transfer_syntax: str | None
+) -> HttpResponseBase:
+    """One instance as a single part application/dicom body (Accept: application/dicom)."""
+    _audit_retrieve(request, study, "instance", instances=1)
+    if transfer_syntax is None or item.transfer_syntax_uid == transfer_syntax:
+        return StreamingHttpResponse(
+            storage.iter_key(item.storage_key),
+            content_type=f"{wado.DICOM}; transfer-syntax={item.transfer_syntax_uid}",
+        )
+    with _open(item) as stream:
+        data = wado.converted_instance(stream, transfer_syntax)
+    return HttpResponse(data, content_type=f"{wado.DICOM}; transfer-syntax={transfer_syntax}")
 
 
 def _ordered(queryset: QuerySet[Instance]) -> list[Instance]:
@@ -334,7 +412,7 @@ def instance(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str
 
 
 def _metadata(request: HttpRequest, study: Study, instances: QuerySet[Instance], level: str) -> HttpResponse:
-    _check_json_accept(request)
+    as_xml = _wants_xml(request)
     base = _base(request)
     ordered = instances.order_by("series__series_number", "series_id", "instance_number", "pk")
     try:
@@ -347,6 +425,8 @@ def _metadata(request: HttpRequest, study: Study, instances: QuerySet[Instance],
         raise Http404
     if level != "instance":
         _audit_retrieve(request, study, f"{level}-metadata", instances=len(documents))
+    if as_xml:
+        return _xml_response([json.loads(document) for document in documents])
     return HttpResponse(dj.json_array(documents).encode("utf-8"), content_type=DICOM_JSON)
 
 
@@ -461,6 +541,8 @@ def series_frames(request: HttpRequest, study_uid: str, series_uid: str) -> Http
         )
     }
     if len(found) != len(uids):
+        if not _studies(request).filter(study_uid=study_uid).exists():
+            _audit_refused(request, study_uid)
         raise Http404
     if sum(item.number_of_frames or 1 for item in found.values()) > MAX_BATCH_FRAMES:
         raise bad_request(f"more than {MAX_BATCH_FRAMES} frames: ask for fewer instances at a time")
@@ -602,6 +684,69 @@ def representative(instances: QuerySet[Instance]) -> Instance:
     first_series = ordered[0][1]
     in_series = [pk for pk, series_id in ordered if series_id == first_series]
     return Instance.objects.select_related("series").get(pk=in_series[len(in_series) // 2])
+
+
+# PS3.18 makes the rendered study and series mandatory resources (Table 10.3-2). Asked for
+# as multipart/related; type="image/jpeg" (or png), they are every image of the study or
+# series rendered, one part each, as Table 10.4.4-1 reads them. Asked for as a single
+# image/jpeg, which the standard expects to be 406 for a resource of many items, they are
+# the one image their thumbnail shows, rendered with the request's parameters: that is
+# what dicomweb-client's retrieve_series_rendered asks for and what Orthanc's DICOMweb
+# plugin answers.
+
+
+def _wants_parts(request: HttpRequest) -> bool:
+    header = request.GET.get("accept") or request.headers.get("Accept") or "image/jpeg"
+    for item in accepted_from(header):
+        if item.matches("image/jpeg") or item.matches("image/png"):
+            return item.media_type == "multipart/related"
+    return False
+
+
+def _rendered_images(request: HttpRequest, study: Study, instances: QuerySet[Instance]) -> HttpResponseBase:
+    options = render_options(request)
+    if not _wants_parts(request):
+        return _rendered(representative(instances), 1, options)
+    images = list(
+        instances.filter(rows__isnull=False)
+        .exclude(transfer_syntax_uid__in=list(wado.VIDEO_MEDIA_TYPES))
+        .select_related("series")
+        .order_by("series__series_number", "series_id", "instance_number", "pk")
+    )
+    if not images:
+        raise Http404
+    base = _base(request)
+
+    def parts() -> Iterator[multipart.OutPart]:
+        for item in images:
+            try:
+                with _open(item) as stream:
+                    data = rendering.render(stream, 0, options)
+            except (DicomwebError, rendering.RenderingError) as exc:
+                # One image that cannot be rendered does not end the others' answer.
+                logger.warning("%s left out of a rendered %s: %s", item.sop_instance_uid, study.study_uid, exc)
+                continue
+            location = _instance_url(base, study.study_uid, item.series.series_uid, item.sop_instance_uid)
+            yield multipart.OutPart(options.media_type, data=data, location=f"{location}/rendered")
+
+    boundary = multipart.new_boundary()
+    response = StreamingHttpResponse(
+        multipart.stream(parts(), boundary), content_type=multipart.content_type(options.media_type, boundary)
+    )
+    response["Cache-Control"] = CACHE_IMMUTABLE
+    return response
+
+
+@dicomweb_view("GET")
+def study_rendered(request: HttpRequest, study_uid: str) -> HttpResponseBase:
+    found = _study(request, study_uid)
+    return _rendered_images(request, found, Instance.objects.filter(series__study=found))
+
+
+@dicomweb_view("GET")
+def series_rendered(request: HttpRequest, study_uid: str, series_uid: str) -> HttpResponseBase:
+    found = _study(request, study_uid)
+    return _rendered_images(request, found, Instance.objects.filter(series=_series(found, series_uid)))
 
 
 @dicomweb_view("GET")

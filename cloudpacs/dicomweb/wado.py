@@ -35,6 +35,7 @@ DICOM = "application/dicom"
 PIXEL_DATA_TAG = 0x7FE00010
 UNDEFINED_LENGTH = 0xFFFFFFFF
 NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
+BIG_ENDIAN = "1.2.840.10008.1.2.2"
 
 # Bulk data media types of the compressed transfer syntaxes (PS3.18 Table 8.7.3-2).
 FRAME_MEDIA_TYPES = {
@@ -87,26 +88,37 @@ def is_video(transfer_syntax: str) -> bool:
 
 @dataclass(frozen=True)
 class InstanceChoice:
-    """How to send instances: as stored (transfer_syntax None) or converted to it."""
+    """How to send instances: as stored (transfer_syntax None) or converted to it, in a
+    multipart/related body or, for one instance asked for as application/dicom, alone."""
 
     transfer_syntax: str | None
+    single_part: bool = False
 
 
-def choose_instance_syntax(ranges: list[MediaRange], stored: set[str]) -> InstanceChoice:
-    """For Accept: multipart/related; type="application/dicom"[; transfer-syntax=...].
+def choose_instance_syntax(ranges: list[MediaRange], stored: set[str], *, one: bool = False) -> InstanceChoice:
+    """For Accept: multipart/related; type="application/dicom"[; transfer-syntax=...], or
+    application/dicom alone for `one` instance (PS3.18 Table 10.4.4-1: a single part media
+    type is for a resource of one item; a study or series ignores it, and is 406 when
+    nothing else is acceptable).
 
     No transfer-syntax, or '*', sends the files as stored: PS3.18 names Explicit VR Little
     Endian as the default, but decompressing a whole study to send it is what a client
     that wants that should ask for, and the stored bytes are what every client reads."""
     for item in ranges:
+        single_part = item.media_type == DICOM
+        if single_part and not one:
+            continue
         if not item.matches(DICOM):
             continue
         wanted = item.transfer_syntax
         if wanted in (None, "*") or stored <= {wanted}:
-            return InstanceChoice(None)
+            return InstanceChoice(None, single_part)
         if wanted == EXPLICIT_LE:
-            return InstanceChoice(EXPLICIT_LE)
-    raise not_acceptable('instances are sent as multipart/related; type="application/dicom"')
+            return InstanceChoice(EXPLICIT_LE, single_part)
+    raise not_acceptable(
+        'instances are sent as multipart/related; type="application/dicom"'
+        + (", or one alone as application/dicom" if one else "")
+    )
 
 
 Source = Path | BinaryIO
@@ -158,18 +170,23 @@ def choose_frame_syntax(ranges: list[MediaRange], stored: str) -> FrameChoice:
             f"this instance is a video ({VIDEO_MEDIA_TYPES[stored]}): retrieve its pixel data whole, as bulk data"
         )
     native = stored in NATIVE_LE
+    # Big endian frames are application/octet-stream too, but not in the syntax that media
+    # type means without a transfer-syntax parameter (Explicit VR Little Endian): they are
+    # sent as stored only when asked for by their syntax or '*', else byte-swapped.
+    big_endian = stored == BIG_ENDIAN
     stored_type = frame_media_type(stored)
     as_stored = FrameChoice(stored_type, EXPLICIT_LE if native else stored, decode=False)
     decoded = FrameChoice(OCTET_STREAM, EXPLICIT_LE, decode=not native)
     for item in ranges:
         wanted = item.transfer_syntax
         if item.part_type in {"*/*", "*"}:
-            if wanted in (None, "*"):
+            if wanted == "*" or (wanted is None and not big_endian):
                 return as_stored
-            if wanted == EXPLICIT_LE:
+            if wanted in (None, EXPLICIT_LE):
                 return decoded
             continue
-        if item.matches(stored_type) and (wanted in (None, "*") or wanted == as_stored.transfer_syntax):
+        by_default = wanted is None and not big_endian
+        if item.matches(stored_type) and (by_default or wanted in ("*", as_stored.transfer_syntax)):
             return as_stored
         if item.matches(OCTET_STREAM):
             if wanted == "*":
