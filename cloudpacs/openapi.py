@@ -226,6 +226,20 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             },
         )
     },
+    "series-frames": {
+        "get": _get(
+            "Every frame of several instances of a series (not PS3.18: the viewer's batched frames)",
+            {
+                "200": {
+                    "description": "One part per frame, each with its frame's URL as Content-Location.",
+                    "content": {MULTIPART: {"schema": BINARY}},
+                },
+                "400": _text_response("No instances, more than 64, a repeated one, or more than 256 frames."),
+                "406": _text_response("The frames cannot be sent in the media type asked for."),
+            },
+            [_param("instances", STRING, "SOP Instance UIDs of the series, comma-separated.", required=True)],
+        )
+    },
     "frames": {
         "get": _get(
             "WADO-RS: frames, as stored",

@@ -198,6 +198,7 @@ TABLE: dict[str, Route] = {
     f"{DW_SE}/rendered": dicomweb(f"/dicomweb/studies/{SE}/rendered"),
     f"{DW_SE}/thumbnail": dicomweb(f"/dicomweb/studies/{SE}/thumbnail"),
     f"{DW_SE}/instances": dicomweb(f"/dicomweb/studies/{SE}/instances"),
+    f"{DW_SE}/frames": dicomweb(f"/dicomweb/studies/{SE}/frames?instances={{sop}}"),
     DW_SOP: dicomweb(f"/dicomweb/studies/{SOP}"),
     f"{DW_SOP}/metadata": dicomweb(f"/dicomweb/studies/{SOP}/metadata"),
     f"{DW_SOP}/rendered": dicomweb(f"/dicomweb/studies/{SOP}/rendered"),
