@@ -100,6 +100,23 @@ def test_an_instance_of_a_known_series_is_indexed_in_few_statements(ct_modality,
     assert study.last_received_at == instance.received_at
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_the_statements_of_every_instance_are_prepared_once_per_connection(ct_modality, tmp_path):
+    """PostgreSQL parses and plans the series lookup and the one statement once per
+    connection (an association), not once per instance; nothing else is prepared."""
+    study_uid, series_uid = generate_uid(), generate_uid()
+    for number in range(1, 5):
+        ds = make_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=number)
+        assert ingest(ds, ct_modality, tmp_path).outcome == services.IngestOutcome.STORED
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE NOT from_sql")
+        prepared = sorted(row[0].split()[0].upper() for row in cursor.fetchall())
+    assert prepared == ["SELECT", "WITH"]
+    study = Study.objects.get(study_uid=study_uid)
+    assert (study.number_of_instances, study.series.get().number_of_instances) == (4, 4)
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement path is PostgreSQL's")
 @pytest.mark.django_db(transaction=True)
 def test_the_one_statement_path_locks_the_series_before_its_study(ct_modality, tmp_path):
