@@ -83,6 +83,7 @@ PIN = pinning.Pin(
     (Association._run_reactor, "f28838c5559e462a563750cfc9f3790027f4bb7e2223baf42c9f5d682c359dee"),
     (DULServiceProvider.__init__, "c82dafa9438ddf70685917cb15d2bfbc814aa0ad5233ffb0ae650faedc7570f0"),
     (Association.run_reactor, "ed8bbbe3b3d6ddaee3e8673ba25b2ab2a4c45f25bc1d8ae7b48ebafd09499e6d"),
+    (DULServiceProvider._decode_pdu, "fc71dd1bf853e1ce79d29b11731a26a4f6ee9eb697026ad611f8fc91f8aa69c9"),
     otherwise="the receiver uses pynetdicom's polling association loops",
 )
 
@@ -206,6 +207,20 @@ class EventDrivenDUL(DULServiceProvider):
     _assoc_wake: threading.Event
     # The event-driven loop as the thread's entry point (set by `install`).
     _loop: Callable[[], None]
+    # The A-ASSOCIATE-RQ the front door decoded (dicomnode.connections.CheckedAssociateRQ,
+    # its bytes in `data`), until the state machine takes it.
+    _decoded_rq: Any = None
+
+    def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
+        """pynetdicom's, except that the connection's first PDU, decoded at the front door
+        already, is not decoded again: the same events with the same PDU, or pynetdicom's
+        own decoding of anything else."""
+        decoded, self._decoded_rq = self._decoded_rq, None
+        if decoded is not None and bytestream == decoded.data:
+            evt.trigger(self.assoc, evt.EVT_DATA_RECV, {"data": bytes(bytestream)})
+            evt.trigger(self.assoc, evt.EVT_PDU_RECV, {"pdu": decoded})
+            return decoded, "Evt6"
+        return super()._decode_pdu(bytestream)
 
     def run(self) -> None:
         # Not Thread.run: it calls the target pynetdicom bound to its own polling loop
@@ -394,12 +409,15 @@ def install_requestor(assoc: Association) -> bool:
     return True
 
 
-def install(assoc: Association) -> bool:
-    """Make a just-created acceptor association (not started) use the event-driven loops.
-    Returns False, changing nothing, on a pynetdicom these loops were not written for."""
+def install(assoc: Association, associate_rq: Any = None) -> bool:
+    """Make a just-created acceptor association (not started) use the event-driven loops;
+    `associate_rq`, the front door's decoded A-ASSOCIATE-RQ whose bytes the socket gives
+    back first, is taken as it is. Returns False, changing nothing, on a pynetdicom these
+    loops were not written for."""
     if not PIN.compatible():
         return False
     dul: Any = assoc.dul
+    dul._decoded_rq = associate_rq
     wake = threading.Event()
     waker = _Waker()
     dul.__class__ = EventDrivenDUL

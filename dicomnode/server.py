@@ -604,9 +604,17 @@ class CappedRequestHandler(RequestHandler):
     place back to the front door when the association's thread ends."""
 
     def __init__(
-        self, request: Any, client_address: Any, server: Any, prefix: bytes = b"", key: str | None = None
+        self,
+        request: Any,
+        client_address: Any,
+        server: Any,
+        associate_rq: connections.CheckedAssociateRQ | None = None,
+        key: str | None = None,
     ) -> None:
-        self.prefix = prefix
+        # The A-ASSOCIATE-RQ the front door read (and decoded): the socket gives its bytes
+        # back first, and the DUL takes it decoded.
+        self.associate_rq = associate_rq
+        self.prefix = associate_rq.data if associate_rq is not None else b""
         self.started = False
         # What the front door counts this connection under (its peer's address).
         self.key = key if key is not None else _host(client_address)
@@ -620,7 +628,7 @@ class CappedRequestHandler(RequestHandler):
 
     def _create_association(self) -> Any:
         assoc = super()._create_association()
-        reactor.install(assoc)
+        reactor.install(assoc, self.associate_rq)
         fastpath.install(assoc)
         sock: Any = assoc.dul.socket
         sock.__class__ = CappedAssociationSocket
@@ -732,7 +740,7 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
                     request = self.tls_context.wrap_socket(request, server_side=True)
                 except (OSError, ValueError) as exc:
                     raise Refused("tls", f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}") from None
-            data = connections.read_associate_rq(request, deadline, timeout)
+            associate_rq = connections.read_associate_rq(request, deadline, timeout)
         except Refused as refused:
             if refused.abort_reason is not None:
                 connections.send_abort(request, refused.abort_reason)
@@ -752,7 +760,7 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
         self.admission.request_complete(key)
         started = False
         try:
-            handler: Any = CappedRequestHandler(request, client_address, self, prefix=data, key=key)
+            handler: Any = CappedRequestHandler(request, client_address, self, associate_rq=associate_rq, key=key)
             started = getattr(handler, "started", False)
         finally:
             if not started:

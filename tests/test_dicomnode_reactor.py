@@ -103,6 +103,37 @@ def test_the_receivers_loops_wait_on_events_and_never_poll(receiver, ct_modality
     assert waits["on its own thread"] > 0 and waits["elsewhere"] == 0
 
 
+def test_the_association_request_is_decoded_once_by_the_front_door_and_the_loop(receiver, ct_modality, monkeypatch):
+    """The front door decodes the A-ASSOCIATE-RQ and turns it into its primitive to check
+    it (dicomnode.connections); the DUL thread takes that, not the same bytes decoded and
+    converted again (pydicom UIDs made and validated for every proposed context)."""
+    from pynetdicom.pdu import A_ASSOCIATE_RQ
+
+    calls: Counter[str] = Counter()
+    decode, to_primitive = A_ASSOCIATE_RQ.decode, A_ASSOCIATE_RQ.to_primitive
+
+    def counted_decode(pdu: A_ASSOCIATE_RQ, bytestream: bytes) -> None:
+        calls["decode"] += 1
+        decode(pdu, bytestream)
+
+    def counted_to_primitive(pdu: A_ASSOCIATE_RQ) -> object:
+        calls["to_primitive"] += 1
+        return to_primitive(pdu)
+
+    monkeypatch.setattr(A_ASSOCIATE_RQ, "decode", counted_decode)
+    monkeypatch.setattr(A_ASSOCIATE_RQ, "to_primitive", counted_to_primitive)
+    assoc = console_association(receiver, ct_modality.ae_title)
+    assert assoc.is_established
+    try:
+        assert [context.abstract_syntax for context in assoc.accepted_contexts] == [Verification, CTImageStorage]
+        assert assoc.send_c_echo().Status == 0x0000
+        assert assoc.send_c_store(make_dataset()).Status == 0x0000
+    finally:
+        assoc.release()
+    assert assoc.is_released
+    assert calls == {"decode": 1, "to_primitive": 1}
+
+
 def test_the_receivers_associations_use_it_and_answer_at_once(receiver, ct_modality):
     assoc = console_association(receiver, ct_modality.ae_title)
     assert assoc.is_established
