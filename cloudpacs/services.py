@@ -1161,7 +1161,7 @@ def _prepared_cursor() -> Any:
     the server and each statement is prepared on the connection the first time it runs:
     PostgreSQL then parses and plans the two statements once per association instead of
     once per instance (a backend's CPU per instance 0.96-1.35 ms before, 0.56-0.64 ms
-    after, loaded: docs/benchmarks-ingest.md run 18). Django's own cursors bind on the
+    after, loaded: docs/benchmarks-ingest.md run 19). Django's own cursors bind on the
     client and never prepare, whatever the connection's threshold, so no other statement
     changes. The wrapper stays Django's: CaptureQueriesContext, execute_wrapper and its
     error translation see these statements as before. (A pooler in transaction mode
