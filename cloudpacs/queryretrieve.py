@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from cloudpacs import storage
 from cloudpacs.dicomweb import qido
@@ -316,9 +318,49 @@ def instances_to_retrieve(entity: ApplicationEntity, query: ArchiveQuery) -> lis
 
 def read_instance(item: RetrieveItem) -> Dataset:
     """The stored instance as pydicom reads it, through the storage module (local disk or
-    the object store)."""
+    the object store); one stored in Explicit VR Big Endian made little endian
+    (`as_little_endian`): pynetdicom sends an uncompressed dataset in whichever little
+    endian syntax the peer accepted, but never converts from big endian, a syntax retired
+    since 2004 that few workstations accept, and the sub-operation failed."""
     with storage.open_key(item.storage_key) as stream:
-        return dcmread(stream)
+        return as_little_endian(dcmread(stream))
+
+
+# The binary VRs whose values are numbers of this many bytes, each in the transfer syntax's
+# byte order (PS3.5 6.2); OB, UN and the rest are bytes.
+SWAPPED_UNITS = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+PIXEL_DATA = 0x7FE00010
+
+
+def as_little_endian(ds: Dataset) -> Dataset:
+    """`ds` (read whole) as Explicit VR Little Endian when it was read from Explicit VR Big
+    Endian, else unchanged. pydicom re-encodes decoded values in the byte order it writes
+    in, but writes binary values as they are: each OW, OF, OL, OD and OV value (in
+    sequences too) is byte-swapped here, Pixel Data by 16-bit words up to 16 bits
+    allocated (8-bit pixels in OW too, PS3.5 8.1.1) and by whole samples beyond."""
+    if ds.original_encoding[1] is not False:
+        return ds
+    bits = int(ds.get("BitsAllocated") or 16)
+    _swap_binary_values(ds, bits)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    # Every element is decoded now (the swap walked them all): pynetdicom reads the byte
+    # order to send in from here, and pydicom then encodes each value little endian.
+    ds.set_original_encoding(False, True, ds.original_character_set)
+    return ds
+
+
+def _swap_binary_values(ds: Dataset, bits: int) -> None:
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value:
+                _swap_binary_values(item, bits)
+            continue
+        unit = SWAPPED_UNITS.get(element.VR)
+        if element.tag == PIXEL_DATA and unit:
+            unit = 2 if bits <= 16 else bits // 8
+        value = element.value
+        if unit and isinstance(value, bytes) and value and len(value) % unit == 0:
+            element.value = np.frombuffer(value, dtype=f"u{unit}").byteswap().tobytes()
 
 
 def record_retrieval(entity: ApplicationEntity, items: list[RetrieveItem], *, via: str, destination: str = "") -> None:

@@ -255,3 +255,19 @@ def test_an_image_without_pixel_data_is_400_when_rendered_not_undecodable(api):
     response = api.get(instance_url(str(ds.SOPInstanceUID)) + "/rendered")
     assert response.status_code == 400
     assert b"no pixel data" in response.content
+
+
+@pytest.mark.parametrize(
+    "name", ["MR_small_bigendian.dcm", "rtdose_expb.dcm", "SC_rgb_small_odd_big_endian.dcm", "ExplVR_BigEnd.dcm"]
+)
+def test_a_big_endian_file_is_converted_to_little_endian_with_the_same_pixels(name):
+    # WADO-RS with transfer-syntax=1.2.840.10008.1.2.1 for an instance stored big endian:
+    # pydicom's save_as() refused to change the byte order (a server error), and would
+    # not have swapped the OW/OF values (16-bit, 8-bit in OW, 32-bit dose).
+    from cloudpacs.dicomweb.wado import converted_instance
+
+    converted = dcmread(BytesIO(converted_instance(FILES / name, "1.2.840.10008.1.2.1")))
+    original = dcmread(FILES / name)
+    assert converted.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert np.array_equal(converted.pixel_array, original.pixel_array)
+    assert converted.SOPInstanceUID == original.SOPInstanceUID

@@ -688,6 +688,54 @@ def test_a_series_comes_back_on_the_same_association_with_c_get(storage_backend,
     assert event.detail["via"] == "C-GET" and event.detail["instances"] == 3
 
 
+def test_a_big_endian_instance_goes_little_endian_to_a_requester_that_takes_only_that(
+    receiver, township_ws, ct_modality, tmp_path
+):
+    # Stored as received in Explicit VR Big Endian (retired in 2004; few workstations take
+    # it), such an instance could not be retrieved: pynetdicom converts between the little
+    # endian syntaxes but not from big endian, and the sub-operation failed ("No
+    # presentation context ... with 'Explicit VR Big Endian'"). Found pushing pydicom's
+    # big endian files with storescu and fetching them back with getscu.
+    import pydicom.data
+    from pydicom.uid import MRImageStorage
+
+    from cloudpacs import storage
+
+    source = dcmread(Path(pydicom.data.__file__).parent / "test_files" / "MR_small_bigendian.dcm")
+    instance = ingest(source, ct_modality, tmp_path / "in")
+    assert instance.transfer_syntax_uid == "1.2.840.10008.1.2.2"
+    received: list[Dataset] = []
+
+    def on_store(event: evt.Event) -> int:
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        received.append(ds)
+        return 0x0000
+
+    ae = AE(ae_title="XUANWO_WS")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(MRImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate(
+        *receiver,
+        ae_title="CLOUDPACS",
+        ext_neg=[build_role(MRImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    assert assoc.is_established
+    try:
+        identifier = query("STUDY", StudyInstanceUID=source.StudyInstanceUID)
+        statuses = [s for s, _ in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet)]
+    finally:
+        assoc.release()
+    assert statuses[-1].Status == 0x0000
+    (ds,) = received
+    assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    stored = dcmread(storage.path_for(instance.storage_key))
+    assert (ds.pixel_array == stored.pixel_array).all()
+    assert (ds.PatientName, ds.Rows, ds.Columns) == (stored.PatientName, stored.Rows, stored.Columns)
+
+
 def test_getscu_gets_a_study(receiver, archive, county_ws, tmp_path):
     out = tmp_path / "got"
     out.mkdir()

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from pydicom import dcmread
+from pydicom import dcmread, dcmwrite
 from pydicom.encaps import generate_fragments, get_frame
 from pydicom.uid import UID, AllTransferSyntaxes, ExplicitVRLittleEndian, MPEGTransferSyntaxes
 
 from cloudpacs.dicomweb import rendering
 from cloudpacs.dicomweb.http import MediaRange, not_acceptable
+from cloudpacs.queryretrieve import as_little_endian
 
 logger = logging.getLogger("cloudpacs.dicomweb")
 
@@ -145,9 +146,12 @@ def converted_instance(source: Source, transfer_syntax: str) -> bytes:
             return stream.read()
     if UID(ds.file_meta.TransferSyntaxUID).is_compressed:
         ds.decompress()
+    # Big endian too: save_as() refuses to change the byte order, and would not swap the
+    # binary values (as_little_endian does).
+    as_little_endian(ds)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
+    dcmwrite(buffer, ds, implicit_vr=False, little_endian=True, enforce_file_format=True)
     return buffer.getvalue()
 
 
