@@ -5,6 +5,7 @@ constant value, so that interpolation at the edges does not matter."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +302,40 @@ def test_the_stand_in_is_painted_without_any_script(live_server, browser_page, r
     assert image is not None and pane is not None
     assert (round(image["width"]), round(image["height"])) == (round(pane["width"]), round(pane["height"]))
     assert page.evaluate("() => document.querySelector('img[data-preview]').naturalWidth") == CT_SIZE
+
+
+@pytest.mark.parametrize("storage_backend", ["local"], indirect=True)
+def test_the_viewers_code_runs_only_once_the_stand_in_is_painted(live_server, browser_page, reading_data):
+    page = browser_page
+    # The stand-in held back by the server: the entry is fetched, but not run.
+    held: list[Any] = []
+    page.route(re.compile(r"/rendered[?]"), lambda route: held.append(route))
+    page.goto(f"{live_server.url}/viewer/{reading_data['ct']}/", wait_until="domcontentloaded")
+    page.wait_for_function(
+        "() => performance.getEntriesByType('resource').some((e) => /[/]viewer-[^/]+[.]js$/.test(e.name))",
+        timeout=60_000,
+    )
+    # Time for the entry to be compiled and run, had it been a plain module script.
+    page.wait_for_timeout(1000)
+    assert held
+    assert page.evaluate("() => performance.getEntriesByName('yunying:code').length") == 0
+    # The stand-in comes: painted first, then the viewer's code runs and Cornerstone draws.
+    held[0].continue_()
+    page.wait_for_function("() => window.yunyingPreview?.replaced != null", timeout=60_000)
+    shown, code = page.evaluate(
+        "() => [window.yunyingPreview.shown, performance.getEntriesByName('yunying:code')[0].startTime]"
+    )
+    assert shown is not None and shown < code
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("storage_backend", ["local"], indirect=True)
+def test_the_viewer_starts_when_its_stand_in_cannot_be_had(live_server, browser_page, reading_data):
+    page = browser_page
+    page.route(re.compile(r"/rendered[?]"), lambda route: route.fulfill(status=500, body="no"))
+    page.goto(f"{live_server.url}/viewer/{reading_data['ct']}/")
+    page.wait_for_function("() => window.yunyingViewer?.viewers[0].panes[0].firstImageMs != null", timeout=60_000)
+    assert page.locator("img[data-preview]").count() == 0
 
 
 @BOTH_BACKENDS

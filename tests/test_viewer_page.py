@@ -12,7 +12,7 @@ from pydicom.uid import generate_uid
 
 from cloudpacs.models import Instance, Study
 from cloudpacs.services import ingest_instance
-from cloudpacs.views.viewer import stand_in_url
+from cloudpacs.views.viewer import stand_in_first, stand_in_url
 from consults.services import open_consult_for_study
 from facilities.models import AuditEvent
 from tests.factories import make_dataset, make_modality, write_dataset
@@ -81,8 +81,9 @@ def test_the_radiologist_gets_the_viewer_for_the_study(radiologist_client, study
     assert response.status_code == 200
     page = response.content.decode()
     assert f'data-study-uid="{study.study_uid}"' in page
-    # The build's entry and its styles by the names its manifest gives them.
-    assert f'<script type="module" src="/static/{ENTRY}"></script>' in page
+    # The build's entry and its styles by the names its manifest gives them (the entry run
+    # by the page's script once the stand-in is painted: see below).
+    assert f'<link rel="modulepreload" href="/static/{ENTRY}" data-yunying-entry>' in page
     assert f'<link rel="stylesheet" href="/static/{STYLES}">' in page
     series_uid = study.series.get().series_uid
     assert f'data-series-uid="{series_uid}"' in page
@@ -228,6 +229,30 @@ def test_the_page_and_its_stand_in_take_few_queries(
         assert radiologist_client.get(stand_in).status_code == 200
 
 
+def test_the_viewers_code_waits_for_a_stand_in_the_server_renders_quickly(tmp_path, radiologist_client, ct_modality):
+    # A CT slice: the head has the browser fetch and compile the entry, and the page's
+    # script runs it once the stand-in is painted (static/js/viewer-preview.js).
+    page = radiologist_client.get(url(ingest(tmp_path, ct_modality, rows=512, columns=512))).content.decode()
+    assert f'<link rel="modulepreload" href="/static/{ENTRY}" data-yunying-entry>' in page
+    assert 'type="module"' not in page
+    assert page.index(ENTRY) < page.index("data-yunying-viewer") < page.index("js/viewer-preview.js")
+
+
+def test_the_viewers_code_does_not_wait_for_the_stand_in_of_a_large_image(tmp_path, radiologist_client, ct_modality):
+    # A 2048 x 2048 radiograph takes the server longer to render than the browser takes to
+    # fetch and compile the entry, and one without its size in the index has no stand-in
+    # in the markup: the entry is an ordinary module script, run as soon as it is ready.
+    large = ingest(tmp_path, ct_modality, rows=2048, columns=2048)
+    unknown = ingest(tmp_path, ct_modality)
+    Instance.objects.filter(series__study=unknown).update(rows=None)
+    for study in (large, unknown):
+        page = radiologist_client.get(url(study)).content.decode()
+        assert f'<script type="module" src="/static/{ENTRY}"></script>' in page
+        assert "data-yunying-entry" not in page
+    assert stand_in_first({"rows": 1024, "columns": 1024}) and not stand_in_first({"rows": 1025, "columns": 1024})
+    assert not stand_in_first(None)
+
+
 def test_the_stand_in_of_a_large_image_is_at_most_1024_pixels_a_side_and_never_enlarged():
     study = Study(study_uid="1.2.3")
     first = {"series_uid": "1.2.4", "sop_instance_uid": "1.2.5", "rows": 2000, "columns": 2736}
@@ -290,7 +315,7 @@ def test_the_page_names_the_entry_of_the_build_it_finds_now(radiologist_client, 
     stat = manifest.stat()
     os.utime(manifest, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     page = radiologist_client.get(url(study)).content.decode()
-    assert '<script type="module" src="/static/viewer/viewer-NEW12345.js"></script>' in page
+    assert '<link rel="modulepreload" href="/static/viewer/viewer-NEW12345.js" data-yunying-entry>' in page
     assert ENTRY not in page
 
 
@@ -301,5 +326,6 @@ def test_without_a_build_the_page_keeps_its_server_rendered_first_image(
     settings.STATIC_ROOT = tmp_path / "collected"
     page = radiologist_client.get(url(study)).content.decode()
     assert 'type="module"' not in page
+    assert "data-yunying-entry" not in page
     assert "/rendered?accept=image/jpeg" in page
     assert "the viewer is not built" in caplog.text

@@ -44,10 +44,23 @@ def stand_in_url(study: Study, first: dict[str, Any] | None) -> str:
     return f"{path}?accept=image/jpeg&viewport={width},{height}"
 
 
+def stand_in_first(first: dict[str, Any] | None) -> bool:
+    """Whether the viewer's code should run only once the stand-in is painted: when the
+    server renders it quickly, an image of at most STAND_IN_SIDE x STAND_IN_SIDE pixels
+    (CT, MR, ultrasound). Running the code is one long task of the page's main thread
+    (about 0.3 s cold here), during which no frame is painted; begun first, it held the
+    stand-in back. A large image (a 15 MB DX) takes the server longer to render than the
+    browser takes to fetch and compile the code, so Cornerstone is not kept waiting for it."""
+    if not first or not first.get("rows") or not first.get("columns"):
+        return False
+    return int(first["rows"]) * int(first["columns"]) <= STAND_IN_SIDE * STAND_IN_SIDE
+
+
 def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, Any]:
     """What templates/cloudpacs/_viewer_embed.html needs beside `study`: the study's
     series, the user's other studies of the same patient, the prior to open, the first
-    image and its stand-in's URL (which _viewer_assets.html preloads).
+    image, its stand-in's URL (which _viewer_assets.html preloads) and whether the viewer's
+    code waits for the stand-in (stand_in_first).
 
     The reporting page may call this to offer the same prior selector; without it the
     partial still shows the study, with no prior pane."""
@@ -68,6 +81,7 @@ def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, An
         "prior_study": prior,
         "viewer_first_instance": first,
         "viewer_stand_in_url": stand_in_url(study, first),
+        "viewer_stand_in_first": stand_in_first(first),
     }
 
 
