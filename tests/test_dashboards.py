@@ -335,6 +335,14 @@ def test_the_exam_list_is_paginated(exams, administrator_client) -> None:
     assert response.context["page"].number == 1  # one page only: get_page falls back to the last
 
 
+def test_the_exam_list_shows_the_newest_exams_first(exams, administrator_client) -> None:
+    response = administrator_client.get(EXAMS, {"basis": "all"})
+    dates = [consult.exam_date for consult in response.context["page"]]
+    assert len(dates) == 7
+    assert dates == sorted(dates, reverse=True)
+    assert dates[0] == date(2025, 2, 4)
+
+
 def test_the_quarter_is_chosen_from_a_list_and_a_quarters_link_still_filters(exams, administrator_client) -> None:
     """The 季度 box was a number field one digit wide."""
     response = administrator_client.get(EXAMS, {"year": "2024", "quarter": "1"})

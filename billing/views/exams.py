@@ -71,7 +71,9 @@ def exams(request: HttpRequest) -> HttpResponse:
     consults = (
         consults.select_related("facility", "radiologist")
         .annotate(net_saving=Subquery(net_saving))
-        .order_by("exam_date", "arrived_at", "id")
+        # Newest first, as every list an administrator opens here: the latest exams are the
+        # ones asked about (the demo's history starts in 2022).
+        .order_by("-exam_date", "-arrived_at", "-id")
     )
     page = CountedPaginator(consults, PAGE_SIZE, count=count).get_page(page_number(request.GET))
     # The consult page is the technologists' and radiologists' (consults_for).
