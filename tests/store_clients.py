@@ -11,7 +11,8 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, _config
+from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage, DigitalXRayImageStorageForPresentation, Verification
 
 from tests.factories import write_dataset
@@ -78,3 +79,14 @@ def client_ae(
 
 
 SENDERS = {"pynetdicom": send_pynetdicom, "dcmtk": send_dcmtk}
+
+
+def send_file_as_is(assoc: Association, path: Path) -> Dataset:
+    """The C-STORE of a Part 10 file's dataset bytes exactly as the file holds them
+    (pynetdicom's chunked sending reads the file instead of encoding a dataset): what a
+    console with a broken encoder, or one that sends what it stored, puts on the wire."""
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        return assoc.send_c_store(path)
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = False

@@ -26,7 +26,7 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
-from pynetdicom import AE, _config
+from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation as DXStorage
 
@@ -374,11 +374,7 @@ def send_raw(assoc, sop_class: str, sop_instance_uid: str, payload: bytes) -> in
         stream.write(b"\x00" * 128 + b"DICM")
         write_file_meta_info(stream, meta)
         stream.write(payload)
-    _config.STORE_SEND_CHUNKED_DATASET = True
-    try:
-        return assoc.send_c_store(path).Status
-    finally:
-        _config.STORE_SEND_CHUNKED_DATASET = False
+    return store_clients.send_file_as_is(assoc, path).Status
 
 
 def test_it_refuses_a_payload_that_is_not_dicom(receiver, ct_modality):

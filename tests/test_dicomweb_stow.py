@@ -15,7 +15,7 @@ from django.test import RequestFactory
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, _config
+from pynetdicom import AE
 
 from cloudpacs.dicomweb import views
 from cloudpacs.dicomweb.multipart import OutPart, encode, new_boundary
@@ -26,6 +26,7 @@ from consults.models import Consult
 from facilities.models import AuditEvent
 from tests.dicomweb_support import client_for, token_for, voi_lut_dx
 from tests.factories import make_dataset
+from tests.store_clients import send_file_as_is
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -149,11 +150,9 @@ def c_store(receiver, calling: str, part10_file: bytes, sop_class: str, syntax: 
     ae.add_requested_context(sop_class, [syntax])
     assoc = ae.associate(*receiver, ae_title="CLOUDPACS")
     assert assoc.is_established
-    _config.STORE_SEND_CHUNKED_DATASET = True
     try:
-        return assoc.send_c_store(path)
+        return send_file_as_is(assoc, path)
     finally:
-        _config.STORE_SEND_CHUNKED_DATASET = False
         assoc.release()
 
 

@@ -37,7 +37,6 @@ from pydicom.uid import (
     UltrasoundMultiFrameImageStorage,
     generate_uid,
 )
-from pynetdicom import _config
 from pynetdicom.sop_class import (
     BasicFilmSession,
     PatientRootQueryRetrieveInformationModelFind,
@@ -53,7 +52,7 @@ from dicomnode.contexts import RETIRED_STORAGE_CLASSES, STORAGE_SOP_CLASSES, TRA
 from tests import equipment
 from tests.conftest import login
 from tests.factories import make_dataset
-from tests.store_clients import client_ae
+from tests.store_clients import client_ae, send_file_as_is
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -95,11 +94,9 @@ def send_raw(address: tuple[str, int], calling: str, ds: Dataset, payload: bytes
         stream.write(payload)
     assoc = client_ae(calling, [(ds.SOPClassUID, [syntax])]).associate(*address, ae_title=CALLED)
     assert assoc.is_established
-    _config.STORE_SEND_CHUNKED_DATASET = True
     try:
-        return assoc.send_c_store(path)
+        return send_file_as_is(assoc, path)
     finally:
-        _config.STORE_SEND_CHUNKED_DATASET = False
         assoc.release()
 
 

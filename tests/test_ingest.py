@@ -552,14 +552,7 @@ def test_a_refused_dataset_published_ahead_leaves_no_file(storage_backend, ct_mo
     path = write_dataset(ds, tmp_path / "ct.dcm")
     offset = storage.part10_dataset_offset(path.read_bytes()[:4096])
     assert services._study_uid_ahead(path, offset, ExplicitVRLittleEndian) == ds.StudyInstanceUID
-    with pytest.raises(services.SOPClassMismatch):
-        services.ingest_instance(
-            path,
-            transfer_syntax_uid=ExplicitVRLittleEndian,
-            sop_class_uid=DigitalXRayImageStorageForPresentation,
-            sop_instance_uid=ds.SOPInstanceUID,
-            modality=ct_modality,
-        )
+    _push_refused(ds, ct_modality, tmp_path)
     assert not Instance.objects.exists()
     assert list(storage.stored_objects()) == []
     assert incoming_files() == []
