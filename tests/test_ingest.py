@@ -36,6 +36,16 @@ def ingest(ds, modality, tmp_path: Path):
     )
 
 
+def staged_file(ds, path: Path) -> storage.StagedFile:
+    """The dataset written to `path` and staged in `.incoming/` as the receiver stages it."""
+    return storage.stage(
+        write_dataset(ds, path),
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+    )
+
+
 def stored(key: str):
     """The stored file's dataset, from whichever backend is configured."""
     with storage.open_key(key) as stream:
@@ -221,13 +231,7 @@ def test_the_start_sweep_keeps_the_files_of_prior_versions(storage_backend, ct_m
     first = ingest(ds, ct_modality, tmp_path)
     prior_key = first.instance.storage_key
     # The first content's staged file, as if its store had crashed after the commit.
-    source = write_dataset(ds, tmp_path / "first-again.dcm")
-    staged = storage.stage(
-        source,
-        sop_class_uid=ds.SOPClassUID,
-        sop_instance_uid=ds.SOPInstanceUID,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-    )
+    staged = staged_file(ds, tmp_path / "first-again.dcm")
     os.close(staged.lock)  # its process died: the kernel dropped its lock
     ds.PixelData = bytes(len(ds.PixelData))
     ingest(ds, ct_modality, tmp_path)
@@ -306,13 +310,7 @@ def test_the_start_sweep_removes_what_a_crash_left_behind(storage_backend, ct_mo
     # A crash after the final link but before the index commit: a staged file, and its
     # final name, with no row.
     ds = make_dataset()
-    source = write_dataset(ds, tmp_path / "crash.dcm")
-    staged = storage.stage(
-        source,
-        sop_class_uid=ds.SOPClassUID,
-        sop_instance_uid=ds.SOPInstanceUID,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-    )
+    staged = staged_file(ds, tmp_path / "crash.dcm")
     key = storage.key_for(ds.StudyInstanceUID, ds.SOPInstanceUID, staged.sha256)
     storage.publish(staged, key)
     os.close(staged.lock)  # its process died: the kernel dropped its lock
@@ -331,12 +329,7 @@ def test_the_start_sweep_passes_over_a_file_another_process_is_storing(storage_b
     # linked at its key whose row is about to commit was taken for a crash's and removed,
     # and the row then pointed at nothing (a Success answered, the image lost).
     ds = make_dataset()
-    staged = storage.stage(
-        write_dataset(ds, tmp_path / "storing.dcm"),
-        sop_class_uid=ds.SOPClassUID,
-        sop_instance_uid=ds.SOPInstanceUID,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-    )
+    staged = staged_file(ds, tmp_path / "storing.dcm")
     key = storage.key_for(ds.StudyInstanceUID, ds.SOPInstanceUID, staged.sha256)
     storage.publish(staged, key)
     # Another one still being written (the sweep's own descriptors are other open files,
@@ -668,12 +661,7 @@ def test_publish_syncs_the_file_and_its_directory_before_it_returns(tmp_path, mo
 
     monkeypatch.setattr(os, "fsync", fsync)
     ds = make_dataset()
-    staged = storage.stage(
-        write_dataset(ds, tmp_path / "ct.dcm"),
-        sop_class_uid=ds.SOPClassUID,
-        sop_instance_uid=ds.SOPInstanceUID,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-    )
+    staged = staged_file(ds, tmp_path / "ct.dcm")
     key = storage.key_for(ds.StudyInstanceUID, ds.SOPInstanceUID, staged.sha256)
     assert storage.publish(staged, key) is True
     final = storage.path_for(key).resolve()

@@ -15,9 +15,9 @@ from pydicom.uid import generate_uid
 
 from cloudpacs import services, storage
 from cloudpacs.models import Instance, Series, Study, UnsyncedFile
-from tests.factories import make_dataset, write_dataset
+from tests.factories import make_dataset
 from tests.processes import wait_for
-from tests.test_ingest import incoming_files, ingest
+from tests.test_ingest import incoming_files, ingest, staged_file
 
 needs_postgresql = pytest.mark.skipif(
     "connection.vendor != 'postgresql'", reason="the commit and the file's fsync overlap on PostgreSQL only"
@@ -33,12 +33,7 @@ def series_started(modality, tmp_path: Path) -> tuple[str, str]:
 
 def key_of(ds, tmp_path: Path) -> str:
     """The key the dataset will be stored at (its content's hash, as ingest computes it)."""
-    staged = storage.stage(
-        write_dataset(ds, tmp_path / f"key-{ds.SOPInstanceUID}.dcm"),
-        sop_class_uid=ds.SOPClassUID,
-        sop_instance_uid=ds.SOPInstanceUID,
-        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
-    )
+    staged = staged_file(ds, tmp_path / f"key-{ds.SOPInstanceUID}.dcm")
     storage.discard(staged)
     return storage.key_for(ds.StudyInstanceUID, ds.SOPInstanceUID, staged.sha256)
 

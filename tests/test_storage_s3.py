@@ -22,6 +22,7 @@ from cloudpacs.models import Instance
 from tests.factories import make_dataset, write_dataset
 from tests.s3_support import FaultyProxy, use_object_store
 from tests.test_dicomnode_server import send
+from tests.test_ingest import staged_file
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -127,12 +128,7 @@ def test_a_store_slower_than_the_timeout_is_out_of_resources_and_what_it_took_la
 def test_the_orphan_sweep_removes_an_unindexed_object_and_keeps_indexed_ones(object_store, ct_modality, tmp_path):
     kept = ingest(make_dataset(), ct_modality, tmp_path)
     ds = make_dataset()
-    staged = storage.stage(
-        write_dataset(ds, tmp_path / "lost.dcm"),
-        sop_class_uid=ds.SOPClassUID,
-        sop_instance_uid=ds.SOPInstanceUID,
-        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
-    )
+    staged = staged_file(ds, tmp_path / "lost.dcm")
     lost = storage.key_for(ds.StudyInstanceUID, ds.SOPInstanceUID, staged.sha256)
     storage.publish(staged, lost)
     storage.discard(staged)
