@@ -39,8 +39,10 @@ from pydicom.filereader import data_element_generator
 from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import PersonName
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
 
-from cloudpacs import conformance, keyobjects, storage
+from cloudpacs import conformance, dicomsocket, keyobjects, storage
 from cloudpacs.dicomweb.json import metadata_document, with_instance_url
 from cloudpacs.models import (
     IngestConflict,
@@ -2041,3 +2043,18 @@ def key_image_instances(study: Study) -> list[tuple[Instance, int]]:
     marks = reading_marks(study)["key_images"]
     instances = Instance.objects.in_bulk([k["sop_instance_uid"] for k in marks], field_name="sop_instance_uid")
     return [(instances[k["sop_instance_uid"]], k["frame"]) for k in marks if k["sop_instance_uid"] in instances]
+
+
+def open_association(
+    host: str, port: int, ae_title: str, contexts: list[tuple[str, str]], *, timeout: float
+) -> Association:
+    """An association from the archive (`DICOM_AE_TITLE`) to another node, proposing each
+    (SOP class, transfer syntax) of `contexts`, every network timeout `timeout` seconds.
+    Its socket is checked for bytes to read with poll() from the moment it connects
+    (cloudpacs.dicomsocket): pynetdicom's select() took a connection on a descriptor
+    numbered 1024 or more for closed, so a worker holding that many failed every send."""
+    ae = AE(ae_title=settings.DICOM_AE_TITLE)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
+    for sop_class, transfer_syntax in contexts:
+        ae.add_requested_context(sop_class, transfer_syntax)
+    return ae.associate(host, port, ae_title=ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, dicomsocket.on_open)])

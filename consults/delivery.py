@@ -17,9 +17,9 @@ from django.db import transaction
 from django.utils import timezone
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE
 from pynetdicom.sop_class import EncapsulatedPDFStorage  # type: ignore[attr-defined]
 
+from cloudpacs.services import open_association
 from consults import handoff, outbox, workflow
 from consults.models import Consult, Report, ReportDelivery
 from consults.pdf import render_report_pdf
@@ -106,12 +106,13 @@ def _send(delivery: ReportDelivery, address: outbox.Address) -> str:
         series_instance_uid=delivery.series_instance_uid,
     )
     ae_title, host, port = address
-    ae = AE(ae_title=settings.DICOM_AE_TITLE)
-    timeout = settings.REPORT_DELIVERY_TIMEOUT
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    ae.connection_timeout = timeout
-    ae.add_requested_context(EncapsulatedPDFStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate(host, port, ae_title=ae_title)
+    assoc = open_association(
+        host,
+        port,
+        ae_title,
+        [(EncapsulatedPDFStorage, ExplicitVRLittleEndian)],
+        timeout=settings.REPORT_DELIVERY_TIMEOUT,
+    )
     if assoc.is_rejected:
         return f"association rejected by {ae_title}"
     if not assoc.is_established:

@@ -47,9 +47,9 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import decode
 from pynetdicom.pdu_primitives import P_DATA
 
-from dicomnode import pinning
+from cloudpacs import pinning
 
-# What this module stands in for on pynetdicom 3.0.4 (dicomnode.pinning).
+# What this module stands in for on pynetdicom 3.0.4 (cloudpacs.pinning).
 PIN = pinning.Pin(
     "3.0.4",
     (DIMSEServiceProvider.send_msg, "a839cf2fb46976d9da29cf06fea41c04416b38d14fab612af12e5d869bd5b3f0"),

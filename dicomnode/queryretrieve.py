@@ -24,9 +24,7 @@ C-GET: the same sub-operations on the association itself; 0xC000 / 0x0124 refusa
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 from collections.abc import Callable, Iterator
 from datetime import date, time
 from typing import Any
@@ -367,15 +365,11 @@ def destination_contexts(items: list[archive_qr.RetrieveItem]) -> list[Presentat
 
 def no_delay(event: evt.Event) -> None:
     """EVT_CONN_OPEN of an association the receiver opens (C-MOVE sub-operations, storage
-    commitment reports): Nagle's algorithm off, as on the connections it accepts (with it
-    on, each small message behind a larger one waits for the peer's delayed ACK, 40 ms),
-    and the association loop's pause point checked (dicomnode.reactor.wait_while_paused:
-    pynetdicom's own could take a sub-operation's C-STORE response from under it)."""
+    commitment reports): Nagle's algorithm off, as on the connections it accepts, the
+    socket checked with poll() (cloudpacs.dicomsocket.poll_socket) and the association
+    loop's pause point checked (dicomnode.reactor.wait_while_paused: pynetdicom's own
+    could take a sub-operation's C-STORE response from under it)."""
     reactor.install_requestor(event.assoc)
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 OPENED: list[Any] = [(evt.EVT_CONN_OPEN, no_delay)]

@@ -49,7 +49,6 @@ import contextlib
 import logging
 import os
 import queue
-import select
 import ssl
 import threading
 import time
@@ -60,10 +59,10 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.transport import AssociationSocket
 from pynetdicom.utils import make_target
 
-from dicomnode import pinning
+from cloudpacs import dicomsocket, pinning
+from cloudpacs.dicomsocket import readable
 
 logger = logging.getLogger("dicomnode")
 
@@ -73,7 +72,7 @@ IDLE_WAIT = 0.05
 # (DICOM_MAX_PDU, 128 KB) with its header and the next one's.
 READ_AHEAD = 256 * 1024
 
-# What this module replaces on pynetdicom 3.0.4 (dicomnode.pinning): the two loops, and
+# What this module replaces on pynetdicom 3.0.4 (cloudpacs.pinning): the two loops, and
 # what `install` relies on to put its own in their place: the DUL provider's constructor
 # (its queues, and the thread's target, fixed there to pynetdicom's loop) and the
 # association's run_reactor (which starts the DUL thread and calls _run_reactor).
@@ -85,19 +84,6 @@ PIN = pinning.Pin(
     (Association.run_reactor, "ed8bbbe3b3d6ddaee3e8673ba25b2ab2a4c45f25bc1d8ae7b48ebafd09499e6d"),
     (DULServiceProvider._decode_pdu, "fc71dd1bf853e1ce79d29b11731a26a4f6ee9eb697026ad611f8fc91f8aa69c9"),
     otherwise="the receiver uses pynetdicom's polling association loops",
-)
-
-
-# What `PollingSocket.ready` stands in for on pynetdicom 3.0.4: the check for bytes to
-# read that both of pynetdicom's DUL loops make.
-SOCKET_PIN = pinning.Pin(
-    "3.0.4",
-    (
-        AssociationSocket.ready.fget,  # type: ignore[attr-defined]
-        "3eb58e3d39dc076df7a04c804ca183ffd3f4d1b34361039e9e6f11de3d45579c",
-    ),
-    otherwise="the associations the receiver opens check their sockets with select(), which takes a descriptor"
-    " numbered 1024 or more for a closed connection",
 )
 
 
@@ -118,48 +104,6 @@ def read_ahead(sock: Any, pending: bytearray, nr_bytes: int) -> bytearray:
     data = pending[:nr_bytes]
     del pending[:nr_bytes]
     return data
-
-
-def readable(fds: list[Any], timeout: float) -> set[int]:
-    """The descriptors among `fds` (sockets or numbers) that have something to read, or
-    have hung up or failed, within `timeout` seconds: poll(), not select(), which cannot
-    watch a descriptor numbered 1024 or more (ValueError). A closed socket (number -1) or
-    a descriptor that is not open raises OSError, as select() did."""
-    poller = select.poll()
-    numbers = []
-    for f in fds:
-        number = f if isinstance(f, int) else f.fileno()
-        if number < 0:
-            raise OSError("the socket is closed")
-        numbers.append(number)
-        poller.register(number, select.POLLIN | select.POLLPRI)
-    found: set[int] = set()
-    for number, events in poller.poll(max(0, round(timeout * 1000))):
-        if events & select.POLLNVAL:
-            raise OSError(f"descriptor {number} is not open")
-        found.add(number)
-    return found
-
-
-class PollingSocket(AssociationSocket):
-    """pynetdicom's socket whose check for bytes to read asks poll(): pynetdicom's asks
-    select(), which raises for a descriptor numbered 1024 or more, and a process holding
-    many connections (and files, and database connections) then took every newer
-    connection for closed (Evt17). The receiver's accepted connections
-    (dicomnode.server.CappedAssociationSocket) and the ones it opens (`install_requestor`)."""
-
-    @property
-    def ready(self) -> bool:
-        sock = self.socket
-        if sock is None or self._is_connected is False:
-            return False
-        try:
-            found = bool(readable([sock], 0))
-        except OSError:
-            self.event_queue.put("Evt17")  # the transport connection closed
-            return False
-        # An SSL socket may hold decrypted bytes that poll() cannot see.
-        return found or (isinstance(sock, ssl.SSLSocket) and bool(sock.pending()))
 
 
 class _Waker:
@@ -397,12 +341,11 @@ class EventDrivenAssociation(CheckedPauseAssociation):
 
 def install_requestor(assoc: Association) -> bool:
     """Give an association the receiver requests the checked pause point (its loops stay
-    pynetdicom's polling ones) and a socket checked with poll() (`PollingSocket`). From
-    its EVT_CONN_OPEN, before the association loop starts. Returns False, changing
-    nothing, on a pynetdicom this was not written for."""
-    sock: Any = getattr(assoc.dul, "socket", None)
-    if SOCKET_PIN.compatible() and type(sock) is AssociationSocket:
-        sock.__class__ = PollingSocket
+    pynetdicom's polling ones) and a socket checked with poll()
+    (cloudpacs.dicomsocket.PollingSocket). From its EVT_CONN_OPEN, before the association
+    loop starts. Returns False, changing nothing but the socket, on a pynetdicom this was
+    not written for."""
+    dicomsocket.poll_socket(assoc)
     if not PIN.compatible() or type(assoc) is not Association:
         return False
     assoc.__class__ = CheckedPauseAssociation

@@ -48,7 +48,7 @@ from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from cloudpacs import conformance
+from cloudpacs import conformance, dicomsocket
 from cloudpacs import services as archive
 from dicomnode import commitment, connections, fastpath, permits, queryretrieve, reactor, worklist
 from dicomnode.connections import Admission, Limits, RefusalLog, Refused
@@ -551,11 +551,11 @@ def pdu_ceiling() -> int:
     return max(offered, ASSOCIATE_RQ_CEILING)
 
 
-class CappedAssociationSocket(reactor.PollingSocket):
+class CappedAssociationSocket(dicomsocket.PollingSocket):
     """pynetdicom's socket with a ceiling on what it reads, the A-ASSOCIATE-RQ that the
     front door read already given back first, reads ahead (`prefix` holds what was read
     and not yet asked for), an abort that needs no state machine, and the check for bytes
-    to read asking poll() (dicomnode.reactor.PollingSocket)."""
+    to read asking poll() (cloudpacs.dicomsocket.PollingSocket)."""
 
     prefix: bytearray
     aborted = False

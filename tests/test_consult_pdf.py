@@ -406,3 +406,68 @@ def test_dciodvfy_finds_no_error_in_the_report_sent_back(township, ct_modality, 
     said = (result.stdout + result.stderr).splitlines()
     print("\n".join(said))
     assert [line for line in said if line.startswith("Error")] == []
+
+
+# The township's archive in a process of its own, bound to 127.0.0.1: its sockets are not
+# among the test's. It prints its port, then each stored instance's SOP Instance UID.
+ARCHIVE_SCRIPT = """
+import sys
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import EncapsulatedPDFStorage
+
+def on_store(event):
+    print(event.request.AffectedSOPInstanceUID, flush=True)
+    return 0x0000
+
+ae = AE(ae_title="XUANWO_CT")
+ae.add_supported_context(EncapsulatedPDFStorage, ExplicitVRLittleEndian)
+server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+print(server.server_address[1], flush=True)
+sys.stdin.read()
+server.shutdown()
+"""
+
+
+def test_a_report_is_sent_back_from_a_process_holding_over_1024_descriptors(township, ct_modality, monkeypatch):
+    """The association that sends the report back checked its socket with pynetdicom's
+    select(), which raises for a descriptor numbered 1024 or more: from a worker holding
+    that many (connections, files) the connection was taken for closed and every report
+    failed ("no C-STORE response"). Here the test's process holds over 1,100."""
+    import os
+    import resource
+    import sys
+
+    from pynetdicom import transport
+
+    archive_process = subprocess.Popen(
+        [sys.executable, "-c", ARCHIVE_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert archive_process.stdout is not None
+    ct_modality.host, ct_modality.port = "127.0.0.1", int(archive_process.stdout.readline())
+    ct_modality.save()
+    consult = signed_consult(township, ct_modality)
+    opened: list[int] = []
+    stock_connect = transport.AssociationSocket.connect
+
+    def recording(sock, address):  # the socket's number, once it is connected
+        stock_connect(sock, address)
+        opened.append(sock.socket.fileno() if sock.socket is not None else -1)
+
+    monkeypatch.setattr(transport.AssociationSocket, "connect", recording)
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(limits[0], min(4096, limits[1])), limits[1]))
+    fillers: list[int] = []
+    try:
+        while not fillers or fillers[-1] < 1100:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        outcome = delivery.deliver_due()
+    finally:
+        for number in fillers:
+            os.close(number)
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+        received, _ = archive_process.communicate("", timeout=30)
+    assert len(opened) == 1 and opened[0] >= 1024, opened
+    consult.delivery.refresh_from_db()
+    assert outcome == {consult.delivery.pk: ReportDelivery.Status.SENT}, consult.delivery.last_error
+    assert received.split() == [consult.delivery.sop_instance_uid]

@@ -14,6 +14,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage, Verification
 
+from cloudpacs import dicomsocket
 from dicomnode import reactor
 from dicomnode.queryretrieve import OPENED
 from tests.factories import make_dataset
@@ -32,10 +33,10 @@ def test_it_is_written_against_the_installed_pynetdicom():
 
 def test_its_socket_check_is_written_against_the_installed_pynetdicom():
     # Fails on a pynetdicom upgrade: compare AssociationSocket.ready with
-    # reactor.PollingSocket.ready, then update reactor.SOCKET_PIN.
-    assert pynetdicom.__version__ == reactor.SOCKET_PIN.version
-    assert reactor.SOCKET_PIN.stock_sources() == reactor.SOCKET_PIN.sources
-    assert reactor.SOCKET_PIN.compatible()
+    # cloudpacs.dicomsocket.PollingSocket.ready, then update dicomsocket.SOCKET_PIN.
+    assert pynetdicom.__version__ == dicomsocket.SOCKET_PIN.version
+    assert dicomsocket.SOCKET_PIN.stock_sources() == dicomsocket.SOCKET_PIN.sources
+    assert dicomsocket.SOCKET_PIN.compatible()
 
 
 def test_it_relies_on_the_internals_it_replaces():

@@ -1,8 +1,9 @@
 """Code that stands in for pynetdicom's internals, used only on the pynetdicom it was
 written against.
 
-dicomnode.reactor (the association loops) and dicomnode.fastpath (a plain C-STORE's
-command and answer) each replace a few of pynetdicom's functions. Each names the version
+dicomnode.reactor (the association loops), dicomnode.fastpath (a plain C-STORE's command
+and answer) and cloudpacs.dicomsocket (the socket's check for bytes to read) each replace
+a few of pynetdicom's functions. Each names the version
 it was written for and the SHA-256 of the source of every function it replaces or relies
 on; on any other version, or when one of those functions changed, the module is not
 installed and pynetdicom's own code runs (logged once), and the module's test fails until
@@ -19,7 +20,7 @@ from typing import Any
 
 import pynetdicom
 
-logger = logging.getLogger("dicomnode")
+logger = logging.getLogger("cloudpacs")
 
 
 def digest(function: Callable[..., Any]) -> str:
