@@ -21,7 +21,7 @@ from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
 
 from cloudpacs.models import Study
 from cloudpacs.services import ingest_instance
-from facilities.models import ExamKind, User
+from facilities.models import ExamKind, Modality, User
 from tests.browser import VIEWER_ENTRY, choose, press, session_context, watched_page
 from tests.factories import make_dataset, make_facility, make_modality, make_user, write_dataset
 
@@ -336,6 +336,59 @@ def test_the_viewer_starts_when_its_stand_in_cannot_be_had(live_server, browser_
     page.goto(f"{live_server.url}/viewer/{reading_data['ct']}/")
     page.wait_for_function("() => window.yunyingViewer?.viewers[0].panes[0].firstImageMs != null", timeout=60_000)
     assert page.locator("img[data-preview]").count() == 0
+
+
+# Just over the largest image whose stand-in the server renders quickly
+# (cloudpacs.views.viewer.stand_in_first: 1024 x 1024).
+LARGE_DX_SIZE = 1040
+
+
+@pytest.fixture
+def large_dx(reading_data, tmp_path) -> str:
+    """A DX too large for a quick stand-in, of the patient in reading_data; its Study UID."""
+    ds = make_dataset(
+        sop_class_uid=DigitalXRayImageStorageForPresentation,
+        modality="DX",
+        rows=LARGE_DX_SIZE,
+        columns=LARGE_DX_SIZE,
+        patient_id="P300",
+        patient_name="Zhao^Liu",
+    )
+    ramp = np.add.outer(np.arange(LARGE_DX_SIZE), np.arange(LARGE_DX_SIZE)) * 2
+    ds.PixelData = ramp.astype(np.uint16).tobytes()
+    ds.WindowCenter = LARGE_DX_SIZE * 2
+    ds.WindowWidth = LARGE_DX_SIZE * 4
+    ingest(ds, tmp_path, Modality.objects.get(ae_title="XUANWO_DR"))
+    return str(ds.StudyInstanceUID)
+
+
+@pytest.mark.parametrize("storage_backend", ["local"], indirect=True)
+def test_a_large_images_frame_is_asked_for_only_after_its_stand_in(live_server, large_dx, browser_page, reading_data):
+    page = browser_page
+    # The stand-in and the viewer's code both held back: the page's script asks for the
+    # series' metadata, but not yet for the first frame, whose transfer would compete with
+    # the server's rendering of the stand-in.
+    held: dict[str, list[Any]] = {"stand-in": [], "entry": []}
+    page.route(re.compile(r"/rendered[?]"), lambda route: held["stand-in"].append(route))
+    page.route(VIEWER_ENTRY, lambda route: held["entry"].append(route))
+    events: list[tuple[str, str]] = []
+    page.on("request", lambda request: events.append(("asked", request.url)))
+    page.on("requestfinished", lambda request: events.append(("finished", request.url)))
+    with page.expect_request_finished(lambda request: request.url.endswith("/metadata")):
+        page.goto(f"{live_server.url}/viewer/{large_dx}/", wait_until="commit")
+    assert held["stand-in"] and held["entry"]
+    assert not [url for _, url in events if "/frames/" in url]
+    # The stand-in comes: once it is in (and painted), the frame is asked for.
+    with page.expect_request(lambda request: request.url.endswith("/frames/1")):
+        held["stand-in"][0].continue_()
+    stand_in_in = events.index(next(event for event in events if event[0] == "finished" and "/rendered?" in event[1]))
+    frame_asked = events.index(next(event for event in events if event[0] == "asked" and "/frames/" in event[1]))
+    assert stand_in_in < frame_asked
+    # Then the viewer's code: the image loader takes the page's request, it does not ask again.
+    held["entry"][0].continue_()
+    page.wait_for_function("() => window.yunyingViewer?.viewers[0].panes[0].firstImageMs != null", timeout=60_000)
+    assert frame_requests(page)["single"] == [events[frame_asked][1]]
+    assert page.errors == []
 
 
 @BOTH_BACKENDS

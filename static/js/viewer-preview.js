@@ -5,9 +5,9 @@
 //
 // The first series' metadata is asked for now, in parallel with the viewer's code, and the
 // first image's frame as soon as its instance is known (at once with
-// data-first-instance-url, else when the metadata is in): its answer is cacheable, so the
-// image loader finds it in the HTTP cache (or waits on this request) instead of asking
-// again once Cornerstone is ready. The first image is the one main.js puts first.
+// data-first-instance-url, else when the metadata is in; a large image's once its stand-in
+// is painted): the image loader decodes it from this request's bytes (window.yunyingEarly)
+// instead of asking again once Cornerstone is ready. The first image is the one main.js puts first.
 // Meanwhile the server renders that image (/rendered, the file's own window) and it stands
 // in the first pane until Cornerstone draws its first frame: the viewer's code takes a while
 // to compile, the JPEG does not. When the server knew the image's size, the stand-in is
@@ -85,6 +85,14 @@
   var ENTRY_WAIT = 3000;
   var entry = document.querySelector("link[data-yunying-entry]");
   var entryStarted = false;
+  // Settled in the task after the frame that paints the stand-in in the markup (or at once
+  // when it fails): decoded first (off the main thread), so that the frame that paints it
+  // need not; the task after the next animation frame's callbacks comes after that paint.
+  var painted = picture && new Promise(function (resolve) {
+    picture.decode().then(function () {
+      requestAnimationFrame(function () { setTimeout(resolve, 0); });
+    }, resolve);
+  });
   function startEntry() {
     if (entryStarted || !entry) { return; }
     entryStarted = true;
@@ -94,14 +102,10 @@
     document.head.appendChild(module);
   }
   if (entry) {
-    if (!picture) {
+    if (!painted) {
       startEntry();
     } else {
-      // Decoded first (off the main thread), so that the frame that paints it need not;
-      // the task after the next animation frame's callbacks comes after that frame's paint.
-      picture.decode().then(function () {
-        requestAnimationFrame(function () { setTimeout(startEntry, 0); });
-      }, startEntry);
+      painted.then(startEntry);
       var entryReady = function () { setTimeout(startEntry, ENTRY_WAIT); };
       if (performance.getEntriesByName(entry.href).length) { entryReady(); }
       else { entry.addEventListener("load", entryReady); entry.addEventListener("error", startEntry); }
@@ -131,19 +135,37 @@
   }
   // The first frame's answer is kept for the viewer's image loader, which decodes it from
   // these bytes (frontend/src/dicomweb.js, earlyFrame) instead of asking again.
+  // A large image's frame (its stand-in in the markup but not a quick one: no
+  // link[data-yunying-entry], a 15 MB DX) is asked for only once that stand-in is painted:
+  // asked for at once, its transfer competed on two cores with the server's rendering of
+  // the stand-in and put the stand-in's paint back by 60-270 ms (docs/viewer.md). The loader
+  // still takes this request: what it finds is a thenable that asks at once if the loader
+  // wants the frame before the stand-in is painted, so Cornerstone never waits for it.
   window.yunyingEarly = window.yunyingEarly || {};
+  var holdFrame = entry ? null : painted;
   function firstFrame(instanceUrl) {
     var frameUrl = instanceUrl + "/frames/1";
-    var early = window.yunyingEarly[frameUrl] = fetch(frameUrl, {
-      credentials: "same-origin",
-      headers: {Accept: "multipart/related; type=application/octet-stream; transfer-syntax=*"}
-    }).then(function (response) {
-      if (!response.ok) { throw new Error(response.status); }
-      return response.arrayBuffer().then(function (body) {
-        return {contentType: response.headers.get("Content-Type") || "", body: body};
+    var asked = null;
+    function ask() {
+      if (asked) { return asked; }
+      asked = fetch(frameUrl, {
+        credentials: "same-origin",
+        headers: {Accept: "multipart/related; type=application/octet-stream; transfer-syntax=*"}
+      }).then(function (response) {
+        if (!response.ok) { throw new Error(response.status); }
+        return response.arrayBuffer().then(function (body) {
+          return {contentType: response.headers.get("Content-Type") || "", body: body};
+        });
       });
-    });
-    early.catch(function () {});
+      asked.catch(function () {});
+      return asked;
+    }
+    if (!holdFrame) {
+      window.yunyingEarly[frameUrl] = ask();
+      return;
+    }
+    window.yunyingEarly[frameUrl] = {then: function (done, failed) { return ask().then(done, failed); }};
+    holdFrame.then(ask);
   }
   var url = script.getAttribute("data-metadata-url");
   var series = url.slice(0, -"/metadata".length);
