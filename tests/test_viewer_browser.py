@@ -448,6 +448,32 @@ def test_the_stack_comes_in_batches_and_the_first_frame_is_fetched_once(live_ser
     assert np.abs(gray(page, centres) - expected_ct(CT_SLICES, 40, 400)).max() <= TOLERANCE
 
 
+def test_the_first_image_is_drawn_before_the_decode_workers_start(live_server, browser_page, reading_data):
+    page = browser_page
+    # The decode workers' script held back: the first image (uncompressed) is decoded on
+    # the page's own thread from the page's early request, and drawn.
+    held: list[Any] = []
+    page.route(re.compile(r"/workers/decodeImageFrameWorker-[^/]+[.]js$"), lambda route: held.append(route))
+    page.goto(f"{live_server.url}/viewer/{reading_data['ct']}/")
+    page.wait_for_function("() => window.yunyingViewer?.viewers[0].panes[0].firstImageMs != null", timeout=30_000)
+    assert held, "the decode workers' script was not asked for"
+    assert pane_state(page)["loaded"] <= 1  # the first image, from the cache
+    wait_for_image(page, 0)
+    centres = block_centres(CT_SIZE, CT_BLOCK)
+    assert np.abs(gray(page, centres) - expected_ct(1, 40, 400)).max() <= TOLERANCE
+    # The rest of the stack waits for the workers, and comes once they start.
+    for route in held:
+        route.continue_()
+    page.unroute(re.compile(r"/workers/decodeImageFrameWorker-[^/]+[.]js$"))
+    page.wait_for_function("() => window.yunyingViewer.viewers[0].panes[0].stackMs != null", timeout=60_000)
+    assert pane_state(page) == {"index": 0, "total": CT_SLICES, "loaded": CT_SLICES, "failed": 0}
+    page.locator("[data-yunying-viewer]").focus()
+    page.keyboard.press("End")
+    wait_for_image(page, CT_SLICES - 1)
+    assert np.abs(gray(page, centres) - expected_ct(CT_SLICES, 40, 400)).max() <= TOLERANCE
+    assert page.errors == []
+
+
 def test_a_batch_that_fails_is_fetched_a_frame_at_a_time(live_server, browser_page, reading_data):
     page = browser_page
     page.route("**/frames?instances=*", lambda route: route.fulfill(status=503, body="busy"))

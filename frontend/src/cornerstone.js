@@ -1,11 +1,19 @@
 // Cornerstone3D set up once per page: its core and the DICOM image loader, whose `wadors`
 // scheme is wrapped so that an image carrying a VOI LUT is shown through it. The tools are
 // not here: they come in a chunk of their own after the first image (tools.js).
-import { Enums, imageLoader, imageRetrievalPoolManager, init as initCore, utilities } from '@cornerstonejs/core';
+import {
+  Enums,
+  getWebWorkerManager,
+  imageLoader,
+  imageRetrievalPoolManager,
+  init as initCore,
+  utilities,
+} from '@cornerstonejs/core';
 // Named imports: the package's default export is an object holding every decoder, which
 // would keep them all (and their WebAssembly glue) in viewer.js; they run in the workers.
-import { createImage, init as initLoader, wadors } from '@cornerstonejs/dicom-image-loader';
+import { createImage, getMinMax, init as initLoader, wadors } from '@cornerstonejs/dicom-image-loader';
 
+import { decodeHere } from './decodehere.js';
 import { applyVoiLut } from './voilut.js';
 
 const { windowLevel } = utilities;
@@ -23,6 +31,7 @@ export function start() {
     // The decode workers first: they fetch and compile their script while the core probes
     // WebGL, so that they are ready when the first frame arrives.
     initLoader({ maxWebWorkers: Math.min(navigator.hardwareConcurrency || 2, 4) });
+    decodeFirstFramesHere();
     // One WebGL context for all the panes (and the MPR's planes, which Cornerstone puts in
     // the first context whatever the count): its default, 7, has the rendering engine
     // create and first draw seven offscreen WebGL2 contexts before it can show anything,
@@ -43,6 +52,25 @@ export function start() {
 export function addInstanceMetadata(imageId, json) {
   wadors.metaDataManager.add(imageId, json);
   instanceMeta.set(imageId, json);
+}
+
+// The image loader decodes every frame in its workers, through the one web worker manager
+// of the page. A frame asked for with `onMainThread` (a pane's first image, pane.js) whose
+// pixels are stored as they are (uncompressed, little-endian, grey) is decoded here
+// instead: a copy and the rescale, a few milliseconds for a CT slice, where the workers'
+// thread starts a few hundred milliseconds after the page asks for it on a loaded machine
+// (docs/viewer.md). Any other frame goes to the workers as before; and so does this one
+// when decodehere.js cannot take it.
+function decodeFirstFramesHere() {
+  const manager = getWebWorkerManager();
+  const executeTask = manager.executeTask.bind(manager);
+  manager.executeTask = (workerName, methodName, args, taskOptions) => {
+    if (workerName === 'dicomImageLoader' && methodName === 'decodeTask' && args?.options?.onMainThread) {
+      const decoded = decodeHere(args, getMinMax);
+      if (decoded) return Promise.resolve(decoded);
+    }
+    return executeTask(workerName, methodName, args, taskOptions);
+  };
 }
 
 // A frame whose bytes the viewer already has or is fetching with others (options.frame: a

@@ -216,7 +216,14 @@ export class Pane {
     const early = earlyFrame(firstFrameUrl);
     if (early) {
       imageLoader
-        .loadAndCacheImage(imageIds[0], { priority: -5, requestType: Enums.RequestType.Interaction, frame: early })
+        .loadAndCacheImage(imageIds[0], {
+          priority: -5,
+          requestType: Enums.RequestType.Interaction,
+          frame: early,
+          // Decoded on this thread when it can be (cornerstone.js): not waiting for the
+          // decode workers' start.
+          onMainThread: true,
+        })
         .catch(() => {});
     }
     await viewport.setStack(imageIds, 0);
@@ -325,7 +332,9 @@ export class Pane {
   onRendered() {
     const viewport = this.viewport;
     if (!viewport || !this.imageIds.length) return;
-    if (this.firstImageMs === null && viewport.getCurrentImageId()) {
+    // A render before the first image is in (a resize, the tools' arrival) draws nothing:
+    // the first image is the first render that has an image to draw.
+    if (this.firstImageMs === null && viewport.getCurrentImageId() && viewport.getImageData()) {
       this.firstImageMs = this.mark('first');
       this.viewer.emit('first-image', this);
       this.updateStatus();
