@@ -61,6 +61,9 @@ SOP_CLASSES = [*FIND_SOP_CLASSES, *RETRIEVE_SOP_CLASSES]
 PATIENT_ROOT = {PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET}
 
 NATIVE = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+# Stored in these, an instance is sent in a native syntax (big endian made little endian
+# when it is read, cloudpacs.queryretrieve.as_little_endian).
+NATIVE_STORED = {*NATIVE, "1.2.840.10008.1.2.2"}
 # PS3.8 9.3.2.2: odd presentation context IDs 1 to 255.
 MAX_CONTEXTS = 128
 
@@ -350,16 +353,21 @@ def _datasets(items: list[archive_qr.RetrieveItem], event: evt.Event) -> Iterato
 
 
 def destination_contexts(items: list[archive_qr.RetrieveItem]) -> list[PresentationContext]:
-    """The presentation contexts to propose to a move destination: each SOP class with
-    the transfer syntaxes its instances are stored in, and the native ones besides."""
-    wanted: dict[str, list[str]] = {}
+    """The presentation contexts to propose to a move destination: for each SOP class, one
+    with the native transfer syntaxes (an instance stored in any of them, big endian
+    included, is sent in whichever the destination accepts), then one for each other
+    syntax its instances are stored in (encapsulated, deflated), alone. A destination
+    accepts one syntax per context: listed together in one, the instances stored in the
+    syntaxes it did not pick had no context and their sub-operations failed."""
+    classes: dict[str, list[str]] = {}
     for item in items:
-        syntaxes = wanted.setdefault(item.sop_class_uid, [])
-        if item.transfer_syntax_uid not in syntaxes:
+        syntaxes = classes.setdefault(item.sop_class_uid, [])
+        if item.transfer_syntax_uid not in syntaxes and item.transfer_syntax_uid not in NATIVE_STORED:
             syntaxes.append(item.transfer_syntax_uid)
-    contexts = []
-    for sop_class, syntaxes in wanted.items():
-        contexts.append(build_context(sop_class, list(dict.fromkeys([*syntaxes, *NATIVE]))))
+    # Every class's native context first: past MAX_CONTEXTS, what is left out is a compressed syntax.
+    contexts = [build_context(sop_class, NATIVE) for sop_class in classes]
+    for sop_class, syntaxes in classes.items():
+        contexts += [build_context(sop_class, syntax) for syntax in syntaxes]
     return contexts[:MAX_CONTEXTS]
 
 

@@ -761,3 +761,68 @@ def test_a_get_without_its_unique_key_is_refused(receiver, archive, county_ws):
     finally:
         assoc.release()
     assert statuses == [0xC000]
+
+
+def test_a_move_sends_each_instance_in_its_stored_syntax_when_one_class_is_stored_in_several(
+    receiver, township, ct_modality, township_ws, tmp_path
+):
+    """Each SOP class was proposed to the destination in one presentation context listing
+    every transfer syntax its instances are stored in: the destination accepts one syntax
+    per context, so in a study holding RLE and JPEG Secondary Captures every instance of
+    the other syntax failed (0xA702 when none got through). pydicom's two files of one
+    study, an RLE and a JPEG Baseline one, and a native one besides."""
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import JPEGBaseline8Bit, RLELossless, SecondaryCaptureImageStorage
+    from pynetdicom import ALL_TRANSFER_SYNTAXES
+
+    from cloudpacs.services import ingest_instance
+
+    paths = [Path(get_testdata_file(name)) for name in ("SC_rgb_rle.dcm", "SC_rgb_dcmtk_+eb+cr.dcm")]
+    sent = {}
+    for path in paths:
+        ds = dcmread(path)
+        sent[str(ds.SOPInstanceUID)] = ds
+        ingest_instance(
+            path,
+            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+            sop_class_uid=str(ds.SOPClassUID),
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            modality=ct_modality,
+        )
+    native = make_dataset(
+        study_uid=str(ds.StudyInstanceUID), patient_id="ID1", sop_class_uid=SecondaryCaptureImageStorage
+    )
+    native.PatientName = ds.PatientName
+    ingest(native, ct_modality, tmp_path)
+    sent[str(native.SOPInstanceUID)] = native
+    received: dict[str, Dataset] = {}
+
+    def on_store(event: evt.Event) -> int:
+        got = event.dataset
+        got.file_meta = event.file_meta
+        received[str(got.SOPInstanceUID)] = got
+        return 0x0000
+
+    ae = AE(ae_title="ALL_WS")
+    ae.add_supported_context(SecondaryCaptureImageStorage, ALL_TRANSFER_SYNTAXES)
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        entity(
+            township, "ALL_WS", may_query=False, may_retrieve=False, is_move_destination=True,
+            host="127.0.0.1", port=server.server_address[1],
+        )  # fmt: skip
+        result = dcmtk(
+            "movescu", "-S", "-aet", "XUANWO_WS", "-aec", "CLOUDPACS", "-aem", "ALL_WS",
+            "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
+            *map(str, receiver),
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert sorted(received) == sorted(sent)
+    for uid, original in sent.items():
+        got = received[uid]
+        assert got.PixelData == original.PixelData
+    syntaxes = {uid: str(d.file_meta.TransferSyntaxUID) for uid, d in received.items()}
+    assert syntaxes[str(native.SOPInstanceUID)] in {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+    assert set(syntaxes.values()) - {ExplicitVRLittleEndian, ImplicitVRLittleEndian} == {RLELossless, JPEGBaseline8Bit}
