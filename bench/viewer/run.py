@@ -250,7 +250,7 @@ def measure(
             context.add_cookies([{"name": "sessionid", "value": session, "url": origin}])
             untimed = context.new_page()
             for _ in range(2 if warmup else 0):
-                untimed.goto(url)
+                untimed.goto(url, timeout=300_000)
                 untimed.wait_for_function(wait, timeout=300_000)
             context.close()
             if trace is not None:
@@ -261,7 +261,7 @@ def measure(
                 context.add_cookies([{"name": "sessionid", "value": session, "url": origin}])
                 page = context.new_page()
                 browser.start_tracing(categories=CATEGORIES, path=str(trace))
-                page.goto(url)
+                page.goto(url, timeout=300_000)
                 page.wait_for_function(wait, timeout=300_000)
                 browser.stop_tracing()
                 context.close()
@@ -270,7 +270,7 @@ def measure(
                 context = browser.new_context(viewport={"width": 1280, "height": 900})
                 context.add_cookies([{"name": "sessionid", "value": session, "url": origin}])
                 page = context.new_page()
-                page.goto(url)
+                page.goto(url, timeout=300_000)
                 page.wait_for_function(wait, timeout=300_000)
                 cold = page.evaluate(read)
                 if os.environ.get("VIEWER_BENCH_TRACE"):
@@ -295,7 +295,7 @@ def measure(
                     )
                 # Again in the same context: the viewer's code from the HTTP cache, the images
                 # fetched again (WADO-RS answers are not cached).
-                page.goto(url)
+                page.goto(url, timeout=300_000)
                 page.wait_for_function(wait, timeout=300_000)
                 warm = page.evaluate(read)
                 results["warm_visible"].append(warm["visible"])
