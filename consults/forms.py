@@ -82,6 +82,14 @@ class BirthDateForm(forms.Form):
     birth_date = forms.DateField(label=_("患者出生日期"), widget=date_input(calendar=False))
 
 
+class ReportPdfForm(forms.Form):
+    """The printed report's language (`?language=`, or the print button's): its labels,
+    headings and dates; the report's own text is printed as it was written. Without one,
+    the page's language (consults.views.reading.report_pdf)."""
+
+    language = forms.ChoiceField(choices=ReportLanguage.choices, required=False)
+
+
 class ConsultRequestForm(forms.Form):
     """A consult request's fields, as the technologist asks for a reading or corrects one.
     Every field may be left out of a correction: only those posted change. The values are

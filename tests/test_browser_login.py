@@ -49,6 +49,7 @@ def test_a_technologist_logs_in_sees_chinese_and_switches_to_english(live_server
             assert page.url == f"{live_server.url}/facilities/{township.uuid}/"
             assert "Our studies" in page.locator(".main-nav").inner_text()
             assert "Waiting" in page.locator("#facility-consults").inner_text()
+            page.click(".account-menu summary")  # the logout is in the account menu
             assert page.locator(".logout button").inner_text() == "Log out"
         finally:
             browser.close()

@@ -471,3 +471,42 @@ def test_a_report_is_sent_back_from_a_process_holding_over_1024_descriptors(town
     consult.delivery.refresh_from_db()
     assert outcome == {consult.delivery.pk: ReportDelivery.Status.SENT}, consult.delivery.last_error
     assert received.split() == [consult.delivery.sop_instance_uid]
+
+
+def printed(client, consult, **query) -> tuple[str, str]:
+    response = client.get(f"/reading/{consult.uuid}/report.pdf", query)
+    assert response.status_code == 200
+    return text_of(response.content), response["Content-Language"]
+
+
+def test_the_printed_reports_labels_follow_the_page_and_its_text_stays_as_written(
+    township, ct_modality, technologist_client
+):
+    """The PDF was always printed with Chinese labels, whatever the language of the page
+    it was printed from."""
+    consult = signed_consult(township, ct_modality)
+
+    text, language = printed(technologist_client, consult)
+    assert language == "zh-hans" and "影像所见" in text and "Findings" not in text
+
+    technologist_client.post("/i18n/setlang/", {"language": "en", "next": "/"})
+    text, language = printed(technologist_client, consult)
+    assert language == "en" and "Findings" in text and "Impression" in text and "影像所见" not in text
+    assert FINDINGS.replace(" ", "") in text  # never translated
+
+    # The Chinese copy, for the patient, from the English page.
+    text, language = printed(technologist_client, consult, language="zh-hans")
+    assert language == "zh-hans" and "影像所见" in text and "Findings" not in text
+    assert technologist_client.get(f"/reading/{consult.uuid}/report.pdf", {"language": "fr"}).status_code == 404
+
+
+def test_an_english_page_offers_the_chinese_copy_beside_the_print_button(township, ct_modality, technologist_client):
+    consult = signed_consult(township, ct_modality)
+    page = technologist_client.get(f"/consults/{consult.uuid}/").content.decode()
+    assert 'id="report-pdf"' in page and 'id="report-pdf-zh"' not in page
+
+    technologist_client.post("/i18n/setlang/", {"language": "en", "next": "/"})
+    page = technologist_client.get(f"/consults/{consult.uuid}/").content.decode()
+    assert 'id="report-pdf"' in page and 'id="report-pdf-zh"' in page and "Chinese copy (PDF)" in page
+    # The township's first print records the receipt: both buttons post, the copy names its language.
+    assert 'name="language" value="zh-hans"' in page

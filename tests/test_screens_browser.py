@@ -269,6 +269,7 @@ def test_facilities_are_named_in_the_pages_language(live_server, day, language, 
     tech = signed_in(chromium, base, "tech_xuanwo", language)
     tech.goto(f"{base}/facilities/{day['township']}/")
     assert tech.locator("h1").inner_text() == township
+    tech.click(".account-menu summary")  # the role and facility are in the account menu
     assert tech.locator(".who-facility").inner_text() == short
     tech.goto(f"{base}/consults/{day['wu']}/")
     assert township in tech.locator("p.lead").inner_text()
@@ -370,3 +371,160 @@ def test_the_signers_time_stays_on_one_line_in_the_english_report_panel(live_ser
         )
         assert heights and all(rects == 1 for rects in heights), (url, heights)
         assert page.errors == []
+
+
+# Every page of each role's day, {placeholders} from the `day` fixture.
+HEADER_PAGES = {
+    "admin_zhao": [
+        "/dashboard/",
+        "/dashboards/savings/",
+        "/dashboards/travel/",
+        "/dashboards/turnaround/",
+        "/dashboards/timeliness/",
+        "/dashboards/workload/",
+        "/dashboards/volume/",
+        "/dashboards/growth/",
+        "/dashboards/exams/",
+        "/dashboards/monthly/",
+        "/consults/open/",
+        "/audit/",
+        "/status/",
+        "/accounts/password/",
+        "/accounts/tokens/",
+    ],
+    "dr_li": [
+        "/worklist/",
+        "/reading/{wang}/",
+        "/reading/templates/",
+        "/reading/phrases/",
+        "/reading/alerts/",
+        "/consults/{signed}/",
+        "/viewer/{signed_study}/",
+    ],
+    "tech_xuanwo": [
+        "/facilities/{township}/",
+        "/orders/",
+        "/consults/{signed}/",
+        "/studies/{signed_study}/",
+        "/viewer/{signed_study}/",
+    ],
+}
+
+# The header's items that must share its one row, and each its own line: a name is never
+# broken in two.
+HEADER_ROW = """() => {
+  const header = document.querySelector('.site-header');
+  const brand = header.querySelector('.brand').getBoundingClientRect();
+  const middle = (brand.top + brand.bottom) / 2;
+  const items = [header.querySelector('.brand'), ...header.querySelectorAll('.main-nav a, .header-tools > *')];
+  return items.filter((item) => {
+    const box = item.getBoundingClientRect();
+    return box.top > middle || box.bottom < middle || box.height > 1.5 * brand.height;
+  }).map((item) => item.textContent.trim().replace(/\\s+/g, ' '));
+}"""
+
+
+@pytest.mark.parametrize("language", ["zh-hans", "en"])
+def test_the_header_keeps_to_one_row_on_every_page_at_1366(live_server, day, language, chromium):  # noqa: F811
+    """At 1366x768 the administrator's English header wrapped to a second row: the brand,
+    five menu items, the language switch, name, role, facility and three account links."""
+    base = live_server.url
+    for username, paths in HEADER_PAGES.items():
+        page = signed_in(chromium, base, username, language)
+        for path in paths:
+            page.goto(base + path.format(**day))
+            assert page.evaluate(HEADER_ROW) == [], f"{username} {path}: off the header's row"
+        # The account's pages and the logout are under the name, and the menu stays on screen.
+        page.click(".account-menu summary")
+        menu = page.locator(".account-menu-items")
+        assert menu.locator(".logout button").is_visible()
+        assert menu.locator("a[href='/accounts/password/']").is_visible()
+        box = menu.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= VIEWPORT["width"]
+        page.locator(".site-header").click(position={"x": 4, "y": 4})  # a click elsewhere closes it
+        assert not menu.is_visible()
+        assert page.errors == [], username
+
+
+@pytest.fixture
+def described(day, tmp_path):  # noqa: F811
+    """Another chest CT of 张伟, its series described by the console (胸部 平扫 5mm) and its
+    institution named as the township's console names it."""
+    from facilities.models import Modality
+    from tests.test_daily_screens_browser import ingest_study
+
+    study = ingest_study(
+        tmp_path / "described",
+        Modality.objects.get(ae_title="XUANWO_CT"),
+        name="Zhang^Wei=张^伟",
+        patient_id="XW0003",
+        sex="M",
+        birth="19550220",
+        SeriesDescription="胸部 平扫 5mm",
+        InstitutionName="漩涡镇中心卫生院",
+    )
+    return {**day, "described": study.study_uid}
+
+
+@pytest.mark.parametrize(
+    ("language", "institution", "study", "series"),
+    [
+        ("zh-hans", "漩涡镇中心卫生院", "胸部 CT 平扫", "CT 胸部 平扫 5mm"),
+        ("en", "Xuanwo Central Township Health Centre", "Chest CT non-contrast", "CT Chest non-contrast 5mm"),
+    ],
+)
+def test_the_viewer_names_the_study_and_series_as_the_lists_do(
+    live_server, described, language, institution, study, series, chromium
+):
+    """The English viewer's overlay and series list wrote the consoles' descriptions in
+    Chinese (胸部 CT 平扫) where the lists wrote them in English (cloudpacs.descriptions),
+    and the township as its console writes it (漩涡镇中心卫生院)."""
+    base = live_server.url
+    tech = signed_in(chromium, base, "tech_xuanwo", language)
+    tech.goto(f"{base}/viewer/{described['described']}/")
+    tech.wait_for_function("() => window.yunyingViewer?.viewers[0].panes[0].stackMs != null", timeout=60_000)
+    overlay = tech.locator('[data-pane="0"] [data-overlay="tr"]').inner_text().splitlines()
+    assert institution in overlay and study in overlay and series in overlay
+    tech.wait_for_selector(".yv-thumb-caption")
+    assert tech.locator(".yv-thumb-caption").first.inner_text() == series.replace("CT ", "CT #1 ", 1)
+    # The earlier study of the same patient, offered as a prior, as the lists name it too.
+    prior = tech.locator("[data-prior] option", has_text="2025").first.inner_text()
+    assert prior.endswith(study)
+    assert tech.errors == []
+
+
+def test_the_reading_panels_buttons_stay_inside_it_in_english(live_server, day, chromium):  # noqa: F811
+    """At 1366x768 the English list of readers ("Least loaded radiologist on duty") pushed
+    its Reassign button past the reading panel's edge, cut to "Reas"."""
+    base = live_server.url
+    reader = signed_in(chromium, base, "dr_li", "en")
+    reader.goto(f"{base}/reading/{day['wang']}/")
+    assert reader.locator("#actions button[name='reassign']").is_visible()
+    outside = reader.evaluate(
+        """() => {
+          const panel = document.querySelector('#actions').getBoundingClientRect();
+          return [...document.querySelectorAll('#actions button, #actions select')]
+            .filter((field) => field.getBoundingClientRect().right > panel.right + 0.5)
+            .map((field) => field.textContent.trim().slice(0, 40));
+        }"""
+    )
+    assert outside == []
+    assert reader.errors == []
+
+
+def test_the_worklists_times_and_names_are_not_broken_over_two_lines(live_server, day, chromium):  # noqa: F811
+    """At 1366x768 the English worklist wrote each arrival as "2026-12-07" / "09:00" and a
+    patient as "Chen" / "Lanfang", the columns squeezed by "Overdue by 1 minute"."""
+    base = live_server.url
+    reader = signed_in(chromium, base, "dr_li", "en")
+    reader.goto(f"{base}/worklist/")
+    broken = reader.evaluate(
+        """() => [...document.querySelectorAll('#worklist td.when, #worklist td.person')].filter((cell) => {
+          const range = document.createRange();
+          range.selectNodeContents(cell);
+          const tops = new Set([...range.getClientRects()].map((line) => Math.round(line.top / 4)));
+          return tops.size > 1;
+        }).map((cell) => cell.textContent.trim())"""
+    )
+    assert reader.locator("#worklist td.when").count() == 3
+    assert broken == []

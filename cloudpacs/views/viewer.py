@@ -4,15 +4,19 @@ come over DICOMweb; this page only authorizes, names the study and lists its pri
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils.translation import get_language
 from django.views.decorators.http import require_GET, require_POST
 
+from cloudpacs.descriptions import description_in
 from cloudpacs.forms import ReadingMarksForm, ViewerForm
-from cloudpacs.models import Study
+from cloudpacs.models import Series, Study
 from cloudpacs.services import (
     MarksRefused,
     first_image,
@@ -22,6 +26,7 @@ from cloudpacs.services import (
     save_reading_marks,
 )
 from facilities.access import RADIOLOGIST, TECHNOLOGIST, role_required, studies_for
+from facilities.models import Facility
 from facilities.services import audit
 
 # The server-rendered stand-in for the first image: at the image's own size, never
@@ -56,11 +61,31 @@ def stand_in_first(first: dict[str, Any] | None) -> bool:
     return int(first["rows"]) * int(first["columns"]) <= STAND_IN_SIDE * STAND_IN_SIDE
 
 
+def shown_descriptions(study: Study, priors: QuerySet[Study]) -> dict[str, str]:
+    """{a study or series description of `study` or its `priors` as the console wrote it:
+    as the page's language shows it} for those that read otherwise (cloudpacs.descriptions),
+    and the institution's name where the console wrote the facility's Chinese name; none on
+    a Chinese page. The viewer reads these from the images' DICOM, in the console's words;
+    it shows them as the lists do."""
+    if not (get_language() or "").lower().startswith("en"):
+        return {}
+    studies = Study.objects.filter(pk__in=[study.pk, *priors.values_list("pk", flat=True)])
+    texts = set(studies.values_list("description", flat=True))
+    texts |= set(Series.objects.filter(study__in=studies).values_list("description", flat=True))
+    shown = {text: english for text in texts if text and (english := description_in(text)) != text}
+    institutions = set(Series.objects.filter(study__in=studies).values_list("institution_name", flat=True))
+    for facility in Facility.objects.filter(studies__in=studies).distinct():
+        if facility.name in institutions and facility.name_in() != facility.name:
+            shown[facility.name] = facility.name_in()
+    return shown
+
+
 def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, Any]:
     """What templates/cloudpacs/_viewer_embed.html needs beside `study`: the study's
     series, the user's other studies of the same patient, the prior to open, the first
-    image, its stand-in's URL (which _viewer_assets.html preloads) and whether the viewer's
-    code waits for the stand-in (stand_in_first).
+    image, its stand-in's URL (which _viewer_assets.html preloads), whether the viewer's
+    code waits for the stand-in (stand_in_first) and the descriptions in the page's
+    language (shown_descriptions, as JSON).
 
     The reporting page may call this to offer the same prior selector; without it the
     partial still shows the study, with no prior pane."""
@@ -82,6 +107,7 @@ def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, An
         "viewer_first_instance": first,
         "viewer_stand_in_url": stand_in_url(study, first),
         "viewer_stand_in_first": stand_in_first(first),
+        "viewer_descriptions": json.dumps(shown_descriptions(study, priors), ensure_ascii=False),
     }
 
 

@@ -38,6 +38,7 @@ from consults.forms import (
     PhraseForm,
     ReassignForm,
     ReportForm,
+    ReportPdfForm,
     ReportTemplateForm,
     ReturnToForm,
     first_error,
@@ -547,8 +548,17 @@ def delete_phrase(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def report_pdf(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
     """The signed report as a PDF. A GET only prints it; the township's print button posts,
-    and its first post counts as the report reaching the township (recorded once)."""
+    and its first post counts as the report reaching the township (recorded once).
+
+    Its labels are in the language asked for (ReportPdfForm), else the page's: whoever
+    prints reads them. A page in English also offers the Chinese copy, the one a Chinese
+    township hands its patient; the copy sent back to the township's archive is always in
+    the site's language (consults.delivery)."""
     consult = _consult(request, consult_uuid)
+    form = ReportPdfForm(request.POST if request.method == "POST" else request.GET)
+    if not form.is_valid():
+        raise Http404
+    language = str(form.cleaned_data["language"] or report_language(translation.get_language()))
     report = Report.objects.select_related("author", "preliminary_by", "signed_by").filter(consult=consult).first()
     if report is None or not report.is_signed:
         raise Http404
@@ -556,8 +566,9 @@ def report_pdf(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
         # Delivered meanwhile (its archive, another tab): the PDF is served all the same.
         with suppress(workflow.WorkflowError):
             workflow.confirm_receipt(consult, request.user, channel="pdf")  # type: ignore[arg-type]
-    pdf = render_report_pdf(consult, report)
+    pdf = render_report_pdf(consult, report, language)
     audit("consults.report.printed", request=request, obj=consult)
     response = HttpResponse(pdf, content_type="application/pdf")
+    response["Content-Language"] = language
     response["Content-Disposition"] = f'inline; filename="report-{consult.uuid}.pdf"'
     return response

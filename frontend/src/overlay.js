@@ -58,18 +58,20 @@ function round(number) {
 }
 
 export function describeOverlay(state) {
-  const { json, labels = {} } = state;
+  const { json, labels = {}, descriptions = {} } = state;
+  // A console's description (or institution) as the page shows it (the server's words), else as written.
+  const described = (text) => descriptions[text] || text;
   const sexAge = [sexLabel(first(json, Tag.PatientSex), labels), age(json, labels)].filter(Boolean).join(' / ');
   const tl = [labels.patientName || personName(json), first(json, Tag.PatientID) || '', sexAge].filter(Boolean);
-  const institution = first(json, Tag.InstitutionName) || '';
+  const institution = described(first(json, Tag.InstitutionName) || '');
   const studyWhen = [formatDate(first(json, Tag.StudyDate)), formatTime(first(json, Tag.StudyTime))]
     .filter(Boolean)
     .join(' ');
   const tr = [
     institution,
     studyWhen,
-    first(json, Tag.StudyDescription) || '',
-    [first(json, Tag.Modality) || '', first(json, Tag.SeriesDescription) || ''].filter(Boolean).join(' '),
+    described(first(json, Tag.StudyDescription) || ''),
+    [first(json, Tag.Modality) || '', described(first(json, Tag.SeriesDescription) || '')].filter(Boolean).join(' '),
   ].filter(Boolean);
   const [seriesNumber, seriesTotal] = state.seriesPosition || [0, 0];
   const [imageNumber, imageTotal] = state.imagePosition || [0, 0];

@@ -360,6 +360,7 @@ export class Pane {
     const text = describeOverlay({
       json: instanceMeta.get(imageId),
       labels: this.viewer.labels,
+      descriptions: this.viewer.descriptions,
       seriesPosition: [seriesIndex + 1, this.seriesList.length],
       imagePosition: [viewport.getCurrentImageIdIndex() + 1, this.imageIds.length],
       window: voiRange ? windowLevel.toWindowLevel(voiRange.lower, voiRange.upper) : null,

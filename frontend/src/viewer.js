@@ -22,6 +22,9 @@ export class Viewer {
     this.element = root;
     this.id = `yunying-${index}`;
     this.labels = { ...root.querySelector('[data-labels]')?.dataset };
+    // The consoles' study and series descriptions as the page's language shows them
+    // (cloudpacs.descriptions, written by the server): {as written: as shown}.
+    this.descriptions = JSON.parse(this.labels.descriptions || '{}');
     this.listeners = {};
     this.cineTimer = null;
     this.thumbnailList = root.querySelector('[data-series-list]');
@@ -50,6 +53,10 @@ export class Viewer {
 
   label(key) {
     return this.labels[key] || key;
+  }
+
+  described(text) {
+    return this.descriptions[text] || text;
   }
 
   on(name, callback) {
@@ -398,7 +405,11 @@ export class Viewer {
         image.addEventListener('error', () => image.remove(), { once: true });
         const caption = document.createElement('span');
         caption.className = 'yv-thumb-caption';
-        caption.textContent = [series.modality, series.number !== '' ? `#${series.number}` : '', series.description]
+        caption.textContent = [
+          series.modality,
+          series.number !== '' ? `#${series.number}` : '',
+          this.described(series.description),
+        ]
           .filter(Boolean)
           .join(' ');
         const count = document.createElement('span');
