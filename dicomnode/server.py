@@ -50,7 +50,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from cloudpacs import conformance, dicomsocket
 from cloudpacs import services as archive
-from dicomnode import commitment, connections, fastpath, permits, queryretrieve, reactor, worklist
+from dicomnode import commitment, connections, database, fastpath, permits, queryretrieve, reactor, worklist
 from dicomnode.connections import Admission, Limits, RefusalLog, Refused
 from dicomnode.contexts import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from dicomnode.handoff import HandoffMixin
@@ -192,6 +192,7 @@ def handle_requested(event: evt.Event) -> None:
     What the entity may do once admitted is checked per service (dicomnode.permits)."""
     assoc: Any = event.assoc
     try:
+        _take_connection(assoc)
         close_old_connections()
         state = assoc._yunying = _Association(assoc)
         calling, called = state.calling, state.called
@@ -242,7 +243,25 @@ def handle_requested(event: evt.Event) -> None:
             assoc.abort()
     finally:
         if _accepted(assoc) is None:
-            connection.close()
+            _give_connection(assoc)
+
+
+def _take_connection(assoc: Any) -> None:
+    """This association's thread takes the database connection an ended association
+    left (dicomnode.database), if one was kept."""
+    idle: database.IdleConnections | None = getattr(assoc._server, "idle_connections", None)
+    if idle is not None:
+        idle.take()
+
+
+def _give_connection(assoc: Any) -> None:
+    """The association ends: its thread's database connection is kept for the next one
+    (dicomnode.database), or closed."""
+    idle: database.IdleConnections | None = getattr(assoc._server, "idle_connections", None)
+    if idle is not None:
+        idle.give()
+    else:
+        connection.close()
 
 
 def _address_matches(host: str, assoc: Any) -> bool:
@@ -284,8 +303,8 @@ def _certificate_subject(assoc: Any) -> str:
 
 
 def handle_closed(event: evt.Event) -> None:
-    """Released or aborted: log the counts, write the association's row and give back
-    this thread's DB connection."""
+    """Released or aborted: log the counts, write the association's row and give this
+    thread's DB connection to the next association (dicomnode.database)."""
     state = _accepted(event.assoc)
     _discard_partial_dataset(event.assoc)
     if state is not None:
@@ -312,7 +331,7 @@ def handle_closed(event: evt.Event) -> None:
     # The rows of the files synced since the last instance's statement, with this thread's
     # connection before it goes.
     archive.clear_synced_files()
-    connection.close()
+    _give_connection(event.assoc)
 
 
 def _discard_partial_dataset(assoc: Any) -> None:
@@ -413,7 +432,8 @@ def handle_store(event: evt.Event) -> int | Dataset:
 
     The association's thread keeps one database connection from EVT_REQUESTED (which
     calls close_old_connections) to release: reconnecting per instance would cost more
-    than storing it, on SQLite (a WAL checkpoint at close) as on PostgreSQL."""
+    than storing it, on SQLite (a WAL checkpoint at close) as on PostgreSQL. On
+    PostgreSQL that connection then goes to the next association (dicomnode.database)."""
     state = _accepted(event.assoc)
     request: Any = event.request
     sop_instance_uid = str(request.AffectedSOPInstanceUID or "").strip()
@@ -678,6 +698,15 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
     daemon_threads = True
     block_on_close = False
 
+    # The database connections of ended associations, for the next ones (dicomnode.database).
+    idle_connections: database.IdleConnections
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        idle = getattr(self, "idle_connections", None)
+        if idle is not None:
+            idle.close_all()
+
     def service_actions(self) -> None:
         """Nothing. pynetdicom's collects all garbage every 60 turns of the accept loop
         (a turn is a connection, or 0.5 s when idle): a full collection holds the GIL
@@ -896,6 +925,7 @@ def start_worker_server(handoff: socket.socket, admission: Any, address: tuple[s
     server.tls_context = tls_context()
     server.admission = admission
     server.refusals = RefusalLog()
+    server.idle_connections = database.IdleConnections()
     ae._servers.append(server)
     settle_heap()
     threading.Thread(target=server.serve_forever, name="dicomnode-worker", daemon=True).start()
@@ -917,6 +947,7 @@ def start_server(host: str | None = None, port: int | None = None, *, block: boo
     server.contexts = SupportedContexts(server.contexts)
     server.admission = Admission(front_door_limits)
     server.refusals = RefusalLog()
+    server.idle_connections = database.IdleConnections()
     ae._servers.append(server)
     host_bound, port_bound = server.server_address[:2]
     logger.info(
