@@ -90,11 +90,19 @@ class IdleConnections:
         # Kept until taken: Django's close_old_connections, which a taking thread may call,
         # must not close it for its age (CONN_MAX_AGE 0 makes every connection obsolete).
         wrapper.close_at = None
+        now = time.monotonic()
         with self._lock:
-            if not self._closed and len(self._idle) < self.most:
-                self._idle.append((time.monotonic(), wrapper))
-                return
-        _close(wrapper)
+            # The least recently used are at the bottom, where a steady trickle of
+            # associations never reaches: those unused too long go now.
+            stale = [kept for kept in self._idle if now - kept[0] > self.kept_seconds]
+            self._idle = [kept for kept in self._idle if now - kept[0] <= self.kept_seconds]
+            keep = not self._closed and len(self._idle) < self.most
+            if keep:
+                self._idle.append((now, wrapper))
+        for _, old in stale:
+            _close(old)
+        if not keep:
+            _close(wrapper)
 
     def close_all(self) -> None:
         """The receiver is stopping: close what is kept, and whatever is given after."""
