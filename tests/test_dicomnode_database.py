@@ -96,6 +96,10 @@ def test_a_rejected_association_leaves_its_connection_for_the_next(server, ct_mo
     ae = store_clients.client_ae("UNKNOWN", [(CTImageStorage, [])], acse_timeout=10)
     assoc = ae.associate("127.0.0.1", server.server_address[1], ae_title="CLOUDPACS")
     assert assoc.is_rejected
+    # The rejection is sent before its thread gives the connection back.
+    deadline = time.monotonic() + 30
+    while len(server.idle_connections) == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
 
     assert push(server, ct_modality.ae_title) == [0x0000]
     assert server.idle_connections.backend_pids() == [kept]
