@@ -37,7 +37,7 @@ class BodyPartChoiceField(forms.ModelMultipleChoiceField):
 class OrderForm(forms.Form):
     patient_name = forms.CharField(label=_("患者姓名"), max_length=64, help_text=_("中文姓名，如 张三"))
     patient_name_pinyin = forms.CharField(
-        label=_("姓名拼音"), max_length=64, required=False, help_text=_("可选，如 ZHANG^SAN")
+        label=_("姓名拼音"), max_length=64, required=False, help_text=_("可选，姓在前，如 Zhang San")
     )
     patient_id = forms.CharField(label=_("患者 ID"), max_length=64)
     patient_sex = forms.ChoiceField(label=_("性别"), choices=SEXES, required=False)

@@ -129,6 +129,31 @@ def _issue_accession_number(now: datetime, attempt: int) -> str:
     return f"{prefix}{taken + 1 + attempt:04d}"
 
 
+PINYIN_COMPONENT = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*")
+
+
+def person_name_pinyin(text: str) -> str:
+    """The pinyin a technologist types, as the alphabetic group of the worklist's Patient's
+    Name: family name first, then the given name, upper case ('Zhang San', 'zhang^san' and
+    'Ouyang Xiao Ming' give 'ZHANG^SAN' and 'OUYANG^XIAOMING'). Letters, spaces, hyphens and
+    apostrophes only: '=' and '\\' would start another group or value of the name (PS3.5 6.2.1).
+    ü is written v, as the registers of Chinese hospitals write it (Lü Bin: LV^BIN)."""
+    text = text.strip().replace("ü", "v").replace("Ü", "V")
+    if not text:
+        return ""
+    if "^" in text:
+        components = [" ".join(part.split()) for part in text.split("^")]
+    else:
+        family, _space, given = text.partition(" ")
+        components = [family, "".join(given.split())]
+    while components and not components[-1]:
+        components.pop()
+    words = [word for component in components for word in component.split()]
+    if len(components) > 5 or not components[0] or not all(PINYIN_COMPONENT.fullmatch(word) for word in words):
+        raise OrderError(_("姓名拼音只能包含字母、空格、连字符和 ^，姓在前，如 Zhang San。"))
+    return "^".join(components).upper()
+
+
 def register_order(
     user: User,
     *,
@@ -166,6 +191,9 @@ def register_order(
     patient_id, patient_name = patient_id.strip(), patient_name.strip()
     if not patient_id or not patient_name:
         raise OrderError(_("患者 ID 和姓名不能为空。"))
+    if "=" in patient_name or "\\" in patient_name:
+        raise OrderError(_("患者姓名不能包含 = 或 \\。"))
+    patient_name_pinyin = person_name_pinyin(patient_name_pinyin)
     now = timezone.now()
     for attempt in range(20):
         try:
@@ -178,7 +206,7 @@ def register_order(
                     study_instance_uid=generate_uid(),
                     patient_id=patient_id,
                     patient_name=patient_name,
-                    patient_name_pinyin=patient_name_pinyin.strip(),
+                    patient_name_pinyin=patient_name_pinyin,
                     patient_sex=patient_sex,
                     patient_birth_date=patient_birth_date,
                     priority=priority,

@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from cloudpacs import orders
 from cloudpacs.models import BodyPart, Order
+from dicomnode.worklist import order_dataset
 from facilities.models import ApiToken, AuditEvent
 from tests.dicomweb_support import token_for
 from tests.factories import make_study
@@ -58,6 +59,45 @@ def test_a_part_that_does_not_apply_is_shown_as_an_error_and_nothing_is_register
 def test_a_missing_name_is_a_form_error(technologist_client, ct_modality):
     response = technologist_client.post(reverse("orders:list"), form_data(ct_modality, patient_name=""))
     assert response.status_code == 400 and not Order.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [
+        ("Wang Wu", "WANG^WU"),
+        ("wang^wu", "WANG^WU"),
+        ("Ouyang Xiao Ming", "OUYANG^XIAOMING"),
+        ("Lü Bin", "LV^BIN"),
+        ("", ""),
+    ],
+)
+def test_the_pinyin_is_kept_family_name_first_as_a_person_names_alphabetic_group(
+    technologist_client, ct_modality, typed, stored
+):
+    response = technologist_client.post(reverse("orders:list"), form_data(ct_modality, patient_name_pinyin=typed))
+    assert response.status_code == 302
+    order = Order.objects.get()
+    assert order.patient_name_pinyin == stored
+    assert order_dataset(order).PatientName == (f"{stored}=王五" if stored else "王五")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("patient_name_pinyin", "Wang=Wu"), ("patient_name_pinyin", "王五"), ("patient_name_pinyin", "Wang\\Wu"),
+     ("patient_name_pinyin", "^Wu"), ("patient_name", "王五=WANG^WU"), ("patient_name", "王五\\赵六")],
+)
+def test_a_name_that_would_break_the_person_name_is_a_clear_error_and_nothing_is_registered(
+    technologist_client, technologist, ct_modality, field, value
+):
+    response = technologist_client.post(reverse("orders:list"), form_data(ct_modality, **{field: value}))
+    assert response.status_code == 400
+    expected = "姓名拼音只能包含字母" if field == "patient_name_pinyin" else "患者姓名不能包含"
+    assert expected in response.content.decode()
+    refused = api(technologist).post(
+        reverse("orders:api-list"), json.dumps(api_body(**{field: value})), content_type="application/json"
+    )
+    assert refused.status_code == 400
+    assert not Order.objects.exists()
 
 
 def test_another_townships_console_cannot_be_chosen(outsider_client, ct_modality):
