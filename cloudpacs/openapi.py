@@ -84,7 +84,7 @@ QIDO_CONTROL = [
         {"type": "array", "items": STRING},
         "Attributes to add, by keyword or tag, or `all`.",
     ),
-    _param("fuzzymatching", {"type": "boolean"}, "Accepted and ignored."),
+    _param("fuzzymatching", {"type": "boolean"}, "Not supported: true is answered with a Warning, literal matching."),
 ]
 
 
@@ -97,7 +97,7 @@ RENDER_PARAMETERS = [
     _param("window", STRING, "center,width[,function]: function linear, linear-exact or sigmoid."),
     _param("viewport", STRING, "vw,vh[,sx,sy,sw,sh]: output size, and the source region."),
     _param("quality", {"type": "integer", "minimum": 1, "maximum": 100}, "JPEG quality."),
-    _param("accept", STRING, "The media type wanted, in place of the Accept header."),
+    _param("accept", STRING, "The media type wanted, preferred to the Accept header's (still required)."),
 ]
 IMAGE = {
     "200": {
@@ -112,6 +112,7 @@ SEARCH = {
         "content": {DICOM_JSON: {"schema": {"type": "array", "items": DICOM_JSON_DATASET}}},
     },
     "204": {"description": "No match."},
+    "406": _text_response("No Accept header (PS3.18 8.7.7), or none of its media types can be served."),
 }
 METADATA = {
     "200": {
@@ -122,13 +123,16 @@ METADATA = {
             MULTIPART: {"schema": BINARY},
         },
     },
+    "406": _text_response("No Accept header (PS3.18 8.7.7), or none of its media types can be served."),
 }
 INSTANCES = {
     "200": {
-        "description": 'The instances as parts of multipart/related; type="application/dicom".',
+        "description": 'The instances as parts of multipart/related; type="application/dicom" (one alone as '
+        'application/dicom), or for an Accept of multipart/related; type="application/octet-stream" their bulk '
+        "data (PS3.18 10.4.4): one part per BulkDataURI of their metadata, pixel data uncompressed.",
         "content": {MULTIPART: {"schema": BINARY}},
     },
-    "406": _text_response("The transfer syntax asked for cannot be served."),
+    "406": _text_response("No Accept header (PS3.18 8.7.7), or the transfer syntax asked for cannot be served."),
 }
 STORE = {
     "requestBody": {

@@ -24,7 +24,7 @@ from cloudpacs import storage
 from cloudpacs.dicomweb import qido
 from cloudpacs.dicomweb.http import DicomwebError
 from cloudpacs.models import Instance, Patient, Series, Study, UnsyncedFile
-from facilities.access import studies_for_entity
+from facilities.access import refuse_study, studies_for_entity
 from facilities.models import ApplicationEntity
 from facilities.services import audit
 
@@ -361,6 +361,46 @@ def _swap_binary_values(ds: Dataset, bits: int) -> None:
         value = element.value
         if unit and isinstance(value, bytes) and value and len(value) % unit == 0:
             element.value = np.frombuffer(value, dtype=f"u{unit}").byteswap().tobytes()
+
+
+# At most this many refused studies are written for one request: an identifier may list
+# UIDs, and the trail is for people to read.
+MAX_REFUSALS = 16
+
+
+def record_refusals(entity: ApplicationEntity, query: ArchiveQuery, *, via: str) -> int:
+    """One `cloudpacs.study.access_refused` entry for each study that a C-FIND, C-MOVE or
+    C-GET names by its Study, Series or SOP Instance UID (no wildcard) that exists but is
+    outside the entity's scope: the request is answered as if it did not exist (no match,
+    no sub-operation), and the study's facility sees the attempt, with the calling AE
+    title. One entry per study per request, never per instance. Returns how many."""
+    condition = Q()
+    lookups = {
+        STUDY: "study_uid__in",
+        SERIES: "series__series_uid__in",
+        IMAGE: "series__instances__sop_instance_uid__in",
+    }
+    for level, lookup in lookups.items():
+        named = [
+            uid.strip()
+            for uid in query.keys.get(UNIQUE_KEYS[level], "").split("\\")
+            if uid.strip() and not any(char in uid for char in "*?")
+        ]
+        if named:
+            condition |= Q(**{lookup: named})
+    if not condition:
+        return 0
+    outside = (
+        Study.objects.filter(condition)
+        .exclude(pk__in=scoped_studies(entity).values("pk"))
+        .select_related("facility")
+        .distinct()
+        .order_by("pk")[:MAX_REFUSALS]
+    )
+    refused = list(outside)
+    for study in refused:
+        refuse_study(None, study, via=via, calling_ae=entity.ae_title)
+    return len(refused)
 
 
 def record_retrieval(entity: ApplicationEntity, items: list[RetrieveItem], *, via: str, destination: str = "") -> None:

@@ -288,6 +288,7 @@ def _find(event: evt.Event, sop_class: str) -> Iterator[tuple[Any, Dataset | Non
         logger.warning("C-FIND from %s refused: %s", entity.ae_title, exc)
         yield _failure(UNABLE_TO_PROCESS, str(exc)), None
         return
+    archive_qr.record_refusals(entity, query, via="C-FIND")
     count = 0
     cap = settings.DICOM_FIND_MAX_RESULTS
     try:
@@ -327,10 +328,12 @@ def _failure(status: int, why: str) -> Dataset:
 # --- C-MOVE and C-GET ---------------------------------------------------------------------
 
 
-def _retrieve_items(event: evt.Event, entity: Any) -> list[archive_qr.RetrieveItem]:
+def _retrieve_items(event: evt.Event, entity: Any, via: str) -> list[archive_qr.RetrieveItem]:
     sop_class = str(event.context.abstract_syntax)
     query, _charset = parse_identifier(event.identifier, sop_class)
-    return archive_qr.instances_to_retrieve(entity, query)
+    items = archive_qr.instances_to_retrieve(entity, query)
+    archive_qr.record_refusals(entity, query, via=via)
+    return items
 
 
 UNREADABLE: Any = "unreadable"
@@ -395,7 +398,7 @@ def handle_move(event: evt.Event) -> Iterator[Any]:
         yield None, None
         return
     try:
-        items = _retrieve_items(event, entity)
+        items = _retrieve_items(event, entity, "C-MOVE")
     except (archive_qr.QueryError, ValueError) as exc:
         logger.warning("C-MOVE from %s refused: %s", entity.ae_title, exc)
         raise
@@ -425,7 +428,7 @@ def handle_get(event: evt.Event) -> Iterator[Any]:
         yield permits.refusal(event, "retrieve"), None
         return
     try:
-        items = _retrieve_items(event, entity)
+        items = _retrieve_items(event, entity, "C-GET")
     except (archive_qr.QueryError, ValueError) as exc:
         logger.warning("C-GET from %s refused: %s", entity.ae_title, exc)
         yield 1

@@ -18,9 +18,10 @@ from django.apps import apps
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, QuerySet
-from django.http import HttpRequest, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponseBase
 
 from facilities.models import Facility, User
+from facilities.services import audit
 
 # Any response: a streamed export (StreamingHttpResponse, FileResponse) as much as a page.
 View = TypeVar("View", bound=Callable[..., HttpResponseBase])
@@ -101,6 +102,59 @@ def studies_for(user: Any) -> QuerySet[Any]:
         consult_model = apps.get_model("consults", "Consult")
         queryset = queryset.filter(Exists(consult_model.objects.filter(study=OuterRef("pk"))))
     return scoped(queryset, user)
+
+
+# A request that names a study (by its UID, or a consult of it by its UUID) outside the
+# caller's scope: answered 404 like one that does not exist, and written in the trail.
+STUDY_REFUSED = "cloudpacs.study.access_refused"
+
+
+def refuse_study(request: HttpRequest | None, study: Any, *, via: str, **detail: Any) -> None:
+    """Write one `cloudpacs.study.access_refused` entry, under the study's facility (its
+    administrators see it on the audit page), for a request that named it and was refused:
+    one entry per request, whatever it would have sent (a study, a frame, a PDF)."""
+    audit(STUDY_REFUSED, request=request, obj=study, facility=study.facility, via=via, **detail)
+
+
+def _via(request: HttpRequest) -> str:
+    match = request.resolver_match
+    return match.view_name if match is not None else request.path
+
+
+def refused_study_uid(request: HttpRequest, study_uid: str, *, via: str = "") -> None:
+    """Audit a refusal of the study `study_uid` when it exists (nothing is written for a
+    UID that names no study: there is nothing to protect, and nothing to flood with)."""
+    study_model = apps.get_model("cloudpacs", "Study")
+    found = study_model.objects.select_related("facility").filter(study_uid=study_uid).first()
+    if found is not None:
+        refuse_study(request, found, via=via or _via(request))
+
+
+def study_or_404(request: HttpRequest, study_uid: str, queryset: QuerySet[Any] | None = None) -> Any:
+    """The study `study_uid` if the user may open it (`studies_for`, or the narrower
+    `queryset` given), else 404, with the refusal audited when the study exists. Every page
+    that names a study by its UID fetches it here."""
+    visible = studies_for(request.user) if queryset is None else queryset
+    found = visible.filter(study_uid=study_uid).first()
+    if found is None:
+        refused_study_uid(request, study_uid)
+        raise Http404
+    return found
+
+
+def consult_or_404(request: HttpRequest, consult_uuid: Any, queryset: QuerySet[Any] | None = None) -> Any:
+    """The consult `consult_uuid` if the user may see it (`consults_for`), else 404, with
+    the refusal audited under its study when it exists (the reading page, the report and
+    its PDF all show the patient's study)."""
+    visible = consults_for(request.user) if queryset is None else queryset
+    found = visible.filter(uuid=consult_uuid).first()
+    if found is None:
+        consult_model = apps.get_model("consults", "Consult")
+        other = consult_model.objects.select_related("study__facility").filter(uuid=consult_uuid).first()
+        if other is not None and other.study is not None:
+            refuse_study(request, other.study, via=_via(request), consult=str(other.uuid))
+        raise Http404
+    return found
 
 
 def studies_for_entity(entity: Any) -> QuerySet[Any]:

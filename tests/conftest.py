@@ -565,7 +565,9 @@ def live_server_on_held_data(db) -> Iterator[str]:
 
 
 def login(user: User) -> Client:
-    client = Client()
+    # Accept: */* as every browser and HTTP library sends: DICOMweb answers a GET without
+    # an Accept header field with 406 (PS3.18 8.7.7).
+    client = Client(HTTP_ACCEPT="*/*")
     assert client.login(username=user.username, password=PASSWORD)
     return client
 

@@ -203,3 +203,65 @@ def test_a_technologist_asking_for_a_township_that_is_not_a_uuid_gets_404(techno
         assert response.status_code == 404
     page = technologist_client.get(reverse("billing:dashboards:turnaround"), {"township": str(township.uuid)})
     assert page.status_code == 200
+
+
+REFUSED = "cloudpacs.study.access_refused"
+
+
+def test_each_page_that_names_another_townships_study_audits_the_refusal_once(outsider_client, outsider, township):
+    # The house rule: every view of a study is access-checked and auditable, on the pages
+    # as over DICOMweb: the study page, the viewer (and a prior it names), the marks, the
+    # consult, the reading page and the report's PDF, each answered 404 and written once.
+    study = make_study(township)
+    consult = make_consult(township, study)
+    uid = study.study_uid
+    pages = [
+        reverse("cloudpacs:study", args=[uid]),
+        reverse("viewer:study", args=[uid]),
+        reverse("viewer:marks", args=[uid]),
+        reverse("consults:request", args=[uid]),
+        reverse("consults:detail", args=[consult.uuid]),
+        reverse("reading:page", args=[consult.uuid]),
+        reverse("reading:pdf", args=[consult.uuid]),
+    ]
+    for url in pages:
+        assert outsider_client.get(url).status_code == 404, url
+    refused = AuditEvent.objects.filter(action=REFUSED).order_by("pk")
+    assert refused.count() == len(pages)
+    assert {event.object_id for event in refused} == {uid}
+    assert {event.facility_id for event in refused} == {township.pk}
+    assert {event.actor_id for event in refused} == {outsider.pk}
+    assert [event.detail["via"] for event in refused] == [
+        "cloudpacs:study",
+        "viewer:study",
+        "viewer:marks",
+        "consults:request",
+        "consults:detail",
+        "reading:page",
+        "reading:pdf",
+    ]
+    assert refused.filter(detail__consult=str(consult.uuid)).count() == 3
+
+
+def test_a_prior_of_another_township_named_to_the_viewer_is_refused_and_audited(
+    technologist_client, township, other_township
+):
+    own, foreign = make_study(township), make_study(other_township)
+    url = reverse("viewer:study", args=[own.study_uid])
+    assert technologist_client.get(url, {"prior": foreign.study_uid}).status_code == 404
+    (event,) = AuditEvent.objects.filter(action=REFUSED)
+    assert (event.object_id, event.facility_id) == (foreign.study_uid, other_township.pk)
+
+
+def test_a_page_naming_a_study_that_does_not_exist_writes_nothing(outsider_client, township):
+    assert outsider_client.get(reverse("cloudpacs:study", args=["1.2.3.4.5"])).status_code == 404
+    assert not AuditEvent.objects.filter(action=REFUSED).exists()
+
+
+def test_the_audit_page_shows_a_refusal_in_words_chinese_first(administrator_client, outsider_client, township):
+    study = make_study(township)
+    outsider_client.get(reverse("viewer:study", args=[study.study_uid]))
+    page = administrator_client.get("/audit/", {"action": REFUSED}).content.decode()
+    assert "越权调阅被拒" in page
+    assert "途径" in page
+    assert "平梁技师" in page  # the person who tried, by name

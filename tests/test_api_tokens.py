@@ -35,7 +35,7 @@ def secret_of(response) -> str:
 
 
 def dicomweb(secret: str, scheme: str = "Token", path: str = STUDIES, **extra):
-    return Client().get(path, HTTP_AUTHORIZATION=f"{scheme} {secret}", **extra)
+    return Client(HTTP_ACCEPT="*/*").get(path, HTTP_AUTHORIZATION=f"{scheme} {secret}", **extra)
 
 
 def test_a_user_makes_a_token_sees_it_once_and_uses_it(technologist_client, technologist):

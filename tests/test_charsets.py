@@ -92,7 +92,7 @@ def test_the_index_qido_and_metadata_carry_the_chinese_text(ct_modality, technol
     assert instance.series.description == "轴位 5mm"
     assert "\x1b" not in study.referring_physician
 
-    api = Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}")
+    api = Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}", HTTP_ACCEPT="*/*")
     response = api.get("/dicomweb/studies", {"PatientName": "张*", "includefield": "StudyDescription"})
     (found,) = response.json()
     assert found["00081030"]["Value"] == ["胸部平扫"]

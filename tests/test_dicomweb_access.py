@@ -43,7 +43,7 @@ def routes(archive: Archive) -> list[str]:
 
 
 def token_client(user, scheme: str = "Token") -> Client:
-    return Client(HTTP_AUTHORIZATION=f"{scheme} {token_for(user)}")
+    return Client(HTTP_AUTHORIZATION=f"{scheme} {token_for(user)}", HTTP_ACCEPT="*/*")
 
 
 def test_the_township_technologist_reaches_every_route_of_their_study(technologist, archive):

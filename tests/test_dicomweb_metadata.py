@@ -55,7 +55,7 @@ CASES = {
 
 @pytest.fixture
 def technologist_api(technologist: User) -> Client:
-    return Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}")
+    return Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}", HTTP_ACCEPT="*/*")
 
 
 def store(datasets: list, modality: Modality, directory: Path) -> list[Instance]:

@@ -249,6 +249,22 @@ def test_fuzzymatching_is_accepted_and_ignored(tech, archive):
     assert len(tech.search_for_studies(fuzzymatching=True, search_filters={"PatientName": "张*"})) == 1
 
 
+def test_fuzzymatching_asked_for_is_answered_with_the_warning_that_only_literal_matching_was_done(
+    live_server, technologist, archive
+):
+    # PS3.18 8.3.4.2: an origin server without fuzzy matching "shall include" this Warning.
+    url = f"{live_server.url}/dicomweb/studies"
+    headers = {"Authorization": f"Token {token_for(technologist)}"}
+    for fuzzy, expected in (("true", 200), ("false", 200)):
+        response = requests.get(url, params={"PatientName": "张*", "fuzzymatching": fuzzy}, headers=headers, timeout=10)
+        assert response.status_code == expected
+        said = response.headers.get("Warning", "")
+        literal = "The fuzzymatching parameter is not supported. Only literal matching has been performed."
+        assert (literal in said) == (fuzzy == "true")
+    warning = requests.get(url, params={"fuzzymatching": "true"}, headers=headers, timeout=10).headers["Warning"]
+    assert warning.startswith(f'299 {live_server.url}/dicomweb "')
+
+
 def test_it_searches_series_in_a_study_and_across_studies(tech, archive):
     study_uid, series_uid, _ = archive.studies["zhang_ct"]
     (series,) = tech.search_for_series(study_instance_uid=study_uid)
@@ -296,7 +312,7 @@ def test_a_search_is_one_query_whatever_the_page_size(
 
     from tests.dicomweb_support import token_for
 
-    client = Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}")
+    client = Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}", HTTP_ACCEPT="*/*")
     # token lookup, then the page; no query per row.
     with django_assert_max_num_queries(3):
         assert client.get("/dicomweb/studies").status_code == 200
@@ -311,7 +327,7 @@ def test_an_unsupported_key_is_ignored_with_a_warning(live_server, technologist,
 
     from tests.dicomweb_support import token_for
 
-    client = Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}")
+    client = Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}", HTTP_ACCEPT="*/*")
     response = client.get("/dicomweb/studies", {"PatientWeight": "70"})
     assert response.status_code == 200
     assert "PatientWeight" in response["Warning"]

@@ -108,7 +108,7 @@ def test_a_patient_id_search_across_townships_can_use_its_index_on_postgresql(va
 def test_a_deep_offset_answers_the_same_studies_as_a_shallow_one(monkeypatch, township, ct_modality, technologist):
     for day in range(8):
         make_study(township, ct_modality, study_date=date(2025, 1, 1) + timedelta(days=day))
-    client = Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}")
+    client = Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}", HTTP_ACCEPT="*/*")
 
     def page(offset: int) -> list[str]:
         response = client.get("/dicomweb/studies", {"limit": "3", "offset": str(offset)})

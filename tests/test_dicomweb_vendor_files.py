@@ -44,7 +44,7 @@ VENDOR_FILES = [
 
 @pytest.fixture
 def api(technologist, ct_modality, dr_modality) -> Client:
-    return Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}")
+    return Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}", HTTP_ACCEPT="*/*")
 
 
 def stow(api: Client, *payloads: bytes):

@@ -410,7 +410,7 @@ def test_nested_binary_values_stay_inline_and_top_level_ones_resolve(radiologist
     ds.add_new(0x00420011, "OB", b"\x01\x02" * 5000)
     instance = ingest(ds, archive.dr, tmp_path / "nested")
     open_consult_for_study(instance.series.study)  # what makes it a radiologist's to read
-    client = Client(HTTP_AUTHORIZATION=f"Token {token_for(radiologist)}")
+    client = Client(HTTP_AUTHORIZATION=f"Token {token_for(radiologist)}", HTTP_ACCEPT="*/*")
     base = (
         f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{instance.sop_instance_uid}"
     )
@@ -421,3 +421,81 @@ def test_nested_binary_values_stay_inline_and_top_level_ones_resolve(radiologist
     response = client.get(base + "/bulkdata/00420011")
     assert response.status_code == 200
     assert b"\x01\x02" * 5000 in response.content
+
+
+OCTET_PARTS = {"Accept": 'multipart/related; type="application/octet-stream"'}
+
+
+def test_an_instance_asked_for_as_octet_stream_comes_as_its_bulk_data_named_by_its_uris(http, archive):
+    # PS3.18 10.4.4: the request is "equivalent to requesting the corresponding Bulkdata
+    # Resource"; each part's Content-Location is the BulkDataURI of the metadata (10.4.3.3.5).
+    study_uid, series_uid, sop_uid = archive.uids("zhang_ct")
+    url = f"{http.base}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+    (metadata,) = http.get(f"{url}/metadata", timeout=10).json()
+    uris = sorted(element["BulkDataURI"] for element in metadata.values() if "BulkDataURI" in element)
+    response = http.get(url, headers=OCTET_PARTS, timeout=10)
+    assert response.status_code == 200
+    media_type, params = parse_media_type(response.headers["Content-Type"])
+    assert (media_type, params["type"]) == ("multipart/related", "application/octet-stream")
+    parts = multipart_parts(response)
+    assert sorted(headers["Content-Location"] for headers, _ in parts) == uris
+    pixel = next(body for headers, body in parts if headers["Content-Location"].endswith("/bulkdata/7FE00010"))
+    assert pixel == archive.datasets["zhang_ct"].PixelData
+    assert all(headers["Content-Type"].startswith("application/octet-stream") for headers, _ in parts)
+    assert AuditEvent.objects.filter(action="cloudpacs.study.retrieved", detail__via="instance-bulkdata").count() == 1
+
+
+def test_a_series_and_a_study_asked_for_as_octet_stream_give_every_instance_s_pixel_data(http, archive):
+    study_uid, series_uid, sop_uids = archive.studies["zhang_ct"]
+    for url in (f"{http.base}/studies/{study_uid}", f"{http.base}/studies/{study_uid}/series/{series_uid}"):
+        response = http.get(url, headers=OCTET_PARTS, timeout=10)
+        assert response.status_code == 200, url
+        locations = [headers["Content-Location"] for headers, _ in multipart_parts(response)]
+        pixel = [location for location in locations if location.endswith("/bulkdata/7FE00010")]
+        assert pixel == [
+            f"{http.base}/studies/{study_uid}/series/{series_uid}/instances/{sop}/bulkdata/7FE00010" for sop in sop_uids
+        ]
+    # application/dicom, the default, still wins when the client prefers it or gives */*.
+    for accept in (
+        "*/*",
+        'multipart/related; type="application/dicom", multipart/related; type=application/octet-stream;q=0.5',
+    ):
+        response = http.get(f"{http.base}/studies/{study_uid}", headers={"Accept": accept}, timeout=10)
+        assert parse_media_type(response.headers["Content-Type"])[1]["type"] == "application/dicom"
+
+
+def test_compressed_pixel_data_asked_for_as_octet_stream_comes_uncompressed(http, archive):
+    study_uid, series_uid, sop_uid = archive.uids("wang_j2k")
+    url = f"{http.base}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+    parts = multipart_parts(http.get(url, headers=OCTET_PARTS, timeout=10))
+    pixel = next(body for headers, body in parts if headers["Content-Location"].endswith("/bulkdata/7FE00010"))
+    stored = archive.datasets["wang_j2k"]
+    assert pixel == stored.pixel_array.astype(stored.pixel_array.dtype.newbyteorder("<")).tobytes()
+
+
+def test_a_retrieve_without_an_accept_header_is_406_and_with_any_media_type_the_default(http, archive):
+    # PS3.18 8.7.7: "If the origin server receives a request without an Accept Header
+    # Field, but that might have a response payload, it shall return a 406".
+    study_uid, series_uid, sop_uid = archive.uids("zhang_ct")
+    instance = f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+    for path in (
+        "/studies",
+        f"/studies/{study_uid}",
+        f"/studies/{study_uid}/metadata",
+        f"/studies/{study_uid}/series",
+        instance,
+        f"{instance}/frames/1",
+        f"{instance}/bulkdata/7FE00010",
+        f"{instance}/rendered",
+        f"{instance}/thumbnail",
+    ):
+        bare = http.get(http.base + path, headers={"Accept": None}, timeout=10)
+        assert bare.status_code == 406, path
+        assert "Accept" in bare.text
+        assert http.head(http.base + path, headers={"Accept": None}, timeout=10).status_code == 406, path
+        assert http.get(http.base + path, headers={"Accept": "*/*"}, timeout=10).status_code == 200, path
+    # WADO-URI names its media type by contentType (PS3.18 9): no Accept is needed.
+    params = {"requestType": "WADO", "studyUID": study_uid, "seriesUID": series_uid, "objectUID": sop_uid}
+    assert http.get(f"{http.base}/wado", params=params, headers={"Accept": None}, timeout=10).status_code == 200
+    # A refused request read nothing and is not audited as a retrieve: only the */* one is.
+    assert AuditEvent.objects.filter(action="cloudpacs.study.retrieved", detail__via="study").count() == 1

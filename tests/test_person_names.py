@@ -124,7 +124,7 @@ def test_names_padded_with_empty_components_are_indexed_and_found_without_them(c
     study = ingest(ds, ct_modality, tmp_path).series.study
     patient = Patient.objects.get(pk=study.patient_id)
     assert (patient.name, patient.name_alphabetic, patient.name_ideographic) == ("Zhou^Li=周^丽", "Zhou^Li", "周^丽")
-    api = Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}")
+    api = Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}", HTTP_ACCEPT="*/*")
     for query in ("Zhou^Li", "ZHOU^LI^^", "周^丽", "周丽", "Zhou^Li=周^丽"):
         (found,) = api.get("/dicomweb/studies", {"PatientName": query}).json()
         assert found["00100010"]["Value"] == [{"Alphabetic": "Zhou^Li", "Ideographic": "周^丽"}], query

@@ -826,3 +826,46 @@ def test_a_move_sends_each_instance_in_its_stored_syntax_when_one_class_is_store
     syntaxes = {uid: str(d.file_meta.TransferSyntaxUID) for uid, d in received.items()}
     assert syntaxes[str(native.SOPInstanceUID)] in {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
     assert set(syntaxes.values()) - {ExplicitVRLittleEndian, ImplicitVRLittleEndian} == {RLELossless, JPEGBaseline8Bit}
+
+
+# --- Refusals ---------------------------------------------------------------------------
+
+
+def test_a_find_move_or_get_naming_a_study_outside_the_scope_is_audited_once_per_request(
+    receiver, archive, other_township, destination, storage_scp
+):
+    # Pingliang's workstation names Xuanwo's five-image study (wu): no match, no
+    # sub-operation, and one access_refused entry under Xuanwo per request, not per image.
+    entity(other_township, "PINGLIANG_WS")
+    wu = archive.wu.study_uid
+    series_uid = next(iter(archive.series))
+    assert find(receiver, "PINGLIANG_WS", query("STUDY", StudyInstanceUID=wu)) == ([], 0x0000)
+    assert find(receiver, "PINGLIANG_WS", query("IMAGE", SeriesInstanceUID=series_uid, SOPInstanceUID="")) == (
+        [],
+        0x0000,
+    )
+    statuses = move(receiver, "PINGLIANG_WS", query("STUDY", StudyInstanceUID=wu), "DEST_WS")
+    assert (statuses[-1].Status, statuses[-1].NumberOfCompletedSuboperations) == (0x0000, 0)
+    ae = scu("PINGLIANG_WS")
+    role = build_role(CTImageStorage, scp_role=True)
+    assoc = ae.associate(*receiver, ae_title="CLOUDPACS", ext_neg=[role])
+    assert assoc.is_established
+    try:
+        got = [
+            s
+            for s, _ in assoc.send_c_get(query("STUDY", StudyInstanceUID=wu), StudyRootQueryRetrieveInformationModelGet)
+        ]
+    finally:
+        assoc.release()
+    assert got[-1].Status == 0x0000
+    assert storage_scp.received == []
+    refused = AuditEvent.objects.filter(action="cloudpacs.study.access_refused").order_by("pk")
+    assert [event.detail for event in refused] == [
+        {"via": via, "calling_ae": "PINGLIANG_WS"} for via in ("C-FIND", "C-FIND", "C-MOVE", "C-GET")
+    ]
+    assert {event.object_id for event in refused} == {wu}
+    assert {event.facility_id for event in refused} == {archive.wu.facility_id}
+    # A query that names no study (a wildcard, or none), or names one in scope, writes nothing.
+    find(receiver, "PINGLIANG_WS", query("STUDY", StudyInstanceUID="", PatientID="XW*"))
+    find(receiver, "PINGLIANG_WS", query("STUDY", StudyInstanceUID=archive.li.study_uid))
+    assert refused.count() == 4

@@ -40,7 +40,7 @@ def archive(storage_backend, township, other_township, ct_modality, dr_modality,
 
 @pytest.fixture
 def client(radiologist, archive) -> Client:
-    return Client(HTTP_AUTHORIZATION=f"Token {token_for(radiologist)}")
+    return Client(HTTP_AUTHORIZATION=f"Token {token_for(radiologist)}", HTTP_ACCEPT="*/*")
 
 
 def url(archive: Archive, name: str, suffix: str) -> str:
@@ -85,7 +85,7 @@ def test_a_study_and_a_series_render_as_the_image_their_thumbnail_shows(live_ser
     expected = decode(dicomweb.retrieve_instance_rendered(st, se, middle, media_types=("image/png",)))
     series = dicomweb.retrieve_series_rendered(st, se, media_types=("image/png",))
     assert np.array_equal(decode(series), expected)
-    client = Client(HTTP_AUTHORIZATION=f"Token {token_for(radiologist)}")
+    client = Client(HTTP_AUTHORIZATION=f"Token {token_for(radiologist)}", HTTP_ACCEPT="*/*")
     study = client.get(f"/dicomweb/studies/{st}/rendered", {"viewport": "32,32"}, HTTP_ACCEPT="image/jpeg")
     assert study.status_code == 200
     assert study["Content-Type"] == "image/jpeg"

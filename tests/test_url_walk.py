@@ -513,7 +513,7 @@ def build_world(
 
 
 def client_as(world: World, persona: str, **options: Any) -> Client:
-    client = Client(**options)
+    client = Client(HTTP_ACCEPT="*/*", **options)
     if persona != "anonymous":
         client.force_login(world.users[persona])
     return client

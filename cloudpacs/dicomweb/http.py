@@ -24,6 +24,7 @@ logger = logging.getLogger("cloudpacs.dicomweb")
 
 REALM = 'Bearer realm="yunying-dicomweb", Token realm="yunying-dicomweb"'
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+NO_ACCEPT = "an Accept header field is required (PS3.18 8.7.7); send Accept: */* for the resource's default media type"
 
 
 class DicomwebError(Exception):
@@ -107,12 +108,20 @@ def error_response(error: DicomwebError) -> HttpResponse:
     return response
 
 
-def dicomweb_view(*methods: str) -> Callable[[Callable[..., HttpResponseBase]], Callable[..., HttpResponseBase]]:
+def dicomweb_view(
+    *methods: str, accept_required: bool = True
+) -> Callable[[Callable[..., HttpResponseBase]], Callable[..., HttpResponseBase]]:
     """Authenticate (session or token), allow clinical roles only, apply CSRF to
     session-authenticated writes, answer CORS, and turn DicomwebError into its status.
 
     Anonymous callers get 401 with a WWW-Authenticate challenge, not the login page:
-    these routes are for programs. Other roles (administrators) get 403."""
+    these routes are for programs. Other roles (administrators) get 403.
+
+    A GET (or HEAD) without an Accept header field is 406 (PS3.18 8.7.7: a request that
+    might have a response payload shall carry one, and the origin server shall answer 406
+    when it does not): `*/*` is how a client says it takes the resource's default, and
+    curl, requests, browsers and dicomweb-client all send an Accept. WADO-URI
+    (`accept_required=False`, PS3.18 9) names its media type by `contentType`."""
     # HEAD wherever GET (RFC 9110 9.1): the same answer's header fields, without its body.
     allowed = set(methods) | {"OPTIONS"} | ({"HEAD"} if "GET" in methods else set())
 
@@ -131,6 +140,8 @@ def dicomweb_view(*methods: str) -> Callable[[Callable[..., HttpResponseBase]], 
                 request.user = user
                 if not has_role(user, *CLINICAL_ROLES):
                     raise DicomwebError(403, "this account may not read images")
+                if accept_required and request.method in {"GET", "HEAD"} and "Accept" not in request.headers:
+                    raise not_acceptable(NO_ACCEPT)
                 if request.method not in SAFE_METHODS:
                     if token is None and _csrf_failure(request) is not None:
                         raise DicomwebError(403, "CSRF verification failed")

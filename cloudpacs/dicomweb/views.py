@@ -19,6 +19,7 @@ from cloudpacs.dicomweb import json as dj
 from cloudpacs.dicomweb import multipart, nativexml, qido, rendering, stow, wado
 from cloudpacs.dicomweb.http import (
     DicomwebError,
+    MediaRange,
     accepted,
     bad_request,
     dicomweb_view,
@@ -26,19 +27,19 @@ from cloudpacs.dicomweb.http import (
     request_body,
 )
 from cloudpacs.models import Instance, Series, Study
-from facilities.access import TECHNOLOGIST, has_role, studies_for
+from facilities.access import TECHNOLOGIST, has_role, refused_study_uid, studies_for
 from facilities.services import audit
 
 logger = logging.getLogger("cloudpacs.dicomweb")
 
 DICOM_JSON = "application/dicom+json"
-STUDY_REFUSED = "cloudpacs.study.access_refused"
 # A minute: long enough for the viewer's loader to reuse the first frame the page fetched
 # ahead of it, short enough that a corrected image (DICOM_OVERWRITE_POLICY replaces an
 # instance's content before signing) is not shown from a browser's cache for long.
 CACHE_IMMUTABLE = "private, max-age=60"
 THUMBNAIL_SIZE = (128, 128)
 MAX_VIEWPORT = 4096
+NO_FUZZY_MATCHING = "The fuzzymatching parameter is not supported. Only literal matching has been performed."
 MORE_RESULTS = (
     '299 yunying "The number of results exceeded the maximum supported by the server. '
     'Additional results can be requested."'
@@ -82,15 +83,7 @@ def _audit_refused(request: HttpRequest, study_uid: str) -> None:
     does not exist; when it does exist (another township's, or one not sent for reading),
     the attempt goes into the audit trail, under the study's facility, for its
     administrators to see (the same trail as the retrieves that were allowed)."""
-    found = Study.objects.select_related("facility").filter(study_uid=study_uid).first()
-    if found is not None:
-        audit(
-            STUDY_REFUSED,
-            request=request,
-            obj=found,
-            facility=found.facility,
-            via=request.resolver_match.url_name if request.resolver_match else "",
-        )
+    refused_study_uid(request, study_uid, via=(request.resolver_match.url_name or "") if request.resolver_match else "")
 
 
 def _series(study: Study, series_uid: str) -> Series:
@@ -172,7 +165,9 @@ def _xml_response(datasets: list[dict[str, Any]], status: int = 200) -> HttpResp
     )
 
 
-def _search_response(results: list[dj.JsonDataset], more: bool, query: qido.Query, as_xml: bool) -> HttpResponse:
+def _search_response(
+    request: HttpRequest, results: list[dj.JsonDataset], more: bool, query: qido.Query, as_xml: bool
+) -> HttpResponse:
     # PS3.18 8.3.4.4.1: no match is 204 No Content (CP-2473 would make it 200 with an
     # empty array; dicomweb-client and OHIF read both).
     if not results:
@@ -182,6 +177,10 @@ def _search_response(results: list[dj.JsonDataset], more: bool, query: qido.Quer
     warnings = []
     if more:
         warnings.append(MORE_RESULTS)
+    if request.GET.get("fuzzymatching", "").lower() == "true":
+        # PS3.18 8.3.4.2: an origin server without fuzzy matching says so, with its base URI.
+        service = request.build_absolute_uri(reverse("dicomweb:studies")).removesuffix("/studies")
+        warnings.append(f'299 {service} "{NO_FUZZY_MATCHING}"')
     if query.ignored:
         names = ", ".join(sorted(set(query.ignored)))
         warnings.append(f'299 yunying "The following attribute keys are not supported and were ignored: {names}"')
@@ -203,7 +202,7 @@ def _search_studies(request: HttpRequest) -> HttpResponse:
     results = [
         qido.sorted_dataset(qido.study_attributes(row, _study_url(base, row["study_uid"]), query)) for row in rows
     ]
-    return _search_response(results, more, query, as_xml)
+    return _search_response(request, results, more, query, as_xml)
 
 
 def _search_series(request: HttpRequest, study: Study | None) -> HttpResponse:
@@ -227,7 +226,7 @@ def _search_series(request: HttpRequest, study: Study | None) -> HttpResponse:
         # study, with those the query names.
         attributes = {**(study_part if study is None else qido.named(study_part, query)), **attributes}
         results.append(qido.sorted_dataset(attributes))
-    return _search_response(results, more, query, as_xml)
+    return _search_response(request, results, more, query, as_xml)
 
 
 def _search_instances(request: HttpRequest, study: Study | None, series: Series | None) -> HttpResponse:
@@ -258,7 +257,7 @@ def _search_instances(request: HttpRequest, study: Study | None, series: Series 
             **attributes,
         }
         results.append(qido.sorted_dataset(attributes))
-    return _search_response(results, more, query, as_xml)
+    return _search_response(request, results, more, query, as_xml)
 
 
 @dicomweb_view("GET", "POST")
@@ -333,7 +332,9 @@ def _store(request: HttpRequest, study_uid: str | None) -> HttpResponse:
 def _retrieve(request: HttpRequest, study: Study, instances: list[Instance], level: str) -> HttpResponseBase:
     if not instances:
         raise Http404
-    ranges = accepted(request, default='multipart/related; type="application/dicom"')
+    ranges = accepted(request)
+    if _wants_bulkdata(ranges):
+        return _retrieve_bulkdata(request, study, instances, level)
     choice = wado.choose_instance_syntax(
         ranges, {instance.transfer_syntax_uid for instance in instances}, one=level == "instance"
     )
@@ -379,6 +380,73 @@ def _retrieve_alone(
     with _open(item) as stream:
         data = wado.converted_instance(stream, transfer_syntax)
     return HttpResponse(data, content_type=f"{wado.DICOM}; transfer-syntax={transfer_syntax}")
+
+
+def _wants_bulkdata(ranges: list[MediaRange]) -> bool:
+    """Whether the best acceptable media type for an instance resource is
+    multipart/related; type="application/octet-stream" rather than application/dicom:
+    PS3.18 10.4.4 keeps that request "for historical reasons", equivalent to asking for
+    the resource's bulk data (`*/*` is application/dicom, the resource's default)."""
+    for item in ranges:
+        if item.media_type == "multipart/related" and item.part_type == wado.OCTET_STREAM:
+            return True
+        if item.matches(wado.DICOM):
+            return False
+    return False
+
+
+def _retrieve_bulkdata(request: HttpRequest, study: Study, instances: list[Instance], level: str) -> HttpResponseBase:
+    """The bulk data of the instances (PS3.18 10.4.3.3.5): each value that their metadata
+    gives a BulkDataURI, one part each, its Content-Location that URI, as
+    application/octet-stream: Explicit VR Little Endian, pixel data uncompressed (every
+    frame, one after another, decoded when stored compressed). A value that cannot be
+    given so (a video, pixel data no installed decoder reads) is left out, as PS3.18 lets
+    a retrieve leave out what it cannot convert; with nothing left at all it is 406."""
+    base = _base(request)
+    queryset = Instance.objects.filter(pk__in=[item.pk for item in instances])
+    try:
+        documents = services.instances_metadata(
+            queryset, lambda series_uid, sop_uid: _instance_url(base, study.study_uid, series_uid, sop_uid)
+        )
+    except OSError:
+        raise DicomwebError(500, "a stored file is missing") from None
+    uris: dict[str, list[tuple[str, str]]] = {}
+    for document in documents:
+        parsed = json.loads(document)
+        sop_uid = parsed.get("00080018", {}).get("Value", [""])[0]
+        uris[sop_uid] = [
+            (tag, element["BulkDataURI"])
+            for tag, element in parsed.items()
+            if isinstance(element, dict) and "BulkDataURI" in element
+        ]
+    wanted = [(item, uris.get(item.sop_instance_uid, [])) for item in instances]
+    wanted = [(item, values) for item, values in wanted if values and not wado.is_video(item.transfer_syntax_uid)]
+    if not wanted:
+        raise not_acceptable("these instances have no bulk data that can be sent as application/octet-stream")
+
+    def parts() -> Iterator[multipart.OutPart]:
+        for item, values in wanted:
+            try:
+                with _open(item) as stream:
+                    found = wado.octet_stream_values(stream, [tag for tag, _ in values])
+            except (DicomwebError, wado.CannotDecode) as exc:
+                logger.warning("bulk data of %s left out: %s", item.sop_instance_uid, exc)
+                continue
+            for tag, uri in values:
+                if tag in found:
+                    yield multipart.OutPart(
+                        f"{wado.OCTET_STREAM}; transfer-syntax={wado.EXPLICIT_LE}",
+                        data=found[tag],
+                        location=uri,
+                        length=len(found[tag]),
+                    )
+
+    _audit_retrieve(request, study, f"{level}-bulkdata", instances=len(wanted))
+    boundary = multipart.new_boundary()
+    return StreamingHttpResponse(
+        multipart.stream(parts(), boundary),
+        content_type=multipart.content_type(wado.OCTET_STREAM, boundary, wado.EXPLICIT_LE),
+    )
 
 
 def _ordered(queryset: QuerySet[Instance]) -> list[Instance]:
@@ -783,7 +851,7 @@ def frame_thumbnail(
 # --- WADO-URI -------------------------------------------------------------------
 
 
-@dicomweb_view("GET")
+@dicomweb_view("GET", accept_required=False)
 def wado_uri(request: HttpRequest) -> HttpResponseBase:
     """PS3.18 9: ?requestType=WADO&studyUID=..&seriesUID=..&objectUID=..[&contentType=..]"""
     params = request.GET

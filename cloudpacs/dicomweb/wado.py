@@ -478,3 +478,35 @@ def bulk_value(source: Source, tag: str) -> tuple[list[bytes], str, str]:
     if not isinstance(value, bytes | bytearray):
         raise LookupError(f"element {tag} is not bulk data")
     return [bytes(value)], OCTET_STREAM, EXPLICIT_LE
+
+
+def octet_stream_values(source: Source, tags: list[str]) -> dict[str, bytes]:
+    """The values of the top-level bulk data elements `tags` (hex, as the metadata names
+    them) as application/octet-stream with Explicit VR Little Endian: binary values as
+    stored (byte-swapped from big endian), pixel data uncompressed, its frames one after
+    another. Raises CannotDecode when compressed pixel data cannot be decoded here."""
+    with _opened(source) as opened:
+        ds = dcmread(opened)
+    stored = UID(ds.file_meta.TransferSyntaxUID)
+    if stored == BIG_ENDIAN:
+        as_little_endian(ds)
+    values: dict[str, bytes] = {}
+    for tag in tags:
+        number = int(tag, 16)
+        if number not in ds:
+            continue
+        if number == PIXEL_DATA_TAG and stored.is_encapsulated:
+            count = int(ds.get("NumberOfFrames", 1) or 1)
+            decoded = []
+            for index in range(count):
+                try:
+                    arr = rendering.decoded_frame(ds, index)
+                except rendering.CannotDecode as exc:
+                    raise CannotDecode(str(exc)) from exc
+                decoded.append(np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+            values[tag] = b"".join(decoded)
+            continue
+        value = ds[number].value
+        if isinstance(value, bytes | bytearray):
+            values[tag] = bytes(value)
+    return values

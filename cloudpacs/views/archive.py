@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 
 from cloudpacs.models import Order
-from facilities.access import CLINICAL_ROLES, role_required, studies_for
+from facilities.access import CLINICAL_ROLES, role_required, study_or_404
 from facilities.services import audit
 
 
 @role_required(*CLINICAL_ROLES)
 def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
-    study = get_object_or_404(studies_for(request.user), study_uid=study_uid)
+    study = study_or_404(request, study_uid)
     # The consult lives in a higher app; its reverse accessor is read without importing it.
     consult = getattr(study, "consult", None)
     # The exam the township registered for it, if the study was linked to one.

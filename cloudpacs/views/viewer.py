@@ -25,7 +25,7 @@ from cloudpacs.services import (
     same_patient_studies,
     save_reading_marks,
 )
-from facilities.access import RADIOLOGIST, TECHNOLOGIST, role_required, studies_for
+from facilities.access import RADIOLOGIST, TECHNOLOGIST, role_required, studies_for, study_or_404
 from facilities.models import Facility
 from facilities.services import audit
 
@@ -113,11 +113,14 @@ def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, An
 
 @role_required(RADIOLOGIST, TECHNOLOGIST)
 def viewer(request: HttpRequest, study_uid: str) -> HttpResponse:
-    study = get_object_or_404(studies_for(request.user), study_uid=study_uid)
+    study = study_or_404(request, study_uid)
     form = ViewerForm(request.GET)
     if not form.is_valid():
         raise Http404
     prior_uid = form.cleaned_data["prior"]
+    if prior_uid and prior_uid != study_uid:
+        # A prior the user may not open is refused (and audited) like the study itself.
+        study_or_404(request, prior_uid)
     context = viewer_context(study, request.user, prior_uid if prior_uid != study_uid else "")
     audit("cloudpacs.study.viewed", request=request, obj=study, via="viewer")
     return render(request, "cloudpacs/viewer.html", {"study": study, "patient": study.patient, **context})
@@ -128,7 +131,7 @@ def viewer(request: HttpRequest, study_uid: str) -> HttpResponse:
 def marks(request: HttpRequest, study_uid: str) -> JsonResponse:
     """The study's current key images and measurements (cloudpacs.services.reading_marks),
     which the viewer shows again when the study is opened."""
-    study = get_object_or_404(studies_for(request.user), study_uid=study_uid)
+    study = study_or_404(request, study_uid)
     return JsonResponse(reading_marks(study))
 
 
@@ -136,7 +139,7 @@ def marks(request: HttpRequest, study_uid: str) -> JsonResponse:
 @require_POST
 def save_marks(request: HttpRequest, study_uid: str) -> JsonResponse:
     """Keep the reader's key images and measurements in the study, as a KOS and a GSPS."""
-    study = get_object_or_404(studies_for(request.user), study_uid=study_uid)
+    study = study_or_404(request, study_uid)
     form = ReadingMarksForm(request.POST)
     if not form.is_valid():
         errors = [str(message) for messages in form.errors.values() for message in messages]

@@ -28,12 +28,14 @@ from facilities.access import (
     CLINICAL_ROLES,
     RADIOLOGIST,
     TECHNOLOGIST,
+    consult_or_404,
     consults_for,
     facilities_for,
     has_role,
     orders_for,
     role_required,
     studies_for,
+    study_or_404,
 )
 from facilities.forms import page_number
 from facilities.models import ExamKind, Facility
@@ -113,7 +115,7 @@ def facility_page(request: HttpRequest, facility_uuid: UUID) -> HttpResponse:
 def request_consult(request: HttpRequest, study_uid: str) -> HttpResponse:
     """The township's technologist asks for a reading of a stored study that has no consult:
     GET shows the request form, POST submits it."""
-    study = get_object_or_404(studies_for(request.user).select_related("patient", "facility"), study_uid=study_uid)
+    study = study_or_404(request, study_uid, studies_for(request.user).select_related("patient", "facility"))
     existing = Consult.objects.filter(study=study).first()
     if existing is not None:
         if request.method == "POST":
@@ -187,7 +189,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
 
 @role_required(*CLINICAL_ROLES)
 def consult_detail(request: HttpRequest, consult_uuid: UUID) -> HttpResponse:
-    consult = get_object_or_404(consults_for(request.user).select_related("facility", "modality"), uuid=consult_uuid)
+    consult = consult_or_404(request, consult_uuid, consults_for(request.user).select_related("facility", "modality"))
     report = (
         Report.objects.select_related("author", "preliminary_by", "signed_by")
         .prefetch_related("addenda__author")

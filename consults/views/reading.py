@@ -59,6 +59,7 @@ from facilities.access import (
     CLINICAL_ROLES,
     RADIOLOGIST,
     TECHNOLOGIST,
+    consult_or_404,
     consults_for,
     has_role,
     role_required,
@@ -69,7 +70,7 @@ from facilities.services import audit
 
 
 def _consult(request: HttpRequest, consult_uuid: UUID) -> Consult:
-    return get_object_or_404(consults_for(request.user), uuid=consult_uuid)
+    return cast(Consult, consult_or_404(request, consult_uuid))
 
 
 def _page(consult: Consult) -> str:
