@@ -4,11 +4,14 @@ small SMTP server. The fixtures built on them (`private_redis`) are in conftest.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import resource
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,24 @@ def wait_for(condition: Callable[[], Any], seconds: float = 60.0, interval: floa
             return True
         time.sleep(interval)
     return bool(condition())
+
+
+@contextlib.contextmanager
+def descriptors_past(number: int = 1100) -> Iterator[None]:
+    """Hold descriptors of /dev/null open until the next one this process opens is numbered
+    past `number`: select() cannot watch a descriptor past 1,023, poll() can. The soft limit
+    is raised for the while; the descriptors and the limit are given back after."""
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(limits[0], min(4096, limits[1])), limits[1]))
+    fillers: list[int] = []
+    try:
+        while not fillers or fillers[-1] < number:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        yield
+    finally:
+        for filler in fillers:
+            os.close(filler)
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
 
 def shared_database_url() -> str:

@@ -434,11 +434,11 @@ def test_a_report_is_sent_back_from_a_process_holding_over_1024_descriptors(town
     select(), which raises for a descriptor numbered 1024 or more: from a worker holding
     that many (connections, files) the connection was taken for closed and every report
     failed ("no C-STORE response"). Here the test's process holds over 1,100."""
-    import os
-    import resource
     import sys
 
     from pynetdicom import transport
+
+    from tests.processes import descriptors_past
 
     archive_process = subprocess.Popen(
         [sys.executable, "-c", ARCHIVE_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -455,17 +455,10 @@ def test_a_report_is_sent_back_from_a_process_holding_over_1024_descriptors(town
         opened.append(sock.socket.fileno() if sock.socket is not None else -1)
 
     monkeypatch.setattr(transport.AssociationSocket, "connect", recording)
-    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(limits[0], min(4096, limits[1])), limits[1]))
-    fillers: list[int] = []
     try:
-        while not fillers or fillers[-1] < 1100:
-            fillers.append(os.open(os.devnull, os.O_RDONLY))
-        outcome = delivery.deliver_due()
+        with descriptors_past(1100):
+            outcome = delivery.deliver_due()
     finally:
-        for number in fillers:
-            os.close(number)
-        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
         received, _ = archive_process.communicate("", timeout=30)
     assert len(opened) == 1 and opened[0] >= 1024, opened
     consult.delivery.refresh_from_db()

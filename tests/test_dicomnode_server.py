@@ -111,37 +111,29 @@ def test_a_connection_on_a_descriptor_past_1024_is_served(ct_modality, settings,
     database connections) each newer connection was taken for closed. Here the receiver's
     process holds over 1,100, so its connections get numbers past 1024; dcmtk's clients run
     in processes of their own."""
-    import resource
-
     from pynetdicom import evt
 
     from dicomnode import server as dicomnode
+    from tests.processes import descriptors_past
 
-    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(limits[0], min(4096, limits[1])), limits[1]))
     settings.DICOM_AE_TITLE = "CLOUDPACS"
     numbers: list[int] = []
-    fillers: list[int] = []
     server = dicomnode.start_server("127.0.0.1", 0, block=False)
     server.bind(evt.EVT_CONN_OPEN, lambda event: numbers.append(event.assoc.dul.socket.socket.fileno()))
     try:
-        while not fillers or fillers[-1] < 1100:
-            fillers.append(os.open(os.devnull, os.O_RDONLY))
-        address = ("127.0.0.1", server.server_address[1])
-        ds = make_dataset()
-        echo = subprocess.run(
-            ["echoscu", "-aet", ct_modality.ae_title, "-aec", "CLOUDPACS", *map(str, address)],
-            env=DCMTK_ENV,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        stored = storescu(address, ct_modality.ae_title, [write_dataset(ds, tmp_path / "ct.dcm")])
+        with descriptors_past(1100):
+            address = ("127.0.0.1", server.server_address[1])
+            ds = make_dataset()
+            echo = subprocess.run(
+                ["echoscu", "-aet", ct_modality.ae_title, "-aec", "CLOUDPACS", *map(str, address)],
+                env=DCMTK_ENV,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            stored = storescu(address, ct_modality.ae_title, [write_dataset(ds, tmp_path / "ct.dcm")])
     finally:
-        for number in fillers:
-            os.close(number)
         server.shutdown()
-        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
     assert len(numbers) == 2 and min(numbers) >= 1024, numbers
     assert echo.returncode == 0, echo.stderr
     assert stored.returncode == 0, stored.stderr

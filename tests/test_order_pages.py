@@ -83,8 +83,14 @@ def test_the_pinyin_is_kept_family_name_first_as_a_person_names_alphabetic_group
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("patient_name_pinyin", "Wang=Wu"), ("patient_name_pinyin", "王五"), ("patient_name_pinyin", "Wang\\Wu"),
-     ("patient_name_pinyin", "^Wu"), ("patient_name", "王五=WANG^WU"), ("patient_name", "王五\\赵六")],
+    [
+        ("patient_name_pinyin", "Wang=Wu"),
+        ("patient_name_pinyin", "王五"),
+        ("patient_name_pinyin", "Wang\\Wu"),
+        ("patient_name_pinyin", "^Wu"),
+        ("patient_name", "王五=WANG^WU"),
+        ("patient_name", "王五\\赵六"),
+    ],
 )
 def test_a_name_that_would_break_the_person_name_is_a_clear_error_and_nothing_is_registered(
     technologist_client, technologist, ct_modality, field, value

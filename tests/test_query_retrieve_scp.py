@@ -619,10 +619,10 @@ def test_a_move_is_sent_on_a_descriptor_past_1024(receiver, archive, county, cou
     receiver holding that many descriptors every sub-operation failed, the connection
     taken for closed. Here the receiver's process holds over 1,100; movescu and the
     destination run in processes of their own."""
-    import resource
     import sys
 
     from dicomnode import queryretrieve
+    from tests.processes import descriptors_past
 
     destination_process = subprocess.Popen(
         [sys.executable, "-c", DESTINATION_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -636,21 +636,14 @@ def test_a_move_is_sent_on_a_descriptor_past_1024(receiver, archive, county, cou
         opened.append(event.assoc.dul.socket.socket.fileno())
 
     monkeypatch.setattr(queryretrieve, "OPENED", [*queryretrieve.OPENED, (evt.EVT_CONN_OPEN, record)])
-    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(limits[0], min(4096, limits[1])), limits[1]))
-    fillers: list[int] = []
     try:
-        while not fillers or fillers[-1] < 1100:
-            fillers.append(os.open(os.devnull, os.O_RDONLY))
-        result = dcmtk(
-            "movescu", "-S", "-aet", "COUNTY_WS", "-aec", "CLOUDPACS", "-aem", "FAR_WS",
-            "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={archive.wu.study_uid}",
-            *map(str, receiver),
-        )  # fmt: skip
+        with descriptors_past(1100):
+            result = dcmtk(
+                "movescu", "-S", "-aet", "COUNTY_WS", "-aec", "CLOUDPACS", "-aem", "FAR_WS",
+                "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={archive.wu.study_uid}",
+                *map(str, receiver),
+            )  # fmt: skip
     finally:
-        for number in fillers:
-            os.close(number)
-        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
         received, _ = destination_process.communicate("", timeout=30)
     assert len(opened) == 1 and opened[0] >= 1024, opened
     assert result.returncode == 0, result.stderr + result.stdout

@@ -217,14 +217,19 @@ class Stored:
 
 
 @pytest.fixture
-def swept(receiver, ct_modality, township) -> Stored:
-    ApplicationEntity.objects.create(
+def workstation(township) -> ApplicationEntity:
+    """The township's reading workstation, XUANWO_WS, that queries and retrieves."""
+    return ApplicationEntity.objects.create(
         ae_title="XUANWO_WS",
         role=ApplicationEntity.Role.WORKSTATION,
         facility=township,
         may_query=True,
         may_retrieve=True,
     )
+
+
+@pytest.fixture
+def swept(receiver, ct_modality, workstation) -> Stored:
     sent = store_sweep(receiver, ct_modality.ae_title)
     studies: dict[str, dict[str, list[str]]] = {}
     for study_uid, series_uid, sop_uid in Instance.objects.values_list(
@@ -296,17 +301,10 @@ def final_status(result: subprocess.CompletedProcess[str]) -> int | None:
 CHARSET_FILES = ["chrH31.dcm", "chrX1.dcm", "chrJapMultiExplicitIR6.dcm", "chrKoreanMulti.dcm"]
 
 
-def test_findscu_getscu_and_refused_moves_over_swept_character_set_files(receiver, ct_modality, township, tmp_path):
+def test_findscu_getscu_and_refused_moves_over_swept_character_set_files(receiver, ct_modality, workstation, tmp_path):
     """findscu finds each study with the name as sent, getscu brings each instance back
     identical, and movescu is refused with the statuses of docs/dicom-conformance.md: an
     unknown destination 0xA801, an identifier without the level's unique key 0xC514."""
-    ApplicationEntity.objects.create(
-        ae_title="XUANWO_WS",
-        role=ApplicationEntity.Role.WORKSTATION,
-        facility=township,
-        may_query=True,
-        may_retrieve=True,
-    )
     paths = [DATA / "charset_files" / name for name in CHARSET_FILES]
     for path in paths:
         values = request_values(path)
