@@ -140,7 +140,12 @@ def test_colour_images_are_shown_in_their_colours(live_server, page, equipment_d
 
 
 def test_a_video_series_says_it_is_a_video(live_server, page, equipment_data):
-    page.goto(f"{live_server.url}/viewer/{equipment_data['video']}/")
+    # The page's early request for the first frame is refused for a video (406, no frames to
+    # give); that refusal must not escape as an unhandled rejection once the stand-in is painted.
+    with page.expect_response(lambda response: response.url.endswith("/frames/1"), timeout=30_000) as frame:
+        page.goto(f"{live_server.url}/viewer/{equipment_data['video']}/")
+    assert frame.value.status == 406
     status = page.locator('[data-pane="0"] [data-status]')
     status.filter(has_text="视频").wait_for(timeout=30_000)
+    page.evaluate("() => new Promise((settled) => setTimeout(settled, 100))")
     assert page.errors == []

@@ -165,7 +165,8 @@
       return;
     }
     window.yunyingEarly[frameUrl] = {then: function (done, failed) { return ask().then(done, failed); }};
-    holdFrame.then(ask);
+    // A refused frame (a video's: 406) is the loader's to report; this chain only starts it.
+    holdFrame.then(ask).catch(function () {});
   }
   var url = script.getAttribute("data-metadata-url");
   var series = url.slice(0, -"/metadata".length);
