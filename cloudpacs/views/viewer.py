@@ -71,9 +71,10 @@ def shown_descriptions(study: Study, priors: QuerySet[Study]) -> dict[str, str]:
         return {}
     studies = Study.objects.filter(pk__in=[study.pk, *priors.values_list("pk", flat=True)])
     texts = set(studies.values_list("description", flat=True))
-    texts |= set(Series.objects.filter(study__in=studies).values_list("description", flat=True))
+    series = list(Series.objects.filter(study__in=studies).values_list("description", "institution_name"))
+    texts |= {description for description, _institution in series}
     shown = {text: english for text in texts if text and (english := description_in(text)) != text}
-    institutions = set(Series.objects.filter(study__in=studies).values_list("institution_name", flat=True))
+    institutions = {institution for _description, institution in series}
     for facility in Facility.objects.filter(studies__in=studies).distinct():
         if facility.name in institutions and facility.name_in() != facility.name:
             shown[facility.name] = facility.name_in()
