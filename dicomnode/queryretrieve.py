@@ -20,6 +20,9 @@ C-MOVE: 0xA801 move destination unknown (not a registered move destination); 0xC
 unable to process (an identifier that names nothing to retrieve); then pynetdicom's
 sub-operation statuses (0xFF00 pending, 0x0000, 0xB000 warning, 0xA702 all failed).
 C-GET: the same sub-operations on the association itself; 0xC000 / 0x0124 refusals.
+Each instance goes in its stored syntax where the peer accepted it, else decompressed
+for a peer that accepted only uncompressed syntaxes (cloudpacs.transcoding); one that
+cannot be is a failed sub-operation.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pynetdicom import evt
 from pynetdicom.presentation import PresentationContext, build_context
 
 from cloudpacs import queryretrieve as archive_qr
+from cloudpacs import transcoding
 from dicomnode import permits, reactor, worklist
 from facilities.services import move_destination
 
@@ -339,8 +343,26 @@ def _retrieve_items(event: evt.Event, entity: Any, via: str) -> list[archive_qr.
 UNREADABLE: Any = "unreadable"
 
 
-def _datasets(items: list[archive_qr.RetrieveItem], event: evt.Event) -> Iterator[tuple[int, Any]]:
-    """Each instance read from the store, as pynetdicom's sub-operation wants it."""
+def accepted_syntaxes(assoc: Any, sop_class: str) -> set[str]:
+    """The transfer syntaxes the archive may send `sop_class` in on `assoc`: its accepted
+    contexts of that class in which the archive is the storage SCU (the association it
+    opened to a move destination; a C-GET requester's contexts proposed with the SCP
+    role)."""
+    if assoc is None:
+        return set()
+    return {
+        str(cx.transfer_syntax[0])
+        for cx in assoc.accepted_contexts
+        if str(cx.abstract_syntax) == sop_class and cx.as_scu and cx.transfer_syntax
+    }
+
+
+def _datasets(
+    items: list[archive_qr.RetrieveItem], event: evt.Event, peer: Callable[[], Any]
+) -> Iterator[tuple[int, Any]]:
+    """Each instance read from the store, as pynetdicom's sub-operation wants it: its
+    stored bytes where the peer (`peer()`, the association the C-STOREs go on) accepted
+    their syntax, else decompressed for it (cloudpacs.transcoding)."""
     for item in items:
         if event.is_cancelled:
             yield CANCELLED, None
@@ -352,7 +374,19 @@ def _datasets(items: list[archive_qr.RetrieveItem], event: evt.Event) -> Iterato
             # Not a dataset: pynetdicom counts a failed sub-operation and goes on.
             yield PENDING, UNREADABLE
             continue
+        try:
+            dataset = transcoding.for_peer(dataset, accepted_syntaxes(peer(), item.sop_class_uid))
+        except transcoding.TranscodeError as exc:
+            # Sent as stored, it finds no accepted context: pynetdicom counts a failed
+            # sub-operation with its SOP Instance UID in the Failed SOP Instance UID List.
+            logger.warning(
+                "retrieve: instance %s stored in %s, which the peer does not accept, cannot be decompressed: %s",
+                item.sop_instance_uid,
+                item.transfer_syntax_uid,
+                exc,
+            )
         yield PENDING, dataset
+        del dataset
 
 
 def destination_contexts(items: list[archive_qr.RetrieveItem]) -> list[PresentationContext]:
@@ -386,6 +420,16 @@ def no_delay(event: evt.Event) -> None:
 OPENED: list[Any] = [(evt.EVT_CONN_OPEN, no_delay)]
 
 
+class _Opened:
+    """EVT_CONN_OPEN of a C-MOVE's association to its destination: keeps the association,
+    whose accepted contexts decide in which syntax each instance goes."""
+
+    assoc: Any = None
+
+    def __call__(self, event: evt.Event) -> None:
+        self.assoc = event.assoc
+
+
 def handle_move(event: evt.Event) -> Iterator[Any]:
     """C-MOVE: the matching instances sent to a registered move destination over a new
     association. pynetdicom wants the destination first, then the count, then each
@@ -410,13 +454,15 @@ def handle_move(event: evt.Event) -> Iterator[Any]:
         yield None, None
         return
     host, port = destination.network_address
-    yield host, port, {"contexts": destination_contexts(items), "evt_handlers": OPENED} if items else {}
+    opened = _Opened()
+    handlers = [*OPENED, (evt.EVT_CONN_OPEN, opened)]
+    yield host, port, {"contexts": destination_contexts(items), "evt_handlers": handlers} if items else {}
     archive_qr.record_retrieval(entity, items, via="C-MOVE", destination=destination.ae_title)
     logger.info(
         "C-MOVE from %s: %d instances to %s (%s:%s)", entity.ae_title, len(items), destination.ae_title, host, port
     )
     yield len(items)
-    yield from _datasets(items, event)
+    yield from _datasets(items, event, lambda: opened.assoc)
 
 
 def handle_get(event: evt.Event) -> Iterator[Any]:
@@ -437,4 +483,4 @@ def handle_get(event: evt.Event) -> Iterator[Any]:
     archive_qr.record_retrieval(entity, items, via="C-GET")
     logger.info("C-GET from %s: %d instances", entity.ae_title, len(items))
     yield len(items)
-    yield from _datasets(items, event)
+    yield from _datasets(items, event, lambda: event.assoc)
