@@ -108,11 +108,14 @@ def decompress(ds: Dataset, *, limit: int | None = None) -> Dataset:
         raise TranscodeError(f"the decoder for {stored.name} is not installed")
     try:
         size = decompressed_size(ds)
+        bits = int(ds.BitsAllocated)
     except (AttributeError, TypeError, ValueError) as exc:
         raise TranscodeError(f"the image pixel module cannot be read: {exc}") from None
+    if bits % 8:
+        # Native 1-bit pixels are packed across frames; the decoders give a byte a pixel.
+        raise TranscodeError(f"Bits Allocated {bits} is not decompressed here")
     if size > limit:
         raise TranscodeError(f"{size:,} bytes decompressed, more than the {limit:,} allowed")
-    bits = int(ds.BitsAllocated)
     compressed_size = len(ds.PixelData)
     # Not closed here: it becomes the Pixel Data's value, and goes (unnamed, so with its
     # disk space) when the dataset does.
