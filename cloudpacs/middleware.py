@@ -89,5 +89,16 @@ class ContentSecurityPolicyMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         if response.get("Content-Type", "").startswith("text/html") and self.header not in response:
-            response[self.header] = self.policy
+            response[self.header] = self.policy_for(request)
         return response
+
+    def policy_for(self, request: HttpRequest) -> str:
+        """The policy, with the hashes of the <style> elements this page carries (the
+        viewer's style sheets: cloudpacs.templatetags.inline_style) added to style-src:
+        that text and no other inline style runs."""
+        hashes = getattr(request, "csp_style_hashes", None)
+        if not hashes:
+            return self.policy
+        policy = dict(settings.CONTENT_SECURITY_POLICY)
+        policy["style-src"] = [*policy.get("style-src", ["'self'"]), *hashes]
+        return "; ".join(" ".join([directive, *sources]) for directive, sources in policy.items())

@@ -304,6 +304,46 @@ def test_the_stand_in_is_painted_without_any_script(live_server, browser_page, r
     assert page.evaluate("() => document.querySelector('img[data-preview]').naturalWidth") == CT_SIZE
 
 
+# The paints of elements marked elementtiming, as Chromium reports them (Element Timing).
+PAINTS = """
+window.__paints = [];
+new PerformanceObserver((list) => {
+  list.getEntries().forEach((entry) => window.__paints.push(entry.identifier));
+}).observe({type: "element", buffered: true});
+"""
+
+
+@pytest.mark.parametrize("storage_backend", ["local"], indirect=True)
+def test_the_stand_in_is_painted_while_every_style_sheet_is_held_back(live_server, browser_page, reading_data):
+    page = browser_page
+    # A <link rel="stylesheet"> in the head holds the page's first paint until it is in: the
+    # viewer's page carries its style sheets in the page (under hashes in its
+    # Content-Security-Policy), so the stand-in is painted, over the pane, whatever the
+    # style sheet files are doing.
+    held: list[Any] = []
+    page.route(re.compile(r"[.]css([?]|$)"), lambda route: held.append(route))
+    # The viewer's code too, so that Cornerstone does not take the stand-in's place meanwhile.
+    entry: list[Any] = []
+    page.route(VIEWER_ENTRY, lambda route: entry.append(route))
+    page.add_init_script(PAINTS)
+    page.goto(f"{live_server.url}/viewer/{reading_data['ct']}/", wait_until="commit")
+    page.wait_for_function("() => window.__paints?.includes('yunying-stand-in')", timeout=60_000)
+    image = page.locator('[data-pane="0"] > img[data-preview]').bounding_box()
+    pane = page.locator('[data-pane="0"]').bounding_box()
+    assert image is not None and pane is not None
+    assert (round(image["width"]), round(image["height"])) == (round(pane["width"]), round(pane["height"]))
+    # The viewer's dark surface and the site's header are styled too, from the page itself.
+    assert page.evaluate("() => getComputedStyle(document.querySelector('.yv')).backgroundColor") == "rgb(28, 31, 36)"
+    assert page.evaluate("() => getComputedStyle(document.querySelector('.site-header')).display") == "flex"
+    for route in held:
+        route.abort()
+    for route in entry:
+        route.continue_()
+    # The policy allowed those <style> elements (and refused nothing else): Cornerstone draws.
+    page.wait_for_function("() => window.yunyingPreview?.replaced != null", timeout=60_000)
+    assert page.errors == []
+
+
 @pytest.mark.parametrize("storage_backend", ["local"], indirect=True)
 def test_the_viewers_code_runs_only_once_the_stand_in_is_painted(live_server, browser_page, reading_data):
     page = browser_page

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
 from pathlib import Path
 
 import pytest
+from django.urls import reverse
 from pydicom.uid import generate_uid
 
 from cloudpacs.models import Instance, Study
@@ -329,3 +332,40 @@ def test_without_a_build_the_page_keeps_its_server_rendered_first_image(
     assert "data-yunying-entry" not in page
     assert "/rendered?accept=image/jpeg" in page
     assert "the viewer is not built" in caplog.text
+
+
+def test_the_style_sheets_are_in_the_page_allowed_by_their_hashes(radiologist_client, study, built_viewer):
+    site = "body { margin: 0; }\n.content > p { color: #1d2733; }\n"
+    viewer = ".yv { display: flex; }\n"
+    (built_viewer / "css").mkdir()
+    (built_viewer / "css" / "app.css").write_text(site)
+    (built_viewer / STYLES).write_text(viewer)
+    response = radiologist_client.get(url(study))
+    page = response.content.decode()
+    # Nothing for the first paint (the stand-in's) to wait for: both as they are, in order,
+    # in the head, after the stand-in's preload.
+    assert re.findall(r"<style>(.*?)</style>", page, re.S) == [site, viewer]
+    assert 'rel="stylesheet"' not in page
+    assert page.index('rel="preload" as="image"') < page.index("<style>") < page.index("</head>")
+    style_src = next(
+        part for part in response["Content-Security-Policy"].split("; ") if part.startswith("style-src ")
+    ).split()
+    for text in (site, viewer):
+        digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in style_src
+    assert style_src[:2] == ["style-src", "'self'"] and "'unsafe-inline'" not in style_src
+    # Another page keeps the plain policy and its <link>.
+    other = radiologist_client.get(reverse("api_tokens"))
+    assert "sha256-" not in other["Content-Security-Policy"] and "<style>" not in other.content.decode()
+
+
+def test_a_style_sheet_that_is_not_there_is_linked_as_before(radiologist_client, study):
+    page = radiologist_client.get(url(study)).content.decode()
+    assert f'<link rel="stylesheet" href="/static/{STYLES}">' in page
+    assert "<style>" not in page
+
+
+def test_the_stand_in_has_its_size_in_the_markup(tmp_path, radiologist_client, ct_modality):
+    page = radiologist_client.get(url(ingest(tmp_path, ct_modality, rows=2000, columns=2736))).content.decode()
+    # Laid out at its own proportions before its bytes are in, scaled to the pane by the style sheet.
+    assert re.search(r'<img class="yv-stand-in" data-preview src="[^"]+" width="1024" height="749"', page)

@@ -35,16 +35,25 @@ from facilities.services import audit
 STAND_IN_SIDE = 1024
 
 
+def stand_in_size(first: dict[str, Any] | None) -> tuple[int, int] | None:
+    """The stand-in's (width, height): the first image's own, never enlarged, at most
+    STAND_IN_SIDE a side; None when the index does not know the image's size."""
+    if not first or not first.get("rows") or not first.get("columns"):
+        return None
+    rows, columns = int(first["rows"]), int(first["columns"])
+    scale = min(1.0, STAND_IN_SIDE / max(rows, columns))
+    return max(1, round(columns * scale)), max(1, round(rows * scale))
+
+
 def stand_in_url(study: Study, first: dict[str, Any] | None) -> str:
     """The /rendered URL of the first image's stand-in, fixed by the server so that the
     page's head can ask for it (<link rel="preload">) before any script runs or the pane
     has a size; "" when the index does not know the image's size (the page's script then
     asks at the pane's size once it has one)."""
-    if not first or not first.get("rows") or not first.get("columns"):
+    size = stand_in_size(first)
+    if first is None or size is None:
         return ""
-    rows, columns = int(first["rows"]), int(first["columns"])
-    scale = min(1.0, STAND_IN_SIDE / max(rows, columns))
-    width, height = max(1, round(columns * scale)), max(1, round(rows * scale))
+    width, height = size
     path = reverse("dicomweb:instance-rendered", args=[study.study_uid, first["series_uid"], first["sop_instance_uid"]])
     return f"{path}?accept=image/jpeg&viewport={width},{height}"
 
@@ -84,7 +93,7 @@ def shown_descriptions(study: Study, priors: QuerySet[Study]) -> dict[str, str]:
 def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, Any]:
     """What templates/cloudpacs/_viewer_embed.html needs beside `study`: the study's
     series, the user's other studies of the same patient, the prior to open, the first
-    image, its stand-in's URL (which _viewer_assets.html preloads), whether the viewer's
+    image, its stand-in's URL (which _viewer_assets.html preloads) and size, whether the viewer's
     code waits for the stand-in (stand_in_first) and the descriptions in the page's
     language (shown_descriptions, as JSON).
 
@@ -107,6 +116,7 @@ def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, An
         "prior_study": prior,
         "viewer_first_instance": first,
         "viewer_stand_in_url": stand_in_url(study, first),
+        "viewer_stand_in_size": stand_in_size(first),
         "viewer_stand_in_first": stand_in_first(first),
         "viewer_descriptions": json.dumps(shown_descriptions(study, priors), ensure_ascii=False),
     }
