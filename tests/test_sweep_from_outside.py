@@ -1,5 +1,6 @@
 """The sweep files (pydicom's test and character set files, and pydicom-data's when it is
-installed) through the front door and back out, from outside: each sent with dcmtk
+installed, found through pydicom's external data sources) through the front door and back
+out, from outside: each sent with dcmtk
 `storescu` (proposing only the file's own transfer syntax, so nothing is converted on the
 way in), then fetched again with dcmtk `movescu` to a storage SCP in a process of its own
 (bound to 127.0.0.1: dcmtk 3.6.7's storescp binds every address) and with dcmtk `getscu`,
@@ -22,6 +23,7 @@ from typing import Any
 import pydicom.data
 import pytest
 from pydicom import dcmread
+from pydicom.data import data_manager
 from pydicom.dataset import Dataset
 
 from cloudpacs.models import Instance
@@ -35,12 +37,11 @@ DATA = Path(pydicom.data.__file__).parent
 
 def sweep_files() -> list[Path]:
     files = [*(DATA / "test_files").glob("*.dcm"), *(DATA / "charset_files").glob("*.dcm")]
-    try:
-        import pydicom_data  # type: ignore[import-not-found]
-    except ImportError:
-        pass
-    else:
-        files += Path(pydicom_data.__file__).parent.rglob("*.dcm")
+    # pydicom-data (`pip install pydicom-data`: vendors' files, big endian, overlays, palettes)
+    # registers itself as one of pydicom's external data sources; its module is not named
+    # after the package, so it is found through pydicom rather than by import.
+    for source in data_manager.external_data_sources().values():
+        files += Path(source.data_path).rglob("*.dcm")
     files += (Path(__file__).parent / "data" / "vendor").rglob("*.dcm")
     return sorted(files)
 
