@@ -599,6 +599,7 @@ def _correct(
             "storage_key": key,
             "sha256": staged.sha256,
             "size": staged.size,
+            "sop_class_uid": tags.sop_class_uid,
             "transfer_syntax_uid": transfer_syntax_uid,
             "instance_number": _int(values, "InstanceNumber"),
             "rows": _int(values, "Rows"),

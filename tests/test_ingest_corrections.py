@@ -14,6 +14,7 @@ from django.test import Client
 from django.urls import reverse
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import DigitalXRayImageStorageForPresentation
 
 from cloudpacs import services, storage
 from cloudpacs.models import IngestConflict, Instance, InstanceMetadata, InstanceVersion, Study
@@ -101,6 +102,26 @@ def test_before_signing_a_correction_from_the_same_console_replaces_the_image(
     page = client_.get(reverse("reading:page", args=[consult.uuid])).content.decode()
     assert 'data-flag="images-changed"' in page
     assert "影像已更正" in page
+
+
+def test_a_correction_in_another_sop_class_is_indexed_in_its_class(receiver, ct_modality, original, tmp_path):
+    # A console re-sending an instance as another object (a multi-frame for a single frame,
+    # another class of image): retrieve proposes the indexed class, so the index must follow the
+    # file, or every C-MOVE and C-GET of it fails for want of a context.
+    fix = make_dataset(
+        sop_class_uid=DigitalXRayImageStorageForPresentation,
+        sop_instance_uid=original.SOPInstanceUID,
+        study_uid=original.StudyInstanceUID,
+        series_uid=original.SeriesInstanceUID,
+        patient_id=original.PatientID,
+    )
+    fix.AccessionNumber = original.AccessionNumber
+
+    assert send_pynetdicom(receiver, ct_modality.ae_title, fix, tmp_path).status == 0x0000
+
+    replaced = Instance.objects.get(sop_instance_uid=original.SOPInstanceUID)
+    assert replaced.sop_class_uid == DigitalXRayImageStorageForPresentation
+    assert dcmread(storage.path_for(replaced.storage_key)).SOPClassUID == DigitalXRayImageStorageForPresentation
 
 
 @pytest.mark.parametrize("client", CLIENTS)
