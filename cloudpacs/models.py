@@ -110,7 +110,10 @@ class Study(models.Model):
     number_of_instances = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVING)
     first_received_at = models.DateTimeField(null=True, blank=True)
-    last_received_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Written by every instance (cloudpacs.services._insert_counted), so in no index: a
+    # column an index holds, changed, stops PostgreSQL from updating the row in place (a HOT
+    # update) and puts the new row version into every index of the table, per instance.
+    last_received_at = models.DateTimeField(null=True, blank=True)
     arrived_at = models.DateTimeField(null=True, blank=True)
     # PatientName as this study's images carry it. The Patient row keeps the first name
     # received under the Patient ID; a study whose name differs is flagged, never written
@@ -134,7 +137,12 @@ class Study(models.Model):
             # at a deep offset, is a walk along one of these with no sort.
             models.Index(fields=["-study_date", "-study_time", "-id"], name="study_order"),
             models.Index(fields=["accession_number"], name="study_accession"),
-            models.Index(fields=["status", "last_received_at"], name="study_stability"),
+            # The stability sweep's candidates: the few studies still receiving, whose
+            # last_received_at it then compares (that column in no index, above).
+            models.Index(fields=["id"], condition=Q(status="receiving"), name="study_receiving"),
+            # A township's studies by arrival, newest first (its page's studies without a
+            # consult): first_received_at is written once per study.
+            models.Index(fields=["facility", "-first_received_at", "-id"], name="study_facility_arrival"),
         ]
 
     def __str__(self) -> str:

@@ -115,6 +115,7 @@ def test_an_instance_of_a_known_series_is_indexed_in_few_statements(ct_modality,
 def test_the_statements_of_every_instance_are_prepared_once_per_connection(ct_modality, tmp_path):
     """PostgreSQL parses and plans the series lookup and the one statement once per
     connection (an association), not once per instance; nothing else is prepared."""
+
     def prepared_statements() -> set[str]:
         with connection.cursor() as cursor:
             cursor.execute("SELECT statement FROM pg_prepared_statements WHERE NOT from_sql")
@@ -368,6 +369,55 @@ def test_a_study_becomes_arrived_only_after_the_delay(ct_modality, tmp_path):
     claimed = services.claim_stable_studies(now + timedelta(seconds=11), 10)
     assert [study.status for study in claimed] == [Study.Status.ARRIVED]
     assert services.claim_stable_studies(now + timedelta(seconds=60), 10) == []
+
+
+@pytest.mark.django_db
+def test_a_study_is_claimed_exactly_the_delay_after_its_last_instance(ct_modality, tmp_path):
+    first = ingest(make_dataset(), ct_modality, tmp_path)
+    series = first.instance.series
+    ids = {"study_uid": series.study.study_uid, "series_uid": series.series_uid}
+    last = ingest(make_dataset(**ids, instance_number=2), ct_modality, tmp_path)
+    # Another study, still receiving, whose last instance came later: not yet stable.
+    ingest(make_dataset(), ct_modality, tmp_path)
+    quiet_since = Study.objects.get(pk=series.study_id).last_received_at
+    assert quiet_since == last.instance.received_at > first.instance.received_at
+    assert not services.has_stable_studies(quiet_since + timedelta(seconds=10, microseconds=-1), 10)
+    assert services.claim_stable_studies(quiet_since + timedelta(seconds=10, microseconds=-1), 10) == []
+    assert services.has_stable_studies(quiet_since + timedelta(seconds=10), 10)
+    claimed = services.claim_stable_studies(quiet_since + timedelta(seconds=10), 10)
+    assert [study.pk for study in claimed] == [series.study_id]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="HOT updates are PostgreSQL's")
+@pytest.mark.django_db
+def test_an_instance_of_a_known_series_updates_its_study_and_series_in_place(ct_modality, tmp_path):
+    """Every instance writes its study's count and last_received_at: with no changed column
+    in an index, PostgreSQL updates the row in place (HOT) instead of adding a row version
+    to each of the study table's indexes. Counted in this transaction alone
+    (pg_stat_xact_user_tables); one update may still move to another page when the row's
+    page is full, so not all need be HOT."""
+    first = ingest(make_dataset(), ct_modality, tmp_path)
+    series = first.instance.series
+    ids = {"study_uid": series.study.study_uid, "series_uid": series.series_uid}
+
+    def updates() -> dict[str, tuple[int, int]]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables"
+                " WHERE relname IN ('cloudpacs_study', 'cloudpacs_series')"
+            )
+            return {name: (upd, hot) for name, upd, hot in cursor.fetchall()}
+
+    before = updates()
+    for number in range(2, 6):
+        ingest(make_dataset(**ids, instance_number=number), ct_modality, tmp_path)
+    after = updates()
+    for table in ("cloudpacs_study", "cloudpacs_series"):
+        updated = after[table][0] - before.get(table, (0, 0))[0]
+        hot = after[table][1] - before.get(table, (0, 0))[1]
+        assert updated == 4, table
+        assert hot >= 3, (table, hot)
+    assert Study.objects.get(pk=series.study_id).number_of_instances == 5
 
 
 @pytest.mark.django_db(transaction=True)
