@@ -9,6 +9,7 @@ a C-FIND and a QIDO-RS search with the same keys find the same studies."""
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,8 +18,9 @@ from typing import Any
 import numpy as np
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from pydicom import dcmread
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from cloudpacs import storage
 from cloudpacs.dicomweb import qido
@@ -316,14 +318,91 @@ def instances_to_retrieve(entity: ApplicationEntity, query: ArchiveQuery) -> lis
     return found
 
 
+# Stored in these, an instance's Pixel Data is read from its file as it is sent.
+STREAMED_SYNTAXES = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+# Values larger than this are read when used, not with the rest of the dataset.
+DEFER_SIZE = 256 * 1024
+
+
 def read_instance(item: RetrieveItem) -> Dataset:
     """The stored instance as pydicom reads it, through the storage module (local disk or
     the object store); one stored in Explicit VR Big Endian made little endian
     (`as_little_endian`): pynetdicom sends an uncompressed dataset in whichever little
     endian syntax the peer accepted, but never converts from big endian, a syntax retired
-    since 2004 that few workstations accept, and the sub-operation failed."""
-    with storage.open_key(item.storage_key) as stream:
-        return as_little_endian(dcmread(stream))
+    since 2004 that few workstations accept, and the sub-operation failed.
+
+    Stored in Explicit or Implicit VR Little Endian, its Pixel Data is not read into
+    memory: the value is the stored file's range (`FileRange`), which pydicom copies in
+    chunks into the C-STORE message pynetdicom encodes, and the file stays open until the
+    dataset goes. Read whole, a 90 MB multi-frame instance was held twice while sent (once
+    read, once encoded: 376 MB at the process's peak; bench/qr/transcode_memory.py)."""
+    stream = storage.open_key(item.storage_key)
+    # The object store's reader is not a buffered file (pydicom's condition for a value).
+    if item.transfer_syntax_uid not in STREAMED_SYNTAXES or not isinstance(stream, io.BufferedIOBase):
+        with stream:
+            return as_little_endian(dcmread(stream))
+    try:
+        ds = dcmread(stream, defer_size=DEFER_SIZE)
+        raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
+        if (
+            ds.file_meta.get("TransferSyntaxUID") in STREAMED_SYNTAXES
+            and isinstance(raw, RawDataElement)
+            and raw.value is None
+            and raw.length != 0xFFFFFFFF
+        ):
+            # Implicit VR names no VR: OW beyond 8 bits allocated (PS3.5 A.1), as pydicom decides.
+            vr = raw.VR or ("OW" if int(ds.get("BitsAllocated") or 16) > 8 else "OB")
+            ds[PIXEL_DATA] = DataElement(PIXEL_DATA, vr, FileRange(stream, raw.value_tell, raw.length))
+        else:
+            # Every value read now, while the file is open.
+            for element in ds.iterall():
+                element.value  # noqa: B018
+            stream.close()
+        return as_little_endian(ds)
+    except BaseException:
+        stream.close()
+        raise
+
+
+class FileRange(io.BufferedIOBase):
+    """`length` bytes of `stream` from `start`, as a file of their own: what pydicom takes
+    as an element's value and writes in chunks (it seeks to the end to know the length).
+    Closing it closes `stream`."""
+
+    def __init__(self, stream: Any, start: int, length: int) -> None:
+        super().__init__()
+        self._stream, self._start, self._length, self._position = stream, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
+        self._position = max(0, min(self._length, base + offset))
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = self._length - self._position
+        size = left if size is None or size < 0 else min(size, left)
+        if size <= 0:
+            return b""
+        self._stream.seek(self._start + self._position)
+        chunk = self._stream.read(size)
+        self._position += len(chunk)
+        return chunk
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
 
 
 # The binary VRs whose values are numbers of this many bytes, each in the transfer syntax's

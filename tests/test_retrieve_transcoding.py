@@ -314,3 +314,32 @@ def test_a_c_get_requester_offering_jpeg_gets_jpeg_and_the_rest_decompressed(rec
             assert got.file_meta.TransferSyntaxUID == JPEGBaseline8Bit
         else:
             assert_same_pixels(got, expected)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_a_large_uncompressed_instance_is_sent_from_its_file_not_read_into_memory(
+    receiver, workstation, ct_modality, console, tmp_path, syntax
+):
+    # Read whole, a 90 MB multi-frame instance was held twice while sent (read, then
+    # encoded): 376 MB at the receiver's peak (bench/qr/transcode_memory.py).
+    from cloudpacs import queryretrieve
+
+    ds = dcmread(get_testdata_file("MR_small.dcm"))
+    frames = 40  # 40 x 64 x 64 x 2 bytes: 320 KiB, past queryretrieve.DEFER_SIZE
+    pixels = np.arange(frames * 64 * 64, dtype="<u2").reshape(frames, 64, 64) % 4096
+    ds.NumberOfFrames = frames
+    ds.PixelData = pixels.tobytes()
+    ds.file_meta.TransferSyntaxUID = syntax
+    uid = store(ds, generate_uid(), ct_modality, tmp_path)
+    [item] = queryretrieve.instances_to_retrieve(
+        workstation, queryretrieve.ArchiveQuery("IMAGE", {"00080018": uid}, patient_root=False)
+    )
+    read = queryretrieve.read_instance(item)
+    assert read["PixelData"].is_buffered
+    assert read.PatientName == "Wu^Ming"
+
+    result = movescu(receiver, str(ds.StudyInstanceUID))
+    assert result.returncode == 0, result.stderr + result.stdout
+    got = console.received[uid]
+    assert got.PixelData == pixels.tobytes()
+    assert np.array_equal(got.pixel_array, pixels)

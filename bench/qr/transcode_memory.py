@@ -7,7 +7,8 @@ Each variant runs in a process of its own that loads what the receiver loads (Dj
 pynetdicom, the decoders), reads the object from a file, makes it sendable and encodes
 the C-STORE data set as pynetdicom does (`pynetdicom.dsutils.encode`, one copy in memory);
 the process's peak resident set (VmHWM) is printed, with the same process's after
-loading only ("loaded").
+loading only ("loaded"). "stored uncompressed" reads the uncompressed file whole (as
+the retrieve SCP did before it streamed Pixel Data), "read_instance" as it does now.
 
     DJANGO_SETTINGS_MODULE=cloudpacs.settings .venv/bin/python bench/qr/transcode_memory.py --frames 180
 
@@ -26,7 +27,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-VARIANTS = ("loaded", "stored uncompressed", "pydicom decompress", "cloudpacs.transcoding")
+VARIANTS = (
+    "loaded",
+    "stored uncompressed",
+    "stored uncompressed, read_instance",
+    "pydicom decompress",
+    "cloudpacs.transcoding",
+)
 
 
 def build(directory: Path, frames: int) -> tuple[Path, Path]:
@@ -72,12 +79,18 @@ def measure(variant: str, native: str, compressed: str) -> None:
     from pynetdicom.dsutils import encode
 
     import dicomnode.queryretrieve  # noqa: F401  what the receiver loads
-    from cloudpacs import transcoding
+    from cloudpacs import queryretrieve, storage, transcoding
 
     loaded = high_water_mark()
     size = 0
     if variant == "stored uncompressed":
         ds = dcmread(native)
+        size = len(encode(ds, False, True))
+    elif variant == "stored uncompressed, read_instance":
+        # As the retrieve SCP reads it (the Pixel Data streamed from the file).
+        storage.open_key = lambda key: open(key, "rb")  # type: ignore[assignment]  # noqa: SIM115
+        item = queryretrieve.RetrieveItem("", "", "1.2.840.10008.1.2.1", native, 0)
+        ds = queryretrieve.read_instance(item)
         size = len(encode(ds, False, True))
     elif variant == "pydicom decompress":
         ds = dcmread(compressed)
@@ -88,7 +101,7 @@ def measure(variant: str, native: str, compressed: str) -> None:
         transcoding.decompress(ds, limit=2**32)
         size = len(encode(ds, False, True))
     peak = high_water_mark()
-    print(f"{variant:24} loaded {loaded / 1024:6.0f} MB  peak {peak / 1024:6.0f} MB  message {size / 2**20:6.1f} MB")
+    print(f"{variant:36} loaded {loaded / 1024:6.0f} MB  peak {peak / 1024:6.0f} MB  message {size / 2**20:6.1f} MB")
 
 
 def high_water_mark() -> int:
