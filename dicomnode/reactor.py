@@ -37,6 +37,19 @@ threads doing I/O among threads computing): CPU per instance rose with the numbe
 associations (docs/benchmarks-ingest.md, run 12). Here one recv() usually brings a whole
 PDU, often the next one's header too, and what it brought is looked at before the socket.
 
+A P-DATA-TF PDU that arrives while the association transfers data (Sta6) goes from the
+socket to the DIMSE provider in one step (`EventDrivenDUL._read_pdu_data`): pynetdicom
+copies each PDU five times on its way (header and body joined, `bytes()`, the items'
+slice, each item's slice, each fragment's slice without its control header), puts an
+event and the PDU on two queues, and takes them off again to look the state and the
+event up in its transition table, whose answer there is always DT-2, the same state. Here
+the body is read once and each fragment handed over as a view of it; the PDU's own events
+(EVT_PDU_RECV) are triggered as pynetdicom does. The step is taken only where it
+changes nothing another party could see: no event waiting ahead of it, no handler bound to
+the raw bytes (EVT_DATA_RECV) or to the state machine's transitions (EVT_FSM_TRANSITION),
+and only handlers that accept views bound to EVT_PDU_RECV (`install`'s `view_handlers`);
+anything else, and every PDU that is not a well-formed P-DATA-TF, goes pynetdicom's way.
+
 Both loops, and those of the associations the receiver opens itself (C-MOVE
 sub-operations, storage commitment reports: `install_requestor`), pause for send_*() with
 a handshake that closes a gap in pynetdicom's (`wait_while_paused`): through it the loop
@@ -50,15 +63,19 @@ import logging
 import os
 import queue
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from pynetdicom import evt
+from pynetdicom import evt, fsm
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.fsm import StateMachine
+from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
+from pynetdicom.pdu_items import PresentationDataValueItem
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.utils import make_target
 
 from cloudpacs import dicomsocket, pinning
@@ -83,6 +100,13 @@ PIN = pinning.Pin(
     (DULServiceProvider.__init__, "c82dafa9438ddf70685917cb15d2bfbc814aa0ad5233ffb0ae650faedc7570f0"),
     (Association.run_reactor, "ed8bbbe3b3d6ddaee3e8673ba25b2ab2a4c45f25bc1d8ae7b48ebafd09499e6d"),
     (DULServiceProvider._decode_pdu, "fc71dd1bf853e1ce79d29b11731a26a4f6ee9eb697026ad611f8fc91f8aa69c9"),
+    # A P-DATA-TF taken straight to the DIMSE provider: the read it replaces, the state
+    # machine's step (DT-2) and dispatch it stands in for, and the PDU's items it builds.
+    (DULServiceProvider._read_pdu_data, "19f2d4e38c13c83586365d93dd5cd96a0c7c665cb37251054b3e1f246e9f431b"),
+    (StateMachine.do_action, "9a883f44c7f31641b7847b97b51a72abdd31a3c8a9d31031cae7f7d929383dd9"),
+    (fsm.DT_2, "9ec543394e0b49eb8be2448fc3f9950361b0047db7cf3742844f377bd225ba73"),
+    (P_DATA_TF._generate_items, "55a5deea47745b72b787b1115d198e20ba355947da2ccda92987fd372967a141"),
+    (P_DATA_TF._wrap_generate_items, "b2ab7ad6fe47ff4acb0a041e8ee9169b6247681618fc3196ca540c89bf17bae6"),
     otherwise="the receiver uses pynetdicom's polling association loops",
 )
 
@@ -104,6 +128,31 @@ def read_ahead(sock: Any, pending: bytearray, nr_bytes: int) -> bytearray:
     data = pending[:nr_bytes]
     del pending[:nr_bytes]
     return data
+
+
+# A P-DATA-TF's PDU type, and its items' header: item length, presentation context ID.
+P_DATA_TF_TYPE = 0x04
+_PDV_HEADER = struct.Struct(">IB")
+
+
+def pdv_views(body: bytearray) -> list[tuple[int, memoryview]] | None:
+    """The presentation data values of a P-DATA-TF's body (the PDU without its 6-byte
+    header) as (context ID, view of the value), the value's message control header
+    included, as pynetdicom's P_DATA primitive holds them; None when the body is not a
+    list of whole items each holding at least that header (pynetdicom's own decoding then
+    finds out what to do)."""
+    view = memoryview(body)
+    items: list[tuple[int, memoryview]] = []
+    offset, end = 0, len(body)
+    while offset < end:
+        if end - offset < _PDV_HEADER.size:
+            return None
+        length, context_id = _PDV_HEADER.unpack_from(body, offset)
+        if length < 2 or offset + 4 + length > end:
+            return None
+        items.append((context_id, view[offset + 5 : offset + 4 + length]))
+        offset += 4 + length
+    return items or None
 
 
 class _Waker:
@@ -154,6 +203,97 @@ class EventDrivenDUL(DULServiceProvider):
     # The A-ASSOCIATE-RQ the front door decoded (dicomnode.connections.CheckedAssociateRQ,
     # its bytes in `data`), until the state machine takes it.
     _decoded_rq: Any = None
+    # EVT_PDU_RECV handlers that accept a P-DATA-TF whose values are memoryviews.
+    _view_handlers: frozenset[Any] = frozenset()
+
+    def _takes_pdata(self) -> bool:
+        """Whether a P-DATA-TF read now may go straight to the DIMSE provider: the state
+        machine in data transfer with nothing waiting, and nobody to tell otherwise."""
+        assoc = self.assoc
+        # Notification events: a list of (handler, arguments).
+        pdu_handlers: Any = assoc.get_handlers(evt.EVT_PDU_RECV)
+        return (
+            self.state_machine.current_state == "Sta6"
+            and self.event_queue.empty()
+            and self._recv_pdu.empty()
+            and not assoc.get_handlers(evt.EVT_DATA_RECV)
+            and not assoc.get_handlers(evt.EVT_FSM_TRANSITION)
+            and all(handler in self._view_handlers for handler, _ in pdu_handlers)
+        )
+
+    def _read_pdu_data(self) -> None:
+        """pynetdicom's, the same events for the same bytes, except that a P-DATA-TF the
+        association may take at once (`_takes_pdata`) is handed to the DIMSE provider as
+        the state machine's DT-2 would, its values views of the one body read."""
+        sock: Any = self.socket
+        try:
+            header = sock.recv(6)
+        except (OSError, TimeoutError) as exc:
+            logger.error("Connection closed before the entire PDU was received")
+            logger.exception(exc)
+            self.event_queue.put("Evt17")
+            return
+        try:
+            pdu_type, _, pdu_length = struct.unpack(">BBL", header)
+        except struct.error:
+            self.event_queue.put("Evt17")
+            return
+        if pdu_type not in (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
+            logger.error(f"Unknown PDU type received '0x{pdu_type:02X}'")
+            self.event_queue.put("Evt19")
+            return
+        try:
+            body = sock.recv(pdu_length)
+        except (OSError, TimeoutError) as exc:
+            logger.error("Connection closed before the entire PDU was received")
+            logger.exception(exc)
+            self.event_queue.put("Evt17")
+            return
+        if len(body) != pdu_length:
+            logger.error(
+                f"The received PDU is shorter than expected ({6 + len(body)} of {6 + pdu_length} bytes received)"
+            )
+            self.event_queue.put("Evt17")
+            return
+        items = pdv_views(body) if pdu_type == P_DATA_TF_TYPE and self._takes_pdata() else None
+        if items is not None:
+            self._data_transfer(items)
+            return
+        bytestream = bytearray(header)
+        bytestream += body
+        try:
+            pdu, event = self._decode_pdu(bytestream)
+            self.event_queue.put(event)
+        except Exception as exc:
+            logger.error("Unable to decode the received PDU data")
+            logger.exception(exc)
+            self.event_queue.put("Evt19")
+            return
+        self._recv_pdu.put(pdu)
+
+    def _data_transfer(self, items: list[tuple[int, memoryview]]) -> None:
+        """A P-DATA-TF received in Sta6: its EVT_PDU_RECV, then DT-2 (the P-DATA
+        indication to the DIMSE provider; the state stays Sta6), failing as the state
+        machine fails an action: logged, the DUL stopped."""
+        assoc = self.assoc
+        if assoc.get_handlers(evt.EVT_PDU_RECV):
+            pdu = P_DATA_TF()
+            for context_id, data in items:
+                item = PresentationDataValueItem()
+                item.presentation_context_id = context_id
+                item.presentation_data_value = data  # type: ignore[assignment]
+                pdu.presentation_data_value_items.append(item)
+            evt.trigger(assoc, evt.EVT_PDU_RECV, {"pdu": pdu})
+        primitive = P_DATA()
+        primitive._presentation_data_value_list = items  # type: ignore[assignment]
+        try:
+            assoc.dimse.receive_primitive(primitive)
+        except Exception as exc:
+            logger.error(
+                "State Machine received an exception attempting to perform the action 'DT-2' while in state 'Sta6'"
+            )
+            logger.exception(exc)
+            self.kill_dul()
 
     def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
         """pynetdicom's, except that the connection's first PDU, decoded at the front door
@@ -352,15 +492,18 @@ def install_requestor(assoc: Association) -> bool:
     return True
 
 
-def install(assoc: Association, associate_rq: Any = None) -> bool:
+def install(assoc: Association, associate_rq: Any = None, view_handlers: tuple[Any, ...] = ()) -> bool:
     """Make a just-created acceptor association (not started) use the event-driven loops;
     `associate_rq`, the front door's decoded A-ASSOCIATE-RQ whose bytes the socket gives
-    back first, is taken as it is. Returns False, changing nothing, on a pynetdicom these
+    back first, is taken as it is; `view_handlers`, EVT_PDU_RECV handlers that accept a
+    P-DATA-TF whose values are memoryviews (with any other bound, P-DATA-TF PDUs go through
+    pynetdicom's state machine). Returns False, changing nothing, on a pynetdicom these
     loops were not written for."""
     if not PIN.compatible():
         return False
     dul: Any = assoc.dul
     dul._decoded_rq = associate_rq
+    dul._view_handlers = frozenset(view_handlers)
     wake = threading.Event()
     waker = _Waker()
     dul.__class__ = EventDrivenDUL

@@ -648,7 +648,7 @@ class CappedRequestHandler(RequestHandler):
 
     def _create_association(self) -> Any:
         assoc = super()._create_association()
-        reactor.install(assoc, self.associate_rq)
+        reactor.install(assoc, self.associate_rq, view_handlers=(handle_pdu,))
         fastpath.install(assoc)
         sock: Any = assoc.dul.socket
         sock.__class__ = CappedAssociationSocket

@@ -3,6 +3,7 @@ were written against, and used by the receiver's associations."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import Counter
@@ -366,3 +367,136 @@ def test_the_receivers_socket_reads_a_large_instance_in_few_receives(receiver, c
     # each asking for at least READ_AHEAD.
     assert 0 < len(calls) < 200
     assert min(calls) >= reactor.READ_AHEAD
+
+
+def _pdata_tf_body(*items: tuple[int, bytes]) -> bytes:
+    from pynetdicom.pdu import P_DATA_TF
+    from pynetdicom.pdu_primitives import P_DATA
+
+    primitive = P_DATA()
+    primitive.presentation_data_value_list = [[context_id, data] for context_id, data in items]
+    return bytes(P_DATA_TF(primitive).encode()[6:])
+
+
+def test_a_data_pdus_values_are_read_as_pynetdicom_reads_them():
+    from pynetdicom.pdu import P_DATA_TF
+
+    items = [(1, b"\x03" + b"command"), (3, b"\x02" + bytes(range(256)) * 40)]
+    body = _pdata_tf_body(*items)
+    stock = P_DATA_TF()
+    stock.decode(b"\x04\x00" + len(body).to_bytes(4, "big") + body)
+    views = reactor.pdv_views(bytearray(body))
+    assert views is not None
+    expected = stock.to_primitive().presentation_data_value_list
+    assert [(context_id, bytes(data)) for context_id, data in views] == expected
+    assert all(isinstance(data, memoryview) for _, data in views)
+
+
+def test_a_malformed_data_pdu_is_left_to_pynetdicom():
+    whole = _pdata_tf_body((1, b"\x02abc"))
+    assert reactor.pdv_views(bytearray()) is None
+    assert reactor.pdv_views(bytearray(whole[:-1])) is None  # an item longer than the PDU
+    assert reactor.pdv_views(bytearray(whole + b"\x00\x00")) is None  # a piece of an item header
+    assert reactor.pdv_views(bytearray(_pdata_tf_body((1, b"")))) is None  # no message control header
+
+
+def _receiving_side_events(monkeypatch) -> Counter[str]:  # type: ignore[no-untyped-def]
+    """The events the receiver's state machines act on, counted (the client's are not)."""
+    from pynetdicom.fsm import StateMachine
+
+    events: Counter[str] = Counter()
+    do_action = StateMachine.do_action
+
+    def counted(machine: StateMachine, event: str) -> None:
+        if isinstance(machine.dul, reactor.EventDrivenDUL):
+            events[event] += 1
+        do_action(machine, event)
+
+    monkeypatch.setattr(StateMachine, "do_action", counted)
+    return events
+
+
+def _stored_dataset_bytes(sop_instance_uid: str) -> bytes:
+    from cloudpacs import storage
+    from cloudpacs.models import Instance
+
+    instance = Instance.objects.get(sop_instance_uid=sop_instance_uid)
+    with storage.open_key(instance.storage_key) as stream:
+        data = stream.read()
+    meta_length = int.from_bytes(data[140:144], "little")
+    return data[144 + meta_length :]
+
+
+def _encoded(ds) -> bytes:  # type: ignore[no-untyped-def]
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, ds)
+    return buffer.getvalue()
+
+
+def test_a_data_pdu_goes_to_the_dimse_provider_without_the_state_machines_queues(receiver, ct_modality, monkeypatch):
+    """pynetdicom queues each P-DATA-TF's event and PDU and takes them off again to look up
+    DT-2 in its transition table, copying the PDU's bytes five times on the way; the
+    receiver hands its fragments over at once, as views of the one read."""
+    from pynetdicom.pdu import P_DATA_TF
+
+    from cloudpacs.models import Instance
+
+    events = _receiving_side_events(monkeypatch)
+    decoded: Counter[str] = Counter()
+    decode = P_DATA_TF.decode
+
+    def counted_decode(pdu: P_DATA_TF, bytestream: bytes) -> None:
+        if isinstance(threading.current_thread(), reactor.EventDrivenDUL):
+            decoded["P-DATA-TF"] += 1
+        decode(pdu, bytestream)
+
+    monkeypatch.setattr(P_DATA_TF, "decode", counted_decode)
+    ae = AE(ae_title=ct_modality.ae_title)
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate(*receiver, ae_title="CLOUDPACS")
+    assert assoc.is_established
+    ds = make_dataset(rows=512, columns=512)  # 512 KB of pixel data: several 128 KB PDUs
+    try:
+        assert assoc.send_c_store(ds).Status == 0x0000
+    finally:
+        assoc.release()
+    assert assoc.is_released
+    assert events["Evt10"] == 0 and decoded == {}
+    # The association's other steps still go through the state machine.
+    assert events["Evt6"] == 1 and events["Evt9"] == 1 and events["Evt12"] == 1
+    stored = _stored_dataset_bytes(ds.SOPInstanceUID)
+    assert stored == _encoded(ds)
+    # Hashed while received (dicomnode.server.handle_pdu), from the views.
+    assert Instance.objects.get(sop_instance_uid=ds.SOPInstanceUID).sha256 == hashlib.sha256(stored).hexdigest()
+
+
+def test_with_another_handler_on_the_pdus_they_take_pynetdicoms_way(receiver, ct_modality, monkeypatch):
+    """A handler the receiver did not write may keep a PDU's values or expect bytes: with
+    one bound, every P-DATA-TF is decoded and queued by pynetdicom as before."""
+    from pynetdicom import evt
+
+    events = _receiving_side_events(monkeypatch)
+    seen: list[type] = []
+
+    def foreign(event: evt.Event) -> None:
+        for item in getattr(event.pdu, "presentation_data_value_items", []):  # type: ignore[attr-defined]
+            seen.append(type(item.presentation_data_value))
+
+    ae = AE(ae_title=ct_modality.ae_title)
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate(*receiver, ae_title="CLOUDPACS")
+    assert assoc.is_established
+    ds = make_dataset(rows=512, columns=512)
+    try:
+        (receiving,) = [t for t in threading.enumerate() if isinstance(t, reactor.EventDrivenAssociation)]
+        receiving.bind(evt.EVT_PDU_RECV, foreign)
+        assert assoc.send_c_store(ds).Status == 0x0000
+    finally:
+        assoc.release()
+    assert events["Evt10"] >= 5
+    assert seen and set(seen) == {bytes}
+    assert _stored_dataset_bytes(ds.SOPInstanceUID) == _encoded(ds)
