@@ -5,6 +5,7 @@ constant value, so that interpolation at the edges does not matter."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -499,6 +500,8 @@ def test_the_first_image_is_drawn_before_the_decode_workers_start(live_server, b
     assert held, "the decode workers' script was not asked for"
     assert pane_state(page)["loaded"] <= 1  # the first image, from the cache
     wait_for_image(page, 0)
+    # Read once the pane has moved from its CPU drawing to WebGL (which needs no worker).
+    page.evaluate("() => window.yunyingViewer.viewers[0].panes[0].onGpu.then(() => true)")
     centres = block_centres(CT_SIZE, CT_BLOCK)
     assert np.abs(gray(page, centres) - expected_ct(1, 40, 400)).max() <= TOLERANCE
     # The rest of the stack waits for the workers, and comes once they start.
@@ -655,6 +658,44 @@ def test_every_pane_is_drawn_through_one_webgl_context(live_server, browser_page
     wait_for_image(page, CT_SLICES - 1)
     assert np.abs(gray(page, centres) - expected_ct(CT_SLICES, 40, 400)).max() <= TOLERANCE
     assert "2/2" in page.locator('[data-pane="1"] [data-overlay="bl"]').inner_text()
+
+
+# At the first image's event (dispatched in the task of its render, before the pane moves to
+# WebGL): the render windows' WebGL contexts made so far, and the first pane's pixels.
+FIRST_IMAGE_SEEN = """(() => {
+    document.addEventListener('yunying:first-image', (event) => {
+        if (event.detail.pane !== 0) return;
+        const pane = window.yunyingViewer.viewers[0].panes[0];
+        window.atFirstImage = {contexts: window.renderWindowContexts(), cpu: pane.onCpu,
+                               pixels: pane.sample(window.samplePoints)};
+    }, {capture: true, once: true});
+})()"""
+
+
+def test_the_first_image_is_drawn_on_the_cpu_then_by_webgl(live_server, browser_page, reading_data):
+    page = browser_page
+    centres = block_centres(CT_SIZE, CT_BLOCK)
+    page.add_init_script(COUNT_WEBGL_CONTEXTS)
+    page.add_init_script(f"window.samplePoints = {json.dumps(centres)};")
+    page.add_init_script(FIRST_IMAGE_SEEN)
+    open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
+    # Drawn by Cornerstone's CPU path, before any WebGL context of the rendering engine:
+    # its first WebGL draw (context, shaders, in software WebGL the draw itself) is not on
+    # the way to the first image.
+    seen = page.evaluate("() => window.atFirstImage")
+    assert seen["contexts"] == 0 and seen["cpu"] is True
+    first = np.array(seen["pixels"], dtype=float)
+    assert np.all(first[:, 0] == first[:, 1]) and np.all(first[:, 1] == first[:, 2])
+    assert np.abs(first[:, 0] - expected_ct(1, 40, 400)).max() <= TOLERANCE
+    # Then by WebGL through the one context, the same image at the same window.
+    assert page.evaluate("() => window.yunyingViewer.viewers[0].panes[0].onCpu") is False
+    assert page.evaluate("() => window.renderWindowContexts()") == 1
+    assert np.abs(gray(page, centres) - expected_ct(1, 40, 400)).max() <= TOLERANCE
+    page.locator("[data-yunying-viewer]").focus()
+    page.keyboard.press("End")
+    wait_for_image(page, CT_SLICES - 1)
+    assert np.abs(gray(page, centres) - expected_ct(CT_SLICES, 40, 400)).max() <= TOLERANCE
+    assert page.errors == []
 
 
 @pytest.mark.parametrize("lut", list(VOI_LUTS))

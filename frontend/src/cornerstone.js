@@ -6,7 +6,10 @@ import {
   getWebWorkerManager,
   imageLoader,
   imageRetrievalPoolManager,
+  getRenderingCapabilities,
   init as initCore,
+  RenderingEngine,
+  setUseCPURendering,
   utilities,
 } from '@cornerstonejs/core';
 // Named imports: the package's default export is an object holding every decoder, which
@@ -46,6 +49,43 @@ export function start() {
     performance.mark('yunying:init');
   })();
   return started;
+}
+
+// A pane's first image is drawn by Cornerstone's CPU path (the stack viewport's canvas 2D
+// rendering) and the pane moves to WebGL once it is on screen (pane.js, toGpu): the first
+// WebGL draw (the context, its shaders, and in software WebGL the draw itself, hundreds of
+// milliseconds on the page's thread) no longer comes before the first image. Cornerstone
+// reads one page-wide flag for it; it is set only while a CPU viewport is made (and the
+// engine, which then makes no WebGL context until the first WebGL viewport), and the CPU
+// viewport is told to answer for itself, not from the flag, whenever the engine asks.
+function onCpu(make) {
+  setUseCPURendering(true, false);
+  try {
+    return make();
+  } finally {
+    setUseCPURendering(false, false);
+  }
+}
+
+// Whether the first images can be drawn on the CPU and then move to WebGL (without WebGL
+// Cornerstone draws on the CPU throughout).
+export function cpuFirst() {
+  return getRenderingCapabilities().webgl;
+}
+
+export function createEngine(id) {
+  return cpuFirst() ? onCpu(() => new RenderingEngine(id)) : new RenderingEngine(id);
+}
+
+export function enableOnCpu(engine, input) {
+  onCpu(() => engine.enableElement(input));
+  const viewport = engine.getViewport(input.viewportId);
+  viewport.getUseCustomRenderingPipeline = () => true;
+  return viewport;
+}
+
+export function disableOnCpu(engine, viewportId) {
+  onCpu(() => engine.disableElement(viewportId));
 }
 
 // Registers an instance's metadata for one of its frames' image id.

@@ -4,7 +4,7 @@
 // its first frame and its full cache to the viewer.
 import { Enums, cache, imageLoader, utilities } from '@cornerstonejs/core';
 
-import { addInstanceMetadata, instanceMeta, voiLuts } from './cornerstone.js';
+import { addInstanceMetadata, disableOnCpu, enableOnCpu, instanceMeta, voiLuts } from './cornerstone.js';
 import {
   absolute,
   earlyFrame,
@@ -97,17 +97,78 @@ export class Pane {
     return performance.mark(`yunying:pane${this.index}:${step}`).startTime;
   }
 
-  enable() {
+  // The viewport: drawn on the CPU when `cpu` (a pane's first series as the viewer starts,
+  // until toGpu), else through WebGL.
+  enable(cpu = false) {
     if (this.enabled) return;
-    this.viewer.engine.enableElement({
+    const input = {
       viewportId: this.viewportId,
       type: Enums.ViewportType.STACK,
       element: this.element,
       defaultOptions: { background: [0, 0, 0] },
-    });
+    };
+    if (cpu) enableOnCpu(this.viewer.engine, input);
+    else this.viewer.engine.enableElement(input);
+    this.onCpu = cpu;
     // Until the tools are in there is no tool group; Viewer.loadTools adds the pane then.
     this.viewer.toolGroup?.addViewport(this.viewportId, this.viewer.engine.id);
     this.enabled = true;
+  }
+
+  disable() {
+    if (!this.enabled) return;
+    this.viewer.toolGroup?.removeViewports(this.viewer.engine.id, this.viewportId);
+    if (this.onCpu) disableOnCpu(this.viewer.engine, this.viewportId);
+    else this.viewer.engine.disableElement(this.viewportId);
+    this.enabled = false;
+    this.onCpu = false;
+  }
+
+  // The pane's CPU viewport replaced by a WebGL one showing the same image, window,
+  // rotation and flips. The CPU's picture stays in the canvas (enabling fills it
+  // black) until WebGL's first draw replaces it.
+  async toGpu(generation) {
+    if (!this.onCpu) return;
+    this.viewer.cpuFirst = false;
+    const cpu = this.viewport;
+    const index = cpu.getCurrentImageIdIndex();
+    const { voiRange, invert } = cpu.getProperties();
+    // Rotation and flips (the CPU path's zoom and pan are in other units than WebGL's; the
+    // move comes right after the first image, before the tools that zoom and pan).
+    const { rotation, flipHorizontal, flipVertical } = cpu.getViewPresentation();
+    const picture = document.createElement('canvas');
+    const canvas = cpu.getCanvas();
+    picture.width = canvas.width;
+    picture.height = canvas.height;
+    picture.getContext('2d').drawImage(canvas, 0, 0);
+    this.disable();
+    this.enable(false);
+    const viewport = this.viewport;
+    // The CPU path leaves its transform on the canvas's context, under which WebGL's
+    // picture would be copied out of sight.
+    const shown = viewport.getCanvas().getContext('2d');
+    shown.setTransform(1, 0, 0, 1, 0, 0);
+    shown.drawImage(picture, 0, 0, shown.canvas.width, shown.canvas.height);
+    const drawn = this.rendered();
+    await viewport.setStack(this.imageIds, index);
+    if (generation !== this.generation) return;
+    viewport.setProperties({ voiRange, invert });
+    viewport.setViewPresentation({ rotation, flipHorizontal, flipVertical });
+    viewport.render();
+    await drawn;
+  }
+
+  // The viewport's next render that has an image to draw.
+  rendered() {
+    return new Promise((resolve) => {
+      const listener = () => {
+        const viewport = this.viewport;
+        if (!viewport?.getCurrentImageId() || !viewport.getImageData()) return;
+        this.element.removeEventListener(Enums.Events.IMAGE_RENDERED, listener);
+        resolve();
+      };
+      this.element.addEventListener(Enums.Events.IMAGE_RENDERED, listener);
+    });
   }
 
   // Shows a series of a study whose series the viewer has listed (viewer.studies).
@@ -129,11 +190,7 @@ export class Pane {
     this.single = [];
     this.loaded = 0;
     this.failed = 0;
-    if (this.enabled) {
-      this.viewer.toolGroup?.removeViewports(this.viewer.engine.id, this.viewportId);
-      this.viewer.engine.disableElement(this.viewportId);
-      this.enabled = false;
-    }
+    this.disable();
     for (const corner of Object.keys(this.overlay)) if (this.overlay[corner]) this.overlay[corner].textContent = '';
     this.keyMark.hidden = true;
     this.setStatus('');
@@ -200,7 +257,13 @@ export class Pane {
     this.positions = positions;
     this.single = single;
     this.seriesUrl = absolute(base);
-    this.enable();
+    // A pane's first series as the viewer starts is drawn on the CPU first; another series
+    // opened in a pane still on the CPU goes to WebGL at once.
+    if (this.onCpu) this.disable();
+    const cpu = !this.enabled && this.viewer.cpuFirst;
+    this.enable(cpu);
+    // The whole stack is reported cached once the pane is on WebGL too.
+    let onGpu = Promise.resolve();
     this.videos = videos;
     this.viewer.onSeriesOpened(this);
     if (!imageIds.length) {
@@ -226,18 +289,27 @@ export class Pane {
         })
         .catch(() => {});
     }
+    const drawn = this.rendered();
     await viewport.setStack(imageIds, 0);
     if (generation !== this.generation) return;
     viewport.render();
     this.viewer.marks.draw(this);
-    this.prefetch(generation);
+    // After the task that painted the CPU's first image.
+    if (cpu) {
+      onGpu = drawn
+        .then(() => new Promise((resolve) => setTimeout(resolve)))
+        .then(() => generation === this.generation && this.toGpu(generation));
+    }
+    // For tests: settled once the pane's first image is on WebGL.
+    this.onGpu = onGpu;
+    this.prefetch(generation, onGpu);
   }
 
   // Every image of the stack is fetched and decoded into the cache once, so that scrolling
   // and cine never wait on the network: outward from the current image, the images of
   // single-frame instances a batch at a time (fetchFrames), the frames of multi-frame
   // instances one request each through Cornerstone's prefetch pool.
-  prefetch(generation) {
+  prefetch(generation, onGpu) {
     const total = this.imageIds.length;
     const current = this.viewport.getCurrentImageIdIndex();
     const order = [];
@@ -250,8 +322,11 @@ export class Pane {
       if (ok) this.loaded += 1;
       else this.failed += 1;
       if (this.loaded + this.failed === total) {
-        this.stackMs = this.mark('stack-cached');
-        this.viewer.emit('stack', this);
+        onGpu.then(() => {
+          if (generation !== this.generation) return;
+          this.stackMs = this.mark('stack-cached');
+          this.viewer.emit('stack', this);
+        });
       }
       this.updateStatus();
     };

@@ -1,8 +1,8 @@
 // The viewer: its panes, the series thumbnails, the toolbar and the keys, bound to the
 // markup of templates/cloudpacs/_viewer_embed.html (the labels come translated from Django).
-import { RenderingEngine, cache, utilities } from '@cornerstonejs/core';
+import { cache, utilities } from '@cornerstonejs/core';
 
-import { start } from './cornerstone.js';
+import { cpuFirst, createEngine, start } from './cornerstone.js';
 import { fetchSeriesList } from './dicomweb.js';
 import { Marks, parseImageId } from './marks.js';
 import { Pane } from './pane.js';
@@ -85,7 +85,9 @@ export class Viewer {
     // already in, would otherwise be parsed and its stack set in one stretch of microtasks
     // before they could start, leaving the first frame to wait for them.
     await new Promise((resolve) => setTimeout(resolve));
-    this.engine = new RenderingEngine(this.id);
+    this.engine = createEngine(this.id);
+    // The panes' first series drawn on the CPU first (pane.js, toGpu).
+    this.cpuFirst = cpuFirst();
     this.selectTool(this.selectedTool);
     this.bindToolbar();
     new ResizeObserver(() => this.engine.resize(true, true)).observe(this.element.querySelector('[data-panes]'));
