@@ -137,3 +137,32 @@ def test_each_xdist_worker_gets_the_brokers_database_plus_its_number():
 def test_a_worker_past_redis_databases_is_refused_with_the_reason():
     with pytest.raises(pytest.UsageError, match="Redis database 16"):
         worker_broker_url("redis://127.0.0.1:6379/14", "gw2")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_flush_empties_every_table_but_the_content_types_and_permissions_it_keeps(township):
+    """What a transactional test's flush leaves (conftest's `_flush_by_delete`): no rows
+    but the content types and permissions, the same ones, which post_migrate then finds."""
+    from django.contrib.auth.models import Permission
+    from django.contrib.contenttypes.models import ContentType
+    from django.core.management import call_command
+    from django.db import connection
+
+    from tests.conftest import KEPT_BY_FLUSH
+    from tests.factories import make_technologist
+
+    make_technologist(township)  # a user of a facility: rows joined by a foreign key
+    kept = list(ContentType.objects.order_by("pk").values_list()), list(Permission.objects.order_by("pk").values_list())
+    # As Django's TransactionTestCase calls it after each transactional test.
+    call_command("flush", verbosity=0, interactive=False, reset_sequences=False, allow_cascade=False)
+    ContentType.objects.clear_cache()
+    with connection.cursor() as cursor:
+        left = {}
+        for table in connection.introspection.django_table_names(only_existing=True, include_views=False):
+            cursor.execute(f"SELECT COUNT(*) FROM {connection.ops.quote_name(table)}")  # noqa: S608
+            left[table] = cursor.fetchone()[0]
+    assert {table for table, rows in left.items() if rows} == KEPT_BY_FLUSH
+    assert (
+        list(ContentType.objects.order_by("pk").values_list()),
+        list(Permission.objects.order_by("pk").values_list()),
+    ) == kept
