@@ -252,7 +252,11 @@ class PlainStoreDIMSE(DIMSEServiceProvider):
             if command is not None and (not maximum or len(command) <= maximum - PDV_ITEM_OVERHEAD):
                 pdata = P_DATA()
                 pdata.presentation_data_value_list.append((context_id, LAST_COMMAND_FRAGMENT + command))
-                self.dul.send_pdu(pdata)
+                # From this thread when the DUL allows it (dicomnode.reactor.send_now),
+                # or through its queue as pynetdicom sends.
+                send_now = getattr(self.dul, "send_now", None)
+                if send_now is None or not send_now(pdata):
+                    self.dul.send_pdu(pdata)
                 return
         super().send_msg(primitive, context_id)
 

@@ -50,6 +50,16 @@ the raw bytes (EVT_DATA_RECV) or to the state machine's transitions (EVT_FSM_TRA
 and only handlers that accept views bound to EVT_PDU_RECV (`install`'s `view_handlers`);
 anything else, and every PDU that is not a well-formed P-DATA-TF, goes pynetdicom's way.
 
+The answer to a C-STORE goes the other way in one step too (`EventDrivenDUL.send_now`,
+from dicomnode.fastpath): pynetdicom's association thread puts it on the DUL's queue and
+wakes the DUL thread, which takes it off, looks up DT-1 (Sta6 again) and sends it. With one
+association the sender waits for each answer, so that wake-up, which on a busy machine
+waits for a core, is in every instance's time. Here the association's thread writes the
+P-DATA-TF itself when the DUL is in Sta6 with nothing queued ahead of it and nobody bound
+to the events such a send would trigger on the DUL's thread (EVT_FSM_TRANSITION,
+EVT_PDU_SENT, EVT_DATA_SENT); a lock over every write to the socket (`_send`, the loop's
+own A-ABORT, dicomnode.server's `abort_now`) keeps two PDUs from interleaving.
+
 Both loops, and those of the associations the receiver opens itself (C-MOVE
 sub-operations, storage commitment reports: `install_requestor`), pause for send_*() with
 a handshake that closes a gap in pynetdicom's (`wait_while_paused`): through it the loop
@@ -107,6 +117,11 @@ PIN = pinning.Pin(
     (fsm.DT_2, "9ec543394e0b49eb8be2448fc3f9950361b0047db7cf3742844f377bd225ba73"),
     (P_DATA_TF._generate_items, "55a5deea47745b72b787b1115d198e20ba355947da2ccda92987fd372967a141"),
     (P_DATA_TF._wrap_generate_items, "b2ab7ad6fe47ff4acb0a041e8ee9169b6247681618fc3196ca540c89bf17bae6"),
+    # An answer sent from the association's thread: the step (DT-1) it stands in for and
+    # the send it calls.
+    (fsm.DT_1, "82e5c5d4114534fa9ac86124c7c7ef11ff2b98bc73069372cbe413af9df19081"),
+    (DULServiceProvider._send, "a850a7919e68484ef6751ee7a199b3ba4a911b5cbf0c2928bf796c55539254d4"),
+    (DULServiceProvider.send_pdu, "7cbce5da8594124e9e70c790a68df640d21df11af4220783e752bc607de8dde6"),
     otherwise="the receiver uses pynetdicom's polling association loops",
 )
 
@@ -205,6 +220,40 @@ class EventDrivenDUL(DULServiceProvider):
     _decoded_rq: Any = None
     # EVT_PDU_RECV handlers that accept a P-DATA-TF whose values are memoryviews.
     _view_handlers: frozenset[Any] = frozenset()
+
+    # Held while a PDU is written to the socket, from whichever thread; re-entrant, as the
+    # handlers of a sent PDU's events run under it.
+    send_lock: threading.RLock
+
+    def _send(self, pdu: Any) -> None:
+        with self.send_lock:
+            super()._send(pdu)
+
+    def send_now(self, primitive: P_DATA) -> bool:
+        """Send a P-DATA from the calling thread, as DT-1 would on the DUL's, when the DUL
+        is in Sta6 with nothing queued for it and no handler is bound to what the send
+        triggers; False, sending nothing, otherwise (the caller then queues it)."""
+        assoc = self.assoc
+        if (
+            assoc.get_handlers(evt.EVT_FSM_TRANSITION)
+            or assoc.get_handlers(evt.EVT_PDU_SENT)
+            or assoc.get_handlers(evt.EVT_DATA_SENT)
+        ):
+            return False
+        with self.send_lock:
+            if (
+                self._kill_thread
+                or self.socket is None
+                or self.state_machine.current_state != "Sta6"
+                or not self.to_provider_queue.empty()
+                or not self.event_queue.empty()
+            ):
+                return False
+            super()._send(P_DATA_TF(primitive))
+        if not self.event_queue.empty():
+            # The send failed (pynetdicom's socket queued Evt17): the loop handles it now.
+            self._waker.wake()
+        return True
 
     def _takes_pdata(self) -> bool:
         """Whether a P-DATA-TF read now may go straight to the DIMSE provider: the state
@@ -366,7 +415,7 @@ class EventDrivenDUL(DULServiceProvider):
                 abort = A_ABORT_RQ()
                 abort.source = 0x02
                 abort.reason_diagnostic = 0x00
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception), self.send_lock:
                     self.socket.send(abort.encode())  # type: ignore[union-attr]
                 self.assoc.is_aborted = True
                 self.assoc.is_established = False
@@ -504,6 +553,7 @@ def install(assoc: Association, associate_rq: Any = None, view_handlers: tuple[A
     dul: Any = assoc.dul
     dul._decoded_rq = associate_rq
     dul._view_handlers = frozenset(view_handlers)
+    dul.send_lock = threading.RLock()
     wake = threading.Event()
     waker = _Waker()
     dul.__class__ = EventDrivenDUL

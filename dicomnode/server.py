@@ -605,7 +605,7 @@ class CappedAssociationSocket(dicomsocket.PollingSocket):
     def abort_now(self) -> None:
         """Send an A-ABORT (service user) and shut the connection: pynetdicom's reader then
         finds it closed, as after a peer's abort, and ends the association at once. Only
-        from pynetdicom's reading thread, which alone writes to the socket."""
+        from pynetdicom's reading thread."""
         sock = self.socket
         if sock is None:
             return
@@ -613,7 +613,10 @@ class CappedAssociationSocket(dicomsocket.PollingSocket):
         pdu = A_ABORT_RQ()
         pdu.source = 0x00
         pdu.reason_diagnostic = 0x00
-        with contextlib.suppress(OSError, ValueError):
+        # Under the DUL's send lock: an answer may be being written from the association's
+        # thread (dicomnode.reactor.send_now).
+        lock = getattr(self.assoc.dul, "send_lock", None) or contextlib.nullcontext()
+        with lock, contextlib.suppress(OSError, ValueError):
             sock.sendall(pdu.encode())
         with contextlib.suppress(OSError, ValueError):
             sock.shutdown(socket.SHUT_RDWR)

@@ -466,8 +466,9 @@ def test_a_data_pdu_goes_to_the_dimse_provider_without_the_state_machines_queues
         assoc.release()
     assert assoc.is_released
     assert events["Evt10"] == 0 and decoded == {}
-    # The association's other steps still go through the state machine.
-    assert events["Evt6"] == 1 and events["Evt9"] == 1 and events["Evt12"] == 1
+    # The association's other steps still go through the state machine; the answer was
+    # sent from the association's thread (test_a_c_store_answer_is_sent_...).
+    assert events["Evt6"] == 1 and events["Evt12"] == 1
     stored = _stored_dataset_bytes(ds.SOPInstanceUID)
     assert stored == _encoded(ds)
     # Hashed while received (dicomnode.server.handle_pdu), from the views.
@@ -500,3 +501,53 @@ def test_with_another_handler_on_the_pdus_they_take_pynetdicoms_way(receiver, ct
     assert events["Evt10"] >= 5
     assert seen and set(seen) == {bytes}
     assert _stored_dataset_bytes(ds.SOPInstanceUID) == _encoded(ds)
+
+
+def test_a_c_store_answer_is_sent_from_the_association_thread(receiver, ct_modality, monkeypatch):
+    """pynetdicom queues each answer for the DUL thread, wakes it, and the DUL looks DT-1
+    up and sends it: a wake-up in every instance's time. The receiver's association
+    thread writes a C-STORE's answer itself; a C-ECHO's still goes through the queue."""
+    events = _receiving_side_events(monkeypatch)
+    from pynetdicom.dul import DULServiceProvider
+
+    senders: Counter[str] = Counter()
+    send = DULServiceProvider._send
+
+    def counted_send(dul: DULServiceProvider, pdu: object) -> None:
+        if isinstance(dul, reactor.EventDrivenDUL):
+            senders[type(threading.current_thread()).__name__] += 1
+        send(dul, pdu)
+
+    monkeypatch.setattr(DULServiceProvider, "_send", counted_send)
+    assoc = console_association(receiver, ct_modality.ae_title)
+    assert assoc.is_established
+    try:
+        for _ in range(3):
+            assert assoc.send_c_store(make_dataset()).Status == 0x0000
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()
+    assert assoc.is_released
+    assert events["Evt9"] == 1  # the C-ECHO's answer
+    # A-ASSOCIATE-AC, the C-ECHO's answer, A-RELEASE-RP on the DUL's thread.
+    assert senders == {"EventDrivenDUL": 3, "EventDrivenAssociation": 3}
+
+
+def test_with_a_handler_on_sent_pdus_answers_take_pynetdicoms_way(receiver, ct_modality, monkeypatch):
+    from pynetdicom import evt
+
+    events = _receiving_side_events(monkeypatch)
+    sent: list[str] = []
+    ae = AE(ae_title=ct_modality.ae_title)
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate(*receiver, ae_title="CLOUDPACS")
+    assert assoc.is_established
+    try:
+        (receiving,) = [t for t in threading.enumerate() if isinstance(t, reactor.EventDrivenAssociation)]
+        receiving.bind(evt.EVT_PDU_SENT, lambda event: sent.append(threading.current_thread().name))
+        for _ in range(2):
+            assert assoc.send_c_store(make_dataset()).Status == 0x0000
+    finally:
+        assoc.release()
+    assert events["Evt9"] == 2
+    assert len(sent) >= 2 and set(sent) == {receiving.dul.name}
