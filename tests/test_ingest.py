@@ -728,3 +728,78 @@ def test_publish_syncs_the_file_and_its_directory_before_it_returns(tmp_path, mo
     final = storage.path_for(key).resolve()
     assert str(final) in synced and str(final.parent) in synced
     storage.discard(staged)
+
+
+# --- The tags read from a received file ---------------------------------------------------
+
+
+def test_the_tag_reader_is_pinned_to_the_installed_pydicom():
+    # If this fails after a pydicom upgrade, compare Dataset.__getitem__, __setitem__,
+    # __getattr__ and get with what services._Elements does in their place, then update
+    # services.DATASET_PIN. Until then the tags are read through pydicom's Dataset.
+    import pydicom
+
+    assert pydicom.__version__ == services.DATASET_PIN.version
+    assert services.DATASET_PIN.stock_sources() == services.DATASET_PIN.sources
+    assert services.DATASET_PIN.compatible()
+
+
+def rich_dataset(transfer_syntax_uid: str):
+    """Elements of each kind the lean conversion passes on to pydicom: a character set,
+    private elements (top level and in an item), sequences, an ambiguous VR (US or SS,
+    resolved by Pixel Representation), a deferred bulk value, an empty Type 2 value."""
+    from pydicom.dataset import Dataset
+
+    ds = make_dataset(
+        character_set="GB18030",
+        patient_name="Zhang^San=张^三",
+        transfer_syntax_uid=transfer_syntax_uid,
+        InstitutionName="漩涡镇中心卫生院",
+        StudyDescription="胸部平扫",
+    )
+    ds.PixelRepresentation = 1
+    ds.SmallestImagePixelValue = -5
+    ds.AccessionNumber = ""
+    del ds.StationName
+    ds.private_block(0x0019, "YUNYING TEST", create=True).add_new(0x01, "LO", "私有")
+    item = Dataset()
+    item.ReferencedSOPClassUID = ds.SOPClassUID
+    item.ReferencedSOPInstanceUID = generate_uid()
+    item.private_block(0x0029, "YUNYING ITEM", create=True).add_new(0x02, "SH", "项目")
+    ds.ReferencedImageSequence = [item]
+    other = Dataset()
+    other.PatientID = "X-1"
+    other.IssuerOfPatientID = "乡镇"
+    ds.OtherPatientIDsSequence = [other]
+    ds.add_new(0x00091010, "OB", b"\x01" * 5000)
+    return ds
+
+
+def read_tags(path: Path, lean: bool, monkeypatch) -> tuple[dict, list]:
+    monkeypatch.setattr(services.DATASET_PIN, "_compatible", lean)
+    ds = dcmread(path, defer_size=4096)
+    elements = services._Elements(ds)
+    assert elements.lean is lean
+    values = {keyword: elements.value(keyword, tag) for keyword, tag in services.INDEXED_TAG_NUMBERS}
+    services._decode_every_element(ds, elements)
+    every = [(e.tag, e.VR, e.value, e.private_creator, e.is_undefined_length) for e in ds.iterall()]
+    return values, every
+
+
+@pytest.mark.parametrize(
+    "syntax", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"]
+)
+def test_the_tags_are_read_as_pydicom_reads_them(syntax, tmp_path, monkeypatch):
+    path = write_dataset(rich_dataset(syntax), tmp_path / "rich.dcm")
+    values, every = read_tags(path, True, monkeypatch)
+    assert (values, every) == read_tags(path, False, monkeypatch)
+    assert values["PatientName"] == "Zhang^San=张^三"
+    assert values["InstitutionName"] == "漩涡镇中心卫生院"
+    assert values["OtherPatientIDsSequence"][0].IssuerOfPatientID == "乡镇"
+    assert values["AccessionNumber"] == ""
+    assert values["StationName"] is None
+    by_tag = {tag: (vr, value, creator) for tag, vr, value, creator, _ in every}
+    assert by_tag[0x00280106] == ("SS", -5, None)
+    # Implicit VR: a private element's VR is unknown (UN), its creator still found.
+    assert by_tag[0x00191001][2] == "YUNYING TEST"
+    assert by_tag[0x00291002][2] == "YUNYING ITEM"
