@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,18 @@ def workstation(township) -> ApplicationEntity:
     )  # fmt: skip
 
 
+def collector(received: dict[str, Dataset]) -> Callable[[evt.Event], int]:
+    """An EVT_C_STORE handler keeping each dataset received, its file meta with it, by SOP Instance UID."""
+
+    def on_store(event: evt.Event) -> int:
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        received[str(ds.SOPInstanceUID)] = ds
+        return 0x0000
+
+    return on_store
+
+
 @dataclass
 class Console:
     received: dict[str, Dataset]
@@ -119,12 +131,7 @@ def console(township, request) -> Iterator[Console]:
     VR Little Endian unless told."""
     syntaxes = getattr(request, "param", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     received: dict[str, Dataset] = {}
-
-    def on_store(event: evt.Event) -> int:
-        ds = event.dataset
-        ds.file_meta = event.file_meta
-        received[str(ds.SOPInstanceUID)] = ds
-        return 0x0000
+    on_store = collector(received)
 
     ae = AE(ae_title="OLD_CONSOLE")
     for sop_class in CLASSES:
@@ -282,12 +289,7 @@ def test_getscu_gets_the_compressed_study_uncompressed(receiver, workstation, co
 
 def test_a_c_get_requester_offering_jpeg_gets_jpeg_and_the_rest_decompressed(receiver, workstation, compressed_study):
     received: dict[str, Dataset] = {}
-
-    def on_store(event: evt.Event) -> int:
-        ds = event.dataset
-        ds.file_meta = event.file_meta
-        received[str(ds.SOPInstanceUID)] = ds
-        return 0x0000
+    on_store = collector(received)
 
     ae = AE(ae_title="XUANWO_WS")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
