@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from django import template
-from django.contrib.staticfiles import finders
-from django.contrib.staticfiles.storage import staticfiles_storage
 from django.templatetags.static import static
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
+
+from cloudpacs.templatetags.viewer_build import static_file_path
 
 register = template.Library()
 
@@ -31,22 +31,10 @@ REQUEST_HASHES = "csp_style_hashes"
 _read: dict[str, tuple[float, str, str]] = {}
 
 
-def _path(name: str) -> str | None:
-    found = finders.find(name)
-    if isinstance(found, list):
-        found = found[0] if found else None
-    if found:
-        return str(found)
-    try:
-        return staticfiles_storage.path(name) if staticfiles_storage.exists(name) else None
-    except NotImplementedError:
-        return None
-
-
 def style_text(name: str) -> tuple[str, str] | None:
     """(the text of the static file `name`, its CSP source 'sha256-...'), or None when it
     is not there."""
-    path = _path(name)
+    path = static_file_path(name)
     if path is None:
         return None
     changed = os.stat(path).st_mtime

@@ -58,14 +58,17 @@ def _imported(manifest: dict[str, dict], keys: list[str]) -> list[str]:
 _read: dict[str, tuple[float, ViewerBuild]] = {}
 
 
-def _manifest_path() -> str | None:
-    found = finders.find(MANIFEST)
+def static_file_path(name: str) -> str | None:
+    """The file of the static asset `name` on this machine: found by the static files
+    finders (development), else in the collected static root; None when neither has it or
+    the storage keeps no local files (its path() is not implemented)."""
+    found = finders.find(name)
     if isinstance(found, list):
         found = found[0] if found else None
     if found:
         return str(found)
     try:
-        return staticfiles_storage.path(MANIFEST) if staticfiles_storage.exists(MANIFEST) else None
+        return staticfiles_storage.path(name) if staticfiles_storage.exists(name) else None
     except NotImplementedError:
         return None
 
@@ -73,7 +76,7 @@ def _manifest_path() -> str | None:
 def viewer_build() -> ViewerBuild:
     """The current build's entry, or an empty ViewerBuild (and a warning) when the viewer
     was never built: the page then shows its server-rendered first image only."""
-    path = _manifest_path()
+    path = static_file_path(MANIFEST)
     if path is None:
         logger.warning("the viewer is not built (no %s): bash scripts/build-viewer.sh", MANIFEST)
         return ViewerBuild()
