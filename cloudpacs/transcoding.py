@@ -19,7 +19,7 @@ Memory: frames are decoded one at a time into an unnamed temporary file that bec
 Pixel Data's value (pydicom writes such a value in chunks), so the process holds the
 compressed object and one frame while decoding, and then pynetdicom's one encoded copy of
 the message; never the decoded pixels twice. An instance whose decoded pixels would pass
-`MAX_DECOMPRESSED_BYTES` is not decompressed (the sub-operation fails and is counted)."""
+`settings.DICOM_RETRIEVE_MAX_DECOMPRESSED_BYTES` is not decompressed (the sub-operation fails and is counted)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from collections.abc import Collection
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
@@ -44,13 +45,6 @@ from pydicom.uid import (
 from pydicom.valuerep import VR
 
 UNCOMPRESSED = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
-
-# Pynetdicom encodes the whole C-STORE message in memory before it is sent: one copy of
-# the decoded pixels, besides the ~110 MB the receiver's process holds once loaded
-# (bench/qr/transcode_memory.py: 90 MB decoded peaked at 198 MB). Past this the process
-# could pass 300 MB, so such an instance is refused, not decompressed. A 512 x 512 16-bit
-# CT frame is 0.5 MB: 96 MiB is a 190-frame object.
-MAX_DECOMPRESSED_BYTES = 96 * 1024 * 1024
 
 # The compression method of each syntax that is (or may be) lossy, as Lossy Image
 # Compression Method names it (PS3.3 C.7.6.1.1.5.1).
@@ -79,7 +73,7 @@ def for_peer(ds: Dataset, accepted: Collection[str], *, limit: int | None = None
     uncompressed and pynetdicom converts it; decompressed (in place) when it is
     encapsulated and the peer takes a little endian uncompressed syntax. Raises
     TranscodeError when that cannot be done here (no decoder for the syntax, pixels past
-    `limit`, by default MAX_DECOMPRESSED_BYTES; a code stream that does not decode);
+    `limit`, by default settings.DICOM_RETRIEVE_MAX_DECOMPRESSED_BYTES; a code stream that does not decode);
     `ds` is then unchanged."""
     stored = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
     if stored in accepted or not stored.is_encapsulated or not UNCOMPRESSED & set(map(str, accepted)):
@@ -96,7 +90,11 @@ def decompressed_size(ds: Dataset) -> int:
 
 def decompress(ds: Dataset, *, limit: int | None = None) -> Dataset:
     """`ds`, encapsulated, made Explicit VR Little Endian in place (see the module)."""
-    limit = MAX_DECOMPRESSED_BYTES if limit is None else limit
+    # Pynetdicom encodes the whole C-STORE message in memory before it is sent: one copy of
+    # the decoded pixels, besides the ~110 MB the receiver's process holds once loaded
+    # (bench/qr/transcode_memory.py: 90 MB decoded peaked at 198 MB). The default, 96 MiB
+    # (a 190-frame 512 x 512 16-bit object), keeps a process under 300 MB.
+    limit = settings.DICOM_RETRIEVE_MAX_DECOMPRESSED_BYTES if limit is None else limit
     stored = UID(str(ds.file_meta.TransferSyntaxUID))
     if "PixelData" not in ds:
         raise TranscodeError(f"{stored.name} without Pixel Data")

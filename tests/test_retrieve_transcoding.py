@@ -41,7 +41,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from cloudpacs import storage, transcoding
+from cloudpacs import storage
 from cloudpacs.models import Instance
 from cloudpacs.services import ingest_instance
 from facilities.models import ApplicationEntity
@@ -258,10 +258,10 @@ def test_an_instance_that_cannot_be_decoded_here_fails_its_sub_operation_and_the
 
 
 def test_an_instance_past_the_decompression_limit_fails_its_sub_operation(
-    receiver, workstation, compressed_study, console, monkeypatch
+    receiver, workstation, compressed_study, console, settings
 ):
     # Smaller than the two-frame RLE's 60,000 decoded bytes, larger than every other.
-    monkeypatch.setattr(transcoding, "MAX_DECOMPRESSED_BYTES", 50_000)
+    settings.DICOM_RETRIEVE_MAX_DECOMPRESSED_BYTES = 50_000
     final, identifier_back = move(receiver, compressed_study.study_uid)
     assert final.Status == 0xB000
     assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (5, 1)

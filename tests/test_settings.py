@@ -37,6 +37,7 @@ def start_django(**env: str) -> subprocess.CompletedProcess[str]:
         ("STORAGE_BACKEND", "ftp"),
         ("S3_TIMEOUT", "soon"),
         ("S3_ADDRESSING_STYLE", "sideways"),
+        ("DICOM_RETRIEVE_MAX_DECOMPRESSED_BYTES", "0"),
     ],
 )
 def test_a_bad_value_stops_the_start_with_the_variables_name(variable, value):
