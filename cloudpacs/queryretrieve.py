@@ -322,6 +322,8 @@ def instances_to_retrieve(entity: ApplicationEntity, query: ArchiveQuery) -> lis
 STREAMED_SYNTAXES = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 # Values larger than this are read when used, not with the rest of the dataset.
 DEFER_SIZE = 256 * 1024
+# The read buffer over an object in the object store.
+STREAM_BUFFER = 1024 * 1024
 
 
 def read_instance(item: RetrieveItem) -> Dataset:
@@ -332,13 +334,18 @@ def read_instance(item: RetrieveItem) -> Dataset:
     since 2004 that few workstations accept, and the sub-operation failed.
 
     Stored in Explicit or Implicit VR Little Endian, its Pixel Data is not read into
-    memory: the value is the stored file's range (`FileRange`), which pydicom copies in
-    chunks into the C-STORE message pynetdicom encodes, and the file stays open until the
-    dataset goes. Read whole, a 90 MB multi-frame instance was held twice while sent (once
-    read, once encoded: 376 MB at the process's peak; bench/qr/transcode_memory.py)."""
+    memory, on local disk or in the object store: the value is the stored file's range
+    (`FileRange`), which pydicom copies in chunks into the C-STORE message pynetdicom
+    encodes, and the file stays open until the dataset goes. Read whole, a 90 MB
+    multi-frame instance was held twice while sent (once read, once encoded: 376 MB at the
+    process's peak; bench/qr/transcode_memory.py)."""
     stream = storage.open_key(item.storage_key)
-    # The object store's reader is not a buffered file (pydicom's condition for a value).
-    if item.transfer_syntax_uid not in STREAMED_SYNTAXES or not isinstance(stream, io.BufferedIOBase):
+    if not isinstance(stream, io.BufferedIOBase):
+        # The object store's reader, made a buffered file: pydicom's condition for a file
+        # as a value. Each refill is one ranged GET of STREAM_BUFFER bytes, so a 90 MB
+        # instance is sent in about 90 GETs and held a MiB at a time.
+        stream = io.BufferedReader(stream, buffer_size=STREAM_BUFFER)
+    if item.transfer_syntax_uid not in STREAMED_SYNTAXES:
         with stream:
             return as_little_endian(dcmread(stream))
     try:

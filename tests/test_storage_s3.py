@@ -188,6 +188,38 @@ def test_a_cine_frame_costs_one_ranged_get_once_its_instance_is_mapped(
         assert proxy.get_bytes < instance.size // 2
 
 
+def test_a_retrieved_uncompressed_instance_is_sent_from_the_store_a_mebibyte_at_a_time(
+    store_behind_proxy, proxy, ct_modality, tmp_path
+):
+    """C-MOVE/C-GET read an instance through `read_instance`: from the object store its
+    Pixel Data is the object's range, fetched by ranged GETs as pynetdicom encodes the
+    message, not read whole first (before: the whole object in memory, then the message)."""
+    from pynetdicom.dsutils import encode
+
+    from cloudpacs import queryretrieve
+
+    frames, size = 40, 256
+    pixels = (np.arange(frames * size * size, dtype=np.uint32) % 4000).astype(np.uint16).reshape(frames, size, size)
+    ds = make_dataset(rows=size, columns=size, NumberOfFrames=frames)
+    ds.PixelData = pixels.tobytes()
+    instance = ingest(ds, ct_modality, tmp_path).instance
+    assert instance.size > 5 * 1024 * 1024
+    item = queryretrieve.RetrieveItem(
+        instance.sop_class_uid, instance.sop_instance_uid, instance.transfer_syntax_uid, instance.storage_key, 0
+    )
+    with proxy.counting():
+        read = queryretrieve.read_instance(item)
+        assert read["PixelData"].is_buffered
+        assert proxy.get_bytes < instance.size // 4  # the header, not the pixels
+        message = encode(read, False, True)  # as the C-STORE sub-operation encodes it
+        read["PixelData"].value.close()
+    assert message is not None and message.endswith(pixels.tobytes())
+    assert proxy.get_bytes < instance.size * 1.2
+    ranges = [rng for _, _, rng in proxy.requests]
+    assert all(rng.startswith("bytes=") for rng in ranges)
+    assert len(ranges) <= instance.size // queryretrieve.STREAM_BUFFER + 3
+
+
 def test_a_missing_object_reads_as_a_missing_file(object_store):
     with pytest.raises(FileNotFoundError):
         storage.open_key("ab/nothing-here.dcm")
