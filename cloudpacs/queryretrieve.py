@@ -339,7 +339,7 @@ def read_instance(item: RetrieveItem) -> Dataset:
     encodes, and the file stays open until the dataset goes. Read whole, a 90 MB
     multi-frame instance was held twice while sent (once read, once encoded: 376 MB at the
     process's peak; bench/qr/transcode_memory.py)."""
-    stream = storage.open_key(item.storage_key)
+    stream: Any = storage.open_key(item.storage_key)
     if not isinstance(stream, io.BufferedIOBase):
         # The object store's reader, made a buffered file: pydicom's condition for a file
         # as a value. Each refill is one ranged GET of STREAM_BUFFER bytes, so a 90 MB
