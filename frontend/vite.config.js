@@ -45,6 +45,21 @@ const noWebGpu = {
   },
 };
 
+// Cornerstone3D's table of viewport types, which imports every viewport class it has, replaced
+// by src/stubs/viewport-types.js (which says why) wherever Cornerstone imports it.
+const viewportTypes = fileURLToPath(new URL('./src/stubs/viewport-types.js', import.meta.url));
+const fewerViewportTypes = {
+  name: 'yunying-fewer-viewport-types',
+  enforce: 'pre',
+  async resolveId(source, importer, options) {
+    if (!source.endsWith('/viewportTypeToViewportClass.js')) return null;
+    const resolved = await this.resolve(source, importer, { ...options, skipSelf: true });
+    return resolved && /@cornerstonejs[\\/]core[\\/]dist[\\/]esm[\\/]RenderingEngine[\\/]helpers[\\/]/.test(resolved.id)
+      ? viewportTypes
+      : null;
+  },
+};
+
 // dcmjs as Cornerstone3D imports it, replaced by src/stubs/dcmjs.js (which says why), and the
 // dictionary entries that stub serves, read from dcmjs's own dictionary here at build time:
 // those of every attribute keyword Cornerstone3D's code names (the metadata modules' tags,
@@ -93,7 +108,7 @@ const noDcmjs = {
 
 export default defineConfig({
   base: './',
-  plugins: [noDcmjs, noWebGpu, brotli],
+  plugins: [noDcmjs, noWebGpu, fewerViewportTypes, brotli],
   resolve: {
     alias: [
       // src/stubs/vtk-xml-polydata-reader.js says why.

@@ -38,3 +38,13 @@ def test_the_entry_leaves_dcmjs_out(manifest):
     # (the minifier quotes its strings with backticks).
     assert '"00280030","DS","2","PixelSpacing"' in entry.replace("`", '"')
     assert manifest["src/tools.js"]["isDynamicEntry"]
+
+
+def test_the_entry_leaves_out_the_viewport_types_the_viewer_never_makes(manifest):
+    entry = (VIEWER / manifest["src/main.js"]["file"]).read_text()
+    # Cornerstone's video, ECG, whole-slide and "generic" planar viewports (src/stubs/viewport-types.js):
+    # neither their code nor their messages are in the entry.
+    for text in ("Video not ready yet", "Method not implemented for ECG viewport", "PlanarViewport", "WSIViewport"):
+        assert text not in entry
+    # The stack and volume viewports are: the stub's table names them.
+    assert "Unknown viewport type" in entry
