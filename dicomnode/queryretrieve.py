@@ -28,13 +28,16 @@ cannot be is a failed sub-operation.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, time
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
 from pydicom.dataset import Dataset
+from pydicom.fileutil import buffer_length
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 from pynetdicom import evt
@@ -357,12 +360,73 @@ def accepted_syntaxes(assoc: Any, sop_class: str) -> set[str]:
     }
 
 
+class PixelBudget:
+    """The Pixel Data bytes that this process's C-MOVE/C-GET sub-operations hold at once.
+
+    Pynetdicom encodes each sub-operation's whole C-STORE message in memory before it is
+    sent, so an instance of 90 MB of pixels (stored uncompressed, or decompressed for the
+    peer) costs 90 MB while it goes out; two associations sending such instances at once
+    held twice that. A sub-operation holds its instance's share from before it is handed
+    to pynetdicom until the next is asked for (the message sent); one that would pass
+    `settings.DICOM_RETRIEVE_MAX_DECOMPRESSED_BYTES` with the others waits for them, and
+    one larger than that waits to go alone. A wait ends after `WAIT_SECONDS` at most (a
+    sub-operation whose association vanished without its generator closed must not hold
+    the others for ever): it is logged and the instance sent."""
+
+    WAIT_SECONDS = 120.0
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self.held = 0
+        self.peak = 0
+
+    @property
+    def capacity(self) -> int:
+        return int(settings.DICOM_RETRIEVE_MAX_DECOMPRESSED_BYTES)
+
+    @contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        size = min(size, self.capacity)
+        with self._changed:
+            waited = self._changed.wait_for(
+                lambda: self.held == 0 or self.held + size <= self.capacity, timeout=self.WAIT_SECONDS
+            )
+            if not waited:
+                logger.warning(
+                    "retrieve: sent %d bytes of pixels past the budget after %.0f s", size, self.WAIT_SECONDS
+                )
+            self.held += size
+            self.peak = max(self.peak, self.held)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.held -= size
+                self._changed.notify_all()
+
+
+SENDING = PixelBudget()
+
+
+def pixel_bytes(dataset: Any) -> int:
+    """The bytes of `dataset`'s Pixel Data (bytes, or a file range or decoded temporary
+    file that pydicom reads as it writes): what its encoded C-STORE message adds beyond
+    the attributes. `read_instance` leaves no value unread."""
+    if not isinstance(dataset, Dataset) or "PixelData" not in dataset:
+        return 0
+    value = dataset["PixelData"].value
+    if hasattr(value, "seek"):
+        return int(buffer_length(value))
+    return len(value or b"")
+
+
 def _datasets(
     items: list[archive_qr.RetrieveItem], event: evt.Event, peer: Callable[[], Any]
 ) -> Iterator[tuple[int, Any]]:
     """Each instance read from the store, as pynetdicom's sub-operation wants it: its
     stored bytes where the peer (`peer()`, the association the C-STOREs go on) accepted
-    their syntax, else decompressed for it (cloudpacs.transcoding)."""
+    their syntax, else decompressed for it (cloudpacs.transcoding); the instance's pixels
+    held in the process's budget (`SENDING`) while pynetdicom sends it."""
     for item in items:
         if event.is_cancelled:
             yield CANCELLED, None
@@ -385,7 +449,8 @@ def _datasets(
                 item.transfer_syntax_uid,
                 exc,
             )
-        yield PENDING, dataset
+        with SENDING.hold(pixel_bytes(dataset)):
+            yield PENDING, dataset
         del dataset
 
 

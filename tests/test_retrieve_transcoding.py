@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,7 @@ from pynetdicom.sop_class import (
 from cloudpacs import storage
 from cloudpacs.models import Instance
 from cloudpacs.services import ingest_instance
+from dicomnode import queryretrieve as dicomnode_qr
 from facilities.models import ApplicationEntity
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -268,6 +271,69 @@ def test_an_instance_past_the_decompression_limit_fails_its_sub_operation(
     [rle] = [uid for uid, (syntax, _pixels) in compressed_study.pixels.items() if syntax == RLELossless]
     assert identifier_back.FailedSOPInstanceUIDList == rle
     assert rle not in console.received and len(console.received) == 5
+
+
+def test_two_moves_at_once_hold_at_most_the_budget_of_pixels_between_them(
+    receiver, workstation, compressed_study, console, settings
+):
+    # Pynetdicom holds each sub-operation's whole message while it goes out: two
+    # associations sending 90 MB instances at once held 180 MB. Decoded sizes here: 262,144
+    # (deflated, sent alone), 60,000, 30,000 twice, 8,192 twice.
+    settings.DICOM_RETRIEVE_MAX_DECOMPRESSED_BYTES = 100_000
+    dicomnode_qr.SENDING.peak = 0
+    finals: list[Dataset] = []
+
+    def one_move() -> None:
+        finals.append(move(receiver, compressed_study.study_uid)[0])
+
+    threads = [threading.Thread(target=one_move) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert [final.Status for final in finals] == [0x0000, 0x0000]
+    assert [final.NumberOfCompletedSuboperations for final in finals] == [6, 6]
+    assert sorted(console.received) == sorted(compressed_study.pixels)
+    assert 60_000 <= dicomnode_qr.SENDING.peak <= 100_000
+    assert dicomnode_qr.SENDING.held == 0
+
+
+def test_the_pixel_budget_makes_a_sub_operation_wait_for_room_and_a_larger_one_go_alone(settings):
+    settings.DICOM_RETRIEVE_MAX_DECOMPRESSED_BYTES = 100
+    budget = dicomnode_qr.PixelBudget()
+    entered: list[str] = []
+
+    def hold(name: str, size: int, release: threading.Event) -> None:
+        with budget.hold(size):
+            entered.append(name)
+            release.wait(10)
+
+    first, second, third = threading.Event(), threading.Event(), threading.Event()
+    a = threading.Thread(target=hold, args=("a", 60, first))
+    a.start()
+    while entered != ["a"]:
+        time.sleep(0.01)
+    b = threading.Thread(target=hold, args=("b", 60, second))  # 120 > 100: waits for a
+    c = threading.Thread(target=hold, args=("c", 30, third))  # 90: fits beside a
+    b.start()
+    c.start()
+    while "c" not in entered:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert entered == ["a", "c"] and budget.held == 90
+    first.set()
+    third.set()
+    while "b" not in entered:
+        time.sleep(0.01)
+    assert entered == ["a", "c", "b"]
+    second.set()
+    for thread in (a, b, c):
+        thread.join(10)
+    assert budget.held == 0 and budget.peak == 90
+
+    # Larger than the whole budget: waits for the others, then goes alone.
+    with budget.hold(500):
+        assert budget.held == 100
 
 
 def test_getscu_gets_the_compressed_study_uncompressed(receiver, workstation, compressed_study, tmp_path):
