@@ -213,7 +213,8 @@ DICOM_MAX_INSTANCE_BYTES = env_int("DICOM_MAX_INSTANCE_BYTES", 2 * 1024**3, mini
 DICOM_FIND_MAX_RESULTS = env_int("DICOM_FIND_MAX_RESULTS", 1000, minimum=0)
 # Decoded pixel bytes of one instance that C-MOVE/C-GET decompress for a peer taking only
 # uncompressed syntaxes; past it that sub-operation fails (cloudpacs.transcoding). Pynetdicom
-# holds the whole encoded message: each association sending one holds about this much more.
+# holds the whole encoded message, so it is also the pixels one process's sub-operations
+# hold at once (dicomnode.queryretrieve.PixelBudget).
 DICOM_RETRIEVE_MAX_DECOMPRESSED_BYTES = env_int("DICOM_RETRIEVE_MAX_DECOMPRESSED_BYTES", 96 * 1024 * 1024, minimum=1)
 # Another content under a stored SOP Instance UID (a correction): same_source (the modality
 # that sent the study replaces it until the report is signed, then it waits as a pending
