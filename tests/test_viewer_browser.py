@@ -382,6 +382,7 @@ def test_the_viewer_starts_when_its_stand_in_cannot_be_had(live_server, browser_
 # Just over the largest image whose stand-in the server renders quickly
 # (cloudpacs.views.viewer.stand_in_first: 1024 x 1024).
 LARGE_DX_SIZE = 1040
+LARGE_DX_SPACING = 0.2
 
 
 @pytest.fixture
@@ -395,6 +396,11 @@ def large_dx(reading_data, tmp_path) -> str:
         patient_id="P300",
         patient_name="Zhao^Liu",
     )
+    # A plane in the patient, so that lengths are in millimetres (without one Cornerstone
+    # counts them in pixels, on either path).
+    ds.PixelSpacing = [LARGE_DX_SPACING, LARGE_DX_SPACING]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [0, 0, 0]
     ramp = np.add.outer(np.arange(LARGE_DX_SIZE), np.arange(LARGE_DX_SIZE)) * 2
     ds.PixelData = ramp.astype(np.uint16).tobytes()
     ds.WindowCenter = LARGE_DX_SIZE * 2
@@ -761,3 +767,111 @@ def test_length_and_angle_measure_in_millimetres_and_degrees(live_server, browse
 
     press(page, '[data-action="clear"]')
     assert page.evaluate("window.yunyingViewer.viewers[0].measurements()") == []
+
+
+def large_dx_expected(points: list[tuple[int, int]], center: float, width: float) -> np.ndarray:
+    """The large DX's ramp (stored 2 x (row + column), the factory's rescale of -1024) at
+    image points, through a linear window."""
+    return linear_window(np.array([2.0 * (row + column) - 1024 for column, row in points]), center, width)
+
+
+def shown_window(page) -> tuple[float, float]:
+    """The first pane's window (centre, width) from its VOI range (Cornerstone's linear
+    toLowHighRange undone)."""
+    low, high = page.evaluate(
+        """() => {
+            const {voiRange} = window.yunyingViewer.viewers[0].panes[0].viewport.getProperties();
+            return [voiRange.lower, voiRange.upper];
+        }"""
+    )
+    return (low + high) / 2 + 0.5, high - low + 1
+
+
+def button_drag(page, start: tuple[float, float], end: tuple[float, float], button: str) -> None:
+    """A drag on the page (CSS pixels) with one mouse button, ending at rest."""
+    page.mouse.move(*start)
+    page.mouse.down(button=button)
+    for step in range(1, 9):
+        page.mouse.move(start[0] + (end[0] - start[0]) * step / 8, start[1] + (end[1] - start[1]) * step / 8)
+    settle(page)
+    page.mouse.up(button=button)
+    settle(page)
+
+
+def on_cpu(page) -> dict[str, Any]:
+    return page.evaluate(
+        """() => {
+            const pane = window.yunyingViewer.viewers[0].panes[0];
+            return {cpu: pane.onCpu, contexts: window.renderWindowContexts()};
+        }"""
+    )
+
+
+@pytest.mark.parametrize("storage_backend", ["local"], indirect=True)
+def test_a_large_single_image_is_read_on_the_cpu_without_any_webgl(live_server, large_dx, browser_page, reading_data):
+    page = browser_page
+    page.add_init_script(COUNT_WEBGL_CONTEXTS)
+    open_viewer(page, f"{live_server.url}/viewer/{large_dx}/")
+    wait_for_image(page, 0)
+    # Reported whole while still drawn by the CPU path: no WebGL context was ever made (the
+    # move of a 15 MB image to software WebGL took seconds).
+    assert on_cpu(page) == {"cpu": True, "contexts": 0}
+    points = [(column, row) for row in range(40, LARGE_DX_SIZE, 160) for column in range(40, LARGE_DX_SIZE, 160)]
+    centre, width = LARGE_DX_SIZE * 2, LARGE_DX_SIZE * 4
+    assert np.abs(gray(page, points) - large_dx_expected(points, centre, width)).max() <= TOLERANCE
+    assert "100%" in overlay(page, "br")
+
+    # Window/level with the left button's tool: narrower and lower, shown as it says.
+    x, y = page.evaluate("(p) => window.yunyingViewer.viewers[0].panes[0].pagePoint(p)", [520, 520])
+    button_drag(page, (x, y), (x - 60, y + 40), "left")
+    centre, width = shown_window(page)
+    assert width < LARGE_DX_SIZE * 4
+    assert np.abs(gray(page, points) - large_dx_expected(points, centre, width)).max() <= TOLERANCE
+    press(page, '[data-action="invert"]')
+    settle(page)
+    assert np.abs(gray(page, points) - (255 - large_dx_expected(points, centre, width))).max() <= TOLERANCE
+    press(page, '[data-action="invert"]')
+    settle(page)
+
+    # Rotation and flips: the same image pixels keep their values wherever they are drawn.
+    before = [page.evaluate("(p) => window.yunyingViewer.viewers[0].panes[0].pagePoint(p)", p) for p in points[:3]]
+    press(page, '[data-action="flip-h"]')
+    press(page, '[data-action="rotate"]')
+    settle(page)
+    after = [page.evaluate("(p) => window.yunyingViewer.viewers[0].panes[0].pagePoint(p)", p) for p in points[:3]]
+    assert np.abs(np.array(after) - np.array(before)).max() > 50
+    assert np.abs(gray(page, points) - large_dx_expected(points, centre, width)).max() <= TOLERANCE
+    assert "90°" in overlay(page, "br") and "水平翻转" in overlay(page, "br")
+    # Back upright, unflipped and fitted, as on WebGL.
+    press(page, '[data-action="reset"]')
+    settle(page)
+    presentation = page.evaluate("() => window.yunyingViewer.viewers[0].panes[0].viewport.getViewPresentation()")
+    assert presentation["rotation"] == 0 and presentation["flipHorizontal"] is False
+    centre, width = LARGE_DX_SIZE * 2, LARGE_DX_SIZE * 4
+    assert np.abs(gray(page, points) - large_dx_expected(points, centre, width)).max() <= TOLERANCE
+    assert "100%" in overlay(page, "br")
+
+    # Zoom (right button) and pan (middle button): the image under the pointer follows.
+    x, y = page.evaluate("(p) => window.yunyingViewer.viewers[0].panes[0].pagePoint(p)", [520, 520])
+    button_drag(page, (x, y), (x, y + 80), "right")
+    zoom = page.evaluate("() => window.yunyingViewer.viewers[0].panes[0].zoom()")
+    assert zoom > 1.2
+    assert f"{round(zoom * 100)}%" in overlay(page, "br")
+    middle = [(520, 520), (600, 480)]
+    assert np.abs(gray(page, middle) - large_dx_expected(middle, centre, width)).max() <= TOLERANCE
+    x, y = page.evaluate("(p) => window.yunyingViewer.viewers[0].panes[0].pagePoint(p)", [520, 520])
+    button_drag(page, (x, y), (x + 50, y + 30), "middle")
+    moved = page.evaluate("(p) => window.yunyingViewer.viewers[0].panes[0].pagePoint(p)", [520, 520])
+    assert abs(moved[0] - (x + 50)) < 3 and abs(moved[1] - (y + 30)) < 3
+    assert np.abs(gray(page, middle) - large_dx_expected(middle, centre, width)).max() <= TOLERANCE
+
+    # A length in millimetres: 200 pixels of 0.2 mm.
+    page.click('[data-tool="Length"]')
+    drag(page, (420, 520), (620, 520))
+    page.wait_for_function("() => window.yunyingViewer.viewers[0].measurements().some((m) => m.length)")
+    (length,) = page.evaluate("window.yunyingViewer.viewers[0].measurements()")
+    assert abs(length["length"] - 200 * LARGE_DX_SPACING) < 0.5
+    assert length["unit"] == "mm"
+
+    assert on_cpu(page) == {"cpu": True, "contexts": 0}
+    assert page.errors == []

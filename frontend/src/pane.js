@@ -32,6 +32,21 @@ const BATCH_BYTES = 4 * 1024 * 1024;
 const BATCH_IMAGES = 32;
 const BATCHES_IN_FLIGHT = 3;
 
+// A series of one image larger than this (pixels) stays on Cornerstone's CPU path: moving
+// it to WebGL uploads the whole image as a texture and draws it, seconds in software WebGL
+// for a 15 MB radiograph, and reading one image (window/level, zoom, pan, rotation, flips,
+// inversion, measuring) needs nothing the CPU path lacks (docs/viewer.md).
+export const CPU_KEPT_PIXELS = 1024 * 1024;
+
+// Whether a series' images stay on the CPU: one image, large, and shown through a linear
+// window (the CPU path has no sigmoid VOI LUT function; such an image moves to WebGL).
+function keptOnCpu(frames, json) {
+  if (frames !== 1 || !json) return false;
+  const pixels = Number(value(json, Tag.Rows) || 0) * Number(value(json, Tag.Columns) || 0);
+  const lutFunction = String(value(json, Tag.VOILUTFunction) || 'LINEAR').toUpperCase();
+  return pixels > CPU_KEPT_PIXELS && lutFunction === 'LINEAR';
+}
+
 // An image's size as stored, uncompressed: what a batch is counted in.
 function frameBytes(json) {
   const samples = Number(value(json, Tag.SamplesPerPixel) || 1);
@@ -130,6 +145,8 @@ export class Pane {
   async toGpu(generation) {
     if (!this.onCpu) return;
     this.viewer.cpuFirst = false;
+    this.keptOnCpu = false;
+    this.mark('to-webgl');
     const cpu = this.viewport;
     const index = cpu.getCurrentImageIdIndex();
     const { voiRange, invert } = cpu.getProperties();
@@ -156,6 +173,7 @@ export class Pane {
     viewport.setViewPresentation({ rotation, flipHorizontal, flipVertical });
     viewport.render();
     await drawn;
+    this.mark('webgl');
   }
 
   // The viewport's next render that has an image to draw.
@@ -218,6 +236,7 @@ export class Pane {
     let firstFrameUrl = null;
     let videos = 0;
     this.frameRate = null;
+    let firstImage = null;
     for (const json of instances) {
       const sop = value(json, Tag.SOPInstanceUID);
       if (isVideo(json)) {
@@ -229,6 +248,7 @@ export class Pane {
       const position = frames === 1 ? slicePosition(json) : null;
       if (frames > 1 && this.frameRate === null) this.frameRate = frameRate(json);
       firstFrameUrl ??= `${base}/instances/${sop}/frames/1`;
+      firstImage ??= json;
       for (let frame = 1; frame <= frames; frame++) {
         const imageId = `wadors:${absolute(`${base}/instances/${sop}/frames/${frame}`)}`;
         addInstanceMetadata(imageId, json);
@@ -258,10 +278,13 @@ export class Pane {
     this.single = single;
     this.seriesUrl = absolute(base);
     // A pane's first series as the viewer starts is drawn on the CPU first; another series
-    // opened in a pane still on the CPU goes to WebGL at once.
-    if (this.onCpu) this.disable();
-    const cpu = !this.enabled && this.viewer.cpuFirst;
+    // opened in a pane still on the CPU goes to WebGL at once. A large single image is
+    // drawn on the CPU whenever it is opened, and stays there.
+    const kept = this.viewer.webgl && keptOnCpu(imageIds.length, firstImage);
+    if (this.onCpu || (kept && this.enabled)) this.disable();
+    const cpu = !this.enabled && (kept || this.viewer.cpuFirst);
     this.enable(cpu);
+    this.keptOnCpu = cpu && kept;
     // The whole stack is reported cached once the pane is on WebGL too.
     let onGpu = Promise.resolve();
     this.videos = videos;
@@ -295,7 +318,7 @@ export class Pane {
     viewport.render();
     this.viewer.marks.draw(this);
     // After the task that painted the CPU's first image.
-    if (cpu) {
+    if (cpu && !this.keptOnCpu) {
       onGpu = drawn
         .then(() => new Promise((resolve) => setTimeout(resolve)))
         .then(() => generation === this.generation && this.toGpu(generation));
@@ -441,7 +464,7 @@ export class Pane {
       window: voiRange ? windowLevel.toWindowLevel(voiRange.lower, voiRange.upper) : null,
       voiLut: image?.yunyingVoiLut && this.isDefaultWindow(image, voiRange) ? image.yunyingVoiLut : '',
       invert,
-      zoom: viewport.getZoom(),
+      zoom: this.zoom(),
       rotation: presentation.rotation || 0,
       flipHorizontal: presentation.flipHorizontal,
       flipVertical: presentation.flipVertical,
@@ -455,6 +478,43 @@ export class Pane {
     if (!voiRange) return false;
     const initial = windowLevel.toLowHighRange(image.windowWidth, image.windowCenter);
     return Math.abs(initial.lower - voiRange.lower) < 0.5 && Math.abs(initial.upper - voiRange.upper) < 0.5;
+  }
+
+  // The zoom as WebGL counts it (1 with the image fitted to the pane), whichever path draws
+  // it: the CPU path's own is canvas pixels per image pixel.
+  zoom() {
+    const viewport = this.viewport;
+    if (!this.onCpu) return viewport.getZoom();
+    const image = cache.getImage(viewport.getCurrentImageId());
+    const canvas = viewport.getCanvas();
+    if (!image || !canvas.width || !canvas.height) return 1;
+    const turned = Math.abs(viewport.getRotation() || 0) % 180 === 90;
+    const [width, height] = turned ? [image.rows, image.columns] : [image.columns, image.rows];
+    const rowSpacing = image.rowPixelSpacing || 1;
+    const columnSpacing = image.columnPixelSpacing || 1;
+    const vertical = rowSpacing < columnSpacing ? 1 : rowSpacing / columnSpacing;
+    const horizontal = rowSpacing < columnSpacing ? columnSpacing / rowSpacing : 1;
+    const fit = Math.min(canvas.height / height / vertical, canvas.width / width / horizontal);
+    return viewport.getZoom() / fit;
+  }
+
+  // Flips the image ({flipHorizontal, flipVertical}: whether each is to be on). The view
+  // presentation's flip works through WebGL's camera only; the CPU path takes flips in its
+  // own camera.
+  flip(flips) {
+    if (this.onCpu) this.viewport.setCamera(flips);
+    else this.viewport.setViewPresentation(flips);
+  }
+
+  // The image fitted to the pane, upright and unflipped. The CPU path's own reset fits it
+  // but keeps its rotation (and its flips in the viewport's record): set them first.
+  resetCamera() {
+    const viewport = this.viewport;
+    if (this.onCpu) {
+      viewport.setRotation(0);
+      this.flip({ flipHorizontal: false, flipVertical: false });
+    }
+    viewport.resetCamera();
   }
 
   scrollTo(index) {

@@ -49,6 +49,7 @@ export const Tag = Object.freeze({
   LUTDescriptor: '00283002',
   LUTExplanation: '00283003',
   LUTData: '00283006',
+  VOILUTFunction: '00281056',
 });
 
 // The first value of an attribute in an instance's DICOM JSON, or undefined.

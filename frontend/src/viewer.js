@@ -86,8 +86,10 @@ export class Viewer {
     // before they could start, leaving the first frame to wait for them.
     await new Promise((resolve) => setTimeout(resolve));
     this.engine = createEngine(this.id);
-    // The panes' first series drawn on the CPU first (pane.js, toGpu).
-    this.cpuFirst = cpuFirst();
+    // The panes' first series drawn on the CPU first (pane.js, toGpu); a large single image
+    // on the CPU throughout, where the page has WebGL to move the others to.
+    this.webgl = cpuFirst();
+    this.cpuFirst = this.webgl;
     this.selectTool(this.selectedTool);
     this.bindToolbar();
     new ResizeObserver(() => this.engine.resize(true, true)).observe(this.element.querySelector('[data-panes]'));
@@ -117,6 +119,8 @@ export class Viewer {
       .catch((error) => console.warn('key images not read', error))
       .then(() => this.toolsReady);
     await hung;
+    // Series opened from now on go to WebGL at once (but a large single image).
+    this.cpuFirst = false;
   }
 
   // The tools' chunk, fetched and run once the first image is drawn: the tool group of
@@ -614,23 +618,23 @@ export class Viewer {
     const presentation = viewport.getViewPresentation();
     switch (action) {
       case 'fit':
-        viewport.resetCamera();
+        pane.resetCamera();
         break;
       case 'rotate':
         viewport.setViewPresentation({ rotation: ((presentation.rotation || 0) + 90) % 360 });
         break;
       case 'flip-h':
-        viewport.setViewPresentation({ flipHorizontal: !presentation.flipHorizontal });
+        pane.flip({ flipHorizontal: !presentation.flipHorizontal });
         break;
       case 'flip-v':
-        viewport.setViewPresentation({ flipVertical: !presentation.flipVertical });
+        pane.flip({ flipVertical: !presentation.flipVertical });
         break;
       case 'invert':
         viewport.setProperties({ invert: !viewport.getProperties().invert });
         break;
       case 'reset':
         viewport.resetProperties();
-        viewport.resetCamera();
+        pane.resetCamera();
         break;
       case 'cine':
         this.toggleCine();
