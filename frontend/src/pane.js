@@ -285,7 +285,8 @@ export class Pane {
     const cpu = !this.enabled && (kept || this.viewer.cpuFirst);
     this.enable(cpu);
     this.keptOnCpu = cpu && kept;
-    // The whole stack is reported cached once the pane is on WebGL too.
+    // The whole stack is reported cached once the pane is on WebGL too (or, kept on the
+    // CPU, drawn).
     let onGpu = Promise.resolve();
     this.videos = videos;
     this.viewer.onSeriesOpened(this);
@@ -317,13 +318,15 @@ export class Pane {
     if (generation !== this.generation) return;
     viewport.render();
     this.viewer.marks.draw(this);
-    // After the task that painted the CPU's first image.
-    if (cpu && !this.keptOnCpu) {
+    // After the task that painted the CPU's first image. An image kept on the CPU is
+    // reported whole once drawn there.
+    if (this.keptOnCpu) onGpu = drawn;
+    else if (cpu) {
       onGpu = drawn
         .then(() => new Promise((resolve) => setTimeout(resolve)))
         .then(() => generation === this.generation && this.toGpu(generation));
     }
-    // For tests: settled once the pane's first image is on WebGL.
+    // For tests: settled once the pane's first image is on WebGL (or kept on the CPU).
     this.onGpu = onGpu;
     this.prefetch(generation, onGpu);
   }
