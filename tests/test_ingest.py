@@ -583,6 +583,24 @@ def test_the_file_is_durable_before_the_index_is_written_or_the_instance_answere
 
 
 @pytest.mark.django_db
+def test_a_received_dataset_is_read_from_its_staged_file_once(ct_modality, tmp_path, monkeypatch):
+    """Its Study Instance UID (the key published ahead) and its tags come from one read of
+    the staged file, not from a read of its first elements and then another of the whole."""
+    real_open = open
+    reads: list[str] = []
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        if "r" in mode and Path(file).parent == storage.incoming_dir():
+            reads.append(str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    result = ingest(make_dataset(), ct_modality, tmp_path)
+    assert result.outcome == services.IngestOutcome.STORED
+    assert len(reads) == 1, reads
+
+
+@pytest.mark.django_db
 def test_a_key_guessed_wrong_ahead_is_removed_and_the_right_one_stored(
     storage_backend, ct_modality, tmp_path, monkeypatch
 ):
@@ -605,7 +623,8 @@ def test_a_refused_dataset_published_ahead_leaves_no_file(storage_backend, ct_mo
     ds = make_dataset()
     path = write_dataset(ds, tmp_path / "ct.dcm")
     offset = storage.part10_dataset_offset(path.read_bytes()[:4096])
-    assert services._study_uid_ahead(path, offset, ExplicitVRLittleEndian) == ds.StudyInstanceUID
+    read = services._read_dataset(path, offset, ExplicitVRLittleEndian, ds.SOPInstanceUID)
+    assert services._study_uid_ahead(read) == ds.StudyInstanceUID
     _push_refused(ds, ct_modality, tmp_path)
     assert not Instance.objects.exists()
     assert list(storage.stored_objects()) == []
@@ -649,12 +668,12 @@ def test_a_refused_push_keeps_the_file_an_identical_resend_indexed_meanwhile(ct_
     indexed: list[services.IngestResult] = []
     resending = threading.Event()
 
-    def read_tags(path, *args):
+    def read_tags(*args):
         if not resending.is_set():
             resending.set()
             _wait_for(lambda: _study_files(ds), "the refused push's name")
             indexed.append(ingest(ds, ct_modality, tmp_path))
-        return real_read(path, *args)
+        return real_read(*args)
 
     monkeypatch.setattr(services, "_read_indexed_tags", read_tags)
     _push_refused(ds, ct_modality, tmp_path)
@@ -691,12 +710,12 @@ def test_an_identical_resend_puts_back_the_name_a_refused_push_removed(ct_modali
 
     thread = threading.Thread(target=resend)
 
-    def read_tags(path, *args):
+    def read_tags(*args):
         if not thread.is_alive() and not outcome:
             _wait_for(lambda: _study_files(ds), "the refused push's name")
             thread.start()
             assert resend_published.wait(10)
-        return real_read(path, *args)
+        return real_read(*args)
 
     monkeypatch.setattr(services, "_read_indexed_tags", read_tags)
     monkeypatch.setattr(services, "_index", index)
