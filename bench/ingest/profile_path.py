@@ -16,6 +16,18 @@ sending the set as a study of its own (set (a): 200 x 40 KB CT instances). It pr
 
     .venv/bin/python bench/ingest/profile_path.py [--index postgresql] [--pushes 3] [--profiled 2]
 
+With `--callgrind`, run under valgrind's callgrind with instrumentation off at the start,
+it also counts the receiver's instructions over the unprofiled pushes (instrumentation
+turned on and the counters zeroed after the warm-up push, dumped after the last: every
+thread of this process; storescu and PostgreSQL are other processes), a count that holds
+on a loaded machine where CPU time does not:
+
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/tmp/cg.%p \
+        .venv/bin/python bench/ingest/profile_path.py --callgrind /tmp/cg.%p \
+        --pushes 2 --profiled 0
+
+(the virtualenv's interpreter, a link to the binary: valgrind does not follow a launcher script's exec).
+
 With `--answer-times` it also prints the wall-clock from each C-STORE's last PDU to its
 answer and the handler's parts (tags read, file published, series lookup, the committing
 statement, the wait for a file published ahead): with one association the sender waits
@@ -87,16 +99,41 @@ def generate(directory: Path, which: str, push: int) -> list[Path]:
     return sorted(folder.glob("*.dcm"))
 
 
+# storescu's own options: under callgrind the receiver is some fifty times slower, and
+# storescu's 30 s wait for the association's answer is not enough.
+STORESCU_OPTIONS: list[str] = []
+
+
 def push(port: int, files: list[Path]) -> float:
     started = time.perf_counter()
     subprocess.run(
-        ["storescu", "-aet", CALLING, "-aec", AE_TITLE, "--max-pdu", str(MAX_PDU), "127.0.0.1", str(port)]
+        ["storescu", "-aet", CALLING, "-aec", AE_TITLE, "--max-pdu", str(MAX_PDU), *STORESCU_OPTIONS]
+        + ["127.0.0.1", str(port)]
         + [str(path) for path in files],
         env={**os.environ, "TCP_NODELAY": "1"},
         check=True,
         stdout=subprocess.DEVNULL,
     )
     return time.perf_counter() - started
+
+
+def callgrind_control(*options: str) -> str:
+    """Tell the callgrind this process runs under (callgrind_control talks to it by its pid)."""
+    done = subprocess.run(["callgrind_control", *options, str(os.getpid())], check=True, capture_output=True, text=True)
+    return done.stdout
+
+
+def callgrind_instructions(out_file: str) -> int:
+    """Dump callgrind's counters (zeroed before the timed pushes) and return that dump's
+    instructions executed, every thread of this process together (callgrind's default)."""
+    callgrind_control("--dump=timed")
+    callgrind_control("--instr=off")
+    pattern = Path(out_file.replace("%p", str(os.getpid())))
+    for dump in sorted(pattern.parent.glob(pattern.name + ".*"), key=lambda path: path.stat().st_mtime, reverse=True):
+        head = dump.read_text(errors="replace")[:2000]
+        if "desc: Trigger: dump timed" in head:
+            return int(head.split("summary:", 1)[1].split()[0])
+    sys.exit(f"no callgrind dump named {pattern}.N: give --callgrind-out-file as valgrind has it")
 
 
 class ThreadProfiles:
@@ -291,6 +328,13 @@ def main() -> None:
         help="time each C-STORE from its last PDU to its answer, and the handler's parts (wall-clock; the"
         " timers' own cost is then in the CPU figure)",
     )
+    parser.add_argument(
+        "--callgrind",
+        metavar="OUT_FILE",
+        default=None,
+        help="count the receiver's instructions over the unprofiled pushes, run under valgrind --tool=callgrind"
+        " --instr-atstart=no --callgrind-out-file=OUT_FILE (the same pattern here)",
+    )
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--dump", type=Path, default=None, help="also write the merged profile here (pstats)")
     parser.add_argument(
@@ -300,6 +344,8 @@ def main() -> None:
         " SQLite file), made first when it does not exist: to compare checkouts with the same migrations",
     )
     args = parser.parse_args()
+    if args.callgrind is not None:
+        STORESCU_OPTIONS[:] = ["--acse-timeout", "3600", "--dimse-timeout", "3600"]
 
     workdir: Path = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
@@ -380,6 +426,9 @@ def profile(args: argparse.Namespace, sets: list[list[Path]]) -> None:
         cpu = wall = 0.0
         count = 0
         answers.on = args.answer_times
+        if args.callgrind is not None:
+            callgrind_control("--instr=on")
+            callgrind_control("--zero")
         for files in plain:
             queries.reset()
             before = time.process_time()
@@ -387,12 +436,15 @@ def profile(args: argparse.Namespace, sets: list[list[Path]]) -> None:
             cpu += time.process_time() - before
             count += len(files)
         answers.on = False
+        instructions = callgrind_instructions(args.callgrind) if args.callgrind is not None else None
         load = os.getloadavg()[0]
         if count:
             print(
                 f"{args.index}: {count} instances unprofiled, receiver CPU {cpu * 1000 / count:.2f} ms/instance,"
                 f" {count / wall:.0f} instances/s, load {load:.1f} on {os.cpu_count()} CPUs"
             )
+            if instructions is not None:
+                print(f"receiver instructions (callgrind Ir): {instructions / count:,.0f} per instance")
             last = len(plain[-1])
             print(
                 f"explicit COMMITs per instance (a statement in autocommit not counted): {queries.commits / last:.2f}"
