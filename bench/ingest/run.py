@@ -24,6 +24,9 @@ maximum PDU.
     .venv/bin/python bench/ingest/run.py --sets dx --parallel 1 --runs 1 --only yunying-sqlite --only storescp
     .venv/bin/python bench/ingest/run.py --only yunying-sqlite --only yunying-sqlite-s3   # the object store beside disk
 
+Each cell's line gives every run's rate and how fast the cores ran during it
+(bench/ingest/speed_probe.py: these virtual machines' cores flip between two speeds).
+
 `--where` also prints, for each cell, the CPU per instance of each receiver process (the
 parent, each worker, the stability sweep's), of the PostgreSQL backends and of the storescu
 clients, and what the run's active PostgreSQL backends waited for (sampled every 20 ms):
@@ -74,11 +77,13 @@ from harness import (
     stop,
     wait_for_port,
 )
+from speed_probe import SpeedProbe
 
 MAX_PDU = 131072
 # The databases of this run: two benchmarks at once on one PostgreSQL must not drop each other's.
 RUN_TAG = os.getpid()
 SET_NAMES = {"small": "a", "ct": "b", "dx": "c"}
+WARMUP_INSTANCES = 4
 
 
 # ---------------------------------------------------------------- data sets
@@ -120,12 +125,14 @@ def generate(workdir: Path) -> list[DataSet]:
         ("b", "CT 512x512 (100 x 530 KB)", CTImageStorage, "CT", 512, 512, 100),
         ("c", "DX 3000x2500 (3 x 15 MB)", DigitalXRayImageStorageForPresentation, "DX", 3000, 2500, 3),
     ]
-    specs.append(("warmup", "warm-up (1 x 40 KB)", CTImageStorage, "CT", 140, 140, 1))
+    # The warm-up: a few instances of another study, so that each of up to four receiver
+    # processes is sent one (run_once).
+    specs.append(("warmup", "warm-up (4 x 40 KB)", CTImageStorage, "CT", 140, 140, WARMUP_INSTANCES))
     sets = []
     for name, label, sop_class, modality, rows, cols, count in specs:
         directory = workdir / "sets" / name
         marker = directory / ".complete"
-        if not marker.exists():
+        if not marker.exists() or sum(1 for _ in directory.glob("*.dcm")) != count:
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
             study, series = generate_uid(), generate_uid()
@@ -425,6 +432,8 @@ class Receiver:
     name: str
     start: Callable[[Path, int], subprocess.Popen]
     extra: dict = field(default_factory=dict)
+    # Yunying's DICOM_RECEIVER_PROCESSES: the warm-up sends one association to each.
+    processes: int = 1
 
 
 # NAME=VALUE pairs of --receiver-env, given to every Yunying receiver (not to the references).
@@ -658,6 +667,9 @@ class Measure:
     system_seconds: float = 0.0
     switches: int = 0  # voluntary context switches of the receiver's threads
     load: float = 0.0  # the machine's load average (1 min) when the push ended
+    # How fast the cores ran during the push (bench/ingest/speed_probe.py): µs for a fixed
+    # piece of work, lower is faster; about 560 on a fast core here, 1,000 in its slow phase.
+    probe_us: float = 0.0
     # --where: CPU seconds by process (receiver, worker N, other, postgres, storescu) and
     # the active PostgreSQL backends' wait events, counted per sample.
     where: dict[str, float] = field(default_factory=dict)
@@ -745,9 +757,12 @@ def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path,
     process = receiver.start(rundir, port)
     try:
         wait_for_port(port, process)
-        # One instance of another study first, untimed: a receiver that has been running
-        # for a while, not one that is still loading code and opening its index.
-        push(port, warmup.files, 1)
+        # A few instances of another study first, untimed: a receiver that has been running
+        # for a while, not one that is still loading code and opening its index. With
+        # several receiver processes, one association to each at once (the parent hands a
+        # connection to the worker holding the fewest): until run 26 only the first worker
+        # was warmed, and the other paid its first association's costs inside the timed push.
+        push(port, warmup.files, min(receiver.processes, len(warmup.files)))
         wait_handed_over(receiver.name, rundir)
         settle(process.pid)
         before = tree_cpu_split(process.pid)
@@ -756,7 +771,7 @@ def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path,
             database = urlsplit((rundir / "database_url").read_text()).path.strip("/")
         where = WhereSampler(process.pid, database) if WHERE else contextlib.nullcontext()
         clients_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        with PeakSampler(process.pid) as sampler, where:
+        with PeakSampler(process.pid) as sampler, where, SpeedProbe() as probe:
             seconds = push(port, dataset.files, parallel)
         clients_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         after = tree_cpu_split(process.pid)
@@ -769,7 +784,15 @@ def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path,
     ok = stored >= expected
     shutil.rmtree(rundir, ignore_errors=True)
     measure = Measure(
-        seconds, sampler.peak, ok, cpu, sampler.peak_process, after[1] - before[1], sampler.switches, load
+        seconds,
+        sampler.peak,
+        ok,
+        cpu,
+        sampler.peak_process,
+        after[1] - before[1],
+        sampler.switches,
+        load,
+        probe.median_us,
     )
     if isinstance(where, WhereSampler):
         # The storescu clients are the only children waited for during the push.
@@ -890,9 +913,13 @@ def main() -> None:
     receivers: list[Receiver] = []
     for processes in (int(n) for n in args.yunying_processes.split(",")):
         suffix = f"-x{processes}" if processes > 1 else ""
-        receivers.append(Receiver(f"yunying-sqlite{suffix}", start_yunying_sqlite(workdir, processes)))
+        receivers.append(
+            Receiver(f"yunying-sqlite{suffix}", start_yunying_sqlite(workdir, processes), processes=processes)
+        )
         if Path(PG_SOCKET_DIR, ".s.PGSQL.5432").exists():
-            receivers.append(Receiver(f"yunying-postgresql{suffix}", start_yunying_pg(workdir, processes)))
+            receivers.append(
+                Receiver(f"yunying-postgresql{suffix}", start_yunying_pg(workdir, processes), processes=processes)
+            )
     if not args.only or "yunying-sqlite-s3" in args.only:
         receivers.append(Receiver("yunying-sqlite-s3", start_yunying_sqlite_s3(workdir)))
     if args.before_repo:
@@ -901,9 +928,17 @@ def main() -> None:
         for processes in (int(n) for n in args.yunying_processes.split(",")):
             suffix = f"-x{processes}" if processes > 1 else ""
             before = args.before_repo
-            receivers.append(Receiver(f"before-sqlite{suffix}", start_yunying_sqlite(workdir, processes, before)))
+            receivers.append(
+                Receiver(
+                    f"before-sqlite{suffix}", start_yunying_sqlite(workdir, processes, before), processes=processes
+                )
+            )
             if Path(PG_SOCKET_DIR, ".s.PGSQL.5432").exists():
-                receivers.append(Receiver(f"before-postgresql{suffix}", start_yunying_pg(workdir, processes, before)))
+                receivers.append(
+                    Receiver(
+                        f"before-postgresql{suffix}", start_yunying_pg(workdir, processes, before), processes=processes
+                    )
+                )
     # The reference for the receiver's own path: stock pynetdicom writing the bytes.
     receivers.append(Receiver("pynetdicom", start_pynetdicom(fsync=False)))
     receivers.append(Receiver("pynetdicom-fsync", start_pynetdicom(fsync=True)))
@@ -938,6 +973,10 @@ def main() -> None:
                     f" (system {statistics.median(m.system_seconds for m in runs) * 1000 / count:.2f})"
                     f" {statistics.median(m.switches for m in runs) / count:6.1f} switches/inst"
                     f" load {', '.join(f'{m.load:.1f}' for m in runs)}"
+                    # Each run's rate and the cores' speed then: a median of three hides a
+                    # run made on cores in their slow phase (run 26).
+                    f" runs {', '.join(f'{count / m.seconds:.1f}' for m in runs)} inst/s"
+                    f" probe {', '.join(f'{m.probe_us:.0f}' for m in runs)} us"
                     f"{'' if all(m.stored_ok for m in runs) else '  (INCOMPLETE)'}",
                     flush=True,
                 )

@@ -1,41 +1,82 @@
 #!/usr/bin/env python
-"""One association over one and two receiver processes, alternately: where its time goes
-between running and waiting for a core.
+"""Pushes over one and two receiver processes, alternately: where their time goes between
+running and waiting for a core, and which worker served each association.
 
 run.py gives each push's rate and CPU; with one association the sender waits for every
 answer, so the rate also depends on how long each of the receiver's threads waits in the
-kernel's run queue after it is woken, which CPU time does not show. This reads
-/proc/<pid>/task/<tid>/schedstat (time on a CPU, time runnable but waiting for one) of
-every thread of the receiver's process tree and of the PostgreSQL backends of the run's
-database, every 20 ms during the push (an association's threads end with it), and prints
-per instance, for each push, the CPU and run-queue wait of the receiver's whole tree, of
-each of its processes (main: the receiver, or with workers their parent; each worker; the
-stability sweep) and of the backends.
+kernel's run queue after it is woken, which CPU time does not show. This samples, every
+25 ms during the push (an association's threads end with it), every thread of the
+receiver's process tree, of the storescu clients and of the PostgreSQL backends of the
+run's database: /proc/<pid>/task/<tid>/schedstat (time on a CPU, time runnable but waiting
+for one) and .../sched (voluntary and involuntary context switches, moves between CPUs).
+It also notes, from the workers' descriptors, which worker holds each association's
+connection, over the push the machine's idle and stolen time (/proc/stat: a virtual
+machine's cores may be taken by its host), and how fast its cores ran (speed_probe.py: on
+these virtual machines each core flips between two speeds about 1.8x apart).
 
-    .venv/bin/python bench/ingest/run_queue.py [--rounds 4] [--processes 1,2] [--set a]
+Per push it prints the rate and, per instance, for the receiver's tree, each of its
+processes (main: the receiver, or with workers their parent; each worker with the number
+of associations it served; the stability sweep), the backends and storescu: ms on a CPU,
+ms waiting for one, voluntary / involuntary switches and migrations; then medians.
+
+    .venv/bin/python bench/ingest/run_queue.py [--rounds 4] [--processes 1,2] [--parallel 1,4]
+        [--set a] [--warm every-worker,one]
 
 Each push is set (a) (or (b)) into a new receiver on PostgreSQL, after run.py's warm-up
-study, as run.py does; rounds alternate the process counts, so a change in the machine's
-load falls on both alike. Needs a PostgreSQL server on the local socket, like run.py.
+(by default one association per receiver process at once, so that every worker has
+served before the timed push: `--warm one` sends one association, as run.py did before
+run 26); rounds alternate the configurations, so a change in the machine's load falls on
+all alike. Needs a PostgreSQL server on the local socket, like run.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import tempfile
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import run as bench
+from harness import AE_TITLE, CALLING
+from speed_probe import SpeedProbe
+
+# The probe's work on a fast core of the machines this was written on (its lowest over
+# many pushes): a probe's window more than 1.4x this is a core in its slow phase.
+FASTEST_PROBE_US = 560.0
+
+# Counters of one thread: ns on a CPU, ns runnable waiting for one, voluntary switches,
+# involuntary switches, migrations between CPUs.
+FIELDS = ("cpu", "wait", "vol", "invol", "migr")
+SCHED_KEYS = {"nr_voluntary_switches": 2, "nr_involuntary_switches": 3, "se.nr_migrations": 4}
 
 
-def schedstats(pids: list[int]) -> dict[int, tuple[int, int, int]]:
-    """(process id, ns on a CPU, ns waiting for one) of each thread of `pids`, by thread id."""
+def thread_counters(pid: int, tid: str) -> list[int] | None:
+    base = f"/proc/{pid}/task/{tid}"
+    try:
+        with open(f"{base}/schedstat") as stat:
+            running, waiting, _ = (int(field) for field in stat.read().split())
+        counters = [running, waiting, 0, 0, 0]
+        with open(f"{base}/sched") as sched:
+            for line in sched:
+                key, _, value = line.partition(":")
+                index = SCHED_KEYS.get(key.strip())
+                if index is not None:
+                    counters[index] = int(value.split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return counters
+
+
+def sample(pids: list[int]) -> dict[int, tuple[int, list[int]]]:
+    """(process id, counters) of each thread of `pids`, by thread id."""
     found = {}
     for pid in pids:
         try:
@@ -43,28 +84,107 @@ def schedstats(pids: list[int]) -> dict[int, tuple[int, int, int]]:
         except OSError:
             continue
         for tid in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as stat:
-                    running, waiting, _ = (int(field) for field in stat.read().split())
-            except (OSError, ValueError):
-                continue
-            found[int(tid)] = (pid, running, waiting)
+            counters = thread_counters(pid, tid)
+            if counters is not None:
+                found[int(tid)] = (pid, counters)
+    return found
+
+
+def machine_times() -> list[int]:
+    """/proc/stat's first line: user, nice, system, idle, iowait, irq, softirq, steal (ticks)."""
+    with open("/proc/stat") as stat:
+        return [int(field) for field in stat.readline().split()[1:9]]
+
+
+def connection_inodes(port: int) -> dict[int, int]:
+    """Socket inode -> peer port of the TCP connections whose local port is `port`."""
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as lines:
+                next(lines)
+                for line in lines:
+                    fields = line.split()
+                    local, remote, inode = fields[1], fields[2], int(fields[9])
+                    if inode and int(local.rsplit(":", 1)[1], 16) == port:
+                        found[inode] = int(remote.rsplit(":", 1)[1], 16)
+        except (OSError, ValueError, IndexError, StopIteration):
+            continue
+    return found
+
+
+def socket_inodes(pid: int) -> set[int]:
+    found = set()
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return found
+    for fd in descriptors:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(int(target[8:-1]))
     return found
 
 
 class Sampler:
-    """The threads' counters at the start and the last seen of each, sampled every 20 ms."""
+    """Every thread's counters at the start and the last seen of each; which receiver
+    process held each connection to `port` (by the peer's port)."""
 
-    def __init__(self, pids: list[int]) -> None:
-        self.pids = pids
-        self.first = schedstats(pids)
+    def __init__(self, pids: list[int], port: int, database: str, interval: float = 0.025) -> None:
+        self.pids = list(pids)
+        self.port = port
+        self.database = database
+        self.postmaster = bench.postmaster_pid()
+        # The run's PostgreSQL backends, those that the push opens included.
+        self.backends = {pid for pid in self.pids if self._is_backend(pid)}
+        self.interval = interval
+        self.first = sample(self.pids)
         self.last = dict(self.first)
+        self.served: dict[int, set[int]] = {}
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def add(self, pids: list[int]) -> None:
+        """Processes started after the sampler (storescu): counted from zero."""
+        with self._lock:
+            self.pids.extend(pids)
+
     def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.last.update(schedstats(self.pids))
+        turn = 0
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                pids = list(self.pids)
+            self.last.update(sample(pids))
+            if turn % 4 == 0:
+                self._note_connections()
+                self._note_backends()
+            turn += 1
+
+    def _is_backend(self, pid: int) -> bool:
+        args = bench.command_line(pid)
+        return bool(args) and args[0].startswith("postgres:") and f" {self.database} " in args[0]
+
+    def _note_backends(self) -> None:
+        if self.postmaster is None:
+            return
+        for pid in bench.tree_pids(self.postmaster)[1:]:
+            if pid not in self.backends and self._is_backend(pid):
+                self.backends.add(pid)
+                with self._lock:
+                    self.pids.append(pid)
+
+    def _note_connections(self) -> None:
+        inodes = connection_inodes(self.port)
+        if not inodes:
+            return
+        for pid in self.pids:
+            held = socket_inodes(pid) & inodes.keys()
+            if held:
+                self.served.setdefault(pid, set()).update(inodes[inode] for inode in held)
 
     def __enter__(self) -> Sampler:
         self._thread.start()
@@ -73,17 +193,20 @@ class Sampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.last.update(schedstats(self.pids))
+        with self._lock:
+            self.last.update(sample(self.pids))
 
-    def of(self, pids: set[int]) -> tuple[float, float]:
-        """ms on a CPU and ms waiting for one, over the threads of `pids`."""
-        running = waiting = 0
-        for tid, (pid, ran, waited) in self.last.items():
+    def of(self, pids: set[int]) -> list[float]:
+        """cpu ms, wait ms, voluntary, involuntary switches, migrations over the threads of `pids`."""
+        totals = [0.0] * len(FIELDS)
+        for tid, (pid, counters) in self.last.items():
             if pid in pids:
-                _, ran_before, waited_before = self.first.get(tid, (pid, 0, 0))
-                running += ran - ran_before
-                waiting += waited - waited_before
-        return running / 1e6, waiting / 1e6
+                _, before = self.first.get(tid, (pid, [0] * len(FIELDS)))
+                for index, value in enumerate(counters):
+                    totals[index] += value - before[index]
+        totals[0] /= 1e6
+        totals[1] /= 1e6
+        return totals
 
 
 def role(pid: int) -> str:
@@ -107,60 +230,141 @@ def backends(database: str) -> set[int]:
     return {int(line) for line in out.split() if line.strip().isdigit()}
 
 
-def push_once(dataset: Any, warmup: Any, workdir: Path, processes: int) -> dict[str, float]:
+def storescu(port: int, files: list[Path]) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["storescu", "-aet", CALLING, "-aec", AE_TITLE, "--max-pdu", str(bench.MAX_PDU), "127.0.0.1", str(port)]
+        + [str(path) for path in files],
+        env={**os.environ, "TCP_NODELAY": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+@dataclass
+class Config:
+    processes: int
+    parallel: int
+    warm: str
+
+    @property
+    def name(self) -> str:
+        plural = "es" if self.processes > 1 else ""
+        return f"{self.processes} process{plural}, {self.parallel} assoc, warm-up {self.warm}"
+
+
+def push_once(dataset: Any, warmup: Any, workdir: Path, config: Config) -> dict[str, float]:
     rundir = Path(tempfile.mkdtemp(dir=workdir / "runs"))
     port = bench.free_port()
-    process = bench.start_yunying_pg(workdir, processes)(rundir, port)
+    process = bench.start_yunying_pg(workdir, config.processes)(rundir, port)
     try:
         bench.wait_for_port(port, process)
-        bench.push(port, warmup.files, 1)
+        bench.push(port, warmup.files, config.processes if config.warm == "every-worker" else 1)
         bench.wait_handed_over("yunying-postgresql", rundir)
         bench.settle(process.pid)
         tree = bench.tree_pids(process.pid)
         database = urlsplit((rundir / "database_url").read_text()).path.strip("/")
         database_pids = backends(database)
-        with Sampler(sorted(set(tree) | database_pids)) as sampler:
-            seconds = bench.push(port, dataset.files, 1)
+        groups = [group for group in (dataset.files[i :: config.parallel] for i in range(config.parallel)) if group]
+        clients_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        machine_before = machine_times()
+        with SpeedProbe() as probe, Sampler(sorted(set(tree) | database_pids), port, database) as sampler:
+            started = time.perf_counter()
+            clients = [storescu(port, group) for group in groups]
+            sampler.add([client.pid for client in clients])
+            failures = [client.communicate()[1] for client in clients if client.wait() != 0]
+            seconds = time.perf_counter() - started
+        machine_after = machine_times()
+        clients_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if failures:
+            raise RuntimeError(f"storescu failed: {failures[0][-300:]!r}")
+        client_pids = {client.pid for client in clients}
         count = len(dataset.files)
-        row = {"inst/s": count / seconds, "load": os.getloadavg()[0]}
-        running, waiting = sampler.of(set(tree))
-        row["tree cpu"], row["tree wait"] = running / count, waiting / count
+        delta = [after - before for after, before in zip(machine_after, machine_before, strict=True)]
+        row: dict[str, float] = {
+            "inst/s": count / seconds,
+            "load": os.getloadavg()[0],
+            "idle %": 100 * (delta[3] + delta[4]) / max(1, sum(delta)),
+            "steal %": 100 * delta[7] / max(1, sum(delta)),
+            # The cores' speed during the push (bench/ingest/speed_probe.py): lower is faster.
+            "probe us": probe.median_us,
+            "probe slow %": 100 * probe.slow_share(FASTEST_PROBE_US),
+        }
+
+        def put(name: str, values: list[float]) -> None:
+            for field, value in zip(FIELDS, values, strict=True):
+                row[f"{name} {field}"] = value / count
+
+        put("tree", sampler.of(set(tree)))
         for pid in tree:
-            running, waiting = sampler.of({pid})
-            row[f"{role(pid)} cpu"], row[f"{role(pid)} wait"] = running / count, waiting / count
-        running, waiting = sampler.of(database_pids)
-        row["postgres cpu"], row["postgres wait"] = running / count, waiting / count
+            name = role(pid)
+            put(name, sampler.of({pid}))
+            if name.startswith("worker"):
+                row[f"{name} assocs"] = len(sampler.served.get(pid, ()))
+        put("postgres", sampler.of(sampler.backends))
+        put("storescu", sampler.of(client_pids))
+        # storescu's own count (its CPU from its exit status, exact): beside the sampled one.
+        row["storescu cpu (rusage)"] = (
+            (clients_after.ru_utime + clients_after.ru_stime - clients_before.ru_utime - clients_before.ru_stime)
+            * 1000
+            / count
+        )
         return row
     finally:
         bench.stop(process)
         subprocess.run(["rm", "-rf", str(rundir)], check=False)
 
 
+SHOWN = ("cpu", "wait", "vol", "invol", "migr", "assocs")
+
+
+def line(row: dict[str, float]) -> str:
+    """The row, grouped by what it measures: `tree cpu 5.1 wait 2.0 ...; worker 0 ...`."""
+    parts: dict[str, list[str]] = {}
+    for key, value in row.items():
+        name, _, field = key.rpartition(" ")
+        if field in SHOWN and name:
+            parts.setdefault(name, []).append(f"{field} {value:.2f}")
+        else:
+            parts.setdefault("", []).append(f"{key} {value:.1f}")
+    return "; ".join(f"{name} {' '.join(values)}".strip() for name, values in parts.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--processes", default="1,2", help="DICOM_RECEIVER_PROCESSES values, alternated")
+    parser.add_argument("--parallel", default="1", help="associations at once, alternated (e.g. 1,4)")
     parser.add_argument("--set", choices=["a", "b"], default="a")
+    parser.add_argument(
+        "--warm",
+        default="every-worker",
+        help="the warm-up, alternated if several: every-worker (one association per receiver process at once,"
+        " the default) or one (one association)",
+    )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "yunying-run-queue")
     args = parser.parse_args()
     (args.workdir / "runs").mkdir(parents=True, exist_ok=True)
     generated = bench.generate(args.workdir)
     dataset = next(s for s in generated if s.name == args.set)
     warmup = next(s for s in generated if s.name == "warmup")
-    counts = [int(n) for n in args.processes.split(",")]
-    rows: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
+    configs = [
+        Config(int(p), int(n), warm)
+        for n in args.parallel.split(",")
+        for p in args.processes.split(",")
+        for warm in args.warm.split(",")
+    ]
+    rows: dict[str, list[dict[str, float]]] = {config.name: [] for config in configs}
+    print(f"load average at the start: {os.getloadavg()[0]:.1f}", flush=True)
     for _ in range(args.rounds):
-        for processes in counts:
-            row = push_once(dataset, warmup, args.workdir, processes)
-            rows[processes].append(row)
-            print(f"{processes} process(es): " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True)
-    print("medians, ms per instance (inst/s and load as they are):")
-    for processes, measured in rows.items():
+        for config in configs:
+            row = push_once(dataset, warmup, args.workdir, config)
+            rows[config.name].append(row)
+            print(f"{config.name}: {line(row)}", flush=True)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    print("medians (ms and counts per instance; inst/s, load, idle and steal % as they are):")
+    for name, measured in rows.items():
         keys = [k for k in measured[0] if all(k in m for m in measured)]
-        print(
-            f"{processes} process(es): "
-            + ", ".join(f"{k} {statistics.median(m[k] for m in measured):.2f}" for k in keys)
-        )
+        print(f"{name}: {line({k: statistics.median(m[k] for m in measured) for k in keys})}")
 
 
 if __name__ == "__main__":
