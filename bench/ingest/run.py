@@ -125,8 +125,8 @@ def generate(workdir: Path) -> list[DataSet]:
         ("b", "CT 512x512 (100 x 530 KB)", CTImageStorage, "CT", 512, 512, 100),
         ("c", "DX 3000x2500 (3 x 15 MB)", DigitalXRayImageStorageForPresentation, "DX", 3000, 2500, 3),
     ]
-    # The warm-up: a few instances of another study, so that each of up to four receiver
-    # processes is sent one (run_once).
+    # The warm-up: a few instances of another study, one for each of up to four associations
+    # at once (run_once).
     specs.append(("warmup", "warm-up (4 x 40 KB)", CTImageStorage, "CT", 140, 140, WARMUP_INSTANCES))
     sets = []
     for name, label, sop_class, modality, rows, cols, count in specs:
@@ -432,7 +432,7 @@ class Receiver:
     name: str
     start: Callable[[Path, int], subprocess.Popen]
     extra: dict = field(default_factory=dict)
-    # Yunying's DICOM_RECEIVER_PROCESSES: the warm-up sends one association to each.
+    # Yunying's DICOM_RECEIVER_PROCESSES: the warm-up sends at least one association to each.
     processes: int = 1
 
 
@@ -758,11 +758,12 @@ def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path,
     try:
         wait_for_port(port, process)
         # A few instances of another study first, untimed: a receiver that has been running
-        # for a while, not one that is still loading code and opening its index. With
-        # several receiver processes, one association to each at once (the parent hands a
-        # connection to the worker holding the fewest): until run 26 only the first worker
-        # was warmed, and the other paid its first association's costs inside the timed push.
-        push(port, warmup.files, min(receiver.processes, len(warmup.files)))
+        # for a while, not one that is still loading code and opening its index. Sent over
+        # as many associations at once as the timed push uses, and at least one to each
+        # receiver process (the parent hands a connection to the worker holding the fewest):
+        # until run 26 one association warmed the first worker only, and the timed push paid
+        # the other's first association and the database connections of the rest.
+        push(port, warmup.files, min(max(receiver.processes, parallel), len(warmup.files)))
         wait_handed_over(receiver.name, rundir)
         settle(process.pid)
         before = tree_cpu_split(process.pid)
@@ -1020,9 +1021,9 @@ def print_table(sets: list[DataSet], receivers: list[Receiver], results: dict, p
 
     print(
         "| set | assocs | receiver | inst/s | MB/s | peak RSS MB (largest process) | CPU ms/inst |"
-        " vs pynetdicom+fsync | vs storescp | vs Orthanc SQLite | vs Orthanc PG | vs 1 assoc |"
+        " vs pynetdicom+fsync | vs storescp | vs Orthanc SQLite | vs Orthanc PG | vs 1 assoc | probe us (runs) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for dataset in sets:
         for parallel in parallels:
             references = {ref: rate(ref, dataset, parallel) for ref in REFERENCES}
@@ -1034,11 +1035,14 @@ def print_table(sets: list[DataSet], receivers: list[Receiver], results: dict, p
                 for ref in REFERENCES:
                     base = references[ref]
                     ratios.append(f"{value[1] / base[1]:.2f}" if base and receiver.name != ref else "")
+                # How fast the cores ran during each run (lower is faster): a cell whose runs
+                # fell in the cores' slow phase reads low for that alone (run 26).
+                probes = ", ".join(f"{m.probe_us:.0f}" for m in results[(receiver.name, dataset.name, parallel)])
                 one = rate(receiver.name, dataset, 1)
                 ratios.append(f"{value[1] / one[1]:.2f}" if one and parallel != 1 else "")
                 print(
                     f"| {dataset.label} | {parallel} | {receiver.name} | {value[0]:.1f} | {value[1]:.1f} | "
-                    f"{value[2]:.0f} ({value[3]:.0f}) | {value[4]:.2f} | {' | '.join(ratios)} |"
+                    f"{value[2]:.0f} ({value[3]:.0f}) | {value[4]:.2f} | {' | '.join(ratios)} | {probes} |"
                 )
 
 

@@ -20,20 +20,20 @@ of associations it served; the stability sweep), the backends and storescu: ms o
 ms waiting for one, voluntary / involuntary switches and migrations; then medians.
 
     .venv/bin/python bench/ingest/run_queue.py [--rounds 4] [--processes 1,2] [--parallel 1,4]
-        [--set a] [--warm every-worker,one]
+        [--set a] [--warm as-push,one]
 
 Each push is set (a) (or (b)) into a new receiver on PostgreSQL, after run.py's warm-up
-(by default one association per receiver process at once, so that every worker has
-served before the timed push: `--warm one` sends one association, as run.py did before
-run 26); rounds alternate the configurations, so a change in the machine's load falls on
-all alike. Needs a PostgreSQL server on the local socket, like run.py.
+(as many associations at once as the push, at least one per receiver process, so that
+every worker has served and kept its database connections before the timed push: `--warm
+one` sends one association, as run.py did before run 26); rounds alternate the
+configurations, so a change in the machine's load falls on all alike. Needs a PostgreSQL
+server on the local socket, like run.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import tempfile
@@ -240,6 +240,19 @@ def storescu(port: int, files: list[Path]) -> subprocess.Popen:
     )
 
 
+def wait_for(clients: list[subprocess.Popen]) -> tuple[float, list[bytes]]:
+    """Wait for the storescu clients: (their CPU seconds, from their exit, the standard
+    errors of those that failed)."""
+    seconds, failures = 0.0, []
+    for client in clients:
+        _, status, usage = os.wait4(client.pid, 0)
+        client.returncode = os.waitstatus_to_exitcode(status)
+        seconds += usage.ru_utime + usage.ru_stime
+        if client.returncode != 0 and client.stderr is not None:
+            failures.append(client.stderr.read())
+    return seconds, failures
+
+
 @dataclass
 class Config:
     processes: int
@@ -252,29 +265,34 @@ class Config:
         return f"{self.processes} process{plural}, {self.parallel} assoc, warm-up {self.warm}"
 
 
+def warm_associations(config: Config, instances: int) -> int:
+    """As run.py: as many associations as the push, at least one per receiver process."""
+    if config.warm == "one":
+        return 1
+    return min(max(config.processes, config.parallel), instances)
+
+
 def push_once(dataset: Any, warmup: Any, workdir: Path, config: Config) -> dict[str, float]:
     rundir = Path(tempfile.mkdtemp(dir=workdir / "runs"))
     port = bench.free_port()
     process = bench.start_yunying_pg(workdir, config.processes)(rundir, port)
     try:
         bench.wait_for_port(port, process)
-        bench.push(port, warmup.files, config.processes if config.warm == "every-worker" else 1)
+        bench.push(port, warmup.files, warm_associations(config, len(warmup.files)))
         bench.wait_handed_over("yunying-postgresql", rundir)
         bench.settle(process.pid)
         tree = bench.tree_pids(process.pid)
         database = urlsplit((rundir / "database_url").read_text()).path.strip("/")
         database_pids = backends(database)
         groups = [group for group in (dataset.files[i :: config.parallel] for i in range(config.parallel)) if group]
-        clients_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         machine_before = machine_times()
         with SpeedProbe() as probe, Sampler(sorted(set(tree) | database_pids), port, database) as sampler:
             started = time.perf_counter()
             clients = [storescu(port, group) for group in groups]
             sampler.add([client.pid for client in clients])
-            failures = [client.communicate()[1] for client in clients if client.wait() != 0]
+            clients_cpu, failures = wait_for(clients)
             seconds = time.perf_counter() - started
         machine_after = machine_times()
-        clients_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if failures:
             raise RuntimeError(f"storescu failed: {failures[0][-300:]!r}")
         client_pids = {client.pid for client in clients}
@@ -303,11 +321,7 @@ def push_once(dataset: Any, warmup: Any, workdir: Path, config: Config) -> dict[
         put("postgres", sampler.of(sampler.backends))
         put("storescu", sampler.of(client_pids))
         # storescu's own count (its CPU from its exit status, exact): beside the sampled one.
-        row["storescu cpu (rusage)"] = (
-            (clients_after.ru_utime + clients_after.ru_stime - clients_before.ru_utime - clients_before.ru_stime)
-            * 1000
-            / count
-        )
+        row["storescu cpu (rusage)"] = clients_cpu * 1000 / count
         return row
     finally:
         bench.stop(process)
@@ -337,9 +351,9 @@ def main() -> None:
     parser.add_argument("--set", choices=["a", "b"], default="a")
     parser.add_argument(
         "--warm",
-        default="every-worker",
-        help="the warm-up, alternated if several: every-worker (one association per receiver process at once,"
-        " the default) or one (one association)",
+        default="as-push",
+        help="the warm-up, alternated if several: as-push (as many associations at once as the push, at least"
+        " one per receiver process: the default, as run.py) or one (one association, as run.py before run 26)",
     )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "yunying-run-queue")
     args = parser.parse_args()
