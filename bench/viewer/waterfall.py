@@ -190,7 +190,7 @@ def main() -> None:
                     context.add_cookies([{"name": "sessionid", "value": session, "url": origin}])
                     if args.language:
                         context.add_cookies([{"name": "django_language", "value": args.language, "url": origin}])
-                    page = context.new_page()
+                    page = run.settled_page(context)
                     trace_path = (
                         args.trace if args.trace and number == args.runs - 1 else str(work / f"trace{number}.json")
                     )
