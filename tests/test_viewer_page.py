@@ -9,13 +9,15 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.urls import reverse
 from pydicom.uid import generate_uid
 
+from cloudpacs.dicomweb.rendering import RenderOptions, reduce, target_size
 from cloudpacs.models import Instance, Study
 from cloudpacs.services import ingest_instance
-from cloudpacs.views.viewer import stand_in_first, stand_in_url
+from cloudpacs.views.viewer import stand_in_first, stand_in_size, stand_in_url
 from consults.services import open_consult_for_study
 from facilities.models import AuditEvent
 from tests.factories import make_dataset, make_modality, write_dataset
@@ -259,7 +261,9 @@ def test_the_viewers_code_does_not_wait_for_the_stand_in_of_a_large_image(tmp_pa
 def test_the_stand_in_of_a_large_image_is_at_most_1024_pixels_a_side_and_never_enlarged():
     study = Study(study_uid="1.2.3")
     first = {"series_uid": "1.2.4", "sop_instance_uid": "1.2.5", "rows": 2000, "columns": 2736}
-    assert stand_in_url(study, first).endswith("/instances/1.2.5/rendered?accept=image/jpeg&viewport=1024,749")
+    # Three times smaller, from the source's first 1998 rows (whole 3 x 3 blocks).
+    wanted = "/instances/1.2.5/rendered?accept=image/jpeg&viewport=912,666,0,0,2736,1998"
+    assert stand_in_url(study, first).endswith(wanted)
     assert stand_in_url(study, {**first, "rows": 128, "columns": 128}).endswith("&viewport=128,128")
     # Without its size in the index the page's script asks at the pane's size.
     assert stand_in_url(study, {**first, "rows": None}) == ""
@@ -368,4 +372,22 @@ def test_a_style_sheet_that_is_not_there_is_linked_as_before(radiologist_client,
 def test_the_stand_in_has_its_size_in_the_markup(tmp_path, radiologist_client, ct_modality):
     page = radiologist_client.get(url(ingest(tmp_path, ct_modality, rows=2000, columns=2736))).content.decode()
     # Laid out at its own proportions before its bytes are in, scaled to the pane by the style sheet.
-    assert re.search(r'<img class="yv-stand-in" data-preview src="[^"]+" width="1024" height="749"', page)
+    assert re.search(r'<img class="yv-stand-in" data-preview src="[^"]+" width="912" height="666"', page)
+
+
+@pytest.mark.parametrize("rows,columns", [(2736, 2736), (2000, 2736), (2400, 3001), (3328, 4096), (1025, 1024)])
+def test_a_large_images_stand_in_is_rendered_by_whole_blocks_with_no_resampling_after(rows, columns):
+    # The server averages k x k blocks while the image stays at least twice the target;
+    # at the stand-in's size that reduction alone gives the output, no resize left.
+    first = {"series_uid": "1.2.4", "sop_instance_uid": "1.2.5", "rows": rows, "columns": columns}
+    width, height = stand_in_size(first)
+    assert max(width, height) <= 1024
+    query = stand_in_url(Study(study_uid="1.2.3"), first).split("viewport=")[1]
+    viewport = [int(number) for number in query.split(",")]
+    image = np.zeros((rows, columns), dtype=np.uint16)
+    if len(viewport) == 6:
+        sx, sy, sw, sh = viewport[2:]
+        image = image[sy : sy + sh, sx : sx + sw]
+    target = target_size(image.shape[1], image.shape[0], RenderOptions(viewport=(viewport[0], viewport[1])))
+    assert target == (width, height)
+    assert reduce(image, target).shape == (height, width)
