@@ -111,6 +111,8 @@ export default defineConfig({
   plugins: [noDcmjs, noWebGpu, fewerViewportTypes, brotli],
   resolve: {
     alias: [
+      // src/stubs/loglevel.js says why.
+      { find: /^loglevel$/, replacement: fileURLToPath(new URL('./src/stubs/loglevel.js', import.meta.url)) },
       // src/stubs/vtk-xml-polydata-reader.js says why.
       {
         find: /^@kitware\/vtk\.js\/IO\/XML\/XMLPolyDataReader(?:\.js)?$/,
