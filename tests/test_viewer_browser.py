@@ -503,6 +503,11 @@ def test_the_first_image_is_drawn_before_the_decode_workers_start(live_server, b
     page.route(re.compile(r"/workers/decodeImageFrameWorker-[^/]+[.]js$"), lambda route: held.append(route))
     page.goto(f"{live_server.url}/viewer/{reading_data['ct']}/")
     page.wait_for_function("() => window.yunyingViewer?.viewers[0].panes[0].firstImageMs != null", timeout=30_000)
+    # The workers are started by the stack's first batch, about now.
+    for _ in range(600):
+        if held:
+            break
+        page.wait_for_timeout(50)
     assert held, "the decode workers' script was not asked for"
     assert pane_state(page)["loaded"] <= 1  # the first image, from the cache
     wait_for_image(page, 0)
@@ -516,6 +521,42 @@ def test_the_first_image_is_drawn_before_the_decode_workers_start(live_server, b
     page.unroute(re.compile(r"/workers/decodeImageFrameWorker-[^/]+[.]js$"))
     page.wait_for_function("() => window.yunyingViewer.viewers[0].panes[0].stackMs != null", timeout=60_000)
     assert pane_state(page) == {"index": 0, "total": CT_SLICES, "loaded": CT_SLICES, "failed": 0}
+    page.locator("[data-yunying-viewer]").focus()
+    page.keyboard.press("End")
+    wait_for_image(page, CT_SLICES - 1)
+    assert np.abs(gray(page, centres) - expected_ct(CT_SLICES, 40, 400)).max() <= TOLERANCE
+    assert page.errors == []
+
+
+def test_a_cts_decode_workers_start_only_when_the_stack_needs_them(live_server, browser_page, reading_data):
+    page = browser_page
+    # The stack's batches held back: the first image is decoded on the page's thread and drawn,
+    # first on the CPU and then by WebGL, and no decode worker is started for it.
+    workers: list[str] = []
+    page.on(
+        "request", lambda request: "/workers/decodeImageFrameWorker-" in request.url and workers.append(request.url)
+    )
+    held: list[Any] = []
+    page.route("**/frames?instances=*", lambda route: held.append(route))
+    page.goto(f"{live_server.url}/viewer/{reading_data['ct']}/")
+    page.wait_for_function("() => window.yunyingViewer?.viewers[0].panes[0].firstImageMs != null", timeout=30_000)
+    page.evaluate("() => window.yunyingViewer.viewers[0].panes[0].onGpu.then(() => true)")
+    centres = block_centres(CT_SIZE, CT_BLOCK)
+    assert np.abs(gray(page, centres) - expected_ct(1, 40, 400)).max() <= TOLERANCE
+    for _ in range(600):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the stack's batch was not asked for"
+    assert workers == []
+    assert page.evaluate("() => performance.getEntriesByName('yunying:workers').length") == 0
+    # The batch's frames go to the workers, which start then; the whole stack comes.
+    for route in held:
+        route.continue_()
+    page.unroute("**/frames?instances=*")
+    page.wait_for_function("() => window.yunyingViewer.viewers[0].panes[0].stackMs != null", timeout=60_000)
+    assert pane_state(page) == {"index": 0, "total": CT_SLICES, "loaded": CT_SLICES, "failed": 0}
+    assert len(workers) >= 1
     page.locator("[data-yunying-viewer]").focus()
     page.keyboard.press("End")
     wait_for_image(page, CT_SLICES - 1)

@@ -31,8 +31,9 @@ let started = null;
 export function start() {
   if (started) return started;
   started = (async () => {
-    // The decode workers first: they fetch and compile their script while the core probes
-    // WebGL, so that they are ready when the first frame arrives.
+    // The decode workers are registered here but started only when a frame is first given
+    // to them (decodeFirstFramesHere).
+    deferDecodeWorkers();
     initLoader({ maxWebWorkers: Math.min(navigator.hardwareConcurrency || 2, 4) });
     decodeFirstFramesHere();
     // One WebGL context for all the panes (and the MPR's planes, which Cornerstone puts in
@@ -109,8 +110,36 @@ function decodeFirstFramesHere() {
       const decoded = decodeHere(args, getMinMax);
       if (decoded) return Promise.resolve(decoded);
     }
+    if (workerName === 'dicomImageLoader') startDecodeWorkers();
     return executeTask(workerName, methodName, args, taskOptions);
   };
+}
+
+// The image loader's registration of its decode workers held back until a frame needs them:
+// Cornerstone's worker manager starts every worker as it is registered, and each fetches and
+// compiles its 207 KB module. A CT, MR or DX first image is decoded on this thread, so its
+// workers would only compete for the machine's cores with the entry's run and the first
+// image's draw; they are started by the first frame given to them (the stack's prefetch), or
+// by the pane as soon as it knows its first image is one they must decode (pane.js).
+let heldWorkers = null;
+
+function deferDecodeWorkers() {
+  const manager = getWebWorkerManager();
+  const register = manager.registerWorker.bind(manager);
+  manager.registerWorker = (workerName, workerFn, options) => {
+    if (workerName !== 'dicomImageLoader') return register(workerName, workerFn, options);
+    heldWorkers = () => register(workerName, workerFn, options);
+    return undefined;
+  };
+}
+
+// Starts the decode workers if they were held back and not yet started.
+export function startDecodeWorkers() {
+  if (!heldWorkers) return;
+  const start = heldWorkers;
+  heldWorkers = null;
+  start();
+  performance.mark('yunying:workers');
 }
 
 // A frame whose bytes the viewer already has or is fetching with others (options.frame: a

@@ -5,7 +5,23 @@
 // Stored), their minimum and maximum, and the modality rescale applied into the smallest
 // typed array that holds the result. Anything else (compressed, colour, PET or RT dose
 // scaling, a target buffer) returns null: the worker decodes it.
+import { Tag, value } from './tags.js';
+
 const NATIVE = new Set(['1.2.840.10008.1.2', '1.2.840.10008.1.2.1']);
+
+// Whether an instance's frames, as its DICOM JSON describes them (its transfer syntax as the
+// server has it stored), are ones decodeHere takes: the decode workers are not wanted for
+// such a first image (cornerstone.js, startDecodeWorkers).
+export function decodableHere(json) {
+  const bits = Number(value(json, Tag.BitsAllocated));
+  return (
+    NATIVE.has(String(value(json, Tag.AvailableTransferSyntaxUID) || '')) &&
+    Number(value(json, Tag.SamplesPerPixel) || 1) === 1 &&
+    /^MONOCHROME[12]$/.test(String(value(json, Tag.PhotometricInterpretation) || '')) &&
+    (bits === 8 || bits === 16) &&
+    !['PT', 'RTDOSE'].includes(String(value(json, Tag.Modality) || ''))
+  );
+}
 
 // The image loader's choice of typed array for values between min and max.
 function arrayFor(min, max) {

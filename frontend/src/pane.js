@@ -4,7 +4,15 @@
 // its first frame and its full cache to the viewer.
 import { Enums, cache, imageLoader, utilities } from '@cornerstonejs/core';
 
-import { addInstanceMetadata, disableOnCpu, enableOnCpu, instanceMeta, voiLuts } from './cornerstone.js';
+import {
+  addInstanceMetadata,
+  disableOnCpu,
+  enableOnCpu,
+  instanceMeta,
+  startDecodeWorkers,
+  voiLuts,
+} from './cornerstone.js';
+import { decodableHere } from './decodehere.js';
 import {
   absolute,
   earlyFrame,
@@ -301,6 +309,8 @@ export class Pane {
     // The first image from the bytes the page's script fetched before this code ran, when
     // it did: in the cache before the stack asks for it.
     const early = earlyFrame(firstFrameUrl);
+    // The decode workers at once unless this thread decodes the first image (cornerstone.js).
+    if (!(early && decodableHere(firstImage))) startDecodeWorkers();
     if (early) {
       imageLoader
         .loadAndCacheImage(imageIds[0], {

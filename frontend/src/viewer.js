@@ -80,10 +80,10 @@ export class Viewer {
 
   async mount() {
     await start();
-    // One turn of the event loop before the first series is opened: the decode workers
-    // (created in start()) are started from this thread's tasks, and the series' metadata,
-    // already in, would otherwise be parsed and its stack set in one stretch of microtasks
-    // before they could start, leaving the first frame to wait for them.
+    // One turn of the event loop before the first series is opened. It let the decode
+    // workers, created in start() until 2026-12-07, start before the series' metadata was
+    // parsed and its stack set in one stretch of microtasks; they are now created only for a
+    // frame they must decode (cornerstone.js, startDecodeWorkers), and the turn is kept.
     await new Promise((resolve) => setTimeout(resolve));
     this.engine = createEngine(this.id);
     // The panes' first series drawn on the CPU first (pane.js, toGpu); a large single image
