@@ -117,6 +117,24 @@ def test_an_ultrasound_clip_plays_at_its_own_frame_rate_and_pauses(live_server, 
     assert page.errors == []
 
 
+def test_a_jpeg_images_decode_workers_start_as_soon_as_its_metadata_is_in(live_server, page, equipment_data):
+    # A JPEG image (YBR_FULL_422, as ultrasound consoles send it) is decoded only by the decode
+    # workers: they are started from the page's early metadata, before the pane has opened the
+    # series, not when its first frame is given to them. (An uncompressed grey one is decoded
+    # on the page's thread and its workers wait: test_viewer_browser.py.)
+    open_viewer(page, f"{live_server.url}/viewer/{equipment_data['colour']['ybr-full-422-jpeg']}/")
+    marks = page.evaluate(
+        """() => Object.fromEntries(['yunying:workers', 'yunying:pane0:metadata'].map(
+            (name) => [name, performance.getEntriesByName(name, 'mark')[0]?.startTime ?? null]))"""
+    )
+    assert marks["yunying:workers"] is not None
+    assert marks["yunying:workers"] <= marks["yunying:pane0:metadata"]
+    left, right = sample(page, [LEFT, RIGHT])
+    assert np.abs(left - equipment.LEFT_RGB).max() <= COLOUR_TOLERANCE, left
+    assert np.abs(right - equipment.RIGHT_RGB).max() <= COLOUR_TOLERANCE, right
+    assert page.errors == []
+
+
 def test_the_frame_rate_can_be_changed_while_a_clip_plays(live_server, page, equipment_data):
     open_viewer(page, f"{live_server.url}/viewer/{equipment_data['cine']}/")
     press(page, '[data-action="cine"]')

@@ -16,7 +16,8 @@ import {
 // would keep them all (and their WebAssembly glue) in viewer.js; they run in the workers.
 import { createImage, getMinMax, init as initLoader, wadors } from '@cornerstonejs/dicom-image-loader';
 
-import { decodeHere } from './decodehere.js';
+import { decodableHere, decodeHere } from './decodehere.js';
+import { isVideo } from './dicomweb.js';
 import { applyVoiLut } from './voilut.js';
 
 const { windowLevel } = utilities;
@@ -36,6 +37,7 @@ export function start() {
     deferDecodeWorkers();
     initLoader({ maxWebWorkers: Math.min(navigator.hardwareConcurrency || 2, 4) });
     decodeFirstFramesHere();
+    startWorkersForEarlyMetadata();
     // One WebGL context for all the panes (and the MPR's planes, which Cornerstone puts in
     // the first context whatever the count): its default, 7, has the rendering engine
     // create and first draw seven offscreen WebGL2 contexts before it can show anything,
@@ -131,6 +133,22 @@ function deferDecodeWorkers() {
     heldWorkers = () => register(workerName, workerFn, options);
     return undefined;
   };
+}
+
+// The first series' metadata, when the page's script asked for it before this code ran
+// (window.yunyingEarly): as soon as it is in, the workers start if any of its images is one
+// they must decode (an ultrasound clip's JPEG frames), without waiting for the pane to open
+// the series. It is only looked at here; the pane takes it as before.
+function startWorkersForEarlyMetadata() {
+  for (const [url, early] of Object.entries(window.yunyingEarly || {})) {
+    if (!url.endsWith('/metadata') || typeof early?.then !== 'function') continue;
+    early.then(
+      (instances) => {
+        if (!instances.filter((json) => !isVideo(json)).every(decodableHere)) startDecodeWorkers();
+      },
+      () => {},
+    );
+  }
 }
 
 // Starts the decode workers if they were held back and not yet started.
