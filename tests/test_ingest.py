@@ -139,6 +139,25 @@ def test_the_statements_of_every_instance_are_prepared_once_per_connection(ct_mo
     assert (study.number_of_instances, study.series.get().number_of_instances) == (8, 8)
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the pattern indexes are PostgreSQL's")
+@pytest.mark.django_db
+def test_an_instance_is_written_to_the_indexes_that_queries_read_and_no_other(ct_modality, tmp_path):
+    """Each received instance adds an entry to every index of its table: the primary key,
+    its series (a series' instances), its SOP Instance UID and storage key (unique, and
+    looked up exactly, from lists and in key order), and none for LIKE matching, which no
+    query does on them (migration 0016)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'cloudpacs_instance'")
+        definitions = [row[0] for row in cursor.fetchall()]
+    columns = sorted(definition.rsplit("(", 1)[1].rstrip(")") for definition in definitions)
+    assert columns == ["id", "series_id", "sop_instance_uid", "storage_key"]
+    # The key-ordered walk of the orphan sweep and the lookups still find the rows.
+    ds = make_dataset()
+    key = ingest(ds, ct_modality, tmp_path).instance.storage_key
+    assert services.indexed_keys([key, "nothing/else.dcm"]) == {key}
+    assert [found for found, *_ in services.indexed_files(after="")] == [key]
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement path is PostgreSQL's")
 @pytest.mark.django_db(transaction=True)
 def test_the_one_statement_path_locks_the_series_before_its_study(ct_modality, tmp_path):
