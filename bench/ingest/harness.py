@@ -93,6 +93,43 @@ def image(
     return ds
 
 
+def write_ct_series(folder: Path, count: int, rows: int, cols: int, *, patient_id: str, accession: str) -> None:
+    """`count` CT images of `rows` x `cols` noise, one new study and series, written into
+    `folder` (made here) as 0001.dcm, 0002.dcm, ..."""
+    from pydicom.uid import CTImageStorage, generate_uid
+
+    folder.mkdir(parents=True)
+    study, series = generate_uid(), generate_uid()
+    for number in range(1, count + 1):
+        image(
+            CTImageStorage,
+            "CT",
+            rows,
+            cols,
+            study=study,
+            series=series,
+            number=number,
+            patient_id=patient_id,
+            accession=accession,
+            pixels=random_pixels(rows, cols, number),
+            institution="漩涡镇中心卫生院",
+            station="CT01",
+        ).save_as(folder / f"{number:04d}.dcm", enforce_file_format=True)
+
+
+# What the active backends of the current database other than the asking one wait for, a
+# row each: "CPU" when not waiting (pg_stat_activity's wait event, PostgreSQL 10 and later).
+ACTIVE_WAITS = (
+    "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity"
+    " WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()"
+)
+
+
+def active_waits(cursor: Any) -> list[str]:
+    cursor.execute(ACTIVE_WAITS)
+    return [row[0] for row in cursor.fetchall()]
+
+
 # ---------------------------------------------------------------- clients
 
 

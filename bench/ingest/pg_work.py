@@ -40,7 +40,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import AE_TITLE, BASE_DIR, CALLING, PYTHON, SEED, free_port, image, random_pixels, stop, wait_for_port
+from harness import (
+    AE_TITLE,
+    BASE_DIR,
+    CALLING,
+    PYTHON,
+    SEED,
+    active_waits,
+    free_port,
+    stop,
+    wait_for_port,
+    write_ct_series,
+)
 
 MAX_PDU = 131072
 SETS = {"a": (200, 140, 140), "b": (100, 512, 512)}
@@ -233,12 +244,8 @@ class BackendSampler:
                 for pid in self.backends():
                     self.start.setdefault(pid, 0)
                     self.last[pid] = cpu_ns(pid)
-                cursor.execute(
-                    "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()"
-                )
                 self.samples += 1
-                self.waits.update(row[0] for row in cursor.fetchall())
+                self.waits.update(active_waits(cursor))
                 if self._stop.wait(self.interval):
                     break
             for pid in self.backends():
@@ -263,29 +270,11 @@ class BackendSampler:
 
 
 def generate(workdir: Path, which: str) -> tuple[list[Path], list[Path]]:
-    from pydicom.uid import CTImageStorage, generate_uid
-
     count, rows, columns = SETS[which]
     made = []
     for name, n in ((which, count), ("warmup", 1)):
         folder = workdir / "sets" / name
-        folder.mkdir(parents=True)
-        study, series = generate_uid(), generate_uid()
-        for number in range(1, n + 1):
-            image(
-                CTImageStorage,
-                "CT",
-                rows,
-                columns,
-                study=study,
-                series=series,
-                number=number,
-                patient_id="BENCH1",
-                accession="A1",
-                pixels=random_pixels(rows, columns, number),
-                institution="漩涡镇中心卫生院",
-                station="CT01",
-            ).save_as(folder / f"{number:04d}.dcm", enforce_file_format=True)
+        write_ct_series(folder, n, rows, columns, patient_id="BENCH1", accession="A1")
         made.append(sorted(folder.glob("*.dcm")))
     return made[0], made[1]
 

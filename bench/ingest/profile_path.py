@@ -57,11 +57,10 @@ from harness import (
     BASE_DIR,
     CALLING,
     PG_SOCKET_DIR,
-    image,
     pg_url,
     psql,
-    random_pixels,
     seed_database,
+    write_ct_series,
 )
 
 MAX_PDU = 131072
@@ -71,30 +70,12 @@ SETS = {"a": (200, 140, 140), "b": (100, 512, 512)}
 
 def generate(directory: Path, which: str, push: int) -> list[Path]:
     """The set as a study of its own for each push."""
-    from pydicom.uid import CTImageStorage, generate_uid
-
     count, rows, columns = SETS[which]
     folder = directory / f"{which}{push:02d}"
     marker = folder / ".complete"
     if not marker.exists():
         shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        study, series = generate_uid(), generate_uid()
-        for number in range(1, count + 1):
-            image(
-                CTImageStorage,
-                "CT",
-                rows,
-                columns,
-                study=study,
-                series=series,
-                number=number,
-                patient_id=f"PROF{push:02d}",
-                accession=f"P{push}",
-                pixels=random_pixels(rows, columns, number),
-                institution="漩涡镇中心卫生院",
-                station="CT01",
-            ).save_as(folder / f"{number:04d}.dcm", enforce_file_format=True)
+        write_ct_series(folder, count, rows, columns, patient_id=f"PROF{push:02d}", accession=f"P{push}")
         marker.touch()
     return sorted(folder.glob("*.dcm"))
 

@@ -67,6 +67,7 @@ from harness import (
     CALLING,
     PG_SOCKET_DIR,
     PYTHON,
+    active_waits,
     free_port,
     image,
     pg_url,
@@ -398,12 +399,8 @@ class WhereSampler:
                     self._label(current)
                     self.last[current] = process_ticks(current)
                 if cursor is not None:
-                    cursor.execute(
-                        "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity"
-                        " WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()"
-                    )
                     self.samples += 1
-                    self.waits.update(row[0] for row in cursor.fetchall())
+                    self.waits.update(active_waits(cursor))
                 if self._stop.wait(self.interval):
                     break
         finally:
