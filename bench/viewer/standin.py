@@ -160,26 +160,14 @@ def analyse(trace: dict[str, Any], shown: float) -> dict[str, float]:
 def in_process(study_uid: str, rounds: int = 15) -> dict[str, float]:
     """The server's CPU time (ms, fastest of `rounds`) for the page and the stand-in, and
     their queries, through Django's test client."""
-    import re
-
     from django.db import connection
-    from django.test import Client
     from django.test.utils import CaptureQueriesContext
+    from waterfall import ACCEPTS, viewer_requests
 
-    from facilities.models import User
-
-    user = User.objects.filter(username__startswith="bench_").order_by("-pk").first()
-    client = Client()
-    client.force_login(user)
-    page_url = f"/viewer/{study_uid}/"
-    html = client.get(page_url).content.decode()
-    found = re.search(r'rel="preload" as="image" href="([^"]+)"', html)
-    stand_in = found.group(1).replace("&amp;", "&") if found else ""
-    accepts = {"page": "text/html,*/*;q=0.8", "stand-in": "image/avif,image/webp,image/apng,*/*;q=0.8"}
+    client, requests = viewer_requests(study_uid)
+    accepts = ACCEPTS
     out = {}
-    for name, url in (("page", page_url), ("stand-in", stand_in)):
-        if not url:
-            continue
+    for name, url in requests:
         times = []
         for _ in range(rounds):
             started = time.process_time()

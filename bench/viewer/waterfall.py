@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # bench/viewer/run.py: seed, free_port, wait_port
@@ -50,13 +51,18 @@ READ = """() => {
 }"""
 
 
-def in_process(study_uid: str) -> None:
-    """Queries and time of the page and of the stand-in, through Django's test client."""
+# What Chromium sends for a page and for an <img>: /rendered answers 406 to a request with
+# no Accept at all.
+ACCEPTS = {"page": "text/html,*/*;q=0.8", "stand-in": "image/avif,image/webp,image/apng,*/*;q=0.8"}
+
+
+def viewer_requests(study_uid: str) -> tuple[Any, list[tuple[str, str]]]:
+    """A Django test client logged in as the benchmark's user, and the viewer page's
+    requests to time in process: ("page", its URL) and ("stand-in", the URL the page
+    preloads), the latter left out when the page names none."""
     import re
 
-    from django.db import connection
     from django.test import Client
-    from django.test.utils import CaptureQueriesContext
 
     from facilities.models import User
 
@@ -66,13 +72,20 @@ def in_process(study_uid: str) -> None:
     page_url = f"/viewer/{study_uid}/"
     html = client.get(page_url).content.decode()
     found = re.search(r'rel="preload" as="image" href="([^"]+)"', html)
-    stand_in = found.group(1).replace("&amp;", "&") if found else ""
-    # What Chromium sends for a page and for an <img>: /rendered answers 406 to a request
-    # with no Accept at all.
-    accepts = {"page": "text/html,*/*;q=0.8", "stand-in": "image/avif,image/webp,image/apng,*/*;q=0.8"}
-    for name, url in (("page", page_url), ("stand-in", stand_in)):
-        if not url:
-            continue
+    requests = [("page", page_url)]
+    if found:
+        requests.append(("stand-in", found.group(1).replace("&amp;", "&")))
+    return client, requests
+
+
+def in_process(study_uid: str) -> None:
+    """Queries and time of the page and of the stand-in, through Django's test client."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client, requests = viewer_requests(study_uid)
+    accepts = ACCEPTS
+    for name, url in requests:
         times = []
         for _ in range(10):
             started = time.perf_counter()
