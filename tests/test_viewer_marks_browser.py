@@ -7,17 +7,19 @@ folder, the states are saved there."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from pydicom.uid import generate_uid
+from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
 
 from cloudpacs import keyobjects
 from cloudpacs.models import Instance, Study
 from consults.models import Consult
 from facilities.models import ExamKind, User
 from tests.browser import BUILT_VIEWER, CHROMIUM, CHROMIUM_ARGS
-from tests.factories import PASSWORD, make_consult, make_facility, make_modality, make_user
+from tests.factories import PASSWORD, make_consult, make_dataset, make_facility, make_modality, make_user, write_dataset
 from tests.test_reading_workstation_browser import Screens, box, ingest_series, stacked
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -129,6 +131,103 @@ def test_a_key_image_and_a_length_are_saved_to_the_study_and_shown_again(live_se
         finally:
             browser.close()
     kept = Instance.objects.filter(series__study__study_uid=case["study"])
+    assert kept.filter(sop_class_uid=keyobjects.KOS_CLASS).count() == 1
+    assert kept.filter(sop_class_uid=keyobjects.GSPS_CLASS).count() == 1
+
+
+@pytest.fixture
+def radiograph_case(transactional_db, tmp_path: Path) -> dict[str, Any]:
+    """A consult on one chest radiograph of 1400 x 1400 pixels of 0.2 mm: an image the
+    viewer keeps on Cornerstone's CPU path (over 1024 x 1024, one image)."""
+    from cloudpacs.services import ingest_instance
+
+    make_facility("COUNTY", township=False, name="汉阴县人民医院", short_name="县医院")
+    township = make_facility("XUANWO", name="漩涡镇中心卫生院", short_name="漩涡")
+    dr = make_modality(township, ExamKind.DR, "XUANWO_DR")
+    reader = make_user(User.Role.RADIOLOGIST, None, username="dr_zhao", display_name="赵医生", is_senior=True)
+    ds = make_dataset(
+        sop_class_uid=DigitalXRayImageStorageForPresentation,
+        modality="DX",
+        rows=1400,
+        columns=1400,
+        patient_id="P600",
+        patient_name="Wu^Ba=吴八",
+        character_set="ISO_IR 192",
+        StudyDescription="胸部正位",
+    )
+    ds.PixelSpacing = [0.2, 0.2]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [0, 0, 0]
+    ds.PixelData = (np.add.outer(np.arange(1400), np.arange(1400)) % 4096).astype(np.uint16).tobytes()
+    ds.WindowCenter, ds.WindowWidth = 2048, 4096
+    path = write_dataset(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
+    ingest_instance(
+        path,
+        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        modality=dr,
+    )
+    study = Study.objects.get(study_uid=ds.StudyInstanceUID)
+    consult = make_consult(township, study, radiologist=reader, status=Consult.Status.OPENED)
+    return {"consult": str(consult.uuid), "study": str(ds.StudyInstanceUID), "series": str(ds.SeriesInstanceUID)}
+
+
+def test_a_radiographs_key_image_and_length_are_saved_and_shown_again_on_the_cpu_path(live_server, radiograph_case):
+    """The reader's day on a radiograph the viewer keeps on the CPU: marked as key, a length
+    drawn, both saved (a KOS and a GSPS) and drawn again when the page is opened again."""
+    from playwright.sync_api import sync_playwright
+
+    on_cpu = "() => { const p = window.yunyingViewer.viewers[0].panes[0]; return p.keptOnCpu && p.onCpu; }"
+    assert BUILT_VIEWER.exists(), "the viewer is not built: run scripts/build-viewer.sh"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = open_reading_page(browser, live_server, radiograph_case)
+            assert page.evaluate(on_cpu)
+            page.click('[data-pane="0"]')
+            page.locator("[data-yunying-viewer]").focus()
+            page.keyboard.press("k")
+            assert page.get_attribute('[data-action="key-image"]', "aria-pressed") == "true"
+            # 200 pixels of 0.2 mm along row 700.
+            page.click('[data-tool="Length"]')
+            start, end = page.evaluate(
+                "() => { const p = window.yunyingViewer.viewers[0].panes[0];"
+                " return [p.pagePoint([500, 700]), p.pagePoint([700, 700])]; }"
+            )
+            page.mouse.move(*start)
+            page.mouse.down()
+            page.mouse.move((start[0] + end[0]) / 2, start[1], steps=4)
+            page.mouse.move(*end, steps=4)
+            page.mouse.up()
+            (drawn,) = page.evaluate("() => window.yunyingViewer.viewers[0].marks.measurements()")
+            assert drawn["tool"] == "Length" and drawn["text"].endswith("mm")
+            with page.expect_response(lambda r: "/marks/save/" in r.url) as saved:
+                page.click('[data-action="save-marks"]')
+            assert saved.value.status == 200, saved.value.text()
+            page.wait_for_function("() => !document.querySelector('[data-action=\"save-marks\"]').disabled")
+
+            page.reload()
+            page.wait_for_load_state("load")
+            stacked(page, [0])
+            page.evaluate("() => window.yunyingViewer.viewers[0].marksReady")
+            page.wait_for_function("() => window.yunyingViewer.viewers[0].marks.measurements().length === 1")
+            assert page.evaluate(on_cpu)
+            assert page.locator(".yv-key-strip .yv-key-thumb").count() == 1
+            assert page.locator('[data-pane="0"] .yv-key-mark').is_visible()
+            (length,) = page.evaluate("() => window.yunyingViewer.viewers[0].marks.measurements()")
+            (x1, y1), (x2, y2) = length["points"]
+            assert abs(x1 - 500.5) < 3 and abs(x2 - 700.5) < 3 and abs(y1 - 700.5) < 3 and abs(y2 - 700.5) < 3
+            page.wait_for_function(
+                "() => /mm/.test(document.querySelector('[data-pane=\"0\"] .svg-layer')?.textContent || '')"
+            )
+            label = page.locator('[data-pane="0"] .svg-layer').text_content()
+            value = re.search(r"([0-9.]+) mm", label)
+            assert value and abs(float(value.group(1)) - 40) < 1.5, label
+            assert page.errors == []
+        finally:
+            browser.close()
+    kept = Instance.objects.filter(series__study__study_uid=radiograph_case["study"])
     assert kept.filter(sop_class_uid=keyobjects.KOS_CLASS).count() == 1
     assert kept.filter(sop_class_uid=keyobjects.GSPS_CLASS).count() == 1
 
