@@ -19,7 +19,8 @@ from cloudpacs.models import Instance, Study
 from consults.models import Consult
 from facilities.models import ExamKind, User
 from tests.browser import BUILT_VIEWER, CHROMIUM, CHROMIUM_ARGS
-from tests.factories import PASSWORD, make_consult, make_dataset, make_facility, make_modality, make_user, write_dataset
+from tests.dicomweb_support import ingest
+from tests.factories import PASSWORD, make_consult, make_dataset, make_facility, make_modality, make_user
 from tests.test_reading_workstation_browser import Screens, box, ingest_series, stacked
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -58,6 +59,20 @@ def open_reading_page(browser, live_server, case) -> Any:
     return page
 
 
+def draw_length(page, start_pixel: list[int], end_pixel: list[int]) -> None:
+    """A length drawn with the mouse in the first pane, between two image pixels."""
+    page.click('[data-tool="Length"]')
+    start, end = page.evaluate(
+        "([a, b]) => { const p = window.yunyingViewer.viewers[0].panes[0]; return [p.pagePoint(a), p.pagePoint(b)]; }",
+        [start_pixel, end_pixel],
+    )
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move((start[0] + end[0]) / 2, start[1], steps=4)
+    page.mouse.move(*end, steps=4)
+    page.mouse.up()
+
+
 def test_a_key_image_and_a_length_are_saved_to_the_study_and_shown_again(live_server, case):
     from playwright.sync_api import sync_playwright
 
@@ -78,16 +93,7 @@ def test_a_key_image_and_a_length_are_saved_to_the_study_and_shown_again(live_se
             assert page.get_attribute('[data-action="key-image"]', "aria-pressed") == "true"
             assert page.locator('[data-pane="0"] .yv-key-mark').is_visible()
             # A length across the image, 10 to 50 pixels along row 32 (1 mm pixels).
-            page.click('[data-tool="Length"]')
-            start, end = page.evaluate(
-                "() => { const p = window.yunyingViewer.viewers[0].panes[0];"
-                " return [p.pagePoint([10, 32]), p.pagePoint([50, 32])]; }"
-            )
-            page.mouse.move(*start)
-            page.mouse.down()
-            page.mouse.move((start[0] + end[0]) / 2, start[1], steps=4)
-            page.mouse.move(*end, steps=4)
-            page.mouse.up()
+            draw_length(page, [10, 32], [50, 32])
             drawn = page.evaluate("() => window.yunyingViewer.viewers[0].marks.measurements()")
             assert [m["tool"] for m in drawn] == ["Length"]
             assert drawn[0]["text"].endswith("mm")
@@ -139,8 +145,6 @@ def test_a_key_image_and_a_length_are_saved_to_the_study_and_shown_again(live_se
 def radiograph_case(transactional_db, tmp_path: Path) -> dict[str, Any]:
     """A consult on one chest radiograph of 1400 x 1400 pixels of 0.2 mm: an image the
     viewer keeps on Cornerstone's CPU path (over 1024 x 1024, one image)."""
-    from cloudpacs.services import ingest_instance
-
     make_facility("COUNTY", township=False, name="汉阴县人民医院", short_name="县医院")
     township = make_facility("XUANWO", name="漩涡镇中心卫生院", short_name="漩涡")
     dr = make_modality(township, ExamKind.DR, "XUANWO_DR")
@@ -160,14 +164,7 @@ def radiograph_case(transactional_db, tmp_path: Path) -> dict[str, Any]:
     ds.ImagePositionPatient = [0, 0, 0]
     ds.PixelData = (np.add.outer(np.arange(1400), np.arange(1400)) % 4096).astype(np.uint16).tobytes()
     ds.WindowCenter, ds.WindowWidth = 2048, 4096
-    path = write_dataset(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
-    ingest_instance(
-        path,
-        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
-        sop_class_uid=ds.SOPClassUID,
-        sop_instance_uid=ds.SOPInstanceUID,
-        modality=dr,
-    )
+    ingest(ds, dr, tmp_path)
     study = Study.objects.get(study_uid=ds.StudyInstanceUID)
     consult = make_consult(township, study, radiologist=reader, status=Consult.Status.OPENED)
     return {"consult": str(consult.uuid), "study": str(ds.StudyInstanceUID), "series": str(ds.SeriesInstanceUID)}
@@ -190,16 +187,7 @@ def test_a_radiographs_key_image_and_length_are_saved_and_shown_again_on_the_cpu
             page.keyboard.press("k")
             assert page.get_attribute('[data-action="key-image"]', "aria-pressed") == "true"
             # 200 pixels of 0.2 mm along row 700.
-            page.click('[data-tool="Length"]')
-            start, end = page.evaluate(
-                "() => { const p = window.yunyingViewer.viewers[0].panes[0];"
-                " return [p.pagePoint([500, 700]), p.pagePoint([700, 700])]; }"
-            )
-            page.mouse.move(*start)
-            page.mouse.down()
-            page.mouse.move((start[0] + end[0]) / 2, start[1], steps=4)
-            page.mouse.move(*end, steps=4)
-            page.mouse.up()
+            draw_length(page, [500, 700], [700, 700])
             (drawn,) = page.evaluate("() => window.yunyingViewer.viewers[0].marks.measurements()")
             assert drawn["tool"] == "Length" and drawn["text"].endswith("mm")
             with page.expect_response(lambda r: "/marks/save/" in r.url) as saved:
