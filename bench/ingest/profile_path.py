@@ -27,6 +27,9 @@ on a loaded machine where CPU time does not:
         --pushes 2 --profiled 0
 
 (the virtualenv's interpreter, a link to the binary: valgrind does not follow a launcher script's exec).
+With `--bare` the same pushes go to the bare pynetdicom SCP of run.py instead (bare_scp.py, with
+an fsync per file unless `--no-fsync`), in this process, counted the same way: the reference's
+instructions per instance, beside which the receiver's own share is read.
 
 With `--answer-times` it also prints the wall-clock from each C-STORE's last PDU to its
 answer and the handler's parts (tags read, file published, series lookup, the committing
@@ -316,6 +319,19 @@ def main() -> None:
         help="count the receiver's instructions over the unprofiled pushes, run under valgrind --tool=callgrind"
         " --instr-atstart=no --callgrind-out-file=OUT_FILE (the same pattern here)",
     )
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="push to the bare pynetdicom SCP (bare_scp.py) in this process instead: no database, no profile",
+    )
+    parser.add_argument("--no-fsync", action="store_true", help="with --bare: no fsync per file")
+    parser.add_argument(
+        "--bare-loops",
+        choices=["stock", "event"],
+        default="stock",
+        help="with --bare: pynetdicom's polling loops (run.py's reference), or the receiver's event-driven ones"
+        " (dicomnode.reactor): under callgrind the polling loops spin for as long as the slowed process runs",
+    )
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--dump", type=Path, default=None, help="also write the merged profile here (pstats)")
     parser.add_argument(
@@ -331,6 +347,12 @@ def main() -> None:
     workdir: Path = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     run = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
+    if args.bare:
+        try:
+            count_bare(args, [generate(workdir / "sets", args.set, number) for number in range(args.pushes)], run)
+        finally:
+            shutil.rmtree(run, ignore_errors=True)
+        return
     env = {
         "STORAGE_ROOT": str(run / "storage"),
         "DICOM_AE_TITLE": AE_TITLE,
@@ -373,6 +395,56 @@ def main() -> None:
         if args.index == "postgresql":
             psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         shutil.rmtree(run, ignore_errors=True)
+
+
+def count_bare(args: argparse.Namespace, sets: list[list[Path]], run: Path) -> None:
+    """The bare pynetdicom SCP's CPU (and, under callgrind, instructions) per instance,
+    over the same pushes as the receiver's: the first untimed, the rest counted."""
+    from bare_scp import make_server
+
+    fsync = not args.no_fsync
+    handler = None
+    if args.bare_loops == "event":
+        sys.path.insert(0, str(BASE_DIR))
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloudpacs.settings")
+        from pynetdicom.transport import RequestHandler
+
+        from dicomnode import reactor
+
+        class EventDrivenHandler(RequestHandler):
+            def _create_association(self) -> Any:
+                assoc = super()._create_association()
+                reactor.install(assoc)
+                return assoc
+
+        handler = EventDrivenHandler
+    server = make_server(
+        "127.0.0.1", 0, run / "bare", fsync=fsync, aet=AE_TITLE, max_pdu=MAX_PDU, request_handler=handler
+    )
+    port = server.server_address[1]
+    try:
+        push(port, sets[0])
+        if args.callgrind is not None:
+            callgrind_control("--instr=on")
+            callgrind_control("--zero")
+        cpu = wall = 0.0
+        count = 0
+        for files in sets[1:]:
+            before = time.process_time()
+            wall += push(port, files)
+            cpu += time.process_time() - before
+            count += len(files)
+        instructions = callgrind_instructions(args.callgrind) if args.callgrind is not None else None
+    finally:
+        server.shutdown()
+    if count:
+        name = f"bare pynetdicom SCP{' + fsync' if fsync else ''} ({args.bare_loops} loops)"
+        print(
+            f"{name}: {count} instances, CPU {cpu * 1000 / count:.2f} ms/instance, {count / wall:.0f} instances/s,"
+            f" load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        )
+        if instructions is not None:
+            print(f"bare SCP instructions (callgrind Ir): {instructions / count:,.0f} per instance")
 
 
 def profile(args: argparse.Namespace, sets: list[list[Path]]) -> None:
