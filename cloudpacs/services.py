@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import heapq
 import io
 import logging
@@ -46,7 +47,7 @@ from pydicom.valuerep import AMBIGUOUS_VR, VR, PersonName
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
-from cloudpacs import conformance, dicomsocket, keyobjects, pinning, storage
+from cloudpacs import conformance, dicomsocket, keyobjects, pinning, storage, tagvalues
 from cloudpacs.dicomweb.json import metadata_document, with_instance_url
 from cloudpacs.models import (
     IngestConflict,
@@ -90,6 +91,7 @@ UNDEFINED_LENGTH = 0xFFFFFFFF
 ESC_ISO_IR_58 = b"\x1b$)A"
 ESC_ASCII = b"\x1b(B"
 PERSON_NAME_TAGS = ["PatientName", "ReferringPhysicianName"]
+PERSON_NAME_TAG_NUMBERS = [(keyword, Tag(keyword)) for keyword in PERSON_NAME_TAGS]
 
 # What the index reads from a received file; every other element is decoded once, to
 # refuse one that cannot be, and bulk values are skipped.
@@ -347,6 +349,13 @@ LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"
 CARRIES_FILE_META = "the dataset carries file meta elements (group 0002) of its own"
 
 
+@functools.lru_cache(maxsize=64)
+def _syntax(transfer_syntax_uid: str) -> UID:
+    """The transfer syntax as pydicom's UID, made once per syntax: each UID() validates its
+    value by regular expression, and each instance's read and checks asked three times."""
+    return UID(transfer_syntax_uid)
+
+
 def _study_uid_ahead(ds: Dataset) -> str | None:
     """The Study Instance UID of a dataset as read by _read_dataset, from the element's
     bytes without converting it, or None when it has none at its top level. Only a guess
@@ -403,7 +412,7 @@ def _read_dataset(path: Path, offset: int, transfer_syntax_uid: str, sop_instanc
     begins with file meta elements of its own is refused: a reader would take them for
     the header. A deflated dataset, or one in a syntax pydicom does not know, is dcmread's."""
     try:
-        syntax = UID(transfer_syntax_uid)
+        syntax = _syntax(transfer_syntax_uid)
         if not syntax.is_transfer_syntax or syntax.is_deflated:
             ds = dcmread(path, defer_size=4096)
             written = (ds.file_meta.get("TransferSyntaxUID"), ds.file_meta.get("MediaStorageSOPInstanceUID"))
@@ -700,12 +709,15 @@ def _correct(
     return IngestResult(IngestOutcome.REPLACED, existing)
 
 
-def _check_pixel_data_complete(ds: Dataset, path: Path, transfer_syntax_uid: str) -> None:
+def _check_pixel_data_complete(
+    ds: Dataset, path: Path, transfer_syntax_uid: str, attributes: dict[str, Any] | None = None
+) -> None:
     """Refuse pixel data that no viewer could show: encapsulated pixel data must be a run
     of well-formed items ending in its sequence delimiter (wherever it lies: Data Set
     Trailing Padding or Digital Signatures may follow it); native pixel data must be as
     long as its image attributes say. A dataset cut short on the wire fails either check.
-    The index never reads pixel data, so neither check reads it into memory."""
+    The index never reads pixel data, so neither check reads it into memory. `attributes`,
+    the image attributes by keyword when converted already (`ds` otherwise)."""
     for tag, bits in PIXEL_DATA_TAGS:
         raw: Any = ds.get_item(tag, keep_deferred=True)
         if raw is None:
@@ -716,13 +728,13 @@ def _check_pixel_data_complete(ds: Dataset, path: Path, transfer_syntax_uid: str
             value = raw.value
             offset, undefined = raw.file_tell, raw.is_undefined_length
             length = len(value) if isinstance(value, bytes | bytearray) else 0
-        if UID(transfer_syntax_uid).is_encapsulated and tag == PIXEL_DATA_TAGS[0][0]:
+        if _syntax(transfer_syntax_uid).is_encapsulated and tag == PIXEL_DATA_TAGS[0][0]:
             if not undefined:
                 raise UnreadableDataset(f"encapsulated pixel data has a defined length ({length} bytes)")
             if offset is not None:
                 _check_encapsulated(path, offset, transfer_syntax_uid != ExplicitVRBigEndian)
             return
-        _check_native_length(ds, length, bits)
+        _check_native_length(ds if attributes is None else attributes, length, bits)
         # A deflated file's offsets are in the inflated stream, which pydicom read whole.
         if offset is not None and transfer_syntax_uid != DeflatedExplicitVRLittleEndian:
             size = path.stat().st_size
@@ -799,7 +811,7 @@ def native_pixel_data_length(ds: Dataset | dict[str, Any], bits_allocated: int |
     return rows * columns * samples * frames * ((bits + 7) // 8)
 
 
-def _check_native_length(ds: Dataset, length: int, bits_allocated: int | None) -> None:
+def _check_native_length(ds: Dataset | dict[str, Any], length: int, bits_allocated: int | None) -> None:
     expected = native_pixel_data_length(ds, bits_allocated)
     frames = int(ds.get("NumberOfFrames") or 1)
     # Excess padding after the frames, less than a frame: PS3.5 8.1.1 allows only the one
@@ -831,7 +843,7 @@ def _check_byte_order(path: Path, offset: int, transfer_syntax_uid: str) -> None
     its transfer syntax says: its first tag's group, read as declared, is past group 0008
     while read the other way it is not (big endian data in a little endian context is
     read as group 0800). pydicom takes the transfer syntax's byte order on trust."""
-    syntax = UID(transfer_syntax_uid)
+    syntax = _syntax(transfer_syntax_uid)
     if not syntax.is_transfer_syntax or syntax.is_deflated:
         return
     try:
@@ -848,19 +860,80 @@ def _check_byte_order(path: Path, offset: int, transfer_syntax_uid: str) -> None
         raise UnreadableDataset(f"the dataset is encoded {found} endian, not {said} endian as {syntax.name} says")
 
 
+# What the pixel data's checks read besides the indexed attributes.
+PIXEL_ATTRIBUTES = [
+    (keyword, Tag(keyword)) for keyword in ("SamplesPerPixel", "BitsAllocated", "PhotometricInterpretation")
+]
+
+
+def _lean_values(
+    ds: Dataset, elements: _Elements
+) -> tuple[dict[str, Any], dict[str, tuple[str, str, str, str]], dict[str, Any], set[BaseTag]]:
+    """The indexed values, the person names' groups and the pixel data's attributes, each
+    converted from its element's bytes by cloudpacs.tagvalues where that is certain, by
+    pydicom otherwise; and the tags converted here (decodable, their elements left raw)."""
+    stored = ds._dict
+    encodings = ds.original_character_set or ds._character_set
+    done: set[BaseTag] = set()
+
+    def convert(keyword: str, tag: BaseTag) -> Any:
+        raw = stored.get(tag)
+        if raw is None:
+            return None
+        if isinstance(raw, RawDataElement) and not (raw.value is None and raw.length != 0):
+            value = tagvalues.value(raw, encodings)
+            if value is not tagvalues.FALLBACK:
+                done.add(tag)
+                return value
+        return elements.value(keyword, tag)
+
+    values = {keyword: convert(keyword, tag) for keyword, tag in INDEXED_TAG_NUMBERS}
+    pixel = {keyword: values[keyword] for keyword in ("Rows", "Columns", "NumberOfFrames")}
+    pixel.update((keyword, convert(keyword, tag)) for keyword, tag in PIXEL_ATTRIBUTES)
+    names: dict[str, tuple[str, str, str, str]] = {}
+    for keyword, tag in PERSON_NAME_TAG_NUMBERS:
+        raw = stored.get(tag)
+        if raw is None:
+            names[keyword] = ("", "", "", "")
+            continue
+        groups = tagvalues.person_name(raw, encodings) if isinstance(raw, RawDataElement) else None
+        if groups is None:
+            names[keyword] = person_name_groups(ds, keyword, _raw_bytes(ds, keyword))
+            continue
+        trimmed = tuple(trimmed_name_group(group) for group in groups)
+        names[keyword] = ("=".join(trimmed).rstrip("=")[:324], trimmed[0][:108], trimmed[1][:108], trimmed[2][:108])
+    return values, names, pixel, done
+
+
+def _iso2022(ds: Dataset) -> bool:
+    """Whether the dataset declares ISO 2022 code extensions (ISO 2022 IR 58 has a decoder
+    of its own here, person_name_groups), read from the element's bytes."""
+    raw: Any = ds._dict.get(SPECIFIC_CHARACTER_SET)
+    data = raw.value if isinstance(raw, RawDataElement) else getattr(raw, "value", None)
+    if isinstance(data, bytes):
+        return b"ISO 2022" in data
+    return data is not None and "ISO 2022" in str(data)
+
+
 def _read_indexed_tags(
     ds: Dataset, path: Path, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, channel: str
 ) -> IndexedTags:
     """The indexed values of a dataset read by _read_dataset from `path`, every other
-    value decoded too, and the dataset checked."""
+    value decoded too (or known decodable), and the dataset checked."""
+    pixel: dict[str, Any] | None = None
+    names: dict[str, tuple[str, str, str, str]] | None = None
     try:
         elements = _Elements(ds)
-        raw_names = {keyword: _raw_bytes(ds, keyword) for keyword in PERSON_NAME_TAGS}
-        # Touch every indexed value now, so that a broken element fails here.
-        values = {keyword: elements.value(keyword, tag) for keyword, tag in INDEXED_TAG_NUMBERS}
-        # And every other one but bulk data: the viewer, WADO metadata and rendering read
-        # them later, and an element that cannot be decoded must not be archived.
-        _decode_every_element(ds, elements)
+        if elements.lean and tagvalues.lean() and not _iso2022(ds):
+            values, names, pixel, done = _lean_values(ds, elements)
+            _decode_every_element(ds, elements, done)
+        else:
+            raw_names = {keyword: _raw_bytes(ds, keyword) for keyword in PERSON_NAME_TAGS}
+            # Touch every indexed value now, so that a broken element fails here.
+            values = {keyword: elements.value(keyword, tag) for keyword, tag in INDEXED_TAG_NUMBERS}
+            # And every other one but bulk data: the viewer, WADO metadata and rendering read
+            # them later, and an element that cannot be decoded must not be archived.
+            _decode_every_element(ds, elements)
     except Exception as exc:
         raise UnreadableDataset(f"cannot parse the dataset: {type(exc).__name__}: {exc}") from exc
     if not len(ds):
@@ -868,7 +941,7 @@ def _read_indexed_tags(
         # undefined length: encapsulated pixel data that was cut short on the wire.
         raise UnreadableDataset("truncated: the dataset ends inside an element of undefined length")
     _check_encoding(ds, transfer_syntax_uid)
-    _check_pixel_data_complete(ds, path, transfer_syntax_uid)
+    _check_pixel_data_complete(ds, path, transfer_syntax_uid, pixel)
 
     def uid(keyword: str) -> str:
         value = values.get(keyword)
@@ -893,7 +966,8 @@ def _read_indexed_tags(
     if dataset_instance != sop_instance_uid:
         announced = "the file meta's" if web else "the request's"
         raise MissingIdentifier(f"SOPInstanceUID is not {announced}: dataset {dataset_instance}, {sop_instance_uid}")
-    names = {keyword: person_name_groups(ds, keyword, raw_names.get(keyword)) for keyword in PERSON_NAME_TAGS}
+    if names is None:
+        names = {keyword: person_name_groups(ds, keyword, raw_names.get(keyword)) for keyword in PERSON_NAME_TAGS}
     return IndexedTags(dataset_class, dataset_instance, study_uid, series_uid, values, names)
 
 
@@ -902,7 +976,7 @@ def _check_encoding(ds: Dataset, transfer_syntax_uid: str) -> None:
     explicit VR was declared (and only warns), but dcmtk, the viewer's parser and every
     other reader of the stored file do not (pydicom's SC_rgb_jpeg: JPEG Baseline, whose
     dataset is implicit VR). The first element not decoded yet says how it was read."""
-    syntax = UID(transfer_syntax_uid)
+    syntax = _syntax(transfer_syntax_uid)
     # The elements as stored, in order (iterating the dataset itself would decode each).
     for raw in ds.values():
         if not isinstance(raw, RawDataElement):
@@ -918,9 +992,11 @@ def _check_encoding(ds: Dataset, transfer_syntax_uid: str) -> None:
         return
 
 
-def _decode_every_element(ds: Dataset, elements: _Elements | None = None) -> None:
+def _decode_every_element(ds: Dataset, elements: _Elements | None = None, done: set[BaseTag] | None = None) -> None:
     """Decode each element's value, in sequences too, except deferred bulk values and
-    pixel data (kept raw, for _check_pixel_data_complete to see how it was encoded)."""
+    pixel data (kept raw, for _check_pixel_data_complete to see how it was encoded).
+    With `done` (the tags converted by cloudpacs.tagvalues), an element that is among
+    them, or that tagvalues knows pydicom decodes, is left as read."""
     elements = elements or _Elements(ds)
     # The elements as stored (raw or decoded), without decoding them.
     raw: Any
@@ -931,6 +1007,8 @@ def _decode_every_element(ds: Dataset, elements: _Elements | None = None) -> Non
         # element whose value is None is an empty one (an empty Instance Number, say, a
         # Type 2 attribute) and has no length to look at.
         if isinstance(raw, RawDataElement) and raw.value is None and raw.length != 0:
+            continue
+        if done is not None and isinstance(raw, RawDataElement) and (tag in done or tagvalues.surely_decodable(raw)):
             continue
         element = elements.element(tag)
         if element.VR == "SQ":
