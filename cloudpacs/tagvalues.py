@@ -179,10 +179,13 @@ def person_name(raw: RawDataElement, encodings: str | Sequence[str]) -> tuple[st
 
 
 def surely_decodable(raw: RawDataElement) -> bool:
-    """Whether pydicom converts `raw` (a public element, as read, not deferred) without
-    raising, in its WARN mode, without converting it. False means: not known, convert it."""
+    """Whether pydicom converts `raw` (an element as read, not deferred) without raising,
+    in its WARN mode, without converting it. False means: not known, convert it. A private
+    element counts only with its VR written (explicit VR): read in implicit VR its VR comes
+    from pydicom's private dictionary; storing it converts its creator's LO value, which
+    cannot fail either."""
     vr = element_vr(raw)
-    if vr is None or raw.tag & 0x10000 or raw.length == UNDEFINED_LENGTH:
+    if vr is None or raw.length == UNDEFINED_LENGTH or (raw.tag & 0x10000 and raw.VR is None):
         return False
     data = raw.value
     if data is None:

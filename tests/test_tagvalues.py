@@ -115,6 +115,9 @@ ASCII_CASES: list[tuple[int, str, bytes]] = [
     (0x00189306, "FD", b"\x00" * 7),
     (0x00089007, "CS", b"ORIGINAL\\PRIMARY\\AXIAL\\NONE"),
     (0x00091010, "LO", b"PRIVATE"),
+    (0x00091011, "UL", b"\x00\x02\x00\x00\x00\x00"),
+    (0x00091012, "IS", b"1.5"),
+    (0x00091013, "UN", b"\x00\x02"),
 ]
 
 # Text in each character set, as a console writes it: the value and its person names.
@@ -336,9 +339,21 @@ DATASETS: dict[str, list[tuple[int, str, bytes]]] = {
     "a number of the wrong length": [
         (0x00280011, "US", b"\x00\x02\x00"),
     ],
-    "a private element": [
+    "private elements": [
+        (0x00090010, "LO", b"ACME 1.1"),
         (0x00091010, "LO", b"PRIVATE"),
-        (0x00091011, "US", b"\x00\x02\x00"),
+        (0x00091011, "US", b"\x00\x02"),
+        (0x00091012, "DS", b"1.5\\2"),
+        (0x00091013, "IS", b"1.5"),
+        (0x00191010, "SH", b"NO CREATOR"),
+    ],
+    "a private number of the wrong length": [
+        (0x00090010, "LO", b"ACME 1.1"),
+        (0x00091011, "UL", b"\x00\x02\x00\x00\x00\x00"),
+    ],
+    "a private creator of the wrong length": [
+        (0x00090010, "UL", b"\x00\x02\x00\x00\x00\x00"),
+        (0x00091010, "LO", b"PRIVATE"),
     ],
     "a uid that is not one": [
         (0x00100010, "PN", b"A^B\\C^D"),
@@ -384,9 +399,9 @@ def test_pydicoms_files_give_the_same_tags_with_the_converters_and_without(path,
 
 
 def test_a_ct_images_indexed_values_are_converted_without_pydicoms_elements(tmp_path, monkeypatch):
-    """A CT image as set (a) of the ingest benchmark has it (UTF-8 names, no private
-    elements): every value the index reads, and every check of the others, without one
-    pydicom DataElement converted."""
+    """A CT image as set (a) of the ingest benchmark has it (UTF-8 names), with a console's
+    private elements: every value the index reads, and every check of the others, without
+    one pydicom DataElement converted."""
     converted: list[Any] = []
 
     def counted(raw: RawDataElement, *args: Any, **kwargs: Any) -> Any:
@@ -403,6 +418,10 @@ def test_a_ct_images_indexed_values_are_converted_without_pydicoms_elements(tmp_
         (0x00080060, "CS", b"CT"),
         (0x00080080, "LO", "漩涡镇中心卫生院".encode()),
         (0x00081010, "SH", b"CT01"),
+        # A console's private elements, their VR written (explicit VR).
+        (0x00090010, "LO", b"GEMS_IDEN_01"),
+        (0x00091001, "LO", b"CT_LIGHTSPEED"),
+        (0x00091002, "SL", b"\x01\x00\x00\x00"),
         (0x00100010, "PN", "Zhang^San=张^三".encode()),
         (0x00100020, "LO", b"PROF00"),
         (0x00100030, "DA", b"19600101"),
