@@ -158,17 +158,19 @@ def us_ybr_full(rows: int = 48, columns: int = 64, **fields: Any) -> Dataset:
     return ds
 
 
-def us_palette(rows: int = 48, columns: int = 64, **fields: Any) -> Dataset:
-    """A PALETTE COLOR still: index 0 on the left half, 1 on the right, through 16-bit LUTs."""
+def us_palette(rows: int = 48, columns: int = 64, *, entry_bits: int = 16, **fields: Any) -> Dataset:
+    """A PALETTE COLOR still: index 0 on the left half, 1 on the right, through LUTs of 16-bit
+    entries, or of 8-bit ones (PS3.3 C.7.6.3.1.5: stored as with 8 bits allocated, two
+    entries to each word of the OW LUT Data)."""
     ds = _base(UltrasoundImageStorage, "US", rows, columns, **fields)
     _eight_bit(ds, 1, "PALETTE COLOR")
     index = np.zeros((rows, columns), np.uint8)
     index[:, columns // 2 :] = 1
     ds.PixelData = index.tobytes()
     for channel, (left, right) in zip(("Red", "Green", "Blue"), zip(LEFT_RGB, RIGHT_RGB, strict=True), strict=True):
-        setattr(ds, f"{channel}PaletteColorLookupTableDescriptor", [256, 0, 16])
-        lut = np.zeros(256, np.uint16)
-        lut[0], lut[1] = left * 257, right * 257
+        setattr(ds, f"{channel}PaletteColorLookupTableDescriptor", [256, 0, entry_bits])
+        lut = np.zeros(256, np.uint16 if entry_bits == 16 else np.uint8)
+        lut[0], lut[1] = (left * 257, right * 257) if entry_bits == 16 else (left, right)
         setattr(ds, f"{channel}PaletteColorLookupTableData", lut.tobytes())
     return ds
 

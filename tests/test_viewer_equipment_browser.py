@@ -1,6 +1,6 @@
 """The viewer in a real headless Chromium with what ultrasound and other equipment sends: a
 multi-frame ultrasound clip plays as cine at its own frame rate and pauses, colour images
-(RGB, YBR_FULL, YBR_FULL_422 JPEG, palette colour) come out in their colours on the
+(RGB, YBR_FULL, YBR_FULL_422 JPEG, palette colour of 16- and 8-bit entries) come out in their colours on the
 canvas, and a video series says that it is a video instead of failing."""
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ COLOUR_BUILDERS = {
     "ybr-full": equipment.us_ybr_full,
     "ybr-full-422-jpeg": equipment.us_ybr_full_422_jpeg,
     "palette": equipment.us_palette,
+    "palette-8-bit": lambda **fields: equipment.us_palette(entry_bits=8, **fields),
 }
 
 

@@ -192,10 +192,19 @@ function firstPart(body, boundary) {
 
 // The image loader reads a palette's Red, Green and Blue LUT Data as numbers in the
 // metadata's "Value"; DICOM JSON carries them as base64 (InlineBinary) or behind a
-// BulkDataURI. They are decoded here, once, into the instance's JSON.
+// BulkDataURI. They are decoded here, once, into the instance's JSON: one number an entry,
+// which is a byte when the descriptor's third value is 8 (PS3.3 C.7.6.3.1.5: the data is
+// stored as with 8 bits allocated, two entries to each word of the OW element) and a
+// little-endian word when it is 16. Data of 8-bit entries that fills a word each (as some
+// writers store it) is read a word an entry.
 export async function readPalette(json, fetchBulk) {
+  const channels = [
+    [Tag.RedPaletteColorLUTDescriptor, Tag.RedPaletteColorLUTData],
+    [Tag.GreenPaletteColorLUTDescriptor, Tag.GreenPaletteColorLUTData],
+    [Tag.BluePaletteColorLUTDescriptor, Tag.BluePaletteColorLUTData],
+  ];
   await Promise.all(
-    [Tag.RedPaletteColorLUTData, Tag.GreenPaletteColorLUTData, Tag.BluePaletteColorLUTData].map(async (tag) => {
+    channels.map(async ([descriptorTag, tag]) => {
       const element = json[tag];
       if (!element || element.Value) return;
       let bytes;
@@ -206,10 +215,20 @@ export async function readPalette(json, fetchBulk) {
       } else {
         return;
       }
-      const words = new Uint16Array(bytes.buffer, bytes.byteOffset, Math.floor(bytes.byteLength / 2));
-      json[tag] = { vr: 'US', Value: Array.from(words) };
+      json[tag] = { vr: 'US', Value: paletteEntries(bytes, json[descriptorTag]?.Value) };
     }),
   );
+}
+
+function paletteEntries(bytes, descriptor) {
+  const entries = Number(descriptor?.[0]) || 65536;
+  if (Number(descriptor?.[2]) === 8 && bytes.byteLength < 2 * entries) {
+    return Array.from(bytes.subarray(0, entries));
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const words = [];
+  for (let i = 0; i + 1 < bytes.byteLength && words.length < entries; i += 2) words.push(view.getUint16(i, true));
+  return words;
 }
 
 // MPEG-2, MPEG-4 AVC/H.264 and HEVC transfer syntaxes (1.2.840.10008.1.2.4.100 to .108,

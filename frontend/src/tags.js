@@ -40,7 +40,10 @@ export const Tag = Object.freeze({
   RecommendedDisplayFrameRate: '00082144',
   CineRate: '00180040',
   FrameTime: '00181063',
-  // Palette colour (C.7.6.3.1.6)
+  // Palette colour (C.7.6.3.1.5, C.7.6.3.1.6)
+  RedPaletteColorLUTDescriptor: '00281101',
+  GreenPaletteColorLUTDescriptor: '00281102',
+  BluePaletteColorLUTDescriptor: '00281103',
   RedPaletteColorLUTData: '00281201',
   GreenPaletteColorLUTData: '00281202',
   BluePaletteColorLUTData: '00281203',
