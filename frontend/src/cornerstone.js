@@ -3,6 +3,7 @@
 // not here: they come in a chunk of their own after the first image (tools.js).
 import {
   Enums,
+  cache,
   getWebWorkerManager,
   imageLoader,
   imageRetrievalPoolManager,
@@ -89,6 +90,18 @@ export function enableOnCpu(engine, input) {
 
 export function disableOnCpu(engine, viewportId) {
   onCpu(() => engine.disableElement(viewportId));
+}
+
+// Cornerstone's CPU path draws a MONOCHROME1 image inverted (its image's `invert`, as the
+// image loader sets it) but records the viewport as not inverted and keeps no initial
+// inversion: the invert button then did nothing at its first press, the reset showed the
+// image as MONOCHROME2, and the move to WebGL carried "not inverted" over. Recorded here as
+// WebGL records it (inverted, and inverted initially), once the stack's first image is set.
+export function recordCpuInvert(viewport) {
+  const image = cache.getImage(viewport.getCurrentImageId());
+  const invert = Boolean(image?.invert);
+  viewport.initialInvert = invert;
+  viewport.setInvertColor(invert);
 }
 
 // Registers an instance's metadata for one of its frames' image id.

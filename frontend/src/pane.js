@@ -9,6 +9,7 @@ import {
   disableOnCpu,
   enableOnCpu,
   instanceMeta,
+  recordCpuInvert,
   startDecodeWorkers,
   voiLuts,
 } from './cornerstone.js';
@@ -40,19 +41,17 @@ const BATCH_BYTES = 4 * 1024 * 1024;
 const BATCH_IMAGES = 32;
 const BATCHES_IN_FLIGHT = 3;
 
-// A series of one image larger than this (pixels) stays on Cornerstone's CPU path: moving
-// it to WebGL uploads the whole image as a texture and draws it, seconds in software WebGL
-// for a 15 MB radiograph, and reading one image (window/level, zoom, pan, rotation, flips,
-// inversion, measuring) needs nothing the CPU path lacks (docs/viewer.md).
-export const CPU_KEPT_PIXELS = 1024 * 1024;
-
-// Whether a series' images stay on the CPU: one image, large, and shown through a linear
-// window (the CPU path has no sigmoid VOI LUT function; such an image moves to WebGL).
+// Whether a series' images stay on Cornerstone's CPU path: a series of one image, shown
+// through a linear window (the CPU path has no sigmoid VOI LUT function; such an image moves
+// to WebGL). Moving one image to WebGL costs the context, its shaders, the texture and, in
+// software WebGL, every draw read back (0.5-1.1 s for any size, each window step 85-290 ms
+// against the CPU's 16-40: docs/viewer.md), and reading one image (window/level, zoom, pan,
+// rotation, flips, inversion, measuring, in grey or colour) needs nothing the CPU path
+// lacks. Stacks go to WebGL: they scroll and cine there, and MPR needs it.
 function keptOnCpu(frames, json) {
   if (frames !== 1 || !json) return false;
-  const pixels = Number(value(json, Tag.Rows) || 0) * Number(value(json, Tag.Columns) || 0);
   const lutFunction = String(value(json, Tag.VOILUTFunction) || 'LINEAR').toUpperCase();
-  return pixels > CPU_KEPT_PIXELS && lutFunction === 'LINEAR';
+  return lutFunction === 'LINEAR';
 }
 
 // An image's size as stored, uncompressed: what a batch is counted in.
@@ -286,7 +285,7 @@ export class Pane {
     this.single = single;
     this.seriesUrl = absolute(base);
     // A pane's first series as the viewer starts is drawn on the CPU first; another series
-    // opened in a pane still on the CPU goes to WebGL at once. A large single image is
+    // opened in a pane still on the CPU goes to WebGL at once. A series of one image is
     // drawn on the CPU whenever it is opened, and stays there.
     const kept = this.viewer.webgl && keptOnCpu(imageIds.length, firstImage);
     if (this.onCpu || (kept && this.enabled)) this.disable();
@@ -326,6 +325,7 @@ export class Pane {
     const drawn = this.rendered();
     await viewport.setStack(imageIds, 0);
     if (generation !== this.generation) return;
+    if (cpu) recordCpuInvert(viewport);
     viewport.render();
     this.viewer.marks.draw(this);
     // After the task that painted the CPU's first image. An image kept on the CPU is
@@ -476,7 +476,9 @@ export class Pane {
       imagePosition: [viewport.getCurrentImageIdIndex() + 1, this.imageIds.length],
       window: voiRange ? windowLevel.toWindowLevel(voiRange.lower, voiRange.upper) : null,
       voiLut: image?.yunyingVoiLut && this.isDefaultWindow(image, voiRange) ? image.yunyingVoiLut : '',
-      invert,
+      // Inverted against how the file says to show it (a MONOCHROME1 image is drawn
+      // inverted from the start, and that is not the reader's inversion).
+      invert: Boolean(invert) !== Boolean(image?.invert),
       zoom: this.zoom(),
       rotation: presentation.rotation || 0,
       flipHorizontal: presentation.flipHorizontal,
@@ -528,6 +530,18 @@ export class Pane {
       this.flip({ flipHorizontal: false, flipVertical: false });
     }
     viewport.resetCamera();
+  }
+
+  // The file's own window and inversion. On WebGL, Cornerstone's reset of a MONOCHROME1
+  // image puts back the transfer function as first built (before the image's inversion)
+  // while it records the image as inverted: the inversion is made again to match.
+  resetProperties() {
+    const viewport = this.viewport;
+    viewport.resetProperties();
+    if (!this.onCpu && viewport.getProperties().invert) {
+      viewport.invert = false;
+      viewport.setInvertColor(true);
+    }
   }
 
   scrollTo(index) {

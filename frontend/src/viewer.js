@@ -86,7 +86,7 @@ export class Viewer {
     // frame they must decode (cornerstone.js, startDecodeWorkers), and the turn is kept.
     await new Promise((resolve) => setTimeout(resolve));
     this.engine = createEngine(this.id);
-    // The panes' first series drawn on the CPU first (pane.js, toGpu); a large single image
+    // The panes' first series drawn on the CPU first (pane.js, toGpu); a series of one image
     // on the CPU throughout, where the page has WebGL to move the others to.
     this.webgl = cpuFirst();
     this.cpuFirst = this.webgl;
@@ -119,7 +119,7 @@ export class Viewer {
       .catch((error) => console.warn('key images not read', error))
       .then(() => this.toolsReady);
     await hung;
-    // Series opened from now on go to WebGL at once (but a large single image).
+    // Series opened from now on go to WebGL at once (but a series of one image).
     this.cpuFirst = false;
   }
 
@@ -633,7 +633,7 @@ export class Viewer {
         viewport.setProperties({ invert: !viewport.getProperties().invert });
         break;
       case 'reset':
-        viewport.resetProperties();
+        pane.resetProperties();
         pane.resetCamera();
         break;
       case 'cine':
