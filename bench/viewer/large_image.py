@@ -4,12 +4,12 @@ reading it costs on each, by the image's size.
 
 Stores one DX per size (a smooth 16-bit pattern, as bench/viewer/run.py's DX), serves them
 with gunicorn (4 x 4) on loopback and opens each in /viewer/<study>/ in a fresh browser
-context (--runs times). A series of one image larger than the viewer's bound
-(pane.js CPU_KEPT_PIXELS) stays on the CPU path: for those the page is read there (ten
+context (--runs times). A series of one image stays on the CPU path (pane.js keptOnCpu;
+until 2026-12-07 only one larger than 1024 x 1024 did): the page is read there (ten
 window changes and ten zoom steps, each from the change to Cornerstone's render event),
-then moved to WebGL by the pane's own toGpu (timed), then read again on WebGL. A smaller
-image is moved by the viewer itself one task after its first image: its move is read from
-the pane's marks, then it is read on WebGL. Also the first image and the whole stack (ms
+then moved to WebGL by the pane's own toGpu (timed), then read again on WebGL. An image
+the viewer moves itself (one task after its first image) has its move read from the
+pane's marks, then it is read on WebGL. Also the first image and the whole stack (ms
 from navigation start). In software WebGL (SwiftShader, as in the other viewer benchmarks),
 so WebGL's figures are the CPU's too, on another path.
 
