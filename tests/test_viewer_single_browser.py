@@ -2,8 +2,9 @@
 a MONOCHROME1 CR, RGB and YBR_FULL_422 JPEG stills (an ultrasound still, an endoscopy-like
 photo), PALETTE COLOR with 8- and 16-bit LUT entries. Each series of one image is drawn on the
 CPU without any WebGL context, whatever its size, and read there as on WebGL: its own colours
-or greys, window/level, invert, rotation and flips, reset, zoom, a length in millimetres.
-A MONOCHROME1 series of two images and an ultrasound clip go to WebGL and are read there."""
+or greys, window/level, invert, rotation and flips, reset, zoom, a length in millimetres (or
+in centimetres by an ultrasound region's calibration). A MONOCHROME1 series of two images and
+an ultrasound clip go to WebGL and are read there."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pydicom.uid import ComputedRadiographyImageStorage, generate_uid
 
 from facilities.models import ExamKind, User
@@ -44,6 +46,7 @@ CR_CENTRE, CR_WIDTH = 2000, 4000
 TOLERANCE = 3
 COLOUR_TOLERANCE = 10
 PHOTO_ROWS, PHOTO_COLUMNS = 1040, 1100
+US_DELTA_CM = 0.02
 
 
 def cr_values(column: int, row: int, size: int) -> int:
@@ -85,6 +88,31 @@ def cr_monochrome1(
     return ds
 
 
+def with_ultrasound_region(ds: Dataset) -> Dataset:
+    """One region over the whole image, calibrated as a B-mode tissue region is (PS3.3
+    C.8.5.5.1: 0.02 cm a pixel across and down), so that lengths are in centimetres."""
+    region = Dataset()
+    region.RegionSpatialFormat = 1  # 2D
+    region.RegionDataType = 1  # tissue
+    region.RegionFlags = 0
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = ds.Columns - 1, ds.Rows - 1
+    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3  # cm
+    region.PhysicalDeltaX = region.PhysicalDeltaY = US_DELTA_CM
+    ds.SequenceOfUltrasoundRegions = Sequence([region])
+    return ds
+
+
+def measure_length(page, start: tuple[int, int], end: tuple[int, int]) -> dict[str, Any]:
+    """A length drawn with the left button's tool between two image pixels, fitted first."""
+    press(page, '[data-action="fit"]')
+    page.click('[data-tool="Length"]')
+    drag(page, start, end)
+    page.wait_for_function("() => window.yunyingViewer.viewers[0].measurements().some((m) => m.length)")
+    (length,) = page.evaluate("window.yunyingViewer.viewers[0].measurements()")
+    return length
+
+
 def endoscopy_photo() -> Dataset:
     """A large colour photograph (an endoscopy still as VL Endoscopic Image Storage sends
     it, RGB), larger than 1024 x 1024."""
@@ -98,7 +126,7 @@ def endoscopy_photo() -> Dataset:
 SINGLE = {
     "cr-monochrome1": cr_monochrome1,
     "cr-monochrome1-large": lambda: cr_monochrome1(size=CR_LARGE),
-    "us-rgb": equipment.us_single_rgb,
+    "us-rgb": lambda: with_ultrasound_region(equipment.us_single_rgb()),
     "us-ybr-full-422-jpeg": lambda: equipment.us_ybr_full_422_jpeg(frames=1),
     "palette-16-bit": equipment.us_palette,
     "palette-8-bit": lambda: equipment.us_palette(entry_bits=8),
@@ -128,7 +156,7 @@ def single_data(transactional_db, tmp_path) -> dict[str, Any]:
     for number in (1, 2):
         ingest(cr_monochrome1(study_uid, series_uid, number), tmp_path, console)
     studies["cr-two-views"] = study_uid
-    clip = equipment.us_cine()
+    clip = with_ultrasound_region(equipment.us_cine())
     ingest(clip, tmp_path, console)
     studies["us-clip"] = clip.StudyInstanceUID
     client = Client()
@@ -225,14 +253,15 @@ def test_a_single_image_is_read_on_the_cpu_without_any_webgl(live_server, page, 
     assert on_cpu(page) == {"cpu": True, "contexts": 0}
     read_the_image(page, name)
     if name.startswith("cr-"):
-        # A length in millimetres, fitted again: 192 pixels of 0.2 mm.
-        press(page, '[data-action="fit"]')
-        page.click('[data-tool="Length"]')
-        drag(page, (32, 160), (224, 160))
-        page.wait_for_function("() => window.yunyingViewer.viewers[0].measurements().some((m) => m.length)")
-        (length,) = page.evaluate("window.yunyingViewer.viewers[0].measurements()")
+        # A length in millimetres: 192 pixels of 0.2 mm.
+        length = measure_length(page, (32, 160), (224, 160))
         assert abs(length["length"] - 192 * CR_SPACING) < 0.5
         assert length["unit"] == "mm"
+    if name == "us-rgb":
+        # In centimetres, by the ultrasound region's calibration: 48 pixels of 0.02 cm.
+        length = measure_length(page, (8, 24), (56, 24))
+        assert abs(length["length"] - 48 * US_DELTA_CM) < 0.05
+        assert length["unit"] == "cm US Region"
     assert on_cpu(page) == {"cpu": True, "contexts": 0}
     assert page.errors == []
 
@@ -268,4 +297,7 @@ def test_an_ultrasound_clip_is_read_on_webgl(live_server, page, single_data):
     press(page, '[data-action="reset"]')
     assert np.abs(shown(page, points)[:, 0] - linear_window(values, centre, width)).max() <= TOLERANCE
     assert "反相" not in overlay(page, "br") and "100%" in overlay(page, "br")
+    length = measure_length(page, (8, 24), (56, 24))
+    assert abs(length["length"] - 48 * US_DELTA_CM) < 0.05
+    assert length["unit"] == "cm US Region"
     assert page.errors == []
