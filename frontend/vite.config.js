@@ -60,6 +60,21 @@ const fewerViewportTypes = {
   },
 };
 
+// The image loader's setPixelDataType, replaced by src/stubs/set-pixel-data-type.js (which
+// says why) where its createImage imports it.
+const setPixelDataType = fileURLToPath(new URL('./src/stubs/set-pixel-data-type.js', import.meta.url));
+const noSecondCopy = {
+  name: 'yunying-no-second-copy',
+  enforce: 'pre',
+  async resolveId(source, importer, options) {
+    if (!source.endsWith('/setPixelDataType.js')) return null;
+    const resolved = await this.resolve(source, importer, { ...options, skipSelf: true });
+    return resolved && /@cornerstonejs[\\/]dicom-image-loader[\\/]dist[\\/]esm[\\/]imageLoader[\\/]/.test(resolved.id)
+      ? setPixelDataType
+      : null;
+  },
+};
+
 // dcmjs as Cornerstone3D imports it, replaced by src/stubs/dcmjs.js (which says why), and the
 // dictionary entries that stub serves, read from dcmjs's own dictionary here at build time:
 // those of every attribute keyword Cornerstone3D's code names (the metadata modules' tags,
@@ -108,7 +123,7 @@ const noDcmjs = {
 
 export default defineConfig({
   base: './',
-  plugins: [noDcmjs, noWebGpu, fewerViewportTypes, brotli],
+  plugins: [noDcmjs, noWebGpu, fewerViewportTypes, noSecondCopy, brotli],
   resolve: {
     alias: [
       // src/stubs/loglevel.js says why.

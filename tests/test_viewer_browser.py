@@ -495,40 +495,29 @@ def test_the_stack_comes_in_batches_and_the_first_frame_is_fetched_once(live_ser
     assert np.abs(gray(page, centres) - expected_ct(CT_SLICES, 40, 400)).max() <= TOLERANCE
 
 
-def test_the_first_image_is_drawn_before_the_decode_workers_start(live_server, browser_page, reading_data):
+def test_a_cts_whole_stack_is_decoded_without_the_decode_workers(live_server, browser_page, reading_data):
     page = browser_page
-    # The decode workers' script held back: the first image (uncompressed) is decoded on
-    # the page's own thread from the page's early request, and drawn.
+    # The decode workers' script held back throughout: the first image and every frame of the
+    # stack's batches (uncompressed, grey) are decoded on the page's own thread, and drawn.
     held: list[Any] = []
     page.route(re.compile(r"/workers/decodeImageFrameWorker-[^/]+[.]js$"), lambda route: held.append(route))
-    page.goto(f"{live_server.url}/viewer/{reading_data['ct']}/")
-    page.wait_for_function("() => window.yunyingViewer?.viewers[0].panes[0].firstImageMs != null", timeout=30_000)
-    # The workers are started by the stack's first batch, about now.
-    for _ in range(600):
-        if held:
-            break
-        page.wait_for_timeout(50)
-    assert held, "the decode workers' script was not asked for"
-    assert pane_state(page)["loaded"] <= 1  # the first image, from the cache
-    wait_for_image(page, 0)
-    # Read once the pane has moved from its CPU drawing to WebGL (which needs no worker).
-    page.evaluate("() => window.yunyingViewer.viewers[0].panes[0].onGpu.then(() => true)")
-    centres = block_centres(CT_SIZE, CT_BLOCK)
-    assert np.abs(gray(page, centres) - expected_ct(1, 40, 400)).max() <= TOLERANCE
-    # The rest of the stack waits for the workers, and comes once they start.
-    for route in held:
-        route.continue_()
-    page.unroute(re.compile(r"/workers/decodeImageFrameWorker-[^/]+[.]js$"))
-    page.wait_for_function("() => window.yunyingViewer.viewers[0].panes[0].stackMs != null", timeout=60_000)
+    open_viewer(page, f"{live_server.url}/viewer/{reading_data['ct']}/")
     assert pane_state(page) == {"index": 0, "total": CT_SLICES, "loaded": CT_SLICES, "failed": 0}
+    assert len(frame_requests(page)["batched"]) == 1
+    assert held == []
+    assert page.evaluate("() => performance.getEntriesByName('yunying:workers').length") == 0
+    # Each slice's own values (the batch's parts are read in place, each at its offset).
+    centres = block_centres(CT_SIZE, CT_BLOCK)
     page.locator("[data-yunying-viewer]").focus()
-    page.keyboard.press("End")
-    wait_for_image(page, CT_SLICES - 1)
-    assert np.abs(gray(page, centres) - expected_ct(CT_SLICES, 40, 400)).max() <= TOLERANCE
+    for index in range(CT_SLICES):
+        if index:
+            page.keyboard.press("ArrowDown")
+        wait_for_image(page, index)
+        assert np.abs(gray(page, centres) - expected_ct(index + 1, 40, 400)).max() <= TOLERANCE, index
     assert page.errors == []
 
 
-def test_a_cts_decode_workers_start_only_when_the_stack_needs_them(live_server, browser_page, reading_data):
+def test_a_cts_first_image_and_stack_start_no_decode_worker(live_server, browser_page, reading_data):
     page = browser_page
     # The stack's batches held back: the first image is decoded on the page's thread and drawn,
     # first on the CPU and then by WebGL, and no decode worker is started for it.
@@ -550,13 +539,14 @@ def test_a_cts_decode_workers_start_only_when_the_stack_needs_them(live_server, 
     assert held, "the stack's batch was not asked for"
     assert workers == []
     assert page.evaluate("() => performance.getEntriesByName('yunying:workers').length") == 0
-    # The batch's frames go to the workers, which start then; the whole stack comes.
+    # The batch's frames are decoded on the page's thread too: the whole stack comes, and no
+    # worker is started for it.
     for route in held:
         route.continue_()
     page.unroute("**/frames?instances=*")
     page.wait_for_function("() => window.yunyingViewer.viewers[0].panes[0].stackMs != null", timeout=60_000)
     assert pane_state(page) == {"index": 0, "total": CT_SLICES, "loaded": CT_SLICES, "failed": 0}
-    assert len(workers) >= 1
+    assert workers == []
     page.locator("[data-yunying-viewer]").focus()
     page.keyboard.press("End")
     wait_for_image(page, CT_SLICES - 1)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from django.conf import settings
 from django.test import Client
+from pydicom.uid import generate_uid
 
 from facilities.models import ExamKind, User
 from tests import equipment
@@ -50,12 +51,19 @@ def equipment_data(transactional_db, tmp_path) -> dict[str, Any]:
         colour[name] = ds.StudyInstanceUID
     video = equipment.endoscopy_video()
     ingest(video, tmp_path, console)
+    # Three colour stills of one series: the second and third come in one batch
+    # (.../frames?instances=), which only the decode workers decode.
+    stills_study, stills_series = generate_uid(), generate_uid()
+    for number in range(1, 4):
+        still = equipment.us_single_rgb(study_uid=stills_study, series_uid=stills_series, instance_number=number)
+        ingest(still, tmp_path, console)
     client = Client()
     client.force_login(technologist)
     return {
         "cine": cine.StudyInstanceUID,
         "colour": colour,
         "video": video.StudyInstanceUID,
+        "stills": stills_study,
         "session": client.cookies[settings.SESSION_COOKIE_NAME].value,
     }
 
@@ -130,6 +138,30 @@ def test_a_jpeg_images_decode_workers_start_as_soon_as_its_metadata_is_in(live_s
     )
     assert marks["yunying:workers"] is not None
     assert marks["yunying:workers"] <= marks["yunying:pane0:metadata"]
+    left, right = sample(page, [LEFT, RIGHT])
+    assert np.abs(left - equipment.LEFT_RGB).max() <= COLOUR_TOLERANCE, left
+    assert np.abs(right - equipment.RIGHT_RGB).max() <= COLOUR_TOLERANCE, right
+    assert page.errors == []
+
+
+def test_a_colour_series_batched_frames_are_decoded_by_the_workers(live_server, page, equipment_data):
+    # Each part of a batch's answer is a view into the whole body; a frame the workers decode
+    # is copied out of it before it is sent to them (cornerstone.js).
+    open_viewer(page, f"{live_server.url}/viewer/{equipment_data['stills']}/")
+    state = page.evaluate(
+        """() => { const pane = window.yunyingViewer.viewers[0].panes[0];
+                   return [pane.imageIds.length, pane.loaded, pane.failed]; }"""
+    )
+    assert state == [3, 3, 0]
+    batched = page.evaluate(
+        "() => performance.getEntriesByType('resource').filter((e) => e.name.includes('/frames?instances=')).length"
+    )
+    assert batched == 1
+    assert page.evaluate("() => performance.getEntriesByName('yunying:workers').length") == 1
+    page.locator("[data-yunying-viewer]").focus()
+    page.keyboard.press("End")
+    page.wait_for_function("() => window.yunyingViewer.viewers[0].panes[0].viewport.getCurrentImageIdIndex() === 2")
+    page.evaluate("() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)))")
     left, right = sample(page, [LEFT, RIGHT])
     assert np.abs(left - equipment.LEFT_RGB).max() <= COLOUR_TOLERANCE, left
     assert np.abs(right - equipment.RIGHT_RGB).max() <= COLOUR_TOLERANCE, right

@@ -111,10 +111,12 @@ export function addInstanceMetadata(imageId, json) {
 }
 
 // The image loader decodes every frame in its workers, through the one web worker manager
-// of the page. A frame asked for with `onMainThread` (a pane's first image, pane.js) whose
-// pixels are stored as they are (uncompressed, little-endian, grey) is decoded here
-// instead: a copy and the rescale, a few milliseconds for a CT slice, where the workers'
-// thread starts a few hundred milliseconds after the page asks for it on a loaded machine
+// of the page. A frame asked for with `onMainThread` (a pane's first image, and the frames
+// its stack fetches in batches, pane.js) whose pixels are stored as they are (uncompressed,
+// little-endian, grey) is decoded here instead: the rescale and the minimum and maximum, a
+// millisecond or two for a CT slice, where the workers' thread starts a few hundred
+// milliseconds after the page asks for it on a loaded machine, and sending a frame to a
+// worker and its values back costs this thread about as much as decoding it
 // (docs/viewer.md). Any other frame goes to the workers as before; and so does this one
 // when decodehere.js cannot take it.
 function decodeFirstFramesHere() {
@@ -126,6 +128,12 @@ function decodeFirstFramesHere() {
       if (decoded) return Promise.resolve(decoded);
     }
     if (workerName === 'dicomImageLoader') startDecodeWorkers();
+    // A frame that is a view into a larger buffer (a part of a multipart answer,
+    // dicomweb.js) is copied out: the worker is sent the view's whole buffer otherwise.
+    const pixelData = args?.pixelData;
+    if (ArrayBuffer.isView(pixelData) && pixelData.byteLength !== pixelData.buffer.byteLength) {
+      args = { ...args, pixelData: pixelData.slice() };
+    }
     return executeTask(workerName, methodName, args, taskOptions);
   };
 }

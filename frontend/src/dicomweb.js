@@ -102,8 +102,10 @@ function indexOfBytes(haystack, needle, from) {
 }
 
 // The parts of a multipart/related body: [{headers (lower-case names), data}], each part's
-// data a copy of its own (a view into the whole body would send all of it to a decode
-// worker). A part with a Content-Length is stepped over without searching its bytes.
+// data a view into the body, not a copy: a grey frame stored as it is is decoded from it on
+// the page's thread, and a frame given to a decode worker is copied out of the body then
+// (cornerstone.js), since the worker would be sent the whole body with a view of it. A part
+// with a Content-Length is stepped over without searching its bytes.
 export function multipartParts(body, boundary) {
   const encoder = new TextEncoder();
   const delimiter = encoder.encode(`--${boundary}`);
@@ -127,7 +129,7 @@ export function multipartParts(body, boundary) {
     const length = Number(headers['content-length']);
     let end = Number.isInteger(length) && length >= 0 ? start + length : indexOfBytes(body, closing, start);
     if (end < 0 || end > body.length) throw new Error('malformed multipart: a part without its end');
-    parts.push({ headers, data: body.slice(start, end) });
+    parts.push({ headers, data: body.subarray(start, end) });
     at = end + 2; // past the CRLF before the next boundary
     if (indexOfBytes(body, delimiter, at) !== at) {
       end = indexOfBytes(body, closing, start);

@@ -366,9 +366,17 @@ export class Pane {
       }
       this.updateStatus();
     };
+    // A frame fetched with others is decoded on this thread when it is stored as it is and
+    // grey (a CT, MR or DX stack, cornerstone.js): no decode workers to start for it, and
+    // no copies of its values to them and back.
     const load = (index, frame) =>
       imageLoader
-        .loadAndCacheImage(this.imageIds[index], { priority: 0, requestType: Enums.RequestType.Prefetch, frame })
+        .loadAndCacheImage(this.imageIds[index], {
+          priority: 0,
+          requestType: Enums.RequestType.Prefetch,
+          frame,
+          onMainThread: Boolean(frame),
+        })
         .then(
           () => settled(true),
           () => settled(false),
