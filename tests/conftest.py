@@ -116,7 +116,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Before the other plugins: under pytest-xdist with `--dist loadgroup` (scripts/test.sh)
     each test is a unit of work of its own but for the groups named here: the seeded demo's
     tests go to one worker, so the demo is seeded once, and so do all the tests of a module
-    with data held for its tests (`module_transaction`), so that data is built once. After
+    with data held for its tests (`module_transaction`) or any other module-scoped fixture,
+    so that it is built once. After
     them (after pytest-django's order): the tests of data held in a transaction go last in
     their scope."""
     groups = work_groups(items)
@@ -144,17 +145,31 @@ def _module(item: pytest.Item) -> str:
     return item.nodeid.split("::")[0]
 
 
+def _shares_module_fixture(item: pytest.Item) -> bool:
+    """Whether the test uses a module-scoped fixture, directly or through another fixture."""
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values())
+
+
 def work_groups(items: list[pytest.Item]) -> list[tuple[pytest.Item, str]]:
     """The pytest-xdist group of each test that has one: the seeded demo's tests are one
     group; every other test of a module some of whose tests use `module_transaction` is
     its module's group (the module's other tests too, so that on the worker that runs them
-    they come before the held data, in the order `order_held_data` gives them)."""
-    held = {_module(item) for item in items if _uses(item, MODULE_TRANSACTION) and not _uses(item, SEEDED_DEMO)}
+    they come before the held data, in the order `order_held_data` gives them), and so is
+    every test of a module some of whose tests share another module-scoped fixture: split
+    between workers, each of them would build it (`manage.py platform`'s tests migrated
+    their SQLite database twice, 90-100 s each at load 20, and were the run's last 120 s).
+    pytest-xdist hands out the groups with the most tests first, so these start early."""
+    shared = {
+        _module(item)
+        for item in items
+        if not _uses(item, SEEDED_DEMO) and (_uses(item, MODULE_TRANSACTION) or _shares_module_fixture(item))
+    }
     groups: list[tuple[pytest.Item, str]] = []
     for item in items:
         if _uses(item, SEEDED_DEMO):
             groups.append((item, SEEDED_DEMO))
-        elif _module(item) in held:
+        elif _module(item) in shared:
             groups.append((item, _module(item)))
     return groups
 

@@ -76,6 +76,39 @@ def test_the_demo_is_one_group_and_a_module_with_held_data_another_of_all_its_te
     assert groups == [(a1, "tests/test_a.py"), (a2, "tests/test_a.py"), (a3, "hanyin"), (b2, "hanyin")]
 
 
+SHARED_FIXTURE = """
+import pytest
+
+
+@pytest.fixture(scope="module")
+def built_once():
+    return object()
+
+
+@pytest.fixture
+def per_test(built_once):
+    return built_once
+
+
+def test_through_another_fixture(per_test):
+    pass
+
+
+def test_alone():
+    pass
+"""
+
+
+def test_a_module_whose_tests_share_a_module_fixture_is_one_group_of_all_its_tests(pytester):
+    pytester.makepyfile(test_shared=SHARED_FIXTURE, test_plain="def test_alone():\n    pass\n")
+    items, _ = pytester.inline_genitems("-p", "no:django", "-p", "no:xdist", "-p", "no:cacheprovider")
+    groups = {item.nodeid: group for item, group in work_groups(items)}
+    assert groups == {
+        "test_shared.py::test_through_another_fixture": "test_shared.py",
+        "test_shared.py::test_alone": "test_shared.py",
+    }
+
+
 DEMO_RELEASE = """
 import pytest
 
