@@ -68,6 +68,7 @@ could take a C-STORE sub-operation's response from under the sender.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -126,23 +127,82 @@ PIN = pinning.Pin(
 )
 
 
-def read_ahead(sock: Any, pending: bytearray, nr_bytes: int) -> bytearray:
+class ReadAhead:
+    """What was read from a connection and not yet handed over: the chunks recv() returned,
+    kept as they came. A read that one chunk holds is handed over as a view of it, without
+    a copy: a PDU's header and its body usually arrive in one recv(), and a body is then
+    given to the DIMSE provider (its fragments written to the received file, hashed) as
+    views of the bytes recv() made. Joining the chunks into one buffer and cutting each
+    read out of it copied every received byte twice (docs/benchmarks-ingest.md, run 30);
+    now a read that spans chunks is copied once, and one that does not, not at all."""
+
+    __slots__ = ("chunks", "size", "start")
+
+    def __init__(self, data: bytes | bytearray = b"") -> None:
+        self.chunks: collections.deque[bytes] = collections.deque()
+        # Where the first chunk's bytes not handed over yet begin.
+        self.start = 0
+        self.size = 0
+        if data:
+            self.add(bytes(data))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        if not self.chunks:
+            return b""
+        return b"".join([memoryview(self.chunks[0])[self.start :], *list(self.chunks)[1:]])
+
+    def add(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+
+    def take(self, nr_bytes: int) -> bytes | memoryview:
+        """The next `nr_bytes` (fewer when fewer are held)."""
+        nr_bytes = min(nr_bytes, self.size)
+        if not nr_bytes:
+            return b""
+        first = self.chunks[0]
+        end = self.start + nr_bytes
+        if end <= len(first):
+            data: bytes | memoryview = memoryview(first)[self.start : end]
+            self.start = end
+            if end == len(first):
+                self.chunks.popleft()
+                self.start = 0
+            self.size -= nr_bytes
+            return data
+        parts: list[memoryview] = []
+        wanted = nr_bytes
+        while wanted:
+            chunk = self.chunks[0]
+            piece = memoryview(chunk)[self.start : self.start + wanted]
+            parts.append(piece)
+            wanted -= len(piece)
+            self.start += len(piece)
+            if self.start == len(chunk):
+                self.chunks.popleft()
+                self.start = 0
+        self.size -= nr_bytes
+        return b"".join(parts)
+
+
+def read_ahead(sock: Any, pending: ReadAhead, nr_bytes: int) -> bytes | memoryview:
     """`nr_bytes` for pynetdicom: from `pending` (bytes read from the connection earlier,
     not yet handed over), then from `sock`, or fewer when the connection closes first
-    (pynetdicom's AssociationSocket.recv contract). Each recv() asks for READ_AHEAD bytes
-    at least, so that one call usually brings a PDU's header with its body, or several
-    small PDUs; what is left over stays in `pending`, which the DUL loop looks at before
-    the socket. What one call asks for grows with what arrived, never with what a PDU
-    header claims."""
+    (pynetdicom's AssociationSocket.recv contract, bytes-like: a view of what recv()
+    returned where one chunk holds them). Each recv() asks for READ_AHEAD bytes at least,
+    so that one call usually brings a PDU's header with its body, or several small PDUs;
+    what is left over stays in `pending`, which the DUL loop looks at before the socket.
+    What one call asks for grows with what arrived, never with what a PDU header claims."""
     while len(pending) < nr_bytes:
         got = len(pending)
         chunk = sock.recv(max(READ_AHEAD, min(nr_bytes - got, got)))
         if not chunk:
             break
-        pending += chunk
-    data = pending[:nr_bytes]
-    del pending[:nr_bytes]
-    return data
+        pending.add(chunk)
+    return pending.take(nr_bytes)
 
 
 # A P-DATA-TF's PDU type, and its items' header: item length, presentation context ID.

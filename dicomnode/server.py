@@ -577,7 +577,7 @@ class CappedAssociationSocket(dicomsocket.PollingSocket):
     and not yet asked for), an abort that needs no state machine, and the check for bytes
     to read asking poll() (cloudpacs.dicomsocket.PollingSocket)."""
 
-    prefix: bytearray
+    prefix: reactor.ReadAhead
     aborted = False
 
     @property
@@ -586,7 +586,7 @@ class CappedAssociationSocket(dicomsocket.PollingSocket):
             return True
         return super().ready
 
-    def recv(self, nr_bytes: int) -> bytearray:
+    def recv(self, nr_bytes: int) -> bytes | memoryview:  # type: ignore[override]
         # pynetdicom asks for a PDU's header (6 bytes) and then for its whole body at once.
         if nr_bytes > pdu_ceiling():
             logger.warning(
@@ -595,9 +595,9 @@ class CappedAssociationSocket(dicomsocket.PollingSocket):
                 nr_bytes,
                 pdu_ceiling(),
             )
-            return bytearray()  # pynetdicom treats a short read as the connection closed
+            return b""  # pynetdicom treats a short read as the connection closed
         if self.aborted:
-            return bytearray()
+            return b""
         # Not pynetdicom's loop of 4 KB reads: dicomnode.reactor.read_ahead, the bytes read
         # ahead kept in `prefix` (which starts as the A-ASSOCIATE-RQ the front door read).
         return reactor.read_ahead(self.socket, self.prefix, nr_bytes)
@@ -655,7 +655,7 @@ class CappedRequestHandler(RequestHandler):
         fastpath.install(assoc)
         sock: Any = assoc.dul.socket
         sock.__class__ = CappedAssociationSocket
-        sock.prefix = bytearray(self.prefix)
+        sock.prefix = reactor.ReadAhead(self.prefix)
         server = self.server
         association_loop = assoc.run
 

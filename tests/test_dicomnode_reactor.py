@@ -294,7 +294,7 @@ def test_a_pdu_is_read_in_a_few_receives_not_one_per_4_kb():
     assert stock.calls == 256
 
     ours = _Stream(body)
-    assert reactor.read_ahead(ours, bytearray(), len(body)) == body
+    assert reactor.read_ahead(ours, reactor.ReadAhead(), len(body)) == body
     assert ours.calls <= 3
 
 
@@ -302,32 +302,52 @@ def test_what_is_read_ahead_is_handed_over_first():
     # Two small PDUs (header, body) that arrived together: one recv() for both.
     first, second = b"\x04\x00\x00\x00\x00\x03abc", b"\x04\x00\x00\x00\x00\x02de"
     stream = _Stream(first + second + b"\x05")
-    pending = bytearray()
+    pending = reactor.ReadAhead()
     read = [bytes(reactor.read_ahead(stream, pending, size)) for size in (6, 3, 6, 2)]
     assert read == [first[:6], b"abc", second[:6], b"de"]
     assert stream.calls == 1
     # The next PDU's first byte is kept for the next read (the DUL loop looks at it
     # before it waits on the socket).
-    assert pending == b"\x05"
+    assert bytes(pending) == b"\x05"
 
 
 def test_a_pdu_that_arrives_in_pieces_is_read_whole():
     body = bytes(range(256)) * 1000
     pieces = _Stream(body[6:], per_call=1500)
-    pending = bytearray(body[:6])
+    pending = reactor.ReadAhead(body[:6])
     assert reactor.read_ahead(pieces, pending, len(body)) == body
     assert pieces.data == b""
-    assert pending == b""
+    assert bytes(pending) == b""
+
+
+def test_a_pdu_that_one_receive_brought_is_handed_over_without_a_copy():
+    # A header and its body in one recv(), with the next PDU's first bytes: the body is a
+    # view of what recv() returned; the rest waits, still uncopied, for the next read.
+    body = bytes(range(256)) * 512
+    arrived = b"\x04\x00" + len(body).to_bytes(4, "big") + body + b"\x04\x00\x00"
+    stream = _Stream(arrived)
+    pending = reactor.ReadAhead()
+    header = reactor.read_ahead(stream, pending, 6)
+    read = reactor.read_ahead(stream, pending, len(body))
+    assert (bytes(header), read) == (arrived[:6], body)
+    assert isinstance(read, memoryview) and read.obj is pending.chunks[0]
+    assert stream.calls == 1
+    assert bytes(pending) == b"\x04\x00\x00"
+    # A read across two receives is joined once.
+    stream.data += b"\x00\x00\x02de"
+    assert bytes(reactor.read_ahead(stream, pending, 6)) == b"\x04\x00\x00\x00\x00\x02"
+    assert bytes(reactor.read_ahead(stream, pending, 2)) == b"de"
+    assert len(pending) == 0
 
 
 def test_a_pdu_header_claiming_more_than_arrives_costs_only_what_arrived():
     # A peer announcing 60 MB and sending 10 bytes before closing: what is asked for
     # follows what arrived; the short read is pynetdicom's sign of a closed connection.
     short = _Stream(b"0123456789")
-    pending = bytearray()
+    pending = reactor.ReadAhead()
     assert reactor.read_ahead(short, pending, 60 * 1024 * 1024) == b"0123456789"
     assert short.largest <= reactor.READ_AHEAD
-    assert pending == b""
+    assert bytes(pending) == b""
 
 
 def test_the_receivers_socket_reads_a_large_instance_in_few_receives(receiver, ct_modality, monkeypatch):
