@@ -19,9 +19,18 @@ from tests.test_admin_reports import build_history
 WIDTH, HEIGHT = 1366, 768
 
 
-@pytest.fixture
-def reports(transactional_db) -> dict[str, Any]:
-    # The data goes in before Playwright starts: its event loop makes Django refuse ORM calls.
+@pytest.fixture(scope="module")
+def reports(module_transaction) -> dict[str, Any]:
+    """The history, built once for the module's four pages and held in a transaction
+    (conftest's `module_transaction`), not committed again for each test. The browser's
+    server answers with the test's own connection (`live_server_on_held_data`); what a test
+    writes (its session) is undone after it. Built before Playwright starts: its event
+    loop makes Django refuse ORM calls."""
+    with module_transaction.building():
+        return build_reports()
+
+
+def build_reports() -> dict[str, Any]:
     make_facility("COUNTY", township=False, name="汉阴县人民医院", short_name="县医院", pinyin="Hanyin")
     xuanwo = make_facility(
         "XUANWO", name="漩涡镇中心卫生院", short_name="漩涡", pinyin="Xuanwo", **hanyin.travel_defaults("XUANWO")
@@ -54,15 +63,16 @@ def charts_drawn(page: Any, *ids: str) -> None:
 
 
 @pytest.fixture
-def admin_page(live_server, reports, chromium) -> Any:
+def admin_page(reports, db, live_server_on_held_data, chromium) -> Any:
+    base = live_server_on_held_data
     context = chromium.new_context(viewport={"width": WIDTH, "height": HEIGHT}, locale="zh-CN")
     page = watched_page(context)
-    page.goto(f"{live_server.url}/accounts/login/")
+    page.goto(f"{base}/accounts/login/")
     page.fill("#id_username", "admin_zhao")
     page.fill("#id_password", PASSWORD)
     page.click("button.primary")
     page.wait_for_load_state()
-    page.goto(f"{live_server.url}/dashboards/savings/")
+    page.goto(f"{base}/dashboards/savings/")
     return page
 
 
