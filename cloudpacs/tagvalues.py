@@ -3,15 +3,15 @@ as pydicom would convert them, without pydicom's DataElement and value classes.
 
 pydicom converts an element through its hooks, its per-VR converter, a value class (UID,
 IS, PersonName) that validates the value by regular expression in its WARN mode and
-only warns, and a DataElement that validates it again: most of the time the receiver spent
-on a small image's tags (docs/benchmarks-ingest.md, run 30). The index needs plain text
-and numbers. Here each value the index reads is taken from its raw element when its bytes
-are of a shape whose conversion is certain (text without an escape sequence that its
-character set decodes, a UID, a date, one or two binary numbers, a plain integer string);
-anything else is `FALLBACK`, and the caller converts that element through pydicom as
-before. tests/test_tagvalues.py compares both on edge cases (character sets, trailing
-spaces and NULs, several values, empty values, person names with ideographic groups,
-invalid values).
+only warns, and a DataElement that validates it again: most of the time the receiver
+spent on a small image's tags (docs/benchmarks-ingest.md, run 30, helper h27cpu2). The
+index needs plain text and numbers. Here each value the index reads is taken from its raw
+element when its bytes are of a shape whose conversion is certain (text without an escape
+sequence that its character set decodes, a UID, a date, one binary number, an integer
+string written as int() writes it); anything else is `FALLBACK`, and the caller converts
+that element through pydicom as before. tests/test_tagvalues.py compares both on edge
+cases (character sets, trailing spaces and NULs, several values, empty values, person
+names with ideographic groups, invalid values).
 
 The other elements of a dataset are decoded only to refuse one that cannot be: in
 pydicom's WARN mode most conversions cannot fail (text is decoded with replacement
