@@ -866,33 +866,28 @@ PIXEL_ATTRIBUTES = [
 ]
 
 
-def _lean_values(
-    ds: Dataset, elements: _Elements
-) -> tuple[dict[str, Any], dict[str, tuple[str, str, str, str]], dict[str, Any], set[BaseTag]]:
-    """The indexed values, the person names' groups and the pixel data's attributes, each
-    converted from its element's bytes by cloudpacs.tagvalues where that is certain, by
-    pydicom otherwise; and the tags converted here (decodable, their elements left raw)."""
-    stored = ds._dict
+def _lean_value(ds: Dataset, elements: _Elements, done: set[BaseTag], keyword: str, tag: BaseTag) -> Any:
+    """ds.get(keyword), converted from the element's bytes by cloudpacs.tagvalues where that
+    is certain (its tag then added to `done`: decodable, its element left raw), by pydicom
+    otherwise."""
+    raw = ds._dict.get(tag)
+    if raw is None:
+        return None
+    if isinstance(raw, RawDataElement) and not (raw.value is None and raw.length != 0):
+        value = tagvalues.value(raw, ds.original_character_set or ds._character_set)
+        if value is not tagvalues.FALLBACK:
+            done.add(tag)
+            return value
+    return elements.value(keyword, tag)
+
+
+def _lean_names(ds: Dataset) -> dict[str, tuple[str, str, str, str]]:
+    """The person names' groups as person_name_groups gives them, from the elements' bytes
+    where tagvalues can, through pydicom otherwise."""
     encodings = ds.original_character_set or ds._character_set
-    done: set[BaseTag] = set()
-
-    def convert(keyword: str, tag: BaseTag) -> Any:
-        raw = stored.get(tag)
-        if raw is None:
-            return None
-        if isinstance(raw, RawDataElement) and not (raw.value is None and raw.length != 0):
-            value = tagvalues.value(raw, encodings)
-            if value is not tagvalues.FALLBACK:
-                done.add(tag)
-                return value
-        return elements.value(keyword, tag)
-
-    values = {keyword: convert(keyword, tag) for keyword, tag in INDEXED_TAG_NUMBERS}
-    pixel = {keyword: values[keyword] for keyword in ("Rows", "Columns", "NumberOfFrames")}
-    pixel.update((keyword, convert(keyword, tag)) for keyword, tag in PIXEL_ATTRIBUTES)
     names: dict[str, tuple[str, str, str, str]] = {}
     for keyword, tag in PERSON_NAME_TAG_NUMBERS:
-        raw = stored.get(tag)
+        raw = ds._dict.get(tag)
         if raw is None:
             names[keyword] = ("", "", "", "")
             continue
@@ -902,7 +897,7 @@ def _lean_values(
             continue
         trimmed = tuple(trimmed_name_group(group) for group in groups)
         names[keyword] = ("=".join(trimmed).rstrip("=")[:324], trimmed[0][:108], trimmed[1][:108], trimmed[2][:108])
-    return values, names, pixel, done
+    return names
 
 
 def _iso2022(ds: Dataset) -> bool:
@@ -921,12 +916,16 @@ def _read_indexed_tags(
     """The indexed values of a dataset read by _read_dataset from `path`, every other
     value decoded too (or known decodable), and the dataset checked."""
     pixel: dict[str, Any] | None = None
-    names: dict[str, tuple[str, str, str, str]] | None = None
     try:
         elements = _Elements(ds)
         if elements.lean and tagvalues.lean() and not _iso2022(ds):
-            values, names, pixel, done = _lean_values(ds, elements)
+            done: set[BaseTag] = set()
+            values = {keyword: _lean_value(ds, elements, done, keyword, tag) for keyword, tag in INDEXED_TAG_NUMBERS}
             _decode_every_element(ds, elements, done)
+            # After the check of every element, as pydicom's path reads them (a refusal
+            # names the same element).
+            pixel = {keyword: values[keyword] for keyword in ("Rows", "Columns", "NumberOfFrames")}
+            pixel.update((keyword, _lean_value(ds, elements, done, keyword, tag)) for keyword, tag in PIXEL_ATTRIBUTES)
         else:
             raw_names = {keyword: _raw_bytes(ds, keyword) for keyword in PERSON_NAME_TAGS}
             # Touch every indexed value now, so that a broken element fails here.
@@ -966,7 +965,9 @@ def _read_indexed_tags(
     if dataset_instance != sop_instance_uid:
         announced = "the file meta's" if web else "the request's"
         raise MissingIdentifier(f"SOPInstanceUID is not {announced}: dataset {dataset_instance}, {sop_instance_uid}")
-    if names is None:
+    if pixel is not None:
+        names = _lean_names(ds)
+    else:
         names = {keyword: person_name_groups(ds, keyword, raw_names.get(keyword)) for keyword in PERSON_NAME_TAGS}
     return IndexedTags(dataset_class, dataset_instance, study_uid, series_uid, values, names)
 

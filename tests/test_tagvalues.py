@@ -347,6 +347,10 @@ DATASETS: dict[str, list[tuple[int, str, bytes]]] = {
         (0x00091013, "IS", b"1.5"),
         (0x00191010, "SH", b"NO CREATOR"),
     ],
+    "two numbers of the wrong length": [
+        (0x00181310, "UL", b"\x00\x02\x00\x00\x00\x00"),
+        (0x00280002, "UL", b"\x00\x02\x00\x00\x00\x00"),
+    ],
     "a private number of the wrong length": [
         (0x00090010, "LO", b"ACME 1.1"),
         (0x00091011, "UL", b"\x00\x02\x00\x00\x00\x00"),
