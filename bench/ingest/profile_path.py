@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Where the receiver's CPU goes on one association: set (a) sent by dcmtk storescu to a
+"""Where the receiver's CPU goes on one association (or several): set (a) sent by dcmtk storescu to a
 receiver running in this process, every thread of it under cProfile (or set (b): `--set b`).
 
 run.py says how much CPU an instance costs beside a bare pynetdicom SCP; this says where
@@ -31,6 +31,15 @@ With `--bare` the same pushes go to the bare pynetdicom SCP of run.py instead (b
 an fsync per file unless `--no-fsync`), in this process, counted the same way: the reference's
 instructions per instance, beside which the receiver's own share is read.
 
+With `--parallel N` each push is split over N storescu associations at once, as run.py
+splits a set (`--one-after-another`: the same N associations in turn), and it prints per
+instance the receiver's context switches (voluntary, involuntary: getrusage, every thread),
+storescu's CPU and that of the database's PostgreSQL backends. Counted under callgrind,
+1, N one after another and N at once tell the associations' own set-up apart from their
+sharing one process (docs/benchmarks-ingest.md, run 30). `--switch-interval` sets the
+interpreter's (sys.setswitchinterval) for the receiver; `--strace OUT` counts its system
+calls per instance (the futex calls are the interpreter lock's and the threads' hand-offs).
+
 With `--answer-times` it also prints the wall-clock from each C-STORE's last PDU to its
 answer and the handler's parts (tags read, file published, series lookup, the committing
 statement, the wait for a file published ahead): with one association the sender waits
@@ -40,11 +49,14 @@ for each answer, so that time, not CPU, bounds the rate.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import os
 import pstats
+import resource
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -88,17 +100,83 @@ def generate(directory: Path, which: str, push: int) -> list[Path]:
 STORESCU_OPTIONS: list[str] = []
 
 
-def push(port: int, files: list[Path]) -> float:
+# The split's associations one after another instead of at once (`--one-after-another`):
+# what the associations' own set-up costs, apart from their sharing the process.
+SEQUENTIAL: list[bool] = [False]
+
+
+def push(port: int, files: list[Path], parallel: int = 1) -> float:
+    """The files over `parallel` storescu associations at once, split as run.py splits them
+    (one series over every association)."""
+    groups = [group for group in (files[i::parallel] for i in range(parallel)) if group]
     started = time.perf_counter()
-    subprocess.run(
-        ["storescu", "-aet", CALLING, "-aec", AE_TITLE, "--max-pdu", str(MAX_PDU), *STORESCU_OPTIONS]
-        + ["127.0.0.1", str(port)]
-        + [str(path) for path in files],
-        env={**os.environ, "TCP_NODELAY": "1"},
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    clients: list[subprocess.Popen[bytes]] = []
+    for group in groups:
+        clients.append(
+            subprocess.Popen(
+                ["storescu", "-aet", CALLING, "-aec", AE_TITLE, "--max-pdu", str(MAX_PDU), *STORESCU_OPTIONS]
+                + ["127.0.0.1", str(port)]
+                + [str(path) for path in group],
+                env={**os.environ, "TCP_NODELAY": "1"},
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        if SEQUENTIAL[0]:
+            clients[-1].wait()
+    failed = [client.args for client in clients if client.wait() != 0]
+    if failed:
+        sys.exit(f"storescu failed: {len(failed)} of {len(clients)} associations")
     return time.perf_counter() - started
+
+
+class Counts:
+    """What a push costs beside the receiver's CPU, read before and after it: this process's
+    context switches (getrusage counts every thread, ended ones included), storescu's CPU
+    (the waited-for children's) and the CPU of the database's PostgreSQL backends (their
+    schedstat; the receiver's connections are kept from push to push)."""
+
+    FIELDS = ("cpu", "voluntary", "involuntary", "storescu", "postgresql")
+
+    def __init__(self, database: str | None) -> None:
+        self.database = database
+        self.totals = dict.fromkeys(self.FIELDS, 0.0)
+        self._at: dict[str, float] = {}
+
+    def _backends_cpu(self) -> float:
+        if self.database is None:
+            return 0.0
+        pids = psql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            self.database,
+        ).split()
+        seconds = 0.0
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                seconds += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+        return seconds
+
+    def _now(self, ending: bool) -> dict[str, float]:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = time.process_time()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        postgresql = self._backends_cpu()
+        # psql is a child too: storescu's CPU is read before it at the end, after it at the start.
+        children = before if ending else resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {
+            "cpu": cpu,
+            "voluntary": own.ru_nvcsw,
+            "involuntary": own.ru_nivcsw,
+            "storescu": children.ru_utime + children.ru_stime,
+            "postgresql": postgresql,
+        }
+
+    def start(self) -> None:
+        self._at = self._now(ending=False)
+
+    def stop(self) -> None:
+        now = self._now(ending=True)
+        for field in self.FIELDS:
+            self.totals[field] += now[field] - self._at[field]
 
 
 def callgrind_control(*options: str) -> str:
@@ -297,6 +375,19 @@ class AnswerTimes:
         line("waited for the file published ahead", self.waits)
 
 
+def print_syscalls(summary: Path, instances: int) -> None:
+    """strace -c's table as calls per instance, the most frequent first."""
+    calls: list[tuple[int, str]] = []
+    for line in summary.read_text().splitlines():
+        fields = line.split()
+        # % time, seconds, usecs/call, calls, [errors,] syscall
+        if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
+            calls.append((int(fields[3]), fields[-1]))
+    print("system calls per instance (strace -f -c):")
+    for number, name in sorted(calls, reverse=True)[:12]:
+        print(f"  {number / instances:7.1f}  {name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", choices=["sqlite", "postgresql"], default="postgresql")
@@ -332,6 +423,32 @@ def main() -> None:
         help="with --bare: pynetdicom's polling loops (run.py's reference), or the receiver's event-driven ones"
         " (dicomnode.reactor): under callgrind the polling loops spin for as long as the slowed process runs",
     )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="storescu associations at once per push, the set split over them as run.py does (default 1)",
+    )
+    parser.add_argument(
+        "--one-after-another",
+        action="store_true",
+        help="send --parallel's associations one after another, not at once: their set-up's cost without the sharing",
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="the interpreter's switch interval in seconds for the receiver (sys.setswitchinterval; default"
+        " Python's 0.005)",
+    )
+    parser.add_argument(
+        "--strace",
+        metavar="OUT_FILE",
+        default=None,
+        help="count the receiver's system calls over the unprofiled pushes (strace -f -c attached to every thread"
+        " of this process; written to OUT_FILE, printed per instance): the futex calls are the interpreter lock's"
+        " and the threads' hand-offs. strace slows every call: read the counts, not the CPU",
+    )
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--dump", type=Path, default=None, help="also write the merged profile here (pstats)")
     parser.add_argument(
@@ -341,6 +458,7 @@ def main() -> None:
         " SQLite file), made first when it does not exist: to compare checkouts with the same migrations",
     )
     args = parser.parse_args()
+    SEQUENTIAL[0] = args.one_after_another
     if args.callgrind is not None:
         STORESCU_OPTIONS[:] = ["--acse-timeout", "3600", "--dimse-timeout", "3600"]
 
@@ -390,7 +508,7 @@ def main() -> None:
     try:
         if not seeded:
             seed_database(BASE_DIR, {**os.environ})
-        profile(args, sets)
+        profile(args, sets, database if args.index == "postgresql" else None)
     finally:
         if args.index == "postgresql":
             psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
@@ -447,7 +565,9 @@ def count_bare(args: argparse.Namespace, sets: list[list[Path]], run: Path) -> N
             print(f"bare SCP instructions (callgrind Ir): {instructions / count:,.0f} per instance")
 
 
-def profile(args: argparse.Namespace, sets: list[list[Path]]) -> None:
+def profile(args: argparse.Namespace, sets: list[list[Path]], database: str | None) -> None:
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     sys.path.insert(0, str(BASE_DIR))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloudpacs.settings")
     import django
@@ -475,26 +595,43 @@ def profile(args: argparse.Namespace, sets: list[list[Path]]) -> None:
     try:
         # One push untimed: code loaded, the index's connection open, as in run.py.
         warmup, plain, profiled = sets[0], sets[1 : args.pushes], sets[args.pushes :]
-        push(port, warmup)
-        cpu = wall = 0.0
+        push(port, warmup, args.parallel)
+        counts = Counts(database)
+        wall = 0.0
         count = 0
         answers.on = args.answer_times
         if args.callgrind is not None:
             callgrind_control("--instr=on")
             callgrind_control("--zero")
+        tracer = None
+        if args.strace is not None:
+            tracer = subprocess.Popen(["strace", "-f", "-c", "-o", args.strace, "-p", str(os.getpid())])
+            time.sleep(2)  # attached to every thread before the first push
         for files in plain:
             queries.reset()
-            before = time.process_time()
-            wall += push(port, files)
-            cpu += time.process_time() - before
+            counts.start()
+            wall += push(port, files, args.parallel)
+            counts.stop()
             count += len(files)
         answers.on = False
+        if tracer is not None:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait()
         instructions = callgrind_instructions(args.callgrind) if args.callgrind is not None else None
         load = os.getloadavg()[0]
         if count:
+            per = {field: value / count for field, value in counts.totals.items()}
+            how = " one after another" if args.one_after_another else ""
             print(
-                f"{args.index}: {count} instances unprofiled, receiver CPU {cpu * 1000 / count:.2f} ms/instance,"
+                f"{args.index}, {args.parallel} association(s){how},"
+                f" switch interval {sys.getswitchinterval() * 1000:g} ms:"
+                f" {count} instances unprofiled, receiver CPU {per['cpu'] * 1000:.2f} ms/instance,"
                 f" {count / wall:.0f} instances/s, load {load:.1f} on {os.cpu_count()} CPUs"
+            )
+            print(
+                f"per instance: receiver's context switches {per['voluntary']:.1f} voluntary,"
+                f" {per['involuntary']:.1f} involuntary; storescu CPU {per['storescu'] * 1000:.2f} ms;"
+                f" PostgreSQL backends' CPU {per['postgresql'] * 1000:.2f} ms"
             )
             if instructions is not None:
                 print(f"receiver instructions (callgrind Ir): {instructions / count:,.0f} per instance")
@@ -505,12 +642,14 @@ def profile(args: argparse.Namespace, sets: list[list[Path]]) -> None:
             print("SQL statements per instance (last push):")
             for words, number in queries.statements.most_common():
                 print(f"  {number / last:6.2f}  {words}")
+            if args.strace is not None:
+                print_syscalls(Path(args.strace), count)
             if args.answer_times:
                 answers.report(count)
         threads.on = True
         profiled_count = 0
         for files in profiled:
-            push(port, files)
+            push(port, files, args.parallel)
             profiled_count += len(files)
         threads.on = False
     finally:
