@@ -8,7 +8,8 @@ it was written for and the SHA-256 of the source of every function it replaces o
 on; on any other version, or when one of those functions changed, the module is not
 installed and pynetdicom's own code runs (logged once), and the module's test fails until
 someone has compared the new code with what stands in for it. cloudpacs.services reads a
-received dataset's elements as pydicom's Dataset does, pinned to pydicom the same way.
+received dataset's elements as pydicom's Dataset does, pinned to pydicom the same way, and
+dicomnode.uids checks the standard's UIDs once instead of at every UID pydicom makes.
 """
 
 from __future__ import annotations

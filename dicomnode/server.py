@@ -50,7 +50,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from cloudpacs import conformance, dicomsocket
 from cloudpacs import services as archive
-from dicomnode import commitment, connections, database, fastpath, permits, queryretrieve, reactor, worklist
+from dicomnode import commitment, connections, database, fastpath, permits, queryretrieve, reactor, uids, worklist
 from dicomnode.connections import Admission, Limits, RefusalLog, Refused
 from dicomnode.contexts import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from dicomnode.handoff import HandoffMixin
@@ -872,6 +872,8 @@ def tls_context() -> ssl.SSLContext | None:
 
 def build_ae() -> AE:
     _config.STORE_RECV_CHUNKED_DATASET = True
+    # The standard's UIDs in every association request checked once, not at each copy.
+    uids.install()
     # pynetdicom formats every C-FIND/C-MOVE/C-GET identifier it sends or receives for its
     # debug log, whether that log is on or not: a whole pretty-printed dataset per match.
     _config.LOG_RESPONSE_IDENTIFIERS = False
