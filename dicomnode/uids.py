@@ -9,7 +9,7 @@ and every `UID` made from a string checks it against the UI regular expression
 expression) once or twice more: about 1,900 UIDs made and checked per association, on the
 same 200 or so strings. That was half of an association's set-up (103 M instructions of
 callgrind's count); with four associations of 50 instances each, the four set-ups were a
-fifth of what the receiver executed per instance (docs/benchmarks-ingest.md, run 30).
+fifth of what the receiver executed per instance (docs/benchmarks-ingest.md, run 31).
 
 The UIDs of pydicom's UID dictionary (every SOP class, transfer syntax and well-known
 instance the standard defines) are valid by both checks; `install` finds which of them

@@ -36,7 +36,7 @@ splits a set (`--one-after-another`: the same N associations in turn), and it pr
 instance the receiver's context switches (voluntary, involuntary: getrusage, every thread),
 storescu's CPU and that of the database's PostgreSQL backends. Counted under callgrind,
 1, N one after another and N at once tell the associations' own set-up apart from their
-sharing one process (docs/benchmarks-ingest.md, run 30). `--switch-interval` sets the
+sharing one process (docs/benchmarks-ingest.md, run 31). `--switch-interval` sets the
 interpreter's (sys.setswitchinterval) for the receiver; `--strace OUT` counts its system
 calls per instance (the futex calls are the interpreter lock's and the threads' hand-offs).
 
