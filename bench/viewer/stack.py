@@ -276,8 +276,9 @@ def main() -> None:
                         for key, value in result.items():
                             results[label][key].append(value)
                 print(f"\n{case}, medians of {args.runs} cold loads ({', '.join(servers)}):")
-                for key in results[next(iter(servers))]:
-                    values = "  ".join(f"{statistics.median(results[label][key]):>10.2f}" for label in servers)
+                keys = dict.fromkeys(key for label in servers for key in results[label])
+                for key in keys:
+                    values = "  ".join(f"{statistics.median(results[label][key] or [0]):>10.2f}" for label in servers)
                     print(f"  {key:<34}{values}")
             browser.close()
         print(f"load average after: {' '.join(f'{value:.1f}' for value in os.getloadavg())}")
