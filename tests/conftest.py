@@ -384,6 +384,27 @@ def _fast_password_hasher() -> None:
     get_hashers_by_algorithm.cache_clear()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _servers_stop_at_once() -> Iterator[None]:
+    """A DICOM server serving from a thread of the test process (the receiver's
+    `start_server(block=False)`, pynetdicom's `AE.start_server(block=False)` for a test's
+    own SCP) sees its shutdown at the next turn of its accept loop, which waits up to 0.5 s
+    for a connection (socketserver's default), and the test waited that out as it stopped
+    the server: `test_query_retrieve_scp.py`'s 52 tests spent 31 s stopping servers. In
+    the tests' process the loop turns every 0.05 s. The receiver's own processes (`manage.py
+    dicomnode`) keep the default."""
+    from pynetdicom.transport import AssociationServer
+
+    serve = AssociationServer.serve_forever
+
+    def serve_forever(self: AssociationServer, poll_interval: float = 0.05) -> None:
+        serve(self, poll_interval)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AssociationServer, "serve_forever", serve_forever)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _eager_tasks(request, settings, monkeypatch) -> None:
     """Tasks run in-process unless a test asks for a real worker (celery_worker marker):
