@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from billing import hanyin_people
-from cloudpacs.models import BodyPart, Order, Study
+from cloudpacs.models import BodyPart, Instance, Order
 from cloudpacs.services import claim_stable_studies, ingest_instance, register_order, store_study_metadata
 from consults.models import Consult
 from consults.services import open_consult_for_study
@@ -184,7 +184,8 @@ def _images(order: Order, part: BodyPart, patient: hanyin_people.PatientDraft, b
 
 
 def has_recent_studies(townships: list[Facility]) -> bool:
-    return Study.objects.filter(facility__in=townships, number_of_instances__gt=0).exists()
+    # An instance, not a study's counter: those of a push the sweep has not counted yet count.
+    return Instance.objects.filter(series__study__facility__in=townships).exists()
 
 
 def ensure_recent_studies(townships: dict[str, Facility], technologists: dict[int, User]) -> list[Consult]:

@@ -110,9 +110,10 @@ class Study(models.Model):
     number_of_instances = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVING)
     first_received_at = models.DateTimeField(null=True, blank=True)
-    # Written by every instance (cloudpacs.services._insert_counted), so in no index: a
-    # column an index holds, changed, stops PostgreSQL from updating the row in place (a HOT
-    # update) and puts the new row version into every index of the table, per instance.
+    # The counters, the last arrival and the status of a late instance are the sweep's fold
+    # (cloudpacs.counts), not each instance's; readers add the instances not yet folded.
+    # last_received_at is in no index: a column an index holds, changed, stops PostgreSQL
+    # from updating the row in place (a HOT update).
     last_received_at = models.DateTimeField(null=True, blank=True)
     arrived_at = models.DateTimeField(null=True, blank=True)
     # PatientName as this study's images carry it. The Patient row keeps the first name
@@ -163,7 +164,10 @@ class Series(models.Model):
     station_name = models.CharField(max_length=64, blank=True)
     institution_name = models.CharField(max_length=128, blank=True)
     manufacturer = models.CharField(max_length=64, blank=True)
+    # The series' instances counted by the sweep's fold (cloudpacs.counts): those whose id
+    # is at most counted_through. The instances after it are counted by whoever reads.
     number_of_instances = models.PositiveIntegerField(default=0)
+    counted_through = models.BigIntegerField(default=0)
 
     class Meta:
         verbose_name = _("序列")
@@ -177,7 +181,9 @@ class Series(models.Model):
 class Instance(models.Model):
     sop_instance_uid = models.CharField(max_length=64, unique=True)
     sop_class_uid = models.CharField(max_length=64)
-    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances")
+    # Indexed with the id (Meta.indexes): a series' instances after its counted mark are a
+    # range of that index (cloudpacs.counts).
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances", db_index=False)
     instance_number = models.IntegerField(null=True, blank=True)
     transfer_syntax_uid = models.CharField(max_length=64)
     # Relative to STORAGE_ROOT; the file is the Part 10 file as received.
@@ -194,9 +200,25 @@ class Instance(models.Model):
         verbose_name_plural = _("图像")
         ordering = ["instance_number", "id"]
         constraints = [models.CheckConstraint(condition=Q(size__gt=0), name="instance_size_positive")]
+        indexes = [models.Index(fields=["series", "id"], name="instance_series_order")]
 
     def __str__(self) -> str:
         return self.sop_instance_uid
+
+
+class InstanceCountMark(models.Model):
+    """How far the sweep has folded the instance counters (cloudpacs.counts.fold): every
+    instance whose id is at most `through` is counted in its series' and its study's stored
+    number_of_instances. One row."""
+
+    through = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("图像计数进度")
+        verbose_name_plural = _("图像计数进度")
+
+    def __str__(self) -> str:
+        return f"instances counted through {self.through}"
 
 
 class InstanceMetadata(models.Model):

@@ -22,7 +22,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from cloudpacs import storage
+from cloudpacs import counts, storage
 from cloudpacs.dicomweb import qido
 from cloudpacs.dicomweb.http import DicomwebError
 from cloudpacs.models import Instance, Patient, Series, Study, UnsyncedFile
@@ -197,14 +197,17 @@ def find(entity: ApplicationEntity, query: ArchiveQuery) -> Iterator[dict[str, A
     if query.level == STUDY:
         queryset: QuerySet[Any] = studies.filter(_condition(query, "", "", upto=STUDY))
         rows = queryset.order_by("-study_date", "-study_time", "-pk").values(*STUDY_FIELDS)
-        yield from _chunks(rows)
+        yield from _chunks(rows, study=("pk", "number_of_instances"))
         return
     if query.level == SERIES:
         series = Series.objects.filter(study__in=studies.values("pk")).filter(
             _condition(query, "study__", "", upto=SERIES)
         )
         names = [*_prefixed("study__", STUDY_FIELDS), *SERIES_FIELDS]
-        for row in _chunks(series.order_by("study_id", "series_number", "pk").values(*names)):
+        ordered_series = series.order_by("study_id", "series_number", "pk").values(*names)
+        for row in _chunks(
+            ordered_series, study=("study__pk", "study__number_of_instances"), series=("pk", "number_of_instances")
+        ):
             yield _renamed(row, "study__", "series__")
         return
     instances = Instance.objects.filter(series__study__in=studies.values("pk")).filter(
@@ -212,14 +215,20 @@ def find(entity: ApplicationEntity, query: ArchiveQuery) -> Iterator[dict[str, A
     )
     names = [*_prefixed("series__study__", STUDY_FIELDS), *_prefixed("series__", SERIES_FIELDS), *INSTANCE_FIELDS]
     ordered = instances.order_by("series__study_id", "series_id", "instance_number", "pk")
-    for row in _chunks(ordered.values(*names)):
+    for row in _chunks(
+        ordered.values(*names),
+        study=("series__study__pk", "series__study__number_of_instances"),
+        series=("series__pk", "series__number_of_instances"),
+    ):
         yield _renamed_instance(row)
 
 
 CHUNK = 500
 
 
-def _chunks(rows: QuerySet[Any]) -> Iterator[dict[str, Any]]:
+def _chunks(
+    rows: QuerySet[Any], study: tuple[str, str] | None = None, series: tuple[str, str] | None = None
+) -> Iterator[dict[str, Any]]:
     """The rows a page of CHUNK at a time, each page its own LIMIT/OFFSET query. Not a
     server-side cursor (QuerySet.iterator): PostgreSQL plans a cursor for its first rows
     and walked the whole (date) order index of 100,000 studies for a Patient ID that one
@@ -228,6 +237,8 @@ def _chunks(rows: QuerySet[Any]) -> Iterator[dict[str, Any]]:
     offset = 0
     while True:
         page = list(rows[offset : offset + CHUNK])
+        # The counters completed with the instances not folded yet (cloudpacs.counts).
+        counts.exact_rows(page, study=study, series=series)
         yield from page
         if len(page) < CHUNK:
             return

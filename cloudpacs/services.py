@@ -47,7 +47,13 @@ from pydicom.valuerep import AMBIGUOUS_VR, VR, PersonName
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
-from cloudpacs import conformance, dicomsocket, keyobjects, pinning, storage, tagvalues
+from cloudpacs import conformance, counts, dicomsocket, keyobjects, pinning, storage, tagvalues
+from cloudpacs.counts import (  # noqa: F401 (the counters' readers, as other apps call them)
+    exact_series,
+    exact_studies,
+    series_instances,
+    study_instances,
+)
 from cloudpacs.dicomweb.json import metadata_document, with_instance_url
 from cloudpacs.models import (
     IngestConflict,
@@ -1188,13 +1194,16 @@ def _index(
     durable: Callable[[], None] = lambda: None,
     linked: Callable[[], None] | None = None,
 ) -> tuple[Instance, bool]:
-    """The instance's row and its series', study's and patient's; `durable` is called
-    before the first write (the file durable first, then the index). With `linked`, an
-    instance of a known series is written with its UnsyncedFile row once the file is
-    whole at its key (`linked()`), while its fsync may still run: the caller answers only
-    once `durable()` has returned too. The first instance of a series and one that
-    changes its study still wait for `durable()`: a row found unsynced after a crash is
-    then only ever an instance and two counters to take back (_unindex_unsynced)."""
+    """The instance's row and, when new, its series', study's and patient's; `durable` is
+    called before the first write (the file durable first, then the index). The series'
+    and the study's instance counters, the study's last arrival and the status of a late
+    instance are not written here: the sweep folds them (cloudpacs.counts), and readers
+    count the instances it has not folded yet. With `linked`, an instance of a known
+    series is written with its UnsyncedFile row once the file is whole at its key
+    (`linked()`), while its fsync may still run: the caller answers only once `durable()`
+    has returned too. The first instance of a series and one that changes its study
+    still wait for `durable()`: a row found unsynced after a crash is then only ever an
+    instance to take back (_unindex_unsynced)."""
     ds = tags.values
     now = timezone.now()
     facility = modality.facility
@@ -1219,25 +1228,23 @@ def _index(
     }
     study_changes: dict[str, Any] = {}
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
-        # Most instances join a series that exists and change nothing of their study but
-        # its counters: on PostgreSQL the row and the counters are one statement, which
-        # commits by itself (the checks before it only read), instead of six round trips
-        # (BEGIN, the lookup, the insert, two updates, COMMIT). Read Committed gives the
-        # lookup inside a transaction no more than outside it.
+        # Most instances join a series that exists and change nothing of their study: on
+        # PostgreSQL their row is one statement, which commits by itself (the checks
+        # before it only read) and writes no other row, so that associations storing one
+        # series never wait for each other's commits. Read Committed gives the lookup
+        # inside a transaction no more than outside it.
         known = _series_identity(tags.series_uid)
         if known is not None:
             series_pk, study_pk, modalities_in_study = _join_known_series(
                 known, tags, facility.pk, patient_id, issuer, name, study_changes
             )
-            if not study_changes:
-                new_modalities = _new_modalities(modalities_in_study, series_modality)
-                unsynced = linked is not None and new_modalities is None
-                if unsynced:
-                    assert linked is not None
+            if not study_changes and _new_modalities(modalities_in_study, series_modality) is None:
+                unsynced = linked is not None
+                if linked is not None:
                     linked()
                 else:
                     durable()
-                pk = _insert_counted(row, series_pk, study_pk, now, new_modalities, unsynced=unsynced)
+                pk = _insert_counted(row, series_pk, unsynced=unsynced)
                 logger.debug("stored %s from %s as %s", tags.sop_instance_uid, modality.ae_title, key)
                 return _instance(pk, series_pk, row), False
             study_changes.clear()
@@ -1279,12 +1286,14 @@ def _index(
                 raise SeriesOfAnotherStudy(f"series {tags.series_uid} was just stored in study {series.study_id}")
             series_pk = series.pk
         pk = _insert_instance(row, series_pk)
+        # Once per series, not per instance: its study's number of series and modalities.
         new_modalities = _new_modalities(modalities_in_study, series_modality)
+        if series_created:
+            study_changes["number_of_series"] = F("number_of_series") + 1
+        if new_modalities is not None:
+            study_changes["modalities_in_study"] = new_modalities
         if study_changes:
-            # An identity flag to set too (rare): the ORM's update, compiled each time.
-            _update_counts_with_orm(series_pk, study_pk, now, series_created, new_modalities, study_changes)
-        else:
-            _update_counts(series_pk, study_pk, now, series_created, new_modalities)
+            Study.objects.filter(pk=study_pk).update(**study_changes)
     logger.debug("stored %s from %s as %s", tags.sop_instance_uid, modality.ae_title, key)
     return _instance(pk, series_pk, row), study_created
 
@@ -1420,51 +1429,33 @@ def _preparing_cursor_class() -> Any:
     return _PREPARING_CURSOR[0]
 
 
-_INSERT_COUNTED_SQL: dict[tuple[bool, bool], str] = {}
+_INSERT_COUNTED_SQL: dict[bool, str] = {}
 
 
-def _insert_counted(
-    row: dict[str, Any],
-    series_pk: int,
-    study_pk: int,
-    now: datetime,
-    new_modalities: str | None,
-    *,
-    unsynced: bool = False,
-) -> int:
-    """PostgreSQL: the instance's row and the counters of _update_counts in one statement
-    (data-modifying WITH: each part runs once and to completion, all or nothing); the
-    instance's primary key. With `unsynced`, its UnsyncedFile row too, and the
-    UnsyncedFile rows of the files synced since the last such statement go (_file_synced):
-    no statement of their own.
-
-    The parts of a WITH run in no order PostgreSQL promises, and every other writer locks
-    the series' row before its study's (_update_counts): the study's update reads the
-    series' update (EXISTS), so it cannot take the study's row first. Without that, two
-    associations storing into one study locked the two rows in opposite orders and one
-    was refused as a deadlock (seen with four associations over two processes)."""
-    shape = (new_modalities is not None, unsynced)
-    sql = _INSERT_COUNTED_SQL.get(shape)
+def _insert_counted(row: dict[str, Any], series_pk: int, *, unsynced: bool = False) -> int:
+    """PostgreSQL: the instance's row, one statement that writes no other row (its
+    series' and study's counters are the sweep's fold, cloudpacs.counts); the instance's
+    primary key. With `unsynced`, its UnsyncedFile row too, and the UnsyncedFile rows of
+    the files synced since the last such statement go (_file_synced): no statement of
+    their own (data-modifying WITH: each part runs once and to completion, all or nothing)."""
+    sql = _INSERT_COUNTED_SQL.get(unsynced)
     if sql is None:
-        series_sql, study_sql = _counts_sql(False, shape[0])
         instance_id = _column(Instance, "id")
-        unsynced_table = connection.ops.quote_name(UnsyncedFile._meta.db_table)
-        unsynced_id = _column(UnsyncedFile, "instance")
-        # Only compiled statements of the models' own names go into the text.
-        sql = (
-            f"WITH new_instance AS ({_insert_instance_sql()} RETURNING {instance_id}),"  # noqa: S608
-            f" counted_series AS ({series_sql} RETURNING 1),"
-            f" counted_study AS ({study_sql} AND EXISTS (SELECT 1 FROM counted_series))"
-        )
         if unsynced:
-            sql += (
-                f", unsynced AS (INSERT INTO {unsynced_table} ({unsynced_id})"  # noqa: S608
+            unsynced_table = connection.ops.quote_name(UnsyncedFile._meta.db_table)
+            unsynced_id = _column(UnsyncedFile, "instance")
+            # Only compiled statements of the models' own names go into the text.
+            sql = (
+                f"WITH new_instance AS ({_insert_instance_sql()} RETURNING {instance_id}),"  # noqa: S608
+                f" unsynced AS (INSERT INTO {unsynced_table} ({unsynced_id})"
                 f" SELECT {instance_id} FROM new_instance),"
                 f" synced AS (DELETE FROM {unsynced_table} WHERE {unsynced_id} = ANY(%s::bigint[]))"
+                f" SELECT {instance_id} FROM new_instance"
             )
-        sql += f" SELECT {instance_id} FROM new_instance"  # noqa: S608
-        _INSERT_COUNTED_SQL[shape] = sql
-    params = [*_instance_params(row, series_pk), series_pk, *_study_params(study_pk, now, new_modalities)]
+        else:
+            sql = f"{_insert_instance_sql()} RETURNING {instance_id}"
+        _INSERT_COUNTED_SQL[unsynced] = sql
+    params = _instance_params(row, series_pk)
     synced = _take_synced_files() if unsynced else []
     if unsynced:
         params.append(synced)
@@ -1475,90 +1466,6 @@ def _insert_counted(
     except BaseException:
         _file_synced(*synced)
         raise
-
-
-def _update_counts_with_orm(
-    series_pk: int,
-    study_pk: int,
-    now: datetime,
-    series_created: bool,
-    new_modalities: str | None,
-    study_changes: dict[str, Any],
-) -> None:
-    Series.objects.filter(pk=series_pk).update(number_of_instances=F("number_of_instances") + 1)
-    study_changes.update(
-        {
-            "number_of_instances": F("number_of_instances") + 1,
-            "last_received_at": now,
-            # A late instance for a study that was already handed over.
-            "status": Case(
-                When(status=Study.Status.ARRIVED, then=Value(Study.Status.UPDATED)),
-                default=F("status"),
-            ),
-        }
-    )
-    if series_created:
-        study_changes["number_of_series"] = F("number_of_series") + 1
-    if new_modalities is not None:
-        study_changes["modalities_in_study"] = new_modalities
-    Study.objects.filter(pk=study_pk).update(**study_changes)
-
-
-_COUNTS_SQL: dict[tuple[str, bool, bool], tuple[str, str]] = {}
-
-
-def _counts_sql(series_created: bool, new_modalities: bool) -> tuple[str, str]:
-    """The two UPDATEs of _update_counts, for this vendor and shape."""
-    shape = (connection.vendor, series_created, new_modalities)
-    compiled = _COUNTS_SQL.get(shape)
-    if compiled is None:
-        quote = connection.ops.quote_name
-        instances, series_count = _column(Study, "number_of_instances"), _column(Study, "number_of_series")
-        status = _column(Study, "status")
-        study_set = [
-            f"{instances} = {instances} + 1",
-            f"{_column(Study, 'last_received_at')} = %s",
-            f"{status} = CASE WHEN {status} = %s THEN %s ELSE {status} END",
-        ]
-        if series_created:
-            study_set.append(f"{series_count} = {series_count} + 1")
-        if new_modalities:
-            study_set.append(f"{_column(Study, 'modalities_in_study')} = %s")
-        series_instances = _column(Series, "number_of_instances")
-        # Only the models' own table and column names go into the text; values are parameters.
-        compiled = (
-            f"UPDATE {quote(Series._meta.db_table)} SET {series_instances} = {series_instances} + 1"  # noqa: S608
-            f" WHERE {_column(Series, 'id')} = %s",
-            f"UPDATE {quote(Study._meta.db_table)} SET {', '.join(study_set)}"  # noqa: S608
-            f" WHERE {_column(Study, 'id')} = %s",
-        )
-        _COUNTS_SQL[shape] = compiled
-    return compiled
-
-
-def _study_params(study_pk: int, now: datetime, new_modalities: str | None) -> list[Any]:
-    params: list[Any] = [
-        connection.ops.adapt_datetimefield_value(now),
-        Study.Status.ARRIVED.value,
-        Study.Status.UPDATED.value,
-    ]
-    if new_modalities is not None:
-        params.append(new_modalities)
-    params.append(study_pk)
-    return params
-
-
-def _update_counts(
-    series_pk: int, study_pk: int, now: datetime, series_created: bool, new_modalities: str | None
-) -> None:
-    """The series' and the study's counters, the study's last arrival and its status (a
-    late instance makes an arrived study updated), as _update_counts_with_orm writes them,
-    with the two statements compiled once: compiling the ORM's update expressions cost
-    more than running them, for every instance."""
-    series_sql, study_sql = _counts_sql(series_created, new_modalities is not None)
-    with connection.cursor() as cursor:
-        cursor.execute(series_sql, [series_pk])
-        cursor.execute(study_sql, _study_params(study_pk, now, new_modalities))
 
 
 # What the identity rules compare, read with the series (or the study) in one query.
@@ -1899,20 +1806,27 @@ def clear_synced_files() -> int:
 
 def _unindex_unsynced(pk: int, key: str) -> bool:
     """Take back an instance whose row was committed before its file's fsync returned, and
-    whose file will never be durable (the fsync failed, or a crash lost it): its rows and
-    the counters its statement bumped (_insert_counted). Never acknowledged: the sender was
-    not told Success. Whether the row was still there, pointing at `key`."""
+    whose file will never be durable (the fsync failed, or a crash lost it): its rows and,
+    when the sweep has counted it already (cloudpacs.counts.fold), the counters. Never
+    acknowledged: the sender was not told Success. Whether the row was still there,
+    pointing at `key`."""
     with transaction.atomic():
         found = Instance.objects.filter(pk=pk, storage_key=key).values_list("series_id", "series__study_id").first()
         removed = False
         if found is not None:
             series_pk, study_pk = found
-            # Locked in the order of every other writer: the series, its study, then the instance.
-            list(Series.objects.select_for_update().filter(pk=series_pk).values_list("pk"))
-            list(Study.objects.select_for_update().filter(pk=study_pk).values_list("pk"))
+            # Locked in the order of every other writer (the fold's too): the series, its
+            # study, then the instance; the series' mark read under its lock.
+            counted_through = (
+                Series.objects.select_for_update(no_key=True)
+                .filter(pk=series_pk)
+                .values_list("counted_through", flat=True)
+                .first()
+            )
+            list(Study.objects.select_for_update(no_key=True).filter(pk=study_pk).values_list("pk"))
             _, deleted = Instance.objects.filter(pk=pk, storage_key=key).delete()
             removed = deleted.get(Instance._meta.label, 0) > 0
-            if removed:
+            if removed and counted_through is not None and pk <= counted_through:
                 Series.objects.filter(pk=series_pk).update(number_of_instances=F("number_of_instances") - 1)
                 Study.objects.filter(pk=study_pk).update(number_of_instances=F("number_of_instances") - 1)
         UnsyncedFile.objects.filter(instance_id=pk).delete()
@@ -1981,10 +1895,13 @@ def sweep_orphan_files() -> int:
 
 
 def has_stable_studies(now: datetime, stable_seconds: float) -> bool:
-    """Whether claim_stable_studies would find anything: a plain read, so that a sweep
-    with nothing to do never takes SQLite's write lock."""
+    """Whether claim_stable_studies would find anything, or instances to count
+    (cloudpacs.counts.fold): a plain read, so that a sweep with nothing to do never takes
+    SQLite's write lock."""
     cutoff = now - timedelta(seconds=stable_seconds)
     if Study.objects.filter(status=Study.Status.RECEIVING, last_received_at__lte=cutoff).exists():
+        return True
+    if counts.has_unfolded():
         return True
     return PerformedProcedureStep.objects.filter(awaiting_images=True).exists() and bool(performed_studies_ready(now))
 
@@ -1994,8 +1911,15 @@ def claim_stable_studies(now: datetime, stable_seconds: float, limit: int = 200)
     oldest first), and those whose images a completed performed procedure step (MPPS)
     listed are all stored, moved from receiving to arrived. Each study is claimed by
     exactly one caller: the move is a conditional UPDATE, so of two concurrent sweeps only
-    one sees it change a row."""
+    one sees it change a row.
+
+    The instances received since the last fold are counted first (cloudpacs.counts.fold:
+    the studies' counters and last arrivals), and a study is claimed only with every
+    instance counted: an instance committed after its claim is a late one, which the
+    next fold counts and which makes the study updated."""
+    counts.fold()
     cutoff = now - timedelta(seconds=stable_seconds)
+    folded = counts.all_folded()
     candidates = list(
         Study.objects.filter(status=Study.Status.RECEIVING, last_received_at__lte=cutoff)
         .order_by("last_received_at")
@@ -2007,7 +1931,7 @@ def claim_stable_studies(now: datetime, stable_seconds: float, limit: int = 200)
     claimed = [
         pk
         for pk in candidates
-        if Study.objects.filter(pk=pk, status=Study.Status.RECEIVING, last_received_at__lte=cutoff).update(
+        if Study.objects.filter(folded, pk=pk, status=Study.Status.RECEIVING, last_received_at__lte=cutoff).update(
             status=Study.Status.ARRIVED, arrived_at=now
         )
     ]
@@ -2015,7 +1939,7 @@ def claim_stable_studies(now: datetime, stable_seconds: float, limit: int = 200)
         pk
         for pk in dict.fromkeys(performed)
         if pk not in claimed
-        and Study.objects.filter(pk=pk, status=Study.Status.RECEIVING).update(
+        and Study.objects.filter(folded, pk=pk, status=Study.Status.RECEIVING).update(
             status=Study.Status.ARRIVED, arrived_at=now
         )
     ]
@@ -2220,10 +2144,10 @@ def reading_marks(study: Study) -> dict[str, Any]:
 NOT_HUNG = ("KO", "PR")
 
 
-def image_series(study: Study) -> QuerySet[Series]:
+def image_series(study: Study) -> list[Series]:
     """The study's series for thumbnails and the viewer's hanging: all but its key object
-    selections and presentation states."""
-    return study.series.exclude(modality__in=NOT_HUNG)
+    selections and presentation states; their number of instances exact (cloudpacs.counts)."""
+    return counts.exact_series(study.series.exclude(modality__in=NOT_HUNG))
 
 
 def first_image(series: Series | None) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from django.utils import timezone
 from pydicom import dcmread
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
-from cloudpacs import services, storage
+from cloudpacs import counts, services, storage
 from cloudpacs.models import Instance, Patient, Study
 from consults.models import Consult
 from consults.services import open_consult_for_study
@@ -81,11 +81,11 @@ def test_an_instance_of_a_known_series_is_indexed_in_few_statements(ct_modality,
         result = ingest(later, ct_modality, tmp_path)
     statements = [query["sql"].split()[0].upper() for query in queries.captured_queries]
     if connection.vendor == "postgresql":
-        # The lookup, then the row and the counters in one statement that commits itself.
+        # The lookup, then the row (with its UnsyncedFile row) in one statement that commits itself.
         assert statements == ["SELECT", "WITH"]
     else:
-        assert statements.count("SELECT") == 1 and statements.count("INSERT") == 1 and statements.count("UPDATE") == 2
-    # What the ORM's create() and the counters' updates wrote, as before.
+        assert statements.count("SELECT") == 1 and statements.count("INSERT") == 1 and "UPDATE" not in statements
+    # What the ORM's create() wrote, as before.
     instance = Instance.objects.get(sop_instance_uid=later.SOPInstanceUID)
     assert result.outcome == services.IngestOutcome.STORED and not result.study_created
     assert result.instance.pk == instance.pk and not result.instance._state.adding
@@ -102,7 +102,17 @@ def test_an_instance_of_a_known_series_is_indexed_in_few_statements(ct_modality,
         result.instance.sha256,
     )
     assert first.instance.received_at <= instance.received_at <= timezone.now()
+    # No other row written: the counters, the last arrival and the status are the sweep's,
+    # and readers count the instances it has not counted yet.
     study = Study.objects.get(study_uid=study_uid)
+    assert (study.number_of_instances, study.status, study.last_received_at) == (
+        0,
+        Study.Status.ARRIVED,
+        first.instance.received_at,
+    )
+    assert services.study_instances(study) == services.series_instances(study.series.get()) == 2
+    assert counts.fold() == 2
+    study.refresh_from_db()
     assert (study.number_of_instances, study.number_of_series, study.modalities_in_study) == (2, 1, "CT")
     assert study.series.get().number_of_instances == 2
     # A late instance makes an arrived study updated.
@@ -136,21 +146,22 @@ def test_the_statements_of_every_instance_are_prepared_once_per_connection(ct_mo
         assert ingest(ds, ct_modality, tmp_path).outcome == services.IngestOutcome.STORED
     assert prepared_statements() == after
     study = Study.objects.get(study_uid=study_uid)
-    assert (study.number_of_instances, study.series.get().number_of_instances) == (8, 8)
+    assert (services.study_instances(study), services.series_instances(study.series.get())) == (8, 8)
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the pattern indexes are PostgreSQL's")
 @pytest.mark.django_db
 def test_an_instance_is_written_to_the_indexes_that_queries_read_and_no_other(ct_modality, tmp_path):
     """Each received instance adds an entry to every index of its table: the primary key,
-    its series (a series' instances), its SOP Instance UID and storage key (unique, and
-    looked up exactly, from lists and in key order), and none for LIKE matching, which no
-    query does on them (migration 0016)."""
+    its series with its id (a series' instances, and those after the series' counted mark,
+    migration 0017), its SOP Instance UID and storage key (unique, and looked up exactly,
+    from lists and in key order), and none for LIKE matching, which no query does on them
+    (migration 0016)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'cloudpacs_instance'")
         definitions = [row[0] for row in cursor.fetchall()]
     columns = sorted(definition.rsplit("(", 1)[1].rstrip(")") for definition in definitions)
-    assert columns == ["id", "series_id", "sop_instance_uid", "storage_key"]
+    assert columns == ["id", "series_id, id", "sop_instance_uid", "storage_key"]
     # The key-ordered walk of the orphan sweep and the lookups still find the rows.
     ds = make_dataset()
     key = ingest(ds, ct_modality, tmp_path).instance.storage_key
@@ -160,11 +171,10 @@ def test_an_instance_is_written_to_the_indexes_that_queries_read_and_no_other(ct
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement path is PostgreSQL's")
 @pytest.mark.django_db(transaction=True)
-def test_the_one_statement_path_locks_the_series_before_its_study(ct_modality, tmp_path):
-    """Every writer locks a series' row before its study's; the one statement must too, or
-    two associations storing into one study deadlock (seen with four associations over
-    two receiver processes). Here another transaction holds the series' row: while the
-    statement waits for it, the study's row must still be free."""
+def test_an_instance_of_a_known_series_waits_for_no_lock_on_its_series_or_study(ct_modality, tmp_path):
+    """The one statement writes the instance's own row only: while another transaction
+    holds the series' and the study's rows (as another association's statement held them
+    until its commit, before the counters were folded by the sweep), it still commits."""
     import psycopg
     from django.db import connections
 
@@ -177,7 +187,6 @@ def test_the_one_statement_path_locks_the_series_before_its_study(ct_modality, t
     params.pop("cursor_factory", None)
     params.pop("context", None)
     holder = psycopg.connect(**params)
-    prober = psycopg.connect(**params, autocommit=True)
     outcome: list[object] = []
 
     def store_another() -> None:
@@ -190,35 +199,18 @@ def test_the_one_statement_path_locks_the_series_before_its_study(ct_modality, t
             connections.close_all()
 
     try:
-        holder.execute(
-            f"UPDATE {Series._meta.db_table} SET number_of_instances = number_of_instances WHERE id = %s",  # noqa: S608
-            [series.pk],
-        )
+        for table, pk in ((Series._meta.db_table, series.pk), (Study._meta.db_table, series.study_id)):
+            holder.execute(f"SELECT id FROM {table} WHERE id = %s FOR NO KEY UPDATE", [pk])  # noqa: S608
         writer = threading.Thread(target=store_another)
         writer.start()
-        for _ in range(200):
-            waiting = prober.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH%%'"
-            ).fetchone()
-            if waiting and waiting[0]:
-                break
-            writer.join(0.05)
-        else:
-            pytest.fail("the statement never waited for the series' row")
-        # The study's row is free while the statement waits for the series'.
-        with prober.transaction():
-            prober.execute(
-                f"SELECT id FROM {Study._meta.db_table} WHERE id = %s FOR NO KEY UPDATE NOWAIT",  # noqa: S608
-                [series.study_id],
-            )
+        writer.join(30)
+        assert outcome == [services.IngestOutcome.STORED]
     finally:
         holder.rollback()
         holder.close()
         writer.join(30)
-        prober.close()
-    assert outcome == [services.IngestOutcome.STORED]
     study = Study.objects.get(study_uid=study_uid)
-    assert (study.number_of_instances, study.series.get().number_of_instances) == (2, 2)
+    assert (services.study_instances(study), services.series_instances(study.series.get())) == (2, 2)
 
 
 @pytest.mark.django_db
@@ -252,7 +244,7 @@ def test_a_re_send_is_a_duplicate_and_a_different_one_a_correction(storage_backe
     assert corrected.instance.pk == first.instance.pk
     assert corrected.instance.sha256 != first.instance.sha256
     assert Instance.objects.count() == 1
-    assert Study.objects.get().number_of_instances == 1
+    assert services.study_instances(Study.objects.get()) == 1
     assert incoming_files() == []
 
 
@@ -398,6 +390,8 @@ def test_a_study_is_claimed_exactly_the_delay_after_its_last_instance(ct_modalit
     last = ingest(make_dataset(**ids, instance_number=2), ct_modality, tmp_path)
     # Another study, still receiving, whose last instance came later: not yet stable.
     ingest(make_dataset(), ct_modality, tmp_path)
+    # The study's last arrival is the sweep's to write, as it counts the instances.
+    counts.fold()
     quiet_since = Study.objects.get(pk=series.study_id).last_received_at
     assert quiet_since == last.instance.received_at > first.instance.received_at
     assert not services.has_stable_studies(quiet_since + timedelta(seconds=10, microseconds=-1), 10)
@@ -407,35 +401,34 @@ def test_a_study_is_claimed_exactly_the_delay_after_its_last_instance(ct_modalit
     assert [study.pk for study in claimed] == [series.study_id]
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="HOT updates are PostgreSQL's")
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the tables' counts are PostgreSQL's")
 @pytest.mark.django_db
-def test_an_instance_of_a_known_series_updates_its_study_and_series_in_place(ct_modality, tmp_path):
-    """Every instance writes its study's count and last_received_at: with no changed column
-    in an index, PostgreSQL updates the row in place (HOT) instead of adding a row version
-    to each of the study table's indexes. Counted in this transaction alone
-    (pg_stat_xact_user_tables); one update may still move to another page when the row's
-    page is full, so not all need be HOT."""
+def test_instances_of_a_known_series_update_no_row_until_the_sweep_folds_them_once(ct_modality, tmp_path):
+    """Before the sweep's fold counted them, every instance updated its series' and its
+    study's rows; now four instances update neither, and the fold updates each once.
+    Counted in this transaction alone (pg_stat_xact_user_tables)."""
     first = ingest(make_dataset(), ct_modality, tmp_path)
     series = first.instance.series
     ids = {"study_uid": series.study.study_uid, "series_uid": series.series_uid}
 
-    def updates() -> dict[str, tuple[int, int]]:
+    def updates() -> dict[str, int]:
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables"
+                "SELECT relname, n_tup_upd FROM pg_stat_xact_user_tables"
                 " WHERE relname IN ('cloudpacs_study', 'cloudpacs_series')"
             )
-            return {name: (upd, hot) for name, upd, hot in cursor.fetchall()}
+            found = dict(cursor.fetchall())
+        return {table: found.get(table, 0) for table in ("cloudpacs_study", "cloudpacs_series")}
 
     before = updates()
     for number in range(2, 6):
         ingest(make_dataset(**ids, instance_number=number), ct_modality, tmp_path)
-    after = updates()
-    for table in ("cloudpacs_study", "cloudpacs_series"):
-        updated = after[table][0] - before.get(table, (0, 0))[0]
-        hot = after[table][1] - before.get(table, (0, 0))[1]
-        assert updated == 4, table
-        assert hot >= 3, (table, hot)
+    assert updates() == before
+    assert counts.fold() == 5
+    assert {table: count - before[table] for table, count in updates().items()} == {
+        "cloudpacs_study": 1,
+        "cloudpacs_series": 1,
+    }
     assert Study.objects.get(pk=series.study_id).number_of_instances == 5
 
 

@@ -130,8 +130,8 @@ def test_a_file_whose_fsync_fails_after_the_commit_is_taken_back_and_not_answere
     assert not Instance.objects.filter(sop_instance_uid=later.SOPInstanceUID).exists()
     assert not UnsyncedFile.objects.exists()
     study = Study.objects.get(study_uid=study_uid)
-    assert study.number_of_instances == 1
-    assert Series.objects.get(series_uid=series_uid).number_of_instances == 1
+    assert services.study_instances(study) == 1
+    assert services.series_instances(Series.objects.get(series_uid=series_uid)) == 1
     assert not storage.path_for(key).exists()
     assert incoming_files() == []
 
@@ -163,8 +163,8 @@ def test_the_start_syncs_a_whole_file_and_takes_back_an_emptied_or_missing_one(c
     }
     assert not storage.path_for(emptied.instance.storage_key).exists()
     assert storage.path_for(whole.instance.storage_key).stat().st_size == whole.instance.size
-    assert Study.objects.get(study_uid=study_uid).number_of_instances == 2
-    assert Series.objects.get(series_uid=series_uid).number_of_instances == 2
+    assert services.study_instances(Study.objects.get(study_uid=study_uid)) == 2
+    assert services.series_instances(Series.objects.get(series_uid=series_uid)) == 2
     assert not UnsyncedFile.objects.exists()
     assert services.resolve_unsynced_files() == (0, 0)
 

@@ -16,6 +16,7 @@ from django.db.models import Exists, F, Lookup, OuterRef, Q, QuerySet, Value
 from django.db.models.functions import Replace, Upper
 from django.http import QueryDict
 
+from cloudpacs import counts
 from cloudpacs.dicomweb import json as dj
 from cloudpacs.dicomweb.http import bad_request
 from cloudpacs.models import Instance, Series, Study
@@ -290,12 +291,16 @@ def study_page(queryset: QuerySet[Study], query: Query) -> tuple[list[dict[str, 
     """page() of studies as STUDY_FIELDS rows. At a deep offset, the rows skipped are
     only counted along the order index (their keys, no patient joined), then the page's
     own rows are read by key: offset=5000 costs a walk of 5,000 index entries, not 5,000
-    joined rows."""
+    joined rows. The counters completed with the instances not folded yet (one query
+    for the page, cloudpacs.counts)."""
     if query.offset < DEEP_OFFSET:
-        return page(queryset.values(*STUDY_FIELDS), query)
-    keys, more = page(queryset.values_list("pk", flat=True), query)
-    found = {row["pk"]: row for row in Study.objects.filter(pk__in=keys).values("pk", *STUDY_FIELDS)}
-    return [found[key] for key in keys if key in found], more
+        rows, more = page(queryset.values("pk", *STUDY_FIELDS), query)
+    else:
+        keys, more = page(queryset.values_list("pk", flat=True), query)
+        found = {row["pk"]: row for row in Study.objects.filter(pk__in=keys).values("pk", *STUDY_FIELDS)}
+        rows = [found[key] for key in keys if key in found]
+    counts.exact_rows(rows, study=("pk", "number_of_instances"))
+    return rows, more
 
 
 # --- Answers ------------------------------------------------------------------

@@ -14,7 +14,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpRe
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
-from cloudpacs import services, storage
+from cloudpacs import counts, services, storage
 from cloudpacs.dicomweb import json as dj
 from cloudpacs.dicomweb import multipart, nativexml, qido, rendering, stow, wado
 from cloudpacs.dicomweb.http import (
@@ -214,6 +214,8 @@ def _search_series(request: HttpRequest, study: Study | None) -> HttpResponse:
         queryset = Series.objects.filter(study=study).select_related("study__patient")
     queryset = queryset.filter(query.condition).order_by("study_id", "series_number", "pk")
     rows, more = qido.page(queryset, query)
+    counts.exact_series(rows)
+    counts.exact_studies(series.study for series in rows)
     base = _base(request)
     results = []
     for series in rows:
@@ -241,6 +243,8 @@ def _search_instances(request: HttpRequest, study: Study | None, series: Series 
         queryset = queryset.filter(series__study__in=_studies(request).values("pk"))
     queryset = queryset.filter(query.condition).order_by("series__study_id", "series_id", "instance_number", "pk")
     rows, more = qido.page(queryset, query)
+    counts.exact_series(instance.series for instance in rows)
+    counts.exact_studies(instance.series.study for instance in rows)
     base = _base(request)
     results = []
     for instance in rows:

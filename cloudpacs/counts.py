@@ -1,0 +1,227 @@
+"""The archive's instance counters: folded by the sweep, completed by whoever reads them.
+
+An instance's statement writes its own row and no other (cloudpacs.services._index): four
+associations storing one series no longer wait on its series' and study's rows, one
+commit after another. The stored counters (Series.number_of_instances,
+Study.number_of_instances) count the instances up to a mark; `fold`, which the stability
+sweep runs once a second, counts the instances received since into them, one update per
+series and per study, and moves the study's last arrival and the status of a late
+instance (an arrived study becomes updated) with them. A reader adds the instances after
+the series' mark (Series.counted_through): a range of the instance table's (series, id)
+index, the few instances of the last second, so that a console that stores and then asks
+(C-FIND, QIDO-RS) sees its instance counted before any fold.
+
+A study's number of series is still written when a series is created (once per series,
+in the transaction that creates it)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Case, Count, Exists, F, Max, OuterRef, Q, Value, When
+
+from cloudpacs.models import Instance, InstanceCountMark, Series, Study
+
+logger = logging.getLogger(__name__)
+
+# How long a fold waits for the transactions writing instances when it began (PostgreSQL):
+# an instance's statement commits in milliseconds; one that holds the table longer (a
+# study deleted) leaves the fold to the next sweep.
+WRITERS_WAIT = 5.0
+
+
+def unfolded() -> Q:
+    """Of instances: those that the stored counters do not count yet."""
+    return Q(pk__gt=F("series__counted_through"))
+
+
+def unfolded_by_series(series_pks: Iterable[int]) -> dict[int, int]:
+    """The instances not yet folded, per series (those with none left out)."""
+    pks = list(set(series_pks))
+    if not pks:
+        return {}
+    rows = (
+        Instance.objects.filter(unfolded(), series_id__in=pks)
+        .order_by()
+        .values("series_id")
+        .annotate(count=Count("pk"))
+        .values_list("series_id", "count")
+    )
+    return dict(rows)
+
+
+def unfolded_by_study(study_pks: Iterable[int]) -> dict[int, int]:
+    """The instances not yet folded, per study (those with none left out): the study's
+    series by their study index, then each series' range after its mark."""
+    pks = list(set(study_pks))
+    if not pks:
+        return {}
+    rows = (
+        Instance.objects.filter(unfolded(), series__study_id__in=pks)
+        .order_by()
+        .values("series__study_id")
+        .annotate(count=Count("pk"))
+        .values_list("series__study_id", "count")
+    )
+    return dict(rows)
+
+
+def exact_rows(
+    rows: list[MutableMapping[str, Any]],
+    *,
+    study: tuple[str, str] | None = None,
+    series: tuple[str, str] | None = None,
+) -> None:
+    """Complete the counters of rows read with values(): `study` and `series` name each
+    level's (primary key, number_of_instances) keys. One query per level for all rows."""
+    for names, by in ((study, unfolded_by_study), (series, unfolded_by_series)):
+        if names is None or not rows:
+            continue
+        pk, field = names
+        extra = by(row[pk] for row in rows if row.get(pk) is not None)
+        if extra:
+            for row in rows:
+                row[field] = (row[field] or 0) + extra.get(row[pk], 0)
+
+
+def exact_studies(studies: Iterable[Study]) -> list[Study]:
+    """The studies with their number_of_instances completed, in place (to show; never saved)."""
+    studies = list(studies)
+    extra = unfolded_by_study(study.pk for study in studies)
+    for study in studies:
+        study.number_of_instances += extra.get(study.pk, 0)
+    return studies
+
+
+def exact_series(series_list: Iterable[Series]) -> list[Series]:
+    """The series with their number_of_instances completed, in place (to show; never saved)."""
+    series_list = list(series_list)
+    extra = unfolded_by_series(series.pk for series in series_list)
+    for series in series_list:
+        series.number_of_instances += extra.get(series.pk, 0)
+    return series_list
+
+
+def study_instances(study: Study | int) -> int:
+    """One study's exact number of instances."""
+    pk = study if isinstance(study, int) else study.pk
+    stored = Study.objects.filter(pk=pk).values_list("number_of_instances", flat=True).first() or 0
+    return stored + unfolded_by_study([pk]).get(pk, 0)
+
+
+def series_instances(series: Series | int) -> int:
+    """One series' exact number of instances."""
+    pk = series if isinstance(series, int) else series.pk
+    stored = Series.objects.filter(pk=pk).values_list("number_of_instances", flat=True).first() or 0
+    return stored + unfolded_by_series([pk]).get(pk, 0)
+
+
+def all_folded() -> Q:
+    """Of studies: whether every instance of the study is counted (none after its series'
+    marks): the stability sweep claims no study before its instances are folded."""
+    return ~Q(Exists(Instance.objects.filter(unfolded(), series__study_id=OuterRef("pk"))))
+
+
+def _mark() -> InstanceCountMark:
+    """The mark's row, locked until the transaction ends: one fold at a time. An UPDATE
+    first, so that on SQLite the transaction holds the write lock before it reads."""
+    if not InstanceCountMark.objects.filter(pk=1).update(through=F("through")):
+        InstanceCountMark.objects.get_or_create(pk=1)
+    return InstanceCountMark.objects.get(pk=1)
+
+
+def has_unfolded() -> bool:
+    """Whether any instance is not folded yet (a read: the sweep's clock asks every second)."""
+    through = InstanceCountMark.objects.filter(pk=1).values_list("through", flat=True).first() or 0
+    return Instance.objects.filter(pk__gt=through).exists()
+
+
+def _writers_done(wait: float) -> bool:
+    """PostgreSQL: wait until every transaction that held the instance table for writing
+    when this is called has ended; False when one is still there after `wait` seconds.
+
+    Why: ids are handed out in order but committed in any order. Every instance whose id
+    is at most the highest committed id was given its id by a transaction that had
+    locked the table (every INSERT locks its table before it runs), so once those
+    transactions have ended each such id is committed or will never be: the fold may
+    count up to it, and an instance committed later always has a higher id. No lock is
+    taken: the statements storing instances go on meanwhile."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT array_agg(DISTINCT virtualtransaction) FROM pg_locks"
+            " WHERE locktype = 'relation' AND relation = %s::regclass AND mode = 'RowExclusiveLock'"
+            " AND pid IS DISTINCT FROM pg_backend_pid()",
+            [Instance._meta.db_table],
+        )
+        writers = cursor.fetchone()[0]
+        if not writers:
+            return True
+        deadline = time.monotonic() + wait
+        while True:
+            cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE virtualtransaction = ANY(%s))", [writers])
+            if not cursor.fetchone()[0]:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+
+
+def fold(wait: float = WRITERS_WAIT) -> int:
+    """Count the instances received since the last fold into their series' and studies'
+    stored counters, with the study's last arrival and, for a study already handed over,
+    its status (updated); returns how many instances it folded. One update per series
+    and per study. Safe beside the receiver storing, and beside another fold (the mark's
+    row makes them take turns)."""
+    with transaction.atomic():
+        mark = _mark()
+        top = Instance.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+        if top <= mark.through:
+            return 0
+        if connection.vendor == "postgresql" and not _writers_done(wait):
+            logger.info("instance counters not folded: a transaction writing instances is still open")
+            return 0
+        new = Instance.objects.filter(pk__gt=mark.through, pk__lte=top)
+        touched = sorted(set(new.order_by().values_list("series_id", flat=True)))
+        # Locked before they are counted, in the order of every other writer (the series,
+        # then its study): an instance taken back meanwhile (services._unindex_unsynced)
+        # is either counted and then subtracted, or neither.
+        studies = dict(
+            Series.objects.select_for_update(no_key=True)
+            .filter(pk__in=touched)
+            .order_by("pk")
+            .values_list("pk", "study_id")
+        )
+        counted = {
+            series_pk: (count, last)
+            for series_pk, count, last in new.order_by()
+            .values("series_id")
+            .annotate(count=Count("pk"), last=Max("received_at"))
+            .values_list("series_id", "count", "last")
+        }
+        per_study: dict[int, tuple[int, Any]] = {}
+        for series_pk in studies:
+            count, last = counted.get(series_pk, (0, None))
+            Series.objects.filter(pk=series_pk).update(
+                number_of_instances=F("number_of_instances") + count, counted_through=top
+            )
+            if count:
+                study_count, study_last = per_study.get(studies[series_pk], (0, None))
+                per_study[studies[series_pk]] = (study_count + count, max(filter(None, (study_last, last))))
+        for study_pk in sorted(per_study):
+            count, last = per_study[study_pk]
+            arrived = Study.objects.filter(pk=study_pk).values_list("last_received_at", flat=True).first()
+            Study.objects.filter(pk=study_pk).update(
+                number_of_instances=F("number_of_instances") + count,
+                last_received_at=max(filter(None, (arrived, last))),
+                # An instance after the study was handed over (it was claimed with none unfolded).
+                status=Case(
+                    When(status=Study.Status.ARRIVED, then=Value(Study.Status.UPDATED)),
+                    default=F("status"),
+                ),
+            )
+        InstanceCountMark.objects.filter(pk=1).update(through=top)
+    return sum(count for count, _last in per_study.values())

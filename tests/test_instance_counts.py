@@ -1,0 +1,159 @@
+"""The instance counters: written by the sweep's fold, exact for every reader before it
+(cloudpacs.counts). A console that stores and then asks sees its instances counted; four
+associations on one series end with the exact counts; a late instance makes an arrived
+study updated once the sweep has counted it."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage
+
+from cloudpacs import counts, services
+from cloudpacs.models import Series, Study
+from dicomnode.queryretrieve import OPENED
+from facilities.models import ApplicationEntity
+from tests.dicomweb_support import ingest, token_for
+from tests.factories import make_dataset
+from tests.test_query_retrieve_scp import find, query
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def store(address: tuple[str, int], calling: str, datasets: list) -> list[int]:
+    ae = AE(ae_title=calling)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate(address[0], address[1], ae_title="CLOUDPACS", evt_handlers=OPENED)
+    assert assoc.is_established
+    try:
+        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+    finally:
+        assoc.release()
+
+
+def asked(address: tuple[str, int], technologist, study_uid: str, series_uid: str) -> dict[str, int]:
+    """What C-FIND (study and series level) and QIDO-RS (studies, series) answer as counts."""
+    found = {}
+    (study,), status = find(
+        address,
+        "XUANWO_WS",
+        query("STUDY", StudyInstanceUID=study_uid, NumberOfStudyRelatedInstances="", NumberOfStudyRelatedSeries=""),
+    )
+    assert status == 0x0000
+    found["cfind study"] = int(study.NumberOfStudyRelatedInstances)
+    found["cfind series of study"] = int(study.NumberOfStudyRelatedSeries)
+    (series,), status = find(
+        address,
+        "XUANWO_WS",
+        query("SERIES", StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid, NumberOfSeriesRelatedInstances=""),
+    )
+    assert status == 0x0000
+    found["cfind series"] = int(series.NumberOfSeriesRelatedInstances)
+    client = Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}", HTTP_ACCEPT="application/dicom+json")
+    (qido_study,) = client.get("/dicomweb/studies", {"StudyInstanceUID": study_uid}).json()
+    found["qido study"] = qido_study["00201208"]["Value"][0]
+    (qido_series,) = client.get(f"/dicomweb/studies/{study_uid}/series").json()
+    found["qido series"] = qido_series["00201209"]["Value"][0]
+    return found
+
+
+def test_a_console_that_stores_and_then_asks_sees_its_instances_counted_before_any_sweep(
+    receiver, township, ct_modality, technologist
+):
+    ApplicationEntity.objects.create(
+        ae_title="XUANWO_WS", role=ApplicationEntity.Role.WORKSTATION, facility=township, may_query=True
+    )
+    study_uid, series_uid = generate_uid(), generate_uid()
+    datasets = [make_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=n) for n in range(1, 4)]
+    assert store(receiver, ct_modality.ae_title, datasets) == [0x0000] * 3
+    # No sweep has run: the stored counters count none of the three.
+    study = Study.objects.get(study_uid=study_uid)
+    assert (study.number_of_instances, Series.objects.get(series_uid=series_uid).number_of_instances) == (0, 0)
+    assert asked(receiver, technologist, study_uid, series_uid) == {
+        "cfind study": 3,
+        "cfind series of study": 1,
+        "cfind series": 3,
+        "qido study": 3,
+        "qido series": 3,
+    }
+    # One more, and the answers follow at once; the sweep's fold then changes no answer.
+    assert store(receiver, ct_modality.ae_title, [make_dataset(study_uid=study_uid, series_uid=series_uid)]) == [0]
+    assert asked(receiver, technologist, study_uid, series_uid)["cfind study"] == 4
+    assert counts.fold() == 4
+    study.refresh_from_db()
+    assert study.number_of_instances == 4
+    assert set(asked(receiver, technologist, study_uid, series_uid).values()) == {1, 4}
+
+
+def test_four_associations_on_one_series_end_with_the_exact_counts(receiver, ct_modality):
+    study_uid, series_uid = generate_uid(), generate_uid()
+    # The series exists first, as when a console's associations share one.
+    assert store(receiver, ct_modality.ae_title, [make_dataset(study_uid=study_uid, series_uid=series_uid)]) == [0]
+    pushes = [
+        [make_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=10 * n + i) for i in range(10)]
+        for n in range(4)
+    ]
+    results: list[list[int]] = []
+    threads = [
+        threading.Thread(target=lambda p=p: results.append(store(receiver, ct_modality.ae_title, p))) for p in pushes
+    ]
+    folds: list[int] = []
+    stop = threading.Event()
+
+    def sweeping() -> None:
+        # The sweep folding meanwhile, as it does once a second.
+        from django.db import connections
+
+        try:
+            while not stop.is_set():
+                folds.append(counts.fold())
+        finally:
+            connections.close_all()
+
+    sweeper = threading.Thread(target=sweeping)
+    sweeper.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    stop.set()
+    sweeper.join(60)
+    assert results == [[0x0000] * 10] * 4
+    study = Study.objects.get(study_uid=study_uid)
+    series = Series.objects.get(series_uid=series_uid)
+    assert (services.study_instances(study), services.series_instances(series)) == (41, 41)
+    folds.append(counts.fold())
+    assert sum(folds) == 41
+    study.refresh_from_db()
+    series.refresh_from_db()
+    assert (study.number_of_instances, study.number_of_series, series.number_of_instances) == (41, 1, 41)
+
+
+def test_a_late_instance_makes_an_arrived_study_updated_after_the_sweep(ct_modality, tmp_path):
+    study_uid, series_uid = generate_uid(), generate_uid()
+    first = ingest(make_dataset(study_uid=study_uid, series_uid=series_uid), ct_modality, tmp_path)
+    later = timezone.now() + timedelta(seconds=60)
+    (claimed,) = services.claim_stable_studies(later, 10)
+    assert (claimed.status, claimed.number_of_instances, claimed.last_received_at) == (
+        Study.Status.ARRIVED,
+        1,
+        first.received_at,
+    )
+    late = ingest(make_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=2), ct_modality, tmp_path)
+    study = Study.objects.get(pk=claimed.pk)
+    # Counted by every reader at once; the status and the last arrival wait for the sweep.
+    assert (study.status, services.study_instances(study)) == (Study.Status.ARRIVED, 2)
+    assert services.claim_stable_studies(later + timedelta(seconds=60), 10) == []
+    study.refresh_from_db()
+    assert (study.status, study.number_of_instances, study.last_received_at) == (
+        Study.Status.UPDATED,
+        2,
+        late.received_at,
+    )
