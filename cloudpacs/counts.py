@@ -7,9 +7,10 @@ Study.number_of_instances) count the instances up to a mark; `fold`, which the s
 sweep runs once a second, counts the instances received since into them, one update per
 series and per study, and moves the study's last arrival and the status of a late
 instance (an arrived study becomes updated) with them. A reader adds the instances after
-the series' mark (Series.counted_through): a range of the instance table's (series, id)
-index, the few instances of the last second, so that a console that stores and then asks
-(C-FIND, QIDO-RS) sees its instance counted before any fold.
+the series' mark (Series.counted_through), in the statement that reads the stored counter:
+a range of the instance table's (series, id) index, the few instances of the last second,
+so that a console that stores and then asks (C-FIND, QIDO-RS) sees its instance counted
+before any fold.
 
 A study's number of series is still written when a series is created (once per series,
 in the transaction that creates it)."""
@@ -22,7 +23,8 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Case, Count, Exists, F, Max, OuterRef, Q, Value, When
+from django.db.models import Case, Count, Exists, F, Max, OuterRef, Q, Subquery, Value, When
+from django.db.models.functions import Coalesce
 
 from cloudpacs.models import Instance, InstanceCountMark, Series, Study
 
@@ -39,33 +41,47 @@ def unfolded() -> Q:
     return Q(pk__gt=F("series__counted_through"))
 
 
-def unfolded_by_series(series_pks: Iterable[int]) -> dict[int, int]:
-    """The instances not yet folded, per series (those with none left out)."""
+def exact_by_series(series_pks: Iterable[int]) -> dict[int, int]:
+    """Each series' exact number of instances: its stored counter and its instances after
+    its mark, read in one statement (one snapshot: a fold committing between two reads
+    would otherwise move instances from the second into the first unseen)."""
     pks = list(set(series_pks))
     if not pks:
         return {}
-    rows = (
-        Instance.objects.filter(unfolded(), series_id__in=pks)
+    after_mark = (
+        Instance.objects.filter(series_id=OuterRef("pk"), pk__gt=OuterRef("counted_through"))
         .order_by()
         .values("series_id")
         .annotate(count=Count("pk"))
-        .values_list("series_id", "count")
+        .values("count")
+    )
+    rows = (
+        Series.objects.filter(pk__in=pks)
+        .order_by()
+        .annotate(exact=F("number_of_instances") + Coalesce(Subquery(after_mark), 0))
+        .values_list("pk", "exact")
     )
     return dict(rows)
 
 
-def unfolded_by_study(study_pks: Iterable[int]) -> dict[int, int]:
-    """The instances not yet folded, per study (those with none left out): the study's
+def exact_by_study(study_pks: Iterable[int]) -> dict[int, int]:
+    """Each study's exact number of instances, in one statement as exact_by_series: its
     series by their study index, then each series' range after its mark."""
     pks = list(set(study_pks))
     if not pks:
         return {}
-    rows = (
-        Instance.objects.filter(unfolded(), series__study_id__in=pks)
+    after_marks = (
+        Instance.objects.filter(unfolded(), series__study_id=OuterRef("pk"))
         .order_by()
         .values("series__study_id")
         .annotate(count=Count("pk"))
-        .values_list("series__study_id", "count")
+        .values("count")
+    )
+    rows = (
+        Study.objects.filter(pk__in=pks)
+        .order_by()
+        .annotate(exact=F("number_of_instances") + Coalesce(Subquery(after_marks), 0))
+        .values_list("pk", "exact")
     )
     return dict(rows)
 
@@ -76,48 +92,46 @@ def exact_rows(
     study: tuple[str, str] | None = None,
     series: tuple[str, str] | None = None,
 ) -> None:
-    """Complete the counters of rows read with values(): `study` and `series` name each
+    """Make exact the counters of rows read with values(): `study` and `series` name each
     level's (primary key, number_of_instances) keys. One query per level for all rows."""
-    for names, by in ((study, unfolded_by_study), (series, unfolded_by_series)):
+    for names, exact in ((study, exact_by_study), (series, exact_by_series)):
         if names is None or not rows:
             continue
         pk, field = names
-        extra = by(row[pk] for row in rows if row.get(pk) is not None)
-        if extra:
-            for row in rows:
-                row[field] = (row[field] or 0) + extra.get(row[pk], 0)
+        found = exact(row[pk] for row in rows if row.get(pk) is not None)
+        for row in rows:
+            if row.get(pk) in found:
+                row[field] = found[row[pk]]
 
 
 def exact_studies(studies: Iterable[Study]) -> list[Study]:
-    """The studies with their number_of_instances completed, in place (to show; never saved)."""
+    """The studies with their number_of_instances made exact, in place (to show; never saved)."""
     studies = list(studies)
-    extra = unfolded_by_study(study.pk for study in studies)
+    found = exact_by_study(study.pk for study in studies)
     for study in studies:
-        study.number_of_instances += extra.get(study.pk, 0)
+        study.number_of_instances = found.get(study.pk, study.number_of_instances)
     return studies
 
 
 def exact_series(series_list: Iterable[Series]) -> list[Series]:
-    """The series with their number_of_instances completed, in place (to show; never saved)."""
+    """The series with their number_of_instances made exact, in place (to show; never saved)."""
     series_list = list(series_list)
-    extra = unfolded_by_series(series.pk for series in series_list)
+    found = exact_by_series(series.pk for series in series_list)
     for series in series_list:
-        series.number_of_instances += extra.get(series.pk, 0)
+        series.number_of_instances = found.get(series.pk, series.number_of_instances)
     return series_list
 
 
 def study_instances(study: Study | int) -> int:
     """One study's exact number of instances."""
     pk = study if isinstance(study, int) else study.pk
-    stored = Study.objects.filter(pk=pk).values_list("number_of_instances", flat=True).first() or 0
-    return stored + unfolded_by_study([pk]).get(pk, 0)
+    return exact_by_study([pk]).get(pk, 0)
 
 
 def series_instances(series: Series | int) -> int:
     """One series' exact number of instances."""
     pk = series if isinstance(series, int) else series.pk
-    stored = Series.objects.filter(pk=pk).values_list("number_of_instances", flat=True).first() or 0
-    return stored + unfolded_by_series([pk]).get(pk, 0)
+    return exact_by_series([pk]).get(pk, 0)
 
 
 def all_folded() -> Q:
