@@ -10,9 +10,10 @@ cache (a fresh context, navigated once its new window has finished opening: sett
 then once more with the viewer's JavaScript cached. Times are milliseconds from
 navigation start, as the page itself records them. Two times to the first image:
 "visible" is when the first image is on screen at all, which is the server-rendered JPEG
-(/rendered) the page shows in the pane while the viewer's code loads, unless Cornerstone
-was quicker; "Cornerstone" is the viewer's own first frame (window/level, scrolling and
-measuring work from then on). The whole stack is when every image of the series is
+(in the page itself for an image of at most 1024 x 1024 pixels, else from /rendered) the
+page shows in the pane while the viewer's code loads, unless Cornerstone was quicker;
+"Cornerstone" is the viewer's own first frame (window/level, scrolling and measuring work
+from then on). The whole stack is when every image of the series is
 decoded in the cache. For the CT cases, once the stack is cached, the MPR button is
 pressed and the time until the three planes are drawn from the whole volume is printed
 ("MPR ready", its code chunk fetched then). Prints medians of --runs.
@@ -264,7 +265,7 @@ def measure(
                 .observe({type: 'largest-contentful-paint', buffered: true});
             setTimeout(() => resolve([]), 200);
         });
-        const standIn = largest.find((e) => /[/]rendered[?]/.test(e.url || ''));
+        const standIn = largest.find((e) => /[/]rendered[?]|^data:image[/]jpeg/.test(e.url || ''));
         const resources = performance.getEntriesByType('resource');
         const bytes = resources.reduce((sum, e) => sum + (e.encodedBodySize || 0), 0);
         const end = (pattern) => resources.find((e) => pattern.test(e.name))?.responseEnd;
@@ -379,7 +380,18 @@ def main() -> None:
         help="record one more cold load per case and server as a Chrome trace in DIR (<case>-<server>.json) and "
         "print where the browser's time went until Cornerstone's first frame (bench/viewer/chrometrace.py)",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another checkout to measure beside the others, alternated with them as --baseline is (repeatable; "
+        "its viewer built): candidates of one change side by side",
+    )
     args = parser.parse_args()
+    variants = checkouts(args.variant)
+    if args.variant and not args.baseline:
+        sys.exit("--variant goes with --baseline")
     if args.baseline and args.storage != "local":
         sys.exit("--baseline compares two checkouts on local storage")
     cases = args.only.split(",")
@@ -439,7 +451,17 @@ def main() -> None:
             env=before_env,
             cwd=baseline,
         )
-        served = [("before", before_env, baseline), ("after", env, ROOT)]
+        served = [("before", before_env, baseline)]
+        for name, checkout in variants.items():
+            variant_env = {**env, "STATIC_ROOT": str(work / f"static-{name}")}
+            subprocess.run(
+                [python, str(checkout / "manage.py"), "collectstatic", "--noinput", "-v0"],
+                check=True,
+                env=variant_env,
+                cwd=checkout,
+            )
+            served.append((name, variant_env, checkout))
+        served.append(("after", env, ROOT))
     servers: dict[str, tuple[subprocess.Popen, int]] = {}
     for label, server_env, checkout in served:
         port = free_port()
@@ -520,6 +542,17 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def checkouts(given: list[str]) -> dict[str, Path]:
+    """{name: checkout} of --variant NAME=DIR arguments."""
+    found = {}
+    for item in given:
+        name, _, directory = item.partition("=")
+        if not name or not directory or name in ("before", "after") or name in found:
+            sys.exit(f"--variant {item!r}: NAME=DIR, a name of its own (not before or after)")
+        found[name] = Path(directory).resolve()
+    return found
 
 
 def wait_port(port: int) -> None:

@@ -9,9 +9,12 @@ requests came in. In process, Django's test client gives the server's CPU time f
 and for the stand-in (time.process_time, fastest of 15), and their queries.
 
 With --baseline <checkout> (a clone of main, its viewer built) a second gunicorn serves that
-checkout from the same database and images, and the loads alternate between the two.
+checkout from the same database and images, and the loads alternate between the two; each
+--variant NAME=DIR (repeatable) adds another checkout to the turn (candidates of one change).
+Besides the times it counts, up to the stand-in's paint, the requests begun (the page's
+own among them) and the kilobytes that came in.
 
-    .venv/bin/python bench/viewer/standin.py [--only ct128,ct512] [--runs 5] [--baseline DIR]
+    .venv/bin/python bench/viewer/standin.py [--only ct128,ct512] [--runs 5] [--baseline DIR] [--variant NAME=DIR]
 
 Prints medians over the runs: wall times (ms from navigation start, to read with the load
 printed beside them) and CPU times (ms), which hold better under load.
@@ -56,6 +59,12 @@ READ = """() => {
     }
     for (const e of performance.getEntriesByType('paint')) { ends[e.name] = e.startTime; }
     ends.shown = window.yunyingPreview ? window.yunyingPreview.shown : null;
+    // Before the stand-in's paint: the requests begun (the page's own counted), and the
+    // bytes that came in (the page's and those of the requests that ended by then).
+    const before = performance.getEntriesByType('resource').filter((e) => e.startTime < ends.shown);
+    ends['requests before paint'] = 1 + before.length;
+    ends['kB in before paint'] = (nav.encodedBodySize + before.filter((e) => e.responseEnd < ends.shown)
+        .reduce((sum, e) => sum + e.encodedBodySize, 0)) / 1000;
     return ends;
 }"""
 
@@ -209,6 +218,13 @@ def main() -> None:
         action="store_true",
         help="also navigate at once after opening the window (before it has settled), alternated",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another checkout served and loaded in turn with the others (repeatable; its viewer built)",
+    )
     args = parser.parse_args()
     cases = args.only.split(",")
     work = Path(tempfile.mkdtemp(prefix="viewer-standin-"))
@@ -223,6 +239,13 @@ def main() -> None:
             check=True, env=before_env, cwd=baseline,
         )  # fmt: skip
         served = [("before", before_env, baseline), *served]
+    for name, checkout in run.checkouts(args.variant).items():
+        variant_env = {**env, "STATIC_ROOT": str(work / f"static-{name}")}
+        subprocess.run(
+            [python, str(checkout / "manage.py"), "collectstatic", "--noinput", "-v0"],
+            check=True, env=variant_env, cwd=checkout,
+        )  # fmt: skip
+        served.insert(len(served) - 1, (name, variant_env, checkout))
     servers = {}
     for label, server_env, checkout in served:
         port = run.free_port()
