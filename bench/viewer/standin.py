@@ -197,7 +197,7 @@ def load(browser: Any, url: str, session: str, trace_path: Path, settle: bool = 
     page = run.settled_page(context) if settle else context.new_page()
     browser.start_tracing(categories=CATEGORIES, path=str(trace_path))
     page.goto(url, timeout=300_000)
-    page.wait_for_function("() => window.yunyingPreview && window.yunyingPreview.shown != null", timeout=300_000)
+    run.wait_for(page, "() => window.yunyingPreview && window.yunyingPreview.shown != null")
     page.wait_for_timeout(100)
     browser.stop_tracing()
     ends = page.evaluate(READ)

@@ -59,7 +59,8 @@ ACCEPTS = {"page": "text/html,*/*;q=0.8", "stand-in": "image/avif,image/webp,ima
 def viewer_requests(study_uid: str) -> tuple[Any, list[tuple[str, str]]]:
     """A Django test client logged in as the benchmark's user, and the viewer page's
     requests to time in process: ("page", its URL) and ("stand-in", the URL the page
-    preloads), the latter left out when the page names none."""
+    preloads), the latter left out when the page names none (a CT's stand-in is rendered
+    into the page itself)."""
     import re
 
     from django.test import Client
@@ -217,7 +218,7 @@ def main() -> None:
                             ],
                         )  # fmt: skip
                     page.goto(url)
-                    page.wait_for_function(wait, timeout=120_000)
+                    run.wait_for(page, wait)
                     page.wait_for_timeout(300)
                     browser.stop_tracing()
                     result = page.evaluate(READ)
