@@ -2154,19 +2154,42 @@ def first_image(series: Series | None) -> dict[str, Any] | None:
     """The image the viewer shows first in `series` (the lowest Instance Number, a missing
     one counting as 0), so that the page can ask for it before the series' metadata is in;
     None when two images share that number (the viewer then picks from the metadata).
-    With its Rows and Columns (None when the index has none), for the stand-in's size."""
+    With its Rows and Columns (None when the index has none), for the stand-in's size, and
+    its storage key, for the page that renders its stand-in itself (stand_in_picture)."""
     if series is None:
         return None
     first = list(
         Instance.objects.filter(series=series)
         .annotate(number=Coalesce("instance_number", 0))
         .order_by("number", "sop_instance_uid")
-        .values_list("number", "sop_instance_uid", "rows", "columns")[:2]
+        .values_list("number", "sop_instance_uid", "rows", "columns", "storage_key")[:2]
     )
     if not first or (len(first) == 2 and first[0][0] == first[1][0]):
         return None
-    _number, sop_instance_uid, rows, columns = first[0]
-    return {"series_uid": series.series_uid, "sop_instance_uid": sop_instance_uid, "rows": rows, "columns": columns}
+    _number, sop_instance_uid, rows, columns, storage_key = first[0]
+    return {
+        "series_uid": series.series_uid,
+        "sop_instance_uid": sop_instance_uid,
+        "rows": rows,
+        "columns": columns,
+        "storage_key": storage_key,
+    }
+
+
+def stand_in_picture(first: dict[str, Any], size: tuple[int, int]) -> bytes | None:
+    """The first image (first_image) as the viewer's page shows it until Cornerstone draws:
+    a JPEG of quality 90 at `size`, in the file's own window, the very bytes that its
+    /rendered URL (cloudpacs.views.viewer.stand_in_url) answers. None when it cannot be had
+    now (a stored file that cannot be read, an image nothing here decodes), logged: the page
+    then names that URL instead, and opens either way."""
+    from cloudpacs.dicomweb.rendering import RenderOptions, render
+
+    try:
+        with storage.open_key(first["storage_key"]) as stream:
+            return render(stream, 0, RenderOptions(viewport=size))
+    except Exception:  # the stand-in is a courtesy: no failure of it may keep the page shut
+        logger.warning("stand-in of %s not rendered in the page", first["sop_instance_uid"], exc_info=True)
+        return None
 
 
 def key_image_pictures(study: Study, size: int = 480) -> list[bytes]:

@@ -260,7 +260,8 @@ def test_a_server_rendered_first_image_stands_in_until_cornerstone_draws(live_se
     page.wait_for_function("() => window.yunyingPreview?.shown != null", timeout=60_000)
     preview = page.locator('[data-pane="0"] img[data-preview]')
     assert preview.count() == 1
-    assert "/rendered?" in (preview.get_attribute("src") or "")
+    # Rendered into the page itself (a CT slice: cloudpacs.views.viewer.stand_in_data_url).
+    assert (preview.get_attribute("src") or "").startswith("data:image/jpeg;base64,")
     pixels = page.evaluate(
         """([points, size]) => {
             const image = document.querySelector('[data-pane="0"] img[data-preview]');
@@ -346,7 +347,44 @@ def test_the_stand_in_is_painted_while_every_style_sheet_is_held_back(live_serve
 
 
 @pytest.mark.parametrize("storage_backend", ["local"], indirect=True)
-def test_the_viewers_code_runs_only_once_the_stand_in_is_painted(live_server, browser_page, reading_data):
+def test_the_stand_in_is_painted_while_every_request_after_the_pages_is_held_back(
+    live_server, browser_page, reading_data
+):
+    page = browser_page
+    # A CT slice's stand-in is rendered into the page itself: painted in the page's first
+    # frame, whatever becomes of the requests the page starts (its scripts, the viewer's
+    # code and chunks, the series' metadata and first frame).
+    url = f"{live_server.url}/viewer/{reading_data['ct']}/"
+    held: list[Any] = []
+    page.route(lambda address: address != url, lambda route: held.append(route))
+    page.add_init_script(PAINTS)
+    page.goto(url, wait_until="commit")
+    page.wait_for_function("() => window.__paints?.includes('yunying-stand-in')", timeout=60_000)
+    image = page.locator('[data-pane="0"] > img[data-preview]').bounding_box()
+    pane = page.locator('[data-pane="0"]').bounding_box()
+    assert image is not None and pane is not None
+    assert (round(image["width"]), round(image["height"])) == (round(pane["width"]), round(pane["height"]))
+    asked = [route.request.url for route in held]
+    assert any(address.endswith("/js/viewer-preview.js") for address in asked)
+    assert not any("/rendered" in address for address in asked)
+    for route in held:
+        route.continue_()
+    page.unroute_all()
+    page.wait_for_function("() => window.yunyingPreview?.replaced != null", timeout=60_000)
+    assert page.errors == []
+
+
+@pytest.fixture
+def stand_in_by_url(monkeypatch) -> None:
+    """The page's stand-in asked for by its URL, as when the page could not render it (or
+    for an image over 1024 x 1024): a request the tests can hold back."""
+    monkeypatch.setattr("cloudpacs.views.viewer.stand_in_picture", lambda first, size: None)
+
+
+@pytest.mark.parametrize("storage_backend", ["local"], indirect=True)
+def test_the_viewers_code_runs_only_once_the_stand_in_is_painted(
+    live_server, browser_page, reading_data, stand_in_by_url
+):
     page = browser_page
     # The stand-in held back by the server: the entry is fetched, but not run.
     held: list[Any] = []
@@ -371,7 +409,7 @@ def test_the_viewers_code_runs_only_once_the_stand_in_is_painted(live_server, br
 
 
 @pytest.mark.parametrize("storage_backend", ["local"], indirect=True)
-def test_the_viewer_starts_when_its_stand_in_cannot_be_had(live_server, browser_page, reading_data):
+def test_the_viewer_starts_when_its_stand_in_cannot_be_had(live_server, browser_page, reading_data, stand_in_by_url):
     page = browser_page
     page.route(re.compile(r"/rendered[?]"), lambda route: route.fulfill(status=500, body="no"))
     page.goto(f"{live_server.url}/viewer/{reading_data['ct']}/")

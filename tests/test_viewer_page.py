@@ -14,6 +14,7 @@ import pytest
 from django.urls import reverse
 from pydicom.uid import generate_uid
 
+from cloudpacs import storage
 from cloudpacs.dicomweb.rendering import RenderOptions, reduce, target_size
 from cloudpacs.models import Instance, Study
 from cloudpacs.services import ingest_instance
@@ -189,24 +190,64 @@ def test_the_page_names_the_first_image_so_that_its_stand_in_is_asked_for_at_onc
     assert page.index("data-first-instance-url") > page.index("data-yunying-viewer")
 
 
-def test_the_head_preloads_the_first_images_stand_in_at_its_own_size(tmp_path, radiologist_client, ct_modality):
+def stand_in_of(page: str) -> str:
+    """The src of the first pane's stand-in in the page's markup."""
+    found = re.search(r'<img class="yv-stand-in" data-preview src="([^"]+)"', page)
+    assert found, "no stand-in in the markup"
+    return found.group(1)
+
+
+def test_the_page_carries_a_quick_stand_in_itself(tmp_path, radiologist_client, ct_modality):
     study = ingest(tmp_path, ct_modality, rows=48, columns=64)
+    instance = Instance.objects.get(series__study=study)
+    page = radiologist_client.get(url(study)).content.decode()
+    # A CT slice is rendered in a few milliseconds: the first pane's markup has the picture
+    # itself, painted in the page's first frame with no request of its own to wait for.
+    shown = stand_in_of(page)
+    assert shown.startswith("data:image/jpeg;base64,")
+    assert page.count('<img class="yv-stand-in"') == 1
+    assert page.index('data-pane="0"') < page.index(shown) < page.index('data-pane="1"')
+    assert 'width="64" height="48"' in page
+    # Nothing to preload: the very bytes that its /rendered URL answers.
+    assert 'rel="preload" as="image"' not in page
+    rendered = radiologist_client.get(
+        f"/dicomweb/studies/{study.study_uid}/series/{instance.series.series_uid}"
+        f"/instances/{instance.sop_instance_uid}/rendered?accept=image/jpeg&viewport=64,48"
+    )
+    assert base64.b64decode(shown.removeprefix("data:image/jpeg;base64,")) == rendered.content
+
+
+def test_the_head_preloads_a_large_images_stand_in_at_its_own_size(tmp_path, radiologist_client, ct_modality):
+    study = ingest(tmp_path, ct_modality, rows=1030, columns=1030)
     instance = Instance.objects.get(series__study=study)
     page = radiologist_client.get(url(study)).content.decode()
     stand_in = (
         f"/dicomweb/studies/{study.study_uid}/series/{instance.series.series_uid}"
-        f"/instances/{instance.sop_instance_uid}/rendered?accept=image/jpeg&amp;viewport=64,48"
+        f"/instances/{instance.sop_instance_uid}/rendered?accept=image/jpeg&amp;viewport=515,515"
     )
-    # Asked for from the head, before the viewer's code and before the pane has a size;
-    # the page's script shows the very same URL, so the browser uses what it preloaded.
+    # Its rendering takes longer than a page should wait: asked for from the head, before
+    # the viewer's code and before the pane has a size; the first pane shows that very URL
+    # in its markup, so the browser uses what it preloaded, painted before any script.
     assert f'<link rel="preload" as="image" href="{stand_in}"' in page
     assert page.index(stand_in) < page.index(ENTRY) < page.index("data-yunying-viewer")
-    # The first pane shows that very URL in its markup: painted as soon as the browser has
-    # it, before (and without) any script.
-    shown = f'<img class="yv-stand-in" data-preview src="{stand_in}"'
-    assert page.count(shown) == 1
-    assert page.index('data-pane="0"') < page.index(shown) < page.index('data-pane="1"')
+    assert stand_in_of(page) == stand_in
+    assert page.count(f'src="{stand_in}"') == 1
+    assert page.index('data-pane="0"') < page.index(f'src="{stand_in}"') < page.index('data-pane="1"')
     assert radiologist_client.get(stand_in.replace("&amp;", "&"))["Content-Type"] == "image/jpeg"
+
+
+def test_a_stand_in_the_page_cannot_render_is_asked_for_by_its_url(tmp_path, radiologist_client, ct_modality, caplog):
+    study = ingest(tmp_path, ct_modality, rows=48, columns=64)
+    instance = Instance.objects.get(series__study=study)
+    storage.path_for(instance.storage_key).unlink()
+    response = radiologist_client.get(url(study))
+    # The page opens all the same, and names the stand-in's URL as for a large image (whose
+    # answer, a 503 here, has the page's script take the picture away).
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "/rendered?accept=image/jpeg&amp;viewport=64,48" in stand_in_of(page)
+    assert 'rel="preload" as="image"' in page
+    assert "not rendered in the page" in caplog.text
 
 
 def test_without_the_images_size_the_pane_has_no_stand_in_in_its_markup(tmp_path, radiologist_client, ct_modality):
@@ -226,8 +267,12 @@ def test_the_page_and_its_stand_in_take_few_queries(
     radiologist_client.get(url(study))  # the session's renewal (at most once a minute) done
     with django_assert_max_num_queries(9):
         # The session, the user and their facility; the study in the reader's scope, its
-        # series and their instances not counted yet, the first image, the priors; the audit entry.
+        # series and their instances not counted yet, the first image, the priors; the audit
+        # entry. The stand-in in the page costs none: the first image's query names its file.
         page = radiologist_client.get(url(study)).content.decode()
+    assert stand_in_of(page).startswith("data:image/jpeg;base64,")
+    large = ingest(tmp_path, ct_modality, rows=1030, columns=1030)
+    page = radiologist_client.get(url(large)).content.decode()
     stand_in = re.search(r'rel="preload" as="image" href="([^"]+)"', page).group(1).replace("&amp;", "&")
     with django_assert_max_num_queries(3):
         # The session, the user, and the instance within the reader's scope.
@@ -334,7 +379,7 @@ def test_without_a_build_the_page_keeps_its_server_rendered_first_image(
     page = radiologist_client.get(url(study)).content.decode()
     assert 'type="module"' not in page
     assert "data-yunying-entry" not in page
-    assert "/rendered?accept=image/jpeg" in page
+    assert stand_in_of(page).startswith("data:image/jpeg;base64,")
     assert "the viewer is not built" in caplog.text
 
 
@@ -347,10 +392,10 @@ def test_the_style_sheets_are_in_the_page_allowed_by_their_hashes(radiologist_cl
     response = radiologist_client.get(url(study))
     page = response.content.decode()
     # Nothing for the first paint (the stand-in's) to wait for: both as they are, in order,
-    # in the head, after the stand-in's preload.
+    # in the head.
     assert re.findall(r"<style>(.*?)</style>", page, re.S) == [site, viewer]
     assert 'rel="stylesheet"' not in page
-    assert page.index('rel="preload" as="image"') < page.index("<style>") < page.index("</head>")
+    assert page.index("<style>") < page.index("</head>")
     style_src = next(
         part for part in response["Content-Security-Policy"].split("; ") if part.startswith("style-src ")
     ).split()

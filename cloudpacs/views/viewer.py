@@ -4,6 +4,7 @@ come over DICOMweb; this page only authorizes, names the study and lists its pri
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -24,6 +25,7 @@ from cloudpacs.services import (
     reading_marks,
     same_patient_studies,
     save_reading_marks,
+    stand_in_picture,
 )
 from facilities.access import RADIOLOGIST, TECHNOLOGIST, role_required, studies_for, study_or_404
 from facilities.models import Facility
@@ -105,12 +107,31 @@ def shown_descriptions(study: Study, priors: QuerySet[Study]) -> dict[str, str]:
     return shown
 
 
-def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, Any]:
+def stand_in_data_url(first: dict[str, Any] | None) -> str:
+    """The first image's stand-in itself, as a data: URL for the page's markup, when the
+    server renders it quickly (stand_in_first: at most 1024 x 1024 pixels, a few
+    milliseconds); "" for a larger image, an image of unknown size, or one that cannot be
+    rendered now, whose stand-in the page asks for by its URL (stand_in_url).
+
+    In the page, the stand-in comes with the page's own bytes: it is painted in the page's
+    first frame, with no request of its own to wait for. Asked for by URL, it was a second
+    round trip, begun only once the page's head was read and served beside the six other
+    requests the head starts (the viewer's code, its chunks, the page's scripts)."""
+    size = stand_in_size(first)
+    if first is None or size is None or not stand_in_first(first):
+        return ""
+    picture = stand_in_picture(first, size)
+    return "data:image/jpeg;base64," + base64.b64encode(picture).decode("ascii") if picture else ""
+
+
+def viewer_context(study: Study, user: Any, prior_uid: str = "", *, picture: bool = False) -> dict[str, Any]:
     """What templates/cloudpacs/_viewer_embed.html needs beside `study`: the study's
     series, the user's other studies of the same patient, the prior to open, the first
-    image, its stand-in's URL (which _viewer_assets.html preloads) and size, whether the viewer's
-    code waits for the stand-in (stand_in_first) and the descriptions in the page's
-    language (shown_descriptions, as JSON).
+    image, its stand-in's URL (which _viewer_assets.html preloads) and size, with
+    `picture` the stand-in itself when the server renders it quickly (stand_in_data_url,
+    then neither preloaded nor asked for), whether the viewer's code waits for the
+    stand-in (stand_in_first) and the descriptions in the page's language
+    (shown_descriptions, as JSON).
 
     The reporting page may call this to offer the same prior selector; without it the
     partial still shows the study, with no prior pane."""
@@ -131,6 +152,7 @@ def viewer_context(study: Study, user: Any, prior_uid: str = "") -> dict[str, An
         "prior_study": prior,
         "viewer_first_instance": first,
         "viewer_stand_in_url": stand_in_url(study, first),
+        "viewer_stand_in_data_url": stand_in_data_url(first) if picture else "",
         "viewer_stand_in_size": stand_in_size(first),
         "viewer_stand_in_first": stand_in_first(first),
         "viewer_descriptions": json.dumps(shown_descriptions(study, priors), ensure_ascii=False),
@@ -147,7 +169,9 @@ def viewer(request: HttpRequest, study_uid: str) -> HttpResponse:
     if prior_uid and prior_uid != study_uid:
         # A prior the user may not open is refused (and audited) like the study itself.
         study_or_404(request, prior_uid)
-    context = viewer_context(study, request.user, prior_uid if prior_uid != study_uid else "")
+    # The stand-in's picture in the page: the study's own first image, covered by the access
+    # check above and the audit entry below, as every view of the page is.
+    context = viewer_context(study, request.user, prior_uid if prior_uid != study_uid else "", picture=True)
     audit("cloudpacs.study.viewed", request=request, obj=study, via="viewer")
     return render(request, "cloudpacs/viewer.html", {"study": study, "patient": study.patient, **context})
 

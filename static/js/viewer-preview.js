@@ -11,8 +11,9 @@
 // Meanwhile the server renders that image (/rendered, the file's own window) and it stands
 // in the first pane until Cornerstone draws its first frame: the viewer's code takes a while
 // to compile, the JPEG does not. When the server knew the image's size, the stand-in is
-// already in the page's markup (img[data-preview], its URL preloaded by the head), so the
-// browser paints it as soon as it has it, without waiting for this script; otherwise this
+// already in the page's markup (img[data-preview]: the picture itself for an image of at
+// most 1024 x 1024 pixels, else its URL, preloaded by the head), so the browser paints it
+// as soon as it has it, without waiting for this script; otherwise this
 // script asks for it at the pane's size once the metadata names the image. It takes no input
 // (pointer-events: none) and is removed at the "yunying:first-image" event.
 // window.yunyingPreview records when it was painted (shown) and when Cornerstone replaced it.
