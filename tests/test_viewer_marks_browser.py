@@ -123,7 +123,8 @@ def test_a_key_image_and_a_length_are_saved_to_the_study_and_shown_again(live_se
             assert page.locator('[data-pane="0"] .yv-key-mark').is_hidden()
             page.click(".yv-key-strip .yv-key-thumb")
             page.wait_for_function(AT_FOURTH)
-            assert page.locator('[data-pane="0"] .yv-key-mark').is_visible()
+            # The pane marks a key image when it draws it, a render after the index moves.
+            page.locator('[data-pane="0"] .yv-key-mark').wait_for(state="visible", timeout=10_000)
             # Cornerstone draws it (a line in the pane's SVG layer) with its length (40 pixels of 1 mm).
             page.wait_for_function(
                 "() => document.querySelectorAll('[data-pane=\"0\"] .svg-layer line').length >= 1"
@@ -202,7 +203,7 @@ def test_a_radiographs_key_image_and_length_are_saved_and_shown_again_on_the_cpu
             page.wait_for_function("() => window.yunyingViewer.viewers[0].marks.measurements().length === 1")
             assert page.evaluate(on_cpu)
             assert page.locator(".yv-key-strip .yv-key-thumb").count() == 1
-            assert page.locator('[data-pane="0"] .yv-key-mark').is_visible()
+            page.locator('[data-pane="0"] .yv-key-mark').wait_for(state="visible", timeout=10_000)
             (length,) = page.evaluate("() => window.yunyingViewer.viewers[0].marks.measurements()")
             (x1, y1), (x2, y2) = length["points"]
             assert abs(x1 - 500.5) < 3 and abs(x2 - 700.5) < 3 and abs(y1 - 700.5) < 3 and abs(y2 - 700.5) < 3
