@@ -374,6 +374,28 @@ def test_the_stand_in_is_painted_while_every_request_after_the_pages_is_held_bac
     assert page.errors == []
 
 
+@pytest.mark.parametrize("storage_backend", ["local"], indirect=True)
+def test_the_tools_chunks_are_asked_for_only_once_the_stand_in_is_painted(live_server, browser_page, reading_data):
+    page = browser_page
+    # The stand-in is in the page; the page's script, held back here, asks for the tools'
+    # chunks once it is painted: nothing but the stand-in's own page is on its path.
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    held: list[Any] = []
+    page.route("**/js/viewer-preview.js", lambda route: held.append(route))
+    page.add_init_script(PAINTS)
+    page.goto(f"{live_server.url}/viewer/{reading_data['ct']}/", wait_until="commit")
+    page.wait_for_function("() => window.__paints?.includes('yunying-stand-in')", timeout=60_000)
+    page.wait_for_timeout(500)
+    assert held
+    assert not [address for address in asked if "/chunks/" in address]
+    held[0].continue_()
+    page.wait_for_function("() => window.yunyingViewer?.viewers[0].panes[0].firstImageMs != null", timeout=60_000)
+    page.wait_for_function("() => performance.getEntriesByName('yunying:tools').length > 0", timeout=60_000)
+    assert len([address for address in asked if "/chunks/tools-" in address]) == 1
+    assert page.errors == []
+
+
 @pytest.fixture
 def stand_in_by_url(monkeypatch) -> None:
     """The page's stand-in asked for by its URL, as when the page could not render it (or

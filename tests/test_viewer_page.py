@@ -350,13 +350,23 @@ def test_every_file_of_the_built_viewer_is_cached_for_good_and_its_manifest_is_n
         assert not immutable.search(f"/static/{name}")
 
 
-def test_the_page_has_the_browser_fetch_the_tools_chunks_but_not_the_mpr(radiologist_client, study):
-    page = radiologist_client.get(url(study)).content.decode()
+TOOLS = ["/static/viewer/chunks/tools-DRJvwrGt.js", "/static/viewer/chunks/ZoomTool-Qq1_2-3w.js"]
+
+
+def test_the_page_has_the_browser_fetch_the_tools_chunks_but_not_the_mpr(tmp_path, radiologist_client, ct_modality):
     # Fetched and compiled while the first image loads, run after it (viewer.js loadTools):
     # the tools and the chunk they share with the MPR; not the entry again, nor the MPR.
+    # With a stand-in in the page, its script asks for them once the stand-in is painted;
+    # with one asked for by URL (a large image), the head does.
+    page = radiologist_client.get(url(ingest(tmp_path, ct_modality))).content.decode()
+    assert stand_in_of(page).startswith("data:")
+    assert not re.findall(r'<link rel="modulepreload" href="([^"]+)">', page)
+    assert f'data-later="{" ".join(TOOLS)}"' in page
+    page = radiologist_client.get(url(ingest(tmp_path, ct_modality, rows=1030, columns=1030))).content.decode()
     preloads = re.findall(r'<link rel="modulepreload" href="([^"]+)">', page)
-    assert preloads == ["/static/viewer/chunks/tools-DRJvwrGt.js", "/static/viewer/chunks/ZoomTool-Qq1_2-3w.js"]
+    assert preloads == TOOLS
     assert page.index(ENTRY) < page.index(preloads[0])
+    assert "data-later" not in page
 
 
 def test_the_page_names_the_entry_of_the_build_it_finds_now(radiologist_client, study, built_viewer):

@@ -94,9 +94,19 @@
       requestAnimationFrame(function () { setTimeout(resolve, 0); });
     }, resolve);
   });
+  // The tools' chunks, when the stand-in is in the page (data-later): the viewer imports
+  // them after its first image, so they are asked for once the stand-in is painted, not from
+  // the head beside it (their fetch and compile are not on the path to its paint).
+  var later = (script.getAttribute("data-later") || "").split(" ").filter(Boolean);
   function startEntry() {
     if (entryStarted || !entry) { return; }
     entryStarted = true;
+    later.forEach(function (href) {
+      var link = document.createElement("link");
+      link.rel = "modulepreload";
+      link.href = href;
+      document.head.appendChild(link);
+    });
     var module = document.createElement("script");
     module.type = "module";
     module.src = entry.href;
