@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import hashlib
 import json
 import os
 import resource
@@ -453,10 +454,16 @@ def yunying_env(rundir: Path, database_url: str, processes: int = 1) -> dict[str
     }
 
 
-def prepare_yunying_sqlite(workdir: Path) -> Path:
-    template = workdir / "template.sqlite3"
+def _template_tag(repo: Path) -> str:
+    """The templates' name part for a checkout: each is made by its own checkout's
+    migrations (a checkout from before a migration cannot write to a schema after it)."""
+    return "" if repo == BASE_DIR else f"_{hashlib.sha256(str(repo.resolve()).encode()).hexdigest()[:8]}"
+
+
+def prepare_yunying_sqlite(workdir: Path, repo: Path = BASE_DIR) -> Path:
+    template = workdir / f"template{_template_tag(repo)}.sqlite3"
     if not template.exists():
-        seed_database(BASE_DIR, yunying_env(workdir, f"sqlite:///{template}"))
+        seed_database(repo, yunying_env(workdir, f"sqlite:///{template}"))
         # One file, no WAL side files, so that a copy is a complete database.
         with sqlite3.connect(template) as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -464,28 +471,29 @@ def prepare_yunying_sqlite(workdir: Path) -> Path:
     return template
 
 
-_pg_template: list[str] = []
+_pg_templates: set[str] = set()
 
 
-def prepare_yunying_pg(workdir: Path) -> str:
-    template = f"yunying_bench_ingest_template_{RUN_TAG}"
-    if _pg_template:
+def prepare_yunying_pg(workdir: Path, repo: Path = BASE_DIR) -> str:
+    template = f"yunying_bench_ingest_template_{RUN_TAG}{_template_tag(repo)}"
+    if template in _pg_templates:
         return template
-    _pg_template.append(template)
+    if not _pg_templates:
+        atexit.register(psql, f"DROP DATABASE IF EXISTS yunying_bench_ingest_run_{RUN_TAG}")
+        atexit.register(psql, f"DROP DATABASE IF EXISTS orthanc_bench_ingest_run_{RUN_TAG}")
+    _pg_templates.add(template)
     # Dropped at the end (atexit runs last registered first: the runs' databases before it).
     atexit.register(psql, f"DROP DATABASE IF EXISTS {template}")
-    atexit.register(psql, f"DROP DATABASE IF EXISTS yunying_bench_ingest_run_{RUN_TAG}")
-    atexit.register(psql, f"DROP DATABASE IF EXISTS orthanc_bench_ingest_run_{RUN_TAG}")
     psql(f"DROP DATABASE IF EXISTS {template}")
     psql(f"CREATE DATABASE {template}")
-    seed_database(BASE_DIR, yunying_env(workdir, pg_url(template)))
+    seed_database(repo, yunying_env(workdir, pg_url(template)))
     return template
 
 
 def start_yunying_sqlite(
     workdir: Path, processes: int = 1, repo: Path = BASE_DIR
 ) -> Callable[[Path, int], subprocess.Popen]:
-    template = prepare_yunying_sqlite(workdir)
+    template = prepare_yunying_sqlite(workdir, repo)
 
     def start(rundir: Path, port: int) -> subprocess.Popen:
         database = rundir / "db.sqlite3"
@@ -546,7 +554,7 @@ def start_yunying_sqlite_s3(workdir: Path) -> Callable[[Path, int], subprocess.P
 def start_yunying_pg(
     workdir: Path, processes: int = 1, repo: Path = BASE_DIR
 ) -> Callable[[Path, int], subprocess.Popen]:
-    template = prepare_yunying_pg(workdir)
+    template = prepare_yunying_pg(workdir, repo)
 
     def start(rundir: Path, port: int) -> subprocess.Popen:
         name = f"yunying_bench_ingest_run_{RUN_TAG}"
