@@ -479,29 +479,7 @@ def main() -> None:
     servers: dict[str, tuple[subprocess.Popen, int]] = {}
     for label, server_env, checkout in served:
         port = free_port()
-        servers[label] = (
-            subprocess.Popen(
-                [
-                    python,
-                    "-m",
-                    "gunicorn",
-                    "cloudpacs.wsgi:application",
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    "--workers",
-                    str(args.workers),
-                    "--threads",
-                    "4",
-                    "--log-level",
-                    "warning",
-                    "--chdir",
-                    str(checkout),
-                ],
-                env=server_env,
-                cwd=checkout,
-            ),
-            port,
-        )
+        servers[label] = (serve(python, server_env, port, checkout, workers=args.workers), port)
     try:
         for _process, port in servers.values():
             wait_port(port)
@@ -567,6 +545,16 @@ def checkouts(given: list[str]) -> dict[str, Path]:
             sys.exit(f"--variant {item!r}: NAME=DIR, a name of its own (not before or after)")
         found[name] = Path(directory).resolve()
     return found
+
+
+def serve(python: str, env: dict[str, str], port: int, checkout: Path = ROOT, workers: int = 4) -> subprocess.Popen:
+    """gunicorn serving `checkout`'s platform on 127.0.0.1:`port` (`workers` x 4 threads),
+    as every viewer benchmark serves it."""
+    return subprocess.Popen(
+        [python, "-m", "gunicorn", "cloudpacs.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(workers), "--threads", "4", "--log-level", "warning", "--chdir", str(checkout)],
+        env=env, cwd=checkout,
+    )  # fmt: skip
 
 
 def wait_port(port: int) -> None:

@@ -235,11 +235,7 @@ def main() -> None:
     for label, server_env, checkout in served:
         port = run.free_port()
         servers[label] = (
-            subprocess.Popen(
-                [python, "-m", "gunicorn", "cloudpacs.wsgi:application", "--bind", f"127.0.0.1:{port}",
-                 "--workers", "4", "--threads", "4", "--log-level", "warning", "--chdir", str(checkout)],
-                env=server_env, cwd=checkout,
-            ),
+            run.serve(python, server_env, port, checkout),
             port,
         )  # fmt: skip
     from playwright.sync_api import sync_playwright

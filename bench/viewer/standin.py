@@ -249,11 +249,7 @@ def main() -> None:
     servers = {}
     for label, server_env, checkout in served:
         port = run.free_port()
-        process = subprocess.Popen(
-            [python, "-m", "gunicorn", "cloudpacs.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", "4", "--threads", "4", "--log-level", "warning", "--chdir", str(checkout)],
-            env=server_env, cwd=checkout,
-        )  # fmt: skip
+        process = run.serve(python, server_env, port, checkout)
         servers[label] = (process, port)
     from playwright.sync_api import sync_playwright
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -169,11 +168,7 @@ def main() -> None:
     env, python, _manage = run.prepare(work)
     studies, session = run.seed(cases)
     port = run.free_port()
-    server = subprocess.Popen(
-        [python, "-m", "gunicorn", "cloudpacs.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", "4", "--threads", "4", "--log-level", "warning"],
-        env=env, cwd=ROOT,
-    )  # fmt: skip
+    server = run.serve(python, env, port)
     from playwright.sync_api import sync_playwright
 
     from tests.browser import launch
