@@ -196,7 +196,11 @@ def find(entity: ApplicationEntity, query: ArchiveQuery) -> Iterator[dict[str, A
         return
     if query.level == STUDY:
         queryset: QuerySet[Any] = studies.filter(_condition(query, "", "", upto=STUDY))
-        rows = queryset.order_by("-study_date", "-study_time", "-pk").values(*STUDY_FIELDS)
+        rows = (
+            counts.with_counted(queryset)
+            .order_by("-study_date", "-study_time", "-pk")
+            .values(*STUDY_FIELDS, counts.COUNTED)
+        )
         yield from _chunks(rows, study=("pk", "number_of_instances"))
         return
     if query.level == SERIES:
@@ -204,7 +208,9 @@ def find(entity: ApplicationEntity, query: ArchiveQuery) -> Iterator[dict[str, A
             _condition(query, "study__", "", upto=SERIES)
         )
         names = [*_prefixed("study__", STUDY_FIELDS), *SERIES_FIELDS]
-        ordered_series = series.order_by("study_id", "series_number", "pk").values(*names)
+        ordered_series = (
+            counts.with_counted(series).order_by("study_id", "series_number", "pk").values(*names, counts.COUNTED)
+        )
         for row in _chunks(
             ordered_series, study=("study__pk", "study__number_of_instances"), series=("pk", "number_of_instances")
         ):
@@ -216,7 +222,7 @@ def find(entity: ApplicationEntity, query: ArchiveQuery) -> Iterator[dict[str, A
     names = [*_prefixed("series__study__", STUDY_FIELDS), *_prefixed("series__", SERIES_FIELDS), *INSTANCE_FIELDS]
     ordered = instances.order_by("series__study_id", "series_id", "instance_number", "pk")
     for row in _chunks(
-        ordered.values(*names),
+        counts.with_counted(ordered).values(*names, counts.COUNTED),
         study=("series__study__pk", "series__study__number_of_instances"),
         series=("series__pk", "series__number_of_instances"),
     ):
@@ -237,7 +243,8 @@ def _chunks(
     offset = 0
     while True:
         page = list(rows[offset : offset + CHUNK])
-        # The counters completed with the instances not folded yet (cloudpacs.counts).
+        # The counters completed with the instances not folded yet, unless the gate read
+        # with the chunk holds (cloudpacs.counts).
         counts.exact_rows(page, study=study, series=series)
         yield from page
         if len(page) < CHUNK:

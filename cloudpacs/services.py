@@ -53,6 +53,7 @@ from cloudpacs.counts import (  # noqa: F401 (the counters' readers, as other ap
     exact_studies,
     series_instances,
     study_instances,
+    with_counted,
 )
 from cloudpacs.dicomweb.json import metadata_document, with_instance_url
 from cloudpacs.models import (
@@ -2147,7 +2148,7 @@ NOT_HUNG = ("KO", "PR")
 def image_series(study: Study) -> list[Series]:
     """The study's series for thumbnails and the viewer's hanging: all but its key object
     selections and presentation states; their number of instances exact (cloudpacs.counts)."""
-    return counts.exact_series(study.series.exclude(modality__in=NOT_HUNG))
+    return counts.exact_series(counts.with_counted(study.series.exclude(modality__in=NOT_HUNG)))
 
 
 def first_image(series: Series | None) -> dict[str, Any] | None:

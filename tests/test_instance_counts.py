@@ -1,7 +1,7 @@
 """The instance counters: written by the sweep's fold, exact for every reader before it
 (cloudpacs.counts). A console that stores and then asks sees its instances counted; four
 associations on one series end with the exact counts; a late instance makes an arrived
-study updated once the sweep has counted it."""
+study updated once the sweep has counted it; an idle archive's pages probe nothing."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -157,3 +158,45 @@ def test_a_late_instance_makes_an_arrived_study_updated_after_the_sweep(ct_modal
         2,
         late.received_at,
     )
+
+
+def qido_counts(technologist) -> tuple[list[int], list[str]]:
+    """QIDO-RS's counts (the study's, then its series'), and the statements that probed the
+    instance table by series for them."""
+    client = Client(HTTP_AUTHORIZATION=f"Token {token_for(technologist)}", HTTP_ACCEPT="application/dicom+json")
+    statements: list[str] = []
+
+    def recorded(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(recorded):
+        (study,) = client.get("/dicomweb/studies").json()
+        series = client.get("/dicomweb/series").json()
+        (instance, *_rest) = client.get("/dicomweb/instances").json()
+    found = [study["00201208"]["Value"][0], *sorted(row["00201209"]["Value"][0] for row in series)]
+    assert instance["00201208"]["Value"][0] == found[0]
+    probes = [sql for sql in statements if '"cloudpacs_instance"' in sql and "COUNT(" in sql.upper()]
+    return found, probes
+
+
+def test_an_idle_archives_qido_pages_probe_no_series_for_its_instances_and_stay_exact_mid_push(
+    ct_modality, technologist, tmp_path
+):
+    study_uid, series_uids = generate_uid(), [generate_uid(), generate_uid()]
+    for n, series_uid in enumerate(series_uids * 2):
+        ingest(make_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=n + 1), ct_modality, tmp_path)
+    # Mid-push: none folded yet; the pages probe and count all four.
+    found, probes = qido_counts(technologist)
+    assert found == [4, 2, 2]
+    assert probes
+    # Folded: the archive is idle, the stored counters are exact and nothing is probed.
+    assert counts.fold() == 4
+    assert qido_counts(technologist) == ([4, 2, 2], [])
+    # One more instance, not folded: counted at once (its Success came before the pages).
+    ingest(make_dataset(study_uid=study_uid, series_uid=series_uids[0], instance_number=9), ct_modality, tmp_path)
+    found, probes = qido_counts(technologist)
+    assert found == [5, 2, 3]
+    assert probes
+    assert counts.fold() == 1
+    assert qido_counts(technologist) == ([5, 2, 3], [])

@@ -16,12 +16,14 @@ and the queries of one request):
 - the township's page (its studies without a consult, with their counts);
 - the radiologists' worklist (reads no counter: the control).
 
-Three states of the same rows: "before" (the instance table's index on its series, the
-readers reading the stored counters alone, as main did before migration 0017); "after"
-(the (series, id) index, and each page completing its counters with the instances not
-folded yet: none here); "after, mid-push" (the newest `--unfolded-studies` studies of the
-township given `--unfolded` instances each that the sweep has not folded, as while
-consoles are pushing).
+Four states of the same rows: "before" (the instance table's index on its series, the
+readers reading the stored counters alone, as main did before migration 0017); "probing"
+(the (series, id) index, and each page probing its series for instances not folded yet,
+as main did from 0017 until the gate); "after" (the gate read with the page's rows,
+cloudpacs.counts.with_counted: nothing is unfolded here, so nothing is probed); "after,
+mid-push" (the newest `--unfolded-studies` studies of the township given `--unfolded`
+instances each that the sweep has not folded, as while consoles are pushing: the gate
+fails and the pages probe).
 
     DATABASE_URL=sqlite:///$PWD/var/bench-counts.sqlite3 .venv/bin/python bench/scale/archive_counts.py
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/yunying_bench_counts \\
@@ -305,6 +307,7 @@ def main() -> None:
     django.setup()
     from django.conf import settings
     from django.db import connection
+    from django.db.models import Value
     from django.test import Client
     from django.test.utils import setup_test_environment
     from django.urls import reverse
@@ -345,28 +348,37 @@ def main() -> None:
         "worklist (no counter)": lambda: reader.get(reverse("consults:worklist")),
     }
     exact = (counts.exact_rows, counts.exact_series, counts.exact_studies)
-
-    def stored_only(on: bool) -> None:
-        if on:
-            counts.exact_rows = lambda rows, **names: None  # type: ignore[assignment]
-            counts.exact_series = lambda items: list(items)  # type: ignore[assignment]
-            counts.exact_studies = lambda items: list(items)  # type: ignore[assignment]
-        else:
-            counts.exact_rows, counts.exact_series, counts.exact_studies = exact  # type: ignore[assignment]
-
     import consults.views.pages as township_pages
 
     township_exact = township_pages.exact_studies
-    for label, before in (("before", True), ("after", False), ("before", True), ("after", False)):
+    gates = {
+        # The stored counters alone (main before migration 0017).
+        "before": lambda queryset: queryset.annotate(**{counts.COUNTED: Value(True)}),
+        # Every page probes its series for unfolded instances (main from 0017 to the gate).
+        "probing": lambda queryset: queryset.annotate(**{counts.COUNTED: Value(False)}),
+        # The gate read with the page's rows (cloudpacs.counts.with_counted).
+        "after": counts.with_counted,
+    }
+
+    def reading(state: str) -> None:
+        before = state == "before"
         set_indexes(before)
-        stored_only(before)
-        township_pages.exact_studies = (lambda items: list(items)) if before else township_exact  # type: ignore[assignment]
-        measure(label, pages, args.runs)
+        counts.with_counted = township_pages.with_counted = gates[state]  # type: ignore[assignment]
+        if before:
+            counts.exact_rows = lambda rows, **names: None  # type: ignore[assignment]
+            counts.exact_series = lambda items, **gate: list(items)  # type: ignore[assignment]
+            counts.exact_studies = lambda items, **gate: list(items)  # type: ignore[assignment]
+            township_pages.exact_studies = lambda items, **gate: list(items)  # type: ignore[assignment]
+        else:
+            counts.exact_rows, counts.exact_series, counts.exact_studies = exact  # type: ignore[assignment]
+            township_pages.exact_studies = township_exact  # type: ignore[assignment]
+
+    for state in ("before", "probing", "after", "before", "probing", "after"):
+        reading(state)
+        measure(state, pages, args.runs)
     add_unfolded(township, args.unfolded_studies, args.unfolded)
     print(f"  ({args.unfolded_studies} studies with {args.unfolded} unfolded instances each)", flush=True)
-    set_indexes(False)
-    stored_only(False)
-    township_pages.exact_studies = township_exact  # type: ignore[assignment]
+    reading("after")
     measure("after, mid-push", pages, args.runs)
     answer = qido.get("/dicomweb/studies", {"limit": 1}).json()[0]["00201208"]["Value"][0]
     print(f"  the newest study's count: {answer} (stored {args.series * args.instances} + {args.unfolded})")

@@ -292,12 +292,13 @@ def study_page(queryset: QuerySet[Study], query: Query) -> tuple[list[dict[str, 
     only counted along the order index (their keys, no patient joined), then the page's
     own rows are read by key: offset=5000 costs a walk of 5,000 index entries, not 5,000
     joined rows. The counters completed with the instances not folded yet (one query
-    for the page, cloudpacs.counts)."""
+    for the page, and none when the gate read with the rows holds: cloudpacs.counts)."""
     if query.offset < DEEP_OFFSET:
-        rows, more = page(queryset.values("pk", *STUDY_FIELDS), query)
+        rows, more = page(counts.with_counted(queryset).values("pk", counts.COUNTED, *STUDY_FIELDS), query)
     else:
         keys, more = page(queryset.values_list("pk", flat=True), query)
-        found = {row["pk"]: row for row in Study.objects.filter(pk__in=keys).values("pk", *STUDY_FIELDS)}
+        page_rows = counts.with_counted(Study.objects.filter(pk__in=keys)).values("pk", counts.COUNTED, *STUDY_FIELDS)
+        found = {row["pk"]: row for row in page_rows}
         rows = [found[key] for key in keys if key in found]
     counts.exact_rows(rows, study=("pk", "number_of_instances"))
     return rows, more

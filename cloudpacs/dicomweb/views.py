@@ -213,9 +213,9 @@ def _search_series(request: HttpRequest, study: Study | None) -> HttpResponse:
     else:
         queryset = Series.objects.filter(study=study).select_related("study__patient")
     queryset = queryset.filter(query.condition).order_by("study_id", "series_number", "pk")
-    rows, more = qido.page(queryset, query)
+    rows, more = qido.page(counts.with_counted(queryset), query)
     counts.exact_series(rows)
-    counts.exact_studies(series.study for series in rows)
+    counts.exact_studies((series.study for series in rows), gate=counts.counted(rows))
     base = _base(request)
     results = []
     for series in rows:
@@ -242,9 +242,10 @@ def _search_instances(request: HttpRequest, study: Study | None, series: Series 
     else:
         queryset = queryset.filter(series__study__in=_studies(request).values("pk"))
     queryset = queryset.filter(query.condition).order_by("series__study_id", "series_id", "instance_number", "pk")
-    rows, more = qido.page(queryset, query)
-    counts.exact_series(instance.series for instance in rows)
-    counts.exact_studies(instance.series.study for instance in rows)
+    rows, more = qido.page(counts.with_counted(queryset), query)
+    gate = counts.counted(rows)
+    counts.exact_series((instance.series for instance in rows), gate=gate)
+    counts.exact_studies((instance.series.study for instance in rows), gate=gate)
     base = _base(request)
     results = []
     for instance in rows:

@@ -27,7 +27,7 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
         {
             "study": study,
             "patient": study.patient,
-            "series_list": counts.exact_series(study.series.all()),
+            "series_list": counts.exact_series(counts.with_counted(study.series.all())),
             "consult": consult,
             "order": order,
         },

@@ -19,7 +19,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from cloudpacs.models import Order, Study
-from cloudpacs.services import exact_studies, study_instances
+from cloudpacs.services import exact_studies, study_instances, with_counted
 from consults import services, verification, workflow
 from consults.forms import BirthDateForm, ConsultRequestForm, ConsultSearchForm, WorklistFilterForm
 from consults.models import Consult, ConsultQuerySet, Priority, Report
@@ -59,7 +59,7 @@ def pending_studies(user: Any, facility: Facility) -> list[Study]:
     Their number of instances exact (cloudpacs.counts): most of them are still arriving."""
     consult = Consult.objects.filter(study=OuterRef("pk"))
     queryset = studies_for(user).filter(~Exists(consult), facility=facility)
-    return exact_studies(queryset.order_by("-first_received_at", "-id")[:PENDING_SCAN])
+    return exact_studies(with_counted(queryset).order_by("-first_received_at", "-id")[:PENDING_SCAN])
 
 
 @role_required(*CLINICAL_ROLES)
