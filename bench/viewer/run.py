@@ -458,23 +458,9 @@ def main() -> None:
     served = [(backend, envs[backend], ROOT) for backend in backends]
     if args.baseline:
         baseline = args.baseline.resolve()
-        before_env = {**env, "STATIC_ROOT": str(work / "static-before")}
-        subprocess.run(
-            [python, str(baseline / "manage.py"), "collectstatic", "--noinput", "-v0"],
-            check=True,
-            env=before_env,
-            cwd=baseline,
-        )
-        served = [("before", before_env, baseline)]
+        served = [("before", checkout_env(python, env, work, "before", baseline), baseline)]
         for name, checkout in variants.items():
-            variant_env = {**env, "STATIC_ROOT": str(work / f"static-{name}")}
-            subprocess.run(
-                [python, str(checkout / "manage.py"), "collectstatic", "--noinput", "-v0"],
-                check=True,
-                env=variant_env,
-                cwd=checkout,
-            )
-            served.append((name, variant_env, checkout))
+            served.append((name, checkout_env(python, env, work, name, checkout), checkout))
         served.append(("after", env, ROOT))
     servers: dict[str, tuple[subprocess.Popen, int]] = {}
     for label, server_env, checkout in served:
@@ -545,6 +531,17 @@ def checkouts(given: list[str]) -> dict[str, Path]:
             sys.exit(f"--variant {item!r}: NAME=DIR, a name of its own (not before or after)")
         found[name] = Path(directory).resolve()
     return found
+
+
+def checkout_env(python: str, env: dict[str, str], work: Path, name: str, checkout: Path) -> dict[str, str]:
+    """`env` for serving another checkout (a baseline, a variant) beside this one: its own
+    static files, collected from it under `work`."""
+    served_env = {**env, "STATIC_ROOT": str(work / f"static-{name}")}
+    subprocess.run(
+        [python, str(checkout / "manage.py"), "collectstatic", "--noinput", "-v0"],
+        check=True, env=served_env, cwd=checkout,
+    )  # fmt: skip
+    return served_env
 
 
 def serve(python: str, env: dict[str, str], port: int, checkout: Path = ROOT, workers: int = 4) -> subprocess.Popen:

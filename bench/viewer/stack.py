@@ -225,12 +225,7 @@ def main() -> None:
     served = [("after", env, ROOT)]
     if args.baseline:
         baseline = args.baseline.resolve()
-        before_env = {**env, "STATIC_ROOT": str(work / "static-before")}
-        subprocess.run(
-            [python, str(baseline / "manage.py"), "collectstatic", "--noinput", "-v0"],
-            check=True, env=before_env, cwd=baseline,
-        )  # fmt: skip
-        served = [("before", before_env, baseline), *served]
+        served = [("before", run.checkout_env(python, env, work, "before", baseline), baseline), *served]
     servers: dict[str, tuple[subprocess.Popen, int]] = {}
     for label, server_env, checkout in served:
         port = run.free_port()

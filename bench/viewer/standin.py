@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -233,19 +232,9 @@ def main() -> None:
     served = [("after", env, ROOT)]
     if args.baseline:
         baseline = args.baseline.resolve()
-        before_env = {**env, "STATIC_ROOT": str(work / "static-before")}
-        subprocess.run(
-            [python, str(baseline / "manage.py"), "collectstatic", "--noinput", "-v0"],
-            check=True, env=before_env, cwd=baseline,
-        )  # fmt: skip
-        served = [("before", before_env, baseline), *served]
+        served = [("before", run.checkout_env(python, env, work, "before", baseline), baseline), *served]
     for name, checkout in run.checkouts(args.variant).items():
-        variant_env = {**env, "STATIC_ROOT": str(work / f"static-{name}")}
-        subprocess.run(
-            [python, str(checkout / "manage.py"), "collectstatic", "--noinput", "-v0"],
-            check=True, env=variant_env, cwd=checkout,
-        )  # fmt: skip
-        served.insert(len(served) - 1, (name, variant_env, checkout))
+        served.insert(len(served) - 1, (name, run.checkout_env(python, env, work, name, checkout), checkout))
     servers = {}
     for label, server_env, checkout in served:
         port = run.free_port()
