@@ -238,34 +238,45 @@ def has_unfolded() -> bool:
     return Instance.objects.filter(pk__gt=through).exists()
 
 
-def _writers_done(wait: float) -> bool:
+def _writers_done(wait: float, cursor: Any = None) -> bool:
     """PostgreSQL: wait until every transaction that held the instance table for writing
     when this is called has ended; False when one is still there after `wait` seconds.
+    `cursor`: the database's to ask (the default connection's when not given).
 
     Why: ids are handed out in order but committed in any order. Every instance whose id
     is at most the highest committed id was given its id by a transaction that had
     locked the table (every INSERT locks its table before it runs), so once those
     transactions have ended each such id is committed or will never be: the fold may
     count up to it, and an instance committed later always has a higher id. No lock is
-    taken: the statements storing instances go on meanwhile."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT array_agg(DISTINCT virtualtransaction) FROM pg_locks"
-            " WHERE locktype = 'relation' AND relation = %s::regclass AND mode = 'RowExclusiveLock'"
-            " AND pid IS DISTINCT FROM pg_backend_pid()",
-            [Instance._meta.db_table],
-        )
-        writers = cursor.fetchone()[0]
-        if not writers:
+    taken: the statements storing instances go on meanwhile.
+
+    pg_locks lists the locks of the whole cluster, and a relation's number is unique only
+    within its database: databases made from one template (pytest-xdist's per-worker test
+    databases, a restored copy beside the live archive) hold their instance tables under
+    the same number. So the writers are looked for in this database only; another's
+    would hold the fold back for nothing (every fold of a test worker waited out `wait`
+    behind another worker's open transaction)."""
+    if cursor is None:
+        with connection.cursor() as own:
+            return _writers_done(wait, own)
+    cursor.execute(
+        "SELECT array_agg(DISTINCT virtualtransaction) FROM pg_locks"
+        " WHERE locktype = 'relation' AND mode = 'RowExclusiveLock'"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND relation = %s::regclass AND pid IS DISTINCT FROM pg_backend_pid()",
+        [Instance._meta.db_table],
+    )
+    writers = cursor.fetchone()[0]
+    if not writers:
+        return True
+    deadline = time.monotonic() + wait
+    while True:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE virtualtransaction = ANY(%s))", [writers])
+        if not cursor.fetchone()[0]:
             return True
-        deadline = time.monotonic() + wait
-        while True:
-            cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE virtualtransaction = ANY(%s))", [writers])
-            if not cursor.fetchone()[0]:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.002)
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
 
 
 def fold(wait: float = WRITERS_WAIT) -> int:

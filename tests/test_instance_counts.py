@@ -5,6 +5,7 @@ study updated once the sweep has counted it; an idle archive's pages probe nothi
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import timedelta
 
@@ -200,3 +201,47 @@ def test_an_idle_archives_qido_pages_probe_no_series_for_its_instances_and_stay_
     assert probes
     assert counts.fold() == 1
     assert qido_counts(technologist) == ([5, 2, 3], [])
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the writers are looked for in PostgreSQL's pg_locks")
+def test_a_fold_waits_for_its_own_databases_writers_not_for_a_twin_databases():
+    """Two databases made from one template hold their instance tables under the same
+    relation number (so do pytest-xdist's per-worker test databases): a transaction
+    writing instances in one must not hold back the other's fold, while one in its own
+    database still does."""
+    import psycopg
+
+    params = connection.settings_dict
+    server = {"host": params["HOST"] or None, "port": params["PORT"] or None, "user": params["USER"] or None}
+    names = [f"yunying_fold_{name}_{os.getpid()}" for name in ("template", "twin", "own")]
+    template, twin, own = names
+    with psycopg.connect(dbname="postgres", autocommit=True, **server) as admin:
+        for name in names:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{template}"')
+        with psycopg.connect(dbname=template, autocommit=True, **server) as setup:
+            setup.execute("CREATE TABLE cloudpacs_instance (id bigint)")
+        admin.execute(f'CREATE DATABASE "{twin}" TEMPLATE "{template}"')
+        admin.execute(f'CREATE DATABASE "{own}" TEMPLATE "{template}"')
+        try:
+            with (
+                psycopg.connect(dbname=twin, **server) as twin_writer,
+                psycopg.connect(dbname=own, **server) as own_writer,
+                psycopg.connect(dbname=own, autocommit=True, **server) as folder,
+            ):
+                numbers = {
+                    name: conn.execute("SELECT 'cloudpacs_instance'::regclass::oid").fetchone()[0]
+                    for name, conn in (("twin", twin_writer), ("own", own_writer))
+                }
+                assert numbers["twin"] == numbers["own"]
+                twin_writer.execute("INSERT INTO cloudpacs_instance VALUES (1)")  # left open
+                with folder.cursor() as cursor:
+                    assert counts._writers_done(0.2, cursor) is True
+                    own_writer.execute("INSERT INTO cloudpacs_instance VALUES (2)")  # left open
+                    assert counts._writers_done(0.2, cursor) is False
+                    own_writer.commit()
+                    assert counts._writers_done(0.2, cursor) is True
+                twin_writer.rollback()
+        finally:
+            for name in names:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
