@@ -7,6 +7,7 @@ import hashlib
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 import pynetdicom
 import pytest
@@ -420,6 +421,21 @@ def test_a_malformed_data_pdu_is_left_to_pynetdicom():
     assert reactor.pdv_views(bytearray(_pdata_tf_body((1, b"")))) is None  # no message control header
 
 
+def _receiving_association(assoc: Any) -> reactor.EventDrivenAssociation:
+    """The receiver's thread serving the requestor's `assoc`, found by its peer's port: an
+    earlier test's association thread may still be ending beside it."""
+    port = assoc.dul.socket.socket.getsockname()[1]
+    (receiving,) = [
+        thread
+        for thread in threading.enumerate()
+        if isinstance(thread, reactor.EventDrivenAssociation)
+        and thread.dul.socket is not None
+        and thread.dul.socket.socket is not None
+        and thread.dul.socket.socket.getpeername()[1] == port
+    ]
+    return receiving
+
+
 def _receiving_side_events(monkeypatch) -> Counter[str]:  # type: ignore[no-untyped-def]
     """The events the receiver's state machines act on, counted (the client's are not)."""
     from pynetdicom.fsm import StateMachine
@@ -513,7 +529,7 @@ def test_with_another_handler_on_the_pdus_they_take_pynetdicoms_way(receiver, ct
     assert assoc.is_established
     ds = make_dataset(rows=512, columns=512)
     try:
-        (receiving,) = [t for t in threading.enumerate() if isinstance(t, reactor.EventDrivenAssociation)]
+        receiving = _receiving_association(assoc)
         receiving.bind(evt.EVT_PDU_RECV, foreign)
         assert assoc.send_c_store(ds).Status == 0x0000
     finally:
@@ -563,7 +579,7 @@ def test_with_a_handler_on_sent_pdus_answers_take_pynetdicoms_way(receiver, ct_m
     assoc = ae.associate(*receiver, ae_title="CLOUDPACS")
     assert assoc.is_established
     try:
-        (receiving,) = [t for t in threading.enumerate() if isinstance(t, reactor.EventDrivenAssociation)]
+        receiving = _receiving_association(assoc)
         receiving.bind(evt.EVT_PDU_SENT, lambda event: sent.append(threading.current_thread().name))
         for _ in range(2):
             assert assoc.send_c_store(make_dataset()).Status == 0x0000
