@@ -1245,7 +1245,7 @@ def _index(
                     linked()
                 else:
                     durable()
-                pk = _insert_counted(row, series_pk, unsynced=unsynced)
+                pk = _insert_autocommit(row, series_pk, unsynced=unsynced)
                 logger.debug("stored %s from %s as %s", tags.sop_instance_uid, modality.ae_title, key)
                 return _instance(pk, series_pk, row), False
             study_changes.clear()
@@ -1430,16 +1430,16 @@ def _preparing_cursor_class() -> Any:
     return _PREPARING_CURSOR[0]
 
 
-_INSERT_COUNTED_SQL: dict[bool, str] = {}
+_INSERT_AUTOCOMMIT_SQL: dict[bool, str] = {}
 
 
-def _insert_counted(row: dict[str, Any], series_pk: int, *, unsynced: bool = False) -> int:
+def _insert_autocommit(row: dict[str, Any], series_pk: int, *, unsynced: bool = False) -> int:
     """PostgreSQL: the instance's row, one statement that writes no other row (its
     series' and study's counters are the sweep's fold, cloudpacs.counts); the instance's
     primary key. With `unsynced`, its UnsyncedFile row too, and the UnsyncedFile rows of
     the files synced since the last such statement go (_file_synced): no statement of
     their own (data-modifying WITH: each part runs once and to completion, all or nothing)."""
-    sql = _INSERT_COUNTED_SQL.get(unsynced)
+    sql = _INSERT_AUTOCOMMIT_SQL.get(unsynced)
     if sql is None:
         instance_id = _column(Instance, "id")
         if unsynced:
@@ -1455,7 +1455,7 @@ def _insert_counted(row: dict[str, Any], series_pk: int, *, unsynced: bool = Fal
             )
         else:
             sql = f"{_insert_instance_sql()} RETURNING {instance_id}"
-        _INSERT_COUNTED_SQL[unsynced] = sql
+        _INSERT_AUTOCOMMIT_SQL[unsynced] = sql
     params = _instance_params(row, series_pk)
     synced = _take_synced_files() if unsynced else []
     if unsynced:
@@ -1756,7 +1756,7 @@ def indexed_file_count() -> int:
 
 
 # UnsyncedFile rows whose files' fsyncs have returned, to go with the next instance's
-# statement (_insert_counted) or at the end of the association (clear_synced_files).
+# statement (_insert_autocommit) or at the end of the association (clear_synced_files).
 _synced_lock = threading.Lock()
 _synced: list[int] = []
 

@@ -2,7 +2,7 @@
 `python -m tests.crashing_receiver MODE N RECORD <manage.py arguments>` by tests/test_faults.py.
 
 The Nth instance whose index row commits before its file's fsync has returned (an instance
-of a series the index holds, cloudpacs.services._insert_counted with `unsynced`) has its
+of a series the index holds, cloudpacs.services._insert_autocommit with `unsynced`) has its
 file emptied (MODE `truncated`, what ext4 leaves of a file whose data never reached the
 disk) or its name removed (`missing`, a directory entry never synced) right after the
 commit, its SOP Instance UID written to the file RECORD, and the process killed with
@@ -25,7 +25,7 @@ def main() -> None:
     django.setup()
     from cloudpacs import services, storage
 
-    committed = services._insert_counted
+    committed = services._insert_autocommit
     count = 0
 
     def crash_after_the_commit(row: dict[str, Any], *args: Any, unsynced: bool = False, **kwargs: Any) -> int:
@@ -43,7 +43,7 @@ def main() -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
         return pk
 
-    services._insert_counted = crash_after_the_commit  # type: ignore[assignment]
+    services._insert_autocommit = crash_after_the_commit  # type: ignore[assignment]
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(["manage.py", *sys.argv[4:]])

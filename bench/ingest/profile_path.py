@@ -280,7 +280,7 @@ class AnswerTimes:
         ("cloudpacs.storage", "stage", "staged"),
         ("cloudpacs.storage", "publish", "published (link, fsyncs)"),
         ("cloudpacs.services", "_series_identity", "series looked up"),
-        ("cloudpacs.services", "_insert_counted", "one statement, committed"),
+        ("cloudpacs.services", "_insert_autocommit", "one statement, committed"),
         ("cloudpacs.storage", "discard", "staged name removed"),
     ]
 
