@@ -38,7 +38,14 @@ storescu's CPU and that of the database's PostgreSQL backends. Counted under cal
 1, N one after another and N at once tell the associations' own set-up apart from their
 sharing one process (docs/benchmarks-ingest.md, run 31). `--switch-interval` sets the
 interpreter's (sys.setswitchinterval) for the receiver; `--strace OUT` counts its system
-calls per instance (the futex calls are the interpreter lock's and the threads' hand-offs).
+calls per instance, in all and by kind of thread (the association's, its DUL's, the
+publishing pools'), its children's (storescu, psql) left out; the futex calls are the
+interpreter lock's and the threads' hand-offs.
+
+Every run also prints the receiver's user and system time per instance, in all and by kind
+of thread, and what the kernel's own threads (block I/O completion, writeback, the
+journal) and the machine's softirqs spent per instance meanwhile: on a busy machine those
+are every process's, so read them on a quiet one or side by side.
 
 With `--answer-times` it also prints the wall-clock from each C-STORE's last PDU to its
 answer and the handler's parts (tags read, file published, series lookup, the committing
@@ -129,18 +136,63 @@ def push(port: int, files: list[Path], parallel: int = 1) -> float:
     return time.perf_counter() - started
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_times(stat: str) -> tuple[float, float]:
+    """(user, system) seconds from a /proc/<pid>/stat line (after the command's bracket)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def kernel_threads() -> dict[int, tuple[str, float]]:
+    """Every kernel thread's (kind, CPU seconds so far): the children of kthreadd (pid 2),
+    by name without the worker's numbers ("kworker/u8:2-flush-254:0" -> "kworker flush",
+    "jbd2/vda-8" -> "jbd2")."""
+    threads: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = (entry / "stat").read_text()
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            if stat.rsplit(")", 1)[1].split()[1] != "2":
+                continue
+            user, system = proc_times(stat)
+            kind = name.split("/", 1)[0]
+            if kind == "kworker" and "-" in name:
+                kind += " " + name.split("-", 1)[1].split("-", 1)[0].split(":", 1)[0]
+            threads[int(entry.name)] = (kind, user + system)
+    return threads
+
+
+def machine_times() -> dict[str, float]:
+    """The whole machine's CPU seconds by kind (/proc/stat's first line)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    return {name: int(value) / TICK for name, value in zip(names, fields, strict=True)}
+
+
 class Counts:
     """What a push costs beside the receiver's CPU, read before and after it: this process's
-    context switches (getrusage counts every thread, ended ones included), storescu's CPU
-    (the waited-for children's) and the CPU of the database's PostgreSQL backends (their
-    schedstat; the receiver's connections are kept from push to push)."""
+    user and system time and context switches (getrusage counts every thread, ended ones
+    included), its threads' user and system time by kind (ThreadTimes), storescu's CPU
+    (the waited-for children's), the CPU of the database's PostgreSQL backends (their
+    schedstat; the receiver's connections are kept from push to push), the kernel's own
+    threads' (writeback, the journal, softirqs: what the disk and network work of every
+    process costs them) and the whole machine's softirq and iowait time."""
 
-    FIELDS = ("cpu", "voluntary", "involuntary", "storescu", "postgresql")
+    FIELDS = ("cpu", "user", "system", "voluntary", "involuntary", "storescu", "postgresql", "softirq", "iowait")
 
-    def __init__(self, database: str | None) -> None:
+    def __init__(self, database: str | None, threads: ThreadTimes | None = None) -> None:
         self.database = database
+        self.threads = threads
         self.totals = dict.fromkeys(self.FIELDS, 0.0)
+        self.kernel: dict[str, float] = {}
+        self.by_thread: dict[str, list[float]] = {}
         self._at: dict[str, float] = {}
+        self._kernel_at: dict[int, tuple[str, float]] = {}
+        self._threads_at: dict[int, tuple[str, float, float]] = {}
 
     def _backends_cpu(self) -> float:
         if self.database is None:
@@ -158,25 +210,42 @@ class Counts:
     def _now(self, ending: bool) -> dict[str, float]:
         own = resource.getrusage(resource.RUSAGE_SELF)
         cpu = time.process_time()
+        machine = machine_times()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         postgresql = self._backends_cpu()
         # psql is a child too: storescu's CPU is read before it at the end, after it at the start.
         children = before if ending else resource.getrusage(resource.RUSAGE_CHILDREN)
         return {
             "cpu": cpu,
+            "user": own.ru_utime,
+            "system": own.ru_stime,
             "voluntary": own.ru_nvcsw,
             "involuntary": own.ru_nivcsw,
             "storescu": children.ru_utime + children.ru_stime,
             "postgresql": postgresql,
+            "softirq": machine["softirq"],
+            "iowait": machine["iowait"],
         }
 
     def start(self) -> None:
         self._at = self._now(ending=False)
+        self._kernel_at = kernel_threads()
+        if self.threads is not None:
+            self._threads_at = self.threads.snapshot()
 
     def stop(self) -> None:
         now = self._now(ending=True)
+        kernel = kernel_threads()
         for field in self.FIELDS:
             self.totals[field] += now[field] - self._at[field]
+        for pid, (kind, seconds) in kernel.items():
+            self.kernel[kind] = self.kernel.get(kind, 0.0) + seconds - self._kernel_at.get(pid, (kind, 0.0))[1]
+        if self.threads is not None:
+            for tid, (kind, user, system) in self.threads.snapshot().items():
+                _, user_before, system_before = self._threads_at.get(tid, (kind, 0.0, 0.0))
+                times = self.by_thread.setdefault(kind, [0.0, 0.0])
+                times[0] += user - user_before
+                times[1] += system - system_before
 
 
 def callgrind_control(*options: str) -> str:
@@ -375,17 +444,116 @@ class AnswerTimes:
         line("waited for the file published ahead", self.waits)
 
 
-def print_syscalls(summary: Path, instances: int) -> None:
-    """strace -c's table as calls per instance, the most frequent first."""
-    calls: list[tuple[int, str]] = []
-    for line in summary.read_text().splitlines():
-        fields = line.split()
-        # % time, seconds, usecs/call, calls, [errors,] syscall
-        if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
-            calls.append((int(fields[3]), fields[-1]))
-    print("system calls per instance (strace -f -c):")
-    for number, name in sorted(calls, reverse=True)[:12]:
-        print(f"  {number / instances:7.1f}  {name}")
+class ThreadTimes:
+    """Each thread's kernel id and name (pynetdicom's association and DUL threads, the
+    publishing pools'), recorded when it starts, and its user and system time
+    (/proc/self/task/<tid>/stat), read when asked and, for a thread that ends, as it ends:
+    strace names threads by kernel id only, and getrusage adds them all up."""
+
+    def __init__(self) -> None:
+        self.names: dict[int, str] = {threading.get_native_id(): "main"}
+        self.ended: dict[int, tuple[str, float, float]] = {}
+
+    def install(self) -> None:
+        owner = self
+        bootstrap = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
+
+        def named(thread: threading.Thread) -> None:
+            tid = threading.get_native_id()
+            owner.names[tid] = thread.name
+            try:
+                bootstrap(thread)
+            finally:
+                with contextlib.suppress(OSError):
+                    stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+                    owner.ended[tid] = (thread_kind(thread.name), *proc_times(stat))
+
+        threading.Thread._bootstrap_inner = named  # type: ignore[attr-defined]
+
+    def snapshot(self) -> dict[int, tuple[str, float, float]]:
+        """(kind, user, system seconds) of every thread of this process so far, ended ones too."""
+        times = dict(self.ended)
+        for task in Path("/proc/self/task").iterdir():
+            tid = int(task.name)
+            with contextlib.suppress(OSError):
+                times[tid] = (thread_kind(self.names.get(tid, "unnamed")), *proc_times((task / "stat").read_text()))
+        return times
+
+
+# pynetdicom's names: an association's own thread (the handlers run on it) and its DUL
+# provider's (the socket), which keeps threading's default name.
+THREAD_KINDS = {"AcceptorThread": "association", "Thread": "DUL"}
+
+
+def thread_kind(name: str) -> str:
+    """A thread's name without its number or time: "publish_3" -> "publish",
+    "AcceptorThread@2026..." -> "association", "Thread-12" -> "DUL"."""
+    head = name.split("@", 1)[0].split(" ", 1)[0].rstrip("0123456789").rstrip("_-")
+    return THREAD_KINDS.get(head, head or name)
+
+
+def print_syscalls(trace: Path, instances: int, names: dict[int, str]) -> None:
+    """strace -f's trace of this process as calls per instance: every call made by the
+    receiver's threads, none of its children's (storescu, psql: a process that called
+    execve is left out) nor the bench's main thread's, the most frequent first, then per
+    kind of thread (the main thread's too)."""
+    calls: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    by_thread: dict[str, Counter[str]] = {}
+    children: set[int] = set()
+    forked: dict[int, int] = {}
+    lines = trace.read_text(errors="replace").splitlines()
+    for line in lines:
+        pid_text, _, rest = line.partition(" ")
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        rest = rest.lstrip()
+        name = rest.split("(", 1)[0]
+        if name.startswith("execve") and not rest.endswith("= -1"):
+            children.add(pid)
+        if name in {"clone", "clone3", "vfork", "fork"}:
+            child = rest.rsplit("= ", 1)[-1].split()[0]
+            if child.isdigit():
+                forked[int(child)] = pid
+    # A child that never exec'd (a fork before exec, or a pool thread) is a thread only
+    # when the kernel says so: threads were recorded by name when they started.
+    for pid in list(forked):
+        if pid not in names:
+            children.add(pid)
+    for line in lines:
+        pid_text, _, rest = line.partition(" ")
+        if not pid_text.isdigit() or int(pid_text) in children:
+            continue
+        rest = rest.lstrip()
+        if rest.startswith("<... "):
+            # The end of a call that another thread's line interrupted: its result.
+            resumed = rest[5:].split(" ", 1)[0]
+            if " = -1 " in rest:
+                failed[resumed] += 1
+            continue
+        if rest.startswith(("+++", "---")):
+            continue
+        name = rest.split("(", 1)[0]
+        if not name or not name.replace("_", "").isalnum():
+            continue
+        kind = thread_kind(names.get(int(pid_text), "unnamed"))
+        by_thread.setdefault(kind, Counter())[name] += 1
+        if kind == "main":
+            # The bench's own thread: it starts storescu and reads the counters.
+            continue
+        calls[name] += 1
+        if " = -1 " in rest:
+            failed[name] += 1
+    print("system calls per instance (strace -f, the receiver's threads only; failed ones in brackets):")
+    for name, number in calls.most_common(24):
+        errors = f" ({failed[name] / instances:.1f})" if failed[name] else ""
+        print(f"  {number / instances:7.1f}  {name}{errors}")
+    print(f"  {sum(calls.values()) / instances:7.1f}  in all")
+    print("by thread (calls per instance):")
+    for kind, counted in sorted(by_thread.items(), key=lambda item: -sum(item[1].values())):
+        top = ", ".join(f"{name} {number / instances:.1f}" for name, number in counted.most_common(8))
+        print(f"  {kind:<24} {sum(counted.values()) / instances:7.1f}: {top}")
 
 
 def main() -> None:
@@ -445,7 +613,7 @@ def main() -> None:
         "--strace",
         metavar="OUT_FILE",
         default=None,
-        help="count the receiver's system calls over the unprofiled pushes (strace -f -c attached to every thread"
+        help="count the receiver's system calls over the unprofiled pushes (strace -f attached to every thread"
         " of this process; written to OUT_FILE, printed per instance): the futex calls are the interpreter lock's"
         " and the threads' hand-offs. strace slows every call: read the counts, not the CPU",
     )
@@ -586,6 +754,8 @@ def profile(args: argparse.Namespace, sets: list[list[Path]], database: str | No
     queries.install()
     threads = ThreadProfiles()
     threads.install()
+    names = ThreadTimes()
+    names.install()
     answers = AnswerTimes()
     if args.answer_times:
         answers.install()
@@ -596,7 +766,7 @@ def profile(args: argparse.Namespace, sets: list[list[Path]], database: str | No
         # One push untimed: code loaded, the index's connection open, as in run.py.
         warmup, plain, profiled = sets[0], sets[1 : args.pushes], sets[args.pushes :]
         push(port, warmup, args.parallel)
-        counts = Counts(database)
+        counts = Counts(database, names)
         wall = 0.0
         count = 0
         answers.on = args.answer_times
@@ -605,7 +775,7 @@ def profile(args: argparse.Namespace, sets: list[list[Path]], database: str | No
             callgrind_control("--zero")
         tracer = None
         if args.strace is not None:
-            tracer = subprocess.Popen(["strace", "-f", "-c", "-o", args.strace, "-p", str(os.getpid())])
+            tracer = subprocess.Popen(["strace", "-f", "-qq", "-y", "-o", args.strace, "-p", str(os.getpid())])
             time.sleep(2)  # attached to every thread before the first push
         for files in plain:
             queries.reset()
@@ -633,6 +803,24 @@ def profile(args: argparse.Namespace, sets: list[list[Path]], database: str | No
                 f" {per['involuntary']:.1f} involuntary; storescu CPU {per['storescu'] * 1000:.2f} ms;"
                 f" PostgreSQL backends' CPU {per['postgresql'] * 1000:.2f} ms"
             )
+            print(
+                f"receiver user {per['user'] * 1000:.2f} ms, system {per['system'] * 1000:.2f} ms per instance;"
+                " by thread (user/system ms): "
+                + ", ".join(
+                    f"{kind} {user * 1000 / count:.2f}/{system * 1000 / count:.2f}"
+                    for kind, (user, system) in sorted(counts.by_thread.items(), key=lambda item: -sum(item[1]))
+                    if user + system
+                )
+            )
+            print(
+                "kernel threads' CPU per instance (ms): "
+                + ", ".join(
+                    f"{kind} {seconds * 1000 / count:.3f}"
+                    for kind, seconds in sorted(counts.kernel.items(), key=lambda item: -item[1])
+                    if seconds
+                )
+                + f"; the machine's softirq {per['softirq'] * 1000:.3f}, iowait {per['iowait'] * 1000:.3f}"
+            )
             if instructions is not None:
                 print(f"receiver instructions (callgrind Ir): {instructions / count:,.0f} per instance")
             last = len(plain[-1])
@@ -643,7 +831,7 @@ def profile(args: argparse.Namespace, sets: list[list[Path]], database: str | No
             for words, number in queries.statements.most_common():
                 print(f"  {number / last:6.2f}  {words}")
             if args.strace is not None:
-                print_syscalls(Path(args.strace), count)
+                print_syscalls(Path(args.strace), count, names.names)
             if args.answer_times:
                 answers.report(count)
         threads.on = True
