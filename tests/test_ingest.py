@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
 import os
 import threading
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from consults.services import open_consult_for_study
 from consults.tasks import sweep_stable_studies
 from facilities.models import AuditEvent, ExamKind
 from tests.factories import make_dataset, write_dataset
+from tests.processes import wait_for
 
 
 def ingest(ds, modality, tmp_path: Path):
@@ -759,6 +762,113 @@ def test_publish_syncs_the_file_and_its_directory_before_it_returns(tmp_path, mo
     final = storage.path_for(key).resolve()
     assert str(final) in synced and str(final.parent) in synced
     storage.discard(staged)
+
+
+def staged_study(tmp_path: Path, count: int) -> list[tuple[storage.StagedFile, str]]:
+    """`count` instances of one study staged, with their keys, and the study's directory
+    made (its own fsyncs done)."""
+    study_uid = generate_uid()
+    staged = []
+    for number in range(count):
+        ds = make_dataset(study_uid=study_uid, instance_number=number + 1)
+        file = staged_file(ds, tmp_path / f"{number}.dcm")
+        staged.append((file, storage.key_for(study_uid, ds.SOPInstanceUID, file.sha256)))
+    storage._ensure_dir(storage.path_for(staged[0][1]).parent)
+    return staged
+
+
+def test_publishes_into_one_directory_share_its_fsyncs_each_begun_after_their_names(tmp_path, monkeypatch):
+    # Three names made while the directory's fsync for the first runs wait for the next,
+    # which covers all three: two fsyncs for four names (main: four, one each).
+    files = staged_study(tmp_path, 4)
+    syncs: list[tuple[float, float]] = []
+    linked: dict[str, float] = {}
+    first_syncing, release = threading.Event(), threading.Event()
+    real_link, real_sync = os.link, storage._fsync_dir
+
+    def link(source, destination, *args, **kwargs):
+        real_link(source, destination, *args, **kwargs)
+        linked[str(destination)] = time.monotonic()
+
+    def fsync_dir(path):
+        began = time.monotonic()
+        if not syncs and not first_syncing.is_set():
+            first_syncing.set()
+            assert release.wait(30)
+        real_sync(path)
+        syncs.append((began, time.monotonic()))
+
+    monkeypatch.setattr(os, "link", link)
+    monkeypatch.setattr(storage, "_fsync_dir", fsync_dir)
+    returned: dict[str, float] = {}
+
+    def publish(staged: storage.StagedFile, key: str) -> None:
+        assert storage.publish(staged, key) is True
+        returned[key] = time.monotonic()
+
+    threads = [threading.Thread(target=publish, args=files[0])]
+    threads[0].start()
+    assert first_syncing.wait(30)
+    threads += [threading.Thread(target=publish, args=file) for file in files[1:]]
+    for thread in threads[1:]:
+        thread.start()
+    assert wait_for(lambda: len(linked) == 4, 30)
+    time.sleep(0.05)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    assert len(returned) == 4
+    assert len(syncs) == 2
+    for staged, key in files:
+        name = str(storage.path_for(key))
+        # A fsync of the directory began after the name was made and ended before publish returned.
+        assert any(linked[name] <= began and ended <= returned[key] for began, ended in syncs)
+        storage.discard(staged)
+
+
+def test_a_failed_directory_fsync_fails_every_publish_it_was_to_cover(tmp_path, monkeypatch):
+    files = staged_study(tmp_path, 4)
+    calls: list[str] = []
+    first_syncing, release = threading.Event(), threading.Event()
+    real_sync = storage._fsync_dir
+
+    def fsync_dir(path):
+        calls.append(str(path))
+        if len(calls) == 1:
+            first_syncing.set()
+            assert release.wait(30)
+        elif len(calls) == 2:
+            raise OSError(errno.EIO, "Input/output error")
+        real_sync(path)
+
+    monkeypatch.setattr(storage, "_fsync_dir", fsync_dir)
+    outcomes: dict[int, object] = {}
+
+    def publish(number: int) -> None:
+        try:
+            outcomes[number] = storage.publish(*files[number])
+        except OSError as exc:
+            outcomes[number] = exc
+
+    first = threading.Thread(target=publish, args=(0,))
+    first.start()
+    assert first_syncing.wait(30)
+    others = [threading.Thread(target=publish, args=(number,)) for number in (1, 2)]
+    for thread in others:
+        thread.start()
+    assert wait_for(lambda: all(storage.path_for(files[n][1]).exists() for n in (1, 2)), 30)
+    time.sleep(0.05)
+    release.set()
+    for thread in [first, *others]:
+        thread.join(30)
+    assert outcomes[0] is True
+    for number in (1, 2):
+        assert isinstance(outcomes[number], OSError) and outcomes[number].errno == errno.EIO
+    # The next name gets a fsync of its own, which succeeds.
+    publish(3)
+    assert outcomes[3] is True and len(calls) == 3
+    for staged, _ in files:
+        storage.discard(staged)
 
 
 # --- The tags read from a received file ---------------------------------------------------
