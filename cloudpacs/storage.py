@@ -243,18 +243,44 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _ensure_dir(path: Path) -> None:
-    if path.is_dir():
+# Directories whose entries (their own, their parents' up to the store's root) this
+# process has made durable: a file linked into one needs only its own fsync and the
+# directory's. Forgotten all at once when it grows past DURABLE_DIRS_KEPT (a study's
+# directory is then synced once more).
+_durable_dirs: set[Path] = set()
+DURABLE_DIRS_KEPT = 10_000
+
+
+def _ensure_dir(path: Path, *, look: bool = True) -> None:
+    """`path` is a directory and its entry durable: made (with its parents) if missing,
+    and each entry this process did not make durable yet synced through its parent's
+    fsync, once per process. A directory found there may have been made a moment ago by
+    another thread or process whose fsync of its parent has not returned yet. Without
+    `look`, one this process made durable is taken to be there still (the caller finds
+    out otherwise, and asks again after `_durable_dirs.discard(path)`)."""
+    if path in _durable_dirs and (not look or path.is_dir()):
         return
+    _durable_dirs.discard(path)
     missing = []
     current = path
     while not current.exists():
         missing.append(current)
         current = current.parent
     path.mkdir(parents=True, exist_ok=True)
-    # A new directory entry is only durable once its parent is synced.
-    for created in reversed(missing):
-        _fsync_dir(created.parent)
+    # A new directory entry is only durable once its parent is synced; under the store's
+    # root, so is one that this process has not synced yet.
+    unsynced = set(missing)
+    base = root()
+    current = path
+    while current != base and base in current.parents and current not in _durable_dirs:
+        unsynced.add(current)
+        current = current.parent
+    for directory in sorted(unsynced, key=lambda item: len(item.parts)):
+        _fsync_dir(directory.parent)
+    if len(_durable_dirs) >= DURABLE_DIRS_KEPT:
+        _durable_dirs.clear()
+    _durable_dirs.update(unsynced)
+    _durable_dirs.add(path)
 
 
 # --- Which store ----------------------------------------------------------------------
@@ -322,16 +348,29 @@ def publish(staged: StagedFile, key: str, linked: Callable[[bool], None] | None 
             linked(put)
         return put
     final = path_for(key)
-    _ensure_dir(final.parent)
     created = True
     try:
-        os.link(staged.path, final)
+        _link(staged.path, final)
     except FileExistsError:
         created = False
     if linked is not None:
         linked(created)
     _sync_with_directory(final)
     return created
+
+
+def _link(source: Path, final: Path) -> None:
+    """A hard link `final` to `source`, in a directory made durable first (_ensure_dir:
+    once per directory and process, not looked for before each link)."""
+    directory = final.parent
+    _ensure_dir(directory, look=False)
+    try:
+        os.link(source, final)
+    except FileNotFoundError:
+        # The directory went since this process made it durable (or the source went).
+        _durable_dirs.discard(directory)
+        _ensure_dir(directory)
+        os.link(source, final)
 
 
 def _sync_with_directory(final: Path) -> None:

@@ -764,6 +764,48 @@ def test_publish_syncs_the_file_and_its_directory_before_it_returns(tmp_path, mo
     storage.discard(staged)
 
 
+def test_a_directory_another_process_made_has_its_entry_synced_before_a_file_is_published_into_it(
+    tmp_path, monkeypatch
+):
+    # Another receiver process made the study's directory and has not synced its parent
+    # yet: this process's first file there syncs it (main: only the file and the study's
+    # directory, so a power cut could lose the directory with the acknowledged file).
+    ds = make_dataset()
+    staged = staged_file(ds, tmp_path / "ct.dcm")
+    key = storage.key_for(ds.StudyInstanceUID, ds.SOPInstanceUID, staged.sha256)
+    directory = storage.path_for(key).parent
+    directory.mkdir(parents=True)
+    synced: list[Path] = []
+    real_sync = storage._fsync_dir
+    monkeypatch.setattr(storage, "_fsync_dir", lambda path: synced.append(Path(path)) or real_sync(path))
+    assert storage.publish(staged, key) is True
+    assert directory.parent in synced and directory.parent.parent in synced and directory in synced
+    synced.clear()
+    again = make_dataset(study_uid=ds.StudyInstanceUID, instance_number=2)
+    second = staged_file(again, tmp_path / "second.dcm")
+    assert storage.publish(second, storage.key_for(again.StudyInstanceUID, again.SOPInstanceUID, second.sha256))
+    # Once per process: the next file syncs only itself and the study's directory.
+    assert synced == [directory]
+    for file in (staged, second):
+        storage.discard(file)
+
+
+def test_a_study_directory_removed_under_the_process_is_made_again_for_its_next_file(tmp_path):
+    import shutil
+
+    first, second = (make_dataset(study_uid="1.2.3.4", instance_number=number) for number in (1, 2))
+    staged = staged_file(first, tmp_path / "first.dcm")
+    key = storage.key_for(first.StudyInstanceUID, first.SOPInstanceUID, staged.sha256)
+    assert storage.publish(staged, key) is True
+    shutil.rmtree(storage.path_for(key).parent)
+    again = staged_file(second, tmp_path / "second.dcm")
+    key = storage.key_for(second.StudyInstanceUID, second.SOPInstanceUID, again.sha256)
+    assert storage.publish(again, key) is True
+    assert storage.path_for(key).is_file()
+    for file in (staged, again):
+        storage.discard(file)
+
+
 def staged_study(tmp_path: Path, count: int) -> list[tuple[storage.StagedFile, str]]:
     """`count` instances of one study staged, with their keys, and the study's directory
     made (its own fsyncs done)."""
