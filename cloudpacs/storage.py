@@ -86,6 +86,16 @@ def incoming_dir() -> Path:
     return path
 
 
+def _incoming_name(suffix: str) -> Path:
+    """A new name in `.incoming/` without looking whether the directory is still there
+    (once made in this process): for a rename into it, which fails if it went since, and
+    the caller then copies into `incoming_dir()`, which makes it again."""
+    path = root() / INCOMING
+    if path not in _ensured:
+        path = incoming_dir()
+    return path / f"{uuid.uuid4().hex}{suffix}"
+
+
 def path_for(key: str) -> Path:
     return root() / key
 
@@ -151,11 +161,11 @@ def stage(
     its meta group from the request and the accepted context, as we would. Otherwise the
     dataset bytes are copied behind a meta group of ours. Never decoded either way.
     `sha256`, the dataset's digest computed by the caller, is used only when adopting."""
-    temp = incoming_dir() / f"{uuid.uuid4().hex}.part"
     if adopt and isinstance(source, str | os.PathLike):
-        adopted = _adopt(Path(source), temp, sha256)
+        adopted = _adopt(Path(source), _incoming_name(".part"), sha256)
         if adopted is not None:
             return adopted
+    temp = incoming_dir() / f"{uuid.uuid4().hex}.part"
     meta = file_meta_bytes(sop_class_uid, sop_instance_uid, transfer_syntax_uid, source_ae)
     digest = hashlib.sha256()
     opened = isinstance(source, str | os.PathLike)
@@ -211,9 +221,8 @@ def _adopt(source: Path, temp: Path, sha256: str | None = None) -> StagedFile | 
     it from the bytes it wrote there (the receiver, as they arrived)."""
     lock = -1
     try:
-        if source.stat().st_dev != temp.parent.stat().st_dev:
-            return None
-        # Locked before it is moved, so that it is never in `.incoming/` unlocked.
+        # Locked before it is moved, so that it is never in `.incoming/` unlocked. A source
+        # on another filesystem than the store fails to move (EXDEV) and is copied.
         lock = _locked(source)
         offset = part10_dataset_offset(os.pread(lock, 4096, 0))
         if offset is None:
@@ -355,7 +364,9 @@ def publish(staged: StagedFile, key: str, linked: Callable[[bool], None] | None 
         created = False
     if linked is not None:
         linked(created)
-    _sync_with_directory(final)
+    # A name made here is the staged file's own: fsynced through the descriptor that holds
+    # its lock. A name found there may be another file (identical content), synced by name.
+    _sync_with_directory(final, staged.lock if created else -1)
     return created
 
 
@@ -373,7 +384,7 @@ def _link(source: Path, final: Path) -> None:
         os.link(source, final)
 
 
-def _sync_with_directory(final: Path) -> None:
+def _sync_with_directory(final: Path, fd: int = -1) -> None:
     """The data and the directory's new entry, each fsynced, both at once: each makes
     durable what was written before it began (the link, the data), and one after the
     other they cost two device flushes (on ext4 the directory's, its journal already
@@ -382,7 +393,7 @@ def _sync_with_directory(final: Path) -> None:
     the names made in it meanwhile by other threads (_DirectorySync)."""
     directory, request = _DirectorySync.request(final.parent)
     try:
-        _fsync_file(final)
+        _fsync_file(final, fd)
     finally:
         error = directory.wait(request)
     if error is not None:
@@ -500,7 +511,8 @@ class Publishing:
     def linked(self) -> bool:
         """Whether the name is new, once the file has it (its fsyncs may still be under
         way: `result()` waits for them), or what `publish` raised before that."""
-        wait([self._linked, self._future], return_when=FIRST_COMPLETED)
+        if not self._linked.done():
+            wait([self._linked, self._future], return_when=FIRST_COMPLETED)
         if self._linked.done():
             return self._linked.result()
         return self._future.result()
@@ -563,7 +575,12 @@ def _forget_pools() -> None:
 os.register_at_fork(after_in_child=_forget_pools)
 
 
-def _fsync_file(path: Path) -> None:
+def _fsync_file(path: Path, fd: int = -1) -> None:
+    """fsync the file at `path`, through `fd` when the caller holds a descriptor of that
+    file (an fsync syncs the file, whichever descriptor asks)."""
+    if fd >= 0:
+        os.fsync(fd)
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -747,20 +747,65 @@ def test_an_identical_resend_puts_back_the_name_a_refused_push_removed(ct_modali
 
 
 def test_publish_syncs_the_file_and_its_directory_before_it_returns(tmp_path, monkeypatch):
-    synced: list[str] = []
+    # By inode: the file may be synced through the descriptor of its staged name.
+    synced: list[tuple[int, int]] = []
     real_fsync = os.fsync
 
     def fsync(fd):
         real_fsync(fd)
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        status = os.fstat(fd)
+        synced.append((status.st_dev, status.st_ino))
 
     monkeypatch.setattr(os, "fsync", fsync)
     ds = make_dataset()
     staged = staged_file(ds, tmp_path / "ct.dcm")
     key = storage.key_for(ds.StudyInstanceUID, ds.SOPInstanceUID, staged.sha256)
     assert storage.publish(staged, key) is True
-    final = storage.path_for(key).resolve()
-    assert str(final) in synced and str(final.parent) in synced
+    final = storage.path_for(key)
+    for path in (final, final.parent):
+        status = path.stat()
+        assert (status.st_dev, status.st_ino) in synced
+    storage.discard(staged)
+
+
+def test_a_received_file_is_staged_and_published_without_a_stat_or_a_second_open(tmp_path, monkeypatch):
+    # The receiver's way: pynetdicom's file on the store's filesystem, adopted, then linked
+    # and fsynced through the descriptor that holds its lock. On main: three stats (the
+    # spool looked for, both sides' devices compared) and the file opened again to fsync.
+    ds = make_dataset()
+    receiving = Path(settings.STORAGE_ROOT) / ".receiving"
+    receiving.mkdir(parents=True)
+    source = write_dataset(ds, receiving / "received.dcm")
+    storage.incoming_dir()
+    storage._ensure_dir(storage.path_for(storage.key_for(ds.StudyInstanceUID, ds.SOPInstanceUID, "0" * 64)).parent)
+    calls: list[str] = []
+    real_stat, real_open = os.stat, os.open
+    here = threading.get_ident()
+
+    def stat(*args, **kwargs):
+        if threading.get_ident() == here:
+            calls.append("stat")
+        return real_stat(*args, **kwargs)
+
+    def open_(*args, **kwargs):
+        if threading.get_ident() == here:
+            calls.append("open")
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "open", open_)
+    staged = storage.stage(
+        source,
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+        adopt=True,
+    )
+    key = storage.key_for(ds.StudyInstanceUID, ds.SOPInstanceUID, staged.sha256)
+    assert storage.publish(staged, key) is True
+    monkeypatch.undo()
+    assert calls == ["open"]  # the lock's descriptor
+    assert not source.exists() and storage.path_for(key).samefile(staged.path)
     storage.discard(staged)
 
 

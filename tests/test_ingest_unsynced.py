@@ -43,10 +43,10 @@ def fsync_of(key: str, monkeypatch, action) -> None:
     real = storage._fsync_file
     target = storage.path_for(key)
 
-    def fsync_file(path):
+    def fsync_file(path, *args):
         if Path(path) == target:
             action(path)
-        return real(path)
+        return real(path, *args)
 
     monkeypatch.setattr(storage, "_fsync_file", fsync_file)
 
