@@ -66,13 +66,24 @@ class PollingSocket(AssociationSocket):
     """pynetdicom's socket whose check for bytes to read asks poll(): pynetdicom's asks
     select(), which raises for a descriptor numbered 1024 or more, and a process holding
     many connections (and files, and database connections) then took every newer
-    connection for closed (Evt17)."""
+    connection for closed (Evt17).
+
+    `seen_readable`, set by an event loop whose own poll() just found the connection
+    readable (dicomnode.reactor's DUL loop waits in poll() on the socket and its waker),
+    answers the next check without asking poll() again: once per PDU that the loop waited
+    for. Nothing but this socket's reads takes bytes from the connection, and each read
+    clears it."""
+
+    seen_readable = False
 
     @property
     def ready(self) -> bool:
         sock = self.socket
         if sock is None or self._is_connected is False:
             return False
+        if self.seen_readable:
+            self.seen_readable = False
+            return True
         try:
             found = bool(readable([sock], 0))
         except OSError:
@@ -80,6 +91,10 @@ class PollingSocket(AssociationSocket):
             return False
         # An SSL socket may hold decrypted bytes that poll() cannot see.
         return found or (isinstance(sock, ssl.SSLSocket) and bool(sock.pending()))
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        self.seen_readable = False
+        return super().recv(nr_bytes)
 
 
 def poll_socket(assoc: Association) -> None:

@@ -436,13 +436,17 @@ class EventDrivenDUL(DULServiceProvider):
         if isinstance(raw, ssl.SSLSocket) and raw.pending():
             return
         try:
-            woken = self._waker.fd in readable([raw, self._waker.fd], IDLE_WAIT)
+            found = readable([raw, self._waker.fd], IDLE_WAIT)
         except OSError:
             # A closed socket: the loop's next transport check finds out.
             time.sleep(0.001)
             return
-        if woken:
+        if self._waker.fd in found:
             self._waker.drain()
+        if raw.fileno() in found:
+            # The transport check that follows needs no poll() of its own
+            # (cloudpacs.dicomsocket.PollingSocket.seen_readable).
+            transport.seen_readable = True
 
     def run_reactor(self) -> None:
         try:

@@ -598,6 +598,7 @@ class CappedAssociationSocket(dicomsocket.PollingSocket):
             return b""  # pynetdicom treats a short read as the connection closed
         if self.aborted:
             return b""
+        self.seen_readable = False
         # Not pynetdicom's loop of 4 KB reads: dicomnode.reactor.read_ahead, the bytes read
         # ahead kept in `prefix` (which starts as the A-ASSOCIATE-RQ the front door read).
         return reactor.read_ahead(self.socket, self.prefix, nr_bytes)

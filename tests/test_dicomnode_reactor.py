@@ -390,6 +390,37 @@ def test_the_receivers_socket_reads_a_large_instance_in_few_receives(receiver, c
     assert min(calls) >= reactor.READ_AHEAD
 
 
+def test_a_pdu_the_loop_waited_for_is_read_without_asking_poll_again(receiver, ct_modality, monkeypatch):
+    """The DUL thread waits in poll() on its socket and its waker; when that poll found
+    the socket readable, the transport check that follows does not poll it again."""
+    calls: list[tuple[int, bool]] = []  # (descriptors asked about, whether the socket was found)
+    readable = dicomsocket.readable
+
+    def counted(fds: list[Any], timeout: float) -> set[int]:
+        found = readable(fds, timeout)
+        if isinstance(threading.current_thread(), reactor.EventDrivenDUL):
+            first = fds[0] if isinstance(fds[0], int) else fds[0].fileno()
+            calls.append((len(fds), first in found))
+        return found
+
+    monkeypatch.setattr(dicomsocket, "readable", counted)
+    monkeypatch.setattr(reactor, "readable", counted)
+    ae = AE(ae_title=ct_modality.ae_title)
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate(*receiver, ae_title="CLOUDPACS")
+    assert assoc.is_established
+    try:
+        for _ in range(3):
+            assert assoc.send_c_store(make_dataset(rows=512, columns=512)).Status == 0x0000
+    finally:
+        assoc.release()
+    # A wait (the socket and the waker) that found the socket, then a check of the socket
+    # alone: on main after each such wait, one per PDU the loop waited for.
+    found = [index for index, (fds, socket_found) in enumerate(calls) if fds == 2 and socket_found]
+    assert len(found) >= 3
+    assert [index for index in found if calls[index + 1 : index + 2] == [(1, True)]] == []
+
+
 def _pdata_tf_body(*items: tuple[int, bytes]) -> bytes:
     from pynetdicom.pdu import P_DATA_TF
     from pynetdicom.pdu_primitives import P_DATA
