@@ -145,6 +145,16 @@ def proc_times(stat: str) -> tuple[float, float]:
     return int(fields[11]) / TICK, int(fields[12]) / TICK
 
 
+def task_counters(task: Path) -> tuple[float, float, float]:
+    """(user seconds, system seconds, voluntary context switches) of one thread."""
+    user, system = proc_times((task / "stat").read_text())
+    switches = 0.0
+    for line in (task / "status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            switches = float(line.split()[1])
+    return user, system, switches
+
+
 def kernel_threads() -> dict[int, tuple[str, float]]:
     """Every kernel thread's (kind, CPU seconds so far): the children of kthreadd (pid 2),
     by name without the worker's numbers ("kworker/u8:2-flush-254:0" -> "kworker flush",
@@ -203,7 +213,7 @@ class Counts:
         self.by_thread: dict[str, list[float]] = {}
         self._at: dict[str, float] = {}
         self._kernel_at: dict[int, tuple[str, float]] = {}
-        self._threads_at: dict[int, tuple[str, float, float]] = {}
+        self._threads_at: dict[int, tuple[str, float, float, float]] = {}
 
     def _backends_cpu(self) -> float:
         if self.database is None:
@@ -253,11 +263,12 @@ class Counts:
         for pid, (kind, seconds) in kernel.items():
             self.kernel[kind] = self.kernel.get(kind, 0.0) + seconds - self._kernel_at.get(pid, (kind, 0.0))[1]
         if self.threads is not None:
-            for tid, (kind, user, system) in self.threads.snapshot().items():
-                _, user_before, system_before = self._threads_at.get(tid, (kind, 0.0, 0.0))
-                times = self.by_thread.setdefault(kind, [0.0, 0.0])
+            for tid, (kind, user, system, switches) in self.threads.snapshot().items():
+                _, user_before, system_before, switches_before = self._threads_at.get(tid, (kind, 0.0, 0.0, 0.0))
+                times = self.by_thread.setdefault(kind, [0.0, 0.0, 0.0])
                 times[0] += user - user_before
                 times[1] += system - system_before
+                times[2] += switches - switches_before
 
 
 def callgrind_control(*options: str) -> str:
@@ -484,13 +495,14 @@ class AnswerTimes:
 
 class ThreadTimes:
     """Each thread's kernel id and name (pynetdicom's association and DUL threads, the
-    publishing pools'), recorded when it starts, and its user and system time
-    (/proc/self/task/<tid>/stat), read when asked and, for a thread that ends, as it ends:
-    strace names threads by kernel id only, and getrusage adds them all up."""
+    publishing pools'), recorded when it starts, and its user and system time and its
+    voluntary context switches (/proc/self/task/<tid>/), read when asked and, for a thread
+    that ends, as it ends: strace names threads by kernel id only, and getrusage adds them
+    all up."""
 
     def __init__(self) -> None:
         self.names: dict[int, str] = {threading.get_native_id(): "main"}
-        self.ended: dict[int, tuple[str, float, float]] = {}
+        self.ended: dict[int, tuple[str, float, float, float]] = {}
 
     def install(self) -> None:
         owner = self
@@ -503,18 +515,19 @@ class ThreadTimes:
                 bootstrap(thread)
             finally:
                 with contextlib.suppress(OSError):
-                    stat = Path(f"/proc/self/task/{tid}/stat").read_text()
-                    owner.ended[tid] = (thread_kind(thread.name), *proc_times(stat))
+                    task = Path(f"/proc/self/task/{tid}")
+                    owner.ended[tid] = (thread_kind(thread.name), *task_counters(task))
 
         threading.Thread._bootstrap_inner = named  # type: ignore[attr-defined]
 
-    def snapshot(self) -> dict[int, tuple[str, float, float]]:
-        """(kind, user, system seconds) of every thread of this process so far, ended ones too."""
+    def snapshot(self) -> dict[int, tuple[str, float, float, float]]:
+        """(kind, user seconds, system seconds, voluntary switches) of every thread of this
+        process so far, ended ones too."""
         times = dict(self.ended)
         for task in Path("/proc/self/task").iterdir():
             tid = int(task.name)
             with contextlib.suppress(OSError):
-                times[tid] = (thread_kind(self.names.get(tid, "unnamed")), *proc_times((task / "stat").read_text()))
+                times[tid] = (thread_kind(self.names.get(tid, "unnamed")), *task_counters(task))
         return times
 
 
@@ -848,11 +861,13 @@ def profile(args: argparse.Namespace, sets: list[list[Path]], database: str | No
             print(
                 f"receiver user {per['user'] * 1000:.2f} ms, system {per['system'] * 1000:.2f} ms,"
                 f" {per['faults']:.1f} page faults per instance;"
-                " by thread (user/system ms): "
+                " by thread (user/system ms, voluntary switches): "
                 + ", ".join(
-                    f"{kind} {user * 1000 / count:.2f}/{system * 1000 / count:.2f}"
-                    for kind, (user, system) in sorted(counts.by_thread.items(), key=lambda item: -sum(item[1]))
-                    if user + system
+                    f"{kind} {user * 1000 / count:.2f}/{system * 1000 / count:.2f}/{switches / count:.1f}"
+                    for kind, (user, system, switches) in sorted(
+                        counts.by_thread.items(), key=lambda item: -item[1][0] - item[1][1]
+                    )
+                    if user + system or switches
                 )
             )
             print(
