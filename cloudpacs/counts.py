@@ -17,7 +17,11 @@ folded. A reader that reads its rows `with_counted` asks so in the same statemen
 the cost of two index lookups (the highest instance id, the end of the primary key's
 index; the mark's row): whether no instance is above InstanceCountMark.through. When
 none is, the stored counters that statement reads are exact and nothing is probed; only
-otherwise does the reader probe its series (exact_by_series, exact_by_study).
+otherwise does the reader count the instances above the mark (exact_by_series,
+exact_by_study): it reads them from the end of the primary key's index, a second's
+instances or so, up to a few for each series or study it asks about; above that (the sweep
+stopped or held back) it probes each of its series after the series' mark instead, and
+answers the same exact counts at the cost of its own series, not of the backlog.
 
 Why one statement. Every instance with an id up to the mark is folded, and none can
 still be committed: a fold counts up to an id only once no lower id can commit any more
@@ -30,9 +34,9 @@ above the mark) would be counted by neither, though its Success came before the 
 asked. A fold or an insert committing while the one statement runs is not in its
 snapshot at all: the insert's Success comes after the reader began, and a fold only
 moves instances between the counters and the part above the mark. When the gate does not
-hold, exact_by_series and exact_by_study read the counters and the instances after the
-marks in one statement of their own, as before: a snapshot later than the rows', whose
-counts include every instance acknowledged before the reader asked.
+hold, exact_by_series and exact_by_study read the counters and the instances above the
+mark in one statement of their own: a snapshot later than the rows', whose counts include
+every instance acknowledged before the reader asked.
 
 A study's number of series is still written when a series is created (once per series,
 in the transaction that creates it)."""
@@ -55,12 +59,10 @@ from django.db.models import (
     OuterRef,
     Q,
     QuerySet,
-    Subquery,
     Value,
     When,
 )
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce
 
 from cloudpacs.models import Instance, InstanceCountMark, Series, Study
 
@@ -71,6 +73,14 @@ logger = logging.getLogger(__name__)
 # study deleted) leaves the fold to the next sweep.
 WRITERS_WAIT = 5.0
 
+
+# A reader that probes reads the instances above the mark, up to this many for each series or
+# study it asks about (exact_by_series, exact_by_study); with more it probes each of its
+# series instead. While consoles push they are about a second's instances (the sweep folds
+# once a second); more, and the reader pays for its own rows, not for the archive's backlog.
+# About where the two ways cost alike on PostgreSQL (SQLite: 2 and 5; docs/benchmarks-scale.md).
+PENDING_PER_SERIES = 3
+PENDING_PER_STUDY = 8
 
 # The name under which a reader's rows carry the gate (with_counted).
 COUNTED = "counters_exact"
@@ -111,49 +121,86 @@ def counted(items: list[Any]) -> bool:
     )
 
 
+def _pending(cap: int, select: str) -> str:
+    """A statement that first reads the instances above the mark, at most `cap` + 1 of them in
+    id order (the end of the primary key's index): `pending`, with `per_series` (series_id,
+    n) and `over` (whether there were more than `cap`); then `select`, which reads the
+    stored counters and adds them.
+
+    Every instance above the mark is above its series' mark (a fold moves the marks of the
+    series it counts and the mark's row to the same id, and nothing else moves them), and
+    every instance at or below the mark is counted: so a series' instances above the mark
+    are exactly those its stored counter lacks, with no comparison with its own mark. One
+    statement, for the reason the module's docstring gives."""
+    instance, mark = _tables(Instance, InstanceCountMark)
+    return (
+        f"WITH pending AS (SELECT id, series_id FROM {instance}"  # noqa: S608 (table names and an int, no input)
+        f" WHERE id > COALESCE((SELECT through FROM {mark} WHERE id = 1), 0) ORDER BY id LIMIT {int(cap) + 1}),"
+        " per_series AS (SELECT series_id, COUNT(*) AS n FROM pending GROUP BY series_id),"
+        f" over AS (SELECT COUNT(*) > {int(cap)} AS over FROM pending){select}"
+    )
+
+
+def _tables(*models: Any) -> list[str]:
+    return [connection.ops.quote_name(model._meta.db_table) for model in models]
+
+
+def _exact(sql: str, pks: list[int]) -> dict[int, int]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, pks)
+        return {pk: int(exact) for pk, exact in cursor.fetchall()}
+
+
 def exact_by_series(series_pks: Iterable[int]) -> dict[int, int]:
-    """Each series' exact number of instances: its stored counter and its instances after
-    its mark, read in one statement (one snapshot: a fold committing between two reads
-    would otherwise move instances from the second into the first unseen)."""
-    pks = list(set(series_pks))
+    """Each series' exact number of instances: its stored counter and its instances above the
+    mark, read in one statement (one snapshot: a fold committing between two reads would
+    otherwise move instances from the second into the first unseen).
+
+    The instances above the mark are read once for all the series (_pending): while
+    consoles push they are the last second's, and most series asked about have none.
+    Above PENDING_PER_SERIES a series (the sweep stopped or held back), the answer is the
+    same exact count, from each series' instances after its own mark, a range of the
+    instance table's (series, id) index: the reader pays for its own series' unfolded
+    instances and at most PENDING_PER_SERIES a series of the backlog, whatever its size.
+    Plain SQL: the ORM took most of the time to compile it (docs/benchmarks-scale.md)."""
+    pks = sorted(set(series_pks))
     if not pks:
         return {}
-    after_mark = (
-        Instance.objects.filter(series_id=OuterRef("pk"), pk__gt=OuterRef("counted_through"))
-        .order_by()
-        .values("series_id")
-        .annotate(count=Count("pk"))
-        .values("count")
+    series, instance = _tables(Series, Instance)
+    return _exact(
+        _pending(
+            PENDING_PER_SERIES * len(pks),
+            f" SELECT s.id, s.number_of_instances + CASE WHEN (SELECT over FROM over) THEN"  # noqa: S608 (no input)
+            f" (SELECT COUNT(*) FROM {instance} i WHERE i.series_id = s.id AND i.id > s.counted_through)"
+            f" ELSE COALESCE(p.n, 0) END FROM {series} s LEFT JOIN per_series p ON p.series_id = s.id"
+            f" WHERE s.id IN ({', '.join(['%s'] * len(pks))})",
+        ),
+        pks,
     )
-    rows = (
-        Series.objects.filter(pk__in=pks)
-        .order_by()
-        .annotate(exact=F("number_of_instances") + Coalesce(Subquery(after_mark), 0))
-        .values_list("pk", "exact")
-    )
-    return dict(rows)
 
 
 def exact_by_study(study_pks: Iterable[int]) -> dict[int, int]:
-    """Each study's exact number of instances, in one statement as exact_by_series: its
-    series by their study index, then each series' range after its mark."""
-    pks = list(set(study_pks))
+    """Each study's exact number of instances, in one statement as exact_by_series: the
+    series with instances above the mark looked up by key for their study; above
+    PENDING_PER_STUDY a study, its series by their study index, then each series' range after
+    its mark."""
+    pks = sorted(set(study_pks))
     if not pks:
         return {}
-    after_marks = (
-        Instance.objects.filter(unfolded(), series__study_id=OuterRef("pk"))
-        .order_by()
-        .values("series__study_id")
-        .annotate(count=Count("pk"))
-        .values("count")
+    study, series, instance = _tables(Study, Series, Instance)
+    return _exact(
+        _pending(
+            PENDING_PER_STUDY * len(pks),
+            f", per_study AS (SELECT s.study_id, SUM(p.n) AS n FROM per_series p"  # noqa: S608 (no input)
+            f" JOIN {series} s ON s.id = p.series_id GROUP BY s.study_id)"
+            f" SELECT st.id, st.number_of_instances + CASE WHEN (SELECT over FROM over) THEN"
+            f" (SELECT COUNT(*) FROM {instance} i JOIN {series} s ON s.id = i.series_id"
+            f" WHERE s.study_id = st.id AND i.id > s.counted_through)"
+            f" ELSE COALESCE(p.n, 0) END FROM {study} st LEFT JOIN per_study p ON p.study_id = st.id"
+            f" WHERE st.id IN ({', '.join(['%s'] * len(pks))})",
+        ),
+        pks,
     )
-    rows = (
-        Study.objects.filter(pk__in=pks)
-        .order_by()
-        .annotate(exact=F("number_of_instances") + Coalesce(Subquery(after_marks), 0))
-        .values_list("pk", "exact")
-    )
-    return dict(rows)
 
 
 def exact_rows(

@@ -203,6 +203,39 @@ def test_an_idle_archives_qido_pages_probe_no_series_for_its_instances_and_stay_
     assert qido_counts(technologist) == ([5, 2, 3], [])
 
 
+@pytest.mark.parametrize("per_row", [0, 1, 2, 3, 100])
+def test_the_instances_above_the_mark_are_counted_exactly_below_and_above_the_readers_cap(
+    per_row, ct_modality, tmp_path, monkeypatch
+):
+    """A reader reads the instances above the mark up to a cap for each series or study it asks
+    about (PENDING_PER_SERIES, PENDING_PER_STUDY); with more (a backlog: the sweep stopped)
+    it probes its own series instead, and answers the same exact counts."""
+    asked_uid, other_uid = generate_uid(), generate_uid()
+    series_uids = [generate_uid(), generate_uid()]
+    first = ingest(make_dataset(study_uid=asked_uid, series_uid=series_uids[0]), ct_modality, tmp_path)
+    assert counts.fold() == 1
+    # Above the mark: two more of the asked study's first series, one of its second, and
+    # three of another study (a backlog of six; the asked study holds three of them).
+    for n, series_uid in enumerate([series_uids[0], series_uids[0], series_uids[1]]):
+        ingest(make_dataset(study_uid=asked_uid, series_uid=series_uid, instance_number=n + 2), ct_modality, tmp_path)
+    for n in range(3):
+        ingest(make_dataset(study_uid=other_uid, instance_number=n + 1), ct_modality, tmp_path)
+    monkeypatch.setattr(counts, "PENDING_PER_SERIES", per_row)
+    monkeypatch.setattr(counts, "PENDING_PER_STUDY", per_row)
+    asked = Study.objects.get(study_uid=asked_uid)
+    other = Study.objects.get(study_uid=other_uid)
+    series = [Series.objects.get(series_uid=uid) for uid in series_uids]
+    assert (asked.number_of_instances, series[0].counted_through) == (1, first.pk)
+    # One study or series asked: a cap of per_row, below the backlog of six but at 100; both:
+    # 2 * per_row, at 3 just the six.
+    assert counts.exact_by_study([asked.pk]) == {asked.pk: 4}
+    assert counts.exact_by_study([asked.pk, other.pk]) == {asked.pk: 4, other.pk: 3}
+    assert counts.exact_by_series([series[0].pk]) == {series[0].pk: 3}
+    assert counts.exact_by_series([s.pk for s in series]) == {series[0].pk: 3, series[1].pk: 1}
+    assert counts.fold() == 6
+    assert counts.exact_by_study([asked.pk, other.pk]) == {asked.pk: 4, other.pk: 3}
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the writers are looked for in PostgreSQL's pg_locks")
 def test_a_fold_waits_for_its_own_databases_writers_not_for_a_twin_databases():
     """Two databases made from one template hold their instance tables under the same

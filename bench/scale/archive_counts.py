@@ -13,17 +13,24 @@ and the queries of one request):
 
 - QIDO-RS: a township's studies (a page of 100, and at offset 2,000), the series across
   the township's studies (a page of 100), the series of one study;
+- the study's page (one study's counters, read without the gate);
 - the township's page (its studies without a consult, with their counts);
 - the radiologists' worklist (reads no counter: the control).
 
-Four states of the same rows: "before" (the instance table's index on its series, the
-readers reading the stored counters alone, as main did before migration 0017); "probing"
-(the (series, id) index, and each page probing its series for instances not folded yet,
-as main did from 0017 until the gate); "after" (the gate read with the page's rows,
-cloudpacs.counts.with_counted: nothing is unfolded here, so nothing is probed); "after,
-mid-push" (the newest `--unfolded-studies` studies of the township given `--unfolded`
-instances each that the sweep has not folded, as while consoles are pushing: the gate
-fails and the pages probe).
+The states of the same rows, alternating `--rounds` times: "before" (the instance table's
+index on its series, the readers reading the stored counters alone, as main did before
+migration 0017); "probing" (the (series, id) index, and each page probing its series for
+instances not folded yet, as main did from 0017 until the gate); "after" (the gate read
+with the page's rows, cloudpacs.counts.with_counted: nothing is unfolded here, so only the
+single study's reads probe), with main's probe of each series (at eb823d6) and with this
+tree's read of the instances above the mark ("above the mark"). Then three scenarios
+mid-push, each probe alternating: "a second's push" (`--push-studies` of the township's
+newest studies given `--unfolded` instances each that the sweep has not folded), "run 32's
+mid-push" (`--unfolded-studies` of them: the township's page of 100 all unfolded), "a
+backlog" (those and `--backlog-studies` of other townships: the sweep held back, above
+the readers' cap). Per request: this process's CPU, the queries, and on PostgreSQL the
+backend's CPU, buffers and the instance table's rows read; on SQLite the virtual
+machine's instructions.
 
     DATABASE_URL=sqlite:///$PWD/var/bench-counts.sqlite3 .venv/bin/python bench/scale/archive_counts.py
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/yunying_bench_counts \\
@@ -196,23 +203,24 @@ def set_indexes(before: bool) -> None:
         cursor.execute("ANALYZE cloudpacs_instance")
 
 
-def add_unfolded(township: Any, studies: int, instances: int) -> None:
-    """`instances` more instances in the first series of the township's newest `studies`
-    studies, not folded: as while consoles push."""
+def add_unfolded(studies: list[Any], instances: int) -> None:
+    """`instances` more instances in the first series of each study, not folded: as while
+    consoles push (or, many, while the sweep is stopped)."""
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from cloudpacs.models import Instance, Series, Study
+    from cloudpacs.models import Instance, Series
 
-    newest = list(Study.objects.filter(facility=township).order_by("-study_date", "-study_time", "-id")[:studies])
     top = Instance.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    first = dict(
+        Series.objects.filter(study__in=studies).order_by("-pk").values_list("study_id", "pk")
+    )  # keys down: each study keeps its lowest-keyed series, its first
     rows = []
-    for study in newest:
-        series = Series.objects.filter(study=study).order_by("pk").values_list("pk", flat=True).first()
+    for study in studies:
         for i in range(instances):
             top += 1
             rows.append(
-                (top, f"1.2.826.0.1.3680043.10.8.{top}", "1.2.840.10008.5.1.4.1.1.2", series, 100 + i,
+                (top, f"1.2.826.0.1.3680043.10.8.{top}", "1.2.840.10008.5.1.4.1.1.2", first[study.pk], 100 + i,
                  "1.2.840.10008.1.2.1", f"u/{top}.dcm", 40000, "0" * 64, 512, 512, None, timezone.now())
             )  # fmt: skip
     with transaction.atomic(), connection.cursor() as cursor:
@@ -225,6 +233,80 @@ def add_unfolded(township: Any, studies: int, instances: int) -> None:
             ],
             rows,
         )  # fmt: skip
+    _analyze()
+
+
+def clear_unfolded() -> None:
+    """The unfolded instances taken out again (the archive idle, as seeded)."""
+    from django.db import connection
+
+    from cloudpacs.models import Instance, InstanceCountMark
+
+    Instance.objects.filter(pk__gt=InstanceCountMark.objects.get(pk=1).through).delete()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            # The dead entries at the end of the primary key's index vacuumed away: the next
+            # scenario's reads start as a live archive's would.
+            cursor.execute("VACUUM cloudpacs_instance")
+    _analyze()
+
+
+def _analyze() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE cloudpacs_instance" if connection.vendor == "postgresql" else "ANALYZE")
+
+
+def main_probes() -> tuple[Any, Any]:
+    """The readers' probe as main had it before the instances above the mark were read once
+    (at eb823d6; the "each series" states): every series asked about probed for its
+    instances after its own mark, in a statement the ORM compiles."""
+    from django.db.models import Count, F, OuterRef, Subquery
+    from django.db.models.functions import Coalesce
+
+    from cloudpacs import counts
+    from cloudpacs.models import Instance, Series, Study
+
+    def by_series(series_pks: Any) -> dict[int, int]:
+        pks = list(set(series_pks))
+        if not pks:
+            return {}
+        after_mark = (
+            Instance.objects.filter(series_id=OuterRef("pk"), pk__gt=OuterRef("counted_through"))
+            .order_by()
+            .values("series_id")
+            .annotate(count=Count("pk"))
+            .values("count")
+        )
+        rows = (
+            Series.objects.filter(pk__in=pks)
+            .order_by()
+            .annotate(exact=F("number_of_instances") + Coalesce(Subquery(after_mark), 0))
+            .values_list("pk", "exact")
+        )
+        return dict(rows)
+
+    def by_study(study_pks: Any) -> dict[int, int]:
+        pks = list(set(study_pks))
+        if not pks:
+            return {}
+        after_marks = (
+            Instance.objects.filter(counts.unfolded(), series__study_id=OuterRef("pk"))
+            .order_by()
+            .values("series__study_id")
+            .annotate(count=Count("pk"))
+            .values("count")
+        )
+        rows = (
+            Study.objects.filter(pk__in=pks)
+            .order_by()
+            .annotate(exact=F("number_of_instances") + Coalesce(Subquery(after_marks), 0))
+            .values_list("pk", "exact")
+        )
+        return dict(rows)
+
+    return by_series, by_study
 
 
 def _backend_ticks() -> int:
@@ -237,15 +319,43 @@ def _backend_ticks() -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def _blocks() -> int:
-    """PostgreSQL: the buffers this database's backends have read or found, so far."""
+def _pg_counters() -> tuple[int, int]:
+    """PostgreSQL: the buffers this database's backends have read or found, and the instance
+    table's rows they have read (index entries returned by its indexes' scans, rows of its
+    sequential scans), so far."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_stat_force_next_flush()")
         cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute("SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = current_database()")
-        return int(cursor.fetchone()[0])
+        cursor.execute(
+            "SELECT (SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = current_database()),"
+            " (SELECT COALESCE(SUM(idx_tup_read), 0) FROM pg_stat_user_indexes WHERE relname = 'cloudpacs_instance')"
+            " + (SELECT COALESCE(seq_tup_read, 0) FROM pg_stat_user_tables WHERE relname = 'cloudpacs_instance')"
+        )
+        blocks, rows = cursor.fetchone()
+        return int(blocks), int(rows)
+
+
+def _sqlite_steps(call: Any) -> int:
+    """SQLite: the virtual machine's instructions one call of `call` runs, in hundreds (its
+    progress handler, called every 100)."""
+    from django.db import connection
+
+    steps = [0]
+
+    def step() -> int:
+        steps[0] += 1
+        return 0
+
+    connection.ensure_connection()
+    raw = connection.connection
+    raw.set_progress_handler(step, 100)
+    try:
+        call()
+    finally:
+        raw.set_progress_handler(None, 0)
+    return steps[0]
 
 
 def measure(label: str, pages: dict[str, Any], runs: int) -> None:
@@ -266,20 +376,29 @@ def measure(label: str, pages: dict[str, Any], runs: int) -> None:
             response = call()
         assert response.status_code in (200, 204), (name, response.status_code)
         walls, cpus = [], []
+        steps = "" if postgresql else f"  VM steps {_sqlite_steps(call) / 10:7.1f} k"
         ticks = _backend_ticks() if postgresql else 0
-        blocks = _blocks() if postgresql else 0
+        blocks, rows = _pg_counters() if postgresql else (0, 0)
+        if postgresql:
+            # The statistics reads' own buffers (read twice, nothing between), taken off below.
+            again = _pg_counters()
+            own = (again[0] - blocks, again[1] - rows)
+            blocks, rows = again
         for _ in range(runs):
             began, cpu = time.perf_counter(), time.process_time()
             call()
             cpus.append((time.process_time() - cpu) * 1000)
             walls.append((time.perf_counter() - began) * 1000)
-        database = ""
+        database = steps
         if postgresql:
             backend_ms = (_backend_ticks() - ticks) * 1000 / os.sysconf("SC_CLK_TCK") / runs
-            # Less the two statistics reads' own few buffers.
-            database = f"  backend CPU {backend_ms:6.2f} ms  buffers {(_blocks() - blocks) / runs:8.1f}"
+            blocks_after, rows_after = _pg_counters()
+            database = (
+                f"  backend CPU {backend_ms:6.2f} ms  buffers {(blocks_after - blocks - own[0]) / runs:8.1f}"
+                f"  instance rows {(rows_after - rows - own[1]) / runs:8.1f}"
+            )
         print(
-            f"  {label:<16} {name:<27} wall {statistics.median(walls):7.1f} ms"
+            f"  {label:<22} {name:<27} wall {statistics.median(walls):7.1f} ms"
             f"  process CPU {statistics.median(cpus):7.2f} ms{database}  queries {len(queries)}",
             flush=True,
         )
@@ -291,8 +410,11 @@ def main() -> None:
     parser.add_argument("--townships", type=int, default=20)
     parser.add_argument("--series", type=int, default=2)
     parser.add_argument("--instances", type=int, default=4)
+    parser.add_argument("--push-studies", type=int, default=10)
     parser.add_argument("--unfolded-studies", type=int, default=100)
+    parser.add_argument("--backlog-studies", type=int, default=1000)
     parser.add_argument("--unfolded", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=2, help="times each pair of states alternates")
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     url = os.environ.get("DATABASE_URL", "")
@@ -344,6 +466,7 @@ def main() -> None:
         "QIDO studies, offset 2000": lambda: qido.get("/dicomweb/studies", {"limit": 100, "offset": 2000}),
         "QIDO series, page of 100": lambda: qido.get("/dicomweb/series", {"limit": 100}),
         "QIDO series of one study": lambda: qido.get(f"/dicomweb/studies/{newest.study_uid}/series"),
+        "study page": lambda: tech.get(reverse("cloudpacs:study", args=[newest.study_uid])),
         "township page": lambda: tech.get(reverse("consults:facility", args=[township.uuid])),
         "worklist (no counter)": lambda: reader.get(reverse("consults:worklist")),
     }
@@ -351,6 +474,12 @@ def main() -> None:
     import consults.views.pages as township_pages
 
     township_exact = township_pages.exact_studies
+    probes = {
+        # Each series asked about probed after its mark (main at eb823d6).
+        "each series": main_probes(),
+        # The instances above the mark read once, each series probed above the cap (this tree).
+        "above the mark": (counts.exact_by_series, counts.exact_by_study),
+    }
     gates = {
         # The stored counters alone (main before migration 0017).
         "before": lambda queryset: queryset.annotate(**{counts.COUNTED: Value(True)}),
@@ -360,10 +489,11 @@ def main() -> None:
         "after": counts.with_counted,
     }
 
-    def reading(state: str) -> None:
+    def reading(state: str, probe: str = "each series", gate: str = "after") -> None:
         before = state == "before"
         set_indexes(before)
-        counts.with_counted = township_pages.with_counted = gates[state]  # type: ignore[assignment]
+        counts.with_counted = township_pages.with_counted = gates[gate]  # type: ignore[assignment]
+        counts.exact_by_series, counts.exact_by_study = probes[probe]  # type: ignore[assignment]
         if before:
             counts.exact_rows = lambda rows, **names: None  # type: ignore[assignment]
             counts.exact_series = lambda items, **gate: list(items)  # type: ignore[assignment]
@@ -373,15 +503,41 @@ def main() -> None:
             counts.exact_rows, counts.exact_series, counts.exact_studies = exact  # type: ignore[assignment]
             township_pages.exact_studies = township_exact  # type: ignore[assignment]
 
-    for state in ("before", "probing", "after", "before", "probing", "after"):
-        reading(state)
-        measure(state, pages, args.runs)
-    add_unfolded(township, args.unfolded_studies, args.unfolded)
-    print(f"  ({args.unfolded_studies} studies with {args.unfolded} unfolded instances each)", flush=True)
-    reading("after")
-    measure("after, mid-push", pages, args.runs)
-    answer = qido.get("/dicomweb/studies", {"limit": 1}).json()[0]["00201208"]["Value"][0]
-    print(f"  the newest study's count: {answer} (stored {args.series * args.instances} + {args.unfolded})")
+    idle = {
+        "before": {"gate": "before"},
+        "probing": {"gate": "probing"},
+        "after": {"probe": "each series"},
+        "after, above the mark": {"probe": "above the mark"},
+    }
+    for _round in range(args.rounds):
+        for state, how in idle.items():
+            reading(state, **how)
+            measure(state, pages, args.runs)
+    newest_first = Study.objects.order_by("-study_date", "-study_time", "-id")
+    in_page = list(newest_first.filter(facility=township)[: args.unfolded_studies])
+    elsewhere = list(newest_first.exclude(facility=township)[: args.backlog_studies])
+    stored = args.series * args.instances
+    for scenario, studies in (
+        ("a second's push", in_page[: args.push_studies]),
+        ("run 32's mid-push", in_page),
+        ("a backlog", in_page + elsewhere),
+    ):
+        add_unfolded(studies, args.unfolded)
+        print(
+            f"  {scenario}: {len(studies)} studies with {args.unfolded} unfolded instances each"
+            f" ({len(studies) * args.unfolded}), {min(len(studies), len(in_page))} of them in the township's page",
+            flush=True,
+        )
+        answers = set()
+        for _round in range(args.rounds):
+            for probe in probes:
+                reading("after", probe)
+                measure(f"mid-push, {probe}", pages, args.runs)
+                found = qido.get("/dicomweb/studies", {"limit": 100}).json()
+                answers.add(tuple(study["00201208"]["Value"][0] for study in found))
+        (answer,) = answers  # both ways answer alike
+        print(f"  the newest study's count: {answer[0]} (stored {stored} + {args.unfolded})", flush=True)
+        clear_unfolded()
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
