@@ -51,6 +51,7 @@ from cloudpacs import conformance, counts, dicomsocket, keyobjects, pinning, sto
 from cloudpacs.counts import (  # noqa: F401 (the counters' readers, as other apps call them)
     exact_series,
     exact_studies,
+    last_received,
     series_instances,
     study_instances,
     with_counted,

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from cloudpacs.models import Instance, Series, Study
-from cloudpacs.services import body_part_names, order_for_study
+from cloudpacs.services import body_part_names, last_received, order_for_study
 from consults import changes, handoff
 from consults.changes import ConsultChanged as ConsultChanged
 from consults.models import Consult, Priority
@@ -162,7 +162,9 @@ def request_consult(
             % {"modality": study.modalities_in_study or "—"}
         )
     now = now or timezone.now()
-    arrived_at = min(study.last_received_at or study.arrived_at or now, now)
+    # The newest instance's arrival, not the stored last_received_at, which the sweep's fold
+    # moves once a second: a study still arriving is asked for before its last fold.
+    arrived_at = min(last_received(study) or study.arrived_at or now, now)
     try:
         with transaction.atomic():
             if Consult.objects.filter(study=study).exists():

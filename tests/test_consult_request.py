@@ -8,12 +8,15 @@ from datetime import timedelta
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from pydicom.uid import generate_uid
 
+from cloudpacs import counts
 from cloudpacs.models import Study
 from consults.models import Consult, Priority
 from consults.services import open_consult_for_study
 from facilities.models import AuditEvent
-from tests.factories import make_consult, make_shift, make_study
+from tests.dicomweb_support import ingest
+from tests.factories import make_consult, make_dataset, make_shift, make_study
 
 pytestmark = pytest.mark.django_db
 
@@ -71,6 +74,23 @@ def test_a_technologist_requests_a_consult_for_a_stored_study_with_its_details(
         action="consults.consult.requested", actor=technologist, object_id=str(consult.uuid)
     ).exists()
     assert request_url(study) not in technologist_client.get(facility_page(township)).content.decode()
+
+
+def test_a_study_asked_for_while_arriving_arrived_when_its_newest_instance_did_not_at_the_sweeps_last_fold(
+    township, ct_modality, technologist_client, tmp_path
+):
+    study_uid, series_uid = generate_uid(), generate_uid()
+    first = ingest(make_dataset(study_uid=study_uid, series_uid=series_uid), ct_modality, tmp_path)
+    assert counts.fold() == 1  # the sweep's last fold: last_received_at is the first's arrival
+    newest = ingest(make_dataset(study_uid=study_uid, series_uid=series_uid, instance_number=2), ct_modality, tmp_path)
+    study = Study.objects.get(study_uid=study_uid)
+    assert (study.status, study.last_received_at) == (Study.Status.RECEIVING, first.received_at)
+    assert newest.received_at > first.received_at
+
+    technologist_client.post(request_url(study), {"priority": "urgent", "body_parts": "1"})
+
+    consult = Consult.objects.get(study=study)
+    assert consult.arrived_at == newest.received_at
 
 
 def test_the_stability_sweep_later_keeps_the_requested_consult(township, study, technologist_client):
