@@ -43,12 +43,16 @@ copies each PDU five times on its way (header and body joined, `bytes()`, the it
 slice, each item's slice, each fragment's slice without its control header), puts an
 event and the PDU on two queues, and takes them off again to look the state and the
 event up in its transition table, whose answer there is always DT-2, the same state. Here
-the body is read once and each fragment handed over as a view of it; the PDU's own events
-(EVT_PDU_RECV) are triggered as pynetdicom does. The step is taken only where it
-changes nothing another party could see: no event waiting ahead of it, no handler bound to
-the raw bytes (EVT_DATA_RECV) or to the state machine's transitions (EVT_FSM_TRANSITION),
-and only handlers that accept views bound to EVT_PDU_RECV (`install`'s `view_handlers`);
-anything else, and every PDU that is not a well-formed P-DATA-TF, goes pynetdicom's way.
+the body is read once and each fragment handed over as a view of it. The step is taken
+only where it changes nothing another party could see: no event waiting ahead of it, no
+handler bound to the raw bytes (EVT_DATA_RECV) or to the state machine's transitions
+(EVT_FSM_TRANSITION), and bound to the PDU (EVT_PDU_RECV) only handlers that `install`'s
+`pdv_handlers` names, each with a function that does what the handler does with a
+P-DATA-TF's event, given the PDU's (context ID, value) pairs: it is called with them, as
+pynetdicom's trigger would call the handler (an exception logged, not raised), without a
+P_DATA_TF, its items and an Event made for each PDU (the receiver's hashing of each
+dataset as it arrives: six PDUs per 530 KB instance); anything else, and every PDU that is
+not a well-formed P-DATA-TF, goes pynetdicom's way.
 
 The answer to a C-STORE goes the other way in one step too (`EventDrivenDUL.send_now`,
 from dicomnode.fastpath): pynetdicom's association thread puts it on the DUL's queue and
@@ -77,7 +81,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pynetdicom import evt, fsm
@@ -85,7 +89,6 @@ from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import StateMachine
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
-from pynetdicom.pdu_items import PresentationDataValueItem
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.utils import make_target
 
@@ -112,12 +115,14 @@ PIN = pinning.Pin(
     (Association.run_reactor, "ed8bbbe3b3d6ddaee3e8673ba25b2ab2a4c45f25bc1d8ae7b48ebafd09499e6d"),
     (DULServiceProvider._decode_pdu, "fc71dd1bf853e1ce79d29b11731a26a4f6ee9eb697026ad611f8fc91f8aa69c9"),
     # A P-DATA-TF taken straight to the DIMSE provider: the read it replaces, the state
-    # machine's step (DT-2) and dispatch it stands in for, and the PDU's items it builds.
+    # machine's step (DT-2) and dispatch it stands in for, and the PDU's items it reads.
     (DULServiceProvider._read_pdu_data, "19f2d4e38c13c83586365d93dd5cd96a0c7c665cb37251054b3e1f246e9f431b"),
     (StateMachine.do_action, "9a883f44c7f31641b7847b97b51a72abdd31a3c8a9d31031cae7f7d929383dd9"),
     (fsm.DT_2, "9ec543394e0b49eb8be2448fc3f9950361b0047db7cf3742844f377bd225ba73"),
     (P_DATA_TF._generate_items, "55a5deea47745b72b787b1115d198e20ba355947da2ccda92987fd372967a141"),
     (P_DATA_TF._wrap_generate_items, "b2ab7ad6fe47ff4acb0a041e8ee9169b6247681618fc3196ca540c89bf17bae6"),
+    # A P-DATA-TF's EVT_PDU_RECV handlers called as the trigger calls notification handlers.
+    (evt.trigger, "b97f8a75e8affaa01693856a8cbeb7aea6d3b4641cec8ca1975c15b0eea76690"),
     # An answer sent from the association's thread: the step (DT-1) it stands in for and
     # the send it calls.
     (fsm.DT_1, "82e5c5d4114534fa9ac86124c7c7ef11ff2b98bc73069372cbe413af9df19081"),
@@ -205,6 +210,10 @@ def read_ahead(sock: Any, pending: ReadAhead, nr_bytes: int) -> bytes | memoryvi
     return pending.take(nr_bytes)
 
 
+# What a P-DATA-TF's EVT_PDU_RECV handler does, done from the association and the PDU's
+# (presentation context ID, value with its message control header) pairs.
+PDVHandler = Callable[[Any, list[tuple[int, memoryview]]], None]
+
 # A P-DATA-TF's PDU type, and its items' header: item length, presentation context ID.
 P_DATA_TF_TYPE = 0x04
 _PDV_HEADER = struct.Struct(">IB")
@@ -278,8 +287,9 @@ class EventDrivenDUL(DULServiceProvider):
     # The A-ASSOCIATE-RQ the front door decoded (dicomnode.connections.CheckedAssociateRQ,
     # its bytes in `data`), until the state machine takes it.
     _decoded_rq: Any = None
-    # EVT_PDU_RECV handlers that accept a P-DATA-TF whose values are memoryviews.
-    _view_handlers: frozenset[Any] = frozenset()
+    # EVT_PDU_RECV handlers, each with what it does with a P-DATA-TF's event done from the
+    # PDU's (context ID, value view) pairs: PDVHandler(assoc, items).
+    _pdv_handlers: dict[Any, PDVHandler] = {}
 
     # Held while a PDU is written to the socket, from whichever thread; re-entrant, as the
     # handlers of a sent PDU's events run under it.
@@ -327,7 +337,7 @@ class EventDrivenDUL(DULServiceProvider):
             and self._recv_pdu.empty()
             and not assoc.get_handlers(evt.EVT_DATA_RECV)
             and not assoc.get_handlers(evt.EVT_FSM_TRANSITION)
-            and all(handler in self._view_handlers for handler, _ in pdu_handlers)
+            and all(handler in self._pdv_handlers and not args for handler, args in pdu_handlers)
         )
 
     def _read_pdu_data(self) -> None:
@@ -381,18 +391,25 @@ class EventDrivenDUL(DULServiceProvider):
         self._recv_pdu.put(pdu)
 
     def _data_transfer(self, items: list[tuple[int, memoryview]]) -> None:
-        """A P-DATA-TF received in Sta6: its EVT_PDU_RECV, then DT-2 (the P-DATA
-        indication to the DIMSE provider; the state stays Sta6), failing as the state
-        machine fails an action: logged, the DUL stopped."""
+        """A P-DATA-TF received in Sta6: its EVT_PDU_RECV handlers' work (`_pdv_handlers`),
+        then DT-2 (the P-DATA indication to the DIMSE provider; the state stays Sta6),
+        failing as the state machine fails an action: logged, the DUL stopped."""
         assoc = self.assoc
-        if assoc.get_handlers(evt.EVT_PDU_RECV):
-            pdu = P_DATA_TF()
-            for context_id, data in items:
-                item = PresentationDataValueItem()
-                item.presentation_context_id = context_id
-                item.presentation_data_value = data  # type: ignore[assignment]
-                pdu.presentation_data_value_items.append(item)
-            evt.trigger(assoc, evt.EVT_PDU_RECV, {"pdu": pdu})
+        handlers: Any = assoc.get_handlers(evt.EVT_PDU_RECV)
+        if handlers:
+            # As evt.trigger calls notification handlers: abort() does not wait meanwhile,
+            # and the first exception ends the calls, logged.
+            assoc.abort = assoc._abort_nonblocking  # type: ignore[method-assign]
+            handler = None
+            try:
+                for handler, _ in handlers:
+                    self._pdv_handlers[handler](assoc, items)
+            except Exception as exc:
+                # pynetdicom's words, in its log.
+                name = getattr(handler, "__name__", handler)
+                evt.LOGGER.error(f"Exception raised in user's 'evt.EVT_PDU_RECV' event handler '{name}'")
+                evt.LOGGER.exception(exc)
+            assoc.abort = assoc._abort_blocking  # type: ignore[method-assign]
         primitive = P_DATA()
         primitive._presentation_data_value_list = items  # type: ignore[assignment]
         try:
@@ -605,18 +622,19 @@ def install_requestor(assoc: Association) -> bool:
     return True
 
 
-def install(assoc: Association, associate_rq: Any = None, view_handlers: tuple[Any, ...] = ()) -> bool:
+def install(assoc: Association, associate_rq: Any = None, pdv_handlers: Mapping[Any, PDVHandler] | None = None) -> bool:
     """Make a just-created acceptor association (not started) use the event-driven loops;
     `associate_rq`, the front door's decoded A-ASSOCIATE-RQ whose bytes the socket gives
-    back first, is taken as it is; `view_handlers`, EVT_PDU_RECV handlers that accept a
-    P-DATA-TF whose values are memoryviews (with any other bound, P-DATA-TF PDUs go through
-    pynetdicom's state machine). Returns False, changing nothing, on a pynetdicom these
-    loops were not written for."""
+    back first, is taken as it is; `pdv_handlers`, EVT_PDU_RECV handlers (bound without
+    arguments) each with a function doing its work on a P-DATA-TF from the PDU's (context
+    ID, value) pairs, the values memoryviews (with any other handler bound, P-DATA-TF PDUs
+    go through pynetdicom's state machine). Returns False, changing nothing, on a
+    pynetdicom these loops were not written for."""
     if not PIN.compatible():
         return False
     dul: Any = assoc.dul
     dul._decoded_rq = associate_rq
-    dul._view_handlers = frozenset(view_handlers)
+    dul._pdv_handlers = dict(pdv_handlers or {})
     dul.send_lock = threading.RLock()
     wake = threading.Event()
     waker = _Waker()

@@ -36,6 +36,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -377,13 +378,21 @@ def handle_pdu(event: evt.Event) -> None:
     pdu: Any = event.pdu  # type: ignore[attr-defined]
     if not isinstance(pdu, P_DATA_TF):
         return
-    state = _accepted(event.assoc)
+    hash_pdvs(
+        event.assoc,
+        [(item.presentation_context_id, item.presentation_data_value) for item in pdu.presentation_data_value_items],
+    )
+
+
+def hash_pdvs(assoc: Any, items: Sequence[tuple[Any, Any]]) -> None:
+    """handle_pdu's work on a P-DATA-TF, from its (presentation context ID, value) pairs:
+    what dicomnode.reactor calls instead of making the PDU and its event (`PDV_HANDLERS`)."""
+    state = _accepted(assoc)
     if state is None:
         return
     if state.abort_reason:
         return
-    for item in pdu.presentation_data_value_items:
-        data = item.presentation_data_value
+    for _, data in items:
         if not data:
             continue
         header = data[0]
@@ -395,7 +404,7 @@ def handle_pdu(event: evt.Event) -> None:
             continue
         state.receiving += len(data) - 1
         if state.receiving > settings.DICOM_MAX_INSTANCE_BYTES:
-            _abort_oversized(event.assoc, state)
+            _abort_oversized(assoc, state)
             return
         if state.hashing is not None:
             state.hashing.update(memoryview(data)[1:])
@@ -539,6 +548,9 @@ def _ingest(
     return SUCCESS, ""
 
 
+# The handlers of EVT_PDU_RECV that dicomnode.reactor calls with a P-DATA-TF's values.
+PDV_HANDLERS: dict[Any, reactor.PDVHandler] = {handle_pdu: hash_pdvs}
+
 HANDLERS: list[Any] = [
     (evt.EVT_REQUESTED, handle_requested),
     (evt.EVT_ACCEPTED, handle_accepted),
@@ -652,7 +664,7 @@ class CappedRequestHandler(RequestHandler):
 
     def _create_association(self) -> Any:
         assoc = super()._create_association()
-        reactor.install(assoc, self.associate_rq, view_handlers=(handle_pdu,))
+        reactor.install(assoc, self.associate_rq, pdv_handlers=PDV_HANDLERS)
         fastpath.install(assoc)
         sock: Any = assoc.dul.socket
         sock.__class__ = CappedAssociationSocket

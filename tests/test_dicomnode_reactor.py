@@ -538,8 +538,80 @@ def test_a_data_pdu_goes_to_the_dimse_provider_without_the_state_machines_queues
     assert events["Evt6"] == 1 and events["Evt12"] == 1
     stored = _stored_dataset_bytes(ds.SOPInstanceUID)
     assert stored == _encoded(ds)
-    # Hashed while received (dicomnode.server.handle_pdu), from the views.
+    # Hashed while received (dicomnode.server.hash_pdvs), from the views.
     assert Instance.objects.get(sop_instance_uid=ds.SOPInstanceUID).sha256 == hashlib.sha256(stored).hexdigest()
+
+
+def _receiving_pdu_events(monkeypatch) -> Counter[str]:  # type: ignore[no-untyped-def]
+    """The P-DATA-TF objects, and the EVT_PDU_RECV events of one, the receiver's DUL threads make."""
+    from pynetdicom import evt
+    from pynetdicom.pdu import P_DATA_TF
+
+    made: Counter[str] = Counter()
+    init, event_init = P_DATA_TF.__init__, evt.Event.__init__
+
+    def counted_init(pdu: P_DATA_TF, *args: Any) -> None:
+        if isinstance(threading.current_thread(), reactor.EventDrivenDUL):
+            made["P-DATA-TF"] += 1
+        init(pdu, *args)
+
+    def counted_event(event: evt.Event, assoc: Any, kind: Any, attrs: Any = None) -> None:
+        pdu = (attrs or {}).get("pdu")
+        if isinstance(pdu, P_DATA_TF) and isinstance(threading.current_thread(), reactor.EventDrivenDUL):
+            made["EVT_PDU_RECV"] += 1
+        event_init(event, assoc, kind, attrs)
+
+    monkeypatch.setattr(P_DATA_TF, "__init__", counted_init)
+    monkeypatch.setattr(evt.Event, "__init__", counted_event)
+    return made
+
+
+def _store_large_instance(receiver: tuple[str, int], calling: str) -> Any:
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate(*receiver, ae_title="CLOUDPACS")
+    assert assoc.is_established
+    ds = make_dataset(rows=512, columns=512)  # 512 KB of pixel data: several 128 KB PDUs
+    try:
+        assert assoc.send_c_store(ds).Status == 0x0000
+    finally:
+        assoc.release()
+    return ds
+
+
+def test_a_data_pdus_values_are_hashed_without_a_pdu_or_an_event_made(receiver, ct_modality, monkeypatch):
+    """The receiver's only handler of received PDUs hashes each dataset as it arrives: it is
+    called with the PDU's values (dicomnode.server.hash_pdvs), no P_DATA_TF, items and
+    Event made for each of the instance's PDUs (before: one of each per PDU)."""
+    from cloudpacs.models import Instance
+
+    made = _receiving_pdu_events(monkeypatch)
+    ds = _store_large_instance(receiver, ct_modality.ae_title)
+    assert made == {}
+    stored = _stored_dataset_bytes(ds.SOPInstanceUID)
+    assert stored == _encoded(ds)
+    assert Instance.objects.get(sop_instance_uid=ds.SOPInstanceUID).sha256 == hashlib.sha256(stored).hexdigest()
+
+
+def test_an_exception_in_a_data_pdus_handler_is_logged_as_pynetdicom_logs_it(
+    receiver, ct_modality, monkeypatch, caplog
+):
+    from dicomnode import server
+
+    calls: list[int] = []
+
+    def failing(assoc: Any, items: Any) -> None:
+        calls.append(len(items))
+        raise RuntimeError("no hashing today")
+
+    monkeypatch.setitem(server.PDV_HANDLERS, server.handle_pdu, failing)
+    with caplog.at_level("ERROR", logger="pynetdicom.events"):
+        ds = _store_large_instance(receiver, ct_modality.ae_title)
+    assert len(calls) >= 5
+    assert "Exception raised in user's 'evt.EVT_PDU_RECV' event handler 'handle_pdu'" in caplog.text
+    assert "no hashing today" in caplog.text
+    # Stored all the same, hashed from the file.
+    assert _stored_dataset_bytes(ds.SOPInstanceUID) == _encoded(ds)
 
 
 def test_with_another_handler_on_the_pdus_they_take_pynetdicoms_way(receiver, ct_modality, monkeypatch):
