@@ -27,6 +27,15 @@ maximum PDU.
 Each cell's line gives every run's rate and how fast the cores ran during it
 (bench/ingest/speed_probe.py: these virtual machines' cores flip between two speeds).
 
+Two rates, side by side. The first (inst/s, MB/s) runs from starting the storescu clients
+to their exit: each client's start-up (about 20 ms of CPU, its dictionary above all) and
+release are in it, on the same two cores as the receiver. The second (`wire`, and the
+table's last two columns) is read at the server's side of the wire (bench/ingest/wire.py):
+from the first association's A-ASSOCIATE-RQ reaching the receiver's port to its last
+C-STORE answer, the same for every receiver. It leaves out the first client's start-up
+and every client's release and exit, not the start-ups of the other clients that fall
+inside the window (`spread`: from the first association's request to the last's).
+
 `--where` also prints, for each cell, the CPU per instance of each receiver process (the
 parent, each worker, the stability sweep's), of the PostgreSQL backends and of the storescu
 clients, and what the run's active PostgreSQL backends waited for (sampled every 20 ms):
@@ -80,6 +89,7 @@ from harness import (
     wait_for_port,
 )
 from speed_probe import SpeedProbe
+from wire import WireTap
 
 MAX_PDU = 131072
 # The databases of this run: two benchmarks at once on one PostgreSQL must not drop each other's.
@@ -411,10 +421,11 @@ class WhereSampler:
     def cpu_by_label(self) -> dict[str, float]:
         """CPU seconds of the push by process label (every PostgreSQL backend together)."""
         tick = os.sysconf("SC_CLK_TCK")
-        seconds: Counter[str] = Counter()
+        seconds: dict[str, float] = {}
         for current, ticks in self.last.items():
-            seconds[self.labels[current]] += (ticks - self.start.get(current, 0)) / tick
-        return dict(seconds)
+            label = self.labels[current]
+            seconds[label] = seconds.get(label, 0.0) + (ticks - self.start.get(current, 0)) / tick
+        return seconds
 
     def __enter__(self) -> WhereSampler:
         self._thread.start()
@@ -626,6 +637,11 @@ def start_orthanc(index: str) -> Callable[[Path, int], subprocess.Popen]:
 # ---------------------------------------------------------------- runs
 
 
+# --storescu-option: more options for every storescu client (e.g. -R: propose only the
+# presentation contexts that the files need, as a modality does, instead of 128).
+STORESCU_OPTIONS: list[str] = []
+
+
 def push(port: int, files: list[Path], parallel: int) -> float:
     groups = [files[i::parallel] for i in range(parallel)]
     groups = [group for group in groups if group]
@@ -635,6 +651,7 @@ def push(port: int, files: list[Path], parallel: int) -> float:
         subprocess.Popen(
             [
                 "storescu",
+                *STORESCU_OPTIONS,
                 "-aet",
                 CALLING,
                 "-aec",
@@ -680,6 +697,14 @@ class Measure:
     where: dict[str, float] = field(default_factory=dict)
     waits: Counter[str] = field(default_factory=Counter)
     wait_samples: int = 0
+    # At the server's side of the wire (bench/ingest/wire.py), seconds: from the first
+    # A-ASSOCIATE-RQ reaching the receiver's port to its last C-STORE answer (nan when the
+    # tap could not read the loopback device); from the clients' start to that request
+    # (the first client's start-up); from the first association's request to the last's.
+    wire_seconds: float = float("nan")
+    wire_start: float = float("nan")
+    wire_spread: float = float("nan")
+    wire_answers: int = 0  # the C-STORE answers the tap saw (one per instance)
 
 
 def index_count(receiver: str, rundir: Path, sql: str) -> int:
@@ -777,7 +802,8 @@ def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path,
             database = urlsplit((rundir / "database_url").read_text()).path.strip("/")
         where = WhereSampler(process.pid, database) if WHERE else contextlib.nullcontext()
         clients_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        with PeakSampler(process.pid) as sampler, where, SpeedProbe() as probe:
+        with PeakSampler(process.pid) as sampler, where, SpeedProbe() as probe, WireTap(port) as tap:
+            clients_started = time.time()
             seconds = push(port, dataset.files, parallel)
         clients_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         after = tree_cpu_split(process.pid)
@@ -800,6 +826,10 @@ def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path,
         load,
         probe.median_us,
     )
+    measure.wire_seconds, measure.wire_spread = tap.wire.seconds, tap.wire.spread
+    measure.wire_answers = tap.wire.answers
+    if tap.wire.requests:
+        measure.wire_start = min(tap.wire.requests.values()) - clients_started
     if isinstance(where, WhereSampler):
         # The storescu clients are the only children waited for during the push.
         measure.where = {
@@ -822,6 +852,26 @@ def where_line(runs: list[Measure], count: int) -> str:
     waits: Counter[str] = sum((m.waits for m in runs), Counter())
     shares = ", ".join(f"{event} {n / samples:.2f}" for event, n in waits.most_common(6)) if samples else ""
     return f"    where (CPU ms/inst): {cpu}" + (f"; active backends per sample: {shares}" if shares else "")
+
+
+def wire_median(runs: list[Measure], count: int) -> float:
+    """The median rate at the server's side of the wire (nan if the tap saw nothing)."""
+    seconds = [m.wire_seconds for m in runs if m.wire_seconds == m.wire_seconds]
+    return count / statistics.median(seconds) if seconds else float("nan")
+
+
+def wire_fields(runs: list[Measure], count: int) -> str:
+    """The cell line's fields at the server's side of the wire, after the rate from the
+    clients' start to their exit (which stays the first figure): the median rate from the
+    first A-ASSOCIATE-RQ to the last C-STORE answer, each run's, the first client's start
+    before its request and the spread of the associations' requests (ms, medians)."""
+    answered = "" if all(m.wire_answers == count for m in runs) else " (answers missed)"
+    return (
+        f" wire {wire_median(runs, count):.1f} inst/s"
+        f" runs {', '.join(f'{count / m.wire_seconds:.1f}' for m in runs)}"
+        f" start {statistics.median(m.wire_start for m in runs) * 1000:.0f} ms"
+        f" spread {statistics.median(m.wire_spread for m in runs) * 1000:.0f} ms{answered}"
+    )
 
 
 def time_to_consult(workdir: Path, start: Callable[[Path, int], subprocess.Popen], dataset: DataSet) -> float:
@@ -891,10 +941,18 @@ def main() -> None:
         help="also print where each cell's time went: CPU per instance of each receiver process, of the"
         " PostgreSQL backends and of the storescu clients, and what active backends waited for",
     )
+    parser.add_argument(
+        "--storescu-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="an option for every storescu client, e.g. --storescu-option=-R (repeatable)",
+    )
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     global WHERE
     WHERE = args.where
+    STORESCU_OPTIONS.extend(args.storescu_option)
     for pair in args.receiver_env:
         name, _, value = pair.partition("=")
         RECEIVER_ENV[name] = value
@@ -983,6 +1041,7 @@ def main() -> None:
                     # run made on cores in their slow phase (run 26).
                     f" runs {', '.join(f'{count / m.seconds:.1f}' for m in runs)} inst/s"
                     f" probe {', '.join(f'{m.probe_us:.0f}' for m in runs)} us"
+                    f"{wire_fields(runs, count)}"
                     f"{'' if all(m.stored_ok for m in runs) else '  (INCOMPLETE)'}",
                     flush=True,
                 )
@@ -1027,8 +1086,9 @@ def print_table(sets: list[DataSet], receivers: list[Receiver], results: dict, p
     print(
         "| set | assocs | receiver | inst/s | MB/s | peak RSS MB (largest process) | CPU ms/inst |"
         " vs pynetdicom+fsync | vs storescp | vs Orthanc SQLite | vs Orthanc PG | vs 1 assoc | probe us (runs) |"
+        " wire inst/s | wire vs 1 assoc |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for dataset in sets:
         for parallel in parallels:
             references = {ref: rate(ref, dataset, parallel) for ref in REFERENCES}
@@ -1045,9 +1105,17 @@ def print_table(sets: list[DataSet], receivers: list[Receiver], results: dict, p
                 probes = ", ".join(f"{m.probe_us:.0f}" for m in results[(receiver.name, dataset.name, parallel)])
                 one = rate(receiver.name, dataset, 1)
                 ratios.append(f"{value[1] / one[1]:.2f}" if one and parallel != 1 else "")
+                # At the server's side of the wire (wire.py): the clients' start-ups before
+                # the first association and their release and exit left out.
+                count = len(dataset.files)
+                wire = wire_median(results[(receiver.name, dataset.name, parallel)], count)
+                one_runs = results.get((receiver.name, dataset.name, 1))
+                wire_one = wire_median(one_runs, count) if one_runs else float("nan")
+                wire_ratio = f"{wire / wire_one:.2f}" if parallel != 1 and wire_one == wire_one else ""
                 print(
                     f"| {dataset.label} | {parallel} | {receiver.name} | {value[0]:.1f} | {value[1]:.1f} | "
                     f"{value[2]:.0f} ({value[3]:.0f}) | {value[4]:.2f} | {' | '.join(ratios)} | {probes} |"
+                    f" {wire:.1f} | {wire_ratio} |"
                 )
 
 

@@ -19,6 +19,16 @@ processes (main: the receiver, or with workers their parent; each worker with th
 of associations it served; the stability sweep), the backends and storescu: ms on a CPU,
 ms waiting for one, voluntary / involuntary switches and migrations; then medians.
 
+Beside the rate (from the clients' start to their exit), `wire inst/s` is the rate at the
+server's side of the wire (wire.py: from the first A-ASSOCIATE-RQ to the last C-STORE
+answer), with the first client's start-up before its request (`wire start ms`) and the
+spread of the associations' requests. `budget` adds up the cores' time over the push, ms
+per instance (accounting.py): `cores` (CPUs x the window), the receiver, the run's
+backends, storescu (its exit status), kernel threads by prefix, the bench itself (its
+process, its snapshots, its children: the speed probe), PostgreSQL's other processes,
+everything else (`rest`, with its busiest process names on the line after), idle, steal,
+and `unseen` (threads that ended during the push outside the named processes; rounding).
+
     .venv/bin/python bench/ingest/run_queue.py [--rounds 4] [--processes 1,2] [--parallel 1,4]
         [--set a] [--warm as-push,one]
 
@@ -44,9 +54,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import accounting
 import run as bench
 from harness import AE_TITLE, CALLING
 from speed_probe import SpeedProbe
+from wire import WireTap
 
 # The probe's work on a fast core of the machines this was written on (its lowest over
 # many pushes): a probe's window more than 1.4x this is a core in its slow phase.
@@ -114,7 +126,7 @@ def connection_inodes(port: int) -> dict[int, int]:
 
 
 def socket_inodes(pid: int) -> set[int]:
-    found = set()
+    found: set[int] = set()
     try:
         descriptors = os.listdir(f"/proc/{pid}/fd")
     except OSError:
@@ -232,7 +244,18 @@ def backends(database: str) -> set[int]:
 
 def storescu(port: int, files: list[Path]) -> subprocess.Popen:
     return subprocess.Popen(
-        ["storescu", "-aet", CALLING, "-aec", AE_TITLE, "--max-pdu", str(bench.MAX_PDU), "127.0.0.1", str(port)]
+        [
+            "storescu",
+            *bench.STORESCU_OPTIONS,
+            "-aet",
+            CALLING,
+            "-aec",
+            AE_TITLE,
+            "--max-pdu",
+            str(bench.MAX_PDU),
+            "127.0.0.1",
+            str(port),
+        ]
         + [str(path) for path in files],
         env={**os.environ, "TCP_NODELAY": "1"},
         stdout=subprocess.DEVNULL,
@@ -272,6 +295,16 @@ def warm_associations(config: Config, instances: int) -> int:
     return min(max(config.processes, config.parallel), instances)
 
 
+def reading() -> tuple[float, list[float], int]:
+    """The clock (s), /proc/stat's first line and its count of tasks created, together."""
+    times, forks = accounting.read_stat()
+    return time.perf_counter(), times, forks
+
+
+# Each push's `rest` (accounting.py) by process name, ms per instance: printed, not medians.
+rest_names: list[dict[str, float]] = []
+
+
 def push_once(dataset: Any, warmup: Any, workdir: Path, config: Config) -> dict[str, float]:
     rundir = Path(tempfile.mkdtemp(dir=workdir / "runs"))
     port = bench.free_port()
@@ -286,12 +319,25 @@ def push_once(dataset: Any, warmup: Any, workdir: Path, config: Config) -> dict[
         database_pids = backends(database)
         groups = [group for group in (dataset.files[i :: config.parallel] for i in range(config.parallel)) if group]
         machine_before = machine_times()
-        with SpeedProbe() as probe, Sampler(sorted(set(tree) | database_pids), port, database) as sampler:
+        with (
+            SpeedProbe() as probe,
+            Sampler(sorted(set(tree) | database_pids), port, database) as sampler,
+            WireTap(port) as tap,
+        ):
+            # Every thread of the machine before and after the push (accounting.py), each
+            # snapshot between two readings of the clock and of /proc/stat.
+            first = reading()
+            snapshot_before = accounting.snapshot()
+            second = reading()
+            clients_started = time.time()
             started = time.perf_counter()
             clients = [storescu(port, group) for group in groups]
             sampler.add([client.pid for client in clients])
             clients_cpu, failures = wait_for(clients)
             seconds = time.perf_counter() - started
+            third = reading()
+            snapshot_after = accounting.snapshot()
+            fourth = reading()
         machine_after = machine_times()
         if failures:
             raise RuntimeError(f"storescu failed: {failures[0][-300:]!r}")
@@ -322,6 +368,37 @@ def push_once(dataset: Any, warmup: Any, workdir: Path, config: Config) -> dict[
         put("storescu", sampler.of(client_pids))
         # storescu's own count (its CPU from its exit status, exact): beside the sampled one.
         row["storescu cpu (rusage)"] = clients_cpu * 1000 / count
+        # The rate at the server's side of the wire (wire.py): from the first association's
+        # A-ASSOCIATE-RQ reaching the receiver to its last C-STORE answer, without the
+        # clients' start-ups before it; the first client's start-up before its request and
+        # the spread of the associations' requests, ms.
+        wire = tap.wire
+        row["wire inst/s"] = wire.rate(count)
+        row["wire start ms"] = (min(wire.requests.values()) - clients_started) * 1000 if wire.requests else float("nan")
+        row["wire spread ms"] = wire.spread * 1000
+        # C-STORE answers seen (one per instance: fewer, and the tap missed some).
+        row["wire answers"] = wire.answers
+        # The cores' time over the push and where it went, ms per instance: the window runs
+        # from the middle of the first snapshot to the middle of the second.
+        others, rest = accounting.groups(snapshot_before, snapshot_after, sampler.pids)
+        window_ms = (third[0] + fourth[0] - first[0] - second[0]) / 2 * 1000
+        idle_ms, steal_ms = accounting.idle_steal_ms(
+            [(a + b) / 2 for a, b in zip(first[1], second[1], strict=True)],
+            [(a + b) / 2 for a, b in zip(third[1], fourth[1], strict=True)],
+        )
+        named = {
+            "receiver": sampler.of(set(tree))[0],
+            "postgres": sampler.of(sampler.backends)[0],
+            "storescu": clients_cpu * 1000,
+        }
+        spent = accounting.budget(os.cpu_count() or 1, window_ms, named, others, idle_ms, steal_ms)
+        for name, ms in spent.items():
+            row[f"budget {name}"] = ms / count
+        row["budget window ms"] = window_ms
+        # Processes and threads started on the machine during the window (the receiver's
+        # association threads among them): those that also ended are in `unseen`.
+        row["forks"] = (third[2] + fourth[2] - first[2] - second[2]) / 2
+        rest_names.append({name: ms / count for name, ms in rest.items()})
         return row
     finally:
         bench.stop(process)
@@ -336,7 +413,10 @@ def line(row: dict[str, float]) -> str:
     parts: dict[str, list[str]] = {}
     for key, value in row.items():
         name, _, field = key.rpartition(" ")
-        if field in SHOWN and name:
+        if key.startswith("budget "):
+            # accounting.py's groups, ms per instance: `budget cores 8.14 receiver 3.90 ...`
+            parts.setdefault("budget", []).append(f"{key[7:]} {value:.2f}")
+        elif field in SHOWN and name:
             parts.setdefault(name, []).append(f"{field} {value:.2f}")
         else:
             parts.setdefault("", []).append(f"{key} {value:.1f}")
@@ -356,7 +436,15 @@ def main() -> None:
         " one per receiver process: the default, as run.py) or one (one association, as run.py before run 26)",
     )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "yunying-run-queue")
+    parser.add_argument(
+        "--storescu-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="an option for every storescu client, e.g. --storescu-option=-R (repeatable)",
+    )
     args = parser.parse_args()
+    bench.STORESCU_OPTIONS.extend(args.storescu_option)
     (args.workdir / "runs").mkdir(parents=True, exist_ok=True)
     generated = bench.generate(args.workdir)
     dataset = next(s for s in generated if s.name == args.set)
@@ -374,6 +462,8 @@ def main() -> None:
             row = push_once(dataset, warmup, args.workdir, config)
             rows[config.name].append(row)
             print(f"{config.name}: {line(row)}", flush=True)
+            busiest = sorted(rest_names[-1].items(), key=lambda item: -item[1])[:4]
+            print(f"  rest by process name, ms/inst: {', '.join(f'{n} {ms:.2f}' for n, ms in busiest)}", flush=True)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print("medians (ms and counts per instance; inst/s, load, idle and steal % as they are):")
     for name, measured in rows.items():
