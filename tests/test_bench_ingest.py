@@ -48,11 +48,16 @@ def test_the_window_runs_from_the_first_request_to_the_last_answer():
     assert tap.wire.spread == pytest.approx(0.25)
     assert tap.wire.rate(100) == pytest.approx(100.0)
     assert tap.wire.answers == 3
+    # Both open from 10.25 to 10.75: two answers in half a second.
+    assert tap.wire.steady_rate() == pytest.approx(4.0)
 
 
 def test_a_push_the_tap_did_not_see_has_no_wire_rate():
     empty = wire.Wire()
     assert math.isnan(empty.seconds) and math.isnan(empty.spread) and math.isnan(empty.rate(10))
+    assert math.isnan(empty.steady_rate())
+    one_after_another = wire.Wire({1: 0.0, 2: 2.0}, {1: 1.0, 2: 3.0}, 2, [1.0, 3.0])
+    assert math.isnan(one_after_another.steady_rate())
 
 
 def test_the_kernel_filter_jumps_stay_inside_the_program():
@@ -143,6 +148,19 @@ def test_the_groups_leave_the_named_processes_out_and_count_new_threads_from_zer
     assert set(totals) == set(accounting.GROUPS)
 
 
+def test_a_process_that_ended_is_counted_from_its_parents_children_ticks():
+    shell = accounting.Process("bash", 1, False, False, children_ticks=100)
+    job = accounting.Process("pytest", 400, False, False)
+    before = accounting.Snapshot({400: shell, 401: job}, {400: (400, 0), 401: (401, 30_000_000)})
+    waited = accounting.Process("bash", 1, False, False, children_ticks=110)
+    after = accounting.Snapshot({400: waited}, {400: (400, 0)})
+    totals, rest = accounting.groups(before, after, named=[], bench_root=999)
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    # Its whole life reaches the parent when it is waited for; 30 ms of it was before.
+    assert totals["ended"] == pytest.approx(10 * tick_ms - 30.0)
+    assert rest["(ended, under bash)"] == pytest.approx(10 * tick_ms - 30.0)
+
+
 def test_the_budget_adds_up_to_the_cores_time():
     named = {"receiver": 300.0, "postgres": 50.0, "storescu": 100.0}
     others = dict.fromkeys(accounting.GROUPS, 10.0)
@@ -163,8 +181,12 @@ def test_run_prints_the_wire_rate_after_the_old_fields(monkeypatch):
     monkeypatch.syspath_prepend(str(INGEST))
     run = importlib.import_module("run")
     try:
-        runs = [run.Measure(1.0, 0, True, wire_seconds=0.5, wire_start=0.02, wire_spread=0.0, wire_answers=100)]
-        assert run.wire_fields(runs, 100) == " wire 200.0 inst/s runs 200.0 start 20 ms spread 0 ms"
+        runs = [
+            run.Measure(
+                1.0, 0, True, wire_seconds=0.5, wire_start=0.02, wire_spread=0.0, wire_answers=100, wire_steady=200.0
+            )
+        ]
+        assert run.wire_fields(runs, 100) == " wire 200.0 inst/s runs 200.0 start 20 ms spread 0 ms steady 200.0 inst/s"
         runs.append(run.Measure(1.0, 0, True, wire_answers=0))
         assert run.wire_fields(runs[1:], 100).startswith(" wire nan inst/s")
         assert run.wire_fields(runs[1:], 100).endswith("(answers missed)")

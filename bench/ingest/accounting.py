@@ -6,7 +6,8 @@ storescu clients) and all the rest of /proc, in groups, with the idle.
 ns: what the scheduler charged it, the softirq work it ran included on these kernels,
 which account interrupts by tick, not apart) and what each process is; two snapshots
 around a push give each group's time (`groups`). A thread that ended between the two is
-not in the second: its time is in no group, and a push's `budget` shows it as `unseen`,
+not in the second: unless its process ended and was waited for (`ended`), its time is in no
+group, and a push's `budget` shows it as `unseen`,
 with what /proc/stat's idle and steal figures do not cover (they are read in ticks of
 10 ms; the rest in ns). The sampler's processes are left to the sampler, which reads
 them every 25 ms and so sees the association threads that end with the push.
@@ -17,8 +18,9 @@ sampler's thread, the wire tap), `bench accounting` (these snapshots: the half o
 that falls in a window from the middle of one to the middle of the other), `bench children` (its children that are
 neither receiver nor client: the speed probe), `postgres other` (the PostgreSQL server's
 processes that serve no backend of the run: the WAL writer, checkpointer, background
-writer, autovacuum, other databases' backends) and `rest` (everything else on the
-machine: other jobs).
+writer, autovacuum, other databases' backends), `rest` (everything else on the machine:
+other jobs) and `ended` (processes that ended during the window, from the children's CPU
+ticks their parents gained: 10 ms each, less what the first snapshot saw of them).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ GROUPS = (
     "bench children",
     "postgres other",
     "rest",
+    "ended",
 )
 
 
@@ -49,6 +52,8 @@ class Process:
     parent: int
     kernel: bool
     postgres: bool
+    # CPU ticks of its children that ended and that it waited for (cutime + cstime).
+    children_ticks: int = 0
 
 
 @dataclass
@@ -66,10 +71,11 @@ def read_process(pid: int) -> Process | None:
         return None
     comm = text[text.index("(") + 1 : text.rindex(")")]
     fields = text[text.rindex(")") + 2 :].split()
-    # After the name: state, parent, ..., flags is the 9th field of the line.
-    parent, flags = int(fields[1]), int(fields[6])
+    # After the name: state, parent, ..., flags is the 9th field of the line, the children's
+    # user and system ticks the 16th and 17th.
+    parent, flags, children = int(fields[1]), int(fields[6]), int(fields[13]) + int(fields[14])
     postgres = comm == "postgres" or comm.startswith("postgres:")
-    return Process(comm, parent, bool(flags & PF_KTHREAD), postgres)
+    return Process(comm, parent, bool(flags & PF_KTHREAD), postgres, children)
 
 
 def snapshot() -> Snapshot:
@@ -158,6 +164,24 @@ def groups(
     own = (before.cost_ns + after.cost_ns) / 2 / 1e6
     totals["bench"] -= own
     totals["bench accounting"] += own
+    # Processes that ended during the window: what their parents' children's ticks gained,
+    # less what the first snapshot had already seen of them. The bench's own children
+    # (storescu: named) and the named processes' are left out.
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    parents = {
+        pid for pid, process in after.processes.items() if pid in before.processes and pid not in named and pid != root
+    }
+    for pid in parents:
+        gained = (after.processes[pid].children_ticks - before.processes[pid].children_ticks) * tick_ms
+        if gained:
+            totals["ended"] += gained
+            name = f"(ended, under {after.processes[pid].comm})"
+            rest[name] = rest.get(name, 0.0) + gained
+    for pid, ns in before.threads.values():
+        if pid not in after.processes and pid not in named and before.processes[pid].parent in parents:
+            totals["ended"] -= ns / 1e6
+            name = f"(ended, under {before.processes[before.processes[pid].parent].comm})"
+            rest[name] = rest.get(name, 0.0) - ns / 1e6
     return totals, rest
 
 

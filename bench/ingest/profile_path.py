@@ -668,6 +668,14 @@ def main() -> None:
         " of this process; written to OUT_FILE, printed per instance): the futex calls are the interpreter lock's"
         " and the threads' hand-offs. strace slows every call: read the counts, not the CPU",
     )
+    parser.add_argument(
+        "--storescu-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="an option for every storescu client, e.g. --storescu-option=-R: propose only the files' presentation"
+        " contexts, as a modality does, not 128 (repeatable)",
+    )
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--dump", type=Path, default=None, help="also write the merged profile here (pstats)")
     parser.add_argument(
@@ -680,6 +688,7 @@ def main() -> None:
     SEQUENTIAL[0] = args.one_after_another
     if args.callgrind is not None:
         STORESCU_OPTIONS[:] = ["--acse-timeout", "3600", "--dimse-timeout", "3600"]
+    STORESCU_OPTIONS.extend(args.storescu_option)
 
     workdir: Path = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)

@@ -705,6 +705,8 @@ class Measure:
     wire_start: float = float("nan")
     wire_spread: float = float("nan")
     wire_answers: int = 0  # the C-STORE answers the tap saw (one per instance)
+    # Answers per second while every association was open (wire.Wire.steady_rate).
+    wire_steady: float = float("nan")
 
 
 def index_count(receiver: str, rundir: Path, sql: str) -> int:
@@ -828,6 +830,7 @@ def run_once(receiver: Receiver, dataset: DataSet, parallel: int, workdir: Path,
     )
     measure.wire_seconds, measure.wire_spread = tap.wire.seconds, tap.wire.spread
     measure.wire_answers = tap.wire.answers
+    measure.wire_steady = tap.wire.steady_rate()
     if tap.wire.requests:
         measure.wire_start = min(tap.wire.requests.values()) - clients_started
     if isinstance(where, WhereSampler):
@@ -864,13 +867,15 @@ def wire_fields(runs: list[Measure], count: int) -> str:
     """The cell line's fields at the server's side of the wire, after the rate from the
     clients' start to their exit (which stays the first figure): the median rate from the
     first A-ASSOCIATE-RQ to the last C-STORE answer, each run's, the first client's start
-    before its request and the spread of the associations' requests (ms, medians)."""
+    before its request and the spread of the associations' requests (ms, medians), and the
+    median rate while every association was open."""
     answered = "" if all(m.wire_answers == count for m in runs) else " (answers missed)"
     return (
         f" wire {wire_median(runs, count):.1f} inst/s"
         f" runs {', '.join(f'{count / m.wire_seconds:.1f}' for m in runs)}"
         f" start {statistics.median(m.wire_start for m in runs) * 1000:.0f} ms"
-        f" spread {statistics.median(m.wire_spread for m in runs) * 1000:.0f} ms{answered}"
+        f" spread {statistics.median(m.wire_spread for m in runs) * 1000:.0f} ms"
+        f" steady {statistics.median(m.wire_steady for m in runs):.1f} inst/s{answered}"
     )
 
 

@@ -376,6 +376,8 @@ def push_once(dataset: Any, warmup: Any, workdir: Path, config: Config) -> dict[
         row["wire inst/s"] = wire.rate(count)
         row["wire start ms"] = (min(wire.requests.values()) - clients_started) * 1000 if wire.requests else float("nan")
         row["wire spread ms"] = wire.spread * 1000
+        # Answers per second while every association was open (no client start-up in it).
+        row["wire steady inst/s"] = wire.steady_rate()
         # C-STORE answers seen (one per instance: fewer, and the tap missed some).
         row["wire answers"] = wire.answers
         # The cores' time over the push and where it went, ms per instance: the window runs

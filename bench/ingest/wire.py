@@ -97,6 +97,7 @@ class Wire:
     # client port -> the last P-DATA-TF the receiver sent on it (its last C-STORE answer)
     last_answers: dict[int, float] = field(default_factory=dict)
     answers: int = 0  # P-DATA-TF segments the receiver sent
+    answer_times: list[float] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -116,6 +117,18 @@ class Wire:
     def rate(self, count: int) -> float:
         seconds = self.seconds
         return count / seconds if seconds > 0 else float("nan")
+
+    def steady_rate(self) -> float:
+        """Answers per second while every association was open: from the last
+        association's request to the first association's last answer (nan if they never
+        were all open at once). No client's start-up runs in it, nor any association's
+        ramp up or down; with one association it is the wire rate."""
+        if not self.requests or not self.last_answers:
+            return float("nan")
+        start, end = max(self.requests.values()), min(self.last_answers.values())
+        if end <= start:
+            return float("nan")
+        return sum(1 for stamp in self.answer_times if start < stamp <= end) / (end - start)
 
 
 def parse(frame: bytes, port: int) -> tuple[str, int, int] | None:
@@ -218,4 +231,5 @@ class WireTap:
             wire.requests.setdefault(client, stamp)
         elif kind == "answer" and client in wire.requests:
             wire.answers += 1
+            wire.answer_times.append(stamp)
             wire.last_answers[client] = stamp
