@@ -54,6 +54,7 @@ import atexit
 import contextlib
 import hashlib
 import json
+import math
 import os
 import resource
 import shutil
@@ -875,7 +876,9 @@ def wire_fields(runs: list[Measure], count: int) -> str:
         f" runs {', '.join(f'{count / m.wire_seconds:.1f}' for m in runs)}"
         f" start {statistics.median(m.wire_start for m in runs) * 1000:.0f} ms"
         f" spread {statistics.median(m.wire_spread for m in runs) * 1000:.0f} ms"
-        f" steady {statistics.median(m.wire_steady for m in runs):.1f} inst/s{answered}"
+        # As the rates above: the median time per instance, inverted.
+        f" steady {1 / statistics.median(1 / m.wire_steady if m.wire_steady else math.inf for m in runs):.1f}"
+        f" inst/s{answered}"
     )
 
 
