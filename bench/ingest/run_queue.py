@@ -21,13 +21,15 @@ ms waiting for one, voluntary / involuntary switches and migrations; then median
 
 Beside the rate (from the clients' start to their exit), `wire inst/s` is the rate at the
 server's side of the wire (wire.py: from the first A-ASSOCIATE-RQ to the last C-STORE
-answer), with the first client's start-up before its request (`wire start ms`) and the
-spread of the associations' requests. `budget` adds up the cores' time over the push, ms
-per instance (accounting.py): `cores` (CPUs x the window), the receiver, the run's
-backends, storescu (its exit status), kernel threads by prefix, the bench itself (its
-process, its snapshots, its children: the speed probe), PostgreSQL's other processes,
-everything else (`rest`, with its busiest process names on the line after), idle, steal,
-and `unseen` (threads that ended during the push outside the named processes; rounding).
+answer), with the first client's start-up before its request (`wire start ms`), the
+spread of the associations' requests and the rate while every association was open
+(`wire steady inst/s`). `budget` adds up the cores' time over the push, ms per instance
+(accounting.py): `cores` (CPUs x the window; `window ms` is the window itself), the
+receiver, the run's backends, storescu (its exit status), kernel threads by prefix, the
+bench itself (its process, its snapshots, its children: the speed probe), PostgreSQL's
+other processes, everything else (`rest`, with its busiest process names on the line
+after), processes that ended (`ended`), idle, steal, and `unseen` (threads that ended
+unwatched, the idle's 10 ms ticks).
 
     .venv/bin/python bench/ingest/run_queue.py [--rounds 4] [--processes 1,2] [--parallel 1,4]
         [--set a] [--warm as-push,one]

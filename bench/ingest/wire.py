@@ -3,8 +3,8 @@ A-ASSOCIATE-RQ reached the receiver's port and when its last C-STORE answer left
 
 run.py's and run_queue.py's first rate runs from starting the storescu clients to their
 exit: it includes each client's start-up before it connects (its dictionary load and
-libraries, about 20 ms of CPU per process, run 34) and its release and exit, which a
-console on its own machine does not spend on the server's cores. This tap reads the
+libraries, about 20 ms of CPU per process: docs/benchmarks-ingest.md, run 35) and its
+release and exit, which a console on its own machine does not spend on the server's cores. This tap reads the
 loopback device (a packet socket: needs root or CAP_NET_RAW in the network namespace)
 through a kernel filter that keeps, of the IPv4 TCP traffic of one port, only the
 packets a receiver sends with a payload (its A-ASSOCIATE-AC, its C-STORE answers in
