@@ -150,15 +150,20 @@ def test_the_groups_leave_the_named_processes_out_and_count_new_threads_from_zer
 
 def test_a_process_that_ended_is_counted_from_its_parents_children_ticks():
     shell = accounting.Process("bash", 1, False, False, children_ticks=100)
-    job = accounting.Process("pytest", 400, False, False)
-    before = accounting.Snapshot({400: shell, 401: job}, {400: (400, 0), 401: (401, 30_000_000)})
-    waited = accounting.Process("bash", 1, False, False, children_ticks=110)
+    # A job whose threads that ended before the window are in its own ticks only, and
+    # whose child ends with it.
+    job = accounting.Process("pytest", 400, False, False, children_ticks=1, own_ticks=3)
+    worker = accounting.Process("python", 401, False, False, own_ticks=2)
+    before = accounting.Snapshot(
+        {400: shell, 401: job, 402: worker}, {400: (400, 0), 401: (401, 10_000_000), 402: (402, 20_000_000)}
+    )
+    waited = accounting.Process("bash", 1, False, False, children_ticks=120)
     after = accounting.Snapshot({400: waited}, {400: (400, 0)})
     totals, rest = accounting.groups(before, after, named=[], bench_root=999)
     tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
-    # Its whole life reaches the parent when it is waited for; 30 ms of it was before.
-    assert totals["ended"] == pytest.approx(10 * tick_ms - 30.0)
-    assert rest["(ended, under bash)"] == pytest.approx(10 * tick_ms - 30.0)
+    # Their whole lives reach the shell when it waits; 3 + 1 + 2 ticks of them were before.
+    assert totals["ended"] == pytest.approx((20 - 6) * tick_ms)
+    assert rest["(ended, under bash)"] == pytest.approx((20 - 6) * tick_ms)
 
 
 def test_the_budget_adds_up_to_the_cores_time():

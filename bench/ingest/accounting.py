@@ -54,6 +54,8 @@ class Process:
     postgres: bool
     # CPU ticks of its children that ended and that it waited for (cutime + cstime).
     children_ticks: int = 0
+    # Its own CPU ticks, its ended threads' included (utime + stime).
+    own_ticks: int = 0
 
 
 @dataclass
@@ -74,8 +76,9 @@ def read_process(pid: int) -> Process | None:
     # After the name: state, parent, ..., flags is the 9th field of the line, the children's
     # user and system ticks the 16th and 17th.
     parent, flags, children = int(fields[1]), int(fields[6]), int(fields[13]) + int(fields[14])
+    own = int(fields[11]) + int(fields[12])
     postgres = comm == "postgres" or comm.startswith("postgres:")
-    return Process(comm, parent, bool(flags & PF_KTHREAD), postgres, children)
+    return Process(comm, parent, bool(flags & PF_KTHREAD), postgres, children, own)
 
 
 def snapshot() -> Snapshot:
@@ -177,11 +180,18 @@ def groups(
             totals["ended"] += gained
             name = f"(ended, under {after.processes[pid].comm})"
             rest[name] = rest.get(name, 0.0) + gained
-    for pid, ns in before.threads.values():
-        if pid not in after.processes and pid not in named and before.processes[pid].parent in parents:
-            totals["ended"] -= ns / 1e6
-            name = f"(ended, under {before.processes[before.processes[pid].parent].comm})"
-            rest[name] = rest.get(name, 0.0) - ns / 1e6
+    # What a waited-for process had used before the window, its ended threads and its own
+    # waited-for children included, through any of its ancestors that ended too.
+    vanished = {pid for pid in before.processes if pid not in after.processes and pid not in named}
+    for pid in vanished:
+        ancestor = before.processes[pid].parent
+        while ancestor in vanished:
+            ancestor = before.processes[ancestor].parent
+        if ancestor in parents:
+            seen = (before.processes[pid].own_ticks + before.processes[pid].children_ticks) * tick_ms
+            totals["ended"] -= seen
+            name = f"(ended, under {after.processes[ancestor].comm})"
+            rest[name] = rest.get(name, 0.0) - seen
     return totals, rest
 
 
