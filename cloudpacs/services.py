@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar, cast
+from typing import Any, BinaryIO, ClassVar, NamedTuple, cast
 from uuid import UUID
 
 import pydicom
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, F, Max, Q, QuerySet, Value, When
+from django.db.models import Case, CharField, F, Max, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -463,8 +463,6 @@ def _store(
     # Whether the file's name is new (see storage.publish), once it has it.
     created: bool | None = None
     synced = False
-    # Whether the index row was committed with an UnsyncedFile row (before the fsync returned).
-    unsynced = False
 
     def published(wait: Callable[[], bool]) -> bool:
         try:
@@ -497,20 +495,21 @@ def _store(
 
     def linked() -> None:
         """The file whole at its key, its fsyncs perhaps still under way: called by _index
-        instead of durable() before a row it writes with an UnsyncedFile row, so that the
-        commit's WAL flush and the file's fsync wait on the disk at once."""
-        nonlocal created, unsynced
+        instead of durable() before the statement that may write the row with an
+        UnsyncedFile row, so that the commit's WAL flush and the file's fsync wait on the
+        disk at once (when it writes nothing, durable() follows before any other write)."""
+        nonlocal created
         if ahead is None:
             durable()
             return
         if created is None:
             created = published(ahead.linked)
-        unsynced = True
 
     # On the object store the name comes with the PUT's acknowledgement: nothing to overlap.
     overlap = ahead is not None and storage.backend_name() == "local"
     try:
-        instance, study_created = _index(
+        # `unsynced`: the row was committed with an UnsyncedFile row (before the fsync returned).
+        instance, study_created, unsynced = _index(
             tags, staged, key, transfer_syntax_uid, modality, durable, linked if overlap else None
         )
         try:
@@ -1195,9 +1194,11 @@ def _index(
     modality: Modality,
     durable: Callable[[], None] = lambda: None,
     linked: Callable[[], None] | None = None,
-) -> tuple[Instance, bool]:
-    """The instance's row and, when new, its series', study's and patient's; `durable` is
-    called before the first write (the file durable first, then the index). The series'
+) -> tuple[Instance, bool, bool]:
+    """The instance's row and, when new, its series', study's and patient's; whether it
+    made the study, and whether the row was committed with an UnsyncedFile row (before the
+    file was durable). `durable` is called before the first write (the file durable
+    first, then the index). The series'
     and the study's instance counters, the study's last arrival and the status of a late
     instance are not written here: the sweep folds them (cloudpacs.counts), and readers
     count the instances it has not folded yet. With `linked`, an instance of a known
@@ -1231,25 +1232,31 @@ def _index(
     study_changes: dict[str, Any] = {}
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
         # Most instances join a series that exists and change nothing of their study: on
-        # PostgreSQL their row is one statement, which commits by itself (the checks
-        # before it only read) and writes no other row, so that associations storing one
-        # series never wait for each other's commits. Read Committed gives the lookup
-        # inside a transaction no more than outside it.
-        known = _series_identity(tags.series_uid)
-        if known is not None:
+        # PostgreSQL their row is one statement (one round trip), which looks the series
+        # up, compares what the identity rules compare and writes the row only when they
+        # pass as written; it commits by itself and writes no other row, so that
+        # associations storing one series never wait for each other's commits. Read
+        # Committed gives the lookup inside a transaction no more than outside it.
+        unsynced = linked is not None
+        if linked is not None:
+            linked()
+        else:
+            durable()
+        joining = _Joining(tags.series_uid, facility.pk, tags.study_uid, patient_id, issuer, name, series_modality)
+        pk, known = _insert_autocommit(row, joining, unsynced=unsynced)
+        if pk is None and known is not None:
+            # Not as written: the rules say why (a conflict raises), or that the name
+            # differs in its form only.
             series_pk, study_pk, modalities_in_study = _join_known_series(
                 known, tags, facility.pk, patient_id, issuer, name, study_changes
             )
             if not study_changes and _new_modalities(modalities_in_study, series_modality) is None:
-                unsynced = linked is not None
-                if linked is not None:
-                    linked()
-                else:
-                    durable()
-                pk = _insert_autocommit(row, series_pk, unsynced=unsynced)
-                logger.debug("stored %s from %s as %s", tags.sop_instance_uid, modality.ae_title, key)
-                return _instance(pk, series_pk, row), False
+                pk, _ = _insert_autocommit(row, series_pk, unsynced=unsynced)
             study_changes.clear()
+        if pk is not None:
+            assert known is not None
+            logger.debug("stored %s from %s as %s", tags.sop_instance_uid, modality.ae_title, key)
+            return _instance(pk, known[0], row), False, unsynced
     durable()
     with transaction.atomic():
         # Most instances join a series that exists: one lookup finds it, its study and
@@ -1297,7 +1304,7 @@ def _index(
         if study_changes:
             Study.objects.filter(pk=study_pk).update(**study_changes)
     logger.debug("stored %s from %s as %s", tags.sop_instance_uid, modality.ae_title, key)
-    return _instance(pk, series_pk, row), study_created
+    return _instance(pk, series_pk, row), study_created, False
 
 
 def _join_known_series(
@@ -1361,9 +1368,9 @@ def _column(model: Any, name: str) -> str:
     return str(connection.ops.quote_name(model._meta.get_field(name).column))
 
 
-def _instance_params(row: dict[str, Any], series_pk: int) -> list[Any]:
+def _instance_params(row: dict[str, Any], series_pk: int, *, without_series: bool = False) -> list[Any]:
     values = {**row, "series": series_pk, "received_at": connection.ops.adapt_datetimefield_value(row["received_at"])}
-    return [values[name] for name in _INSTANCE_COLUMNS]
+    return [values[name] for name in _INSTANCE_COLUMNS if not (without_series and name == "series")]
 
 
 def _insert_instance_sql() -> str:
@@ -1431,43 +1438,119 @@ def _preparing_cursor_class() -> Any:
     return _PREPARING_CURSOR[0]
 
 
-_INSERT_AUTOCOMMIT_SQL: dict[bool, str] = {}
+class _Joining(NamedTuple):
+    """An instance's series, by its UID, and what the identity rules compare with the
+    series' study when the instance joins it (_join_known_series)."""
+
+    series_uid: str
+    facility_pk: int
+    study_uid: str
+    patient_id: str
+    issuer: str
+    name: str
+    modality: str
 
 
-def _insert_autocommit(row: dict[str, Any], series_pk: int, *, unsynced: bool = False) -> int:
+_INSERT_AUTOCOMMIT_SQL: dict[tuple[bool, bool], str] = {}
+
+
+def _insert_autocommit(
+    row: dict[str, Any], series: int | _Joining, *, unsynced: bool = False
+) -> tuple[int | None, tuple[Any, ...] | None]:
     """PostgreSQL: the instance's row, one statement that writes no other row (its
     series' and study's counters are the sweep's fold, cloudpacs.counts); the instance's
-    primary key. With `unsynced`, its UnsyncedFile row too, and the UnsyncedFile rows of
-    the files synced since the last such statement go (_file_synced): no statement of
-    their own (data-modifying WITH: each part runs once and to completion, all or nothing)."""
-    sql = _INSERT_AUTOCOMMIT_SQL.get(unsynced)
+    primary key, or None when it wrote nothing. With `unsynced`, its UnsyncedFile row too,
+    and the UnsyncedFile rows of the files synced since the last such statement go
+    (_file_synced): no statement of their own (data-modifying WITH: each part runs once
+    and to completion, all or nothing).
+
+    `series` is the series' primary key, or (_Joining) its UID and what the identity rules
+    compare: the statement then looks the series up itself (the query of _series_identity)
+    and writes the row only when the instance joins it as it is: the study's facility, UID
+    and Patient ID (and issuer, when both have one) the instance's, its name the study's as
+    written or the study flagged already, the series' modality among the study's. It then
+    also returns the series' row of _SERIES_FIELDS (None: no such series), for the rules
+    to say what differs. Either way the row names a series that exists when the statement
+    runs, which no deletion of a series can interleave with (migration 0018)."""
+    joining = isinstance(series, _Joining)
+    sql = _INSERT_AUTOCOMMIT_SQL.get((joining, unsynced))
     if sql is None:
-        instance_id = _column(Instance, "id")
-        if unsynced:
-            unsynced_table = connection.ops.quote_name(UnsyncedFile._meta.db_table)
-            unsynced_id = _column(UnsyncedFile, "instance")
-            # Only compiled statements of the models' own names go into the text.
-            sql = (
-                f"WITH new_instance AS ({_insert_instance_sql()} RETURNING {instance_id}),"  # noqa: S608
-                f" unsynced AS (INSERT INTO {unsynced_table} ({unsynced_id})"
-                f" SELECT {instance_id} FROM new_instance),"
-                f" synced AS (DELETE FROM {unsynced_table} WHERE {unsynced_id} = ANY(%s::bigint[]))"
-                f" SELECT {instance_id} FROM new_instance"
-            )
-        else:
-            sql = f"{_insert_instance_sql()} RETURNING {instance_id}"
-        _INSERT_AUTOCOMMIT_SQL[unsynced] = sql
-    params = _instance_params(row, series_pk)
+        sql = _insert_autocommit_sql(joining, unsynced)
+        _INSERT_AUTOCOMMIT_SQL[(joining, unsynced)] = sql
+    params: list[Any]
+    if isinstance(series, _Joining):
+        params = [series.series_uid]
+        params.extend(_instance_params(row, 0, without_series=True))
+        params.extend(
+            [series.facility_pk, series.study_uid, series.patient_id, series.issuer, series.issuer, series.name]
+        )
+        params.extend([series.modality, series.modality])
+    else:
+        params = _instance_params(row, series)
     synced = _take_synced_files() if unsynced else []
     if unsynced:
         params.append(synced)
     try:
         with _prepared_cursor() as cursor:
             cursor.execute(sql, params)
-            return int(cursor.fetchone()[0])
+            found = cursor.fetchone()
     except BaseException:
         _file_synced(*synced)
         raise
+    if not joining:
+        return int(found[0]), None
+    if found is None:
+        return None, None
+    *known, pk = found
+    return (int(pk) if pk is not None else None), tuple(known)
+
+
+def _insert_autocommit_sql(joining: bool, unsynced: bool) -> str:
+    # Only compiled statements of the models' own names go into the text (S608).
+    instance_id = _column(Instance, "id")
+    if joining:
+        # The series' identity as _series_identity reads it, its columns named here.
+        names = ["pk", "study_id", "study_uid", "facility_id", "patient_id", "issuer", "name", "name_conflict"]
+        names.append("modalities")
+        # The values take the columns' types (a NULL of no type is none of them), the
+        # texts the column's own, whose length is checked as in VALUES.
+        values = [
+            "known.pk" if name == "series" else "%s" if _is_text(name) else f"CAST(%s AS {_db_type(name)})"
+            for name in _INSTANCE_COLUMNS
+        ]
+        columns = ", ".join(_column(Instance, name) for name in _INSTANCE_COLUMNS)
+        table = connection.ops.quote_name(Instance._meta.db_table)
+        new_instance = (
+            f"INSERT INTO {table} ({columns}) SELECT {', '.join(values)} FROM known"  # noqa: S608
+            " WHERE known.facility_id = %s AND known.study_uid = %s AND known.patient_id = %s"
+            " AND (%s = '' OR known.issuer = '' OR known.issuer = %s)"
+            " AND (known.name_conflict OR known.name = %s)"
+            " AND (%s = '' OR %s = ANY(string_to_array(known.modalities, chr(92))))"
+        )
+        parts = [f"known ({', '.join(names)}) AS ({_series_identity_sql()})"]
+        result = f"SELECT known.*, (SELECT {instance_id} FROM new_instance) FROM known"  # noqa: S608
+    else:
+        new_instance = _insert_instance_sql()
+        parts = []
+        result = f"SELECT {instance_id} FROM new_instance"  # noqa: S608
+    parts.append(f"new_instance AS ({new_instance} RETURNING {instance_id})")
+    if unsynced:
+        unsynced_table = connection.ops.quote_name(UnsyncedFile._meta.db_table)
+        unsynced_id = _column(UnsyncedFile, "instance")
+        parts.append(
+            f"unsynced AS (INSERT INTO {unsynced_table} ({unsynced_id})"  # noqa: S608
+            f" SELECT {instance_id} FROM new_instance)"
+        )
+        parts.append(f"synced AS (DELETE FROM {unsynced_table} WHERE {unsynced_id} = ANY(%s::bigint[]))")  # noqa: S608
+    return f"WITH {', '.join(parts)} {result}"
+
+
+def _is_text(name: str) -> bool:
+    return isinstance(Instance._meta.get_field(name), CharField)
+
+
+def _db_type(name: str) -> str:
+    return str(Instance._meta.get_field(name).db_type(connection))
 
 
 # What the identity rules compare, read with the series (or the study) in one query.
@@ -1483,18 +1566,23 @@ _SERIES_FIELDS = ["pk", "study_id", "study__study_uid", *(f"study__{field}" for 
 _SERIES_SQL: dict[str, str] = {}
 
 
-def _series_identity(series_uid: str) -> tuple[Any, ...] | None:
-    """The series' row of _SERIES_FIELDS, or None. The ORM compiles the query once per
-    database vendor and the SQL is reused: compiling it each time cost more than running
-    it (about 0.5 ms of an instance's few on SQLite)."""
+def _series_identity_sql() -> str:
+    """The query of a series' row of _SERIES_FIELDS by its UID (one parameter). The ORM
+    compiles it once per database vendor and the SQL is reused: compiling it each time
+    cost more than running it (about 0.5 ms of an instance's few on SQLite)."""
     sql = _SERIES_SQL.get(connection.vendor)
     if sql is None:
         query = Series.objects.filter(series_uid="?").values_list(*_SERIES_FIELDS)[:1].query
         sql, params = query.sql_with_params()
         assert params == ("?",)
         _SERIES_SQL[connection.vendor] = sql
+    return sql
+
+
+def _series_identity(series_uid: str) -> tuple[Any, ...] | None:
+    """The series' row of _SERIES_FIELDS, or None."""
     with _prepared_cursor() as cursor:
-        cursor.execute(sql, [series_uid])
+        cursor.execute(_series_identity_sql(), [series_uid])
         row = cursor.fetchone()
     return tuple(row) if row is not None else None
 

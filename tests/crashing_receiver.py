@@ -28,10 +28,10 @@ def main() -> None:
     committed = services._insert_autocommit
     count = 0
 
-    def crash_after_the_commit(row: dict[str, Any], *args: Any, unsynced: bool = False, **kwargs: Any) -> int:
+    def crash_after_the_commit(row: dict[str, Any], *args: Any, unsynced: bool = False, **kwargs: Any) -> Any:
         nonlocal count
-        pk = committed(row, *args, unsynced=unsynced, **kwargs)
-        if unsynced:
+        pk, known = committed(row, *args, unsynced=unsynced, **kwargs)
+        if unsynced and pk is not None:
             count += 1
             if count == nth:
                 path = storage.path_for(row["storage_key"])
@@ -41,7 +41,7 @@ def main() -> None:
                     path.unlink()
                 record.write_text(row["sop_instance_uid"])
                 os.kill(os.getpid(), signal.SIGKILL)
-        return pk
+        return pk, known
 
     services._insert_autocommit = crash_after_the_commit  # type: ignore[assignment]
     from django.core.management import execute_from_command_line

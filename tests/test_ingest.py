@@ -84,8 +84,9 @@ def test_an_instance_of_a_known_series_is_indexed_in_few_statements(ct_modality,
         result = ingest(later, ct_modality, tmp_path)
     statements = [query["sql"].split()[0].upper() for query in queries.captured_queries]
     if connection.vendor == "postgresql":
-        # The lookup, then the row (with its UnsyncedFile row) in one statement that commits itself.
-        assert statements == ["SELECT", "WITH"]
+        # One round trip: the series looked up, and the row (with its UnsyncedFile row)
+        # written, in one statement that commits itself.
+        assert statements == ["WITH"]
     else:
         assert statements.count("SELECT") == 1 and statements.count("INSERT") == 1 and "UPDATE" not in statements
     # What the ORM's create() wrote, as before.
@@ -121,6 +122,42 @@ def test_an_instance_of_a_known_series_is_indexed_in_few_statements(ct_modality,
     # A late instance makes an arrived study updated.
     assert study.status == Study.Status.UPDATED
     assert study.last_received_at == instance.received_at
+
+
+@pytest.mark.parametrize(
+    ("changed", "written"),
+    [
+        ({"patient_name": "ZHANG^SAN"}, ["WITH", "WITH"]),
+        ({"patient_name": "Li^Si"}, ["WITH", "BEGIN"]),
+        ({"modality": "PT"}, ["WITH", "BEGIN"]),
+    ],
+    ids=["the-name-written-another-way", "another-name", "another-modality"],
+)
+@pytest.mark.django_db(transaction=True)
+def test_the_one_statement_writes_an_instance_that_joins_as_it_is_and_the_rules_decide_the_rest(
+    ct_modality, tmp_path, changed, written
+):
+    """The statement that looks an instance's series up writes its row only when the
+    identity rules pass as written; otherwise it writes nothing and the rules decide: the
+    name written another way is the study's (a second statement writes the row), another
+    name flags the study and another modality joins its modalities (the transaction)."""
+    from django.test.utils import CaptureQueriesContext
+
+    study_uid, series_uid = generate_uid(), generate_uid()
+    ingest(make_dataset(study_uid=study_uid, series_uid=series_uid), ct_modality, tmp_path)
+    later = make_dataset(study_uid=study_uid, series_uid=series_uid, **changed)
+    del later.InstanceNumber  # a NULL of the row's own type
+    with CaptureQueriesContext(connection) as queries:
+        result = ingest(later, ct_modality, tmp_path)
+    assert result.outcome == services.IngestOutcome.STORED
+    if connection.vendor == "postgresql":
+        assert [query["sql"].split()[0].upper() for query in queries.captured_queries][:2] == written
+    instance = Instance.objects.select_related("series__study").get(sop_instance_uid=later.SOPInstanceUID)
+    study = instance.series.study
+    assert (instance.series.series_uid, instance.instance_number) == (series_uid, None)
+    assert study.patient_name_conflict == (changed.get("patient_name") == "Li^Si")
+    assert study.modalities_in_study == ("CT\\PT" if "modality" in changed else "CT")
+    assert services.series_instances(instance.series) == 2
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")

@@ -397,8 +397,8 @@ class AnswerTimes:
         ("cloudpacs.services", "_study_uid_ahead", "study UID read ahead"),
         ("cloudpacs.storage", "stage", "staged"),
         ("cloudpacs.storage", "publish", "published (link, fsyncs)"),
-        ("cloudpacs.services", "_series_identity", "series looked up"),
-        ("cloudpacs.services", "_insert_autocommit", "one statement, committed"),
+        ("cloudpacs.services", "_series_identity", "series looked up (first of a series)"),
+        ("cloudpacs.services", "_insert_autocommit", "one statement (series looked up, row committed)"),
         ("cloudpacs.storage", "discard", "staged name removed"),
     ]
 
