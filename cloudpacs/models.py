@@ -182,8 +182,13 @@ class Instance(models.Model):
     sop_instance_uid = models.CharField(max_length=64, unique=True)
     sop_class_uid = models.CharField(max_length=64)
     # Indexed with the id (Meta.indexes): a series' instances after its counted mark are a
-    # range of that index (cloudpacs.counts).
-    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances", db_index=False)
+    # range of that index (cloudpacs.counts). No database constraint: its check locked the
+    # series' row at every instance's commit. The statements that write an instance read
+    # its series in the same statement, and deleting a series that still has instances is
+    # refused by a trigger that waits out every statement writing instances (migration 0018).
+    series = models.ForeignKey(
+        Series, on_delete=models.CASCADE, related_name="instances", db_index=False, db_constraint=False
+    )
     instance_number = models.IntegerField(null=True, blank=True)
     transfer_syntax_uid = models.CharField(max_length=64)
     # Relative to STORAGE_ROOT; the file is the Part 10 file as received.

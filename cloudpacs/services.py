@@ -1378,7 +1378,11 @@ def _insert_instance_sql() -> str:
     if sql is None:
         quote = connection.ops.quote_name
         columns = ", ".join(_column(Instance, name) for name in _INSTANCE_COLUMNS)
-        placeholders = ", ".join(["%s"] * len(_INSTANCE_COLUMNS))
+        # The series' id read from its row by the statement that writes the instance: NULL,
+        # refused, when the series is gone (there is no foreign key; migration 0018).
+        series_id = _column(Series, "id")
+        series = f"(SELECT {series_id} FROM {quote(Series._meta.db_table)} WHERE {series_id} = %s)"  # noqa: S608
+        placeholders = ", ".join(series if name == "series" else "%s" for name in _INSTANCE_COLUMNS)
         # Only the model's own table and column names go into the text; values are parameters.
         sql = f"INSERT INTO {quote(Instance._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
         _INSERT_SQL[connection.vendor] = sql

@@ -212,9 +212,11 @@ def test_an_instance_is_written_to_the_indexes_that_queries_read_and_no_other(ct
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement path is PostgreSQL's")
 @pytest.mark.django_db(transaction=True)
 def test_an_instance_of_a_known_series_waits_for_no_lock_on_its_series_or_study(ct_modality, tmp_path):
-    """The one statement writes the instance's own row only: while another transaction
-    holds the series' and the study's rows (as another association's statement held them
-    until its commit, before the counters were folded by the sweep), it still commits."""
+    """The one statement writes the instance's own row only and locks no other: while
+    another transaction holds the series' and the study's rows (as another association's
+    statement held them until its commit, before the counters were folded by the sweep),
+    even FOR UPDATE, which the foreign key's check at the commit waited for before
+    migration 0018, it still commits."""
     import psycopg
     from django.db import connections
 
@@ -240,7 +242,7 @@ def test_an_instance_of_a_known_series_waits_for_no_lock_on_its_series_or_study(
 
     try:
         for table, pk in ((Series._meta.db_table, series.pk), (Study._meta.db_table, series.study_id)):
-            holder.execute(f"SELECT id FROM {table} WHERE id = %s FOR NO KEY UPDATE", [pk])  # noqa: S608
+            holder.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [pk])  # noqa: S608
         writer = threading.Thread(target=store_another)
         writer.start()
         writer.join(30)
