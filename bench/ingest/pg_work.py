@@ -9,17 +9,19 @@ Unix socket there, no TCP; pg_stat_statements loaded, autovacuum off so that onl
 receiver writes): the WAL written during a push is then the receiver's alone
 (pg_current_wal_lsn before and after, and pg_waldump's record counts for the range), as
 are the statements (pg_stat_statements), the rows (pg_stat_user_tables) and the backends'
-CPU (/proc/<pid>/schedstat of every backend of the run's database, in nanoseconds). What
-an active backend waits for is sampled as run.py --where does (Lock:transactionid is a
-row lock held by another association's transaction).
+CPU (/proc/<pid>/schedstat of every backend of the run's database, in nanoseconds) and
+the WAL's writes and flushes (pg_stat_wal: the commits a flush served). What an active
+backend waits for is sampled as run.py --where does (Lock:transactionid is a row lock
+held by another association's transaction).
 
 Each push is set (a) (200 x 40 KB CT, one series; `--set b`: 100 x 530 KB) sent by dcmtk
 storescu over 1 or 4 associations into a new receiver on a new database, after a one-
-instance warm-up study; the receivers of this tree and of `--before-repo` alternate.
-Counts hold under load; the CPU figures rise with it (read them side by side).
+instance warm-up study; the receivers of this tree, of `--before-repo` and of each
+`--variant NAME=DIR` (steps of one change) alternate. Counts hold under load; the CPU
+figures rise with it (read them side by side).
 
-    .venv/bin/python bench/ingest/pg_work.py [--before-repo DIR] [--parallel 1,4] [--rounds 2]
-        [--processes 2] [--set a] [--statements]
+    .venv/bin/python bench/ingest/pg_work.py [--before-repo DIR] [--variant NAME=DIR ...]
+        [--parallel 1,4] [--rounds 2] [--processes 2] [--set a] [--statements]
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ MAX_PDU = 131072
 SETS = {"a": (200, 140, 140), "b": (100, 512, 512)}
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PSQL = ["psql", "-U", "postgres"]
+# The statements listed with --statements: those of the instances, and of the associations.
+STATEMENTS_LISTED = 16
 TABLES = ("cloudpacs_instance", "cloudpacs_series", "cloudpacs_study", "cloudpacs_unsyncedfile")
 
 
@@ -314,6 +318,8 @@ class Measure:
     tables: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)  # ins, upd, hot, del
     waits: Counter[str] = field(default_factory=Counter)
     samples: int = 0
+    wal_writes: int = 0
+    wal_syncs: int = 0
 
 
 def table_counts(cluster: Cluster, database: str) -> dict[str, tuple[int, int, int, int]]:
@@ -324,6 +330,14 @@ def table_counts(cluster: Cluster, database: str) -> dict[str, tuple[int, int, i
         database,
     )
     return {row[0]: (int(row[1]), int(row[2]), int(row[3]), int(row[4])) for row in rows}
+
+
+def wal_io(cluster: Cluster) -> tuple[int, int]:
+    """The cluster's WAL writes and flushes (fdatasync) so far, as its backends have
+    reported them (at the latest when they end): a commit waits for one flush unless
+    another backend's flush covered its record (group commit)."""
+    writes, syncs = cluster.rows("SELECT wal_write, wal_sync FROM pg_stat_wal")[0]
+    return int(writes), int(syncs)
 
 
 def wait_quiet(cluster: Cluster, database: str, receiver: subprocess.Popen, most: float = 120.0) -> None:
@@ -384,6 +398,7 @@ def run_once(
         cluster.sql("SELECT pg_stat_statements_reset()", database)
         tables_before = table_counts(cluster, database)
         lsn_before = cluster.sql("SELECT pg_current_wal_insert_lsn()")
+        writes_before, syncs_before = wal_io(cluster)
         cpu_before = tree_cpu_seconds(receiver.pid)
         with BackendSampler(cluster, database) as sampler:
             measure.seconds = push(port, files, parallel)
@@ -411,6 +426,9 @@ def run_once(
         while sampler.backends() and time.monotonic() < deadline:
             time.sleep(0.1)
         tables_after = table_counts(cluster, database)
+        # Its backends report their WAL writes and flushes when they end, as their rows.
+        writes_after, syncs_after = wal_io(cluster)
+        measure.wal_writes, measure.wal_syncs = writes_after - writes_before, syncs_after - syncs_before
         measure.tables = {
             name: tuple(
                 a - b for a, b in zip(tables_after.get(name, (0,) * 4), tables_before.get(name, (0,) * 4), strict=True)
@@ -445,7 +463,9 @@ def report(label: str, runs: list[Measure], count: int, show_statements: bool) -
     records = sum(v[0] for v in wal.values())
     fpi = sum(v[2] for v in wal.values())
     print(
-        f"    WAL records per instance {records / count:.2f}"
+        f"    WAL flushes per instance {per([m.wal_syncs for m in runs], count)} (to the receiver's stop)"
+        f" (writes {per([m.wal_writes for m in runs], count)}),"
+        f" records per instance {records / count:.2f}"
         f" (last push; full-page images {fpi / count:.0f} bytes/inst): "
         + ", ".join(
             f"{name} {v[0] / count:.2f} ({v[1] / count:.0f} B)"
@@ -464,7 +484,7 @@ def report(label: str, runs: list[Measure], count: int, show_statements: bool) -
     calls = [sum(c for c, _ in m.statements.values()) for m in runs]
     print(f"    statements per instance {per(calls, count)} (pg_stat_statements, all kinds)")
     if show_statements:
-        for query, (n, rows) in list(runs[-1].statements.items())[:8]:
+        for query, (n, rows) in list(runs[-1].statements.items())[:STATEMENTS_LISTED]:
             print(f"      {n / count:6.2f}/inst {rows:6d} rows  {query[:110]}")
     samples = sum(m.samples for m in runs)
     waits: Counter[str] = sum((m.waits for m in runs), Counter())
@@ -478,6 +498,13 @@ def report(label: str, runs: list[Measure], count: int, show_statements: bool) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before-repo", type=Path, help="another checkout, run alternately as 'before'")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a further checkout, run alternately under NAME (repeatable): steps of one change in one run",
+    )
     parser.add_argument("--parallel", default="1,4")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--processes", type=int, default=2)
@@ -487,6 +514,11 @@ def main() -> None:
     args = parser.parse_args()
     parallels = [int(p) for p in args.parallel.split(",")]
     repos = [("after", BASE_DIR)] + ([("before", args.before_repo.resolve())] if args.before_repo else [])
+    for variant in args.variant:
+        name, _, directory = variant.partition("=")
+        if not name.isidentifier() or not directory:
+            parser.error(f"--variant {variant!r}: NAME=DIR")
+        repos.append((name, Path(directory).resolve()))
 
     workdir = Path(tempfile.mkdtemp(prefix="pg-work-"))
     cluster = Cluster(workdir)
