@@ -101,12 +101,30 @@ def django_db_setup(request, django_test_environment, django_db_blocker) -> Iter
     yield
     with django_db_blocker.unblock():
         for alias, name in configured.items():
+            connection = connections[alias]
+            clone = connection.settings_dict["NAME"]
             try:
-                connections[alias].creation.destroy_test_db(old_database_name=name, verbosity=0)
+                connection.creation.destroy_test_db(old_database_name=name, verbosity=0)
             except Exception as error:
-                # As pytest-django's own teardown does: a connection a test left open (a
-                # thread's, a child process's) keeps the clone; the next run replaces it.
-                warnings.warn(f"the test database was not dropped: {error}", stacklevel=1)
+                # A connection a test left open (a thread's still ending, a child process's)
+                # keeps the clone. Every test of this worker has ended: on PostgreSQL the
+                # clone is dropped with that connection ended (13 and later); else, as
+                # pytest-django's own teardown does, it stays and the next run replaces it.
+                if not _dropped_by_force(connection, clone):
+                    warnings.warn(f"the test database was not dropped: {error}", stacklevel=1)
+                connection.settings_dict["NAME"] = name
+                settings.DATABASES[alias]["NAME"] = name
+
+
+def _dropped_by_force(connection: Any, name: str) -> bool:
+    if connection.vendor != "postgresql":
+        return False
+    try:
+        with connection._nodb_cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {connection.ops.quote_name(name)} WITH (FORCE)")
+    except Exception:
+        return False
+    return True
 
 
 def register(config: pytest.Config) -> None:
