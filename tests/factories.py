@@ -170,6 +170,21 @@ def write_dataset(ds: Dataset, path: Path) -> Path:
     return path
 
 
+def ingest(ds: Dataset, modality: Modality, directory: Path) -> Any:
+    """`ds` written in `directory` and indexed as the receiver indexes a received file:
+    ingest_instance's result."""
+    from cloudpacs import services
+
+    path = write_dataset(ds, directory / f"{ds.SOPInstanceUID}.dcm")
+    return services.ingest_instance(
+        path,
+        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        modality=modality,
+    )
+
+
 def make_study(facility: Facility, modality: Modality | None = None, *, patient: Any = None, **fields: Any) -> Any:
     """An archived study (index rows only, no files) with one series, for consult tests."""
     from cloudpacs.models import Patient, Series, Study

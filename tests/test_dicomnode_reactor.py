@@ -522,16 +522,7 @@ def test_a_data_pdu_goes_to_the_dimse_provider_without_the_state_machines_queues
         decode(pdu, bytestream)
 
     monkeypatch.setattr(P_DATA_TF, "decode", counted_decode)
-    ae = AE(ae_title=ct_modality.ae_title)
-    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
-    assoc = ae.associate(*receiver, ae_title="CLOUDPACS")
-    assert assoc.is_established
-    ds = make_dataset(rows=512, columns=512)  # 512 KB of pixel data: several 128 KB PDUs
-    try:
-        assert assoc.send_c_store(ds).Status == 0x0000
-    finally:
-        assoc.release()
-    assert assoc.is_released
+    ds = _store_large_instance(receiver, ct_modality.ae_title)
     assert events["Evt10"] == 0 and decoded == {}
     # The association's other steps still go through the state machine; the answer was
     # sent from the association's thread (test_a_c_store_answer_is_sent_...).
@@ -576,6 +567,7 @@ def _store_large_instance(receiver: tuple[str, int], calling: str) -> Any:
         assert assoc.send_c_store(ds).Status == 0x0000
     finally:
         assoc.release()
+    assert assoc.is_released
     return ds
 
 

@@ -24,19 +24,8 @@ from consults.models import Consult
 from consults.services import open_consult_for_study
 from consults.tasks import sweep_stable_studies
 from facilities.models import AuditEvent, ExamKind
-from tests.factories import make_dataset, write_dataset
+from tests.factories import ingest, make_dataset, write_dataset
 from tests.processes import wait_for
-
-
-def ingest(ds, modality, tmp_path: Path):
-    path = write_dataset(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
-    return services.ingest_instance(
-        path,
-        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
-        sop_class_uid=ds.SOPClassUID,
-        sop_instance_uid=ds.SOPInstanceUID,
-        modality=modality,
-    )
 
 
 def staged_file(ds, path: Path) -> storage.StagedFile:

@@ -14,23 +14,12 @@ from pydicom.uid import generate_uid
 
 from cloudpacs import services
 from cloudpacs.models import Instance, Series, UnsyncedFile
-from tests.factories import make_dataset, write_dataset
+from tests.factories import ingest, make_dataset
 
 ORPHANS = (
     "SELECT count(*) FROM cloudpacs_instance i"
     " WHERE NOT EXISTS (SELECT 1 FROM cloudpacs_series s WHERE s.id = i.series_id)"
 )
-
-
-def ingest(ds, modality, tmp_path):
-    path = write_dataset(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
-    return services.ingest_instance(
-        path,
-        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
-        sop_class_uid=ds.SOPClassUID,
-        sop_instance_uid=ds.SOPInstanceUID,
-        modality=modality,
-    )
 
 
 def orphans() -> int:

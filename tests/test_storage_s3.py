@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 from cloudpacs import services, storage
 from cloudpacs.dicomweb import wado
 from cloudpacs.models import Instance
-from tests.factories import make_dataset, write_dataset
+from tests.factories import ingest, make_dataset
 from tests.s3_support import FaultyProxy, use_object_store
 from tests.test_dicomnode_server import send
 from tests.test_ingest import staged_file
@@ -53,17 +53,6 @@ def spool() -> list[Path]:
 
 def objects() -> list[str]:
     return [item.key for item in storage.stored_objects()]
-
-
-def ingest(ds, modality, tmp_path: Path):
-    path = write_dataset(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
-    return services.ingest_instance(
-        path,
-        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
-        sop_class_uid=ds.SOPClassUID,
-        sop_instance_uid=ds.SOPInstanceUID,
-        modality=modality,
-    )
 
 
 # ---------------------------------------------------------------- faults
