@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -230,29 +230,27 @@ def exact_rows(
                 row[field] = found[row[pk]]
 
 
+def _made_exact(rows: Iterable[Any], gate: bool, exact_by: Callable[[Iterable[int]], dict[int, int]]) -> list[Any]:
+    rows = list(rows)
+    if gate or counted(rows):
+        return rows
+    found = exact_by(row.pk for row in rows)
+    for row in rows:
+        row.number_of_instances = found.get(row.pk, row.number_of_instances)
+    return rows
+
+
 def exact_studies(studies: Iterable[Study], *, gate: bool = False) -> list[Study]:
     """The studies with their number_of_instances made exact, in place (to show; never saved).
     Nothing to do when they were read with_counted and the gate held, or when `gate` says
     it held for the statement that read them (counted() of the rows they came with)."""
-    studies = list(studies)
-    if gate or counted(studies):
-        return studies
-    found = exact_by_study(study.pk for study in studies)
-    for study in studies:
-        study.number_of_instances = found.get(study.pk, study.number_of_instances)
-    return studies
+    return _made_exact(studies, gate, exact_by_study)
 
 
 def exact_series(series_list: Iterable[Series], *, gate: bool = False) -> list[Series]:
     """The series with their number_of_instances made exact, in place (to show; never saved),
     as exact_studies."""
-    series_list = list(series_list)
-    if gate or counted(series_list):
-        return series_list
-    found = exact_by_series(series.pk for series in series_list)
-    for series in series_list:
-        series.number_of_instances = found.get(series.pk, series.number_of_instances)
-    return series_list
+    return _made_exact(series_list, gate, exact_by_series)
 
 
 def study_instances(study: Study | int) -> int:
