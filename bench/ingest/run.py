@@ -643,32 +643,32 @@ def start_orthanc(index: str) -> Callable[[Path, int], subprocess.Popen]:
 STORESCU_OPTIONS: list[str] = []
 
 
+def add_storescu_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storescu-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="an option for every storescu client, e.g. --storescu-option=-R (repeatable)",
+    )
+
+
+def storescu(port: int, files: list[Path]) -> subprocess.Popen:
+    """A storescu client sending `files` over one association, with TCP_NODELAY."""
+    options = [*STORESCU_OPTIONS, "-aet", CALLING, "-aec", AE_TITLE, "--max-pdu", str(MAX_PDU)]
+    return subprocess.Popen(
+        ["storescu", *options, "127.0.0.1", str(port), *map(str, files)],
+        env={**os.environ, "TCP_NODELAY": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
 def push(port: int, files: list[Path], parallel: int) -> float:
     groups = [files[i::parallel] for i in range(parallel)]
     groups = [group for group in groups if group]
-    env = {**os.environ, "TCP_NODELAY": "1"}
     started = time.perf_counter()
-    clients = [
-        subprocess.Popen(
-            [
-                "storescu",
-                *STORESCU_OPTIONS,
-                "-aet",
-                CALLING,
-                "-aec",
-                AE_TITLE,
-                "--max-pdu",
-                str(MAX_PDU),
-                "127.0.0.1",
-                str(port),
-                *map(str, group),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for group in groups
-    ]
+    clients = [storescu(port, group) for group in groups]
     failures = []
     for client in clients:
         _, err = client.communicate()
@@ -949,13 +949,7 @@ def main() -> None:
         help="also print where each cell's time went: CPU per instance of each receiver process, of the"
         " PostgreSQL backends and of the storescu clients, and what active backends waited for",
     )
-    parser.add_argument(
-        "--storescu-option",
-        action="append",
-        default=[],
-        metavar="OPTION",
-        help="an option for every storescu client, e.g. --storescu-option=-R (repeatable)",
-    )
+    add_storescu_option(parser)
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     global WHERE

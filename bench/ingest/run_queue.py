@@ -58,7 +58,6 @@ from urllib.parse import urlsplit
 
 import accounting
 import run as bench
-from harness import AE_TITLE, CALLING
 from speed_probe import SpeedProbe
 from wire import WireTap
 
@@ -244,27 +243,6 @@ def backends(database: str) -> set[int]:
     return {int(line) for line in out.split() if line.strip().isdigit()}
 
 
-def storescu(port: int, files: list[Path]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            "storescu",
-            *bench.STORESCU_OPTIONS,
-            "-aet",
-            CALLING,
-            "-aec",
-            AE_TITLE,
-            "--max-pdu",
-            str(bench.MAX_PDU),
-            "127.0.0.1",
-            str(port),
-        ]
-        + [str(path) for path in files],
-        env={**os.environ, "TCP_NODELAY": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
 def wait_for(clients: list[subprocess.Popen]) -> tuple[float, list[bytes]]:
     """Wait for the storescu clients: (their CPU seconds, from their exit, the standard
     errors of those that failed)."""
@@ -333,7 +311,7 @@ def push_once(dataset: Any, warmup: Any, workdir: Path, config: Config) -> dict[
             second = reading()
             clients_started = time.time()
             started = time.perf_counter()
-            clients = [storescu(port, group) for group in groups]
+            clients = [bench.storescu(port, group) for group in groups]
             sampler.add([client.pid for client in clients])
             clients_cpu, failures = wait_for(clients)
             seconds = time.perf_counter() - started
@@ -440,13 +418,7 @@ def main() -> None:
         " one per receiver process: the default, as run.py) or one (one association, as run.py before run 26)",
     )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "yunying-run-queue")
-    parser.add_argument(
-        "--storescu-option",
-        action="append",
-        default=[],
-        metavar="OPTION",
-        help="an option for every storescu client, e.g. --storescu-option=-R (repeatable)",
-    )
+    bench.add_storescu_option(parser)
     args = parser.parse_args()
     bench.STORESCU_OPTIONS.extend(args.storescu_option)
     (args.workdir / "runs").mkdir(parents=True, exist_ok=True)
